@@ -1,0 +1,103 @@
+/* file:// codec: see file-path.h. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "file-path.h"
+
+static int keep(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         c == '_' || c == '-';
+}
+
+int dlock__file_key_path(const char *dir, const char *key, size_t keylen, char *out,
+                         size_t outlen) {
+  static const char hex[] = "0123456789ABCDEF";
+  size_t o = 0, chunk = 0;
+#define PUT(ch)                                                                \
+  do {                                                                         \
+    if (o + 1 >= outlen)                                                       \
+      return dlock_seterr(DLOCK_EINVAL, "file: lock path too long");           \
+    out[o++] = (ch);                                                           \
+  } while (0)
+  for (const char *p = dir; *p; p++)
+    PUT(*p);
+  if (o == 0 || out[o - 1] != '/')
+    PUT('/');
+  for (size_t i = 0; i < keylen; i++) {
+    unsigned char c = (unsigned char)key[i];
+    size_t need = keep(c) ? 1 : 3;
+    if (chunk + need > DLOCK__FILE_CHUNK) {
+      PUT('.');
+      PUT('d');
+      PUT('/');
+      chunk = 0;
+    }
+    if (need == 1) {
+      PUT((char)c);
+    } else {
+      PUT('%');
+      PUT(hex[c >> 4]);
+      PUT(hex[c & 15]);
+    }
+    chunk += need;
+  }
+  const char *sfx = ".lock";
+  for (const char *p = sfx; *p; p++)
+    PUT(*p);
+  out[o] = '\0';
+  return (int)o;
+#undef PUT
+}
+
+int dlock__file_record_format(const dlock__file_record *r, char *out, size_t outlen) {
+  char label[128];
+  size_t j = 0;
+  /* One record per line: a label must not be able to forge another field. */
+  for (size_t i = 0; r->label[i] && j + 1 < sizeof label; i++)
+    label[j++] = (r->label[i] == '\n' || r->label[i] == '\r') ? ' ' : r->label[i];
+  label[j] = '\0';
+  int n = snprintf(out, outlen, "dlock-file 1\ntoken %" PRIu64 "\nowner %s\npid %ld\nlabel %s\n",
+                   r->token, r->owner, r->pid, label);
+  if (n < 0 || (size_t)n >= outlen)
+    return dlock_seterr(DLOCK_EINVAL, "file: record too long");
+  return n;
+}
+
+int dlock__file_record_parse(const char *buf, size_t len, dlock__file_record *r) {
+  memset(r, 0, sizeof *r);
+  if (len == 0)
+    return 0;
+  char tmp[512];
+  if (len >= sizeof tmp)
+    return dlock_seterr(DLOCK_EBACKEND, "file: lock file is corrupt (too long)");
+  memcpy(tmp, buf, len);
+  tmp[len] = '\0';
+  char *save = NULL;
+  char *line = strtok_r(tmp, "\n", &save);
+  if (!line || strcmp(line, "dlock-file 1") != 0)
+    return dlock_seterr(DLOCK_EBACKEND, "file: lock file is corrupt (bad header)");
+  int have_token = 0;
+  while ((line = strtok_r(NULL, "\n", &save)) != NULL) {
+    if (strncmp(line, "token ", 6) == 0) {
+      char *end;
+      errno = 0;
+      unsigned long long v = strtoull(line + 6, &end, 10);
+      if (errno || *end || end == line + 6 || line[6] == '-')
+        return dlock_seterr(DLOCK_EBACKEND, "file: lock file is corrupt (bad token)");
+      r->token = v;
+      have_token = 1;
+    } else if (strncmp(line, "owner ", 6) == 0) {
+      snprintf(r->owner, sizeof r->owner, "%s", line + 6);
+    } else if (strncmp(line, "pid ", 4) == 0) {
+      r->pid = strtol(line + 4, NULL, 10);
+    } else if (strncmp(line, "label ", 6) == 0) {
+      snprintf(r->label, sizeof r->label, "%s", line + 6);
+    }
+  }
+  if (!have_token)
+    return dlock_seterr(DLOCK_EBACKEND, "file: lock file is corrupt (no token)");
+  return 0;
+}

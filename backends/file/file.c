@@ -1,0 +1,361 @@
+/* file:///dir: a directory of lock files with open-file-description locks.
+ *
+ * OFD locks (F_OFD_SETLK) belong to one open file description, so two
+ * clients in the same process exclude each other and closing some other
+ * descriptor of the file does not drop the lock, unlike classic POSIX
+ * record locks.  The kernel frees the lock when the holder dies.
+ *
+ * The fencing token is a counter kept in the lock file and bumped while
+ * holding the lock; lock files are therefore never deleted.  Waiting uses
+ * inotify: a holder's descriptor is open for writing, so its release (or
+ * death) produces IN_CLOSE_WRITE on the file.  Waiters keep their own
+ * descriptor open between attempts so that they do not wake each other. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "file-path.h"
+#include "internal.h"
+
+/* Longest a waiter sleeps between checks even without an inotify event, as
+ * a guard against an event lost to queue overflow. */
+#define SAFETY_POLL_MS 1000
+
+struct file_client {
+  char *dir;
+  int sync;
+};
+
+struct file_lock {
+  int fd;
+  dev_t dev;
+  ino_t ino;
+  char path[PATH_MAX];
+};
+
+static int file_open(dlock_backend_client *bc, dlock_url *url) {
+  struct file_client *fc = bc->priv;
+  const char *path = dlock_url_path(url);
+  int rc = dlock_url_param_bool(url, "sync", 1, &fc->sync);
+  if (rc < 0)
+    return rc;
+  if (dlock_url_host_count(url) > 0 && strcmp(dlock_url_host(url, 0), "localhost") != 0)
+    return dlock_seterr(DLOCK_EINVAL, "file: only local paths are supported (file:///dir)");
+  if (!path || path[0] != '/' || strlen(path) > PATH_MAX - 2048)
+    return dlock_seterr(DLOCK_EINVAL, "file: need an absolute directory, e.g. file:///var/lib/dlock");
+  if (!(fc->dir = strdup(path)))
+    return dlock_seterr(DLOCK_ENOMEM, "out of memory");
+  /* mkdir -p: the directory is created on first use. */
+  char tmp[PATH_MAX];
+  snprintf(tmp, sizeof tmp, "%s", path);
+  for (char *p = tmp + 1;; p++) {
+    if (*p == '/' || *p == '\0') {
+      char save = *p;
+      *p = '\0';
+      if (mkdir(tmp, 0777) != 0 && errno != EEXIST) {
+        rc = dlock_seterr(errno == EACCES ? DLOCK_EAUTH : DLOCK_ECONN,
+                          "file: cannot create %s: %s", tmp, strerror(errno));
+        free(fc->dir);
+        return rc;
+      }
+      *p = save;
+      if (!save)
+        break;
+    }
+  }
+  if (access(path, W_OK | X_OK) != 0) {
+    rc = dlock_seterr(errno == EACCES ? DLOCK_EAUTH : DLOCK_ECONN,
+                      "file: cannot use %s: %s", path, strerror(errno));
+    free(fc->dir);
+    return rc;
+  }
+  return 0;
+}
+
+static void file_close(dlock_backend_client *bc) {
+  struct file_client *fc = bc->priv;
+  free(fc->dir);
+}
+
+static int sys_err(const char *what, const char *path) {
+  int e = errno;
+  return dlock_seterr(e == EACCES || e == EPERM ? DLOCK_EAUTH : DLOCK_EBACKEND,
+                      "file: %s %s: %s", what, path, strerror(e));
+}
+
+/* Create the ".d" directories that a long key's path runs through. */
+static int make_parents(const char *dir, char *path) {
+  size_t skip = strlen(dir);
+  for (char *p = path + skip + 1; *p; p++) {
+    if (*p != '/')
+      continue;
+    *p = '\0';
+    int r = mkdir(path, 0777);
+    int e = errno;
+    *p = '/';
+    if (r != 0 && e != EEXIST) {
+      errno = e;
+      return sys_err("cannot create directory for", path);
+    }
+  }
+  return 0;
+}
+
+static int lock_path(struct file_client *fc, dlock_backend_lock *bl, struct file_lock *fl) {
+  int n = dlock__file_key_path(fc->dir, bl->key, bl->keylen, fl->path, sizeof fl->path);
+  if (n < 0)
+    return n;
+  return make_parents(fc->dir, fl->path);
+}
+
+static int open_lockfile(struct file_lock *fl) {
+  fl->fd = open(fl->path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  if (fl->fd < 0)
+    return sys_err("cannot open", fl->path);
+  return 0;
+}
+
+/* 1 if PATH still names the inode FD is open on. */
+static bool same_file(int fd, const char *path, dev_t *dev, ino_t *ino) {
+  struct stat a, b;
+  if (fstat(fd, &a) != 0 || stat(path, &b) != 0)
+    return false;
+  if (dev)
+    *dev = a.st_dev;
+  if (ino)
+    *ino = a.st_ino;
+  return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+static int ofd_lock(int fd, short type, bool *busy) {
+  struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+  *busy = false;
+  if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
+    return 0;
+  if (errno == EAGAIN || errno == EACCES) {
+    *busy = true;
+    return 0;
+  }
+  return -1;
+}
+
+static int read_record(int fd, const char *path, dlock__file_record *r) {
+  char buf[512];
+  ssize_t n = pread(fd, buf, sizeof buf, 0);
+  if (n < 0)
+    return sys_err("cannot read", path);
+  return dlock__file_record_parse(buf, (size_t)n, r);
+}
+
+/* Holding the lock: bump the counter and name ourselves. */
+static int claim(struct file_client *fc, struct file_lock *fl, dlock_backend_lock *bl) {
+  dlock__file_record r;
+  int rc = read_record(fl->fd, fl->path, &r);
+  if (rc < 0)
+    return rc;
+  if (r.token == UINT64_MAX)
+    return dlock_seterr(DLOCK_EBACKEND, "file: fencing counter of %s is exhausted", fl->path);
+  r.token++;
+  snprintf(r.owner, sizeof r.owner, "%s", bl->owner);
+  r.pid = (long)getpid();
+  snprintf(r.label, sizeof r.label, "%s", bl->label);
+  char buf[512];
+  int n = dlock__file_record_format(&r, buf, sizeof buf);
+  if (n < 0)
+    return n;
+  if (pwrite(fl->fd, buf, (size_t)n, 0) != n || ftruncate(fl->fd, n) != 0)
+    return sys_err("cannot write", fl->path);
+  /* Without this a machine crash could roll the counter back and reissue
+   * a token; ?sync=false trades that for speed. */
+  if (fc->sync && fdatasync(fl->fd) != 0)
+    return sys_err("cannot sync", fl->path);
+  bl->token = r.token;
+  return 0;
+}
+
+/* One attempt on an open descriptor: 0 = held, DLOCK_EBUSY, 1 = the file was
+ * replaced under us (reopen and retry), or an error. */
+static int attempt(struct file_client *fc, struct file_lock *fl, dlock_backend_lock *bl) {
+  bool busy;
+  bl->sent_ns = dlock__now_ns();
+  if (ofd_lock(fl->fd, F_WRLCK, &busy) != 0)
+    return sys_err("cannot lock", fl->path);
+  if (busy)
+    return DLOCK_EBUSY;
+  /* Someone may have unlinked the file between our open and our lock; a
+   * lock on an orphaned inode excludes nobody. */
+  if (!same_file(fl->fd, fl->path, &fl->dev, &fl->ino)) {
+    ofd_lock(fl->fd, F_UNLCK, &busy);
+    return 1;
+  }
+  int rc = claim(fc, fl, bl);
+  if (rc < 0)
+    ofd_lock(fl->fd, F_UNLCK, &busy);
+  return rc;
+}
+
+static void close_fd(struct file_lock *fl) {
+  if (fl->fd >= 0)
+    close(fl->fd);
+  fl->fd = -1;
+}
+
+static int file_try_acquire(dlock_backend_client *bc, dlock_backend_lock *bl) {
+  struct file_client *fc = bc->priv;
+  struct file_lock *fl = bl->priv;
+  fl->fd = -1;
+  int rc = lock_path(fc, bl, fl);
+  for (int tries = 0; rc == 0 && tries < 100; tries++) {
+    if ((rc = open_lockfile(fl)) < 0)
+      break;
+    rc = attempt(fc, fl, bl);
+    if (rc == 0)
+      return 0;
+    close_fd(fl);
+    if (rc != 1)
+      break;
+    rc = 0;
+  }
+  if (rc == DLOCK_EBUSY)
+    return dlock_seterr(DLOCK_EBUSY, "file: '%s' is held", bl->key);
+  return rc;
+}
+
+static int file_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t deadline) {
+  struct file_client *fc = bc->priv;
+  struct file_lock *fl = bl->priv;
+  fl->fd = -1;
+  int rc = lock_path(fc, bl, fl);
+  if (rc < 0)
+    return rc;
+  int ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+  if (ino < 0)
+    return sys_err("cannot watch", fl->path);
+  for (;;) {
+    if (fl->fd < 0) {
+      if ((rc = open_lockfile(fl)) < 0)
+        break;
+      /* Watch before trying, so a release between the try and the wait is
+       * not missed. */
+      if (inotify_add_watch(ino, fl->path,
+                            IN_CLOSE_WRITE | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF) < 0) {
+        rc = sys_err("cannot watch", fl->path);
+        break;
+      }
+    }
+    rc = attempt(fc, fl, bl);
+    if (rc == 0)
+      break;
+    if (rc == 1) {
+      close_fd(fl);
+      continue;
+    }
+    if (rc != DLOCK_EBUSY)
+      break;
+    int64_t now = dlock__now_ns();
+    if (deadline >= 0 && now >= deadline) {
+      rc = dlock_seterr(DLOCK_ETIMEDOUT, "file: timed out waiting for '%s'", bl->key);
+      break;
+    }
+    int64_t wait_ms = SAFETY_POLL_MS;
+    if (deadline >= 0 && (deadline - now) / 1000000 + 1 < wait_ms)
+      wait_ms = (deadline - now) / 1000000 + 1;
+    struct pollfd pfd = {.fd = ino, .events = POLLIN};
+    if (poll(&pfd, 1, (int)wait_ms) > 0) {
+      char evbuf[4096];
+      while (read(ino, evbuf, sizeof evbuf) > 0)
+        ;
+      /* The file may have been unlinked or replaced: check on the retry. */
+      if (!same_file(fl->fd, fl->path, NULL, NULL))
+        close_fd(fl);
+    }
+  }
+  close(ino);
+  if (rc != 0)
+    close_fd(fl);
+  return rc;
+}
+
+/* 0 if we still hold the lock named by the path, DLOCK_ELOST otherwise. */
+static int still_ours(struct file_lock *fl, dlock_backend_lock *bl) {
+  if (fl->fd < 0 || !same_file(fl->fd, fl->path, NULL, NULL))
+    return dlock_seterr(DLOCK_ELOST, "file: lock file for '%s' was removed or replaced",
+                        bl->key);
+  dlock__file_record r;
+  if (read_record(fl->fd, fl->path, &r) < 0 || strcmp(r.owner, bl->owner) != 0)
+    return dlock_seterr(DLOCK_ELOST, "file: lock file for '%s' names another owner", bl->key);
+  return 0;
+}
+
+static int file_renew(dlock_backend_client *bc, dlock_backend_lock *bl) {
+  (void)bc;
+  bl->sent_ns = dlock__now_ns();
+  return still_ours(bl->priv, bl);
+}
+
+static int file_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
+  (void)bc;
+  struct file_lock *fl = bl->priv;
+  int rc = still_ours(fl, bl);
+  bool busy;
+  if (fl->fd >= 0)
+    ofd_lock(fl->fd, F_UNLCK, &busy);
+  close_fd(fl); /* IN_CLOSE_WRITE wakes the waiters */
+  return rc;
+}
+
+static int file_inspect(dlock_backend_client *bc, const char *key, size_t keylen,
+                        dlock_info *info) {
+  struct file_client *fc = bc->priv;
+  char path[PATH_MAX];
+  int n = dlock__file_key_path(fc->dir, key, keylen, path, sizeof path);
+  if (n < 0)
+    return n;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return errno == ENOENT || errno == ENOTDIR ? 0 : sys_err("cannot open", path);
+  struct flock q = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+  dlock__file_record r;
+  int rc = 0;
+  if (fcntl(fd, F_OFD_GETLK, &q) != 0)
+    rc = sys_err("cannot query", path);
+  else if ((rc = read_record(fd, path, &r)) == 0) {
+    info->token = r.token;
+    info->held = q.l_type != F_UNLCK;
+    info->ttl_ms = -1;
+    if (info->held) {
+      snprintf(info->owner, sizeof info->owner, "%s", r.owner);
+      snprintf(info->label, sizeof info->label, "%s", r.label);
+    }
+  }
+  close(fd);
+  return rc;
+}
+
+static const char *const file_schemes[] = {"file", NULL};
+
+const dlock_backend_ops dlock__file_ops = {
+    .version = DLOCK_BACKEND_VERSION,
+    .name = "file",
+    .schemes = file_schemes,
+    .caps = DLOCK_CAP_FENCING | DLOCK_CAP_NATIVE_WAIT | DLOCK_CAP_CROSS_PROCESS,
+    .client_size = sizeof(struct file_client),
+    .lock_size = sizeof(struct file_lock),
+    .open = file_open,
+    .close = file_close,
+    .try_acquire = file_try_acquire,
+    .acquire = file_acquire,
+    .renew = file_renew,
+    .release = file_release,
+    .renew_many = NULL,
+    .inspect = file_inspect,
+    .control = NULL,
+};

@@ -1,0 +1,380 @@
+/* Redis codec: scripts, key/value layout and reply decoding (no I/O). */
+#include "backends/redis/redis-codec.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The value embeds the token, so the acquire script must build it: only the
+ * script knows the token before the SET.  Lua 5.1 numbers are doubles and
+ * tostring() switches to exponent notation at 1e14, so the token is
+ * formatted with %d, which is exact up to 2^53 (far beyond any counter a
+ * lock key will reach).  PTTL doubles as the existence test: -2 is "no key". */
+static const char acquire_lua[] =
+    "local p = redis.call('PTTL', KEYS[1])\n"
+    "if p ~= -2 then return {0, p} end\n"
+    "local t = redis.call('INCR', KEYS[2])\n"
+    "redis.call('SET', KEYS[1], ARGV[1] .. ':' .. string.format('%d', t) .. ':' .. ARGV[3],"
+    " 'PX', ARGV[2])\n"
+    "return {1, t}\n";
+
+/* Compare the whole value, so a handle from an earlier acquisition by the
+ * same owner string can never free a later one.  Waiters only need to know
+ * that something was released; the payload is informational. */
+static const char release_lua[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+    "  redis.call('DEL', KEYS[1])\n"
+    "  redis.call('PUBLISH', KEYS[2], ARGV[1])\n"
+    "  return 1\n"
+    "end\n"
+    "return 0\n";
+
+static const char renew_lua[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+    "  redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+    "  return 1\n"
+    "end\n"
+    "return 0\n";
+
+/* A missing key comes back as Lua false, which Redis sends as nil; false is
+ * not nil in a Lua table, so the array keeps its three slots. */
+static const char inspect_lua[] =
+    "return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1]),"
+    " redis.call('GET', KEYS[2])}\n";
+
+const char *dlock__redis_script(dlock__redis_script_id id) {
+  switch (id) {
+  case DLOCK__REDIS_ACQUIRE: return acquire_lua;
+  case DLOCK__REDIS_RELEASE: return release_lua;
+  case DLOCK__REDIS_RENEW: return renew_lua;
+  case DLOCK__REDIS_INSPECT: return inspect_lua;
+  default: return NULL;
+  }
+}
+
+const char *dlock__redis_script_name(dlock__redis_script_id id) {
+  switch (id) {
+  case DLOCK__REDIS_ACQUIRE: return "acquire";
+  case DLOCK__REDIS_RELEASE: return "release";
+  case DLOCK__REDIS_RENEW: return "renew";
+  case DLOCK__REDIS_INSPECT: return "inspect";
+  default: return "?";
+  }
+}
+
+static const char *kind_text(dlock__redis_keykind kind) {
+  switch (kind) {
+  case DLOCK__REDIS_KEY_LOCK: return "lock:{";
+  case DLOCK__REDIS_KEY_FENCE: return "fence:{";
+  case DLOCK__REDIS_KEY_CHAN: return "lockch:{";
+  }
+  return NULL;
+}
+
+char *dlock__redis_key(const char *prefix, dlock__redis_keykind kind, const char *key,
+                       size_t keylen, size_t *len) {
+  const char *mid = kind_text(kind);
+  if (!mid || (!key && keylen))
+    return NULL;
+  if (!prefix)
+    prefix = DLOCK__REDIS_DEFAULT_PREFIX;
+  size_t plen = strlen(prefix), mlen = strlen(mid);
+  if (keylen > SIZE_MAX - plen - mlen - 2)
+    return NULL;
+  size_t n = plen + mlen + keylen + 1;
+  char *s = malloc(n + 1);
+  if (!s)
+    return NULL;
+  memcpy(s, prefix, plen);
+  memcpy(s + plen, mid, mlen);
+  if (keylen)
+    memcpy(s + plen + mlen, key, keylen);
+  s[n - 1] = '}';
+  s[n] = '\0';
+  if (len)
+    *len = n;
+  return s;
+}
+
+char *dlock__redis_value(const char *owner, uint64_t token, const char *label, size_t *len) {
+  if (!owner)
+    return NULL;
+  if (!label)
+    label = "";
+  char tok[24];
+  int tl = snprintf(tok, sizeof tok, "%" PRIu64, token);
+  if (tl < 0)
+    return NULL;
+  size_t ol = strlen(owner), ll = strlen(label);
+  size_t n = ol + 1 + (size_t)tl + 1 + ll;
+  char *s = malloc(n + 1);
+  if (!s)
+    return NULL;
+  char *p = s;
+  memcpy(p, owner, ol);
+  p += ol;
+  *p++ = ':';
+  memcpy(p, tok, (size_t)tl);
+  p += tl;
+  *p++ = ':';
+  memcpy(p, label, ll);
+  p[ll] = '\0';
+  if (len)
+    *len = n;
+  return s;
+}
+
+int dlock__redis_parse_u64(const char *s, size_t len, uint64_t *out) {
+  if (!s || len == 0)
+    return -1;
+  uint64_t v = 0;
+  for (size_t i = 0; i < len; i++) {
+    if (s[i] < '0' || s[i] > '9')
+      return -1;
+    unsigned d = (unsigned)(s[i] - '0');
+    if (v > (UINT64_MAX - d) / 10)
+      return -1;
+    v = v * 10 + d;
+  }
+  *out = v;
+  return 0;
+}
+
+int dlock__redis_value_parse(const char *v, size_t len, dlock__redis_value_parts *out) {
+  if (!v)
+    return DLOCK_EINVAL;
+  const char *c1 = memchr(v, ':', len);
+  if (!c1 || c1 == v)
+    return DLOCK_EINVAL;
+  const char *tstart = c1 + 1;
+  size_t rest = len - (size_t)(tstart - v);
+  const char *c2 = memchr(tstart, ':', rest);
+  if (!c2)
+    return DLOCK_EINVAL;
+  uint64_t tok;
+  if (dlock__redis_parse_u64(tstart, (size_t)(c2 - tstart), &tok) < 0)
+    return DLOCK_EINVAL;
+  out->owner = v;
+  out->owner_len = (size_t)(c1 - v);
+  out->token = tok;
+  out->label = c2 + 1;
+  out->label_len = len - (size_t)(c2 + 1 - v);
+  return 0;
+}
+
+static const char *type_name(int type) {
+  switch (type) {
+  case REDIS_REPLY_STRING: return "string";
+  case REDIS_REPLY_ARRAY: return "array";
+  case REDIS_REPLY_INTEGER: return "integer";
+  case REDIS_REPLY_NIL: return "nil";
+  case REDIS_REPLY_STATUS: return "status";
+  case REDIS_REPLY_ERROR: return "error";
+  default: return "unknown";
+  }
+}
+
+/* Error replies start with an upper-case code word ("NOSCRIPT No matching
+ * script..."); compare that word exactly so "NOSCRIPTX" would not match. */
+static int error_code_is(const redisReply *r, const char *code) {
+  size_t n = strlen(code);
+  if (!r || r->type != REDIS_REPLY_ERROR || !r->str || r->len < n)
+    return 0;
+  if (memcmp(r->str, code, n) != 0)
+    return 0;
+  return r->len == n || r->str[n] == ' ';
+}
+
+int dlock__redis_is_noscript(const redisReply *r) {
+  return error_code_is(r, "NOSCRIPT");
+}
+
+/* Replies are limited in messages so one huge error cannot fill the buffer. */
+#define MSG_TEXT_MAX 300
+
+static int msg_len(size_t len) {
+  return (int)(len > MSG_TEXT_MAX ? MSG_TEXT_MAX : len);
+}
+
+int dlock__redis_reply_error(const redisReply *r, const char *what) {
+  if (!r)
+    return dlock_seterr(DLOCK_EBACKEND, "redis: %s: no reply", what);
+  if (r->type != REDIS_REPLY_ERROR)
+    return dlock_seterr(DLOCK_EBACKEND, "redis: %s: unexpected %s reply", what,
+                        type_name(r->type));
+  int code = DLOCK_EBACKEND;
+  if (error_code_is(r, "NOAUTH") || error_code_is(r, "WRONGPASS") ||
+      error_code_is(r, "NOPERM"))
+    code = DLOCK_EAUTH;
+  return dlock_seterr(code, "redis: %s: %.*s", what, msg_len(r->len), r->str ? r->str : "");
+}
+
+static int unexpected(const redisReply *r, const char *what, const char *detail) {
+  if (r && r->type == REDIS_REPLY_ERROR)
+    return dlock__redis_reply_error(r, what);
+  return dlock_seterr(DLOCK_EBACKEND, "redis: %s: unexpected reply (%s%s%s)", what,
+                      r ? type_name(r->type) : "none", detail ? ": " : "",
+                      detail ? detail : "");
+}
+
+int dlock__redis_decode_acquire(const redisReply *r, dlock__redis_acquire_result *out) {
+  const char *what = "acquire";
+  if (!r || r->type != REDIS_REPLY_ARRAY)
+    return unexpected(r, what, NULL);
+  if (r->elements != 2 || !r->element)
+    return unexpected(r, what, "expected 2 elements");
+  const redisReply *a = r->element[0], *b = r->element[1];
+  if (!a || !b || a->type != REDIS_REPLY_INTEGER || b->type != REDIS_REPLY_INTEGER)
+    return unexpected(r, what, "expected 2 integers");
+  if (a->integer == 1) {
+    if (b->integer < 1)
+      return unexpected(r, what, "fencing token below 1");
+    out->acquired = 1;
+    out->token = (uint64_t)b->integer;
+    out->pttl = -1;
+    return 0;
+  }
+  if (a->integer == 0) {
+    out->acquired = 0;
+    out->token = 0;
+    out->pttl = b->integer >= 0 ? (int64_t)b->integer : -1;
+    return 0;
+  }
+  return unexpected(r, what, "status neither 0 nor 1");
+}
+
+int dlock__redis_decode_flag(const redisReply *r, const char *what, int *out) {
+  if (!r || r->type != REDIS_REPLY_INTEGER)
+    return unexpected(r, what, NULL);
+  if (r->integer != 0 && r->integer != 1)
+    return unexpected(r, what, "neither 0 nor 1");
+  *out = (int)r->integer;
+  return 0;
+}
+
+/* Copy up to CAP-1 bytes, not cutting a UTF-8 sequence in half. */
+static void copy_text(char *dst, size_t cap, const char *src, size_t len) {
+  if (len >= cap) {
+    len = cap - 1;
+    while (len > 0 && ((unsigned char)src[len] & 0xC0) == 0x80)
+      len--;
+  }
+  memcpy(dst, src, len);
+  dst[len] = '\0';
+}
+
+int dlock__redis_decode_inspect(const redisReply *r, dlock_info *info) {
+  const char *what = "inspect";
+  if (!r || r->type != REDIS_REPLY_ARRAY)
+    return unexpected(r, what, NULL);
+  if (r->elements != 3 || !r->element)
+    return unexpected(r, what, "expected 3 elements");
+  const redisReply *val = r->element[0], *pttl = r->element[1], *fence = r->element[2];
+  if (!val || (val->type != REDIS_REPLY_STRING && val->type != REDIS_REPLY_NIL))
+    return unexpected(r, what, "value is neither string nor nil");
+  if (!pttl || pttl->type != REDIS_REPLY_INTEGER)
+    return unexpected(r, what, "ttl is not an integer");
+  if (!fence || (fence->type != REDIS_REPLY_STRING && fence->type != REDIS_REPLY_NIL))
+    return unexpected(r, what, "fence is neither string nor nil");
+
+  dlock_info out;
+  memset(&out, 0, sizeof out);
+  out.ttl_ms = -1;
+  uint64_t last = 0;
+  /* A counter someone else overwrote is reported as unknown (0). */
+  if (fence->type == REDIS_REPLY_STRING &&
+      dlock__redis_parse_u64(fence->str, fence->len, &last) < 0)
+    last = 0;
+  out.token = last;
+  if (val->type == REDIS_REPLY_STRING) {
+    out.held = 1;
+    if (pttl->integer >= 0)
+      out.ttl_ms = (int64_t)pttl->integer;
+    dlock__redis_value_parts vp;
+    if (dlock__redis_value_parse(val->str, val->len, &vp) == 0) {
+      out.token = vp.token;
+      copy_text(out.owner, sizeof out.owner, vp.owner, vp.owner_len);
+      copy_text(out.label, sizeof out.label, vp.label, vp.label_len);
+    }
+  }
+  *info = out;
+  return 0;
+}
+
+int dlock__redis_decode_ok(const redisReply *r, const char *what) {
+  if (!r || r->type != REDIS_REPLY_STATUS)
+    return unexpected(r, what, NULL);
+  if (r->len != 2 || memcmp(r->str, "OK", 2) != 0)
+    return unexpected(r, what, "status is not OK");
+  return 0;
+}
+
+/* Does SECRET occur in the LEN bytes at S? */
+static int contains(const char *s, size_t len, const char *secret) {
+  size_t n = secret ? strlen(secret) : 0;
+  if (n == 0 || n > len)
+    return 0;
+  for (size_t i = 0; i + n <= len; i++)
+    if (memcmp(s + i, secret, n) == 0)
+      return 1;
+  return 0;
+}
+
+int dlock__redis_decode_auth(const redisReply *r, const char *secret) {
+  if (r && r->type == REDIS_REPLY_ERROR) {
+    if (!r->str || contains(r->str, r->len, secret))
+      return dlock_seterr(DLOCK_EAUTH, "redis: AUTH refused");
+    return dlock_seterr(DLOCK_EAUTH, "redis: AUTH refused: %.*s", msg_len(r->len), r->str);
+  }
+  return dlock__redis_decode_ok(r, "AUTH");
+}
+
+int dlock__redis_decode_sha(const redisReply *r, char sha[41]) {
+  const char *what = "SCRIPT LOAD";
+  if (!r || r->type != REDIS_REPLY_STRING)
+    return unexpected(r, what, NULL);
+  if (r->len != 40)
+    return unexpected(r, what, "not a SHA1");
+  for (size_t i = 0; i < 40; i++) {
+    char c = r->str[i];
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+      return unexpected(r, what, "not a SHA1");
+  }
+  memcpy(sha, r->str, 40);
+  sha[40] = '\0';
+  return 0;
+}
+
+static int str_is(const redisReply *r, const char *s) {
+  size_t n = strlen(s);
+  return r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) &&
+         r->len == n && memcmp(r->str, s, n) == 0;
+}
+
+int dlock__redis_decode_push(const redisReply *r, long long *count) {
+  const char *what = "subscription";
+  if (!r || r->type != REDIS_REPLY_ARRAY)
+    return unexpected(r, what, NULL);
+  if (r->elements != 3 || !r->element || !r->element[0] || !r->element[1] ||
+      !r->element[2])
+    return unexpected(r, what, "expected 3 elements");
+  const redisReply *kind = r->element[0], *third = r->element[2];
+  if (str_is(kind, "message")) {
+    if (r->element[1]->type != REDIS_REPLY_STRING)
+      return unexpected(r, what, "message without a channel");
+    return DLOCK__REDIS_PUSH_MESSAGE;
+  }
+  int which = 0;
+  if (str_is(kind, "subscribe"))
+    which = DLOCK__REDIS_PUSH_SUBSCRIBE;
+  else if (str_is(kind, "unsubscribe"))
+    which = DLOCK__REDIS_PUSH_UNSUBSCRIBE;
+  else
+    return unexpected(r, what, "unknown kind");
+  if (third->type != REDIS_REPLY_INTEGER)
+    return unexpected(r, what, "count is not an integer");
+  if (count)
+    *count = third->integer;
+  return which;
+}

@@ -1,0 +1,996 @@
+/* Redis backend: connections, the pool, the subscriber wait and the ops.
+ * What goes over the wire (scripts, keys, values, reply shapes) lives in
+ * redis-codec.c; this file only moves it. */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include <hiredis/hiredis.h>
+
+#include "backends/redis/redis-codec.h"
+
+/* Idle connections kept per client; more are opened on demand and closed
+ * when returned to a full pool. */
+#define POOL_IDLE_MAX 16
+/* Renewals sent in one pipeline. */
+#define RENEW_BATCH 1024
+/* Waiting on a holder whose key has no expiry (PTTL -1, only when something
+ * else wrote it): re-check after this many ms, doubling up to the max. */
+#define NOTTL_WAIT_MIN_MS 5
+#define NOTTL_WAIT_MAX_MS 1000
+/* Replies read while leaving pub/sub mode before giving the connection up. */
+#define UNSUBSCRIBE_MAX_REPLIES 4096
+
+typedef struct redis_client {
+  pthread_mutex_t mu; /* guards idle[] and nidle */
+  int mu_ready;
+  redisContext *idle[POOL_IDLE_MAX];
+  size_t nidle;
+
+  int unix_socket;
+  char *host; /* host name, or the socket path */
+  int port;
+  char *where; /* "host:port" or the socket path, for messages */
+  char *user;
+  char *password;
+  long long db;
+  char *prefix;
+  int64_t connect_timeout_ms;
+  int64_t timeout_ms;
+  char sha[DLOCK__REDIS_NSCRIPTS][41];
+} redis_client;
+
+/* ---- SIGPIPE ----
+ * hiredis writes with write(2), so a server that went away would kill the
+ * process with SIGPIPE.  A library must not change process-wide signal
+ * dispositions, so each operation blocks SIGPIPE in the calling thread and
+ * swallows one its own writes raised before unblocking. */
+
+typedef struct pipe_guard {
+  sigset_t old;
+  int pending_before;
+} pipe_guard;
+
+static void pipe_block(pipe_guard *g) {
+  sigset_t set, pend;
+  sigemptyset(&set);
+  sigaddset(&set, SIGPIPE);
+  sigemptyset(&pend);
+  g->pending_before = sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE) == 1;
+  pthread_sigmask(SIG_BLOCK, &set, &g->old);
+}
+
+static void pipe_unblock(pipe_guard *g) {
+  int saved = errno;
+  if (!g->pending_before) {
+    sigset_t set, pend;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    sigemptyset(&pend);
+    if (sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE) == 1) {
+      struct timespec zero = {0, 0};
+      while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR) {
+      }
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+  errno = saved;
+}
+
+/* ---- connections ---- */
+
+static struct timeval ms_to_tv(int64_t ms) {
+  struct timeval tv;
+  tv.tv_sec = (time_t)(ms / 1000);
+  tv.tv_usec = (suseconds_t)((ms % 1000) * 1000);
+  return tv;
+}
+
+/* C failed doing WHAT.  Everything on the socket is DLOCK_ECONN: the
+ * operation may or may not have reached the server, and retrying later can
+ * help.  TIMEOUT_MS is the socket timeout that was in force. */
+static int io_error(const redis_client *rc, const redisContext *c, const char *what,
+                    int err_no, int64_t timeout_ms) {
+  if (c->err == REDIS_ERR_OOM)
+    return dlock_seterr(DLOCK_ENOMEM, "redis: %s: out of memory", what);
+  if (c->err == REDIS_ERR_IO && (err_no == EAGAIN || err_no == EWOULDBLOCK))
+    return dlock_seterr(DLOCK_ECONN, "redis: %s: no reply from %s within %lld ms", what,
+                        rc->where, (long long)timeout_ms);
+  return dlock_seterr(DLOCK_ECONN, "redis: %s: %s: %s", what, rc->where,
+                      c->errstr[0] ? c->errstr : "I/O error");
+}
+
+static int command(const redis_client *rc, redisContext *c, const char *what, int argc,
+                   const char **argv, const size_t *lens, int64_t timeout_ms,
+                   redisReply **out) {
+  errno = 0;
+  redisReply *r = redisCommandArgv(c, argc, argv, lens);
+  int e = errno;
+  if (!r)
+    return io_error(rc, c, what, e, timeout_ms);
+  *out = r;
+  return 0;
+}
+
+static int set_timeout(const redis_client *rc, redisContext *c, int64_t ms) {
+  /* A zero timeval clears the socket timeout: no limit. */
+  struct timeval tv = ms_to_tv(ms > 0 ? ms : 0);
+  if (redisSetTimeout(c, tv) != REDIS_OK)
+    return dlock_seterr(DLOCK_ECONN, "redis: cannot set the socket timeout on %s: %s",
+                        rc->where, c->errstr);
+  return 0;
+}
+
+/* AUTH and SELECT are part of connecting, so they run under the connect
+ * timeout; the request timeout is set once the connection is ready. */
+static int handshake(const redis_client *rc, redisContext *c) {
+  int r = set_timeout(rc, c, rc->connect_timeout_ms);
+  if (r < 0)
+    return r;
+  redisReply *rep = NULL;
+  if (rc->user || rc->password) {
+    const char *argv[3];
+    size_t lens[3];
+    int argc = 0;
+    argv[argc] = "AUTH";
+    lens[argc++] = 4;
+    if (rc->user) {
+      argv[argc] = rc->user;
+      lens[argc++] = strlen(rc->user);
+    }
+    const char *pw = rc->password ? rc->password : "";
+    argv[argc] = pw;
+    lens[argc++] = strlen(pw);
+    r = command(rc, c, "AUTH", argc, argv, lens, rc->connect_timeout_ms, &rep);
+    if (r < 0)
+      return r;
+    r = dlock__redis_decode_auth(rep, rc->password);
+    freeReplyObject(rep);
+    if (r < 0)
+      return r;
+  }
+  if (rc->db != 0) {
+    char db[24];
+    int n = snprintf(db, sizeof db, "%lld", rc->db);
+    const char *argv[2] = {"SELECT", db};
+    size_t lens[2] = {6, (size_t)n};
+    r = command(rc, c, "SELECT", 2, argv, lens, rc->connect_timeout_ms, &rep);
+    if (r < 0)
+      return r;
+    r = dlock__redis_decode_ok(rep, "SELECT");
+    freeReplyObject(rep);
+    if (r < 0)
+      return r;
+  }
+  return set_timeout(rc, c, rc->timeout_ms);
+}
+
+static int conn_open(const redis_client *rc, redisContext **out) {
+  redisContext *c;
+  if (rc->connect_timeout_ms > 0) {
+    struct timeval tv = ms_to_tv(rc->connect_timeout_ms);
+    c = rc->unix_socket ? redisConnectUnixWithTimeout(rc->host, tv)
+                        : redisConnectWithTimeout(rc->host, rc->port, tv);
+  } else {
+    c = rc->unix_socket ? redisConnectUnix(rc->host) : redisConnect(rc->host, rc->port);
+  }
+  if (!c)
+    return dlock_seterr(DLOCK_ENOMEM, "redis: out of memory connecting to %s", rc->where);
+  int r = 0;
+  if (c->err)
+    r = dlock_seterr(DLOCK_ECONN, "redis: cannot connect to %s: %s", rc->where,
+                     c->errstr[0] ? c->errstr : "connection failed");
+  else if (!rc->unix_socket && redisEnableKeepAlive(c) != REDIS_OK)
+    r = dlock_seterr(DLOCK_ECONN, "redis: cannot enable keepalive on %s: %s", rc->where,
+                     c->errstr);
+  else
+    r = handshake(rc, c);
+  if (r < 0) {
+    redisFree(c);
+    return r;
+  }
+  *out = c;
+  return 0;
+}
+
+/* An idle connection has nothing to read: Redis sends nothing unasked
+ * outside pub/sub.  Readable means the server closed it (restart, client
+ * timeout) or something is wrong; better found now than after a request
+ * that might then have to be retried without knowing whether it ran. */
+static int conn_idle_ok(const redisContext *c) {
+  struct pollfd p = {.fd = c->fd, .events = POLLIN, .revents = 0};
+  return c->err == 0 && poll(&p, 1, 0) == 0;
+}
+
+static int pool_get(redis_client *rc, redisContext **out) {
+  for (;;) {
+    redisContext *c = NULL;
+    pthread_mutex_lock(&rc->mu);
+    if (rc->nidle > 0)
+      c = rc->idle[--rc->nidle];
+    pthread_mutex_unlock(&rc->mu);
+    if (!c)
+      return conn_open(rc, out);
+    if (conn_idle_ok(c)) {
+      *out = c;
+      return 0;
+    }
+    redisFree(c);
+  }
+}
+
+/* Give C back, or close it if it failed (its state is unknown) or the pool
+ * is full. */
+static void pool_put(redis_client *rc, redisContext *c) {
+  if (!c)
+    return;
+  if (c->err == 0) {
+    pthread_mutex_lock(&rc->mu);
+    if (rc->nidle < POOL_IDLE_MAX) {
+      rc->idle[rc->nidle++] = c;
+      c = NULL;
+    }
+    pthread_mutex_unlock(&rc->mu);
+  }
+  if (c)
+    redisFree(c);
+}
+
+/* ---- scripts ---- */
+
+typedef struct script_call {
+  dlock__redis_script_id id;
+  int argc;
+  const char *argv[8];
+  size_t lens[8];
+} script_call;
+
+static void sc_init(script_call *sc, const redis_client *rc, dlock__redis_script_id id,
+                    int nkeys) {
+  static const char *const nk[] = {"0", "1", "2", "3"};
+  sc->id = id;
+  sc->argc = 3;
+  sc->argv[0] = "EVALSHA";
+  sc->lens[0] = 7;
+  sc->argv[1] = rc->sha[id];
+  sc->lens[1] = 40;
+  sc->argv[2] = nk[nkeys];
+  sc->lens[2] = 1;
+}
+
+static void sc_add(script_call *sc, const char *p, size_t len) {
+  sc->argv[sc->argc] = p;
+  sc->lens[sc->argc++] = len;
+}
+
+/* The server's script cache is empty after a restart, failover or SCRIPT
+ * FLUSH; sending the text makes the call work and reloads the cache. */
+static void sc_use_eval(script_call *sc) {
+  const char *text = dlock__redis_script(sc->id);
+  sc->argv[0] = "EVAL";
+  sc->lens[0] = 4;
+  sc->argv[1] = text;
+  sc->lens[1] = strlen(text);
+}
+
+/* Run SC on C: EVALSHA, then EVAL after NOSCRIPT.  *SENT_NS (if given) is
+ * taken just before each send, so it belongs to the request that answered. */
+static int sc_run(const redis_client *rc, redisContext *c, script_call *sc, int64_t *sent_ns,
+                  redisReply **out) {
+  const char *what = dlock__redis_script_name(sc->id);
+  redisReply *rep = NULL;
+  if (sent_ns)
+    *sent_ns = dlock_backend_now_ns();
+  int r = command(rc, c, what, sc->argc, sc->argv, sc->lens, rc->timeout_ms, &rep);
+  if (r < 0)
+    return r;
+  if (dlock__redis_is_noscript(rep)) {
+    freeReplyObject(rep);
+    sc_use_eval(sc);
+    if (sent_ns)
+      *sent_ns = dlock_backend_now_ns();
+    r = command(rc, c, what, sc->argc, sc->argv, sc->lens, rc->timeout_ms, &rep);
+    if (r < 0)
+      return r;
+  }
+  *out = rep;
+  return 0;
+}
+
+static int load_scripts(redis_client *rc, redisContext *c) {
+  for (int i = 0; i < DLOCK__REDIS_NSCRIPTS; i++) {
+    const char *text = dlock__redis_script((dlock__redis_script_id)i);
+    const char *argv[3] = {"SCRIPT", "LOAD", text};
+    size_t lens[3] = {6, 4, strlen(text)};
+    if (redisAppendCommandArgv(c, 3, argv, lens) != REDIS_OK)
+      return dlock_seterr(DLOCK_ENOMEM, "redis: out of memory");
+  }
+  /* Read every reply even after a bad one, so the connection stays in step;
+   * the first failure is the one reported. */
+  int first = 0;
+  for (int i = 0; i < DLOCK__REDIS_NSCRIPTS; i++) {
+    void *v = NULL;
+    errno = 0;
+    if (redisGetReply(c, &v) != REDIS_OK || !v)
+      return io_error(rc, c, "SCRIPT LOAD", errno, rc->timeout_ms);
+    int r = dlock__redis_decode_sha(v, rc->sha[i]);
+    freeReplyObject(v);
+    if (r < 0 && first == 0)
+      first = r;
+  }
+  return first;
+}
+
+/* ---- keys ---- */
+
+typedef struct keyset {
+  char *lock, *fence, *chan;
+  size_t lock_len, fence_len, chan_len;
+} keyset;
+
+static void keys_free(keyset *k) {
+  free(k->lock);
+  free(k->fence);
+  free(k->chan);
+}
+
+/* Builds the keys named by WANT (bit 0 lock, 1 fence, 2 channel). */
+static int keys_build(const redis_client *rc, const char *key, size_t keylen, int want,
+                      keyset *k) {
+  memset(k, 0, sizeof *k);
+  if (want & 1)
+    k->lock = dlock__redis_key(rc->prefix, DLOCK__REDIS_KEY_LOCK, key, keylen, &k->lock_len);
+  if (want & 2)
+    k->fence =
+        dlock__redis_key(rc->prefix, DLOCK__REDIS_KEY_FENCE, key, keylen, &k->fence_len);
+  if (want & 4)
+    k->chan = dlock__redis_key(rc->prefix, DLOCK__REDIS_KEY_CHAN, key, keylen, &k->chan_len);
+  if (((want & 1) && !k->lock) || ((want & 2) && !k->fence) || ((want & 4) && !k->chan)) {
+    keys_free(k);
+    return dlock_seterr(DLOCK_ENOMEM, "redis: out of memory");
+  }
+  return 0;
+}
+#define K_LOCK 1
+#define K_FENCE 2
+#define K_CHAN 4
+
+/* ---- operations on one connection ---- */
+
+static int attempt(const redis_client *rc, redisContext *c, dlock_backend_lock *bl) {
+  keyset k;
+  int r = keys_build(rc, bl->key, bl->keylen, K_LOCK | K_FENCE, &k);
+  if (r < 0)
+    return r;
+  char ttl[24];
+  int tl = snprintf(ttl, sizeof ttl, "%lld", (long long)bl->ttl_ms);
+  script_call sc;
+  sc_init(&sc, rc, DLOCK__REDIS_ACQUIRE, 2);
+  sc_add(&sc, k.lock, k.lock_len);
+  sc_add(&sc, k.fence, k.fence_len);
+  sc_add(&sc, bl->owner, strlen(bl->owner));
+  sc_add(&sc, ttl, (size_t)tl);
+  sc_add(&sc, bl->label, strlen(bl->label));
+  redisReply *rep = NULL;
+  r = sc_run(rc, c, &sc, &bl->sent_ns, &rep);
+  keys_free(&k);
+  if (r < 0)
+    return r;
+  dlock__redis_acquire_result res;
+  r = dlock__redis_decode_acquire(rep, &res);
+  freeReplyObject(rep);
+  if (r < 0)
+    return r;
+  if (res.acquired) {
+    bl->token = res.token;
+    return 0;
+  }
+  bl->holder_ttl_ms = res.pttl;
+  if (res.pttl >= 0)
+    return dlock_seterr(DLOCK_EBUSY, "redis: lock is held by another owner (%lld ms left)",
+                        (long long)res.pttl);
+  return dlock_seterr(DLOCK_EBUSY, "redis: lock is held by another owner");
+}
+
+/* One attempt on a pooled connection. */
+static int attempt_pooled(redis_client *rc, dlock_backend_lock *bl) {
+  redisContext *c;
+  int r = pool_get(rc, &c);
+  if (r < 0)
+    return r;
+  r = attempt(rc, c, bl);
+  pool_put(rc, c);
+  return r;
+}
+
+static int do_release(const redis_client *rc, redisContext *c, dlock_backend_lock *bl) {
+  size_t vlen;
+  char *val = dlock__redis_value(bl->owner, bl->token, bl->label, &vlen);
+  if (!val)
+    return dlock_seterr(DLOCK_ENOMEM, "redis: out of memory");
+  keyset k;
+  int r = keys_build(rc, bl->key, bl->keylen, K_LOCK | K_CHAN, &k);
+  if (r < 0) {
+    free(val);
+    return r;
+  }
+  script_call sc;
+  sc_init(&sc, rc, DLOCK__REDIS_RELEASE, 2);
+  sc_add(&sc, k.lock, k.lock_len);
+  sc_add(&sc, k.chan, k.chan_len);
+  sc_add(&sc, val, vlen);
+  redisReply *rep = NULL;
+  r = sc_run(rc, c, &sc, NULL, &rep);
+  keys_free(&k);
+  free(val);
+  if (r < 0)
+    return r;
+  int ok = 0;
+  r = dlock__redis_decode_flag(rep, "release", &ok);
+  freeReplyObject(rep);
+  if (r < 0)
+    return r;
+  if (!ok)
+    return dlock_seterr(DLOCK_ELOST,
+                        "redis: release: the lock had expired or was taken by another owner");
+  return 0;
+}
+
+/* Appends one renew (EVALSHA, or EVAL when EVAL is set) for BL to C's
+ * output buffer. */
+static int append_renew(const redis_client *rc, redisContext *c, const dlock_backend_lock *bl,
+                        int eval) {
+  size_t vlen;
+  char *val = dlock__redis_value(bl->owner, bl->token, bl->label, &vlen);
+  if (!val)
+    return dlock_seterr(DLOCK_ENOMEM, "redis: out of memory");
+  keyset k;
+  int r = keys_build(rc, bl->key, bl->keylen, K_LOCK, &k);
+  if (r < 0) {
+    free(val);
+    return r;
+  }
+  char ttl[24];
+  int tl = snprintf(ttl, sizeof ttl, "%lld", (long long)bl->ttl_ms);
+  script_call sc;
+  sc_init(&sc, rc, DLOCK__REDIS_RENEW, 1);
+  if (eval)
+    sc_use_eval(&sc);
+  sc_add(&sc, k.lock, k.lock_len);
+  sc_add(&sc, val, vlen);
+  sc_add(&sc, ttl, (size_t)tl);
+  r = redisAppendCommandArgv(c, sc.argc, sc.argv, sc.lens) == REDIS_OK
+          ? 0
+          : dlock_seterr(DLOCK_ENOMEM, "redis: out of memory");
+  keys_free(&k);
+  free(val);
+  return r;
+}
+
+static int renew_result(const redisReply *rep) {
+  int ok = 0;
+  int r = dlock__redis_decode_flag(rep, "renew", &ok);
+  if (r < 0)
+    return r;
+  if (!ok)
+    return dlock_seterr(DLOCK_ELOST,
+                        "redis: renew: the lock had expired or was taken by another owner");
+  return 0;
+}
+
+/* Renew BLS[0..N) in one pipeline on C, then once more with EVAL for any
+ * that met NOSCRIPT.  A negative return means C is out of step and must be
+ * closed (an I/O error, or commands appended and never read). */
+static int renew_batch(const redis_client *rc, redisContext *c, dlock_backend_lock **bls,
+                       size_t n, int *rcs) {
+  unsigned char *noscript = calloc(n, 1);
+  int64_t *sent = malloc(n * sizeof *sent);
+  int r = 0;
+  if (!noscript || !sent) {
+    r = dlock_seterr(DLOCK_ENOMEM, "redis: out of memory");
+    goto out;
+  }
+  for (int pass = 0; pass < 2; pass++) {
+    size_t count = 0;
+    int64_t now = dlock_backend_now_ns();
+    for (size_t i = 0; i < n; i++) {
+      if (pass == 1 && !noscript[i])
+        continue;
+      r = append_renew(rc, c, bls[i], pass == 1);
+      if (r < 0)
+        goto out;
+      sent[i] = now;
+      count++;
+    }
+    if (count == 0)
+      break;
+    for (size_t i = 0; i < n; i++) {
+      if (pass == 1 && !noscript[i])
+        continue;
+      void *v = NULL;
+      errno = 0;
+      if (redisGetReply(c, &v) != REDIS_OK || !v) {
+        r = io_error(rc, c, "renew", errno, rc->timeout_ms);
+        goto out;
+      }
+      redisReply *rep = v;
+      if (pass == 0 && dlock__redis_is_noscript(rep)) {
+        noscript[i] = 1;
+      } else {
+        noscript[i] = 0;
+        rcs[i] = renew_result(rep);
+        if (rcs[i] == 0)
+          bls[i]->sent_ns = sent[i];
+      }
+      freeReplyObject(rep);
+    }
+  }
+out:
+  free(noscript);
+  free(sent);
+  return r;
+}
+
+/* ---- waiting ---- */
+
+/* Leave pub/sub mode and return SUB to the pool if it is back in step,
+ * else close it. */
+static void sub_finish(redis_client *rc, redisContext *sub, int broken) {
+  if (broken || sub->err) {
+    redisFree(sub);
+    return;
+  }
+  const char *argv[1] = {"UNSUBSCRIBE"};
+  size_t lens[1] = {11};
+  if (redisAppendCommandArgv(sub, 1, argv, lens) != REDIS_OK) {
+    redisFree(sub);
+    return;
+  }
+  /* Messages published before the server saw UNSUBSCRIBE may still be in
+   * front of its reply; skip them.  A count of 0 means no subscriptions
+   * are left and the connection takes ordinary commands again. */
+  for (int i = 0; i < UNSUBSCRIBE_MAX_REPLIES; i++) {
+    void *v = NULL;
+    if (redisGetReply(sub, &v) != REDIS_OK || !v)
+      break;
+    long long count = -1;
+    int kind = dlock__redis_decode_push(v, &count);
+    freeReplyObject(v);
+    if (kind == DLOCK__REDIS_PUSH_MESSAGE)
+      continue;
+    if (kind == DLOCK__REDIS_PUSH_UNSUBSCRIBE && count == 0) {
+      pool_put(rc, sub);
+      return;
+    }
+    if (kind != DLOCK__REDIS_PUSH_UNSUBSCRIBE)
+      break;
+  }
+  redisFree(sub);
+}
+
+/* Wait up to WAIT_MS for a message on SUB.  1 = a message came, 0 = the
+ * time ran out, negative = SUB failed (*BROKEN set).  hiredis 0.14 kills a
+ * context whose blocking read times out, so the waiting is done with
+ * poll(2) and the socket is read only once it is readable. */
+static int wait_message(const redis_client *rc, redisContext *sub, int64_t wait_ms,
+                        int *broken) {
+  int64_t end = dlock_backend_now_ns() + wait_ms * 1000000;
+  for (;;) {
+    int got = 0;
+    for (;;) {
+      void *v = NULL;
+      if (redisGetReplyFromReader(sub, &v) != REDIS_OK) {
+        *broken = 1;
+        return io_error(rc, sub, "wait", 0, 0);
+      }
+      if (!v)
+        break;
+      int kind = dlock__redis_decode_push(v, NULL);
+      freeReplyObject(v);
+      if (kind < 0) {
+        *broken = 1;
+        return kind;
+      }
+      if (kind == DLOCK__REDIS_PUSH_MESSAGE)
+        got = 1;
+    }
+    if (got)
+      return 1;
+    int64_t left_ns = end - dlock_backend_now_ns();
+    if (left_ns <= 0)
+      return 0;
+    int64_t left_ms = (left_ns + 999999) / 1000000;
+    struct pollfd p = {.fd = sub->fd, .events = POLLIN, .revents = 0};
+    int n = poll(&p, 1, left_ms > INT_MAX ? INT_MAX : (int)left_ms);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      *broken = 1;
+      return dlock_seterr(DLOCK_ECONN, "redis: wait: poll: %s", strerror(errno));
+    }
+    if (n == 0)
+      continue;
+    errno = 0;
+    if (redisBufferRead(sub) != REDIS_OK) {
+      *broken = 1;
+      return io_error(rc, sub, "wait", errno, 0);
+    }
+  }
+}
+
+static int subscribe(const redis_client *rc, redisContext *sub, const keyset *k) {
+  const char *argv[2] = {"SUBSCRIBE", k->chan};
+  size_t lens[2] = {9, k->chan_len};
+  redisReply *rep = NULL;
+  int r = command(rc, sub, "SUBSCRIBE", 2, argv, lens, rc->timeout_ms, &rep);
+  if (r < 0)
+    return r;
+  long long count = 0;
+  int kind = dlock__redis_decode_push(rep, &count);
+  freeReplyObject(rep);
+  if (kind < 0)
+    return kind;
+  if (kind != DLOCK__REDIS_PUSH_SUBSCRIBE || count != 1)
+    return dlock_seterr(DLOCK_EBACKEND, "redis: SUBSCRIBE: unexpected reply");
+  return 0;
+}
+
+static int timed_out(void) {
+  return dlock_seterr(DLOCK_ETIMEDOUT, "redis: timed out waiting for the lock");
+}
+
+/* Subscribed before each retry, so a release between a busy answer and the
+ * wait is already queued on SUB.  Expiry publishes nothing, hence the wait
+ * never exceeds the holder's PTTL. */
+static int wait_loop(redis_client *rc, dlock_backend_lock *bl, int64_t deadline_ns,
+                     redisContext *sub, int *broken) {
+  int64_t nottl_ms = NOTTL_WAIT_MIN_MS;
+  for (;;) {
+    int r = attempt_pooled(rc, bl);
+    if (r != DLOCK_EBUSY)
+      return r;
+    int64_t now = dlock_backend_now_ns();
+    if (deadline_ns >= 0 && now >= deadline_ns)
+      return timed_out();
+    int64_t wait_ms;
+    if (bl->holder_ttl_ms >= 0) {
+      /* The key is gone once the server's clock is past its expiry; one
+       * more millisecond makes sure the retry does not land on the edge. */
+      wait_ms = bl->holder_ttl_ms + 1;
+      nottl_ms = NOTTL_WAIT_MIN_MS;
+    } else {
+      wait_ms = nottl_ms;
+      nottl_ms = nottl_ms * 2 > NOTTL_WAIT_MAX_MS ? NOTTL_WAIT_MAX_MS : nottl_ms * 2;
+    }
+    if (deadline_ns >= 0) {
+      int64_t left_ms = (deadline_ns - now + 999999) / 1000000;
+      if (left_ms < wait_ms)
+        wait_ms = left_ms;
+    }
+    r = wait_message(rc, sub, wait_ms, broken);
+    if (r < 0)
+      return r;
+  }
+}
+
+/* ---- ops ---- */
+
+static void client_free(redis_client *rc) {
+  for (size_t i = 0; i < rc->nidle; i++)
+    redisFree(rc->idle[i]);
+  rc->nidle = 0;
+  free(rc->host);
+  free(rc->where);
+  free(rc->user);
+  if (rc->password) {
+    /* Do not leave the secret in freed heap memory. */
+    volatile char *p = rc->password;
+    while (*p)
+      *p++ = '\0';
+    free(rc->password);
+  }
+  free(rc->prefix);
+  if (rc->mu_ready)
+    pthread_mutex_destroy(&rc->mu);
+  memset(rc, 0, sizeof *rc);
+}
+
+static int parse_db(const char *path, long long *db) {
+  /* "", "/" -> 0; "/N" -> N */
+  if (path[0] == '/')
+    path++;
+  if (path[0] == '\0') {
+    *db = 0;
+    return 0;
+  }
+  uint64_t v;
+  if (dlock__redis_parse_u64(path, strlen(path), &v) < 0 || v > INT_MAX)
+    return dlock_seterr(DLOCK_EINVAL,
+                        "redis: the URL path must be a database number (like /0), not \"%s\"",
+                        path);
+  *db = (long long)v;
+  return 0;
+}
+
+static int parse_target(redis_client *rc, dlock_url *url) {
+  const char *scheme = dlock_url_scheme(url);
+  rc->unix_socket = scheme && strcmp(scheme, "redis+unix") == 0;
+  size_t nhosts = dlock_url_host_count(url);
+  const char *path = dlock_url_path(url);
+  if (!path)
+    path = "";
+
+  if (rc->unix_socket) {
+    if (nhosts > 1 || (nhosts == 1 && dlock_url_host(url, 0)[0] != '\0' &&
+                       strcmp(dlock_url_host(url, 0), "localhost") != 0))
+      return dlock_seterr(DLOCK_EINVAL,
+                          "redis: redis+unix:// takes a socket path, not a host "
+                          "(redis+unix:///path/to/redis.sock)");
+    if (path[0] != '/')
+      return dlock_seterr(DLOCK_EINVAL,
+                          "redis: redis+unix:// needs an absolute socket path "
+                          "(redis+unix:///path/to/redis.sock)");
+    long long db = 0;
+    int r = dlock_url_param_int(url, "db", 0, 0, INT_MAX, &db);
+    if (r < 0)
+      return r;
+    rc->db = db;
+    rc->host = strdup(path);
+    rc->where = strdup(path);
+    rc->port = 0;
+  } else {
+    if (nhosts != 1)
+      return dlock_seterr(DLOCK_EINVAL, "redis: expected exactly one host, got %zu", nhosts);
+    const char *h = dlock_url_host(url, 0);
+    size_t hl = strlen(h);
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+      /* IPv6 literal: hiredis wants it without brackets. */
+      h++;
+      hl -= 2;
+    }
+    if (hl == 0)
+      return dlock_seterr(DLOCK_EINVAL, "redis: the URL has no host");
+    int port = dlock_url_port(url, 0);
+    if (port == 0)
+      port = 6379;
+    if (port < 1 || port > 65535)
+      return dlock_seterr(DLOCK_EINVAL, "redis: port %d out of range", port);
+    int r = parse_db(path, &rc->db);
+    if (r < 0)
+      return r;
+    rc->port = port;
+    rc->host = strndup(h, hl);
+    if (rc->host) {
+      size_t wl = hl + 16;
+      rc->where = malloc(wl);
+      if (rc->where)
+        snprintf(rc->where, wl, "%s%s%s:%d", strchr(rc->host, ':') ? "[" : "", rc->host,
+                 strchr(rc->host, ':') ? "]" : "", port);
+    }
+  }
+  if (!rc->host || !rc->where)
+    return dlock_seterr(DLOCK_ENOMEM, "redis: out of memory");
+
+  const char *user = dlock_url_user(url);
+  const char *pass = dlock_url_password(url);
+  if (user && user[0]) {
+    rc->user = strdup(user);
+    if (!rc->user)
+      return dlock_seterr(DLOCK_ENOMEM, "redis: out of memory");
+  }
+  /* "user@" alone authenticates with an empty password, which an ACL user
+   * marked nopass accepts. */
+  if (pass || rc->user) {
+    rc->password = strdup(pass ? pass : "");
+    if (!rc->password)
+      return dlock_seterr(DLOCK_ENOMEM, "redis: out of memory");
+  }
+  return 0;
+}
+
+static int redis_open(dlock_backend_client *bc, dlock_url *url) {
+  redis_client *rc = bc->priv;
+  pipe_guard g;
+  pipe_block(&g);
+  int r = 0;
+  if (pthread_mutex_init(&rc->mu, NULL) != 0) {
+    r = dlock_seterr(DLOCK_ENOMEM, "redis: cannot create a mutex");
+    goto fail;
+  }
+  rc->mu_ready = 1;
+  rc->connect_timeout_ms = bc->connect_timeout_ms;
+  rc->timeout_ms = bc->timeout_ms;
+  r = parse_target(rc, url);
+  if (r < 0)
+    goto fail;
+  rc->prefix = strdup(bc->prefix ? bc->prefix : DLOCK__REDIS_DEFAULT_PREFIX);
+  if (!rc->prefix) {
+    r = dlock_seterr(DLOCK_ENOMEM, "redis: out of memory");
+    goto fail;
+  }
+  /* Connect now so a wrong address or password fails here, not at the
+   * first lock; the connection then seeds the pool. */
+  redisContext *c;
+  r = conn_open(rc, &c);
+  if (r < 0)
+    goto fail;
+  r = load_scripts(rc, c);
+  if (r < 0) {
+    redisFree(c);
+    goto fail;
+  }
+  pool_put(rc, c);
+  pipe_unblock(&g);
+  return 0;
+fail:
+  client_free(rc);
+  pipe_unblock(&g);
+  return r;
+}
+
+static void redis_close(dlock_backend_client *bc) {
+  redis_client *rc = bc->priv;
+  if (rc)
+    client_free(rc);
+}
+
+static int redis_try_acquire(dlock_backend_client *bc, dlock_backend_lock *bl) {
+  redis_client *rc = bc->priv;
+  pipe_guard g;
+  pipe_block(&g);
+  bl->holder_ttl_ms = -1;
+  int r = attempt_pooled(rc, bl);
+  pipe_unblock(&g);
+  return r;
+}
+
+static int redis_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t deadline_ns) {
+  redis_client *rc = bc->priv;
+  pipe_guard g;
+  pipe_block(&g);
+  bl->holder_ttl_ms = -1;
+  /* Uncontended locks need no subscriber: try first. */
+  int r = attempt_pooled(rc, bl);
+  if (r != DLOCK_EBUSY)
+    goto out;
+  if (deadline_ns >= 0 && dlock_backend_now_ns() >= deadline_ns) {
+    r = timed_out();
+    goto out;
+  }
+  keyset k;
+  r = keys_build(rc, bl->key, bl->keylen, K_CHAN, &k);
+  if (r < 0)
+    goto out;
+  redisContext *sub;
+  r = pool_get(rc, &sub);
+  if (r == 0) {
+    int broken = 0;
+    r = subscribe(rc, sub, &k);
+    if (r < 0)
+      broken = 1;
+    else
+      r = wait_loop(rc, bl, deadline_ns, sub, &broken);
+    sub_finish(rc, sub, broken);
+  }
+  keys_free(&k);
+out:
+  pipe_unblock(&g);
+  return r;
+}
+
+static int redis_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
+  redis_client *rc = bc->priv;
+  pipe_guard g;
+  pipe_block(&g);
+  redisContext *c;
+  int r = pool_get(rc, &c);
+  if (r == 0) {
+    r = do_release(rc, c, bl);
+    pool_put(rc, c);
+  }
+  pipe_unblock(&g);
+  return r;
+}
+
+static int redis_renew(dlock_backend_client *bc, dlock_backend_lock *bl) {
+  int rcode = 0;
+  dlock_backend_lock *one[1] = {bl};
+  redis_client *rc = bc->priv;
+  pipe_guard g;
+  pipe_block(&g);
+  redisContext *c;
+  int r = pool_get(rc, &c);
+  if (r == 0) {
+    r = renew_batch(rc, c, one, 1, &rcode);
+    if (r < 0) {
+      redisFree(c);
+    } else {
+      pool_put(rc, c);
+      r = rcode;
+    }
+  }
+  pipe_unblock(&g);
+  return r;
+}
+
+static int redis_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, size_t n,
+                            int *rcs) {
+  redis_client *rc = bc->priv;
+  if (n == 0)
+    return 0;
+  pipe_guard g;
+  pipe_block(&g);
+  redisContext *c;
+  int r = pool_get(rc, &c);
+  if (r == 0) {
+    for (size_t start = 0; start < n && r == 0; start += RENEW_BATCH) {
+      size_t m = n - start < RENEW_BATCH ? n - start : RENEW_BATCH;
+      r = renew_batch(rc, c, bls + start, m, rcs + start);
+    }
+    if (r < 0)
+      redisFree(c);
+    else
+      pool_put(rc, c);
+  }
+  pipe_unblock(&g);
+  return r;
+}
+
+static int redis_inspect(dlock_backend_client *bc, const char *key, size_t keylen,
+                         dlock_info *info) {
+  redis_client *rc = bc->priv;
+  pipe_guard g;
+  pipe_block(&g);
+  keyset k;
+  int r = keys_build(rc, key, keylen, K_LOCK | K_FENCE, &k);
+  if (r < 0)
+    goto out;
+  redisContext *c;
+  r = pool_get(rc, &c);
+  if (r == 0) {
+    script_call sc;
+    sc_init(&sc, rc, DLOCK__REDIS_INSPECT, 2);
+    sc_add(&sc, k.lock, k.lock_len);
+    sc_add(&sc, k.fence, k.fence_len);
+    redisReply *rep = NULL;
+    r = sc_run(rc, c, &sc, NULL, &rep);
+    if (r == 0) {
+      r = dlock__redis_decode_inspect(rep, info);
+      freeReplyObject(rep);
+    }
+    pool_put(rc, c);
+  }
+  keys_free(&k);
+out:
+  pipe_unblock(&g);
+  return r;
+}
+
+static const char *const redis_schemes[] = {"redis", "redis+unix", NULL};
+
+const dlock_backend_ops dlock__redis_ops = {
+    .version = DLOCK_BACKEND_VERSION,
+    .name = "redis",
+    .schemes = redis_schemes,
+    .caps = DLOCK_CAP_FENCING | DLOCK_CAP_NATIVE_WAIT | DLOCK_CAP_SERVER_TTL |
+            DLOCK_CAP_CROSS_HOST | DLOCK_CAP_CROSS_PROCESS,
+    .client_size = sizeof(redis_client),
+    .lock_size = 0,
+    .open = redis_open,
+    .close = redis_close,
+    .try_acquire = redis_try_acquire,
+    .acquire = redis_acquire,
+    .renew = redis_renew,
+    .release = redis_release,
+    .renew_many = redis_renew_many,
+    .inspect = redis_inspect,
+    .control = NULL,
+};

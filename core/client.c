@@ -1,0 +1,618 @@
+/* Clients and lock handles: validation, reentrancy, dispatch to the backend.
+ *
+ * Every backend call goes through this file or renew.c; nothing else calls
+ * ops->x.  A lock handle has at most one backend call in flight at a time
+ * (the `inflight` flag, waited on under c->mu), so a renewal on the renew
+ * thread never races a release from the caller. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define DEFAULT_TTL_MS 15000
+#define DEFAULT_CONNECT_TIMEOUT_MS 2000
+#define DEFAULT_TIMEOUT_MS 5000
+
+static uint64_t key_hash(const char *k) {
+  uint64_t h = 1469598103934665603ull; /* FNV-1a */
+  for (; *k; k++) {
+    h ^= (unsigned char)*k;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+static struct dlock_lock *table_find(dlock_client *c, const char *key) {
+  struct dlock_lock *l = c->table[key_hash(key) % c->table_size];
+  while (l && strcmp(l->key, key) != 0)
+    l = l->hnext;
+  return l;
+}
+
+static void table_insert_raw(struct dlock_lock **tab, size_t size, struct dlock_lock *l) {
+  size_t i = key_hash(l->key) % size;
+  l->hnext = tab[i];
+  tab[i] = l;
+}
+
+static void table_grow(dlock_client *c) {
+  size_t nsize = c->table_size * 2;
+  struct dlock_lock **nt = calloc(nsize, sizeof *nt);
+  if (!nt)
+    return; /* a longer chain is fine; correctness does not depend on size */
+  for (size_t i = 0; i < c->table_size; i++) {
+    struct dlock_lock *l = c->table[i];
+    while (l) {
+      struct dlock_lock *n = l->hnext;
+      table_insert_raw(nt, nsize, l);
+      l = n;
+    }
+  }
+  free(c->table);
+  c->table = nt;
+  c->table_size = nsize;
+}
+
+static void table_add(dlock_client *c, struct dlock_lock *l) {
+  if (c->table_count + 1 > c->table_size * 2)
+    table_grow(c);
+  table_insert_raw(c->table, c->table_size, l);
+  c->table_count++;
+  l->prev = NULL;
+  l->next = c->head;
+  if (c->head)
+    c->head->prev = l;
+  c->head = l;
+}
+
+static void table_remove(dlock_client *c, struct dlock_lock *l) {
+  struct dlock_lock **pp = &c->table[key_hash(l->key) % c->table_size];
+  while (*pp && *pp != l)
+    pp = &(*pp)->hnext;
+  if (*pp)
+    *pp = l->hnext;
+  c->table_count--;
+  if (l->prev)
+    l->prev->next = l->next;
+  else
+    c->head = l->next;
+  if (l->next)
+    l->next->prev = l->prev;
+}
+
+static void lock_free(struct dlock_lock *l) {
+  if (!l)
+    return;
+  free(l->bl.priv);
+  free(l->key);
+  free(l->label);
+  free(l);
+}
+
+int64_t dlock__margin_ns(const dlock_client *c, int64_t ttl_ms) {
+  /* Allow for clock-rate drift between us and the store (1%) plus a floor
+   * for scheduling jitter, as Redlock's validity rule does. */
+  return (ttl_ms / 100 + c->margin_floor_ms) * 1000000;
+}
+
+static int64_t validity_deadline(const dlock_client *c, int64_t sent_ns, int64_t ttl_ms) {
+  if (!(c->ops->caps & DLOCK_CAP_SERVER_TTL))
+    return INT64_MAX;
+  return sent_ns + ttl_ms * 1000000 - dlock__margin_ns(c, ttl_ms);
+}
+
+void dlock__mark_lost(dlock_client *c, struct dlock_lock *l) {
+  if (l->state != DLOCK_HELD)
+    return;
+  l->state = DLOCK_LOST;
+  atomic_fetch_add(&c->metrics.lost, 1);
+  if (l->on_lost)
+    l->lost_pending = true; /* the renew thread delivers it */
+  dlock__renew_kick(c);
+}
+
+static int read_common_params(dlock_client *c) {
+  dlock_url *u = c->url;
+  dlock_backend_client *bc = &c->bc;
+  int rc;
+  if ((rc = dlock_url_param_duration(u, "ttl", DEFAULT_TTL_MS, &bc->default_ttl_ms)) < 0 ||
+      (rc = dlock_url_param_duration(u, "connect_timeout", DEFAULT_CONNECT_TIMEOUT_MS,
+                                     &bc->connect_timeout_ms)) < 0 ||
+      (rc = dlock_url_param_duration(u, "timeout", DEFAULT_TIMEOUT_MS, &bc->timeout_ms)) < 0 ||
+      (rc = dlock_url_param_duration(u, "retry_initial", 10, &c->retry_initial_ms)) < 0 ||
+      (rc = dlock_url_param_duration(u, "retry_max", 1000, &c->retry_max_ms)) < 0 ||
+      (rc = dlock_url_param_duration(u, "margin", 2, &c->margin_floor_ms)) < 0)
+    return rc;
+  if (bc->default_ttl_ms <= 0)
+    return dlock_seterr(DLOCK_EINVAL, "invalid URL parameter ttl: must be positive");
+  if (bc->connect_timeout_ms <= 0 || bc->timeout_ms <= 0)
+    return dlock_seterr(DLOCK_EINVAL, "invalid URL parameter: timeouts must be positive");
+  if (c->retry_initial_ms <= 0 || c->retry_max_ms < c->retry_initial_ms)
+    return dlock_seterr(DLOCK_EINVAL,
+                        "invalid URL parameters: need 0 < retry_initial <= retry_max");
+  long long mult, jitter;
+  if ((rc = dlock_url_param_int(u, "retry_multiplier", 2, 1, 16, &mult)) < 0 ||
+      (rc = dlock_url_param_int(u, "retry_jitter", 50, 0, 100, &jitter)) < 0)
+    return rc;
+  c->retry_multiplier = (double)mult;
+  c->retry_jitter = (double)jitter / 100.0;
+  const char *prefix;
+  if (dlock_url_param(u, "prefix", &prefix)) {
+    if (!*prefix || strlen(prefix) > 256)
+      return dlock_seterr(DLOCK_EINVAL, "invalid URL parameter prefix: 1..256 bytes");
+    bc->prefix = prefix;
+  }
+  return 0;
+}
+
+int dlock_open(const char *url, dlock_client **out) {
+  dlock__clear_err();
+  if (!url || !out)
+    return dlock_seterr(DLOCK_EINVAL, "dlock_open: NULL argument");
+  dlock_url *u = NULL;
+  int rc = dlock__url_parse(url, &u);
+  if (rc < 0)
+    return rc;
+  const dlock_backend_ops *ops = dlock__registry_find(dlock_url_scheme(u));
+  if (!ops) {
+    rc = dlock_seterr(DLOCK_EINVAL,
+                      "invalid URL '%s': unknown scheme '%s' (built in: mem, file%s)",
+                      dlock_url_redacted(u), dlock_url_scheme(u),
+#ifdef DLOCK_HAVE_REDIS
+                      ", redis"
+#else
+                      ""
+#endif
+    );
+    dlock__url_free(u);
+    return rc;
+  }
+  if ((rc = dlock__ops_check(ops)) < 0) {
+    dlock__url_free(u);
+    return rc;
+  }
+  dlock_client *c = calloc(1, sizeof *c);
+  if (!c) {
+    dlock__url_free(u);
+    return dlock_seterr(DLOCK_ENOMEM, "out of memory");
+  }
+  c->ops = ops;
+  c->url = u;
+  c->table_size = 64;
+  c->table = calloc(c->table_size, sizeof *c->table);
+  c->redacted = strdup(dlock_url_redacted(u));
+  if (ops->client_size)
+    c->bc.priv = calloc(1, ops->client_size);
+  if (!c->table || !c->redacted || (ops->client_size && !c->bc.priv)) {
+    rc = dlock_seterr(DLOCK_ENOMEM, "out of memory");
+    goto fail;
+  }
+  pthread_mutex_init(&c->mu, NULL);
+  if (dlock__cond_init(&c->cv) < 0 || dlock__cond_init(&c->renew_cv) < 0) {
+    rc = dlock_seterr(DLOCK_ENOMEM, "out of memory");
+    goto fail;
+  }
+  if ((rc = read_common_params(c)) < 0)
+    goto fail;
+  if ((rc = ops->open(&c->bc, u)) < 0)
+    goto fail;
+  if ((rc = dlock__url_check_unused(u)) < 0) {
+    ops->close(&c->bc);
+    goto fail;
+  }
+  *out = c;
+  return 0;
+fail:
+  free(c->bc.priv);
+  free(c->table);
+  free(c->redacted);
+  dlock__url_free(u);
+  free(c);
+  return rc;
+}
+
+void dlock_close(dlock_client *c) {
+  if (!c)
+    return;
+  dlock__renew_stop(c);
+  /* Locks the caller never released: give them back so others need not
+   * wait for the TTL. */
+  while (c->head) {
+    struct dlock_lock *l = c->head;
+    table_remove(c, l);
+    if (l->state == DLOCK_HELD || l->state == DLOCK_LOST)
+      c->ops->release(&c->bc, &l->bl);
+    lock_free(l);
+  }
+  c->ops->close(&c->bc);
+  pthread_cond_destroy(&c->cv);
+  pthread_cond_destroy(&c->renew_cv);
+  pthread_mutex_destroy(&c->mu);
+  free(c->bc.priv);
+  free(c->table);
+  free(c->redacted);
+  dlock__url_free(c->url);
+  free(c);
+}
+
+static int check_opts(const dlock_options *o) {
+  if (o->ttl_ms < 0)
+    return dlock_seterr(DLOCK_EINVAL, "ttl_ms must not be negative (0 = client default)");
+  if (o->wait_ms < -1)
+    return dlock_seterr(DLOCK_EINVAL, "wait_ms must be >= 0, or -1 to wait forever");
+  if (o->owner_label && strnlen(o->owner_label, 128) >= 128)
+    return dlock_seterr(DLOCK_EINVAL, "owner_label is longer than 127 bytes");
+  return 0;
+}
+
+static void sleep_until(int64_t until_ns) {
+  struct timespec ts;
+  dlock__ns_to_timespec(until_ns, &ts);
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+    ;
+}
+
+/* For stores that cannot notify: retry with exponential backoff and jitter,
+ * never sleeping past the holder's known expiry or our deadline. */
+static int poll_acquire(dlock_client *c, dlock_backend_lock *bl, int64_t deadline) {
+  double interval = (double)c->retry_initial_ms;
+  for (;;) {
+    bl->holder_ttl_ms = -1;
+    int rc = c->ops->try_acquire(&c->bc, bl);
+    if (rc != DLOCK_EBUSY)
+      return rc;
+    int64_t now = dlock__now_ns();
+    if (deadline >= 0 && now >= deadline)
+      return dlock_seterr(DLOCK_ETIMEDOUT, "timed out waiting for lock '%s'", bl->key);
+    double jit = c->retry_jitter * (double)dlock__random_below(1000) / 1000.0;
+    int64_t wait_ns = (int64_t)(interval * (1.0 - jit) * 1e6);
+    if (bl->holder_ttl_ms >= 0 && bl->holder_ttl_ms * 1000000 + 1000000 < wait_ns)
+      wait_ns = bl->holder_ttl_ms * 1000000 + 1000000;
+    int64_t until = now + wait_ns;
+    if (deadline >= 0 && until > deadline)
+      until = deadline;
+    sleep_until(until);
+    interval *= c->retry_multiplier;
+    if (interval > (double)c->retry_max_ms)
+      interval = (double)c->retry_max_ms;
+  }
+}
+
+static int default_label(char *buf, size_t len) {
+  char host[64];
+  if (gethostname(host, sizeof host) != 0)
+    strcpy(host, "unknown");
+  host[sizeof host - 1] = '\0';
+  return snprintf(buf, len, "%s:%ld", host, (long)getpid());
+}
+
+static int acquire_common(dlock_client *c, const char *key, const dlock_options *opts,
+                          dlock_lock **out, bool try_only) {
+  dlock__clear_err();
+  static const dlock_options defaults = DLOCK_OPTIONS_INIT;
+  size_t keylen;
+  int rc;
+  if (!c || !out)
+    return dlock_seterr(DLOCK_EINVAL, "NULL client or output pointer");
+  if (!opts)
+    opts = &defaults;
+  if ((rc = dlock__key_check(key, &keylen)) < 0 || (rc = check_opts(opts)) < 0) {
+    dlock__metrics_acquire_result(&c->metrics, DLOCK_EINVAL);
+    return rc;
+  }
+  int64_t wait_ms = try_only ? 0 : opts->wait_ms;
+  int64_t ttl_ms = opts->ttl_ms ? opts->ttl_ms : c->bc.default_ttl_ms;
+  int64_t t0 = dlock__now_ns();
+  int64_t deadline = wait_ms < 0 ? -1 : t0 + wait_ms * 1000000;
+  pthread_t self = pthread_self();
+  struct dlock_lock *l;
+
+  pthread_mutex_lock(&c->mu);
+  while ((l = table_find(c, key)) != NULL) {
+    if (pthread_equal(l->thread, self) && l->state != 0) {
+      if (l->state == DLOCK_HELD && dlock__now_ns() < l->valid_until_ns) {
+        l->holds++;
+        pthread_mutex_unlock(&c->mu);
+        *out = l;
+        dlock__metrics_acquire_result(&c->metrics, 0);
+        return 0;
+      }
+      pthread_mutex_unlock(&c->mu);
+      dlock__metrics_acquire_result(&c->metrics, DLOCK_ELOST);
+      return dlock_seterr(DLOCK_ELOST,
+                          "this thread still has a lost handle for '%s': release it first", key);
+    }
+    /* Another thread of this client holds or is acquiring the key.  Queue
+     * here, not at the store: stores that tie locks to a session would grant
+     * it to us a second time. */
+    if (wait_ms == 0) {
+      pthread_mutex_unlock(&c->mu);
+      dlock__metrics_acquire_result(&c->metrics, DLOCK_EBUSY);
+      return dlock_seterr(DLOCK_EBUSY, "'%s' is held by another thread of this client", key);
+    }
+    if (deadline < 0) {
+      pthread_cond_wait(&c->cv, &c->mu);
+    } else {
+      struct timespec ts;
+      dlock__ns_to_timespec(deadline, &ts);
+      if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT &&
+          table_find(c, key) != NULL) {
+        pthread_mutex_unlock(&c->mu);
+        dlock__metrics_acquire_result(&c->metrics, DLOCK_ETIMEDOUT);
+        return dlock_seterr(DLOCK_ETIMEDOUT, "timed out waiting for lock '%s'", key);
+      }
+    }
+  }
+  l = calloc(1, sizeof *l);
+  char lbuf[128];
+  if (l) {
+    l->client = c;
+    l->key = strdup(key);
+    if (opts->owner_label)
+      snprintf(lbuf, sizeof lbuf, "%s", opts->owner_label);
+    else
+      default_label(lbuf, sizeof lbuf);
+    l->label = strdup(lbuf);
+    if (c->ops->lock_size)
+      l->bl.priv = calloc(1, c->ops->lock_size);
+  }
+  if (!l || !l->key || !l->label || (c->ops->lock_size && !l->bl.priv) ||
+      (rc = dlock__random_hex(l->owner, 16)) < 0) {
+    pthread_mutex_unlock(&c->mu);
+    lock_free(l);
+    dlock__metrics_acquire_result(&c->metrics, DLOCK_ENOMEM);
+    return rc < 0 ? rc : dlock_seterr(DLOCK_ENOMEM, "out of memory");
+  }
+  l->thread = self;
+  l->holds = 1;
+  l->state = 0;
+  table_add(c, l);
+  pthread_mutex_unlock(&c->mu);
+
+  dlock_backend_lock *bl = &l->bl;
+  bl->key = l->key;
+  bl->keylen = keylen;
+  bl->owner = l->owner;
+  bl->label = l->label;
+  bl->ttl_ms = ttl_ms;
+  bl->holder_ttl_ms = -1;
+  int64_t start = dlock__now_ns();
+  if (wait_ms == 0)
+    rc = c->ops->try_acquire(&c->bc, bl);
+  else if (c->ops->acquire)
+    rc = c->ops->acquire(&c->bc, bl, deadline);
+  else
+    rc = poll_acquire(c, bl, deadline);
+  if (rc == 0 && bl->sent_ns == 0)
+    bl->sent_ns = start;
+  int64_t now = dlock__now_ns();
+  if (rc == 0 && validity_deadline(c, bl->sent_ns, ttl_ms) <= now) {
+    /* Granted so late that the lease may already be gone: never hand out
+     * a handle that is not valid. */
+    c->ops->release(&c->bc, bl);
+    rc = dlock_seterr(DLOCK_ETIMEDOUT, "lock '%s' was granted after its ttl had run out", key);
+  }
+  if (rc > 0)
+    rc = dlock_seterr(DLOCK_EBACKEND, "backend returned an invalid result");
+
+  pthread_mutex_lock(&c->mu);
+  if (rc == 0) {
+    l->state = DLOCK_HELD;
+    l->acquired_ns = now;
+    l->valid_until_ns = validity_deadline(c, bl->sent_ns, ttl_ms);
+    l->next_renew_ns = bl->sent_ns + ttl_ms * 1000000 / 3;
+    l->auto_renew = opts->auto_renew != 0;
+    l->on_lost = opts->on_lost;
+    l->on_lost_arg = opts->on_lost_arg;
+    atomic_fetch_add(&c->metrics.held_now, 1);
+  } else {
+    table_remove(c, l);
+    pthread_cond_broadcast(&c->cv);
+  }
+  pthread_mutex_unlock(&c->mu);
+
+  dlock__metrics_acquire_result(&c->metrics, rc);
+  if (rc < 0) {
+    lock_free(l);
+    return rc;
+  }
+  dlock__hist_add(&c->metrics.acquire_wait, now - t0);
+  if ((rc = dlock__renew_start(c)) < 0) {
+    dlock_release(l);
+    return rc;
+  }
+  dlock__renew_kick(c);
+  *out = l;
+  return 0;
+}
+
+int dlock_acquire(dlock_client *c, const char *key, const dlock_options *opts,
+                  dlock_lock **out) {
+  return acquire_common(c, key, opts, out, false);
+}
+
+int dlock_try_acquire(dlock_client *c, const char *key, const dlock_options *opts,
+                      dlock_lock **out) {
+  return acquire_common(c, key, opts, out, true);
+}
+
+static bool on_renew_thread(dlock_client *c) {
+  return c->renew_started && pthread_equal(pthread_self(), c->renew_thread);
+}
+
+/* Under c->mu: the state a caller should see right now. */
+static int effective_state(const struct dlock_lock *l) {
+  if (l->state == DLOCK_HELD && dlock__now_ns() >= l->valid_until_ns)
+    return DLOCK_LOST;
+  return l->state;
+}
+
+int dlock_release(dlock_lock *l) {
+  dlock__clear_err();
+  if (!l)
+    return dlock_seterr(DLOCK_EINVAL, "dlock_release: NULL lock");
+  dlock_client *c = l->client;
+  if (on_renew_thread(c))
+    return dlock_seterr(DLOCK_EINVAL, "dlock_release called from an on_lost callback");
+  pthread_mutex_lock(&c->mu);
+  if (l->holds > 1) {
+    l->holds--;
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+  }
+  while (l->inflight)
+    pthread_cond_wait(&c->cv, &c->mu);
+  l->inflight = true;
+  int was = effective_state(l);
+  if (was == DLOCK_LOST)
+    dlock__mark_lost(c, l);
+  pthread_mutex_unlock(&c->mu);
+
+  /* Even a lost lock gets a release: compare-and-delete is harmless if
+   * someone else holds it, and frees it early if the store still had it. */
+  int brc = c->ops->release(&c->bc, &l->bl);
+  int rc = 0;
+  if (was == DLOCK_LOST) {
+    rc = dlock_seterr(DLOCK_ELOST, "lock '%s' was lost before it was released", l->key);
+  } else if (brc == DLOCK_ELOST || brc == DLOCK_ENOTOWNED) {
+    atomic_fetch_add(&c->metrics.lost, 1);
+    rc = dlock_seterr(DLOCK_ELOST, "lock '%s' was no longer held at the store", l->key);
+  } else if (brc < 0) {
+    rc = brc; /* the store will expire it; the caller learns it did not answer */
+  }
+
+  pthread_mutex_lock(&c->mu);
+  table_remove(c, l);
+  pthread_cond_broadcast(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+  atomic_fetch_sub(&c->metrics.held_now, 1);
+  atomic_fetch_add(&c->metrics.release, 1);
+  dlock__hist_add(&c->metrics.hold_time, dlock__now_ns() - l->acquired_ns);
+  lock_free(l);
+  return rc;
+}
+
+int dlock_renew(dlock_lock *l, int64_t ttl_ms) {
+  dlock__clear_err();
+  if (!l)
+    return dlock_seterr(DLOCK_EINVAL, "dlock_renew: NULL lock");
+  if (ttl_ms < 0)
+    return dlock_seterr(DLOCK_EINVAL, "ttl_ms must not be negative (0 = keep the current)");
+  dlock_client *c = l->client;
+  if (on_renew_thread(c))
+    return dlock_seterr(DLOCK_EINVAL, "dlock_renew called from an on_lost callback");
+  pthread_mutex_lock(&c->mu);
+  while (l->inflight)
+    pthread_cond_wait(&c->cv, &c->mu);
+  if (effective_state(l) != DLOCK_HELD) {
+    dlock__mark_lost(c, l);
+    pthread_mutex_unlock(&c->mu);
+    return dlock_seterr(DLOCK_ELOST, "lock '%s' was lost", l->key);
+  }
+  l->inflight = true;
+  if (ttl_ms)
+    l->bl.ttl_ms = ttl_ms;
+  pthread_mutex_unlock(&c->mu);
+
+  l->bl.sent_ns = 0;
+  int64_t start = dlock__now_ns();
+  int rc = c->ops->renew(&c->bc, &l->bl);
+  int64_t sent = l->bl.sent_ns ? l->bl.sent_ns : start;
+
+  pthread_mutex_lock(&c->mu);
+  l->inflight = false;
+  if (rc == 0) {
+    l->valid_until_ns = validity_deadline(c, sent, l->bl.ttl_ms);
+    l->next_renew_ns = sent + l->bl.ttl_ms * 1000000 / 3;
+    atomic_fetch_add(&c->metrics.renew_ok, 1);
+  } else {
+    atomic_fetch_add(&c->metrics.renew_failed, 1);
+    if (rc == DLOCK_ELOST || rc == DLOCK_ENOTOWNED) {
+      dlock__mark_lost(c, l);
+      rc = dlock_seterr(DLOCK_ELOST, "lock '%s' is no longer held at the store", l->key);
+    }
+  }
+  pthread_cond_broadcast(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+  dlock__renew_kick(c);
+  return rc;
+}
+
+int dlock_lock_state(const dlock_lock *l) {
+  if (!l)
+    return dlock_seterr(DLOCK_EINVAL, "NULL lock");
+  dlock_client *c = l->client;
+  pthread_mutex_lock(&c->mu);
+  int s = effective_state(l);
+  pthread_mutex_unlock(&c->mu);
+  return s;
+}
+
+uint64_t dlock_lock_token(const dlock_lock *l) { return l ? l->bl.token : 0; }
+const char *dlock_lock_key(const dlock_lock *l) { return l ? l->key : NULL; }
+const char *dlock_lock_owner(const dlock_lock *l) { return l ? l->owner : NULL; }
+
+int dlock_lock_holds(const dlock_lock *l) {
+  if (!l)
+    return dlock_seterr(DLOCK_EINVAL, "NULL lock");
+  pthread_mutex_lock(&l->client->mu);
+  int h = l->holds;
+  pthread_mutex_unlock(&l->client->mu);
+  return h;
+}
+
+int64_t dlock_lock_remaining_ms(const dlock_lock *l) {
+  if (!l)
+    return dlock_seterr(DLOCK_EINVAL, "NULL lock");
+  pthread_mutex_lock(&l->client->mu);
+  int64_t until = l->valid_until_ns;
+  int st = effective_state(l);
+  pthread_mutex_unlock(&l->client->mu);
+  if (until == INT64_MAX && st == DLOCK_HELD)
+    return -1;
+  if (st != DLOCK_HELD)
+    return 0;
+  int64_t left = (until - dlock__now_ns()) / 1000000;
+  return left > 0 ? left : 0;
+}
+
+int dlock_inspect(dlock_client *c, const char *key, dlock_info *info) {
+  dlock__clear_err();
+  size_t keylen;
+  int rc;
+  if (!c || !info)
+    return dlock_seterr(DLOCK_EINVAL, "dlock_inspect: NULL argument");
+  if ((rc = dlock__key_check(key, &keylen)) < 0)
+    return rc;
+  if (!c->ops->inspect)
+    return dlock_seterr(DLOCK_ENOTSUP, "backend '%s' cannot inspect locks", c->ops->name);
+  dlock_info tmp;
+  memset(&tmp, 0, sizeof tmp);
+  tmp.ttl_ms = -1;
+  rc = c->ops->inspect(&c->bc, key, keylen, &tmp);
+  if (rc == 0)
+    *info = tmp;
+  return rc;
+}
+
+int dlock_control(dlock_client *c, dlock_lock *l, int op, void *arg) {
+  dlock__clear_err();
+  if (!c)
+    return dlock_seterr(DLOCK_EINVAL, "dlock_control: NULL client");
+  if (l && l->client != c)
+    return dlock_seterr(DLOCK_EINVAL, "dlock_control: lock belongs to another client");
+  if (!c->ops->control)
+    return dlock_seterr(DLOCK_ENOTSUP, "backend '%s' has no control operations", c->ops->name);
+  return c->ops->control(&c->bc, l ? &l->bl : NULL, op, arg);
+}
+
+unsigned dlock_client_caps(const dlock_client *c) { return c ? c->ops->caps : 0; }
+const char *dlock_client_backend(const dlock_client *c) { return c ? c->ops->name : NULL; }
+const char *dlock_client_url(const dlock_client *c) { return c ? c->redacted : NULL; }
+int64_t dlock_client_ttl_ms(const dlock_client *c) {
+  return c ? c->bc.default_ttl_ms : DLOCK_EINVAL;
+}

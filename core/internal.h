@@ -1,0 +1,134 @@
+/* Internal interfaces shared by core/, backends/ and the tests.  Not installed. */
+#ifndef DLOCK_INTERNAL_H
+#define DLOCK_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "dlock/backend.h"
+#include "dlock/dlock.h"
+
+#define DLOCK__HIDDEN __attribute__((visibility("hidden")))
+
+/* ---- url.c (pure: no I/O) ---- */
+
+/* Parse URL into a newly allocated dlock_url.  DLOCK_EINVAL with a message
+ * naming what is wrong (never echoing a password). */
+DLOCK__HIDDEN int dlock__url_parse(const char *s, dlock_url **out);
+DLOCK__HIDDEN void dlock__url_free(dlock_url *u);
+/* DLOCK_EINVAL naming the first parameter nobody read, else 0. */
+DLOCK__HIDDEN int dlock__url_check_unused(const dlock_url *u);
+/* "15s" -> 15000.  0 or DLOCK_EINVAL. */
+DLOCK__HIDDEN int dlock__parse_duration(const char *s, int64_t *ms);
+
+/* ---- util.c ---- */
+
+DLOCK__HIDDEN int64_t dlock__now_ns(void);
+/* NBYTES random bytes from getrandom(2) as 2*NBYTES hex digits + NUL. */
+DLOCK__HIDDEN int dlock__random_hex(char *out, size_t nbytes);
+/* Uniform in [0, n). */
+DLOCK__HIDDEN uint64_t dlock__random_below(uint64_t n);
+/* 0, or DLOCK_EINVAL with a message for an empty, oversized or non-UTF-8 key. */
+DLOCK__HIDDEN int dlock__key_check(const char *key, size_t *len);
+/* Absolute CLOCK_MONOTONIC timespec for a dlock__now_ns() value. */
+struct timespec;
+DLOCK__HIDDEN void dlock__ns_to_timespec(int64_t ns, struct timespec *ts);
+/* pthread_cond_t that waits on CLOCK_MONOTONIC. */
+DLOCK__HIDDEN int dlock__cond_init(pthread_cond_t *cv);
+
+/* ---- registry.c ---- */
+
+DLOCK__HIDDEN const dlock_backend_ops *dlock__registry_find(const char *scheme);
+DLOCK__HIDDEN int dlock__ops_check(const dlock_backend_ops *ops);
+
+/* ---- errors.c ---- */
+
+DLOCK__HIDDEN void dlock__clear_err(void);
+
+/* ---- metrics.c ---- */
+
+typedef struct dlock__hist {
+  _Atomic uint64_t count;
+  _Atomic uint64_t sum_us;
+  _Atomic uint64_t buckets[DLOCK_HIST_BUCKETS];
+} dlock__hist;
+
+typedef struct dlock__metrics {
+  _Atomic uint64_t acquire_ok, acquire_busy, acquire_timeout, acquire_error;
+  _Atomic uint64_t release, renew_ok, renew_failed, lost, held_now;
+  dlock__hist acquire_wait, hold_time;
+} dlock__metrics;
+
+DLOCK__HIDDEN void dlock__hist_add(dlock__hist *h, int64_t ns);
+DLOCK__HIDDEN void dlock__metrics_acquire_result(dlock__metrics *m, int rc);
+
+/* ---- built-in backends ---- */
+
+extern const dlock_backend_ops dlock__mem_ops;
+extern const dlock_backend_ops dlock__file_ops;
+#ifdef DLOCK_HAVE_REDIS
+extern const dlock_backend_ops dlock__redis_ops;
+#endif
+
+/* ---- client.c / renew.c ---- */
+
+typedef struct dlock__entry dlock__entry;
+
+struct dlock_lock {
+  dlock_client *client;
+  dlock_backend_lock bl;     /* what the backend sees */
+  char *key;
+  char owner[33];
+  char *label;
+  pthread_t thread;          /* thread that acquired it (reentrancy) */
+  int holds;
+  int state;                 /* DLOCK_HELD / DLOCK_LOST / DLOCK_RELEASED, or 0 while acquiring */
+  bool inflight;             /* a backend call on it is running */
+  bool auto_renew;
+  bool lost_pending;         /* on_lost still to be delivered */
+  dlock_lost_fn on_lost;
+  void *on_lost_arg;
+  int64_t acquired_ns;
+  int64_t valid_until_ns;    /* INT64_MAX when the store has no expiry */
+  int64_t next_renew_ns;
+  int renew_failures;
+  /* intrusive links */
+  struct dlock_lock *hnext;  /* hash chain */
+  struct dlock_lock *prev, *next; /* all held locks of the client */
+};
+
+struct dlock_client {
+  const dlock_backend_ops *ops;
+  dlock_backend_client bc;
+  dlock_url *url;
+  char *redacted;
+  int64_t margin_floor_ms;
+  /* retry policy for backends that cannot notify */
+  int64_t retry_initial_ms, retry_max_ms;
+  double retry_multiplier, retry_jitter;
+
+  pthread_mutex_t mu;
+  pthread_cond_t cv;         /* lock table changed / inflight cleared */
+  struct dlock_lock **table; /* key -> lock, chained */
+  size_t table_size, table_count;
+  struct dlock_lock *head;   /* list of all entries */
+
+  /* renew scheduler */
+  pthread_t renew_thread;
+  bool renew_started, renew_stop;
+  pthread_cond_t renew_cv;
+
+  dlock__metrics metrics;
+};
+
+DLOCK__HIDDEN int dlock__renew_start(dlock_client *c);
+DLOCK__HIDDEN void dlock__renew_stop(dlock_client *c);
+DLOCK__HIDDEN void dlock__renew_kick(dlock_client *c);
+/* Safety margin subtracted from the ttl for the local validity deadline. */
+DLOCK__HIDDEN int64_t dlock__margin_ns(const dlock_client *c, int64_t ttl_ms);
+/* Under c->mu: turn L LOST (once) and count it. */
+DLOCK__HIDDEN void dlock__mark_lost(dlock_client *c, struct dlock_lock *l);
+
+#endif

@@ -1,0 +1,72 @@
+/* Backends by URL scheme: the built-ins, then those registered at run time. */
+#include <pthread.h>
+#include <string.h>
+
+#include "internal.h"
+
+static const dlock_backend_ops *const builtins[] = {
+    &dlock__mem_ops,
+    &dlock__file_ops,
+#ifdef DLOCK_HAVE_REDIS
+    &dlock__redis_ops,
+#endif
+    NULL,
+};
+
+#define EXTRA_MAX 32
+static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static const dlock_backend_ops *extra[EXTRA_MAX];
+static size_t nextra;
+
+static bool has_scheme(const dlock_backend_ops *ops, const char *scheme) {
+  for (const char *const *s = ops->schemes; *s; s++)
+    if (strcmp(*s, scheme) == 0)
+      return true;
+  return false;
+}
+
+int dlock__ops_check(const dlock_backend_ops *ops) {
+  if (!ops)
+    return dlock_seterr(DLOCK_EINVAL, "backend ops is NULL");
+  if (ops->version < 1 || ops->version > DLOCK_BACKEND_VERSION)
+    return dlock_seterr(DLOCK_EINVAL, "backend '%s': unsupported ops version %u",
+                        ops->name ? ops->name : "?", ops->version);
+  if (!ops->name || !ops->schemes || !ops->schemes[0])
+    return dlock_seterr(DLOCK_EINVAL, "backend ops lacks a name or schemes");
+  if (!ops->open || !ops->close || !ops->try_acquire || !ops->renew || !ops->release)
+    return dlock_seterr(DLOCK_EINVAL,
+                        "backend '%s': open, close, try_acquire, renew and release are "
+                        "required",
+                        ops->name);
+  return 0;
+}
+
+const dlock_backend_ops *dlock__registry_find(const char *scheme) {
+  for (size_t i = 0; builtins[i]; i++)
+    if (has_scheme(builtins[i], scheme))
+      return builtins[i];
+  const dlock_backend_ops *found = NULL;
+  pthread_mutex_lock(&reg_mu);
+  for (size_t i = 0; i < nextra && !found; i++)
+    if (has_scheme(extra[i], scheme))
+      found = extra[i];
+  pthread_mutex_unlock(&reg_mu);
+  return found;
+}
+
+int dlock_backend_register(const dlock_backend_ops *ops) {
+  int rc = dlock__ops_check(ops);
+  if (rc < 0)
+    return rc;
+  for (const char *const *s = ops->schemes; *s; s++)
+    if (dlock__registry_find(*s))
+      return dlock_seterr(DLOCK_EINVAL, "scheme '%s' is already registered", *s);
+  pthread_mutex_lock(&reg_mu);
+  if (nextra >= EXTRA_MAX) {
+    pthread_mutex_unlock(&reg_mu);
+    return dlock_seterr(DLOCK_ENOMEM, "too many registered backends");
+  }
+  extra[nextra++] = ops;
+  pthread_mutex_unlock(&reg_mu);
+  return 0;
+}

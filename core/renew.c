@@ -1,0 +1,169 @@
+/* The renew scheduler: one thread per client, started with the first lock.
+ *
+ * It renews auto-renew locks at ttl/3 (batching everything due soon into
+ * one renew_many call, so a thousand locks cost one round trip on stores
+ * that pipeline), turns a lock LOST when a renewal is refused or its
+ * validity deadline passes, and delivers on_lost callbacks. */
+#include <errno.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "internal.h"
+
+/* Renewals due within this window are sent together with the one that is
+ * due now. */
+static int64_t batch_slack_ns(const struct dlock_lock *l) {
+  int64_t s = l->bl.ttl_ms * 1000000 / 12;
+  return s < 1000000000 ? s : 1000000000;
+}
+
+static void apply_renew(dlock_client *c, struct dlock_lock *l, int rc, int64_t start) {
+  int64_t sent = l->bl.sent_ns ? l->bl.sent_ns : start;
+  if (rc == 0) {
+    atomic_fetch_add(&c->metrics.renew_ok, 1);
+    l->renew_failures = 0;
+    if (c->ops->caps & DLOCK_CAP_SERVER_TTL)
+      l->valid_until_ns = sent + l->bl.ttl_ms * 1000000 - dlock__margin_ns(c, l->bl.ttl_ms);
+    l->next_renew_ns = sent + l->bl.ttl_ms * 1000000 / 3;
+    return;
+  }
+  atomic_fetch_add(&c->metrics.renew_failed, 1);
+  if (rc == DLOCK_ELOST || rc == DLOCK_ENOTOWNED) {
+    dlock__mark_lost(c, l);
+    return;
+  }
+  /* Transient: try again soon, with growing gaps, until the validity
+   * deadline decides. */
+  l->renew_failures++;
+  int64_t gap = (int64_t)l->renew_failures * 200000000;
+  int64_t cap = l->bl.ttl_ms * 1000000 / 10;
+  if (gap > cap)
+    gap = cap;
+  l->next_renew_ns = dlock__now_ns() + gap;
+}
+
+static void *renew_main(void *arg) {
+  dlock_client *c = arg;
+  size_t cap = 0;
+  struct dlock_lock **batch = NULL, **cbs = NULL;
+  dlock_backend_lock **bls = NULL;
+  int *rcs = NULL;
+
+  pthread_mutex_lock(&c->mu);
+  while (!c->renew_stop) {
+    int64_t now = dlock__now_ns();
+    int64_t wake = INT64_MAX;
+    size_t nb = 0, nc = 0;
+    if (cap < c->table_count) {
+      size_t ncap = c->table_count * 2;
+      struct dlock_lock **b2 = realloc(batch, ncap * sizeof *b2);
+      if (b2)
+        batch = b2;
+      struct dlock_lock **c2 = realloc(cbs, ncap * sizeof *c2);
+      if (c2)
+        cbs = c2;
+      dlock_backend_lock **l2 = realloc(bls, ncap * sizeof *l2);
+      if (l2)
+        bls = l2;
+      int *r2 = realloc(rcs, ncap * sizeof *r2);
+      if (r2)
+        rcs = r2;
+      if (b2 && c2 && l2 && r2)
+        cap = ncap;
+    }
+    for (struct dlock_lock *l = c->head; l; l = l->next) {
+      if (l->inflight)
+        continue;
+      if (l->state == DLOCK_HELD) {
+        if (l->valid_until_ns <= now) {
+          dlock__mark_lost(c, l);
+        } else if (l->auto_renew && l->next_renew_ns <= now + batch_slack_ns(l) && nb < cap) {
+          l->inflight = true;
+          batch[nb++] = l;
+          continue;
+        } else {
+          if (l->auto_renew && l->next_renew_ns < wake)
+            wake = l->next_renew_ns;
+          if (l->valid_until_ns < wake)
+            wake = l->valid_until_ns;
+        }
+      }
+      if (l->state == DLOCK_LOST && l->lost_pending && nc < cap) {
+        l->lost_pending = false;
+        l->inflight = true;
+        cbs[nc++] = l;
+      }
+    }
+    if (nb == 0 && nc == 0) {
+      if (wake == INT64_MAX) {
+        pthread_cond_wait(&c->renew_cv, &c->mu);
+      } else {
+        struct timespec ts;
+        dlock__ns_to_timespec(wake, &ts);
+        pthread_cond_timedwait(&c->renew_cv, &c->mu, &ts);
+      }
+      continue;
+    }
+    pthread_mutex_unlock(&c->mu);
+
+    int64_t start = dlock__now_ns();
+    for (size_t i = 0; i < nb; i++) {
+      batch[i]->bl.sent_ns = 0;
+      bls[i] = &batch[i]->bl;
+    }
+    int mrc = -1;
+    if (nb > 1 && c->ops->renew_many)
+      mrc = c->ops->renew_many(&c->bc, bls, nb, rcs);
+    if (mrc != 0) {
+      for (size_t i = 0; i < nb; i++) {
+        bls[i]->sent_ns = 0;
+        int64_t s1 = dlock__now_ns();
+        rcs[i] = c->ops->renew(&c->bc, bls[i]);
+        if (!bls[i]->sent_ns)
+          bls[i]->sent_ns = s1;
+      }
+    }
+    for (size_t i = 0; i < nc; i++)
+      cbs[i]->on_lost(cbs[i]->key, cbs[i]->bl.token, cbs[i]->on_lost_arg);
+
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < nb; i++) {
+      apply_renew(c, batch[i], rcs[i], start);
+      batch[i]->inflight = false;
+    }
+    for (size_t i = 0; i < nc; i++)
+      cbs[i]->inflight = false;
+    pthread_cond_broadcast(&c->cv);
+  }
+  pthread_mutex_unlock(&c->mu);
+  free(batch);
+  free(cbs);
+  free(bls);
+  free(rcs);
+  return NULL;
+}
+
+int dlock__renew_start(dlock_client *c) {
+  int rc = 0;
+  pthread_mutex_lock(&c->mu);
+  if (!c->renew_started) {
+    if (pthread_create(&c->renew_thread, NULL, renew_main, c) == 0)
+      c->renew_started = true;
+    else
+      rc = dlock_seterr(DLOCK_ENOMEM, "cannot start the renew thread");
+  }
+  pthread_mutex_unlock(&c->mu);
+  return rc;
+}
+
+void dlock__renew_kick(dlock_client *c) { pthread_cond_signal(&c->renew_cv); }
+
+void dlock__renew_stop(dlock_client *c) {
+  pthread_mutex_lock(&c->mu);
+  bool started = c->renew_started;
+  c->renew_stop = true;
+  pthread_cond_signal(&c->renew_cv);
+  pthread_mutex_unlock(&c->mu);
+  if (started)
+    pthread_join(c->renew_thread, NULL);
+}

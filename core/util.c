@@ -1,0 +1,122 @@
+/* Clock, randomness and key validation. */
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "internal.h"
+
+int64_t dlock__now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t dlock_backend_now_ns(void) { return dlock__now_ns(); }
+
+void dlock__ns_to_timespec(int64_t ns, struct timespec *ts) {
+  ts->tv_sec = (time_t)(ns / 1000000000);
+  ts->tv_nsec = (long)(ns % 1000000000);
+}
+
+int dlock__cond_init(pthread_cond_t *cv) {
+  pthread_condattr_t a;
+  if (pthread_condattr_init(&a) != 0)
+    return DLOCK_ENOMEM;
+  /* Deadlines are monotonic: a wall-clock step must not shorten or stretch
+   * a wait. */
+  pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+  int rc = pthread_cond_init(cv, &a);
+  pthread_condattr_destroy(&a);
+  return rc == 0 ? 0 : DLOCK_ENOMEM;
+}
+
+static int fill_random(unsigned char *buf, size_t n) {
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = getrandom(buf + got, n - got, 0);
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
+      return dlock_seterr(DLOCK_EBACKEND, "getrandom failed: %s", strerror(errno));
+    }
+    got += (size_t)r;
+  }
+  return 0;
+}
+
+int dlock__random_hex(char *out, size_t nbytes) {
+  unsigned char buf[64];
+  static const char hex[] = "0123456789abcdef";
+  if (nbytes > sizeof buf)
+    return DLOCK_EINVAL;
+  int rc = fill_random(buf, nbytes);
+  if (rc < 0)
+    return rc;
+  for (size_t i = 0; i < nbytes; i++) {
+    out[2 * i] = hex[buf[i] >> 4];
+    out[2 * i + 1] = hex[buf[i] & 15];
+  }
+  out[2 * nbytes] = '\0';
+  return 0;
+}
+
+uint64_t dlock__random_below(uint64_t n) {
+  uint64_t v = 0;
+  if (n == 0 || fill_random((unsigned char *)&v, sizeof v) < 0)
+    return 0;
+  return v % n;
+}
+
+/* Strict UTF-8: no overlongs, no surrogates, nothing above U+10FFFF. */
+static int utf8_valid(const unsigned char *s, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    unsigned char c = s[i];
+    size_t len;
+    uint32_t cp;
+    if (c < 0x80) {
+      i++;
+      continue;
+    } else if ((c & 0xe0) == 0xc0) {
+      len = 2;
+      cp = c & 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
+      len = 3;
+      cp = c & 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
+      len = 4;
+      cp = c & 0x07;
+    } else {
+      return 0;
+    }
+    if (i + len > n)
+      return 0;
+    for (size_t k = 1; k < len; k++) {
+      if ((s[i + k] & 0xc0) != 0x80)
+        return 0;
+      cp = (cp << 6) | (s[i + k] & 0x3f);
+    }
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+        cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+      return 0;
+    i += len;
+  }
+  return 1;
+}
+
+int dlock__key_check(const char *key, size_t *len) {
+  if (!key)
+    return dlock_seterr(DLOCK_EINVAL, "key is NULL");
+  size_t n = strnlen(key, DLOCK_KEY_MAX + 1);
+  if (n == 0)
+    return dlock_seterr(DLOCK_EINVAL, "key is empty");
+  if (n > DLOCK_KEY_MAX)
+    return dlock_seterr(DLOCK_EINVAL, "key is longer than %d bytes", DLOCK_KEY_MAX);
+  if (!utf8_valid((const unsigned char *)key, n))
+    return dlock_seterr(DLOCK_EINVAL, "key is not valid UTF-8");
+  if (len)
+    *len = n;
+  return 0;
+}

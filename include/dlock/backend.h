@@ -1,0 +1,141 @@
+/* The backend interface: what a lock store plugs into.
+ *
+ * A backend is one const struct dlock_backend_ops.  The core owns every
+ * policy (reentrancy, validity deadlines, the renew scheduler, retries,
+ * metrics, loss reporting); a backend only talks to its store.  The core
+ * allocates the backend's private state from the declared sizes and calls
+ * the operations only through its dispatch layer, which checks the version
+ * and turns a NULL optional operation into DLOCK_ENOTSUP.
+ *
+ * The struct is append-only: operations added later go at the end, and the
+ * core calls one only when ops->version says it is there.
+ */
+#ifndef DLOCK_BACKEND_H
+#define DLOCK_BACKEND_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dlock/dlock.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DLOCK_BACKEND_VERSION 1
+
+/* A parsed URL.  Read it through the accessors below. */
+typedef struct dlock_url dlock_url;
+
+DLOCK_EXTERN const char *dlock_url_scheme(const dlock_url *u);
+/* Userinfo, percent-decoded; NULL when absent. */
+DLOCK_EXTERN const char *dlock_url_user(const dlock_url *u);
+DLOCK_EXTERN const char *dlock_url_password(const dlock_url *u);
+/* Hosts in "h1:p1,h2:p2" order; the port is 0 when the URL has none. */
+DLOCK_EXTERN size_t dlock_url_host_count(const dlock_url *u);
+DLOCK_EXTERN const char *dlock_url_host(const dlock_url *u, size_t i);
+DLOCK_EXTERN int dlock_url_port(const dlock_url *u, size_t i);
+/* The path, percent-decoded, "" when absent ("/0" for redis://h/0). */
+DLOCK_EXTERN const char *dlock_url_path(const dlock_url *u);
+/* The URL with secrets replaced by "***", for messages. */
+DLOCK_EXTERN const char *dlock_url_redacted(const dlock_url *u);
+
+/* Query parameters.  Reading a parameter marks it as known; after the
+ * backend's open() returns, the core rejects the URL if any parameter was
+ * never read ("unknown parameter"), so typos do not pass silently.
+ * Returns 1 and sets *value (percent-decoded) if present, 0 if absent. */
+DLOCK_EXTERN int dlock_url_param(dlock_url *u, const char *name, const char **value);
+/* A duration ("250ms", "15s", "2m", bare number = ms) into *ms, or DEF when
+ * absent.  DLOCK_EINVAL with a message when malformed or negative. */
+DLOCK_EXTERN int dlock_url_param_duration(dlock_url *u, const char *name, int64_t def,
+                                          int64_t *ms);
+/* An integer in [min, max], or DEF when absent. */
+DLOCK_EXTERN int dlock_url_param_int(dlock_url *u, const char *name, long long def,
+                                     long long min, long long max, long long *out);
+/* A boolean (1/0, true/false, yes/no, on/off), or DEF when absent. */
+DLOCK_EXTERN int dlock_url_param_bool(dlock_url *u, const char *name, int def, int *out);
+
+/* What the core hands a backend for each client. */
+typedef struct dlock_backend_client {
+  void *priv;                 /* ops->client_size bytes, zeroed */
+  int64_t connect_timeout_ms; /* URL ?connect_timeout=, default 2000 */
+  int64_t timeout_ms;         /* URL ?timeout= (one request), default 5000 */
+  int64_t default_ttl_ms;     /* URL ?ttl=, default 15000 */
+  const char *prefix;         /* URL ?prefix= if given, else NULL (backend default) */
+} dlock_backend_client;
+
+/* What the core hands a backend for each acquisition. */
+typedef struct dlock_backend_lock {
+  void *priv;          /* ops->lock_size bytes, zeroed before try/acquire */
+  const char *key;     /* 1..DLOCK_KEY_MAX bytes, NUL-terminated */
+  size_t keylen;
+  const char *owner;   /* fresh 128-bit random owner token, 32 hex digits */
+  const char *label;   /* owner label for inspect, never NULL */
+  int64_t ttl_ms;      /* requested lease; renew uses the current value */
+  /* Set by the backend: */
+  uint64_t token;      /* fencing token on success */
+  int64_t sent_ns;     /* dlock_backend_now_ns() taken just before sending the
+                          request that succeeded (acquire or renew); the
+                          validity deadline counts from here */
+  int64_t holder_ttl_ms; /* on DLOCK_EBUSY: the holder's remaining lease if
+                            known (caps the core's fallback backoff), else -1 */
+} dlock_backend_lock;
+
+typedef struct dlock_backend_ops {
+  uint32_t version;             /* DLOCK_BACKEND_VERSION */
+  const char *name;             /* "redis" */
+  const char *const *schemes;   /* NULL-terminated: {"redis", NULL} */
+  uint32_t caps;                /* DLOCK_CAP_* */
+  size_t client_size;           /* bytes of private state per client */
+  size_t lock_size;             /* bytes of private state per lock */
+
+  /* Connect / validate.  Reads its URL parameters.  On failure returns a
+   * negative code (message set with dlock_seterr); close() is not called. */
+  int (*open)(dlock_backend_client *bc, dlock_url *url);
+  /* Free everything; locks still held were already released by the core. */
+  void (*close)(dlock_backend_client *bc);
+
+  /* One attempt.  0 and bl->token set, or DLOCK_EBUSY (bl->holder_ttl_ms
+   * set if known), or another negative code. */
+  int (*try_acquire)(dlock_backend_client *bc, dlock_backend_lock *bl);
+  /* Optional: acquire, waiting on the store's own notification until
+   * deadline_ns (dlock_backend_now_ns() clock; -1 = forever).  Returns
+   * DLOCK_ETIMEDOUT when the deadline passes.  When NULL the core loops over
+   * try_acquire with backoff and jitter. */
+  int (*acquire)(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t deadline_ns);
+  /* Extend to bl->ttl_ms if the store still names bl->owner: 0, or
+   * DLOCK_ELOST if it does not, or a transient code. */
+  int (*renew)(dlock_backend_client *bc, dlock_backend_lock *bl);
+  /* Release if the store still names bl->owner: 0, or DLOCK_ELOST. */
+  int (*release)(dlock_backend_client *bc, dlock_backend_lock *bl);
+
+  /* Optional: renew N locks in as few round trips as possible; rcs[i] gets
+   * what renew() would have returned for bls[i].  Returns 0 when every
+   * result was filled in, or a negative code that applies to all. */
+  int (*renew_many)(dlock_backend_client *bc, dlock_backend_lock **bls, size_t n,
+                    int *rcs);
+  /* Optional: what the store says about KEY. */
+  int (*inspect)(dlock_backend_client *bc, const char *key, size_t keylen,
+                 dlock_info *info);
+  /* Optional escape hatch for backend-specific operations; BL may be NULL. */
+  int (*control)(dlock_backend_client *bc, dlock_backend_lock *bl, int op, void *arg);
+} dlock_backend_ops;
+
+/* Make a backend available by its schemes (out-of-tree backends; built-ins
+ * are always there).  DLOCK_EINVAL if a scheme is taken or the struct is
+ * malformed. */
+DLOCK_EXTERN int dlock_backend_register(const dlock_backend_ops *ops);
+
+/* Helpers for backends. */
+
+/* Store a printf-style message for the calling thread and return CODE. */
+DLOCK_EXTERN int dlock_seterr(int code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* CLOCK_MONOTONIC in nanoseconds. */
+DLOCK_EXTERN int64_t dlock_backend_now_ns(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

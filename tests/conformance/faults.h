@@ -1,0 +1,13 @@
+/* Faults the conformance suite injects from outside the client under test. */
+#ifndef DLOCK_CONF_FAULTS_H
+#define DLOCK_CONF_FAULTS_H
+
+/* Make the store forget the current holder of KEY, the way an operator or a
+ * failure would: a separate connection deletes it.  0 or -1. */
+int conf_break_lock(const char *url, const char *key);
+
+#ifdef DLOCK_HAVE_REDIS
+int conf_redis_break_lock(const char *url, const char *key);
+#endif
+
+#endif

@@ -1,0 +1,876 @@
+/* dlock: command-line front end to the dlock library.
+ *
+ *   dlock run [-w SECS | -n] [--ttl SECS] URL KEY -- COMMAND [ARG...]
+ *   dlock status [--json] URL KEY
+ *   dlock bench URL [--threads N] [--keys K] [--seconds S] [--json]
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "dlock/dlock.h"
+
+extern char **environ;
+
+static const char usage_text[] =
+    "Usage: dlock run [-w SECS | -n] [--ttl SECS] [--grace SECS] [--label TEXT]\n"
+    "                 [--foreground] URL KEY -- COMMAND [ARG...]\n"
+    "       dlock status [--json] URL KEY\n"
+    "       dlock bench URL [--threads N] [--keys K] [--seconds S] [--locks H]\n"
+    "                   [--only PHASE[,PHASE...]] [--shared-client] [--json]\n"
+    "       dlock help | --help | --version\n"
+    "\n"
+    "Commands:\n"
+    "  run      Acquire KEY in the lock store at URL, run COMMAND while holding it\n"
+    "           (renewed automatically), release it when COMMAND exits.\n"
+    "           COMMAND runs in its own process group with DLOCK_KEY, DLOCK_TOKEN\n"
+    "           (the fencing token, decimal) and DLOCK_URL (URL without secrets)\n"
+    "           in its environment.  SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to\n"
+    "           dlock are forwarded to that process group.  If the lock is lost\n"
+    "           while COMMAND runs, dlock prints a message, sends SIGTERM to the\n"
+    "           group, SIGKILL after the grace period (and to whatever is left of\n"
+    "           the group once COMMAND exits), and exits 3.\n"
+    "             -w, --wait SECS   wait at most SECS for the lock (default: forever)\n"
+    "             -n, --nowait      fail at once if the lock is held\n"
+    "             --ttl SECS        lease length (default: the URL's ?ttl=, else 15)\n"
+    "             --grace SECS      SIGTERM to SIGKILL delay on loss (default: 10)\n"
+    "             --label TEXT      holder label shown by status (default: host:pid)\n"
+    "             --foreground      keep COMMAND in dlock's process group so it can\n"
+    "                               read the terminal; only COMMAND itself is\n"
+    "                               signalled on loss\n"
+    "  status   Show who holds KEY: token, remaining TTL, owner and label.\n"
+    "           --json prints one JSON object.\n"
+    "  bench    Measure the store: uncontended try_acquire+release pairs on\n"
+    "           distinct keys (bench/THREAD/N), contended handoff between two\n"
+    "           clients on one key, and dlock_renew with H locks held.\n"
+    "             --threads N (1)  --keys K (1)  --seconds S (5, per phase)\n"
+    "             --locks H (100)  --only uncontended,handoff,renew (all)\n"
+    "             --shared-client  uncontended threads share one client\n"
+    "\n"
+    "SECS may be fractional and may end in ms, s or m.\n"
+    "URL examples: file:///var/lib/dlock  redis://host:6379/0?ttl=30s  mem://\n"
+    "\n"
+    "Exit status:\n"
+    "  run: COMMAND's exit status, or 128+N if it was killed by signal N;\n"
+    "       126 if COMMAND could not be executed, 127 if it was not found.\n"
+    "  0    status/bench: the query or benchmark worked\n"
+    "  1    the lock was not acquired (held elsewhere, or -w ran out), or the\n"
+    "       lock store failed (unreachable, authentication, store error)\n"
+    "  2    usage error: bad option or number, invalid URL or key\n"
+    "  3    run: the lock was lost while COMMAND ran; COMMAND was stopped\n";
+
+static const char *const cmd_usage[][2] = {
+    {"run", "dlock run [-w SECS | -n] [--ttl SECS] [--grace SECS] URL KEY -- COMMAND [ARG...]"},
+    {"status", "dlock status [--json] URL KEY"},
+    {"bench", "dlock bench URL [--threads N] [--keys K] [--seconds S] [--json]"},
+};
+
+/* ---- shared helpers (declared in cli.h) ---- */
+
+int cli_usage_error(const char *cmd, const char *fmt, ...) {
+  va_list ap;
+  fputs("dlock: ", stderr);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+  const char *line = "dlock COMMAND [ARG...]";
+  for (size_t i = 0; cmd && i < sizeof cmd_usage / sizeof cmd_usage[0]; i++)
+    if (strcmp(cmd, cmd_usage[i][0]) == 0)
+      line = cmd_usage[i][1];
+  fprintf(stderr, "Usage: %s\nTry 'dlock --help' for more information.\n", line);
+  return CLI_EXIT_USAGE;
+}
+
+int cli_fail(int rc, const char *what, const char *msg) {
+  const char *m = (msg && *msg) ? msg : dlock_strerror(rc);
+  if (what)
+    fprintf(stderr, "dlock: %s: %s\n", what, m);
+  else
+    fprintf(stderr, "dlock: %s\n", m);
+  return rc == DLOCK_EINVAL ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
+}
+
+int cli_is_option(const char *arg) { return arg[0] == '-' && arg[1] != '\0'; }
+
+int cli_match(int argc, char **argv, int *i, const char *cmd, const char *shortopt,
+              const char *longopt, const char **val) {
+  const char *a = argv[*i];
+  if (longopt) {
+    size_t n = strlen(longopt);
+    if (strncmp(a, longopt, n) == 0 && (a[n] == '\0' || (val && a[n] == '='))) {
+      if (!val)
+        return 1;
+      if (a[n] == '=') {
+        *val = a + n + 1;
+        return 1;
+      }
+      goto separate;
+    }
+  }
+  if (shortopt && strncmp(a, shortopt, 2) == 0 && (a[2] == '\0' || val)) {
+    if (!val)
+      return 1;
+    if (a[2] != '\0') {
+      *val = a + 2;
+      return 1;
+    }
+    goto separate;
+  }
+  return 0;
+separate:
+  if (*i + 1 >= argc) {
+    cli_usage_error(cmd, "option '%s' needs a value", a);
+    return -1;
+  }
+  *val = argv[++*i];
+  return 1;
+}
+
+int cli_parse_duration_ms(const char *s, int64_t *ms) {
+  /* strtod alone would take " 5", "inf", "nan" and hex floats. */
+  if (!((s[0] >= '0' && s[0] <= '9') || s[0] == '.'))
+    return -1;
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (end == s || errno != 0 || !isfinite(v) || v < 0)
+    return -1;
+  double scale;
+  if (*end == '\0' || strcmp(end, "s") == 0)
+    scale = 1000;
+  else if (strcmp(end, "ms") == 0)
+    scale = 1;
+  else if (strcmp(end, "m") == 0)
+    scale = 60000;
+  else
+    return -1;
+  v *= scale;
+  if (v > 1e15) /* ~30,000 years: anything bigger is a typo, and would overflow */
+    return -1;
+  *ms = (int64_t)(v + 0.5);
+  return 0;
+}
+
+int cli_parse_long(const char *s, long min, long max, long *out) {
+  if (!(s[0] >= '0' && s[0] <= '9') && !(s[0] == '-' && s[1] >= '0' && s[1] <= '9'))
+    return -1;
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (*end != '\0' || errno != 0 || v < min || v > max)
+    return -1;
+  *out = v;
+  return 0;
+}
+
+/* Length of the valid UTF-8 sequence at P (2..4), or 0.  Stops at the first
+ * bad continuation byte, so a NUL terminator is never passed. */
+static size_t utf8_seq(const unsigned char *p) {
+  unsigned c = p[0];
+  size_t n;
+  uint32_t cp, min;
+  if (c >= 0xc2 && c <= 0xdf) {
+    n = 2, cp = c & 0x1f, min = 0x80;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    n = 3, cp = c & 0x0f, min = 0x800;
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    n = 4, cp = c & 0x07, min = 0x10000;
+  } else {
+    return 0;
+  }
+  for (size_t i = 1; i < n; i++) {
+    if ((p[i] & 0xc0) != 0x80)
+      return 0;
+    cp = (cp << 6) | (p[i] & 0x3f);
+  }
+  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+    return 0;
+  return n;
+}
+
+void cli_json_string(FILE *f, const char *s) {
+  const unsigned char *p = (const unsigned char *)s;
+  fputc('"', f);
+  while (*p) {
+    unsigned c = *p;
+    size_t n;
+    switch (c) {
+    case '"': fputs("\\\"", f); p++; continue;
+    case '\\': fputs("\\\\", f); p++; continue;
+    case '\n': fputs("\\n", f); p++; continue;
+    case '\r': fputs("\\r", f); p++; continue;
+    case '\t': fputs("\\t", f); p++; continue;
+    default: break;
+    }
+    if (c < 0x20 || c == 0x7f) {
+      fprintf(f, "\\u%04x", c);
+      p++;
+    } else if (c < 0x80) {
+      fputc((int)c, f);
+      p++;
+    } else if ((n = utf8_seq(p)) != 0) {
+      fwrite(p, 1, n, f);
+      p += n;
+    } else {
+      fputs("\\ufffd", f);
+      p++;
+    }
+  }
+  fputc('"', f);
+}
+
+void cli_print_safe(FILE *f, const char *s) {
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p < 0x20 || *p == 0x7f)
+      fprintf(f, "\\x%02x", *p);
+    else
+      fputc(*p, f);
+  }
+}
+
+int64_t cli_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Open URL, reporting failures as the CLI does everywhere. */
+static int open_client(const char *url, dlock_client **c, int *exit_code) {
+  int rc = dlock_open(url, c);
+  if (rc < 0) {
+    /* Keep the message before anything else can overwrite it. */
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", dlock_client_errmsg(NULL));
+    char red[1024];
+    int n = dlock_url_redact(url, red, sizeof red);
+    char what[1100];
+    if (n >= 0 && (size_t)n < sizeof red)
+      snprintf(what, sizeof what, "cannot open '%s'", red);
+    else
+      snprintf(what, sizeof what, "cannot open the lock store");
+    *exit_code = cli_fail(rc, what, msg);
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- dlock run ---- */
+
+static const int forwarded_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+
+/* Written by on_lost (library thread), read by the main loop. */
+static int lost_pipe[2] = {-1, -1};
+
+static void on_lost(const char *key, uint64_t token, void *arg) {
+  (void)key, (void)token, (void)arg;
+  /* Must not block: the pipe is non-blocking, and one byte already queued
+   * is as good as another. */
+  int saved = errno;
+  ssize_t n = write(lost_pipe[1], "L", 1);
+  (void)n;
+  errno = saved;
+}
+
+struct acquire_job {
+  dlock_client *c;
+  const char *key;
+  dlock_options opts;
+  dlock_lock *lock;
+  int rc;
+  char msg[512];
+  int done_fd;
+};
+
+/* The acquire runs on its own thread so the main thread can keep reading
+ * signals: a blocking wait must stay interruptible by ^C. */
+static void *acquire_main(void *arg) {
+  struct acquire_job *j = arg;
+  j->rc = dlock_acquire(j->c, j->key, &j->opts, &j->lock);
+  if (j->rc < 0) /* the message is per thread: copy it for the main thread */
+    snprintf(j->msg, sizeof j->msg, "%s", dlock_client_errmsg(j->c));
+  ssize_t n = write(j->done_fd, "D", 1);
+  (void)n;
+  return NULL;
+}
+
+/* Die of SIG the way the caller expects (a shell sees "killed by SIGINT"). */
+static _Noreturn void die_of_signal(int sig) {
+  sigset_t s;
+  signal(sig, SIG_DFL);
+  sigemptyset(&s);
+  sigaddset(&s, sig);
+  raise(sig);
+  pthread_sigmask(SIG_UNBLOCK, &s, NULL);
+  _exit(128 + sig);
+}
+
+static void drain(int fd) {
+  char buf[64];
+  while (read(fd, buf, sizeof buf) > 0) {
+  }
+}
+
+/* Environment for the command: ours, minus stale DLOCK_* from an outer
+ * `dlock run`, plus this lock's.  Built before fork because the child of a
+ * threaded process may only call async-signal-safe functions. */
+static char **build_env(const char *key, uint64_t token, const char *url) {
+  size_t n = 0;
+  for (char **e = environ; *e; e++)
+    n++;
+  char **env = calloc(n + 4, sizeof *env);
+  if (!env)
+    return NULL;
+  size_t k = 0;
+  for (char **e = environ; *e; e++)
+    if (strncmp(*e, "DLOCK_KEY=", 10) != 0 && strncmp(*e, "DLOCK_TOKEN=", 12) != 0 &&
+        strncmp(*e, "DLOCK_URL=", 10) != 0)
+      env[k++] = *e;
+  char *mine[3] = {NULL, NULL, NULL};
+  if (asprintf(&mine[0], "DLOCK_KEY=%s", key) < 0)
+    mine[0] = NULL;
+  if (asprintf(&mine[1], "DLOCK_TOKEN=%" PRIu64, token) < 0)
+    mine[1] = NULL;
+  if (asprintf(&mine[2], "DLOCK_URL=%s", url) < 0)
+    mine[2] = NULL;
+  if (!mine[0] || !mine[1] || !mine[2]) {
+    free(mine[0]), free(mine[1]), free(mine[2]);
+    free(env);
+    return NULL;
+  }
+  env[k++] = mine[0];
+  env[k++] = mine[1];
+  env[k++] = mine[2];
+  env[k] = NULL;
+  return env;
+}
+
+static void free_env(char **env) {
+  if (!env)
+    return;
+  /* Only the last three entries are ours; they follow the inherited ones. */
+  size_t n = 0;
+  while (env[n])
+    n++;
+  for (size_t i = n >= 3 ? n - 3 : 0; i < n; i++)
+    free(env[i]);
+  free(env);
+}
+
+static int exit_status_of(int st) {
+  if (WIFEXITED(st))
+    return WEXITSTATUS(st);
+  if (WIFSIGNALED(st))
+    return 128 + WTERMSIG(st);
+  return CLI_EXIT_FAIL;
+}
+
+struct run_opts {
+  int64_t wait_ms, ttl_ms, grace_ms;
+  const char *label;
+  int foreground;
+  const char *url, *key;
+  char **command;
+};
+
+static int run_parse(int argc, char **argv, struct run_opts *ro) {
+  const char *pos[2];
+  int npos = 0, nowait = 0, have_wait = 0, i;
+  ro->wait_ms = -1;
+  ro->ttl_ms = 0;
+  ro->grace_ms = 10000;
+  ro->label = NULL;
+  ro->foreground = 0;
+  ro->command = NULL;
+  for (i = 0; i < argc; i++) {
+    const char *a = argv[i], *v = NULL;
+    int m;
+    if (strcmp(a, "--") == 0) {
+      ro->command = argv + i + 1;
+      break;
+    }
+    if (!cli_is_option(a)) {
+      if (npos == 2)
+        return cli_usage_error("run", "unexpected argument '%s' (missing '--' before COMMAND?)", a);
+      pos[npos++] = a;
+      continue;
+    }
+    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+      fputs(usage_text, stdout);
+      return -1;
+    }
+    if ((m = cli_match(argc, argv, &i, "run", "-w", "--wait", &v)) != 0) {
+      if (m < 0)
+        return CLI_EXIT_USAGE;
+      if (cli_parse_duration_ms(v, &ro->wait_ms) < 0)
+        return cli_usage_error("run", "invalid wait time '%s'", v);
+      have_wait = 1;
+    } else if ((m = cli_match(argc, argv, &i, "run", "-n", "--nowait", NULL)) != 0) {
+      nowait = 1;
+    } else if ((m = cli_match(argc, argv, &i, "run", NULL, "--ttl", &v)) != 0) {
+      if (m < 0)
+        return CLI_EXIT_USAGE;
+      if (cli_parse_duration_ms(v, &ro->ttl_ms) < 0 || ro->ttl_ms <= 0)
+        return cli_usage_error("run", "invalid ttl '%s'", v);
+    } else if ((m = cli_match(argc, argv, &i, "run", NULL, "--grace", &v)) != 0) {
+      if (m < 0)
+        return CLI_EXIT_USAGE;
+      if (cli_parse_duration_ms(v, &ro->grace_ms) < 0)
+        return cli_usage_error("run", "invalid grace period '%s'", v);
+    } else if ((m = cli_match(argc, argv, &i, "run", NULL, "--label", &v)) != 0) {
+      if (m < 0)
+        return CLI_EXIT_USAGE;
+      ro->label = v;
+    } else if ((m = cli_match(argc, argv, &i, "run", NULL, "--foreground", NULL)) != 0) {
+      ro->foreground = 1;
+    } else {
+      return cli_usage_error("run", "unknown option '%s'", a);
+    }
+  }
+  if (nowait && have_wait)
+    return cli_usage_error("run", "-n and -w exclude each other");
+  if (nowait)
+    ro->wait_ms = 0;
+  if (npos < 2)
+    return cli_usage_error("run", "%s", npos == 0 ? "missing URL and KEY" : "missing KEY");
+  if (!ro->command)
+    return cli_usage_error("run", "missing '--' before COMMAND");
+  if (!ro->command[0])
+    return cli_usage_error("run", "missing COMMAND after '--'");
+  ro->url = pos[0];
+  ro->key = pos[1];
+  return 0;
+}
+
+/* Acquire on a helper thread while the main thread watches SFD.  Returns 0
+ * with *out set, or an exit code.  A forwarded signal arriving meanwhile
+ * kills us with that signal: there is no command to pass it to yet. */
+static int run_acquire(dlock_client *c, const struct run_opts *ro, int sfd, dlock_lock **out) {
+  struct acquire_job job;
+  int done[2];
+  memset(&job, 0, sizeof job);
+  if (pipe2(done, O_CLOEXEC) < 0) {
+    fprintf(stderr, "dlock: pipe: %s\n", strerror(errno));
+    return CLI_EXIT_FAIL;
+  }
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.ttl_ms = ro->ttl_ms;
+  o.wait_ms = ro->wait_ms;
+  o.auto_renew = 1;
+  o.on_lost = on_lost;
+  o.owner_label = ro->label;
+  job.c = c;
+  job.key = ro->key;
+  job.opts = o;
+  job.done_fd = done[1];
+  pthread_t th;
+  int err = pthread_create(&th, NULL, acquire_main, &job);
+  if (err != 0) {
+    fprintf(stderr, "dlock: cannot start a thread: %s\n", strerror(err));
+    close(done[0]), close(done[1]);
+    return CLI_EXIT_FAIL;
+  }
+  for (;;) {
+    struct pollfd p[2] = {{.fd = sfd, .events = POLLIN}, {.fd = done[0], .events = POLLIN}};
+    if (poll(p, 2, -1) < 0) {
+      if (errno == EINTR)
+        continue;
+      fprintf(stderr, "dlock: poll: %s\n", strerror(errno));
+      _exit(CLI_EXIT_FAIL); /* the acquire thread still uses the client */
+    }
+    if (p[0].revents & POLLIN) {
+      struct signalfd_siginfo si;
+      while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si)
+        if ((int)si.ssi_signo != SIGCHLD)
+          die_of_signal((int)si.ssi_signo);
+    }
+    if (p[1].revents & (POLLIN | POLLHUP))
+      break;
+  }
+  pthread_join(th, NULL);
+  close(done[0]), close(done[1]);
+  if (job.rc == 0) {
+    *out = job.lock;
+    return 0;
+  }
+  if (job.rc == DLOCK_EBUSY || (job.rc == DLOCK_ETIMEDOUT && ro->wait_ms > 0)) {
+    /* Naming the holder saves the user a `dlock status`. */
+    dlock_info info;
+    memset(&info, 0, sizeof info);
+    fprintf(stderr, "dlock: lock '");
+    cli_print_safe(stderr, ro->key);
+    fprintf(stderr, "' %s", job.rc == DLOCK_EBUSY ? "is held" : "still held after waiting");
+    if (dlock_inspect(c, ro->key, &info) == 0 && info.held) {
+      if (info.label[0]) {
+        fputs(" by ", stderr);
+        cli_print_safe(stderr, info.label);
+      }
+      if (info.token)
+        fprintf(stderr, " (token %" PRIu64 ")", info.token);
+    }
+    fputc('\n', stderr);
+    return CLI_EXIT_FAIL;
+  }
+  char what[600];
+  snprintf(what, sizeof what, "cannot acquire '%s'", ro->key);
+  return cli_fail(job.rc, what, job.msg);
+}
+
+/* Start COMMAND.  Returns its pid, or -exit_code after printing why. */
+static pid_t run_spawn(const struct run_opts *ro, char **env, const sigset_t *child_mask) {
+  int ep[2];
+  if (pipe2(ep, O_CLOEXEC) < 0) {
+    fprintf(stderr, "dlock: pipe: %s\n", strerror(errno));
+    return -CLI_EXIT_FAIL;
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    fprintf(stderr, "dlock: fork: %s\n", strerror(errno));
+    close(ep[0]), close(ep[1]);
+    return -CLI_EXIT_FAIL;
+  }
+  if (pid == 0) {
+    /* Async-signal-safe calls only from here to exec. */
+    if (!ro->foreground)
+      setpgid(0, 0);
+    sigprocmask(SIG_SETMASK, child_mask, NULL);
+    execvpe(ro->command[0], ro->command, env);
+    int e = errno;
+    ssize_t n = write(ep[1], &e, sizeof e);
+    (void)n;
+    _exit(e == ENOENT || e == ENOTDIR ? 127 : 126);
+  }
+  /* Set it here too: whichever of parent and child runs first, the group
+   * exists before we could signal it. */
+  if (!ro->foreground)
+    setpgid(pid, pid);
+  close(ep[1]);
+  int e = 0;
+  ssize_t n;
+  do
+    n = read(ep[0], &e, sizeof e);
+  while (n < 0 && errno == EINTR);
+  close(ep[0]);
+  if (n == (ssize_t)sizeof e) {
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    fprintf(stderr, "dlock: cannot run '");
+    cli_print_safe(stderr, ro->command[0]);
+    fprintf(stderr, "': %s\n", strerror(e));
+    return -(e == ENOENT || e == ENOTDIR ? 127 : 126);
+  }
+  return pid;
+}
+
+/* Wait for the child, forwarding signals and watching the lock.  Returns
+ * the exit code. */
+static int run_supervise(const struct run_opts *ro, dlock_lock *l, pid_t pid, int sfd) {
+  pid_t target = ro->foreground ? pid : -pid;
+  int lost = 0, killed = 0, warned_stop = 0, status = 0;
+  int64_t kill_at = 0;
+  for (;;) {
+    int timeout = -1;
+    if (lost && !killed) {
+      int64_t left = (kill_at - cli_now_ns()) / 1000000 + 1;
+      timeout = left < 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
+    } else if (!lost) {
+      /* A safety net: the library reports loss through on_lost, but the
+       * validity deadline is checked here too, without relying on it. */
+      int64_t rem = dlock_lock_remaining_ms(l);
+      if (rem >= 0)
+        timeout = rem < 5 ? 5 : rem >= INT_MAX ? INT_MAX : (int)rem + 1;
+    }
+    struct pollfd p[2] = {{.fd = sfd, .events = POLLIN}, {.fd = lost_pipe[0], .events = POLLIN}};
+    int pr = poll(p, 2, timeout);
+    if (pr < 0 && errno != EINTR) {
+      fprintf(stderr, "dlock: poll: %s\n", strerror(errno));
+      kill(target, SIGKILL);
+      while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      return CLI_EXIT_FAIL;
+    }
+    int child_done = 0, lost_now = 0;
+    if (pr > 0 && (p[0].revents & POLLIN)) {
+      struct signalfd_siginfo si;
+      while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+        int sig = (int)si.ssi_signo;
+        if (sig == SIGCHLD)
+          continue;
+        /* In --foreground mode the terminal already sent it to COMMAND. */
+        if (ro->foreground && si.ssi_code == SI_KERNEL)
+          continue;
+        kill(target, sig);
+      }
+      for (;;) {
+        int st;
+        pid_t w = waitpid(pid, &st, WNOHANG | WUNTRACED);
+        if (w < 0 && errno == EINTR)
+          continue;
+        if (w == pid && WIFSTOPPED(st)) {
+          if (!warned_stop && (WSTOPSIG(st) == SIGTTIN || WSTOPSIG(st) == SIGTTOU)) {
+            fprintf(stderr, "dlock: command stopped: it uses the terminal from its own "
+                            "process group; try 'dlock run --foreground'\n");
+            warned_stop = 1;
+          }
+          continue;
+        }
+        if (w == pid) {
+          status = st;
+          child_done = 1;
+        } else if (w < 0) {
+          /* ECHILD: someone else reaped it; nothing sensible to report. */
+          fprintf(stderr, "dlock: waitpid: %s\n", strerror(errno));
+          status = 0;
+          child_done = 1;
+        }
+        break;
+      }
+    }
+    if (pr > 0 && (p[1].revents & POLLIN)) {
+      drain(lost_pipe[0]);
+      lost_now = 1;
+    }
+    if (!lost && !child_done && (lost_now || dlock_lock_state(l) != DLOCK_HELD)) {
+      lost = 1;
+      fprintf(stderr, "dlock: lock '");
+      cli_print_safe(stderr, ro->key);
+      fprintf(stderr, "' lost; stopping command\n");
+      kill(target, SIGTERM);
+      kill_at = cli_now_ns() + ro->grace_ms * 1000000;
+    }
+    if (lost && !killed && !child_done && cli_now_ns() >= kill_at) {
+      kill(target, SIGKILL);
+      killed = 1;
+    }
+    if (child_done)
+      break;
+  }
+  if (lost) {
+    /* Whatever COMMAND left behind must not go on working unprotected. */
+    if (!ro->foreground)
+      kill(target, SIGKILL);
+    return CLI_EXIT_LOST;
+  }
+  return exit_status_of(status);
+}
+
+static int cmd_run(int argc, char **argv) {
+  struct run_opts ro;
+  int code = run_parse(argc, argv, &ro);
+  if (code < 0)
+    return CLI_EXIT_OK; /* --help */
+  if (code != 0)
+    return code;
+
+  /* Signals are read from a signalfd; block them before the library starts
+   * any thread so that every thread inherits the mask and none of them
+   * takes a signal meant for the main loop. */
+  sigset_t mask, oldmask;
+  sigemptyset(&mask);
+  for (size_t i = 0; i < sizeof forwarded_signals / sizeof forwarded_signals[0]; i++)
+    sigaddset(&mask, forwarded_signals[i]);
+  sigaddset(&mask, SIGCHLD);
+  if (pthread_sigmask(SIG_BLOCK, &mask, &oldmask) != 0) {
+    fprintf(stderr, "dlock: cannot block signals\n");
+    return CLI_EXIT_FAIL;
+  }
+  int sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (sfd < 0) {
+    fprintf(stderr, "dlock: signalfd: %s\n", strerror(errno));
+    return CLI_EXIT_FAIL;
+  }
+  if (pipe2(lost_pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
+    fprintf(stderr, "dlock: pipe: %s\n", strerror(errno));
+    close(sfd);
+    return CLI_EXIT_FAIL;
+  }
+
+  dlock_client *c = NULL;
+  dlock_lock *l = NULL;
+  char **env = NULL;
+  if (open_client(ro.url, &c, &code) < 0)
+    goto out;
+  code = run_acquire(c, &ro, sfd, &l);
+  if (code != 0)
+    goto out;
+  env = build_env(ro.key, dlock_lock_token(l), dlock_client_url(c));
+  if (!env) {
+    fprintf(stderr, "dlock: out of memory\n");
+    code = CLI_EXIT_FAIL;
+    goto out;
+  }
+  pid_t pid = run_spawn(&ro, env, &oldmask);
+  if (pid < 0) {
+    code = (int)-pid;
+    goto out;
+  }
+  code = run_supervise(&ro, l, pid, sfd);
+
+out:
+  if (l) {
+    int rc = dlock_release(l);
+    if (rc == DLOCK_ELOST && code != CLI_EXIT_LOST) {
+      /* The command finished, but not all of it ran under the lock. */
+      fprintf(stderr, "dlock: lock '");
+      cli_print_safe(stderr, ro.key);
+      fprintf(stderr, "' was lost before the command finished\n");
+      code = CLI_EXIT_LOST;
+    } else if (rc < 0 && rc != DLOCK_ELOST) {
+      char what[600];
+      snprintf(what, sizeof what, "cannot release '%s' (it expires after its ttl)", ro.key);
+      cli_fail(rc, what, dlock_client_errmsg(c));
+    }
+  }
+  dlock_close(c);
+  free_env(env);
+  close(lost_pipe[0]), close(lost_pipe[1]);
+  lost_pipe[0] = lost_pipe[1] = -1;
+  close(sfd);
+  return code;
+}
+
+/* ---- dlock status ---- */
+
+static int cmd_status(int argc, char **argv) {
+  const char *pos[2];
+  int npos = 0, json = 0;
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    if (!cli_is_option(a)) {
+      if (npos == 2)
+        return cli_usage_error("status", "unexpected argument '%s'", a);
+      pos[npos++] = a;
+    } else if (strcmp(a, "--json") == 0) {
+      json = 1;
+    } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+      fputs(usage_text, stdout);
+      return CLI_EXIT_OK;
+    } else {
+      return cli_usage_error("status", "unknown option '%s'", a);
+    }
+  }
+  if (npos < 2)
+    return cli_usage_error("status", "%s", npos == 0 ? "missing URL and KEY" : "missing KEY");
+
+  dlock_client *c = NULL;
+  int code;
+  if (open_client(pos[0], &c, &code) < 0)
+    return code;
+  dlock_info info;
+  memset(&info, 0, sizeof info);
+  int rc = dlock_inspect(c, pos[1], &info);
+  if (rc < 0) {
+    char what[600];
+    snprintf(what, sizeof what, "cannot inspect '%s'", pos[1]);
+    code = cli_fail(rc, what, dlock_client_errmsg(c));
+    dlock_close(c);
+    return code;
+  }
+  /* Fields are fixed-size arrays filled by a backend: never trust a NUL. */
+  info.owner[sizeof info.owner - 1] = '\0';
+  info.label[sizeof info.label - 1] = '\0';
+  const char *url = dlock_client_url(c);
+  if (json) {
+    printf("{\"key\":");
+    cli_json_string(stdout, pos[1]);
+    printf(",\"held\":%s,\"token\":", info.held ? "true" : "false");
+    if (info.token)
+      printf("%" PRIu64, info.token);
+    else
+      printf("null");
+    printf(",\"ttl_ms\":");
+    if (info.held && info.ttl_ms >= 0)
+      printf("%" PRId64, info.ttl_ms);
+    else
+      printf("null");
+    printf(",\"owner\":");
+    if (info.owner[0])
+      cli_json_string(stdout, info.owner);
+    else
+      printf("null");
+    printf(",\"label\":");
+    if (info.label[0])
+      cli_json_string(stdout, info.label);
+    else
+      printf("null");
+    printf(",\"backend\":");
+    cli_json_string(stdout, dlock_client_backend(c));
+    printf(",\"url\":");
+    cli_json_string(stdout, url);
+    printf("}\n");
+  } else {
+    printf("key:    ");
+    cli_print_safe(stdout, pos[1]);
+    printf("\nstate:  %s\n", info.held ? "held" : "free");
+    if (info.token)
+      printf("%s  %" PRIu64 "\n", info.held ? "token:" : "last token:", info.token);
+    if (info.held) {
+      if (info.ttl_ms >= 0)
+        printf("ttl:    %" PRId64 ".%03d s\n", info.ttl_ms / 1000, (int)(info.ttl_ms % 1000));
+      else
+        printf("ttl:    unknown\n");
+      printf("owner:  ");
+      cli_print_safe(stdout, info.owner[0] ? info.owner : "unknown");
+      printf("\nlabel:  ");
+      cli_print_safe(stdout, info.label[0] ? info.label : "unknown");
+      printf("\n");
+    }
+    printf("url:    ");
+    cli_print_safe(stdout, url);
+    printf("\n");
+  }
+  dlock_close(c);
+  if (fflush(stdout) != 0 || ferror(stdout)) {
+    fprintf(stderr, "dlock: write error: %s\n", strerror(errno));
+    return CLI_EXIT_FAIL;
+  }
+  return CLI_EXIT_OK;
+}
+
+/* ---- main ---- */
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fputs(usage_text, stderr);
+    return CLI_EXIT_USAGE;
+  }
+  const char *cmd = argv[1];
+  int code;
+  if (strcmp(cmd, "run") == 0) {
+    code = cmd_run(argc - 2, argv + 2);
+  } else if (strcmp(cmd, "status") == 0) {
+    code = cmd_status(argc - 2, argv + 2);
+  } else if (strcmp(cmd, "bench") == 0) {
+    code = cli_bench(argc - 2, argv + 2);
+  } else if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 ||
+             strcmp(cmd, "-h") == 0) {
+    fputs(usage_text, stdout);
+    code = CLI_EXIT_OK;
+  } else if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+    printf("dlock %s\n", dlock_version());
+    code = CLI_EXIT_OK;
+  } else {
+    return cli_usage_error(NULL, "unknown command '%s'", cmd);
+  }
+  if (fflush(stdout) != 0 && code == CLI_EXIT_OK) {
+    fprintf(stderr, "dlock: write error: %s\n", strerror(errno));
+    code = CLI_EXIT_FAIL;
+  }
+  return code;
+}

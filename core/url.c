@@ -310,7 +310,7 @@ int dlock__url_parse(const char *s, dlock_url **out) {
 
   const char *auth = sep + 3;
   size_t alen = strcspn(auth, "/?#");
-  if (auth[alen] == '#') {
+  if (strchr(s, '#')) {
     rc = dlock_seterr(DLOCK_EINVAL, "invalid URL '%s': fragments are not allowed", u->redacted);
     goto out;
   }

@@ -1,0 +1,356 @@
+/* The core against in-process backends: error table, registry and dispatch,
+ * the fallback retry loop, validity deadlines, loss, reentrancy, metrics. */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "dlock/mem.h"
+#include "internal.h"
+
+/* ---- a scriptable backend ("test://") ---- */
+
+static struct {
+  atomic_int tries, renews, releases;
+  int busy_for;       /* try_acquire says EBUSY this many times first */
+  int renew_rc;       /* what renew returns */
+  int64_t sent_skew_ns; /* sent_ns reported this far in the past */
+  uint64_t next_token;
+} tb;
+
+static int tb_open(dlock_backend_client *bc, dlock_url *u) {
+  (void)bc;
+  const char *v;
+  dlock_url_param(u, "known", &v);
+  return 0;
+}
+static void tb_close(dlock_backend_client *bc) { (void)bc; }
+static int tb_try(dlock_backend_client *bc, dlock_backend_lock *bl) {
+  (void)bc;
+  if (atomic_fetch_add(&tb.tries, 1) < tb.busy_for) {
+    bl->holder_ttl_ms = 5;
+    return DLOCK_EBUSY;
+  }
+  bl->sent_ns = dlock_backend_now_ns() - tb.sent_skew_ns;
+  bl->token = ++tb.next_token;
+  return 0;
+}
+static int tb_renew(dlock_backend_client *bc, dlock_backend_lock *bl) {
+  (void)bc;
+  (void)bl;
+  atomic_fetch_add(&tb.renews, 1);
+  return tb.renew_rc;
+}
+static int tb_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
+  (void)bc;
+  (void)bl;
+  atomic_fetch_add(&tb.releases, 1);
+  return 0;
+}
+
+static const char *const tb_schemes[] = {"test", "test+alt", NULL};
+static const dlock_backend_ops tb_ops = {
+    .version = DLOCK_BACKEND_VERSION,
+    .name = "test",
+    .schemes = tb_schemes,
+    .caps = DLOCK_CAP_SERVER_TTL,
+    .open = tb_open,
+    .close = tb_close,
+    .try_acquire = tb_try,
+    .renew = tb_renew,
+    .release = tb_release,
+};
+
+static void tb_reset(void) {
+  atomic_store(&tb.tries, 0);
+  atomic_store(&tb.renews, 0);
+  atomic_store(&tb.releases, 0);
+  tb.busy_for = 0;
+  tb.renew_rc = 0;
+  tb.sent_skew_ns = 0;
+}
+
+static int setup(void **state) {
+  (void)state;
+  static int done;
+  if (!done) {
+    done = 1;
+    return dlock_backend_register(&tb_ops) == 0 ? 0 : -1;
+  }
+  return 0;
+}
+
+struct counter {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int n;
+};
+
+static void count_cb(const char *key, uint64_t token, void *arg) {
+  (void)key;
+  (void)token;
+  struct counter *c = arg;
+  pthread_mutex_lock(&c->mu);
+  c->n++;
+  pthread_cond_broadcast(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+}
+
+static int counter_wait(struct counter *c, int n, int64_t ms) {
+  struct timespec ts;
+  dlock__ns_to_timespec(dlock__now_ns() + ms * 1000000, &ts);
+  pthread_mutex_lock(&c->mu);
+  while (c->n < n && pthread_cond_timedwait(&c->cv, &c->mu, &ts) != ETIMEDOUT)
+    ;
+  int r = c->n;
+  pthread_mutex_unlock(&c->mu);
+  return r;
+}
+
+static void counter_init(struct counter *c) {
+  pthread_mutex_init(&c->mu, NULL);
+  dlock__cond_init(&c->cv);
+  c->n = 0;
+}
+
+/* ---- tests ---- */
+
+static void test_error_table(void **state) {
+  (void)state;
+  assert_string_equal(dlock_err_name(DLOCK_EINVAL), "DLOCK_EINVAL");
+  assert_string_equal(dlock_err_name(DLOCK_ENOMEM), "DLOCK_ENOMEM");
+  assert_string_equal(dlock_strerror(DLOCK_EBUSY), "lock is held by another owner");
+  assert_string_equal(dlock_strerror(0), "success");
+  assert_string_equal(dlock_strerror(-999), "unknown error");
+  assert_string_equal(dlock_err_name(12345), "DLOCK_UNKNOWN");
+  assert_true(dlock_err_is_transient(DLOCK_ECONN));
+  assert_true(dlock_err_is_transient(DLOCK_ETIMEDOUT));
+  assert_false(dlock_err_is_transient(DLOCK_ELOST));
+  assert_false(dlock_err_is_transient(DLOCK_EINVAL));
+  /* every code is distinct and negative */
+  int codes[] = {
+#define X(name, val, tr, text) DLOCK_##name,
+      DLOCK_ERRNO_MAP(X)
+#undef X
+  };
+  for (size_t i = 0; i < sizeof codes / sizeof *codes; i++) {
+    assert_true(codes[i] < 0);
+    for (size_t j = i + 1; j < sizeof codes / sizeof *codes; j++)
+      assert_int_not_equal(codes[i], codes[j]);
+  }
+}
+
+static void test_registry(void **state) {
+  (void)state;
+  assert_int_equal(dlock_backend_register(&tb_ops), DLOCK_EINVAL); /* taken */
+  assert_non_null(strstr(dlock_client_errmsg(NULL), "already registered"));
+  dlock_backend_ops bad = tb_ops;
+  static const char *const other[] = {"other", NULL};
+  bad.schemes = other;
+  bad.version = 99;
+  assert_int_equal(dlock_backend_register(&bad), DLOCK_EINVAL);
+  bad.version = DLOCK_BACKEND_VERSION;
+  bad.release = NULL;
+  assert_int_equal(dlock_backend_register(&bad), DLOCK_EINVAL);
+  assert_int_equal(dlock_backend_register(NULL), DLOCK_EINVAL);
+  dlock_client *c;
+  assert_int_equal(dlock_open("test+alt://h?known=1", &c), 0);
+  assert_string_equal(dlock_client_backend(c), "test");
+  /* optional operations this backend lacks */
+  dlock_info info;
+  assert_int_equal(dlock_inspect(c, "k", &info), DLOCK_ENOTSUP);
+  assert_int_equal(dlock_control(c, NULL, 1, NULL), DLOCK_ENOTSUP);
+  dlock_close(c);
+  assert_int_equal(dlock_open("test://h?unknown=1", &c), DLOCK_EINVAL);
+  assert_non_null(strstr(dlock_client_errmsg(NULL), "unknown"));
+}
+
+static void test_poll_fallback(void **state) {
+  (void)state;
+  tb_reset();
+  tb.busy_for = 4;
+  dlock_client *c;
+  assert_int_equal(dlock_open("test://h?retry_initial=1ms&retry_max=4ms", &c), 0);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.wait_ms = 10000;
+  dlock_lock *l;
+  assert_int_equal(dlock_acquire(c, "k", &o, &l), 0);
+  assert_int_equal(atomic_load(&tb.tries), 5);
+  assert_int_equal(dlock_release(l), 0);
+  /* busy forever: gives up at the deadline */
+  tb_reset();
+  tb.busy_for = 1 << 30;
+  o.wait_ms = 200;
+  int64_t t0 = dlock__now_ns();
+  assert_int_equal(dlock_acquire(c, "k", &o, &l), DLOCK_ETIMEDOUT);
+  int64_t el = (dlock__now_ns() - t0) / 1000000;
+  assert_true(el >= 195 && el < 2000);
+  assert_true(atomic_load(&tb.tries) >= 3);
+  dlock_metrics m;
+  dlock_metrics_get(c, &m);
+  assert_int_equal(m.acquire_ok, 1);
+  assert_int_equal(m.acquire_timeout, 1);
+  dlock_close(c);
+}
+
+static void test_granted_too_late(void **state) {
+  (void)state;
+  tb_reset();
+  dlock_client *c;
+  assert_int_equal(dlock_open("test://h", &c), 0);
+  /* The reply says the request left 2 s ago: a 1 s lease may be gone. */
+  tb.sent_skew_ns = 2000000000;
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.ttl_ms = 1000;
+  dlock_lock *l = NULL;
+  assert_int_equal(dlock_try_acquire(c, "k", &o, &l), DLOCK_ETIMEDOUT);
+  assert_null(l);
+  assert_int_equal(atomic_load(&tb.releases), 1);
+  dlock_close(c);
+}
+
+static void test_deadline_without_reply(void **state) {
+  (void)state;
+  tb_reset();
+  tb.renew_rc = DLOCK_ECONN; /* the store stops answering */
+  dlock_client *c;
+  assert_int_equal(dlock_open("test://h", &c), 0);
+  struct counter lost;
+  counter_init(&lost);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.ttl_ms = 300;
+  o.on_lost = count_cb;
+  o.on_lost_arg = &lost;
+  dlock_lock *l;
+  assert_int_equal(dlock_try_acquire(c, "k", &o, &l), 0);
+  assert_int_equal(dlock_lock_state(l), DLOCK_HELD);
+  assert_true(dlock_lock_remaining_ms(l) <= 300);
+  assert_int_equal(counter_wait(&lost, 1, 5000), 1);
+  assert_int_equal(dlock_lock_state(l), DLOCK_LOST);
+  assert_true(atomic_load(&tb.renews) >= 1);
+  assert_int_equal(counter_wait(&lost, 2, 300), 1); /* once */
+  dlock_metrics m;
+  dlock_metrics_get(c, &m);
+  assert_true(m.renew_failed >= 1);
+  assert_int_equal(m.lost, 1);
+  assert_int_equal(dlock_release(l), DLOCK_ELOST);
+  dlock_close(c);
+}
+
+static void test_keys(void **state) {
+  (void)state;
+  assert_int_equal(dlock__key_check("ok", NULL), 0);
+  assert_int_equal(dlock__key_check("\xf0\x9f\x94\x92", NULL), 0);   /* U+1F512 */
+  assert_int_equal(dlock__key_check("\xc0\xaf", NULL), DLOCK_EINVAL); /* overlong */
+  assert_int_equal(dlock__key_check("\xed\xa0\x80", NULL), DLOCK_EINVAL); /* surrogate */
+  assert_int_equal(dlock__key_check("\xf4\x90\x80\x80", NULL), DLOCK_EINVAL); /* > U+10FFFF */
+  assert_int_equal(dlock__key_check("\xe2\x82", NULL), DLOCK_EINVAL);     /* truncated */
+  assert_int_equal(dlock__key_check("", NULL), DLOCK_EINVAL);
+}
+
+static void test_mem_reentrancy_and_metrics(void **state) {
+  (void)state;
+  dlock_client *c;
+  assert_int_equal(dlock_open("mem://unit?ttl=5s", &c), 0);
+  assert_int_equal(dlock_client_ttl_ms(c), 5000);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  dlock_lock *a, *b, *x;
+  assert_int_equal(dlock_acquire(c, "r", &o, &a), 0);
+  assert_int_equal(dlock_acquire(c, "r", &o, &b), 0);
+  assert_ptr_equal(a, b);
+  assert_int_equal(dlock_lock_holds(a), 2);
+  assert_true(dlock_lock_remaining_ms(a) > 4000);
+  assert_int_equal(dlock_release(a), 0);
+  assert_int_equal(dlock_lock_holds(a), 1);
+  assert_int_equal(dlock_try_acquire(c, "other", &o, &x), 0);
+  assert_int_equal(dlock_release(x), 0);
+  assert_int_equal(dlock_release(a), 0);
+  dlock_metrics m;
+  assert_int_equal(dlock_metrics_get(c, &m), 0);
+  assert_int_equal(m.acquire_ok, 3);
+  assert_int_equal(m.release, 2);
+  assert_int_equal(m.held_now, 0);
+  assert_int_equal(m.hold_time.count, 2);
+  assert_int_equal(m.acquire_wait.count, 2);
+  assert_true(dlock_histogram_quantile_us(&m.acquire_wait, 0.5) > 0);
+  char text[16384];
+  int n = dlock_metrics_prometheus(c, text, sizeof text);
+  assert_true(n > 0 && (size_t)n < sizeof text);
+  assert_non_null(strstr(text, "dlock_acquire_total{result=\"ok\"} 3\n"));
+  assert_non_null(strstr(text, "dlock_hold_seconds_count 2\n"));
+  assert_int_equal(dlock_metrics_prometheus(c, NULL, 0), n);
+  assert_int_equal(dlock_metrics_get(NULL, &m), DLOCK_EINVAL);
+  dlock_close(c);
+}
+
+static void test_mem_evict_reports_loss(void **state) {
+  (void)state;
+  dlock_client *c;
+  assert_int_equal(dlock_open("mem://unit-evict", &c), 0);
+  struct counter lost;
+  counter_init(&lost);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.on_lost = count_cb;
+  o.on_lost_arg = &lost;
+  o.auto_renew = 0;
+  dlock_lock *l;
+  assert_int_equal(dlock_try_acquire(c, "e", &o, &l), 0);
+  assert_int_equal(dlock_control(c, NULL, DLOCK_MEM_CTL_EVICT, (void *)"e"), 0);
+  assert_int_equal(dlock_control(c, NULL, DLOCK_MEM_CTL_EVICT, (void *)"e"), DLOCK_EINVAL);
+  assert_int_equal(dlock_control(c, NULL, 42, NULL), DLOCK_ENOTSUP);
+  assert_int_equal(dlock_renew(l, 0), DLOCK_ELOST);
+  assert_int_equal(counter_wait(&lost, 1, 5000), 1);
+  assert_int_equal(dlock_lock_state(l), DLOCK_LOST);
+  /* the same thread asking again gets told to release the lost handle */
+  dlock_lock *l2;
+  assert_int_equal(dlock_try_acquire(c, "e", &o, &l2), DLOCK_ELOST);
+  assert_int_equal(dlock_release(l), DLOCK_ELOST);
+  assert_int_equal(dlock_try_acquire(c, "e", &o, &l2), 0);
+  assert_int_equal(dlock_release(l2), 0);
+  dlock_close(c);
+}
+
+static void test_close_releases(void **state) {
+  (void)state;
+  dlock_client *a, *b;
+  assert_int_equal(dlock_open("mem://unit-close", &a), 0);
+  assert_int_equal(dlock_open("mem://unit-close", &b), 0);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  dlock_lock *l;
+  assert_int_equal(dlock_try_acquire(a, "c", &o, &l), 0);
+  assert_int_equal(dlock_try_acquire(b, "c", &o, &l), DLOCK_EBUSY);
+  dlock_close(a); /* gives the lock back at once */
+  assert_int_equal(dlock_try_acquire(b, "c", &o, &l), 0);
+  dlock_close(b);
+  /* namespaces are separate stores */
+  assert_int_equal(dlock_open("mem://unit-close-a", &a), 0);
+  assert_int_equal(dlock_open("mem://unit-close-b", &b), 0);
+  dlock_lock *l2;
+  assert_int_equal(dlock_try_acquire(a, "c", &o, &l), 0);
+  assert_int_equal(dlock_try_acquire(b, "c", &o, &l2), 0);
+  dlock_close(a);
+  dlock_close(b);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_error_table),
+      cmocka_unit_test(test_registry),
+      cmocka_unit_test(test_poll_fallback),
+      cmocka_unit_test(test_granted_too_late),
+      cmocka_unit_test(test_deadline_without_reply),
+      cmocka_unit_test(test_keys),
+      cmocka_unit_test(test_mem_reentrancy_and_metrics),
+      cmocka_unit_test(test_mem_evict_reports_loss),
+      cmocka_unit_test(test_close_releases),
+  };
+  return cmocka_run_group_tests(tests, setup, NULL);
+}

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "file-path.h"
@@ -163,7 +164,17 @@ static int claim(struct file_client *fc, struct file_lock *fl, dlock_backend_loc
     return rc;
   if (r.token == UINT64_MAX)
     return dlock_seterr(DLOCK_EBACKEND, "file: fencing counter of %s is exhausted", fl->path);
-  r.token++;
+  if (r.token == 0) {
+    /* A fresh file, possibly one that replaced a deleted file whose counter
+     * is gone.  Starting from the wall clock in microseconds keeps tokens
+     * above any earlier counter unless that one advanced faster than one
+     * acquisition per microsecond. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    r.token = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+  } else {
+    r.token++;
+  }
   snprintf(r.owner, sizeof r.owner, "%s", bl->owner);
   r.pid = (long)getpid();
   snprintf(r.label, sizeof r.label, "%s", bl->label);

@@ -390,6 +390,8 @@ static void case06_stale_handle(void **state) {
   }
   dlock_options w = opts(30000, 10000, 1);
   ASSERT_RC(dlock_acquire(b, k, &w, &lb), 0);
+  /* Even after the store dropped the old holder, tokens keep growing. */
+  assert_true(dlock_lock_token(lb) > dlock_lock_token(la));
   ASSERT_RC(dlock_renew(la, 0), DLOCK_ELOST);
   ASSERT_RC(dlock_release(la), DLOCK_ELOST);
   /* The new holder is undisturbed. */
@@ -534,6 +536,13 @@ static void case10_loss(void **state) {
   dlock_metrics_get(a, &m);
   assert_true(m.lost >= 1);
   ASSERT_RC(dlock_release(l), DLOCK_ELOST);
+  /* The next holder's token is still larger than the lost one's. */
+  dlock_client *b = open_client();
+  dlock_options w = opts(30000, 10000, 1);
+  ASSERT_RC(dlock_acquire(b, k, &w, &l), 0);
+  assert_true(dlock_lock_token(l) > tok);
+  ASSERT_RC(dlock_release(l), 0);
+  dlock_close(b);
   dlock_close(a);
 }
 

@@ -325,15 +325,21 @@ int dlock__url_parse(const char *s, dlock_url **out) {
 
   /* The first host goes to curl together with userinfo, path and query;
    * further hosts are checked one by one below. */
-  size_t flen = slen - (hlen - firstlen);
+  /* With no host at all (file:///dir, redis+unix:///path.sock) curl would
+   * take the first path segment for the host, so it gets a placeholder
+   * host that is then ignored. */
+  static const char placeholder[] = "localhost";
+  const char *fhost = firstlen ? hosts : placeholder;
+  size_t fhostlen = firstlen ? firstlen : sizeof placeholder - 1;
+  size_t flen = (size_t)(hosts - s) + fhostlen + strlen(auth + alen);
   first = malloc(flen + 1);
   if (!first) {
     rc = dlock_seterr(DLOCK_ENOMEM, "out of memory");
     goto out;
   }
-  size_t headlen = (size_t)(hosts - s) + firstlen;
-  memcpy(first, s, headlen);
-  strcpy(first + headlen, auth + alen);
+  memcpy(first, s, (size_t)(hosts - s));
+  memcpy(first + (hosts - s), fhost, fhostlen);
+  strcpy(first + (hosts - s) + fhostlen, auth + alen);
 
   u->hosts = calloc(HOSTS_MAX, sizeof *u->hosts);
   h = curl_url();
@@ -362,7 +368,7 @@ int dlock__url_parse(const char *s, dlock_url **out) {
   /* curl reports "/" for a URL with no path at all; backends want "". */
   if (strcmp(u->path, "/") == 0 && auth[alen] != '/')
     u->path[0] = '\0';
-  if (strcmp(u->scheme, "file") != 0 || firstlen > 0) {
+  {
     struct url_host hst = {NULL, 0};
     if (firstlen > 0) {
       if (curl_part(h, CURLUPART_HOST, 0, &hst.host) == 0) {

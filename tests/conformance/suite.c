@@ -633,7 +633,8 @@ static void case12_unreachable(void **state) {
     skip();
   }
   char scheme[32], buf[512];
-  snprintf(scheme, sizeof scheme, "%.*s", (int)strcspn(g_url, ":"), g_url);
+  /* A TCP endpoint needs the TCP form of the scheme (redis+unix -> redis). */
+  snprintf(scheme, sizeof scheme, "%.*s", (int)strcspn(g_url, ":+"), g_url);
   /* A port where nothing listens: refused at once. */
   int s = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};

@@ -376,7 +376,10 @@ int dlock__url_parse(const char *s, dlock_url **out) {
           hst.port = atoi(tmp);
           free(tmp);
         }
-        u->hosts[u->nhosts++] = hst;
+        if (hst.host[0])
+          u->hosts[u->nhosts++] = hst;
+        else
+          free(hst.host); /* file://localhost/dir: curl drops the host */
       }
     }
   }

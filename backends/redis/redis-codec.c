@@ -10,11 +10,22 @@
  * script knows the token before the SET.  Lua 5.1 numbers are doubles and
  * tostring() switches to exponent notation at 1e14, so the token is
  * formatted with %d, which is exact up to 2^53 (far beyond any counter a
- * lock key will reach).  PTTL doubles as the existence test: -2 is "no key". */
+ * lock key will reach).  PTTL doubles as the existence test: -2 is "no key".
+ *
+ * A counter that INCR creates at 1 may be one that Redis lost (restart
+ * without persistence, eviction, FLUSHDB).  Restarting it from the server's
+ * clock in microseconds keeps tokens above every earlier one unless the old
+ * counter advanced faster than one acquisition per microsecond or the
+ * server's clock went back. */
 static const char acquire_lua[] =
     "local p = redis.call('PTTL', KEYS[1])\n"
     "if p ~= -2 then return {0, p} end\n"
     "local t = redis.call('INCR', KEYS[2])\n"
+    "if t == 1 then\n"
+    "  local now = redis.call('TIME')\n"
+    "  t = tonumber(now[1]) * 1000000 + tonumber(now[2])\n"
+    "  redis.call('SET', KEYS[2], string.format('%d', t))\n"
+    "end\n"
     "redis.call('SET', KEYS[1], ARGV[1] .. ':' .. string.format('%d', t) .. ':' .. ARGV[3],"
     " 'PX', ARGV[2])\n"
     "return {1, t}\n";

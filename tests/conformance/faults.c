@@ -42,3 +42,16 @@ int conf_break_lock(const char *url, const char *key) {
   fprintf(stderr, "conformance: no fault injector for %s\n", url);
   return -1;
 }
+
+int conf_forget_key(const char *url, const char *key) {
+  if (strncmp(url, "file:", 5) == 0)
+    return break_file(url, key); /* the counter lives in the file */
+  if (strncmp(url, "mem:", 4) == 0)
+    return 1;
+#ifdef DLOCK_HAVE_REDIS
+  if (strncmp(url, "redis", 5) == 0)
+    return conf_redis_forget_key(url, key);
+#endif
+  fprintf(stderr, "conformance: no fault injector for %s\n", url);
+  return -1;
+}

@@ -6,8 +6,14 @@
  * failure would: a separate connection deletes it.  0 or -1. */
 int conf_break_lock(const char *url, const char *key);
 
+/* Make the store lose everything it knows about KEY, fencing counter
+ * included (a restart without persistence, a deleted lock file).  0, -1, or
+ * 1 when the store cannot lose it (in-process counters). */
+int conf_forget_key(const char *url, const char *key);
+
 #ifdef DLOCK_HAVE_REDIS
 int conf_redis_break_lock(const char *url, const char *key);
+int conf_redis_forget_key(const char *url, const char *key);
 #endif
 
 #endif

@@ -16,7 +16,7 @@
 /* Delete the lock key of KEY on the Redis named by URL (honouring its
  * userinfo, /db or ?db=, and ?prefix=).  0 if the key existed and is gone,
  * -1 otherwise (with a line on stderr saying why). */
-int conf_redis_break_lock(const char *url, const char *key);
+#include "faults.h"
 
 /* One command, checked for an error reply; the reply is freed. */
 static int run(redisContext *c, int argc, const char **argv, const size_t *lens,
@@ -79,12 +79,12 @@ static redisContext *connect_url(dlock_url *u, long long *db) {
   return c;
 }
 
-int conf_redis_break_lock(const char *url, const char *key) {
+static int redis_delete(const char *url, const char *key, int forget) {
   dlock_url *u = NULL;
   if (dlock__url_parse(url, &u) < 0)
     return -1;
   int rc = -1;
-  char *lk = NULL;
+  char *lk = NULL, *fk = NULL;
   long long db = 0;
   redisContext *c = connect_url(u, &db);
   if (!c)
@@ -117,23 +117,35 @@ int conf_redis_break_lock(const char *url, const char *key) {
   const char *prefix = NULL;
   if (!dlock_url_param(u, "prefix", &prefix))
     prefix = NULL;
-  size_t lklen = 0;
+  size_t lklen = 0, fklen = 0;
   lk = dlock__redis_key(prefix, DLOCK__REDIS_KEY_LOCK, key, strlen(key), &lklen);
-  if (!lk)
+  fk = dlock__redis_key(prefix, DLOCK__REDIS_KEY_FENCE, key, strlen(key), &fklen);
+  if (!lk || !fk)
     goto out;
-  const char *argv[2] = {"DEL", lk};
-  size_t lens[2] = {3, lklen};
+  /* forget: the store loses everything about the key, fence counter
+   * included, as a restart without persistence or a FLUSHDB would. */
+  const char *argv[3] = {"DEL", lk, fk};
+  size_t lens[3] = {3, lklen, fklen};
   long long n = 0;
-  if (run(c, 2, argv, lens, &n) < 0)
+  if (run(c, forget ? 3 : 2, argv, lens, &n) < 0)
     goto out;
-  if (n != 1) {
-    fprintf(stderr, "faults_redis: %s was not there to delete\n", lk);
+  if (n < 1) {
+    fprintf(stderr, "faults_redis: %s was not there to delete\n", forget ? fk : lk);
     goto out;
   }
   rc = 0;
 out:
   free(lk);
+  free(fk);
   redisFree(c);
   dlock__url_free(u);
   return rc;
+}
+
+int conf_redis_break_lock(const char *url, const char *key) {
+  return redis_delete(url, key, 0);
+}
+
+int conf_redis_forget_key(const char *url, const char *key) {
+  return redis_delete(url, key, 1);
 }

@@ -764,6 +764,32 @@ static void case15_key_mapping(void **state) {
   dlock_close(a);
 }
 
+/* ---- 16. tokens keep growing when the store loses the key ---- */
+
+static void case16_token_after_store_reset(void **state) {
+  (void)state;
+  dlock_client *a = open_client();
+  char k[256];
+  snprintf(k, sizeof k, "%s", key("c16"));
+  dlock_options o = opts(30000, 0, 1);
+  dlock_lock *l;
+  ASSERT_RC(dlock_try_acquire(a, k, &o, &l), 0);
+  uint64_t before = dlock_lock_token(l);
+  ASSERT_RC(dlock_release(l), 0);
+  int f = conf_forget_key(g_url, k);
+  if (f == 1) {
+    dlock_close(a);
+    skip(); /* nothing outside the process can make this store forget */
+  }
+  assert_int_equal(f, 0);
+  ASSERT_RC(dlock_try_acquire(a, k, &o, &l), 0);
+  printf("# token before the reset %llu, after %llu\n", (unsigned long long)before,
+         (unsigned long long)dlock_lock_token(l));
+  assert_true(dlock_lock_token(l) > before);
+  ASSERT_RC(dlock_release(l), 0);
+  dlock_close(a);
+}
+
 static int group_setup(void **state) {
   (void)state;
   dlock_client *c;
@@ -802,7 +828,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(case09_reentrancy),      cmocka_unit_test(case10_loss),
       cmocka_unit_test(case11_bad_input),       cmocka_unit_test(case12_unreachable),
       cmocka_unit_test(case13_many_keys),       cmocka_unit_test(case14_inspect),
-      cmocka_unit_test(case15_key_mapping),
+      cmocka_unit_test(case15_key_mapping),     cmocka_unit_test(case16_token_after_store_reset),
   };
   int failed = 0;
   for (int i = 1; i < argc; i++) {

@@ -25,7 +25,9 @@
 enum { PH_UNCONTENDED = 1, PH_HANDOFF = 2, PH_RENEW = 4, PH_ALL = 7 };
 
 /* Bounds memory (4 bytes a sample, twice while sorting). */
+#ifndef SAMPLE_LIMIT
 #define SAMPLE_LIMIT ((size_t)16 << 20)
+#endif
 /* How long a holder keeps the lock once the other thread announced it is
  * about to wait: long enough for the waiter to be parked at the store, so
  * the figure is a real handoff and not an uncontended acquire. */
@@ -219,16 +221,14 @@ static void finish_result(struct result *r, struct samples *parts, size_t k) {
   r->p50 = quantile_us(all, n, 0.50);
   r->p99 = quantile_us(all, n, 0.99);
   r->p999 = quantile_us(all, n, 0.999);
-  r->max = max_ns / 1000.0;
+  r->max = (double)max_ns / 1000.0;
   free(all);
 }
 
 static int open_one(struct bench *b, dlock_client **c) {
   int rc = dlock_open(b->url, c);
   if (rc < 0) {
-    char msg[512];
-    snprintf(msg, sizeof msg, "%s", dlock_client_errmsg(NULL));
-    return cli_fail(rc, "cannot open the lock store", msg);
+    return cli_fail(rc, NULL, dlock_client_errmsg(NULL));
   }
   return 0;
 }
@@ -415,7 +415,7 @@ static void *handoff_main(void *arg) {
         b->err_rc = DLOCK_EBACKEND;
         snprintf(b->err_msg, sizeof b->err_msg,
                  "handoff: two clients held '%s' at once; this store does not exclude "
-                 "across clients (mem:// is per client?)",
+                 "one client from another",
                  HANDOFF_KEY);
       }
       pthread_mutex_unlock(&b->err_mu);

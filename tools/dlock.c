@@ -4,6 +4,7 @@
  *   dlock status [--json] URL KEY
  *   dlock bench URL [--threads N] [--keys K] [--seconds S] [--json]
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -254,17 +255,9 @@ int64_t cli_now_ns(void) {
 static int open_client(const char *url, dlock_client **c, int *exit_code) {
   int rc = dlock_open(url, c);
   if (rc < 0) {
-    /* Keep the message before anything else can overwrite it. */
-    char msg[512];
-    snprintf(msg, sizeof msg, "%s", dlock_client_errmsg(NULL));
-    char red[1024];
-    int n = dlock_url_redact(url, red, sizeof red);
-    char what[1100];
-    if (n >= 0 && (size_t)n < sizeof red)
-      snprintf(what, sizeof what, "cannot open '%s'", red);
-    else
-      snprintf(what, sizeof what, "cannot open the lock store");
-    *exit_code = cli_fail(rc, what, msg);
+    /* The library's message already names the part of the URL at fault,
+     * with secrets removed. */
+    *exit_code = cli_fail(rc, NULL, dlock_client_errmsg(NULL));
     return -1;
   }
   return 0;
@@ -319,6 +312,10 @@ static _Noreturn void die_of_signal(int sig) {
   pthread_sigmask(SIG_UNBLOCK, &s, NULL);
   _exit(128 + sig);
 }
+
+/* Job control: ^Z must stop the whole job, not leave COMMAND running
+ * while we, and the renewals, sit stopped and the lock runs out. */
+static void stop_self(void) { kill(getpid(), SIGSTOP); }
 
 static void drain(int fd) {
   char buf[64];
@@ -378,6 +375,101 @@ static int exit_status_of(int st) {
   if (WIFSIGNALED(st))
     return 128 + WTERMSIG(st);
   return CLI_EXIT_FAIL;
+}
+
+/* File descriptors our caller handed us, sorted.  Every other descriptor
+ * belongs to the library (sockets, lock files), and COMMAND must not inherit
+ * those: a store that ties a lock to its connection would keep the lock
+ * alive for as long as COMMAND, or anything it leaves behind, runs. */
+static int *caller_fds;
+static size_t n_caller_fds;
+
+static int cmp_int(const void *a, const void *b) {
+  int x = *(const int *)a, y = *(const int *)b;
+  return (x > y) - (x < y);
+}
+
+static int is_caller_fd(int fd) {
+  return bsearch(&fd, caller_fds, n_caller_fds, sizeof *caller_fds, cmp_int) != NULL;
+}
+
+/* Calls FN on every open descriptor but the directory's own. */
+static int each_fd(void (*fn)(int fd, void *arg), void *arg) {
+  DIR *d = opendir("/proc/self/fd");
+  if (!d)
+    return -1;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    char *end;
+    long fd = strtol(e->d_name, &end, 10);
+    if (e->d_name[0] < '0' || e->d_name[0] > '9' || *end != '\0' || fd == dirfd(d))
+      continue;
+    fn((int)fd, arg);
+  }
+  closedir(d);
+  return 0;
+}
+
+struct fd_list {
+  int *v;
+  size_t n, cap;
+  int oom;
+};
+
+static void collect_fd(int fd, void *arg) {
+  struct fd_list *l = arg;
+  if (l->n == l->cap) {
+    size_t nc = l->cap ? l->cap * 2 : 64;
+    int *nv = realloc(l->v, nc * sizeof *nv);
+    if (!nv) {
+      l->oom = 1;
+      return;
+    }
+    l->v = nv;
+    l->cap = nc;
+  }
+  l->v[l->n++] = fd;
+}
+
+/* Before the library opens anything. */
+static void snapshot_caller_fds(void) {
+  struct fd_list l = {NULL, 0, 0, 0};
+  if (each_fd(collect_fd, &l) < 0 || l.oom) {
+    /* Without the list nothing can be told apart; mark nothing. */
+    free(l.v);
+    return;
+  }
+  qsort(l.v, l.n, sizeof *l.v, cmp_int);
+  caller_fds = l.v;
+  n_caller_fds = l.n;
+}
+
+static void mark_cloexec(int fd, void *arg) {
+  (void)arg;
+  if (fd > 2 && !is_caller_fd(fd)) {
+    int fl = fcntl(fd, F_GETFD);
+    if (fl >= 0 && !(fl & FD_CLOEXEC))
+      fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+  }
+}
+
+/* In the child between fork and exec: the same, without the race against
+ * library threads opening descriptors meanwhile (the child has none). */
+static void child_cloexec_library_fds(void) {
+#ifdef CLOSE_RANGE_CLOEXEC
+  if (!caller_fds)
+    return;
+  unsigned lo = 3;
+  for (size_t i = 0; i < n_caller_fds; i++) {
+    unsigned fd = (unsigned)caller_fds[i];
+    if (fd < lo)
+      continue;
+    if (fd > lo)
+      close_range(lo, fd - 1, CLOSE_RANGE_CLOEXEC);
+    lo = fd + 1;
+  }
+  close_range(lo, ~0U, CLOSE_RANGE_CLOEXEC);
+#endif
 }
 
 struct run_opts {
@@ -493,17 +585,37 @@ static int run_acquire(dlock_client *c, const struct run_opts *ro, int sfd, dloc
       fprintf(stderr, "dlock: poll: %s\n", strerror(errno));
       _exit(CLI_EXIT_FAIL); /* the acquire thread still uses the client */
     }
-    if (p[0].revents & POLLIN) {
-      struct signalfd_siginfo si;
-      while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si)
-        if ((int)si.ssi_signo != SIGCHLD)
-          die_of_signal((int)si.ssi_signo);
-    }
     if (p[1].revents & (POLLIN | POLLHUP))
       break;
+    if (p[0].revents & POLLIN) {
+      /* The acquire cannot be cancelled; should it succeed after we are
+       * gone, the lock stays until its ttl runs out. */
+      struct signalfd_siginfo si;
+      while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if ((int)si.ssi_signo == SIGTSTP)
+          stop_self();
+        else if ((int)si.ssi_signo != SIGCHLD)
+          die_of_signal((int)si.ssi_signo);
+      }
+    }
   }
   pthread_join(th, NULL);
   close(done[0]), close(done[1]);
+  /* Interrupted while the acquire was returning: don't start COMMAND only
+   * to signal it, and don't leave the lock behind. */
+  struct signalfd_siginfo si;
+  while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+    if ((int)si.ssi_signo == SIGCHLD)
+      continue;
+    if ((int)si.ssi_signo == SIGTSTP) {
+      stop_self();
+      continue;
+    }
+    if (job.rc == 0)
+      dlock_release(job.lock);
+    dlock_close(c);
+    die_of_signal((int)si.ssi_signo);
+  }
   if (job.rc == 0) {
     *out = job.lock;
     return 0;
@@ -514,8 +626,9 @@ static int run_acquire(dlock_client *c, const struct run_opts *ro, int sfd, dloc
     memset(&info, 0, sizeof info);
     fprintf(stderr, "dlock: lock '");
     cli_print_safe(stderr, ro->key);
-    fprintf(stderr, "' %s", job.rc == DLOCK_EBUSY ? "is held" : "still held after waiting");
+    fprintf(stderr, "' is held");
     if (dlock_inspect(c, ro->key, &info) == 0 && info.held) {
+      info.label[sizeof info.label - 1] = '\0';
       if (info.label[0]) {
         fputs(" by ", stderr);
         cli_print_safe(stderr, info.label);
@@ -523,6 +636,8 @@ static int run_acquire(dlock_client *c, const struct run_opts *ro, int sfd, dloc
       if (info.token)
         fprintf(stderr, " (token %" PRIu64 ")", info.token);
     }
+    if (job.rc == DLOCK_ETIMEDOUT)
+      fprintf(stderr, "; gave up after %.3g s", (double)ro->wait_ms / 1000);
     fputc('\n', stderr);
     return CLI_EXIT_FAIL;
   }
@@ -538,6 +653,9 @@ static pid_t run_spawn(const struct run_opts *ro, char **env, const sigset_t *ch
     fprintf(stderr, "dlock: pipe: %s\n", strerror(errno));
     return -CLI_EXIT_FAIL;
   }
+  /* Kernels without close_range(CLOSE_RANGE_CLOEXEC) rely on this. */
+  if (caller_fds)
+    each_fd(mark_cloexec, NULL);
   pid_t pid = fork();
   if (pid < 0) {
     fprintf(stderr, "dlock: fork: %s\n", strerror(errno));
@@ -549,6 +667,7 @@ static pid_t run_spawn(const struct run_opts *ro, char **env, const sigset_t *ch
     if (!ro->foreground)
       setpgid(0, 0);
     sigprocmask(SIG_SETMASK, child_mask, NULL);
+    child_cloexec_library_fds();
     execvpe(ro->command[0], ro->command, env);
     int e = errno;
     ssize_t n = write(ep[1], &e, sizeof e);
@@ -582,7 +701,7 @@ static pid_t run_spawn(const struct run_opts *ro, char **env, const sigset_t *ch
  * the exit code. */
 static int run_supervise(const struct run_opts *ro, dlock_lock *l, pid_t pid, int sfd) {
   pid_t target = ro->foreground ? pid : -pid;
-  int lost = 0, killed = 0, warned_stop = 0, status = 0;
+  int lost = 0, killed = 0, warned_stop = 0, stopped = 0, status = 0;
   int64_t kill_at = 0;
   for (;;) {
     int timeout = -1;
@@ -613,16 +732,38 @@ static int run_supervise(const struct run_opts *ro, dlock_lock *l, pid_t pid, in
         if (sig == SIGCHLD)
           continue;
         /* In --foreground mode the terminal already sent it to COMMAND. */
-        if (ro->foreground && si.ssi_code == SI_KERNEL)
+        int from_tty = ro->foreground && si.ssi_code == SI_KERNEL;
+        if (sig == SIGTSTP) {
+          if (!from_tty)
+            kill(target, SIGTSTP);
+          stop_self();
+          /* Continued ("fg", "bg"): COMMAND only goes on if the lock
+           * outlived the pause; otherwise the loss path below stops it. */
+          if (dlock_lock_state(l) == DLOCK_HELD)
+            kill(target, SIGCONT);
+          else
+            stopped = 1;
+          continue;
+        }
+        if (from_tty)
           continue;
         kill(target, sig);
+        /* A stopped process would only see the signal once continued
+         * (as the shell's kill does for stopped jobs). */
+        if (stopped)
+          kill(target, SIGCONT);
       }
       for (;;) {
         int st;
-        pid_t w = waitpid(pid, &st, WNOHANG | WUNTRACED);
+        pid_t w = waitpid(pid, &st, WNOHANG | WUNTRACED | WCONTINUED);
         if (w < 0 && errno == EINTR)
           continue;
+        if (w == pid && WIFCONTINUED(st)) {
+          stopped = 0;
+          continue;
+        }
         if (w == pid && WIFSTOPPED(st)) {
+          stopped = 1;
           if (!warned_stop && (WSTOPSIG(st) == SIGTTIN || WSTOPSIG(st) == SIGTTOU)) {
             fprintf(stderr, "dlock: command stopped: it uses the terminal from its own "
                             "process group; try 'dlock run --foreground'\n");
@@ -652,6 +793,8 @@ static int run_supervise(const struct run_opts *ro, dlock_lock *l, pid_t pid, in
       cli_print_safe(stderr, ro->key);
       fprintf(stderr, "' lost; stopping command\n");
       kill(target, SIGTERM);
+      if (stopped)
+        kill(target, SIGCONT);
       kill_at = cli_now_ns() + ro->grace_ms * 1000000;
     }
     if (lost && !killed && !child_done && cli_now_ns() >= kill_at) {
@@ -683,9 +826,19 @@ static int cmd_run(int argc, char **argv) {
    * takes a signal meant for the main loop. */
   sigset_t mask, oldmask;
   sigemptyset(&mask);
-  for (size_t i = 0; i < sizeof forwarded_signals / sizeof forwarded_signals[0]; i++)
+  for (size_t i = 0; i < sizeof forwarded_signals / sizeof forwarded_signals[0]; i++) {
+    /* A signal our caller ignores (nohup, a shell's background job) stays
+     * ignored, for us and for COMMAND: blocking it would make the kernel
+     * queue it for the signalfd after all. */
+    struct sigaction sa;
+    if (sigaction(forwarded_signals[i], NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
+      continue;
     sigaddset(&mask, forwarded_signals[i]);
+  }
   sigaddset(&mask, SIGCHLD);
+  struct sigaction tstp;
+  if (sigaction(SIGTSTP, NULL, &tstp) == 0 && tstp.sa_handler != SIG_IGN)
+    sigaddset(&mask, SIGTSTP);
   if (pthread_sigmask(SIG_BLOCK, &mask, &oldmask) != 0) {
     fprintf(stderr, "dlock: cannot block signals\n");
     return CLI_EXIT_FAIL;
@@ -704,6 +857,7 @@ static int cmd_run(int argc, char **argv) {
   dlock_client *c = NULL;
   dlock_lock *l = NULL;
   char **env = NULL;
+  snapshot_caller_fds(); /* our own descriptors above are all close-on-exec */
   if (open_client(ro.url, &c, &code) < 0)
     goto out;
   code = run_acquire(c, &ro, sfd, &l);
@@ -742,6 +896,8 @@ out:
   close(lost_pipe[0]), close(lost_pipe[1]);
   lost_pipe[0] = lost_pipe[1] = -1;
   close(sfd);
+  free(caller_fds);
+  caller_fds = NULL;
   return code;
 }
 
@@ -819,10 +975,12 @@ static int cmd_status(int argc, char **argv) {
     cli_print_safe(stdout, pos[1]);
     printf("\nstate:  %s\n", info.held ? "held" : "free");
     if (info.token)
-      printf("%s  %" PRIu64 "\n", info.held ? "token:" : "last token:", info.token);
+      printf("token:  %" PRIu64 "%s\n", info.token, info.held ? "" : " (last holder)");
     if (info.held) {
       if (info.ttl_ms >= 0)
         printf("ttl:    %" PRId64 ".%03d s\n", info.ttl_ms / 1000, (int)(info.ttl_ms % 1000));
+      else if (!(dlock_client_caps(c) & DLOCK_CAP_SERVER_TTL))
+        printf("ttl:    none (held until released or its holder exits)\n");
       else
         printf("ttl:    unknown\n");
       printf("owner:  ");

@@ -2,6 +2,7 @@
  * What goes over the wire (scripts, keys, values, reply shapes) lives in
  * redis-codec.c; this file only moves it. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
@@ -185,6 +186,10 @@ static int conn_open(const redis_client *rc, redisContext **out) {
   if (!c)
     return dlock_seterr(DLOCK_ENOMEM, "redis: out of memory connecting to %s", rc->where);
   int r = 0;
+  /* hiredis does not open its socket close-on-exec; a child that inherited
+   * it would keep the connection (and whatever the store ties to it) alive. */
+  if (!c->err && c->fd >= 0)
+    fcntl(c->fd, F_SETFD, fcntl(c->fd, F_GETFD) | FD_CLOEXEC);
   if (c->err)
     r = dlock_seterr(DLOCK_ECONN, "redis: cannot connect to %s: %s", rc->where,
                      c->errstr[0] ? c->errstr : "connection failed");

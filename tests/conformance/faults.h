@@ -14,6 +14,11 @@ int conf_forget_key(const char *url, const char *key);
 #ifdef DLOCK_HAVE_REDIS
 int conf_redis_break_lock(const char *url, const char *key);
 int conf_redis_forget_key(const char *url, const char *key);
+/* A separate connection to the Redis named by URL, logged in and on its
+ * database; *prefix gets a copy of ?prefix= (or NULL). */
+struct redisContext *conf_redis_connect(const char *url, char **prefix);
+/* Redis-specific cases, run after the shared ones for redis URLs. */
+int conf_redis_cases(const char *url, const char *run_id);
 #endif
 
 #endif

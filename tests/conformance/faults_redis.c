@@ -79,17 +79,16 @@ static redisContext *connect_url(dlock_url *u, long long *db) {
   return c;
 }
 
-static int redis_delete(const char *url, const char *key, int forget) {
+redisContext *conf_redis_connect(const char *url, char **prefix_out) {
   dlock_url *u = NULL;
+  if (prefix_out)
+    *prefix_out = NULL;
   if (dlock__url_parse(url, &u) < 0)
-    return -1;
-  int rc = -1;
-  char *lk = NULL, *fk = NULL;
+    return NULL;
   long long db = 0;
   redisContext *c = connect_url(u, &db);
   if (!c)
-    goto out;
-
+    goto fail;
   const char *user = dlock_url_user(u), *pass = dlock_url_password(u);
   if ((user && *user) || pass) {
     const char *argv[3] = {"AUTH", NULL, NULL};
@@ -103,7 +102,7 @@ static int redis_delete(const char *url, const char *key, int forget) {
     lens[argc] = strlen(argv[argc]);
     argc++;
     if (run(c, argc, argv, lens, NULL) < 0)
-      goto out;
+      goto fail;
   }
   if (db != 0) {
     char dbs[24];
@@ -111,12 +110,26 @@ static int redis_delete(const char *url, const char *key, int forget) {
     const char *argv[2] = {"SELECT", dbs};
     size_t lens[2] = {6, strlen(dbs)};
     if (run(c, 2, argv, lens, NULL) < 0)
-      goto out;
+      goto fail;
   }
 
   const char *prefix = NULL;
-  if (!dlock_url_param(u, "prefix", &prefix))
-    prefix = NULL;
+  if (prefix_out && dlock_url_param(u, "prefix", &prefix) && !(*prefix_out = strdup(prefix)))
+    goto fail;
+  dlock__url_free(u);
+  return c;
+fail:
+  redisFree(c);
+  dlock__url_free(u);
+  return NULL;
+}
+
+static int redis_delete(const char *url, const char *key, int forget) {
+  int rc = -1;
+  char *lk = NULL, *fk = NULL, *prefix = NULL;
+  redisContext *c = conf_redis_connect(url, &prefix);
+  if (!c)
+    return -1;
   size_t lklen = 0, fklen = 0;
   lk = dlock__redis_key(prefix, DLOCK__REDIS_KEY_LOCK, key, strlen(key), &lklen);
   fk = dlock__redis_key(prefix, DLOCK__REDIS_KEY_FENCE, key, strlen(key), &fklen);
@@ -137,8 +150,8 @@ static int redis_delete(const char *url, const char *key, int forget) {
 out:
   free(lk);
   free(fk);
+  free(prefix);
   redisFree(c);
-  dlock__url_free(u);
   return rc;
 }
 

@@ -840,6 +840,10 @@ int main(int argc, char **argv) {
     int f = _cmocka_run_group_tests(title, tests, sizeof tests / sizeof *tests, group_setup,
                                     NULL);
     failed += f;
+#ifdef DLOCK_HAVE_REDIS
+    if (strncmp(argv[i], "redis", 5) == 0)
+      failed += conf_redis_cases(argv[i], g_run);
+#endif
   }
   return failed ? 1 : 0;
 }

@@ -1,0 +1,171 @@
+/* Cases only Redis has: the script cache being emptied under us, waiting
+ * without polling, and ACL logins. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <hiredis/hiredis.h>
+
+#include "dlock/dlock.h"
+#include "faults.h"
+#include "internal.h"
+
+static const char *r_url;
+static const char *r_run;
+
+static redisReply *cmd(redisContext *c, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  redisReply *r = redisvCommand(c, fmt, ap);
+  va_end(ap);
+  return r;
+}
+
+static const char *rkey(const char *name) {
+  static char buf[256];
+  snprintf(buf, sizeof buf, "conf-%s/%s", r_run, name);
+  return buf;
+}
+
+/* Calls of one command since the server started, from INFO commandstats. */
+static long long calls_of(redisContext *c, const char *name) {
+  redisReply *r = cmd(c, "INFO commandstats");
+  assert_non_null(r);
+  long long n = 0;
+  char pat[64];
+  snprintf(pat, sizeof pat, "cmdstat_%s:calls=", name);
+  const char *p = r->type == REDIS_REPLY_STRING ? strstr(r->str, pat) : NULL;
+  if (p)
+    n = strtoll(p + strlen(pat), NULL, 10);
+  freeReplyObject(r);
+  return n;
+}
+
+static void r1_script_cache_flushed(void **state) {
+  (void)state;
+  redisContext *rc = conf_redis_connect(r_url, NULL);
+  assert_non_null(rc);
+  dlock_client *c;
+  assert_int_equal(dlock_open(r_url, &c), 0);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.auto_renew = 0;
+  dlock_lock *l;
+  freeReplyObject(cmd(rc, "SCRIPT FLUSH"));
+  assert_int_equal(dlock_try_acquire(c, rkey("r1"), &o, &l), 0);
+  uint64_t t = dlock_lock_token(l);
+  freeReplyObject(cmd(rc, "SCRIPT FLUSH"));
+  assert_int_equal(dlock_renew(l, 0), 0);
+  freeReplyObject(cmd(rc, "SCRIPT FLUSH"));
+  dlock_info info;
+  assert_int_equal(dlock_inspect(c, rkey("r1"), &info), 0);
+  assert_int_equal(info.token, t);
+  freeReplyObject(cmd(rc, "SCRIPT FLUSH"));
+  assert_int_equal(dlock_release(l), 0);
+  assert_int_equal(dlock_inspect(c, rkey("r1"), &info), 0);
+  assert_int_equal(info.held, 0);
+  dlock_close(c);
+  redisFree(rc);
+}
+
+struct bwait {
+  dlock_client *c;
+  int rc;
+};
+
+static void *bwait_main(void *arg) {
+  struct bwait *w = arg;
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.wait_ms = 2000;
+  dlock_lock *l;
+  w->rc = dlock_acquire(w->c, rkey("r2"), &o, &l);
+  if (w->rc == 0)
+    dlock_release(l);
+  return NULL;
+}
+
+static void r2_wait_does_not_poll(void **state) {
+  (void)state;
+  redisContext *rc = conf_redis_connect(r_url, NULL);
+  assert_non_null(rc);
+  dlock_client *a, *b;
+  assert_int_equal(dlock_open(r_url, &a), 0);
+  assert_int_equal(dlock_open(r_url, &b), 0);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.ttl_ms = 30000;
+  dlock_lock *l;
+  assert_int_equal(dlock_try_acquire(a, rkey("r2"), &o, &l), 0);
+  long long before = calls_of(rc, "evalsha") + calls_of(rc, "eval");
+  struct bwait w = {.c = b};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, bwait_main, &w), 0);
+  pthread_join(th, NULL);
+  long long after = calls_of(rc, "evalsha") + calls_of(rc, "eval");
+  assert_int_equal(w.rc, DLOCK_ETIMEDOUT);
+  /* A 2 s wait on a lock with 30 s left: one try before subscribing and
+   * one after, not a retry every few milliseconds. */
+  printf("# acquire attempts during a 2 s wait: %lld\n", after - before);
+  assert_true(after - before <= 4);
+  assert_int_equal(dlock_release(l), 0);
+  dlock_close(a);
+  dlock_close(b);
+  redisFree(rc);
+}
+
+static void r3_acl_login(void **state) {
+  (void)state;
+  redisContext *rc = conf_redis_connect(r_url, NULL);
+  assert_non_null(rc);
+  char user[64];
+  snprintf(user, sizeof user, "dlockconf%s", r_run);
+  for (char *p = user; *p; p++)
+    if (*p == '-')
+      *p = '_';
+  redisReply *r = cmd(rc, "ACL SETUSER %s on >pw-s3cr3t ~* &* +@all", user);
+  if (!r || r->type == REDIS_REPLY_ERROR) {
+    freeReplyObject(r);
+    redisFree(rc);
+    skip(); /* a server where we may not create users */
+  }
+  freeReplyObject(r);
+  const char *hostpart = strstr(r_url, "://") + 3;
+  const char *at = strchr(hostpart, '@');
+  if (at)
+    hostpart = at + 1;
+  char good[512], bad[512];
+  snprintf(good, sizeof good, "redis://%s:pw-s3cr3t@%s", user, hostpart);
+  snprintf(bad, sizeof bad, "redis://%s:wrong-s3cr3t@%s", user, hostpart);
+  dlock_client *c;
+  if (strncmp(r_url, "redis://", 8) == 0) {
+    assert_int_equal(dlock_open(good, &c), 0);
+    dlock_options o = DLOCK_OPTIONS_INIT;
+    dlock_lock *l;
+    assert_int_equal(dlock_try_acquire(c, rkey("r3"), &o, &l), 0);
+    assert_int_equal(dlock_release(l), 0);
+    assert_null(strstr(dlock_client_url(c), "s3cr3t"));
+    dlock_close(c);
+    assert_int_equal(dlock_open(bad, &c), DLOCK_EAUTH);
+    assert_null(strstr(dlock_client_errmsg(NULL), "s3cr3t"));
+  }
+  freeReplyObject(cmd(rc, "ACL DELUSER %s", user));
+  redisFree(rc);
+}
+
+int conf_redis_cases(const char *url, const char *run_id) {
+  r_url = url;
+  r_run = run_id;
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(r1_script_cache_flushed),
+      cmocka_unit_test(r2_wait_does_not_poll),
+      cmocka_unit_test(r3_acl_login),
+  };
+  char name[512], title[600];
+  dlock_url_redact(url, name, sizeof name);
+  snprintf(title, sizeof title, "redis cases %s", name);
+  return _cmocka_run_group_tests(title, tests, sizeof tests / sizeof *tests, NULL, NULL);
+}

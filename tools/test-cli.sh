@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# Checks the user-facing contract of the dlock command: exit codes, the
+# environment given to COMMAND, signal forwarding, status output.
+#
+#   tools/test-cli.sh path/to/dlock [URL...]
+#
+# Without URLs it uses a fresh file:// directory.  Lock loss needs a store
+# whose locks can be deleted behind our back: set DLOCK_TEST_REDIS_PORT to a
+# redis-server's port (on 127.0.0.1) to include those cases.
+set -u
+set -m # background jobs get default signal dispositions, as from a terminal
+
+DLOCK=${1:?usage: test-cli.sh path/to/dlock [URL...]}
+shift
+tmp=$(mktemp -d /tmp/dlock-cli-test.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+urls=("$@")
+[ ${#urls[@]} -eq 0 ] && urls=("file://$tmp/locks")
+mkdir -p "$tmp/locks"
+
+fails=0
+n=0
+check() { # check NAME EXPECTED ACTUAL
+  n=$((n + 1))
+  if [ "$2" = "$3" ]; then
+    echo "ok $n - $1"
+  else
+    echo "not ok $n - $1: expected '$2', got '$3'"
+    fails=$((fails + 1))
+  fi
+}
+contains() { # contains NAME FILE TEXT
+  n=$((n + 1))
+  if grep -qF -- "$3" "$2"; then
+    echo "ok $n - $1"
+  else
+    echo "not ok $n - $1: '$3' not in: $(cat "$2")"
+    fails=$((fails + 1))
+  fi
+}
+# Wait until FILE exists (the child writes it once it holds the lock).
+await() {
+  for _ in $(seq 1 200); do [ -e "$1" ] && return 0; sleep 0.05; done
+  echo "# timed out waiting for $1"
+  return 1
+}
+
+# ---- usage ----
+"$DLOCK" >/dev/null 2>&1; check "no arguments" 2 $?
+"$DLOCK" frobnicate >/dev/null 2>&1; check "unknown command" 2 $?
+"$DLOCK" --help >/dev/null; check "--help" 0 $?
+"$DLOCK" help | grep -q "Exit status"; check "help lists exit codes" 0 $?
+"$DLOCK" --version | grep -q '^dlock [0-9]'; check "--version" 0 $?
+u=${urls[0]}
+"$DLOCK" run "$u" k true >/dev/null 2>&1; check "run without --" 2 $?
+"$DLOCK" run "$u" k -- >/dev/null 2>&1; check "run without command" 2 $?
+"$DLOCK" run "$u" -- true >/dev/null 2>&1; check "run without key" 2 $?
+"$DLOCK" run -w x "$u" k -- true >/dev/null 2>&1; check "run bad -w" 2 $?
+"$DLOCK" run -w >/dev/null 2>&1; check "run -w without value" 2 $?
+"$DLOCK" run -n -w 1 "$u" k -- true >/dev/null 2>&1; check "run -n with -w" 2 $?
+"$DLOCK" run --ttl 0 "$u" k -- true >/dev/null 2>&1; check "run --ttl 0" 2 $?
+"$DLOCK" run --nope "$u" k -- true >/dev/null 2>&1; check "run unknown option" 2 $?
+"$DLOCK" run nosuch://x k -- true >/dev/null 2>&1; check "run bad scheme" 2 $?
+"$DLOCK" status "$u" >/dev/null 2>&1; check "status without key" 2 $?
+"$DLOCK" status --yaml "$u" k >/dev/null 2>&1; check "status unknown option" 2 $?
+"$DLOCK" bench >/dev/null 2>&1; check "bench without URL" 2 $?
+"$DLOCK" bench "$u" --threads 0 >/dev/null 2>&1; check "bench --threads 0" 2 $?
+"$DLOCK" bench "$u" --only nothing >/dev/null 2>&1; check "bench --only nothing" 2 $?
+
+"$DLOCK" run 'redis://bob:s3cret@127.0.0.1:1/0?connect_timeout=300ms' k -- true 2>"$tmp/err"
+check "unreachable store" 1 $?
+n=$((n + 1))
+if grep -q s3cret "$tmp/err"; then
+  echo "not ok $n - password printed: $(cat "$tmp/err")"; fails=$((fails + 1))
+else
+  echo "ok $n - no password in the message"
+fi
+
+for u in "${urls[@]}"; do
+  echo "# $u"
+  key="cli-test/$$/$RANDOM"
+
+  # ---- run: status, environment ----
+  "$DLOCK" run "$u" "$key" -- sh -c 'exit 7'; check "exit status passes through" 7 $?
+  "$DLOCK" run "$u" "$key" -- sh -c 'kill -USR1 $$'; check "killed by signal: 128+N" 138 $?
+  "$DLOCK" run "$u" "$key" -- /nonexistent/cmd 2>/dev/null; check "command not found" 127 $?
+  "$DLOCK" run "$u" "$key" -- /dev/null 2>/dev/null; check "command not executable" 126 $?
+  DLOCK_KEY=stale "$DLOCK" run "$u" "$key" -- sh -c 'echo "$DLOCK_KEY|$DLOCK_TOKEN|$DLOCK_URL"' \
+    >"$tmp/env"
+  check "run ok" 0 $?
+  IFS='|' read -r ekey etok eurl <"$tmp/env"
+  check "DLOCK_KEY" "$key" "$ekey"
+  n=$((n + 1))
+  if [ -n "$etok" ] && [ "$etok" -gt 0 ] 2>/dev/null; then echo "ok $n - DLOCK_TOKEN is a number"
+  else echo "not ok $n - DLOCK_TOKEN '$etok'"; fails=$((fails + 1)); fi
+  [ -n "$eurl" ]; check "DLOCK_URL set" 0 $?
+  "$DLOCK" run "$u" "$key" -- sh -c 'echo $DLOCK_TOKEN' >"$tmp/tok2"
+  n=$((n + 1))
+  if [ "$(cat "$tmp/tok2")" -gt "$etok" ]; then echo "ok $n - tokens increase"
+  else echo "not ok $n - token $(cat "$tmp/tok2") after $etok"; fails=$((fails + 1)); fi
+
+  # ---- contention ----
+  rm -f "$tmp/held"
+  "$DLOCK" run --label "cli test" "$u" "$key" -- sh -c "touch $tmp/held; sleep 2" &
+  holder=$!
+  await "$tmp/held"
+  "$DLOCK" run -n "$u" "$key" -- true 2>"$tmp/err"; check "-n on a held lock" 1 $?
+  contains "busy message names the holder" "$tmp/err" "cli test"
+  start=$(date +%s%N)
+  "$DLOCK" run -w 0.3 "$u" "$key" -- true 2>/dev/null; check "-w runs out" 1 $?
+  ms=$((($(date +%s%N) - start) / 1000000))
+  n=$((n + 1))
+  if [ $ms -ge 250 ] && [ $ms -lt 5000 ]; then echo "ok $n - -w 0.3 waited ${ms} ms"
+  else echo "not ok $n - -w 0.3 waited ${ms} ms"; fails=$((fails + 1)); fi
+  "$DLOCK" status "$u" "$key" >"$tmp/st"; check "status held" 0 $?
+  contains "status says held" "$tmp/st" "state:  held"
+  contains "status shows label" "$tmp/st" "cli test"
+  "$DLOCK" status --json "$u" "$key" >"$tmp/st.json"; check "status --json" 0 $?
+  if command -v python3 >/dev/null; then
+    python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["held"] is True and d["label"]=="cli test" and d["token"]>0 and d["key"]==sys.argv[2]' \
+      "$tmp/st.json" "$key"
+    check "status --json parses" 0 $?
+  fi
+  "$DLOCK" run "$u" "$key" -- true; check "blocking wait gets the lock" 0 $?
+  wait $holder; check "holder exit" 0 $?
+  "$DLOCK" status --json "$u" "$key" | grep -q '"held":false'; check "status free" 0 $?
+
+  # ---- signals ----
+  rm -f "$tmp/held" "$tmp/got"
+  "$DLOCK" run "$u" "$key" -- sh -c "trap 'touch $tmp/got; exit 42' TERM; touch $tmp/held; while :; do sleep 0.05; done" &
+  pid=$!
+  await "$tmp/held"
+  kill -TERM $pid
+  wait $pid; check "SIGTERM forwarded, child's status returned" 42 $?
+  [ -e "$tmp/got" ]; check "child saw SIGTERM" 0 $?
+  rm -f "$tmp/held"
+  "$DLOCK" run "$u" "$key" -- sh -c "touch $tmp/held; exec sleep 30" &
+  pid=$!
+  await "$tmp/held"
+  kill -INT $pid
+  wait $pid; check "SIGINT forwarded" 130 $?
+  # Interrupting a wait: the waiter dies of the signal, the holder is untouched.
+  rm -f "$tmp/held"
+  "$DLOCK" run "$u" "$key" -- sh -c "touch $tmp/held; sleep 2" &
+  holder=$!
+  await "$tmp/held"
+  "$DLOCK" run "$u" "$key" -- echo never &
+  waiter=$!
+  sleep 0.3
+  kill -INT $waiter
+  wait $waiter; check "SIGINT while waiting" 130 $?
+  wait $holder; check "holder unaffected" 0 $?
+done
+
+# ---- loss (needs a store whose keys we can delete) ----
+if [ -n "${DLOCK_TEST_REDIS_PORT:-}" ] && command -v redis-cli >/dev/null; then
+  u="redis://127.0.0.1:$DLOCK_TEST_REDIS_PORT/0"
+  key="cli-test/lost/$$"
+  rm -f "$tmp/held"
+  start=$(date +%s%N)
+  "$DLOCK" run --ttl 1.5 --grace 0.5 "$u" "$key" -- \
+    sh -c "trap '' TERM; touch $tmp/held; while :; do sleep 0.05; done" 2>"$tmp/err" &
+  pid=$!
+  await "$tmp/held"
+  redis-cli -p "$DLOCK_TEST_REDIS_PORT" --scan --pattern "*lock*$key*" |
+    xargs -r redis-cli -p "$DLOCK_TEST_REDIS_PORT" del >/dev/null
+  wait $pid; check "lock lost: exit 3" 3 $?
+  contains "loss message" "$tmp/err" "dlock: lock '$key' lost; stopping command"
+  ms=$((($(date +%s%N) - start) / 1000000))
+  n=$((n + 1))
+  if [ $ms -lt 6000 ]; then echo "ok $n - TERM-ignoring child killed after grace (${ms} ms)"
+  else echo "not ok $n - took ${ms} ms"; fails=$((fails + 1)); fi
+else
+  echo "# skipping loss cases: set DLOCK_TEST_REDIS_PORT"
+fi
+
+echo "1..$n"
+[ $fails -eq 0 ]

@@ -149,6 +149,14 @@ static int read_common_params(dlock_client *c) {
   return 0;
 }
 
+static int default_label(char *buf, size_t len) {
+  char host[64];
+  if (gethostname(host, sizeof host) != 0)
+    strcpy(host, "unknown");
+  host[sizeof host - 1] = '\0';
+  return snprintf(buf, len, "%s:%ld", host, (long)getpid());
+}
+
 int dlock_open(const char *url, dlock_client **out) {
   dlock__clear_err();
   if (!url || !out)
@@ -198,6 +206,8 @@ int dlock_open(const char *url, dlock_client **out) {
   }
   if ((rc = read_common_params(c)) < 0)
     goto fail;
+  default_label(c->default_label, sizeof c->default_label);
+  c->renew_wake_ns = INT64_MIN; /* not started: it scans everything first */
   if ((rc = ops->open(&c->bc, u)) < 0)
     goto fail;
   if ((rc = dlock__url_check_unused(u)) < 0) {
@@ -282,13 +292,6 @@ static int poll_acquire(dlock_client *c, dlock_backend_lock *bl, int64_t deadlin
   }
 }
 
-static int default_label(char *buf, size_t len) {
-  char host[64];
-  if (gethostname(host, sizeof host) != 0)
-    strcpy(host, "unknown");
-  host[sizeof host - 1] = '\0';
-  return snprintf(buf, len, "%s:%ld", host, (long)getpid());
-}
 
 static int acquire_common(dlock_client *c, const char *key, const dlock_options *opts,
                           dlock_lock **out, bool try_only) {
@@ -355,7 +358,7 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
     if (opts->owner_label)
       snprintf(lbuf, sizeof lbuf, "%s", opts->owner_label);
     else
-      default_label(lbuf, sizeof lbuf);
+      snprintf(lbuf, sizeof lbuf, "%s", c->default_label);
     l->label = strdup(lbuf);
     if (c->ops->lock_size)
       l->bl.priv = calloc(1, c->ops->lock_size);
@@ -399,6 +402,7 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
   if (rc > 0)
     rc = dlock_seterr(DLOCK_EBACKEND, "backend returned an invalid result");
 
+  bool kick = false;
   pthread_mutex_lock(&c->mu);
   if (rc == 0) {
     l->state = DLOCK_HELD;
@@ -409,6 +413,10 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
     l->on_lost = opts->on_lost;
     l->on_lost_arg = opts->on_lost_arg;
     atomic_fetch_add(&c->metrics.held_now, 1);
+    int64_t due = l->valid_until_ns;
+    if (l->auto_renew && l->next_renew_ns < due)
+      due = l->next_renew_ns;
+    kick = due < c->renew_wake_ns;
   } else {
     table_remove(c, l);
     pthread_cond_broadcast(&c->cv);
@@ -425,7 +433,8 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
     dlock_release(l);
     return rc;
   }
-  dlock__renew_kick(c);
+  if (kick)
+    dlock__renew_kick(c);
   *out = l;
   return 0;
 }

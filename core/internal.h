@@ -119,6 +119,12 @@ struct dlock_client {
   pthread_t renew_thread;
   bool renew_started, renew_stop;
   pthread_cond_t renew_cv;
+  /* When the renew thread will next look at the locks, INT64_MAX while it
+   * sleeps with nothing due, INT64_MIN while it is awake.  Acquire wakes it
+   * only for a lock due earlier, which keeps a context switch off the
+   * acquire path. */
+  int64_t renew_wake_ns;
+  char default_label[128];
 
   dlock__metrics metrics;
 };

@@ -95,6 +95,7 @@ static void *renew_main(void *arg) {
       }
     }
     if (nb == 0 && nc == 0) {
+      c->renew_wake_ns = wake;
       if (wake == INT64_MAX) {
         pthread_cond_wait(&c->renew_cv, &c->mu);
       } else {
@@ -102,6 +103,7 @@ static void *renew_main(void *arg) {
         dlock__ns_to_timespec(wake, &ts);
         pthread_cond_timedwait(&c->renew_cv, &c->mu, &ts);
       }
+      c->renew_wake_ns = INT64_MIN;
       continue;
     }
     pthread_mutex_unlock(&c->mu);

@@ -57,21 +57,32 @@ typedef struct redis_client {
 
 typedef struct pipe_guard {
   sigset_t old;
-  int pending_before;
 } pipe_guard;
 
+/* Set by io_error(): only a failed write can have raised SIGPIPE, so the
+ * pending-signal check is skipped on the common path. */
+static _Thread_local int io_failed;
+
+/* Every connection that failed is dropped through here within the operation
+ * that saw the failure, which is where a SIGPIPE could have come from. */
+static void conn_drop(redisContext *c) {
+  if (c && c->err)
+    io_failed = 1;
+  redisFree(c);
+}
+
 static void pipe_block(pipe_guard *g) {
-  sigset_t set, pend;
+  sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGPIPE);
-  sigemptyset(&pend);
-  g->pending_before = sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE) == 1;
+  io_failed = 0;
   pthread_sigmask(SIG_BLOCK, &set, &g->old);
 }
 
 static void pipe_unblock(pipe_guard *g) {
   int saved = errno;
-  if (!g->pending_before) {
+  /* If the caller already had SIGPIPE blocked, a pending one is theirs. */
+  if (io_failed && !sigismember(&g->old, SIGPIPE)) {
     sigset_t set, pend;
     sigemptyset(&set);
     sigaddset(&set, SIGPIPE);
@@ -100,6 +111,7 @@ static struct timeval ms_to_tv(int64_t ms) {
  * help.  TIMEOUT_MS is the socket timeout that was in force. */
 static int io_error(const redis_client *rc, const redisContext *c, const char *what,
                     int err_no, int64_t timeout_ms) {
+  io_failed = 1;
   if (c->err == REDIS_ERR_OOM)
     return dlock_seterr(DLOCK_ENOMEM, "redis: %s: out of memory", what);
   if (c->err == REDIS_ERR_IO && (err_no == EAGAIN || err_no == EWOULDBLOCK))
@@ -199,7 +211,7 @@ static int conn_open(const redis_client *rc, redisContext **out) {
   else
     r = handshake(rc, c);
   if (r < 0) {
-    redisFree(c);
+    conn_drop(c);
     return r;
   }
   *out = c;
@@ -228,7 +240,7 @@ static int pool_get(redis_client *rc, redisContext **out) {
       *out = c;
       return 0;
     }
-    redisFree(c);
+    conn_drop(c);
   }
 }
 
@@ -246,7 +258,7 @@ static void pool_put(redis_client *rc, redisContext *c) {
     pthread_mutex_unlock(&rc->mu);
   }
   if (c)
-    redisFree(c);
+    conn_drop(c);
 }
 
 /* ---- scripts ---- */
@@ -550,13 +562,13 @@ out:
  * else close it. */
 static void sub_finish(redis_client *rc, redisContext *sub, int broken) {
   if (broken || sub->err) {
-    redisFree(sub);
+    conn_drop(sub);
     return;
   }
   const char *argv[1] = {"UNSUBSCRIBE"};
   size_t lens[1] = {11};
   if (redisAppendCommandArgv(sub, 1, argv, lens) != REDIS_OK) {
-    redisFree(sub);
+    conn_drop(sub);
     return;
   }
   /* Messages published before the server saw UNSUBSCRIBE may still be in
@@ -578,7 +590,7 @@ static void sub_finish(redis_client *rc, redisContext *sub, int broken) {
     if (kind != DLOCK__REDIS_PUSH_UNSUBSCRIBE)
       break;
   }
-  redisFree(sub);
+  conn_drop(sub);
 }
 
 /* Wait up to WAIT_MS for a message on SUB.  1 = a message came, 0 = the
@@ -690,7 +702,7 @@ static int wait_loop(redis_client *rc, dlock_backend_lock *bl, int64_t deadline_
 
 static void client_free(redis_client *rc) {
   for (size_t i = 0; i < rc->nidle; i++)
-    redisFree(rc->idle[i]);
+    conn_drop(rc->idle[i]);
   rc->nidle = 0;
   free(rc->host);
   free(rc->where);
@@ -829,7 +841,7 @@ static int redis_open(dlock_backend_client *bc, dlock_url *url) {
     goto fail;
   r = load_scripts(rc, c);
   if (r < 0) {
-    redisFree(c);
+    conn_drop(c);
     goto fail;
   }
   pool_put(rc, c);
@@ -916,7 +928,7 @@ static int redis_renew(dlock_backend_client *bc, dlock_backend_lock *bl) {
   if (r == 0) {
     r = renew_batch(rc, c, one, 1, &rcode);
     if (r < 0) {
-      redisFree(c);
+      conn_drop(c);
     } else {
       pool_put(rc, c);
       r = rcode;
@@ -941,7 +953,7 @@ static int redis_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, 
       r = renew_batch(rc, c, bls + start, m, rcs + start);
     }
     if (r < 0)
-      redisFree(c);
+      conn_drop(c);
     else
       pool_put(rc, c);
   }

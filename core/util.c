@@ -32,7 +32,7 @@ int dlock__cond_init(pthread_cond_t *cv) {
   return rc == 0 ? 0 : DLOCK_ENOMEM;
 }
 
-static int fill_random(unsigned char *buf, size_t n) {
+static int getrandom_all(unsigned char *buf, size_t n) {
   size_t got = 0;
   while (got < n) {
     ssize_t r = getrandom(buf + got, n - got, 0);
@@ -43,6 +43,39 @@ static int fill_random(unsigned char *buf, size_t n) {
     }
     got += (size_t)r;
   }
+  return 0;
+}
+
+/* Owner tokens are drawn from a per-thread buffer refilled 256 bytes at a
+ * time, which takes a syscall off most acquisitions.  A forked child must
+ * never reuse its parent's buffered bytes (two processes would then share
+ * owner tokens), so fork empties the buffer of the thread that forks, the
+ * only thread the child has. */
+static _Thread_local unsigned char rpool[256];
+static _Thread_local size_t rpool_left;
+static pthread_once_t rpool_once = PTHREAD_ONCE_INIT;
+
+static void rpool_forget(void) {
+  memset(rpool, 0, sizeof rpool);
+  rpool_left = 0;
+}
+
+static void rpool_init(void) { pthread_atfork(NULL, NULL, rpool_forget); }
+
+static int fill_random(unsigned char *buf, size_t n) {
+  if (n > sizeof rpool)
+    return getrandom_all(buf, n);
+  pthread_once(&rpool_once, rpool_init);
+  if (rpool_left < n) {
+    int rc = getrandom_all(rpool, sizeof rpool);
+    if (rc < 0)
+      return rc;
+    rpool_left = sizeof rpool;
+  }
+  unsigned char *src = rpool + (sizeof rpool - rpool_left);
+  memcpy(buf, src, n);
+  memset(src, 0, n); /* handed out once */
+  rpool_left -= n;
   return 0;
 }
 

@@ -6,8 +6,8 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include <hiredis/hiredis.h>
+#include <hiredis/sds.h>
 
 #include "backends/redis/redis-codec.h"
 
@@ -34,6 +35,7 @@ typedef struct redis_client {
   pthread_mutex_t mu; /* guards idle[] and nidle */
   int mu_ready;
   redisContext *idle[POOL_IDLE_MAX];
+  int64_t idle_since[POOL_IDLE_MAX]; /* dlock_backend_now_ns() when returned */
   size_t nidle;
 
   int unix_socket;
@@ -49,52 +51,33 @@ typedef struct redis_client {
   char sha[DLOCK__REDIS_NSCRIPTS][41];
 } redis_client;
 
-/* ---- SIGPIPE ----
- * hiredis writes with write(2), so a server that went away would kill the
- * process with SIGPIPE.  A library must not change process-wide signal
- * dispositions, so each operation blocks SIGPIPE in the calling thread and
- * swallows one its own writes raised before unblocking. */
+/* ---- sending ----
+ * hiredis 0.14 writes with write(2), so a server that went away would kill
+ * the process with SIGPIPE, and a library may neither ignore that signal
+ * process-wide nor juggle signal masks on every request.  So hiredis only
+ * formats: the bytes it buffered are sent here with MSG_NOSIGNAL, and its
+ * reply reader then finds nothing left to write. */
 
-typedef struct pipe_guard {
-  sigset_t old;
-} pipe_guard;
-
-/* Set by io_error(): only a failed write can have raised SIGPIPE, so the
- * pending-signal check is skipped on the common path. */
-static _Thread_local int io_failed;
-
-/* Every connection that failed is dropped through here within the operation
- * that saw the failure, which is where a SIGPIPE could have come from. */
-static void conn_drop(redisContext *c) {
-  if (c && c->err)
-    io_failed = 1;
-  redisFree(c);
-}
-
-static void pipe_block(pipe_guard *g) {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGPIPE);
-  io_failed = 0;
-  pthread_sigmask(SIG_BLOCK, &set, &g->old);
-}
-
-static void pipe_unblock(pipe_guard *g) {
-  int saved = errno;
-  /* If the caller already had SIGPIPE blocked, a pending one is theirs. */
-  if (io_failed && !sigismember(&g->old, SIGPIPE)) {
-    sigset_t set, pend;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    sigemptyset(&pend);
-    if (sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE) == 1) {
-      struct timespec zero = {0, 0};
-      while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR) {
-      }
+static int send_buffered(redisContext *c) {
+  while (c->obuf && sdslen(c->obuf) > 0) {
+    size_t len = sdslen(c->obuf);
+    ssize_t n = send(c->fd, c->obuf, len > INT_MAX ? INT_MAX : len, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      c->err = REDIS_ERR_IO;
+      snprintf(c->errstr, sizeof c->errstr, "%s", strerror(errno));
+      return REDIS_ERR;
     }
+    sdsrange(c->obuf, (int)n, -1);
   }
-  pthread_sigmask(SIG_SETMASK, &g->old, NULL);
-  errno = saved;
+  return REDIS_OK;
+}
+
+static int get_reply(redisContext *c, void **reply) {
+  if (send_buffered(c) != REDIS_OK)
+    return REDIS_ERR;
+  return redisGetReply(c, reply);
 }
 
 /* ---- connections ---- */
@@ -111,7 +94,6 @@ static struct timeval ms_to_tv(int64_t ms) {
  * help.  TIMEOUT_MS is the socket timeout that was in force. */
 static int io_error(const redis_client *rc, const redisContext *c, const char *what,
                     int err_no, int64_t timeout_ms) {
-  io_failed = 1;
   if (c->err == REDIS_ERR_OOM)
     return dlock_seterr(DLOCK_ENOMEM, "redis: %s: out of memory", what);
   if (c->err == REDIS_ERR_IO && (err_no == EAGAIN || err_no == EWOULDBLOCK))
@@ -124,12 +106,15 @@ static int io_error(const redis_client *rc, const redisContext *c, const char *w
 static int command(const redis_client *rc, redisContext *c, const char *what, int argc,
                    const char **argv, const size_t *lens, int64_t timeout_ms,
                    redisReply **out) {
+  if (redisAppendCommandArgv(c, argc, argv, lens) != REDIS_OK)
+    return dlock_seterr(DLOCK_ENOMEM, "redis: %s: out of memory", what);
   errno = 0;
-  redisReply *r = redisCommandArgv(c, argc, argv, lens);
+  void *v = NULL;
+  int ok = get_reply(c, &v);
   int e = errno;
-  if (!r)
+  if (ok != REDIS_OK || !v)
     return io_error(rc, c, what, e, timeout_ms);
-  *out = r;
+  *out = v;
   return 0;
 }
 
@@ -211,7 +196,7 @@ static int conn_open(const redis_client *rc, redisContext **out) {
   else
     r = handshake(rc, c);
   if (r < 0) {
-    conn_drop(c);
+    redisFree(c);
     return r;
   }
   *out = c;
@@ -222,7 +207,14 @@ static int conn_open(const redis_client *rc, redisContext **out) {
  * outside pub/sub.  Readable means the server closed it (restart, client
  * timeout) or something is wrong; better found now than after a request
  * that might then have to be retried without knowing whether it ran. */
-static int conn_idle_ok(const redisContext *c) {
+#define IDLE_CHECK_AFTER_NS 200000000 /* 200 ms */
+
+static int conn_idle_ok(const redisContext *c, int64_t since) {
+  /* A connection back from a request moments ago is busy traffic; the
+   * check (a syscall) is for ones that sat long enough for the server to
+   * have gone away.  Missing a close in that window costs only an ECONN. */
+  if (c->err == 0 && dlock_backend_now_ns() - since < IDLE_CHECK_AFTER_NS)
+    return 1;
   struct pollfd p = {.fd = c->fd, .events = POLLIN, .revents = 0};
   return c->err == 0 && poll(&p, 1, 0) == 0;
 }
@@ -231,16 +223,19 @@ static int pool_get(redis_client *rc, redisContext **out) {
   for (;;) {
     redisContext *c = NULL;
     pthread_mutex_lock(&rc->mu);
-    if (rc->nidle > 0)
+    int64_t since = 0;
+    if (rc->nidle > 0) {
       c = rc->idle[--rc->nidle];
+      since = rc->idle_since[rc->nidle];
+    }
     pthread_mutex_unlock(&rc->mu);
     if (!c)
       return conn_open(rc, out);
-    if (conn_idle_ok(c)) {
+    if (conn_idle_ok(c, since)) {
       *out = c;
       return 0;
     }
-    conn_drop(c);
+    redisFree(c);
   }
 }
 
@@ -252,13 +247,14 @@ static void pool_put(redis_client *rc, redisContext *c) {
   if (c->err == 0) {
     pthread_mutex_lock(&rc->mu);
     if (rc->nidle < POOL_IDLE_MAX) {
+      rc->idle_since[rc->nidle] = dlock_backend_now_ns();
       rc->idle[rc->nidle++] = c;
       c = NULL;
     }
     pthread_mutex_unlock(&rc->mu);
   }
   if (c)
-    conn_drop(c);
+    redisFree(c);
 }
 
 /* ---- scripts ---- */
@@ -336,7 +332,7 @@ static int load_scripts(redis_client *rc, redisContext *c) {
   for (int i = 0; i < DLOCK__REDIS_NSCRIPTS; i++) {
     void *v = NULL;
     errno = 0;
-    if (redisGetReply(c, &v) != REDIS_OK || !v)
+    if (get_reply(c, &v) != REDIS_OK || !v)
       return io_error(rc, c, "SCRIPT LOAD", errno, rc->timeout_ms);
     int r = dlock__redis_decode_sha(v, rc->sha[i]);
     freeReplyObject(v);
@@ -534,7 +530,7 @@ static int renew_batch(const redis_client *rc, redisContext *c, dlock_backend_lo
         continue;
       void *v = NULL;
       errno = 0;
-      if (redisGetReply(c, &v) != REDIS_OK || !v) {
+      if (get_reply(c, &v) != REDIS_OK || !v) {
         r = io_error(rc, c, "renew", errno, rc->timeout_ms);
         goto out;
       }
@@ -562,13 +558,13 @@ out:
  * else close it. */
 static void sub_finish(redis_client *rc, redisContext *sub, int broken) {
   if (broken || sub->err) {
-    conn_drop(sub);
+    redisFree(sub);
     return;
   }
   const char *argv[1] = {"UNSUBSCRIBE"};
   size_t lens[1] = {11};
   if (redisAppendCommandArgv(sub, 1, argv, lens) != REDIS_OK) {
-    conn_drop(sub);
+    redisFree(sub);
     return;
   }
   /* Messages published before the server saw UNSUBSCRIBE may still be in
@@ -576,7 +572,7 @@ static void sub_finish(redis_client *rc, redisContext *sub, int broken) {
    * are left and the connection takes ordinary commands again. */
   for (int i = 0; i < UNSUBSCRIBE_MAX_REPLIES; i++) {
     void *v = NULL;
-    if (redisGetReply(sub, &v) != REDIS_OK || !v)
+    if (get_reply(sub, &v) != REDIS_OK || !v)
       break;
     long long count = -1;
     int kind = dlock__redis_decode_push(v, &count);
@@ -590,7 +586,7 @@ static void sub_finish(redis_client *rc, redisContext *sub, int broken) {
     if (kind != DLOCK__REDIS_PUSH_UNSUBSCRIBE)
       break;
   }
-  conn_drop(sub);
+  redisFree(sub);
 }
 
 /* Wait up to WAIT_MS for a message on SUB.  1 = a message came, 0 = the
@@ -702,7 +698,7 @@ static int wait_loop(redis_client *rc, dlock_backend_lock *bl, int64_t deadline_
 
 static void client_free(redis_client *rc) {
   for (size_t i = 0; i < rc->nidle; i++)
-    conn_drop(rc->idle[i]);
+    redisFree(rc->idle[i]);
   rc->nidle = 0;
   free(rc->host);
   free(rc->where);
@@ -815,8 +811,6 @@ static int parse_target(redis_client *rc, dlock_url *url) {
 
 static int redis_open(dlock_backend_client *bc, dlock_url *url) {
   redis_client *rc = bc->priv;
-  pipe_guard g;
-  pipe_block(&g);
   int r = 0;
   if (pthread_mutex_init(&rc->mu, NULL) != 0) {
     r = dlock_seterr(DLOCK_ENOMEM, "redis: cannot create a mutex");
@@ -841,15 +835,13 @@ static int redis_open(dlock_backend_client *bc, dlock_url *url) {
     goto fail;
   r = load_scripts(rc, c);
   if (r < 0) {
-    conn_drop(c);
+    redisFree(c);
     goto fail;
   }
   pool_put(rc, c);
-  pipe_unblock(&g);
   return 0;
 fail:
   client_free(rc);
-  pipe_unblock(&g);
   return r;
 }
 
@@ -861,18 +853,13 @@ static void redis_close(dlock_backend_client *bc) {
 
 static int redis_try_acquire(dlock_backend_client *bc, dlock_backend_lock *bl) {
   redis_client *rc = bc->priv;
-  pipe_guard g;
-  pipe_block(&g);
   bl->holder_ttl_ms = -1;
   int r = attempt_pooled(rc, bl);
-  pipe_unblock(&g);
   return r;
 }
 
 static int redis_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t deadline_ns) {
   redis_client *rc = bc->priv;
-  pipe_guard g;
-  pipe_block(&g);
   bl->holder_ttl_ms = -1;
   /* Uncontended locks need no subscriber: try first. */
   int r = attempt_pooled(rc, bl);
@@ -899,21 +886,17 @@ static int redis_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64
   }
   keys_free(&k);
 out:
-  pipe_unblock(&g);
   return r;
 }
 
 static int redis_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   redis_client *rc = bc->priv;
-  pipe_guard g;
-  pipe_block(&g);
   redisContext *c;
   int r = pool_get(rc, &c);
   if (r == 0) {
     r = do_release(rc, c, bl);
     pool_put(rc, c);
   }
-  pipe_unblock(&g);
   return r;
 }
 
@@ -921,20 +904,17 @@ static int redis_renew(dlock_backend_client *bc, dlock_backend_lock *bl) {
   int rcode = 0;
   dlock_backend_lock *one[1] = {bl};
   redis_client *rc = bc->priv;
-  pipe_guard g;
-  pipe_block(&g);
   redisContext *c;
   int r = pool_get(rc, &c);
   if (r == 0) {
     r = renew_batch(rc, c, one, 1, &rcode);
     if (r < 0) {
-      conn_drop(c);
+      redisFree(c);
     } else {
       pool_put(rc, c);
       r = rcode;
     }
   }
-  pipe_unblock(&g);
   return r;
 }
 
@@ -943,8 +923,6 @@ static int redis_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, 
   redis_client *rc = bc->priv;
   if (n == 0)
     return 0;
-  pipe_guard g;
-  pipe_block(&g);
   redisContext *c;
   int r = pool_get(rc, &c);
   if (r == 0) {
@@ -953,19 +931,16 @@ static int redis_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, 
       r = renew_batch(rc, c, bls + start, m, rcs + start);
     }
     if (r < 0)
-      conn_drop(c);
+      redisFree(c);
     else
       pool_put(rc, c);
   }
-  pipe_unblock(&g);
   return r;
 }
 
 static int redis_inspect(dlock_backend_client *bc, const char *key, size_t keylen,
                          dlock_info *info) {
   redis_client *rc = bc->priv;
-  pipe_guard g;
-  pipe_block(&g);
   keyset k;
   int r = keys_build(rc, key, keylen, K_LOCK | K_FENCE, &k);
   if (r < 0)
@@ -987,7 +962,6 @@ static int redis_inspect(dlock_backend_client *bc, const char *key, size_t keyle
   }
   keys_free(&k);
 out:
-  pipe_unblock(&g);
   return r;
 }
 

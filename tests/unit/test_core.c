@@ -9,7 +9,9 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -340,6 +342,32 @@ static void test_close_releases(void **state) {
   dlock_close(b);
 }
 
+/* The owner-token buffer must not be shared with a forked child. */
+static void test_owner_tokens_after_fork(void **state) {
+  (void)state;
+  char warm[33], parent[33], child[33] = {0};
+  assert_int_equal(dlock__random_hex(warm, 16), 0); /* the buffer now holds more */
+  int p[2];
+  assert_int_equal(pipe(p), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    char t[33];
+    int ok = dlock__random_hex(t, 16) == 0 && write(p[1], t, 32) == 32;
+    _exit(ok ? 0 : 1);
+  }
+  assert_int_equal(dlock__random_hex(parent, 16), 0);
+  assert_int_equal(read(p[0], child, 32), 32);
+  int st;
+  waitpid(pid, &st, 0);
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  assert_string_not_equal(parent, child);
+  assert_string_not_equal(warm, child);
+  assert_int_equal(strlen(parent), 32);
+  close(p[0]);
+  close(p[1]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_error_table),
@@ -351,6 +379,7 @@ int main(void) {
       cmocka_unit_test(test_mem_reentrancy_and_metrics),
       cmocka_unit_test(test_mem_evict_reports_loss),
       cmocka_unit_test(test_close_releases),
+      cmocka_unit_test(test_owner_tokens_after_fork),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }

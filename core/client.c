@@ -127,8 +127,9 @@ static int read_common_params(dlock_client *c) {
       (rc = dlock_url_param_duration(u, "retry_max", 1000, &c->retry_max_ms)) < 0 ||
       (rc = dlock_url_param_duration(u, "margin", 2, &c->margin_floor_ms)) < 0)
     return rc;
-  if (bc->default_ttl_ms <= 0)
-    return dlock_seterr(DLOCK_EINVAL, "invalid URL parameter ttl: must be positive");
+  if (bc->default_ttl_ms <= 0 || bc->default_ttl_ms > DLOCK_TTL_MAX_MS)
+    return dlock_seterr(DLOCK_EINVAL, "invalid URL parameter ttl: must be positive and at "
+                                      "most 30 days");
   if (bc->connect_timeout_ms <= 0 || bc->timeout_ms <= 0)
     return dlock_seterr(DLOCK_EINVAL, "invalid URL parameter: timeouts must be positive");
   if (c->retry_initial_ms <= 0 || c->retry_max_ms < c->retry_initial_ms)
@@ -250,10 +251,13 @@ void dlock_close(dlock_client *c) {
 }
 
 static int check_opts(const dlock_options *o) {
-  if (o->ttl_ms < 0)
-    return dlock_seterr(DLOCK_EINVAL, "ttl_ms must not be negative (0 = client default)");
-  if (o->wait_ms < -1)
-    return dlock_seterr(DLOCK_EINVAL, "wait_ms must be >= 0, or -1 to wait forever");
+  if (o->ttl_ms < 0 || o->ttl_ms > DLOCK_TTL_MAX_MS)
+    return dlock_seterr(DLOCK_EINVAL,
+                        "ttl_ms must be in [0, 30 days] (0 = client default), got %lld",
+                        (long long)o->ttl_ms);
+  if (o->wait_ms < -1 || o->wait_ms > DLOCK_WAIT_MAX_MS)
+    return dlock_seterr(DLOCK_EINVAL,
+                        "wait_ms must be >= 0 and at most 100 years, or -1 to wait forever");
   if (o->owner_label && strnlen(o->owner_label, 128) >= 128)
     return dlock_seterr(DLOCK_EINVAL, "owner_label is longer than 127 bytes");
   return 0;
@@ -509,8 +513,8 @@ int dlock_renew(dlock_lock *l, int64_t ttl_ms) {
   dlock__clear_err();
   if (!l)
     return dlock_seterr(DLOCK_EINVAL, "dlock_renew: NULL lock");
-  if (ttl_ms < 0)
-    return dlock_seterr(DLOCK_EINVAL, "ttl_ms must not be negative (0 = keep the current)");
+  if (ttl_ms < 0 || ttl_ms > DLOCK_TTL_MAX_MS)
+    return dlock_seterr(DLOCK_EINVAL, "ttl_ms must be in [0, 30 days] (0 = keep the current)");
   dlock_client *c = l->client;
   if (on_renew_thread(c))
     return dlock_seterr(DLOCK_EINVAL, "dlock_renew called from an on_lost callback");

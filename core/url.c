@@ -472,7 +472,7 @@ int dlock__parse_duration(const char *s, int64_t *ms) {
   else
     return DLOCK_EINVAL;
   double r = v * mult;
-  if (r > 9.2e15) /* keeps ns arithmetic far from overflow */
+  if (r > 3.2e12) /* ~100 years: keeps the ns arithmetic far from overflow */
     return DLOCK_EINVAL;
   *ms = (int64_t)(r + 0.5);
   return 0;

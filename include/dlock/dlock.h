@@ -39,6 +39,10 @@ typedef struct dlock_lock dlock_lock;
 
 /* Longest key accepted, in bytes.  Keys are 1..DLOCK_KEY_MAX bytes of UTF-8. */
 #define DLOCK_KEY_MAX 512
+/* Longest lease accepted (30 days), in ms. */
+#define DLOCK_TTL_MAX_MS (30LL * 24 * 3600 * 1000)
+/* Longest finite wait accepted (about 100 years), in ms; -1 waits forever. */
+#define DLOCK_WAIT_MAX_MS (100LL * 366 * 24 * 3600 * 1000)
 
 /* Called once, on the client's renew thread, when a held lock is lost (the
  * store no longer has it, a renewal was refused, or its validity deadline

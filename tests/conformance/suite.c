@@ -606,6 +606,12 @@ static void case11_bad_input(void **state) {
   assert_non_null(strstr(dlock_client_errmsg(NULL), "ttl"));
   bad = opts(1000, -2, 1);
   ASSERT_RC(dlock_acquire(c, key("c11"), &bad, &l), DLOCK_EINVAL);
+  bad = opts(INT64_MAX, 0, 1);
+  ASSERT_RC(dlock_try_acquire(c, key("c11"), &bad, &l), DLOCK_EINVAL);
+  bad = opts(1000, INT64_MAX, 1);
+  ASSERT_RC(dlock_acquire(c, key("c11"), &bad, &l), DLOCK_EINVAL);
+  expect_open_einval(url_with(g_url, "ttl=31d"), "ttl");
+  expect_open_einval(url_with(g_url, "ttl=1000000h"), "ttl");
   ASSERT_RC(dlock_release(NULL), DLOCK_EINVAL);
   ASSERT_RC(dlock_renew(NULL, 0), DLOCK_EINVAL);
   ASSERT_RC(dlock_inspect(c, "", NULL), DLOCK_EINVAL);
@@ -614,6 +620,7 @@ static void case11_bad_input(void **state) {
   longkey[DLOCK_KEY_MAX] = '\0';
   ASSERT_RC(dlock_try_acquire(c, longkey, &o, &l), 0);
   ASSERT_RC(dlock_renew(l, -1), DLOCK_EINVAL);
+  ASSERT_RC(dlock_renew(l, INT64_MAX), DLOCK_EINVAL);
   ASSERT_RC(dlock_release(l), 0);
   dlock_close(c);
   dlock_close(NULL);

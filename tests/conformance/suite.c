@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include "dlock/dlock.h"
+#include "event.h"
 #include "faults.h"
 #include "internal.h"
 
@@ -77,50 +78,6 @@ static void let_time_pass(int64_t ms) {
   struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
   while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
     ;
-}
-
-/* An event with a deadline: what threads and callbacks signal. */
-struct event {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int count;
-  uint64_t token;
-};
-
-static void event_init(struct event *e) {
-  pthread_mutex_init(&e->mu, NULL);
-  dlock__cond_init(&e->cv);
-  e->count = 0;
-  e->token = 0;
-}
-
-static void event_signal(struct event *e) {
-  pthread_mutex_lock(&e->mu);
-  e->count++;
-  pthread_cond_broadcast(&e->cv);
-  pthread_mutex_unlock(&e->mu);
-}
-
-/* Waits until count >= n or timeout; returns the count. */
-static int event_wait(struct event *e, int n, int64_t timeout_ms) {
-  struct timespec ts;
-  dlock__ns_to_timespec(dlock__now_ns() + timeout_ms * 1000000, &ts);
-  pthread_mutex_lock(&e->mu);
-  while (e->count < n)
-    if (pthread_cond_timedwait(&e->cv, &e->mu, &ts) == ETIMEDOUT)
-      break;
-  int c = e->count;
-  pthread_mutex_unlock(&e->mu);
-  return c;
-}
-
-static void on_lost_cb(const char *k, uint64_t token, void *arg) {
-  (void)k;
-  struct event *e = arg;
-  pthread_mutex_lock(&e->mu);
-  e->token = token;
-  pthread_mutex_unlock(&e->mu);
-  event_signal(e);
 }
 
 /* ---- 1. try_acquire / EBUSY / release ---- */
@@ -377,7 +334,7 @@ static void case06_stale_handle(void **state) {
   struct event lost;
   event_init(&lost);
   dlock_options o = opts(1000, 0, 0);
-  o.on_lost = on_lost_cb;
+  o.on_lost = event_on_lost;
   o.on_lost_arg = &lost;
   dlock_lock *la, *lb, *lc;
   ASSERT_RC(dlock_try_acquire(a, k, &o, &la), 0);
@@ -519,7 +476,7 @@ static void case10_loss(void **state) {
   event_init(&lost);
   const int64_t ttl = 2000;
   dlock_options o = opts(ttl, 0, 1);
-  o.on_lost = on_lost_cb;
+  o.on_lost = event_on_lost;
   o.on_lost_arg = &lost;
   dlock_lock *l;
   ASSERT_RC(dlock_try_acquire(a, k, &o, &l), 0);

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "dlock/mem.h"
+#include "event.h"
 #include "internal.h"
 
 /* ---- a scriptable backend ("test://") ---- */
@@ -88,39 +89,6 @@ static int setup(void **state) {
     return dlock_backend_register(&tb_ops) == 0 ? 0 : -1;
   }
   return 0;
-}
-
-struct counter {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int n;
-};
-
-static void count_cb(const char *key, uint64_t token, void *arg) {
-  (void)key;
-  (void)token;
-  struct counter *c = arg;
-  pthread_mutex_lock(&c->mu);
-  c->n++;
-  pthread_cond_broadcast(&c->cv);
-  pthread_mutex_unlock(&c->mu);
-}
-
-static int counter_wait(struct counter *c, int n, int64_t ms) {
-  struct timespec ts;
-  dlock__ns_to_timespec(dlock__now_ns() + ms * 1000000, &ts);
-  pthread_mutex_lock(&c->mu);
-  while (c->n < n && pthread_cond_timedwait(&c->cv, &c->mu, &ts) != ETIMEDOUT)
-    ;
-  int r = c->n;
-  pthread_mutex_unlock(&c->mu);
-  return r;
-}
-
-static void counter_init(struct counter *c) {
-  pthread_mutex_init(&c->mu, NULL);
-  dlock__cond_init(&c->cv);
-  c->n = 0;
 }
 
 /* ---- tests ---- */
@@ -225,20 +193,20 @@ static void test_deadline_without_reply(void **state) {
   tb.renew_rc = DLOCK_ECONN; /* the store stops answering */
   dlock_client *c;
   assert_int_equal(dlock_open("test://h", &c), 0);
-  struct counter lost;
-  counter_init(&lost);
+  struct event lost;
+  event_init(&lost);
   dlock_options o = DLOCK_OPTIONS_INIT;
   o.ttl_ms = 300;
-  o.on_lost = count_cb;
+  o.on_lost = event_on_lost;
   o.on_lost_arg = &lost;
   dlock_lock *l;
   assert_int_equal(dlock_try_acquire(c, "k", &o, &l), 0);
   assert_int_equal(dlock_lock_state(l), DLOCK_HELD);
   assert_true(dlock_lock_remaining_ms(l) <= 300);
-  assert_int_equal(counter_wait(&lost, 1, 5000), 1);
+  assert_int_equal(event_wait(&lost, 1, 5000), 1);
   assert_int_equal(dlock_lock_state(l), DLOCK_LOST);
   assert_true(atomic_load(&tb.renews) >= 1);
-  assert_int_equal(counter_wait(&lost, 2, 300), 1); /* once */
+  assert_int_equal(event_wait(&lost, 2, 300), 1); /* once */
   dlock_metrics m;
   dlock_metrics_get(c, &m);
   assert_true(m.renew_failed >= 1);
@@ -297,10 +265,10 @@ static void test_mem_evict_reports_loss(void **state) {
   (void)state;
   dlock_client *c;
   assert_int_equal(dlock_open("mem://unit-evict", &c), 0);
-  struct counter lost;
-  counter_init(&lost);
+  struct event lost;
+  event_init(&lost);
   dlock_options o = DLOCK_OPTIONS_INIT;
-  o.on_lost = count_cb;
+  o.on_lost = event_on_lost;
   o.on_lost_arg = &lost;
   o.auto_renew = 0;
   dlock_lock *l;
@@ -309,7 +277,7 @@ static void test_mem_evict_reports_loss(void **state) {
   assert_int_equal(dlock_control(c, NULL, DLOCK_MEM_CTL_EVICT, (void *)"e"), DLOCK_EINVAL);
   assert_int_equal(dlock_control(c, NULL, 42, NULL), DLOCK_ENOTSUP);
   assert_int_equal(dlock_renew(l, 0), DLOCK_ELOST);
-  assert_int_equal(counter_wait(&lost, 1, 5000), 1);
+  assert_int_equal(event_wait(&lost, 1, 5000), 1);
   assert_int_equal(dlock_lock_state(l), DLOCK_LOST);
   /* the same thread asking again gets told to release the lost handle */
   dlock_lock *l2;

@@ -115,6 +115,42 @@ void dlock__mark_lost(dlock_client *c, struct dlock_lock *l) {
   dlock__renew_kick(c);
 }
 
+static const struct {
+  const char *name;
+  unsigned bit;
+} cap_names[] = {
+    {"fencing", DLOCK_CAP_FENCING},         {"native_wait", DLOCK_CAP_NATIVE_WAIT},
+    {"fair", DLOCK_CAP_FAIR},               {"loss_detect", DLOCK_CAP_LOSS_DETECT},
+    {"server_ttl", DLOCK_CAP_SERVER_TTL},   {"cross_host", DLOCK_CAP_CROSS_HOST},
+    {"cross_process", DLOCK_CAP_CROSS_PROCESS},
+};
+
+/* ?require=fencing,cross_host: refuse at open a store that lacks what the
+ * caller's correctness depends on, instead of discovering it in production. */
+static int check_required(dlock_client *c, const char *list) {
+  const char *p = list;
+  while (*p) {
+    size_t n = strcspn(p, ",");
+    size_t i;
+    for (i = 0; i < sizeof cap_names / sizeof *cap_names; i++)
+      if (strlen(cap_names[i].name) == n && strncmp(cap_names[i].name, p, n) == 0)
+        break;
+    if (i == sizeof cap_names / sizeof *cap_names)
+      return dlock_seterr(DLOCK_EINVAL,
+                          "invalid URL parameter require: unknown capability '%.*s' (known: "
+                          "fencing, native_wait, fair, loss_detect, server_ttl, cross_host, "
+                          "cross_process)",
+                          (int)n, p);
+    if (!(c->ops->caps & cap_names[i].bit))
+      return dlock_seterr(DLOCK_ENOTSUP, "backend '%s' does not provide '%s' (required by URL)",
+                          c->ops->name, cap_names[i].name);
+    p += n;
+    if (*p == ',')
+      p++;
+  }
+  return 0;
+}
+
 static int read_common_params(dlock_client *c) {
   dlock_url *u = c->url;
   dlock_backend_client *bc = &c->bc;
@@ -141,6 +177,9 @@ static int read_common_params(dlock_client *c) {
     return rc;
   c->retry_multiplier = (double)mult;
   c->retry_jitter = (double)jitter / 100.0;
+  const char *req;
+  if (dlock_url_param(u, "require", &req) && (rc = check_required(c, req)) < 0)
+    return rc;
   const char *prefix;
   if (dlock_url_param(u, "prefix", &prefix)) {
     if (!*prefix || strlen(prefix) > 256)

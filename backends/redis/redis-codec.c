@@ -30,11 +30,14 @@ static const char acquire_lua[] =
     " 'PX', ARGV[2])\n"
     "return {1, t}\n";
 
-/* Compare the whole value, so a handle from an earlier acquisition by the
- * same owner string can never free a later one.  Waiters only need to know
- * that something was released; the payload is informational. */
+/* The owner token is 128 random bits drawn for this acquisition alone, so
+ * "the value starts with owner:" identifies the holder as well as the
+ * whole value would, and needs no token: after an acquire whose reply was
+ * lost the core can still give the lock back by owner.  Waiters only need
+ * to know that something was released; the payload is informational. */
 static const char release_lua[] =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then\n"
     "  redis.call('DEL', KEYS[1])\n"
     "  redis.call('PUBLISH', KEYS[2], ARGV[1])\n"
     "  return 1\n"
@@ -42,7 +45,8 @@ static const char release_lua[] =
     "return 0\n";
 
 static const char renew_lua[] =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then\n"
     "  redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
     "  return 1\n"
     "end\n"
@@ -103,34 +107,6 @@ char *dlock__redis_key(const char *prefix, dlock__redis_keykind kind, const char
     memcpy(s + plen + mlen, key, keylen);
   s[n - 1] = '}';
   s[n] = '\0';
-  if (len)
-    *len = n;
-  return s;
-}
-
-char *dlock__redis_value(const char *owner, uint64_t token, const char *label, size_t *len) {
-  if (!owner)
-    return NULL;
-  if (!label)
-    label = "";
-  char tok[24];
-  int tl = snprintf(tok, sizeof tok, "%" PRIu64, token);
-  if (tl < 0)
-    return NULL;
-  size_t ol = strlen(owner), ll = strlen(label);
-  size_t n = ol + 1 + (size_t)tl + 1 + ll;
-  char *s = malloc(n + 1);
-  if (!s)
-    return NULL;
-  char *p = s;
-  memcpy(p, owner, ol);
-  p += ol;
-  *p++ = ':';
-  memcpy(p, tok, (size_t)tl);
-  p += tl;
-  *p++ = ':';
-  memcpy(p, label, ll);
-  p[ll] = '\0';
   if (len)
     *len = n;
   return s;

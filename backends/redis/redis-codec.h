@@ -25,8 +25,8 @@
 /* Scripts.  Their KEYS and ARGV:
  *   ACQUIRE  KEYS lock, fence   ARGV owner, ttl_ms, label
  *            -> {1, token} or {0, pttl of the holder}
- *   RELEASE  KEYS lock, chan    ARGV value            -> 1, or 0 if not ours
- *   RENEW    KEYS lock          ARGV value, ttl_ms    -> 1, or 0 if not ours
+ *   RELEASE  KEYS lock, chan    ARGV owner            -> 1, or 0 if not ours
+ *   RENEW    KEYS lock          ARGV owner, ttl_ms    -> 1, or 0 if not ours
  *   INSPECT  KEYS lock, fence                         -> {value|nil, pttl, fence|nil}
  */
 typedef enum dlock__redis_script_id {
@@ -53,11 +53,6 @@ typedef enum dlock__redis_keykind {
  * length in *LEN, or NULL when out of memory. */
 DLOCK__HIDDEN char *dlock__redis_key(const char *prefix, dlock__redis_keykind kind,
                                      const char *key, size_t keylen, size_t *len);
-
-/* "<owner>:<token>:<label>", exactly as the acquire script builds it.
- * malloc'd with its length in *LEN, or NULL when out of memory. */
-DLOCK__HIDDEN char *dlock__redis_value(const char *owner, uint64_t token,
-                                       const char *label, size_t *len);
 
 /* A lock value split into its parts; the pointers point into the input. */
 typedef struct dlock__redis_value_parts {

@@ -425,25 +425,18 @@ static int attempt_pooled(redis_client *rc, dlock_backend_lock *bl) {
 }
 
 static int do_release(const redis_client *rc, redisContext *c, dlock_backend_lock *bl) {
-  size_t vlen;
-  char *val = dlock__redis_value(bl->owner, bl->token, bl->label, &vlen);
-  if (!val)
-    return dlock_seterr(DLOCK_ENOMEM, "redis: out of memory");
   keyset k;
   int r = keys_build(rc, bl->key, bl->keylen, K_LOCK | K_CHAN, &k);
-  if (r < 0) {
-    free(val);
+  if (r < 0)
     return r;
-  }
   script_call sc;
   sc_init(&sc, rc, DLOCK__REDIS_RELEASE, 2);
   sc_add(&sc, k.lock, k.lock_len);
   sc_add(&sc, k.chan, k.chan_len);
-  sc_add(&sc, val, vlen);
+  sc_add(&sc, bl->owner, strlen(bl->owner));
   redisReply *rep = NULL;
   r = sc_run(rc, c, &sc, NULL, &rep);
   keys_free(&k);
-  free(val);
   if (r < 0)
     return r;
   int ok = 0;
@@ -461,16 +454,10 @@ static int do_release(const redis_client *rc, redisContext *c, dlock_backend_loc
  * output buffer. */
 static int append_renew(const redis_client *rc, redisContext *c, const dlock_backend_lock *bl,
                         int eval) {
-  size_t vlen;
-  char *val = dlock__redis_value(bl->owner, bl->token, bl->label, &vlen);
-  if (!val)
-    return dlock_seterr(DLOCK_ENOMEM, "redis: out of memory");
   keyset k;
   int r = keys_build(rc, bl->key, bl->keylen, K_LOCK, &k);
-  if (r < 0) {
-    free(val);
+  if (r < 0)
     return r;
-  }
   char ttl[24];
   int tl = snprintf(ttl, sizeof ttl, "%lld", (long long)bl->ttl_ms);
   script_call sc;
@@ -478,13 +465,12 @@ static int append_renew(const redis_client *rc, redisContext *c, const dlock_bac
   if (eval)
     sc_use_eval(&sc);
   sc_add(&sc, k.lock, k.lock_len);
-  sc_add(&sc, val, vlen);
+  sc_add(&sc, bl->owner, strlen(bl->owner));
   sc_add(&sc, ttl, (size_t)tl);
   r = redisAppendCommandArgv(c, sc.argc, sc.argv, sc.lens) == REDIS_OK
           ? 0
           : dlock_seterr(DLOCK_ENOMEM, "redis: out of memory");
   keys_free(&k);
-  free(val);
   return r;
 }
 

@@ -99,7 +99,7 @@ int64_t dlock__margin_ns(const dlock_client *c, int64_t ttl_ms) {
   return (ttl_ms / 100 + c->margin_floor_ms) * 1000000;
 }
 
-static int64_t validity_deadline(const dlock_client *c, int64_t sent_ns, int64_t ttl_ms) {
+int64_t dlock__validity_deadline(const dlock_client *c, int64_t sent_ns, int64_t ttl_ms) {
   if (!(c->ops->caps & DLOCK_CAP_SERVER_TTL))
     return INT64_MAX;
   return sent_ns + ttl_ms * 1000000 - dlock__margin_ns(c, ttl_ms);
@@ -113,6 +113,20 @@ void dlock__mark_lost(dlock_client *c, struct dlock_lock *l) {
   if (l->on_lost)
     l->lost_pending = true; /* the renew thread delivers it */
   dlock__renew_kick(c);
+}
+
+/* A lease so short that the safety margin eats most of it would be lost
+ * before its first renewal. */
+static int check_ttl(const dlock_client *c, int64_t ttl_ms, const char *what) {
+  if (!(c->ops->caps & DLOCK_CAP_SERVER_TTL))
+    return 0;
+  int64_t margin_ms = dlock__margin_ns(c, ttl_ms) / 1000000;
+  if (3 * margin_ms >= ttl_ms)
+    return dlock_seterr(DLOCK_EINVAL,
+                        "%s of %lld ms is too short: it must exceed three times the "
+                        "safety margin (%lld ms)",
+                        what, (long long)ttl_ms, (long long)margin_ms);
+  return 0;
 }
 
 static const struct {
@@ -248,6 +262,8 @@ int dlock_open(const char *url, dlock_client **out) {
     goto fail;
   default_label(c->default_label, sizeof c->default_label);
   c->renew_wake_ns = INT64_MIN; /* not started: it scans everything first */
+  if ((rc = check_ttl(c, c->bc.default_ttl_ms, "URL parameter ttl")) < 0)
+    goto fail;
   if ((rc = ops->open(&c->bc, u)) < 0)
     goto fail;
   if ((rc = dlock__url_check_unused(u)) < 0) {
@@ -271,11 +287,15 @@ void dlock_close(dlock_client *c) {
   dlock__renew_stop(c);
   /* Locks the caller never released: give them back so others need not
    * wait for the TTL. */
+  bool reachable = true;
   while (c->head) {
     struct dlock_lock *l = c->head;
     table_remove(c, l);
-    if (l->state == DLOCK_HELD || l->state == DLOCK_LOST)
-      c->ops->release(&c->bc, &l->bl);
+    /* Once the store stops answering, the rest expire on their own; waiting
+     * a timeout per lock would make close take minutes. */
+    if (reachable && (l->state == DLOCK_HELD || l->state == DLOCK_LOST) &&
+        dlock_err_is_transient(c->ops->release(&c->bc, &l->bl)))
+      reachable = false;
     lock_free(l);
   }
   c->ops->close(&c->bc);
@@ -346,7 +366,8 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
     return dlock_seterr(DLOCK_EINVAL, "NULL client or output pointer");
   if (!opts)
     opts = &defaults;
-  if ((rc = dlock__key_check(key, &keylen)) < 0 || (rc = check_opts(opts)) < 0) {
+  if ((rc = dlock__key_check(key, &keylen)) < 0 || (rc = check_opts(opts)) < 0 ||
+      (opts->ttl_ms && (rc = check_ttl(c, opts->ttl_ms, "ttl_ms")) < 0)) {
     dlock__metrics_acquire_result(&c->metrics, DLOCK_EINVAL);
     return rc;
   }
@@ -354,12 +375,12 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
   int64_t ttl_ms = opts->ttl_ms ? opts->ttl_ms : c->bc.default_ttl_ms;
   int64_t t0 = dlock__now_ns();
   int64_t deadline = wait_ms < 0 ? -1 : t0 + wait_ms * 1000000;
-  pthread_t self = pthread_self();
+  uint64_t self = dlock__thread_serial();
   struct dlock_lock *l;
 
   pthread_mutex_lock(&c->mu);
   while ((l = table_find(c, key)) != NULL) {
-    if (pthread_equal(l->thread, self) && l->state != 0) {
+    if (l->thread == self && l->state != 0) {
       if (l->state == DLOCK_HELD && dlock__now_ns() < l->valid_until_ns) {
         l->holds++;
         pthread_mutex_unlock(&c->mu);
@@ -436,7 +457,7 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
   if (rc == 0 && bl->sent_ns == 0)
     bl->sent_ns = start;
   int64_t now = dlock__now_ns();
-  if (rc == 0 && validity_deadline(c, bl->sent_ns, ttl_ms) <= now) {
+  if (rc == 0 && dlock__validity_deadline(c, bl->sent_ns, ttl_ms) <= now) {
     /* Granted so late that the lease may already be gone: never hand out
      * a handle that is not valid. */
     c->ops->release(&c->bc, bl);
@@ -444,13 +465,22 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
   }
   if (rc > 0)
     rc = dlock_seterr(DLOCK_EBACKEND, "backend returned an invalid result");
+  if (rc == DLOCK_ECONN) {
+    /* The request may have reached the store and only the reply been lost:
+     * give back by owner whatever we might hold, so it does not sit there
+     * for a whole ttl.  Keep the message of the real failure. */
+    char why[512];
+    snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
+    c->ops->release(&c->bc, bl);
+    dlock_seterr(rc, "%s", why);
+  }
 
   bool kick = false;
   pthread_mutex_lock(&c->mu);
   if (rc == 0) {
     l->state = DLOCK_HELD;
     l->acquired_ns = now;
-    l->valid_until_ns = validity_deadline(c, bl->sent_ns, ttl_ms);
+    l->valid_until_ns = dlock__validity_deadline(c, bl->sent_ns, ttl_ms);
     l->next_renew_ns = bl->sent_ns + ttl_ms * 1000000 / 3;
     l->auto_renew = opts->auto_renew != 0;
     l->on_lost = opts->on_lost;
@@ -557,6 +587,8 @@ int dlock_renew(dlock_lock *l, int64_t ttl_ms) {
   dlock_client *c = l->client;
   if (on_renew_thread(c))
     return dlock_seterr(DLOCK_EINVAL, "dlock_renew called from an on_lost callback");
+  if (ttl_ms && check_ttl(c, ttl_ms, "ttl_ms") < 0)
+    return DLOCK_EINVAL;
   pthread_mutex_lock(&c->mu);
   while (l->inflight)
     pthread_cond_wait(&c->cv, &c->mu);
@@ -568,6 +600,7 @@ int dlock_renew(dlock_lock *l, int64_t ttl_ms) {
   l->inflight = true;
   if (ttl_ms)
     l->bl.ttl_ms = ttl_ms;
+  l->bl.io_deadline_ns = l->valid_until_ns == INT64_MAX ? 0 : l->valid_until_ns;
   pthread_mutex_unlock(&c->mu);
 
   l->bl.sent_ns = 0;
@@ -578,7 +611,7 @@ int dlock_renew(dlock_lock *l, int64_t ttl_ms) {
   pthread_mutex_lock(&c->mu);
   l->inflight = false;
   if (rc == 0) {
-    l->valid_until_ns = validity_deadline(c, sent, l->bl.ttl_ms);
+    l->valid_until_ns = dlock__validity_deadline(c, sent, l->bl.ttl_ms);
     l->next_renew_ns = sent + l->bl.ttl_ms * 1000000 / 3;
     atomic_fetch_add(&c->metrics.renew_ok, 1);
   } else {
@@ -586,6 +619,12 @@ int dlock_renew(dlock_lock *l, int64_t ttl_ms) {
     if (rc == DLOCK_ELOST || rc == DLOCK_ENOTOWNED) {
       dlock__mark_lost(c, l);
       rc = dlock_seterr(DLOCK_ELOST, "lock '%s' is no longer held at the store", l->key);
+    } else {
+      /* The store may have applied the new ttl before the reply got lost:
+       * if that ttl was shorter, the old deadline is no longer safe. */
+      int64_t maybe = dlock__validity_deadline(c, start, l->bl.ttl_ms);
+      if (maybe < l->valid_until_ns)
+        l->valid_until_ns = maybe;
     }
   }
   pthread_cond_broadcast(&c->cv);

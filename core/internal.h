@@ -28,6 +28,9 @@ DLOCK__HIDDEN int dlock__parse_duration(const char *s, int64_t *ms);
 DLOCK__HIDDEN int64_t dlock__now_ns(void);
 /* NBYTES random bytes from getrandom(2) as 2*NBYTES hex digits + NUL. */
 DLOCK__HIDDEN int dlock__random_hex(char *out, size_t nbytes);
+/* A number naming the calling thread, never reused within the process
+ * (pthread_t values are reused once a thread exits). */
+DLOCK__HIDDEN uint64_t dlock__thread_serial(void);
 /* Uniform in [0, n). */
 DLOCK__HIDDEN uint64_t dlock__random_below(uint64_t n);
 /* 0, or DLOCK_EINVAL with a message for an empty, oversized or non-UTF-8 key. */
@@ -82,7 +85,7 @@ struct dlock_lock {
   char *key;
   char owner[33];
   char *label;
-  pthread_t thread;          /* thread that acquired it (reentrancy) */
+  uint64_t thread;           /* dlock__thread_serial() of the acquirer (reentrancy) */
   int holds;
   int state;                 /* DLOCK_HELD / DLOCK_LOST / DLOCK_RELEASED, or 0 while acquiring */
   bool inflight;             /* a backend call on it is running */
@@ -134,6 +137,9 @@ DLOCK__HIDDEN void dlock__renew_stop(dlock_client *c);
 DLOCK__HIDDEN void dlock__renew_kick(dlock_client *c);
 /* Safety margin subtracted from the ttl for the local validity deadline. */
 DLOCK__HIDDEN int64_t dlock__margin_ns(const dlock_client *c, int64_t ttl_ms);
+/* Local validity deadline of a lease of TTL_MS whose request left at SENT_NS. */
+DLOCK__HIDDEN int64_t dlock__validity_deadline(const dlock_client *c, int64_t sent_ns,
+                                               int64_t ttl_ms);
 /* Under c->mu: turn L LOST (once) and count it. */
 DLOCK__HIDDEN void dlock__mark_lost(dlock_client *c, struct dlock_lock *l);
 

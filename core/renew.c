@@ -32,8 +32,12 @@ static void apply_renew(dlock_client *c, struct dlock_lock *l, int rc, int64_t s
     dlock__mark_lost(c, l);
     return;
   }
-  /* Transient: try again soon, with growing gaps, until the validity
-   * deadline decides. */
+  /* Transient: the store may have applied the ttl and lost the reply; never
+   * let that stretch the deadline.  Try again soon, with growing gaps, until
+   * the validity deadline decides. */
+  int64_t maybe = dlock__validity_deadline(c, start, l->bl.ttl_ms);
+  if (maybe < l->valid_until_ns)
+    l->valid_until_ns = maybe;
   l->renew_failures++;
   int64_t gap = (int64_t)l->renew_failures * 200000000;
   int64_t cap = l->bl.ttl_ms * 1000000 / 10;
@@ -79,6 +83,7 @@ static void *renew_main(void *arg) {
           dlock__mark_lost(c, l);
         } else if (l->auto_renew && l->next_renew_ns <= now + batch_slack_ns(l) && nb < cap) {
           l->inflight = true;
+          l->bl.io_deadline_ns = l->valid_until_ns == INT64_MAX ? 0 : l->valid_until_ns;
           batch[nb++] = l;
           continue;
         } else {
@@ -108,25 +113,36 @@ static void *renew_main(void *arg) {
     }
     pthread_mutex_unlock(&c->mu);
 
+    /* Callbacks first: a loss must not be reported late because the store
+     * has stopped answering renewals. */
+    for (size_t i = 0; i < nc; i++)
+      cbs[i]->on_lost(cbs[i]->key, cbs[i]->bl.token, cbs[i]->on_lost_arg);
+
     int64_t start = dlock__now_ns();
     for (size_t i = 0; i < nb; i++) {
       batch[i]->bl.sent_ns = 0;
       bls[i] = &batch[i]->bl;
     }
-    int mrc = -1;
-    if (nb > 1 && c->ops->renew_many)
-      mrc = c->ops->renew_many(&c->bc, bls, nb, rcs);
-    if (mrc != 0) {
+    if (nb > 1 && c->ops->renew_many) {
+      int mrc = c->ops->renew_many(&c->bc, bls, nb, rcs);
+      for (size_t i = 0; mrc < 0 && i < nb; i++)
+        rcs[i] = mrc;
+    } else {
+      int down = 0;
       for (size_t i = 0; i < nb; i++) {
-        bls[i]->sent_ns = 0;
+        /* One unreachable store fails the rest without waiting again. */
+        if (down) {
+          rcs[i] = down;
+          continue;
+        }
         int64_t s1 = dlock__now_ns();
         rcs[i] = c->ops->renew(&c->bc, bls[i]);
         if (!bls[i]->sent_ns)
           bls[i]->sent_ns = s1;
+        if (rcs[i] == DLOCK_ECONN)
+          down = rcs[i];
       }
     }
-    for (size_t i = 0; i < nc; i++)
-      cbs[i]->on_lost(cbs[i]->key, cbs[i]->bl.token, cbs[i]->on_lost_arg);
 
     pthread_mutex_lock(&c->mu);
     for (size_t i = 0; i < nb; i++) {

@@ -41,16 +41,36 @@ struct dlock_url {
   size_t nparams;
 };
 
-/* Query parameters whose values are secrets. */
+/* Query parameters whose values are hidden: any name containing one of
+ * these, after percent-decoding, case-insensitively.  Hiding too much is
+ * harmless; hiding too little is not. */
 static bool secret_param(const char *name, size_t n) {
-  static const char *const names[] = {"password", "pass", "token", "secret", "auth"};
-  for (size_t i = 0; i < sizeof names / sizeof *names; i++)
-    if (strlen(names[i]) == n && strncasecmp(names[i], name, n) == 0)
+  static const char *const words[] = {"pass", "pwd", "token", "secret", "key", "auth", "cred"};
+  char dec[128];
+  size_t d = 0;
+  for (size_t i = 0; i < n && d + 1 < sizeof dec; i++) {
+    if (name[i] == '%' && i + 2 < n && isxdigit((unsigned char)name[i + 1]) &&
+        isxdigit((unsigned char)name[i + 2])) {
+      char hx[3] = {name[i + 1], name[i + 2], 0};
+      dec[d++] = (char)strtol(hx, NULL, 16);
+      i += 2;
+    } else {
+      dec[d++] = name[i];
+    }
+  }
+  dec[d] = '\0';
+  if (n >= sizeof dec)
+    return true; /* absurdly long name: hide its value */
+  for (size_t w = 0; w < sizeof words / sizeof *words; w++)
+    if (strcasestr(dec, words[w]))
       return true;
   return false;
 }
 
-/* Purely textual so it also works on URLs that fail to parse. */
+/* Purely textual, so it also works on URLs that fail to parse, and it
+ * assumes nothing about which characters a password contains: everything
+ * between the first ':' after the scheme and the last '@' is hidden, even
+ * if that sometimes hides more than the password. */
 static int redact(const char *url, char *buf, size_t len) {
   size_t o = 0;
 #define PUT(ch)                                                                \
@@ -59,37 +79,25 @@ static int redact(const char *url, char *buf, size_t len) {
       buf[o] = (ch);                                                           \
     o++;                                                                       \
   } while (0)
-#define PUTS(s)                                                                \
-  do {                                                                         \
-    for (const char *p_ = (s); *p_; p_++)                                      \
-      PUT(*p_);                                                                \
-  } while (0)
-  const char *sep = strstr(url, "://");
   const char *p = url;
-  if (sep) {
-    const char *auth = sep + 3;
-    size_t alen = strcspn(auth, "/?#");
-    const char *at = NULL;
-    for (const char *q = auth; q < auth + alen; q++)
-      if (*q == '@')
-        at = q;
-    for (; p < auth; p++)
-      PUT(*p);
-    if (at) {
-      const char *colon = memchr(auth, ':', (size_t)(at - auth));
-      if (colon) {
-        for (; p <= colon; p++)
-          PUT(*p);
-        PUTS("***");
-        p = at;
-      }
+  const char *at = strrchr(url, '@');
+  if (at) {
+    const char *sep = strstr(url, "://");
+    const char *first = strchr(url, ':');
+    const char *from = sep && sep < at ? sep + 3 : first && first < at ? first + 1 : url;
+    const char *colon = memchr(from, ':', (size_t)(at - from));
+    if (colon) {
+      for (; p <= colon; p++)
+        PUT(*p);
+      PUT('*');
+      PUT('*');
+      PUT('*');
+      p = at;
     }
-    for (; p < auth + alen; p++)
-      PUT(*p);
   }
   const char *q = strchr(p, '?');
   if (!q)
-    q = p + strlen(p);
+    q = p + strcspn(p, "#");
   for (; p < q; p++)
     PUT(*p);
   if (*p == '?') {
@@ -103,7 +111,9 @@ static int redact(const char *url, char *buf, size_t len) {
       if (nlen < plen) {
         PUT('=');
         if (secret_param(p, nlen)) {
-          PUTS("***");
+          PUT('*');
+          PUT('*');
+          PUT('*');
         } else {
           for (size_t i = nlen + 1; i < plen; i++)
             PUT(p[i]);
@@ -122,7 +132,6 @@ static int redact(const char *url, char *buf, size_t len) {
     buf[o < len ? o : len - 1] = '\0';
   return (int)(o > INT_MAX ? INT_MAX : o);
 #undef PUT
-#undef PUTS
 }
 
 int dlock_url_redact(const char *url, char *buf, size_t len) {

@@ -95,6 +95,14 @@ int dlock__random_hex(char *out, size_t nbytes) {
   return 0;
 }
 
+uint64_t dlock__thread_serial(void) {
+  static _Atomic uint64_t next = 1;
+  static _Thread_local uint64_t mine;
+  if (!mine)
+    mine = atomic_fetch_add(&next, 1);
+  return mine;
+}
+
 uint64_t dlock__random_below(uint64_t n) {
   uint64_t v = 0;
   if (n == 0 || fill_random((unsigned char *)&v, sizeof v) < 0)

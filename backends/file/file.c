@@ -224,7 +224,12 @@ static int file_try_acquire(dlock_backend_client *bc, dlock_backend_lock *bl) {
   struct file_lock *fl = bl->priv;
   fl->fd = -1;
   int rc = lock_path(fc, bl, fl);
-  for (int tries = 0; rc == 0 && tries < 100; tries++) {
+  for (int tries = 0; rc == 0; tries++) {
+    if (tries == 100) {
+      rc = dlock_seterr(DLOCK_EBACKEND, "file: %s keeps being replaced while we lock it",
+                        fl->path);
+      break;
+    }
     if ((rc = open_lockfile(fl)) < 0)
       break;
     rc = attempt(fc, fl, bl);

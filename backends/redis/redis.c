@@ -488,8 +488,35 @@ static int renew_result(const redisReply *rep) {
 /* Renew BLS[0..N) in one pipeline on C, then once more with EVAL for any
  * that met NOSCRIPT.  A negative return means C is out of step and must be
  * closed (an I/O error, or commands appended and never read). */
+static int renew_batch_io(const redis_client *rc, redisContext *c, dlock_backend_lock **bls,
+                          size_t n, int *rcs, int64_t timeout_ms);
+
 static int renew_batch(const redis_client *rc, redisContext *c, dlock_backend_lock **bls,
                        size_t n, int *rcs) {
+  /* No point waiting for a reply past the moment the first of these locks
+   * is lost anyway: the core must hear about it then, not a timeout later. */
+  int64_t until = 0;
+  for (size_t i = 0; i < n; i++)
+    if (bls[i]->io_deadline_ns && (!until || bls[i]->io_deadline_ns < until))
+      until = bls[i]->io_deadline_ns;
+  int64_t limit_ms = rc->timeout_ms;
+  if (until) {
+    int64_t left_ms = (until - dlock_backend_now_ns()) / 1000000;
+    if (left_ms <= 0)
+      return dlock_seterr(DLOCK_ECONN, "redis: renew: the lock's validity ran out first");
+    if (left_ms < limit_ms)
+      limit_ms = left_ms;
+  }
+  if (limit_ms != rc->timeout_ms && set_timeout(rc, c, limit_ms) < 0)
+    return DLOCK_ECONN;
+  int r = renew_batch_io(rc, c, bls, n, rcs, limit_ms);
+  if (r >= 0 && limit_ms != rc->timeout_ms && set_timeout(rc, c, rc->timeout_ms) < 0)
+    r = DLOCK_ECONN;
+  return r;
+}
+
+static int renew_batch_io(const redis_client *rc, redisContext *c, dlock_backend_lock **bls,
+                          size_t n, int *rcs, int64_t timeout_ms) {
   unsigned char *noscript = calloc(n, 1);
   int64_t *sent = malloc(n * sizeof *sent);
   int r = 0;
@@ -517,7 +544,7 @@ static int renew_batch(const redis_client *rc, redisContext *c, dlock_backend_lo
       void *v = NULL;
       errno = 0;
       if (get_reply(c, &v) != REDIS_OK || !v) {
-        r = io_error(rc, c, "renew", errno, rc->timeout_ms);
+        r = io_error(rc, c, "renew", errno, timeout_ms);
         goto out;
       }
       redisReply *rep = v;

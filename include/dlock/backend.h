@@ -80,6 +80,11 @@ typedef struct dlock_backend_lock {
                           validity deadline counts from here */
   int64_t holder_ttl_ms; /* on DLOCK_EBUSY: the holder's remaining lease if
                             known (caps the core's fallback backoff), else -1 */
+  /* Set by the core before renew/renew_many: past this dlock_backend_now_ns()
+   * time the lock is lost whatever the store answers, so the request should
+   * give up by then rather than wait out the full request timeout.  0 = no
+   * bound but the backend's own timeout. */
+  int64_t io_deadline_ns;
 } dlock_backend_lock;
 
 typedef struct dlock_backend_ops {

@@ -26,6 +26,7 @@ static void parse_bad(const char *s, const char *mention) {
   if (mention && !strstr(dlock_client_errmsg(NULL), mention))
     fail_msg("'%s' does not mention '%s'", dlock_client_errmsg(NULL), mention);
   assert_null(strstr(dlock_client_errmsg(NULL), "hunter2"));
+  assert_null(strstr(dlock_client_errmsg(NULL), "ter2"));
 }
 
 static void test_redis_url(void **state) {
@@ -110,6 +111,9 @@ static void test_bad_urls(void **state) {
   parse_bad("1redis://x", "scheme");
   parse_bad("redis://h:99999", "port");
   parse_bad("redis://u:hunter2@h:99999", "port");
+  parse_bad("redis://u:hun#ter2@h", NULL);
+  parse_bad("redis://u:hun/ter2@h:1", NULL);
+  parse_bad("redis:/u:hunter2@h", NULL);
   parse_bad("redis://h1:1,,h2:2", "empty host");
   parse_bad("redis://,h2:2", "empty host");
   parse_bad("redis://h?a=1&a=2", "twice");
@@ -144,6 +148,21 @@ static void test_redact(void **state) {
   assert_int_equal(n, (int)strlen("redis://u:***@host"));
   assert_int_equal(strlen(small), 7);
   assert_int_equal(dlock_url_redact(NULL, buf, sizeof buf), DLOCK_EINVAL);
+  /* passwords with characters that end an authority, or no "://" at all */
+  const char *leaky[] = {
+      "redis://user:hun#ter2@h/0", "redis://user:hun/ter2@h/0", "redis://user:hun?ter2@h/0",
+      "redis:/user:hunter2@h",    "redis://h/0?passwd=hunter2", "redis://h/0?pass%77ord=hunter2",
+      "redis://h/0?api_KEY=hunter2&x=1", "redis://u:hunter2@h1:1,h2:2/0",
+  };
+  for (size_t i = 0; i < sizeof leaky / sizeof *leaky; i++) {
+    dlock_url_redact(leaky[i], buf, sizeof buf);
+    if (strstr(buf, "ter2"))
+      fail_msg("redact(%s) = %s", leaky[i], buf);
+  }
+  dlock_url_redact("redis://user:pa/ss@h/0", buf, sizeof buf);
+  assert_string_equal(buf, "redis://user:***@h/0");
+  dlock_url_redact("redis://h:1/0?ttl=1s&api_KEY=x", buf, sizeof buf);
+  assert_string_equal(buf, "redis://h:1/0?ttl=1s&api_KEY=***");
 }
 
 static void test_durations(void **state) {

@@ -212,11 +212,12 @@ static void case03_wake_on_release(void **state) {
   pthread_join(th, NULL);
   ASSERT_RC(w.rc, 0);
   assert_true(w.token > held_token);
-  /* Woken by the release, not by the 30 s lease running out. */
+  /* Woken by the release, not by the 30 s lease running out; and where the
+   * store notifies, by the notification rather than a poll (the file
+   * backend's safety re-check and the core's backoff are both 1 s). */
   int64_t lag = w.got_ms - released;
   printf("# wake-up after release: %lld ms\n", (long long)lag);
-  assert_true(lag >= 0);
-  assert_true(lag < 5000);
+  assert_true(lag < ((g_caps & DLOCK_CAP_NATIVE_WAIT) ? 400 : 5000));
   dlock_close(a);
   dlock_close(b);
 }
@@ -361,6 +362,24 @@ static void case06_stale_handle(void **state) {
   assert_int_equal(info.held, 1);
   assert_int_equal(info.token, dlock_lock_token(lb));
   ASSERT_RC(dlock_release(lb), 0);
+
+  /* The store drops the holder while its handle is still valid locally:
+   * the renewal reaches the store and must be refused there, because the
+   * store now names someone else. */
+  dlock_options keep = opts(30000, 0, 0);
+  ASSERT_RC(dlock_try_acquire(a, k, &keep, &la), 0);
+  assert_int_equal(conf_break_lock(g_url, k), 0);
+  ASSERT_RC(dlock_acquire(b, k, &w, &lb), 0);
+  ASSERT_RC(dlock_lock_state(la), DLOCK_HELD); /* nobody told it yet */
+  ASSERT_RC(dlock_renew(la, 0), DLOCK_ELOST);
+  ASSERT_RC(dlock_lock_state(la), DLOCK_LOST);
+  ASSERT_RC(dlock_release(la), DLOCK_ELOST);
+  ASSERT_RC(dlock_lock_state(lb), DLOCK_HELD);
+  ASSERT_RC(dlock_try_acquire(c, k, &t, &lc), DLOCK_EBUSY);
+  ASSERT_RC(dlock_inspect(c, k, &info), 0);
+  assert_int_equal(info.held, 1);
+  assert_string_equal(info.owner, dlock_lock_owner(lb));
+  ASSERT_RC(dlock_release(lb), 0);
   dlock_close(a);
   dlock_close(b);
   dlock_close(c);
@@ -424,7 +443,7 @@ static void case08_fencing(void **state) {
     last = t;
     ASSERT_RC(dlock_release(l), 0);
   }
-  /* Tokens are per key but never go back for a fresh key either. */
+  /* Tokens are per key; a fresh key starts its own sequence, above zero. */
   dlock_lock *l;
   ASSERT_RC(dlock_acquire(cl[0], key("c8-other"), &o, &l), 0);
   assert_true(dlock_lock_token(l) > 0);
@@ -483,7 +502,8 @@ static void case10_loss(void **state) {
   uint64_t tok = dlock_lock_token(l);
   int64_t t0 = now_ms();
   assert_int_equal(conf_break_lock(g_url, k), 0);
-  assert_int_equal(event_wait(&lost, 1, ttl + 5000), 1);
+  /* Within a ttl (renewals run every ttl/3), with slack for slow builds. */
+  assert_int_equal(event_wait(&lost, 1, ttl + 500), 1);
   printf("# loss reported %lld ms after the lock was deleted\n", (long long)(now_ms() - t0));
   ASSERT_RC(dlock_lock_state(l), DLOCK_LOST);
   assert_int_equal(lost.token, tok);
@@ -571,7 +591,9 @@ static void case11_bad_input(void **state) {
   expect_open_einval(url_with(g_url, "ttl=1000000h"), "ttl");
   ASSERT_RC(dlock_release(NULL), DLOCK_EINVAL);
   ASSERT_RC(dlock_renew(NULL, 0), DLOCK_EINVAL);
-  ASSERT_RC(dlock_inspect(c, "", NULL), DLOCK_EINVAL);
+  dlock_info info;
+  ASSERT_RC(dlock_inspect(c, "", &info), DLOCK_EINVAL);
+  ASSERT_RC(dlock_inspect(c, key("c11"), NULL), DLOCK_EINVAL);
   assert_true(dlock_lock_state(NULL) < 0);
   /* A key of exactly the maximum length is fine. */
   longkey[DLOCK_KEY_MAX] = '\0';

@@ -27,6 +27,8 @@ static struct {
   int renew_rc;       /* what renew returns */
   int64_t sent_skew_ns; /* sent_ns reported this far in the past */
   uint64_t next_token;
+  int64_t stall_ms;      /* renew/renew_many first block this long */
+  atomic_int renew_many_calls;
 } tb;
 
 static int tb_open(dlock_backend_client *bc, dlock_url *u) {
@@ -46,10 +48,27 @@ static int tb_try(dlock_backend_client *bc, dlock_backend_lock *bl) {
   bl->token = ++tb.next_token;
   return 0;
 }
+static void stall(void) {
+  if (tb.stall_ms > 0) {
+    struct timespec ts = {tb.stall_ms / 1000, (tb.stall_ms % 1000) * 1000000};
+    nanosleep(&ts, NULL); /* the store under test does not answer */
+  }
+}
 static int tb_renew(dlock_backend_client *bc, dlock_backend_lock *bl) {
   (void)bc;
   (void)bl;
   atomic_fetch_add(&tb.renews, 1);
+  stall();
+  return tb.renew_rc;
+}
+static int tb_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, size_t n,
+                         int *rcs) {
+  (void)bc;
+  (void)bls;
+  (void)rcs;
+  (void)n;
+  atomic_fetch_add(&tb.renew_many_calls, 1);
+  stall();
   return tb.renew_rc;
 }
 static int tb_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
@@ -60,6 +79,20 @@ static int tb_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
 }
 
 static const char *const tb_schemes[] = {"test", "test+alt", NULL};
+static const char *const tbm_schemes[] = {"test-many", NULL};
+static const dlock_backend_ops tbm_ops = {
+    .version = DLOCK_BACKEND_VERSION,
+    .name = "test-many",
+    .schemes = tbm_schemes,
+    .caps = DLOCK_CAP_SERVER_TTL,
+    .open = tb_open,
+    .close = tb_close,
+    .try_acquire = tb_try,
+    .renew = tb_renew,
+    .release = tb_release,
+    .renew_many = tb_renew_many,
+};
+
 static const dlock_backend_ops tb_ops = {
     .version = DLOCK_BACKEND_VERSION,
     .name = "test",
@@ -79,6 +112,8 @@ static void tb_reset(void) {
   tb.busy_for = 0;
   tb.renew_rc = 0;
   tb.sent_skew_ns = 0;
+  tb.stall_ms = 0;
+  atomic_store(&tb.renew_many_calls, 0);
 }
 
 static int setup(void **state) {
@@ -86,7 +121,8 @@ static int setup(void **state) {
   static int done;
   if (!done) {
     done = 1;
-    return dlock_backend_register(&tb_ops) == 0 ? 0 : -1;
+    return dlock_backend_register(&tb_ops) == 0 && dlock_backend_register(&tbm_ops) == 0 ? 0
+                                                                                         : -1;
   }
   return 0;
 }
@@ -345,6 +381,111 @@ static void test_owner_tokens_after_fork(void **state) {
   close(p[1]);
 }
 
+/* A renewal that changed the ttl at the store but whose reply was lost must
+ * not leave the old, longer deadline in force. */
+static void test_failed_shorter_renew(void **state) {
+  (void)state;
+  tb_reset();
+  dlock_client *c;
+  assert_int_equal(dlock_open("test://h", &c), 0);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.ttl_ms = 30000;
+  o.auto_renew = 0;
+  dlock_lock *l;
+  assert_int_equal(dlock_try_acquire(c, "k", &o, &l), 0);
+  assert_true(dlock_lock_remaining_ms(l) > 20000);
+  tb.renew_rc = DLOCK_ECONN;
+  assert_int_equal(dlock_renew(l, 1000), DLOCK_ECONN);
+  assert_true(dlock_lock_remaining_ms(l) <= 1000);
+  tb.renew_rc = 0;
+  dlock_release(l);
+  dlock_close(c);
+}
+
+static void test_ttl_shorter_than_margin(void **state) {
+  (void)state;
+  dlock_client *c;
+  assert_int_equal(dlock_open("test://h", &c), 0);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.ttl_ms = 3;
+  dlock_lock *l;
+  assert_int_equal(dlock_try_acquire(c, "k", &o, &l), DLOCK_EINVAL);
+  assert_non_null(strstr(dlock_client_errmsg(NULL), "margin"));
+  dlock_close(c);
+  assert_int_equal(dlock_open("test://h?ttl=5ms", &c), DLOCK_EINVAL);
+  assert_int_equal(dlock_open("test://h?ttl=1s&margin=400ms", &c), DLOCK_EINVAL);
+  assert_int_equal(dlock_open("mem://?ttl=5ms", &c), DLOCK_EINVAL);
+}
+
+struct handoff {
+  dlock_client *c;
+  dlock_lock *l;
+  int rc;
+};
+
+static void *acquire_in_thread(void *arg) {
+  struct handoff *h = arg;
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.wait_ms = 0;
+  h->rc = dlock_acquire(h->c, "reuse", &o, &h->l);
+  return NULL;
+}
+
+/* Thread ids are reused after a thread exits; a new thread must not be
+ * taken for the one that acquired (and handed its lock on). */
+static void test_reentrancy_survives_thread_id_reuse(void **state) {
+  (void)state;
+  dlock_client *c;
+  assert_int_equal(dlock_open("mem://unit-reuse", &c), 0);
+  struct handoff a = {.c = c}, b = {.c = c};
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, acquire_in_thread, &a), 0);
+  pthread_join(t, NULL);
+  assert_int_equal(a.rc, 0);
+  for (int i = 0; i < 20; i++) { /* glibc hands the same id out again at once */
+    assert_int_equal(pthread_create(&t, NULL, acquire_in_thread, &b), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(b.rc, DLOCK_EBUSY);
+  }
+  assert_int_equal(dlock_lock_holds(a.l), 1);
+  assert_int_equal(dlock_release(a.l), 0);
+  dlock_close(c);
+}
+
+/* A store that stops answering: losses are reported within about a ttl,
+ * not after one request timeout per lock. */
+static void test_stalled_store_reports_loss_promptly(void **state) {
+  (void)state;
+  tb_reset();
+  dlock_client *c;
+  assert_int_equal(dlock_open("test-many://h", &c), 0);
+  struct event lost;
+  event_init(&lost);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.ttl_ms = 300;
+  o.on_lost = event_on_lost;
+  o.on_lost_arg = &lost;
+  enum { N = 20 };
+  dlock_lock *ls[N];
+  char k[16];
+  for (int i = 0; i < N; i++) {
+    snprintf(k, sizeof k, "s%d", i);
+    assert_int_equal(dlock_try_acquire(c, k, &o, &ls[i]), 0);
+  }
+  tb.renew_rc = DLOCK_ECONN;
+  tb.stall_ms = 1000;
+  int64_t t0 = dlock__now_ns();
+  assert_int_equal(event_wait(&lost, N, 10000), N);
+  int64_t el = (dlock__now_ns() - t0) / 1000000;
+  assert_true(el < 3000);
+  /* one batched call per round, never one call per lock */
+  assert_int_equal(atomic_load(&tb.renews), 0);
+  tb.stall_ms = 0;
+  for (int i = 0; i < N; i++)
+    assert_int_equal(dlock_release(ls[i]), DLOCK_ELOST);
+  dlock_close(c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_error_table),
@@ -357,6 +498,10 @@ int main(void) {
       cmocka_unit_test(test_mem_evict_reports_loss),
       cmocka_unit_test(test_close_releases),
       cmocka_unit_test(test_owner_tokens_after_fork),
+      cmocka_unit_test(test_failed_shorter_renew),
+      cmocka_unit_test(test_ttl_shorter_than_margin),
+      cmocka_unit_test(test_reentrancy_survives_thread_id_reuse),
+      cmocka_unit_test(test_stalled_store_reports_loss_promptly),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }

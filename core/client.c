@@ -5,6 +5,7 @@
  * (the `inflight` flag, waited on under c->mu), so a renewal on the renew
  * thread never races a release from the caller. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,6 +164,28 @@ static int check_required(dlock_client *c, const char *list) {
       p++;
   }
   return 0;
+}
+
+#define CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
+void dlock_backend_lock_lost(dlock_backend_client *bc, dlock_backend_lock *bl) {
+  if (!bc || !bl)
+    return;
+  dlock_client *c = CONTAINER_OF(bc, dlock_client, bc);
+  struct dlock_lock *l = CONTAINER_OF(bl, struct dlock_lock, bl);
+  pthread_mutex_lock(&c->mu);
+  dlock__mark_lost(c, l);
+  pthread_mutex_unlock(&c->mu);
+}
+
+void dlock_backend_all_lost(dlock_backend_client *bc) {
+  if (!bc)
+    return;
+  dlock_client *c = CONTAINER_OF(bc, dlock_client, bc);
+  pthread_mutex_lock(&c->mu);
+  for (struct dlock_lock *l = c->head; l; l = l->next)
+    dlock__mark_lost(c, l);
+  pthread_mutex_unlock(&c->mu);
 }
 
 static int read_common_params(dlock_client *c) {

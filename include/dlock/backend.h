@@ -140,6 +140,18 @@ DLOCK_EXTERN int dlock_seterr(int code, const char *fmt, ...)
 /* CLOCK_MONOTONIC in nanoseconds. */
 DLOCK_EXTERN int64_t dlock_backend_now_ns(void);
 
+/* For stores that tell the holder about loss (a session expired, a watched
+ * lock node vanished): the core turns the lock(s) LOST at once and has
+ * on_lost delivered on the renew thread.  Callable from any thread,
+ * including the store library's event thread (it only takes a mutex that
+ * the core never holds across backend calls).  BL must belong to a lock
+ * whose acquire succeeded and whose release has not yet returned; a lock
+ * not currently HELD is left alone. */
+DLOCK_EXTERN void dlock_backend_lock_lost(dlock_backend_client *bc, dlock_backend_lock *bl);
+/* Every lock the client holds is lost (e.g. the session that carried them
+ * all expired). */
+DLOCK_EXTERN void dlock_backend_all_lost(dlock_backend_client *bc);
+
 #ifdef __cplusplus
 }
 #endif

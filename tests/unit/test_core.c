@@ -79,6 +79,19 @@ static int tb_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
 }
 
 static const char *const tb_schemes[] = {"test", "test+alt", NULL};
+/* control op 1: the store reports that the session carrying every lock is
+ * gone; op 2: that the lock passed in is gone. */
+static int tb_control(dlock_backend_client *bc, dlock_backend_lock *bl, int op, void *arg) {
+  (void)arg;
+  if (op == 1)
+    dlock_backend_all_lost(bc);
+  else if (op == 2)
+    dlock_backend_lock_lost(bc, bl);
+  else
+    return DLOCK_ENOTSUP;
+  return 0;
+}
+
 static const char *const tbm_schemes[] = {"test-many", NULL};
 static const dlock_backend_ops tbm_ops = {
     .version = DLOCK_BACKEND_VERSION,
@@ -91,6 +104,7 @@ static const dlock_backend_ops tbm_ops = {
     .renew = tb_renew,
     .release = tb_release,
     .renew_many = tb_renew_many,
+    .control = tb_control,
 };
 
 static const dlock_backend_ops tb_ops = {
@@ -486,6 +500,37 @@ static void test_stalled_store_reports_loss_promptly(void **state) {
   dlock_close(c);
 }
 
+static void test_backend_reported_loss(void **state) {
+  (void)state;
+  tb_reset();
+  dlock_client *c;
+  assert_int_equal(dlock_open("test-many://h", &c), 0);
+  struct event lost;
+  event_init(&lost);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.ttl_ms = 60000;
+  o.on_lost = event_on_lost;
+  o.on_lost_arg = &lost;
+  dlock_lock *a, *b, *x;
+  assert_int_equal(dlock_try_acquire(c, "a", &o, &a), 0);
+  assert_int_equal(dlock_try_acquire(c, "b", &o, &b), 0);
+  assert_int_equal(dlock_try_acquire(c, "x", &o, &x), 0);
+  assert_int_equal(dlock_control(c, x, 2, NULL), 0); /* just x */
+  assert_int_equal(event_wait(&lost, 1, 5000), 1);
+  assert_int_equal(dlock_lock_state(x), DLOCK_LOST);
+  assert_int_equal(dlock_lock_state(a), DLOCK_HELD);
+  assert_int_equal(dlock_control(c, NULL, 1, NULL), 0); /* the session */
+  assert_int_equal(event_wait(&lost, 3, 5000), 3);
+  assert_int_equal(dlock_lock_state(a), DLOCK_LOST);
+  assert_int_equal(dlock_lock_state(b), DLOCK_LOST);
+  assert_int_equal(dlock_control(c, NULL, 1, NULL), 0); /* again: no new reports */
+  assert_int_equal(event_wait(&lost, 4, 300), 3);
+  dlock_release(a);
+  dlock_release(b);
+  dlock_release(x);
+  dlock_close(c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_error_table),
@@ -502,6 +547,7 @@ int main(void) {
       cmocka_unit_test(test_ttl_shorter_than_margin),
       cmocka_unit_test(test_reentrancy_survives_thread_id_reuse),
       cmocka_unit_test(test_stalled_store_reports_loss_promptly),
+      cmocka_unit_test(test_backend_reported_loss),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -245,10 +245,15 @@ int dlock_open(const char *url, dlock_client **out) {
   const dlock_backend_ops *ops = dlock__registry_find(dlock_url_scheme(u));
   if (!ops) {
     rc = dlock_seterr(DLOCK_EINVAL,
-                      "invalid URL '%s': unknown scheme '%s' (built in: mem, file%s)",
+                      "invalid URL '%s': unknown scheme '%s' (built in: mem, file%s%s)",
                       dlock_url_redacted(u), dlock_url_scheme(u),
 #ifdef DLOCK_HAVE_REDIS
-                      ", redis"
+                      ", redis",
+#else
+                      "",
+#endif
+#ifdef DLOCK_HAVE_ZOOKEEPER
+                      ", zk"
 #else
                       ""
 #endif

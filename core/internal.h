@@ -74,6 +74,9 @@ extern const dlock_backend_ops dlock__file_ops;
 #ifdef DLOCK_HAVE_REDIS
 extern const dlock_backend_ops dlock__redis_ops;
 #endif
+#ifdef DLOCK_HAVE_ZOOKEEPER
+extern const dlock_backend_ops dlock__zk_ops;
+#endif
 
 /* ---- client.c / renew.c ---- */
 

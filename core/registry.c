@@ -10,6 +10,9 @@ static const dlock_backend_ops *const builtins[] = {
 #ifdef DLOCK_HAVE_REDIS
     &dlock__redis_ops,
 #endif
+#ifdef DLOCK_HAVE_ZOOKEEPER
+    &dlock__zk_ops,
+#endif
     NULL,
 };
 

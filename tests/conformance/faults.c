@@ -39,6 +39,10 @@ int conf_break_lock(const char *url, const char *key) {
   if (strncmp(url, "redis", 5) == 0)
     return conf_redis_break_lock(url, key);
 #endif
+#ifdef DLOCK_HAVE_ZOOKEEPER
+  if (strncmp(url, "zk:", 3) == 0)
+    return conf_zk_break_lock(url, key);
+#endif
   fprintf(stderr, "conformance: no fault injector for %s\n", url);
   return -1;
 }
@@ -51,6 +55,10 @@ int conf_forget_key(const char *url, const char *key) {
 #ifdef DLOCK_HAVE_REDIS
   if (strncmp(url, "redis", 5) == 0)
     return conf_redis_forget_key(url, key);
+#endif
+#ifdef DLOCK_HAVE_ZOOKEEPER
+  if (strncmp(url, "zk:", 3) == 0)
+    return conf_zk_forget_key(url, key);
 #endif
   fprintf(stderr, "conformance: no fault injector for %s\n", url);
   return -1;

@@ -21,4 +21,13 @@ struct redisContext *conf_redis_connect(const char *url, char **prefix);
 int conf_redis_cases(const char *url, const char *run_id);
 #endif
 
+#ifdef DLOCK_HAVE_ZOOKEEPER
+/* From a separate ZooKeeper session: delete the node(s) by which KEY is
+ * held (break) or everything dlock keeps for KEY (forget). */
+int conf_zk_break_lock(const char *url, const char *key);
+int conf_zk_forget_key(const char *url, const char *key);
+/* ZooKeeper-specific cases, run after the shared ones for zk URLs. */
+int conf_zk_cases(const char *url, const char *run_id);
+#endif
+
 #endif

@@ -830,6 +830,10 @@ int main(int argc, char **argv) {
     if (strncmp(argv[i], "redis", 5) == 0)
       failed += conf_redis_cases(argv[i], g_run);
 #endif
+#ifdef DLOCK_HAVE_ZOOKEEPER
+    if (strncmp(argv[i], "zk:", 3) == 0)
+      failed += conf_zk_cases(argv[i], g_run);
+#endif
   }
   return failed ? 1 : 0;
 }

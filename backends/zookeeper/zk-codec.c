@@ -1,0 +1,211 @@
+/* ZooKeeper naming for dlock; see zk-codec.h for the layout. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/zookeeper/zk-codec.h"
+
+#define NODE_HEAD "_c_"
+#define NODE_MID "-lock-"
+
+/* A path ZooKeeper accepts as a node we may create: "/a/b", no empty
+ * components, none that is "." or "..", no control bytes (ZooKeeper
+ * refuses a few Unicode ranges too; those are left for the server to
+ * reject with a message). */
+static int valid_abs_path(const char *p, size_t len) {
+  if (len == 0 || p[0] != '/')
+    return 0;
+  size_t i = 1;
+  while (i <= len) {
+    size_t j = i;
+    while (j < len && p[j] != '/')
+      j++;
+    size_t n = j - i;
+    if (n == 0 || (n == 1 && p[i] == '.') || (n == 2 && p[i] == '.' && p[i + 1] == '.'))
+      return 0;
+    for (size_t k = i; k < j; k++)
+      if ((unsigned char)p[k] < 0x20 || p[k] == 0x7f)
+        return 0;
+    i = j + 1;
+  }
+  return 1;
+}
+
+/* Normalise one of the root's parts: NULL/""/"/" is empty; otherwise it must
+ * be absolute and is kept without trailing slashes. */
+static int root_part(const char *what, const char *s, size_t *len) {
+  size_t n = s ? strlen(s) : 0;
+  while (n > 0 && s[n - 1] == '/')
+    n--;
+  *len = n;
+  if (n == 0)
+    return 0;
+  if (!valid_abs_path(s, n))
+    return dlock_seterr(DLOCK_EINVAL,
+                        "zk: invalid %s '%s': want an absolute path like /a/b without "
+                        "empty, '.' or '..' components",
+                        what, s);
+  return 0;
+}
+
+int dlock__zk_root(const char *chroot, const char *prefix, char **out) {
+  size_t cl, pl;
+  int rc;
+  if ((rc = root_part("chroot (URL path)", chroot, &cl)) < 0)
+    return rc;
+  if (!prefix)
+    prefix = DLOCK__ZK_DEFAULT_ROOT;
+  if ((rc = root_part("prefix", prefix, &pl)) < 0)
+    return rc;
+  /* Lock dirs directly under "/" would share the namespace with
+   * /zookeeper and whatever else lives there. */
+  if (cl + pl == 0)
+    return dlock_seterr(DLOCK_EINVAL, "zk: the lock root cannot be '/'; set ?prefix=/name");
+  char *r = malloc(cl + pl + 1);
+  if (!r)
+    return dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
+  memcpy(r, chroot, cl);
+  memcpy(r + cl, prefix, pl);
+  r[cl + pl] = '\0';
+  *out = r;
+  return 0;
+}
+
+static int keep_byte(unsigned char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+         c == '_' || c == '-' || c == '.';
+}
+
+size_t dlock__zk_escape(const char *key, size_t keylen, char *out, size_t outsz) {
+  static const char hex[] = "0123456789ABCDEF";
+  int all_dots = keylen <= 2;
+  for (size_t i = 0; i < keylen && all_dots; i++)
+    all_dots = key[i] == '.';
+  size_t n = 0;
+  for (size_t i = 0; i < keylen; i++) {
+    unsigned char c = (unsigned char)key[i];
+    if (keep_byte(c) && !all_dots) {
+      if (n + 1 < outsz)
+        out[n] = (char)c;
+      n++;
+    } else {
+      if (n + 3 < outsz) {
+        out[n] = '%';
+        out[n + 1] = hex[c >> 4];
+        out[n + 2] = hex[c & 15];
+      }
+      n += 3;
+    }
+  }
+  if (outsz)
+    out[n < outsz ? n : outsz - 1] = '\0';
+  return n;
+}
+
+char *dlock__zk_lock_dir(const char *root, const char *key, size_t keylen) {
+  size_t rl = strlen(root);
+  size_t el = dlock__zk_escape(key, keylen, NULL, 0);
+  char *p = malloc(rl + 1 + el + 1);
+  if (!p)
+    return NULL;
+  memcpy(p, root, rl);
+  p[rl] = '/';
+  dlock__zk_escape(key, keylen, p + rl + 1, el + 1);
+  return p;
+}
+
+char *dlock__zk_node_prefix(const char *dir, const char *guid) {
+  size_t n = strlen(dir) + strlen(guid) + sizeof "/" NODE_HEAD NODE_MID;
+  char *p = malloc(n);
+  if (p)
+    snprintf(p, n, "%s/" NODE_HEAD "%s" NODE_MID, dir, guid);
+  return p;
+}
+
+static int is_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
+
+int dlock__zk_parse_node(const char *name, char guid[DLOCK__ZK_GUID_LEN + 1], int64_t *seq) {
+  const size_t hl = sizeof NODE_HEAD - 1, ml = sizeof NODE_MID - 1;
+  if (strlen(name) != hl + DLOCK__ZK_GUID_LEN + ml + DLOCK__ZK_SEQ_DIGITS)
+    return -1;
+  if (memcmp(name, NODE_HEAD, hl) != 0 ||
+      memcmp(name + hl + DLOCK__ZK_GUID_LEN, NODE_MID, ml) != 0)
+    return -1;
+  for (size_t i = 0; i < DLOCK__ZK_GUID_LEN; i++)
+    if (!is_hex(name[hl + i]))
+      return -1;
+  /* ZooKeeper prints the parent's cversion with %010d; the counter only
+   * goes negative after 2^31 children of one dir, which we refuse to guess
+   * an order for. */
+  const char *d = name + hl + DLOCK__ZK_GUID_LEN + ml;
+  int64_t v = 0;
+  for (size_t i = 0; i < DLOCK__ZK_SEQ_DIGITS; i++) {
+    if (d[i] < '0' || d[i] > '9')
+      return -1;
+    v = v * 10 + (d[i] - '0');
+  }
+  memcpy(guid, name + hl, DLOCK__ZK_GUID_LEN);
+  guid[DLOCK__ZK_GUID_LEN] = '\0';
+  *seq = v;
+  return 0;
+}
+
+static int by_seq(const void *a, const void *b) {
+  const dlock__zk_child *x = a, *y = b;
+  if (x->seq != y->seq)
+    return x->seq < y->seq ? -1 : 1;
+  /* Equal numbers cannot come from one dir; keep the order total anyway. */
+  return strcmp(x->name, y->name);
+}
+
+size_t dlock__zk_sort_children(const char *const *names, size_t n, dlock__zk_child *out) {
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (!names[i] || dlock__zk_parse_node(names[i], out[k].guid, &out[k].seq) < 0)
+      continue;
+    out[k].name = names[i];
+    k++;
+  }
+  if (k > 1)
+    qsort(out, k, sizeof *out, by_seq);
+  return k;
+}
+
+long dlock__zk_find(const dlock__zk_child *kids, size_t n, const char *guid) {
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(kids[i].guid, guid) == 0)
+      return (long)i;
+  return -1;
+}
+
+long dlock__zk_predecessor(const dlock__zk_child *kids, size_t n, const char *guid) {
+  long i = dlock__zk_find(kids, n, guid);
+  if (i < 0)
+    return -2;
+  return i - 1;
+}
+
+int dlock__zk_connect_string(const dlock_url *url, char **out) {
+  size_t nh = dlock_url_host_count(url);
+  if (nh == 0)
+    return dlock_seterr(DLOCK_EINVAL, "zk: the URL names no host (zk://host:port[,host:port])");
+  size_t cap = 1;
+  for (size_t i = 0; i < nh; i++)
+    cap += strlen(dlock_url_host(url, i)) + 8;
+  char *s = malloc(cap);
+  if (!s)
+    return dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
+  size_t len = 0;
+  for (size_t i = 0; i < nh; i++) {
+    const char *h = dlock_url_host(url, i);
+    if (!h[0]) {
+      free(s);
+      return dlock_seterr(DLOCK_EINVAL, "zk: empty host name in the URL");
+    }
+    int port = dlock_url_port(url, i);
+    len += (size_t)snprintf(s + len, cap - len, "%s%s:%d", i ? "," : "", h,
+                            port ? port : DLOCK__ZK_DEFAULT_PORT);
+  }
+  *out = s;
+  return 0;
+}

@@ -1,0 +1,1291 @@
+/* ZooKeeper backend: sessions, the fair lock queue, loss detection.
+ *
+ * A session is the lease: every lock node is ephemeral, so there is no
+ * per-lock renew traffic and "renew" is a local check.  Sessions are keyed
+ * by their requested timeout (the lock's ttl), so a client that uses one
+ * ttl, the usual case, has exactly one session; a lock asking for a shorter
+ * ttl gets a session that really expires that soon after its holder dies.
+ *
+ * Every request is asynchronous and waited for on a condition variable
+ * bounded by ?timeout= (or the caller's deadline): the C client's own
+ * request timeout is two thirds of the session timeout, which can be far
+ * longer.  Watch and completion callbacks run on the C client's single
+ * completion thread, so they only take short mutexes and signal; anything
+ * that needs a round trip runs on the acquiring thread or on the client's
+ * supervisor thread. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <zookeeper/zookeeper.h>
+
+#include "backends/zookeeper/zk-codec.h"
+
+/* How often an acquisition whose node vanished under it (session expired,
+ * node deleted by someone else) queues again before giving up. */
+#define REQUEUE_MAX 5
+/* Gap between attempts to delete nodes whose delete failed. */
+#define RETRY_DELETE_NS 200000000LL
+
+typedef struct zk_client zk_client;
+
+typedef struct zk_sess {
+  zk_client *zc;
+  zhandle_t *zh;
+  struct zk_sess *next;
+  int64_t want_ms;      /* requested timeout: the ttl of its locks */
+  int64_t timeout_ms;   /* negotiated (zoo_recv_timeout) */
+  int refs;             /* threads using zh right now */
+  bool ever_connected;
+  bool connected;
+  bool expired;         /* expired or refused: never used again */
+  bool loss_declared;   /* suspended past the limit, its locks reported */
+  bool recheck;         /* reconnected: check that our nodes survived */
+  int64_t suspended_ns; /* when the connection dropped, 0 while connected */
+} zk_sess;
+
+/* bl->priv: a held lock, in the client's registry while held. */
+typedef struct zk_lock {
+  struct zk_lock *prev, *next;
+  dlock_backend_lock *bl;
+  zk_sess *sess;
+  char *path;
+  bool listed;
+  bool lost;
+} zk_lock;
+
+/* An acquisition waiting for its predecessor's node to go. */
+typedef struct zk_waiter {
+  struct zk_waiter *next;
+  zk_sess *sess;
+  const char *path;
+  bool fired;
+} zk_waiter;
+
+/* A node we must delete but could not (connection trouble): retried by the
+ * supervisor while its session lives, so no orphan blocks the queue. */
+typedef struct zk_orphan {
+  struct zk_orphan *next;
+  zk_sess *sess;
+  char *path;
+} zk_orphan;
+
+struct zk_client {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;     /* session state changed, a watch fired */
+  pthread_cond_t sup_cv; /* work for the supervisor */
+  bool sync_ready;
+  dlock_backend_client *bc;
+  char *hosts;
+  char *root;
+  char *auth; /* "user:password" for digest, or NULL */
+  bool container_ok;
+  zk_sess *sessions;
+  zk_lock *held;
+  zk_waiter *waiters;
+  zk_orphan *orphans;
+  pthread_t sup;
+  bool sup_started, sup_stop;
+  uint64_t pred_events;
+};
+
+static int64_t now_ns(void) { return dlock_backend_now_ns(); }
+
+static void quiet_log(const char *message) { (void)message; }
+
+static struct ACL_vector *acl_for(const zk_client *zc) {
+  return zc->auth ? &ZOO_CREATOR_ALL_ACL : &ZOO_OPEN_ACL_UNSAFE;
+}
+
+/* Waits on CV under MU until DEADLINE (-1 = none).  False once it passed. */
+static bool cv_wait(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline) {
+  if (deadline < 0) {
+    pthread_cond_wait(cv, mu);
+    return true;
+  }
+  if (now_ns() >= deadline)
+    return false;
+  struct timespec ts;
+  dlock__ns_to_timespec(deadline, &ts);
+  pthread_cond_timedwait(cv, mu, &ts);
+  return true;
+}
+
+/* ---- loss bookkeeping (under zc->mu) ---- */
+
+static void lose(zk_client *zc, zk_lock *lk) {
+  if (lk->lost)
+    return;
+  lk->lost = true;
+  dlock_backend_lock_lost(zc->bc, lk->bl);
+}
+
+static void lose_session_locks(zk_client *zc, zk_sess *s) {
+  for (zk_lock *lk = zc->held; lk; lk = lk->next)
+    if (lk->sess == s)
+      lose(zc, lk);
+}
+
+/* The C client notices a dead connection only after two thirds of the
+ * session timeout without hearing from the server, and the server expires
+ * the session one full timeout after it last heard from us: by the time we
+ * see the disconnect, as little as a third of the timeout may be left.  So
+ * locks are given up a third of the timeout (less a margin for scheduling
+ * and clock-rate differences) after the disconnect is seen, not after a
+ * whole timeout as Curator does; otherwise we could say "held" while
+ * another client already holds the lock. */
+static int64_t suspend_limit_ns(const zk_sess *s) {
+  int64_t t = s->timeout_ms > 0 ? s->timeout_ms : s->want_ms;
+  int64_t ms = t / 3 - (t / 30 + 20);
+  return (ms > 0 ? ms : 0) * 1000000;
+}
+
+static bool session_usable(const zk_sess *s, int64_t now) {
+  if (s->expired)
+    return false;
+  if (s->suspended_ns && now - s->suspended_ns >= suspend_limit_ns(s))
+    return false;
+  return true;
+}
+
+/* ---- the watcher (completion thread) ---- */
+
+static void on_session_event(zk_client *zc, zk_sess *s, int state) {
+  if (state == ZOO_CONNECTED_STATE) {
+    if (!s->ever_connected || s->suspended_ns) {
+      s->timeout_ms = zoo_recv_timeout(s->zh);
+      if (s->suspended_ns)
+        s->recheck = true;
+    }
+    s->ever_connected = true;
+    s->connected = true;
+    s->suspended_ns = 0;
+    s->loss_declared = false;
+  } else if (state == ZOO_CONNECTING_STATE || state == ZOO_ASSOCIATING_STATE) {
+    if (s->connected) {
+      s->connected = false;
+      s->suspended_ns = now_ns();
+    }
+  } else if (state == ZOO_EXPIRED_SESSION_STATE || state == ZOO_AUTH_FAILED_STATE) {
+    s->expired = true;
+    s->connected = false;
+    lose_session_locks(zc, s);
+  }
+  pthread_cond_signal(&zc->sup_cv);
+}
+
+static void on_node_event(zk_client *zc, zk_sess *s, int type, const char *path) {
+  for (zk_waiter *w = zc->waiters; w; w = w->next)
+    if (w->sess == s && strcmp(w->path, path) == 0) {
+      w->fired = true;
+      zc->pred_events++;
+    }
+  if (type != ZOO_DELETED_EVENT)
+    return;
+  for (zk_lock *lk = zc->held; lk; lk = lk->next)
+    if (lk->sess == s && strcmp(lk->path, path) == 0)
+      lose(zc, lk);
+}
+
+static void watcher(zhandle_t *zh, int type, int state, const char *path, void *ctx) {
+  (void)zh;
+  zk_sess *s = ctx;
+  zk_client *zc = s->zc;
+  pthread_mutex_lock(&zc->mu);
+  if (type == ZOO_SESSION_EVENT)
+    on_session_event(zc, s, state);
+  else if (path && type != ZOO_NOTWATCHING_EVENT)
+    on_node_event(zc, s, type, path);
+  pthread_cond_broadcast(&zc->cv);
+  pthread_mutex_unlock(&zc->mu);
+}
+
+/* ---- requests: asynchronous, waited for with a deadline ---- */
+
+enum { CALL_PENDING, CALL_DONE, CALL_ABANDONED };
+
+typedef struct zk_call {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int state;
+  int rc;
+  zhandle_t *zh;
+  bool has_stat;
+  struct Stat stat;
+  char *str;
+  char **kids;
+  size_t nkids;
+  char *data;
+  int datalen;
+} zk_call;
+
+static zk_call *call_new(zhandle_t *zh) {
+  zk_call *c = calloc(1, sizeof *c);
+  if (!c)
+    return NULL;
+  pthread_mutex_init(&c->mu, NULL);
+  dlock__cond_init(&c->cv);
+  c->zh = zh;
+  return c;
+}
+
+static void call_free(zk_call *c) {
+  if (!c)
+    return;
+  for (size_t i = 0; i < c->nkids; i++)
+    free(c->kids[i]);
+  free(c->kids);
+  free(c->str);
+  free(c->data);
+  pthread_mutex_destroy(&c->mu);
+  pthread_cond_destroy(&c->cv);
+  free(c);
+}
+
+static void noop_void(int rc, const void *data) {
+  (void)rc;
+  (void)data;
+}
+
+/* Completion side: hand the result over, or clean up after a waiter that
+ * gave up.  A create whose waiter gave up made a node nobody will use:
+ * delete it now, or it would block the queue for the session's life. */
+static void call_finish(zk_call *c) {
+  pthread_mutex_lock(&c->mu);
+  if (c->state == CALL_ABANDONED) {
+    pthread_mutex_unlock(&c->mu);
+    if (c->rc == ZOK && c->str)
+      zoo_adelete(c->zh, c->str, -1, noop_void, NULL);
+    call_free(c);
+    return;
+  }
+  c->state = CALL_DONE;
+  pthread_cond_signal(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+}
+
+static void done_void(int rc, const void *data) {
+  zk_call *c = (zk_call *)data;
+  c->rc = rc;
+  call_finish(c);
+}
+
+static void done_stat(int rc, const struct Stat *stat, const void *data) {
+  zk_call *c = (zk_call *)data;
+  c->rc = rc;
+  if (rc == ZOK && stat) {
+    c->stat = *stat;
+    c->has_stat = true;
+  }
+  call_finish(c);
+}
+
+static void done_string_stat(int rc, const char *str, const struct Stat *stat, const void *data) {
+  zk_call *c = (zk_call *)data;
+  c->rc = rc;
+  if (rc == ZOK) {
+    c->str = str ? strdup(str) : NULL;
+    if (!c->str)
+      c->rc = ZSYSTEMERROR;
+    if (stat) {
+      c->stat = *stat;
+      c->has_stat = true;
+    }
+  }
+  call_finish(c);
+}
+
+static void done_strings(int rc, const struct String_vector *sv, const void *data) {
+  zk_call *c = (zk_call *)data;
+  c->rc = rc;
+  if (rc == ZOK && sv && sv->count > 0) {
+    c->kids = calloc((size_t)sv->count, sizeof *c->kids);
+    if (!c->kids) {
+      c->rc = ZSYSTEMERROR;
+    } else {
+      for (int32_t i = 0; i < sv->count; i++) {
+        c->kids[i] = strdup(sv->data[i]);
+        if (!c->kids[i]) {
+          c->rc = ZSYSTEMERROR;
+          break;
+        }
+        c->nkids++;
+      }
+    }
+  }
+  call_finish(c);
+}
+
+static void done_data(int rc, const char *value, int len, const struct Stat *stat,
+                      const void *data) {
+  zk_call *c = (zk_call *)data;
+  c->rc = rc;
+  if (rc == ZOK) {
+    if (stat) {
+      c->stat = *stat;
+      c->has_stat = true;
+    }
+    if (value && len > 0) {
+      c->data = malloc((size_t)len + 1);
+      if (c->data) {
+        memcpy(c->data, value, (size_t)len);
+        c->data[len] = '\0';
+        c->datalen = len;
+      }
+    }
+  }
+  call_finish(c);
+}
+
+/* After a zoo_a* call returned SUBMIT_RC: wait for the completion until
+ * DEADLINE.  Returns the ZooKeeper code; *out keeps the call (results)
+ * when the code came from the server, else the call is freed or left to
+ * its completion. */
+static int call_wait(zk_call *c, int submit_rc, int64_t deadline, zk_call **out) {
+  *out = NULL;
+  if (submit_rc != ZOK) {
+    call_free(c);
+    return submit_rc;
+  }
+  pthread_mutex_lock(&c->mu);
+  while (c->state == CALL_PENDING) {
+    if (!cv_wait(&c->cv, &c->mu, deadline)) {
+      c->state = CALL_ABANDONED;
+      pthread_mutex_unlock(&c->mu);
+      return ZOPERATIONTIMEOUT;
+    }
+  }
+  pthread_mutex_unlock(&c->mu);
+  *out = c;
+  return c->rc;
+}
+
+static int64_t bound(const zk_client *zc, int64_t deadline) {
+  int64_t d = now_ns() + zc->bc->timeout_ms * 1000000;
+  return deadline >= 0 && deadline < d ? deadline : d;
+}
+
+static int z_create(zk_client *zc, zk_sess *s, const char *path, const char *val, int mode,
+                    int64_t deadline, char **created, struct Stat *stat) {
+  zk_call *c = call_new(s->zh), *r;
+  if (!c)
+    return ZSYSTEMERROR;
+  int vl = val ? (int)strlen(val) : -1;
+  int rc = call_wait(c, zoo_acreate2(s->zh, path, val, vl, acl_for(zc), mode, done_string_stat, c),
+                     bound(zc, deadline), &r);
+  if (r && rc == ZOK) {
+    if (created) {
+      *created = r->str;
+      r->str = NULL;
+    }
+    if (stat)
+      *stat = r->stat;
+  }
+  call_free(r);
+  return rc;
+}
+
+static int z_delete(zk_client *zc, zk_sess *s, const char *path, int64_t deadline) {
+  zk_call *c = call_new(s->zh), *r;
+  if (!c)
+    return ZSYSTEMERROR;
+  int rc = call_wait(c, zoo_adelete(s->zh, path, -1, done_void, c), bound(zc, deadline), &r);
+  call_free(r);
+  return rc;
+}
+
+static int z_exists(zk_client *zc, zk_sess *s, const char *path, int64_t deadline) {
+  zk_call *c = call_new(s->zh), *r;
+  if (!c)
+    return ZSYSTEMERROR;
+  int rc = call_wait(c, zoo_aexists(s->zh, path, 0, done_stat, c), bound(zc, deadline), &r);
+  call_free(r);
+  return rc;
+}
+
+/* getData, leaving a watch when WATCH is set.  Unlike exists, getData
+ * leaves no watch behind on a node that is already gone. */
+static int z_get(zk_client *zc, zk_sess *s, const char *path, int watch, int64_t deadline,
+                 zk_call **out) {
+  zk_call *c = call_new(s->zh);
+  if (!c)
+    return ZSYSTEMERROR;
+  return call_wait(c, zoo_aget(s->zh, path, watch, done_data, c), bound(zc, deadline), out);
+}
+
+static int z_children(zk_client *zc, zk_sess *s, const char *path, int64_t deadline,
+                      zk_call **out) {
+  zk_call *c = call_new(s->zh);
+  if (!c)
+    return ZSYSTEMERROR;
+  return call_wait(c, zoo_aget_children(s->zh, path, 0, done_strings, c), bound(zc, deadline),
+                   out);
+}
+
+/* The dlock code for a ZooKeeper failure, with a message. */
+static int zk_err(int rc, const char *what, const char *key) {
+  switch (rc) {
+  case ZCONNECTIONLOSS:
+  case ZOPERATIONTIMEOUT:
+  case ZCLOSING:
+    return dlock_seterr(DLOCK_ECONN, "zk: %s '%s': %s", what, key,
+                        rc == ZOPERATIONTIMEOUT ? "no reply in time" : zerror(rc));
+  case ZSESSIONEXPIRED:
+  case ZINVALIDSTATE:
+    return dlock_seterr(DLOCK_ECONN, "zk: %s '%s': the session expired", what, key);
+  case ZNOAUTH:
+  case ZAUTHFAILED:
+    return dlock_seterr(DLOCK_EAUTH, "zk: %s '%s': %s", what, key, zerror(rc));
+  case ZSYSTEMERROR:
+    return dlock_seterr(DLOCK_ENOMEM, "zk: %s '%s': out of memory", what, key);
+  default:
+    return dlock_seterr(DLOCK_EBACKEND, "zk: %s '%s': %s", what, key, zerror(rc));
+  }
+}
+
+/* ---- sessions ---- */
+
+static void sess_put(zk_client *zc, zk_sess *s) {
+  if (--s->refs == 0 && s->expired)
+    pthread_cond_signal(&zc->sup_cv);
+}
+
+static void sess_unlink(zk_client *zc, zk_sess *s) {
+  for (zk_sess **p = &zc->sessions; *p; p = &(*p)->next)
+    if (*p == s) {
+      *p = s->next;
+      return;
+    }
+}
+
+/* Called without zc->mu: the close joins the C client's threads, which
+ * take it. */
+static void sess_destroy(zk_sess *s) {
+  if (s->zh)
+    zookeeper_close(s->zh);
+  free(s);
+}
+
+/* A connected (or briefly suspended) session for locks of WANT_MS, with a
+ * reference taken; connects a new one when there is none or the old one
+ * expired.  0 or a negative code. */
+static int sess_get(zk_client *zc, int64_t want_ms, zk_sess **out) {
+  dlock_backend_client *bc = zc->bc;
+  int64_t deadline = now_ns() + bc->connect_timeout_ms * 1000000;
+  pthread_mutex_lock(&zc->mu);
+  for (;;) {
+    zk_sess *s;
+    for (s = zc->sessions; s; s = s->next)
+      if (s->want_ms == want_ms && !s->expired)
+        break;
+    if (s && s->ever_connected) {
+      s->refs++;
+      pthread_mutex_unlock(&zc->mu);
+      *out = s;
+      return 0;
+    }
+    if (s) { /* another thread is connecting it */
+      if (!cv_wait(&zc->cv, &zc->mu, deadline))
+        break;
+      continue;
+    }
+    s = calloc(1, sizeof *s);
+    if (!s) {
+      pthread_mutex_unlock(&zc->mu);
+      return dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
+    }
+    s->zc = zc;
+    s->want_ms = want_ms;
+    s->refs = 1;
+    s->next = zc->sessions;
+    zc->sessions = s;
+    /* The watcher can run as soon as the handle exists: publish it under
+     * the lock the watcher takes. */
+    errno = 0;
+    int timeout = want_ms > INT32_MAX ? INT32_MAX : (int)want_ms;
+    s->zh = zookeeper_init2(zc->hosts, watcher, timeout, NULL, s, 0, quiet_log);
+    int err = errno;
+    zk_call *auth = NULL;
+    int arc = ZOK;
+    if (s->zh && zc->auth) {
+      auth = call_new(s->zh);
+      arc = auth ? zoo_add_auth(s->zh, "digest", zc->auth, (int)strlen(zc->auth), done_void,
+                                auth)
+                 : ZSYSTEMERROR;
+    }
+    while (s->zh && !s->ever_connected && !s->expired && cv_wait(&zc->cv, &zc->mu, deadline))
+      ;
+    bool ok = s->zh && s->ever_connected && !s->expired;
+    pthread_mutex_unlock(&zc->mu);
+    int rc = 0;
+    if (!s->zh) {
+      rc = dlock_seterr(DLOCK_ECONN, "zk: cannot start a session with %s: %s", zc->hosts,
+                        err ? strerror(err) : "invalid host list");
+    } else if (!ok) {
+      rc = dlock_seterr(DLOCK_ECONN, "zk: no session with %s within %lld ms", zc->hosts,
+                        (long long)bc->connect_timeout_ms);
+    }
+    if (auth) {
+      zk_call *r = NULL;
+      arc = call_wait(auth, arc, rc == 0 ? deadline : 0, &r);
+      call_free(r);
+      if (rc == 0 && arc != ZOK)
+        rc = arc == ZOPERATIONTIMEOUT
+                 ? dlock_seterr(DLOCK_ECONN, "zk: no answer to the login within %lld ms",
+                                (long long)bc->connect_timeout_ms)
+                 : dlock_seterr(DLOCK_EAUTH, "zk: digest login refused: %s", zerror(arc));
+    }
+    pthread_mutex_lock(&zc->mu);
+    if (rc < 0) {
+      s->expired = true;
+      sess_unlink(zc, s);
+      pthread_cond_broadcast(&zc->cv);
+      pthread_mutex_unlock(&zc->mu);
+      sess_destroy(s);
+      return rc;
+    }
+    pthread_cond_broadcast(&zc->cv);
+    pthread_mutex_unlock(&zc->mu);
+    *out = s;
+    return 0;
+  }
+  pthread_mutex_unlock(&zc->mu);
+  return dlock_seterr(DLOCK_ECONN, "zk: no session with %s within %lld ms", zc->hosts,
+                      (long long)bc->connect_timeout_ms);
+}
+
+static void sess_release(zk_client *zc, zk_sess *s) {
+  pthread_mutex_lock(&zc->mu);
+  sess_put(zc, s);
+  pthread_mutex_unlock(&zc->mu);
+}
+
+/* ---- orphans ---- */
+
+static void orphan_add(zk_client *zc, zk_sess *s, const char *path) {
+  zk_orphan *o = calloc(1, sizeof *o);
+  if (!o || !(o->path = strdup(path))) {
+    free(o);
+    return; /* the session's end removes it */
+  }
+  o->sess = s;
+  pthread_mutex_lock(&zc->mu);
+  s->refs++;
+  o->next = zc->orphans;
+  zc->orphans = o;
+  pthread_cond_signal(&zc->sup_cv);
+  pthread_mutex_unlock(&zc->mu);
+}
+
+/* Delete our own node; a failed delete is handed to the supervisor. */
+static void drop_node(zk_client *zc, zk_sess *s, const char *path) {
+  int rc = z_delete(zc, s, path, -1);
+  if (rc != ZOK && rc != ZNONODE && rc != ZSESSIONEXPIRED && rc != ZINVALIDSTATE)
+    orphan_add(zc, s, path);
+}
+
+/* ---- the supervisor thread ---- */
+
+/* Under zc->mu, which it drops around I/O; returns true if it did any (the
+ * caller rescans). */
+static bool sup_step(zk_client *zc, int64_t *wake) {
+  int64_t now = now_ns();
+  for (zk_sess *s = zc->sessions; s; s = s->next) {
+    if (s->expired && s->refs == 0) {
+      sess_unlink(zc, s);
+      pthread_mutex_unlock(&zc->mu);
+      sess_destroy(s);
+      pthread_mutex_lock(&zc->mu);
+      return true;
+    }
+    if (!s->expired && s->suspended_ns && !s->loss_declared) {
+      int64_t lim = s->suspended_ns + suspend_limit_ns(s);
+      if (now >= lim) {
+        s->loss_declared = true;
+        lose_session_locks(zc, s);
+      } else if (lim < *wake) {
+        *wake = lim;
+      }
+    }
+    if (s->recheck && s->connected && !s->expired) {
+      /* Reconnected within the session: a node deleted while we were away
+       * fires its watch when the watches are re-registered, but check
+       * each one explicitly rather than rely on that alone. */
+      s->recheck = false;
+      size_t n = 0;
+      for (zk_lock *lk = zc->held; lk; lk = lk->next)
+        n += lk->sess == s && !lk->lost;
+      char **paths = n ? calloc(n, sizeof *paths) : NULL;
+      size_t k = 0;
+      for (zk_lock *lk = zc->held; paths && lk && k < n; lk = lk->next)
+        if (lk->sess == s && !lk->lost)
+          paths[k++] = strdup(lk->path);
+      s->refs++;
+      pthread_mutex_unlock(&zc->mu);
+      for (size_t i = 0; i < k; i++) {
+        int rc = paths[i] ? z_exists(zc, s, paths[i], -1) : ZOK;
+        pthread_mutex_lock(&zc->mu);
+        if (rc == ZNONODE)
+          for (zk_lock *lk = zc->held; lk; lk = lk->next)
+            if (lk->sess == s && strcmp(lk->path, paths[i]) == 0)
+              lose(zc, lk);
+        pthread_mutex_unlock(&zc->mu);
+        free(paths[i]);
+      }
+      free(paths);
+      pthread_mutex_lock(&zc->mu);
+      sess_put(zc, s);
+      return true;
+    }
+  }
+  for (zk_orphan **p = &zc->orphans; *p; p = &(*p)->next) {
+    zk_orphan *o = *p;
+    if (o->sess->expired) { /* its ephemeral nodes went with it */
+      *p = o->next;
+      sess_put(zc, o->sess);
+      free(o->path);
+      free(o);
+      return true;
+    }
+    if (!o->sess->connected) {
+      if (now + RETRY_DELETE_NS < *wake)
+        *wake = now + RETRY_DELETE_NS;
+      continue;
+    }
+    *p = o->next;
+    zk_sess *s = o->sess;
+    pthread_mutex_unlock(&zc->mu);
+    int rc = z_delete(zc, s, o->path, -1);
+    pthread_mutex_lock(&zc->mu);
+    if (rc != ZOK && rc != ZNONODE && rc != ZSESSIONEXPIRED && rc != ZINVALIDSTATE) {
+      o->next = zc->orphans;
+      zc->orphans = o;
+      if (now + RETRY_DELETE_NS < *wake)
+        *wake = now + RETRY_DELETE_NS;
+      sess_put(zc, s);
+      return false;
+    }
+    free(o->path);
+    free(o);
+    sess_put(zc, s);
+    return true;
+  }
+  return false;
+}
+
+static void *sup_main(void *arg) {
+  zk_client *zc = arg;
+  pthread_mutex_lock(&zc->mu);
+  while (!zc->sup_stop) {
+    int64_t wake = INT64_MAX;
+    if (sup_step(zc, &wake))
+      continue;
+    if (zc->sup_stop)
+      break;
+    if (wake == INT64_MAX) {
+      pthread_cond_wait(&zc->sup_cv, &zc->mu);
+    } else {
+      struct timespec ts;
+      dlock__ns_to_timespec(wake, &ts);
+      pthread_cond_timedwait(&zc->sup_cv, &zc->mu, &ts);
+    }
+  }
+  pthread_mutex_unlock(&zc->mu);
+  return NULL;
+}
+
+/* ---- open / close ---- */
+
+static void client_free(zk_client *zc) {
+  if (zc->sup_started) {
+    pthread_mutex_lock(&zc->mu);
+    zc->sup_stop = true;
+    pthread_cond_signal(&zc->sup_cv);
+    pthread_mutex_unlock(&zc->mu);
+    pthread_join(zc->sup, NULL);
+    zc->sup_started = false;
+  }
+  while (zc->sessions) {
+    zk_sess *s = zc->sessions;
+    zc->sessions = s->next;
+    sess_destroy(s);
+  }
+  while (zc->orphans) {
+    zk_orphan *o = zc->orphans;
+    zc->orphans = o->next;
+    free(o->path);
+    free(o);
+  }
+  free(zc->hosts);
+  free(zc->root);
+  if (zc->auth) {
+    memset(zc->auth, 0, strlen(zc->auth));
+    free(zc->auth);
+  }
+  if (zc->sync_ready) {
+    pthread_mutex_destroy(&zc->mu);
+    pthread_cond_destroy(&zc->cv);
+    pthread_cond_destroy(&zc->sup_cv);
+    zc->sync_ready = false;
+  }
+}
+
+static int zk_open(dlock_backend_client *bc, dlock_url *url) {
+  zk_client *zc = bc->priv;
+  zc->bc = bc;
+  zc->container_ok = true;
+  pthread_mutex_init(&zc->mu, NULL);
+  dlock__cond_init(&zc->cv);
+  dlock__cond_init(&zc->sup_cv);
+  zc->sync_ready = true;
+  int rc = dlock__zk_connect_string(url, &zc->hosts);
+  if (rc == 0)
+    rc = dlock__zk_root(dlock_url_path(url), bc->prefix, &zc->root);
+  if (rc == 0 && bc->default_ttl_ms > INT32_MAX)
+    rc = dlock_seterr(DLOCK_EINVAL, "zk: ttl of %lld ms is too long for a session timeout",
+                      (long long)bc->default_ttl_ms);
+  const char *user = dlock_url_user(url), *pw = dlock_url_password(url);
+  if (rc == 0 && (user || pw)) {
+    size_t n = strlen(user ? user : "") + strlen(pw ? pw : "") + 2;
+    zc->auth = malloc(n);
+    if (!zc->auth)
+      rc = dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
+    else
+      snprintf(zc->auth, n, "%s:%s", user ? user : "", pw ? pw : "");
+  }
+  if (rc == 0 && pthread_create(&zc->sup, NULL, sup_main, zc) != 0)
+    rc = dlock_seterr(DLOCK_ENOMEM, "zk: cannot start the supervisor thread");
+  else if (rc == 0)
+    zc->sup_started = true;
+  zk_sess *s;
+  if (rc == 0 && (rc = sess_get(zc, bc->default_ttl_ms, &s)) == 0)
+    sess_release(zc, s);
+  if (rc < 0)
+    client_free(zc);
+  return rc;
+}
+
+static void zk_close(dlock_backend_client *bc) { client_free(bc->priv); }
+
+/* ---- the lock recipe ---- */
+
+/* Create ROOT's components and DIR.  DIR is a container node, which the
+ * server removes once its last child is gone, so lock dirs of keys no
+ * longer used do not pile up; without container support it is persistent
+ * and release deletes it when empty. */
+static int make_parents(zk_client *zc, zk_sess *s, const char *dir, int64_t deadline) {
+  size_t rl = strlen(zc->root);
+  char *p = strdup(dir);
+  if (!p)
+    return ZSYSTEMERROR;
+  for (size_t i = 1; i <= rl; i++) {
+    if (i < rl && p[i] != '/')
+      continue;
+    char save = p[i];
+    p[i] = '\0';
+    int rc = z_create(zc, s, p, NULL, ZOO_PERSISTENT, deadline, NULL, NULL);
+    p[i] = save;
+    if (rc != ZOK && rc != ZNODEEXISTS) {
+      free(p);
+      return rc;
+    }
+  }
+  free(p);
+  pthread_mutex_lock(&zc->mu);
+  bool container = zc->container_ok;
+  pthread_mutex_unlock(&zc->mu);
+  int rc = z_create(zc, s, dir, NULL, container ? ZOO_CONTAINER : ZOO_PERSISTENT, deadline,
+                    NULL, NULL);
+  if (container && (rc == ZUNIMPLEMENTED || rc == ZBADARGUMENTS || rc == ZAPIERROR)) {
+    pthread_mutex_lock(&zc->mu);
+    zc->container_ok = false;
+    pthread_mutex_unlock(&zc->mu);
+    rc = z_create(zc, s, dir, NULL, ZOO_PERSISTENT, deadline, NULL, NULL);
+  }
+  return rc == ZNODEEXISTS ? ZOK : rc;
+}
+
+typedef struct queue_view {
+  zk_call *call; /* owns the names */
+  dlock__zk_child *kids;
+  size_t n;
+} queue_view;
+
+static void view_free(queue_view *v) {
+  call_free(v->call);
+  free(v->kids);
+  memset(v, 0, sizeof *v);
+}
+
+/* List and sort DIR's queue.  ZNONODE when the dir is gone. */
+static int list_queue(zk_client *zc, zk_sess *s, const char *dir, int64_t deadline,
+                      queue_view *v) {
+  memset(v, 0, sizeof *v);
+  int rc = z_children(zc, s, dir, deadline, &v->call);
+  if (rc != ZOK) {
+    call_free(v->call);
+    v->call = NULL;
+    return rc;
+  }
+  if (v->call->nkids) {
+    v->kids = calloc(v->call->nkids, sizeof *v->kids);
+    if (!v->kids) {
+      view_free(v);
+      return ZSYSTEMERROR;
+    }
+    v->n = dlock__zk_sort_children((const char *const *)v->call->kids, v->call->nkids, v->kids);
+  }
+  return ZOK;
+}
+
+static char *join(const char *dir, const char *name) {
+  size_t n = strlen(dir) + strlen(name) + 2;
+  char *p = malloc(n);
+  if (p)
+    snprintf(p, n, "%s/%s", dir, name);
+  return p;
+}
+
+/* Put our entry in DIR's queue.  *path gets its full name and *czxid the
+ * zxid that created it (the fencing token).  A create whose reply was lost
+ * may have happened: look for our GUID before trying again, so one
+ * acquisition never leaves a second node behind. */
+static int enqueue(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char *dir,
+                   int64_t deadline, char **path, uint64_t *czxid) {
+  char *prefix = dlock__zk_node_prefix(dir, bl->owner);
+  if (!prefix)
+    return ZSYSTEMERROR;
+  int rc = ZOK;
+  bool parents_made = false;
+  for (int attempt = 0; attempt < 4; attempt++) {
+    struct Stat st;
+    char *created = NULL;
+    if (!bl->sent_ns)
+      bl->sent_ns = now_ns();
+    rc = z_create(zc, s, prefix, bl->label, ZOO_EPHEMERAL_SEQUENTIAL, deadline, &created, &st);
+    if (rc == ZOK) {
+      *path = created;
+      *czxid = (uint64_t)st.czxid;
+      break;
+    }
+    if (rc == ZNONODE && !parents_made) {
+      parents_made = true;
+      if ((rc = make_parents(zc, s, dir, deadline)) != ZOK)
+        break;
+      continue;
+    }
+    if (rc == ZNONODE) {
+      /* The container went away between making it and using it. */
+      parents_made = false;
+      continue;
+    }
+    if (rc != ZCONNECTIONLOSS && rc != ZOPERATIONTIMEOUT)
+      break;
+    /* Outcome unknown.  A timed-out create deletes its own node when its
+     * reply finally comes; a lost connection leaves us to find it. */
+    if (rc == ZOPERATIONTIMEOUT)
+      break;
+    queue_view v;
+    int lrc = list_queue(zc, s, dir, deadline, &v);
+    if (lrc == ZOK) {
+      long i = dlock__zk_find(v.kids, v.n, bl->owner);
+      if (i >= 0) {
+        char *p = join(dir, v.kids[i].name);
+        zk_call *g = NULL;
+        int grc = p ? z_get(zc, s, p, 0, deadline, &g) : ZSYSTEMERROR;
+        if (grc == ZOK) {
+          *path = p;
+          *czxid = (uint64_t)g->stat.czxid;
+        } else {
+          free(p);
+        }
+        call_free(g);
+        view_free(&v);
+        rc = grc;
+        break;
+      }
+    }
+    view_free(&v);
+    if (lrc != ZOK && lrc != ZNONODE) {
+      rc = lrc;
+      break;
+    }
+  }
+  free(prefix);
+  return rc;
+}
+
+static void registry_add(zk_client *zc, zk_lock *lk) {
+  lk->prev = NULL;
+  lk->next = zc->held;
+  if (zc->held)
+    zc->held->prev = lk;
+  zc->held = lk;
+  lk->listed = true;
+  lk->sess->refs++; /* the session outlives the locks that name it */
+}
+
+static void registry_remove(zk_client *zc, zk_lock *lk) {
+  if (!lk->listed)
+    return;
+  if (lk->prev)
+    lk->prev->next = lk->next;
+  else
+    zc->held = lk->next;
+  if (lk->next)
+    lk->next->prev = lk->prev;
+  lk->listed = false;
+  sess_put(zc, lk->sess);
+}
+
+enum { STEP_DONE, STEP_REQUEUE };
+
+/* One pass of the recipe on session S: enqueue, then wait for our turn.
+ * Returns STEP_DONE with *rc set, or STEP_REQUEUE when our node vanished
+ * with no fault of the caller (expired session, deleted from outside). */
+static int attempt(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char *dir,
+                   int64_t deadline, bool try_only, int *rc) {
+  zk_lock *lk = bl->priv;
+  char *path = NULL;
+  uint64_t czxid = 0;
+  int zrc = enqueue(zc, s, bl, dir, deadline, &path, &czxid);
+  if (zrc != ZOK) {
+    *rc = zrc == ZOPERATIONTIMEOUT && deadline >= 0 && now_ns() >= deadline
+              ? dlock_seterr(DLOCK_ETIMEDOUT, "zk: timed out queueing for '%s'", bl->key)
+              : zk_err(zrc, "cannot queue for", bl->key);
+    return STEP_DONE;
+  }
+  for (;;) {
+    queue_view v;
+    zrc = list_queue(zc, s, dir, deadline, &v);
+    if (zrc == ZNONODE) {
+      free(path);
+      return STEP_REQUEUE;
+    }
+    if (zrc != ZOK) {
+      *rc = zk_err(zrc, "cannot list the queue of", bl->key);
+      break;
+    }
+    long pred = dlock__zk_predecessor(v.kids, v.n, bl->owner);
+    if (pred == -2) {
+      view_free(&v);
+      free(path);
+      return STEP_REQUEUE;
+    }
+    if (pred == -1) {
+      view_free(&v);
+      lk->bl = bl;
+      lk->sess = s;
+      lk->path = path;
+      lk->lost = false;
+      pthread_mutex_lock(&zc->mu);
+      bool gone = s->expired;
+      if (!gone)
+        registry_add(zc, lk);
+      pthread_mutex_unlock(&zc->mu);
+      if (gone) {
+        lk->path = NULL;
+        free(path);
+        return STEP_REQUEUE;
+      }
+      /* Watch our own node: its deletion by anyone else is a loss. */
+      zk_call *g = NULL;
+      zrc = z_get(zc, s, path, 1, deadline, &g);
+      call_free(g);
+      pthread_mutex_lock(&zc->mu);
+      gone = lk->lost || zrc == ZNONODE;
+      if (gone || zrc != ZOK)
+        registry_remove(zc, lk);
+      pthread_mutex_unlock(&zc->mu);
+      if (gone) {
+        lk->path = NULL;
+        free(path);
+        return STEP_REQUEUE;
+      }
+      if (zrc != ZOK) {
+        lk->path = NULL;
+        *rc = zk_err(zrc, "cannot watch the lock node of", bl->key);
+        break;
+      }
+      bl->token = czxid;
+      *rc = 0;
+      return STEP_DONE;
+    }
+    if (try_only) {
+      view_free(&v);
+      bl->holder_ttl_ms = -1;
+      drop_node(zc, s, path);
+      free(path);
+      *rc = dlock_seterr(DLOCK_EBUSY, "zk: '%s' is held", bl->key);
+      return STEP_DONE;
+    }
+    /* Watch only the entry just ahead of us: one release wakes one
+     * waiter, not the whole queue. */
+    char *pp = join(dir, v.kids[pred].name);
+    view_free(&v);
+    if (!pp) {
+      *rc = dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
+      break;
+    }
+    zk_waiter w = {.sess = s, .path = pp};
+    pthread_mutex_lock(&zc->mu);
+    w.next = zc->waiters;
+    zc->waiters = &w;
+    pthread_mutex_unlock(&zc->mu);
+    zk_call *g = NULL;
+    zrc = z_get(zc, s, pp, 1, deadline, &g);
+    call_free(g);
+    bool timed_out = false, expired = false;
+    pthread_mutex_lock(&zc->mu);
+    if (zrc == ZOK)
+      while (!w.fired && !(expired = s->expired))
+        if (!cv_wait(&zc->cv, &zc->mu, deadline)) {
+          timed_out = true;
+          break;
+        }
+    for (zk_waiter **p = &zc->waiters; *p; p = &(*p)->next)
+      if (*p == &w) {
+        *p = w.next;
+        break;
+      }
+    pthread_mutex_unlock(&zc->mu);
+    free(pp);
+    if (expired) {
+      free(path);
+      return STEP_REQUEUE;
+    }
+    if (timed_out || (zrc == ZOPERATIONTIMEOUT && deadline >= 0 && now_ns() >= deadline)) {
+      *rc = dlock_seterr(DLOCK_ETIMEDOUT, "zk: timed out waiting for '%s'", bl->key);
+      break;
+    }
+    if (zrc != ZOK && zrc != ZNONODE) {
+      *rc = zk_err(zrc, "cannot watch the queue of", bl->key);
+      break;
+    }
+  }
+  drop_node(zc, s, path);
+  free(path);
+  return STEP_DONE;
+}
+
+static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t deadline,
+                      bool try_only) {
+  zk_client *zc = bc->priv;
+  int64_t want = bl->ttl_ms > 0 ? bl->ttl_ms : bc->default_ttl_ms;
+  if (want > INT32_MAX)
+    return dlock_seterr(DLOCK_EINVAL, "zk: ttl of %lld ms is too long for a session timeout",
+                        (long long)want);
+  char *dir = dlock__zk_lock_dir(zc->root, bl->key, bl->keylen);
+  if (!dir)
+    return dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
+  bl->sent_ns = 0;
+  int rc = DLOCK_ECONN;
+  for (int round = 0; round < REQUEUE_MAX; round++) {
+    zk_sess *s;
+    if ((rc = sess_get(zc, want, &s)) < 0)
+      break;
+    int step = attempt(zc, s, bl, dir, deadline, try_only, &rc);
+    sess_release(zc, s);
+    if (step == STEP_DONE)
+      break;
+    rc = dlock_seterr(DLOCK_ECONN, "zk: the queue entry for '%s' kept vanishing", bl->key);
+    if (deadline >= 0 && now_ns() >= deadline) {
+      rc = dlock_seterr(DLOCK_ETIMEDOUT, "zk: timed out waiting for '%s'", bl->key);
+      break;
+    }
+  }
+  free(dir);
+  return rc;
+}
+
+static int zk_try_acquire(dlock_backend_client *bc, dlock_backend_lock *bl) {
+  return do_acquire(bc, bl, -1, true);
+}
+
+static int zk_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t deadline_ns) {
+  return do_acquire(bc, bl, deadline_ns, false);
+}
+
+/* No traffic: the C client's pings keep the session, and the session is
+ * the lease.  The lock is ours while its session may still be alive and
+ * nobody deleted its node. */
+static int zk_renew(dlock_backend_client *bc, dlock_backend_lock *bl) {
+  zk_client *zc = bc->priv;
+  zk_lock *lk = bl->priv;
+  int64_t now = now_ns();
+  pthread_mutex_lock(&zc->mu);
+  bool ok = lk->listed && !lk->lost && session_usable(lk->sess, now);
+  if (!ok && lk->listed)
+    lk->lost = true;
+  pthread_mutex_unlock(&zc->mu);
+  if (!ok)
+    return dlock_seterr(DLOCK_ELOST, "zk: '%s' is no longer ours (node deleted or session "
+                        "lost)", bl->key);
+  bl->sent_ns = now;
+  return 0;
+}
+
+static int zk_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
+  zk_client *zc = bc->priv;
+  zk_lock *lk = bl->priv;
+  int64_t now = now_ns();
+  pthread_mutex_lock(&zc->mu);
+  /* Out of the registry before anything else, so no loss report can name
+   * this lock once the core frees it. */
+  zk_sess *s = lk->listed ? lk->sess : NULL;
+  bool lost = !s || lk->lost || !session_usable(s, now);
+  bool alive = s && !s->expired;
+  if (alive)
+    s->refs++;
+  registry_remove(zc, lk);
+  pthread_mutex_unlock(&zc->mu);
+  int rc = 0;
+  if (alive && lk->path) {
+    /* Even a lock we had to declare lost may still have its node, which
+     * would block the queue for as long as the session lives. */
+    int zrc = z_delete(zc, s, lk->path, -1);
+    if (zrc == ZNONODE)
+      lost = true;
+    else if (zrc != ZOK && zrc != ZSESSIONEXPIRED && zrc != ZINVALIDSTATE) {
+      orphan_add(zc, s, lk->path);
+      if (!lost)
+        rc = zk_err(zrc, "cannot release", bl->key);
+    }
+    pthread_mutex_lock(&zc->mu);
+    bool container = zc->container_ok;
+    pthread_mutex_unlock(&zc->mu);
+    if (zrc == ZOK && !container) {
+      char *slash = strrchr(lk->path, '/');
+      *slash = '\0';
+      z_delete(zc, s, lk->path, -1); /* ZNOTEMPTY: someone is queued */
+    }
+    sess_release(zc, s);
+  }
+  free(lk->path);
+  lk->path = NULL;
+  if (lost)
+    return dlock_seterr(DLOCK_ELOST, "zk: '%s' was lost before release", bl->key);
+  return rc;
+}
+
+static int zk_inspect(dlock_backend_client *bc, const char *key, size_t keylen,
+                      dlock_info *info) {
+  zk_client *zc = bc->priv;
+  char *dir = dlock__zk_lock_dir(zc->root, key, keylen);
+  if (!dir)
+    return dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
+  zk_sess *s;
+  int rc = sess_get(zc, bc->default_ttl_ms, &s);
+  if (rc < 0) {
+    free(dir);
+    return rc;
+  }
+  info->ttl_ms = -1;
+  for (int tries = 0; tries < 8; tries++) {
+    queue_view v;
+    int zrc = list_queue(zc, s, dir, -1, &v);
+    if (zrc == ZNONODE || (zrc == ZOK && v.n == 0)) {
+      view_free(&v);
+      break;
+    }
+    if (zrc != ZOK) {
+      rc = zk_err(zrc, "cannot inspect", key);
+      break;
+    }
+    char *p = join(dir, v.kids[0].name);
+    zk_call *g = NULL;
+    zrc = p ? z_get(zc, s, p, 0, -1, &g) : ZSYSTEMERROR;
+    free(p);
+    if (zrc == ZOK) {
+      info->held = 1;
+      info->token = (uint64_t)g->stat.czxid;
+      snprintf(info->owner, sizeof info->owner, "%s", v.kids[0].guid);
+      snprintf(info->label, sizeof info->label, "%s", g->data ? g->data : "");
+    }
+    call_free(g);
+    view_free(&v);
+    if (zrc == ZNONODE)
+      continue; /* released while we looked: look again */
+    if (zrc != ZOK)
+      rc = zk_err(zrc, "cannot inspect", key);
+    break;
+  }
+  sess_release(zc, s);
+  free(dir);
+  return rc;
+}
+
+static int zk_control(dlock_backend_client *bc, dlock_backend_lock *bl, int op, void *arg) {
+  (void)bl;
+  zk_client *zc = bc->priv;
+  if (!arg)
+    return dlock_seterr(DLOCK_EINVAL, "zk: control operation %d needs an argument", op);
+  if (op == DLOCK_ZK_CTL_WATCH_EVENTS) {
+    pthread_mutex_lock(&zc->mu);
+    *(uint64_t *)arg = zc->pred_events;
+    pthread_mutex_unlock(&zc->mu);
+    return 0;
+  }
+  if (op == DLOCK_ZK_CTL_CLIENT_ID || op == DLOCK_ZK_CTL_SESSION_TIMEOUT) {
+    zk_sess *s;
+    int rc = sess_get(zc, bc->default_ttl_ms, &s);
+    if (rc < 0)
+      return rc;
+    if (op == DLOCK_ZK_CTL_CLIENT_ID)
+      *(clientid_t *)arg = *zoo_client_id(s->zh);
+    else
+      *(int64_t *)arg = zoo_recv_timeout(s->zh);
+    sess_release(zc, s);
+    return 0;
+  }
+  if (op == DLOCK_ZK_CTL_QUEUE_LEN) {
+    struct dlock_zk_queue *q = arg;
+    size_t keylen;
+    int rc = dlock__key_check(q->key, &keylen);
+    if (rc < 0)
+      return rc;
+    char *dir = dlock__zk_lock_dir(zc->root, q->key, keylen);
+    zk_sess *s;
+    if (!dir)
+      return dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
+    if ((rc = sess_get(zc, bc->default_ttl_ms, &s)) < 0) {
+      free(dir);
+      return rc;
+    }
+    queue_view v;
+    int zrc = list_queue(zc, s, dir, -1, &v);
+    q->count = zrc == ZOK ? (int)v.n : 0;
+    if (zrc != ZOK && zrc != ZNONODE)
+      rc = zk_err(zrc, "cannot list the queue of", q->key);
+    view_free(&v);
+    sess_release(zc, s);
+    free(dir);
+    return rc;
+  }
+  return dlock_seterr(DLOCK_ENOTSUP, "zk: unknown control operation %d", op);
+}
+
+static const char *const zk_schemes[] = {"zk", NULL};
+
+const dlock_backend_ops dlock__zk_ops = {
+    .version = DLOCK_BACKEND_VERSION,
+    .name = "zookeeper",
+    .schemes = zk_schemes,
+    .caps = DLOCK_CAP_FENCING | DLOCK_CAP_NATIVE_WAIT | DLOCK_CAP_FAIR |
+            DLOCK_CAP_LOSS_DETECT | DLOCK_CAP_CROSS_HOST | DLOCK_CAP_CROSS_PROCESS,
+    .client_size = sizeof(zk_client),
+    .lock_size = sizeof(zk_lock),
+    .open = zk_open,
+    .close = zk_close,
+    .try_acquire = zk_try_acquire,
+    .acquire = zk_acquire,
+    .renew = zk_renew,
+    .release = zk_release,
+    .renew_many = NULL,
+    .inspect = zk_inspect,
+    .control = zk_control,
+};

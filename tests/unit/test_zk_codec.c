@@ -1,0 +1,166 @@
+/* Unit tests for the ZooKeeper naming (no server). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "backends/zookeeper/zk-codec.h"
+
+#define GUID_A "0123456789abcdef0123456789abcdef"
+#define GUID_B "ffffffffffffffffffffffffffffffff"
+#define GUID_C "00000000000000000000000000000001"
+
+static char *esc(const char *k) {
+  static char buf[2048];
+  size_t n = dlock__zk_escape(k, strlen(k), buf, sizeof buf);
+  assert_int_equal(n, strlen(buf));
+  return buf;
+}
+
+static void test_escape_exact(void **state) {
+  (void)state;
+  assert_string_equal(esc("jobs/42"), "jobs%2F42");
+  assert_string_equal(esc("a.b_c-D9"), "a.b_c-D9");
+  assert_string_equal(esc("a b%"), "a%20b%25");
+  assert_string_equal(esc("."), "%2E");
+  assert_string_equal(esc(".."), "%2E%2E");
+  assert_string_equal(esc("..."), "...");
+  assert_string_equal(esc("\xc3\xbc"), "%C3%BC");
+  assert_string_equal(esc("zookeeper"), "zookeeper");
+  /* Truncation still reports the full length and terminates. */
+  char small[4];
+  assert_int_equal(dlock__zk_escape("a/b", 3, small, sizeof small), 5);
+  assert_int_equal(small[3], '\0');
+}
+
+static void test_escape_no_collisions(void **state) {
+  (void)state;
+  static const char *keys[] = {"a/b", "a%2Fb", "a%2fb", "a.b", "a_b", "a-b", "a b", "A/B",
+                               "a//b", "a/b/", "/a/b", ".", "..", "%2E", "%2E%2E", "a.lock",
+                               "\xc3\xbc", "u\xcc\x88", "{x}", ":", "_c_", "a\\b"};
+  size_t n = sizeof keys / sizeof *keys;
+  char out[64][256];
+  for (size_t i = 0; i < n; i++) {
+    dlock__zk_escape(keys[i], strlen(keys[i]), out[i], sizeof out[i]);
+    assert_null(strchr(out[i], '/'));
+    assert_string_not_equal(out[i], ".");
+    assert_string_not_equal(out[i], "..");
+    for (size_t j = 0; j < i; j++)
+      if (strcmp(out[i], out[j]) == 0)
+        fail_msg("'%s' and '%s' both map to '%s'", keys[i], keys[j], out[i]);
+  }
+}
+
+static void test_root(void **state) {
+  (void)state;
+  char *r = NULL;
+  assert_int_equal(dlock__zk_root("", NULL, &r), 0);
+  assert_string_equal(r, "/dlock");
+  free(r);
+  assert_int_equal(dlock__zk_root("/app/", "/locks/", &r), 0);
+  assert_string_equal(r, "/app/locks");
+  free(r);
+  assert_int_equal(dlock__zk_root("/", "/x", &r), 0);
+  assert_string_equal(r, "/x");
+  free(r);
+  r = NULL;
+  assert_int_equal(dlock__zk_root("", "locks", &r), DLOCK_EINVAL);
+  assert_int_equal(dlock__zk_root("", "/a//b", &r), DLOCK_EINVAL);
+  assert_int_equal(dlock__zk_root("/a/../b", NULL, &r), DLOCK_EINVAL);
+  assert_int_equal(dlock__zk_root("", "/", &r), DLOCK_EINVAL);
+  assert_null(r);
+}
+
+static void test_paths(void **state) {
+  (void)state;
+  char *d = dlock__zk_lock_dir("/dlock", "jobs/42", 7);
+  assert_string_equal(d, "/dlock/jobs%2F42");
+  char *p = dlock__zk_node_prefix(d, GUID_A);
+  assert_string_equal(p, "/dlock/jobs%2F42/_c_" GUID_A "-lock-");
+  free(p);
+  free(d);
+  /* A key with an embedded NUL-free binary tail keeps every byte. */
+  d = dlock__zk_lock_dir("/r", "a\x01", 2);
+  assert_string_equal(d, "/r/a%01");
+  free(d);
+}
+
+static void test_parse_node(void **state) {
+  (void)state;
+  char g[DLOCK__ZK_GUID_LEN + 1];
+  int64_t seq = -1;
+  assert_int_equal(dlock__zk_parse_node("_c_" GUID_A "-lock-0000000042", g, &seq), 0);
+  assert_string_equal(g, GUID_A);
+  assert_int_equal(seq, 42);
+  assert_int_equal(dlock__zk_parse_node("_c_" GUID_B "-lock-2147483647", g, &seq), 0);
+  assert_int_equal(seq, 2147483647);
+  static const char *bad[] = {
+      "",
+      "lock-0000000001",
+      "_c_" GUID_A "-lock-000000001",       /* 9 digits */
+      "_c_" GUID_A "-lock-00000000001",     /* 11 digits */
+      "_c_" GUID_A "-lock--000000001",      /* wrapped counter */
+      "_c_" GUID_A "-lock-00000000x1",
+      "_c_0123456789ABCDEF0123456789ABCDEF-lock-0000000001", /* upper-case hex */
+      "_c_0123456789abcdef0123456789abcde-lock-00000000001", /* short guid */
+      "_x_" GUID_A "-lock-0000000001",
+      "_c_" GUID_A "-lokc-0000000001",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+    if (dlock__zk_parse_node(bad[i], g, &seq) == 0)
+      fail_msg("'%s' parsed", bad[i]);
+}
+
+static void test_sort_and_predecessor(void **state) {
+  (void)state;
+  const char *names[] = {
+      "_c_" GUID_B "-lock-0000000010", "garbage", "_c_" GUID_A "-lock-0000000002",
+      "_c_" GUID_C "-lock-0000000009", "_c_" GUID_A "-lock-00000000zz", NULL,
+  };
+  dlock__zk_child kids[6];
+  size_t n = dlock__zk_sort_children(names, 6, kids);
+  assert_int_equal(n, 3);
+  assert_int_equal(kids[0].seq, 2);
+  assert_string_equal(kids[0].guid, GUID_A);
+  assert_int_equal(kids[1].seq, 9);
+  assert_int_equal(kids[2].seq, 10);
+  assert_ptr_equal(kids[2].name, names[0]);
+  assert_int_equal(dlock__zk_find(kids, n, GUID_C), 1);
+  assert_int_equal(dlock__zk_predecessor(kids, n, GUID_A), -1);
+  assert_int_equal(dlock__zk_predecessor(kids, n, GUID_C), 0);
+  assert_int_equal(dlock__zk_predecessor(kids, n, GUID_B), 1);
+  assert_int_equal(dlock__zk_predecessor(kids, n, "nope"), -2);
+  /* Sequence order, not name order: 0000000100 after 0000000099. */
+  const char *two[] = {"_c_" GUID_A "-lock-0000000100", "_c_" GUID_B "-lock-0000000099"};
+  n = dlock__zk_sort_children(two, 2, kids);
+  assert_int_equal(n, 2);
+  assert_string_equal(kids[0].guid, GUID_B);
+  assert_int_equal(dlock__zk_sort_children(names, 0, kids), 0);
+}
+
+static void test_connect_string(void **state) {
+  (void)state;
+  dlock_url *u;
+  char *s = NULL;
+  assert_int_equal(dlock__url_parse("zk://u:pw@h1:2182,h2,10.0.0.3:7/chroot", &u), 0);
+  assert_int_equal(dlock__zk_connect_string(u, &s), 0);
+  assert_string_equal(s, "h1:2182,h2:2181,10.0.0.3:7");
+  assert_null(strstr(s, "pw"));
+  free(s);
+  dlock__url_free(u);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_escape_exact), cmocka_unit_test(test_escape_no_collisions),
+      cmocka_unit_test(test_root),         cmocka_unit_test(test_paths),
+      cmocka_unit_test(test_parse_node),   cmocka_unit_test(test_sort_and_predecessor),
+      cmocka_unit_test(test_connect_string),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

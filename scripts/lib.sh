@@ -11,15 +11,22 @@ export DLOCK_ROOT
 # named because it is only a Recommends of gcc, and recommends are skipped
 # (they would pull a whole Docker engine in with docker-compose).
 DLOCK_PKGS_BUILD=(meson ninja-build pkg-config gcc libc6-dev libhiredis-dev
-                  libcurl4-openssl-dev libcjson-dev uuid-dev)
+                  libcurl4-openssl-dev libcjson-dev uuid-dev libzookeeper-mt-dev)
 DLOCK_PKGS_TEST=(libcmocka-dev)
-DLOCK_PKGS_SERVERS=(redis-server redis-tools)
+# zookeeper brings default-jre and the server's jars; scripts/services runs
+# them with java directly.
+DLOCK_PKGS_SERVERS=(redis-server redis-tools zookeeper)
 DLOCK_PKGS_CHECKS=(valgrind docker-compose)
 
 # Backends that need a running server, named as both their meson option and
 # their scripts/services entry. Adding a backend here makes scripts/test build
 # it (-D<name>=enabled) and require its server in CI.
-DLOCK_SERVER_BACKENDS=(redis)
+DLOCK_SERVER_BACKENDS=(redis zookeeper)
+
+# scripts/services entries that get no conformance run of their own but that
+# a backend's own cases use (through DLOCK_TEST_* variables, see scripts/test);
+# CI requires them running too.
+DLOCK_SERVER_EXTRAS=(zookeeper-ensemble)
 
 if [[ -t 2 ]]; then
     _dl_bold=$'\e[1m' _dl_red=$'\e[31m' _dl_yellow=$'\e[33m' _dl_green=$'\e[32m' _dl_reset=$'\e[0m'

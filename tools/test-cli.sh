@@ -176,8 +176,9 @@ loss_case file "file://$tmp/lossdir" lost "rm -f '$tmp/lossdir/lost.lock'"
 if [ -n "${DLOCK_TEST_REDIS_URL:-}" ]; then
   rport=${DLOCK_TEST_REDIS_URL##*:}; rport=${rport%%/*}
   key="cli-test/lost/$$"
+  rdb=${DLOCK_TEST_REDIS_URL##*/}; rdb=${rdb%%\?*}
   loss_case redis "$DLOCK_TEST_REDIS_URL" "$key" \
-    "redis-cli -p $rport --scan --pattern '*lock*$key*' | xargs -r redis-cli -p $rport del >/dev/null"
+    "redis-cli -p $rport -n ${rdb:-0} del 'dlock:lock:{$key}' >/dev/null"
 fi
 
 echo "1..$n"

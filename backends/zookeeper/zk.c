@@ -274,16 +274,6 @@ static void done_void(int rc, const void *data) {
   call_finish(c);
 }
 
-static void done_stat(int rc, const struct Stat *stat, const void *data) {
-  zk_call *c = (zk_call *)data;
-  c->rc = rc;
-  if (rc == ZOK && stat) {
-    c->stat = *stat;
-    c->has_stat = true;
-  }
-  call_finish(c);
-}
-
 static void done_string_stat(int rc, const char *str, const struct Stat *stat, const void *data) {
   zk_call *c = (zk_call *)data;
   c->rc = rc;
@@ -394,15 +384,6 @@ static int z_delete(zk_client *zc, zk_sess *s, const char *path, int64_t deadlin
   if (!c)
     return ZSYSTEMERROR;
   int rc = call_wait(c, zoo_adelete(s->zh, path, -1, done_void, c), bound(zc, deadline), &r);
-  call_free(r);
-  return rc;
-}
-
-static int z_exists(zk_client *zc, zk_sess *s, const char *path, int64_t deadline) {
-  zk_call *c = call_new(s->zh), *r;
-  if (!c)
-    return ZSYSTEMERROR;
-  int rc = call_wait(c, zoo_aexists(s->zh, path, 0, done_stat, c), bound(zc, deadline), &r);
   call_free(r);
   return rc;
 }
@@ -627,7 +608,11 @@ static bool sup_step(zk_client *zc, int64_t *wake) {
       s->refs++;
       pthread_mutex_unlock(&zc->mu);
       for (size_t i = 0; i < k; i++) {
-        int rc = paths[i] ? z_exists(zc, s, paths[i], -1) : ZOK;
+        /* Watched: the read that set the watch at acquire time may have
+         * been lost with the connection. */
+        zk_call *g = NULL;
+        int rc = paths[i] ? z_get(zc, s, paths[i], 1, -1, &g) : ZOK;
+        call_free(g);
         pthread_mutex_lock(&zc->mu);
         if (rc == ZNONODE)
           for (zk_lock *lk = zc->held; lk; lk = lk->next)
@@ -821,16 +806,10 @@ static void view_free(queue_view *v) {
   memset(v, 0, sizeof *v);
 }
 
-/* List and sort DIR's queue.  ZNONODE when the dir is gone. */
-static int list_queue(zk_client *zc, zk_sess *s, const char *dir, int64_t deadline,
-                      queue_view *v) {
+/* Sort the children C got into *V, which takes C over. */
+static int view_from(zk_call *c, queue_view *v) {
   memset(v, 0, sizeof *v);
-  int rc = z_children(zc, s, dir, deadline, &v->call);
-  if (rc != ZOK) {
-    call_free(v->call);
-    v->call = NULL;
-    return rc;
-  }
+  v->call = c;
   if (v->call->nkids) {
     v->kids = calloc(v->call->nkids, sizeof *v->kids);
     if (!v->kids) {
@@ -840,6 +819,55 @@ static int list_queue(zk_client *zc, zk_sess *s, const char *dir, int64_t deadli
     v->n = dlock__zk_sort_children((const char *const *)v->call->kids, v->call->nkids, v->kids);
   }
   return ZOK;
+}
+
+/* List and sort DIR's queue.  ZNONODE when the dir is gone. */
+static int list_queue(zk_client *zc, zk_sess *s, const char *dir, int64_t deadline,
+                      queue_view *v) {
+  memset(v, 0, sizeof *v);
+  zk_call *c = NULL;
+  int rc = z_children(zc, s, dir, deadline, &c);
+  if (rc != ZOK) {
+    call_free(c);
+    return rc;
+  }
+  return view_from(c, v);
+}
+
+/* Create our node and list DIR right behind it.  The server answers one
+ * session's requests in order, so the listing already holds our node and
+ * the uncontended case needs one round trip, not two.  *V stays empty
+ * unless both succeeded; the caller then lists again. */
+static int create_and_list(zk_client *zc, zk_sess *s, const char *prefix, const char *label,
+                           const char *dir, int64_t deadline, char **created,
+                           struct Stat *stat, queue_view *v) {
+  memset(v, 0, sizeof *v);
+  zk_call *cc = call_new(s->zh), *lc = call_new(s->zh), *r = NULL;
+  if (!cc || !lc) {
+    call_free(cc);
+    call_free(lc);
+    return ZSYSTEMERROR;
+  }
+  int64_t d = bound(zc, deadline);
+  int vl = label ? (int)strlen(label) : -1;
+  int crc = zoo_acreate2(s->zh, prefix, label, vl, acl_for(zc), ZOO_EPHEMERAL_SEQUENTIAL,
+                         done_string_stat, cc);
+  int lrc = crc == ZOK ? zoo_aget_children(s->zh, dir, 0, done_strings, lc) : crc;
+  int rc = call_wait(cc, crc, d, &r);
+  if (r && rc == ZOK) {
+    *created = r->str;
+    r->str = NULL;
+    *stat = r->stat;
+  }
+  call_free(r);
+  /* Without our node the listing is of no use: a deadline long past (0)
+   * takes it only if it is already in, else leaves it to its completion. */
+  int grc = call_wait(lc, lrc, rc == ZOK ? d : 0, &r);
+  if (rc == ZOK && grc == ZOK)
+    (void)view_from(r, v); /* on failure *v stays empty */
+  else
+    call_free(r);
+  return rc;
 }
 
 static char *join(const char *dir, const char *name) {
@@ -853,20 +881,22 @@ static char *join(const char *dir, const char *name) {
 /* Put our entry in DIR's queue.  *path gets its full name and *czxid the
  * zxid that created it (the fencing token).  A create whose reply was lost
  * may have happened: look for our GUID before trying again, so one
- * acquisition never leaves a second node behind. */
+ * acquisition never leaves a second node behind.  *first gets the queue as
+ * listed right after the create, when that listing came back. */
 static int enqueue(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char *dir,
-                   int64_t deadline, char **path, uint64_t *czxid) {
+                   int64_t deadline, char **path, uint64_t *czxid, queue_view *first) {
+  memset(first, 0, sizeof *first);
   char *prefix = dlock__zk_node_prefix(dir, bl->owner);
   if (!prefix)
     return ZSYSTEMERROR;
   int rc = ZOK;
   bool parents_made = false;
   for (int attempt = 0; attempt < 4; attempt++) {
-    struct Stat st;
+    struct Stat st = {0};
     char *created = NULL;
     if (!bl->sent_ns)
       bl->sent_ns = now_ns();
-    rc = z_create(zc, s, prefix, bl->label, ZOO_EPHEMERAL_SEQUENTIAL, deadline, &created, &st);
+    rc = create_and_list(zc, s, prefix, bl->label, dir, deadline, &created, &st, first);
     if (rc == ZOK) {
       *path = created;
       *czxid = (uint64_t)st.czxid;
@@ -942,6 +972,54 @@ static void registry_remove(zk_client *zc, zk_lock *lk) {
   sess_put(zc, lk->sess);
 }
 
+/* The watched read of a lock node just won.  Acquire does not wait for it,
+ * so it may complete after the lock was released and freed: it names the
+ * lock by session and path, and holds a session reference so that the
+ * session cannot be freed and reused under that name. */
+typedef struct own_watch {
+  zk_client *zc;
+  zk_sess *s;
+  char path[];
+} own_watch;
+
+static void own_watch_done(int rc, const char *value, int len, const struct Stat *stat,
+                           const void *data) {
+  (void)value;
+  (void)len;
+  (void)stat;
+  own_watch *w = (own_watch *)data;
+  zk_client *zc = w->zc;
+  pthread_mutex_lock(&zc->mu);
+  /* A lost connection may have left no watch; the check after the
+   * reconnect (sup_step) sets it again.  ZCLOSING: the client is going. */
+  if (rc != ZOK && rc != ZCONNECTIONLOSS && rc != ZOPERATIONTIMEOUT && rc != ZCLOSING)
+    for (zk_lock *lk = zc->held; lk; lk = lk->next)
+      if (lk->sess == w->s && strcmp(lk->path, w->path) == 0)
+        lose(zc, lk);
+  sess_put(zc, w->s);
+  pthread_mutex_unlock(&zc->mu);
+  free(w);
+}
+
+/* Submit the watch on our own node, whose deletion by anyone else is a
+ * loss, without waiting for it: a deletion or failure reported later
+ * declares the lock lost, and zk_renew reports that even when it happened
+ * before acquire returned.  The session reference is the caller's to give
+ * (taken under zc->mu). */
+static int watch_own(zk_client *zc, zk_sess *s, const char *path) {
+  size_t n = strlen(path) + 1;
+  own_watch *w = malloc(sizeof *w + n);
+  if (!w)
+    return ZSYSTEMERROR;
+  w->zc = zc;
+  w->s = s;
+  memcpy(w->path, path, n);
+  int rc = zoo_aget(s->zh, path, 1, own_watch_done, w);
+  if (rc != ZOK)
+    free(w);
+  return rc;
+}
+
 enum { STEP_DONE, STEP_REQUEUE };
 
 /* One pass of the recipe on session S: enqueue, then wait for our turn.
@@ -952,16 +1030,23 @@ static int attempt(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char
   zk_lock *lk = bl->priv;
   char *path = NULL;
   uint64_t czxid = 0;
-  int zrc = enqueue(zc, s, bl, dir, deadline, &path, &czxid);
+  queue_view first;
+  int zrc = enqueue(zc, s, bl, dir, deadline, &path, &czxid, &first);
   if (zrc != ZOK) {
+    view_free(&first);
     *rc = zrc == ZOPERATIONTIMEOUT && deadline >= 0 && now_ns() >= deadline
               ? dlock_seterr(DLOCK_ETIMEDOUT, "zk: timed out queueing for '%s'", bl->key)
               : zk_err(zrc, "cannot queue for", bl->key);
     return STEP_DONE;
   }
   for (;;) {
-    queue_view v;
-    zrc = list_queue(zc, s, dir, deadline, &v);
+    queue_view v = first;
+    if (v.call) {
+      memset(&first, 0, sizeof first);
+      zrc = ZOK;
+    } else {
+      zrc = list_queue(zc, s, dir, deadline, &v);
+    }
     if (zrc == ZNONODE) {
       free(path);
       return STEP_REQUEUE;
@@ -984,29 +1069,22 @@ static int attempt(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char
       lk->lost = false;
       pthread_mutex_lock(&zc->mu);
       bool gone = s->expired;
-      if (!gone)
+      if (!gone) {
         registry_add(zc, lk);
+        s->refs++; /* for the watch's completion */
+      }
       pthread_mutex_unlock(&zc->mu);
       if (gone) {
         lk->path = NULL;
         free(path);
         return STEP_REQUEUE;
       }
-      /* Watch our own node: its deletion by anyone else is a loss. */
-      zk_call *g = NULL;
-      zrc = z_get(zc, s, path, 1, deadline, &g);
-      call_free(g);
-      pthread_mutex_lock(&zc->mu);
-      gone = lk->lost || zrc == ZNONODE;
-      if (gone || zrc != ZOK)
-        registry_remove(zc, lk);
-      pthread_mutex_unlock(&zc->mu);
-      if (gone) {
-        lk->path = NULL;
-        free(path);
-        return STEP_REQUEUE;
-      }
+      zrc = watch_own(zc, s, path);
       if (zrc != ZOK) {
+        pthread_mutex_lock(&zc->mu);
+        sess_put(zc, s);
+        registry_remove(zc, lk);
+        pthread_mutex_unlock(&zc->mu);
         lk->path = NULL;
         *rc = zk_err(zrc, "cannot watch the lock node of", bl->key);
         break;

@@ -174,7 +174,10 @@ void dlock_backend_lock_lost(dlock_backend_client *bc, dlock_backend_lock *bl) {
   dlock_client *c = CONTAINER_OF(bc, dlock_client, bc);
   struct dlock_lock *l = CONTAINER_OF(bl, struct dlock_lock, bl);
   pthread_mutex_lock(&c->mu);
-  dlock__mark_lost(c, l);
+  if (l->state == 0)
+    l->lost_early = true; /* acquire is still running: it decides */
+  else
+    dlock__mark_lost(c, l);
   pthread_mutex_unlock(&c->mu);
 }
 
@@ -183,8 +186,12 @@ void dlock_backend_all_lost(dlock_backend_client *bc) {
     return;
   dlock_client *c = CONTAINER_OF(bc, dlock_client, bc);
   pthread_mutex_lock(&c->mu);
-  for (struct dlock_lock *l = c->head; l; l = l->next)
-    dlock__mark_lost(c, l);
+  for (struct dlock_lock *l = c->head; l; l = l->next) {
+    if (l->state == 0)
+      l->lost_early = true;
+    else
+      dlock__mark_lost(c, l);
+  }
   pthread_mutex_unlock(&c->mu);
 }
 
@@ -505,6 +512,14 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
 
   bool kick = false;
   pthread_mutex_lock(&c->mu);
+  if (rc == 0 && l->lost_early) {
+    /* The store took it back between granting it and our return: a handle
+     * that is lost before the caller sees it is no grant at all. */
+    pthread_mutex_unlock(&c->mu);
+    c->ops->release(&c->bc, bl);
+    rc = dlock_seterr(DLOCK_ELOST, "lock '%s' was lost while it was being acquired", key);
+    pthread_mutex_lock(&c->mu);
+  }
   if (rc == 0) {
     l->state = DLOCK_HELD;
     l->acquired_ns = now;

@@ -94,6 +94,7 @@ struct dlock_lock {
   bool inflight;             /* a backend call on it is running */
   bool auto_renew;
   bool lost_pending;         /* on_lost still to be delivered */
+  bool lost_early;           /* the backend reported loss before acquire returned */
   dlock_lost_fn on_lost;
   void *on_lost_arg;
   int64_t acquired_ns;

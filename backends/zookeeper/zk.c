@@ -41,6 +41,7 @@ typedef struct zk_sess {
   int64_t timeout_ms;   /* negotiated (zoo_recv_timeout) */
   int refs;             /* threads using zh right now */
   bool ever_connected;
+  bool ready;           /* connected and logged in: usable by other threads */
   bool connected;
   bool expired;         /* expired or refused: never used again */
   bool loss_declared;   /* suspended past the limit, its locks reported */
@@ -463,7 +464,7 @@ static int sess_get(zk_client *zc, int64_t want_ms, zk_sess **out) {
     for (s = zc->sessions; s; s = s->next)
       if (s->want_ms == want_ms && !s->expired)
         break;
-    if (s && s->ever_connected) {
+    if (s && s->ready) {
       s->refs++;
       pthread_mutex_unlock(&zc->mu);
       *out = s;
@@ -529,6 +530,9 @@ static int sess_get(zk_client *zc, int64_t want_ms, zk_sess **out) {
       sess_destroy(s);
       return rc;
     }
+    /* Only now may other threads use it: until the login answered, a
+     * failure still destroys the session under our feet. */
+    s->ready = true;
     pthread_cond_broadcast(&zc->cv);
     pthread_mutex_unlock(&zc->mu);
     *out = s;
@@ -573,6 +577,14 @@ static void drop_node(zk_client *zc, zk_sess *s, const char *path) {
 
 /* Under zc->mu, which it drops around I/O; returns true if it did any (the
  * caller rescans). */
+/* The supervisor also keeps the suspension timers, so none of its own
+ * requests may keep it away from them for long. */
+static int64_t sup_io_deadline(const zk_client *zc, const zk_sess *s) {
+  int64_t cap = suspend_limit_ns(s) / 2;
+  int64_t t = zc->bc->timeout_ms * 1000000;
+  return now_ns() + (cap > 0 && cap < t ? cap : t);
+}
+
 static bool sup_step(zk_client *zc, int64_t *wake) {
   int64_t now = now_ns();
   for (zk_sess *s = zc->sessions; s; s = s->next) {
@@ -611,9 +623,11 @@ static bool sup_step(zk_client *zc, int64_t *wake) {
         /* Watched: the read that set the watch at acquire time may have
          * been lost with the connection. */
         zk_call *g = NULL;
-        int rc = paths[i] ? z_get(zc, s, paths[i], 1, -1, &g) : ZOK;
+        int rc = paths[i] ? z_get(zc, s, paths[i], 1, sup_io_deadline(zc, s), &g) : ZOK;
         call_free(g);
         pthread_mutex_lock(&zc->mu);
+        if (rc == ZOPERATIONTIMEOUT || rc == ZCONNECTIONLOSS)
+          s->recheck = true; /* try again on the next round */
         if (rc == ZNONODE)
           for (zk_lock *lk = zc->held; lk; lk = lk->next)
             if (lk->sess == s && strcmp(lk->path, paths[i]) == 0)
@@ -644,14 +658,14 @@ static bool sup_step(zk_client *zc, int64_t *wake) {
     *p = o->next;
     zk_sess *s = o->sess;
     pthread_mutex_unlock(&zc->mu);
-    int rc = z_delete(zc, s, o->path, -1);
+    int rc = z_delete(zc, s, o->path, sup_io_deadline(zc, s));
     pthread_mutex_lock(&zc->mu);
     if (rc != ZOK && rc != ZNONODE && rc != ZSESSIONEXPIRED && rc != ZINVALIDSTATE) {
+      /* Back on the list, still holding its session reference. */
       o->next = zc->orphans;
       zc->orphans = o;
       if (now + RETRY_DELETE_NS < *wake)
         *wake = now + RETRY_DELETE_NS;
-      sess_put(zc, s);
       return false;
     }
     free(o->path);

@@ -28,6 +28,7 @@ static struct {
   int64_t sent_skew_ns; /* sent_ns reported this far in the past */
   uint64_t next_token;
   int64_t stall_ms;      /* renew/renew_many first block this long */
+  int lose_in_acquire;   /* try_acquire reports its own lock lost before returning */
   atomic_int renew_many_calls;
 } tb;
 
@@ -46,6 +47,8 @@ static int tb_try(dlock_backend_client *bc, dlock_backend_lock *bl) {
   }
   bl->sent_ns = dlock_backend_now_ns() - tb.sent_skew_ns;
   bl->token = ++tb.next_token;
+  if (tb.lose_in_acquire)
+    dlock_backend_lock_lost(bc, bl);
   return 0;
 }
 static void stall(void) {
@@ -127,6 +130,7 @@ static void tb_reset(void) {
   tb.renew_rc = 0;
   tb.sent_skew_ns = 0;
   tb.stall_ms = 0;
+  tb.lose_in_acquire = 0;
   atomic_store(&tb.renew_many_calls, 0);
 }
 
@@ -531,6 +535,26 @@ static void test_backend_reported_loss(void **state) {
   dlock_close(c);
 }
 
+/* A loss the store reports while the acquire is still in flight must not
+ * be dropped: the acquire fails instead of returning a dead handle. */
+static void test_loss_during_acquire(void **state) {
+  (void)state;
+  tb_reset();
+  tb.lose_in_acquire = 1;
+  dlock_client *c;
+  assert_int_equal(dlock_open("test-many://h", &c), 0);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  dlock_lock *l = NULL;
+  assert_int_equal(dlock_try_acquire(c, "early", &o, &l), DLOCK_ELOST);
+  assert_null(l);
+  assert_int_equal(atomic_load(&tb.releases), 1);
+  tb.lose_in_acquire = 0;
+  assert_int_equal(dlock_try_acquire(c, "early", &o, &l), 0);
+  assert_int_equal(dlock_lock_state(l), DLOCK_HELD);
+  assert_int_equal(dlock_release(l), 0);
+  dlock_close(c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_error_table),
@@ -548,6 +572,7 @@ int main(void) {
       cmocka_unit_test(test_reentrancy_survives_thread_id_reuse),
       cmocka_unit_test(test_stalled_store_reports_loss_promptly),
       cmocka_unit_test(test_backend_reported_loss),
+      cmocka_unit_test(test_loss_during_acquire),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -145,8 +145,9 @@ DLOCK_EXTERN int64_t dlock_backend_now_ns(void);
  * on_lost delivered on the renew thread.  Callable from any thread,
  * including the store library's event thread (it only takes a mutex that
  * the core never holds across backend calls).  BL must belong to a lock
- * whose acquire succeeded and whose release has not yet returned; a lock
- * not currently HELD is left alone. */
+ * whose acquire has begun and whose release has not yet returned.  While
+ * the acquire is still running, the report makes it fail with DLOCK_ELOST;
+ * a lock already LOST or released is left alone. */
 DLOCK_EXTERN void dlock_backend_lock_lost(dlock_backend_client *bc, dlock_backend_lock *bl);
 /* Every lock the client holds is lost (e.g. the session that carried them
  * all expired). */

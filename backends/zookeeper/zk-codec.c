@@ -158,11 +158,35 @@ static int by_seq(const void *a, const void *b) {
   return strcmp(x->name, y->name);
 }
 
+/* Any sequential node ends in the parent's 10-digit counter.  A node of
+ * another recipe (Curator writes "_c_<uuid>-lock-<seq>" with dashes in the
+ * uuid) in our lock dir still holds its place in the queue: skipping it
+ * would let both of us think we hold the lock. */
+static int parse_foreign(const char *name, int64_t *seq) {
+  size_t len = strlen(name);
+  if (len < DLOCK__ZK_SEQ_DIGITS)
+    return -1;
+  const char *d = name + len - DLOCK__ZK_SEQ_DIGITS;
+  int64_t v = 0;
+  for (size_t i = 0; i < DLOCK__ZK_SEQ_DIGITS; i++) {
+    if (d[i] < '0' || d[i] > '9')
+      return -1;
+    v = v * 10 + (d[i] - '0');
+  }
+  *seq = v;
+  return 0;
+}
+
 size_t dlock__zk_sort_children(const char *const *names, size_t n, dlock__zk_child *out) {
   size_t k = 0;
   for (size_t i = 0; i < n; i++) {
-    if (!names[i] || dlock__zk_parse_node(names[i], out[k].guid, &out[k].seq) < 0)
+    if (!names[i])
       continue;
+    if (dlock__zk_parse_node(names[i], out[k].guid, &out[k].seq) < 0) {
+      if (parse_foreign(names[i], &out[k].seq) < 0)
+        continue; /* not a queue entry at all */
+      out[k].guid[0] = '\0'; /* never equal to one of ours */
+    }
     out[k].name = names[i];
     k++;
   }

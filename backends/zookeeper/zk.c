@@ -185,11 +185,18 @@ static void on_node_event(zk_client *zc, zk_sess *s, int type, const char *path)
       w->fired = true;
       zc->pred_events++;
     }
-  if (type != ZOO_DELETED_EVENT)
-    return;
-  for (zk_lock *lk = zc->held; lk; lk = lk->next)
-    if (lk->sess == s && strcmp(lk->path, path) == 0)
+  for (zk_lock *lk = zc->held; lk; lk = lk->next) {
+    if (lk->sess != s || strcmp(lk->path, path) != 0)
+      continue;
+    if (type == ZOO_DELETED_EVENT) {
       lose(zc, lk);
+    } else {
+      /* A data change used up the watch on our node: have the supervisor
+       * set it again, or a later deletion would go unseen. */
+      s->recheck = true;
+      pthread_cond_signal(&zc->sup_cv);
+    }
+  }
 }
 
 static void watcher(zhandle_t *zh, int type, int state, const char *path, void *ctx) {

@@ -140,6 +140,14 @@ static void test_sort_and_predecessor(void **state) {
   n = dlock__zk_sort_children(two, 2, kids);
   assert_int_equal(n, 2);
   assert_string_equal(kids[0].guid, GUID_B);
+  /* Another recipe's node in our dir keeps its place in the queue. */
+  const char *mixed[] = {"_c_" GUID_A "-lock-0000000007",
+                         "_c_1b4e28ba-2fa1-11d2-883f-0016d3cca427-lock-0000000005"};
+  n = dlock__zk_sort_children(mixed, 2, kids);
+  assert_int_equal(n, 2);
+  assert_string_equal(kids[0].guid, "");
+  assert_int_equal(kids[0].seq, 5);
+  assert_int_equal(dlock__zk_predecessor(kids, n, GUID_A), 0);
   assert_int_equal(dlock__zk_sort_children(names, 0, kids), 0);
 }
 

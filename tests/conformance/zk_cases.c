@@ -367,6 +367,41 @@ static void z4_leader_failover(void **state) {
   dlock_close(a);
 }
 
+/* Someone writes to our lock node (which uses up the watch on it) and then
+ * deletes it: the deletion must still be noticed, without any renewal
+ * traffic to stumble on it. */
+static void z5_change_then_delete(void **state) {
+  (void)state;
+  char k[256];
+  snprintf(k, sizeof k, "%s", zkey("z5"));
+  dlock_client *c = open_url(z_url);
+  struct event lost;
+  event_init(&lost);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.auto_renew = 0;
+  o.on_lost = event_on_lost;
+  o.on_lost_arg = &lost;
+  dlock_lock *l;
+  assert_int_equal(dlock_try_acquire(c, k, &o, &l), 0);
+  char *dir = NULL;
+  zhandle_t *zh = conf_zk_open(z_url, k, NULL, &dir, NULL, NULL);
+  assert_non_null(zh);
+  struct String_vector sv = {0, NULL};
+  assert_int_equal(zoo_get_children(zh, dir, 0, &sv), ZOK);
+  assert_int_equal(sv.count, 1);
+  char path[1024];
+  snprintf(path, sizeof path, "%s/%s", dir, sv.data[0]);
+  deallocate_String_vector(&sv);
+  assert_int_equal(zoo_set(zh, path, "x", 1, -1), ZOK);
+  assert_int_equal(zoo_delete(zh, path, -1), ZOK);
+  assert_int_equal(event_wait(&lost, 1, 5000), 1);
+  assert_int_equal(dlock_lock_state(l), DLOCK_LOST);
+  assert_int_equal(dlock_release(l), DLOCK_ELOST);
+  conf_zk_close(zh);
+  free(dir);
+  dlock_close(c);
+}
+
 int conf_zk_cases(const char *url, const char *run_id) {
   z_url = url;
   z_run = run_id;
@@ -376,6 +411,7 @@ int conf_zk_cases(const char *url, const char *run_id) {
       cmocka_unit_test(z2_fifo),
       cmocka_unit_test(z3_session_expiry),
       cmocka_unit_test(z4_leader_failover),
+      cmocka_unit_test(z5_change_then_delete),
   };
   char name[512], title[600];
   dlock_url_redact(url, name, sizeof name);

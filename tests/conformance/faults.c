@@ -30,36 +30,57 @@ static int break_mem(const char *url, const char *key) {
   return rc == 0 ? 0 : -1;
 }
 
-int conf_break_lock(const char *url, const char *key) {
-  if (strncmp(url, "file:", 5) == 0)
-    return break_file(url, key);
-  if (strncmp(url, "mem:", 4) == 0)
-    return break_mem(url, key);
+static int forget_mem(const char *url, const char *key) {
+  (void)url;
+  (void)key;
+  return 1; /* in-process counters cannot be lost from outside */
+}
+
+/* Per store: delete the holder behind its back, and forget the key
+ * entirely (fencing counter included). */
+static const struct {
+  const char *prefix;
+  int (*break_lock)(const char *url, const char *key);
+  int (*forget_key)(const char *url, const char *key);
+} injectors[] = {
+    {"file:", break_file, break_file}, /* the counter lives in the file */
+    {"mem:", break_mem, forget_mem},
 #ifdef DLOCK_HAVE_REDIS
-  if (strncmp(url, "redis", 5) == 0)
-    return conf_redis_break_lock(url, key);
+    {"redis", conf_redis_break_lock, conf_redis_forget_key},
 #endif
 #ifdef DLOCK_HAVE_ZOOKEEPER
-  if (strncmp(url, "zk:", 3) == 0)
-    return conf_zk_break_lock(url, key);
+    {"zk:", conf_zk_break_lock, conf_zk_forget_key},
 #endif
+};
+
+static int find_injector(const char *url) {
+  for (size_t i = 0; i < sizeof injectors / sizeof *injectors; i++)
+    if (strncmp(url, injectors[i].prefix, strlen(injectors[i].prefix)) == 0)
+      return (int)i;
   fprintf(stderr, "conformance: no fault injector for %s\n", url);
   return -1;
 }
 
+int conf_break_lock(const char *url, const char *key) {
+  int i = find_injector(url);
+  return i < 0 ? -1 : injectors[i].break_lock(url, key);
+}
+
 int conf_forget_key(const char *url, const char *key) {
-  if (strncmp(url, "file:", 5) == 0)
-    return break_file(url, key); /* the counter lives in the file */
-  if (strncmp(url, "mem:", 4) == 0)
-    return 1;
-#ifdef DLOCK_HAVE_REDIS
-  if (strncmp(url, "redis", 5) == 0)
-    return conf_redis_forget_key(url, key);
-#endif
-#ifdef DLOCK_HAVE_ZOOKEEPER
-  if (strncmp(url, "zk:", 3) == 0)
-    return conf_zk_forget_key(url, key);
-#endif
-  fprintf(stderr, "conformance: no fault injector for %s\n", url);
-  return -1;
+  int i = find_injector(url);
+  return i < 0 ? -1 : injectors[i].forget_key(url, key);
+}
+
+const char *conf_run_id = "";
+
+const char *conf_key(const char *name) {
+  static _Thread_local char buf[256];
+  snprintf(buf, sizeof buf, "conf-%s/%s", conf_run_id, name);
+  return buf;
+}
+
+char *conf_url_with(const char *base, const char *extra) {
+  static _Thread_local char buf[4096];
+  snprintf(buf, sizeof buf, "%s%s%s", base, strchr(base, '?') ? "&" : "?", extra);
+  return buf;
 }

@@ -6,6 +6,12 @@
  * failure would: a separate connection deletes it.  0 or -1. */
 int conf_break_lock(const char *url, const char *key);
 
+/* Shared by every case file: the run's id (unique per invocation), a key
+ * name inside it, and BASE with one more query parameter. */
+extern const char *conf_run_id;
+const char *conf_key(const char *name);
+char *conf_url_with(const char *base, const char *extra);
+
 /* Make the store lose everything it knows about KEY, fencing counter
  * included (a restart without persistence, a deleted lock file).  0, -1, or
  * 1 when the store cannot lose it (in-process counters). */
@@ -18,7 +24,7 @@ int conf_redis_forget_key(const char *url, const char *key);
  * database; *prefix gets a copy of ?prefix= (or NULL). */
 struct redisContext *conf_redis_connect(const char *url, char **prefix);
 /* Redis-specific cases, run after the shared ones for redis URLs. */
-int conf_redis_cases(const char *url, const char *run_id);
+int conf_redis_cases(const char *url);
 #endif
 
 #ifdef DLOCK_HAVE_ZOOKEEPER
@@ -27,7 +33,7 @@ int conf_redis_cases(const char *url, const char *run_id);
 int conf_zk_break_lock(const char *url, const char *key);
 int conf_zk_forget_key(const char *url, const char *key);
 /* ZooKeeper-specific cases, run after the shared ones for zk URLs. */
-int conf_zk_cases(const char *url, const char *run_id);
+int conf_zk_cases(const char *url);
 #endif
 
 #endif

@@ -147,30 +147,17 @@ static int delete_entries(zhandle_t *zh, const char *dir, int only_first) {
   return ret;
 }
 
-int conf_zk_break_lock(const char *url, const char *key) {
+/* FORGET: every entry and the dir itself, as if the key never existed;
+ * otherwise only the holder's entry. */
+static int zk_delete(const char *url, const char *key, int forget) {
   struct conn c;
   conn_init(&c);
   char *dir = NULL;
   zhandle_t *zh = open_for_key(url, key, &c, &dir, NULL);
   int rc = -1;
   if (zh) {
-    rc = delete_entries(zh, dir, 1);
-    zookeeper_close(zh);
-  }
-  free(dir);
-  conn_destroy(&c);
-  return rc;
-}
-
-int conf_zk_forget_key(const char *url, const char *key) {
-  struct conn c;
-  conn_init(&c);
-  char *dir = NULL;
-  zhandle_t *zh = open_for_key(url, key, &c, &dir, NULL);
-  int rc = -1;
-  if (zh) {
-    rc = delete_entries(zh, dir, 0);
-    if (rc == 0) {
+    rc = delete_entries(zh, dir, !forget);
+    if (rc == 0 && forget) {
       int d = zoo_delete(zh, dir, -1);
       if (d != ZOK && d != ZNONODE) {
         fprintf(stderr, "faults_zk: delete %s: %s\n", dir, zerror(d));
@@ -183,6 +170,10 @@ int conf_zk_forget_key(const char *url, const char *key) {
   conn_destroy(&c);
   return rc;
 }
+
+int conf_zk_break_lock(const char *url, const char *key) { return zk_delete(url, key, 0); }
+
+int conf_zk_forget_key(const char *url, const char *key) { return zk_delete(url, key, 1); }
 
 zhandle_t *conf_zk_open(const char *url, const char *key, const clientid_t *cid, char **dir,
                         watcher_fn extra, void *extra_ctx) {

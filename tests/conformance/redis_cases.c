@@ -17,7 +17,6 @@
 #include "internal.h"
 
 static const char *r_url;
-static const char *r_run;
 
 static redisReply *cmd(redisContext *c, const char *fmt, ...) {
   va_list ap;
@@ -27,11 +26,6 @@ static redisReply *cmd(redisContext *c, const char *fmt, ...) {
   return r;
 }
 
-static const char *rkey(const char *name) {
-  static char buf[256];
-  snprintf(buf, sizeof buf, "conf-%s/%s", r_run, name);
-  return buf;
-}
 
 /* Calls of one command since the server started, from INFO commandstats. */
 static long long calls_of(redisContext *c, const char *name) {
@@ -57,17 +51,17 @@ static void r1_script_cache_flushed(void **state) {
   o.auto_renew = 0;
   dlock_lock *l;
   freeReplyObject(cmd(rc, "SCRIPT FLUSH"));
-  assert_int_equal(dlock_try_acquire(c, rkey("r1"), &o, &l), 0);
+  assert_int_equal(dlock_try_acquire(c, conf_key("r1"), &o, &l), 0);
   uint64_t t = dlock_lock_token(l);
   freeReplyObject(cmd(rc, "SCRIPT FLUSH"));
   assert_int_equal(dlock_renew(l, 0), 0);
   freeReplyObject(cmd(rc, "SCRIPT FLUSH"));
   dlock_info info;
-  assert_int_equal(dlock_inspect(c, rkey("r1"), &info), 0);
+  assert_int_equal(dlock_inspect(c, conf_key("r1"), &info), 0);
   assert_int_equal(info.token, t);
   freeReplyObject(cmd(rc, "SCRIPT FLUSH"));
   assert_int_equal(dlock_release(l), 0);
-  assert_int_equal(dlock_inspect(c, rkey("r1"), &info), 0);
+  assert_int_equal(dlock_inspect(c, conf_key("r1"), &info), 0);
   assert_int_equal(info.held, 0);
   dlock_close(c);
   redisFree(rc);
@@ -83,7 +77,7 @@ static void *bwait_main(void *arg) {
   dlock_options o = DLOCK_OPTIONS_INIT;
   o.wait_ms = 2000;
   dlock_lock *l;
-  w->rc = dlock_acquire(w->c, rkey("r2"), &o, &l);
+  w->rc = dlock_acquire(w->c, conf_key("r2"), &o, &l);
   if (w->rc == 0)
     dlock_release(l);
   return NULL;
@@ -99,7 +93,7 @@ static void r2_wait_does_not_poll(void **state) {
   dlock_options o = DLOCK_OPTIONS_INIT;
   o.ttl_ms = 30000;
   dlock_lock *l;
-  assert_int_equal(dlock_try_acquire(a, rkey("r2"), &o, &l), 0);
+  assert_int_equal(dlock_try_acquire(a, conf_key("r2"), &o, &l), 0);
   long long before = calls_of(rc, "evalsha") + calls_of(rc, "eval");
   struct bwait w = {.c = b};
   pthread_t th;
@@ -122,7 +116,7 @@ static void r3_acl_login(void **state) {
   redisContext *rc = conf_redis_connect(r_url, NULL);
   assert_non_null(rc);
   char user[64];
-  snprintf(user, sizeof user, "dlockconf%s", r_run);
+  snprintf(user, sizeof user, "dlockconf%s", conf_run_id);
   for (char *p = user; *p; p++)
     if (*p == '-')
       *p = '_';
@@ -145,7 +139,7 @@ static void r3_acl_login(void **state) {
     assert_int_equal(dlock_open(good, &c), 0);
     dlock_options o = DLOCK_OPTIONS_INIT;
     dlock_lock *l;
-    assert_int_equal(dlock_try_acquire(c, rkey("r3"), &o, &l), 0);
+    assert_int_equal(dlock_try_acquire(c, conf_key("r3"), &o, &l), 0);
     assert_int_equal(dlock_release(l), 0);
     assert_null(strstr(dlock_client_url(c), "s3cr3t"));
     dlock_close(c);
@@ -156,9 +150,8 @@ static void r3_acl_login(void **state) {
   redisFree(rc);
 }
 
-int conf_redis_cases(const char *url, const char *run_id) {
+int conf_redis_cases(const char *url) {
   r_url = url;
-  r_run = run_id;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(r1_script_cache_flushed),
       cmocka_unit_test(r2_wait_does_not_poll),

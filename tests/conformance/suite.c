@@ -36,17 +36,6 @@ static unsigned g_caps;
 
 static int64_t now_ms(void) { return dlock__now_ns() / 1000000; }
 
-static const char *key(const char *name) {
-  static _Thread_local char buf[256];
-  snprintf(buf, sizeof buf, "conf-%s/%s", g_run, name);
-  return buf;
-}
-
-static char *url_with(const char *base, const char *extra) {
-  static char buf[4096];
-  snprintf(buf, sizeof buf, "%s%s%s", base, strchr(base, '?') ? "&" : "?", extra);
-  return buf;
-}
 
 static dlock_client *open_client(void) {
   dlock_client *c = NULL;
@@ -87,12 +76,12 @@ static void case01_try_busy(void **state) {
   dlock_client *a = open_client(), *b = open_client();
   dlock_options o = opts(30000, 0, 1);
   dlock_lock *la, *lb;
-  ASSERT_RC(dlock_try_acquire(a, key("c1"), &o, &la), 0);
-  ASSERT_RC(dlock_try_acquire(b, key("c1"), &o, &lb), DLOCK_EBUSY);
+  ASSERT_RC(dlock_try_acquire(a, conf_key("c1"), &o, &la), 0);
+  ASSERT_RC(dlock_try_acquire(b, conf_key("c1"), &o, &lb), DLOCK_EBUSY);
   assert_true(strlen(dlock_client_errmsg(NULL)) > 0);
   ASSERT_RC(dlock_lock_state(la), DLOCK_HELD);
   ASSERT_RC(dlock_release(la), 0);
-  ASSERT_RC(dlock_try_acquire(b, key("c1"), &o, &lb), 0);
+  ASSERT_RC(dlock_try_acquire(b, conf_key("c1"), &o, &lb), 0);
   ASSERT_RC(dlock_release(lb), 0);
   dlock_close(a);
   dlock_close(b);
@@ -120,7 +109,7 @@ static void *mx_worker(void *arg) {
   dlock_options o = opts(30000, 60000, 1);
   for (int i = 0; i < MX_ITERS; i++) {
     dlock_lock *l;
-    int rc = dlock_acquire(c, key("c2"), &o, &l);
+    int rc = dlock_acquire(c, conf_key("c2"), &o, &l);
     if (rc != 0) {
       fprintf(stderr, "mutex acquire: %s: %s\n", dlock_err_name(rc), dlock_client_errmsg(NULL));
       atomic_fetch_add(&mx.errors, 1);
@@ -195,7 +184,7 @@ static void case03_wake_on_release(void **state) {
   dlock_options o = opts(30000, 0, 1);
   dlock_lock *la;
   char k[256];
-  snprintf(k, sizeof k, "%s", key("c3"));
+  snprintf(k, sizeof k, "%s", conf_key("c3"));
   ASSERT_RC(dlock_try_acquire(a, k, &o, &la), 0);
   struct waiter w = {.c = b, .key = k, .wait_ms = 60000};
   event_init(&w.started);
@@ -229,10 +218,10 @@ static void case04_deadline(void **state) {
   dlock_client *a = open_client(), *b = open_client();
   dlock_options o = opts(30000, 0, 1);
   dlock_lock *la, *lb;
-  ASSERT_RC(dlock_try_acquire(a, key("c4"), &o, &la), 0);
+  ASSERT_RC(dlock_try_acquire(a, conf_key("c4"), &o, &la), 0);
   dlock_options w = opts(30000, 700, 1);
   int64_t t0 = now_ms();
-  ASSERT_RC(dlock_acquire(b, key("c4"), &w, &lb), DLOCK_ETIMEDOUT);
+  ASSERT_RC(dlock_acquire(b, conf_key("c4"), &w, &lb), DLOCK_ETIMEDOUT);
   int64_t el = now_ms() - t0;
   printf("# deadline 700 ms, returned after %lld ms\n", (long long)el);
   assert_true(el >= 690);
@@ -240,12 +229,12 @@ static void case04_deadline(void **state) {
   /* Another thread of the same client queues in the core, with the same
    * deadline rule. */
   t0 = now_ms();
-  struct waiter wt = {.c = a, .key = key("c4"), .wait_ms = 400};
+  struct waiter wt = {.c = a, .key = conf_key("c4"), .wait_ms = 400};
   event_init(&wt.started);
   event_init(&wt.done);
   pthread_t th;
   char k[256];
-  snprintf(k, sizeof k, "%s", key("c4"));
+  snprintf(k, sizeof k, "%s", conf_key("c4"));
   wt.key = k;
   assert_int_equal(pthread_create(&th, NULL, waiter_main, &wt), 0);
   pthread_join(th, NULL);
@@ -262,7 +251,7 @@ static void case05_vanished_holder(void **state) {
   (void)state;
   const int64_t ttl = 2000;
   char k[256];
-  snprintf(k, sizeof k, "%s", key("c5"));
+  snprintf(k, sizeof k, "%s", conf_key("c5"));
   dlock_client *b = NULL;
   dlock_lock *lb;
   if (g_caps & DLOCK_CAP_CROSS_PROCESS) {
@@ -331,7 +320,7 @@ static void case06_stale_handle(void **state) {
   (void)state;
   dlock_client *a = open_client(), *b = open_client(), *c = open_client();
   char k[256];
-  snprintf(k, sizeof k, "%s", key("c6"));
+  snprintf(k, sizeof k, "%s", conf_key("c6"));
   struct event lost;
   event_init(&lost);
   dlock_options o = opts(1000, 0, 0);
@@ -393,7 +382,7 @@ static void case07_renew(void **state) {
   (void)state;
   dlock_client *a = open_client(), *b = open_client();
   char k[256];
-  snprintf(k, sizeof k, "%s", key("c7"));
+  snprintf(k, sizeof k, "%s", conf_key("c7"));
   dlock_lock *la, *lb;
   dlock_options t = opts(30000, 0, 1);
   /* Manual renew past the original ttl. */
@@ -438,7 +427,7 @@ static void case08_fencing(void **state) {
   uint64_t last = 0;
   for (int i = 0; i < 12; i++) {
     dlock_lock *l;
-    ASSERT_RC(dlock_acquire(cl[i % 3], key("c8"), &o, &l), 0);
+    ASSERT_RC(dlock_acquire(cl[i % 3], conf_key("c8"), &o, &l), 0);
     uint64_t t = dlock_lock_token(l);
     if (t <= last)
       fail_msg("token %llu after %llu", (unsigned long long)t, (unsigned long long)last);
@@ -447,7 +436,7 @@ static void case08_fencing(void **state) {
   }
   /* Tokens are per key; a fresh key starts its own sequence, above zero. */
   dlock_lock *l;
-  ASSERT_RC(dlock_acquire(cl[0], key("c8-other"), &o, &l), 0);
+  ASSERT_RC(dlock_acquire(cl[0], conf_key("c8-other"), &o, &l), 0);
   assert_true(dlock_lock_token(l) > 0);
   ASSERT_RC(dlock_release(l), 0);
   for (int i = 0; i < 3; i++)
@@ -460,7 +449,7 @@ static void case09_reentrancy(void **state) {
   (void)state;
   dlock_client *a = open_client(), *b = open_client();
   char k[256];
-  snprintf(k, sizeof k, "%s", key("c9"));
+  snprintf(k, sizeof k, "%s", conf_key("c9"));
   dlock_options o = opts(30000, 0, 1);
   dlock_lock *l1, *l2, *lb;
   ASSERT_RC(dlock_try_acquire(a, k, &o, &l1), 0);
@@ -492,7 +481,7 @@ static void case10_loss(void **state) {
   (void)state;
   dlock_client *a = open_client();
   char k[256];
-  snprintf(k, sizeof k, "%s", key("c10"));
+  snprintf(k, sizeof k, "%s", conf_key("c10"));
   struct event lost;
   event_init(&lost);
   const int64_t ttl = 2000;
@@ -548,10 +537,10 @@ static void case11_bad_input(void **state) {
   expect_open_einval("", NULL);
   expect_open_einval("no scheme here", NULL);
   expect_open_einval("nosuchstore://127.0.0.1:1/x", "nosuchstore");
-  expect_open_einval(url_with(g_url, "bogus_param=1"), "bogus_param");
-  expect_open_einval(url_with(g_url, "ttl=-5s"), "ttl");
-  expect_open_einval(url_with(g_url, "ttl=abc"), "ttl");
-  expect_open_einval(url_with(g_url, "timeout=0"), "timeout");
+  expect_open_einval(conf_url_with(g_url, "bogus_param=1"), "bogus_param");
+  expect_open_einval(conf_url_with(g_url, "ttl=-5s"), "ttl");
+  expect_open_einval(conf_url_with(g_url, "ttl=abc"), "ttl");
+  expect_open_einval(conf_url_with(g_url, "timeout=0"), "timeout");
   snprintf(buf, sizeof buf, "%s://user:s3cr3t@127.0.0.1:99999999/", scheme);
   expect_open_einval(buf, NULL);
   snprintf(buf, sizeof buf, "%s://user:s3cr3t@127.0.0.1:1/?nope=1&password=s3cr3t", scheme);
@@ -577,25 +566,25 @@ static void case11_bad_input(void **state) {
   ASSERT_RC(dlock_try_acquire(c, longkey, &o, &l), DLOCK_EINVAL);
   assert_non_null(strstr(dlock_client_errmsg(NULL), "512"));
   ASSERT_RC(dlock_try_acquire(c, "bad\xff\xfeutf8", &o, &l), DLOCK_EINVAL);
-  ASSERT_RC(dlock_try_acquire(c, key("c11"), NULL, NULL), DLOCK_EINVAL);
-  ASSERT_RC(dlock_try_acquire(NULL, key("c11"), &o, &l), DLOCK_EINVAL);
+  ASSERT_RC(dlock_try_acquire(c, conf_key("c11"), NULL, NULL), DLOCK_EINVAL);
+  ASSERT_RC(dlock_try_acquire(NULL, conf_key("c11"), &o, &l), DLOCK_EINVAL);
   assert_ptr_equal(l, (dlock_lock *)0x1);
   dlock_options bad = opts(-1, 0, 1);
-  ASSERT_RC(dlock_try_acquire(c, key("c11"), &bad, &l), DLOCK_EINVAL);
+  ASSERT_RC(dlock_try_acquire(c, conf_key("c11"), &bad, &l), DLOCK_EINVAL);
   assert_non_null(strstr(dlock_client_errmsg(NULL), "ttl"));
   bad = opts(1000, -2, 1);
-  ASSERT_RC(dlock_acquire(c, key("c11"), &bad, &l), DLOCK_EINVAL);
+  ASSERT_RC(dlock_acquire(c, conf_key("c11"), &bad, &l), DLOCK_EINVAL);
   bad = opts(INT64_MAX, 0, 1);
-  ASSERT_RC(dlock_try_acquire(c, key("c11"), &bad, &l), DLOCK_EINVAL);
+  ASSERT_RC(dlock_try_acquire(c, conf_key("c11"), &bad, &l), DLOCK_EINVAL);
   bad = opts(1000, INT64_MAX, 1);
-  ASSERT_RC(dlock_acquire(c, key("c11"), &bad, &l), DLOCK_EINVAL);
-  expect_open_einval(url_with(g_url, "ttl=31d"), "ttl");
-  expect_open_einval(url_with(g_url, "ttl=1000000h"), "ttl");
+  ASSERT_RC(dlock_acquire(c, conf_key("c11"), &bad, &l), DLOCK_EINVAL);
+  expect_open_einval(conf_url_with(g_url, "ttl=31d"), "ttl");
+  expect_open_einval(conf_url_with(g_url, "ttl=1000000h"), "ttl");
   ASSERT_RC(dlock_release(NULL), DLOCK_EINVAL);
   ASSERT_RC(dlock_renew(NULL, 0), DLOCK_EINVAL);
   dlock_info info;
   ASSERT_RC(dlock_inspect(c, "", &info), DLOCK_EINVAL);
-  ASSERT_RC(dlock_inspect(c, key("c11"), NULL), DLOCK_EINVAL);
+  ASSERT_RC(dlock_inspect(c, conf_key("c11"), NULL), DLOCK_EINVAL);
   assert_true(dlock_lock_state(NULL) < 0);
   /* A key of exactly the maximum length is fine. */
   longkey[DLOCK_KEY_MAX] = '\0';
@@ -669,7 +658,7 @@ static void case13_many_keys(void **state) {
   char k[64];
   for (int i = 0; i < MANY; i++) {
     snprintf(k, sizeof k, "c13/%d", i);
-    ASSERT_RC(dlock_try_acquire(a, key(k), &o, &ls[i]), 0);
+    ASSERT_RC(dlock_try_acquire(a, conf_key(k), &o, &ls[i]), 0);
   }
   dlock_metrics m0, m1;
   dlock_metrics_get(a, &m0);
@@ -685,7 +674,7 @@ static void case13_many_keys(void **state) {
   for (int i = 0; i < MANY; i += 97) {
     dlock_lock *lb;
     snprintf(k, sizeof k, "c13/%d", i);
-    ASSERT_RC(dlock_try_acquire(b, key(k), &t, &lb), DLOCK_EBUSY);
+    ASSERT_RC(dlock_try_acquire(b, conf_key(k), &t, &lb), DLOCK_EBUSY);
   }
   for (int i = 0; i < MANY; i++)
     ASSERT_RC(dlock_release(ls[i]), 0);
@@ -700,7 +689,7 @@ static void case14_inspect(void **state) {
   (void)state;
   dlock_client *a = open_client(), *b = open_client();
   char k[256];
-  snprintf(k, sizeof k, "%s", key("c14"));
+  snprintf(k, sizeof k, "%s", conf_key("c14"));
   dlock_info info;
   int rc = dlock_inspect(b, k, &info);
   if (rc == DLOCK_ENOTSUP)
@@ -738,7 +727,7 @@ static void case15_key_mapping(void **state) {
   dlock_lock *ls[sizeof names / sizeof *names + 2];
   dlock_options o = opts(30000, 0, 1);
   for (size_t i = 0; i < n; i++)
-    ASSERT_RC(dlock_try_acquire(a, key(names[i]), &o, &ls[i]), 0);
+    ASSERT_RC(dlock_try_acquire(a, conf_key(names[i]), &o, &ls[i]), 0);
   /* Two maximum-length keys that differ only in the last byte. */
   char k1[DLOCK_KEY_MAX + 1], k2[DLOCK_KEY_MAX + 1];
   memset(k1, '/', DLOCK_KEY_MAX);
@@ -758,7 +747,7 @@ static void case16_token_after_store_reset(void **state) {
   (void)state;
   dlock_client *a = open_client();
   char k[256];
-  snprintf(k, sizeof k, "%s", key("c16"));
+  snprintf(k, sizeof k, "%s", conf_key("c16"));
   dlock_options o = opts(30000, 0, 1);
   dlock_lock *l;
   ASSERT_RC(dlock_try_acquire(a, k, &o, &l), 0);
@@ -800,6 +789,7 @@ int main(int argc, char **argv) {
   char rnd[9];
   dlock__random_hex(rnd, 4);
   snprintf(g_run, sizeof g_run, "%ld-%s", (long)getpid(), rnd);
+  conf_run_id = g_run;
   signal(SIGPIPE, SIG_IGN);
   /* The file backend keeps one descriptor per held lock; case 13 holds a
    * thousand in each of two clients. */
@@ -830,11 +820,11 @@ int main(int argc, char **argv) {
     failed += f;
 #ifdef DLOCK_HAVE_REDIS
     if (strncmp(argv[i], "redis", 5) == 0)
-      failed += conf_redis_cases(argv[i], g_run);
+      failed += conf_redis_cases(argv[i]);
 #endif
 #ifdef DLOCK_HAVE_ZOOKEEPER
     if (strncmp(argv[i], "zk:", 3) == 0)
-      failed += conf_zk_cases(argv[i], g_run);
+      failed += conf_zk_cases(argv[i]);
 #endif
   }
   return failed ? 1 : 0;

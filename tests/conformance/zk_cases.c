@@ -26,19 +26,7 @@ zhandle_t *conf_zk_open(const char *url, const char *key, const clientid_t *cid,
 void conf_zk_close(zhandle_t *zh);
 
 static const char *z_url;
-static const char *z_run;
 
-static const char *zkey(const char *name) {
-  static _Thread_local char buf[256];
-  snprintf(buf, sizeof buf, "conf-%s/%s", z_run, name);
-  return buf;
-}
-
-static char *url_with(const char *base, const char *extra) {
-  static char buf[4096];
-  snprintf(buf, sizeof buf, "%s%s%s", base, strchr(base, '?') ? "&" : "?", extra);
-  return buf;
-}
 
 static dlock_client *open_url(const char *url) {
   dlock_client *c = NULL;
@@ -144,7 +132,7 @@ static void *herd_main(void *arg) {
 static void z1_no_herd(void **state) {
   (void)state;
   char k[256];
-  snprintf(k, sizeof k, "%s", zkey("z1"));
+  snprintf(k, sizeof k, "%s", conf_key("z1"));
   dlock_client *h = open_url(z_url);
   dlock_options o = DLOCK_OPTIONS_INIT;
   dlock_lock *hl;
@@ -206,7 +194,7 @@ static void z1_no_herd(void **state) {
 static void z2_fifo(void **state) {
   (void)state;
   char k[256];
-  snprintf(k, sizeof k, "%s", zkey("z2"));
+  snprintf(k, sizeof k, "%s", conf_key("z2"));
   dlock_client *h = open_url(z_url);
   dlock_options o = DLOCK_OPTIONS_INIT;
   dlock_lock *hl;
@@ -245,8 +233,8 @@ static void z2_fifo(void **state) {
 static void z3_session_expiry(void **state) {
   (void)state;
   char k[256];
-  snprintf(k, sizeof k, "%s", zkey("z3"));
-  const char *url = url_with(z_url, "ttl=2s");
+  snprintf(k, sizeof k, "%s", conf_key("z3"));
+  const char *url = conf_url_with(z_url, "ttl=2s");
   char u[4096];
   snprintf(u, sizeof u, "%s", url);
   dlock_client *c = open_url(u);
@@ -336,10 +324,10 @@ static void z4_leader_failover(void **state) {
   if (!ens || !*ens || !kill_cmd || !*kill_cmd)
     skip();
   char url[4096];
-  snprintf(url, sizeof url, "%s", strstr(ens, "ttl=") ? ens : url_with(ens, "ttl=20s"));
+  snprintf(url, sizeof url, "%s", strstr(ens, "ttl=") ? ens : conf_url_with(ens, "ttl=20s"));
   char k1[256], k2[256];
-  snprintf(k1, sizeof k1, "%s", zkey("z4"));
-  snprintf(k2, sizeof k2, "%s", zkey("z4-after"));
+  snprintf(k1, sizeof k1, "%s", conf_key("z4"));
+  snprintf(k2, sizeof k2, "%s", conf_key("z4-after"));
   dlock_client *a = open_url(url);
   dlock_options o = DLOCK_OPTIONS_INIT;
   dlock_lock *l;
@@ -373,7 +361,7 @@ static void z4_leader_failover(void **state) {
 static void z5_change_then_delete(void **state) {
   (void)state;
   char k[256];
-  snprintf(k, sizeof k, "%s", zkey("z5"));
+  snprintf(k, sizeof k, "%s", conf_key("z5"));
   dlock_client *c = open_url(z_url);
   struct event lost;
   event_init(&lost);
@@ -402,9 +390,8 @@ static void z5_change_then_delete(void **state) {
   dlock_close(c);
 }
 
-int conf_zk_cases(const char *url, const char *run_id) {
+int conf_zk_cases(const char *url) {
   z_url = url;
-  z_run = run_id;
   zoo_set_debug_level(ZOO_LOG_LEVEL_ERROR);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(z1_no_herd),

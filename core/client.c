@@ -101,7 +101,7 @@ int64_t dlock__margin_ns(const dlock_client *c, int64_t ttl_ms) {
 }
 
 int64_t dlock__validity_deadline(const dlock_client *c, int64_t sent_ns, int64_t ttl_ms) {
-  if (!(c->ops->caps & DLOCK_CAP_SERVER_TTL))
+  if (!(c->bc.caps & DLOCK_CAP_SERVER_TTL))
     return INT64_MAX;
   return sent_ns + ttl_ms * 1000000 - dlock__margin_ns(c, ttl_ms);
 }
@@ -119,7 +119,7 @@ void dlock__mark_lost(dlock_client *c, struct dlock_lock *l) {
 /* A lease so short that the safety margin eats most of it would be lost
  * before its first renewal. */
 static int check_ttl(const dlock_client *c, int64_t ttl_ms, const char *what) {
-  if (!(c->ops->caps & DLOCK_CAP_SERVER_TTL))
+  if (!(c->bc.caps & DLOCK_CAP_SERVER_TTL))
     return 0;
   int64_t margin_ms = dlock__margin_ns(c, ttl_ms) / 1000000;
   if (3 * margin_ms >= ttl_ms)
@@ -137,7 +137,7 @@ static const struct {
     {"fencing", DLOCK_CAP_FENCING},         {"native_wait", DLOCK_CAP_NATIVE_WAIT},
     {"fair", DLOCK_CAP_FAIR},               {"loss_detect", DLOCK_CAP_LOSS_DETECT},
     {"server_ttl", DLOCK_CAP_SERVER_TTL},   {"cross_host", DLOCK_CAP_CROSS_HOST},
-    {"cross_process", DLOCK_CAP_CROSS_PROCESS},
+    {"cross_process", DLOCK_CAP_CROSS_PROCESS}, {"holder_info", DLOCK_CAP_HOLDER_INFO},
 };
 
 /* ?require=fencing,cross_host: refuse at open a store that lacks what the
@@ -154,9 +154,9 @@ static int check_required(dlock_client *c, const char *list) {
       return dlock_seterr(DLOCK_EINVAL,
                           "invalid URL parameter require: unknown capability '%.*s' (known: "
                           "fencing, native_wait, fair, loss_detect, server_ttl, cross_host, "
-                          "cross_process)",
+                          "cross_process, holder_info)",
                           (int)n, p);
-    if (!(c->ops->caps & cap_names[i].bit))
+    if (!(c->bc.caps & cap_names[i].bit))
       return dlock_seterr(DLOCK_ENOTSUP, "backend '%s' does not provide '%s' (required by URL)",
                           c->ops->name, cap_names[i].name);
     p += n;
@@ -221,9 +221,9 @@ static int read_common_params(dlock_client *c) {
     return rc;
   c->retry_multiplier = (double)mult;
   c->retry_jitter = (double)jitter / 100.0;
-  const char *req;
-  if (dlock_url_param(u, "require", &req) && (rc = check_required(c, req)) < 0)
-    return rc;
+  /* Claimed now, checked after the backend's open() has settled its caps. */
+  c->require = NULL;
+  dlock_url_param(u, "require", &c->require);
   const char *prefix;
   if (dlock_url_param(u, "prefix", &prefix)) {
     if (!*prefix || strlen(prefix) > 256)
@@ -284,6 +284,7 @@ int dlock_open(const char *url, dlock_client **out) {
   c->redacted = strdup(dlock_url_redacted(u));
   if (ops->client_size)
     c->bc.priv = calloc(1, ops->client_size);
+  c->bc.caps = ops->caps;
   if (!c->table || !c->redacted || (ops->client_size && !c->bc.priv)) {
     rc = dlock_seterr(DLOCK_ENOMEM, "out of memory");
     goto fail;
@@ -301,7 +302,9 @@ int dlock_open(const char *url, dlock_client **out) {
     goto fail;
   if ((rc = ops->open(&c->bc, u)) < 0)
     goto fail;
-  if ((rc = dlock__url_check_unused(u)) < 0) {
+  /* After open: what a store guarantees can depend on its URL. */
+  if ((rc = dlock__url_check_unused(u)) < 0 ||
+      (c->require && (rc = check_required(c, c->require)) < 0)) {
     ops->close(&c->bc);
     goto fail;
   }
@@ -744,7 +747,7 @@ int dlock_control(dlock_client *c, dlock_lock *l, int op, void *arg) {
   return c->ops->control(&c->bc, l ? &l->bl : NULL, op, arg);
 }
 
-unsigned dlock_client_caps(const dlock_client *c) { return c ? c->ops->caps : 0; }
+unsigned dlock_client_caps(const dlock_client *c) { return c ? c->bc.caps : 0; }
 const char *dlock_client_backend(const dlock_client *c) { return c ? c->ops->name : NULL; }
 const char *dlock_client_url(const dlock_client *c) { return c ? c->redacted : NULL; }
 int64_t dlock_client_ttl_ms(const dlock_client *c) {

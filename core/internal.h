@@ -77,6 +77,9 @@ extern const dlock_backend_ops dlock__redis_ops;
 #ifdef DLOCK_HAVE_ZOOKEEPER
 extern const dlock_backend_ops dlock__zk_ops;
 #endif
+#ifdef DLOCK_HAVE_POSTGRES
+extern const dlock_backend_ops dlock__pg_ops;
+#endif
 
 /* ---- client.c / renew.c ---- */
 
@@ -111,6 +114,7 @@ struct dlock_client {
   dlock_backend_client bc;
   dlock_url *url;
   char *redacted;
+  const char *require;       /* URL ?require=, checked once the backend is open */
   int64_t margin_floor_ms;
   /* retry policy for backends that cannot notify */
   int64_t retry_initial_ms, retry_max_ms;

@@ -13,6 +13,9 @@ static const dlock_backend_ops *const builtins[] = {
 #ifdef DLOCK_HAVE_ZOOKEEPER
     &dlock__zk_ops,
 #endif
+#ifdef DLOCK_HAVE_POSTGRES
+    &dlock__pg_ops,
+#endif
     NULL,
 };
 

@@ -22,7 +22,7 @@ static void apply_renew(dlock_client *c, struct dlock_lock *l, int rc, int64_t s
   if (rc == 0) {
     atomic_fetch_add(&c->metrics.renew_ok, 1);
     l->renew_failures = 0;
-    if (c->ops->caps & DLOCK_CAP_SERVER_TTL)
+    if (c->bc.caps & DLOCK_CAP_SERVER_TTL)
       l->valid_until_ns = sent + l->bl.ttl_ms * 1000000 - dlock__margin_ns(c, l->bl.ttl_ms);
     l->next_renew_ns = sent + l->bl.ttl_ms * 1000000 / 3;
     return;

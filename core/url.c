@@ -30,6 +30,7 @@ struct url_param {
 };
 
 struct dlock_url {
+  char *raw;
   char *scheme;
   char *user;
   char *password;
@@ -151,6 +152,7 @@ static char *redacted_dup(const char *url) {
 void dlock__url_free(dlock_url *u) {
   if (!u)
     return;
+  free(u->raw);
   free(u->scheme);
   free(u->user);
   free(u->password);
@@ -290,8 +292,8 @@ int dlock__url_parse(const char *s, dlock_url **out) {
       return dlock_seterr(DLOCK_EINVAL, "invalid URL: contains a space or control character");
 
   dlock_url *u = calloc(1, sizeof *u);
-  if (!u || !(u->redacted = redacted_dup(s))) {
-    free(u);
+  if (!u || !(u->redacted = redacted_dup(s)) || !(u->raw = strdup(s))) {
+    dlock__url_free(u);
     return dlock_seterr(DLOCK_ENOMEM, "out of memory");
   }
   int rc = 0;
@@ -446,6 +448,22 @@ int dlock_url_port(const dlock_url *u, size_t i) {
 }
 const char *dlock_url_path(const dlock_url *u) { return u ? u->path : NULL; }
 const char *dlock_url_redacted(const dlock_url *u) { return u ? u->redacted : NULL; }
+const char *dlock_url_string(const dlock_url *u) { return u ? u->raw : NULL; }
+size_t dlock_url_param_count(const dlock_url *u) { return u ? u->nparams : 0; }
+
+int dlock_url_param_at(dlock_url *u, size_t i, const char **name, const char **value,
+                       int *claimed) {
+  if (!u || i >= u->nparams)
+    return 0;
+  if (claimed)
+    *claimed = u->params[i].used;
+  u->params[i].used = true;
+  if (name)
+    *name = u->params[i].name;
+  if (value)
+    *value = u->params[i].value;
+  return 1;
+}
 
 int dlock_url_param(dlock_url *u, const char *name, const char **value) {
   if (!u || !name)

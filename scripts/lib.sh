@@ -11,22 +11,27 @@ export DLOCK_ROOT
 # named because it is only a Recommends of gcc, and recommends are skipped
 # (they would pull a whole Docker engine in with docker-compose).
 DLOCK_PKGS_BUILD=(meson ninja-build pkg-config gcc libc6-dev libhiredis-dev
-                  libcurl4-openssl-dev libcjson-dev uuid-dev libzookeeper-mt-dev)
+                  libcurl4-openssl-dev libcjson-dev uuid-dev libzookeeper-mt-dev
+                  libpq-dev libxxhash-dev)
 DLOCK_PKGS_TEST=(libcmocka-dev)
 # zookeeper brings default-jre and the server's jars; scripts/services runs
-# them with java directly.
-DLOCK_PKGS_SERVERS=(redis-server redis-tools zookeeper)
+# them with java directly. postgresql-15 brings psql and pgbench too; the
+# version is named because scripts/services runs its binaries from
+# /usr/lib/postgresql/15/bin, the version docker-compose.yml pins.
+DLOCK_PKGS_SERVERS=(redis-server redis-tools zookeeper postgresql-15 pgbouncer)
 DLOCK_PKGS_CHECKS=(valgrind docker-compose)
 
 # Backends that need a running server, named as both their meson option and
 # their scripts/services entry. Adding a backend here makes scripts/test build
 # it (-D<name>=enabled) and require its server in CI.
-DLOCK_SERVER_BACKENDS=(redis zookeeper)
+DLOCK_SERVER_BACKENDS=(redis zookeeper postgres)
 
 # scripts/services entries that get no conformance run of their own but that
 # a backend's own cases use (through DLOCK_TEST_* variables, see scripts/test);
-# CI requires them running too.
-DLOCK_SERVER_EXTRAS=(zookeeper-ensemble)
+# CI requires them running too. PgBouncer's lease-mode URL is one of the
+# postgres entry's URLs (so it gets conformance runs); its own URL is the
+# advisory one, which the postgres cases expect refused.
+DLOCK_SERVER_EXTRAS=(zookeeper-ensemble pgbouncer)
 
 if [[ -t 2 ]]; then
     _dl_bold=$'\e[1m' _dl_red=$'\e[31m' _dl_yellow=$'\e[33m' _dl_green=$'\e[32m' _dl_reset=$'\e[0m'

@@ -362,7 +362,8 @@ const dlock_backend_ops dlock__file_ops = {
     .version = DLOCK_BACKEND_VERSION,
     .name = "file",
     .schemes = file_schemes,
-    .caps = DLOCK_CAP_FENCING | DLOCK_CAP_NATIVE_WAIT | DLOCK_CAP_CROSS_PROCESS,
+    .caps = DLOCK_CAP_FENCING | DLOCK_CAP_NATIVE_WAIT | DLOCK_CAP_CROSS_PROCESS |
+            DLOCK_CAP_HOLDER_INFO,
     .client_size = sizeof(struct file_client),
     .lock_size = sizeof(struct file_lock),
     .open = file_open,

@@ -211,7 +211,8 @@ const dlock_backend_ops dlock__mem_ops = {
     .version = DLOCK_BACKEND_VERSION,
     .name = "mem",
     .schemes = mem_schemes,
-    .caps = DLOCK_CAP_FENCING | DLOCK_CAP_NATIVE_WAIT | DLOCK_CAP_SERVER_TTL,
+    .caps = DLOCK_CAP_FENCING | DLOCK_CAP_NATIVE_WAIT | DLOCK_CAP_SERVER_TTL |
+            DLOCK_CAP_HOLDER_INFO,
     .client_size = sizeof(struct mem_client),
     .lock_size = 0,
     .open = mem_open,

@@ -984,7 +984,7 @@ const dlock_backend_ops dlock__redis_ops = {
     .version = DLOCK_BACKEND_VERSION,
     .name = "redis",
     .schemes = redis_schemes,
-    .caps = DLOCK_CAP_FENCING | DLOCK_CAP_NATIVE_WAIT | DLOCK_CAP_SERVER_TTL |
+    .caps = DLOCK_CAP_FENCING | DLOCK_CAP_NATIVE_WAIT | DLOCK_CAP_SERVER_TTL | DLOCK_CAP_HOLDER_INFO |
             DLOCK_CAP_CROSS_HOST | DLOCK_CAP_CROSS_PROCESS,
     .client_size = sizeof(redis_client),
     .lock_size = 0,

@@ -1374,7 +1374,7 @@ const dlock_backend_ops dlock__zk_ops = {
     .version = DLOCK_BACKEND_VERSION,
     .name = "zookeeper",
     .schemes = zk_schemes,
-    .caps = DLOCK_CAP_FENCING | DLOCK_CAP_NATIVE_WAIT | DLOCK_CAP_FAIR |
+    .caps = DLOCK_CAP_FENCING | DLOCK_CAP_NATIVE_WAIT | DLOCK_CAP_FAIR | DLOCK_CAP_HOLDER_INFO |
             DLOCK_CAP_LOSS_DETECT | DLOCK_CAP_CROSS_HOST | DLOCK_CAP_CROSS_PROCESS,
     .client_size = sizeof(zk_client),
     .lock_size = sizeof(zk_lock),

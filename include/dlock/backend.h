@@ -40,6 +40,9 @@ DLOCK_EXTERN int dlock_url_port(const dlock_url *u, size_t i);
 DLOCK_EXTERN const char *dlock_url_path(const dlock_url *u);
 /* The URL with secrets replaced by "***", for messages. */
 DLOCK_EXTERN const char *dlock_url_redacted(const dlock_url *u);
+/* The URL exactly as given, secrets included: for handing to a store's own
+ * parser, never for messages or logs. */
+DLOCK_EXTERN const char *dlock_url_string(const dlock_url *u);
 
 /* Query parameters.  Reading a parameter marks it as known; after the
  * backend's open() returns, the core rejects the URL if any parameter was
@@ -55,6 +58,13 @@ DLOCK_EXTERN int dlock_url_param_int(dlock_url *u, const char *name, long long d
                                      long long min, long long max, long long *out);
 /* A boolean (1/0, true/false, yes/no, on/off), or DEF when absent. */
 DLOCK_EXTERN int dlock_url_param_bool(dlock_url *u, const char *name, int def, int *out);
+/* Every parameter in URL order, for backends that pass the ones they do not
+ * know on to a store library (which then rejects typos itself).  Returns 1
+ * and marks parameter I as read, with *claimed saying whether the core or
+ * the backend had already read it; 0 when I is past the end. */
+DLOCK_EXTERN size_t dlock_url_param_count(const dlock_url *u);
+DLOCK_EXTERN int dlock_url_param_at(dlock_url *u, size_t i, const char **name,
+                                    const char **value, int *claimed);
 
 /* What the core hands a backend for each client. */
 typedef struct dlock_backend_client {
@@ -63,6 +73,9 @@ typedef struct dlock_backend_client {
   int64_t timeout_ms;         /* URL ?timeout= (one request), default 5000 */
   int64_t default_ttl_ms;     /* URL ?ttl=, default 15000 */
   const char *prefix;         /* URL ?prefix= if given, else NULL (backend default) */
+  /* ops->caps to begin with; open() may change it when what the store
+   * guarantees depends on the URL (a mode, a pooler in the way). */
+  uint32_t caps;
 } dlock_backend_client;
 
 /* What the core hands a backend for each acquisition. */

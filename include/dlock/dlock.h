@@ -76,7 +76,8 @@ enum dlock_cap {
   DLOCK_CAP_LOSS_DETECT = 1u << 3,  /* the store can tell us a lock is gone */
   DLOCK_CAP_SERVER_TTL = 1u << 4,   /* the store expires locks by itself */
   DLOCK_CAP_CROSS_HOST = 1u << 5,   /* locks exclude across machines */
-  DLOCK_CAP_CROSS_PROCESS = 1u << 6 /* locks exclude across processes */
+  DLOCK_CAP_CROSS_PROCESS = 1u << 6, /* locks exclude across processes */
+  DLOCK_CAP_HOLDER_INFO = 1u << 7    /* inspect names the holder: token, owner, label */
 };
 
 typedef struct dlock_info {

@@ -51,6 +51,9 @@ static const struct {
 #ifdef DLOCK_HAVE_ZOOKEEPER
     {"zk:", conf_zk_break_lock, conf_zk_forget_key},
 #endif
+#ifdef DLOCK_HAVE_POSTGRES
+    {"postgres", conf_pg_break_lock, conf_pg_forget_key}, /* and postgresql: */
+#endif
 };
 
 static int find_injector(const char *url) {

@@ -36,4 +36,21 @@ int conf_zk_forget_key(const char *url, const char *key);
 int conf_zk_cases(const char *url);
 #endif
 
+#ifdef DLOCK_HAVE_POSTGRES
+#include <libpq-fe.h>
+
+#include "backends/postgres/pg-codec.h"
+/* Advisory mode: end the session holding KEY (pg_terminate_backend).
+ * Lease mode: delete KEY's row. */
+int conf_pg_break_lock(const char *url, const char *key);
+int conf_pg_forget_key(const char *url, const char *key);
+/* A plain libpq session to the server of URL (dlock's parameters left
+ * out); *lease and *names say how dlock keeps its locks there. */
+PGconn *conf_pg_connect(const char *url, int *lease, dlock__pg_names *names);
+/* Terminate every session holding KEY's advisory lock: how many, or -1. */
+long conf_pg_terminate_holder(PGconn *pg, const dlock__pg_names *names, const char *key);
+/* PostgreSQL-specific cases, run after the shared ones for postgres URLs. */
+int conf_pg_cases(const char *url);
+#endif
+
 #endif

@@ -1,0 +1,339 @@
+/* PostgreSQL backend: names, hashes, SQL text and value decoding (no I/O). */
+#include <ctype.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#include "backends/postgres/pg-codec.h"
+
+/* ---- names ---- */
+
+/* 63 bytes is PostgreSQL's identifier limit (NAMEDATALEN - 1); the longest
+ * suffix added is "_lease"/"_fence" (6 bytes). */
+#define PART_MAX (63 - 6)
+
+static int part_ok(const char *s, size_t n) {
+  if (n == 0 || n > PART_MAX)
+    return 0;
+  if (!(islower((unsigned char)s[0]) || s[0] == '_'))
+    return 0;
+  for (size_t i = 1; i < n; i++)
+    if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) || s[i] == '_'))
+      return 0;
+  return 1;
+}
+
+int dlock__pg_names_init(const char *prefix, dlock__pg_names *n) {
+  memset(n, 0, sizeof *n);
+  if (!prefix)
+    prefix = DLOCK__PG_DEFAULT_PREFIX;
+  const char *dot = strchr(prefix, '.');
+  const char *name = dot ? dot + 1 : prefix;
+  int ok = part_ok(name, strlen(name)) && (!dot || part_ok(prefix, (size_t)(dot - prefix)));
+  if (!ok)
+    return dlock_seterr(DLOCK_EINVAL,
+                        "postgres: invalid prefix '%.80s': expected [schema.]name, each part "
+                        "1-%d characters of a-z, 0-9 and _, not starting with a digit",
+                        prefix, PART_MAX);
+  snprintf(n->prefix, sizeof n->prefix, "%s", prefix);
+  snprintf(n->sequence, sizeof n->sequence, "%s_fence", prefix);
+  snprintf(n->table, sizeof n->table, "%s_lease", prefix);
+  snprintf(n->channel, sizeof n->channel, "%s_lease", name);
+  return 0;
+}
+
+/* ---- advisory keys ---- */
+
+int64_t dlock__pg_advisory_key(const char *prefix, const char *key, size_t keylen) {
+  /* Prefix and key are bounded (256 and DLOCK_KEY_MAX bytes). */
+  char buf[256 + 1 + DLOCK_KEY_MAX];
+  size_t pl = strnlen(prefix, 256);
+  if (keylen > DLOCK_KEY_MAX)
+    keylen = DLOCK_KEY_MAX;
+  memcpy(buf, prefix, pl);
+  buf[pl] = '\0';
+  memcpy(buf + pl + 1, key, keylen);
+  uint64_t h = XXH64(buf, pl + 1 + keylen, 0);
+  int64_t k;
+  memcpy(&k, &h, sizeof k); /* two's complement reinterpretation, as int8 */
+  return k;
+}
+
+void dlock__pg_advisory_split(int64_t k, uint32_t *classid, uint32_t *objid) {
+  uint64_t u = (uint64_t)k;
+  *classid = (uint32_t)(u >> 32);
+  *objid = (uint32_t)u;
+}
+
+/* ---- statements ---- */
+
+#define TTL_EXPR "clock_timestamp() + %s::bigint * interval '1 millisecond'"
+/* An ended lease holds -infinity, which cannot be subtracted from. */
+#define REMAINING_MS                                                                       \
+  "ceil(greatest(0, extract(epoch FROM greatest(expires_at, clock_timestamp()) - "            \
+  "clock_timestamp())) * 1000)::bigint"
+
+/* The two-int advisory key space (objsubid 2 in pg_locks) never meets the
+ * bigint one that locks use, so creating the schema cannot wait on a user's
+ * lock.  0x646c6f63 is "dloc". */
+#define SCHEMA_LOCK "SELECT pg_advisory_xact_lock(1684827971, %" PRId32 ");"
+
+int dlock__pg_sql(const dlock__pg_names *n, enum dlock__pg_sql which, char *buf, size_t len) {
+  const char *s = n->sequence, *t = n->table, *ch = n->channel;
+  char ttl3[64], ttlr[64];
+  snprintf(ttl3, sizeof ttl3, TTL_EXPR, "$3");
+  snprintf(ttlr, sizeof ttlr, TTL_EXPR, "r.ttl");
+  int w = -1;
+  switch (which) {
+  case DLOCK__PG_SQL_ADV_TRY:
+    w = snprintf(buf, len,
+                 "SELECT CASE WHEN pg_try_advisory_lock($1::bigint) THEN nextval('%s') END", s);
+    break;
+  case DLOCK__PG_SQL_ADV_WAIT:
+    /* lock_timeout set for this statement only (its own transaction), so
+     * the server gives up at the caller's deadline: no cancel request, no
+     * second connection. */
+    w = snprintf(buf, len,
+                 "WITH t AS MATERIALIZED (SELECT set_config('lock_timeout', $2::text, true)), "
+                 "l AS MATERIALIZED (SELECT pg_advisory_lock($1::bigint) FROM t) "
+                 "SELECT nextval('%s') FROM l",
+                 s);
+    break;
+  case DLOCK__PG_SQL_ADV_UNLOCK:
+    w = snprintf(buf, len, "SELECT pg_advisory_unlock($1::bigint)");
+    break;
+  case DLOCK__PG_SQL_ADV_INSPECT:
+    w = snprintf(buf, len,
+                 "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                 "AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1 "
+                 "AND database = (SELECT oid FROM pg_database WHERE datname = "
+                 "current_database()) LIMIT 1");
+    break;
+  case DLOCK__PG_SQL_PING:
+    w = snprintf(buf, len, "SELECT pg_backend_pid()");
+    break;
+  case DLOCK__PG_SQL_SESSION:
+    /* The server must not end a holder's session sooner than its lease
+     * allows (an idle timeout, keepalives shorter than the ttl), nor cut a
+     * wait short with a statement timeout.  Settings this server does not
+     * have are skipped. */
+    w = snprintf(buf, len,
+                 "SELECT count(set_config(v.name, v.setting, false)) FROM (VALUES "
+                 "('idle_session_timeout', '0'), ('statement_timeout', '0'), "
+                 "('tcp_user_timeout', '0'), ('tcp_keepalives_idle', $1::text), "
+                 "('tcp_keepalives_interval', greatest(1, $1::int / 3)::text), "
+                 "('tcp_keepalives_count', '3')) AS v(name, setting) "
+                 "WHERE v.name IN (SELECT name FROM pg_settings)");
+    break;
+  case DLOCK__PG_SQL_LEASE_TRY:
+    /* A takeover draws its token in the UPDATE, after the row lock and the
+     * expiry check, so it is always above the previous holder's.  Only a
+     * name's first holder (no row yet) takes the INSERT's. */
+    w = snprintf(buf, len,
+                 "WITH ins AS (INSERT INTO %s AS d (name, owner, fence, expires_at, label) "
+                 "VALUES ($1, $2::uuid, nextval('%s'), %s, $4) "
+                 "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, "
+                 "fence = nextval('%s'), expires_at = %s, label = excluded.label "
+                 "WHERE d.expires_at <= clock_timestamp() RETURNING d.fence) "
+                 "SELECT (SELECT fence FROM ins), "
+                 "(SELECT " REMAINING_MS " FROM %s WHERE name = $1)",
+                 t, s, ttl3, s, ttl3, t);
+    break;
+  case DLOCK__PG_SQL_LEASE_RENEW:
+    w = snprintf(buf, len,
+                 "UPDATE %s AS d SET expires_at = %s "
+                 "FROM unnest($1::text[], $2::uuid[], $3::bigint[]) AS r(name, owner, ttl) "
+                 "WHERE d.name = r.name AND d.owner = r.owner "
+                 "AND d.expires_at > clock_timestamp() RETURNING d.owner",
+                 t, ttlr);
+    break;
+  case DLOCK__PG_SQL_LEASE_RELEASE:
+    /* The row stays, ended: the next holder then goes through the UPDATE
+     * branch of acquire and draws its token under the row lock.  Through
+     * the INSERT branch a token is drawn before the row is claimed, and a
+     * statement delayed between the two could come in after a later
+     * holder with a smaller token. */
+    w = snprintf(buf, len,
+                 "WITH d AS (UPDATE %s SET expires_at = '-infinity' WHERE name = $1 "
+                 "AND owner = $2::uuid AND expires_at > clock_timestamp() RETURNING name) "
+                 "SELECT true, pg_notify('%s', name) FROM d",
+                 t, ch);
+    break;
+  case DLOCK__PG_SQL_LEASE_INSPECT:
+    w = snprintf(buf, len,
+                 "SELECT owner, fence, label, " REMAINING_MS
+                 " FROM %s WHERE name = $1 AND expires_at > clock_timestamp()",
+                 t);
+    break;
+  case DLOCK__PG_SQL_LISTEN:
+    w = snprintf(buf, len, "LISTEN %s", ch);
+    break;
+  case DLOCK__PG_SQL_SCHEMA_CHECK:
+    w = snprintf(buf, len, "SELECT to_regclass('%s') IS NOT NULL, to_regclass('%s') IS NOT NULL",
+                 s, t);
+    break;
+  case DLOCK__PG_SQL_SCHEMA_CREATE_SEQ:
+  case DLOCK__PG_SQL_SCHEMA_CREATE_LEASE: {
+    /* Serialised: two CREATE ... IF NOT EXISTS racing each other can still
+     * fail on the catalog's unique index. */
+    int32_t k = (int32_t)(uint32_t)dlock__pg_advisory_key(n->prefix, "schema", 6);
+    char lock[96];
+    snprintf(lock, sizeof lock, SCHEMA_LOCK, k);
+    if (which == DLOCK__PG_SQL_SCHEMA_CREATE_SEQ)
+      w = snprintf(buf, len, "BEGIN; %s CREATE SEQUENCE IF NOT EXISTS %s; COMMIT", lock, s);
+    else
+      w = snprintf(buf, len,
+                   "BEGIN; %s CREATE SEQUENCE IF NOT EXISTS %s; "
+                   "CREATE TABLE IF NOT EXISTS %s (name text PRIMARY KEY, owner uuid NOT NULL, "
+                   "fence bigint NOT NULL, expires_at timestamptz NOT NULL, "
+                   "label text NOT NULL DEFAULT ''); COMMIT",
+                   lock, s, t);
+    break;
+  }
+  case DLOCK__PG_SQL_COUNT:
+    break;
+  }
+  if (w < 0 || (size_t)w >= len)
+    return dlock_seterr(DLOCK_EINVAL, "postgres: statement %d does not fit", (int)which);
+  return 0;
+}
+
+/* ---- connection string ---- */
+
+char *dlock__pg_conninfo(const char *url, const char *const *names, const char *const *values,
+                         size_t n, int *rc) {
+  const char *sep = url ? strstr(url, "://") : NULL;
+  if (!sep) {
+    *rc = dlock_seterr(DLOCK_EINVAL, "postgres: expected postgres://...");
+    return NULL;
+  }
+  const char *rest = sep + 3;
+  size_t restlen = strcspn(rest, "?");
+  size_t cap = 16 + restlen + 1;
+  char **enc = calloc(2 * n + 1, sizeof *enc);
+  if (!enc) {
+    *rc = dlock_seterr(DLOCK_ENOMEM, "postgres: out of memory");
+    return NULL;
+  }
+  char *out = NULL;
+  for (size_t i = 0; i < n; i++) {
+    enc[2 * i] = curl_easy_escape(NULL, names[i], 0);
+    enc[2 * i + 1] = curl_easy_escape(NULL, values[i], 0);
+    if (!enc[2 * i] || !enc[2 * i + 1])
+      goto oom;
+    cap += strlen(enc[2 * i]) + strlen(enc[2 * i + 1]) + 2;
+  }
+  out = malloc(cap);
+  if (!out)
+    goto oom;
+  size_t o = (size_t)snprintf(out, cap, "postgresql://%.*s", (int)restlen, rest);
+  for (size_t i = 0; i < n; i++)
+    o += (size_t)snprintf(out + o, cap - o, "%c%s=%s", i ? '&' : '?', enc[2 * i],
+                          enc[2 * i + 1]);
+  goto done;
+oom:
+  *rc = dlock_seterr(DLOCK_ENOMEM, "postgres: out of memory");
+done:
+  for (size_t i = 0; i < 2 * n; i++)
+    curl_free(enc[i]);
+  free(enc);
+  return out;
+}
+
+/* ---- arrays ---- */
+
+char *dlock__pg_text_array(const char *const *items, size_t n) {
+  size_t cap = 3;
+  for (size_t i = 0; i < n; i++)
+    cap += 2 * strlen(items[i]) + 3;
+  char *out = malloc(cap);
+  if (!out)
+    return NULL;
+  size_t o = 0;
+  out[o++] = '{';
+  for (size_t i = 0; i < n; i++) {
+    if (i)
+      out[o++] = ',';
+    out[o++] = '"';
+    for (const char *p = items[i]; *p; p++) {
+      if (*p == '"' || *p == '\\')
+        out[o++] = '\\';
+      out[o++] = *p;
+    }
+    out[o++] = '"';
+  }
+  out[o++] = '}';
+  out[o] = '\0';
+  return out;
+}
+
+char *dlock__pg_int_array(const int64_t *items, size_t n) {
+  size_t cap = 3 + n * 21;
+  char *out = malloc(cap);
+  if (!out)
+    return NULL;
+  size_t o = 0;
+  out[o++] = '{';
+  for (size_t i = 0; i < n; i++)
+    o += (size_t)snprintf(out + o, cap - o, "%s%" PRId64, i ? "," : "", items[i]);
+  out[o++] = '}';
+  out[o] = '\0';
+  return out;
+}
+
+/* ---- values ---- */
+
+int dlock__pg_parse_i64(const char *s, int64_t *out) {
+  if (!s || !*s)
+    return dlock_seterr(DLOCK_EBACKEND, "postgres: expected an integer, got nothing");
+  errno = 0;
+  char *end;
+  long long v = strtoll(s, &end, 10);
+  if (errno || *end)
+    return dlock_seterr(DLOCK_EBACKEND, "postgres: expected an integer, got '%.40s'", s);
+  *out = v;
+  return 0;
+}
+
+int dlock__pg_parse_bool(const char *s, int *out) {
+  if (s && strcmp(s, "t") == 0)
+    *out = 1;
+  else if (s && strcmp(s, "f") == 0)
+    *out = 0;
+  else
+    return dlock_seterr(DLOCK_EBACKEND, "postgres: expected a boolean, got '%.40s'",
+                        s ? s : "");
+  return 0;
+}
+
+int dlock__pg_uuid_to_hex(const char *s, char *out) {
+  size_t o = 0;
+  for (const char *p = s; p && *p; p++) {
+    if (*p == '-')
+      continue;
+    if (!isxdigit((unsigned char)*p) || o >= 32)
+      return dlock_seterr(DLOCK_EBACKEND, "postgres: malformed uuid '%.40s'", s);
+    out[o++] = (char)tolower((unsigned char)*p);
+  }
+  if (o != 32)
+    return dlock_seterr(DLOCK_EBACKEND, "postgres: malformed uuid '%.40s'", s ? s : "");
+  out[o] = '\0';
+  return 0;
+}
+
+int dlock__pg_sqlstate_code(const char *st) {
+  if (!st || strlen(st) != 5)
+    return DLOCK_EBACKEND;
+  if (strcmp(st, "55P03") == 0 || strcmp(st, "57014") == 0)
+    return DLOCK_ETIMEDOUT;
+  if (strncmp(st, "28", 2) == 0 || strcmp(st, "42501") == 0)
+    return DLOCK_EAUTH;
+  if (strncmp(st, "08", 2) == 0 || strncmp(st, "57P", 3) == 0 || strcmp(st, "53300") == 0)
+    return DLOCK_ECONN;
+  return DLOCK_EBACKEND;
+}

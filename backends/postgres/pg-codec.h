@@ -1,0 +1,87 @@
+/* PostgreSQL backend: everything that does not touch a socket.  Names,
+ * the advisory key hash, the SQL text, the libpq connection string and the
+ * decoding of result values, so that unit tests reach them without a
+ * server. */
+#ifndef DLOCK_PG_CODEC_H
+#define DLOCK_PG_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "internal.h"
+
+#define DLOCK__PG_DEFAULT_PREFIX "dlock"
+
+enum dlock__pg_mode { DLOCK__PG_ADVISORY, DLOCK__PG_LEASE };
+
+/* SQL object names derived from ?prefix=: "[schema.]name" where every part
+ * is [a-z_][a-z0-9_]*, so the names need no quoting and match what a psql
+ * user types.  The sequence "<name>_fence" gives tokens in both modes; the
+ * table "<name>_lease" and the NOTIFY channel of the same name serve the
+ * lease mode. */
+typedef struct dlock__pg_names {
+  char prefix[128];   /* as given, for the advisory key hash */
+  char sequence[136]; /* [schema.]name_fence */
+  char table[136];    /* [schema.]name_lease */
+  char channel[72];   /* name_lease (channels are not schema-qualified) */
+} dlock__pg_names;
+
+/* 0, or DLOCK_EINVAL with a message naming the rule that PREFIX breaks. */
+DLOCK__HIDDEN int dlock__pg_names_init(const char *prefix, dlock__pg_names *n);
+
+/* The advisory lock key of KEY: XXH64 (seed 0) over prefix, one NUL byte
+ * and the key, as a signed bigint.  The NUL keeps ("a/b","c") apart from
+ * ("a","b/c"); neither part can contain one. */
+DLOCK__HIDDEN int64_t dlock__pg_advisory_key(const char *prefix, const char *key,
+                                             size_t keylen);
+/* The key as pg_locks shows it: classid (high half) and objid (low half). */
+DLOCK__HIDDEN void dlock__pg_advisory_split(int64_t k, uint32_t *classid, uint32_t *objid);
+
+/* The statements.  Each is built once per client into BUF (size LEN);
+ * DLOCK_EINVAL if it does not fit. */
+enum dlock__pg_sql {
+  DLOCK__PG_SQL_ADV_TRY,     /* $1 key -> fence or NULL (busy) */
+  DLOCK__PG_SQL_ADV_WAIT,    /* $1 key, $2 lock_timeout -> fence; 55P03 on timeout */
+  DLOCK__PG_SQL_ADV_UNLOCK,  /* $1 key -> bool */
+  DLOCK__PG_SQL_ADV_INSPECT, /* $1 classid, $2 objid -> pid of the holder, or no row */
+  DLOCK__PG_SQL_PING,        /* -> pg_backend_pid() */
+  DLOCK__PG_SQL_SESSION,     /* $1 keepalive idle s: settings an advisory session needs */
+  DLOCK__PG_SQL_LEASE_TRY,   /* $1 name, $2 owner, $3 ttl ms, $4 label -> fence|NULL, holder ttl|NULL */
+  DLOCK__PG_SQL_LEASE_RENEW, /* $1 names[], $2 owners[], $3 ttls[] -> owner of each renewed row */
+  DLOCK__PG_SQL_LEASE_RELEASE, /* $1 name, $2 owner -> one row if it was ours and live */
+  DLOCK__PG_SQL_LEASE_INSPECT, /* $1 name -> owner, fence, label, ttl ms */
+  DLOCK__PG_SQL_LISTEN,      /* LISTEN channel */
+  DLOCK__PG_SQL_SCHEMA_CHECK, /* -> sequence exists, table exists */
+  DLOCK__PG_SQL_SCHEMA_CREATE_SEQ,   /* one transaction, serialised by an xact advisory lock */
+  DLOCK__PG_SQL_SCHEMA_CREATE_LEASE, /* the same, with the lease table */
+  DLOCK__PG_SQL_COUNT
+};
+DLOCK__HIDDEN int dlock__pg_sql(const dlock__pg_names *n, enum dlock__pg_sql which, char *buf,
+                                size_t len);
+
+/* The libpq connection URI for URL (exactly as the caller gave it, secrets
+ * included): its scheme, userinfo, hosts and path unchanged, and as query
+ * only the parameters in NAMES/VALUES (the ones dlock does not use itself),
+ * percent-encoded again.  Returns a malloc'd string, or NULL with a message
+ * set (DLOCK_EINVAL / DLOCK_ENOMEM in *rc). */
+DLOCK__HIDDEN char *dlock__pg_conninfo(const char *url, const char *const *names,
+                                       const char *const *values, size_t n, int *rc);
+
+/* A PostgreSQL array literal of N strings ({"a","b\"c"}), malloc'd; for
+ * passing many names or owners as one text[] parameter. */
+DLOCK__HIDDEN char *dlock__pg_text_array(const char *const *items, size_t n);
+/* The same for integers ({1,2,3}). */
+DLOCK__HIDDEN char *dlock__pg_int_array(const int64_t *items, size_t n);
+
+/* Text-format values from result sets.  0, or DLOCK_EBACKEND when malformed. */
+DLOCK__HIDDEN int dlock__pg_parse_i64(const char *s, int64_t *out);
+DLOCK__HIDDEN int dlock__pg_parse_bool(const char *s, int *out);
+/* A uuid as PostgreSQL prints it (8-4-4-4-12) to the 32 hex digits dlock
+ * uses for owners; OUT has room for 33 bytes. */
+DLOCK__HIDDEN int dlock__pg_uuid_to_hex(const char *s, char *out);
+
+/* The dlock code for an error's SQLSTATE (55P03 lock timeout, 57014
+ * cancelled, 28xxx auth, 08xxx connection, 53xxx resources, ...). */
+DLOCK__HIDDEN int dlock__pg_sqlstate_code(const char *sqlstate);
+
+#endif

@@ -41,6 +41,11 @@
 #define POLL_MIN_MS 5
 #define POLL_MAX_MS 500
 #define SQL_MAX 1400
+/* How soon the monitor watches a newly held lock's session, and how late
+ * it may give back one whose lease ran out (the core has called it lost
+ * by then already, so lateness costs others time, never safety). */
+#define MONITOR_TICK_MS 200
+#define MONITOR_LINGER_MS 5000
 
 typedef struct pgc {
   pthread_mutex_t mu; /* one statement at a time */
@@ -56,7 +61,6 @@ typedef struct pgc {
   int waiting; /* given to one blocking wait */
   int dead;    /* broken: its locks were reported lost */
   int hup;     /* the monitor saw the server close it */
-  int watched; /* in the monitor's poll set */
 } pg_conn;
 
 typedef struct pg_lock {
@@ -102,7 +106,11 @@ typedef struct pg_client {
   int mon_started;
   int stop;
   int evfd;
-  int64_t mon_wake_ns; /* when the monitor wakes by itself, -1 never */
+  /* The monitor looks at the held locks every MONITOR_TICK_MS while there
+   * are any, and for a while after, so that taking and giving back locks
+   * costs no wake-up; only the first lock after a quiet spell wakes it. */
+  int mon_sleeping;
+  int64_t last_held_ns;
 } pg_client;
 
 /* ---- time ---- */
@@ -481,13 +489,9 @@ static void conn_put(pg_client *pc, pg_conn *cn, int broken) {
   int dispose = conn_disposable(pc, cn);
   if (dispose)
     conn_unlink(pc, cn);
-  /* The monitor's set of watched sockets must follow. */
-  int wake = cn->watched != (cn->nheld && !cn->dead);
   pthread_mutex_unlock(&pc->mu);
   if (dispose)
     conn_free(cn);
-  else if (wake)
-    wake_monitor(pc);
 }
 
 /* Under pc->mu. */
@@ -642,17 +646,17 @@ static void *monitor_main(void *arg) {
         pfd[n] = (struct pollfd){.fd = PQsocket(pc->listener), .events = POLLIN};
         who[n++] = NULL;
       }
-      for (pg_conn *o = pc->conns; o; o = o->next) {
-        o->watched = 0;
-        if (o->nheld && !o->dead && !o->hup && o->pg && n < cap) {
+      for (pg_conn *o = pc->conns; o && n < cap; o = o->next)
+        if (o->nheld && !o->dead && !o->hup && o->pg) {
           pfd[n] = (struct pollfd){.fd = o->fd, .events = POLLRDHUP};
           who[n++] = o;
-          o->watched = 1;
         }
-      }
     }
-    pc->mon_wake_ns = next_expiry(pc);
-    int64_t wake_ns = pc->mon_wake_ns;
+    int64_t expiry = next_expiry(pc);
+    int64_t now = dlock_backend_now_ns();
+    int active = expiry >= 0 || now - pc->last_held_ns < MONITOR_LINGER_MS * 1000000LL;
+    pc->mon_sleeping = !active;
+    int64_t wake_ns = active ? earlier(expiry, now + MONITOR_TICK_MS * 1000000LL) : -1;
     int has_listener = pc->listener != NULL;
     pthread_mutex_unlock(&pc->mu);
     if (cap == 0) {
@@ -663,7 +667,7 @@ static void *monitor_main(void *arg) {
     }
     int64_t ms = ms_left(wake_ns);
     int r = poll(pfd, n, ms < 0 ? -1 : ms > 60000 ? 60000 : (int)ms);
-    if (wake_ns >= 0 && dlock_backend_now_ns() >= wake_ns)
+    if (expiry >= 0 && dlock_backend_now_ns() >= expiry)
       expire_due(pc);
     if (r <= 0)
       continue;
@@ -826,7 +830,6 @@ static int pg_open(dlock_backend_client *bc, dlock_url *url) {
   pg_client *pc = bc->priv;
   pc->bc = bc;
   pc->evfd = -1;
-  pc->mon_wake_ns = -1;
   pc->where = dlock_url_redacted(url);
   pc->connect_timeout_ms = bc->connect_timeout_ms;
   pc->timeout_ms = bc->timeout_ms > 0 ? bc->timeout_ms : 5000;
@@ -906,7 +909,9 @@ static int adv_result(pg_client *pc, pg_conn *cn, dlock_backend_lock *bl, PGresu
       pl->expired = 0;
       pthread_mutex_lock(&pc->mu);
       rc = held_add(cn, bl);
-      int wake = pc->mon_wake_ns < 0 || pl->expires_ns < pc->mon_wake_ns;
+      pc->last_held_ns = dlock_backend_now_ns();
+      int wake = pc->mon_sleeping;
+      pc->mon_sleeping = 0;
       pthread_mutex_unlock(&pc->mu);
       if (wake)
         wake_monitor(pc);

@@ -326,6 +326,7 @@ void dlock_close(dlock_client *c) {
   /* Locks the caller never released: give them back so others need not
    * wait for the TTL. */
   bool reachable = true;
+  struct dlock_lock *unreleased = NULL;
   while (c->head) {
     struct dlock_lock *l = c->head;
     table_remove(c, l);
@@ -334,9 +335,20 @@ void dlock_close(dlock_client *c) {
     if (reachable && (l->state == DLOCK_HELD || l->state == DLOCK_LOST) &&
         dlock_err_is_transient(c->ops->release(&c->bc, &l->bl)))
       reachable = false;
-    lock_free(l);
+    if (reachable) {
+      lock_free(l);
+    } else {
+      /* Never released: the backend may still know it until close(). */
+      l->next = unreleased;
+      unreleased = l;
+    }
   }
   c->ops->close(&c->bc);
+  while (unreleased) {
+    struct dlock_lock *l = unreleased;
+    unreleased = l->next;
+    lock_free(l);
+  }
   pthread_cond_destroy(&c->cv);
   pthread_cond_destroy(&c->renew_cv);
   pthread_mutex_destroy(&c->mu);

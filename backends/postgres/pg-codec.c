@@ -20,10 +20,11 @@
 static int part_ok(const char *s, size_t n) {
   if (n == 0 || n > PART_MAX)
     return 0;
-  if (!(islower((unsigned char)s[0]) || s[0] == '_'))
+  /* ASCII ranges, not <ctype.h>: the locale must not widen them. */
+  if (!((s[0] >= 'a' && s[0] <= 'z') || s[0] == '_'))
     return 0;
   for (size_t i = 1; i < n; i++)
-    if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) || s[i] == '_'))
+    if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
       return 0;
   return 1;
 }

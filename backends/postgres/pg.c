@@ -172,8 +172,12 @@ static int conn_error(pg_client *pc, PGconn *pg, const char *what) {
                       first_line(pg ? PQerrorMessage(pg) : NULL, b, sizeof b));
 }
 
+/* The SQLSTATE of this thread's last failed statement. */
+static _Thread_local char last_state[6];
+
 static int result_error(pg_client *pc, const PGresult *r, const char *what) {
   const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  snprintf(last_state, sizeof last_state, "%s", st ? st : "");
   const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
   int code = dlock__pg_sqlstate_code(st);
   if (code == DLOCK_ETIMEDOUT)
@@ -326,7 +330,7 @@ static int check_session(pg_client *pc, PGconn *pg, int *pid) {
 
 /* Advisory sessions: make the server keep an unreachable session at least
  * TTL_MS (our validity ends sooner), with cn->mu held. */
-static int session_settings(pg_client *pc, pg_conn *cn, int64_t ttl_ms) {
+static int session_settings(pg_client *pc, pg_conn *cn, int64_t ttl_ms, int *broken) {
   if (cn->keep_ms >= ttl_ms)
     return 0;
   int64_t s = (ttl_ms + 999) / 1000;
@@ -335,9 +339,8 @@ static int session_settings(pg_client *pc, pg_conn *cn, int64_t ttl_ms) {
   snprintf(sec, sizeof sec, "%lld", (long long)s);
   const char *params[1] = {sec};
   PGresult *r;
-  int broken = 0;
   int rc = run(pc, cn->pg, "setting up the session", pc->sql[DLOCK__PG_SQL_SESSION], 1, params,
-               deadline_after(pc->timeout_ms), &r, &broken);
+               deadline_after(pc->timeout_ms), &r, broken);
   if (rc == 0) {
     PQclear(r);
     cn->keep_ms = s * 1000;
@@ -374,8 +377,9 @@ static int conn_new(pg_client *pc, pg_conn **out) {
                         pc->where);
     else if (rc == 1)
       rc = 0;
+    int broken = 0;
     if (rc == 0 && pc->mode == DLOCK__PG_ADVISORY)
-      rc = session_settings(pc, cn, pc->bc->default_ttl_ms);
+      rc = session_settings(pc, cn, pc->bc->default_ttl_ms, &broken);
   }
   if (rc < 0) {
     conn_free(cn);
@@ -890,8 +894,11 @@ static void pg_close(dlock_backend_client *bc) {
 
 /* ---- advisory mode ---- */
 
+/* After the lock statement on CN.  Any failure once the server granted the
+ * lock sets *broken: ending the session is the one sure way to give the
+ * lock back, since the core will not release a failed acquire. */
 static int adv_result(pg_client *pc, pg_conn *cn, dlock_backend_lock *bl, PGresult *r,
-                      int64_t key) {
+                      int64_t key, int *broken) {
   int rc;
   if (PQntuples(r) != 1)
     rc = dlock_seterr(DLOCK_EBACKEND, "postgres: unexpected reply to the lock statement");
@@ -907,19 +914,22 @@ static int adv_result(pg_client *pc, pg_conn *cn, dlock_backend_lock *bl, PGresu
       pl->key = key;
       pl->expires_ns = bl->sent_ns + bl->ttl_ms * 1000000;
       pl->expired = 0;
+      /* A longer lease than this session was set up for: lengthen its
+       * keepalives first. */
+      rc = session_settings(pc, cn, bl->ttl_ms, broken);
       pthread_mutex_lock(&pc->mu);
-      rc = held_add(cn, bl);
+      if (rc == 0)
+        rc = held_add(cn, bl);
       pc->last_held_ns = dlock_backend_now_ns();
       int wake = pc->mon_sleeping;
       pc->mon_sleeping = 0;
       pthread_mutex_unlock(&pc->mu);
       if (wake)
         wake_monitor(pc);
-      /* A longer lease than this session was set up for: lengthen its
-       * keepalives first.  Should that fail the lock is held anyway, and
-       * the core's release of a failed acquire gives it back. */
-      if (rc == 0)
-        rc = session_settings(pc, cn, bl->ttl_ms);
+      if (rc < 0) {
+        pl->conn = NULL;
+        *broken = 1;
+      }
     }
   }
   PQclear(r);
@@ -948,7 +958,9 @@ static int adv_try(pg_client *pc, dlock_backend_lock *bl) {
   rc = run(pc, cn->pg, "try-lock", pc->sql[DLOCK__PG_SQL_ADV_TRY], 1, params,
            deadline_after(pc->timeout_ms), &r, &broken);
   if (rc == 0)
-    rc = adv_result(pc, cn, bl, r, key);
+    rc = adv_result(pc, cn, bl, r, key, &broken);
+  else
+    broken = 1; /* a failed statement may still have taken the session lock */
   conn_put(pc, cn, broken);
   return rc;
 }
@@ -963,6 +975,8 @@ static int adv_wait(pg_client *pc, dlock_backend_lock *bl, int64_t deadline_ns) 
     return rc;
   int64_t left = ms_left(deadline_ns);
   /* 0 = no lock_timeout; the deadline is never rounded down to it. */
+  if (left > INT32_MAX)
+    left = INT32_MAX; /* lock_timeout's limit; the caller waits again */
   snprintf(tbuf, sizeof tbuf, "%lld", (long long)(left < 0 ? 0 : left < 1 ? 1 : left));
   const char *params[2] = {kbuf, tbuf};
   PGresult *r;
@@ -976,9 +990,11 @@ static int adv_wait(pg_client *pc, dlock_backend_lock *bl, int64_t deadline_ns) 
   if (rc == 0) {
     /* The grant counts from when it came, not from when we asked. */
     bl->sent_ns = dlock_backend_now_ns();
-    rc = adv_result(pc, cn, bl, r, key);
-  } else if (rc == DLOCK_ETIMEDOUT) {
+    rc = adv_result(pc, cn, bl, r, key, &broken);
+  } else if (rc == DLOCK_ETIMEDOUT && strcmp(last_state, "55P03") == 0) {
     rc = dlock_seterr(DLOCK_ETIMEDOUT, "timed out waiting for '%s'", bl->key);
+  } else {
+    broken = 1; /* a failed statement may still have taken the session lock */
   }
   conn_put(pc, cn, broken);
   return rc;
@@ -1007,8 +1023,12 @@ static int adv_conn(pg_client *pc, dlock_backend_lock *bl, pg_conn **out) {
 static int adv_release(pg_client *pc, dlock_backend_lock *bl) {
   pg_lock *pl = bl->priv;
   pg_conn *cn;
+  /* Claimed under the mutex, so the monitor cannot give it back too: a
+   * second unlock could free a later acquisition of the same key on the
+   * same session. */
   pthread_mutex_lock(&pc->mu);
   int expired = pl->expired;
+  pl->expired = 1;
   pthread_mutex_unlock(&pc->mu);
   int rc = expired ? dlock_seterr(DLOCK_ELOST, "postgres: the lease on '%s' ran out and the "
                                                "lock was given back",
@@ -1034,6 +1054,11 @@ static int adv_release(pg_client *pc, dlock_backend_lock *bl) {
        * or after this request, it was not ours to the end. */
       rc = dlock_seterr(DLOCK_ELOST, "postgres: the session holding '%s' broke: %s", bl->key,
                         dlock_client_errmsg(NULL));
+    } else {
+      /* The unlock failed but the session is sound: ending it is what
+       * surely gives the lock back. */
+      broken = 1;
+      rc = 0;
     }
     pthread_mutex_lock(&pc->mu);
     held_remove(cn, bl);
@@ -1064,14 +1089,37 @@ static int adv_renew_many(pg_client *pc, dlock_backend_lock **bls, size_t n, int
       continue;
     pg_lock *pl = bls[i]->priv;
     pg_conn *cn;
-    int64_t sent = dlock_backend_now_ns();
+    /* One ping answers for every lock of the session: bounded by the
+     * latest of their deadlines, and the session kept at least the longest
+     * of their leases. */
+    int64_t io_dl = 0, ttl = 0;
+    int unbounded = 0;
+    for (size_t j = i; j < n; j++) {
+      pg_lock *pj = bls[j]->priv;
+      if (rcs[j] == 1 && pj->conn == pl->conn) {
+        if (bls[j]->io_deadline_ns <= 0)
+          unbounded = 1;
+        else if (bls[j]->io_deadline_ns > io_dl)
+          io_dl = bls[j]->io_deadline_ns;
+        if (bls[j]->ttl_ms > ttl)
+          ttl = bls[j]->ttl_ms;
+      }
+    }
+    if (unbounded)
+      io_dl = 0;
     int rc = adv_conn(pc, bls[i], &cn);
-    if (rc == 0) {
+    int64_t sent = dlock_backend_now_ns();
+    int64_t dl = earlier(io_dl > 0 ? io_dl : -1, deadline_after(pc->timeout_ms));
+    if (rc == 0 && io_dl > 0 && sent >= io_dl) {
+      /* Too late to ask; the session itself may be fine. */
+      conn_put(pc, cn, 0);
+      rc = dlock_seterr(DLOCK_ETIMEDOUT, "postgres: renew of '%s': no time left", bls[i]->key);
+    } else if (rc == 0) {
       PGresult *r;
       int broken = 0;
-      int64_t dl = earlier(bls[i]->io_deadline_ns > 0 ? bls[i]->io_deadline_ns : -1,
-                           deadline_after(pc->timeout_ms));
-      rc = run(pc, cn->pg, "renew", pc->sql[DLOCK__PG_SQL_PING], 0, NULL, dl, &r, &broken);
+      rc = session_settings(pc, cn, ttl, &broken);
+      if (rc == 0)
+        rc = run(pc, cn->pg, "renew", pc->sql[DLOCK__PG_SQL_PING], 0, NULL, dl, &r, &broken);
       if (rc == 0) {
         int64_t pid = 0;
         rc = PQntuples(r) == 1 ? dlock__pg_parse_i64(PQgetvalue(r, 0, 0), &pid)
@@ -1383,9 +1431,12 @@ static int pg_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
   int rc = adv_try(pc, bl);
   if (rc != DLOCK_EBUSY)
     return rc;
-  if (deadline_ns >= 0 && dlock_backend_now_ns() >= deadline_ns)
-    return dlock_seterr(DLOCK_ETIMEDOUT, "timed out waiting for '%s'", bl->key);
-  return adv_wait(pc, bl, deadline_ns);
+  do {
+    if (deadline_ns >= 0 && dlock_backend_now_ns() >= deadline_ns)
+      return dlock_seterr(DLOCK_ETIMEDOUT, "timed out waiting for '%s'", bl->key);
+    rc = adv_wait(pc, bl, deadline_ns);
+  } while (rc == DLOCK_ETIMEDOUT);
+  return rc;
 }
 
 static int pg_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, size_t n,

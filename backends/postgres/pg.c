@@ -194,13 +194,22 @@ static void quiet_notices(void *arg, const char *message) {
 
 /* ---- statements ---- */
 
-/* Send SQL and collect its result by DEADLINE_NS (-1: none).  *broken is
+static int result_ok(const PGresult *r) {
+  ExecStatusType st = PQresultStatus(r);
+  return st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK;
+}
+
+/* Send SQL and collect its result by DEADLINE_NS (-1: none): the first
+ * error if any statement failed, else the first result.  NPARAMS < 0 sends
+ * SQL as a simple query, which may hold several statements.  *broken is
  * set when the connection can no longer be used (it failed, or a reply is
  * still outstanding). */
 static int run(pg_client *pc, PGconn *pg, const char *what, const char *sql, int nparams,
                const char *const *params, int64_t deadline_ns, PGresult **out, int *broken) {
   *out = NULL;
-  if (!PQsendQueryParams(pg, sql, nparams, NULL, params, NULL, NULL, 0)) {
+  int sent = nparams < 0 ? PQsendQuery(pg, sql)
+                         : PQsendQueryParams(pg, sql, nparams, NULL, params, NULL, NULL, 0);
+  if (!sent) {
     *broken = 1;
     return conn_error(pc, pg, what);
   }
@@ -237,18 +246,19 @@ static int run(pg_client *pc, PGconn *pg, const char *what, const char *sql, int
     PGresult *r = PQgetResult(pg);
     if (!r)
       break;
-    if (!first)
+    if (!first || (result_ok(first) && !result_ok(r))) {
+      PQclear(first);
       first = r;
-    else
+    } else {
       PQclear(r);
+    }
   }
   if (PQstatus(pg) == CONNECTION_BAD)
     *broken = 1;
   if (!first)
     return *broken ? conn_error(pc, pg, what)
                    : dlock_seterr(DLOCK_EBACKEND, "postgres: %s: no result", what);
-  ExecStatusType st = PQresultStatus(first);
-  if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+  if (!result_ok(first)) {
     int rc = result_error(pc, first, what);
     PQclear(first);
     if (rc == DLOCK_ECONN)
@@ -498,6 +508,20 @@ static void conn_put(pg_client *pc, pg_conn *cn, int broken) {
     conn_free(cn);
 }
 
+/* One statement on whichever connection is free, for statements that tie
+ * nothing to a session. */
+static int run_any(pg_client *pc, const char *what, const char *sql, int nparams,
+                   const char *const *params, int64_t deadline_ns, PGresult **out) {
+  pg_conn *cn;
+  int rc = conn_get(pc, 0, &cn);
+  if (rc < 0)
+    return rc;
+  int broken = 0;
+  rc = run(pc, cn->pg, what, sql, nparams, params, deadline_ns, out, &broken);
+  conn_put(pc, cn, broken);
+  return rc;
+}
+
 /* Under pc->mu. */
 static int held_add(pg_conn *cn, dlock_backend_lock *bl) {
   if (cn->nheld == cn->capheld) {
@@ -699,59 +723,28 @@ static void *monitor_main(void *arg) {
 /* ---- setup ---- */
 
 static int ensure_schema(pg_client *pc) {
-  pg_conn *cn;
-  int rc = conn_get(pc, 0, &cn);
+  PGresult *r;
+  int64_t dl = deadline_after(pc->timeout_ms);
+  int rc = run_any(pc, "checking the schema", pc->sql[DLOCK__PG_SQL_SCHEMA_CHECK], 0, NULL, dl,
+                   &r);
   if (rc < 0)
     return rc;
-  PGresult *r;
-  int broken = 0;
-  int64_t dl = deadline_after(pc->timeout_ms);
-  rc = run(pc, cn->pg, "checking the schema", pc->sql[DLOCK__PG_SQL_SCHEMA_CHECK], 0, NULL, dl,
-           &r, &broken);
-  if (rc == 0) {
-    int seq = 0, table = 0;
-    if (PQntuples(r) != 1 || dlock__pg_parse_bool(PQgetvalue(r, 0, 0), &seq) < 0 ||
-        dlock__pg_parse_bool(PQgetvalue(r, 0, 1), &table) < 0)
-      rc = dlock_seterr(DLOCK_EBACKEND, "postgres: unexpected reply checking the schema");
+  int seq = 0, table = 0;
+  if (PQntuples(r) != 1 || dlock__pg_parse_bool(PQgetvalue(r, 0, 0), &seq) < 0 ||
+      dlock__pg_parse_bool(PQgetvalue(r, 0, 1), &table) < 0)
+    rc = dlock_seterr(DLOCK_EBACKEND, "postgres: unexpected reply checking the schema");
+  PQclear(r);
+  int want_table = pc->mode == DLOCK__PG_LEASE;
+  if (rc < 0 || (seq && (table || !want_table)))
+    return rc;
+  /* Several statements in one simple query: one transaction, so this works
+   * through a transaction pooler too. */
+  rc = run_any(pc, "creating the schema",
+               pc->sql[want_table ? DLOCK__PG_SQL_SCHEMA_CREATE_LEASE
+                                  : DLOCK__PG_SQL_SCHEMA_CREATE_SEQ],
+               -1, NULL, dl, &r);
+  if (rc == 0)
     PQclear(r);
-    int want_table = pc->mode == DLOCK__PG_LEASE;
-    if (rc == 0 && (!seq || (want_table && !table))) {
-      /* Several statements in one simple query: one transaction, so this
-       * works through a transaction pooler too. */
-      const char *sql = pc->sql[want_table ? DLOCK__PG_SQL_SCHEMA_CREATE_LEASE
-                                           : DLOCK__PG_SQL_SCHEMA_CREATE_SEQ];
-      if (!PQsendQuery(cn->pg, sql)) {
-        rc = conn_error(pc, cn->pg, "creating the schema");
-        broken = 1;
-      } else {
-        PGresult *x, *err = NULL;
-        while (!broken && PQisBusy(cn->pg)) {
-          int w = wait_fd(cn->fd, POLLIN, dl);
-          if (w <= 0 || !PQconsumeInput(cn->pg))
-            broken = 1;
-        }
-        while (!broken && (x = PQgetResult(cn->pg)) != NULL) {
-          if (PQresultStatus(x) != PGRES_COMMAND_OK && PQresultStatus(x) != PGRES_TUPLES_OK &&
-              !err)
-            err = x;
-          else
-            PQclear(x);
-          while (!broken && PQisBusy(cn->pg)) {
-            int w = wait_fd(cn->fd, POLLIN, dl);
-            if (w <= 0 || !PQconsumeInput(cn->pg))
-              broken = 1;
-          }
-        }
-        if (broken)
-          rc = dlock_seterr(DLOCK_ECONN, "postgres: creating the schema on %s: no reply in time",
-                            pc->where);
-        else if (err)
-          rc = result_error(pc, err, "creating the schema");
-        PQclear(err);
-      }
-    }
-  }
-  conn_put(pc, cn, broken);
   return rc;
 }
 
@@ -1162,14 +1155,9 @@ static int adv_inspect(pg_client *pc, const char *key, size_t keylen, dlock_info
   snprintf(a, sizeof a, "%" PRIu32, cls);
   snprintf(b, sizeof b, "%" PRIu32, obj);
   const char *params[2] = {a, b};
-  pg_conn *cn;
-  int rc = conn_get(pc, 0, &cn);
-  if (rc < 0)
-    return rc;
   PGresult *r;
-  int broken = 0;
-  rc = run(pc, cn->pg, "inspect", pc->sql[DLOCK__PG_SQL_ADV_INSPECT], 2, params,
-           deadline_after(pc->timeout_ms), &r, &broken);
+  int rc = run_any(pc, "inspect", pc->sql[DLOCK__PG_SQL_ADV_INSPECT], 2, params,
+                   deadline_after(pc->timeout_ms), &r);
   if (rc == 0) {
     info->held = PQntuples(r) > 0;
     info->ttl_ms = -1; /* held for as long as the holder's session lasts */
@@ -1177,7 +1165,6 @@ static int adv_inspect(pg_client *pc, const char *key, size_t keylen, dlock_info
       snprintf(info->label, sizeof info->label, "server process %s", PQgetvalue(r, 0, 0));
     PQclear(r);
   }
-  conn_put(pc, cn, broken);
   return rc;
 }
 
@@ -1187,16 +1174,10 @@ static int lease_try(pg_client *pc, dlock_backend_lock *bl) {
   char ttl[24];
   snprintf(ttl, sizeof ttl, "%lld", (long long)bl->ttl_ms);
   const char *params[4] = {bl->key, bl->owner, ttl, bl->label};
-  pg_conn *cn;
-  int rc = conn_get(pc, 0, &cn);
-  if (rc < 0)
-    return rc;
   PGresult *r;
-  int broken = 0;
   bl->sent_ns = dlock_backend_now_ns();
-  rc = run(pc, cn->pg, "acquire", pc->sql[DLOCK__PG_SQL_LEASE_TRY], 4, params,
-           deadline_after(pc->timeout_ms), &r, &broken);
-  conn_put(pc, cn, broken);
+  int rc = run_any(pc, "acquire", pc->sql[DLOCK__PG_SQL_LEASE_TRY], 4, params,
+                   deadline_after(pc->timeout_ms), &r);
   if (rc < 0)
     return rc;
   if (PQntuples(r) != 1) {
@@ -1325,16 +1306,10 @@ static int lease_renew_batch(pg_client *pc, dlock_backend_lock **bls, size_t n, 
     rc = dlock_seterr(DLOCK_ENOMEM, "postgres: out of memory");
     goto out;
   }
-  pg_conn *cn;
-  if ((rc = conn_get(pc, 0, &cn)) < 0)
-    goto out;
   const char *params[3] = {an, ao, at};
   PGresult *r;
-  int broken = 0;
   int64_t sent = dlock_backend_now_ns();
-  rc = run(pc, cn->pg, "renew", pc->sql[DLOCK__PG_SQL_LEASE_RENEW], 3, params, dl, &r,
-           &broken);
-  conn_put(pc, cn, broken);
+  rc = run_any(pc, "renew", pc->sql[DLOCK__PG_SQL_LEASE_RENEW], 3, params, dl, &r);
   if (rc < 0)
     goto out;
   for (size_t i = 0; i < n; i++)
@@ -1366,15 +1341,9 @@ out:
 
 static int lease_release(pg_client *pc, dlock_backend_lock *bl) {
   const char *params[2] = {bl->key, bl->owner};
-  pg_conn *cn;
-  int rc = conn_get(pc, 0, &cn);
-  if (rc < 0)
-    return rc;
   PGresult *r;
-  int broken = 0;
-  rc = run(pc, cn->pg, "release", pc->sql[DLOCK__PG_SQL_LEASE_RELEASE], 2, params,
-           deadline_after(pc->timeout_ms), &r, &broken);
-  conn_put(pc, cn, broken);
+  int rc = run_any(pc, "release", pc->sql[DLOCK__PG_SQL_LEASE_RELEASE], 2, params,
+                   deadline_after(pc->timeout_ms), &r);
   if (rc < 0)
     return rc;
   if (PQntuples(r) == 0)
@@ -1387,15 +1356,9 @@ static int lease_release(pg_client *pc, dlock_backend_lock *bl) {
 
 static int lease_inspect(pg_client *pc, const char *key, dlock_info *info) {
   const char *params[1] = {key};
-  pg_conn *cn;
-  int rc = conn_get(pc, 0, &cn);
-  if (rc < 0)
-    return rc;
   PGresult *r;
-  int broken = 0;
-  rc = run(pc, cn->pg, "inspect", pc->sql[DLOCK__PG_SQL_LEASE_INSPECT], 1, params,
-           deadline_after(pc->timeout_ms), &r, &broken);
-  conn_put(pc, cn, broken);
+  int rc = run_any(pc, "inspect", pc->sql[DLOCK__PG_SQL_LEASE_INSPECT], 1, params,
+                   deadline_after(pc->timeout_ms), &r);
   if (rc < 0)
     return rc;
   info->held = PQntuples(r) > 0;

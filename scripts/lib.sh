@@ -18,20 +18,27 @@ DLOCK_PKGS_TEST=(libcmocka-dev)
 # them with java directly. postgresql-15 brings psql and pgbench too; the
 # version is named because scripts/services runs its binaries from
 # /usr/lib/postgresql/15/bin, the version docker-compose.yml pins.
-DLOCK_PKGS_SERVERS=(redis-server redis-tools zookeeper postgresql-15 pgbouncer)
+# etcd-server is etcd 3.4 (the minor docker-compose.yml pins) and etcd-client
+# its etcdctl, which sets up the TLS instance's users; openssl makes that
+# instance's throwaway CA and certificates, and curl checks the etcd servers'
+# health over HTTP and HTTPS.
+DLOCK_PKGS_SERVERS=(redis-server redis-tools zookeeper postgresql-15 pgbouncer
+                    etcd-server etcd-client openssl curl)
 DLOCK_PKGS_CHECKS=(valgrind docker-compose)
 
 # Backends that need a running server, named as both their meson option and
 # their scripts/services entry. Adding a backend here makes scripts/test build
 # it (-D<name>=enabled) and require its server in CI.
-DLOCK_SERVER_BACKENDS=(redis zookeeper postgres)
+DLOCK_SERVER_BACKENDS=(redis zookeeper postgres etcd)
 
 # scripts/services entries that get no conformance run of their own but that
 # a backend's own cases use (through DLOCK_TEST_* variables, see scripts/test);
 # CI requires them running too. PgBouncer's lease-mode URL is one of the
 # postgres entry's URLs (so it gets conformance runs); its own URL is the
-# advisory one, which the postgres cases expect refused.
-DLOCK_SERVER_EXTRAS=(zookeeper-ensemble pgbouncer)
+# advisory one, which the postgres cases expect refused. etcd-cluster is a
+# three-member cluster for the etcd backend's failover cases, as
+# zookeeper-ensemble is for zookeeper's.
+DLOCK_SERVER_EXTRAS=(zookeeper-ensemble pgbouncer etcd-cluster)
 
 if [[ -t 2 ]]; then
     _dl_bold=$'\e[1m' _dl_red=$'\e[31m' _dl_yellow=$'\e[33m' _dl_green=$'\e[32m' _dl_reset=$'\e[0m'

@@ -80,6 +80,9 @@ extern const dlock_backend_ops dlock__zk_ops;
 #ifdef DLOCK_HAVE_POSTGRES
 extern const dlock_backend_ops dlock__pg_ops;
 #endif
+#ifdef DLOCK_HAVE_ETCD
+extern const dlock_backend_ops dlock__etcd_ops;
+#endif
 
 /* ---- client.c / renew.c ---- */
 

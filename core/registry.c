@@ -16,6 +16,9 @@ static const dlock_backend_ops *const builtins[] = {
 #ifdef DLOCK_HAVE_POSTGRES
     &dlock__pg_ops,
 #endif
+#ifdef DLOCK_HAVE_ETCD
+    &dlock__etcd_ops,
+#endif
     NULL,
 };
 

@@ -1,0 +1,846 @@
+/* etcd backend: keys, base64, JSON bodies and answers (no I/O); see
+ * etcd-codec.h. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "backends/etcd/etcd-codec.h"
+
+/* ---- keys ---- */
+
+char *dlock__etcd_lock_name(const char *prefix, const char *key, size_t keylen) {
+  /* The client's prefix is NULL when the URL sets none. */
+  if (!prefix)
+    prefix = DLOCK__ETCD_DEFAULT_PREFIX;
+  size_t pl = strlen(prefix), el = 0;
+  for (size_t i = 0; i < keylen; i++)
+    el += key[i] == '%' || key[i] == '/' ? 3 : 1;
+  char *s = malloc(pl + el + 1);
+  if (!s)
+    return NULL;
+  memcpy(s, prefix, pl);
+  char *w = s + pl;
+  for (size_t i = 0; i < keylen; i++) {
+    if (key[i] == '%') {
+      memcpy(w, "%25", 3);
+      w += 3;
+    } else if (key[i] == '/') {
+      memcpy(w, "%2F", 3);
+      w += 3;
+    } else {
+      *w++ = key[i];
+    }
+  }
+  *w = '\0';
+  return s;
+}
+
+char *dlock__etcd_lock_key(const char *name, int64_t lease) {
+  /* Go's %x of an int64 writes a sign and the magnitude; the negation is
+   * done unsigned so INT64_MIN does not overflow. */
+  uint64_t mag = lease < 0 ? 0 - (uint64_t)lease : (uint64_t)lease;
+  char *s = NULL;
+  if (asprintf(&s, "%s/%s%" PRIx64, name, lease < 0 ? "-" : "", mag) < 0)
+    return NULL;
+  return s;
+}
+
+size_t dlock__etcd_prefix_end(const char *p, size_t n, char *out) {
+  for (size_t i = n; i-- > 0;) {
+    if ((unsigned char)p[i] != 0xff) {
+      memcpy(out, p, i);
+      out[i] = (char)((unsigned char)p[i] + 1);
+      return i + 1;
+    }
+  }
+  out[0] = '\0';
+  return 1;
+}
+
+char *dlock__etcd_value(const char *owner, const char *label) {
+  char *s = NULL;
+  if (asprintf(&s, "%s\n%s", owner, label ? label : "") < 0)
+    return NULL;
+  return s;
+}
+
+static void copy_trunc(char *dst, size_t dstlen, const char *src, size_t n) {
+  if (dstlen == 0)
+    return;
+  if (n > dstlen - 1)
+    n = dstlen - 1;
+  memcpy(dst, src, n);
+  dst[n] = '\0';
+}
+
+void dlock__etcd_value_split(const char *v, size_t n, char *owner, size_t ownerlen,
+                             char *label, size_t labellen) {
+  const char *nl = v ? memchr(v, '\n', n) : NULL;
+  if (!nl) {
+    copy_trunc(owner, ownerlen, "", 0);
+    copy_trunc(label, labellen, "", 0);
+    return;
+  }
+  copy_trunc(owner, ownerlen, v, (size_t)(nl - v));
+  copy_trunc(label, labellen, nl + 1, n - (size_t)(nl - v) - 1);
+}
+
+/* ---- base64 ---- */
+
+static const char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+char *dlock__etcd_b64(const void *data, size_t len) {
+  const unsigned char *d = data;
+  char *s = malloc((len + 2) / 3 * 4 + 1);
+  if (!s)
+    return NULL;
+  char *w = s;
+  size_t i = 0;
+  for (; i + 3 <= len; i += 3) {
+    uint32_t v = (uint32_t)d[i] << 16 | (uint32_t)d[i + 1] << 8 | d[i + 2];
+    *w++ = b64_alphabet[v >> 18];
+    *w++ = b64_alphabet[(v >> 12) & 63];
+    *w++ = b64_alphabet[(v >> 6) & 63];
+    *w++ = b64_alphabet[v & 63];
+  }
+  if (len - i == 1) {
+    uint32_t v = (uint32_t)d[i] << 16;
+    *w++ = b64_alphabet[v >> 18];
+    *w++ = b64_alphabet[(v >> 12) & 63];
+    *w++ = '=';
+    *w++ = '=';
+  } else if (len - i == 2) {
+    uint32_t v = (uint32_t)d[i] << 16 | (uint32_t)d[i + 1] << 8;
+    *w++ = b64_alphabet[v >> 18];
+    *w++ = b64_alphabet[(v >> 12) & 63];
+    *w++ = b64_alphabet[(v >> 6) & 63];
+    *w++ = '=';
+  }
+  *w = '\0';
+  return s;
+}
+
+static int b64_digit(char c) {
+  if (c >= 'A' && c <= 'Z')
+    return c - 'A';
+  if (c >= 'a' && c <= 'z')
+    return c - 'a' + 26;
+  if (c >= '0' && c <= '9')
+    return c - '0' + 52;
+  if (c == '+')
+    return 62;
+  if (c == '/')
+    return 63;
+  return -1;
+}
+
+int dlock__etcd_unb64(const char *s, size_t n, char **out, size_t *outlen) {
+  *out = NULL;
+  *outlen = 0;
+  /* The gateway always pads, so anything else is not its output. */
+  if (n % 4 != 0)
+    return dlock_seterr(DLOCK_EBACKEND, "etcd: malformed base64 (length %zu)", n);
+  size_t pad = 0;
+  if (n > 0 && s[n - 1] == '=')
+    pad = n > 1 && s[n - 2] == '=' ? 2 : 1;
+  unsigned char *d = malloc(n / 4 * 3 + 1);
+  if (!d)
+    return dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+  size_t len = 0;
+  for (size_t i = 0; i < n; i += 4) {
+    size_t real = i + 4 == n ? 4 - pad : 4;
+    uint32_t v = 0;
+    for (size_t j = 0; j < 4; j++) {
+      int x = j < real ? b64_digit(s[i + j]) : 0;
+      if (x < 0) {
+        free(d);
+        return dlock_seterr(DLOCK_EBACKEND, "etcd: malformed base64 (byte %zu)", i + j);
+      }
+      v = v << 6 | (uint32_t)x;
+    }
+    d[len++] = (unsigned char)(v >> 16);
+    if (real > 2)
+      d[len++] = (unsigned char)(v >> 8);
+    if (real > 3)
+      d[len++] = (unsigned char)v;
+  }
+  d[len] = '\0';
+  *out = (char *)d;
+  *outlen = len;
+  return 0;
+}
+
+/* ---- request bodies ---- */
+
+/* Builders take a NULL parent and return NULL (or -1) then, so a body is
+ * built without a check after every call and out of memory shows up once,
+ * at the end. */
+
+static int add_str(cJSON *o, const char *name, const char *v) {
+  return o && cJSON_AddStringToObject(o, name, v) ? 0 : -1;
+}
+
+static int add_i64(cJSON *o, const char *name, int64_t v) {
+  char b[24];
+  snprintf(b, sizeof b, "%" PRId64, v);
+  return add_str(o, name, b);
+}
+
+static int add_bytes(cJSON *o, const char *name, const char *data, size_t len) {
+  char *e = dlock__etcd_b64(data, len);
+  if (!e)
+    return -1;
+  int rc = add_str(o, name, e);
+  free(e);
+  return rc;
+}
+
+static int add_true(cJSON *o, const char *name) {
+  return o && cJSON_AddTrueToObject(o, name) ? 0 : -1;
+}
+
+/* Append {"WHAT":{}} to ARR and return the inner object. */
+static cJSON *push(cJSON *arr, const char *what) {
+  if (!arr)
+    return NULL;
+  cJSON *o = cJSON_CreateObject();
+  if (!o || !cJSON_AddItemToArray(arr, o)) {
+    cJSON_Delete(o);
+    return NULL;
+  }
+  return what ? cJSON_AddObjectToObject(o, what) : o;
+}
+
+static char *finish(cJSON *root, int bad) {
+  char *s = bad || !root ? NULL : cJSON_PrintUnformatted(root);
+  cJSON_Delete(root);
+  return s;
+}
+
+/* The range NAME/ .. prefix_end(NAME/).  Malloc'd, with *n the length of
+ * both parts (the end is never longer than the start). */
+static char *queue_range(const char *name, size_t *n, char **end) {
+  size_t nl = strlen(name);
+  char *r = malloc(2 * (nl + 1));
+  if (!r)
+    return NULL;
+  memcpy(r, name, nl);
+  r[nl] = '/';
+  *end = r + nl + 1;
+  *n = nl + 1;
+  return r;
+}
+
+static int add_queue_range(cJSON *o, const char *name) {
+  size_t n;
+  char *end;
+  char *start = queue_range(name, &n, &end);
+  if (!start)
+    return -1;
+  size_t en = dlock__etcd_prefix_end(start, n, end);
+  int bad = add_bytes(o, "key", start, n) | add_bytes(o, "range_end", end, en);
+  free(start);
+  return bad;
+}
+
+/* create_revision of KEY (or of every key in the range NAME/ when KEY is
+ * NULL) equals REV. */
+static int put_compare(cJSON *arr, const char *key, const char *name, int64_t rev) {
+  cJSON *c = push(arr, NULL);
+  int bad = key ? add_bytes(c, "key", key, strlen(key)) : add_queue_range(c, name);
+  return bad | add_str(c, "target", "CREATE") | add_str(c, "result", "EQUAL") |
+         add_i64(c, "create_revision", rev);
+}
+
+static int put_put(cJSON *arr, const char *key, const char *value, int64_t lease) {
+  cJSON *p = push(arr, "request_put");
+  int bad = add_bytes(p, "key", key, strlen(key)) | add_bytes(p, "value", value, strlen(value));
+  return bad | (lease ? add_i64(p, "lease", lease) : 0);
+}
+
+static int put_range_key(cJSON *arr, const char *key, int keys_only) {
+  cJSON *r = push(arr, "request_range");
+  return add_bytes(r, "key", key, strlen(key)) | (keys_only ? add_true(r, "keys_only") : 0);
+}
+
+/* The oldest key under NAME/, or with BEFORE > 0 the youngest one created
+ * before revision BEFORE. */
+static int put_range_first(cJSON *arr, const char *name, int64_t before) {
+  cJSON *r = push(arr, "request_range");
+  int bad = add_queue_range(r, name) | add_str(r, "sort_target", "CREATE") |
+            add_str(r, "sort_order", before > 0 ? "DESCEND" : "ASCEND") | add_i64(r, "limit", 1);
+  if (before > 0)
+    bad |= add_i64(r, "max_create_revision", before - 1) | add_true(r, "keys_only");
+  return bad;
+}
+
+char *dlock__etcd_req_grant(int64_t ttl_s) {
+  cJSON *root = cJSON_CreateObject();
+  return finish(root, add_i64(root, "TTL", ttl_s));
+}
+
+char *dlock__etcd_req_lease(int64_t lease) {
+  cJSON *root = cJSON_CreateObject();
+  return finish(root, add_i64(root, "ID", lease));
+}
+
+char *dlock__etcd_req_timetolive(int64_t lease) {
+  cJSON *root = cJSON_CreateObject();
+  return finish(root, add_i64(root, "ID", lease) | add_true(root, "keys"));
+}
+
+char *dlock__etcd_req_auth(const char *user, const char *password) {
+  cJSON *root = cJSON_CreateObject();
+  return finish(root, add_str(root, "name", user ? user : "") |
+                          add_str(root, "password", password ? password : ""));
+}
+
+/* A txn object and its three arrays; empty ones are left out at the end
+ * (the gateway reads a missing list as an empty one). */
+typedef struct txn_body {
+  cJSON *root, *cmp, *ok, *ko;
+} txn_body;
+
+static int txn_begin(txn_body *t) {
+  t->root = cJSON_CreateObject();
+  t->cmp = t->root ? cJSON_AddArrayToObject(t->root, "compare") : NULL;
+  t->ok = t->root ? cJSON_AddArrayToObject(t->root, "success") : NULL;
+  t->ko = t->root ? cJSON_AddArrayToObject(t->root, "failure") : NULL;
+  return t->cmp && t->ok && t->ko ? 0 : -1;
+}
+
+static char *txn_end(txn_body *t, int bad) {
+  if (!bad) {
+    static const char *const lists[] = {"compare", "success", "failure"};
+    for (size_t i = 0; i < 3; i++)
+      if (cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(t->root, lists[i])) == 0)
+        cJSON_DeleteItemFromObjectCaseSensitive(t->root, lists[i]);
+  }
+  return finish(t->root, bad);
+}
+
+char *dlock__etcd_req_try(const char *name, const char *key, int64_t lease,
+                          const char *value) {
+  txn_body t;
+  int bad = txn_begin(&t);
+  bad |= put_compare(t.cmp, NULL, name, 0);
+  bad |= put_put(t.ok, key, value, lease);
+  bad |= put_range_first(t.ko, name, 0);
+  return txn_end(&t, bad);
+}
+
+char *dlock__etcd_req_enqueue(const char *name, const char *key, int64_t lease,
+                              const char *value) {
+  txn_body t;
+  int bad = txn_begin(&t);
+  bad |= put_compare(t.cmp, key, NULL, 0);
+  bad |= put_put(t.ok, key, value, lease);
+  bad |= put_range_first(t.ok, name, 0);
+  bad |= put_range_key(t.ko, key, 0);
+  bad |= put_range_first(t.ko, name, 0);
+  return txn_end(&t, bad);
+}
+
+char *dlock__etcd_req_queue(const char *name, const char *key, int64_t rev) {
+  txn_body t;
+  int bad = txn_begin(&t);
+  bad |= put_compare(t.cmp, key, NULL, rev);
+  bad |= put_range_first(t.ok, name, 0);
+  bad |= put_range_first(t.ok, name, rev);
+  return txn_end(&t, bad);
+}
+
+char *dlock__etcd_req_release(const char *key, int64_t rev) {
+  txn_body t;
+  int bad = txn_begin(&t);
+  bad |= put_compare(t.cmp, key, NULL, rev);
+  cJSON *d = push(t.ok, "request_delete_range");
+  bad |= add_bytes(d, "key", key, strlen(key));
+  return txn_end(&t, bad);
+}
+
+char *dlock__etcd_req_delete(const char *key) {
+  txn_body t;
+  int bad = txn_begin(&t);
+  cJSON *d = push(t.ok, "request_delete_range");
+  bad |= add_bytes(d, "key", key, strlen(key));
+  return txn_end(&t, bad);
+}
+
+char *dlock__etcd_req_move(const char *key, int64_t rev, int64_t lease, const char *value) {
+  txn_body t;
+  int bad = txn_begin(&t);
+  bad |= put_compare(t.cmp, key, NULL, rev);
+  bad |= put_put(t.ok, key, value, lease);
+  return txn_end(&t, bad);
+}
+
+char *dlock__etcd_req_check(const char *const *keys, const int64_t *revs, size_t n) {
+  txn_body t;
+  int bad = txn_begin(&t);
+  for (size_t i = 0; i < n; i++)
+    bad |= put_compare(t.cmp, keys[i], NULL, revs[i]);
+  for (size_t i = 0; i < n; i++)
+    bad |= put_range_key(t.ko, keys[i], 1);
+  return txn_end(&t, bad);
+}
+
+char *dlock__etcd_req_first(const char *name) {
+  txn_body t;
+  int bad = txn_begin(&t);
+  bad |= put_range_first(t.ok, name, 0);
+  return txn_end(&t, bad);
+}
+
+char *dlock__etcd_req_delete_all(const char *name) {
+  txn_body t;
+  int bad = txn_begin(&t);
+  cJSON *d = push(t.ok, "request_delete_range");
+  bad |= add_queue_range(d, name);
+  return txn_end(&t, bad);
+}
+
+char *dlock__etcd_req_watch(const char *key, int64_t start_rev) {
+  cJSON *root = cJSON_CreateObject();
+  cJSON *c = root ? cJSON_AddObjectToObject(root, "create_request") : NULL;
+  int bad = add_bytes(c, "key", key, strlen(key)) | add_i64(c, "start_revision", start_rev);
+  cJSON *f = c ? cJSON_AddArrayToObject(c, "filters") : NULL;
+  cJSON *noput = cJSON_CreateString("NOPUT");
+  if (!f || !noput || !cJSON_AddItemToArray(f, noput)) {
+    cJSON_Delete(noput);
+    bad = -1;
+  }
+  return finish(root, bad);
+}
+
+/* ---- answers ---- */
+
+int64_t dlock__etcd_json_i64(const struct cJSON *obj, const char *name, int64_t def) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+  if (cJSON_IsNumber(v)) {
+    double d = v->valuedouble;
+    /* Written so that NaN fails too; 2^63 itself is out of range, every
+     * double below it converts.  No floor(): the library does not link
+     * libm. */
+    if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0))
+      return def;
+    int64_t x = (int64_t)d;
+    return (double)x == d ? x : def;
+  }
+  if (!cJSON_IsString(v) || !v->valuestring)
+    return def;
+  const char *s = v->valuestring;
+  /* strtoll alone would take leading blanks, a '+' and trailing junk. */
+  const char *digits = s[0] == '-' ? s + 1 : s;
+  if (*digits < '0' || *digits > '9')
+    return def;
+  errno = 0;
+  char *end;
+  long long x = strtoll(s, &end, 10);
+  if (errno || *end)
+    return def;
+  return (int64_t)x;
+}
+
+static const cJSON *obj_item(const cJSON *o, const char *name) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+  return cJSON_IsObject(v) ? v : NULL;
+}
+
+static cJSON *parse_obj(const char *body, size_t len) {
+  cJSON *root = body && len ? cJSON_ParseWithLength(body, len) : NULL;
+  if (root && !cJSON_IsObject(root)) {
+    cJSON_Delete(root);
+    root = NULL;
+  }
+  return root;
+}
+
+/* A bytes field, decoded; ABSENT_NULL picks what a missing field gives. */
+static int get_bytes(const cJSON *o, const char *name, int absent_null, char **out,
+                     size_t *outlen) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+  if (!v) {
+    *outlen = 0;
+    if (absent_null) {
+      *out = NULL;
+      return 0;
+    }
+    return dlock__etcd_unb64("", 0, out, outlen);
+  }
+  if (!cJSON_IsString(v) || !v->valuestring) {
+    *out = NULL;
+    *outlen = 0;
+    return dlock_seterr(DLOCK_EBACKEND, "etcd: field \"%s\" is not a string", name);
+  }
+  return dlock__etcd_unb64(v->valuestring, strlen(v->valuestring), out, outlen);
+}
+
+static int parse_kv(const cJSON *j, dlock__etcd_kv *kv) {
+  if (!cJSON_IsObject(j))
+    return dlock_seterr(DLOCK_EBACKEND, "etcd: a key-value is not an object");
+  int rc = get_bytes(j, "key", 1, &kv->key, &kv->keylen);
+  if (rc == 0)
+    rc = get_bytes(j, "value", 0, &kv->value, &kv->valuelen);
+  kv->create_revision = dlock__etcd_json_i64(j, "create_revision", 0);
+  kv->mod_revision = dlock__etcd_json_i64(j, "mod_revision", 0);
+  kv->version = dlock__etcd_json_i64(j, "version", 0);
+  kv->lease = dlock__etcd_json_i64(j, "lease", 0);
+  return rc;
+}
+
+static int parse_opres(const cJSON *j, dlock__etcd_opres *r) {
+  const cJSON *body;
+  if ((body = obj_item(j, "response_range"))) {
+    r->op = DLOCK__ETCD_OP_RANGE;
+    r->count = dlock__etcd_json_i64(body, "count", 0);
+    const cJSON *kvs = cJSON_GetObjectItemCaseSensitive(body, "kvs");
+    if (!kvs)
+      return 0;
+    if (!cJSON_IsArray(kvs))
+      return dlock_seterr(DLOCK_EBACKEND, "etcd: \"kvs\" is not an array");
+    int n = cJSON_GetArraySize(kvs);
+    if (n == 0)
+      return 0;
+    r->kvs = calloc((size_t)n, sizeof *r->kvs);
+    if (!r->kvs)
+      return dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+    const cJSON *kv;
+    cJSON_ArrayForEach(kv, kvs) {
+      int rc = parse_kv(kv, &r->kvs[r->nkvs++]);
+      if (rc < 0)
+        return rc;
+    }
+    return 0;
+  }
+  if (obj_item(j, "response_put")) {
+    r->op = DLOCK__ETCD_OP_PUT;
+    return 0;
+  }
+  if ((body = obj_item(j, "response_delete_range"))) {
+    r->op = DLOCK__ETCD_OP_DELETE;
+    r->deleted = dlock__etcd_json_i64(body, "deleted", 0);
+    return 0;
+  }
+  return dlock_seterr(DLOCK_EBACKEND, "etcd: unexpected response in a txn answer");
+}
+
+void dlock__etcd_txn_free(dlock__etcd_txn *t) {
+  if (!t)
+    return;
+  for (size_t i = 0; i < t->nres; i++) {
+    for (size_t k = 0; k < t->res[i].nkvs; k++) {
+      free(t->res[i].kvs[k].key);
+      free(t->res[i].kvs[k].value);
+    }
+    free(t->res[i].kvs);
+  }
+  free(t->res);
+  memset(t, 0, sizeof *t);
+}
+
+/* Messages about an unexpected body quote its start: enough to tell an
+ * error page from a truncated answer without flooding the log. */
+#define QUOTE_LEN 120
+
+static int not_answer(const char *what, const char *body, size_t len) {
+  int n = len > QUOTE_LEN ? QUOTE_LEN : (int)len;
+  return dlock_seterr(DLOCK_EBACKEND, "etcd: not a %s answer: %.*s", what, n,
+                      body ? body : "");
+}
+
+int dlock__etcd_parse_txn(const char *body, size_t len, dlock__etcd_txn *t) {
+  memset(t, 0, sizeof *t);
+  cJSON *root = parse_obj(body, len);
+  const cJSON *hdr = obj_item(root, "header");
+  const cJSON *res = cJSON_GetObjectItemCaseSensitive(root, "responses");
+  if (!hdr || (res && !cJSON_IsArray(res))) {
+    cJSON_Delete(root);
+    return not_answer("txn", body, len);
+  }
+  t->revision = dlock__etcd_json_i64(hdr, "revision", 0);
+  t->succeeded = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "succeeded"));
+  int rc = 0;
+  int n = cJSON_GetArraySize(res);
+  if (n > 0) {
+    t->res = calloc((size_t)n, sizeof *t->res);
+    if (!t->res)
+      rc = dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+    const cJSON *r;
+    cJSON_ArrayForEach(r, res) {
+      if (rc < 0)
+        break;
+      rc = parse_opres(r, &t->res[t->nres++]);
+    }
+  }
+  cJSON_Delete(root);
+  if (rc < 0)
+    dlock__etcd_txn_free(t);
+  return rc;
+}
+
+int dlock__etcd_parse_grant(const char *body, size_t len, int64_t *id, int64_t *ttl_s) {
+  cJSON *root = parse_obj(body, len);
+  int64_t i = dlock__etcd_json_i64(root, "ID", 0);
+  int64_t ttl = dlock__etcd_json_i64(root, "TTL", 0);
+  /* A refused grant may still come back as 200 with its reason in "error"
+   * (LeaseGrantResponse has that field). */
+  const cJSON *err = cJSON_GetObjectItemCaseSensitive(root, "error");
+  int rc = 0;
+  if (cJSON_IsString(err) && err->valuestring[0])
+    rc = dlock_seterr(DLOCK_EBACKEND, "etcd: lease grant refused: %.200s", err->valuestring);
+  else if (i <= 0 || ttl <= 0)
+    rc = not_answer("lease grant", body, len);
+  cJSON_Delete(root);
+  if (rc == 0) {
+    *id = i;
+    *ttl_s = ttl;
+  }
+  return rc;
+}
+
+int dlock__etcd_parse_auth(const char *body, size_t len, char **token) {
+  *token = NULL;
+  cJSON *root = parse_obj(body, len);
+  const cJSON *tok = cJSON_GetObjectItemCaseSensitive(root, "token");
+  int rc = 0;
+  if (!cJSON_IsString(tok) || !tok->valuestring[0])
+    rc = not_answer("authenticate", body, len);
+  else if (!(*token = strdup(tok->valuestring)))
+    rc = dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+  cJSON_Delete(root);
+  return rc;
+}
+
+/* ---- errors ---- */
+
+static int has(const char *msg, const char *needle) {
+  return strstr(msg, needle) != NULL;
+}
+
+/* gRPC status codes the classification looks at. */
+enum {
+  GRPC_INVALID_ARGUMENT = 3,
+  GRPC_DEADLINE_EXCEEDED = 4,
+  GRPC_PERMISSION_DENIED = 7,
+  GRPC_UNAVAILABLE = 14,
+  GRPC_UNAUTHENTICATED = 16,
+};
+
+/* MSG is the server's own text (from rpctypes/error.go and auth/store.go
+ * in etcd 3.4); it decides first, since one gRPC code covers several
+ * meanings (InvalidArgument is both "too many operations" and a wrong
+ * password). */
+static enum dlock__etcd_fault classify(int http, int grpc, const char *msg, int json) {
+  if (has(msg, "invalid auth token") || has(msg, "auth: revision in header is old") ||
+      has(msg, "revision of auth store is old") || has(msg, "token expired"))
+    return DLOCK__ETCD_F_REAUTH;
+  if (has(msg, "authentication failed") || has(msg, "permission denied") ||
+      has(msg, "user name is empty") || has(msg, "authentication is not enabled") ||
+      has(msg, "user name not found") || has(msg, "invalid auth management") ||
+      has(msg, "role is not granted") || has(msg, "permission is not granted"))
+    return DLOCK__ETCD_F_AUTH;
+  if (has(msg, "requested lease not found"))
+    return DLOCK__ETCD_F_LEASE_GONE;
+  /* "context deadline exceeded" (code 2, HTTP 500) is what a write gets
+   * from a member that lost quorum: the gateway gives up before the
+   * server's own "request timed out". */
+  if (has(msg, "leader changed") || has(msg, "no leader") || has(msg, "not leader") ||
+      has(msg, "request timed out") || has(msg, "too many requests") ||
+      has(msg, "server stopped") || has(msg, "unhealthy cluster") || has(msg, "not capable") ||
+      has(msg, "not supported for learner") || has(msg, "context deadline exceeded"))
+    return DLOCK__ETCD_F_RETRY;
+  if (has(msg, "too many operations in txn request") || has(msg, "request is too large") ||
+      has(msg, "duplicate key given in txn request") || has(msg, "too large lease TTL"))
+    return DLOCK__ETCD_F_INVALID;
+  switch (grpc) {
+  case GRPC_UNAUTHENTICATED:
+    return DLOCK__ETCD_F_REAUTH;
+  case GRPC_PERMISSION_DENIED:
+    return DLOCK__ETCD_F_AUTH;
+  case GRPC_UNAVAILABLE:
+  case GRPC_DEADLINE_EXCEEDED:
+    return DLOCK__ETCD_F_RETRY;
+  case GRPC_INVALID_ARGUMENT:
+    return DLOCK__ETCD_F_INVALID;
+  default:
+    break;
+  }
+  if (http == 502 || http == 503 || http == 504 || (http >= 500 && !json))
+    return DLOCK__ETCD_F_RETRY;
+  if (http == 401)
+    return DLOCK__ETCD_F_REAUTH;
+  if (http == 403)
+    return DLOCK__ETCD_F_AUTH;
+  return DLOCK__ETCD_F_OTHER;
+}
+
+static const char *str_item(const cJSON *o, const char *name) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+  return cJSON_IsString(v) && v->valuestring[0] ? v->valuestring : NULL;
+}
+
+/* Classify a parsed error object: the unary form {"error":"..","code":N,
+ * "message":".."} or the inner object of a stream's {"error":{...}}. */
+static enum dlock__etcd_fault classify_obj(int http, const cJSON *o, char *msg,
+                                           size_t msglen) {
+  const char *m = str_item(o, "message");
+  if (!m)
+    m = str_item(o, "error");
+  int grpc = (int)dlock__etcd_json_i64(o, "code", -1);
+  if (grpc < 0)
+    grpc = (int)dlock__etcd_json_i64(o, "grpc_code", -1);
+  if (http <= 0)
+    http = (int)dlock__etcd_json_i64(o, "http_code", 0);
+  if (m)
+    snprintf(msg, msglen, "%s", m);
+  else if (grpc >= 0)
+    snprintf(msg, msglen, "HTTP %d, gRPC code %d", http, grpc);
+  else
+    snprintf(msg, msglen, "HTTP %d", http);
+  return classify(http, grpc, m ? m : "", 1);
+}
+
+enum dlock__etcd_fault dlock__etcd_error(int http_status, const char *body, size_t len,
+                                         char *msg, size_t msglen) {
+  if (msglen)
+    msg[0] = '\0';
+  cJSON *root = parse_obj(body, len);
+  if (root) {
+    const cJSON *inner = obj_item(root, "error");
+    enum dlock__etcd_fault f = classify_obj(http_status, inner ? inner : root, msg, msglen);
+    cJSON_Delete(root);
+    return f;
+  }
+  /* Not JSON: a proxy's error page, or the body of a connection cut short.
+   * Its first line says more than the status alone. */
+  size_t n = 0;
+  while (n < len && n < QUOTE_LEN && body[n] != '\n' && body[n] != '\r')
+    n++;
+  if (msglen) {
+    if (n)
+      snprintf(msg, msglen, "HTTP %d: %.*s", http_status, (int)n, body);
+    else
+      snprintf(msg, msglen, "HTTP %d", http_status);
+  }
+  return classify(http_status, -1, "", 0);
+}
+
+int dlock__etcd_fault_code(enum dlock__etcd_fault f) {
+  switch (f) {
+  case DLOCK__ETCD_F_NONE:
+    return 0;
+  case DLOCK__ETCD_F_REAUTH:
+  case DLOCK__ETCD_F_AUTH:
+    return DLOCK_EAUTH;
+  case DLOCK__ETCD_F_LEASE_GONE:
+    return DLOCK_ELOST;
+  case DLOCK__ETCD_F_RETRY:
+    return DLOCK_ECONN;
+  case DLOCK__ETCD_F_INVALID:
+    return DLOCK_EINVAL;
+  case DLOCK__ETCD_F_OTHER:
+    break;
+  }
+  return DLOCK_EBACKEND;
+}
+
+/* ---- streams ---- */
+
+int dlock__etcd_parse_keepalive(const char *body, size_t len, int64_t *ttl_s, char *msg,
+                                size_t msglen) {
+  *ttl_s = 0;
+  if (msglen)
+    msg[0] = '\0';
+  cJSON *root = parse_obj(body, len);
+  const cJSON *err = obj_item(root, "error");
+  if (err) {
+    char m[256];
+    enum dlock__etcd_fault f = classify_obj(0, err, m, sizeof m);
+    cJSON_Delete(root);
+    if (msglen)
+      snprintf(msg, msglen, "%s", m);
+    return dlock_seterr(dlock__etcd_fault_code(f), "etcd: lease keepalive: %s", m);
+  }
+  const cJSON *res = obj_item(root, "result");
+  if (!res)
+    res = root;
+  if (!obj_item(res, "header")) {
+    cJSON_Delete(root);
+    return not_answer("lease keepalive", body, len);
+  }
+  int64_t ttl = dlock__etcd_json_i64(res, "TTL", 0);
+  *ttl_s = ttl > 0 ? ttl : 0;
+  cJSON_Delete(root);
+  return 0;
+}
+
+/* The gRPC code named in Go's status text "rpc error: code = NAME desc =
+ * ...", for the names classify() looks at; -1 otherwise. */
+static int reason_code(const char *reason) {
+  static const struct {
+    const char *name;
+    int code;
+  } codes[] = {
+      {"InvalidArgument", GRPC_INVALID_ARGUMENT}, {"DeadlineExceeded", GRPC_DEADLINE_EXCEEDED},
+      {"PermissionDenied", GRPC_PERMISSION_DENIED}, {"Unavailable", GRPC_UNAVAILABLE},
+      {"Unauthenticated", GRPC_UNAUTHENTICATED},
+  };
+  const char *c = reason ? strstr(reason, "code = ") : NULL;
+  if (!c)
+    return -1;
+  c += strlen("code = ");
+  for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+    size_t n = strlen(codes[i].name);
+    if (strncmp(c, codes[i].name, n) == 0 && (c[n] == ' ' || c[n] == '\0'))
+      return codes[i].code;
+  }
+  return -1;
+}
+
+int dlock__etcd_parse_watch(const char *line, size_t len, dlock__etcd_watch_ev *ev) {
+  memset(ev, 0, sizeof *ev);
+  cJSON *root = parse_obj(line, len);
+  const cJSON *err = obj_item(root, "error");
+  if (err) {
+    ev->error = 1;
+    ev->fault = classify_obj(0, err, ev->msg, sizeof ev->msg);
+    cJSON_Delete(root);
+    return 0;
+  }
+  const cJSON *res = obj_item(root, "result");
+  const cJSON *hdr = obj_item(res, "header");
+  if (!hdr) {
+    cJSON_Delete(root);
+    return not_answer("watch", line, len);
+  }
+  ev->revision = dlock__etcd_json_i64(hdr, "revision", 0);
+  ev->watch_id = dlock__etcd_json_i64(res, "watch_id", 0);
+  ev->created = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(res, "created"));
+  ev->canceled = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(res, "canceled"));
+  ev->compact_revision = dlock__etcd_json_i64(res, "compact_revision", 0);
+  const char *reason = str_item(res, "cancel_reason");
+  if (reason)
+    snprintf(ev->msg, sizeof ev->msg, "%s", reason);
+  /* A watch the server refuses (bad token, no permission) does not get an
+   * {"error":...} line: it comes back created and canceled at once, the
+   * gRPC status only in cancel_reason.  A compaction says nothing else. */
+  if (ev->canceled && !ev->compact_revision)
+    ev->fault = classify(0, reason_code(reason), reason ? reason : "", 1);
+  const cJSON *e;
+  cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(res, "events")) {
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(e, "type");
+    /* Names are what the gateway sends; the number is DELETE's enum value,
+     * for a gateway set to write enums as integers. */
+    if ((cJSON_IsString(type) && strcmp(type->valuestring, "DELETE") == 0) ||
+        (cJSON_IsNumber(type) && type->valuedouble == 1))
+      ev->deletes++;
+  }
+  cJSON_Delete(root);
+  return 0;
+}

@@ -1,0 +1,215 @@
+/* etcd backend: everything that does not touch a socket.  Key layout,
+ * base64, range ends, the JSON bodies sent to the v3 HTTP gateway and the
+ * decoding of its answers, so that unit tests reach them without a server.
+ *
+ * The gateway speaks protobuf's JSON mapping: bytes are base64, 64-bit
+ * integers are JSON strings, enums are names, and fields holding their
+ * default value (0, false, empty) are left out of answers.  cJSON keeps
+ * numbers as doubles, which cannot hold a lease ID, so every 64-bit value
+ * is written as a string and read with strtoll from either form. */
+#ifndef DLOCK_ETCD_CODEC_H
+#define DLOCK_ETCD_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "internal.h"
+
+#define DLOCK__ETCD_DEFAULT_PREFIX "dlock/"
+
+/* dlock_control() operations of etcd:// clients. */
+#define DLOCK_ETCD_CTL_STATS 0x6501       /* struct dlock_etcd_stats * */
+#define DLOCK_ETCD_CTL_ENDPOINT 0x6502    /* char[DLOCK_ETCD_ENDPOINT_MAX]: "host:port" in use */
+#define DLOCK_ETCD_CTL_LEASE 0x6503       /* int64_t *: the lease under a held lock */
+#define DLOCK_ETCD_CTL_STALE_WATCH 0x6504 /* int *: the next N watches start at revision 1,
+                                             which a compaction has removed (tests) */
+#define DLOCK_ETCD_ENDPOINT_MAX 300
+
+struct dlock_etcd_stats {
+  uint64_t keepalives;      /* lease keepalive requests sent */
+  uint64_t grants;          /* leases granted */
+  uint64_t watches;         /* watch streams opened */
+  uint64_t watch_compacted; /* of which canceled because their revision was compacted */
+  uint64_t failovers;       /* moves to the next endpoint */
+  uint64_t logins;          /* authentications, the first included */
+};
+
+/* ---- keys ---- */
+
+/* The lock's name: PREFIX followed by KEY with '%' and '/' written as %25
+ * and %2F.  Keys holding neither map to themselves, so dlock key "build"
+ * under the default prefix is `etcdctl lock dlock/build`.  Escaping '/'
+ * keeps every name from being a prefix of another one (without it the
+ * waiters of "a" would queue behind holders of "a/b").  Malloc'd, NULL
+ * when out of memory. */
+DLOCK__HIDDEN char *dlock__etcd_lock_name(const char *prefix, const char *key, size_t keylen);
+/* The holder key of one lease under NAME: NAME "/" lease in lower-case
+ * hex, the layout of etcd's own concurrency.Mutex.  Malloc'd. */
+DLOCK__HIDDEN char *dlock__etcd_lock_key(const char *name, int64_t lease);
+/* The end of the range holding every key that starts with P (N bytes): P
+ * with its last byte below 0xff incremented and what follows cut off.  A
+ * P of only 0xff bytes (or empty) gives "\0", etcd's "to the end of the
+ * keyspace".  Writes at most N bytes to OUT; returns the length. */
+DLOCK__HIDDEN size_t dlock__etcd_prefix_end(const char *p, size_t n, char *out);
+
+/* The value stored in a holder key: "<owner>\n<label>".  Malloc'd. */
+DLOCK__HIDDEN char *dlock__etcd_value(const char *owner, const char *label);
+/* Split a stored value back; a value not in that form (an etcdctl holder
+ * writes "") gives "" for both.  Writes NUL-terminated, truncated strings. */
+DLOCK__HIDDEN void dlock__etcd_value_split(const char *v, size_t n, char *owner,
+                                           size_t ownerlen, char *label, size_t labellen);
+
+/* ---- base64 (RFC 4648, with padding) ---- */
+
+/* Malloc'd NUL-terminated text; NULL when out of memory. */
+DLOCK__HIDDEN char *dlock__etcd_b64(const void *data, size_t len);
+/* Decode S (N bytes) into a malloc'd buffer with one extra NUL byte after
+ * the data.  0, or DLOCK_EBACKEND (malformed) / DLOCK_ENOMEM. */
+DLOCK__HIDDEN int dlock__etcd_unb64(const char *s, size_t n, char **out, size_t *outlen);
+
+/* ---- request bodies (malloc'd JSON text, NULL when out of memory) ---- */
+
+/* POST /v3/lease/grant: {"TTL":"<ttl_s>"} */
+DLOCK__HIDDEN char *dlock__etcd_req_grant(int64_t ttl_s);
+/* POST /v3/lease/keepalive and /v3/lease/revoke: {"ID":"<lease>"} */
+DLOCK__HIDDEN char *dlock__etcd_req_lease(int64_t lease);
+/* POST /v3/lease/timetolive: {"ID":"<lease>","keys":true} */
+DLOCK__HIDDEN char *dlock__etcd_req_timetolive(int64_t lease);
+/* POST /v3/auth/authenticate: {"name":..,"password":..} */
+DLOCK__HIDDEN char *dlock__etcd_req_auth(const char *user, const char *password);
+
+/* The txns below all go to POST /v3/kv/txn.  NAME is a lock name, KEY a
+ * holder key under it; "first" is the key under NAME "/" with the lowest
+ * create_revision (range NAME/..end, sort CREATE ASCEND, limit 1). */
+
+/* Take NAME only if nobody is queued: compare that every key in the range
+ * NAME/ has create_revision 0 (true for an empty range);
+ * success: put KEY=VALUE with LEASE;  failure: range first.
+ * One round trip whether it is granted or not. */
+DLOCK__HIDDEN char *dlock__etcd_req_try(const char *name, const char *key, int64_t lease,
+                                        const char *value);
+/* Join the queue of NAME: compare KEY's create_revision == 0;
+ * success: put KEY=VALUE with LEASE, range first;
+ * failure: range KEY, range first.
+ * (etcd's concurrency.Mutex sends the same txn.) */
+DLOCK__HIDDEN char *dlock__etcd_req_enqueue(const char *name, const char *key, int64_t lease,
+                                            const char *value);
+/* Where KEY (created at REV) stands in NAME's queue: compare KEY's
+ * create_revision == REV; success: range first, range the predecessor
+ * (range NAME/, max_create_revision REV-1, sort CREATE DESCEND, limit 1,
+ * keys_only); failure: nothing (our key is gone). */
+DLOCK__HIDDEN char *dlock__etcd_req_queue(const char *name, const char *key, int64_t rev);
+/* Delete KEY only if its create_revision is still REV. */
+DLOCK__HIDDEN char *dlock__etcd_req_release(const char *key, int64_t rev);
+/* Put KEY=VALUE under LEASE only if its create_revision is still REV (a
+ * put keeps create_revision, so the token and the queue place survive):
+ * moves a held lock to another lease. */
+DLOCK__HIDDEN char *dlock__etcd_req_move(const char *key, int64_t rev, int64_t lease,
+                                         const char *value);
+/* Are all N keys still there with these create_revisions: compare each;
+ * success: nothing; failure: range each key (keys_only), in order. */
+DLOCK__HIDDEN char *dlock__etcd_req_check(const char *const *keys, const int64_t *revs,
+                                          size_t n);
+/* Range first under NAME, with values (for inspect). */
+DLOCK__HIDDEN char *dlock__etcd_req_first(const char *name);
+/* Delete KEY whatever its revision (a key of our own lease whose create
+ * answer was lost). */
+DLOCK__HIDDEN char *dlock__etcd_req_delete(const char *key);
+/* Delete every key under NAME "/" (tests and tools). */
+DLOCK__HIDDEN char *dlock__etcd_req_delete_all(const char *name);
+
+/* POST /v3/watch: {"create_request":{"key":KEY,"start_revision":"REV",
+ * "filters":["NOPUT"]}}: only deletions of KEY, from REV on. */
+DLOCK__HIDDEN char *dlock__etcd_req_watch(const char *key, int64_t start_rev);
+
+/* ---- answers ---- */
+
+typedef struct dlock__etcd_kv {
+  char *key;    /* decoded, NUL-terminated; NULL when absent */
+  size_t keylen;
+  char *value;  /* decoded, NUL-terminated, "" when absent */
+  size_t valuelen;
+  int64_t create_revision, mod_revision, version, lease;
+} dlock__etcd_kv;
+
+enum dlock__etcd_op { DLOCK__ETCD_OP_RANGE = 1, DLOCK__ETCD_OP_PUT, DLOCK__ETCD_OP_DELETE };
+
+typedef struct dlock__etcd_opres {
+  enum dlock__etcd_op op;
+  dlock__etcd_kv *kvs; /* range: up to nkvs entries */
+  size_t nkvs;
+  int64_t count;       /* range: keys matching (before limit) */
+  int64_t deleted;     /* delete: keys deleted */
+} dlock__etcd_opres;
+
+typedef struct dlock__etcd_txn {
+  int64_t revision;    /* header.revision: the store's revision after the txn */
+  int succeeded;       /* 0 when absent */
+  dlock__etcd_opres *res;
+  size_t nres;
+} dlock__etcd_txn;
+
+/* Decode a txn answer (the 200 body).  0, or DLOCK_EBACKEND with a message
+ * when it is not a txn answer.  Free with dlock__etcd_txn_free (also safe
+ * after a failed parse). */
+DLOCK__HIDDEN int dlock__etcd_parse_txn(const char *body, size_t len, dlock__etcd_txn *t);
+DLOCK__HIDDEN void dlock__etcd_txn_free(dlock__etcd_txn *t);
+
+/* Lease grant: *id and *ttl_s (the TTL the server chose, which may be
+ * longer than asked).  0 or DLOCK_EBACKEND. */
+DLOCK__HIDDEN int dlock__etcd_parse_grant(const char *body, size_t len, int64_t *id,
+                                          int64_t *ttl_s);
+/* Keepalive: the body is one line {"result":{...}} (or the object
+ * itself).  *ttl_s = the remaining TTL, 0 when the lease is gone (TTL
+ * absent, "0" or negative).  0, or DLOCK_EBACKEND; a line {"error":{...}}
+ * gives the code dlock__etcd_error would. */
+DLOCK__HIDDEN int dlock__etcd_parse_keepalive(const char *body, size_t len, int64_t *ttl_s,
+                                              char *msg, size_t msglen);
+/* Authenticate: a malloc'd copy of "token" into *token.  0 or DLOCK_EBACKEND. */
+DLOCK__HIDDEN int dlock__etcd_parse_auth(const char *body, size_t len, char **token);
+
+/* What an error answer asks of the client. */
+enum dlock__etcd_fault {
+  DLOCK__ETCD_F_NONE = 0,
+  DLOCK__ETCD_F_REAUTH,      /* the auth token is invalid or expired: log in again, retry */
+  DLOCK__ETCD_F_AUTH,        /* bad user/password, permission denied, auth not enabled */
+  DLOCK__ETCD_F_LEASE_GONE,  /* "requested lease not found" */
+  DLOCK__ETCD_F_RETRY,       /* leader changed, no leader, timeout, unavailable: another
+                                endpoint or a later try may succeed */
+  DLOCK__ETCD_F_INVALID,     /* the request itself was refused (too many ops, too large) */
+  DLOCK__ETCD_F_OTHER
+};
+/* Classify a non-200 answer (HTTP status and body, which may be empty or
+ * not JSON) or a stream's {"error":{...}} line.  Copies the server's
+ * message (or a description of the status) into MSG. */
+DLOCK__HIDDEN enum dlock__etcd_fault dlock__etcd_error(int http_status, const char *body,
+                                                       size_t len, char *msg, size_t msglen);
+/* The DLOCK_E* code for a fault: REAUTH/AUTH -> EAUTH, LEASE_GONE -> ELOST,
+ * RETRY -> ECONN, INVALID -> EINVAL, OTHER -> EBACKEND. */
+DLOCK__HIDDEN int dlock__etcd_fault_code(enum dlock__etcd_fault f);
+
+/* One line of a watch stream. */
+typedef struct dlock__etcd_watch_ev {
+  int created;              /* the watch is set up */
+  int canceled;             /* the server ended the watch */
+  int64_t compact_revision; /* canceled because START was compacted: the oldest
+                               revision still there, else 0 */
+  int64_t revision;         /* header.revision */
+  int64_t watch_id;
+  size_t deletes;           /* DELETE events in this line */
+  int error;                /* the line was {"error":{...}}: see fault */
+  enum dlock__etcd_fault fault;
+  char msg[256];            /* cancel_reason or the error's message */
+} dlock__etcd_watch_ev;
+
+/* Decode one line (no trailing newline needed).  0 or DLOCK_EBACKEND. */
+DLOCK__HIDDEN int dlock__etcd_parse_watch(const char *line, size_t len,
+                                          dlock__etcd_watch_ev *ev);
+
+/* A 64-bit integer from a JSON string or number ("123", 123); absent or
+ * malformed gives DEF. */
+struct cJSON;
+DLOCK__HIDDEN int64_t dlock__etcd_json_i64(const struct cJSON *obj, const char *name,
+                                           int64_t def);
+
+#endif

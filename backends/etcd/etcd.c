@@ -1,0 +1,1491 @@
+/* etcd backend: leases, the revision-ordered queue, fencing by revision.
+ *
+ * Every lock is a key NAME/<lease hex> attached to a lease of the client,
+ * the layout of etcd's own concurrency.Mutex, so `etcdctl lock NAME` and
+ * dlock exclude each other.  The holder is the key under NAME/ with the
+ * lowest create_revision, which is also the fencing token: revisions never
+ * go back, whatever happens to the key.
+ *
+ * Leases are shared.  A client has one lease per ttl in use (one in the
+ * usual case), and "renew" keeps the lease alive: one keepalive per
+ * period however many locks ride on it.  A lock's validity counts from the
+ * send time of the last keepalive the server confirmed, never from the
+ * acquire, since the key lives exactly as long as its lease.
+ *
+ * Requests go to the v3 HTTP/JSON gateway through libcurl: a pool of easy
+ * handles (one keep-alive connection each) for unary requests, and a fresh
+ * handle per watch, a stream that only a deletion of the watched key, the
+ * caller's deadline or the lease's next keepalive ends. */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+
+#include "backends/etcd/etcd-codec.h"
+
+/* How often an acquisition whose key vanished while it queued (its lease
+ * expired or was revoked) joins the queue again before giving up. */
+#define REQUEUE_MAX 5
+/* Compares per check txn: etcd refuses more than --max-txn-ops (128 by
+ * default) in one txn. */
+#define CHECK_BATCH 100
+/* Answers larger than this are refused rather than buffered. */
+#define BODY_MAX (64u << 20)
+
+typedef struct etcd_lease {
+  struct etcd_lease *next; /* in the client's list while usable */
+  int64_t ttl_ms;          /* the lock ttl it serves */
+  int64_t id;              /* 0 until granted */
+  int64_t ttl_s;           /* what the server granted */
+  int64_t fresh_ns;        /* send time of the last grant/keepalive it confirmed */
+  int refs;                /* locks, queued acquisitions and requests using it */
+  bool busy;               /* a grant or keepalive is in flight */
+  bool dead;               /* gone at the server, or never granted */
+  bool listed;
+} etcd_lease;
+
+/* bl->priv: a lock, in the client's registry while held. */
+typedef struct etcd_lock {
+  struct etcd_lock *prev, *next;
+  dlock_backend_lock *bl;
+  etcd_lease *lease;
+  char *name;
+  char *key;
+  int64_t rev;          /* create_revision of our key: the token */
+  int64_t confirmed_ns; /* the last lease confirmation this lock was given */
+  bool listed;
+  bool lost;
+} etcd_lock;
+
+/* A key we must delete but could not: retried with the next keepalive of
+ * its lease, which would otherwise keep it (and its queue) alive. */
+typedef struct etcd_orphan {
+  struct etcd_orphan *next;
+  etcd_lease *lease;
+  char *key;
+  int64_t rev;
+} etcd_orphan;
+
+typedef struct etcd_client {
+  dlock_backend_client *bc;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;           /* a lease changed state */
+  pthread_mutex_t auth_mu;     /* one login at a time */
+  char **endpoints;            /* "http://127.0.0.1:2379" */
+  size_t nendpoints;
+  size_t cur;                  /* the endpoint that answered last */
+  char *user, *password;
+  char *token;                 /* under mu; NULL without auth */
+  uint64_t token_gen;
+  char *cacert, *cert, *keyfile;
+  char *prefix;
+  CURL **idle;                 /* handles with an open connection */
+  size_t nidle, capidle;
+  etcd_lease *leases;
+  etcd_lock *held;
+  etcd_orphan *orphans;
+  int stale_watches;           /* DLOCK_ETCD_CTL_STALE_WATCH */
+  struct dlock_etcd_stats stats;
+} etcd_client;
+
+typedef struct body {
+  char *data;
+  size_t len, cap;
+  bool too_big;
+} body;
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_rc;
+static void curl_init(void) { curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+static int64_t now_ns(void) { return dlock_backend_now_ns(); }
+
+static void body_reset(body *b) {
+  b->len = 0;
+  b->too_big = false;
+  if (b->data)
+    b->data[0] = '\0';
+}
+
+static bool body_add(body *b, const char *p, size_t n) {
+  if (b->len + n + 1 > BODY_MAX) {
+    b->too_big = true;
+    return false;
+  }
+  if (b->len + n + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 1024;
+    while (cap < b->len + n + 1)
+      cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (!d)
+      return false;
+    b->data = d;
+    b->cap = cap;
+  }
+  memcpy(b->data + b->len, p, n);
+  b->len += n;
+  b->data[b->len] = '\0';
+  return true;
+}
+
+static size_t on_body(char *p, size_t size, size_t n, void *arg) {
+  return body_add(arg, p, size * n) ? size * n : 0;
+}
+
+/* Wait on ec->cv until DEADLINE (-1 = no limit): false once it has passed. */
+static bool cv_wait(etcd_client *ec, int64_t deadline) {
+  if (deadline < 0) {
+    pthread_cond_wait(&ec->cv, &ec->mu);
+    return true;
+  }
+  if (now_ns() >= deadline)
+    return false;
+  struct timespec ts;
+  dlock__ns_to_timespec(deadline, &ts);
+  pthread_cond_timedwait(&ec->cv, &ec->mu, &ts);
+  return true;
+}
+
+/* A request's deadline: the caller's, or ?timeout= from now. */
+static int64_t bound(const etcd_client *ec, int64_t deadline) {
+  int64_t own = now_ns() + ec->bc->timeout_ms * 1000000;
+  return deadline < 0 || deadline > own ? own : deadline;
+}
+
+/* ---- transport ---- */
+
+static CURL *handle_get(etcd_client *ec) {
+  CURL *h = NULL;
+  pthread_mutex_lock(&ec->mu);
+  if (ec->nidle)
+    h = ec->idle[--ec->nidle];
+  pthread_mutex_unlock(&ec->mu);
+  return h ? h : curl_easy_init();
+}
+
+static void handle_put(etcd_client *ec, CURL *h) {
+  pthread_mutex_lock(&ec->mu);
+  if (ec->nidle == ec->capidle) {
+    size_t cap = ec->capidle ? ec->capidle * 2 : 8;
+    CURL **n = realloc(ec->idle, cap * sizeof *n);
+    if (n) {
+      ec->idle = n;
+      ec->capidle = cap;
+    }
+  }
+  if (ec->nidle < ec->capidle) {
+    ec->idle[ec->nidle++] = h;
+    h = NULL;
+  }
+  pthread_mutex_unlock(&ec->mu);
+  if (h)
+    curl_easy_cleanup(h);
+}
+
+/* Headers of one request: JSON, no "Expect: 100-continue" (curl would wait
+ * up to a second for it on bodies over 1 KiB), the token if logged in. */
+static struct curl_slist *headers_for(etcd_client *ec, uint64_t *gen) {
+  struct curl_slist *hs = curl_slist_append(NULL, "Content-Type: application/json");
+  struct curl_slist *t = hs ? curl_slist_append(hs, "Expect:") : NULL;
+  if (!t) {
+    curl_slist_free_all(hs);
+    return NULL;
+  }
+  hs = t;
+  /* The gateway hands Grpc-Metadata-* headers to the server as metadata.
+   * "hasleader" makes a member without a leader refuse a request at once
+   * (so we try the next member) instead of holding it until its own
+   * timeout, and cancel a watch instead of leaving it silently stale. */
+  if (!(t = curl_slist_append(hs, "Grpc-Metadata-hasleader: true"))) {
+    curl_slist_free_all(hs);
+    return NULL;
+  }
+  hs = t;
+  pthread_mutex_lock(&ec->mu);
+  *gen = ec->token_gen;
+  if (ec->token) {
+    size_t n = strlen(ec->token) + 32;
+    char *line = malloc(n);
+    if (line) {
+      snprintf(line, n, "Authorization: %s", ec->token);
+      t = curl_slist_append(hs, line);
+      free(line);
+    }
+    if (!line || !t) {
+      curl_slist_free_all(hs);
+      hs = NULL;
+    }
+  }
+  pthread_mutex_unlock(&ec->mu);
+  return hs;
+}
+
+static void setup(etcd_client *ec, CURL *h, size_t ep, const char *path, const char *req,
+                  struct curl_slist *hs, int64_t deadline) {
+  char url[600];
+  snprintf(url, sizeof url, "%s%s", ec->endpoints[ep], path);
+  int64_t left_ms = (deadline - now_ns()) / 1000000;
+  if (left_ms < 1)
+    left_ms = 1;
+  int64_t conn_ms = ec->bc->connect_timeout_ms < left_ms ? ec->bc->connect_timeout_ms : left_ms;
+  curl_easy_setopt(h, CURLOPT_URL, url);
+  curl_easy_setopt(h, CURLOPT_POSTFIELDS, req);
+  curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(req));
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, hs);
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)conn_ms);
+  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)left_ms);
+  /* Only what the URL named: no proxy from the environment, no redirects,
+   * no other protocol. */
+  curl_easy_setopt(h, CURLOPT_PROXY, "");
+  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+#if LIBCURL_VERSION_NUM >= 0x075500
+  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+#endif
+  if (ec->cacert)
+    curl_easy_setopt(h, CURLOPT_CAINFO, ec->cacert);
+  if (ec->cert)
+    curl_easy_setopt(h, CURLOPT_SSLCERT, ec->cert);
+  if (ec->keyfile)
+    curl_easy_setopt(h, CURLOPT_SSLKEY, ec->keyfile);
+}
+
+/* Errors that say nothing about the endpoint's health but about our
+ * configuration: no other endpoint will do better. */
+static bool config_error(CURLcode c) {
+  switch (c) {
+  case CURLE_SSL_CACERT_BADFILE:
+  case CURLE_SSL_CERTPROBLEM:
+  case CURLE_SSL_CIPHER:
+  case CURLE_PEER_FAILED_VERIFICATION:
+  case CURLE_UNSUPPORTED_PROTOCOL:
+  case CURLE_URL_MALFORMAT:
+  case CURLE_OUT_OF_MEMORY:
+    return true;
+  default:
+    return false;
+  }
+}
+
+static void failover(etcd_client *ec, size_t from) {
+  pthread_mutex_lock(&ec->mu);
+  if (ec->cur == from && ec->nendpoints > 1) {
+    ec->cur = (from + 1) % ec->nendpoints;
+    ec->stats.failovers++;
+  }
+  pthread_mutex_unlock(&ec->mu);
+}
+
+static int login(etcd_client *ec, uint64_t seen_gen, int64_t deadline);
+
+/* POST REQ to PATH, moving on to the next endpoint when one cannot be
+ * reached or has no leader, logging in again when the token has expired,
+ * until DEADLINE.  0 with OUT holding a 200 answer, or a negative code with
+ * a message; *fault says what an error answer asked for. */
+static int post(etcd_client *ec, const char *path, const char *req, int64_t deadline,
+                body *out, enum dlock__etcd_fault *fault) {
+  enum dlock__etcd_fault dummy;
+  if (!fault)
+    fault = &dummy;
+  *fault = DLOCK__ETCD_F_NONE;
+  CURL *h = handle_get(ec);
+  if (!h)
+    return dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+  int rc = 0;
+  int reauths = 0;
+  size_t tried = 0;
+  int64_t backoff = 20000000;
+  char msg[256] = "";
+  for (;;) {
+    pthread_mutex_lock(&ec->mu);
+    size_t ep = ec->cur;
+    pthread_mutex_unlock(&ec->mu);
+    uint64_t gen;
+    struct curl_slist *hs = headers_for(ec, &gen);
+    if (!hs) {
+      rc = dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+      break;
+    }
+    /* A member that accepts the request but does not answer (partitioned,
+     * overloaded) must not use up the whole budget: each endpoint not yet
+     * tried in this round gets an equal share of what is left. */
+    int64_t attempt_end = deadline;
+    size_t untried = ec->nendpoints - tried % ec->nendpoints;
+    if (untried > 1)
+      attempt_end = now_ns() + (deadline - now_ns()) / (int64_t)untried;
+    body_reset(out);
+    setup(ec, h, ep, path, req, hs, attempt_end);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
+    CURLcode cc = curl_easy_perform(h);
+    curl_slist_free_all(hs);
+    long status = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    if (cc == CURLE_OK && status == 200) {
+      rc = 0;
+      break;
+    }
+    if (cc != CURLE_OK) {
+      if (out->too_big) {
+        rc = dlock_seterr(DLOCK_EBACKEND, "etcd: answer to %s larger than %u bytes", path,
+                          BODY_MAX);
+        break;
+      }
+      snprintf(msg, sizeof msg, "%s", curl_easy_strerror(cc));
+      if (config_error(cc)) {
+        rc = dlock_seterr(DLOCK_ECONN, "etcd: %s: %s", ec->endpoints[ep], msg);
+        break;
+      }
+    } else {
+      *fault = dlock__etcd_error((int)status, out->data ? out->data : "", out->len, msg,
+                                 sizeof msg);
+      if (*fault == DLOCK__ETCD_F_REAUTH && ec->user && reauths++ < 2) {
+        if ((rc = login(ec, gen, deadline)) < 0)
+          break;
+        continue;
+      }
+      if (*fault != DLOCK__ETCD_F_RETRY) {
+        rc = dlock_seterr(dlock__etcd_fault_code(*fault), "etcd: %s", msg);
+        break;
+      }
+    }
+    /* The endpoint is down, partitioned or between leaders: the next one,
+     * and once all have been tried, the same again after a pause. */
+    failover(ec, ep);
+    if (++tried % ec->nendpoints == 0) {
+      int64_t until = now_ns() + backoff + (int64_t)dlock__random_below((uint64_t)backoff);
+      backoff = backoff * 2 > 500000000 ? 500000000 : backoff * 2;
+      if (until >= deadline) {
+        rc = dlock_seterr(DLOCK_ECONN, "etcd: no endpoint answered %s: %s", path, msg);
+        break;
+      }
+      struct timespec ts = {0, 0};
+      int64_t d = until - now_ns();
+      if (d > 0) {
+        ts.tv_sec = d / 1000000000;
+        ts.tv_nsec = d % 1000000000;
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+      }
+    } else if (now_ns() >= deadline) {
+      rc = dlock_seterr(DLOCK_ECONN, "etcd: no endpoint answered %s: %s", path, msg);
+      break;
+    }
+  }
+  if (rc == 0 || *fault != DLOCK__ETCD_F_NONE)
+    handle_put(ec, h);
+  else
+    curl_easy_cleanup(h); /* a broken connection must not be reused */
+  return rc;
+}
+
+/* Log in (again).  SEEN_GEN is the token generation the caller found
+ * invalid: if another thread has already replaced it, nothing to do. */
+static int login(etcd_client *ec, uint64_t seen_gen, int64_t deadline) {
+  pthread_mutex_lock(&ec->auth_mu);
+  pthread_mutex_lock(&ec->mu);
+  bool fresh = ec->token && ec->token_gen != seen_gen;
+  if (!fresh) {
+    free(ec->token);
+    ec->token = NULL; /* authenticate goes without one */
+  }
+  pthread_mutex_unlock(&ec->mu);
+  int rc = 0;
+  if (!fresh) {
+    char *req = dlock__etcd_req_auth(ec->user, ec->password ? ec->password : "");
+    body b = {0};
+    enum dlock__etcd_fault f;
+    rc = req ? post(ec, "/v3/auth/authenticate", req, bound(ec, deadline), &b, &f)
+             : dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+    char *token = NULL;
+    if (rc == 0)
+      rc = dlock__etcd_parse_auth(b.data, b.len, &token);
+    else if (rc == DLOCK_EAUTH) {
+      /* A copy: the message lives in the buffer dlock_seterr writes. */
+      char why[256];
+      const char *m = dlock_client_errmsg(NULL);
+      snprintf(why, sizeof why, "%s", strncmp(m, "etcd: ", 6) == 0 ? m + 6 : m);
+      rc = dlock_seterr(DLOCK_EAUTH, "etcd: cannot log in as '%s': %s", ec->user, why);
+    }
+    pthread_mutex_lock(&ec->mu);
+    if (rc == 0) {
+      ec->token = token;
+      ec->token_gen++;
+      ec->stats.logins++;
+    }
+    pthread_mutex_unlock(&ec->mu);
+    free(b.data);
+    free(req);
+  }
+  pthread_mutex_unlock(&ec->auth_mu);
+  return rc;
+}
+
+/* A txn, decoded. */
+static int txn(etcd_client *ec, char *req, int64_t deadline, dlock__etcd_txn *t,
+               enum dlock__etcd_fault *fault) {
+  memset(t, 0, sizeof *t);
+  if (!req)
+    return dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+  body b = {0};
+  int rc = post(ec, "/v3/kv/txn", req, deadline, &b, fault);
+  free(req);
+  if (rc == 0)
+    rc = dlock__etcd_parse_txn(b.data, b.len, t);
+  free(b.data);
+  return rc;
+}
+
+/* ---- leases ---- */
+
+static void lease_put(etcd_client *ec, etcd_lease *l) {
+  if (--l->refs == 0 && !l->listed)
+    free(l);
+}
+
+static void lease_unlist(etcd_client *ec, etcd_lease *l) {
+  if (!l->listed)
+    return;
+  for (etcd_lease **p = &ec->leases; *p; p = &(*p)->next)
+    if (*p == l) {
+      *p = l->next;
+      break;
+    }
+  l->listed = false;
+}
+
+/* Under mu: the server no longer has L.  Every lock on it is lost, and
+ * later acquisitions get a new lease. */
+static void lease_gone(etcd_client *ec, etcd_lease *l) {
+  if (l->dead)
+    return;
+  l->dead = true;
+  lease_unlist(ec, l);
+  for (etcd_lock *lk = ec->held; lk; lk = lk->next)
+    if (lk->lease == l && !lk->lost) {
+      lk->lost = true;
+      dlock_backend_lock_lost(ec->bc, lk->bl);
+    }
+  for (etcd_orphan **p = &ec->orphans; *p;) {
+    etcd_orphan *o = *p;
+    if (o->lease == l) {
+      *p = o->next;
+      lease_put(ec, o->lease);
+      free(o->key);
+      free(o);
+    } else {
+      p = &o->next;
+    }
+  }
+  pthread_cond_broadcast(&ec->cv);
+}
+
+/* Confirm L with one keepalive unless one sent at or after SINCE has
+ * already done so; concurrent callers share one request.  0 with
+ * l->fresh_ns updated, DLOCK_ELOST when the lease is gone, or a transient
+ * code. */
+static int lease_refresh(etcd_client *ec, etcd_lease *l, int64_t since, int64_t deadline) {
+  pthread_mutex_lock(&ec->mu);
+  for (;;) {
+    if (l->dead) {
+      pthread_mutex_unlock(&ec->mu);
+      return dlock_seterr(DLOCK_ELOST, "etcd: lease %" PRIx64 " is gone", (uint64_t)l->id);
+    }
+    if (l->fresh_ns >= since) {
+      pthread_mutex_unlock(&ec->mu);
+      return 0;
+    }
+    if (!l->busy)
+      break;
+    if (!cv_wait(ec, deadline)) {
+      pthread_mutex_unlock(&ec->mu);
+      return dlock_seterr(DLOCK_ETIMEDOUT, "etcd: timed out waiting for a keepalive");
+    }
+  }
+  l->busy = true;
+  ec->stats.keepalives++;
+  int64_t id = l->id;
+  pthread_mutex_unlock(&ec->mu);
+
+  char *req = dlock__etcd_req_lease(id);
+  body b = {0};
+  int64_t sent = now_ns(), ttl = 0;
+  enum dlock__etcd_fault f = DLOCK__ETCD_F_NONE;
+  int rc = req ? post(ec, "/v3/lease/keepalive", req, bound(ec, deadline), &b, &f)
+               : dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+  char msg[256];
+  if (rc == 0)
+    rc = dlock__etcd_parse_keepalive(b.data, b.len, &ttl, msg, sizeof msg);
+  free(b.data);
+  free(req);
+
+  pthread_mutex_lock(&ec->mu);
+  l->busy = false;
+  if (rc == 0 && ttl <= 0) {
+    lease_gone(ec, l);
+    rc = dlock_seterr(DLOCK_ELOST, "etcd: lease %" PRIx64 " has expired or was revoked",
+                      (uint64_t)id);
+  } else if (rc == DLOCK_ELOST) {
+    lease_gone(ec, l);
+  } else if (rc == 0) {
+    l->fresh_ns = sent;
+    l->ttl_s = ttl;
+  }
+  pthread_cond_broadcast(&ec->cv);
+  pthread_mutex_unlock(&ec->mu);
+  return rc;
+}
+
+/* The lease for locks of TTL_MS, granted if there is none, confirmed again
+ * if its last confirmation is a third of a ttl old (so a lock taken now
+ * starts with at least two thirds of its ttl).  Returns it with a
+ * reference. */
+static int lease_get(etcd_client *ec, int64_t ttl_ms, int64_t deadline, etcd_lease **out) {
+  for (int attempt = 0;; attempt++) {
+    pthread_mutex_lock(&ec->mu);
+    etcd_lease *l = ec->leases;
+    while (l && l->ttl_ms != ttl_ms)
+      l = l->next;
+    bool grant = false;
+    if (!l) {
+      l = calloc(1, sizeof *l);
+      if (!l) {
+        pthread_mutex_unlock(&ec->mu);
+        return dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+      }
+      l->ttl_ms = ttl_ms;
+      l->busy = true;
+      l->listed = true;
+      l->next = ec->leases;
+      ec->leases = l;
+      grant = true;
+    }
+    l->refs++;
+    while (l->busy && !grant && !l->dead) {
+      if (!cv_wait(ec, deadline)) {
+        lease_put(ec, l);
+        pthread_mutex_unlock(&ec->mu);
+        return dlock_seterr(DLOCK_ETIMEDOUT, "etcd: timed out waiting for a lease");
+      }
+    }
+    if (l->dead && !grant) {
+      lease_put(ec, l);
+      pthread_mutex_unlock(&ec->mu);
+      if (attempt >= 3)
+        return dlock_seterr(DLOCK_ECONN, "etcd: could not get a lease");
+      continue;
+    }
+    if (grant)
+      ec->stats.grants++;
+    int64_t fresh = l->fresh_ns;
+    pthread_mutex_unlock(&ec->mu);
+
+    if (!grant) {
+      int64_t now = now_ns();
+      if (now - fresh < ttl_ms * 1000000 / 3) {
+        *out = l;
+        return 0;
+      }
+      int rc = lease_refresh(ec, l, now, deadline);
+      if (rc == 0) {
+        *out = l;
+        return 0;
+      }
+      pthread_mutex_lock(&ec->mu);
+      lease_put(ec, l);
+      pthread_mutex_unlock(&ec->mu);
+      if (rc != DLOCK_ELOST || attempt >= 3)
+        return rc;
+      continue;
+    }
+
+    int64_t ttl_s = (ttl_ms + 999) / 1000;
+    char *req = dlock__etcd_req_grant(ttl_s);
+    body b = {0};
+    int64_t sent = now_ns(), id = 0, got = 0;
+    int rc = req ? post(ec, "/v3/lease/grant", req, bound(ec, deadline), &b, NULL)
+                 : dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+    if (rc == 0)
+      rc = dlock__etcd_parse_grant(b.data, b.len, &id, &got);
+    if (rc == 0 && (id <= 0 || got < ttl_s))
+      rc = dlock_seterr(DLOCK_EBACKEND, "etcd: lease grant gave id %" PRId64 " ttl %" PRId64
+                        " s for %" PRId64 " s", id, got, ttl_s);
+    free(b.data);
+    free(req);
+    pthread_mutex_lock(&ec->mu);
+    l->busy = false;
+    if (rc == 0) {
+      l->id = id;
+      l->ttl_s = got;
+      l->fresh_ns = sent;
+      *out = l;
+    } else {
+      l->dead = true;
+      lease_unlist(ec, l);
+      lease_put(ec, l);
+    }
+    pthread_cond_broadcast(&ec->cv);
+    pthread_mutex_unlock(&ec->mu);
+    return rc;
+  }
+}
+
+/* Delete KEY if it is still the one created at REV: 1 deleted, 0 it was
+ * already gone or someone else's, or a negative code. */
+static int drop_key(etcd_client *ec, const char *key, int64_t rev, int64_t deadline) {
+  dlock__etcd_txn t;
+  char *req = rev ? dlock__etcd_req_release(key, rev) : dlock__etcd_req_delete(key);
+  int rc = txn(ec, req, bound(ec, deadline), &t, NULL);
+  if (rc == 0)
+    rc = t.succeeded ? 1 : 0;
+  dlock__etcd_txn_free(&t);
+  return rc;
+}
+
+/* Remember a key we could not delete, so that the keepalives of its lease
+ * do not keep it (and the queue behind it) alive. */
+static void orphan_add(etcd_client *ec, etcd_lease *l, const char *key, int64_t rev) {
+  etcd_orphan *o = calloc(1, sizeof *o);
+  char *k = strdup(key);
+  if (!o || !k) {
+    free(o);
+    free(k);
+    return; /* the lease expires with the client: the key goes then */
+  }
+  pthread_mutex_lock(&ec->mu);
+  if (l->dead) {
+    free(o);
+    free(k);
+  } else {
+    o->lease = l;
+    o->key = k;
+    o->rev = rev;
+    l->refs++;
+    o->next = ec->orphans;
+    ec->orphans = o;
+  }
+  pthread_mutex_unlock(&ec->mu);
+}
+
+static void drop_or_orphan(etcd_client *ec, etcd_lease *l, const char *key, int64_t rev) {
+  if (drop_key(ec, key, rev, -1) < 0)
+    orphan_add(ec, l, key, rev);
+}
+
+/* Try the orphans of L again, and delete the keys of locks on L that went
+ * a whole ttl without being renewed: the core has declared them lost, and
+ * a lease kept alive by other locks must not keep them too. */
+static void sweep(etcd_client *ec, etcd_lease *l, int64_t deadline) {
+  int64_t now = now_ns();
+  for (;;) {
+    char *key = NULL;
+    int64_t rev = 0;
+    pthread_mutex_lock(&ec->mu);
+    for (etcd_orphan **p = &ec->orphans; *p; p = &(*p)->next)
+      if ((*p)->lease == l) {
+        etcd_orphan *o = *p;
+        *p = o->next;
+        key = o->key;
+        rev = o->rev;
+        lease_put(ec, o->lease);
+        free(o);
+        break;
+      }
+    if (!key)
+      for (etcd_lock *lk = ec->held; lk; lk = lk->next)
+        if (lk->lease == l && !lk->lost && lk->confirmed_ns + lk->bl->ttl_ms * 1000000 <= now) {
+          lk->lost = true;
+          key = strdup(lk->key);
+          rev = lk->rev;
+          dlock_backend_lock_lost(ec->bc, lk->bl);
+          break;
+        }
+    l->refs++;
+    pthread_mutex_unlock(&ec->mu);
+    int rc = key ? drop_key(ec, key, rev, deadline) : 0;
+    if (key && rc < 0)
+      orphan_add(ec, l, key, rev);
+    free(key);
+    pthread_mutex_lock(&ec->mu);
+    lease_put(ec, l);
+    pthread_mutex_unlock(&ec->mu);
+    if (!key || rc < 0)
+      return;
+  }
+}
+
+/* ---- open / close ---- */
+
+static void client_free(etcd_client *ec) {
+  for (size_t i = 0; i < ec->nidle; i++)
+    curl_easy_cleanup(ec->idle[i]);
+  free(ec->idle);
+  while (ec->orphans) {
+    etcd_orphan *o = ec->orphans;
+    ec->orphans = o->next;
+    free(o->key);
+    free(o);
+  }
+  while (ec->leases) {
+    etcd_lease *l = ec->leases;
+    ec->leases = l->next;
+    free(l);
+  }
+  for (size_t i = 0; i < ec->nendpoints; i++)
+    free(ec->endpoints[i]);
+  free(ec->endpoints);
+  free(ec->user);
+  if (ec->password)
+    memset(ec->password, 0, strlen(ec->password));
+  free(ec->password);
+  free(ec->token);
+  free(ec->cacert);
+  free(ec->cert);
+  free(ec->keyfile);
+  free(ec->prefix);
+  pthread_mutex_destroy(&ec->mu);
+  pthread_mutex_destroy(&ec->auth_mu);
+  pthread_cond_destroy(&ec->cv);
+}
+
+static int copy_param(dlock_url *url, const char *name, char **out) {
+  const char *v;
+  if (!dlock_url_param(url, name, &v))
+    return 0;
+  if (!*v)
+    return dlock_seterr(DLOCK_EINVAL, "etcd: ?%s= needs a file name", name);
+  *out = strdup(v);
+  return *out ? 0 : dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+}
+
+static int etcd_open(dlock_backend_client *bc, dlock_url *url) {
+  etcd_client *ec = bc->priv;
+  ec->bc = bc;
+  pthread_mutex_init(&ec->mu, NULL);
+  pthread_mutex_init(&ec->auth_mu, NULL);
+  dlock__cond_init(&ec->cv);
+  pthread_once(&curl_once, curl_init);
+  int rc = 0;
+  if (curl_init_rc != CURLE_OK)
+    rc = dlock_seterr(DLOCK_EBACKEND, "etcd: libcurl failed to initialise");
+  bool tls = strcmp(dlock_url_scheme(url), "etcd+https") == 0;
+  const char *path = dlock_url_path(url);
+  if (rc == 0 && path[0] && strcmp(path, "/") != 0)
+    rc = dlock_seterr(DLOCK_EINVAL, "etcd: the URL takes no path (got '%s'); use ?prefix=",
+                      path);
+  if (rc == 0)
+    rc = copy_param(url, "cacert", &ec->cacert);
+  if (rc == 0)
+    rc = copy_param(url, "cert", &ec->cert);
+  if (rc == 0)
+    rc = copy_param(url, "key", &ec->keyfile);
+  if (rc == 0 && !tls && (ec->cacert || ec->cert || ec->keyfile))
+    rc = dlock_seterr(DLOCK_EINVAL, "etcd: cacert, cert and key need etcd+https://");
+  if (rc == 0 && (ec->cert != NULL) != (ec->keyfile != NULL))
+    rc = dlock_seterr(DLOCK_EINVAL, "etcd: ?cert= and ?key= go together");
+  size_t n = dlock_url_host_count(url);
+  if (rc == 0 && n == 0)
+    rc = dlock_seterr(DLOCK_EINVAL, "etcd: the URL names no endpoint");
+  if (rc == 0 && !(ec->endpoints = calloc(n, sizeof *ec->endpoints)))
+    rc = dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    const char *h = dlock_url_host(url, i);
+    int port = dlock_url_port(url, i);
+    if (!h[0]) {
+      rc = dlock_seterr(DLOCK_EINVAL, "etcd: endpoint %zu has no host", i + 1);
+      break;
+    }
+    char ep[300];
+    bool v6 = strchr(h, ':') != NULL;
+    snprintf(ep, sizeof ep, "%s://%s%s%s:%d", tls ? "https" : "http", v6 ? "[" : "", h,
+             v6 ? "]" : "", port ? port : 2379);
+    if (!(ec->endpoints[i] = strdup(ep)))
+      rc = dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+    ec->nendpoints = i + 1;
+  }
+  const char *user = dlock_url_user(url), *pw = dlock_url_password(url);
+  if (rc == 0 && pw && (!user || !user[0]))
+    rc = dlock_seterr(DLOCK_EINVAL, "etcd: a password needs a user name");
+  if (rc == 0 && user && user[0]) {
+    ec->user = strdup(user);
+    ec->password = strdup(pw ? pw : "");
+    if (!ec->user || !ec->password)
+      rc = dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+  }
+  if (rc == 0 && !(ec->prefix = strdup(bc->prefix ? bc->prefix : DLOCK__ETCD_DEFAULT_PREFIX)))
+    rc = dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+  /* Reach the cluster now, so that a wrong address or password shows at
+   * open: logging in does both; without auth the cheapest read does. */
+  int64_t deadline = now_ns() + bc->connect_timeout_ms * 1000000 * (int64_t)ec->nendpoints +
+                     bc->timeout_ms * 1000000;
+  if (rc == 0 && ec->user) {
+    rc = login(ec, 0, deadline);
+  } else if (rc == 0) {
+    body b = {0};
+    rc = post(ec, "/v3/maintenance/status", "{}", deadline, &b, NULL);
+    free(b.data);
+  }
+  if (rc < 0)
+    client_free(ec);
+  return rc;
+}
+
+static void etcd_close(dlock_backend_client *bc) {
+  etcd_client *ec = bc->priv;
+  pthread_mutex_lock(&ec->mu);
+  while (ec->orphans) {
+    etcd_orphan *o = ec->orphans;
+    ec->orphans = o->next;
+    lease_put(ec, o->lease);
+    free(o->key);
+    free(o);
+  }
+  pthread_mutex_unlock(&ec->mu);
+  /* Revoking deletes at once whatever keys the leases still carry (keys
+   * whose delete failed), instead of after a ttl. */
+  for (;;) {
+    pthread_mutex_lock(&ec->mu);
+    etcd_lease *l = ec->leases;
+    while (l && (l->id == 0 || l->dead))
+      l = l->next;
+    int64_t id = l ? l->id : 0;
+    if (l) {
+      l->dead = true;
+      lease_unlist(ec, l);
+      if (l->refs == 0)
+        free(l);
+    }
+    pthread_mutex_unlock(&ec->mu);
+    if (!l)
+      break;
+    char *req = dlock__etcd_req_lease(id);
+    body b = {0};
+    if (req)
+      post(ec, "/v3/lease/revoke", req, bound(ec, -1), &b, NULL);
+    free(b.data);
+    free(req);
+  }
+  client_free(ec);
+}
+
+/* ---- acquire ---- */
+
+/* A watch: the stream ends on a deletion, a cancel or an error line. */
+typedef struct watch_ctx {
+  body line;
+  dlock__etcd_watch_ev ev;
+  int outcome; /* 0 running, 1 deleted, 2 compacted, 3 canceled, 4 error line */
+} watch_ctx;
+
+static size_t on_watch(char *p, size_t size, size_t n, void *arg) {
+  watch_ctx *w = arg;
+  size_t total = size * n;
+  for (size_t i = 0; i < total; i++) {
+    if (p[i] != '\n') {
+      if (!body_add(&w->line, p + i, 1))
+        return 0;
+      continue;
+    }
+    dlock__etcd_watch_ev ev;
+    if (w->line.len && dlock__etcd_parse_watch(w->line.data, w->line.len, &ev) == 0) {
+      if (ev.error)
+        w->outcome = 4;
+      else if (ev.deletes)
+        w->outcome = 1;
+      else if (ev.canceled)
+        w->outcome = ev.compact_revision ? 2 : 3; /* refusals come as cancels too */
+      if (w->outcome) {
+        w->ev = ev;
+        return 0; /* ends the transfer: we have what we waited for */
+      }
+    }
+    body_reset(&w->line);
+  }
+  return total;
+}
+
+enum { W_DELETED, W_COMPACTED, W_ROUND, W_RETRY };
+
+/* Wait for KEY to be deleted at or after START, until UNTIL.  W_DELETED,
+ * W_COMPACTED (START is gone: look again), W_ROUND (UNTIL came), W_RETRY
+ * (the stream broke: look again after a pause), or a negative code. */
+static int watch_delete(etcd_client *ec, const char *key, int64_t start, int64_t until) {
+  pthread_mutex_lock(&ec->mu);
+  if (ec->stale_watches > 0) {
+    ec->stale_watches--;
+    start = 1;
+  }
+  size_t ep = ec->cur;
+  pthread_mutex_unlock(&ec->mu);
+  char *req = dlock__etcd_req_watch(key, start);
+  uint64_t gen;
+  struct curl_slist *hs = req ? headers_for(ec, &gen) : NULL;
+  CURL *h = hs ? curl_easy_init() : NULL;
+  if (!h) {
+    curl_slist_free_all(hs);
+    free(req);
+    return dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+  }
+  watch_ctx w = {0};
+  setup(ec, h, ep, "/v3/watch", req, hs, until);
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_watch);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, &w);
+  CURLcode cc = curl_easy_perform(h);
+  long status = 0;
+  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+  curl_easy_cleanup(h);
+  curl_slist_free_all(hs);
+  free(req);
+  int rc;
+  pthread_mutex_lock(&ec->mu);
+  ec->stats.watches++;
+  if (w.outcome == 2)
+    ec->stats.watch_compacted++;
+  pthread_mutex_unlock(&ec->mu);
+  if (w.outcome == 1)
+    rc = W_DELETED;
+  else if (w.outcome == 2)
+    rc = W_COMPACTED;
+  else if (w.outcome >= 3 && w.ev.fault == DLOCK__ETCD_F_REAUTH && ec->user)
+    rc = login(ec, gen, bound(ec, -1)) == 0 ? W_RETRY : DLOCK_EAUTH;
+  else if (w.outcome >= 3 && (w.ev.fault == DLOCK__ETCD_F_AUTH ||
+                              w.ev.fault == DLOCK__ETCD_F_INVALID))
+    rc = dlock_seterr(dlock__etcd_fault_code(w.ev.fault), "etcd: watch: %s", w.ev.msg);
+  else if (cc == CURLE_OPERATION_TIMEDOUT && now_ns() >= until - 1000000)
+    rc = W_ROUND;
+  else if (cc == CURLE_OK && status != 200 && status != 0) {
+    char msg[256];
+    enum dlock__etcd_fault f = dlock__etcd_error((int)status, w.line.data ? w.line.data : "",
+                                                 w.line.len, msg, sizeof msg);
+    if (f == DLOCK__ETCD_F_AUTH || f == DLOCK__ETCD_F_INVALID || f == DLOCK__ETCD_F_OTHER)
+      rc = dlock_seterr(dlock__etcd_fault_code(f), "etcd: watch: %s", msg);
+    else
+      rc = W_RETRY;
+  } else {
+    /* Canceled without compaction (the member lost its leader), a stream
+     * that ended or broke: another endpoint may do better. */
+    if (cc != CURLE_OK && cc != CURLE_WRITE_ERROR)
+      failover(ec, ep);
+    rc = W_RETRY;
+  }
+  free(w.line.data);
+  return rc;
+}
+
+/* Between attempts that failed at once (a stream that broke, an endpoint
+ * that refused): 50-100 ms, so a waiter does not spin. */
+static void pause_briefly(void) {
+  struct timespec ts = {0, 50000000 + (long)dlock__random_below(50000000)};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+static int lost_while_acquiring(const char *key) {
+  return dlock_seterr(DLOCK_ELOST, "etcd: the lease under '%s' expired while it was acquired",
+                      key);
+}
+
+/* Give up our place: on failure the key stays an orphan of its lease. */
+static void leave_queue(etcd_client *ec, etcd_lease *l, const char *key, int64_t rev) {
+  drop_or_orphan(ec, l, key, rev);
+}
+
+/* Is the first holder key under NAME one of ours?  Only a key whose delete
+ * failed can be: the core lets one acquisition per key and client run. */
+static bool ours(etcd_client *ec, int64_t lease) {
+  bool mine = false;
+  pthread_mutex_lock(&ec->mu);
+  for (etcd_lease *l = ec->leases; l && !mine; l = l->next)
+    mine = l->id == lease;
+  pthread_mutex_unlock(&ec->mu);
+  return mine;
+}
+
+static const dlock__etcd_kv *first_kv(const dlock__etcd_txn *t, size_t i) {
+  if (i >= t->nres || t->res[i].op != DLOCK__ETCD_OP_RANGE || t->res[i].nkvs == 0)
+    return NULL;
+  return &t->res[i].kvs[0];
+}
+
+/* One place in the queue: join (or, for a try, take the lock only if
+ * nobody is queued) and wait for our turn.  0 held at *rev, DLOCK_EBUSY,
+ * DLOCK_ETIMEDOUT, 1 when our key vanished while queued (join again), or
+ * another negative code. */
+static int queue_once(etcd_client *ec, dlock_backend_lock *bl, etcd_lease *l, const char *name,
+                      const char *key, const char *value, int64_t deadline, bool try_only,
+                      int64_t *rev) {
+  dlock__etcd_txn t;
+  enum dlock__etcd_fault f = DLOCK__ETCD_F_NONE;
+  int rc;
+  for (int orphans = 0;; orphans++) {
+    char *req = try_only ? dlock__etcd_req_try(name, key, l->id, value)
+                         : dlock__etcd_req_enqueue(name, key, l->id, value);
+    rc = txn(ec, req, bound(ec, deadline), &t, &f);
+    if (rc < 0) {
+      if (f == DLOCK__ETCD_F_LEASE_GONE) {
+        pthread_mutex_lock(&ec->mu);
+        lease_gone(ec, l);
+        pthread_mutex_unlock(&ec->mu);
+        return 1;
+      }
+      if (f == DLOCK__ETCD_F_NONE || f == DLOCK__ETCD_F_RETRY) {
+        /* The put may have been applied and only its answer lost.  The key
+         * is ours alone (one lease, one acquisition per key and client), so
+         * it goes without a revision to compare. */
+        char why[512];
+        snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
+        body b = {0};
+        char *del = dlock__etcd_req_delete(key);
+        if (!del || post(ec, "/v3/kv/txn", del, bound(ec, -1), &b, NULL) < 0)
+          orphan_add(ec, l, key, 0);
+        free(del);
+        free(b.data);
+        dlock_seterr(rc, "%s", why);
+      }
+      return rc;
+    }
+    if (t.succeeded) {
+      *rev = t.revision;
+      break;
+    }
+    const dlock__etcd_kv *kv = first_kv(&t, try_only ? 0 : 0);
+    if (try_only) {
+      /* Someone is queued.  A key of our own there is left from a delete
+       * that failed; it would grant us a token we already handed out. */
+      if (kv && ours(ec, kv->lease) && orphans < 2) {
+        char *k = kv->key ? strdup(kv->key) : NULL;
+        int64_t r = kv->create_revision;
+        dlock__etcd_txn_free(&t);
+        if (k)
+          drop_key(ec, k, r, deadline);
+        free(k);
+        continue;
+      }
+      dlock__etcd_txn_free(&t);
+      return dlock_seterr(DLOCK_EBUSY, "etcd: '%s' is held", bl->key);
+    }
+    /* Our key exists already: an orphan of ours (see above). */
+    int64_t r = kv ? kv->create_revision : 0;
+    dlock__etcd_txn_free(&t);
+    if (orphans >= 2 || r == 0)
+      return dlock_seterr(DLOCK_EBACKEND, "etcd: '%s' keeps a key of ours that cannot be "
+                          "deleted", bl->key);
+    if ((rc = drop_key(ec, key, r, deadline)) < 0)
+      return rc;
+  }
+  const dlock__etcd_kv *first = first_kv(&t, 1);
+  bool held = try_only || (first && first->create_revision == *rev);
+  dlock__etcd_txn_free(&t);
+  if (held)
+    return 0;
+
+  /* Wait for the predecessor, never for the holder: each release wakes
+   * one waiter, not the whole queue. */
+  bool woke = false;
+  for (;;) {
+    if (!woke && deadline >= 0 && now_ns() >= deadline) {
+      rc = dlock_seterr(DLOCK_ETIMEDOUT, "etcd: timed out waiting for '%s'", bl->key);
+      break;
+    }
+    /* After a wake-up the answer decides, even a little past the deadline:
+     * the lock may be ours. */
+    rc = txn(ec, dlock__etcd_req_queue(name, key, *rev), bound(ec, woke ? -1 : deadline), &t,
+             &f);
+    if (rc < 0) {
+      dlock__etcd_txn_free(&t);
+      if ((rc == DLOCK_ECONN || rc == DLOCK_ETIMEDOUT) && (deadline < 0 || now_ns() < deadline)) {
+        pause_briefly();
+        continue;
+      }
+      break;
+    }
+    if (!t.succeeded) {
+      dlock__etcd_txn_free(&t);
+      return 1; /* our key is gone: lease expired or revoked */
+    }
+    first = first_kv(&t, 0);
+    const dlock__etcd_kv *pred = first_kv(&t, 1);
+    if ((first && first->create_revision == *rev) || !pred) {
+      dlock__etcd_txn_free(&t);
+      return 0;
+    }
+    char *pkey = pred->key ? strdup(pred->key) : NULL;
+    int64_t start = t.revision + 1;
+    dlock__etcd_txn_free(&t);
+    if (!pkey) {
+      rc = dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+      break;
+    }
+    /* Wake up in time to keep the lease (and so our place) alive. */
+    pthread_mutex_lock(&ec->mu);
+    int64_t refresh_at = l->fresh_ns + l->ttl_ms * 1000000 / 3;
+    pthread_mutex_unlock(&ec->mu);
+    int64_t until = deadline >= 0 && deadline < refresh_at ? deadline : refresh_at;
+    int w = W_ROUND;
+    if (until > now_ns())
+      w = watch_delete(ec, pkey, start, until);
+    free(pkey);
+    if (w < 0) {
+      rc = w;
+      break;
+    }
+    woke = w == W_DELETED;
+    if (now_ns() >= refresh_at) {
+      rc = lease_refresh(ec, l, refresh_at - l->ttl_ms * 1000000 / 3 + 1, deadline);
+      if (rc == DLOCK_ELOST)
+        return 1;
+      if (rc < 0 && rc != DLOCK_ECONN && rc != DLOCK_ETIMEDOUT)
+        break;
+    }
+    if (w == W_RETRY)
+      pause_briefly();
+  }
+  char why[512];
+  snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
+  leave_queue(ec, l, key, *rev);
+  return dlock_seterr(rc, "%s", why);
+}
+
+static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t deadline,
+                      bool try_only) {
+  etcd_client *ec = bc->priv;
+  etcd_lock *lk = bl->priv;
+  char *name = dlock__etcd_lock_name(ec->prefix, bl->key, bl->keylen);
+  char *value = dlock__etcd_value(bl->owner, bl->label);
+  int rc = name && value ? 0 : dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+  for (int round = 0; rc == 0; round++) {
+    etcd_lease *l;
+    if ((rc = lease_get(ec, bl->ttl_ms, try_only ? -1 : deadline, &l)) < 0)
+      break;
+    char *key = dlock__etcd_lock_key(name, l->id);
+    int64_t rev = 0;
+    rc = key ? queue_once(ec, bl, l, name, key, value, deadline, try_only, &rev)
+             : dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+    pthread_mutex_lock(&ec->mu);
+    if (rc == 0 && l->dead)
+      rc = 1; /* the lease went while we were granted: the key went with it */
+    if (rc == 0) {
+      lk->bl = bl;
+      lk->lease = l;
+      lk->name = name;
+      lk->key = key;
+      lk->rev = rev;
+      lk->confirmed_ns = l->fresh_ns;
+      lk->listed = true;
+      lk->next = ec->held;
+      if (ec->held)
+        ec->held->prev = lk;
+      ec->held = lk;
+      bl->token = (uint64_t)rev;
+      bl->sent_ns = l->fresh_ns;
+      name = NULL;
+      key = NULL;
+    } else {
+      lease_put(ec, l);
+    }
+    pthread_mutex_unlock(&ec->mu);
+    free(key);
+    if (rc == 1) {
+      rc = round < REQUEUE_MAX ? 0 : lost_while_acquiring(bl->key);
+      continue;
+    }
+    break;
+  }
+  free(name);
+  free(value);
+  return rc;
+}
+
+static int etcd_try_acquire(dlock_backend_client *bc, dlock_backend_lock *bl) {
+  return do_acquire(bc, bl, -1, true);
+}
+
+static int etcd_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t deadline_ns) {
+  return do_acquire(bc, bl, deadline_ns, false);
+}
+
+/* ---- renew / release ---- */
+
+/* Move a held lock to the lease of its new ttl.  A put keeps the key's
+ * create_revision, so token and queue place stay. */
+static int move_lease(etcd_client *ec, etcd_lock *lk, int64_t deadline) {
+  etcd_lease *nl;
+  int rc = lease_get(ec, lk->bl->ttl_ms, deadline, &nl);
+  if (rc < 0)
+    return rc;
+  char *value = dlock__etcd_value(lk->bl->owner, lk->bl->label);
+  dlock__etcd_txn t;
+  rc = txn(ec, value ? dlock__etcd_req_move(lk->key, lk->rev, nl->id, value) : NULL,
+           bound(ec, deadline), &t, NULL);
+  free(value);
+  if (rc == 0 && !t.succeeded)
+    rc = dlock_seterr(DLOCK_ELOST, "etcd: '%s' is no longer ours", lk->bl->key);
+  dlock__etcd_txn_free(&t);
+  pthread_mutex_lock(&ec->mu);
+  if (rc == 0) {
+    etcd_lease *old = lk->lease;
+    lk->lease = nl;
+    lease_put(ec, old);
+  } else {
+    lease_put(ec, nl);
+  }
+  pthread_mutex_unlock(&ec->mu);
+  return rc;
+}
+
+/* Renew N locks: one keepalive per lease among them (none if another
+ * renewal already confirmed it since these locks were last confirmed), and
+ * one txn per hundred locks checking that their keys are still there. */
+static int etcd_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, size_t n,
+                           int *rcs) {
+  etcd_client *ec = bc->priv;
+  int64_t start = now_ns();
+  for (size_t i = 0; i < n; i++) {
+    etcd_lock *lk = bls[i]->priv;
+    rcs[i] = 1; /* not done yet */
+    pthread_mutex_lock(&ec->mu);
+    bool lost = !lk->listed || lk->lost;
+    bool moved = !lost && lk->bl->ttl_ms != lk->lease->ttl_ms;
+    pthread_mutex_unlock(&ec->mu);
+    if (lost)
+      rcs[i] = dlock_seterr(DLOCK_ELOST, "etcd: '%s' was lost", bls[i]->key);
+    else if (moved) {
+      int64_t dl = bls[i]->io_deadline_ns ? bls[i]->io_deadline_ns : -1;
+      int rc = move_lease(ec, lk, dl);
+      if (rc < 0)
+        rcs[i] = rc;
+    }
+  }
+  /* Keepalives, lease by lease. */
+  for (size_t i = 0; i < n; i++) {
+    if (rcs[i] != 1)
+      continue;
+    etcd_lock *lk = bls[i]->priv;
+    etcd_lease *l = lk->lease;
+    int64_t since = INT64_MAX, dl = INT64_MAX;
+    for (size_t j = i; j < n; j++) {
+      etcd_lock *o = bls[j]->priv;
+      if (rcs[j] != 1 || o->lease != l)
+        continue;
+      if (o->confirmed_ns < since)
+        since = o->confirmed_ns;
+      int64_t d = bls[j]->io_deadline_ns ? bls[j]->io_deadline_ns : INT64_MAX;
+      if (d < dl)
+        dl = d;
+    }
+    int rc = lease_refresh(ec, l, since + 1, dl == INT64_MAX ? -1 : dl);
+    if (rc == 0)
+      sweep(ec, l, dl == INT64_MAX ? -1 : dl);
+    pthread_mutex_lock(&ec->mu);
+    int64_t fresh = l->fresh_ns;
+    pthread_mutex_unlock(&ec->mu);
+    for (size_t j = i; j < n; j++) {
+      etcd_lock *o = bls[j]->priv;
+      if (rcs[j] != 1 || o->lease != l)
+        continue;
+      rcs[j] = rc == 0 ? 2 : rc;
+      bls[j]->sent_ns = fresh;
+    }
+  }
+  /* The keys, a hundred at a time. */
+  const char *keys[CHECK_BATCH];
+  int64_t revs[CHECK_BATCH];
+  size_t idx[CHECK_BATCH];
+  for (size_t i = 0; i < n;) {
+    size_t m = 0;
+    int64_t dl = INT64_MAX;
+    for (; i < n && m < CHECK_BATCH; i++) {
+      if (rcs[i] != 2)
+        continue;
+      etcd_lock *lk = bls[i]->priv;
+      keys[m] = lk->key;
+      revs[m] = lk->rev;
+      idx[m++] = i;
+      int64_t d = bls[i]->io_deadline_ns ? bls[i]->io_deadline_ns : INT64_MAX;
+      if (d < dl)
+        dl = d;
+    }
+    if (m == 0)
+      continue;
+    dlock__etcd_txn t;
+    int rc = txn(ec, dlock__etcd_req_check(keys, revs, m), bound(ec, dl == INT64_MAX ? -1 : dl),
+                 &t, NULL);
+    for (size_t k = 0; k < m; k++) {
+      size_t j = idx[k];
+      if (rc < 0) {
+        rcs[j] = rc;
+        continue;
+      }
+      const dlock__etcd_kv *kv = t.succeeded ? NULL : first_kv(&t, k);
+      if (t.succeeded || (kv && kv->create_revision == revs[k]))
+        rcs[j] = 0;
+      else
+        rcs[j] = dlock_seterr(DLOCK_ELOST, "etcd: the key of '%s' was deleted",
+                              bls[j]->key);
+    }
+    dlock__etcd_txn_free(&t);
+  }
+  pthread_mutex_lock(&ec->mu);
+  for (size_t i = 0; i < n; i++) {
+    etcd_lock *lk = bls[i]->priv;
+    if (rcs[i] == 0)
+      lk->confirmed_ns = bls[i]->sent_ns;
+    else if (rcs[i] == DLOCK_ELOST)
+      lk->lost = true;
+    if (!bls[i]->sent_ns)
+      bls[i]->sent_ns = start;
+  }
+  pthread_mutex_unlock(&ec->mu);
+  return 0;
+}
+
+static int etcd_renew(dlock_backend_client *bc, dlock_backend_lock *bl) {
+  int rc;
+  etcd_renew_many(bc, &bl, 1, &rc);
+  return rc;
+}
+
+static int etcd_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
+  etcd_client *ec = bc->priv;
+  etcd_lock *lk = bl->priv;
+  pthread_mutex_lock(&ec->mu);
+  if (!lk->listed) {
+    pthread_mutex_unlock(&ec->mu);
+    return dlock_seterr(DLOCK_ELOST, "etcd: '%s' was not held", bl->key);
+  }
+  /* Out of the registry first, so no loss report names a lock the core is
+   * about to free. */
+  if (lk->prev)
+    lk->prev->next = lk->next;
+  else
+    ec->held = lk->next;
+  if (lk->next)
+    lk->next->prev = lk->prev;
+  lk->listed = false;
+  bool lost = lk->lost;
+  etcd_lease *l = lk->lease;
+  bool alive = !l->dead;
+  pthread_mutex_unlock(&ec->mu);
+  int rc = 0;
+  if (alive) {
+    /* Even a lock declared lost may still have its key, which would hold
+     * the queue for as long as the lease lives. */
+    int d = drop_key(ec, lk->key, lk->rev, -1);
+    if (d == 0)
+      lost = true;
+    else if (d < 0) {
+      orphan_add(ec, l, lk->key, lk->rev);
+      if (!lost)
+        rc = d;
+    }
+  } else {
+    lost = true;
+  }
+  pthread_mutex_lock(&ec->mu);
+  lease_put(ec, l);
+  pthread_mutex_unlock(&ec->mu);
+  free(lk->name);
+  free(lk->key);
+  lk->name = lk->key = NULL;
+  lk->lease = NULL;
+  if (lost && rc == 0)
+    return dlock_seterr(DLOCK_ELOST, "etcd: '%s' was lost before release", bl->key);
+  return rc;
+}
+
+/* ---- inspect / control ---- */
+
+static int etcd_inspect(dlock_backend_client *bc, const char *key, size_t keylen,
+                        dlock_info *info) {
+  etcd_client *ec = bc->priv;
+  char *name = dlock__etcd_lock_name(ec->prefix, key, keylen);
+  dlock__etcd_txn t;
+  int rc = txn(ec, name ? dlock__etcd_req_first(name) : NULL, bound(ec, -1), &t, NULL);
+  free(name);
+  info->ttl_ms = -1;
+  const dlock__etcd_kv *kv = rc == 0 ? first_kv(&t, 0) : NULL;
+  int64_t lease = 0;
+  if (kv) {
+    info->held = 1;
+    info->token = (uint64_t)kv->create_revision;
+    dlock__etcd_value_split(kv->value, kv->valuelen, info->owner, sizeof info->owner,
+                            info->label, sizeof info->label);
+    lease = kv->lease;
+  }
+  dlock__etcd_txn_free(&t);
+  if (rc == 0 && lease > 0) {
+    char *req = dlock__etcd_req_timetolive(lease);
+    body b = {0};
+    if (req && post(ec, "/v3/lease/timetolive", req, bound(ec, -1), &b, NULL) == 0) {
+      cJSON *j = cJSON_ParseWithLength(b.data, b.len);
+      int64_t ttl = j ? dlock__etcd_json_i64(j, "TTL", -1) : -1;
+      if (ttl >= 0)
+        info->ttl_ms = ttl * 1000;
+      cJSON_Delete(j);
+    }
+    free(b.data);
+    free(req);
+  }
+  return rc;
+}
+
+static int etcd_control(dlock_backend_client *bc, dlock_backend_lock *bl, int op, void *arg) {
+  etcd_client *ec = bc->priv;
+  if (!arg)
+    return dlock_seterr(DLOCK_EINVAL, "etcd: control operation %d needs an argument", op);
+  int rc = 0;
+  pthread_mutex_lock(&ec->mu);
+  switch (op) {
+  case DLOCK_ETCD_CTL_STATS:
+    *(struct dlock_etcd_stats *)arg = ec->stats;
+    break;
+  case DLOCK_ETCD_CTL_ENDPOINT:
+    snprintf(arg, DLOCK_ETCD_ENDPOINT_MAX, "%s", strstr(ec->endpoints[ec->cur], "://") + 3);
+    break;
+  case DLOCK_ETCD_CTL_LEASE: {
+    etcd_lock *lk = bl ? bl->priv : NULL;
+    if (!lk || !lk->listed)
+      rc = dlock_seterr(DLOCK_EINVAL, "etcd: DLOCK_ETCD_CTL_LEASE needs a held lock");
+    else
+      *(int64_t *)arg = lk->lease->id;
+    break;
+  }
+  case DLOCK_ETCD_CTL_STALE_WATCH:
+    ec->stale_watches = *(int *)arg;
+    break;
+  default:
+    rc = dlock_seterr(DLOCK_ENOTSUP, "etcd: unknown control operation %d", op);
+  }
+  pthread_mutex_unlock(&ec->mu);
+  return rc;
+}
+
+static const char *const etcd_schemes[] = {"etcd", "etcd+https", NULL};
+
+const dlock_backend_ops dlock__etcd_ops = {
+    .version = DLOCK_BACKEND_VERSION,
+    .name = "etcd",
+    .schemes = etcd_schemes,
+    .caps = DLOCK_CAP_FENCING | DLOCK_CAP_NATIVE_WAIT | DLOCK_CAP_FAIR | DLOCK_CAP_LOSS_DETECT |
+            DLOCK_CAP_SERVER_TTL | DLOCK_CAP_CROSS_HOST | DLOCK_CAP_CROSS_PROCESS |
+            DLOCK_CAP_HOLDER_INFO,
+    .client_size = sizeof(etcd_client),
+    .lock_size = sizeof(etcd_lock),
+    .open = etcd_open,
+    .close = etcd_close,
+    .try_acquire = etcd_try_acquire,
+    .acquire = etcd_acquire,
+    .renew = etcd_renew,
+    .release = etcd_release,
+    .renew_many = etcd_renew_many,
+    .inspect = etcd_inspect,
+    .control = etcd_control,
+};

@@ -54,6 +54,9 @@ static const struct {
 #ifdef DLOCK_HAVE_POSTGRES
     {"postgres", conf_pg_break_lock, conf_pg_forget_key}, /* and postgresql: */
 #endif
+#ifdef DLOCK_HAVE_ETCD
+    {"etcd", conf_etcd_break_lock, conf_etcd_forget_key}, /* and etcd+https: */
+#endif
 };
 
 static int find_injector(const char *url) {

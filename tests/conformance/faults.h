@@ -53,4 +53,34 @@ long conf_pg_terminate_holder(PGconn *pg, const dlock__pg_names *names, const ch
 int conf_pg_cases(const char *url);
 #endif
 
+#ifdef DLOCK_HAVE_ETCD
+#include "backends/etcd/etcd-codec.h"
+/* Revoke the lease of KEY's holder (break), the way `etcdctl lease revoke`
+ * would, or delete every key under KEY's lock name (forget). */
+int conf_etcd_break_lock(const char *url, const char *key);
+int conf_etcd_forget_key(const char *url, const char *key);
+/* KEY's lock name under URL's ?prefix= (malloc'd). */
+char *conf_etcd_lock_name(const char *url, const char *key);
+/* POST BODY to PATH on the first endpoint of URL that answers, over TLS
+ * with URL's cacert/cert/key, logged in as URL's user if it has one.  The
+ * HTTP status (*answer gets the malloc'd body), or -1 when no endpoint
+ * answered. */
+int conf_etcd_post(const char *url, const char *path, const char *body, char **answer);
+/* The same with auth token TOKEN (NULL: none) instead of a login. */
+int conf_etcd_post_token(const char *url, const char *token, const char *path,
+                         const char *body, char **answer);
+/* Log in as URL's user: 0 and a malloc'd *token, or -1. */
+int conf_etcd_login(const char *url, char **token);
+/* URL with its userinfo replaced by USER:PASSWORD (malloc'd). */
+char *conf_etcd_url_as(const char *url, const char *user, const char *password);
+/* A txn (REQ is consumed, NULL counts as out of memory), decoded into *t:
+ * 0, or -1 with the reason on stderr. */
+int conf_etcd_txn(const char *url, char *req, dlock__etcd_txn *t);
+/* Every key under KEY's lock name, oldest create_revision first, in
+ * t->res[0] (with values and leases). */
+int conf_etcd_queue(const char *url, const char *key, dlock__etcd_txn *t);
+/* etcd-specific cases, run after the shared ones for etcd URLs. */
+int conf_etcd_cases(const char *url);
+#endif
+
 #endif

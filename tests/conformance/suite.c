@@ -843,6 +843,10 @@ int main(int argc, char **argv) {
     if (strncmp(argv[i], "postgres", 8) == 0)
       failed += conf_pg_cases(argv[i]);
 #endif
+#ifdef DLOCK_HAVE_ETCD
+    if (strncmp(argv[i], "etcd", 4) == 0)
+      failed += conf_etcd_cases(argv[i]);
+#endif
   }
   return failed ? 1 : 0;
 }

@@ -298,7 +298,8 @@ static void *waiter_main(void *arg) {
 
 static void e1_etcdctl_interop(void **state) {
   (void)state;
-  char k[256], line[1024];
+  static char k[256]; /* the waiter thread reads it */
+  char line[1024];
   snprintf(k, sizeof k, "%s", conf_key("e1"));
   char *name = conf_etcd_lock_name(e_url, k);
   assert_non_null(name);
@@ -324,8 +325,10 @@ static void e1_etcdctl_interop(void **state) {
   assert_int_equal(info.token, (uint64_t)ctl_rev);
   assert_string_equal(info.owner, ""); /* etcdctl stores no owner */
 
-  /* A dlock waiter queued behind it is woken by its unlock. */
-  struct waiter w = {.c = c, .key = k, .ttl_ms = 10000, .wait_ms = 30000};
+  /* A dlock waiter queued behind it is woken by its unlock.  (Static, as
+   * below: a failed case leaves the thread running with it.) */
+  static struct waiter w;
+  w = (struct waiter){.c = c, .key = k, .ttl_ms = 10000, .wait_ms = 30000};
   event_init(&w.done);
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, waiter_main, &w), 0);
@@ -402,14 +405,14 @@ static void *fifo_main(void *arg) {
 
 static void e2_queue_order(void **state) {
   (void)state;
-  char k[256];
+  static char k[256]; /* the waiter threads read it */
   snprintf(k, sizeof k, "%s", conf_key("e2"));
   dlock_client *h = open_url(e_url);
   dlock_options o = opts(30000, 0, 1);
   dlock_lock *hl;
   ASSERT_RC(dlock_try_acquire(h, k, &o, &hl), 0);
   atomic_store(&fifo_next, 0);
-  struct fifo_waiter w[FIFO];
+  static struct fifo_waiter w[FIFO];
   pthread_t th[FIFO];
   int64_t revs[FIFO];
   for (int i = 0; i < FIFO; i++) {
@@ -741,7 +744,7 @@ static void e5_member_failover(void **state) {
 
 static void e6_compacted_watch(void **state) {
   (void)state;
-  char k[256];
+  static char k[256]; /* the waiter thread reads it */
   snprintf(k, sizeof k, "%s", conf_key("e6"));
   dlock_client *a = open_url(e_url), *b = open_url(e_url);
   dlock_options o = opts(30000, 0, 1);
@@ -767,7 +770,8 @@ static void e6_compacted_watch(void **state) {
   free(answer);
 
   struct dlock_etcd_stats s0 = stats_of(b);
-  struct waiter w = {.c = b, .key = k, .ttl_ms = 15000, .wait_ms = 60000};
+  static struct waiter w;
+  w = (struct waiter){.c = b, .key = k, .ttl_ms = 15000, .wait_ms = 60000};
   event_init(&w.done);
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, waiter_main, &w), 0);

@@ -242,7 +242,7 @@ int conf_etcd_txn(const char *url, char *req, dlock__etcd_txn *t) {
   free(req);
   int rc = -1;
   if (st == 200) {
-    rc = dlock__etcd_parse_txn(answer, strlen(answer), t) == 0 ? 0 : -1;
+    rc = dlock__etcd_parse_txn(answer, answer ? strlen(answer) : 0, t) == 0 ? 0 : -1;
     if (rc < 0)
       fprintf(stderr, "faults_etcd: %s\n", dlock_client_errmsg(NULL));
   } else if (st > 0) {

@@ -38,6 +38,8 @@
 #define CHECK_BATCH 100
 /* Answers larger than this are refused rather than buffered. */
 #define BODY_MAX (64u << 20)
+/* Leftover keys deleted per renewal, so a backlog cannot eat its time. */
+#define SWEEP_MAX 8
 
 typedef struct etcd_lease {
   struct etcd_lease *next; /* in the client's list while usable */
@@ -60,6 +62,7 @@ typedef struct etcd_lock {
   char *key;
   int64_t rev;          /* create_revision of our key: the token */
   int64_t confirmed_ns; /* the last lease confirmation this lock was given */
+  int64_t ttl_ms;       /* bl->ttl_ms as last seen by this backend (under mu) */
   bool listed;
   bool lost;
 } etcd_lock;
@@ -92,6 +95,7 @@ typedef struct etcd_client {
   etcd_lock *held;
   etcd_orphan *orphans;
   int stale_watches;           /* DLOCK_ETCD_CTL_STALE_WATCH */
+  const char *sweeping;        /* the key sweep() is deleting, or NULL */
   struct dlock_etcd_stats stats;
 } etcd_client;
 
@@ -191,7 +195,7 @@ static void handle_put(etcd_client *ec, CURL *h) {
 
 /* Headers of one request: JSON, no "Expect: 100-continue" (curl would wait
  * up to a second for it on bodies over 1 KiB), the token if logged in. */
-static struct curl_slist *headers_for(etcd_client *ec, uint64_t *gen) {
+static struct curl_slist *headers_for(etcd_client *ec, bool with_token, uint64_t *gen) {
   struct curl_slist *hs = curl_slist_append(NULL, "Content-Type: application/json");
   struct curl_slist *t = hs ? curl_slist_append(hs, "Expect:") : NULL;
   if (!t) {
@@ -210,7 +214,7 @@ static struct curl_slist *headers_for(etcd_client *ec, uint64_t *gen) {
   hs = t;
   pthread_mutex_lock(&ec->mu);
   *gen = ec->token_gen;
-  if (ec->token) {
+  if (ec->token && with_token) {
     size_t n = strlen(ec->token) + 32;
     char *line = malloc(n);
     if (line) {
@@ -304,12 +308,14 @@ static int post(etcd_client *ec, const char *path, const char *req, int64_t dead
   size_t tried = 0;
   int64_t backoff = 20000000;
   char msg[256] = "";
+  /* Logging in goes without a token and never logs in again itself. */
+  bool auth_req = strcmp(path, "/v3/auth/authenticate") == 0;
   for (;;) {
     pthread_mutex_lock(&ec->mu);
     size_t ep = ec->cur;
     pthread_mutex_unlock(&ec->mu);
     uint64_t gen;
-    struct curl_slist *hs = headers_for(ec, &gen);
+    struct curl_slist *hs = headers_for(ec, !auth_req, &gen);
     if (!hs) {
       rc = dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
       break;
@@ -347,7 +353,11 @@ static int post(etcd_client *ec, const char *path, const char *req, int64_t dead
     } else {
       *fault = dlock__etcd_error((int)status, out->data ? out->data : "", out->len, msg,
                                  sizeof msg);
-      if (*fault == DLOCK__ETCD_F_REAUTH && ec->user && reauths++ < 2) {
+      /* etcd 3.4 answers a request without a token "user name is empty":
+       * the same cure as an expired token. */
+      if (*fault == DLOCK__ETCD_F_AUTH && ec->user && strstr(msg, "user name is empty"))
+        *fault = DLOCK__ETCD_F_REAUTH;
+      if (*fault == DLOCK__ETCD_F_REAUTH && ec->user && !auth_req && reauths++ < 2) {
         if ((rc = login(ec, gen, deadline)) < 0)
           break;
         continue;
@@ -391,12 +401,10 @@ static int post(etcd_client *ec, const char *path, const char *req, int64_t dead
  * invalid: if another thread has already replaced it, nothing to do. */
 static int login(etcd_client *ec, uint64_t seen_gen, int64_t deadline) {
   pthread_mutex_lock(&ec->auth_mu);
+  /* The old token stays in use until the new one replaces it: other
+   * threads' requests must not go out without one meanwhile. */
   pthread_mutex_lock(&ec->mu);
   bool fresh = ec->token && ec->token_gen != seen_gen;
-  if (!fresh) {
-    free(ec->token);
-    ec->token = NULL; /* authenticate goes without one */
-  }
   pthread_mutex_unlock(&ec->mu);
   int rc = 0;
   if (!fresh) {
@@ -417,6 +425,7 @@ static int login(etcd_client *ec, uint64_t seen_gen, int64_t deadline) {
     }
     pthread_mutex_lock(&ec->mu);
     if (rc == 0) {
+      free(ec->token);
       ec->token = token;
       ec->token_gen++;
       ec->stats.logins++;
@@ -569,7 +578,7 @@ static int lease_get(etcd_client *ec, int64_t ttl_ms, int64_t deadline, etcd_lea
       grant = true;
     }
     l->refs++;
-    while (l->busy && !grant && !l->dead) {
+    while (l->id == 0 && !grant && !l->dead) {
       if (!cv_wait(ec, deadline)) {
         lease_put(ec, l);
         pthread_mutex_unlock(&ec->mu);
@@ -682,13 +691,15 @@ static void drop_or_orphan(etcd_client *ec, etcd_lease *l, const char *key, int6
 
 /* Try the orphans of L again, and delete the keys of locks on L that went
  * a whole ttl without being renewed: the core has declared them lost, and
- * a lease kept alive by other locks must not keep them too. */
+ * a lease kept alive by other locks must not keep them too.  At most
+ * SWEEP_MAX deletes per call, after the renewal's own requests. */
 static void sweep(etcd_client *ec, etcd_lease *l, int64_t deadline) {
   int64_t now = now_ns();
-  for (;;) {
+  for (int done = 0; done < SWEEP_MAX; done++) {
     char *key = NULL;
     int64_t rev = 0;
     pthread_mutex_lock(&ec->mu);
+    l->refs++;
     for (etcd_orphan **p = &ec->orphans; *p; p = &(*p)->next)
       if ((*p)->lease == l) {
         etcd_orphan *o = *p;
@@ -701,25 +712,51 @@ static void sweep(etcd_client *ec, etcd_lease *l, int64_t deadline) {
       }
     if (!key)
       for (etcd_lock *lk = ec->held; lk; lk = lk->next)
-        if (lk->lease == l && !lk->lost && lk->confirmed_ns + lk->bl->ttl_ms * 1000000 <= now) {
+        if (lk->lease == l && !lk->lost && lk->confirmed_ns + lk->ttl_ms * 1000000 <= now) {
           lk->lost = true;
           key = strdup(lk->key);
           rev = lk->rev;
           dlock_backend_lock_lost(ec->bc, lk->bl);
           break;
         }
-    l->refs++;
+    /* An acquisition of the same key waits until this delete is done
+     * (see forget_orphans). */
+    ec->sweeping = key;
     pthread_mutex_unlock(&ec->mu);
     int rc = key ? drop_key(ec, key, rev, deadline) : 0;
     if (key && rc < 0)
       orphan_add(ec, l, key, rev);
-    free(key);
     pthread_mutex_lock(&ec->mu);
+    ec->sweeping = NULL;
+    pthread_cond_broadcast(&ec->cv);
     lease_put(ec, l);
     pthread_mutex_unlock(&ec->mu);
+    free(key);
     if (!key || rc < 0)
       return;
   }
+}
+
+/* Before our put of KEY: a leftover of KEY from an earlier acquisition of
+ * this client must not be deleted later (it would delete the new one), and
+ * one being deleted right now must be gone first.  Whatever is left at the
+ * store the put's compare finds. */
+static void forget_orphans(etcd_client *ec, const char *key) {
+  pthread_mutex_lock(&ec->mu);
+  for (etcd_orphan **p = &ec->orphans; *p;) {
+    etcd_orphan *o = *p;
+    if (strcmp(o->key, key) == 0) {
+      *p = o->next;
+      lease_put(ec, o->lease);
+      free(o->key);
+      free(o);
+    } else {
+      p = &o->next;
+    }
+  }
+  while (ec->sweeping && strcmp(ec->sweeping, key) == 0)
+    pthread_cond_wait(&ec->cv, &ec->mu);
+  pthread_mutex_unlock(&ec->mu);
 }
 
 /* ---- open / close ---- */
@@ -840,6 +877,10 @@ static int etcd_open(dlock_backend_client *bc, dlock_url *url) {
 
 static void etcd_close(dlock_backend_client *bc) {
   etcd_client *ec = bc->priv;
+  /* Every lease this client still knows: listed ones, and those of locks
+   * the core could not release (the store was unreachable). */
+  size_t n = 0, cap = 0;
+  etcd_lease **all = NULL;
   pthread_mutex_lock(&ec->mu);
   while (ec->orphans) {
     etcd_orphan *o = ec->orphans;
@@ -848,31 +889,58 @@ static void etcd_close(dlock_backend_client *bc) {
     free(o->key);
     free(o);
   }
+  for (int pass = 0; pass < 2; pass++) {
+    /* First the listed leases, then the unlisted ones of held locks. */
+    for (etcd_lease *l = ec->leases; pass == 0 && l; l = l->next) {
+      if (n == cap) {
+        cap = cap ? cap * 2 : 8;
+        etcd_lease **a = realloc(all, cap * sizeof *a);
+        if (!a)
+          break;
+        all = a;
+      }
+      all[n++] = l;
+    }
+    for (etcd_lock *lk = ec->held; pass == 1 && lk; lk = lk->next) {
+      bool seen = false;
+      for (size_t i = 0; i < n && !seen; i++)
+        seen = all[i] == lk->lease;
+      if (seen || !lk->lease)
+        continue;
+      if (n == cap) {
+        cap = cap ? cap * 2 : 8;
+        etcd_lease **a = realloc(all, cap * sizeof *a);
+        if (!a)
+          break;
+        all = a;
+      }
+      all[n++] = lk->lease;
+    }
+  }
+  for (etcd_lock *lk = ec->held; lk; lk = lk->next) {
+    free(lk->name);
+    free(lk->key);
+    lk->name = lk->key = NULL;
+    lk->lease = NULL;
+    lk->listed = false;
+  }
+  ec->held = NULL;
+  ec->leases = NULL;
   pthread_mutex_unlock(&ec->mu);
   /* Revoking deletes at once whatever keys the leases still carry (keys
-   * whose delete failed), instead of after a ttl. */
-  for (;;) {
-    pthread_mutex_lock(&ec->mu);
-    etcd_lease *l = ec->leases;
-    while (l && (l->id == 0 || l->dead))
-      l = l->next;
-    int64_t id = l ? l->id : 0;
-    if (l) {
-      l->dead = true;
-      lease_unlist(ec, l);
-      if (l->refs == 0)
-        free(l);
+   * whose delete failed, locks not released), instead of after a ttl. */
+  for (size_t i = 0; i < n; i++) {
+    if (all[i]->id != 0 && !all[i]->dead) {
+      char *req = dlock__etcd_req_lease(all[i]->id);
+      body b = {0};
+      if (req)
+        post(ec, "/v3/lease/revoke", req, bound(ec, -1), &b, NULL);
+      free(b.data);
+      free(req);
     }
-    pthread_mutex_unlock(&ec->mu);
-    if (!l)
-      break;
-    char *req = dlock__etcd_req_lease(id);
-    body b = {0};
-    if (req)
-      post(ec, "/v3/lease/revoke", req, bound(ec, -1), &b, NULL);
-    free(b.data);
-    free(req);
+    free(all[i]);
   }
+  free(all);
   client_free(ec);
 }
 
@@ -883,8 +951,35 @@ typedef struct watch_ctx {
   body line;
   dlock__etcd_watch_ev ev;
   int64_t start;
-  int outcome; /* 0 running, 1 deleted or look again, 2 compacted, 3 canceled, 4 error line */
+  bool shortcut; /* may end at once when the watch starts in the past */
+  int outcome; /* 0 running, 1 deleted, 2 compacted, 3 canceled, 4 error line, 5 look again */
 } watch_ctx;
+
+/* One complete line: true when it ends the watch. */
+static bool watch_line(watch_ctx *w) {
+  dlock__etcd_watch_ev ev;
+  if (w->line.len && dlock__etcd_parse_watch(w->line.data, w->line.len, &ev) == 0) {
+    if (ev.error)
+      w->outcome = 4;
+    else if (ev.deletes)
+      w->outcome = 1;
+    else if (ev.canceled)
+      w->outcome = ev.compact_revision ? 2 : 3; /* refusals come as cancels too */
+    else if (ev.created && w->shortcut && ev.revision >= w->start)
+        /* The store moved on between our look at the queue and this watch,
+         * so the watch starts in the past, and etcd delivers past events
+         * only from a catch-up loop that runs every 100 ms.  Looking at
+         * the queue again is one round trip; the caller allows it once per
+         * predecessor, so a busy store cannot make a waiter spin. */
+      w->outcome = 5;
+    if (w->outcome) {
+      w->ev = ev;
+      return true;
+    }
+  }
+  body_reset(&w->line);
+  return false;
+}
 
 static size_t on_watch(char *p, size_t size, size_t n, void *arg) {
   watch_ctx *w = arg;
@@ -895,36 +990,19 @@ static size_t on_watch(char *p, size_t size, size_t n, void *arg) {
         return 0;
       continue;
     }
-    dlock__etcd_watch_ev ev;
-    if (w->line.len && dlock__etcd_parse_watch(w->line.data, w->line.len, &ev) == 0) {
-      if (ev.error)
-        w->outcome = 4;
-      else if (ev.deletes)
-        w->outcome = 1;
-      else if (ev.canceled)
-        w->outcome = ev.compact_revision ? 2 : 3; /* refusals come as cancels too */
-      else if (ev.created && ev.revision >= w->start)
-        /* The store moved on between our look at the queue and this watch,
-         * so the watch starts in the past, and etcd delivers past events
-         * only from a catch-up loop that runs every 100 ms.  Looking at
-         * the queue again is one round trip. */
-        w->outcome = 1;
-      if (w->outcome) {
-        w->ev = ev;
-        return 0; /* ends the transfer: we have what we waited for */
-      }
-    }
-    body_reset(&w->line);
+    if (watch_line(w))
+      return 0; /* ends the transfer: we have what we waited for */
   }
   return total;
 }
 
-enum { W_DELETED, W_COMPACTED, W_ROUND, W_RETRY };
+enum { W_DELETED, W_COMPACTED, W_ROUND, W_RETRY, W_LOOK, W_RELOGGED };
 
 /* Wait for KEY to be deleted at or after START, until UNTIL.  W_DELETED,
  * W_COMPACTED (START is gone: look again), W_ROUND (UNTIL came), W_RETRY
  * (the stream broke: look again after a pause), or a negative code. */
-static int watch_delete(etcd_client *ec, const char *key, int64_t start, int64_t until) {
+static int watch_delete(etcd_client *ec, const char *key, int64_t start, int64_t until,
+                        bool shortcut) {
   /* The real start decides whether the store moved on; the test hook only
    * changes what is asked for. */
   int64_t asked = start;
@@ -932,23 +1010,27 @@ static int watch_delete(etcd_client *ec, const char *key, int64_t start, int64_t
   if (ec->stale_watches > 0) {
     ec->stale_watches--;
     asked = 1;
+    shortcut = false;
   }
   size_t ep = ec->cur;
   pthread_mutex_unlock(&ec->mu);
   char *req = dlock__etcd_req_watch(key, asked);
   uint64_t gen;
-  struct curl_slist *hs = req ? headers_for(ec, &gen) : NULL;
+  struct curl_slist *hs = req ? headers_for(ec, true, &gen) : NULL;
   CURL *h = hs ? curl_easy_init() : NULL;
   if (!h) {
     curl_slist_free_all(hs);
     free(req);
     return dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
   }
-  watch_ctx w = {.start = start};
+  watch_ctx w = {.start = start, .shortcut = shortcut};
   setup(ec, h, ep, "/v3/watch", req, hs, until);
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_watch);
   curl_easy_setopt(h, CURLOPT_WRITEDATA, &w);
   CURLcode cc = curl_easy_perform(h);
+  /* A stream may end with an error object and no newline. */
+  if (!w.outcome && w.line.len)
+    watch_line(&w);
   long status = 0;
   curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
   curl_easy_cleanup(h);
@@ -962,12 +1044,21 @@ static int watch_delete(etcd_client *ec, const char *key, int64_t start, int64_t
   pthread_mutex_unlock(&ec->mu);
   if (w.outcome == 1)
     rc = W_DELETED;
+  else if (w.outcome == 5)
+    rc = W_LOOK;
   else if (w.outcome == 2)
     rc = W_COMPACTED;
-  else if (w.outcome >= 3 && w.ev.fault == DLOCK__ETCD_F_REAUTH && ec->user)
-    rc = login(ec, gen, bound(ec, -1)) == 0 ? W_RETRY : DLOCK_EAUTH;
-  else if (w.outcome >= 3 && (w.ev.fault == DLOCK__ETCD_F_AUTH ||
-                              w.ev.fault == DLOCK__ETCD_F_INVALID))
+  else if ((w.outcome == 3 || w.outcome == 4) && ec->user &&
+           (w.ev.fault == DLOCK__ETCD_F_REAUTH || w.ev.fault == DLOCK__ETCD_F_AUTH))
+    /* etcd 3.4 refuses a watch with an unknown token (a restarted member
+     * forgot it) as "permission denied": log in again; the caller gives
+     * up when a fresh token is refused too. */
+    rc = login(ec, gen, bound(ec, -1)) == 0 ? W_RELOGGED : DLOCK_EAUTH;
+  else if ((w.outcome == 3 || w.outcome == 4) && w.ev.fault == DLOCK__ETCD_F_RETRY) {
+    failover(ec, ep);
+    rc = W_RETRY;
+  } else if ((w.outcome == 3 || w.outcome == 4) && (w.ev.fault == DLOCK__ETCD_F_AUTH ||
+                                                   w.ev.fault == DLOCK__ETCD_F_INVALID))
     rc = dlock_seterr(dlock__etcd_fault_code(w.ev.fault), "etcd: watch: %s", w.ev.msg);
   else if (cc == CURLE_OPERATION_TIMEDOUT && now_ns() >= until - 1000000)
     rc = W_ROUND;
@@ -1014,9 +1105,25 @@ static bool ours(etcd_client *ec, int64_t lease) {
   bool mine = false;
   pthread_mutex_lock(&ec->mu);
   for (etcd_lease *l = ec->leases; l && !mine; l = l->next)
-    mine = l->id == lease;
+    mine = l->id != 0 && l->id == lease;
   pthread_mutex_unlock(&ec->mu);
   return mine;
+}
+
+/* Our put of KEY failed: an earlier attempt on another endpoint may have
+ * applied it and only its answer got lost, whatever the last attempt said.
+ * The key is ours alone (one lease, one acquisition per key and client), so
+ * it goes without a revision to compare.  Keeps the caller's message. */
+static void drop_unanswered(etcd_client *ec, etcd_lease *l, const char *key) {
+  char why[512];
+  snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
+  body b = {0};
+  char *del = dlock__etcd_req_delete(key);
+  if (!del || post(ec, "/v3/kv/txn", del, bound(ec, -1), &b, NULL) < 0)
+    orphan_add(ec, l, key, 0);
+  free(del);
+  free(b.data);
+  dlock_seterr(0, "%s", why);
 }
 
 static const dlock__etcd_kv *first_kv(const dlock__etcd_txn *t, size_t i) {
@@ -1035,6 +1142,7 @@ static int queue_once(etcd_client *ec, dlock_backend_lock *bl, etcd_lease *l, co
   dlock__etcd_txn t;
   enum dlock__etcd_fault f = DLOCK__ETCD_F_NONE;
   int rc;
+  forget_orphans(ec, key);
   for (int orphans = 0;; orphans++) {
     char *req = try_only ? dlock__etcd_req_try(name, key, l->id, value)
                          : dlock__etcd_req_enqueue(name, key, l->id, value);
@@ -1046,27 +1154,14 @@ static int queue_once(etcd_client *ec, dlock_backend_lock *bl, etcd_lease *l, co
         pthread_mutex_unlock(&ec->mu);
         return 1;
       }
-      if (f == DLOCK__ETCD_F_NONE || f == DLOCK__ETCD_F_RETRY) {
-        /* The put may have been applied and only its answer lost.  The key
-         * is ours alone (one lease, one acquisition per key and client), so
-         * it goes without a revision to compare. */
-        char why[512];
-        snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
-        body b = {0};
-        char *del = dlock__etcd_req_delete(key);
-        if (!del || post(ec, "/v3/kv/txn", del, bound(ec, -1), &b, NULL) < 0)
-          orphan_add(ec, l, key, 0);
-        free(del);
-        free(b.data);
-        dlock_seterr(rc, "%s", why);
-      }
+      drop_unanswered(ec, l, key);
       return rc;
     }
     if (t.succeeded) {
       *rev = t.revision;
       break;
     }
-    const dlock__etcd_kv *kv = first_kv(&t, try_only ? 0 : 0);
+    const dlock__etcd_kv *kv = first_kv(&t, 0);
     if (try_only) {
       /* Someone is queued.  A key of our own there is left from a delete
        * that failed; it would grant us a token we already handed out. */
@@ -1099,7 +1194,8 @@ static int queue_once(etcd_client *ec, dlock_backend_lock *bl, etcd_lease *l, co
 
   /* Wait for the predecessor, never for the holder: each release wakes
    * one waiter, not the whole queue. */
-  bool woke = false;
+  bool woke = false, shortcut = true;
+  int relogins = 0;
   for (;;) {
     if (!woke && deadline >= 0 && now_ns() >= deadline) {
       rc = dlock_seterr(DLOCK_ETIMEDOUT, "etcd: timed out waiting for '%s'", bl->key);
@@ -1141,13 +1237,19 @@ static int queue_once(etcd_client *ec, dlock_backend_lock *bl, etcd_lease *l, co
     int64_t until = deadline >= 0 && deadline < refresh_at ? deadline : refresh_at;
     int w = W_ROUND;
     if (until > now_ns())
-      w = watch_delete(ec, pkey, start, until);
+      w = watch_delete(ec, pkey, start, until, shortcut);
     free(pkey);
     if (w < 0) {
       rc = w;
       break;
     }
+    if (w == W_RELOGGED && ++relogins > 2) {
+      rc = dlock_seterr(DLOCK_EAUTH, "etcd: the watch on '%s' is refused with a fresh token",
+                        bl->key);
+      break;
+    }
     woke = w == W_DELETED;
+    shortcut = w != W_LOOK;
     if (now_ns() >= refresh_at) {
       rc = lease_refresh(ec, l, refresh_at - l->ttl_ms * 1000000 / 3 + 1, deadline);
       if (rc == DLOCK_ELOST)
@@ -1189,6 +1291,7 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
       lk->key = key;
       lk->rev = rev;
       lk->confirmed_ns = l->fresh_ns;
+      lk->ttl_ms = bl->ttl_ms;
       lk->listed = true;
       lk->next = ec->held;
       if (ec->held)
@@ -1233,11 +1336,20 @@ static int move_lease(etcd_client *ec, etcd_lock *lk, int64_t deadline) {
     return rc;
   char *value = dlock__etcd_value(lk->bl->owner, lk->bl->label);
   dlock__etcd_txn t;
+  enum dlock__etcd_fault f = DLOCK__ETCD_F_NONE;
   rc = txn(ec, value ? dlock__etcd_req_move(lk->key, lk->rev, nl->id, value) : NULL,
-           bound(ec, deadline), &t, NULL);
+           bound(ec, deadline), &t, &f);
   free(value);
   if (rc == 0 && !t.succeeded)
     rc = dlock_seterr(DLOCK_ELOST, "etcd: '%s' is no longer ours", lk->bl->key);
+  if (f == DLOCK__ETCD_F_LEASE_GONE) {
+    /* The new lease, not the lock: the next renewal gets another. */
+    pthread_mutex_lock(&ec->mu);
+    lease_gone(ec, nl);
+    pthread_mutex_unlock(&ec->mu);
+    rc = dlock_seterr(DLOCK_ECONN, "etcd: the lease for ttl %lld ms vanished; retrying",
+                      (long long)lk->ttl_ms);
+  }
   dlock__etcd_txn_free(&t);
   pthread_mutex_lock(&ec->mu);
   if (rc == 0) {
@@ -1263,7 +1375,8 @@ static int etcd_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, s
     rcs[i] = 1; /* not done yet */
     pthread_mutex_lock(&ec->mu);
     bool lost = !lk->listed || lk->lost;
-    bool moved = !lost && lk->bl->ttl_ms != lk->lease->ttl_ms;
+    lk->ttl_ms = bls[i]->ttl_ms;
+    bool moved = !lost && lk->ttl_ms != lk->lease->ttl_ms;
     pthread_mutex_unlock(&ec->mu);
     if (lost)
       rcs[i] = dlock_seterr(DLOCK_ELOST, "etcd: '%s' was lost", bls[i]->key);
@@ -1292,8 +1405,6 @@ static int etcd_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, s
         dl = d;
     }
     int rc = lease_refresh(ec, l, since + 1, dl == INT64_MAX ? -1 : dl);
-    if (rc == 0)
-      sweep(ec, l, dl == INT64_MAX ? -1 : dl);
     pthread_mutex_lock(&ec->mu);
     int64_t fresh = l->fresh_ns;
     pthread_mutex_unlock(&ec->mu);
@@ -1354,6 +1465,16 @@ static int etcd_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, s
       bls[i]->sent_ns = start;
   }
   pthread_mutex_unlock(&ec->mu);
+  /* Leftovers last: the renewals above must not wait behind them.  Each
+   * lease once; the locks hold their leases, so none can go meanwhile. */
+  for (size_t i = 0; i < n; i++) {
+    etcd_lock *lk = bls[i]->priv;
+    bool first = rcs[i] == 0;
+    for (size_t j = 0; first && j < i; j++)
+      first = !(rcs[j] == 0 && ((etcd_lock *)bls[j]->priv)->lease == lk->lease);
+    if (first)
+      sweep(ec, lk->lease, bls[i]->io_deadline_ns ? bls[i]->io_deadline_ns : -1);
+  }
   return 0;
 }
 

@@ -35,6 +35,12 @@ DLOCK__HIDDEN uint64_t dlock__thread_serial(void);
 DLOCK__HIDDEN uint64_t dlock__random_below(uint64_t n);
 /* 0, or DLOCK_EINVAL with a message for an empty, oversized or non-UTF-8 key. */
 DLOCK__HIDDEN int dlock__key_check(const char *key, size_t *len);
+/* PREFIX, KEY with '%' and '/' written %25 and %2F, then SUFFIX: a name in
+ * a store whose keys are paths, where no key's name may be a prefix of
+ * another's ("a" must not own "a/b").  Keys without either byte map to
+ * themselves.  Malloc'd, NULL when out of memory. */
+DLOCK__HIDDEN char *dlock__escape_slash(const char *prefix, const char *key, size_t keylen,
+                                        const char *suffix);
 /* Absolute CLOCK_MONOTONIC timespec for a dlock__now_ns() value. */
 struct timespec;
 DLOCK__HIDDEN void dlock__ns_to_timespec(int64_t ns, struct timespec *ts);
@@ -82,6 +88,9 @@ extern const dlock_backend_ops dlock__pg_ops;
 #endif
 #ifdef DLOCK_HAVE_ETCD
 extern const dlock_backend_ops dlock__etcd_ops;
+#endif
+#ifdef DLOCK_HAVE_CONSUL
+extern const dlock_backend_ops dlock__consul_ops;
 #endif
 
 /* ---- client.c / renew.c ---- */

@@ -19,6 +19,9 @@ static const dlock_backend_ops *const builtins[] = {
 #ifdef DLOCK_HAVE_ETCD
     &dlock__etcd_ops,
 #endif
+#ifdef DLOCK_HAVE_CONSUL
+    &dlock__consul_ops,
+#endif
     NULL,
 };
 

@@ -1,6 +1,7 @@
 /* Clock, randomness and key validation. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
@@ -160,4 +161,26 @@ int dlock__key_check(const char *key, size_t *len) {
   if (len)
     *len = n;
   return 0;
+}
+
+char *dlock__escape_slash(const char *prefix, const char *key, size_t keylen,
+                          const char *suffix) {
+  size_t pl = strlen(prefix), sl = strlen(suffix), el = 0;
+  for (size_t i = 0; i < keylen; i++)
+    el += key[i] == '%' || key[i] == '/' ? 3 : 1;
+  char *s = malloc(pl + el + sl + 1);
+  if (!s)
+    return NULL;
+  memcpy(s, prefix, pl);
+  char *w = s + pl;
+  for (size_t i = 0; i < keylen; i++) {
+    if (key[i] == '%' || key[i] == '/') {
+      memcpy(w, key[i] == '%' ? "%25" : "%2F", 3);
+      w += 3;
+    } else {
+      *w++ = key[i];
+    }
+  }
+  memcpy(w, suffix, sl + 1);
+  return s;
 }

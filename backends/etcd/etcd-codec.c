@@ -14,29 +14,7 @@
 
 char *dlock__etcd_lock_name(const char *prefix, const char *key, size_t keylen) {
   /* The client's prefix is NULL when the URL sets none. */
-  if (!prefix)
-    prefix = DLOCK__ETCD_DEFAULT_PREFIX;
-  size_t pl = strlen(prefix), el = 0;
-  for (size_t i = 0; i < keylen; i++)
-    el += key[i] == '%' || key[i] == '/' ? 3 : 1;
-  char *s = malloc(pl + el + 1);
-  if (!s)
-    return NULL;
-  memcpy(s, prefix, pl);
-  char *w = s + pl;
-  for (size_t i = 0; i < keylen; i++) {
-    if (key[i] == '%') {
-      memcpy(w, "%25", 3);
-      w += 3;
-    } else if (key[i] == '/') {
-      memcpy(w, "%2F", 3);
-      w += 3;
-    } else {
-      *w++ = key[i];
-    }
-  }
-  *w = '\0';
-  return s;
+  return dlock__escape_slash(prefix ? prefix : DLOCK__ETCD_DEFAULT_PREFIX, key, keylen, "");
 }
 
 char *dlock__etcd_lock_key(const char *name, int64_t lease) {

@@ -29,6 +29,7 @@
 #include <curl/curl.h>
 
 #include "backends/etcd/etcd-codec.h"
+#include "backends/http/http.h"
 
 /* How often an acquisition whose key vanished while it queued (its lease
  * expired or was revoked) joins the queue again before giving up. */
@@ -36,8 +37,6 @@
 /* Compares per check txn: etcd refuses more than --max-txn-ops (128 by
  * default) in one txn. */
 #define CHECK_BATCH 100
-/* Answers larger than this are refused rather than buffered. */
-#define BODY_MAX (64u << 20)
 /* Leftover keys deleted per renewal, so a backlog cannot eat its time. */
 #define SWEEP_MAX 8
 
@@ -81,16 +80,11 @@ typedef struct etcd_client {
   pthread_mutex_t mu;
   pthread_cond_t cv;           /* a lease changed state */
   pthread_mutex_t auth_mu;     /* one login at a time */
-  char **endpoints;            /* "http://127.0.0.1:2379" */
-  size_t nendpoints;
-  size_t cur;                  /* the endpoint that answered last */
+  dlock__http http;            /* endpoints, TLS files, connection pool */
   char *user, *password;
   char *token;                 /* under mu; NULL without auth */
   uint64_t token_gen;
-  char *cacert, *cert, *keyfile;
   char *prefix;
-  CURL **idle;                 /* handles with an open connection */
-  size_t nidle, capidle;
   etcd_lease *leases;
   etcd_lock *held;
   etcd_orphan *orphans;
@@ -99,49 +93,7 @@ typedef struct etcd_client {
   struct dlock_etcd_stats stats;
 } etcd_client;
 
-typedef struct body {
-  char *data;
-  size_t len, cap;
-  bool too_big;
-} body;
-
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static CURLcode curl_init_rc;
-static void curl_init(void) { curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
-
 static int64_t now_ns(void) { return dlock_backend_now_ns(); }
-
-static void body_reset(body *b) {
-  b->len = 0;
-  b->too_big = false;
-  if (b->data)
-    b->data[0] = '\0';
-}
-
-static bool body_add(body *b, const char *p, size_t n) {
-  if (b->len + n + 1 > BODY_MAX) {
-    b->too_big = true;
-    return false;
-  }
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 1024;
-    while (cap < b->len + n + 1)
-      cap *= 2;
-    char *d = realloc(b->data, cap);
-    if (!d)
-      return false;
-    b->data = d;
-    b->cap = cap;
-  }
-  memcpy(b->data + b->len, p, n);
-  b->len += n;
-  b->data[b->len] = '\0';
-  return true;
-}
-
-static size_t on_body(char *p, size_t size, size_t n, void *arg) {
-  return body_add(arg, p, size * n) ? size * n : 0;
-}
 
 /* Wait on ec->cv until DEADLINE (-1 = no limit): false once it has passed. */
 static bool cv_wait(etcd_client *ec, int64_t deadline) {
@@ -164,34 +116,6 @@ static int64_t bound(const etcd_client *ec, int64_t deadline) {
 }
 
 /* ---- transport ---- */
-
-static CURL *handle_get(etcd_client *ec) {
-  CURL *h = NULL;
-  pthread_mutex_lock(&ec->mu);
-  if (ec->nidle)
-    h = ec->idle[--ec->nidle];
-  pthread_mutex_unlock(&ec->mu);
-  return h ? h : curl_easy_init();
-}
-
-static void handle_put(etcd_client *ec, CURL *h) {
-  pthread_mutex_lock(&ec->mu);
-  if (ec->nidle == ec->capidle) {
-    size_t cap = ec->capidle ? ec->capidle * 2 : 8;
-    CURL **n = realloc(ec->idle, cap * sizeof *n);
-    if (n) {
-      ec->idle = n;
-      ec->capidle = cap;
-    }
-  }
-  if (ec->nidle < ec->capidle) {
-    ec->idle[ec->nidle++] = h;
-    h = NULL;
-  }
-  pthread_mutex_unlock(&ec->mu);
-  if (h)
-    curl_easy_cleanup(h);
-}
 
 /* Headers of one request: JSON, no "Expect: 100-continue" (curl would wait
  * up to a second for it on bodies over 1 KiB), the token if logged in. */
@@ -231,63 +155,6 @@ static struct curl_slist *headers_for(etcd_client *ec, bool with_token, uint64_t
   return hs;
 }
 
-static void setup(etcd_client *ec, CURL *h, size_t ep, const char *path, const char *req,
-                  struct curl_slist *hs, int64_t deadline) {
-  char url[600];
-  snprintf(url, sizeof url, "%s%s", ec->endpoints[ep], path);
-  int64_t left_ms = (deadline - now_ns()) / 1000000;
-  if (left_ms < 1)
-    left_ms = 1;
-  int64_t conn_ms = ec->bc->connect_timeout_ms < left_ms ? ec->bc->connect_timeout_ms : left_ms;
-  curl_easy_setopt(h, CURLOPT_URL, url);
-  curl_easy_setopt(h, CURLOPT_POSTFIELDS, req);
-  curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(req));
-  curl_easy_setopt(h, CURLOPT_HTTPHEADER, hs);
-  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
-  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)conn_ms);
-  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)left_ms);
-  /* Only what the URL named: no proxy from the environment, no redirects,
-   * no other protocol. */
-  curl_easy_setopt(h, CURLOPT_PROXY, "");
-  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-#if LIBCURL_VERSION_NUM >= 0x075500
-  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-#endif
-  if (ec->cacert)
-    curl_easy_setopt(h, CURLOPT_CAINFO, ec->cacert);
-  if (ec->cert)
-    curl_easy_setopt(h, CURLOPT_SSLCERT, ec->cert);
-  if (ec->keyfile)
-    curl_easy_setopt(h, CURLOPT_SSLKEY, ec->keyfile);
-}
-
-/* Errors that say nothing about the endpoint's health but about our
- * configuration: no other endpoint will do better. */
-static bool config_error(CURLcode c) {
-  switch (c) {
-  case CURLE_SSL_CACERT_BADFILE:
-  case CURLE_SSL_CERTPROBLEM:
-  case CURLE_SSL_CIPHER:
-  case CURLE_PEER_FAILED_VERIFICATION:
-  case CURLE_UNSUPPORTED_PROTOCOL:
-  case CURLE_URL_MALFORMAT:
-  case CURLE_OUT_OF_MEMORY:
-    return true;
-  default:
-    return false;
-  }
-}
-
-static void failover(etcd_client *ec, size_t from) {
-  pthread_mutex_lock(&ec->mu);
-  if (ec->cur == from && ec->nendpoints > 1) {
-    ec->cur = (from + 1) % ec->nendpoints;
-    ec->stats.failovers++;
-  }
-  pthread_mutex_unlock(&ec->mu);
-}
-
 static int login(etcd_client *ec, uint64_t seen_gen, int64_t deadline);
 
 /* POST REQ to PATH, moving on to the next endpoint when one cannot be
@@ -295,12 +162,12 @@ static int login(etcd_client *ec, uint64_t seen_gen, int64_t deadline);
  * until DEADLINE.  0 with OUT holding a 200 answer, or a negative code with
  * a message; *fault says what an error answer asked for. */
 static int post(etcd_client *ec, const char *path, const char *req, int64_t deadline,
-                body *out, enum dlock__etcd_fault *fault) {
+                dlock__http_body *out, enum dlock__etcd_fault *fault) {
   enum dlock__etcd_fault dummy;
   if (!fault)
     fault = &dummy;
   *fault = DLOCK__ETCD_F_NONE;
-  CURL *h = handle_get(ec);
+  CURL *h = dlock__http_handle_get(&ec->http);
   if (!h)
     return dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
   int rc = 0;
@@ -311,9 +178,7 @@ static int post(etcd_client *ec, const char *path, const char *req, int64_t dead
   /* Logging in goes without a token and never logs in again itself. */
   bool auth_req = strcmp(path, "/v3/auth/authenticate") == 0;
   for (;;) {
-    pthread_mutex_lock(&ec->mu);
-    size_t ep = ec->cur;
-    pthread_mutex_unlock(&ec->mu);
+    size_t ep = dlock__http_current(&ec->http);
     uint64_t gen;
     struct curl_slist *hs = headers_for(ec, !auth_req, &gen);
     if (!hs) {
@@ -324,12 +189,12 @@ static int post(etcd_client *ec, const char *path, const char *req, int64_t dead
      * overloaded) must not use up the whole budget: each endpoint not yet
      * tried in this round gets an equal share of what is left. */
     int64_t attempt_end = deadline;
-    size_t untried = ec->nendpoints - tried % ec->nendpoints;
+    size_t untried = ec->http.nendpoints - tried % ec->http.nendpoints;
     if (untried > 1)
       attempt_end = now_ns() + (deadline - now_ns()) / (int64_t)untried;
-    body_reset(out);
-    setup(ec, h, ep, path, req, hs, attempt_end);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    dlock__http_body_reset(out);
+    dlock__http_setup(&ec->http, h, ep, "POST", path, req, hs, attempt_end);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, dlock__http_on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
     CURLcode cc = curl_easy_perform(h);
     curl_slist_free_all(hs);
@@ -342,12 +207,12 @@ static int post(etcd_client *ec, const char *path, const char *req, int64_t dead
     if (cc != CURLE_OK) {
       if (out->too_big) {
         rc = dlock_seterr(DLOCK_EBACKEND, "etcd: answer to %s larger than %u bytes", path,
-                          BODY_MAX);
+                          DLOCK__HTTP_BODY_MAX);
         break;
       }
       snprintf(msg, sizeof msg, "%s", curl_easy_strerror(cc));
-      if (config_error(cc)) {
-        rc = dlock_seterr(DLOCK_ECONN, "etcd: %s: %s", ec->endpoints[ep], msg);
+      if (dlock__http_config_error(cc)) {
+        rc = dlock_seterr(DLOCK_ECONN, "etcd: %s: %s", ec->http.endpoints[ep], msg);
         break;
       }
     } else {
@@ -369,8 +234,8 @@ static int post(etcd_client *ec, const char *path, const char *req, int64_t dead
     }
     /* The endpoint is down, partitioned or between leaders: the next one,
      * and once all have been tried, the same again after a pause. */
-    failover(ec, ep);
-    if (++tried % ec->nendpoints == 0) {
+    dlock__http_failover(&ec->http, ep);
+    if (++tried % ec->http.nendpoints == 0) {
       int64_t until = now_ns() + backoff + (int64_t)dlock__random_below((uint64_t)backoff);
       backoff = backoff * 2 > 500000000 ? 500000000 : backoff * 2;
       if (until >= deadline) {
@@ -391,7 +256,7 @@ static int post(etcd_client *ec, const char *path, const char *req, int64_t dead
     }
   }
   if (rc == 0 || *fault != DLOCK__ETCD_F_NONE)
-    handle_put(ec, h);
+    dlock__http_handle_put(&ec->http, h);
   else
     curl_easy_cleanup(h); /* a broken connection must not be reused */
   return rc;
@@ -409,7 +274,7 @@ static int login(etcd_client *ec, uint64_t seen_gen, int64_t deadline) {
   int rc = 0;
   if (!fresh) {
     char *req = dlock__etcd_req_auth(ec->user, ec->password ? ec->password : "");
-    body b = {0};
+    dlock__http_body b = {0};
     enum dlock__etcd_fault f;
     rc = req ? post(ec, "/v3/auth/authenticate", req, bound(ec, deadline), &b, &f)
              : dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
@@ -444,7 +309,7 @@ static int txn(etcd_client *ec, char *req, int64_t deadline, dlock__etcd_txn *t,
   memset(t, 0, sizeof *t);
   if (!req)
     return dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
-  body b = {0};
+  dlock__http_body b = {0};
   int rc = post(ec, "/v3/kv/txn", req, deadline, &b, fault);
   free(req);
   if (rc == 0)
@@ -525,7 +390,7 @@ static int lease_refresh(etcd_client *ec, etcd_lease *l, int64_t since, int64_t 
   pthread_mutex_unlock(&ec->mu);
 
   char *req = dlock__etcd_req_lease(id);
-  body b = {0};
+  dlock__http_body b = {0};
   int64_t sent = now_ns(), ttl = 0;
   enum dlock__etcd_fault f = DLOCK__ETCD_F_NONE;
   int rc = req ? post(ec, "/v3/lease/keepalive", req, bound(ec, deadline), &b, &f)
@@ -618,7 +483,7 @@ static int lease_get(etcd_client *ec, int64_t ttl_ms, int64_t deadline, etcd_lea
 
     int64_t ttl_s = (ttl_ms + 999) / 1000;
     char *req = dlock__etcd_req_grant(ttl_s);
-    body b = {0};
+    dlock__http_body b = {0};
     int64_t sent = now_ns(), id = 0, got = 0;
     int rc = req ? post(ec, "/v3/lease/grant", req, bound(ec, deadline), &b, NULL)
                  : dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
@@ -762,9 +627,6 @@ static void forget_orphans(etcd_client *ec, const char *key) {
 /* ---- open / close ---- */
 
 static void client_free(etcd_client *ec) {
-  for (size_t i = 0; i < ec->nidle; i++)
-    curl_easy_cleanup(ec->idle[i]);
-  free(ec->idle);
   while (ec->orphans) {
     etcd_orphan *o = ec->orphans;
     ec->orphans = o->next;
@@ -776,31 +638,16 @@ static void client_free(etcd_client *ec) {
     ec->leases = l->next;
     free(l);
   }
-  for (size_t i = 0; i < ec->nendpoints; i++)
-    free(ec->endpoints[i]);
-  free(ec->endpoints);
+  dlock__http_close(&ec->http);
   free(ec->user);
   if (ec->password)
     memset(ec->password, 0, strlen(ec->password));
   free(ec->password);
   free(ec->token);
-  free(ec->cacert);
-  free(ec->cert);
-  free(ec->keyfile);
   free(ec->prefix);
   pthread_mutex_destroy(&ec->mu);
   pthread_mutex_destroy(&ec->auth_mu);
   pthread_cond_destroy(&ec->cv);
-}
-
-static int copy_param(dlock_url *url, const char *name, char **out) {
-  const char *v;
-  if (!dlock_url_param(url, name, &v))
-    return 0;
-  if (!*v)
-    return dlock_seterr(DLOCK_EINVAL, "etcd: ?%s= needs a file name", name);
-  *out = strdup(v);
-  return *out ? 0 : dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
 }
 
 static int etcd_open(dlock_backend_client *bc, dlock_url *url) {
@@ -809,45 +656,11 @@ static int etcd_open(dlock_backend_client *bc, dlock_url *url) {
   pthread_mutex_init(&ec->mu, NULL);
   pthread_mutex_init(&ec->auth_mu, NULL);
   dlock__cond_init(&ec->cv);
-  pthread_once(&curl_once, curl_init);
-  int rc = 0;
-  if (curl_init_rc != CURLE_OK)
-    rc = dlock_seterr(DLOCK_EBACKEND, "etcd: libcurl failed to initialise");
-  bool tls = strcmp(dlock_url_scheme(url), "etcd+https") == 0;
   const char *path = dlock_url_path(url);
+  int rc = dlock__http_open(&ec->http, "etcd", url, "etcd+https", 2379, bc->connect_timeout_ms);
   if (rc == 0 && path[0] && strcmp(path, "/") != 0)
     rc = dlock_seterr(DLOCK_EINVAL, "etcd: the URL takes no path (got '%s'); use ?prefix=",
                       path);
-  if (rc == 0)
-    rc = copy_param(url, "cacert", &ec->cacert);
-  if (rc == 0)
-    rc = copy_param(url, "cert", &ec->cert);
-  if (rc == 0)
-    rc = copy_param(url, "key", &ec->keyfile);
-  if (rc == 0 && !tls && (ec->cacert || ec->cert || ec->keyfile))
-    rc = dlock_seterr(DLOCK_EINVAL, "etcd: cacert, cert and key need etcd+https://");
-  if (rc == 0 && (ec->cert != NULL) != (ec->keyfile != NULL))
-    rc = dlock_seterr(DLOCK_EINVAL, "etcd: ?cert= and ?key= go together");
-  size_t n = dlock_url_host_count(url);
-  if (rc == 0 && n == 0)
-    rc = dlock_seterr(DLOCK_EINVAL, "etcd: the URL names no endpoint");
-  if (rc == 0 && !(ec->endpoints = calloc(n, sizeof *ec->endpoints)))
-    rc = dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
-  for (size_t i = 0; rc == 0 && i < n; i++) {
-    const char *h = dlock_url_host(url, i);
-    int port = dlock_url_port(url, i);
-    if (!h[0]) {
-      rc = dlock_seterr(DLOCK_EINVAL, "etcd: endpoint %zu has no host", i + 1);
-      break;
-    }
-    char ep[300];
-    bool v6 = strchr(h, ':') != NULL;
-    snprintf(ep, sizeof ep, "%s://%s%s%s:%d", tls ? "https" : "http", v6 ? "[" : "", h,
-             v6 ? "]" : "", port ? port : 2379);
-    if (!(ec->endpoints[i] = strdup(ep)))
-      rc = dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
-    ec->nendpoints = i + 1;
-  }
   const char *user = dlock_url_user(url), *pw = dlock_url_password(url);
   if (rc == 0 && pw && (!user || !user[0]))
     rc = dlock_seterr(DLOCK_EINVAL, "etcd: a password needs a user name");
@@ -861,12 +674,12 @@ static int etcd_open(dlock_backend_client *bc, dlock_url *url) {
     rc = dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
   /* Reach the cluster now, so that a wrong address or password shows at
    * open: logging in does both; without auth the cheapest read does. */
-  int64_t deadline = now_ns() + bc->connect_timeout_ms * 1000000 * (int64_t)ec->nendpoints +
+  int64_t deadline = now_ns() + bc->connect_timeout_ms * 1000000 * (int64_t)ec->http.nendpoints +
                      bc->timeout_ms * 1000000;
   if (rc == 0 && ec->user) {
     rc = login(ec, 0, deadline);
   } else if (rc == 0) {
-    body b = {0};
+    dlock__http_body b = {0};
     rc = post(ec, "/v3/maintenance/status", "{}", deadline, &b, NULL);
     free(b.data);
   }
@@ -932,7 +745,7 @@ static void etcd_close(dlock_backend_client *bc) {
   for (size_t i = 0; i < n; i++) {
     if (all[i]->id != 0 && !all[i]->dead) {
       char *req = dlock__etcd_req_lease(all[i]->id);
-      body b = {0};
+      dlock__http_body b = {0};
       if (req)
         post(ec, "/v3/lease/revoke", req, bound(ec, -1), &b, NULL);
       free(b.data);
@@ -948,7 +761,7 @@ static void etcd_close(dlock_backend_client *bc) {
 
 /* A watch: the stream ends on a deletion, a cancel or an error line. */
 typedef struct watch_ctx {
-  body line;
+  dlock__http_body line;
   dlock__etcd_watch_ev ev;
   int64_t start;
   bool shortcut; /* may end at once when the watch starts in the past */
@@ -977,7 +790,7 @@ static bool watch_line(watch_ctx *w) {
       return true;
     }
   }
-  body_reset(&w->line);
+  dlock__http_body_reset(&w->line);
   return false;
 }
 
@@ -986,7 +799,7 @@ static size_t on_watch(char *p, size_t size, size_t n, void *arg) {
   size_t total = size * n;
   for (size_t i = 0; i < total; i++) {
     if (p[i] != '\n') {
-      if (!body_add(&w->line, p + i, 1))
+      if (!dlock__http_body_add(&w->line, p + i, 1))
         return 0;
       continue;
     }
@@ -1012,8 +825,8 @@ static int watch_delete(etcd_client *ec, const char *key, int64_t start, int64_t
     asked = 1;
     shortcut = false;
   }
-  size_t ep = ec->cur;
   pthread_mutex_unlock(&ec->mu);
+  size_t ep = dlock__http_current(&ec->http);
   char *req = dlock__etcd_req_watch(key, asked);
   uint64_t gen;
   struct curl_slist *hs = req ? headers_for(ec, true, &gen) : NULL;
@@ -1024,7 +837,7 @@ static int watch_delete(etcd_client *ec, const char *key, int64_t start, int64_t
     return dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
   }
   watch_ctx w = {.start = start, .shortcut = shortcut};
-  setup(ec, h, ep, "/v3/watch", req, hs, until);
+  dlock__http_setup(&ec->http, h, ep, "POST", "/v3/watch", req, hs, until);
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_watch);
   curl_easy_setopt(h, CURLOPT_WRITEDATA, &w);
   CURLcode cc = curl_easy_perform(h);
@@ -1055,7 +868,7 @@ static int watch_delete(etcd_client *ec, const char *key, int64_t start, int64_t
      * up when a fresh token is refused too. */
     rc = login(ec, gen, bound(ec, -1)) == 0 ? W_RELOGGED : DLOCK_EAUTH;
   else if ((w.outcome == 3 || w.outcome == 4) && w.ev.fault == DLOCK__ETCD_F_RETRY) {
-    failover(ec, ep);
+    dlock__http_failover(&ec->http, ep);
     rc = W_RETRY;
   } else if ((w.outcome == 3 || w.outcome == 4) && (w.ev.fault == DLOCK__ETCD_F_AUTH ||
                                                    w.ev.fault == DLOCK__ETCD_F_INVALID))
@@ -1074,19 +887,11 @@ static int watch_delete(etcd_client *ec, const char *key, int64_t start, int64_t
     /* Canceled without compaction (the member lost its leader), a stream
      * that ended or broke: another endpoint may do better. */
     if (cc != CURLE_OK && cc != CURLE_WRITE_ERROR)
-      failover(ec, ep);
+      dlock__http_failover(&ec->http, ep);
     rc = W_RETRY;
   }
   free(w.line.data);
   return rc;
-}
-
-/* Between attempts that failed at once (a stream that broke, an endpoint
- * that refused): 50-100 ms, so a waiter does not spin. */
-static void pause_briefly(void) {
-  struct timespec ts = {0, 50000000 + (long)dlock__random_below(50000000)};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-  }
 }
 
 static int lost_while_acquiring(const char *key) {
@@ -1117,7 +922,7 @@ static bool ours(etcd_client *ec, int64_t lease) {
 static void drop_unanswered(etcd_client *ec, etcd_lease *l, const char *key) {
   char why[512];
   snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
-  body b = {0};
+  dlock__http_body b = {0};
   char *del = dlock__etcd_req_delete(key);
   if (!del || post(ec, "/v3/kv/txn", del, bound(ec, -1), &b, NULL) < 0)
     orphan_add(ec, l, key, 0);
@@ -1208,7 +1013,7 @@ static int queue_once(etcd_client *ec, dlock_backend_lock *bl, etcd_lease *l, co
     if (rc < 0) {
       dlock__etcd_txn_free(&t);
       if ((rc == DLOCK_ECONN || rc == DLOCK_ETIMEDOUT) && (deadline < 0 || now_ns() < deadline)) {
-        pause_briefly();
+        dlock__http_pause(deadline);
         continue;
       }
       break;
@@ -1258,7 +1063,7 @@ static int queue_once(etcd_client *ec, dlock_backend_lock *bl, etcd_lease *l, co
         break;
     }
     if (w == W_RETRY)
-      pause_briefly();
+      dlock__http_pause(deadline);
   }
   char why[512];
   snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
@@ -1554,7 +1359,7 @@ static int etcd_inspect(dlock_backend_client *bc, const char *key, size_t keylen
   dlock__etcd_txn_free(&t);
   if (rc == 0 && lease > 0) {
     char *req = dlock__etcd_req_timetolive(lease);
-    body b = {0};
+    dlock__http_body b = {0};
     if (req && post(ec, "/v3/lease/timetolive", req, bound(ec, -1), &b, NULL) == 0) {
       cJSON *j = cJSON_ParseWithLength(b.data, b.len);
       int64_t ttl = j ? dlock__etcd_json_i64(j, "TTL", -1) : -1;
@@ -1577,9 +1382,13 @@ static int etcd_control(dlock_backend_client *bc, dlock_backend_lock *bl, int op
   switch (op) {
   case DLOCK_ETCD_CTL_STATS:
     *(struct dlock_etcd_stats *)arg = ec->stats;
+    pthread_mutex_lock(&ec->http.mu);
+    ((struct dlock_etcd_stats *)arg)->failovers = ec->http.failovers;
+    pthread_mutex_unlock(&ec->http.mu);
     break;
   case DLOCK_ETCD_CTL_ENDPOINT:
-    snprintf(arg, DLOCK_ETCD_ENDPOINT_MAX, "%s", strstr(ec->endpoints[ec->cur], "://") + 3);
+    snprintf(arg, DLOCK_ETCD_ENDPOINT_MAX, "%s",
+             strstr(ec->http.endpoints[dlock__http_current(&ec->http)], "://") + 3);
     break;
   case DLOCK_ETCD_CTL_LEASE: {
     etcd_lock *lk = bl ? bl->priv : NULL;

@@ -1117,6 +1117,11 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
     }
     break;
   }
+  /* A request cut short by the end of the caller's wait is a timeout, not
+   * an unreachable cluster. */
+  if ((rc == DLOCK_ECONN || rc == DLOCK_ETIMEDOUT) && !try_only && deadline >= 0 &&
+      now_ns() >= deadline)
+    rc = dlock_seterr(DLOCK_ETIMEDOUT, "etcd: timed out waiting for '%s'", bl->key);
   free(name);
   free(value);
   return rc;

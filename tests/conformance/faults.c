@@ -57,6 +57,9 @@ static const struct {
 #ifdef DLOCK_HAVE_ETCD
     {"etcd", conf_etcd_break_lock, conf_etcd_forget_key}, /* and etcd+https: */
 #endif
+#ifdef DLOCK_HAVE_CONSUL
+    {"consul", conf_consul_break_lock, conf_consul_forget_key}, /* and consul+https: */
+#endif
 };
 
 static int find_injector(const char *url) {
@@ -75,6 +78,26 @@ int conf_break_lock(const char *url, const char *key) {
 int conf_forget_key(const char *url, const char *key) {
   int i = find_injector(url);
   return i < 0 ? -1 : injectors[i].forget_key(url, key);
+}
+
+/* Consul: a session's TTL is at least 10 s, the servers invalidate it only
+ * after twice that without a renewal, and its keys then stay unavailable
+ * for the session's lock-delay; 10 s of slack on top, as for the others. */
+#define CONSUL_SESSION_TTL_MIN_MS 10000
+#define CONSUL_LOCK_DELAY_DEFAULT_MS 15000
+
+int64_t conf_orphan_bound_ms(const char *url, int64_t ttl_ms) {
+  if (strncmp(url, "consul", 6) != 0)
+    return ttl_ms + 10000;
+  int64_t delay = CONSUL_LOCK_DELAY_DEFAULT_MS;
+  dlock_url *u;
+  if (dlock__url_parse(url, &u) == 0) {
+    if (dlock_url_param_duration(u, "lock_delay", CONSUL_LOCK_DELAY_DEFAULT_MS, &delay) < 0)
+      delay = CONSUL_LOCK_DELAY_DEFAULT_MS;
+    dlock__url_free(u);
+  }
+  int64_t ttl = ttl_ms > CONSUL_SESSION_TTL_MIN_MS ? ttl_ms : CONSUL_SESSION_TTL_MIN_MS;
+  return 2 * ttl + delay + 10000;
 }
 
 const char *conf_run_id = "";

@@ -2,6 +2,8 @@
 #ifndef DLOCK_CONF_FAULTS_H
 #define DLOCK_CONF_FAULTS_H
 
+#include <stdint.h>
+
 /* Make the store forget the current holder of KEY, the way an operator or a
  * failure would: a separate connection deletes it.  0 or -1. */
 int conf_break_lock(const char *url, const char *key);
@@ -16,6 +18,14 @@ char *conf_url_with(const char *base, const char *extra);
  * included (a restart without persistence, a deleted lock file).  0, -1, or
  * 1 when the store cannot lose it (in-process counters). */
 int conf_forget_key(const char *url, const char *key);
+
+/* How long after a holder's process dies (SIGKILL: no release, no more
+ * renewals) the store of URL may keep its lock of ttl TTL_MS: ttl + 10 s
+ * for every store that expires locks on their ttl; for Consul, whose
+ * sessions last at least 10 s, are invalidated only after twice their TTL
+ * and then leave the key in a lock-delay (URL ?lock_delay=, default 15 s),
+ * 2 x max(ttl, 10 s) + lock_delay + 10 s. */
+int64_t conf_orphan_bound_ms(const char *url, int64_t ttl_ms);
 
 #ifdef DLOCK_HAVE_REDIS
 int conf_redis_break_lock(const char *url, const char *key);
@@ -81,6 +91,38 @@ int conf_etcd_txn(const char *url, char *req, dlock__etcd_txn *t);
 int conf_etcd_queue(const char *url, const char *key, dlock__etcd_txn *t);
 /* etcd-specific cases, run after the shared ones for etcd URLs. */
 int conf_etcd_cases(const char *url);
+#endif
+
+#ifdef DLOCK_HAVE_CONSUL
+#include "backends/consul/consul-codec.h"
+/* Destroy the session holding KEY's lock key (break), the way an operator
+ * would with PUT /v1/session/destroy/<id>, or delete the lock key
+ * (forget). */
+int conf_consul_break_lock(const char *url, const char *key);
+int conf_consul_forget_key(const char *url, const char *key);
+/* KEY's lock key under URL's ?prefix= (malloc'd). */
+char *conf_consul_lock_key(const char *url, const char *key);
+/* "http://127.0.0.1:8500": the agent of URL's endpoint EP (malloc'd;
+ * NULL past the last). */
+char *conf_consul_agent_addr(const char *url, size_t ep);
+/* METHOD PATH (with its query) with BODY (NULL for none) on the first
+ * agent of URL that answers, over TLS with URL's cacert/cert/key, with
+ * URL's ?token= (else CONSUL_HTTP_TOKEN).  The HTTP status (*answer gets
+ * the malloc'd body), or -1 when no agent answered. */
+int conf_consul_request(const char *url, const char *method, const char *path, const char *body,
+                        char **answer);
+/* KEY's lock key read consistently: 1 with *kv filled, 0 when there is no
+ * such key, -1 on an error (on stderr).  Free *kv with
+ * dlock__consul_kv_free in every case. */
+int conf_consul_get(const char *url, const char *key, dlock__consul_kv *kv);
+/* Destroy session ID: 0 or -1. */
+int conf_consul_destroy_session(const char *url, const char *id);
+/* Whether the agent knows session ID: 1, 0, or -1 on an error. */
+int conf_consul_session_alive(const char *url, const char *id);
+/* URL's ?lock_delay= in ms (15000 when absent). */
+int64_t conf_consul_lock_delay_ms(const char *url);
+/* Consul-specific cases, run after the shared ones for consul URLs. */
+int conf_consul_cases(const char *url);
 #endif
 
 #endif

@@ -1,0 +1,530 @@
+/* Consul backend: keys, URL paths, JSON bodies and answers (no I/O); see
+ * consul-codec.h. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "backends/consul/consul-codec.h"
+
+/* ---- keys and paths ---- */
+
+char *dlock__consul_lock_key(const char *prefix, const char *key, size_t keylen) {
+  /* `consul lock P` keeps its lock in P/.lock, so dlock's key maps onto
+   * the very key that command contends for. */
+  return dlock__escape_slash(prefix ? prefix : DLOCK__CONSUL_DEFAULT_PREFIX, key, keylen,
+                             "/.lock");
+}
+
+static int url_unreserved(unsigned char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+         c == '-' || c == '_' || c == '~' || c == '/';
+}
+
+/* The agent reads the decoded path, but its mux redirects (307) a path
+ * with "." or ".." segments, so every '.' goes as %2E, which it decodes
+ * after routing.  It refuses (400) control bytes, whatever the encoding:
+ * the backend refuses such keys before they get here. */
+char *dlock__consul_kv_path(const char *key, const char *query) {
+  static const char head[] = "/v1/kv/";
+  static const char hex[] = "0123456789ABCDEF";
+  if (!query)
+    query = "";
+  size_t kl = strlen(key), ql = strlen(query), el = 0;
+  for (size_t i = 0; i < kl; i++)
+    el += url_unreserved((unsigned char)key[i]) ? 1 : 3;
+  char *s = malloc(sizeof head - 1 + el + ql + 1);
+  if (!s)
+    return NULL;
+  memcpy(s, head, sizeof head - 1);
+  char *w = s + sizeof head - 1;
+  for (size_t i = 0; i < kl; i++) {
+    unsigned char c = (unsigned char)key[i];
+    if (url_unreserved(c)) {
+      *w++ = (char)c;
+    } else {
+      *w++ = '%';
+      *w++ = hex[c >> 4];
+      *w++ = hex[c & 15];
+    }
+  }
+  memcpy(w, query, ql + 1);
+  return s;
+}
+
+char *dlock__consul_value(const char *owner, const char *label) {
+  char *s = NULL;
+  if (asprintf(&s, "%s\n%s", owner ? owner : "", label ? label : "") < 0)
+    return NULL;
+  return s;
+}
+
+/* Answers land in fixed buffers: a longer text is cut, never overrun. */
+static void put_trunc(char *dst, size_t dstlen, const char *src, size_t n) {
+  if (dstlen == 0)
+    return;
+  size_t m = n < dstlen - 1 ? n : dstlen - 1;
+  if (m)
+    memcpy(dst, src, m);
+  dst[m] = '\0';
+}
+
+void dlock__consul_value_split(const char *v, size_t n, char *owner, size_t ownerlen,
+                               char *label, size_t labellen) {
+  const char *nl = v && n ? memchr(v, '\n', n) : NULL;
+  if (!nl) {
+    put_trunc(owner, ownerlen, "", 0);
+    put_trunc(label, labellen, "", 0);
+    return;
+  }
+  size_t ol = (size_t)(nl - v);
+  put_trunc(owner, ownerlen, v, ol);
+  put_trunc(label, labellen, nl + 1, n - ol - 1);
+}
+
+/* ---- base64 ---- */
+
+/* Consul sends and takes KV values as Go's encoding of []byte: the
+ * standard alphabet, padded. */
+static const char b64_chars[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static char *b64_encode(const unsigned char *d, size_t n) {
+  char *out = malloc((n + 2) / 3 * 4 + 1);
+  if (!out)
+    return NULL;
+  char *w = out;
+  for (size_t i = 0; i < n; i += 3) {
+    size_t left = n - i;
+    uint32_t g = (uint32_t)d[i] << 16;
+    if (left > 1)
+      g |= (uint32_t)d[i + 1] << 8;
+    if (left > 2)
+      g |= d[i + 2];
+    w[0] = b64_chars[g >> 18 & 63];
+    w[1] = b64_chars[g >> 12 & 63];
+    w[2] = left > 1 ? b64_chars[g >> 6 & 63] : '=';
+    w[3] = left > 2 ? b64_chars[g & 63] : '=';
+    w += 4;
+  }
+  *w = '\0';
+  return out;
+}
+
+static int b64_value(unsigned char c) {
+  const char *p = c ? strchr(b64_chars, c) : NULL;
+  return p ? (int)(p - b64_chars) : -1;
+}
+
+/* Decode S (N bytes) into a malloc'd buffer with a NUL after the data. */
+static int b64_decode(const char *s, size_t n, char **out, size_t *outlen) {
+  *out = NULL;
+  *outlen = 0;
+  if (n % 4)
+    return dlock_seterr(DLOCK_EBACKEND, "consul: malformed base64 value (length %zu)", n);
+  size_t pad = 0;
+  while (pad < 2 && pad < n && s[n - 1 - pad] == '=')
+    pad++;
+  unsigned char *d = malloc(n / 4 * 3 + 1);
+  if (!d)
+    return dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
+  size_t len = 0;
+  for (size_t i = 0; i < n; i += 4) {
+    /* Padding counts only in the last group; an '=' anywhere else falls
+     * through to b64_value and is refused. */
+    size_t digits = i + 4 == n ? 4 - pad : 4;
+    uint32_t g = 0;
+    for (size_t j = 0; j < 4; j++) {
+      int x = j < digits ? b64_value((unsigned char)s[i + j]) : 0;
+      if (x < 0) {
+        free(d);
+        return dlock_seterr(DLOCK_EBACKEND, "consul: malformed base64 value (byte %zu)", i + j);
+      }
+      g = g << 6 | (uint32_t)x;
+    }
+    d[len++] = (unsigned char)(g >> 16);
+    if (digits > 2)
+      d[len++] = (unsigned char)(g >> 8);
+    if (digits > 3)
+      d[len++] = (unsigned char)g;
+  }
+  d[len] = '\0';
+  *out = (char *)d;
+  *outlen = len;
+  return 0;
+}
+
+/* ---- request bodies ---- */
+
+/* As in the other JSON codecs: the helpers accept a NULL parent and then
+ * fail, so a body is assembled without a check per call and out of memory
+ * is noticed once, when it is finished. */
+
+static int add_str(cJSON *o, const char *name, const char *v) {
+  return o && cJSON_AddStringToObject(o, name, v ? v : "") ? 0 : -1;
+}
+
+/* NAME: V followed by UNIT, the form Go's time.ParseDuration reads. */
+static int add_duration(cJSON *o, const char *name, int64_t v, const char *unit) {
+  char b[32];
+  snprintf(b, sizeof b, "%" PRId64 "%s", v, unit);
+  return add_str(o, name, b);
+}
+
+static char *finish(cJSON *root, int bad) {
+  char *s = bad || !root ? NULL : cJSON_PrintUnformatted(root);
+  cJSON_Delete(root);
+  return s;
+}
+
+/* Append {"KV":{"Verb":VERB,"Key":KEY}} to the txn ARR; the inner object,
+ * or NULL. */
+static cJSON *txn_kv(cJSON *arr, const char *verb, const char *key) {
+  if (!arr)
+    return NULL;
+  cJSON *op = cJSON_CreateObject();
+  if (!op || !cJSON_AddItemToArray(arr, op)) {
+    cJSON_Delete(op);
+    return NULL;
+  }
+  cJSON *kv = cJSON_AddObjectToObject(op, "KV");
+  if (add_str(kv, "Verb", verb) || add_str(kv, "Key", key))
+    return NULL;
+  return kv;
+}
+
+char *dlock__consul_req_session(const char *name, int64_t ttl_s, int64_t lock_delay_ms) {
+  cJSON *root = cJSON_CreateObject();
+  int bad = add_str(root, "Name", name) | add_duration(root, "TTL", ttl_s, "s") |
+            add_duration(root, "LockDelay", lock_delay_ms, "ms") |
+            add_str(root, "Behavior", "release");
+  /* Left out, the agent ties the session to its node's serfHealth check
+   * too, and a flapping agent drops the lock of a holder that keeps
+   * renewing.  "Checks" is the field every version reads; 1.7 and later
+   * turn an empty one into empty NodeChecks as well (1.21 checked). */
+  if (!root || !cJSON_AddArrayToObject(root, "Checks"))
+    bad = -1;
+  return finish(root, bad);
+}
+
+char *dlock__consul_req_lock(const char *key, const char *session, const char *value) {
+  cJSON *root = cJSON_CreateArray();
+  cJSON *lock = txn_kv(root, "lock", key);
+  if (!value)
+    value = "";
+  char *b64 = b64_encode((const unsigned char *)value, strlen(value));
+  int bad = (b64 ? 0 : -1) | add_str(lock, "Value", b64) | add_str(lock, "Session", session);
+  free(b64);
+  /* A double would turn the flag into 3304740253564472320, which
+   * `consul lock` takes for a foreign key, so the digits go in as they are. */
+  char flag[24];
+  snprintf(flag, sizeof flag, "%llu", (unsigned long long)DLOCK__CONSUL_LOCK_FLAG);
+  cJSON *raw = lock ? cJSON_CreateRaw(flag) : NULL;
+  if (!raw || !cJSON_AddItemToObject(lock, "Flags", raw)) {
+    cJSON_Delete(raw);
+    bad = -1;
+  }
+  /* The lock result comes back without its value, so the key is read
+   * again in the same transaction. */
+  if (!txn_kv(root, "get", key))
+    bad = -1;
+  return finish(root, bad);
+}
+
+char *dlock__consul_req_check(const char *const *keys, const char *const *sessions, size_t n) {
+  /* The agent refuses the whole transaction beyond its limit; better no
+   * body than one that checks fewer keys than asked. */
+  if (n > DLOCK__CONSUL_TXN_MAX)
+    return NULL;
+  cJSON *root = cJSON_CreateArray();
+  int bad = 0;
+  for (size_t i = 0; i < n; i++)
+    bad |= add_str(txn_kv(root, "check-session", keys[i]), "Session", sessions[i]);
+  return finish(root, bad);
+}
+
+/* ---- answers ---- */
+
+/* Messages about an unexpected body quote its start: enough to tell an
+ * ACL refusal or a proxy's page from a truncated answer. */
+#define QUOTE_LEN 120
+
+static int not_answer(const char *what, const char *body, size_t len) {
+  int n = len > QUOTE_LEN ? QUOTE_LEN : (int)len;
+  return dlock_seterr(DLOCK_EBACKEND, "consul: not a %s answer: %.*s", what, n,
+                      body ? body : "");
+}
+
+static cJSON *parse_json(const char *body, size_t len) {
+  return body && len ? cJSON_ParseWithLength(body, len) : NULL;
+}
+
+static const char *get_str(const cJSON *o, const char *name) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+  return cJSON_IsString(v) && v->valuestring ? v->valuestring : NULL;
+}
+
+/* A Raft index; 0 when absent or not a whole non-negative number.  Indexes
+ * stay far below 2^53, so the double holds them exactly. */
+static uint64_t get_index(const cJSON *o, const char *name) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+  if (!cJSON_IsNumber(v))
+    return 0;
+  double d = v->valuedouble;
+  /* Written so that NaN fails too. */
+  if (!(d >= 0 && d < 18446744073709551616.0))
+    return 0;
+  uint64_t x = (uint64_t)d;
+  return (double)x == d ? x : 0;
+}
+
+void dlock__consul_kv_free(dlock__consul_kv *kv) {
+  if (!kv)
+    return;
+  free(kv->value);
+  kv->value = NULL;
+  kv->valuelen = 0;
+}
+
+static int kv_from_json(const cJSON *j, dlock__consul_kv *kv) {
+  memset(kv, 0, sizeof *kv);
+  if (!cJSON_IsObject(j))
+    return dlock_seterr(DLOCK_EBACKEND, "consul: a KV entry is not an object");
+  const char *key = get_str(j, "Key");
+  if (key)
+    put_trunc(kv->key, sizeof kv->key, key, strlen(key));
+  const char *session = get_str(j, "Session");
+  if (session && strlen(session) >= sizeof kv->session)
+    return dlock_seterr(DLOCK_EBACKEND, "consul: session ID too long: %.80s", session);
+  if (session)
+    put_trunc(kv->session, sizeof kv->session, session, strlen(session));
+  kv->create_index = get_index(j, "CreateIndex");
+  kv->modify_index = get_index(j, "ModifyIndex");
+  kv->lock_index = get_index(j, "LockIndex");
+  const cJSON *flags = cJSON_GetObjectItemCaseSensitive(j, "Flags");
+  if (cJSON_IsNumber(flags)) {
+    kv->lock_flag = flags->valuedouble == (double)DLOCK__CONSUL_LOCK_FLAG;
+    kv->has_flags = flags->valuedouble != 0;
+  }
+  const cJSON *val = cJSON_GetObjectItemCaseSensitive(j, "Value");
+  if (val && !cJSON_IsNull(val) && !cJSON_IsString(val))
+    return dlock_seterr(DLOCK_EBACKEND, "consul: KV \"Value\" is not a string");
+  const char *b64 = cJSON_IsString(val) && val->valuestring ? val->valuestring : "";
+  return b64_decode(b64, strlen(b64), &kv->value, &kv->valuelen);
+}
+
+int dlock__consul_parse_kv(const char *body, size_t len, dlock__consul_kv *kv) {
+  memset(kv, 0, sizeof *kv);
+  cJSON *root = parse_json(body, len);
+  int rc;
+  if (!cJSON_IsArray(root) || cJSON_GetArraySize(root) != 1)
+    rc = not_answer("KV", body, len);
+  else
+    rc = kv_from_json(cJSON_GetArrayItem(root, 0), kv);
+  cJSON_Delete(root);
+  if (rc < 0)
+    dlock__consul_kv_free(kv);
+  return rc;
+}
+
+void dlock__consul_txn_free(dlock__consul_txn *t) {
+  if (!t)
+    return;
+  for (size_t i = 0; i < t->nresults; i++)
+    dlock__consul_kv_free(&t->results[i]);
+  free(t->results);
+  free(t->found);
+  free(t->err_op);
+  memset(t, 0, sizeof *t);
+}
+
+static int txn_results(const cJSON *res, dlock__consul_txn *t) {
+  size_t n = (size_t)cJSON_GetArraySize(res);
+  if (n == 0)
+    return 0;
+  t->results = calloc(n, sizeof *t->results);
+  t->found = calloc(n, sizeof *t->found);
+  if (!t->results || !t->found)
+    return dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
+  const cJSON *r;
+  cJSON_ArrayForEach(r, res) {
+    size_t i = t->nresults++;
+    const cJSON *kv = cJSON_GetObjectItemCaseSensitive(r, "KV");
+    /* Node, service and check operations answer under other names; the
+     * slot stays empty rather than failing the whole answer. */
+    if (!kv || cJSON_IsNull(kv))
+      continue;
+    int rc = kv_from_json(kv, &t->results[i]);
+    if (rc < 0)
+      return rc;
+    t->found[i] = 1;
+  }
+  return 0;
+}
+
+static int txn_errors(const cJSON *errs, dlock__consul_txn *t) {
+  size_t n = (size_t)cJSON_GetArraySize(errs);
+  if (n == 0)
+    return 0;
+  t->err_op = calloc(n, sizeof *t->err_op);
+  if (!t->err_op)
+    return dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
+  const cJSON *e;
+  cJSON_ArrayForEach(e, errs) {
+    const cJSON *op = cJSON_GetObjectItemCaseSensitive(e, "OpIndex");
+    double d = cJSON_IsNumber(op) ? op->valuedouble : -1;
+    t->err_op[t->nerr++] = d >= 0 && d < 1e9 ? (int)d : -1;
+    const char *what = get_str(e, "What");
+    if (t->nerr == 1 && what)
+      put_trunc(t->msg, sizeof t->msg, what, strlen(what));
+  }
+  return 0;
+}
+
+int dlock__consul_parse_txn(int status, const char *body, size_t len, dlock__consul_txn *t) {
+  memset(t, 0, sizeof *t);
+  if (status != 200 && status != 409) {
+    /* Refusals of the request as a whole (too many operations, ACL) come
+     * as plain text, which is the best message there is. */
+    int n = !body ? 0 : len > QUOTE_LEN ? QUOTE_LEN : (int)len;
+    while (n > 0 && (body[n - 1] == '\n' || body[n - 1] == '\r' || body[n - 1] == ' '))
+      n--;
+    return dlock_seterr(DLOCK_EBACKEND, "consul: txn: HTTP %d: %.*s", status, n,
+                        body ? body : "");
+  }
+  cJSON *root = parse_json(body, len);
+  const cJSON *res = cJSON_GetObjectItemCaseSensitive(root, "Results");
+  const cJSON *errs = cJSON_GetObjectItemCaseSensitive(root, "Errors");
+  int rc;
+  if (!cJSON_IsObject(root) || (res && !cJSON_IsArray(res) && !cJSON_IsNull(res)) ||
+      (errs && !cJSON_IsArray(errs) && !cJSON_IsNull(errs)))
+    rc = not_answer("txn", body, len);
+  else if (status == 409 && cJSON_GetArraySize(errs) == 0)
+    /* A conflict must say which operation failed; without that the caller
+     * cannot tell a taken lock from a lost one. */
+    rc = not_answer("txn conflict", body, len);
+  else if ((rc = txn_results(res, t)) == 0)
+    rc = txn_errors(errs, t);
+  cJSON_Delete(root);
+  return rc;
+}
+
+int dlock__consul_parse_session(const char *body, size_t len, char *id) {
+  cJSON *root = parse_json(body, len);
+  const char *s = get_str(root, "ID");
+  int rc = 0;
+  if (!s || !s[0] || strlen(s) >= DLOCK_CONSUL_SESSION_MAX)
+    rc = not_answer("session create", body, len);
+  else
+    memcpy(id, s, strlen(s) + 1);
+  cJSON_Delete(root);
+  return rc;
+}
+
+int dlock__consul_parse_renew(const char *body, size_t len, int64_t *ttl_ms) {
+  *ttl_ms = -1;
+  cJSON *root = parse_json(body, len);
+  const cJSON *s = cJSON_GetArrayItem(root, 0);
+  int rc = 0;
+  if (!cJSON_IsArray(root) || cJSON_GetArraySize(root) != 1 || !cJSON_IsObject(s) ||
+      !get_str(s, "ID"))
+    rc = not_answer("session renew", body, len);
+  else if (get_str(s, "TTL"))
+    *ttl_ms = dlock__consul_duration_ms(get_str(s, "TTL"));
+  cJSON_Delete(root);
+  return rc;
+}
+
+/* Go's time.ParseDuration, minus negative values: a sequence of decimal
+ * numbers (with an optional fraction), each followed by its unit. */
+int64_t dlock__consul_duration_ms(const char *s) {
+  static const struct {
+    const char *name;
+    uint64_t ns;
+  } units[] = {
+      /* "ms" before "m", or "5ms" would read as 5 minutes and junk. */
+      {"ns", 1},
+      {"us", 1000},
+      {"\xc2\xb5s", 1000}, /* U+00B5 micro sign */
+      {"\xce\xbcs", 1000}, /* U+03BC Greek mu */
+      {"ms", 1000000},
+      {"s", 1000000000},
+      {"m", 60000000000},
+      {"h", 3600000000000},
+  };
+  if (!s)
+    return -1;
+  if (*s == '+')
+    s++;
+  /* Go takes a lone "0" without a unit. */
+  if (strcmp(s, "0") == 0)
+    return 0;
+  if (!*s)
+    return -1;
+  const uint64_t max = INT64_MAX;
+  uint64_t total = 0;
+  while (*s) {
+    uint64_t whole = 0, frac = 0, scale = 1;
+    int digits = 0;
+    for (; *s >= '0' && *s <= '9'; s++, digits++) {
+      if (whole > (max - (uint64_t)(*s - '0')) / 10)
+        return -1;
+      whole = whole * 10 + (uint64_t)(*s - '0');
+    }
+    if (*s == '.') {
+      s++;
+      for (; *s >= '0' && *s <= '9'; s++, digits++) {
+        /* Past 18 digits a fraction cannot move the result by a ms. */
+        if (scale > max / 10)
+          continue;
+        frac = frac * 10 + (uint64_t)(*s - '0');
+        scale *= 10;
+      }
+    }
+    if (digits == 0)
+      return -1;
+    size_t u = 0, nu = sizeof units / sizeof units[0];
+    while (u < nu && strncmp(s, units[u].name, strlen(units[u].name)) != 0)
+      u++;
+    if (u == nu)
+      return -1;
+    s += strlen(units[u].name);
+    uint64_t unit = units[u].ns;
+    if (whole > max / unit)
+      return -1;
+    uint64_t v = whole * unit;
+    /* Whole nanoseconds only, as in Go: fraction digits finer than the
+     * unit divides into (a few ns at most) are dropped.  What is left
+     * gives frac*(unit/scale) < unit, which cannot overflow. */
+    while (unit % scale) {
+      frac /= 10;
+      scale /= 10;
+    }
+    uint64_t fv = frac * (unit / scale);
+    if (v > max - fv || total > max - (v + fv))
+      return -1;
+    total += v + fv;
+  }
+  return (int64_t)(total / 1000000);
+}
+
+int dlock__consul_parse_bool(const char *body, size_t len) {
+  if (!body)
+    return -1;
+  /* 1.21 writes the bare word; a newline or blanks around it (another
+   * version, a proxy) change nothing. */
+  while (len > 0 && (body[len - 1] == '\n' || body[len - 1] == '\r' || body[len - 1] == ' ' ||
+                     body[len - 1] == '\t'))
+    len--;
+  while (len > 0 && (*body == ' ' || *body == '\t' || *body == '\n' || *body == '\r')) {
+    body++;
+    len--;
+  }
+  if (len == 4 && memcmp(body, "true", 4) == 0)
+    return 1;
+  if (len == 5 && memcmp(body, "false", 5) == 0)
+    return 0;
+  return -1;
+}

@@ -1,0 +1,118 @@
+/* Consul backend: everything that does not touch a socket.  Key layout,
+ * URL paths, the JSON bodies sent to the agent's HTTP API and the decoding
+ * of its answers, so that unit tests reach them without an agent.
+ *
+ * Consul writes its indexes and flags as JSON numbers.  cJSON keeps numbers
+ * as doubles: indexes (Raft indexes) stay far below 2^53 and read exactly,
+ * but the lock flag of `consul lock` does not fit, so it is written from
+ * its decimal text (cJSON_CreateRaw) and recognised by comparing doubles,
+ * which round the same way on both sides. */
+#ifndef DLOCK_CONSUL_CODEC_H
+#define DLOCK_CONSUL_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "internal.h"
+
+#define DLOCK__CONSUL_DEFAULT_PREFIX "dlock/"
+/* The Flags value `consul lock` (api.LockFlagValue) gives its lock key;
+ * it refuses to take a key that carries other flags. */
+#define DLOCK__CONSUL_LOCK_FLAG 0x2ddccbc058a50c18ULL
+/* Most operations Consul accepts in one /v1/txn. */
+#define DLOCK__CONSUL_TXN_MAX 64
+
+/* dlock_control() operations of consul:// clients. */
+#define DLOCK_CONSUL_CTL_SESSION 0x6301 /* char[DLOCK_CONSUL_SESSION_MAX]: the session under
+                                           a held lock (L), or the client's default one */
+#define DLOCK_CONSUL_CTL_STATS 0x6302   /* struct dlock_consul_stats * */
+#define DLOCK_CONSUL_SESSION_MAX 64
+
+struct dlock_consul_stats {
+  uint64_t renewals;     /* session renew requests sent */
+  uint64_t sessions;     /* sessions created */
+  uint64_t blocking;     /* blocking queries sent */
+  uint64_t lock_delays;  /* acquisitions that found a lock-delay in force */
+  uint64_t retries;      /* requests retried after a 5xx or a transport error */
+};
+
+/* ---- keys and paths ---- */
+
+/* The lock key of KEY: PREFIX, KEY with '%' and '/' written %25 and %2F,
+ * then "/.lock", the key `consul lock PREFIX+KEY` uses.  Malloc'd, NULL
+ * when out of memory.  A NULL PREFIX is the default. */
+DLOCK__HIDDEN char *dlock__consul_lock_key(const char *prefix, const char *key, size_t keylen);
+/* "/v1/kv/" followed by KEY percent-encoded for a URL path ('/' kept, every
+ * byte outside [A-Za-z0-9-._~/] as %XX), then QUERY ("" or "?a=b&c").
+ * Malloc'd. */
+DLOCK__HIDDEN char *dlock__consul_kv_path(const char *key, const char *query);
+/* The value stored in a lock key: "<owner>\n<label>".  Malloc'd. */
+DLOCK__HIDDEN char *dlock__consul_value(const char *owner, const char *label);
+/* Split a stored (already base64-decoded) value back; any other form
+ * (`consul lock` writes an empty value) gives "" for both. */
+DLOCK__HIDDEN void dlock__consul_value_split(const char *v, size_t n, char *owner,
+                                             size_t ownerlen, char *label, size_t labellen);
+
+/* ---- request bodies (malloc'd JSON text, NULL when out of memory) ---- */
+
+/* PUT /v1/session/create: {"Name":NAME,"TTL":"<ttl_s>s","LockDelay":"<ms>ms",
+ * "Behavior":"release", and the checks field set to an empty list so the
+ * session depends on its TTL alone}. */
+DLOCK__HIDDEN char *dlock__consul_req_session(const char *name, int64_t ttl_s,
+                                              int64_t lock_delay_ms);
+/* PUT /v1/txn: [lock KEY with SESSION, VALUE (base64) and the lock flag;
+ * get KEY]. */
+DLOCK__HIDDEN char *dlock__consul_req_lock(const char *key, const char *session,
+                                           const char *value);
+/* PUT /v1/txn: [check-session of each KEY against SESSIONS[i]] (at most
+ * DLOCK__CONSUL_TXN_MAX). */
+DLOCK__HIDDEN char *dlock__consul_req_check(const char *const *keys,
+                                            const char *const *sessions, size_t n);
+
+/* ---- answers ---- */
+
+typedef struct dlock__consul_kv {
+  char key[1024];
+  char *value;          /* decoded, NUL-terminated, "" when null or absent */
+  size_t valuelen;
+  char session[DLOCK_CONSUL_SESSION_MAX]; /* "" when nobody holds it */
+  uint64_t create_index, modify_index, lock_index;
+  int lock_flag;        /* Flags is DLOCK__CONSUL_LOCK_FLAG */
+  int has_flags;        /* Flags is not 0 */
+} dlock__consul_kv;
+
+DLOCK__HIDDEN void dlock__consul_kv_free(dlock__consul_kv *kv);
+
+/* A /v1/txn answer.  On 200: RESULTS[i] is the KV of operation i (found=0
+ * when that result carried none).  On 409: the failed operation indexes
+ * (ERR_OP) and the server's text of the first one (MSG). */
+typedef struct dlock__consul_txn {
+  dlock__consul_kv *results;
+  int *found;
+  size_t nresults;
+  int *err_op;
+  size_t nerr;
+  char msg[256];
+} dlock__consul_txn;
+
+/* Decode a txn answer with HTTP STATUS 200 or 409.  0, or DLOCK_EBACKEND
+ * (DLOCK_ENOMEM) with a message.  Free with dlock__consul_txn_free, also
+ * after a failed parse. */
+DLOCK__HIDDEN int dlock__consul_parse_txn(int status, const char *body, size_t len,
+                                          dlock__consul_txn *t);
+DLOCK__HIDDEN void dlock__consul_txn_free(dlock__consul_txn *t);
+
+/* GET /v1/kv/<key>: the array of one entry.  0 with *kv filled, or
+ * DLOCK_EBACKEND. */
+DLOCK__HIDDEN int dlock__consul_parse_kv(const char *body, size_t len, dlock__consul_kv *kv);
+/* Session create: {"ID":"..."} into ID (DLOCK_CONSUL_SESSION_MAX bytes). */
+DLOCK__HIDDEN int dlock__consul_parse_session(const char *body, size_t len, char *id);
+/* Session renew, 200: the array of one session; *ttl_ms its TTL (which may
+ * be longer than asked), or -1 when absent.  0 or DLOCK_EBACKEND. */
+DLOCK__HIDDEN int dlock__consul_parse_renew(const char *body, size_t len, int64_t *ttl_ms);
+/* A Consul duration ("15s", "1m0s", "500ms", "1h2m3.5s") in ms, or -1. */
+DLOCK__HIDDEN int64_t dlock__consul_duration_ms(const char *s);
+/* "true" / "false" answers (release): 1, 0, or -1 for anything else. */
+DLOCK__HIDDEN int dlock__consul_parse_bool(const char *body, size_t len);
+
+#endif

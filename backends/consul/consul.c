@@ -1,0 +1,1082 @@
+/* Consul backend: sessions, KV acquire, blocking queries.
+ *
+ * A lock is the key <prefix><key>/.lock acquired by a session of the
+ * client, with the flags `consul lock` uses, so `consul lock` and dlock
+ * exclude each other.  The fencing token is the key's ModifyIndex right
+ * after our acquire: a Raft index, so it grows with every write anywhere
+ * in the cluster and never goes back.
+ *
+ * Sessions are shared: one per ttl in use (one in the usual case), with
+ * no health checks, so that only their TTL ends them and the local
+ * validity deadline is always earlier than anything the server does.
+ * Renewal renews the session once per period however many locks it
+ * carries, and checks in one txn per 64 locks that the session still holds
+ * their keys.  A lock's validity counts from the send time of the last
+ * renewal the server confirmed.
+ *
+ * Consul's minimum session TTL is 10 s and it invalidates a session only
+ * after twice its TTL, so a lock with a shorter ttl that its holder stops
+ * renewing is released by the client's reaper thread once the ttl has
+ * passed; a holder that dies is freed by the server after 2 x TTL plus the
+ * lock-delay. */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "backends/consul/consul-codec.h"
+#include "backends/http/http.h"
+
+#define SESSION_TTL_MIN_S 10
+#define SESSION_TTL_MAX_S 86400
+/* Longest blocking query; Consul caps wait at 10 minutes. */
+#define BLOCK_MAX_MS 300000
+
+typedef struct cs_session {
+  struct cs_session *next;
+  int64_t ttl_ms;        /* the lock ttl it serves */
+  char id[DLOCK_CONSUL_SESSION_MAX]; /* "" until created */
+  int64_t fresh_ns;      /* send time of the last create/renew it confirmed */
+  int64_t ttl_s;         /* the session's TTL */
+  int refs;
+  bool busy, dead, listed;
+} cs_session;
+
+/* bl->priv */
+typedef struct cs_lock {
+  struct cs_lock *prev, *next; /* the client's held (or being given back) locks */
+  dlock_backend_lock *bl;      /* NULL once the core has let go of it */
+  cs_session *sess;
+  char *key;
+  int64_t confirmed_ns;
+  int64_t ttl_ms;
+  bool listed;
+  bool lost;
+  bool orphan;                 /* release failed: the reaper gives it back */
+} cs_lock;
+
+typedef struct cs_client {
+  dlock_backend_client *bc;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;           /* sessions changed, reaper work */
+  dlock__http http;
+  char *token;                 /* ACL token, NULL without */
+  char *prefix;
+  char name[160];              /* session name */
+  int64_t lock_delay_ms;
+  cs_session *sessions;
+  cs_lock *held;
+  const char *reaping;         /* key the reaper is giving back, or NULL */
+  pthread_t reaper;
+  bool reaper_started, stop;
+  struct dlock_consul_stats stats;
+} cs_client;
+
+static int64_t now_ns(void) { return dlock_backend_now_ns(); }
+
+static int64_t bound(const cs_client *cc, int64_t deadline) {
+  int64_t own = now_ns() + cc->bc->timeout_ms * 1000000;
+  return deadline < 0 || deadline > own ? own : deadline;
+}
+
+/* ---- transport ---- */
+
+typedef struct reply {
+  dlock__http_body body;
+  long status;
+  uint64_t index; /* X-Consul-Index, 0 when absent */
+} reply;
+
+static size_t on_header(char *p, size_t size, size_t n, void *arg) {
+  reply *r = arg;
+  size_t len = size * n;
+  static const char name[] = "x-consul-index:";
+  if (len > sizeof name && strncasecmp(p, name, sizeof name - 1) == 0)
+    r->index = strtoull(p + sizeof name - 1, NULL, 10);
+  return len;
+}
+
+/* One request, moving on to the next agent on transport errors and
+ * retrying 5xx answers (a leader election) until DEADLINE.  0 with R
+ * holding any other answer (the caller reads r->status), or DLOCK_ECONN /
+ * DLOCK_EAUTH (403) with a message. */
+static int request(cs_client *cc, const char *method, const char *path, const char *body,
+                   int64_t deadline, reply *r) {
+  CURL *h = dlock__http_handle_get(&cc->http);
+  struct curl_slist *hs = curl_slist_append(NULL, "Content-Type: application/json");
+  struct curl_slist *t = hs ? curl_slist_append(hs, "Expect:") : NULL;
+  char tokh[600];
+  if (t && cc->token) {
+    snprintf(tokh, sizeof tokh, "X-Consul-Token: %s", cc->token);
+    t = curl_slist_append(t, tokh);
+    memset(tokh, 0, sizeof tokh);
+  }
+  if (!h || !t) {
+    if (h)
+      curl_easy_cleanup(h);
+    curl_slist_free_all(t ? t : hs);
+    return dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
+  }
+  hs = t;
+  int rc = 0;
+  size_t tried = 0;
+  char msg[256] = "";
+  for (;;) {
+    size_t ep = dlock__http_current(&cc->http);
+    int64_t attempt_end = deadline;
+    size_t untried = cc->http.nendpoints - tried % cc->http.nendpoints;
+    if (untried > 1)
+      attempt_end = now_ns() + (deadline - now_ns()) / (int64_t)untried;
+    dlock__http_body_reset(&r->body);
+    r->status = 0;
+    r->index = 0;
+    dlock__http_setup(&cc->http, h, ep, method, path, body, hs, attempt_end);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, dlock__http_on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &r->body);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
+    CURLcode c = curl_easy_perform(h);
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
+    if (c == CURLE_OK && r->status < 500) {
+      if (r->status == 403)
+        rc = dlock_seterr(DLOCK_EAUTH, "consul: %s refused: %.200s", method,
+                          r->body.data ? r->body.data : "permission denied");
+      break;
+    }
+    if (c != CURLE_OK) {
+      if (r->body.too_big) {
+        rc = dlock_seterr(DLOCK_EBACKEND, "consul: answer larger than %u bytes",
+                          DLOCK__HTTP_BODY_MAX);
+        break;
+      }
+      snprintf(msg, sizeof msg, "%s", curl_easy_strerror(c));
+      if (dlock__http_config_error(c)) {
+        rc = dlock_seterr(DLOCK_ECONN, "consul: %s: %s", cc->http.endpoints[ep], msg);
+        break;
+      }
+      dlock__http_failover(&cc->http, ep);
+    } else {
+      snprintf(msg, sizeof msg, "HTTP %ld: %.200s", r->status,
+               r->body.data ? r->body.data : "");
+    }
+    pthread_mutex_lock(&cc->mu);
+    cc->stats.retries++;
+    pthread_mutex_unlock(&cc->mu);
+    tried++;
+    if (now_ns() >= deadline) {
+      rc = dlock_seterr(DLOCK_ECONN, "consul: no agent answered %s %s: %s", method, path, msg);
+      break;
+    }
+    if (tried % cc->http.nendpoints == 0)
+      dlock__http_pause(deadline);
+  }
+  curl_slist_free_all(hs);
+  if (rc == 0 || r->status)
+    dlock__http_handle_put(&cc->http, h);
+  else
+    curl_easy_cleanup(h);
+  return rc;
+}
+
+static void reply_free(reply *r) { free(r->body.data); }
+
+/* ---- sessions ---- */
+
+static void sess_put(cs_client *cc, cs_session *s) {
+  (void)cc;
+  if (--s->refs == 0 && !s->listed)
+    free(s);
+}
+
+static void sess_unlist(cs_client *cc, cs_session *s) {
+  if (!s->listed)
+    return;
+  for (cs_session **p = &cc->sessions; *p; p = &(*p)->next)
+    if (*p == s) {
+      *p = s->next;
+      break;
+    }
+  s->listed = false;
+}
+
+/* Under mu: the server no longer has S; every lock it carried is lost. */
+static void sess_gone(cs_client *cc, cs_session *s) {
+  if (s->dead)
+    return;
+  s->dead = true;
+  sess_unlist(cc, s);
+  for (cs_lock *lk = cc->held; lk; lk = lk->next)
+    if (lk->sess == s && !lk->lost) {
+      lk->lost = true;
+      if (lk->bl)
+        dlock_backend_lock_lost(cc->bc, lk->bl);
+    }
+  pthread_cond_broadcast(&cc->cv);
+}
+
+/* Renew S unless a renewal sent at or after SINCE already confirmed it;
+ * concurrent callers share one request.  0, DLOCK_ELOST (session gone) or
+ * a transient code. */
+static int sess_refresh(cs_client *cc, cs_session *s, int64_t since, int64_t deadline) {
+  pthread_mutex_lock(&cc->mu);
+  for (;;) {
+    if (s->dead) {
+      pthread_mutex_unlock(&cc->mu);
+      return dlock_seterr(DLOCK_ELOST, "consul: the session is gone");
+    }
+    if (s->fresh_ns >= since) {
+      pthread_mutex_unlock(&cc->mu);
+      return 0;
+    }
+    if (!s->busy)
+      break;
+    if (deadline >= 0 && now_ns() >= deadline) {
+      pthread_mutex_unlock(&cc->mu);
+      return dlock_seterr(DLOCK_ETIMEDOUT, "consul: timed out waiting for a renewal");
+    }
+    struct timespec ts;
+    dlock__ns_to_timespec(deadline >= 0 ? deadline : now_ns() + 1000000000, &ts);
+    pthread_cond_timedwait(&cc->cv, &cc->mu, &ts);
+  }
+  s->busy = true;
+  cc->stats.renewals++;
+  char path[128];
+  snprintf(path, sizeof path, "/v1/session/renew/%s", s->id);
+  pthread_mutex_unlock(&cc->mu);
+  reply r = {0};
+  int64_t sent = now_ns();
+  int rc = request(cc, "PUT", path, "", bound(cc, deadline), &r);
+  int64_t ttl = -1;
+  if (rc == 0 && r.status == 200)
+    rc = dlock__consul_parse_renew(r.body.data, r.body.len, &ttl);
+  else if (rc == 0 && r.status != 404)
+    rc = dlock_seterr(DLOCK_EBACKEND, "consul: session renew: HTTP %ld: %.200s", r.status,
+                      r.body.data ? r.body.data : "");
+  pthread_mutex_lock(&cc->mu);
+  s->busy = false;
+  if (rc == 0 && r.status == 404) {
+    sess_gone(cc, s);
+    rc = dlock_seterr(DLOCK_ELOST, "consul: the session has expired or was destroyed");
+  } else if (rc == 0) {
+    s->fresh_ns = sent;
+  }
+  pthread_cond_broadcast(&cc->cv);
+  pthread_mutex_unlock(&cc->mu);
+  reply_free(&r);
+  return rc;
+}
+
+/* The session for locks of TTL_MS, created if there is none, renewed
+ * first if its last confirmation is a third of a ttl old.  With a
+ * reference. */
+static int sess_get(cs_client *cc, int64_t ttl_ms, int64_t deadline, cs_session **out) {
+  for (int attempt = 0;; attempt++) {
+    pthread_mutex_lock(&cc->mu);
+    cs_session *s = cc->sessions;
+    while (s && s->ttl_ms != ttl_ms)
+      s = s->next;
+    bool create = false;
+    if (!s) {
+      if (!(s = calloc(1, sizeof *s))) {
+        pthread_mutex_unlock(&cc->mu);
+        return dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
+      }
+      s->ttl_ms = ttl_ms;
+      s->listed = true;
+      s->next = cc->sessions;
+      cc->sessions = s;
+      create = true;
+    }
+    s->refs++;
+    while (!s->id[0] && !create && !s->dead) {
+      struct timespec ts;
+      dlock__ns_to_timespec(bound(cc, deadline), &ts);
+      if (pthread_cond_timedwait(&cc->cv, &cc->mu, &ts) == ETIMEDOUT) {
+        sess_put(cc, s);
+        pthread_mutex_unlock(&cc->mu);
+        return dlock_seterr(DLOCK_ETIMEDOUT, "consul: timed out waiting for a session");
+      }
+    }
+    if (s->dead && !create) {
+      sess_put(cc, s);
+      pthread_mutex_unlock(&cc->mu);
+      if (attempt >= 3)
+        return dlock_seterr(DLOCK_ECONN, "consul: could not get a session");
+      continue;
+    }
+    if (create)
+      cc->stats.sessions++;
+    int64_t fresh = s->fresh_ns;
+    pthread_mutex_unlock(&cc->mu);
+
+    if (!create) {
+      int64_t now = now_ns();
+      int rc = now - fresh < ttl_ms * 1000000 / 3 ? 0 : sess_refresh(cc, s, now, deadline);
+      if (rc == 0) {
+        *out = s;
+        return 0;
+      }
+      pthread_mutex_lock(&cc->mu);
+      sess_put(cc, s);
+      pthread_mutex_unlock(&cc->mu);
+      if (rc != DLOCK_ELOST || attempt >= 3)
+        return rc;
+      continue;
+    }
+
+    int64_t ttl_s = (ttl_ms + 999) / 1000;
+    if (ttl_s < SESSION_TTL_MIN_S)
+      ttl_s = SESSION_TTL_MIN_S;
+    if (ttl_s > SESSION_TTL_MAX_S)
+      ttl_s = SESSION_TTL_MAX_S;
+    char *req = dlock__consul_req_session(cc->name, ttl_s, cc->lock_delay_ms);
+    reply r = {0};
+    int64_t sent = now_ns();
+    char id[DLOCK_CONSUL_SESSION_MAX] = "";
+    int rc = req ? request(cc, "PUT", "/v1/session/create", req, bound(cc, deadline), &r)
+                 : dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
+    if (rc == 0 && r.status != 200)
+      rc = dlock_seterr(DLOCK_EBACKEND, "consul: session create: HTTP %ld: %.200s", r.status,
+                        r.body.data ? r.body.data : "");
+    if (rc == 0)
+      rc = dlock__consul_parse_session(r.body.data, r.body.len, id);
+    reply_free(&r);
+    free(req);
+    pthread_mutex_lock(&cc->mu);
+    if (rc == 0) {
+      snprintf(s->id, sizeof s->id, "%s", id);
+      s->fresh_ns = sent;
+      s->ttl_s = ttl_s;
+      *out = s;
+    } else {
+      s->dead = true;
+      sess_unlist(cc, s);
+      sess_put(cc, s);
+    }
+    pthread_cond_broadcast(&cc->cv);
+    pthread_mutex_unlock(&cc->mu);
+    return rc;
+  }
+}
+
+/* PUT ?release=: 1 released, 0 not ours (any more), or a negative code. */
+static int give_back(cs_client *cc, const char *key, const char *session, int64_t deadline) {
+  /* The flags go along: a release without them sets Flags to 0, and
+   * `consul lock` then refuses the key as "not a lock". */
+  char q[160];
+  snprintf(q, sizeof q, "?release=%s&flags=%llu", session,
+           (unsigned long long)DLOCK__CONSUL_LOCK_FLAG);
+  char *path = dlock__consul_kv_path(key, q);
+  reply r = {0};
+  int rc = path ? request(cc, "PUT", path, "", bound(cc, deadline), &r)
+                : dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
+  if (rc == 0 && r.status != 200)
+    rc = dlock_seterr(DLOCK_EBACKEND, "consul: release: HTTP %ld: %.200s", r.status,
+                      r.body.data ? r.body.data : "");
+  if (rc == 0) {
+    int b = dlock__consul_parse_bool(r.body.data, r.body.len);
+    rc = b < 0 ? dlock_seterr(DLOCK_EBACKEND, "consul: release answered '%.50s'",
+                              r.body.data ? r.body.data : "")
+               : b;
+  }
+  reply_free(&r);
+  free(path);
+  return rc;
+}
+
+static void unlink_lock(cs_client *cc, cs_lock *lk) {
+  if (lk->prev)
+    lk->prev->next = lk->next;
+  else
+    cc->held = lk->next;
+  if (lk->next)
+    lk->next->prev = lk->prev;
+  lk->prev = lk->next = NULL;
+  lk->listed = false;
+}
+
+/* ---- the reaper ---- */
+
+/* Gives back, at the store, locks whose ttl passed without renewal (the
+ * core has already declared them lost, and a session kept alive by other
+ * locks or by Consul's 10 s minimum must not keep them), and locks whose
+ * release failed. */
+static void *reaper_main(void *arg) {
+  cs_client *cc = arg;
+  pthread_mutex_lock(&cc->mu);
+  while (!cc->stop) {
+    int64_t now = now_ns(), wake = INT64_MAX;
+    cs_lock *job = NULL;
+    for (cs_lock *lk = cc->held; lk && !job; lk = lk->next) {
+      if (lk->orphan) {
+        job = lk;
+      } else if (!lk->lost) {
+        int64_t due = lk->confirmed_ns + lk->ttl_ms * 1000000;
+        if (due <= now)
+          job = lk;
+        else if (due < wake)
+          wake = due;
+      }
+    }
+    if (!job) {
+      struct timespec ts;
+      dlock__ns_to_timespec(wake == INT64_MAX ? now + 3600 * 1000000000LL : wake, &ts);
+      pthread_cond_timedwait(&cc->cv, &cc->mu, &ts);
+      continue;
+    }
+    if (!job->orphan) {
+      job->lost = true;
+      if (job->bl)
+        dlock_backend_lock_lost(cc->bc, job->bl);
+    }
+    cs_session *s = job->sess;
+    s->refs++;
+    char *key = strdup(job->key);
+    char sid[DLOCK_CONSUL_SESSION_MAX];
+    snprintf(sid, sizeof sid, "%s", s->id);
+    bool orphan = job->orphan, dead = s->dead;
+    cc->reaping = key;
+    pthread_mutex_unlock(&cc->mu);
+    int rc = key && !dead ? give_back(cc, key, sid, -1) : 0;
+    pthread_mutex_lock(&cc->mu);
+    cc->reaping = NULL;
+    pthread_cond_broadcast(&cc->cv);
+    /* The entry may have been forgotten meanwhile (the same key acquired
+     * again): look for it again. */
+    for (cs_lock *lk = cc->held; lk; lk = lk->next)
+      if (lk == job && orphan && (rc >= 0 || dead)) {
+        unlink_lock(cc, lk);
+        free(lk->key);
+        free(lk);
+        s->refs--; /* the orphan's; ours is still held below */
+        break;
+      }
+    sess_put(cc, s);
+    free(key);
+    if (rc < 0 && !cc->stop) {
+      /* The agent is unreachable: try again in a second. */
+      struct timespec ts;
+      dlock__ns_to_timespec(now_ns() + 1000000000, &ts);
+      pthread_cond_timedwait(&cc->cv, &cc->mu, &ts);
+    }
+  }
+  pthread_mutex_unlock(&cc->mu);
+  return NULL;
+}
+
+/* Before acquiring KEY: an orphan of KEY must not be given back later (it
+ * would release the new hold), and one being given back now must be done
+ * first. */
+static void forget_orphans(cs_client *cc, const char *key) {
+  pthread_mutex_lock(&cc->mu);
+  for (cs_lock *lk = cc->held, *next; lk; lk = next) {
+    next = lk->next;
+    if (lk->orphan && strcmp(lk->key, key) == 0) {
+      unlink_lock(cc, lk);
+      sess_put(cc, lk->sess);
+      free(lk->key);
+      free(lk);
+    }
+  }
+  while (cc->reaping && strcmp(cc->reaping, key) == 0)
+    pthread_cond_wait(&cc->cv, &cc->mu);
+  pthread_mutex_unlock(&cc->mu);
+}
+
+/* ---- open / close ---- */
+
+static void client_free(cs_client *cc) {
+  if (cc->reaper_started) {
+    pthread_mutex_lock(&cc->mu);
+    cc->stop = true;
+    pthread_cond_broadcast(&cc->cv);
+    pthread_mutex_unlock(&cc->mu);
+    pthread_join(cc->reaper, NULL);
+  }
+  while (cc->held) {
+    cs_lock *lk = cc->held;
+    unlink_lock(cc, lk);
+    free(lk->key);
+    lk->key = NULL;
+    if (lk->orphan)
+      free(lk);
+  }
+  while (cc->sessions) {
+    cs_session *s = cc->sessions;
+    cc->sessions = s->next;
+    free(s);
+  }
+  dlock__http_close(&cc->http);
+  if (cc->token)
+    memset(cc->token, 0, strlen(cc->token));
+  free(cc->token);
+  free(cc->prefix);
+  pthread_mutex_destroy(&cc->mu);
+  pthread_cond_destroy(&cc->cv);
+}
+
+static int consul_open(dlock_backend_client *bc, dlock_url *url) {
+  cs_client *cc = bc->priv;
+  cc->bc = bc;
+  pthread_mutex_init(&cc->mu, NULL);
+  dlock__cond_init(&cc->cv);
+  int rc = dlock__http_open(&cc->http, "consul", url, "consul+https", 8500,
+                            bc->connect_timeout_ms);
+  const char *path = dlock_url_path(url);
+  if (rc == 0 && path[0] && strcmp(path, "/") != 0)
+    rc = dlock_seterr(DLOCK_EINVAL, "consul: the URL takes no path (got '%s'); use ?prefix=",
+                      path);
+  if (rc == 0 && (dlock_url_user(url) || dlock_url_password(url)))
+    rc = dlock_seterr(DLOCK_EINVAL, "consul: give the ACL token as ?token= or "
+                      "CONSUL_HTTP_TOKEN, not as user:password");
+  const char *tok = NULL;
+  if (rc == 0 && !dlock_url_param(url, "token", &tok))
+    tok = getenv("CONSUL_HTTP_TOKEN");
+  if (rc == 0 && tok && *tok) {
+    if (strlen(tok) > 512 || strpbrk(tok, "\r\n"))
+      rc = dlock_seterr(DLOCK_EINVAL, "consul: the ACL token is malformed");
+    else if (!(cc->token = strdup(tok)))
+      rc = dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
+  }
+  if (rc == 0)
+    rc = dlock_url_param_duration(url, "lock_delay", 15000, &cc->lock_delay_ms);
+  if (rc == 0 && cc->lock_delay_ms > 60000)
+    rc = dlock_seterr(DLOCK_EINVAL, "consul: lock_delay is at most 60s (Consul's limit)");
+  if (rc == 0 && !(cc->prefix = strdup(bc->prefix ? bc->prefix : DLOCK__CONSUL_DEFAULT_PREFIX)))
+    rc = dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
+  if (rc == 0) {
+    char host[96] = "";
+    gethostname(host, sizeof host - 1);
+    snprintf(cc->name, sizeof cc->name, "dlock %s:%ld", host, (long)getpid());
+  }
+  /* Reach the agent now: a wrong address or token shows at open. */
+  if (rc == 0) {
+    reply r = {0};
+    int64_t deadline = now_ns() + bc->connect_timeout_ms * 1000000 *
+                                      (int64_t)cc->http.nendpoints + bc->timeout_ms * 1000000;
+    rc = request(cc, "GET", "/v1/status/leader", NULL, deadline, &r);
+    if (rc == 0 && r.status != 200)
+      rc = dlock_seterr(DLOCK_ECONN, "consul: status/leader: HTTP %ld", r.status);
+    else if (rc == 0 && (r.body.len < 3))
+      rc = dlock_seterr(DLOCK_ECONN, "consul: the agent knows no leader");
+    reply_free(&r);
+  }
+  if (rc == 0 && pthread_create(&cc->reaper, NULL, reaper_main, cc) != 0)
+    rc = dlock_seterr(DLOCK_ENOMEM, "consul: cannot start the reaper thread");
+  else if (rc == 0)
+    cc->reaper_started = true;
+  if (rc < 0)
+    client_free(cc);
+  return rc;
+}
+
+static void consul_close(dlock_backend_client *bc) {
+  cs_client *cc = bc->priv;
+  /* Destroying a session releases whatever keys it still holds (locks the
+   * core could not release, orphans) instead of after 2 x TTL. */
+  pthread_mutex_lock(&cc->mu);
+  cc->stop = true;
+  pthread_cond_broadcast(&cc->cv);
+  pthread_mutex_unlock(&cc->mu);
+  if (cc->reaper_started) {
+    pthread_join(cc->reaper, NULL);
+    cc->reaper_started = false;
+  }
+  for (cs_session *s = cc->sessions; s; s = s->next) {
+    if (!s->id[0] || s->dead)
+      continue;
+    char path[128];
+    snprintf(path, sizeof path, "/v1/session/destroy/%s", s->id);
+    reply r = {0};
+    request(cc, "PUT", path, "", bound(cc, -1), &r);
+    reply_free(&r);
+  }
+  /* Sessions of locks never released (listed or not) go with them. */
+  for (cs_lock *lk = cc->held; lk; lk = lk->next)
+    if (lk->sess && !lk->sess->listed) {
+      cs_session *s = lk->sess;
+      for (cs_lock *o = lk; o; o = o->next)
+        if (o->sess == s)
+          o->sess = NULL;
+      free(s);
+    }
+  client_free(cc);
+}
+
+/* ---- acquire ---- */
+
+/* One lock attempt: 0 with *token, DLOCK_EBUSY (1 in *delay when nobody
+ * holds the key: a lock-delay is in force; *index the key's index to block
+ * on), or another negative code. */
+static int try_lock(cs_client *cc, cs_session *s, const char *key, const char *value,
+                    int64_t deadline, uint64_t *token, int *delay, uint64_t *index) {
+  *delay = 0;
+  *index = 0;
+  char *req = dlock__consul_req_lock(key, s->id, value);
+  reply r = {0};
+  int rc = req ? request(cc, "PUT", "/v1/txn", req, bound(cc, deadline), &r)
+               : dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
+  free(req);
+  dlock__consul_txn t = {0};
+  if (rc == 0 && (r.status == 200 || r.status == 409))
+    rc = dlock__consul_parse_txn((int)r.status, r.body.data, r.body.len, &t);
+  else if (rc == 0)
+    rc = dlock_seterr(DLOCK_EBACKEND, "consul: txn: HTTP %ld: %.200s", r.status,
+                      r.body.data ? r.body.data : "");
+  if (rc == 0 && r.status == 200) {
+    const dlock__consul_kv *kv = t.nresults > 1 && t.found[1] ? &t.results[1] : NULL;
+    if (!kv || strcmp(kv->session, s->id) != 0 || !kv->modify_index)
+      rc = dlock_seterr(DLOCK_EBACKEND, "consul: the lock txn answered without our session");
+    else
+      *token = kv->modify_index;
+  } else if (rc == 0) {
+    if (strstr(t.msg, "Invalid session") || strstr(t.msg, "invalid session"))
+      rc = dlock_seterr(DLOCK_ELOST, "consul: %s", t.msg);
+    else
+      rc = dlock_seterr(DLOCK_EBUSY, "consul: '%s' is held", key);
+  }
+  dlock__consul_txn_free(&t);
+  reply_free(&r);
+  if (rc == DLOCK_EBUSY) {
+    /* Held, or free but inside a lock-delay: only a read tells. */
+    char *path = dlock__consul_kv_path(key, "?consistent");
+    reply g = {0};
+    int grc = path ? request(cc, "GET", path, NULL, bound(cc, deadline), &g) : -1;
+    dlock__consul_kv kv = {0};
+    if (grc == 0)
+      *index = g.index;
+    if (grc == 0 && g.status == 404)
+      *delay = 1;
+    else if (grc == 0 && g.status == 200 && dlock__consul_parse_kv(g.body.data, g.body.len,
+                                                                   &kv) == 0)
+      *delay = kv.session[0] == '\0';
+    dlock__consul_kv_free(&kv);
+    reply_free(&g);
+    free(path);
+    rc = dlock_seterr(DLOCK_EBUSY, "consul: '%s' is held", key);
+  }
+  return rc;
+}
+
+/* Block until KEY changes past INDEX (0 = learn the index first) or UNTIL:
+ * returns the new index, or 0 on an error (the caller pauses and tries
+ * again). */
+static uint64_t block_on(cs_client *cc, const char *key, uint64_t index, int64_t until) {
+  int64_t left_ms = (until - now_ns()) / 1000000;
+  /* Consul adds up to wait/16 of jitter; leave room for it and the trip. */
+  int64_t wait_ms = left_ms * 15 / 16 - 50;
+  if (wait_ms > BLOCK_MAX_MS)
+    wait_ms = BLOCK_MAX_MS;
+  if (index && wait_ms < 10)
+    return index;
+  char q[96];
+  if (index)
+    snprintf(q, sizeof q, "?index=%" PRIu64 "&wait=%" PRId64 "ms", index, wait_ms);
+  else
+    snprintf(q, sizeof q, "?consistent");
+  char *path = dlock__consul_kv_path(key, q);
+  reply r = {0};
+  int64_t dl = index ? now_ns() + (wait_ms + wait_ms / 16 + 2000) * 1000000 : bound(cc, until);
+  if (index) {
+    pthread_mutex_lock(&cc->mu);
+    cc->stats.blocking++;
+    pthread_mutex_unlock(&cc->mu);
+  }
+  int rc = path ? request(cc, "GET", path, NULL, dl, &r) : -1;
+  uint64_t got = rc == 0 && (r.status == 200 || r.status == 404) ? r.index : 0;
+  reply_free(&r);
+  free(path);
+  /* An index that went backwards (a restored snapshot) starts over. */
+  if (got && index && got < index)
+    got = 1;
+  return got;
+}
+
+/* Consul's HTTP server refuses control bytes in a URL path however they
+ * are encoded, so such keys could be locked (through /v1/txn) but never
+ * read, waited on or released. */
+static int key_usable(const char *key, size_t keylen) {
+  for (size_t i = 0; i < keylen; i++)
+    if ((unsigned char)key[i] < 0x20 || key[i] == 0x7f)
+      return dlock_seterr(DLOCK_EINVAL, "consul: keys with control characters cannot be "
+                          "used through Consul's HTTP API");
+  return 0;
+}
+
+static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t deadline,
+                      bool try_only) {
+  cs_client *cc = bc->priv;
+  cs_lock *lk = bl->priv;
+  if (key_usable(bl->key, bl->keylen) < 0)
+    return DLOCK_EINVAL;
+  char *key = dlock__consul_lock_key(cc->prefix, bl->key, bl->keylen);
+  char *value = dlock__consul_value(bl->owner, bl->label);
+  int rc = key && value ? 0 : dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
+  if (rc == 0)
+    forget_orphans(cc, key);
+  uint64_t index, token = 0;
+  int64_t pause_ns = 50000000;
+  cs_session *s = NULL;
+  for (int lost = 0; rc == 0;) {
+    if ((rc = sess_get(cc, bl->ttl_ms, try_only ? -1 : deadline, &s)) < 0)
+      break;
+    int delay = 0;
+    rc = try_lock(cc, s, key, value, try_only ? -1 : deadline, &token, &delay, &index);
+    if (rc == 0) {
+      pthread_mutex_lock(&cc->mu);
+      if (s->dead) {
+        rc = DLOCK_ELOST;
+      } else {
+        lk->bl = bl;
+        lk->sess = s;
+        lk->key = key;
+        lk->ttl_ms = bl->ttl_ms;
+        lk->confirmed_ns = s->fresh_ns;
+        lk->listed = true;
+        lk->next = cc->held;
+        if (cc->held)
+          cc->held->prev = lk;
+        cc->held = lk;
+        bl->token = token;
+        bl->sent_ns = s->fresh_ns;
+        key = NULL;
+        pthread_cond_broadcast(&cc->cv); /* the reaper has a new deadline */
+      }
+      pthread_mutex_unlock(&cc->mu);
+      if (rc == 0)
+        break;
+    }
+    pthread_mutex_lock(&cc->mu);
+    if (rc == DLOCK_ELOST)
+      sess_gone(cc, s);
+    sess_put(cc, s);
+    if (delay)
+      cc->stats.lock_delays++;
+    pthread_mutex_unlock(&cc->mu);
+    s = NULL;
+    if (rc == DLOCK_ELOST && ++lost <= 3) {
+      rc = 0; /* the session vanished under us: a new one */
+      continue;
+    }
+    if (rc != DLOCK_EBUSY || try_only)
+      break;
+    if (deadline >= 0 && now_ns() >= deadline) {
+      rc = dlock_seterr(DLOCK_ETIMEDOUT, "consul: timed out waiting for '%s'", bl->key);
+      break;
+    }
+    rc = 0;
+    if (delay) {
+      /* Free, but inside the lock-delay of a session that ended: no write
+       * will announce its end, so look again after a growing pause. */
+      int64_t until = now_ns() + pause_ns + (int64_t)dlock__random_below((uint64_t)pause_ns);
+      if (deadline >= 0 && until > deadline)
+        until = deadline;
+      struct timespec ts;
+      dlock__ns_to_timespec(until, &ts);
+      pthread_mutex_lock(&cc->mu);
+      while (!cc->stop && now_ns() < until)
+        pthread_cond_timedwait(&cc->cv, &cc->mu, &ts);
+      pthread_mutex_unlock(&cc->mu);
+      pause_ns = pause_ns * 2 > 1000000000 ? 1000000000 : pause_ns * 2;
+      continue;
+    }
+    /* Held: a blocking query wakes us when the key changes (release,
+     * session end), capped by the deadline and by a third of the ttl so
+     * the session we will lock with is renewed in time. */
+    int64_t until = now_ns() + bl->ttl_ms * 1000000 / 3;
+    if (deadline >= 0 && deadline < until)
+      until = deadline;
+    if (!index)
+      index = block_on(cc, key, 0, until);
+    if (!index || !block_on(cc, key, index, until))
+      dlock__http_pause(deadline);
+  }
+  /* A request cut short by the end of the caller's wait is a timeout, not
+   * an unreachable agent. */
+  if ((rc == DLOCK_ECONN || rc == DLOCK_ETIMEDOUT) && deadline >= 0 && now_ns() >= deadline)
+    rc = dlock_seterr(DLOCK_ETIMEDOUT, "consul: timed out waiting for '%s'", bl->key);
+  free(key);
+  free(value);
+  return rc;
+}
+
+static int consul_try_acquire(dlock_backend_client *bc, dlock_backend_lock *bl) {
+  return do_acquire(bc, bl, -1, true);
+}
+
+static int consul_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t deadline_ns) {
+  return do_acquire(bc, bl, deadline_ns, false);
+}
+
+/* ---- renew / release ---- */
+
+static int consul_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, size_t n,
+                             int *rcs) {
+  cs_client *cc = bc->priv;
+  int64_t start = now_ns();
+  pthread_mutex_lock(&cc->mu);
+  for (size_t i = 0; i < n; i++) {
+    cs_lock *lk = bls[i]->priv;
+    lk->ttl_ms = bls[i]->ttl_ms;
+    rcs[i] = !lk->listed || lk->lost ? DLOCK_ELOST : 1;
+    /* The session's TTL is fixed: a lock cannot be promised longer than
+     * the server keeps it.  Refusing lets the local deadline run out. */
+    if (rcs[i] == 1 && lk->ttl_ms > lk->sess->ttl_s * 1000)
+      rcs[i] = DLOCK_ENOTSUP;
+  }
+  pthread_mutex_unlock(&cc->mu);
+  for (size_t i = 0; i < n; i++)
+    if (rcs[i] == DLOCK_ELOST)
+      dlock_seterr(DLOCK_ELOST, "consul: '%s' was lost", bls[i]->key);
+    else if (rcs[i] == DLOCK_ENOTSUP)
+      dlock_seterr(DLOCK_ENOTSUP, "consul: the ttl of '%s' cannot grow past its session's "
+                   "TTL; acquire it with the longer ttl", bls[i]->key);
+  /* One renewal per session among them. */
+  for (size_t i = 0; i < n; i++) {
+    if (rcs[i] != 1)
+      continue;
+    cs_session *s = ((cs_lock *)bls[i]->priv)->sess;
+    int64_t since = INT64_MAX, dl = INT64_MAX;
+    for (size_t j = i; j < n; j++) {
+      cs_lock *o = bls[j]->priv;
+      if (rcs[j] != 1 || o->sess != s)
+        continue;
+      if (o->confirmed_ns < since)
+        since = o->confirmed_ns;
+      int64_t d = bls[j]->io_deadline_ns ? bls[j]->io_deadline_ns : INT64_MAX;
+      if (d < dl)
+        dl = d;
+    }
+    int rc = sess_refresh(cc, s, since + 1, dl == INT64_MAX ? -1 : dl);
+    pthread_mutex_lock(&cc->mu);
+    int64_t fresh = s->fresh_ns;
+    pthread_mutex_unlock(&cc->mu);
+    for (size_t j = i; j < n; j++) {
+      cs_lock *o = bls[j]->priv;
+      if (rcs[j] != 1 || o->sess != s)
+        continue;
+      rcs[j] = rc == 0 ? 2 : rc;
+      bls[j]->sent_ns = fresh;
+    }
+  }
+  /* Does each session still hold its keys?  One consistent txn per 64. */
+  for (size_t i = 0; i < n;) {
+    const char *keys[DLOCK__CONSUL_TXN_MAX], *sids[DLOCK__CONSUL_TXN_MAX];
+    size_t idx[DLOCK__CONSUL_TXN_MAX], m = 0;
+    int64_t dl = INT64_MAX;
+    for (; i < n && m < DLOCK__CONSUL_TXN_MAX; i++) {
+      if (rcs[i] != 2)
+        continue;
+      cs_lock *lk = bls[i]->priv;
+      keys[m] = lk->key;
+      sids[m] = lk->sess->id;
+      idx[m++] = i;
+      int64_t d = bls[i]->io_deadline_ns ? bls[i]->io_deadline_ns : INT64_MAX;
+      if (d < dl)
+        dl = d;
+    }
+    if (m == 0)
+      continue;
+    char *req = dlock__consul_req_check(keys, sids, m);
+    reply r = {0};
+    int rc = req ? request(cc, "PUT", "/v1/txn?consistent", req,
+                           bound(cc, dl == INT64_MAX ? -1 : dl), &r)
+                 : dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
+    free(req);
+    dlock__consul_txn t = {0};
+    if (rc == 0 && (r.status == 200 || r.status == 409))
+      rc = dlock__consul_parse_txn((int)r.status, r.body.data, r.body.len, &t);
+    else if (rc == 0)
+      rc = dlock_seterr(DLOCK_EBACKEND, "consul: check txn: HTTP %ld", r.status);
+    for (size_t k = 0; k < m; k++) {
+      size_t j = idx[k];
+      bool bad = false;
+      for (size_t e = 0; rc == 0 && e < t.nerr; e++)
+        bad |= t.err_op[e] == (int)k;
+      if (rc < 0)
+        rcs[j] = rc;
+      else if (bad)
+        rcs[j] = dlock_seterr(DLOCK_ELOST, "consul: '%s' is no longer held by our session",
+                              bls[j]->key);
+      else
+        rcs[j] = 0;
+    }
+    dlock__consul_txn_free(&t);
+    reply_free(&r);
+  }
+  pthread_mutex_lock(&cc->mu);
+  for (size_t i = 0; i < n; i++) {
+    cs_lock *lk = bls[i]->priv;
+    if (rcs[i] == 0)
+      lk->confirmed_ns = bls[i]->sent_ns;
+    else if (rcs[i] == DLOCK_ELOST)
+      lk->lost = true;
+    if (!bls[i]->sent_ns)
+      bls[i]->sent_ns = start;
+  }
+  pthread_cond_broadcast(&cc->cv); /* the reaper's deadlines moved */
+  pthread_mutex_unlock(&cc->mu);
+  return 0;
+}
+
+static int consul_renew(dlock_backend_client *bc, dlock_backend_lock *bl) {
+  int rc;
+  consul_renew_many(bc, &bl, 1, &rc);
+  return rc;
+}
+
+static int consul_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
+  cs_client *cc = bc->priv;
+  cs_lock *lk = bl->priv;
+  pthread_mutex_lock(&cc->mu);
+  if (!lk->listed) {
+    pthread_mutex_unlock(&cc->mu);
+    return dlock_seterr(DLOCK_ELOST, "consul: '%s' was not held", bl->key);
+  }
+  bool lost = lk->lost;
+  cs_session *s = lk->sess;
+  bool alive = !s->dead;
+  char sid[DLOCK_CONSUL_SESSION_MAX];
+  snprintf(sid, sizeof sid, "%s", s->id);
+  /* No loss report may name it from here on: the core frees BL. */
+  lk->bl = NULL;
+  lk->lost = true;
+  pthread_mutex_unlock(&cc->mu);
+  int rc = 0;
+  int b = alive ? give_back(cc, lk->key, sid, -1) : 0;
+  if (b == 0)
+    lost = true;
+  pthread_mutex_lock(&cc->mu);
+  unlink_lock(cc, lk);
+  if (b < 0) {
+    /* Keep a copy for the reaper, or the session would hold the key for
+     * as long as other locks keep it alive. */
+    cs_lock *o = calloc(1, sizeof *o);
+    if (o) {
+      o->sess = s;
+      o->key = lk->key;
+      o->orphan = true;
+      o->listed = true;
+      o->next = cc->held;
+      if (cc->held)
+        cc->held->prev = o;
+      cc->held = o;
+      lk->key = NULL;
+      s->refs++;
+      pthread_cond_broadcast(&cc->cv);
+    }
+    if (!lost)
+      rc = b;
+  }
+  sess_put(cc, s);
+  pthread_mutex_unlock(&cc->mu);
+  free(lk->key);
+  lk->key = NULL;
+  lk->sess = NULL;
+  if (lost && rc == 0)
+    return dlock_seterr(DLOCK_ELOST, "consul: '%s' was lost before release", bl->key);
+  return rc;
+}
+
+/* ---- inspect / control ---- */
+
+static int consul_inspect(dlock_backend_client *bc, const char *key, size_t keylen,
+                          dlock_info *info) {
+  cs_client *cc = bc->priv;
+  if (key_usable(key, keylen) < 0)
+    return DLOCK_EINVAL;
+  char *k = dlock__consul_lock_key(cc->prefix, key, keylen);
+  char *path = k ? dlock__consul_kv_path(k, "?consistent") : NULL;
+  free(k);
+  reply r = {0};
+  int rc = path ? request(cc, "GET", path, NULL, bound(cc, -1), &r)
+                : dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
+  free(path);
+  info->ttl_ms = -1;
+  dlock__consul_kv kv = {0};
+  if (rc == 0 && r.status == 200 && (rc = dlock__consul_parse_kv(r.body.data, r.body.len,
+                                                                  &kv)) == 0 &&
+      kv.session[0]) {
+    info->held = 1;
+    info->token = kv.modify_index;
+    dlock__consul_value_split(kv.value, kv.valuelen, info->owner, sizeof info->owner,
+                              info->label, sizeof info->label);
+    /* Consul does not say how long a session has left, only its TTL; a
+     * holder that renews on schedule has between two thirds of it and all
+     * of it, so the TTL is the estimate. */
+    char spath[128];
+    snprintf(spath, sizeof spath, "/v1/session/info/%s", kv.session);
+    reply si = {0};
+    int64_t ttl = -1;
+    if (request(cc, "GET", spath, NULL, bound(cc, -1), &si) == 0 && si.status == 200)
+      dlock__consul_parse_renew(si.body.data, si.body.len, &ttl);
+    info->ttl_ms = ttl;
+    reply_free(&si);
+  } else if (rc == 0 && r.status != 200 && r.status != 404) {
+    rc = dlock_seterr(DLOCK_EBACKEND, "consul: inspect: HTTP %ld", r.status);
+  }
+  dlock__consul_kv_free(&kv);
+  reply_free(&r);
+  return rc;
+}
+
+static int consul_control(dlock_backend_client *bc, dlock_backend_lock *bl, int op, void *arg) {
+  cs_client *cc = bc->priv;
+  if (!arg)
+    return dlock_seterr(DLOCK_EINVAL, "consul: control operation %d needs an argument", op);
+  if (op == DLOCK_CONSUL_CTL_STATS) {
+    pthread_mutex_lock(&cc->mu);
+    *(struct dlock_consul_stats *)arg = cc->stats;
+    pthread_mutex_unlock(&cc->mu);
+    return 0;
+  }
+  if (op == DLOCK_CONSUL_CTL_SESSION) {
+    cs_session *s = NULL;
+    int rc = 0;
+    if (!bl) {
+      if ((rc = sess_get(cc, bc->default_ttl_ms, -1, &s)) < 0)
+        return rc;
+    }
+    pthread_mutex_lock(&cc->mu);
+    cs_lock *lk = bl ? bl->priv : NULL;
+    if (bl && (!lk->listed || !lk->sess))
+      rc = dlock_seterr(DLOCK_EINVAL, "consul: DLOCK_CONSUL_CTL_SESSION needs a held lock");
+    else
+      snprintf(arg, DLOCK_CONSUL_SESSION_MAX, "%s", bl ? lk->sess->id : s->id);
+    if (s)
+      sess_put(cc, s);
+    pthread_mutex_unlock(&cc->mu);
+    return rc;
+  }
+  return dlock_seterr(DLOCK_ENOTSUP, "consul: unknown control operation %d", op);
+}
+
+static const char *const consul_schemes[] = {"consul", "consul+https", NULL};
+
+const dlock_backend_ops dlock__consul_ops = {
+    .version = DLOCK_BACKEND_VERSION,
+    .name = "consul",
+    .schemes = consul_schemes,
+    .caps = DLOCK_CAP_FENCING | DLOCK_CAP_NATIVE_WAIT | DLOCK_CAP_LOSS_DETECT |
+            DLOCK_CAP_SERVER_TTL | DLOCK_CAP_CROSS_HOST | DLOCK_CAP_CROSS_PROCESS |
+            DLOCK_CAP_HOLDER_INFO,
+    .client_size = sizeof(cs_client),
+    .lock_size = sizeof(cs_lock),
+    .open = consul_open,
+    .close = consul_close,
+    .try_acquire = consul_try_acquire,
+    .acquire = consul_acquire,
+    .renew = consul_renew,
+    .release = consul_release,
+    .renew_many = consul_renew_many,
+    .inspect = consul_inspect,
+    .control = consul_control,
+};

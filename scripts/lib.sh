@@ -21,7 +21,8 @@ DLOCK_PKGS_TEST=(libcmocka-dev)
 # etcd-server is etcd 3.4 (the minor docker-compose.yml pins) and etcd-client
 # its etcdctl, which sets up the TLS instance's users; openssl makes that
 # instance's throwaway CA and certificates, and curl checks the etcd servers'
-# health over HTTP and HTTPS.
+# and the Consul agent's health over HTTP and HTTPS. (Consul itself is built
+# from source: see DLOCK_CONSUL_VERSION below.)
 DLOCK_PKGS_SERVERS=(redis-server redis-tools zookeeper postgresql-15 pgbouncer
                     etcd-server etcd-client openssl curl)
 DLOCK_PKGS_CHECKS=(valgrind docker-compose)
@@ -29,7 +30,26 @@ DLOCK_PKGS_CHECKS=(valgrind docker-compose)
 # Backends that need a running server, named as both their meson option and
 # their scripts/services entry. Adding a backend here makes scripts/test build
 # it (-D<name>=enabled) and require its server in CI.
-DLOCK_SERVER_BACKENDS=(redis zookeeper postgres etcd)
+DLOCK_SERVER_BACKENDS=(redis zookeeper postgres etcd consul)
+
+# Consul has no Debian package: scripts/services builds this release's agent
+# (which is also the consul CLI) from the source the Go module proxy serves,
+# with the Go toolchain on PATH or in /usr/local/go/bin, once, into the cache
+# directory below (about 12 minutes on two cores with nothing cached).
+# docker-compose.yml pins the same version. CONSUL_BIN names a consul binary
+# to use instead, and skips the build.
+DLOCK_CONSUL_VERSION=v1.21.0
+
+# dl_consul_bin: the absolute path of the consul binary scripts/services
+# runs, built or not yet (CONSUL_BIN may be a path or a command on PATH).
+dl_consul_bin() {
+    # ~ is HOME, or the passwd entry's home when HOME is unset.
+    local cache=~/.cache
+    local bin="${CONSUL_BIN:-${XDG_CACHE_HOME:-$cache}/dlock/consul-$DLOCK_CONSUL_VERSION}"
+    [[ "$bin" == */* ]] || bin="$(command -v -- "$bin" || printf '%s' "$bin")"
+    [[ "$bin" == /* ]] || bin="$PWD/$bin"
+    printf '%s\n' "$bin"
+}
 
 # scripts/services entries that get no conformance run of their own but that
 # a backend's own cases use (through DLOCK_TEST_* variables, see scripts/test);

@@ -7,8 +7,11 @@
  * in the cluster and never goes back.
  *
  * Sessions are shared: one per ttl in use (one in the usual case), with
- * no health checks, so that only their TTL ends them and the local
- * validity deadline is always earlier than anything the server does.
+ * no health checks, so that no health flap ends them: only their TTL (after
+ * which the local validity deadline has long passed), a destroy, or the
+ * deregistration of their node.  The last two free the keys after the
+ * lock-delay, so a lock-delay above a third of the ttl plus the request
+ * timeout lets the holder learn of it at its next renewal first.
  * Renewal renews the session once per period however many locks it
  * carries, and checks in one txn per 64 locks that the session still holds
  * their keys.  A lock's validity counts from the send time of the last
@@ -60,7 +63,11 @@ typedef struct cs_lock {
   int64_t ttl_ms;
   bool listed;
   bool lost;
-  bool orphan;                 /* release failed: the reaper gives it back */
+  bool orphan;                 /* a copy: the key may still be held; the reaper gives it
+                                  back (confirmed_ns = when to try next) */
+  bool settling;               /* settle_orphans is giving it back */
+  bool reaping;                /* the reaper is giving it back */
+  int renew_failures;          /* orphans: failed attempts so far */
 } cs_lock;
 
 typedef struct cs_client {
@@ -405,10 +412,42 @@ static void unlink_lock(cs_client *cc, cs_lock *lk) {
 
 /* ---- the reaper ---- */
 
+/* Under mu: remember that KEY may still be held by S although nobody holds
+ * it any more (a release or a lock whose answer never came), so that the
+ * reaper gives it back; a session kept alive by other locks would hold it
+ * for good.  Takes a reference on S. */
+static void orphan_add(cs_client *cc, cs_session *s, const char *key) {
+  cs_lock *o = calloc(1, sizeof *o);
+  char *k = strdup(key);
+  if (!o || !k) {
+    free(o);
+    free(k);
+    return; /* the session ends with the client, and the key with it */
+  }
+  o->sess = s;
+  o->key = k;
+  o->orphan = true;
+  o->listed = true;
+  o->next = cc->held;
+  if (cc->held)
+    cc->held->prev = o;
+  cc->held = o;
+  s->refs++;
+  pthread_cond_broadcast(&cc->cv);
+}
+
+static void orphan_free(cs_client *cc, cs_lock *o) {
+  unlink_lock(cc, o);
+  sess_put(cc, o->sess);
+  free(o->key);
+  free(o);
+}
+
 /* Gives back, at the store, locks whose ttl passed without renewal (the
  * core has already declared them lost, and a session kept alive by other
- * locks or by Consul's 10 s minimum must not keep them), and locks whose
- * release failed. */
+ * locks or by Consul's 10 s minimum must not keep them), and orphans.
+ * Only this thread frees an orphan that is in the list, and only
+ * settle_orphans takes one out, while this thread is not at it. */
 static void *reaper_main(void *arg) {
   cs_client *cc = arg;
   pthread_mutex_lock(&cc->mu);
@@ -416,15 +455,14 @@ static void *reaper_main(void *arg) {
     int64_t now = now_ns(), wake = INT64_MAX;
     cs_lock *job = NULL;
     for (cs_lock *lk = cc->held; lk && !job; lk = lk->next) {
-      if (lk->orphan) {
+      if (lk->settling || lk->reaping)
+        continue;
+      int64_t due = lk->orphan ? lk->confirmed_ns
+                               : lk->lost ? INT64_MAX : lk->confirmed_ns + lk->ttl_ms * 1000000;
+      if (due <= now)
         job = lk;
-      } else if (!lk->lost) {
-        int64_t due = lk->confirmed_ns + lk->ttl_ms * 1000000;
-        if (due <= now)
-          job = lk;
-        else if (due < wake)
-          wake = due;
-      }
+      else if (due < wake)
+        wake = due;
     }
     if (!job) {
       struct timespec ts;
@@ -442,53 +480,72 @@ static void *reaper_main(void *arg) {
     char *key = strdup(job->key);
     char sid[DLOCK_CONSUL_SESSION_MAX];
     snprintf(sid, sizeof sid, "%s", s->id);
-    bool orphan = job->orphan, dead = s->dead;
+    bool dead = s->dead;
     cc->reaping = key;
+    job->reaping = true; /* nobody else gives this one back meanwhile */
     pthread_mutex_unlock(&cc->mu);
     int rc = key && !dead ? give_back(cc, key, sid, -1) : 0;
     pthread_mutex_lock(&cc->mu);
     cc->reaping = NULL;
+    job->reaping = false;
     pthread_cond_broadcast(&cc->cv);
-    /* The entry may have been forgotten meanwhile (the same key acquired
-     * again): look for it again. */
-    for (cs_lock *lk = cc->held; lk; lk = lk->next)
-      if (lk == job && orphan && (rc >= 0 || dead)) {
-        unlink_lock(cc, lk);
-        free(lk->key);
-        free(lk);
-        s->refs--; /* the orphan's; ours is still held below */
-        break;
-      }
+    if (job->orphan && (rc >= 0 || dead || rc == DLOCK_EAUTH || rc == DLOCK_EBACKEND)) {
+      orphan_free(cc, job); /* given back, or it never will be */
+    } else if (job->orphan) {
+      /* Unreachable agent: again later, with growing gaps. */
+      job->renew_failures++;
+      int64_t gap = (int64_t)1000000000 << (job->renew_failures < 5 ? job->renew_failures : 5);
+      job->confirmed_ns = now_ns() + gap;
+    } else if (rc < 0 && key) {
+      orphan_add(cc, s, key); /* the handle is the core's: keep a copy */
+    }
     sess_put(cc, s);
     free(key);
-    if (rc < 0 && !cc->stop) {
-      /* The agent is unreachable: try again in a second. */
-      struct timespec ts;
-      dlock__ns_to_timespec(now_ns() + 1000000000, &ts);
-      pthread_cond_timedwait(&cc->cv, &cc->mu, &ts);
-    }
   }
   pthread_mutex_unlock(&cc->mu);
   return NULL;
 }
 
-/* Before acquiring KEY: an orphan of KEY must not be given back later (it
- * would release the new hold), and one being given back now must be done
- * first. */
-static void forget_orphans(cs_client *cc, const char *key) {
+/* Before acquiring KEY: orphans of KEY are given back first, by whichever
+ * session left them (or they would keep the key from a new session of
+ * ours, or release the new hold later).  Those that cannot be given back
+ * now stay for the reaper; a lock we then get under their session is
+ * ours, and try_lock's caller drops them. */
+static void settle_orphans(cs_client *cc, const char *key, int64_t deadline) {
   pthread_mutex_lock(&cc->mu);
-  for (cs_lock *lk = cc->held, *next; lk; lk = next) {
-    next = lk->next;
-    if (lk->orphan && strcmp(lk->key, key) == 0) {
-      unlink_lock(cc, lk);
-      sess_put(cc, lk->sess);
-      free(lk->key);
-      free(lk);
-    }
-  }
   while (cc->reaping && strcmp(cc->reaping, key) == 0)
     pthread_cond_wait(&cc->cv, &cc->mu);
+  for (;;) {
+    cs_lock *o = cc->held;
+    while (o && !(o->orphan && strcmp(o->key, key) == 0 && !o->settling && !o->reaping))
+      o = o->next;
+    if (!o)
+      break;
+    o->settling = true;
+    char sid[DLOCK_CONSUL_SESSION_MAX];
+    snprintf(sid, sizeof sid, "%s", o->sess->id);
+    bool dead = o->sess->dead;
+    pthread_mutex_unlock(&cc->mu);
+    int rc = dead ? 0 : give_back(cc, key, sid, deadline);
+    pthread_mutex_lock(&cc->mu);
+    if (rc >= 0 || rc == DLOCK_EAUTH || rc == DLOCK_EBACKEND)
+      orphan_free(cc, o);
+  }
+  /* Those that failed are the reaper's again. */
+  for (cs_lock *o = cc->held; o; o = o->next)
+    if (o->orphan && strcmp(o->key, key) == 0)
+      o->settling = false; /* one settle per key at a time: the core's rule */
   pthread_mutex_unlock(&cc->mu);
+}
+
+/* Under mu: we hold KEY through S now, so orphans of KEY under S are ours
+ * again and must not be given back. */
+static void drop_orphans(cs_client *cc, const char *key, cs_session *s) {
+  for (cs_lock *o = cc->held, *next; o; o = next) {
+    next = o->next;
+    if (o->orphan && o->sess == s && strcmp(o->key, key) == 0 && !o->settling && !o->reaping)
+      orphan_free(cc, o);
+  }
 }
 
 /* ---- open / close ---- */
@@ -596,8 +653,10 @@ static void consul_close(dlock_backend_client *bc) {
     char path[128];
     snprintf(path, sizeof path, "/v1/session/destroy/%s", s->id);
     reply r = {0};
-    request(cc, "PUT", path, "", bound(cc, -1), &r);
+    int rc = request(cc, "PUT", path, "", bound(cc, -1), &r);
     reply_free(&r);
+    if (rc == DLOCK_ECONN)
+      break; /* the agent is gone: the sessions end by their TTL */
   }
   /* Sessions of locks never released (listed or not) go with them. */
   for (cs_lock *lk = cc->held; lk; lk = lk->next)
@@ -720,8 +779,11 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
   char *key = dlock__consul_lock_key(cc->prefix, bl->key, bl->keylen);
   char *value = dlock__consul_value(bl->owner, bl->label);
   int rc = key && value ? 0 : dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
+  if (rc == 0 && bl->ttl_ms > SESSION_TTL_MAX_S * 1000)
+    rc = dlock_seterr(DLOCK_EINVAL, "consul: a ttl above %d s cannot be kept: Consul's "
+                      "longest session TTL", SESSION_TTL_MAX_S);
   if (rc == 0)
-    forget_orphans(cc, key);
+    settle_orphans(cc, key, try_only ? -1 : deadline);
   uint64_t index, token = 0;
   int64_t pause_ns = 50000000;
   cs_session *s = NULL;
@@ -732,6 +794,7 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
     rc = try_lock(cc, s, key, value, try_only ? -1 : deadline, &token, &delay, &index);
     if (rc == 0) {
       pthread_mutex_lock(&cc->mu);
+      drop_orphans(cc, key, s);
       if (s->dead) {
         rc = DLOCK_ELOST;
       } else {
@@ -757,6 +820,9 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
     pthread_mutex_lock(&cc->mu);
     if (rc == DLOCK_ELOST)
       sess_gone(cc, s);
+    else if (rc != DLOCK_EBUSY && rc != DLOCK_EINVAL && rc != DLOCK_ENOMEM)
+      /* No definite answer: the lock may have been applied. */
+      orphan_add(cc, s, key);
     sess_put(cc, s);
     if (delay)
       cc->stats.lock_delays++;
@@ -796,8 +862,9 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
       until = deadline;
     if (!index)
       index = block_on(cc, key, 0, until);
-    if (!index || !block_on(cc, key, index, until))
-      dlock__http_pause(deadline);
+    int64_t before = now_ns();
+    if (!index || !block_on(cc, key, index, until) || now_ns() - before < 5000000)
+      dlock__http_pause(deadline); /* it did not block: do not spin */
   }
   /* A request cut short by the end of the caller's wait is a timeout, not
    * an unreachable agent. */
@@ -957,22 +1024,7 @@ static int consul_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   pthread_mutex_lock(&cc->mu);
   unlink_lock(cc, lk);
   if (b < 0) {
-    /* Keep a copy for the reaper, or the session would hold the key for
-     * as long as other locks keep it alive. */
-    cs_lock *o = calloc(1, sizeof *o);
-    if (o) {
-      o->sess = s;
-      o->key = lk->key;
-      o->orphan = true;
-      o->listed = true;
-      o->next = cc->held;
-      if (cc->held)
-        cc->held->prev = o;
-      cc->held = o;
-      lk->key = NULL;
-      s->refs++;
-      pthread_cond_broadcast(&cc->cv);
-    }
+    orphan_add(cc, s, lk->key);
     if (!lost)
       rc = b;
   }

@@ -83,6 +83,11 @@ typedef struct cs_client {
   cs_lock *held;
   const char *reaping;         /* key the reaper is giving back, or NULL */
   pthread_t reaper;
+  pthread_cond_t reaper_cv;    /* work for the reaper */
+  /* When the reaper will next look, INT64_MAX while it sleeps with nothing
+   * due, INT64_MIN while it is awake: an acquire wakes it only for a lock
+   * due earlier, which keeps a context switch off the acquire path. */
+  int64_t reaper_wake_ns;
   bool reaper_started, stop;
   struct dlock_consul_stats stats;
 } cs_client;
@@ -399,6 +404,12 @@ static int give_back(cs_client *cc, const char *key, const char *session, int64_
   return rc;
 }
 
+/* Under mu: something is due at DUE_NS for the reaper. */
+static void kick_reaper(cs_client *cc, int64_t due_ns) {
+  if (due_ns < cc->reaper_wake_ns)
+    pthread_cond_signal(&cc->reaper_cv);
+}
+
 static void unlink_lock(cs_client *cc, cs_lock *lk) {
   if (lk->prev)
     lk->prev->next = lk->next;
@@ -433,7 +444,7 @@ static void orphan_add(cs_client *cc, cs_session *s, const char *key) {
     cc->held->prev = o;
   cc->held = o;
   s->refs++;
-  pthread_cond_broadcast(&cc->cv);
+  kick_reaper(cc, 0);
 }
 
 static void orphan_free(cs_client *cc, cs_lock *o) {
@@ -467,7 +478,9 @@ static void *reaper_main(void *arg) {
     if (!job) {
       struct timespec ts;
       dlock__ns_to_timespec(wake == INT64_MAX ? now + 3600 * 1000000000LL : wake, &ts);
-      pthread_cond_timedwait(&cc->cv, &cc->mu, &ts);
+      cc->reaper_wake_ns = wake;
+      pthread_cond_timedwait(&cc->reaper_cv, &cc->mu, &ts);
+      cc->reaper_wake_ns = INT64_MIN;
       continue;
     }
     if (!job->orphan) {
@@ -555,6 +568,7 @@ static void client_free(cs_client *cc) {
     pthread_mutex_lock(&cc->mu);
     cc->stop = true;
     pthread_cond_broadcast(&cc->cv);
+    pthread_cond_signal(&cc->reaper_cv);
     pthread_mutex_unlock(&cc->mu);
     pthread_join(cc->reaper, NULL);
   }
@@ -578,6 +592,7 @@ static void client_free(cs_client *cc) {
   free(cc->prefix);
   pthread_mutex_destroy(&cc->mu);
   pthread_cond_destroy(&cc->cv);
+  pthread_cond_destroy(&cc->reaper_cv);
 }
 
 static int consul_open(dlock_backend_client *bc, dlock_url *url) {
@@ -585,6 +600,8 @@ static int consul_open(dlock_backend_client *bc, dlock_url *url) {
   cc->bc = bc;
   pthread_mutex_init(&cc->mu, NULL);
   dlock__cond_init(&cc->cv);
+  dlock__cond_init(&cc->reaper_cv);
+  cc->reaper_wake_ns = INT64_MIN;
   int rc = dlock__http_open(&cc->http, "consul", url, "consul+https", 8500,
                             bc->connect_timeout_ms);
   const char *path = dlock_url_path(url);
@@ -642,6 +659,7 @@ static void consul_close(dlock_backend_client *bc) {
   pthread_mutex_lock(&cc->mu);
   cc->stop = true;
   pthread_cond_broadcast(&cc->cv);
+  pthread_cond_signal(&cc->reaper_cv);
   pthread_mutex_unlock(&cc->mu);
   if (cc->reaper_started) {
     pthread_join(cc->reaper, NULL);
@@ -811,7 +829,7 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
         bl->token = token;
         bl->sent_ns = s->fresh_ns;
         key = NULL;
-        pthread_cond_broadcast(&cc->cv); /* the reaper has a new deadline */
+        kick_reaper(cc, lk->confirmed_ns + lk->ttl_ms * 1000000);
       }
       pthread_mutex_unlock(&cc->mu);
       if (rc == 0)
@@ -989,7 +1007,6 @@ static int consul_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls,
     if (!bls[i]->sent_ns)
       bls[i]->sent_ns = start;
   }
-  pthread_cond_broadcast(&cc->cv); /* the reaper's deadlines moved */
   pthread_mutex_unlock(&cc->mu);
   return 0;
 }

@@ -14,6 +14,7 @@
 #include <curl/curl.h>
 
 #include "backends/consul/consul-codec.h"
+#include "backends/http/http.h"
 #include "faults.h"
 #include "internal.h"
 
@@ -22,23 +23,6 @@
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void curl_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
-
-struct buf {
-  char *data;
-  size_t len;
-};
-
-static size_t collect(char *p, size_t size, size_t n, void *arg) {
-  struct buf *b = arg;
-  char *d = realloc(b->data, b->len + size * n + 1);
-  if (!d)
-    return 0;
-  memcpy(d + b->len, p, size * n);
-  b->len += size * n;
-  d[b->len] = '\0';
-  b->data = d;
-  return size * n;
-}
 
 /* What a request needs from a dlock URL. */
 struct target {
@@ -88,7 +72,7 @@ char *conf_consul_agent_addr(const char *url, size_t ep) {
 /* One request to endpoint EP: the HTTP status, or -1 when the agent could
  * not be reached (then the caller tries the next one). */
 static long request_one(const struct target *t, size_t ep, const char *method, const char *path,
-                        const char *body, struct buf *out) {
+                        const char *body, dlock__http_body *out) {
   const char *h = dlock_url_host(t->u, ep);
   int port = dlock_url_port(t->u, ep);
   bool v6 = strchr(h, ':') != NULL;
@@ -113,7 +97,7 @@ static long request_one(const struct target *t, size_t ep, const char *method, c
   curl_easy_setopt(c, CURLOPT_PROXY, "");
   curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, CONNECT_MS);
   curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, REQUEST_MS);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, dlock__http_on_body);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
   if (t->cacert)
     curl_easy_setopt(c, CURLOPT_CAINFO, t->cacert);
@@ -140,7 +124,7 @@ int conf_consul_request(const char *url, const char *method, const char *path, c
     return -1;
   long st = -1;
   for (size_t ep = 0; st < 0 && ep < dlock_url_host_count(t.u); ep++) {
-    struct buf out = {0};
+    dlock__http_body out = {0};
     st = request_one(&t, ep, method, path, body, &out);
     free(*answer);
     *answer = out.data;

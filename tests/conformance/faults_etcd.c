@@ -13,6 +13,7 @@
 #include <curl/curl.h>
 
 #include "backends/etcd/etcd-codec.h"
+#include "backends/http/http.h"
 #include "faults.h"
 #include "internal.h"
 
@@ -23,23 +24,6 @@
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void curl_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
-
-struct buf {
-  char *data;
-  size_t len;
-};
-
-static size_t collect(char *p, size_t size, size_t n, void *arg) {
-  struct buf *b = arg;
-  char *d = realloc(b->data, b->len + size * n + 1);
-  if (!d)
-    return 0;
-  memcpy(d + b->len, p, size * n);
-  b->len += size * n;
-  d[b->len] = '\0';
-  b->data = d;
-  return size * n;
-}
 
 /* What a request needs from a dlock URL. */
 struct target {
@@ -65,7 +49,7 @@ static int target_open(const char *url, struct target *t) {
 /* One POST to endpoint EP: the HTTP status, or -1 when the endpoint could
  * not be reached (then the caller tries the next one). */
 static long post_one(const struct target *t, size_t ep, const char *token, const char *path,
-                     const char *body, struct buf *out) {
+                     const char *body, dlock__http_body *out) {
   const char *h = dlock_url_host(t->u, ep);
   int port = dlock_url_port(t->u, ep);
   bool v6 = strchr(h, ':') != NULL;
@@ -88,7 +72,7 @@ static long post_one(const struct target *t, size_t ep, const char *token, const
   curl_easy_setopt(c, CURLOPT_PROXY, "");
   curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, CONNECT_MS);
   curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, REQUEST_MS);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, dlock__http_on_body);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
   if (t->cacert)
     curl_easy_setopt(c, CURLOPT_CAINFO, t->cacert);
@@ -109,7 +93,7 @@ static long post_one(const struct target *t, size_t ep, const char *token, const
 
 /* Log in on endpoint EP: 200 and *token, another status (*out holds the
  * refusal), or -1 when unreachable. */
-static long login_one(const struct target *t, size_t ep, char **token, struct buf *out) {
+static long login_one(const struct target *t, size_t ep, char **token, dlock__http_body *out) {
   const char *pw = dlock_url_password(t->u);
   char *req = dlock__etcd_req_auth(dlock_url_user(t->u), pw ? pw : "");
   long st = req ? post_one(t, ep, NULL, "/v3/auth/authenticate", req, out) : -1;
@@ -130,7 +114,7 @@ static int post_any(const char *url, bool login, const char *token, const char *
     return -1;
   long st = -1;
   for (size_t ep = 0; st < 0 && ep < dlock_url_host_count(t.u); ep++) {
-    struct buf out = {0};
+    dlock__http_body out = {0};
     char *mine = NULL;
     if (login && dlock_url_user(t.u)) {
       st = login_one(&t, ep, &mine, &out);
@@ -140,7 +124,7 @@ static int post_any(const char *url, bool login, const char *token, const char *
         continue;
       }
       free(out.data);
-      out = (struct buf){0};
+      out = (dlock__http_body){0};
     }
     st = post_one(&t, ep, mine ? mine : token, path, body, &out);
     free(mine);
@@ -169,7 +153,7 @@ int conf_etcd_login(const char *url, char **token) {
     return -1;
   long st = -1;
   for (size_t ep = 0; st < 0 && ep < dlock_url_host_count(t.u); ep++) {
-    struct buf out = {0};
+    dlock__http_body out = {0};
     st = login_one(&t, ep, token, &out);
     if (st >= 0 && st != 200)
       fprintf(stderr, "faults_etcd: login refused: HTTP %ld: %s\n", st,

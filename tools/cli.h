@@ -35,7 +35,8 @@ int cli_is_option(const char *arg);
 int cli_match(int argc, char **argv, int *i, const char *cmd, const char *shortopt,
               const char *longopt, const char **val);
 
-/* "1.5" (seconds), "1.5s", "250ms", "2m" -> milliseconds; 0 or -1. */
+/* "1.5" (seconds), "1.5s", "250ms", "2m", "1h" -> milliseconds; 0 or -1.
+ * Decimal digits with an optional fraction and unit, nothing else. */
 int cli_parse_duration_ms(const char *s, int64_t *ms);
 
 /* Decimal integer in [min, max]; 0 or -1. */

@@ -9,7 +9,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <math.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -63,7 +62,8 @@ static const char usage_text[] =
     "             --locks H (100)  --only uncontended,handoff,renew (all)\n"
     "             --shared-client  uncontended threads share one client\n"
     "\n"
-    "SECS may be fractional and may end in ms, s or m.\n"
+    "SECS is a decimal number of seconds, or one ending in ms, s, m or h\n"
+    "(500ms, 1.5, 15s, 2m, 1h), as in URLs except that a bare number is seconds.\n"
     "URL examples: file:///var/lib/dlock  redis://host:6379/0?ttl=30s  mem://\n"
     "\n"
     "Exit status:\n"
@@ -143,28 +143,47 @@ separate:
   return 1;
 }
 
+/* The URLs' duration syntax (core/url.c), parsed by hand: strtod would also
+ * take signs, leading spaces, exponents, hex floats, "inf" and "nan". */
+#define CLI_DURATION_MAX_MS INT64_C(3200000000000) /* ~100 years, as in URLs */
+
 int cli_parse_duration_ms(const char *s, int64_t *ms) {
-  /* strtod alone would take " 5", "inf", "nan" and hex floats. */
-  if (!((s[0] >= '0' && s[0] <= '9') || s[0] == '.'))
+  const char *p = s;
+  uint64_t whole = 0, frac = 0, frac_scale = 1;
+  int digits = 0;
+  for (; *p >= '0' && *p <= '9'; p++, digits++) {
+    if (whole > (uint64_t)CLI_DURATION_MAX_MS) /* no unit makes this small again */
+      return -1;
+    whole = whole * 10 + (uint64_t)(*p - '0');
+  }
+  if (*p == '.') {
+    for (p++; *p >= '0' && *p <= '9'; p++, digits++) {
+      /* Digits below a nanosecond cannot change the rounded milliseconds. */
+      if (frac_scale < UINT64_C(1000000000)) {
+        frac = frac * 10 + (uint64_t)(*p - '0');
+        frac_scale *= 10;
+      }
+    }
+  }
+  if (digits == 0)
     return -1;
-  char *end;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (end == s || errno != 0 || !isfinite(v) || v < 0)
-    return -1;
-  double scale;
-  if (*end == '\0' || strcmp(end, "s") == 0)
+  uint64_t scale;
+  if (*p == '\0' || strcmp(p, "s") == 0) /* a bare number is seconds, unlike in URLs */
     scale = 1000;
-  else if (strcmp(end, "ms") == 0)
+  else if (strcmp(p, "ms") == 0)
     scale = 1;
-  else if (strcmp(end, "m") == 0)
+  else if (strcmp(p, "m") == 0)
     scale = 60000;
+  else if (strcmp(p, "h") == 0)
+    scale = 3600000;
   else
     return -1;
-  v *= scale;
-  if (v > 1e15) /* ~30,000 years: anything bigger is a typo, and would overflow */
+  if (whole > (uint64_t)CLI_DURATION_MAX_MS / scale)
     return -1;
-  *ms = (int64_t)(v + 0.5);
+  uint64_t v = whole * scale + (frac * scale + frac_scale / 2) / frac_scale;
+  if (v > (uint64_t)CLI_DURATION_MAX_MS)
+    return -1;
+  *ms = (int64_t)v;
   return 0;
 }
 
@@ -480,6 +499,9 @@ struct run_opts {
   char **command;
 };
 
+static const char duration_hint[] =
+    "expected seconds, or a duration such as 500ms, 15s, 2m or 1h";
+
 static int run_parse(int argc, char **argv, struct run_opts *ro) {
   const char *pos[2];
   int npos = 0, nowait = 0, have_wait = 0, i;
@@ -510,7 +532,7 @@ static int run_parse(int argc, char **argv, struct run_opts *ro) {
       if (m < 0)
         return CLI_EXIT_USAGE;
       if (cli_parse_duration_ms(v, &ro->wait_ms) < 0)
-        return cli_usage_error("run", "invalid wait time '%s'", v);
+        return cli_usage_error("run", "invalid wait time '%s' (%s)", v, duration_hint);
       have_wait = 1;
     } else if ((m = cli_match(argc, argv, &i, "run", "-n", "--nowait", NULL)) != 0) {
       nowait = 1;
@@ -518,12 +540,12 @@ static int run_parse(int argc, char **argv, struct run_opts *ro) {
       if (m < 0)
         return CLI_EXIT_USAGE;
       if (cli_parse_duration_ms(v, &ro->ttl_ms) < 0 || ro->ttl_ms <= 0)
-        return cli_usage_error("run", "invalid ttl '%s'", v);
+        return cli_usage_error("run", "invalid ttl '%s' (%s)", v, duration_hint);
     } else if ((m = cli_match(argc, argv, &i, "run", NULL, "--grace", &v)) != 0) {
       if (m < 0)
         return CLI_EXIT_USAGE;
       if (cli_parse_duration_ms(v, &ro->grace_ms) < 0)
-        return cli_usage_error("run", "invalid grace period '%s'", v);
+        return cli_usage_error("run", "invalid grace period '%s' (%s)", v, duration_hint);
     } else if ((m = cli_match(argc, argv, &i, "run", NULL, "--label", &v)) != 0) {
       if (m < 0)
         return CLI_EXIT_USAGE;

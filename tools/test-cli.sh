@@ -61,6 +61,18 @@ u=${urls[0]}
 "$DLOCK" run --ttl 0 "$u" k -- true >/dev/null 2>&1; check "run --ttl 0" 2 $?
 "$DLOCK" run --nope "$u" k -- true >/dev/null 2>&1; check "run unknown option" 2 $?
 "$DLOCK" run nosuch://x k -- true >/dev/null 2>&1; check "run bad scheme" 2 $?
+# Durations: the URLs' syntax (a bare number being seconds here), nothing
+# that strtod would also take.
+for v in 0x10 0X1p4 1e3 1E3 inf nan infinity -1 +1 " 5" "5 " 5x 1.5.5 "" . ms 1s5 \
+  99999999999999999999 1000000000000000h; do
+  "$DLOCK" run --ttl "$v" "$u" k -- true 2>"$tmp/err"
+  check "run --ttl '$v' refused" 2 $?
+  contains "run --ttl '$v': message" "$tmp/err" "invalid ttl"
+  "$DLOCK" run -w "$v" "$u" k -- true >/dev/null 2>&1; check "run -w '$v' refused" 2 $?
+done
+for v in 500ms 1.5 .5 15s 2m 1h 0.25s; do
+  "$DLOCK" run --ttl "$v" -w "$v" "$u" k -- true; check "run --ttl/-w '$v' accepted" 0 $?
+done
 "$DLOCK" status "$u" >/dev/null 2>&1; check "status without key" 2 $?
 "$DLOCK" status --yaml "$u" k >/dev/null 2>&1; check "status unknown option" 2 $?
 "$DLOCK" bench >/dev/null 2>&1; check "bench without URL" 2 $?

@@ -85,7 +85,7 @@ static void table_remove(dlock_client *c, struct dlock_lock *l) {
     l->next->prev = l->prev;
 }
 
-static void lock_free(struct dlock_lock *l) {
+void dlock__lock_free(struct dlock_lock *l) {
   if (!l)
     return;
   free(l->bl.priv);
@@ -332,11 +332,11 @@ void dlock_close(dlock_client *c) {
     table_remove(c, l);
     /* Once the store stops answering, the rest expire on their own; waiting
      * a timeout per lock would make close take minutes. */
-    if (reachable && (l->state == DLOCK_HELD || l->state == DLOCK_LOST) &&
+    if (reachable && (l->state == DLOCK_HELD || l->state == DLOCK_LOST || l->giveback) &&
         dlock_err_is_transient(c->ops->release(&c->bc, &l->bl)))
       reachable = false;
     if (reachable) {
-      lock_free(l);
+      dlock__lock_free(l);
     } else {
       /* Never released: the backend may still know it until close(). */
       l->next = unreleased;
@@ -347,7 +347,7 @@ void dlock_close(dlock_client *c) {
   while (unreleased) {
     struct dlock_lock *l = unreleased;
     unreleased = l->next;
-    lock_free(l);
+    dlock__lock_free(l);
   }
   pthread_cond_destroy(&c->cv);
   pthread_cond_destroy(&c->renew_cv);
@@ -357,6 +357,54 @@ void dlock_close(dlock_client *c) {
   free(c->redacted);
   dlock__url_free(c->url);
   free(c);
+}
+
+void dlock__giveback(dlock_client *c, struct dlock_lock *l) {
+  int64_t now = dlock__now_ns();
+  pthread_mutex_lock(&c->mu);
+  l->giveback = true;
+  l->giveback_tries = 0;
+  l->giveback_next_ns = now;
+  /* The request may still be on its way; once it lands, the store keeps the
+   * grant for at most a ttl.  Past this, giving back has nothing left to do. */
+  l->giveback_until_ns = now + l->bl.ttl_ms * 1000000 + dlock__margin_ns(c, l->bl.ttl_ms);
+  pthread_mutex_unlock(&c->mu);
+  atomic_fetch_add(&c->metrics.giveback, 1);
+  atomic_fetch_add(&c->metrics.giveback_pending, 1);
+  if (dlock__renew_start(c) < 0) {
+    /* No thread to do it later: do it now, once. */
+    c->ops->release(&c->bc, &l->bl);
+    pthread_mutex_lock(&c->mu);
+    dlock__giveback_done(c, l);
+    pthread_mutex_unlock(&c->mu);
+    dlock__lock_free(l);
+    return;
+  }
+  dlock__renew_kick(c);
+}
+
+void dlock__giveback_done(dlock_client *c, struct dlock_lock *l) {
+  table_remove(c, l);
+  l->giveback = false;
+  atomic_fetch_sub(&c->metrics.giveback_pending, 1);
+  pthread_cond_broadcast(&c->cv);
+}
+
+bool dlock__giveback_result(dlock_client *c, struct dlock_lock *l, int rc) {
+  l->inflight = false;
+  int64_t now = dlock__now_ns();
+  if (!dlock_err_is_transient(rc) || now >= l->giveback_until_ns) {
+    dlock__giveback_done(c, l);
+    return true;
+  }
+  double gap = (double)c->retry_initial_ms;
+  for (int i = 0; i < l->giveback_tries && gap < (double)c->retry_max_ms; i++)
+    gap *= c->retry_multiplier;
+  if (gap > (double)c->retry_max_ms)
+    gap = (double)c->retry_max_ms;
+  l->giveback_tries++;
+  l->giveback_next_ns = now + (int64_t)(gap * 1e6);
+  return false;
 }
 
 static int check_opts(const dlock_options *o) {
@@ -405,6 +453,75 @@ static int poll_acquire(dlock_client *c, dlock_backend_lock *bl, int64_t deadlin
   }
 }
 
+/* One try at the store: a single request for WAIT_MS 0, else a wait until
+ * DEADLINE.  *WAITED_OUT tells a DLOCK_ETIMEDOUT that means "the wait ran
+ * out" (the backend cleaned up after itself) from a request timeout. */
+static int attempt_once(dlock_client *c, dlock_backend_lock *bl, int64_t wait_ms,
+                        int64_t deadline, bool *waited_out) {
+  int rc;
+  *waited_out = false;
+  if (wait_ms == 0)
+    return c->ops->try_acquire(&c->bc, bl);
+  rc = c->ops->acquire ? c->ops->acquire(&c->bc, bl, deadline) : poll_acquire(c, bl, deadline);
+  if (rc == DLOCK_ETIMEDOUT && deadline >= 0 && dlock__now_ns() >= deadline)
+    *waited_out = true;
+  return rc;
+}
+
+/* Attempts until one is answered or the deadline passes.  A blocking
+ * acquire rides out transient failures (a reset connection, a request
+ * timeout, a failover) with the client's backoff, as a caller who asked to
+ * wait 30 s expects; a try (WAIT_MS 0) makes one attempt.  *MAYBE_GRANTED
+ * is set when the last attempt failed without an answer, so the store may
+ * hold the lock for us. */
+static int attempt_until(dlock_client *c, struct dlock_lock *l, int64_t wait_ms,
+                         int64_t deadline, bool *maybe_granted) {
+  dlock_backend_lock *bl = &l->bl;
+  double backoff = (double)c->retry_initial_ms;
+  for (;;) {
+    bl->holder_ttl_ms = -1;
+    bl->sent_ns = 0;
+    bl->token = 0;
+    bool waited_out;
+    int64_t start = dlock__now_ns();
+    int rc = attempt_once(c, bl, wait_ms, deadline, &waited_out);
+    if (rc == 0 && bl->sent_ns == 0)
+      bl->sent_ns = start;
+    *maybe_granted = rc == DLOCK_ECONN || (rc == DLOCK_ETIMEDOUT && !waited_out);
+    if (rc == 0 || wait_ms == 0 || !*maybe_granted)
+      return rc;
+    if (deadline >= 0 && dlock__now_ns() >= deadline)
+      return rc; /* the caller learns why the last attempt failed */
+    /* Before asking again, give back what the unanswered attempt may have
+     * won.  It is the same owner either way, but stores that queue (zk,
+     * etcd) would otherwise keep a node for it until its lease ends. */
+    char why[512];
+    snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
+    int grc = c->ops->release(&c->bc, bl);
+    dlock_seterr(rc, "%s", why);
+    if (c->ops->lock_size)
+      memset(bl->priv, 0, c->ops->lock_size);
+    int64_t now = dlock__now_ns();
+    if (deadline >= 0 && now >= deadline) {
+      /* The give-back itself took the rest of the wait. */
+      *maybe_granted = dlock_err_is_transient(grc);
+      return rc;
+    }
+    /* The last pause ends at the deadline, with one more attempt there. */
+    double jit = c->retry_jitter * (double)dlock__random_below(1000) / 1000.0;
+    int64_t until = now + (int64_t)(backoff * (1.0 - jit) * 1e6);
+    if (deadline >= 0 && until > deadline)
+      until = deadline;
+    sleep_until(until);
+    atomic_fetch_add(&c->metrics.acquire_retries, 1);
+    pthread_mutex_lock(&c->mu);
+    l->lost_early = false; /* a report about the abandoned attempt */
+    pthread_mutex_unlock(&c->mu);
+    backoff *= c->retry_multiplier;
+    if (backoff > (double)c->retry_max_ms)
+      backoff = (double)c->retry_max_ms;
+  }
+}
 
 static int acquire_common(dlock_client *c, const char *key, const dlock_options *opts,
                           dlock_lock **out, bool try_only) {
@@ -447,8 +564,14 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
      * here, not at the store: stores that tie locks to a session would grant
      * it to us a second time. */
     if (wait_ms == 0) {
+      bool gb = l->giveback;
       pthread_mutex_unlock(&c->mu);
       dlock__metrics_acquire_result(&c->metrics, DLOCK_EBUSY);
+      if (gb)
+        return dlock_seterr(DLOCK_EBUSY,
+                            "'%s' may still be held for this client by an attempt that got "
+                            "no answer; it is being given back",
+                            key);
       return dlock_seterr(DLOCK_EBUSY, "'%s' is held by another thread of this client", key);
     }
     if (deadline < 0) {
@@ -480,7 +603,7 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
   if (!l || !l->key || !l->label || (c->ops->lock_size && !l->bl.priv) ||
       (rc = dlock__random_hex(l->owner, 16)) < 0) {
     pthread_mutex_unlock(&c->mu);
-    lock_free(l);
+    dlock__lock_free(l);
     dlock__metrics_acquire_result(&c->metrics, DLOCK_ENOMEM);
     return rc < 0 ? rc : dlock_seterr(DLOCK_ENOMEM, "out of memory");
   }
@@ -496,17 +619,10 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
   bl->owner = l->owner;
   bl->label = l->label;
   bl->ttl_ms = ttl_ms;
-  bl->holder_ttl_ms = -1;
-  int64_t start = dlock__now_ns();
-  if (wait_ms == 0)
-    rc = c->ops->try_acquire(&c->bc, bl);
-  else if (c->ops->acquire)
-    rc = c->ops->acquire(&c->bc, bl, deadline);
-  else
-    rc = poll_acquire(c, bl, deadline);
-  if (rc == 0 && bl->sent_ns == 0)
-    bl->sent_ns = start;
-  int64_t now = dlock__now_ns();
+  bool maybe_granted = false;
+  int64_t now;
+  rc = attempt_until(c, l, wait_ms, deadline, &maybe_granted);
+  now = dlock__now_ns();
   if (rc == 0 && dlock__validity_deadline(c, bl->sent_ns, ttl_ms) <= now) {
     /* Granted so late that the lease may already be gone: never hand out
      * a handle that is not valid. */
@@ -515,14 +631,16 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
   }
   if (rc > 0)
     rc = dlock_seterr(DLOCK_EBACKEND, "backend returned an invalid result");
-  if (rc == DLOCK_ECONN) {
+  if (rc < 0 && maybe_granted) {
     /* The request may have reached the store and only the reply been lost:
      * give back by owner whatever we might hold, so it does not sit there
-     * for a whole ttl.  Keep the message of the real failure. */
+     * for a whole ttl.  In the background, so that a failed attempt costs
+     * the caller one request timeout, not two. */
+    dlock__metrics_acquire_result(&c->metrics, rc);
     char why[512];
     snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
-    c->ops->release(&c->bc, bl);
-    dlock_seterr(rc, "%s", why);
+    dlock__giveback(c, l);
+    return dlock_seterr(rc, "%s", why);
   }
 
   bool kick = false;
@@ -556,7 +674,7 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
 
   dlock__metrics_acquire_result(&c->metrics, rc);
   if (rc < 0) {
-    lock_free(l);
+    dlock__lock_free(l);
     return rc;
   }
   dlock__hist_add(&c->metrics.acquire_wait, now - t0);
@@ -632,7 +750,7 @@ int dlock_release(dlock_lock *l) {
   atomic_fetch_sub(&c->metrics.held_now, 1);
   atomic_fetch_add(&c->metrics.release, 1);
   dlock__hist_add(&c->metrics.hold_time, dlock__now_ns() - l->acquired_ns);
-  lock_free(l);
+  dlock__lock_free(l);
   return rc;
 }
 

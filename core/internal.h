@@ -67,6 +67,7 @@ typedef struct dlock__hist {
 typedef struct dlock__metrics {
   _Atomic uint64_t acquire_ok, acquire_busy, acquire_timeout, acquire_error;
   _Atomic uint64_t release, renew_ok, renew_failed, lost, held_now;
+  _Atomic uint64_t acquire_retries, giveback, giveback_pending;
   dlock__hist acquire_wait, hold_time;
 } dlock__metrics;
 
@@ -110,6 +111,13 @@ struct dlock_lock {
   bool auto_renew;
   bool lost_pending;         /* on_lost still to be delivered */
   bool lost_early;           /* the backend reported loss before acquire returned */
+  /* An attempt whose answer never came, so the store may have granted it:
+   * the renew thread gives it back (it stays in the key table meanwhile, so
+   * no new attempt of this client on the key can overlap the give-back). */
+  bool giveback;
+  int giveback_tries;
+  int64_t giveback_next_ns;
+  int64_t giveback_until_ns; /* the store has expired it on its own by then */
   dlock_lost_fn on_lost;
   void *on_lost_arg;
   int64_t acquired_ns;
@@ -160,6 +168,17 @@ DLOCK__HIDDEN int64_t dlock__margin_ns(const dlock_client *c, int64_t ttl_ms);
 /* Local validity deadline of a lease of TTL_MS whose request left at SENT_NS. */
 DLOCK__HIDDEN int64_t dlock__validity_deadline(const dlock_client *c, int64_t sent_ns,
                                                int64_t ttl_ms);
+/* Hand L, whose attempt failed without an answer, to the renew thread to be
+ * given back; it is freed when that is done.  Not under c->mu. */
+DLOCK__HIDDEN void dlock__giveback(dlock_client *c, struct dlock_lock *l);
+/* Under c->mu: the give-back of L is over; unlinks it (the caller frees it
+ * once c->mu is released). */
+DLOCK__HIDDEN void dlock__giveback_done(dlock_client *c, struct dlock_lock *l);
+/* Under c->mu: the give-back of L returned RC.  True when it is over (L is
+ * unlinked and must be freed), false when it is to be tried again later. */
+DLOCK__HIDDEN bool dlock__giveback_result(dlock_client *c, struct dlock_lock *l, int rc);
+/* Free a lock handle and its backend state. */
+DLOCK__HIDDEN void dlock__lock_free(struct dlock_lock *l);
 /* Under c->mu: turn L LOST (once) and count it. */
 DLOCK__HIDDEN void dlock__mark_lost(dlock_client *c, struct dlock_lock *l);
 

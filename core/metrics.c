@@ -55,6 +55,9 @@ int dlock_metrics_get(const dlock_client *c, dlock_metrics *out) {
   out->renew_failed = atomic_load(&m->renew_failed);
   out->lost = atomic_load(&m->lost);
   out->held_now = atomic_load(&m->held_now);
+  out->acquire_retries = atomic_load(&m->acquire_retries);
+  out->giveback = atomic_load(&m->giveback);
+  out->giveback_pending = atomic_load(&m->giveback_pending);
   hist_copy(&m->acquire_wait, &out->acquire_wait);
   hist_copy(&m->hold_time, &out->hold_time);
   return 0;
@@ -126,6 +129,15 @@ int dlock_metrics_prometheus(const dlock_client *c, char *buf, size_t len) {
             (unsigned long long)m.acquire_timeout);
   sb_printf(&b, "dlock_acquire_total{result=\"error\"} %llu\n",
             (unsigned long long)m.acquire_error);
+  sb_printf(&b, "# HELP dlock_acquire_retries_total Transient failures a blocking acquire "
+                "retried.\n# TYPE dlock_acquire_retries_total counter\n"
+                "dlock_acquire_retries_total %llu\n",
+            (unsigned long long)m.acquire_retries);
+  sb_printf(&b, "# HELP dlock_giveback_total Unanswered attempts given back in the "
+                "background.\n# TYPE dlock_giveback_total counter\ndlock_giveback_total %llu\n",
+            (unsigned long long)m.giveback);
+  sb_printf(&b, "# TYPE dlock_giveback_pending gauge\ndlock_giveback_pending %llu\n",
+            (unsigned long long)m.giveback_pending);
   sb_printf(&b, "# TYPE dlock_release_total counter\ndlock_release_total %llu\n",
             (unsigned long long)m.release);
   sb_printf(&b, "# TYPE dlock_renew_total counter\n");

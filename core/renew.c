@@ -49,15 +49,15 @@ static void apply_renew(dlock_client *c, struct dlock_lock *l, int rc, int64_t s
 static void *renew_main(void *arg) {
   dlock_client *c = arg;
   size_t cap = 0;
-  struct dlock_lock **batch = NULL, **cbs = NULL;
+  struct dlock_lock **batch = NULL, **cbs = NULL, **gbs = NULL;
   dlock_backend_lock **bls = NULL;
-  int *rcs = NULL;
+  int *rcs = NULL, *grcs = NULL;
 
   pthread_mutex_lock(&c->mu);
   while (!c->renew_stop) {
     int64_t now = dlock__now_ns();
     int64_t wake = INT64_MAX;
-    size_t nb = 0, nc = 0;
+    size_t nb = 0, nc = 0, ng = 0;
     if (cap < c->table_count) {
       size_t ncap = c->table_count * 2;
       struct dlock_lock **b2 = realloc(batch, ncap * sizeof *b2);
@@ -72,12 +72,27 @@ static void *renew_main(void *arg) {
       int *r2 = realloc(rcs, ncap * sizeof *r2);
       if (r2)
         rcs = r2;
-      if (b2 && c2 && l2 && r2)
+      struct dlock_lock **g2 = realloc(gbs, ncap * sizeof *g2);
+      if (g2)
+        gbs = g2;
+      int *gr2 = realloc(grcs, ncap * sizeof *gr2);
+      if (gr2)
+        grcs = gr2;
+      if (b2 && c2 && l2 && r2 && g2 && gr2)
         cap = ncap;
     }
     for (struct dlock_lock *l = c->head; l; l = l->next) {
       if (l->inflight)
         continue;
+      if (l->giveback) {
+        if (l->giveback_next_ns <= now && ng < cap) {
+          l->inflight = true;
+          gbs[ng++] = l;
+        } else if (l->giveback_next_ns < wake) {
+          wake = l->giveback_next_ns;
+        }
+        continue;
+      }
       if (l->state == DLOCK_HELD) {
         if (l->valid_until_ns <= now) {
           dlock__mark_lost(c, l);
@@ -99,7 +114,7 @@ static void *renew_main(void *arg) {
         cbs[nc++] = l;
       }
     }
-    if (nb == 0 && nc == 0) {
+    if (nb == 0 && nc == 0 && ng == 0) {
       c->renew_wake_ns = wake;
       if (wake == INT64_MAX) {
         pthread_cond_wait(&c->renew_cv, &c->mu);
@@ -144,6 +159,15 @@ static void *renew_main(void *arg) {
       }
     }
 
+    /* After the renewals, which keep what is held: a give-back only spares
+     * others a wait.  One that finds the store away defers the rest. */
+    int gdown = 0;
+    for (size_t i = 0; i < ng; i++) {
+      grcs[i] = gdown ? gdown : c->ops->release(&c->bc, &gbs[i]->bl);
+      if (grcs[i] == DLOCK_ECONN)
+        gdown = grcs[i];
+    }
+
     pthread_mutex_lock(&c->mu);
     for (size_t i = 0; i < nb; i++) {
       apply_renew(c, batch[i], rcs[i], start);
@@ -151,13 +175,25 @@ static void *renew_main(void *arg) {
     }
     for (size_t i = 0; i < nc; i++)
       cbs[i]->inflight = false;
+    size_t nfree = 0;
+    for (size_t i = 0; i < ng; i++)
+      if (dlock__giveback_result(c, gbs[i], grcs[i]))
+        gbs[nfree++] = gbs[i];
     pthread_cond_broadcast(&c->cv);
+    if (nfree) {
+      pthread_mutex_unlock(&c->mu);
+      for (size_t i = 0; i < nfree; i++)
+        dlock__lock_free(gbs[i]);
+      pthread_mutex_lock(&c->mu);
+    }
   }
   pthread_mutex_unlock(&c->mu);
   free(batch);
   free(cbs);
   free(bls);
   free(rcs);
+  free(gbs);
+  free(grcs);
   return NULL;
 }
 

@@ -35,6 +35,13 @@ typedef struct dlock_metrics {
   uint64_t held_now;            /* locks currently held by the client */
   dlock_histogram acquire_wait; /* time inside dlock_acquire that succeeded */
   dlock_histogram hold_time;    /* from acquisition to final release */
+  /* Transient failures (unreachable store, request timeout, failover) that
+   * a blocking acquire retried before its deadline. */
+  uint64_t acquire_retries;
+  /* Give-backs of attempts whose answer never came (the store may have
+   * granted them): started, and still being retried now. */
+  uint64_t giveback;
+  uint64_t giveback_pending;
 } dlock_metrics;
 
 /* Snapshot of the client's metrics. */

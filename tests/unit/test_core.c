@@ -30,6 +30,10 @@ static struct {
   int64_t stall_ms;      /* renew/renew_many first block this long */
   int lose_in_acquire;   /* try_acquire reports its own lock lost before returning */
   atomic_int renew_many_calls;
+  int fail_for;          /* try_acquire fails with fail_rc this many times first */
+  int fail_rc;
+  int64_t try_stall_ms;  /* a failing try_acquire first blocks this long */
+  int64_t release_stall_ms;
 } tb;
 
 static int tb_open(dlock_backend_client *bc, dlock_url *u) {
@@ -39,9 +43,20 @@ static int tb_open(dlock_backend_client *bc, dlock_url *u) {
   return 0;
 }
 static void tb_close(dlock_backend_client *bc) { (void)bc; }
+static void nap(int64_t ms) {
+  if (ms > 0) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+    nanosleep(&ts, NULL); /* the store under test does not answer */
+  }
+}
 static int tb_try(dlock_backend_client *bc, dlock_backend_lock *bl) {
   (void)bc;
-  if (atomic_fetch_add(&tb.tries, 1) < tb.busy_for) {
+  int n = atomic_fetch_add(&tb.tries, 1);
+  if (n < tb.fail_for) {
+    nap(tb.try_stall_ms);
+    return dlock_seterr(tb.fail_rc, "test: attempt %d got no answer", n + 1);
+  }
+  if (n - tb.fail_for < tb.busy_for) {
     bl->holder_ttl_ms = 5;
     return DLOCK_EBUSY;
   }
@@ -51,12 +66,7 @@ static int tb_try(dlock_backend_client *bc, dlock_backend_lock *bl) {
     dlock_backend_lock_lost(bc, bl);
   return 0;
 }
-static void stall(void) {
-  if (tb.stall_ms > 0) {
-    struct timespec ts = {tb.stall_ms / 1000, (tb.stall_ms % 1000) * 1000000};
-    nanosleep(&ts, NULL); /* the store under test does not answer */
-  }
-}
+static void stall(void) { nap(tb.stall_ms); }
 static int tb_renew(dlock_backend_client *bc, dlock_backend_lock *bl) {
   (void)bc;
   (void)bl;
@@ -77,6 +87,7 @@ static int tb_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, siz
 static int tb_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   (void)bc;
   (void)bl;
+  nap(tb.release_stall_ms);
   atomic_fetch_add(&tb.releases, 1);
   return 0;
 }
@@ -132,6 +143,10 @@ static void tb_reset(void) {
   tb.stall_ms = 0;
   tb.lose_in_acquire = 0;
   atomic_store(&tb.renew_many_calls, 0);
+  tb.fail_for = 0;
+  tb.fail_rc = 0;
+  tb.try_stall_ms = 0;
+  tb.release_stall_ms = 0;
 }
 
 static int setup(void **state) {
@@ -555,6 +570,91 @@ static void test_loss_during_acquire(void **state) {
   dlock_close(c);
 }
 
+/* A blocking acquire rides out transient failures until its deadline,
+ * giving back each unanswered attempt before the next one. */
+static void test_transient_errors_retried(void **state) {
+  (void)state;
+  tb_reset();
+  tb.fail_for = 3;
+  tb.fail_rc = DLOCK_ECONN;
+  dlock_client *c;
+  assert_int_equal(dlock_open("test://h?retry_initial=1ms&retry_max=4ms", &c), 0);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.wait_ms = 30000;
+  dlock_lock *l = NULL;
+  assert_int_equal(dlock_acquire(c, "k", &o, &l), 0);
+  assert_int_equal(atomic_load(&tb.tries), 4);
+  assert_int_equal(atomic_load(&tb.releases), 3);
+  dlock_metrics m;
+  dlock_metrics_get(c, &m);
+  assert_int_equal(m.acquire_retries, 3);
+  assert_int_equal(m.acquire_ok, 1);
+  assert_int_equal(dlock_release(l), 0);
+
+  /* A request timeout before the deadline is transient too. */
+  tb_reset();
+  tb.fail_for = 2;
+  tb.fail_rc = DLOCK_ETIMEDOUT;
+  assert_int_equal(dlock_acquire(c, "k", &o, &l), 0);
+  assert_int_equal(atomic_load(&tb.tries), 3);
+  assert_int_equal(dlock_release(l), 0);
+
+  /* Definitive errors are not retried. */
+  tb_reset();
+  tb.fail_for = 1;
+  tb.fail_rc = DLOCK_EAUTH;
+  assert_int_equal(dlock_acquire(c, "k", &o, &l), DLOCK_EAUTH);
+  assert_int_equal(atomic_load(&tb.tries), 1);
+
+  /* A store that stays away: the last attempt's error, at the deadline. */
+  tb_reset();
+  tb.fail_for = 1 << 30;
+  tb.fail_rc = DLOCK_ECONN;
+  o.wait_ms = 300;
+  int64_t t0 = dlock__now_ns();
+  assert_int_equal(dlock_acquire(c, "k", &o, &l), DLOCK_ECONN);
+  int64_t el = (dlock__now_ns() - t0) / 1000000;
+  assert_true(el >= 295 && el < 3000);
+  assert_true(atomic_load(&tb.tries) >= 3);
+  assert_non_null(strstr(dlock_client_errmsg(c), "got no answer"));
+  dlock_close(c);
+}
+
+/* A try makes one attempt, and an unanswered one costs the caller one
+ * request, not a second one for the give-back, which goes on behind. */
+static void test_try_fails_once_and_gives_back_behind(void **state) {
+  (void)state;
+  tb_reset();
+  tb.fail_for = 1;
+  tb.fail_rc = DLOCK_ECONN;
+  tb.try_stall_ms = 800;
+  tb.release_stall_ms = 800;
+  dlock_client *c;
+  assert_int_equal(dlock_open("test://h", &c), 0);
+  dlock_lock *l = NULL;
+  int64_t t0 = dlock__now_ns();
+  assert_int_equal(dlock_try_acquire(c, "k", NULL, &l), DLOCK_ECONN);
+  int64_t el = (dlock__now_ns() - t0) / 1000000;
+  assert_true(el >= 790 && el < 1500);
+  assert_null(l);
+  assert_int_equal(atomic_load(&tb.tries), 1);
+  /* While it is given back, this client does not ask the store again. */
+  assert_int_equal(dlock_try_acquire(c, "k", NULL, &l), DLOCK_EBUSY);
+  assert_non_null(strstr(dlock_client_errmsg(c), "given back"));
+  assert_int_equal(atomic_load(&tb.tries), 1);
+  /* A blocking acquire waits for the give-back, then gets it. */
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.wait_ms = 10000;
+  assert_int_equal(dlock_acquire(c, "k", &o, &l), 0);
+  assert_int_equal(atomic_load(&tb.releases), 1);
+  dlock_metrics m;
+  dlock_metrics_get(c, &m);
+  assert_int_equal(m.giveback, 1);
+  assert_int_equal(m.giveback_pending, 0);
+  assert_int_equal(dlock_release(l), 0);
+  dlock_close(c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_error_table),
@@ -573,6 +673,8 @@ int main(void) {
       cmocka_unit_test(test_stalled_store_reports_loss_promptly),
       cmocka_unit_test(test_backend_reported_loss),
       cmocka_unit_test(test_loss_during_acquire),
+      cmocka_unit_test(test_transient_errors_retried),
+      cmocka_unit_test(test_try_fails_once_and_gives_back_behind),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 #include <hiredis/hiredis.h>
@@ -111,6 +112,87 @@ static void r2_wait_does_not_poll(void **state) {
   redisFree(rc);
 }
 
+struct rwait {
+  dlock_client *c;
+  int rc;
+  uint64_t token;
+};
+
+static void *rwait_main(void *arg) {
+  struct rwait *w = arg;
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.wait_ms = 30000;
+  dlock_lock *l;
+  w->rc = dlock_acquire(w->c, conf_key("r4"), &o, &l);
+  if (w->rc == 0) {
+    w->token = dlock_lock_token(l);
+    dlock_release(l);
+  }
+  return NULL;
+}
+
+/* Subscribers (the waiting connections) right now, from CLIENT LIST. */
+static int subscribers(redisContext *rc) {
+  redisReply *r = cmd(rc, "CLIENT LIST TYPE pubsub");
+  assert_non_null(r);
+  int n = 0;
+  if (r->type == REDIS_REPLY_STRING)
+    for (const char *p = r->str; (p = strstr(p, "cmd=subscribe")) != NULL; p++)
+      n++;
+  freeReplyObject(r);
+  return n;
+}
+
+static void nap_ms(int ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+/* The server drops the connection a waiter sits on: a blocking acquire
+ * with time left tries again instead of failing with DLOCK_ECONN. */
+static void r4_wait_rides_out_a_reset(void **state) {
+  (void)state;
+  redisContext *rc = conf_redis_connect(r_url, NULL);
+  assert_non_null(rc);
+  dlock_client *a, *b;
+  assert_int_equal(dlock_open(r_url, &a), 0);
+  assert_int_equal(dlock_open(r_url, &b), 0);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.ttl_ms = 30000;
+  dlock_lock *l;
+  assert_int_equal(dlock_try_acquire(a, conf_key("r4"), &o, &l), 0);
+  struct rwait w = {.c = b, .rc = 1};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, rwait_main, &w), 0);
+  /* Polled with a generous bound: the waiter subscribes, then it is cut. */
+  int i;
+  for (i = 0; i < 1000 && subscribers(rc) == 0; i++)
+    nap_ms(10);
+  assert_true(i < 1000);
+  redisReply *r = cmd(rc, "CLIENT KILL TYPE pubsub");
+  assert_non_null(r);
+  assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+  assert_true(r->integer >= 1);
+  freeReplyObject(r);
+  dlock_metrics m;
+  for (i = 0; i < 1000; i++) {
+    dlock_metrics_get(b, &m);
+    if (m.acquire_retries >= 1 || m.acquire_error >= 1)
+      break;
+    nap_ms(10);
+  }
+  assert_int_equal(m.acquire_error, 0);
+  assert_true(m.acquire_retries >= 1);
+  uint64_t held = dlock_lock_token(l);
+  assert_int_equal(dlock_release(l), 0);
+  pthread_join(th, NULL);
+  assert_int_equal(w.rc, 0);
+  assert_true(w.token > held);
+  dlock_close(a);
+  dlock_close(b);
+  redisFree(rc);
+}
+
 static void r3_acl_login(void **state) {
   (void)state;
   redisContext *rc = conf_redis_connect(r_url, NULL);
@@ -156,6 +238,7 @@ int conf_redis_cases(const char *url) {
       cmocka_unit_test(r1_script_cache_flushed),
       cmocka_unit_test(r2_wait_does_not_poll),
       cmocka_unit_test(r3_acl_login),
+      cmocka_unit_test(r4_wait_rides_out_a_reset),
   };
   char name[512], title[600];
   dlock_url_redact(url, name, sizeof name);

@@ -73,6 +73,35 @@ done
 for v in 500ms 1.5 .5 15s 2m 1h 0.25s; do
   "$DLOCK" run --ttl "$v" -w "$v" "$u" k -- true; check "run --ttl/-w '$v' accepted" 0 $?
 done
+# A mistyped file:// directory: status must neither create it nor call the
+# key free, whereas taking a lock there makes the store.
+"$DLOCK" status "file://$tmp/typo/dir" k >"$tmp/out" 2>"$tmp/err"
+rc=$?
+n=$((n + 1))
+if [ $rc -ne 0 ]; then echo "ok $n - status on a missing directory fails ($rc)"
+else echo "not ok $n - status on a missing directory: exit 0: $(cat "$tmp/out")"; fails=$((fails + 1)); fi
+contains "status on a missing directory says so" "$tmp/err" "$tmp/typo/dir does not exist"
+[ -e "$tmp/typo" ]; check "status creates nothing" 1 $?
+"$DLOCK" status --json "file://$tmp/typo/dir" k >/dev/null 2>&1
+rc=$?
+n=$((n + 1))
+if [ $rc -ne 0 ]; then echo "ok $n - status --json on a missing directory fails"
+else echo "not ok $n - status --json on a missing directory: exit 0"; fails=$((fails + 1)); fi
+[ -e "$tmp/typo" ]; check "status --json creates nothing" 1 $?
+: >"$tmp/plainfile"
+"$DLOCK" status "file://$tmp/plainfile" k >/dev/null 2>"$tmp/err"
+rc=$?
+n=$((n + 1))
+if [ $rc -ne 0 ]; then echo "ok $n - status on a file that is not a directory fails"
+else echo "not ok $n - status on a plain file: exit 0"; fails=$((fails + 1)); fi
+contains "status on a plain file says so" "$tmp/err" "is not a directory"
+"$DLOCK" run "file://$tmp/fresh/a/b" k -- true; check "run creates a missing directory" 0 $?
+[ -d "$tmp/fresh/a/b" ]; check "run made the directory" 0 $?
+"$DLOCK" status "file://$tmp/fresh/a/b" k >"$tmp/st"; check "status on the made directory" 0 $?
+contains "status after run: free" "$tmp/st" "state:  free"
+"$DLOCK" status "file://$tmp/fresh/a/b" other-key >"$tmp/st"; check "status of a never-used key" 0 $?
+contains "never-used key: free" "$tmp/st" "state:  free"
+
 "$DLOCK" status "$u" >/dev/null 2>&1; check "status without key" 2 $?
 "$DLOCK" status --yaml "$u" k >/dev/null 2>&1; check "status unknown option" 2 $?
 "$DLOCK" bench >/dev/null 2>&1; check "bench without URL" 2 $?

@@ -14,12 +14,14 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,6 +35,8 @@
 struct file_client {
   char *dir;
   int sync;
+  pthread_mutex_t mu; /* guards dir_ready */
+  int dir_ready;      /* the directory was created (or found) and is writable */
 };
 
 struct file_lock {
@@ -41,6 +45,48 @@ struct file_lock {
   ino_t ino;
   char path[PATH_MAX];
 };
+
+/* A directory that does not exist yet must at least be one an acquire
+ * could create, so that an impossible store is refused by dlock_open as an
+ * unreachable server would be: the nearest existing ancestor is a writable
+ * directory on a writable file system.  For root access() grants everything,
+ * so an ancestor that no mode bit lets anyone write to (/proc, /sys) counts
+ * as not writable. */
+static int check_creatable(const char *path) {
+  char anc[PATH_MAX];
+  snprintf(anc, sizeof anc, "%s", path);
+  struct stat st;
+  for (;;) {
+    char *slash = strrchr(anc, '/');
+    if (!slash)
+      return 0;
+    if (slash == anc)
+      slash[1] = '\0';
+    else
+      *slash = '\0';
+    if (stat(anc, &st) == 0)
+      break;
+    if (errno != ENOENT)
+      return dlock_seterr(errno == EACCES ? DLOCK_EAUTH : DLOCK_ECONN, "file: cannot use %s: %s",
+                          path, strerror(errno));
+    if (slash == anc)
+      return 0;
+  }
+  struct statvfs vfs;
+  int e = 0;
+  if (!S_ISDIR(st.st_mode))
+    e = ENOTDIR;
+  else if (access(anc, W_OK | X_OK) != 0)
+    e = errno;
+  else if ((statvfs(anc, &vfs) == 0 && (vfs.f_flag & ST_RDONLY)))
+    e = EROFS;
+  else if (geteuid() == 0 && !(st.st_mode & (S_IWUSR | S_IWGRP | S_IWOTH)))
+    e = EACCES;
+  if (e)
+    return dlock_seterr(e == EACCES ? DLOCK_EAUTH : DLOCK_ECONN,
+                        "file: cannot create %s in %s: %s", path, anc, strerror(e));
+  return 0;
+}
 
 static int file_open(dlock_backend_client *bc, dlock_url *url) {
   struct file_client *fc = bc->priv;
@@ -52,11 +98,30 @@ static int file_open(dlock_backend_client *bc, dlock_url *url) {
     return dlock_seterr(DLOCK_EINVAL, "file: only local paths are supported (file:///dir)");
   if (!path || path[0] != '/' || strlen(path) > PATH_MAX - 2048)
     return dlock_seterr(DLOCK_EINVAL, "file: need an absolute directory, e.g. file:///var/lib/dlock");
+  /* Nothing is created here: a client that only inspects (dlock status)
+   * must not turn a mistyped path into an empty store that says "free". */
+  struct stat st;
+  if (stat(path, &st) == 0) {
+    if (!S_ISDIR(st.st_mode))
+      return dlock_seterr(DLOCK_ECONN, "file: %s is not a directory", path);
+  } else if ((rc = check_creatable(path)) < 0) {
+    return rc;
+  }
   if (!(fc->dir = strdup(path)))
     return dlock_seterr(DLOCK_ENOMEM, "out of memory");
-  /* mkdir -p: the directory is created on first use. */
+  pthread_mutex_init(&fc->mu, NULL);
+  return 0;
+}
+
+/* mkdir -p of the directory, by the first acquisition: taking a lock is
+ * what makes a store of a path that does not exist yet. */
+static int ensure_dir(struct file_client *fc) {
+  pthread_mutex_lock(&fc->mu);
+  int rc = 0;
+  if (fc->dir_ready)
+    goto out;
   char tmp[PATH_MAX];
-  snprintf(tmp, sizeof tmp, "%s", path);
+  snprintf(tmp, sizeof tmp, "%s", fc->dir);
   for (char *p = tmp + 1;; p++) {
     if (*p == '/' || *p == '\0') {
       char save = *p;
@@ -64,25 +129,27 @@ static int file_open(dlock_backend_client *bc, dlock_url *url) {
       if (mkdir(tmp, 0777) != 0 && errno != EEXIST) {
         rc = dlock_seterr(errno == EACCES ? DLOCK_EAUTH : DLOCK_ECONN,
                           "file: cannot create %s: %s", tmp, strerror(errno));
-        free(fc->dir);
-        return rc;
+        goto out;
       }
       *p = save;
       if (!save)
         break;
     }
   }
-  if (access(path, W_OK | X_OK) != 0) {
-    rc = dlock_seterr(errno == EACCES ? DLOCK_EAUTH : DLOCK_ECONN,
-                      "file: cannot use %s: %s", path, strerror(errno));
-    free(fc->dir);
-    return rc;
+  if (access(fc->dir, W_OK | X_OK) != 0) {
+    rc = dlock_seterr(errno == EACCES ? DLOCK_EAUTH : DLOCK_ECONN, "file: cannot use %s: %s",
+                      fc->dir, strerror(errno));
+    goto out;
   }
-  return 0;
+  fc->dir_ready = 1;
+out:
+  pthread_mutex_unlock(&fc->mu);
+  return rc;
 }
 
 static void file_close(dlock_backend_client *bc) {
   struct file_client *fc = bc->priv;
+  pthread_mutex_destroy(&fc->mu);
   free(fc->dir);
 }
 
@@ -111,6 +178,9 @@ static int make_parents(const char *dir, char *path) {
 }
 
 static int lock_path(struct file_client *fc, dlock_backend_lock *bl, struct file_lock *fl) {
+  int rc = ensure_dir(fc);
+  if (rc < 0)
+    return rc;
   int n = dlock__file_key_path(fc->dir, bl->key, bl->keylen, fl->path, sizeof fl->path);
   if (n < 0)
     return n;
@@ -336,8 +406,20 @@ static int file_inspect(dlock_backend_client *bc, const char *key, size_t keylen
   if (n < 0)
     return n;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return errno == ENOENT || errno == ENOTDIR ? 0 : sys_err("cannot open", path);
+  if (fd < 0) {
+    if (errno != ENOENT && errno != ENOTDIR)
+      return sys_err("cannot open", path);
+    /* No lock file: a free key, if the store itself is there. */
+    struct stat st;
+    if (stat(fc->dir, &st) != 0)
+      return dlock_seterr(errno == EACCES ? DLOCK_EAUTH : DLOCK_ECONN,
+                          "file: directory %s %s", fc->dir,
+                          errno == ENOENT || errno == ENOTDIR ? "does not exist (an acquire creates it)"
+                                                              : strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+      return dlock_seterr(DLOCK_ECONN, "file: %s is not a directory", fc->dir);
+    return 0;
+  }
   struct flock q = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
   dlock__file_record r;
   int rc = 0;

@@ -623,6 +623,10 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
   int64_t now;
   rc = attempt_until(c, l, wait_ms, deadline, &maybe_granted);
   now = dlock__now_ns();
+  /* The store may grant less than was asked (a ZooKeeper server clamps the
+   * session timeout): deadline and renewals count what it granted. */
+  if (rc == 0 && bl->ttl_ms > 0 && bl->ttl_ms < ttl_ms)
+    ttl_ms = bl->ttl_ms;
   if (rc == 0 && dlock__validity_deadline(c, bl->sent_ns, ttl_ms) <= now) {
     /* Granted so late that the lease may already be gone: never hand out
      * a handle that is not valid. */

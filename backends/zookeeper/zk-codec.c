@@ -81,24 +81,32 @@ size_t dlock__zk_escape(const char *key, size_t keylen, char *out, size_t outsz)
   int all_dots = keylen <= 2;
   for (size_t i = 0; i < keylen && all_dots; i++)
     all_dots = key[i] == '.';
-  size_t n = 0;
+  size_t n = 0;     /* length of the whole escape */
+  size_t w = 0;     /* bytes written: whole units only, so no gap before the NUL */
+  int full = outsz == 0;
   for (size_t i = 0; i < keylen; i++) {
     unsigned char c = (unsigned char)key[i];
+    char unit[3];
+    size_t ul;
     if (keep_byte(c) && !all_dots) {
-      if (n + 1 < outsz)
-        out[n] = (char)c;
-      n++;
+      unit[0] = (char)c;
+      ul = 1;
     } else {
-      if (n + 3 < outsz) {
-        out[n] = '%';
-        out[n + 1] = hex[c >> 4];
-        out[n + 2] = hex[c & 15];
-      }
-      n += 3;
+      unit[0] = '%';
+      unit[1] = hex[c >> 4];
+      unit[2] = hex[c & 15];
+      ul = 3;
+    }
+    n += ul;
+    if (!full && w + ul < outsz) {
+      memcpy(out + w, unit, ul);
+      w += ul;
+    } else {
+      full = 1;
     }
   }
   if (outsz)
-    out[n < outsz ? n : outsz - 1] = '\0';
+    out[w] = '\0';
   return n;
 }
 
@@ -207,6 +215,45 @@ long dlock__zk_predecessor(const dlock__zk_child *kids, size_t n, const char *gu
   if (i < 0)
     return -2;
   return i - 1;
+}
+
+size_t dlock__zk_node_data(const char *label, int64_t timeout_ms,
+                           char out[DLOCK__ZK_DATA_MAX]) {
+  size_t n = label ? strnlen(label, 127) : 0;
+  if (n)
+    memcpy(out, label, n);
+  if (timeout_ms <= 0)
+    return n;
+  out[n++] = '\0';
+  int d = snprintf(out + n, DLOCK__ZK_DATA_MAX - n, "%lld", (long long)timeout_ms);
+  return n + (size_t)d;
+}
+
+void dlock__zk_parse_data(const char *data, size_t len, char *label, size_t labelsz,
+                          int64_t *timeout_ms) {
+  *timeout_ms = -1;
+  if (labelsz == 0)
+    return;
+  const char *nul = data ? memchr(data, '\0', len) : NULL;
+  size_t ll = data ? (nul ? (size_t)(nul - data) : len) : 0;
+  size_t cut = ll < labelsz ? ll : labelsz - 1;
+  if (cut)
+    memcpy(label, data, cut);
+  label[cut] = '\0';
+  if (!nul)
+    return;
+  /* At most 18 digits: no overflow, and nothing a session could last. */
+  const char *d = nul + 1, *end = data + len;
+  if (d == end || end - d > 18)
+    return;
+  int64_t v = 0;
+  for (; d < end; d++) {
+    if (*d < '0' || *d > '9')
+      return;
+    v = v * 10 + (*d - '0');
+  }
+  if (v > 0)
+    *timeout_ms = v;
 }
 
 int dlock__zk_connect_string(const dlock_url *url, char **out) {

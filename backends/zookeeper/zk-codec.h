@@ -6,7 +6,8 @@
  * "/dlock") and key K:
  *   R "/" esc(K)                          the lock dir (a container node)
  *   R "/" esc(K) "/_c_" GUID "-lock-" SEQ  one acquisition's queue entry,
- *                                          ephemeral sequential, data = label
+ *                                          ephemeral sequential, data =
+ *                                          label NUL session-timeout-ms
  * esc() keeps [A-Za-z0-9_.-] and writes every other byte as %XX, so a key
  * is always exactly one path component and distinct keys give distinct
  * components; names made only of dots ("." and "..") are escaped too,
@@ -50,8 +51,10 @@ struct dlock_zk_queue {
  * 0, DLOCK_EINVAL with a message, or DLOCK_ENOMEM. */
 DLOCK__HIDDEN int dlock__zk_root(const char *chroot, const char *prefix, char **out);
 
-/* esc(KEY) into OUT (NUL-terminated).  Returns the length it needs without
- * the NUL, whatever OUTSZ is (at most 3 * KEYLEN). */
+/* esc(KEY) into OUT.  Returns the length it needs without the NUL,
+ * whatever OUTSZ is (at most 3 * KEYLEN).  When OUTSZ is too small, OUT
+ * gets the longest prefix of whole escapes that fits, NUL-terminated
+ * right after it; OUTSZ 0 writes nothing. */
 DLOCK__HIDDEN size_t dlock__zk_escape(const char *key, size_t keylen, char *out, size_t outsz);
 
 /* ROOT "/" esc(KEY), malloc'd; NULL when out of memory. */
@@ -85,6 +88,22 @@ DLOCK__HIDDEN long dlock__zk_find(const dlock__zk_child *kids, size_t n, const c
  * the queue at all. */
 DLOCK__HIDDEN long dlock__zk_predecessor(const dlock__zk_child *kids, size_t n,
                                          const char *guid);
+
+/* Room for a node's data: a label (< 128 bytes), a NUL, a decimal. */
+#define DLOCK__ZK_DATA_MAX 160
+
+/* A queue entry's data: LABEL (cut at 127 bytes), a NUL, then TIMEOUT_MS
+ * in decimal when it is positive.  Dlock before this layout stored the
+ * label alone, which readers of either kind still see as the label.
+ * Returns the length written (no terminating NUL counted). */
+DLOCK__HIDDEN size_t dlock__zk_node_data(const char *label, int64_t timeout_ms,
+                                         char out[DLOCK__ZK_DATA_MAX]);
+
+/* Split DATA[0..LEN) (a node's data, not NUL-terminated) into the label
+ * (NUL-terminated in LABEL, cut to fit LABELSZ > 0) and *TIMEOUT_MS (-1
+ * when absent or malformed). */
+DLOCK__HIDDEN void dlock__zk_parse_data(const char *data, size_t len, char *label,
+                                        size_t labelsz, int64_t *timeout_ms);
 
 /* "h1:p1,h2:p2" from URL's hosts (port DLOCK__ZK_DEFAULT_PORT when absent),
  * malloc'd.  0, DLOCK_EINVAL with a message (no hosts), or DLOCK_ENOMEM. */

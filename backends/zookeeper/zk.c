@@ -1,18 +1,30 @@
 /* ZooKeeper backend: sessions, the fair lock queue, loss detection.
  *
- * A session is the lease: every lock node is ephemeral, so there is no
- * per-lock renew traffic and "renew" is a local check.  Sessions are keyed
- * by their requested timeout (the lock's ttl), so a client that uses one
- * ttl, the usual case, has exactly one session; a lock asking for a shorter
- * ttl gets a session that really expires that soon after its holder dies.
+ * A session is the lease: every lock node is ephemeral, and the server
+ * expires a session one negotiated timeout after it last heard from it.
+ * Sessions are keyed by their requested timeout (the lock's ttl), so a
+ * client that uses one ttl, the usual case, has exactly one session; a lock
+ * asking for a shorter ttl gets a session that really expires that soon
+ * after its holder dies.
+ *
+ * Validity follows the rule of every other store: a lock is valid until the
+ * send time of the last request of its session that the server answered,
+ * plus the lease, less the core's margin.  The C client's own pings keep
+ * the session alive but tell us nothing we can time (their replies are not
+ * visible), and the C client reports a disconnect only when its IO thread
+ * has run and noticed, which after a pause or behind slow replies is far
+ * later than the last time the server heard from us.  So a renewal is a
+ * real request: one cheap read per session, shared by all its locks.  A
+ * lock that nobody renews is given back by the supervisor when its lease
+ * runs out, since the session that carries it would otherwise keep it.
  *
  * Every request is asynchronous and waited for on a condition variable
  * bounded by ?timeout= (or the caller's deadline): the C client's own
  * request timeout is two thirds of the session timeout, which can be far
  * longer.  Watch and completion callbacks run on the C client's single
  * completion thread, so they only take short mutexes and signal; anything
- * that needs a round trip runs on the acquiring thread or on the client's
- * supervisor thread. */
+ * that needs a round trip runs on the acquiring thread, the renew thread
+ * or on the client's supervisor thread. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -44,9 +56,11 @@ typedef struct zk_sess {
   bool ready;           /* connected and logged in: usable by other threads */
   bool connected;
   bool expired;         /* expired or refused: never used again */
-  bool loss_declared;   /* suspended past the limit, its locks reported */
   bool recheck;         /* reconnected: check that our nodes survived */
-  int64_t suspended_ns; /* when the connection dropped, 0 while connected */
+  bool dropped;         /* the connection dropped since it was last connected */
+  /* Send time of the latest request the server answered: the session
+   * lives at least one timeout past it. */
+  int64_t confirmed_ns;
 } zk_sess;
 
 /* bl->priv: a held lock, in the client's registry while held. */
@@ -55,6 +69,8 @@ typedef struct zk_lock {
   dlock_backend_lock *bl;
   zk_sess *sess;
   char *path;
+  int64_t confirmed_ns; /* what the last acquire or renewal counted from */
+  int64_t ttl_ms;       /* the lease granted (bl->ttl_ms as last returned) */
   bool listed;
   bool lost;
 } zk_lock;
@@ -131,45 +147,40 @@ static void lose_session_locks(zk_client *zc, zk_sess *s) {
       lose(zc, lk);
 }
 
-/* The C client notices a dead connection only after two thirds of the
- * session timeout without hearing from the server, and the server expires
- * the session one full timeout after it last heard from us: by the time we
- * see the disconnect, as little as a third of the timeout may be left.  So
- * locks are given up a third of the timeout (less a margin for scheduling
- * and clock-rate differences) after the disconnect is seen, not after a
- * whole timeout as Curator does; otherwise we could say "held" while
- * another client already holds the lock. */
-static int64_t suspend_limit_ns(const zk_sess *s) {
-  int64_t t = s->timeout_ms > 0 ? s->timeout_ms : s->want_ms;
-  int64_t ms = t / 3 - (t / 30 + 20);
-  return (ms > 0 ? ms : 0) * 1000000;
+/* The lease a lock of WANT_MS gets on S: what was asked, but never more
+ * than the negotiated session timeout, which is all the server promises.
+ * The server clamps the timeout to its [min, max]SessionTimeout (2 and 20
+ * ticks by default); asking for more than the maximum gets the maximum, and
+ * the lock's deadline and renewals (the core renews at a third of the
+ * lease) must count that, not what was asked. */
+static int64_t lease_ms(const zk_sess *s, int64_t want_ms) {
+  return s->timeout_ms > 0 && s->timeout_ms < want_ms ? s->timeout_ms : want_ms;
 }
 
-static bool session_usable(const zk_sess *s, int64_t now) {
-  if (s->expired)
-    return false;
-  if (s->suspended_ns && now - s->suspended_ns >= suspend_limit_ns(s))
-    return false;
-  return true;
+/* Whether RC is an answer from the server, which it gives only on a live
+ * session, rather than a local failure. */
+static bool server_answered(int rc) {
+  return rc == ZOK || rc == ZNONODE || rc == ZNODEEXISTS || rc == ZNOTEMPTY || rc == ZBADVERSION;
 }
 
 /* ---- the watcher (completion thread) ---- */
 
 static void on_session_event(zk_client *zc, zk_sess *s, int state) {
   if (state == ZOO_CONNECTED_STATE) {
-    if (!s->ever_connected || s->suspended_ns) {
+    if (!s->ever_connected || s->dropped) {
       s->timeout_ms = zoo_recv_timeout(s->zh);
-      if (s->suspended_ns)
+      if (s->dropped)
         s->recheck = true;
     }
     s->ever_connected = true;
     s->connected = true;
-    s->suspended_ns = 0;
-    s->loss_declared = false;
+    s->dropped = false;
   } else if (state == ZOO_CONNECTING_STATE || state == ZOO_ASSOCIATING_STATE) {
+    /* Nothing to time here: the deadlines count from confirmed requests,
+     * and a disconnect is reported late after a pause. */
     if (s->connected) {
       s->connected = false;
-      s->suspended_ns = now_ns();
+      s->dropped = true;
     }
   } else if (state == ZOO_EXPIRED_SESSION_STATE || state == ZOO_AUTH_FAILED_STATE) {
     s->expired = true;
@@ -221,7 +232,9 @@ typedef struct zk_call {
   pthread_cond_t cv;
   int state;
   int rc;
+  zk_sess *sess;
   zhandle_t *zh;
+  int64_t sent_ns; /* taken before the request was submitted */
   bool has_stat;
   struct Stat stat;
   char *str;
@@ -231,13 +244,17 @@ typedef struct zk_call {
   int datalen;
 } zk_call;
 
-static zk_call *call_new(zhandle_t *zh) {
+/* Made right before the request is submitted: its send time is taken here,
+ * never later, so that it can only understate how long the session lives. */
+static zk_call *call_new(zk_sess *s) {
   zk_call *c = calloc(1, sizeof *c);
   if (!c)
     return NULL;
   pthread_mutex_init(&c->mu, NULL);
   dlock__cond_init(&c->cv);
-  c->zh = zh;
+  c->sess = s;
+  c->zh = s->zh;
+  c->sent_ns = now_ns();
   return c;
 }
 
@@ -279,6 +296,16 @@ static void call_finish(zk_call *c) {
 static void done_void(int rc, const void *data) {
   zk_call *c = (zk_call *)data;
   c->rc = rc;
+  call_finish(c);
+}
+
+static void done_stat(int rc, const struct Stat *stat, const void *data) {
+  zk_call *c = (zk_call *)data;
+  c->rc = rc;
+  if (rc == ZOK && stat) {
+    c->stat = *stat;
+    c->has_stat = true;
+  }
   call_finish(c);
 }
 
@@ -342,7 +369,8 @@ static void done_data(int rc, const char *value, int len, const struct Stat *sta
 /* After a zoo_a* call returned SUBMIT_RC: wait for the completion until
  * DEADLINE.  Returns the ZooKeeper code; *out keeps the call (results)
  * when the code came from the server, else the call is freed or left to
- * its completion. */
+ * its completion.  A server answer moves the session's confirmation to
+ * the request's send time. */
 static int call_wait(zk_call *c, int submit_rc, int64_t deadline, zk_call **out) {
   *out = NULL;
   if (submit_rc != ZOK) {
@@ -358,6 +386,13 @@ static int call_wait(zk_call *c, int submit_rc, int64_t deadline, zk_call **out)
     }
   }
   pthread_mutex_unlock(&c->mu);
+  if (server_answered(c->rc)) {
+    zk_client *zc = c->sess->zc;
+    pthread_mutex_lock(&zc->mu);
+    if (c->sent_ns > c->sess->confirmed_ns)
+      c->sess->confirmed_ns = c->sent_ns;
+    pthread_mutex_unlock(&zc->mu);
+  }
   *out = c;
   return c->rc;
 }
@@ -369,7 +404,7 @@ static int64_t bound(const zk_client *zc, int64_t deadline) {
 
 static int z_create(zk_client *zc, zk_sess *s, const char *path, const char *val, int mode,
                     int64_t deadline, char **created, struct Stat *stat) {
-  zk_call *c = call_new(s->zh), *r;
+  zk_call *c = call_new(s), *r;
   if (!c)
     return ZSYSTEMERROR;
   int vl = val ? (int)strlen(val) : -1;
@@ -388,7 +423,7 @@ static int z_create(zk_client *zc, zk_sess *s, const char *path, const char *val
 }
 
 static int z_delete(zk_client *zc, zk_sess *s, const char *path, int64_t deadline) {
-  zk_call *c = call_new(s->zh), *r;
+  zk_call *c = call_new(s), *r;
   if (!c)
     return ZSYSTEMERROR;
   int rc = call_wait(c, zoo_adelete(s->zh, path, -1, done_void, c), bound(zc, deadline), &r);
@@ -400,7 +435,7 @@ static int z_delete(zk_client *zc, zk_sess *s, const char *path, int64_t deadlin
  * leaves no watch behind on a node that is already gone. */
 static int z_get(zk_client *zc, zk_sess *s, const char *path, int watch, int64_t deadline,
                  zk_call **out) {
-  zk_call *c = call_new(s->zh);
+  zk_call *c = call_new(s);
   if (!c)
     return ZSYSTEMERROR;
   return call_wait(c, zoo_aget(s->zh, path, watch, done_data, c), bound(zc, deadline), out);
@@ -408,7 +443,7 @@ static int z_get(zk_client *zc, zk_sess *s, const char *path, int watch, int64_t
 
 static int z_children(zk_client *zc, zk_sess *s, const char *path, int64_t deadline,
                       zk_call **out) {
-  zk_call *c = call_new(s->zh);
+  zk_call *c = call_new(s);
   if (!c)
     return ZSYSTEMERROR;
   return call_wait(c, zoo_aget_children(s->zh, path, 0, done_strings, c), bound(zc, deadline),
@@ -501,7 +536,7 @@ static int sess_get(zk_client *zc, int64_t want_ms, zk_sess **out) {
     zk_call *auth = NULL;
     int arc = ZOK;
     if (s->zh && zc->auth) {
-      auth = call_new(s->zh);
+      auth = call_new(s);
       arc = auth ? zoo_add_auth(s->zh, "digest", zc->auth, (int)strlen(zc->auth), done_void,
                                 auth)
                  : ZSYSTEMERROR;
@@ -558,18 +593,23 @@ static void sess_release(zk_client *zc, zk_sess *s) {
 
 /* ---- orphans ---- */
 
-static void orphan_add(zk_client *zc, zk_sess *s, const char *path) {
+/* Under zc->mu. */
+static void orphan_add_locked(zk_client *zc, zk_sess *s, const char *path) {
   zk_orphan *o = calloc(1, sizeof *o);
   if (!o || !(o->path = strdup(path))) {
     free(o);
     return; /* the session's end removes it */
   }
   o->sess = s;
-  pthread_mutex_lock(&zc->mu);
   s->refs++;
   o->next = zc->orphans;
   zc->orphans = o;
   pthread_cond_signal(&zc->sup_cv);
+}
+
+static void orphan_add(zk_client *zc, zk_sess *s, const char *path) {
+  pthread_mutex_lock(&zc->mu);
+  orphan_add_locked(zc, s, path);
   pthread_mutex_unlock(&zc->mu);
 }
 
@@ -582,18 +622,42 @@ static void drop_node(zk_client *zc, zk_sess *s, const char *path) {
 
 /* ---- the supervisor thread ---- */
 
-/* Under zc->mu, which it drops around I/O; returns true if it did any (the
- * caller rescans). */
-/* The supervisor also keeps the suspension timers, so none of its own
+/* The supervisor also gives back expired leases, so none of its own
  * requests may keep it away from them for long. */
 static int64_t sup_io_deadline(const zk_client *zc, const zk_sess *s) {
-  int64_t cap = suspend_limit_ns(s) / 2;
+  int64_t cap = s->timeout_ms * 1000000 / 6;
   int64_t t = zc->bc->timeout_ms * 1000000;
   return now_ns() + (cap > 0 && cap < t ? cap : t);
 }
 
+/* Locks whose lease ran out without a renewal: the core already says LOST
+ * (its deadline is earlier by the margin), but the session, kept alive by
+ * other locks or the C client's pings, would keep the node, and with it
+ * everyone queued behind.  Delete them as orphans.  Under zc->mu; true if
+ * it gave one back. */
+static bool give_back_expired(zk_client *zc, int64_t now, int64_t *wake) {
+  for (zk_lock *lk = zc->held; lk; lk = lk->next) {
+    if (lk->lost || lk->sess->expired)
+      continue;
+    int64_t end = lk->confirmed_ns + lk->ttl_ms * 1000000;
+    if (now < end) {
+      if (end < *wake)
+        *wake = end;
+      continue;
+    }
+    lose(zc, lk);
+    orphan_add_locked(zc, lk->sess, lk->path);
+    return true;
+  }
+  return false;
+}
+
+/* Under zc->mu, which it drops around I/O; returns true if it did any (the
+ * caller rescans). */
 static bool sup_step(zk_client *zc, int64_t *wake) {
   int64_t now = now_ns();
+  if (give_back_expired(zc, now, wake))
+    return true;
   for (zk_sess *s = zc->sessions; s; s = s->next) {
     if (s->expired && s->refs == 0) {
       sess_unlink(zc, s);
@@ -601,15 +665,6 @@ static bool sup_step(zk_client *zc, int64_t *wake) {
       sess_destroy(s);
       pthread_mutex_lock(&zc->mu);
       return true;
-    }
-    if (!s->expired && s->suspended_ns && !s->loss_declared) {
-      int64_t lim = s->suspended_ns + suspend_limit_ns(s);
-      if (now >= lim) {
-        s->loss_declared = true;
-        lose_session_locks(zc, s);
-      } else if (lim < *wake) {
-        *wake = lim;
-      }
     }
     if (s->recheck && s->connected && !s->expired) {
       /* Reconnected within the session: a node deleted while we were away
@@ -859,19 +914,18 @@ static int list_queue(zk_client *zc, zk_sess *s, const char *dir, int64_t deadli
  * session's requests in order, so the listing already holds our node and
  * the uncontended case needs one round trip, not two.  *V stays empty
  * unless both succeeded; the caller then lists again. */
-static int create_and_list(zk_client *zc, zk_sess *s, const char *prefix, const char *label,
-                           const char *dir, int64_t deadline, char **created,
+static int create_and_list(zk_client *zc, zk_sess *s, const char *prefix, const char *data,
+                           int dlen, const char *dir, int64_t deadline, char **created,
                            struct Stat *stat, queue_view *v) {
   memset(v, 0, sizeof *v);
-  zk_call *cc = call_new(s->zh), *lc = call_new(s->zh), *r = NULL;
+  zk_call *cc = call_new(s), *lc = call_new(s), *r = NULL;
   if (!cc || !lc) {
     call_free(cc);
     call_free(lc);
     return ZSYSTEMERROR;
   }
   int64_t d = bound(zc, deadline);
-  int vl = label ? (int)strlen(label) : -1;
-  int crc = zoo_acreate2(s->zh, prefix, label, vl, acl_for(zc), ZOO_EPHEMERAL_SEQUENTIAL,
+  int crc = zoo_acreate2(s->zh, prefix, data, dlen, acl_for(zc), ZOO_EPHEMERAL_SEQUENTIAL,
                          done_string_stat, cc);
   int lrc = crc == ZOK ? zoo_aget_children(s->zh, dir, 0, done_strings, lc) : crc;
   int rc = call_wait(cc, crc, d, &r);
@@ -910,14 +964,19 @@ static int enqueue(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char
   char *prefix = dlock__zk_node_prefix(dir, bl->owner);
   if (!prefix)
     return ZSYSTEMERROR;
+  /* The node says who holds it and how long it can outlive its holder
+   * (the session timeout), for inspect. */
+  pthread_mutex_lock(&zc->mu);
+  int64_t timeout = s->timeout_ms;
+  pthread_mutex_unlock(&zc->mu);
+  char data[DLOCK__ZK_DATA_MAX];
+  int dlen = (int)dlock__zk_node_data(bl->label, timeout, data);
   int rc = ZOK;
   bool parents_made = false;
   for (int attempt = 0; attempt < 4; attempt++) {
     struct Stat st = {0};
     char *created = NULL;
-    if (!bl->sent_ns)
-      bl->sent_ns = now_ns();
-    rc = create_and_list(zc, s, prefix, bl->label, dir, deadline, &created, &st, first);
+    rc = create_and_list(zc, s, prefix, data, dlen, dir, deadline, &created, &st, first);
     if (rc == ZOK) {
       *path = created;
       *czxid = (uint64_t)st.czxid;
@@ -1091,8 +1150,16 @@ static int attempt(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char
       pthread_mutex_lock(&zc->mu);
       bool gone = s->expired;
       if (!gone) {
+        /* Valid from the last answered request of this session (at the
+         * latest, the listing that put us first), not from now: the server
+         * may have heard nothing from us since. */
+        lk->confirmed_ns = s->confirmed_ns;
+        lk->ttl_ms = lease_ms(s, bl->ttl_ms);
+        bl->ttl_ms = lk->ttl_ms;
+        bl->sent_ns = lk->confirmed_ns;
         registry_add(zc, lk);
         s->refs++; /* for the watch's completion */
+        pthread_cond_signal(&zc->sup_cv); /* a new lease to give back */
       }
       pthread_mutex_unlock(&zc->mu);
       if (gone) {
@@ -1209,34 +1276,125 @@ static int zk_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
   return do_acquire(bc, bl, deadline_ns, false);
 }
 
-/* No traffic: the C client's pings keep the session, and the session is
- * the lease.  The lock is ours while its session may still be alive and
- * nobody deleted its node. */
-static int zk_renew(dlock_backend_client *bc, dlock_backend_lock *bl) {
+/* Renewal: one read per session among BLS, answered by the server only
+ * while the session lives, and none for a session whose last answered
+ * request is recent enough (a sixth of the lease) that counting from it
+ * loses little; locks of one session thereby fall into step and cost one
+ * request per session per period.  Each lock's validity counts from the
+ * session's confirmation, so a reply that comes late does not stretch it.
+ * The node itself is watched: a deletion reaches us before the reply to
+ * any later read on the same connection, and a lease given back by the
+ * supervisor is marked lost first. */
+static int zk_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, size_t n,
+                         int *rcs) {
   zk_client *zc = bc->priv;
-  zk_lock *lk = bl->priv;
+  typedef struct {
+    zk_sess *s;
+    int64_t deadline;
+    bool send;
+    int submit_rc;
+    int zrc;
+    zk_call *call;
+  } group;
+  group *g = calloc(n ? n : 1, sizeof *g);
+  if (!g)
+    return dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
+  size_t ng = 0;
   int64_t now = now_ns();
   pthread_mutex_lock(&zc->mu);
-  bool ok = lk->listed && !lk->lost && session_usable(lk->sess, now);
-  if (!ok && lk->listed)
-    lk->lost = true;
+  for (size_t i = 0; i < n; i++) {
+    zk_lock *lk = bls[i]->priv;
+    rcs[i] = DLOCK_ELOST;
+    if (!lk->listed || lk->lost || lk->sess->expired)
+      continue;
+    /* A ttl changed by dlock_renew cannot move the node to a session of
+     * that timeout: the lease is at most this session's. */
+    bls[i]->ttl_ms = lease_ms(lk->sess, bls[i]->ttl_ms);
+    size_t k = 0;
+    while (k < ng && g[k].s != lk->sess)
+      k++;
+    if (k == ng) {
+      g[ng++] = (group){.s = lk->sess, .deadline = INT64_MAX, .zrc = ZOK};
+      lk->sess->refs++;
+    }
+    int64_t d = bls[i]->io_deadline_ns ? bls[i]->io_deadline_ns : INT64_MAX;
+    if (d < g[k].deadline)
+      g[k].deadline = d;
+    if (now - lk->sess->confirmed_ns >= bls[i]->ttl_ms * 1000000 / 6)
+      g[k].send = true;
+    rcs[i] = 1; /* pending */
+  }
   pthread_mutex_unlock(&zc->mu);
-  if (!ok)
-    return dlock_seterr(DLOCK_ELOST, "zk: '%s' is no longer ours (node deleted or session "
-                        "lost)", bl->key);
-  bl->sent_ns = now;
+
+  /* All reads out before waiting for any: one round trip in all. */
+  for (size_t k = 0; k < ng; k++) {
+    if (!g[k].send)
+      continue;
+    g[k].call = call_new(g[k].s);
+    if (g[k].call)
+      g[k].submit_rc = zoo_aexists(g[k].s->zh, "/", 0, done_stat, g[k].call);
+  }
+  for (size_t k = 0; k < ng; k++) {
+    if (!g[k].send)
+      continue;
+    zk_call *r = NULL;
+    if (!g[k].call) {
+      g[k].zrc = ZSYSTEMERROR;
+      continue;
+    }
+    g[k].zrc = call_wait(g[k].call, g[k].submit_rc,
+                         bound(zc, g[k].deadline == INT64_MAX ? -1 : g[k].deadline), &r);
+    call_free(r);
+  }
+
+  pthread_mutex_lock(&zc->mu);
+  for (size_t i = 0; i < n; i++) {
+    dlock_backend_lock *bl = bls[i];
+    zk_lock *lk = bl->priv;
+    if (rcs[i] != 1) {
+      rcs[i] = dlock_seterr(DLOCK_ELOST, "zk: '%s' is no longer ours (node deleted, lease "
+                            "given back or session expired)", bl->key);
+      continue;
+    }
+    size_t k = 0;
+    while (g[k].s != lk->sess)
+      k++;
+    int zrc = g[k].zrc;
+    if (zrc == ZOK && (lk->lost || !lk->listed || lk->sess->expired))
+      zrc = ZSESSIONEXPIRED;
+    if (zrc == ZSESSIONEXPIRED || zrc == ZINVALIDSTATE) {
+      rcs[i] = dlock_seterr(DLOCK_ELOST, "zk: '%s' is no longer ours (node deleted, lease "
+                            "given back or session expired)", bl->key);
+    } else if (zrc != ZOK) {
+      rcs[i] = zk_err(zrc, "cannot renew", bl->key);
+    } else {
+      lk->confirmed_ns = lk->sess->confirmed_ns;
+      lk->ttl_ms = bl->ttl_ms;
+      bl->sent_ns = lk->confirmed_ns;
+      rcs[i] = 0;
+    }
+  }
+  for (size_t k = 0; k < ng; k++)
+    sess_put(zc, g[k].s);
+  pthread_mutex_unlock(&zc->mu);
+  free(g);
   return 0;
+}
+
+static int zk_renew(dlock_backend_client *bc, dlock_backend_lock *bl) {
+  int rc;
+  int mrc = zk_renew_many(bc, &bl, 1, &rc);
+  return mrc < 0 ? mrc : rc;
 }
 
 static int zk_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   zk_client *zc = bc->priv;
   zk_lock *lk = bl->priv;
-  int64_t now = now_ns();
   pthread_mutex_lock(&zc->mu);
   /* Out of the registry before anything else, so no loss report can name
    * this lock once the core frees it. */
   zk_sess *s = lk->listed ? lk->sess : NULL;
-  bool lost = !s || lk->lost || !session_usable(s, now);
+  bool lost = !s || lk->lost || s->expired;
   bool alive = s && !s->expired;
   if (alive)
     s->refs++;
@@ -1303,7 +1461,8 @@ static int zk_inspect(dlock_backend_client *bc, const char *key, size_t keylen,
       info->held = 1;
       info->token = (uint64_t)g->stat.czxid;
       snprintf(info->owner, sizeof info->owner, "%s", v.kids[0].guid);
-      snprintf(info->label, sizeof info->label, "%s", g->data ? g->data : "");
+      dlock__zk_parse_data(g->data, (size_t)g->datalen, info->label, sizeof info->label,
+                           &info->ttl_ms);
     }
     call_free(g);
     view_free(&v);
@@ -1375,7 +1534,8 @@ const dlock_backend_ops dlock__zk_ops = {
     .name = "zookeeper",
     .schemes = zk_schemes,
     .caps = DLOCK_CAP_FENCING | DLOCK_CAP_NATIVE_WAIT | DLOCK_CAP_FAIR | DLOCK_CAP_HOLDER_INFO |
-            DLOCK_CAP_LOSS_DETECT | DLOCK_CAP_CROSS_HOST | DLOCK_CAP_CROSS_PROCESS,
+            DLOCK_CAP_LOSS_DETECT | DLOCK_CAP_SERVER_TTL | DLOCK_CAP_CROSS_HOST |
+            DLOCK_CAP_CROSS_PROCESS,
     .client_size = sizeof(zk_client),
     .lock_size = sizeof(zk_lock),
     .open = zk_open,
@@ -1384,7 +1544,7 @@ const dlock_backend_ops dlock__zk_ops = {
     .acquire = zk_acquire,
     .renew = zk_renew,
     .release = zk_release,
-    .renew_many = NULL,
+    .renew_many = zk_renew_many,
     .inspect = zk_inspect,
     .control = zk_control,
 };

@@ -35,7 +35,91 @@ static void test_escape_exact(void **state) {
   /* Truncation still reports the full length and terminates. */
   char small[4];
   assert_int_equal(dlock__zk_escape("a/b", 3, small, sizeof small), 5);
-  assert_int_equal(small[3], '\0');
+  assert_string_equal(small, "a");
+}
+
+/* A buffer too small for the whole escape gets the longest prefix of whole
+ * escapes, terminated right after it: never a byte left unwritten before the
+ * NUL, never a byte past OUTSZ. */
+static void test_escape_short_buffer(void **state) {
+  (void)state;
+  static const char *keys[] = {"a/b", "/ab", "ab/", "a/b/c", "..", ".", "a\xc3\xbc", "abc"};
+  for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
+    const char *key = keys[k];
+    char full[64];
+    size_t need = dlock__zk_escape(key, strlen(key), full, sizeof full);
+    for (size_t sz = 0; sz <= need + 1; sz++) {
+      char buf[64];
+      memset(buf, '#', sizeof buf);
+      assert_int_equal(dlock__zk_escape(key, strlen(key), buf, sz), need);
+      for (size_t i = sz; i < sizeof buf; i++)
+        if (buf[i] != '#')
+          fail_msg("'%s' into %zu bytes wrote byte %zu", key, sz, i);
+      if (sz == 0)
+        continue;
+      size_t got = strnlen(buf, sz);
+      if (got == sz)
+        fail_msg("'%s' into %zu bytes is not terminated", key, sz);
+      /* A prefix of the full escape, cut only between escapes. */
+      assert_memory_equal(buf, full, got);
+      assert_true(got == need || full[got] == '%' || (unsigned char)full[got] < 0x80);
+      assert_true(got >= need || got + 3 >= sz);
+      for (size_t i = 0; i < got; i++)
+        assert_true(buf[i] != '#');
+    }
+  }
+  /* "a/b" into 4: "a" and the NUL; not "a", two stale bytes, NUL. */
+  char b4[4] = {'#', '#', '#', '#'};
+  dlock__zk_escape("a/b", 3, b4, sizeof b4);
+  assert_string_equal(b4, "a");
+}
+
+static void test_node_data(void **state) {
+  (void)state;
+  char d[DLOCK__ZK_DATA_MAX], label[128];
+  int64_t t = 0;
+  size_t n = dlock__zk_node_data("host:42", 2000, d);
+  assert_int_equal(n, 12);
+  assert_memory_equal(d, "host:42\0" "2000", 12);
+  dlock__zk_parse_data(d, n, label, sizeof label, &t);
+  assert_string_equal(label, "host:42");
+  assert_int_equal(t, 2000);
+  /* The layout before the timeout was added: the label alone. */
+  dlock__zk_parse_data("old label", 9, label, sizeof label, &t);
+  assert_string_equal(label, "old label");
+  assert_int_equal(t, -1);
+  dlock__zk_parse_data(NULL, 0, label, sizeof label, &t);
+  assert_string_equal(label, "");
+  assert_int_equal(t, -1);
+  /* A 127-byte label (the longest the core allows) and the largest ttl. */
+  char lab[128];
+  memset(lab, 'x', 127);
+  lab[127] = '\0';
+  n = dlock__zk_node_data(lab, 30LL * 24 * 3600 * 1000, d);
+  assert_true(n <= sizeof d);
+  dlock__zk_parse_data(d, n, label, sizeof label, &t);
+  assert_string_equal(label, lab);
+  assert_int_equal(t, 30LL * 24 * 3600 * 1000);
+  /* No timeout: nothing after the label. */
+  assert_int_equal(dlock__zk_node_data("x", 0, d), 1);
+  /* Malformed or hostile tails: no timeout, no overflow. */
+  static const struct {
+    const char *data;
+    size_t len;
+  } bad[] = {
+      {"x\0", 2},          {"x\0-5", 4},       {"x\0" "12a", 5},
+      {"x\0" "0", 3},      {"x\0" "1\0" "2", 5}, {"x\0" "99999999999999999999", 22},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    t = 0;
+    dlock__zk_parse_data(bad[i].data, bad[i].len, label, sizeof label, &t);
+    assert_string_equal(label, "x");
+    assert_int_equal(t, -1);
+  }
+  /* A label longer than the room is cut, and terminated. */
+  char tiny[4];
+  dlock__zk_parse_data("abcdef", 6, tiny, sizeof tiny, &t);
+  assert_string_equal(tiny, "abc");
 }
 
 static void test_escape_no_collisions(void **state) {
@@ -166,6 +250,7 @@ static void test_connect_string(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_escape_exact), cmocka_unit_test(test_escape_no_collisions),
+      cmocka_unit_test(test_escape_short_buffer), cmocka_unit_test(test_node_data),
       cmocka_unit_test(test_root),         cmocka_unit_test(test_paths),
       cmocka_unit_test(test_parse_node),   cmocka_unit_test(test_sort_and_predecessor),
       cmocka_unit_test(test_connect_string),

@@ -16,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -668,24 +670,292 @@ static int run_acquire(dlock_client *c, const struct run_opts *ro, int sfd, dloc
   return cli_fail(job.rc, what, job.msg);
 }
 
-/* Start COMMAND.  Returns its pid, or -exit_code after printing why. */
-static pid_t run_spawn(const struct run_opts *ro, char **env, const sigset_t *child_mask) {
-  int ep[2];
-  if (pipe2(ep, O_CLOEXEC) < 0) {
-    fprintf(stderr, "dlock: pipe: %s\n", strerror(errno));
-    return -CLI_EXIT_FAIL;
+/* ---- the guardian ----
+ *
+ * COMMAND must not outlive `dlock run` unprotected, however dlock run ends
+ * (SIGKILL, the OOM killer, a crash).  So dlock run forks, once it holds the
+ * lock, a guardian process that starts COMMAND as its own child and:
+ *
+ *  - is a child subreaper, so whatever COMMAND starts stays below it even
+ *    after leaving COMMAND's process group or daemonizing;
+ *  - learns that dlock run died from end-of-file on a pipe whose only write
+ *    end dlock run holds (PR_SET_PDEATHSIG is the backup), then sends SIGTERM
+ *    (and SIGCONT) to COMMAND's process group and every descendant at once,
+ *    SIGKILL to whatever is left after the grace period, and exits only when
+ *    nothing is left;
+ *  - holds, until then, the copies fork gave it of dlock run's descriptors:
+ *    the file:// lock's open file description and the store connections.  A
+ *    store that frees a lock the moment its holder's descriptors close
+ *    (file://, PostgreSQL advisory locks) therefore keeps it until COMMAND and
+ *    everything it started are gone.
+ *
+ * It also reports COMMAND's stops and exit to dlock run (it is COMMAND's
+ * parent now), and runs the same stop sequence when dlock run asks (the lock
+ * was lost).  On a normal end dlock run tells it to exit and reaps it before
+ * releasing the lock, so an explicit release frees the lock at once, as
+ * before.  It keeps none of the caller's descriptors: a caller reading
+ * dlock run's output to its end waits for COMMAND, never for the guardian.
+ *
+ * The guardian is a fork of a threaded process and never execs (that would
+ * close the store's descriptors): from fork on it makes system calls only. */
+
+enum {
+  GM_PID = 'P',        /* COMMAND started: val = its pid */
+  GM_FORK_FAILED = 'F', /* val = errno */
+  GM_STOPPED = 'S',    /* val = wait status */
+  GM_CONTINUED = 'C',
+  GM_EXITED = 'E' /* val = wait status */
+};
+struct guard_msg {
+  int32_t type, val;
+};
+
+/* Requests to the guardian, one byte each; end-of-file means dlock run died. */
+#define GUARD_EXIT 'X' /* COMMAND is done: exit now */
+#define GUARD_STOP 'T' /* lock lost: SIGTERM, SIGKILL after the grace period */
+#define GUARD_KILL 'K' /* SIGKILL now */
+
+/* dlock run's end of the link. */
+struct guardian {
+  pid_t pid, cmd;
+  int ctl; /* requests, write end */
+  int st;  /* reports, read end */
+};
+
+/* The guardian's own state (a separate process: globals are its own). */
+static struct {
+  pid_t parent, cmd;
+  int foreground, ctl, st, sig;
+  int cmd_done, group_gone;
+} gd;
+
+#define GUARD_MAX_PIDS 4096
+static pid_t gd_tree[GUARD_MAX_PIDS];
+static size_t gd_ntree;
+
+static char *put_str(char *p, const char *s) {
+  while (*s)
+    *p++ = *s++;
+  return p;
+}
+
+static char *put_num(char *p, long v) {
+  char t[24];
+  int n = 0;
+  do
+    t[n++] = (char)('0' + v % 10);
+  while ((v /= 10) > 0);
+  while (n)
+    *p++ = t[--n];
+  return p;
+}
+
+static void guard_report(int type, int val) {
+  struct guard_msg m = {type, val};
+  /* Non-blocking, and EPIPE once dlock run is gone: neither may stop us. */
+  ssize_t n = write(gd.st, &m, sizeof m);
+  (void)n;
+}
+
+/* Appends the children of thread TID of PID (threads fork too). */
+static void guard_add_task_children(pid_t pid, long tid) {
+  char path[96], *p = path;
+  p = put_str(p, "/proc/");
+  p = put_num(p, pid);
+  p = put_str(p, "/task/");
+  p = put_num(p, tid);
+  p = put_str(p, "/children");
+  *p = '\0';
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return;
+  char buf[4096];
+  long cur = -1;
+  ssize_t r;
+  while ((r = read(fd, buf, sizeof buf)) > 0) {
+    for (ssize_t i = 0; i <= r; i++) {
+      if (i < r && buf[i] >= '0' && buf[i] <= '9') {
+        cur = (cur < 0 ? 0 : cur * 10) + (buf[i] - '0');
+      } else if (cur >= 0 && (i < r || r < (ssize_t)sizeof buf)) {
+        if (gd_ntree < GUARD_MAX_PIDS)
+          gd_tree[gd_ntree++] = (pid_t)cur;
+        cur = -1;
+      }
+    }
   }
-  /* Kernels without close_range(CLOSE_RANGE_CLOEXEC) rely on this. */
-  if (caller_fds)
-    each_fd(mark_cloexec, NULL);
+  close(fd);
+}
+
+struct guard_dirent64 {
+  uint64_t d_ino;
+  int64_t d_off;
+  unsigned short d_reclen;
+  unsigned char d_type;
+  char d_name[];
+};
+
+static void guard_add_children(pid_t pid) {
+  char path[48], *p = path;
+  p = put_str(p, "/proc/");
+  p = put_num(p, pid);
+  p = put_str(p, "/task");
+  *p = '\0';
+  int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    return;
+  char buf[4096] __attribute__((aligned(8)));
+  long n;
+  while ((n = syscall(SYS_getdents64, fd, buf, sizeof buf)) > 0) {
+    for (long off = 0; off < n;) {
+      struct guard_dirent64 *d = (struct guard_dirent64 *)(buf + off);
+      off += d->d_reclen;
+      long tid = 0;
+      const char *s = d->d_name;
+      if (*s < '0' || *s > '9')
+        continue;
+      for (; *s >= '0' && *s <= '9'; s++)
+        tid = tid * 10 + (*s - '0');
+      guard_add_task_children(pid, tid);
+    }
+  }
+  close(fd);
+}
+
+/* Every descendant, read before any is signalled: a process killed first
+ * would hand its children to us before we had read them. */
+static void guard_collect(void) {
+  gd_ntree = 0;
+  guard_add_children(getpid());
+  for (size_t i = 0; i < gd_ntree; i++)
+    guard_add_children(gd_tree[i]);
+}
+
+static void guard_check_group(void) {
+  /* COMMAND's pid names its group only while a member lives (a zombie
+   * counts): once it is empty the number may be reused, so never signal it
+   * again. */
+  if (!gd.foreground && gd.cmd_done && !gd.group_gone && kill(-gd.cmd, 0) < 0 && errno == ESRCH)
+    gd.group_gone = 1;
+}
+
+static void guard_signal_all(int sig, int sig2) {
+  guard_collect();
+  guard_check_group();
+  int group = !gd.foreground && !gd.group_gone;
+  if (group) {
+    kill(-gd.cmd, sig);
+    if (sig2)
+      kill(-gd.cmd, sig2);
+  }
+  for (size_t i = 0; i < gd_ntree; i++) {
+    /* Members of the group were signalled with it: once is enough. */
+    if (group && getpgid(gd_tree[i]) == gd.cmd)
+      continue;
+    kill(gd_tree[i], sig);
+    if (sig2)
+      kill(gd_tree[i], sig2);
+  }
+}
+
+/* Reaps children, reporting COMMAND's changes.  0 once we have none. */
+static int guard_reap(void) {
+  for (;;) {
+    int st;
+    pid_t w = waitpid(-1, &st, WNOHANG | WUNTRACED | WCONTINUED);
+    if (w > 0) {
+      if (w == gd.cmd && !gd.cmd_done) {
+        if (WIFSTOPPED(st)) {
+          guard_report(GM_STOPPED, st);
+        } else if (WIFCONTINUED(st)) {
+          guard_report(GM_CONTINUED, 0);
+        } else {
+          gd.cmd_done = 1;
+          guard_report(GM_EXITED, st);
+        }
+      }
+      continue;
+    }
+    if (w == 0)
+      return 1;
+    if (errno == EINTR)
+      continue;
+    return 0; /* ECHILD */
+  }
+}
+
+static void guard_drain_signals(void) {
+  struct signalfd_siginfo si;
+  while (read(gd.sig, &si, sizeof si) == (ssize_t)sizeof si) {
+  }
+}
+
+/* SIGTERM to everything, SIGKILL after GRACE_MS (at once if 0), and exit
+ * once nothing is left. */
+static _Noreturn void guard_stop_all(int64_t grace_ms) {
+  int killing = grace_ms <= 0;
+  int64_t kill_at = cli_now_ns() + grace_ms * 1000000;
+  guard_signal_all(killing ? SIGKILL : SIGTERM, killing ? 0 : SIGCONT);
+  for (;;) {
+    int left = guard_reap();
+    guard_check_group();
+    if (!left && (gd.foreground || gd.group_gone))
+      _exit(0);
+    int64_t now = cli_now_ns();
+    if (!killing && now >= kill_at)
+      killing = 1;
+    if (killing)
+      guard_signal_all(SIGKILL, 0);
+    /* Woken by SIGCHLD; the cap catches descendants that are not our
+     * children exiting, and the grace period's end. */
+    int timeout = 100;
+    if (killing)
+      timeout = 20;
+    else if ((kill_at - now) / 1000000 + 1 < timeout)
+      timeout = (int)((kill_at - now) / 1000000 + 1);
+    struct pollfd p[2] = {{.fd = gd.sig, .events = POLLIN}, {.fd = gd.ctl, .events = POLLIN}};
+    if (poll(p, gd.ctl >= 0 ? 2 : 1, timeout) > 0) {
+      if (p[0].revents & POLLIN)
+        guard_drain_signals();
+      if (gd.ctl >= 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+        char c;
+        ssize_t n = read(gd.ctl, &c, 1);
+        if (n == 1 && c == GUARD_KILL && !killing) {
+          killing = 1;
+          guard_signal_all(SIGKILL, 0);
+        } else if (n <= 0) {
+          close(gd.ctl);
+          gd.ctl = -1;
+        }
+      }
+    }
+  }
+}
+
+static int guard_parent_died(void) { return getppid() != gd.parent; }
+
+/* The guardian process; ep is COMMAND's exec-error pipe, ctl and st the
+ * link to dlock run (both pairs whole: we close dlock run's ends). */
+static _Noreturn void guardian_main(const struct run_opts *ro, char **env,
+                                    const sigset_t *child_mask, int ep[2], int ctl[2], int st[2],
+                                    pid_t parent) {
+  sigset_t all;
+  sigfillset(&all);
+  sigprocmask(SIG_SETMASK, &all, NULL);
+  close(ctl[1]);
+  close(st[0]);
+  gd.parent = parent;
+  gd.foreground = ro->foreground;
+  gd.ctl = ctl[0];
+  gd.st = st[1];
+  fcntl(gd.st, F_SETFL, O_NONBLOCK);
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
+  prctl(PR_SET_PDEATHSIG, SIGUSR1);
   pid_t pid = fork();
   if (pid < 0) {
-    fprintf(stderr, "dlock: fork: %s\n", strerror(errno));
-    close(ep[0]), close(ep[1]);
-    return -CLI_EXIT_FAIL;
+    guard_report(GM_FORK_FAILED, errno);
+    _exit(CLI_EXIT_FAIL);
   }
   if (pid == 0) {
-    /* Async-signal-safe calls only from here to exec. */
     if (!ro->foreground)
       setpgid(0, 0);
     sigprocmask(SIG_SETMASK, child_mask, NULL);
@@ -696,11 +966,133 @@ static pid_t run_spawn(const struct run_opts *ro, char **env, const sigset_t *ch
     (void)n;
     _exit(e == ENOENT || e == ENOTDIR ? 127 : 126);
   }
-  /* Set it here too: whichever of parent and child runs first, the group
-   * exists before we could signal it. */
+  gd.cmd = pid;
+  /* Here too: whichever of us runs first, the group exists before anyone
+   * could signal it. */
   if (!ro->foreground)
     setpgid(pid, pid);
+  /* Out of dlock run's group: a ^C or a kill of the whole job must not
+   * take the guardian with it. */
+  setpgid(0, 0);
+  close(ep[0]);
   close(ep[1]);
+  guard_report(GM_PID, pid);
+  int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+  for (int fd = 0; fd <= 2; fd++) {
+    if (null >= 0)
+      dup2(null, fd);
+    else
+      close(fd);
+  }
+  if (null > 2)
+    close(null);
+  for (size_t i = 0; i < n_caller_fds; i++)
+    if (caller_fds[i] > 2)
+      close(caller_fds[i]);
+  sigset_t mine;
+  sigemptyset(&mine);
+  sigaddset(&mine, SIGCHLD);
+  sigaddset(&mine, SIGUSR1);
+  gd.sig = signalfd(-1, &mine, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (gd.sig < 0 || guard_parent_died())
+    guard_stop_all(ro->grace_ms);
+  for (;;) {
+    struct pollfd p[2] = {{.fd = gd.ctl, .events = POLLIN}, {.fd = gd.sig, .events = POLLIN}};
+    if (poll(p, 2, -1) < 0)
+      continue;
+    if (p[1].revents & POLLIN) {
+      guard_drain_signals();
+      if (guard_parent_died())
+        guard_stop_all(ro->grace_ms);
+    }
+    guard_reap();
+    if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      char c;
+      ssize_t n = read(gd.ctl, &c, 1);
+      if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        continue;
+      if (n == 1 && c == GUARD_EXIT)
+        _exit(0);
+      /* A request to stop, or end-of-file: dlock run died. */
+      guard_stop_all(n == 1 && c == GUARD_KILL ? 0 : ro->grace_ms);
+    }
+  }
+}
+
+static void guard_send(const struct guardian *g, char req) {
+  ssize_t n;
+  do
+    n = write(g->ctl, &req, 1);
+  while (n < 0 && errno == EINTR);
+}
+
+/* One report; 0 at end-of-file (the guardian exited), -1 on error. */
+static int guard_read(const struct guardian *g, struct guard_msg *m) {
+  ssize_t n;
+  do
+    n = read(g->st, m, sizeof *m);
+  while (n < 0 && errno == EINTR);
+  if (n == (ssize_t)sizeof *m)
+    return 1;
+  return n == 0 ? 0 : -1;
+}
+
+/* After its last report: the guardian is exiting. */
+static void guard_reap_guardian(struct guardian *g) {
+  int st;
+  while (waitpid(g->pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  close(g->ctl), close(g->st);
+  g->ctl = g->st = -1;
+}
+
+/* Start the guardian and, through it, COMMAND.  Returns 0 with G filled,
+ * or an exit code after printing why. */
+static int run_spawn(const struct run_opts *ro, char **env, const sigset_t *child_mask,
+                     struct guardian *g) {
+  int ep[2], ctl[2], st[2];
+  if (pipe2(ep, O_CLOEXEC) < 0) {
+    fprintf(stderr, "dlock: pipe: %s\n", strerror(errno));
+    return CLI_EXIT_FAIL;
+  }
+  if (pipe2(ctl, O_CLOEXEC) < 0) {
+    fprintf(stderr, "dlock: pipe: %s\n", strerror(errno));
+    close(ep[0]), close(ep[1]);
+    return CLI_EXIT_FAIL;
+  }
+  if (pipe2(st, O_CLOEXEC) < 0) {
+    fprintf(stderr, "dlock: pipe: %s\n", strerror(errno));
+    close(ep[0]), close(ep[1]), close(ctl[0]), close(ctl[1]);
+    return CLI_EXIT_FAIL;
+  }
+  /* Kernels without close_range(CLOSE_RANGE_CLOEXEC) rely on this. */
+  if (caller_fds)
+    each_fd(mark_cloexec, NULL);
+  pid_t self = getpid();
+  pid_t gpid = fork();
+  if (gpid < 0) {
+    fprintf(stderr, "dlock: fork: %s\n", strerror(errno));
+    close(ep[0]), close(ep[1]), close(ctl[0]), close(ctl[1]), close(st[0]), close(st[1]);
+    return CLI_EXIT_FAIL;
+  }
+  if (gpid == 0)
+    guardian_main(ro, env, child_mask, ep, ctl, st, self);
+  close(ep[1]), close(ctl[0]), close(st[1]);
+  g->pid = gpid;
+  g->ctl = ctl[1];
+  g->st = st[0];
+  struct guard_msg m;
+  int r = guard_read(g, &m);
+  if (r <= 0 || m.type != GM_PID) {
+    if (r > 0 && m.type == GM_FORK_FAILED)
+      fprintf(stderr, "dlock: fork: %s\n", strerror(m.val));
+    else
+      fprintf(stderr, "dlock: the guardian process failed to start\n");
+    close(ep[0]);
+    guard_reap_guardian(g);
+    return CLI_EXIT_FAIL;
+  }
+  g->cmd = (pid_t)m.val;
   int e = 0;
   ssize_t n;
   do
@@ -708,50 +1100,59 @@ static pid_t run_spawn(const struct run_opts *ro, char **env, const sigset_t *ch
   while (n < 0 && errno == EINTR);
   close(ep[0]);
   if (n == (ssize_t)sizeof e) {
-    int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    while (guard_read(g, &m) > 0 && m.type != GM_EXITED) {
     }
+    guard_send(g, GUARD_EXIT);
+    guard_reap_guardian(g);
     fprintf(stderr, "dlock: cannot run '");
     cli_print_safe(stderr, ro->command[0]);
     fprintf(stderr, "': %s\n", strerror(e));
-    return -(e == ENOENT || e == ENOTDIR ? 127 : 126);
+    return e == ENOENT || e == ENOTDIR ? 127 : 126;
   }
-  return pid;
+  return 0;
 }
 
-/* Wait for the child, forwarding signals and watching the lock.  Returns
- * the exit code. */
-static int run_supervise(const struct run_opts *ro, dlock_lock *l, pid_t pid, int sfd) {
+/* Wait for COMMAND, forwarding signals and watching the lock.  Returns the
+ * exit code; the guardian has exited when it returns. */
+static int run_supervise(const struct run_opts *ro, dlock_lock *l, struct guardian *g, int sfd) {
+  pid_t pid = g->cmd;
   pid_t target = ro->foreground ? pid : -pid;
-  int lost = 0, killed = 0, warned_stop = 0, stopped = 0, status = 0;
-  int64_t kill_at = 0;
-  for (;;) {
+  int lost = 0, failed = 0, warned_stop = 0, stopped = 0, status = 0;
+  int cmd_done = 0, g_done = 0;
+  /* Once stopping (lost lock, failure) we wait for the guardian to report
+   * that nothing of COMMAND is left. */
+  while (!g_done && !(cmd_done && !lost && !failed)) {
     int timeout = -1;
-    if (lost && !killed) {
-      int64_t left = (kill_at - cli_now_ns()) / 1000000 + 1;
-      timeout = left < 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
-    } else if (!lost) {
+    if (!lost && !failed) {
       /* A safety net: the library reports loss through on_lost, but the
        * validity deadline is checked here too, without relying on it. */
       int64_t rem = dlock_lock_remaining_ms(l);
       if (rem >= 0)
         timeout = rem < 5 ? 5 : rem >= INT_MAX ? INT_MAX : (int)rem + 1;
     }
-    struct pollfd p[2] = {{.fd = sfd, .events = POLLIN}, {.fd = lost_pipe[0], .events = POLLIN}};
-    int pr = poll(p, 2, timeout);
+    struct pollfd p[3] = {{.fd = sfd, .events = POLLIN},
+                          {.fd = lost_pipe[0], .events = POLLIN},
+                          {.fd = g->st, .events = POLLIN}};
+    int pr = poll(p, 3, timeout);
     if (pr < 0 && errno != EINTR) {
       fprintf(stderr, "dlock: poll: %s\n", strerror(errno));
-      kill(target, SIGKILL);
-      while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      if (!failed)
+        guard_send(g, GUARD_KILL);
+      failed = 1;
+      /* Without poll, read the reports blocking until the guardian exits. */
+      struct guard_msg m;
+      int r;
+      while ((r = guard_read(g, &m)) > 0) {
       }
-      return CLI_EXIT_FAIL;
+      g_done = 1;
+      break;
     }
-    int child_done = 0, lost_now = 0;
+    int lost_now = 0;
     if (pr > 0 && (p[0].revents & POLLIN)) {
       struct signalfd_siginfo si;
       while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
         int sig = (int)si.ssi_signo;
-        if (sig == SIGCHLD)
+        if (sig == SIGCHLD || cmd_done)
           continue;
         /* In --foreground mode the terminal already sent it to COMMAND. */
         int from_tty = ro->foreground && si.ssi_code == SI_KERNEL;
@@ -775,63 +1176,57 @@ static int run_supervise(const struct run_opts *ro, dlock_lock *l, pid_t pid, in
         if (stopped)
           kill(target, SIGCONT);
       }
-      for (;;) {
-        int st;
-        pid_t w = waitpid(pid, &st, WNOHANG | WUNTRACED | WCONTINUED);
-        if (w < 0 && errno == EINTR)
-          continue;
-        if (w == pid && WIFCONTINUED(st)) {
-          stopped = 0;
-          continue;
+    }
+    if (pr > 0 && (p[2].revents & (POLLIN | POLLHUP | POLLERR))) {
+      struct guard_msg m;
+      int r = guard_read(g, &m);
+      if (r <= 0) {
+        g_done = 1;
+      } else if (m.type == GM_STOPPED) {
+        stopped = 1;
+        int sig = WSTOPSIG(m.val);
+        if (!warned_stop && (sig == SIGTTIN || sig == SIGTTOU)) {
+          fprintf(stderr, "dlock: command stopped: it uses the terminal from its own "
+                          "process group; try 'dlock run --foreground'\n");
+          warned_stop = 1;
         }
-        if (w == pid && WIFSTOPPED(st)) {
-          stopped = 1;
-          if (!warned_stop && (WSTOPSIG(st) == SIGTTIN || WSTOPSIG(st) == SIGTTOU)) {
-            fprintf(stderr, "dlock: command stopped: it uses the terminal from its own "
-                            "process group; try 'dlock run --foreground'\n");
-            warned_stop = 1;
-          }
-          continue;
-        }
-        if (w == pid) {
-          status = st;
-          child_done = 1;
-        } else if (w < 0) {
-          /* ECHILD: someone else reaped it; nothing sensible to report. */
-          fprintf(stderr, "dlock: waitpid: %s\n", strerror(errno));
-          status = 0;
-          child_done = 1;
-        }
-        break;
+      } else if (m.type == GM_CONTINUED) {
+        stopped = 0;
+      } else if (m.type == GM_EXITED) {
+        status = m.val;
+        cmd_done = 1;
       }
     }
     if (pr > 0 && (p[1].revents & POLLIN)) {
       drain(lost_pipe[0]);
       lost_now = 1;
     }
-    if (!lost && !child_done && (lost_now || dlock_lock_state(l) != DLOCK_HELD)) {
+    if (!lost && !failed && !cmd_done && (lost_now || dlock_lock_state(l) != DLOCK_HELD)) {
       lost = 1;
       fprintf(stderr, "dlock: lock '");
       cli_print_safe(stderr, ro->key);
       fprintf(stderr, "' lost; stopping command\n");
-      kill(target, SIGTERM);
-      if (stopped)
-        kill(target, SIGCONT);
-      kill_at = cli_now_ns() + ro->grace_ms * 1000000;
+      /* The guardian sends SIGTERM (and SIGCONT, should COMMAND be
+       * stopped), SIGKILL after the grace period, and reports when nothing
+       * COMMAND started is left. */
+      guard_send(g, GUARD_STOP);
     }
-    if (lost && !killed && !child_done && cli_now_ns() >= kill_at) {
-      kill(target, SIGKILL);
-      killed = 1;
-    }
-    if (child_done)
-      break;
   }
-  if (lost) {
-    /* Whatever COMMAND left behind must not go on working unprotected. */
-    if (!ro->foreground)
-      kill(target, SIGKILL);
+  if (!g_done)
+    guard_send(g, GUARD_EXIT);
+  guard_reap_guardian(g);
+  if (!cmd_done) {
+    /* The guardian died (killed by someone): COMMAND is no longer our
+     * child and nothing would stop it should we die; stop it now. */
+    if (!failed)
+      fprintf(stderr, "dlock: the guardian process died; stopping command\n");
+    kill(target, SIGKILL);
+    return lost ? CLI_EXIT_LOST : CLI_EXIT_FAIL;
+  }
+  if (lost)
     return CLI_EXIT_LOST;
-  }
+  if (failed)
+    return CLI_EXIT_FAIL;
   return exit_status_of(status);
 }
 
@@ -891,12 +1286,11 @@ static int cmd_run(int argc, char **argv) {
     code = CLI_EXIT_FAIL;
     goto out;
   }
-  pid_t pid = run_spawn(&ro, env, &oldmask);
-  if (pid < 0) {
-    code = (int)-pid;
+  struct guardian g;
+  code = run_spawn(&ro, env, &oldmask, &g);
+  if (code != 0)
     goto out;
-  }
-  code = run_supervise(&ro, l, pid, sfd);
+  code = run_supervise(&ro, l, &g, sfd);
 
 out:
   if (l) {

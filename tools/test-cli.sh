@@ -222,5 +222,90 @@ if [ -n "${DLOCK_TEST_REDIS_URL:-}" ]; then
     "redis-cli -p $rport -n ${rdb:-0} del 'dlock:lock:{$key}' >/dev/null"
 fi
 
+# ---- dlock run itself is SIGKILLed ----
+# Its command, a grandchild in the command's process group and one that left
+# it (setsid) all record SIGTERM and carry on; they must get SIGTERM at once,
+# SIGKILL after the grace period, and, on stores that free a lock when its
+# holder's descriptors close (file://, PostgreSQL advisory locks), the lock
+# must stay held until they are gone.
+ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
+alive() { # alive PID...: 0 if every one runs (zombies do not count)
+  local p
+  for p in "$@"; do
+    [ -r "/proc/$p/stat" ] || return 1
+    case $(cut -d' ' -f3 "/proc/$p/stat" 2>/dev/null) in Z | X | "") return 1 ;; esac
+  done
+}
+orphan_case() { # NAME URL KEY
+  local name=$1 u=$2 key=$3 grace=3
+  local d="$tmp/orphan-$name"
+  rm -rf "$d"
+  mkdir -p "$d"
+  local loop='while :; do sleep 0.05; done'
+  "$DLOCK" run --grace $grace "$u" "$key" -- sh -c "
+    trap 'date +%s%N >$d/term.cmd' TERM
+    sh -c 'trap \"date +%s%N >$d/term.gc\" TERM; echo \$\$ >$d/pid.gc.tmp; mv $d/pid.gc.tmp $d/pid.gc; $loop' &
+    setsid sh -c 'trap \"date +%s%N >$d/term.ds\" TERM; echo \$\$ >$d/pid.ds.tmp; mv $d/pid.ds.tmp $d/pid.ds; $loop' &
+    echo \$\$ >$d/pid.cmd.tmp; mv $d/pid.cmd.tmp $d/pid.cmd
+    $loop" >"$d/out" 2>"$d/err" &
+  local pid=$! f
+  for f in cmd gc ds; do await "$d/pid.$f"; done
+  local pcmd pgc pds
+  pcmd=$(cat "$d/pid.cmd") pgc=$(cat "$d/pid.gc") pds=$(cat "$d/pid.ds")
+  # The guardian must not keep the caller's descriptors: a caller reading
+  # the output to its end would wait for it.
+  local gpid leaked=""
+  gpid=$(tr -d " " <"/proc/$pid/task/$pid/children" 2>/dev/null)
+  for f in /proc/$gpid/fd/*; do
+    case $(readlink "$f" 2>/dev/null) in "$d/out" | "$d/err") leaked="$leaked $f" ;; esac
+  done
+  [ -n "$gpid" ] && [ -z "$leaked" ]
+  check "$name: a guardian ($gpid) without the caller's stdout and stderr$leaked" 0 $?
+
+  local start; start=$(date +%s%N)
+  kill -KILL $pid
+  wait $pid 2>/dev/null
+  for f in cmd gc ds; do
+    await "$d/term.$f"
+    local ms=none
+    [ -s "$d/term.$f" ] && ms=$((($(cat "$d/term.$f") - start) / 1000000))
+    n=$((n + 1))
+    if [ "$ms" != none ] && [ "$ms" -lt 1000 ]; then echo "ok $n - $name: SIGTERM to $f ${ms} ms after dlock run died"
+    else echo "not ok $n - $name: $f got no SIGTERM within 1 s ($ms ms)"; fails=$((fails + 1)); fi
+  done
+  "$DLOCK" run -n "$u" "$key" -- true 2>"$d/busy"
+  local rc=$?
+  alive "$pcmd" "$pgc" "$pds"
+  check "$name: the orphaned command still runs (TERM ignored) during the check" 0 $?
+  check "$name: its lock is not handed on while it runs" 1 $rc
+  # Gone after the grace period, not before.
+  local t0; t0=$(date +%s%N)
+  while alive "$pcmd" || alive "$pgc" || alive "$pds"; do
+    [ "$(ms_since "$start")" -gt $((grace * 1000 + 10000)) ] && break
+    sleep 0.05
+  done
+  local gone; gone=$(ms_since "$start")
+  alive "$pcmd" || alive "$pgc" || alive "$pds"
+  check "$name: command and grandchildren killed after the grace period" 1 $?
+  n=$((n + 1))
+  if [ "$gone" -ge $((grace * 1000 - 500)) ]; then echo "ok $n - $name: SIGKILL not before the grace period (${gone} ms)"
+  else echo "not ok $n - $name: gone after ${gone} ms, grace ${grace} s"; fails=$((fails + 1)); fi
+  # And then the lock is free again (the guardian exits last).
+  local got=1
+  while [ "$(ms_since "$t0")" -lt 10000 ]; do
+    "$DLOCK" run -n "$u" "$key" -- true 2>/dev/null && { got=0; break; }
+    sleep 0.05
+  done
+  check "$name: the lock is free once they are gone" 0 $got
+  kill -KILL "$pcmd" "$pgc" "$pds" 2>/dev/null
+}
+mkdir -p "$tmp/orphandir"
+orphan_case file "file://$tmp/orphandir" orphan
+if [ -n "${DLOCK_TEST_POSTGRES_URL:-}" ]; then
+  orphan_case postgres "$DLOCK_TEST_POSTGRES_URL" "cli-test/orphan/$$"
+else
+  echo "# DLOCK_TEST_POSTGRES_URL not set: the orphan case runs on file:// only"
+fi
+
 echo "1..$n"
 [ $fails -eq 0 ]

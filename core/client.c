@@ -265,6 +265,7 @@ int dlock_open(const char *url, dlock_client **out) {
                       ""
 #endif
     );
+    dlock__err_scrub(u);
     dlock__url_free(u);
     return rc;
   }
@@ -311,6 +312,8 @@ int dlock_open(const char *url, dlock_client **out) {
   *out = c;
   return 0;
 fail:
+  /* The message may quote what a store library said about the URL. */
+  dlock__err_scrub(u);
   free(c->bc.priv);
   free(c->table);
   free(c->redacted);

@@ -1,5 +1,6 @@
 /* Error table and per-thread messages. */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -8,6 +9,8 @@
 /* Per thread rather than per client: a client is shared by many threads and
  * each needs to read the reason for its own failure. */
 static _Thread_local char errbuf[512];
+/* The message in errbuf was cut to fit. */
+static _Thread_local bool errcut;
 
 const char *dlock_strerror(int code) {
   switch (code) {
@@ -52,12 +55,63 @@ int dlock_err_is_transient(int code) {
 int dlock_seterr(int code, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(errbuf, sizeof errbuf, fmt, ap);
+  int n = vsnprintf(errbuf, sizeof errbuf, fmt, ap);
   va_end(ap);
+  errcut = n < 0 || (size_t)n >= sizeof errbuf;
   return code;
 }
 
-void dlock__clear_err(void) { errbuf[0] = '\0'; }
+void dlock__clear_err(void) {
+  errbuf[0] = '\0';
+  errcut = false;
+}
+
+void dlock__err_scrub(const dlock_url *u) {
+  const char *sec = dlock__url_secret(u, 0);
+  if (!sec || !errbuf[0])
+    return;
+  /* Each replacement can triple a one-byte secret. */
+  char out[3 * sizeof errbuf];
+  for (size_t i = 0; (sec = dlock__url_secret(u, i)) != NULL; i++) {
+    const char *p = errbuf, *q = strstr(p, sec);
+    if (!q)
+      continue;
+    size_t n = strlen(sec), o = 0;
+    for (; q; p = q + n, q = strstr(p, sec)) {
+      memcpy(out + o, p, (size_t)(q - p));
+      o += (size_t)(q - p);
+      memcpy(out + o, "***", 3);
+      o += 3;
+    }
+    size_t rest = strlen(p);
+    memcpy(out + o, p, rest);
+    o += rest;
+    if (o >= sizeof errbuf) {
+      o = sizeof errbuf - 1;
+      errcut = true;
+    }
+    memcpy(errbuf, out, o);
+    errbuf[o] = '\0';
+  }
+  if (!errcut)
+    return;
+  /* A message cut short may end in the first bytes of a secret, which no
+   * search for the whole secret finds. */
+  size_t len = strlen(errbuf);
+  for (size_t i = 0; (sec = dlock__url_secret(u, i)) != NULL; i++) {
+    size_t n = strlen(sec);
+    for (size_t k = n - 1 < len ? n - 1 : len; k > 0; k--) {
+      if (memcmp(errbuf + len - k, sec, k) == 0) {
+        size_t at = len - k;
+        if (at > sizeof errbuf - 4)
+          at = sizeof errbuf - 4;
+        memcpy(errbuf + at, "***", 4);
+        len = at + 3;
+        break;
+      }
+    }
+  }
+}
 
 const char *dlock_client_errmsg(const dlock_client *c) {
   (void)c;

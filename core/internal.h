@@ -22,6 +22,10 @@ DLOCK__HIDDEN void dlock__url_free(dlock_url *u);
 DLOCK__HIDDEN int dlock__url_check_unused(const dlock_url *u);
 /* "15s" -> 15000.  0 or DLOCK_EINVAL. */
 DLOCK__HIDDEN int dlock__parse_duration(const char *s, int64_t *ms);
+/* The I-th string a message about U must not show (the password and the
+ * values of secret parameters, as written, decoded and re-encoded),
+ * longest first; NULL past the last. */
+DLOCK__HIDDEN const char *dlock__url_secret(const dlock_url *u, size_t i);
 
 /* ---- util.c ---- */
 
@@ -55,6 +59,11 @@ DLOCK__HIDDEN int dlock__ops_check(const dlock_backend_ops *ops);
 /* ---- errors.c ---- */
 
 DLOCK__HIDDEN void dlock__clear_err(void);
+/* Replace every secret of U (dlock__url_secret) in the calling thread's
+ * message by "***", and a secret's beginning where the message was cut
+ * short.  For messages that quote what a store library said.  Costs one
+ * test when U has no secrets. */
+DLOCK__HIDDEN void dlock__err_scrub(const dlock_url *u);
 
 /* ---- metrics.c ---- */
 

@@ -1,14 +1,22 @@
 /* URL strings: scheme://[user[:password]@]host[:port][,host[:port]...][/path][?k=v&...]
  *
- * libcurl's URL API does the parsing (ports, IPv6 literals, percent-decoding);
- * this file only splits off what it cannot take: several comma-separated
- * hosts and the query string, which becomes a list of named parameters that
- * must each be claimed by the core or the backend. */
+ * One tokenizer, split(), cuts a URL into its parts the RFC 3986 way: the
+ * authority ends at the first '/', '?' or '#', the userinfo at the last '@'
+ * inside the authority, the password at the first ':' of the userinfo.  The
+ * parser and the redactor both use it, so what the redactor hides is what
+ * the parser takes for a secret, wherever else an '@' or a ':' appears.
+ * libcurl's URL API checks each host and port (names, IPv6 literals, port
+ * range) and never sees the userinfo.  Percent-decoding is strict: a '%'
+ * not followed by two hex digits, or a decoded NUL or control byte, makes
+ * the URL invalid wherever it is, instead of a part being dropped or cut
+ * short.  Pure: no I/O, any bytes in. */
 #include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -17,6 +25,7 @@
 
 #define URL_MAX 8192
 #define HOSTS_MAX 32
+#define MASK "***"
 
 struct url_host {
   char *host;
@@ -27,6 +36,7 @@ struct url_param {
   char *name;
   char *value;
   bool used;
+  bool secret; /* its value is hidden in messages */
 };
 
 struct dlock_url {
@@ -40,122 +50,300 @@ struct dlock_url {
   size_t nhosts;
   struct url_param *params;
   size_t nparams;
+  /* What dlock__err_scrub() hides: the password and the values of secret
+   * parameters, each as written, decoded and re-encoded; longest first. */
+  char **secrets;
+  size_t nsecrets;
 };
 
-/* Query parameters whose values are hidden: any name containing one of
- * these, after percent-decoding, case-insensitively.  Hiding too much is
- * harmless; hiding too little is not. */
-static bool secret_param(const char *name, size_t n) {
-  static const char *const words[] = {"pass", "pwd", "token", "secret", "key", "auth", "cred"};
-  char dec[128];
-  size_t d = 0;
-  for (size_t i = 0; i < n && d + 1 < sizeof dec; i++) {
-    if (name[i] == '%' && i + 2 < n && isxdigit((unsigned char)name[i + 1]) &&
-        isxdigit((unsigned char)name[i + 2])) {
-      char hx[3] = {name[i + 1], name[i + 2], 0};
-      dec[d++] = (char)strtol(hx, NULL, 16);
-      i += 2;
-    } else {
-      dec[d++] = name[i];
+/* ---- tokens ---- */
+
+/* Offsets into a URL string.  split() fails only without "://"; what the
+ * parts contain is checked by the parser. */
+struct tokens {
+  size_t scheme_end; /* the scheme is [0, scheme_end), then "://" */
+  size_t auth;       /* the authority is [auth, auth_end) */
+  size_t auth_end;
+  bool userinfo;     /* the authority has an '@', the last one at AT */
+  size_t at;
+  bool colon;        /* the userinfo has a ':', the first one at COLON_AT */
+  size_t colon_at;
+  size_t hosts;      /* the host list is [hosts, auth_end) */
+  size_t path_end;   /* the path is [auth_end, path_end) */
+  bool query;        /* s[path_end] == '?', the query is [path_end + 1, query_end) */
+  size_t query_end;  /* at the '#' or the end */
+};
+
+static bool split(const char *s, struct tokens *t) {
+  memset(t, 0, sizeof *t);
+  const char *sep = strstr(s, "://");
+  if (!sep)
+    return false;
+  t->scheme_end = (size_t)(sep - s);
+  t->auth = t->scheme_end + 3;
+  t->auth_end = t->auth + strcspn(s + t->auth, "/?#");
+  for (size_t i = t->auth; i < t->auth_end; i++) {
+    if (s[i] == '@') {
+      t->userinfo = true;
+      t->at = i;
     }
   }
-  dec[d] = '\0';
-  if (n >= sizeof dec)
-    return true; /* absurdly long name: hide its value */
+  t->hosts = t->auth;
+  if (t->userinfo) {
+    const char *c = memchr(s + t->auth, ':', t->at - t->auth);
+    if (c) {
+      t->colon = true;
+      t->colon_at = (size_t)(c - s);
+    }
+    t->hosts = t->at + 1;
+  }
+  t->path_end = t->auth_end + strcspn(s + t->auth_end, "?#");
+  t->query = s[t->path_end] == '?';
+  t->query_end = t->path_end + strcspn(s + t->path_end, "#");
+  return true;
+}
+
+static bool scheme_ok(const char *s, size_t n) {
+  if (n == 0 || !isalpha((unsigned char)s[0]))
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (!(isalnum((unsigned char)s[i]) || s[i] == '+' || s[i] == '-' || s[i] == '.'))
+      return false;
+  return true;
+}
+
+/* ---- percent-decoding ---- */
+
+enum dec_status { DEC_OK, DEC_BAD_ESCAPE, DEC_CONTROL, DEC_NOMEM };
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+/* The N bytes at S decoded into a new string.  Stricter than
+ * curl_easy_unescape(), which keeps a stray '%' as it is: the store's own
+ * parser (libpq) might not, and then quotes the value in its error.  No
+ * decoded byte may be NUL (it would cut the value short) or a control
+ * character (no host, name, password or path needs one, and a line break
+ * in something that ends up in a protocol line or a log does harm). */
+static enum dec_status decode(const char *s, size_t n, char **out) {
+  *out = NULL;
+  char *d = malloc(n + 1);
+  if (!d)
+    return DEC_NOMEM;
+  size_t o = 0;
+  enum dec_status st = DEC_OK;
+  for (size_t i = 0; i < n && st == DEC_OK; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c == '%') {
+      if (i + 2 >= n || hexval(s[i + 1]) < 0 || hexval(s[i + 2]) < 0) {
+        st = DEC_BAD_ESCAPE;
+        break;
+      }
+      c = (unsigned char)(hexval(s[i + 1]) << 4 | hexval(s[i + 2]));
+      i += 2;
+    }
+    if (c < 0x20 || c == 0x7f)
+      st = DEC_CONTROL;
+    d[o++] = (char)c;
+  }
+  if (st != DEC_OK) {
+    /* it may hold (part of) a password */
+    memset(d, 0, n + 1);
+    free(d);
+    return st;
+  }
+  d[o] = '\0';
+  *out = d;
+  return DEC_OK;
+}
+
+/* ---- secrets ---- */
+
+/* Query parameters whose values are hidden: any name containing one of
+ * these, case-insensitively, compared after percent-decoding (names that
+ * do not decode make the URL invalid).  It covers what the stores' own
+ * libraries take as secrets (libpq password, sslpassword, passfile,
+ * sslkey; Consul token; etcd password).  Hiding too much is harmless;
+ * hiding too little is not. */
+static bool secret_name(const char *name) {
+  static const char *const words[] = {"pass", "pwd", "token", "secret", "key", "auth", "cred"};
   for (size_t w = 0; w < sizeof words / sizeof *words; w++)
-    if (strcasestr(dec, words[w]))
+    if (strcasestr(name, words[w]))
       return true;
   return false;
 }
 
-/* Purely textual, so it also works on URLs that fail to parse, and it
- * assumes nothing about which characters a password contains: everything
- * between the first ':' after the scheme and the last '@' is hidden, even
- * if that sometimes hides more than the password. */
-static int redact(const char *url, char *buf, size_t len) {
-  size_t o = 0;
-#define PUT(ch)                                                                \
-  do {                                                                         \
-    if (o + 1 < len)                                                           \
-      buf[o] = (ch);                                                           \
-    o++;                                                                       \
-  } while (0)
-  const char *p = url;
-  const char *at = strrchr(url, '@');
+static void wipe_free(char *s) {
+  if (s) {
+    volatile char *p = s;
+    while (*p)
+      *p++ = '\0';
+    free(s);
+  }
+}
+
+/* Adds S (N bytes) to U's secrets unless empty or already there. */
+static int add_secret(dlock_url *u, const char *s, size_t n) {
+  if (n == 0)
+    return 0;
+  for (size_t i = 0; i < u->nsecrets; i++)
+    if (strlen(u->secrets[i]) == n && memcmp(u->secrets[i], s, n) == 0)
+      return 0;
+  char **ns = realloc(u->secrets, (u->nsecrets + 1) * sizeof *ns);
+  if (!ns)
+    return -1;
+  u->secrets = ns;
+  if (!(u->secrets[u->nsecrets] = strndup(s, n)))
+    return -1;
+  u->nsecrets++;
+  return 0;
+}
+
+/* RAW as written in the URL, DECODED, and DECODED percent-encoded the way
+ * a backend building a connection string for its library encodes it. */
+static int add_secret_forms(dlock_url *u, const char *raw, size_t rawlen, const char *decoded) {
+  if (add_secret(u, raw, rawlen) < 0 || add_secret(u, decoded, strlen(decoded)) < 0)
+    return -1;
+  char *enc = curl_easy_escape(NULL, decoded, 0);
+  if (!enc)
+    return -1;
+  int rc = add_secret(u, enc, strlen(enc));
+  curl_free(enc);
+  return rc;
+}
+
+static int longest_first(const void *a, const void *b) {
+  size_t la = strlen(*(char *const *)a), lb = strlen(*(char *const *)b);
+  return la < lb ? 1 : la > lb ? -1 : 0;
+}
+
+const char *dlock__url_secret(const dlock_url *u, size_t i) {
+  return u && i < u->nsecrets ? u->secrets[i] : NULL;
+}
+
+/* ---- redaction ---- */
+
+struct sink {
+  char *buf;
+  size_t len; /* capacity of buf, NUL included */
+  size_t o;   /* bytes wanted so far */
+};
+
+static void put(struct sink *k, const char *p, size_t n) {
+  for (size_t i = 0; i < n; i++, k->o++)
+    if (k->o + 1 < k->len)
+      k->buf[k->o] = p[i];
+}
+
+static void put_str(struct sink *k, const char *s) { put(k, s, strlen(s)); }
+
+static int sink_end(struct sink *k) {
+  if (k->len)
+    k->buf[k->o < k->len ? k->o : k->len - 1] = '\0';
+  return (int)(k->o > INT_MAX ? INT_MAX : k->o);
+}
+
+/* Byte ranges of the URL that the redacted form replaces by "***". */
+struct mask {
+  size_t off, len;
+};
+
+/* A URL that parsed: itself, with the password and the values of secret
+ * parameters replaced. */
+static void redact_parsed(const char *s, const struct mask *m, size_t nm, struct sink *k) {
+  size_t i = 0;
+  for (size_t j = 0; j < nm; j++) {
+    put(k, s + i, m[j].off - i);
+    put_str(k, MASK);
+    i = m[j].off + m[j].len;
+  }
+  put_str(k, s + i);
+}
+
+/* A string that did not parse, so its parts are uncertain: a password may
+ * hold an unencoded '/', '?' or '#', the "://" may be missing.  Everything
+ * from the first ':' after the scheme to the last '@' is hidden (when
+ * there are both), and so is every parameter value; a fragment is dropped. */
+static void redact_loose(const char *s, struct sink *k) {
+  const char *sep = strstr(s, "://");
+  const char *from;
+  if (sep && scheme_ok(s, (size_t)(sep - s))) {
+    from = sep + 3;
+  } else {
+    const char *c = strchr(s, ':');
+    from = c ? c + 1 : s;
+  }
+  put(k, s, (size_t)(from - s));
+  const char *p = from;
+  const char *at = strrchr(from, '@');
+  bool mid_value = false;
   if (at) {
-    const char *sep = strstr(url, "://");
-    const char *first = strchr(url, ':');
-    const char *from = sep && sep < at ? sep + 3 : first && first < at ? first + 1 : url;
     const char *colon = memchr(from, ':', (size_t)(at - from));
     if (colon) {
-      for (; p <= colon; p++)
-        PUT(*p);
-      PUT('*');
-      PUT('*');
-      PUT('*');
-      p = at;
+      put(k, from, (size_t)(colon + 1 - from));
+      put_str(k, MASK "@");
+      /* A '?' in the hidden part means the text after the '@' may be
+       * the rest of a parameter value. */
+      mid_value = memchr(colon, '?', (size_t)(at - colon)) != NULL;
+      p = at + 1;
     }
   }
-  const char *q = strchr(p, '?');
-  if (!q)
-    q = p + strcspn(p, "#");
-  for (; p < q; p++)
-    PUT(*p);
-  if (*p == '?') {
-    PUT('?');
+  if (mid_value) {
+    size_t n = strcspn(p, "&#");
+    if (n)
+      put_str(k, MASK);
+    p += n;
+  } else {
+    size_t n = strcspn(p, "?#");
+    put(k, p, n);
+    p += n;
+    if (*p != '?')
+      return;
+    put(k, "?", 1);
     p++;
-    while (*p && *p != '#') {
-      size_t plen = strcspn(p, "&#");
-      size_t nlen = strcspn(p, "=&#");
-      for (size_t i = 0; i < nlen; i++)
-        PUT(p[i]);
-      if (nlen < plen) {
-        PUT('=');
-        if (secret_param(p, nlen)) {
-          PUT('*');
-          PUT('*');
-          PUT('*');
-        } else {
-          for (size_t i = nlen + 1; i < plen; i++)
-            PUT(p[i]);
-        }
-      }
-      p += plen;
-      if (*p == '&') {
-        PUT('&');
-        p++;
-      }
-    }
   }
-  /* Fragments are not used by any backend; drop them rather than risk
-   * echoing something secret. */
-  if (len)
-    buf[o < len ? o : len - 1] = '\0';
-  return (int)(o > INT_MAX ? INT_MAX : o);
-#undef PUT
+  while (*p && *p != '#') {
+    if (*p == '&') {
+      put(k, "&", 1);
+      p++;
+      continue;
+    }
+    size_t plen = strcspn(p, "&#"), nlen = strcspn(p, "=&#");
+    put(k, p, nlen);
+    if (nlen < plen)
+      put_str(k, "=" MASK);
+    p += plen;
+  }
 }
 
-int dlock_url_redact(const char *url, char *buf, size_t len) {
-  if (!url || (!buf && len))
-    return dlock_seterr(DLOCK_EINVAL, "dlock_url_redact: NULL argument");
-  return redact(url, buf, len);
+static char *loose_dup(const char *s) {
+  struct sink k = {NULL, 0, 0};
+  redact_loose(s, &k);
+  char *r = malloc(k.o + 1);
+  if (r) {
+    k = (struct sink){r, k.o + 1, 0};
+    redact_loose(s, &k);
+    sink_end(&k);
+  }
+  return r;
 }
 
-static char *redacted_dup(const char *url) {
-  int n = redact(url, NULL, 0);
-  char *s = malloc((size_t)n + 1);
-  if (s)
-    redact(url, s, (size_t)n + 1);
-  return s;
-}
+/* ---- parsing ---- */
 
 void dlock__url_free(dlock_url *u) {
   if (!u)
     return;
-  free(u->raw);
+  wipe_free(u->raw);
   free(u->scheme);
   free(u->user);
-  free(u->password);
+  wipe_free(u->password);
   free(u->path);
   free(u->redacted);
   for (size_t i = 0; i < u->nhosts; i++)
@@ -163,277 +351,305 @@ void dlock__url_free(dlock_url *u) {
   free(u->hosts);
   for (size_t i = 0; i < u->nparams; i++) {
     free(u->params[i].name);
-    free(u->params[i].value);
+    if (u->params[i].secret)
+      wipe_free(u->params[i].value);
+    else
+      free(u->params[i].value);
   }
   free(u->params);
+  for (size_t i = 0; i < u->nsecrets; i++)
+    wipe_free(u->secrets[i]);
+  free(u->secrets);
   free(u);
 }
 
-static char *decode(const char *s, size_t n) {
-  int olen = 0;
-  if (n > INT_MAX)
-    return NULL;
-  char *d = curl_easy_unescape(NULL, s, (int)n, &olen);
-  if (!d)
-    return NULL;
-  char *r = NULL;
-  /* A decoded NUL would silently cut the value short. */
-  if (memchr(d, '\0', (size_t)olen) == NULL)
-    r = strdup(d);
-  curl_free(d);
-  return r;
+/* A reason for a failed parse, without the URL: that is quoted (redacted)
+ * in front of it.  Never quotes a value that might be secret. */
+struct why {
+  int code;
+  char text[160];
+};
+
+static int fail(struct why *w, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(struct why *w, int code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(w->text, sizeof w->text, fmt, ap);
+  va_end(ap);
+  w->code = code;
+  return code;
 }
 
-static int parse_query(dlock_url *u, const char *q) {
-  while (q && *q) {
-    size_t plen = strcspn(q, "&");
-    if (plen > 0) {
-      size_t nlen = strcspn(q, "=&");
-      if (nlen == 0)
-        return dlock_seterr(DLOCK_EINVAL, "invalid URL '%s': empty parameter name",
-                            u->redacted);
-      struct url_param *np = realloc(u->params, (u->nparams + 1) * sizeof *np);
-      if (!np)
-        return dlock_seterr(DLOCK_ENOMEM, "out of memory");
-      u->params = np;
-      struct url_param *p = &u->params[u->nparams];
-      p->used = false;
-      p->name = decode(q, nlen);
-      p->value = nlen < plen ? decode(q + nlen + 1, plen - nlen - 1) : strdup("");
-      u->nparams++;
-      if (!p->name || !p->value)
-        return dlock_seterr(DLOCK_EINVAL, "invalid URL '%s': bad percent-encoding in query",
-                            u->redacted);
-      for (size_t i = 0; i + 1 < u->nparams; i++)
-        if (strcmp(u->params[i].name, p->name) == 0)
-          return dlock_seterr(DLOCK_EINVAL, "invalid URL '%s': parameter '%s' given twice",
-                              u->redacted, p->name);
-    }
-    q += plen;
-    if (*q == '&')
-      q++;
-  }
-  return 0;
-}
+static int oom(struct why *w) { return fail(w, DLOCK_ENOMEM, "out of memory"); }
 
-static int curl_part(CURLU *h, CURLUPart part, unsigned flags, char **out) {
-  char *v = NULL;
-  CURLUcode rc = curl_url_get(h, part, &v, flags);
-  if (rc != CURLUE_OK) {
-    *out = NULL;
-    return rc;
+/* Decodes the N bytes at S into *OUT; WHAT names the part for the error. */
+static int decode_part(const char *s, size_t n, char **out, const char *what, struct why *w) {
+  switch (decode(s, n, out)) {
+  case DEC_OK:
+    return 0;
+  case DEC_BAD_ESCAPE:
+    return fail(w, DLOCK_EINVAL, "bad percent-encoding in %s ('%%' must be followed by two hex "
+                "digits; write a '%%' as %%25)", what);
+  case DEC_CONTROL:
+    return fail(w, DLOCK_EINVAL, "%s percent-decodes to a NUL or control character", what);
+  default:
+    return oom(w);
   }
-  *out = strdup(v);
-  curl_free(v);
-  return *out ? 0 : -1;
 }
 
 static const char *curl_why(CURLUcode rc) {
   switch (rc) {
   case CURLUE_BAD_PORT_NUMBER:
     return "bad port number";
-  case CURLUE_MALFORMED_INPUT:
-    return "malformed";
   case CURLUE_BAD_HOSTNAME:
     return "bad host name";
   case CURLUE_BAD_IPV6:
     return "bad IPv6 address";
-  case CURLUE_BAD_LOGIN:
-    return "bad user or password";
-  case CURLUE_BAD_SCHEME:
-    return "bad scheme";
   case CURLUE_NO_HOST:
     return "no host";
   default:
-    return "malformed";
+    return "malformed host";
   }
 }
 
-/* One host through curl: fills HOST and PORT. */
-static int parse_host(dlock_url *u, const char *scheme, const char *hp, size_t n,
-                      struct url_host *out) {
+/* One host of the list, N bytes at HP, through curl: fills OUT (the host
+ * is NULL when curl drops it, as in file://localhost/dir). */
+static int parse_host(const char *scheme, const char *hp, size_t n, size_t index,
+                      struct url_host *out, struct why *w) {
+  out->host = NULL;
+  out->port = 0;
+  char *dec = NULL;
+  char what[32];
+  snprintf(what, sizeof what, "host %zu", index + 1);
+  int rc = decode_part(hp, n, &dec, what, w);
+  if (rc < 0)
+    return rc;
+  free(dec);
   char tmp[600];
-  if (n == 0)
-    return dlock_seterr(DLOCK_EINVAL, "invalid URL '%s': empty host in host list",
-                        u->redacted);
   if (n + strlen(scheme) + 5 > sizeof tmp)
-    return dlock_seterr(DLOCK_EINVAL, "invalid URL '%s': host too long", u->redacted);
+    return fail(w, DLOCK_EINVAL, "host %zu is too long", index + 1);
   snprintf(tmp, sizeof tmp, "%s://%.*s/", scheme, (int)n, hp);
   CURLU *h = curl_url();
   if (!h)
-    return dlock_seterr(DLOCK_ENOMEM, "out of memory");
-  int rc = 0;
+    return oom(w);
   CURLUcode cr = curl_url_set(h, CURLUPART_URL, tmp, CURLU_NON_SUPPORT_SCHEME);
-  if (cr != CURLUE_OK) {
-    rc = dlock_seterr(DLOCK_EINVAL, "invalid URL '%s': %s", u->redacted, curl_why(cr));
+  if (cr == CURLUE_OUT_OF_MEMORY) {
+    rc = oom(w);
+  } else if (cr != CURLUE_OK) {
+    rc = fail(w, DLOCK_EINVAL, "host %zu: %s", index + 1, curl_why(cr));
   } else {
-    char *port = NULL;
-    if (curl_part(h, CURLUPART_HOST, 0, &out->host) != 0)
-      rc = dlock_seterr(DLOCK_EINVAL, "invalid URL '%s': no host", u->redacted);
-    else if (curl_part(h, CURLUPART_PORT, 0, &port) == 0) {
-      out->port = atoi(port);
-      free(port);
+    char *v = NULL;
+    cr = curl_url_get(h, CURLUPART_HOST, &v, 0);
+    if (cr == CURLUE_OK) {
+      if (v[0] && !(out->host = strdup(v)))
+        rc = oom(w);
+      curl_free(v);
+    } else if (cr == CURLUE_OUT_OF_MEMORY) {
+      rc = oom(w);
+    } else if (cr != CURLUE_NO_HOST) {
+      rc = fail(w, DLOCK_EINVAL, "host %zu: %s", index + 1, curl_why(cr));
+    }
+    if (rc == 0 && curl_url_get(h, CURLUPART_PORT, &v, 0) == CURLUE_OK) {
+      out->port = atoi(v);
+      curl_free(v);
     }
   }
   curl_url_cleanup(h);
+  if (rc < 0) {
+    free(out->host);
+    out->host = NULL;
+  }
   return rc;
 }
 
-int dlock__url_parse(const char *s, dlock_url **out) {
-  if (!s || !out)
-    return dlock_seterr(DLOCK_EINVAL, "URL is NULL");
-  size_t slen = strnlen(s, URL_MAX + 1);
-  if (slen == 0)
-    return dlock_seterr(DLOCK_EINVAL, "URL is empty");
-  if (slen > URL_MAX)
-    return dlock_seterr(DLOCK_EINVAL, "URL is longer than %d bytes", URL_MAX);
-  for (size_t i = 0; i < slen; i++)
-    if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f)
-      return dlock_seterr(DLOCK_EINVAL, "invalid URL: contains a space or control character");
+static int parse_hosts(dlock_url *u, const char *s, const struct tokens *t, struct why *w) {
+  const char *p = s + t->hosts, *end = s + t->auth_end;
+  if (p == end)
+    return 0; /* file:///dir, redis+unix:///path.sock */
+  if (!(u->hosts = calloc(HOSTS_MAX, sizeof *u->hosts)))
+    return oom(w);
+  for (size_t i = 0;; i++) {
+    const char *c = memchr(p, ',', (size_t)(end - p));
+    size_t n = c ? (size_t)(c - p) : (size_t)(end - p);
+    if (n == 0)
+      return fail(w, DLOCK_EINVAL, "empty host in host list");
+    if (i >= HOSTS_MAX)
+      return fail(w, DLOCK_EINVAL, "at most %d hosts", HOSTS_MAX);
+    struct url_host h;
+    int rc = parse_host(u->scheme, p, n, i, &h, w);
+    if (rc < 0)
+      return rc;
+    if (h.host)
+      u->hosts[u->nhosts++] = h;
+    if (!c)
+      return 0;
+    p = c + 1;
+  }
+}
 
-  dlock_url *u = calloc(1, sizeof *u);
-  if (!u || !(u->redacted = redacted_dup(s)) || !(u->raw = strdup(s))) {
-    dlock__url_free(u);
-    return dlock_seterr(DLOCK_ENOMEM, "out of memory");
-  }
-  int rc = 0;
-  CURLU *h = NULL;
-  char *first = NULL;
-  const char *sep = strstr(s, "://");
-  if (!sep || sep == s) {
-    rc = dlock_seterr(DLOCK_EINVAL, "invalid URL '%s': expected scheme://...", u->redacted);
-    goto out;
-  }
-  for (const char *p = s; p < sep; p++) {
-    if (!(isalnum((unsigned char)*p) || *p == '+' || *p == '-' || *p == '.') ||
-        (p == s && !isalpha((unsigned char)*p))) {
-      rc = dlock_seterr(DLOCK_EINVAL, "invalid URL '%s': bad scheme", u->redacted);
-      goto out;
+static int add_mask(struct mask **m, size_t *nm, size_t off, size_t len) {
+  struct mask *n = realloc(*m, (*nm + 1) * sizeof *n);
+  if (!n)
+    return -1;
+  *m = n;
+  n[(*nm)++] = (struct mask){off, len};
+  return 0;
+}
+
+/* The query [q, end) of S into U's parameters; secret values go to M. */
+static int parse_query(dlock_url *u, const char *s, size_t q, size_t end, struct mask **m,
+                       size_t *nm, struct why *w) {
+  while (q < end) {
+    size_t plen = strcspn(s + q, "&");
+    if (q + plen > end)
+      plen = end - q;
+    if (plen > 0) {
+      size_t nlen = strcspn(s + q, "=&");
+      if (nlen > plen)
+        nlen = plen;
+      if (nlen == 0)
+        return fail(w, DLOCK_EINVAL, "empty parameter name");
+      struct url_param *np = realloc(u->params, (u->nparams + 1) * sizeof *np);
+      if (!np)
+        return oom(w);
+      u->params = np;
+      struct url_param *p = &u->params[u->nparams++];
+      *p = (struct url_param){NULL, NULL, false, false};
+      int rc = decode_part(s + q, nlen, &p->name, "a parameter name", w);
+      if (rc < 0)
+        return rc;
+      p->secret = secret_name(p->name);
+      char what[120];
+      snprintf(what, sizeof what, "the value of parameter '%.80s'", p->name);
+      if (nlen < plen)
+        rc = decode_part(s + q + nlen + 1, plen - nlen - 1, &p->value, what, w);
+      else if (!(p->value = strdup("")))
+        rc = oom(w);
+      if (rc < 0)
+        return rc;
+      for (size_t i = 0; i + 1 < u->nparams; i++)
+        if (strcmp(u->params[i].name, p->name) == 0)
+          return fail(w, DLOCK_EINVAL, "parameter '%.80s' given twice", p->name);
+      if (p->secret && nlen < plen) {
+        if (add_mask(m, nm, q + nlen + 1, plen - nlen - 1) < 0 ||
+            add_secret_forms(u, s + q + nlen + 1, plen - nlen - 1, p->value) < 0)
+          return oom(w);
+      }
     }
+    q += plen;
+    if (q < end && s[q] == '&')
+      q++;
   }
-  u->scheme = strndup(s, (size_t)(sep - s));
-  if (!u->scheme) {
-    rc = dlock_seterr(DLOCK_ENOMEM, "out of memory");
+  return 0;
+}
+
+/* S, already checked for length and raw control bytes, into *OUT. */
+static int parse(const char *s, dlock_url **out, struct why *w) {
+  struct tokens t;
+  if (!split(s, &t) || t.scheme_end == 0)
+    return fail(w, DLOCK_EINVAL, "expected scheme://...");
+  if (!scheme_ok(s, t.scheme_end))
+    return fail(w, DLOCK_EINVAL, "bad scheme");
+  if (s[t.query_end] == '#')
+    return fail(w, DLOCK_EINVAL, "fragments are not allowed");
+  dlock_url *u = calloc(1, sizeof *u);
+  if (!u)
+    return oom(w);
+  struct mask *m = NULL;
+  size_t nm = 0;
+  int rc = 0;
+  if (!(u->raw = strdup(s)) || !(u->scheme = strndup(s, t.scheme_end))) {
+    rc = oom(w);
     goto out;
   }
   for (char *p = u->scheme; *p; p++)
     *p = (char)tolower((unsigned char)*p);
-
-  const char *auth = sep + 3;
-  size_t alen = strcspn(auth, "/?#");
-  if (strchr(s, '#')) {
-    rc = dlock_seterr(DLOCK_EINVAL, "invalid URL '%s': fragments are not allowed", u->redacted);
-    goto out;
-  }
-  const char *at = NULL;
-  for (const char *p = auth; p < auth + alen; p++)
-    if (*p == '@')
-      at = p;
-  const char *hosts = at ? at + 1 : auth;
-  size_t hlen = (size_t)(auth + alen - hosts);
-  const char *comma = memchr(hosts, ',', hlen);
-  size_t firstlen = comma ? (size_t)(comma - hosts) : hlen;
-
-  /* The first host goes to curl together with userinfo, path and query;
-   * further hosts are checked one by one below. */
-  /* With no host at all (file:///dir, redis+unix:///path.sock) curl would
-   * take the first path segment for the host, so it gets a placeholder
-   * host that is then ignored. */
-  static const char placeholder[] = "localhost";
-  const char *fhost = firstlen ? hosts : placeholder;
-  size_t fhostlen = firstlen ? firstlen : sizeof placeholder - 1;
-  size_t flen = (size_t)(hosts - s) + fhostlen + strlen(auth + alen);
-  first = malloc(flen + 1);
-  if (!first) {
-    rc = dlock_seterr(DLOCK_ENOMEM, "out of memory");
-    goto out;
-  }
-  memcpy(first, s, (size_t)(hosts - s));
-  memcpy(first + (hosts - s), fhost, fhostlen);
-  strcpy(first + (hosts - s) + fhostlen, auth + alen);
-
-  u->hosts = calloc(HOSTS_MAX, sizeof *u->hosts);
-  h = curl_url();
-  if (!h || !u->hosts) {
-    rc = dlock_seterr(DLOCK_ENOMEM, "out of memory");
-    goto out;
-  }
-  CURLUcode cr = curl_url_set(h, CURLUPART_URL, first,
-                              CURLU_NON_SUPPORT_SCHEME | CURLU_NO_AUTHORITY |
-                                  CURLU_PATH_AS_IS);
-  if (cr != CURLUE_OK) {
-    rc = dlock_seterr(DLOCK_EINVAL, "invalid URL '%s': %s", u->redacted, curl_why(cr));
-    goto out;
-  }
-  char *tmp = NULL;
-  if (curl_part(h, CURLUPART_USER, CURLU_URLDECODE, &u->user) < 0 ||
-      curl_part(h, CURLUPART_PASSWORD, CURLU_URLDECODE, &u->password) < 0 ||
-      curl_part(h, CURLUPART_PATH, CURLU_URLDECODE, &u->path) < 0) {
-    rc = dlock_seterr(DLOCK_ENOMEM, "out of memory");
-    goto out;
-  }
-  if (!u->path && !(u->path = strdup(""))) {
-    rc = dlock_seterr(DLOCK_ENOMEM, "out of memory");
-    goto out;
-  }
-  /* curl reports "/" for a URL with no path at all; backends want "". */
-  if (strcmp(u->path, "/") == 0 && auth[alen] != '/')
-    u->path[0] = '\0';
-  {
-    struct url_host hst = {NULL, 0};
-    if (firstlen > 0) {
-      if (curl_part(h, CURLUPART_HOST, 0, &hst.host) == 0) {
-        if (curl_part(h, CURLUPART_PORT, 0, &tmp) == 0) {
-          hst.port = atoi(tmp);
-          free(tmp);
-        }
-        if (hst.host[0])
-          u->hosts[u->nhosts++] = hst;
-        else
-          free(hst.host); /* file://localhost/dir: curl drops the host */
-      }
-    }
-  }
-  if (comma) {
-    if (firstlen == 0) {
-      rc = dlock_seterr(DLOCK_EINVAL, "invalid URL '%s': empty host in host list", u->redacted);
+  if (t.userinfo) {
+    size_t uend = t.colon ? t.colon_at : t.at;
+    if ((rc = decode_part(s + t.auth, uend - t.auth, &u->user, "the user name", w)) < 0)
       goto out;
-    }
-    const char *p = comma + 1;
-    const char *end = hosts + hlen;
-    while (p <= end) {
-      const char *c2 = memchr(p, ',', (size_t)(end - p));
-      size_t n = c2 ? (size_t)(c2 - p) : (size_t)(end - p);
-      if (u->nhosts >= HOSTS_MAX) {
-        rc = dlock_seterr(DLOCK_EINVAL, "invalid URL '%s': at most %d hosts", u->redacted,
-                          HOSTS_MAX);
+    if (t.colon) {
+      size_t off = t.colon_at + 1, len = t.at - off;
+      if ((rc = decode_part(s + off, len, &u->password, "the password", w)) < 0)
+        goto out;
+      if (add_mask(&m, &nm, off, len) < 0 || add_secret_forms(u, s + off, len, u->password) < 0) {
+        rc = oom(w);
         goto out;
       }
-      struct url_host hst = {NULL, 0};
-      rc = parse_host(u, u->scheme, p, n, &hst);
-      if (rc < 0)
-        goto out;
-      u->hosts[u->nhosts++] = hst;
-      if (!c2)
-        break;
-      p = c2 + 1;
     }
   }
-  if (curl_part(h, CURLUPART_QUERY, 0, &tmp) == 0) {
-    rc = parse_query(u, tmp);
-    free(tmp);
-    if (rc < 0)
-      goto out;
+  if ((rc = parse_hosts(u, s, &t, w)) < 0)
+    goto out;
+  if ((rc = decode_part(s + t.auth_end, t.path_end - t.auth_end, &u->path, "the path", w)) < 0)
+    goto out;
+  if (t.query && (rc = parse_query(u, s, t.path_end + 1, t.query_end, &m, &nm, w)) < 0)
+    goto out;
+  if (u->nsecrets > 1)
+    qsort(u->secrets, u->nsecrets, sizeof *u->secrets, longest_first);
+  struct sink k = {NULL, 0, 0};
+  redact_parsed(s, m, nm, &k);
+  if (!(u->redacted = malloc(k.o + 1))) {
+    rc = oom(w);
+    goto out;
   }
+  k = (struct sink){u->redacted, k.o + 1, 0};
+  redact_parsed(s, m, nm, &k);
+  sink_end(&k);
 out:
-  curl_url_cleanup(h);
-  free(first);
+  free(m);
   if (rc < 0) {
     dlock__url_free(u);
     return rc;
   }
   *out = u;
   return 0;
+}
+
+/* 0, or a message (and DLOCK_EINVAL) for what is wrong before parsing. */
+static int precheck(const char *s, struct why *w) {
+  size_t slen = strnlen(s, URL_MAX + 1);
+  if (slen == 0)
+    return fail(w, DLOCK_EINVAL, "URL is empty");
+  if (slen > URL_MAX)
+    return fail(w, DLOCK_EINVAL, "URL is longer than %d bytes", URL_MAX);
+  for (size_t i = 0; i < slen; i++)
+    if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f)
+      return fail(w, DLOCK_EINVAL, "invalid URL: contains a space or control character");
+  return 0;
+}
+
+int dlock__url_parse(const char *s, dlock_url **out) {
+  if (!s || !out)
+    return dlock_seterr(DLOCK_EINVAL, "URL is NULL");
+  struct why w;
+  if (precheck(s, &w) < 0)
+    return dlock_seterr(w.code, "%s", w.text);
+  if (parse(s, out, &w) == 0)
+    return 0;
+  if (w.code == DLOCK_ENOMEM)
+    return dlock_seterr(DLOCK_ENOMEM, "out of memory");
+  char *red = loose_dup(s);
+  int rc = red ? dlock_seterr(w.code, "invalid URL '%s': %s", red, w.text)
+               : dlock_seterr(DLOCK_ENOMEM, "out of memory");
+  free(red);
+  return rc;
+}
+
+int dlock_url_redact(const char *url, char *buf, size_t len) {
+  if (!url || (!buf && len))
+    return dlock_seterr(DLOCK_EINVAL, "dlock_url_redact: NULL argument");
+  struct sink k = {buf, len, 0};
+  struct why w;
+  dlock_url *u = NULL;
+  /* What parses is redacted as the parser sees it; the rest loosely. */
+  if (precheck(url, &w) == 0 && parse(url, &u, &w) == 0) {
+    put_str(&k, u->redacted);
+    dlock__url_free(u);
+  } else {
+    redact_loose(url, &k);
+  }
+  return sink_end(&k);
 }
 
 const char *dlock_url_scheme(const dlock_url *u) { return u ? u->scheme : NULL; }
@@ -479,6 +695,11 @@ int dlock_url_param(dlock_url *u, const char *name, const char **value) {
   return 0;
 }
 
+/* V as quoted in a message about parameter NAME. */
+static const char *shown(const char *name, const char *v) {
+  return secret_name(name) ? MASK : v;
+}
+
 int dlock__parse_duration(const char *s, int64_t *ms) {
   if (!s || !*s)
     return DLOCK_EINVAL;
@@ -517,7 +738,7 @@ int dlock_url_param_duration(dlock_url *u, const char *name, int64_t def, int64_
     return dlock_seterr(DLOCK_EINVAL,
                         "invalid URL parameter %s='%s': expected a non-negative duration "
                         "such as 500ms, 15s or 2m",
-                        name, v);
+                        name, shown(name, v));
   return 0;
 }
 
@@ -536,7 +757,7 @@ int dlock_url_param_int(dlock_url *u, const char *name, long long def, long long
   if (errno || end == v || *end || n < min || n > max)
     return dlock_seterr(DLOCK_EINVAL,
                         "invalid URL parameter %s='%s': expected an integer in [%lld, %lld]",
-                        name, v, min, max);
+                        name, shown(name, v), min, max);
   *out = n;
   return 0;
 }
@@ -562,7 +783,7 @@ int dlock_url_param_bool(dlock_url *u, const char *name, int def, int *out) {
     }
   }
   return dlock_seterr(DLOCK_EINVAL, "invalid URL parameter %s='%s': expected true or false",
-                      name, v);
+                      name, shown(name, v));
 }
 
 int dlock__url_check_unused(const dlock_url *u) {

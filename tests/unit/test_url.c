@@ -252,12 +252,296 @@ static void test_random_passwords(void **state) {
   dlock__url_free(u);
 }
 
+/* The redactor and the parser used to cut a URL in different places: the
+ * redactor took the last '@' of the whole string for the end of the
+ * userinfo, the parser the last '@' of the authority.  An '@' in a query
+ * value then made the redactor hide the wrong part and show a secret
+ * parameter, or the tail of one. */
+static void test_redact_at_in_query(void **state) {
+  (void)state;
+  char buf[256];
+  struct {
+    const char *in, *out;
+  } cases[] = {
+      {"etcd://h:2379/?prefix=team@x&password=hunter2", "etcd://h:2379/?prefix=team@x&password=***"},
+      {"redis://h?passwd=user:hunter2@x", "redis://h?passwd=***"},
+      {"redis://h?passwd=user:hunter2@x&ttl=1s", "redis://h?passwd=***&ttl=1s"},
+      {"redis://u:pw@h/0?prefix=a@b&token=hunter2", "redis://u:***@h/0?prefix=a@b&token=***"},
+      {"zk://h:2181/chroot@x?secret=hunter2", "zk://h:2181/chroot@x?secret=***"},
+      {"redis://u:hun%40ter2@h:1/0?x=a@b", "redis://u:***@h:1/0?x=a@b"},
+      {"redis://u:a@b@h:1", "redis://u:***@h:1"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    int n = dlock_url_redact(cases[i].in, buf, sizeof buf);
+    if (strcmp(buf, cases[i].out) != 0)
+      fail_msg("redact(%s) = %s, want %s", cases[i].in, buf, cases[i].out);
+    assert_int_equal(n, (int)strlen(cases[i].out));
+    dlock_url *u = parse_ok(cases[i].in);
+    assert_string_equal(dlock_url_redacted(u), cases[i].out);
+    dlock__url_free(u);
+  }
+  /* and the parser reads them the same way */
+  dlock_url *u = parse_ok("etcd://h:2379/?prefix=team@x&password=hunter2");
+  assert_null(dlock_url_user(u));
+  assert_string_equal(dlock_url_host(u, 0), "h");
+  assert_int_equal(dlock_url_port(u, 0), 2379);
+  const char *v;
+  assert_int_equal(dlock_url_param(u, "prefix", &v), 1);
+  assert_string_equal(v, "team@x");
+  dlock__url_free(u);
+  u = parse_ok("redis://u:a@b@h:1");
+  assert_string_equal(dlock_url_password(u), "a@b");
+  assert_string_equal(dlock_url_host(u, 0), "h");
+  dlock__url_free(u);
+}
+
+/* Secret parameters are recognised by their decoded name, and a name
+ * that does not decode to printable text is refused without quoting the
+ * value. */
+static void test_secret_names_decoded(void **state) {
+  (void)state;
+  char buf[256];
+  const char *masked[] = {
+      "redis://h?pass%77ord=hunter2", "redis://h?%70assword=hunter2", "redis://h?PassWord=hunter2",
+      "redis://h?sslpassword=hunter2", "redis://h?token=hunter2",      "redis://h?x_Secret=hunter2",
+      "redis://h?passfile=hunter2",   "redis://h?api%5Fkey=hunter2",  "redis://h?%74oken=hunter2",
+  };
+  for (size_t i = 0; i < sizeof masked / sizeof *masked; i++) {
+    dlock_url_redact(masked[i], buf, sizeof buf);
+    if (strstr(buf, "hunter2") || !strstr(buf, "=***"))
+      fail_msg("redact(%s) = %s", masked[i], buf);
+    dlock_url *u = parse_ok(masked[i]);
+    assert_null(strstr(dlock_url_redacted(u), "hunter2"));
+    dlock__url_free(u);
+  }
+  const char *refused[] = {
+      "redis://h?%00password=hunter2", "redis://h?pass%00word=hunter2",
+      "redis://h?%0Apassword=hunter2", "redis://h?password%7F=hunter2",
+      "redis://h?%zzpassword=hunter2", "redis://h?password%=hunter2",
+      "redis://h?x=1&%00token=hunter2&y=2",
+  };
+  for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+    parse_bad(refused[i], "parameter name");
+    dlock_url_redact(refused[i], buf, sizeof buf);
+    if (strstr(buf, "hunter2"))
+      fail_msg("redact(%s) = %s", refused[i], buf);
+  }
+  /* The value of a secret parameter is not quoted when it is malformed. */
+  dlock__clear_err();
+  dlock_url *u = parse_ok("redis://h?token=hunter2&api_key=hunter2x&ttl=1s");
+  long long n;
+  assert_int_equal(dlock_url_param_int(u, "token", 0, 0, 10, &n), DLOCK_EINVAL);
+  assert_null(strstr(dlock_client_errmsg(NULL), "hunter2"));
+  int64_t ms;
+  assert_int_equal(dlock_url_param_duration(u, "api_key", 0, &ms), DLOCK_EINVAL);
+  assert_null(strstr(dlock_client_errmsg(NULL), "hunter2"));
+  int b;
+  assert_int_equal(dlock_url_param_bool(u, "token", 0, &b), DLOCK_EINVAL);
+  assert_null(strstr(dlock_client_errmsg(NULL), "hunter2"));
+  dlock__url_free(u);
+}
+
+/* A part that does not decode is an error, not a part left out: the
+ * client would have connected without AUTH, to db 0 or outside its
+ * chroot.  The message names the part, never its value. */
+static void test_undecodable_parts(void **state) {
+  (void)state;
+  struct {
+    const char *url, *mention;
+  } cases[] = {
+      {"redis://:pa%0Ahunter2@h", "password"},
+      {"redis://u:p%zzhunter2@h", "password"},
+      {"redis://u:hunter2%@h", "password"},
+      {"redis://u:hunter2%4@h", "password"},
+      {"redis://u:hunter2%00x@h", "password"},
+      {"redis://u%0A:hunter2@h", "user name"},
+      {"redis://u%zz:hunter2@h", "user name"},
+      {"redis://h/%01", "path"},
+      {"redis://h/1%zz", "path"},
+      {"zk://u:hunter2@h:2181/chroot%01x", "path"},
+      {"zk://h:2181/chroot%1Fx", "path"},
+      {"redis://h%0A:1", "host 1"},
+      {"redis://h%zz:1", "host 1"},
+      {"zk://h1,h%00:2", "host 2"},
+      {"redis://h?prefix=%0A", "parameter 'prefix'"},
+      {"redis://h?prefix=100%", "parameter 'prefix'"},
+      {"redis://h?token=hunter2%0A", "parameter 'token'"},
+      {"redis://h?token=hunter2%zz", "parameter 'token'"},
+      {"postgres://dlock:p%zzhunter2@127.0.0.1:1/dlock", "password"},
+  };
+  char buf[256];
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    parse_bad(cases[i].url, cases[i].mention);
+    dlock_url_redact(cases[i].url, buf, sizeof buf);
+    if (strstr(buf, "ter2"))
+      fail_msg("redact(%s) = %s", cases[i].url, buf);
+  }
+  /* The same through dlock_open: refused before any connection. */
+  const char *opened[] = {
+      "redis://:pa%0Ass@127.0.0.1:1",
+      "redis://127.0.0.1:1/%01",
+      "zk://127.0.0.1:1/chroot%01?connect_timeout=100ms&timeout=200ms",
+      "postgres://dlock:p%zzhunter2@127.0.0.1:1/dlock",
+      "mem://ns/%0A",
+  };
+  for (size_t i = 0; i < sizeof opened / sizeof *opened; i++) {
+    dlock_client *c = (dlock_client *)0x1;
+    int rc = dlock_open(opened[i], &c);
+    if (rc != DLOCK_EINVAL)
+      fail_msg("open(%s) = %s: %s", opened[i], dlock_err_name(rc), dlock_client_errmsg(NULL));
+    assert_ptr_equal(c, (dlock_client *)0x1);
+    assert_null(strstr(dlock_client_errmsg(NULL), "ter2"));
+    assert_null(strstr(dlock_client_errmsg(NULL), "pa%0Ass"));
+  }
+  /* Well-formed escapes still decode. */
+  dlock_url *u = parse_ok("zk://u:p%25%20w@h:2181/a%2Fb%C3%A9?prefix=x%26y");
+  assert_string_equal(dlock_url_password(u), "p% w");
+  assert_string_equal(dlock_url_path(u), "/a/b\xc3\xa9");
+  const char *v;
+  assert_int_equal(dlock_url_param(u, "prefix", &v), 1);
+  assert_string_equal(v, "x&y");
+  dlock__url_free(u);
+}
+
+/* dlock__err_scrub() hides the URL's secrets in whatever message a store
+ * library produced, in every form the URL carried them. */
+static void test_err_scrub(void **state) {
+  (void)state;
+  dlock_url *u = parse_ok("postgres://dlock:hun%40ter2@h/db?sslpassword=k%2By&mode=lease");
+  dlock_seterr(DLOCK_ECONN, "a hun%%40ter2 b hun@ter2 c hun%%40ter2hun@ter2 d k%%2By e k+y f "
+               "k%%2By g dlock mode=lease");
+  dlock__err_scrub(u);
+  assert_string_equal(dlock_client_errmsg(NULL),
+                      "a *** b *** c ****** d *** e *** f *** g dlock mode=lease");
+  /* Nothing to hide: the message stays as it is. */
+  dlock_seterr(DLOCK_ECONN, "k+y hun@ter2");
+  dlock_url *plain = parse_ok("postgres://dlock@h/db?mode=lease");
+  dlock__err_scrub(plain);
+  assert_string_equal(dlock_client_errmsg(NULL), "k+y hun@ter2");
+  dlock__url_free(plain);
+  dlock__err_scrub(NULL);
+  assert_string_equal(dlock_client_errmsg(NULL), "k+y hun@ter2");
+  /* A message cut to fit may end in the first bytes of a secret. */
+  char fill[600];
+  memset(fill, 'x', sizeof fill);
+  fill[511 - 5] = '\0';
+  dlock_seterr(DLOCK_ECONN, "%s hun@ter2 and more", fill);
+  assert_int_equal(strlen(dlock_client_errmsg(NULL)), 511);
+  assert_non_null(strstr(dlock_client_errmsg(NULL), " hun@"));
+  dlock__err_scrub(u);
+  assert_null(strstr(dlock_client_errmsg(NULL), "hun@"));
+  assert_non_null(strstr(dlock_client_errmsg(NULL), "x ***"));
+  /* ... but one that fitted is left alone. */
+  dlock_seterr(DLOCK_ECONN, "ends with hun");
+  dlock__err_scrub(u);
+  assert_string_equal(dlock_client_errmsg(NULL), "ends with hun");
+  /* Short secrets cost readability, never secrecy; the result fits. */
+  dlock_url *tiny = parse_ok("redis://:e@h");
+  memset(fill, 'e', sizeof fill);
+  fill[sizeof fill - 1] = '\0';
+  dlock_seterr(DLOCK_ECONN, "%s", fill);
+  dlock__err_scrub(tiny);
+  assert_null(strchr(dlock_client_errmsg(NULL), 'e'));
+  assert_int_equal(strlen(dlock_client_errmsg(NULL)), 511);
+  dlock__url_free(tiny);
+  dlock__url_free(u);
+}
+
+/* Many URL shapes, each carrying one secret (written plainly or
+ * percent-encoded), on every scheme: neither the redacted URL nor any
+ * message dlock_open gives shows the secret or a piece of it (a secret
+ * starts with Zq9 and ends with Kx7, which no message contains otherwise).
+ * The stores are unreachable (port 1), so every open fails somewhere. */
+static void test_secret_sweep(void **state) {
+  (void)state;
+  static const char *const schemes[] = {"redis", "zk", "postgres", "etcd", "consul",
+                                        "file",  "mem", "nosuch"};
+  static const char *const secrets[] = {"Zq9s3cr3tKx7", "Zq9%40s%3A3%2Fcr%3F3t%26Kx7",
+                                        "Zq9%25%2B%23Kx7"};
+  /* %1$s scheme, %2$s secret */
+  static const char *const shapes[] = {
+      "%1$s://user:%2$s@127.0.0.1:1/0?connect_timeout=100ms&timeout=200ms",
+      "%1$s://user:%2$s@127.0.0.1:1/0?connect_timeout=100ms&timeout=200ms&bogus=1",
+      "%1$s://:%2$s@127.0.0.1:1?connect_timeout=100ms&timeout=200ms",
+      "%1$s://user:%2$s@[::1]:1/?connect_timeout=100ms&timeout=200ms",
+      "%1$s://user:%2$s@127.0.0.1:1,127.0.0.1:2/x?connect_timeout=100ms&timeout=200ms",
+      "%1$s://user:%2$s@127.0.0.1:99999",
+      "%1$s://user:%2$s@127.0.0.1:1,,h",
+      "%1$s://user:%2$s@127.0.0.1:1/x#frag",
+      "%1$s://user:%2$s@127.0.0.1:1/%%01",
+      "%1$s://user:%2$s@127.0.0.1:1/?ttl=bogus",
+      "%1$s://user:%2$s@127.0.0.1:1/?ttl=1s&ttl=2s",
+      "%1$s://user:%2$s%%zz@127.0.0.1:1",
+      "%1$s://user:%2$s%%0A@127.0.0.1:1",
+      "%1$s://user:%2$s@@127.0.0.1:1",
+      "%1$s://user:%2$s@x@127.0.0.1:1?connect_timeout=100ms&timeout=200ms",
+      "%1$s://user:%2$s/x@127.0.0.1:1",
+      "%1$s://user:%2$s?x@127.0.0.1:1",
+      "%1$s://user:%2$s#x@127.0.0.1:1",
+      "%1$s:/user:%2$s@127.0.0.1:1",
+      "%1$s:user:%2$s@127.0.0.1:1",
+      "%1$s://127.0.0.1:1/?password=%2$s&connect_timeout=100ms&timeout=200ms",
+      "%1$s://127.0.0.1:1?token=%2$s&connect_timeout=100ms&timeout=200ms",
+      "%1$s://127.0.0.1:1/?secret=%2$s&ttl=bogus",
+      "%1$s://127.0.0.1:1/?sslpassword=%2$s&bogus=1&connect_timeout=100ms&timeout=200ms",
+      "%1$s://127.0.0.1:1/?pass%%77ord=%2$s",
+      "%1$s://127.0.0.1:1/?%%00password=%2$s",
+      "%1$s://127.0.0.1:1/?PassWord=%2$s&x=%%zz",
+      "%1$s://127.0.0.1:1/?api_key=%2$s&token=%2$s",
+      "%1$s://127.0.0.1:1/?prefix=team@x&password=%2$s&connect_timeout=100ms&timeout=200ms",
+      "%1$s://127.0.0.1:1?passwd=user:%2$s@x&connect_timeout=100ms&timeout=200ms",
+      "%1$s://127.0.0.1:99999?passwd=user:%2$s@x",
+      "%1$s://127.0.0.1:1/?password=%2$s&password=%2$s",
+      "%1$s://127.0.0.1:1/?token=%2$s%%0A",
+      "%1$s://127.0.0.1:1/?token=%2$s&=1",
+      "%1$s://u:%2$s@127.0.0.1:1/?token=%2$s&sslmode=bogus&connect_timeout=100ms&timeout=200ms",
+  };
+  char url[512], buf[1024];
+  for (size_t s = 0; s < sizeof schemes / sizeof *schemes; s++) {
+    for (size_t k = 0; k < sizeof secrets / sizeof *secrets; k++) {
+      for (size_t h = 0; h < sizeof shapes / sizeof *shapes; h++) {
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+        snprintf(url, sizeof url, shapes[h], schemes[s], secrets[k]);
+#pragma GCC diagnostic pop
+        /* Short timeouts keep the unreachable stores from taking seconds
+         * each (a parameter is added only where it changes no shape). */
+        if (!strchr(url, '#') && !strstr(url, "timeout="))
+          snprintf(url + strlen(url), sizeof url - strlen(url), "%sconnect_timeout=100ms&"
+                   "timeout=200ms", strchr(url, '?') ? "&" : "?");
+        dlock_url_redact(url, buf, sizeof buf);
+        if (strstr(buf, "Zq9") || strstr(buf, "Kx7"))
+          fail_msg("redact(%s) = %s", url, buf);
+        dlock_url *u = NULL;
+        if (dlock__url_parse(url, &u) == 0) {
+          if (strstr(dlock_url_redacted(u), "Zq9") || strstr(dlock_url_redacted(u), "Kx7"))
+            fail_msg("redacted(%s) = %s", url, dlock_url_redacted(u));
+          dlock__url_free(u);
+        } else if (strstr(dlock_client_errmsg(NULL), "Zq9") ||
+                   strstr(dlock_client_errmsg(NULL), "Kx7")) {
+          fail_msg("parse(%s): %s", url, dlock_client_errmsg(NULL));
+        }
+        dlock_client *c = NULL;
+        int rc = dlock_open(url, &c);
+        const char *m = rc == 0 ? dlock_client_url(c) : dlock_client_errmsg(NULL);
+        if (strstr(m, "Zq9") || strstr(m, "Kx7"))
+          fail_msg("open(%s) = %s: %s", url, dlock_err_name(rc), m);
+        if (rc == 0)
+          dlock_close(c);
+      }
+    }
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_redis_url), cmocka_unit_test(test_multi_host),
       cmocka_unit_test(test_file_and_mem), cmocka_unit_test(test_bad_urls),
       cmocka_unit_test(test_redact),    cmocka_unit_test(test_durations),
       cmocka_unit_test(test_params),    cmocka_unit_test(test_random_passwords),
+      cmocka_unit_test(test_redact_at_in_query), cmocka_unit_test(test_secret_names_decoded),
+      cmocka_unit_test(test_undecodable_parts), cmocka_unit_test(test_err_scrub),
+      cmocka_unit_test(test_secret_sweep),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,10 @@
 /* Cases only ZooKeeper has: no herd effect on release, first come first
  * served, a session expired from outside, and a leader failover. */
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -9,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #define THREADED 1
@@ -20,6 +25,7 @@
 #include "event.h"
 #include "faults.h"
 #include "internal.h"
+#include "relay.h"
 
 zhandle_t *conf_zk_open(const char *url, const char *key, const clientid_t *cid, char **dir,
                         watcher_fn extra, void *extra_ctx);
@@ -390,6 +396,226 @@ static void z5_change_then_delete(void **state) {
   dlock_close(c);
 }
 
+
+/* ---- z6, z7: never HELD once the server may have expired the session ---- */
+
+static int64_t mono_ms(void) { return dlock__now_ns() / 1000000; }
+
+/* Lets wall time pass to make a pause or a fault last; never used to wait
+ * for another thread or process. */
+static void let_time_pass(int64_t ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+    ;
+}
+
+static bool read_byte(int fd, char *b, int timeout_ms) {
+  struct pollfd pfd = {.fd = fd, .events = POLLIN};
+  return poll(&pfd, 1, timeout_ms) == 1 && read(fd, b, 1) == 1;
+}
+
+/* Holder A (ttl 2 s) is stopped for twice its ttl; B gets the lock
+ * meanwhile, which proves the server expired A's session.  The first thing
+ * A's thread does when it runs again is ask for the state: LOST, before any
+ * event about the expiry could have arrived. */
+static void z6_paused_holder(void **state) {
+  (void)state;
+  char k[256];
+  snprintf(k, sizeof k, "%s", conf_key("z6"));
+  char url[4096];
+  snprintf(url, sizeof url, "%s", conf_url_with(z_url, "ttl=2s"));
+  int up[2], down[2];
+  assert_int_equal(pipe(up), 0);
+  assert_int_equal(pipe(down), 0);
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    close(up[0]);
+    close(down[1]);
+    dlock_client *c;
+    dlock_lock *l;
+    dlock_options o = DLOCK_OPTIONS_INIT;
+    char ok = dlock_open(url, &c) == 0 && dlock_try_acquire(c, k, &o, &l) == 0 ? 'k' : 'e';
+    if (write(up[1], &ok, 1) != 1 || ok != 'k')
+      _exit(2);
+    char go;
+    if (read(down[0], &go, 1) != 1)
+      _exit(3);
+    char st = (char)dlock_lock_state(l);
+    if (write(up[1], &st, 1) != 1)
+      _exit(4);
+    dlock_release(l);
+    dlock_close(c);
+    _exit(0);
+  }
+  close(up[1]);
+  close(down[0]);
+  char b = 0;
+  assert_true(read_byte(up[0], &b, 20000));
+  assert_int_equal(b, 'k');
+  int64_t t_stop = mono_ms();
+  assert_int_equal(kill(pid, SIGSTOP), 0);
+  dlock_client *cb = open_url(url);
+  dlock_options w = DLOCK_OPTIONS_INIT;
+  w.wait_ms = 30000;
+  dlock_lock *lb;
+  int rc = dlock_acquire(cb, k, &w, &lb);
+  int64_t t_b = mono_ms();
+  if (rc == 0) {
+    /* The pause lasts twice the ttl in all. */
+    if (t_b < t_stop + 4000)
+      let_time_pass(t_stop + 4000 - t_b);
+  }
+  /* The byte is in the pipe before A runs again: its read returns at once. */
+  char go = 'g';
+  assert_int_equal(write(down[1], &go, 1), 1);
+  kill(pid, SIGCONT);
+  char st = 0;
+  bool got = read_byte(up[0], &st, 20000);
+  int wst = 0;
+  waitpid(pid, &wst, 0);
+  close(up[0]);
+  close(down[1]);
+  if (rc != 0)
+    fail_msg("B could not take the lock of the stopped holder: %s: %s", dlock_err_name(rc),
+             dlock_client_errmsg(NULL));
+  printf("# B got the lock %lld ms into A's pause\n", (long long)(t_b - t_stop));
+  assert_true(got);
+  if (st != DLOCK_LOST)
+    fail_msg("A's first state after its pause is %d, want LOST (%d); B holds the lock", st,
+             DLOCK_LOST);
+  assert_true(WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
+  assert_int_equal(dlock_lock_state(lb), DLOCK_HELD);
+  assert_int_equal(dlock_release(lb), 0);
+  dlock_close(cb);
+}
+
+/* URL with its hosts replaced by 127.0.0.1:PORT; *host and *hport get its
+ * first host (malloc'd) and port. */
+static char *url_via(const char *url, int port, char **host, int *hport) {
+  dlock_url *u;
+  if (dlock__url_parse(url, &u) != 0)
+    return NULL;
+  *host = strdup(dlock_url_host(u, 0));
+  *hport = dlock_url_port(u, 0) ? dlock_url_port(u, 0) : DLOCK__ZK_DEFAULT_PORT;
+  dlock__url_free(u);
+  const char *p = strstr(url, "://");
+  if (!p || !*host)
+    return NULL;
+  p += 3;
+  size_t hl = strcspn(p, "/?");
+  const char *at = memchr(p, '@', hl);
+  const char *hosts = at ? at + 1 : p;
+  size_t n = strlen(url) + 32;
+  char *out = malloc(n);
+  if (out)
+    snprintf(out, n, "%.*s127.0.0.1:%d%s", (int)(hosts - url), url, port, p + hl);
+  return out;
+}
+
+struct b_waiter {
+  dlock_client *c;
+  const char *key;
+  int rc;
+  int64_t got_ms; /* when its acquire returned */
+  dlock_lock *l;
+  struct event done;
+};
+
+static void *b_main(void *arg) {
+  struct b_waiter *w = arg;
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.wait_ms = 30000;
+  w->rc = dlock_acquire(w->c, w->key, &o, &w->l);
+  w->got_ms = mono_ms();
+  event_signal(&w->done);
+  return NULL;
+}
+
+/* No pause: A's replies come half a second late, then its requests are
+ * lost while the late replies still arrive.  The C client hears those
+ * replies as recent contact and reports the disconnect late; A must still turn LOST by the send time of
+ * its last answered request plus the session timeout, and never be HELD
+ * while B is. */
+static void z7_slow_then_silent_network(void **state) {
+  (void)state;
+  char k[256];
+  snprintf(k, sizeof k, "%s", conf_key("z7"));
+  char base[4096];
+  snprintf(base, sizeof base, "%s", conf_url_with(z_url, "ttl=2s&timeout=1s"));
+  char *host = NULL;
+  int hport = 0;
+  char *probe = url_via(base, 1, &host, &hport);
+  assert_non_null(probe);
+  free(probe);
+  conf_relay *r = conf_relay_start(host, hport);
+  assert_non_null(r);
+  free(host);
+  char *aurl = url_via(base, conf_relay_port(r), &host, &hport);
+  assert_non_null(aurl);
+  dlock_client *a = open_url(aurl), *b = open_url(base);
+  int64_t timeout_ms = 0;
+  assert_int_equal(dlock_control(a, NULL, DLOCK_ZK_CTL_SESSION_TIMEOUT, &timeout_ms), 0);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  dlock_lock *la;
+  assert_int_equal(dlock_try_acquire(a, k, &o, &la), 0);
+
+  assert_int_equal(conf_relay_set(r, CONF_RELAY_PASS, 0, 500), 0);
+  /* A few renewal periods with late replies. */
+  int64_t until = mono_ms() + 2000, last_held = 0, deadline_est = 0;
+  while (mono_ms() < until) {
+    assert_int_equal(dlock_lock_state(la), DLOCK_HELD);
+    let_time_pass(5);
+  }
+  assert_int_equal(conf_relay_set(r, CONF_RELAY_PASS, -1, 500), 0);
+  struct b_waiter w = {.c = b, .key = k};
+  event_init(&w.done);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, b_main, &w), 0);
+  /* Watch A until B has the lock and A is LOST. */
+  int64_t first_lost = 0;
+  int64_t end = mono_ms() + 40000;
+  while (mono_ms() < end) {
+    int64_t before = mono_ms();
+    int64_t left = dlock_lock_remaining_ms(la);
+    int st = dlock_lock_state(la);
+    int64_t after = mono_ms();
+    if (st == DLOCK_HELD) {
+      last_held = after;
+      /* The deadline the core keeps: last answered send + timeout - margin. */
+      if (before + left + 1 > deadline_est)
+        deadline_est = before + left + 1;
+    } else if (!first_lost) {
+      first_lost = before;
+    }
+    if (first_lost && event_wait(&w.done, 1, 0) == 1)
+      break;
+    let_time_pass(1);
+  }
+  pthread_join(th, NULL);
+  printf("# A LOST at %lld ms, B HELD at %lld ms, A's deadline was %lld ms (after the drop; "
+         "session timeout %lld ms)\n",
+         (long long)(first_lost - until), (long long)(w.got_ms - until),
+         (long long)(deadline_est - until), (long long)timeout_ms);
+  if (w.rc != 0)
+    fail_msg("B: %s: %s", dlock_err_name(w.rc), dlock_client_errmsg(NULL));
+  assert_true(first_lost > 0);
+  if (last_held >= w.got_ms)
+    fail_msg("A was HELD %lld ms after B got the lock", (long long)(last_held - w.got_ms));
+  /* The margin is ttl/100 + 2 ms; allow polling slack on top. */
+  assert_true(first_lost <= deadline_est + timeout_ms / 100 + 50);
+  assert_int_equal(dlock_release(w.l), 0);
+  /* Let A see its session's end, so that closing it does not wait. */
+  assert_int_equal(conf_relay_set(r, CONF_RELAY_PASS, 0, 0), 0);
+  assert_int_equal(dlock_release(la), DLOCK_ELOST);
+  dlock_close(a);
+  dlock_close(b);
+  conf_relay_stop(r);
+  free(aurl);
+  free(host);
+}
+
 int conf_zk_cases(const char *url) {
   z_url = url;
   zoo_set_debug_level(ZOO_LOG_LEVEL_ERROR);
@@ -399,6 +625,8 @@ int conf_zk_cases(const char *url) {
       cmocka_unit_test(z3_session_expiry),
       cmocka_unit_test(z4_leader_failover),
       cmocka_unit_test(z5_change_then_delete),
+      cmocka_unit_test(z6_paused_holder),
+      cmocka_unit_test(z7_slow_then_silent_network),
   };
   char name[512], title[600];
   dlock_url_redact(url, name, sizeof name);

@@ -206,44 +206,162 @@ int dlock__pg_sql(const dlock__pg_names *n, enum dlock__pg_sql which, char *buf,
 
 /* ---- connection string ---- */
 
-char *dlock__pg_conninfo(const char *url, const char *const *names, const char *const *values,
+/* A growing string; on allocation failure it stays failed. */
+struct str {
+  char *s;
+  size_t len, cap;
+  int failed;
+};
+
+static void str_add(struct str *b, const char *p, size_t n) {
+  if (b->failed)
+    return;
+  if (b->len + n + 1 > b->cap) {
+    size_t cap = (b->len + n + 1) * 2;
+    char *ns = realloc(b->s, cap);
+    if (!ns) {
+      b->failed = 1;
+      return;
+    }
+    b->s = ns;
+    b->cap = cap;
+  }
+  memcpy(b->s + b->len, p, n);
+  b->len += n;
+  b->s[b->len] = '\0';
+}
+
+static void str_cat(struct str *b, const char *p) { str_add(b, p, strlen(p)); }
+
+/* P percent-encoded: everything but RFC 3986's unreserved characters, so
+ * that no ':', '@', '/', ',', '?', '&' or '=' can end a part early. */
+static void str_enc(struct str *b, const char *p) {
+  char *e = curl_easy_escape(NULL, p, 0);
+  if (!e) {
+    b->failed = 1;
+    return;
+  }
+  str_cat(b, e);
+  curl_free(e);
+}
+
+char *dlock__pg_conninfo(const dlock_url *u, const char *const *names, const char *const *values,
                          size_t n, int *rc) {
-  const char *sep = url ? strstr(url, "://") : NULL;
-  if (!sep) {
+  const char *scheme = dlock_url_scheme(u);
+  if (!scheme || (strcmp(scheme, "postgres") != 0 && strcmp(scheme, "postgresql") != 0)) {
     *rc = dlock_seterr(DLOCK_EINVAL, "postgres: expected postgres://...");
     return NULL;
   }
-  const char *rest = sep + 3;
-  size_t restlen = strcspn(rest, "?");
-  size_t cap = 16 + restlen + 1;
-  char **enc = calloc(2 * n + 1, sizeof *enc);
-  if (!enc) {
+  struct str b = {NULL, 0, 0, 0};
+  str_cat(&b, "postgresql://");
+  const char *user = dlock_url_user(u), *pw = dlock_url_password(u);
+  if (user || pw) {
+    str_enc(&b, user ? user : "");
+    if (pw) {
+      str_cat(&b, ":");
+      str_enc(&b, pw);
+    }
+    str_cat(&b, "@");
+  }
+  for (size_t i = 0; i < dlock_url_host_count(u); i++) {
+    const char *h = dlock_url_host(u, i);
+    if (i)
+      str_cat(&b, ",");
+    /* An IPv6 literal keeps its brackets; curl checked what is inside. */
+    if (h[0] == '[')
+      str_cat(&b, h);
+    else
+      str_enc(&b, h);
+    if (dlock_url_port(u, i)) {
+      char port[16];
+      snprintf(port, sizeof port, ":%d", dlock_url_port(u, i));
+      str_cat(&b, port);
+    }
+  }
+  const char *path = dlock_url_path(u);
+  if (path && path[0] == '/') {
+    str_cat(&b, "/");
+    str_enc(&b, path + 1);
+  }
+  for (size_t i = 0; i < n; i++) {
+    str_cat(&b, i ? "&" : "?");
+    str_enc(&b, names[i]);
+    str_cat(&b, "=");
+    str_enc(&b, values[i]);
+  }
+  if (b.failed) {
+    if (b.s) {
+      memset(b.s, 0, b.cap);
+      free(b.s);
+    }
     *rc = dlock_seterr(DLOCK_ENOMEM, "postgres: out of memory");
     return NULL;
   }
-  char *out = NULL;
-  for (size_t i = 0; i < n; i++) {
-    enc[2 * i] = curl_easy_escape(NULL, names[i], 0);
-    enc[2 * i + 1] = curl_easy_escape(NULL, values[i], 0);
-    if (!enc[2 * i] || !enc[2 * i + 1])
-      goto oom;
-    cap += strlen(enc[2 * i]) + strlen(enc[2 * i + 1]) + 2;
+  return b.s;
+}
+
+static int same(const char *known, const char *q, size_t n) {
+  return known && strlen(known) == n && memcmp(known, q, n) == 0;
+}
+
+/* Whether the quoted part Q (N bytes) of a libpq message may be shown. */
+static int harmless(const dlock_url *u, const char *const *names, const char *const *values,
+                    size_t np, const char *q, size_t n) {
+  const char *sec;
+  for (size_t i = 0; (sec = dlock__url_secret(u, i)) != NULL; i++)
+    if (memmem(q, n, sec, strlen(sec)))
+      return 0;
+  /* libpq names the socket it tried, not the directory the URL gave. */
+  if (n > 0 && q[0] == '/')
+    return 1;
+  const char *path = dlock_url_path(u);
+  if (same(dlock_url_user(u), q, n) || (path && path[0] == '/' && same(path + 1, q, n)))
+    return 1;
+  for (size_t i = 0; i < dlock_url_host_count(u); i++) {
+    const char *h = dlock_url_host(u, i);
+    size_t hl = strlen(h);
+    if (hl >= 2 && h[0] == '[') { /* libpq shows an IPv6 address bare */
+      h++;
+      hl -= 2;
+    }
+    if (hl == n && memcmp(h, q, n) == 0)
+      return 1;
   }
-  out = malloc(cap);
-  if (!out)
-    goto oom;
-  size_t o = (size_t)snprintf(out, cap, "postgresql://%.*s", (int)restlen, rest);
-  for (size_t i = 0; i < n; i++)
-    o += (size_t)snprintf(out + o, cap - o, "%c%s=%s", i ? '&' : '?', enc[2 * i],
-                          enc[2 * i + 1]);
-  goto done;
-oom:
-  *rc = dlock_seterr(DLOCK_ENOMEM, "postgres: out of memory");
-done:
-  for (size_t i = 0; i < 2 * n; i++)
-    curl_free(enc[i]);
-  free(enc);
-  return out;
+  /* A secret parameter's value is one of the secrets above. */
+  for (size_t i = 0; i < np; i++)
+    if (same(names[i], q, n) || same(values[i], q, n))
+      return 1;
+  return 0;
+}
+
+const char *dlock__pg_safe_message(const dlock_url *u, const char *const *names,
+                                   const char *const *values, size_t np, const char *msg,
+                                   char *buf, size_t len) {
+  if (!len)
+    return buf;
+  if (!msg || !*msg)
+    msg = "connection failed";
+  size_t end = strcspn(msg, "\n"), o = 0;
+  for (size_t i = 0; i < end && o + 1 < len;) {
+    const char *close = msg[i] == '"' ? memchr(msg + i + 1, '"', end - i - 1) : NULL;
+    if (!close) {
+      /* an unmatched quote hides the rest of the line */
+      if (msg[i] == '"') {
+        snprintf(buf + o, len - o, "\"***");
+        return buf;
+      }
+      buf[o++] = msg[i++];
+      continue;
+    }
+    size_t qn = (size_t)(close - (msg + i + 1));
+    const char *shown = harmless(u, names, values, np, msg + i + 1, qn) ? NULL : "***";
+    int w = shown ? snprintf(buf + o, len - o, "\"%s\"", shown)
+                  : snprintf(buf + o, len - o, "\"%.*s\"", (int)qn, msg + i + 1);
+    o += (size_t)w < len - o ? (size_t)w : len - o - 1;
+    i += qn + 2;
+  }
+  buf[o] = '\0';
+  return buf;
 }
 
 /* ---- arrays ---- */

@@ -59,13 +59,25 @@ enum dlock__pg_sql {
 DLOCK__HIDDEN int dlock__pg_sql(const dlock__pg_names *n, enum dlock__pg_sql which, char *buf,
                                 size_t len);
 
-/* The libpq connection URI for URL (exactly as the caller gave it, secrets
- * included): its scheme, userinfo, hosts and path unchanged, and as query
- * only the parameters in NAMES/VALUES (the ones dlock does not use itself),
- * percent-encoded again.  Returns a malloc'd string, or NULL with a message
+/* The libpq connection URI for U: user, password, hosts and database
+ * written again, percent-encoded, from what the core parsed, never copied
+ * from the string the caller gave (libpq ends the userinfo at the first
+ * '@' where the core takes the last, and would quote what it cannot
+ * decode); as query only the parameters in NAMES/VALUES (the ones dlock
+ * does not use itself).  Returns a malloc'd string, or NULL with a message
  * set (DLOCK_EINVAL / DLOCK_ENOMEM in *rc). */
-DLOCK__HIDDEN char *dlock__pg_conninfo(const char *url, const char *const *names,
+DLOCK__HIDDEN char *dlock__pg_conninfo(const dlock_url *u, const char *const *names,
                                        const char *const *values, size_t n, int *rc);
+
+/* The first line of libpq's message MSG into BUF (LEN bytes), every quoted
+ * part ("...") that is not known to be harmless replaced by "***": libpq
+ * quotes the pieces of a connection string it rejects or could not use,
+ * which may be secrets.  Harmless: a host, the user or the database of U,
+ * one of the NP parameter names or values passed to libpq, or a socket
+ * path; never anything that contains one of U's secrets.  Returns BUF. */
+DLOCK__HIDDEN const char *dlock__pg_safe_message(const dlock_url *u, const char *const *names,
+                                                 const char *const *values, size_t np,
+                                                 const char *msg, char *buf, size_t len);
 
 /* A PostgreSQL array literal of N strings ({"a","b\"c"}), malloc'd; for
  * passing many names or owners as one text[] parameter. */

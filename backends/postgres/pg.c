@@ -88,6 +88,11 @@ typedef struct pg_client {
   char sql[DLOCK__PG_SQL_COUNT][SQL_MAX];
   char *conninfo;   /* for libpq, secrets included: never printed */
   const char *where; /* redacted URL, for messages */
+  const dlock_url *url; /* the client's, for hiding its secrets in libpq's messages */
+  /* The URL parameters handed to libpq (pointing into URL), which libpq
+   * may quote back. */
+  const char **lp_names, **lp_values;
+  size_t lp_n;
   int64_t connect_timeout_ms, timeout_ms;
 
   pthread_mutex_t mu;
@@ -159,17 +164,19 @@ static void wake_monitor(pg_client *pc) {
 
 /* ---- errors ---- */
 
-/* The first line of libpq's message, without its trailing newline. */
-static const char *first_line(const char *m, char *buf, size_t len) {
-  snprintf(buf, len, "%s", m && *m ? m : "connection failed");
-  buf[strcspn(buf, "\n")] = '\0';
-  return buf;
+/* The first line of libpq's message M, with what it quotes hidden unless
+ * known to be harmless: libpq quotes the parts of the connection string it
+ * rejects or could not use, and those may be secrets. */
+static const char *libpq_text(const pg_client *pc, const char *m, char *buf, size_t len) {
+  return dlock__pg_safe_message(pc->url, pc->lp_names, pc->lp_values, pc->lp_n, m, buf, len);
 }
 
 static int conn_error(pg_client *pc, PGconn *pg, const char *what) {
   char b[256];
-  return dlock_seterr(DLOCK_ECONN, "postgres: %s on %s: %s", what, pc->where,
-                      first_line(pg ? PQerrorMessage(pg) : NULL, b, sizeof b));
+  int rc = dlock_seterr(DLOCK_ECONN, "postgres: %s on %s: %s", what, pc->where,
+                        libpq_text(pc, pg ? PQerrorMessage(pg) : NULL, b, sizeof b));
+  dlock__err_scrub(pc->url);
+  return rc;
 }
 
 /* The SQLSTATE of this thread's last failed statement. */
@@ -182,8 +189,12 @@ static int result_error(pg_client *pc, const PGresult *r, const char *what) {
   int code = dlock__pg_sqlstate_code(st);
   if (code == DLOCK_ETIMEDOUT)
     return dlock_seterr(code, "postgres: %s: timed out", what);
-  return dlock_seterr(code, "postgres: %s on %s: %s (SQLSTATE %s)", what, pc->where,
-                      msg ? msg : "error", st ? st : "?");
+  dlock_seterr(code, "postgres: %s on %s: %s (SQLSTATE %s)", what, pc->where,
+               msg ? msg : "error", st ? st : "?");
+  /* The server's text: not libpq's quoting of the connection string, but
+   * scrubbed all the same. */
+  dlock__err_scrub(pc->url);
+  return code;
 }
 
 static void quiet_notices(void *arg, const char *message) {
@@ -303,10 +314,12 @@ static int connect_pg(pg_client *pc, PGconn **out) {
   }
   if (ps == PGRES_POLLING_FAILED) {
     char b[256];
-    const char *m = first_line(PQerrorMessage(pg), b, sizeof b);
+    const char *m = libpq_text(pc, PQerrorMessage(pg), b, sizeof b);
     int code = strstr(m, "password") || strstr(m, "authentication") ? DLOCK_EAUTH : DLOCK_ECONN;
     PQfinish(pg);
-    return dlock_seterr(code, "postgres: cannot connect to %s: %s", pc->where, m);
+    dlock_seterr(code, "postgres: cannot connect to %s: %s", pc->where, m);
+    dlock__err_scrub(pc->url);
+    return code;
   }
   PQsetNoticeProcessor(pg, quiet_notices, NULL);
   if (PQsetnonblocking(pg, 1) != 0) {
@@ -761,13 +774,11 @@ static int build_sql(pg_client *pc) {
  * ones it does not know. */
 static int build_conninfo(pg_client *pc, dlock_url *url) {
   size_t n = dlock_url_param_count(url);
-  const char **names = calloc(n + 1, sizeof *names);
-  const char **vals = calloc(n + 1, sizeof *vals);
+  const char **names = pc->lp_names = calloc(n + 1, sizeof *names);
+  const char **vals = pc->lp_values = calloc(n + 1, sizeof *vals);
   int rc = 0;
-  if (!names || !vals) {
-    rc = dlock_seterr(DLOCK_ENOMEM, "postgres: out of memory");
-    goto out;
-  }
+  if (!names || !vals)
+    return dlock_seterr(DLOCK_ENOMEM, "postgres: out of memory");
   size_t m = 0;
   for (size_t i = 0; i < n; i++) {
     const char *k, *v;
@@ -778,24 +789,26 @@ static int build_conninfo(pg_client *pc, dlock_url *url) {
       vals[m++] = v;
     }
   }
-  pc->conninfo = dlock__pg_conninfo(dlock_url_string(url), names, vals, m, &rc);
+  pc->lp_n = m;
+  pc->conninfo = dlock__pg_conninfo(url, names, vals, m, &rc);
   if (!pc->conninfo)
-    goto out;
+    return rc;
   char *err = NULL;
   PQconninfoOption *opts = PQconninfoParse(pc->conninfo, &err);
   if (!opts) {
     char b[256];
-    rc = err ? dlock_seterr(DLOCK_EINVAL, "invalid URL '%s': %s", pc->where,
-                            first_line(err, b, sizeof b))
-             : dlock_seterr(DLOCK_ENOMEM, "postgres: out of memory");
+    if (err) {
+      rc = dlock_seterr(DLOCK_EINVAL, "invalid URL '%s': %s", pc->where,
+                        libpq_text(pc, err, b, sizeof b));
+      dlock__err_scrub(pc->url);
+    } else {
+      rc = dlock_seterr(DLOCK_ENOMEM, "postgres: out of memory");
+    }
     PQfreemem(err);
-    goto out;
+    return rc;
   }
   PQconninfoFree(opts);
-out:
-  free(names);
-  free(vals);
-  return rc;
+  return 0;
 }
 
 static void client_free(pg_client *pc) {
@@ -820,7 +833,15 @@ static void client_free(pg_client *pc) {
     pthread_mutex_destroy(&pc->lmu);
     pthread_cond_destroy(&pc->cv);
   }
-  free(pc->conninfo);
+  if (pc->conninfo) {
+    /* secrets included: not left in freed memory */
+    volatile char *p = pc->conninfo;
+    while (*p)
+      *p++ = '\0';
+    free(pc->conninfo);
+  }
+  free(pc->lp_names);
+  free(pc->lp_values);
 }
 
 static int pg_open(dlock_backend_client *bc, dlock_url *url) {
@@ -828,6 +849,7 @@ static int pg_open(dlock_backend_client *bc, dlock_url *url) {
   pc->bc = bc;
   pc->evfd = -1;
   pc->where = dlock_url_redacted(url);
+  pc->url = url;
   pc->connect_timeout_ms = bc->connect_timeout_ms;
   pc->timeout_ms = bc->timeout_ms > 0 ? bc->timeout_ms : 5000;
   int rc = 0;

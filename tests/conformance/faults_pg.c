@@ -38,7 +38,7 @@ PGconn *conf_pg_connect(const char *url, int *lease, dlock__pg_names *names) {
       m++;
   }
   int rc = 0;
-  char *ci = k && v ? dlock__pg_conninfo(dlock_url_string(u), k, v, m, &rc) : NULL;
+  char *ci = k && v ? dlock__pg_conninfo(u, k, v, m, &rc) : NULL;
   PGconn *pg = NULL;
   if (ci && dlock__pg_names_init(prefix, names) == 0) {
     pg = PQconnectdb(ci);

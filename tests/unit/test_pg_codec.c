@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <libpq-fe.h>
 #include <xxhash.h>
 
 #include "backends/postgres/pg-codec.h"
@@ -369,64 +370,119 @@ static void sql_schema_is_one_transaction(void **state) {
 
 /* ---- connection string ---- */
 
+/* The conninfo of URL: parse it as dlock_open does, take the parameters
+ * the backend does not claim, build. */
+static char *conninfo_of(const char *url) {
+  static const char *const ours[] = {"mode", "ttl", "prefix"};
+  dlock_url *u = NULL;
+  if (dlock__url_parse(url, &u) < 0)
+    fail_msg("parse(%s): %s", url, dlock_client_errmsg(NULL));
+  for (size_t i = 0; i < sizeof ours / sizeof *ours; i++)
+    dlock_url_param(u, ours[i], NULL);
+  size_t n = dlock_url_param_count(u), m = 0;
+  const char *names[16], *values[16];
+  assert_true(n <= 16);
+  for (size_t i = 0; i < n; i++) {
+    int claimed;
+    dlock_url_param_at(u, i, &names[m], &values[m], &claimed);
+    if (!claimed)
+      m++;
+  }
+  int rc = 0;
+  char *s = dlock__pg_conninfo(u, names, values, m, &rc);
+  if (!s)
+    fail_msg("conninfo(%s) = %d: %s", url, rc, dlock_client_errmsg(NULL));
+  dlock__url_free(u);
+  return s;
+}
+
 static void conninfo_keeps_authority(void **state) {
   (void)state;
-  static const char *const names[] = {"sslmode"};
-  static const char *const values[] = {"require"};
-  int rc = 12345;
-  char *s = dlock__pg_conninfo("postgres://u:p%40ss@h1:5432,h2:5433/db?mode=lease&sslmode=require",
-                               names, values, 1, &rc);
-  assert_non_null(s);
+  char *s = conninfo_of("postgres://u:p%40ss@h1:5432,h2:5433/db?mode=lease&sslmode=require");
   /* The password stays encoded once, never twice. */
   assert_string_equal(s, "postgresql://u:p%40ss@h1:5432,h2:5433/db?sslmode=require");
+  free(s);
+  s = conninfo_of("postgresql://[::1]:5432,h2/db");
+  assert_string_equal(s, "postgresql://[::1]:5432,h2/db");
+  free(s);
+  s = conninfo_of("postgres://u@h/db");
+  assert_string_equal(s, "postgresql://u@h/db");
+  free(s);
+  s = conninfo_of("postgres://:pw@h");
+  assert_string_equal(s, "postgresql://:pw@h");
+  free(s);
+}
+
+/* libpq ends the userinfo at the first '@' before any '/', the core at the
+ * last '@' of the authority: copying the caller's authority made libpq
+ * connect as another user, to a "host" made of the password's tail, and
+ * quote that host in its error.  Everything is written again from what the
+ * core parsed, so both read the same. */
+static void conninfo_agrees_with_core(void **state) {
+  (void)state;
+  char *s = conninfo_of("postgres://u:hun@ter2@h:5432/db");
+  assert_string_equal(s, "postgresql://u:hun%40ter2@h:5432/db");
+  free(s);
+  s = conninfo_of("postgres://us%3Aer:a%3Ab%2Fc%3Fd@h/d%2Fb");
+  assert_string_equal(s, "postgresql://us%3Aer:a%3Ab%2Fc%3Fd@h/d%2Fb");
+  free(s);
+  /* What libpq reads back is what the core read. */
+  s = conninfo_of("postgres://u%40x:p%40ss%3A@h1:1,h2:2/my%20db?application_name=a%40b");
+  char *err = NULL;
+  PQconninfoOption *opts = PQconninfoParse(s, &err);
+  assert_non_null(opts);
+  int seen = 0;
+  for (PQconninfoOption *o = opts; o->keyword; o++) {
+    if (!o->val)
+      continue;
+    if (strcmp(o->keyword, "user") == 0)
+      seen++, assert_string_equal(o->val, "u@x");
+    if (strcmp(o->keyword, "password") == 0)
+      seen++, assert_string_equal(o->val, "p@ss:");
+    if (strcmp(o->keyword, "host") == 0)
+      seen++, assert_string_equal(o->val, "h1,h2");
+    if (strcmp(o->keyword, "port") == 0)
+      seen++, assert_string_equal(o->val, "1,2");
+    if (strcmp(o->keyword, "dbname") == 0)
+      seen++, assert_string_equal(o->val, "my db");
+    if (strcmp(o->keyword, "application_name") == 0)
+      seen++, assert_string_equal(o->val, "a@b");
+  }
+  assert_int_equal(seen, 6);
+  PQconninfoFree(opts);
   free(s);
 }
 
 static void conninfo_no_params(void **state) {
   (void)state;
-  int rc = 0;
-  char *s = dlock__pg_conninfo("postgres://u:p%40ss@h1:5432,h2:5433/db?mode=lease&ttl=5000", NULL,
-                               NULL, 0, &rc);
-  assert_non_null(s);
+  char *s = conninfo_of("postgres://u:p%40ss@h1:5432,h2:5433/db?mode=lease&ttl=5000");
   assert_string_equal(s, "postgresql://u:p%40ss@h1:5432,h2:5433/db");
   assert_null(strchr(s, '?'));
   free(s);
-  s = dlock__pg_conninfo("postgres://h/db", NULL, NULL, 0, &rc);
-  assert_non_null(s);
+  s = conninfo_of("postgres://h/db");
   assert_string_equal(s, "postgresql://h/db");
   free(s);
 }
 
 static void conninfo_escapes(void **state) {
   (void)state;
-  static const char *const names[] = {"application_name", "options", "sslmode"};
-  static const char *const values[] = {"a b&c=d", "-c x=1?%#", "verify-full"};
-  int rc = 0;
-  char *s = dlock__pg_conninfo("postgres://h/db", names, values, 3, &rc);
-  assert_non_null(s);
+  char *s = conninfo_of("postgres://h/db?application_name=a%20b%26c%3Dd"
+                        "&options=-c%20x%3D1%3F%25%23&sslmode=verify-full");
   assert_string_equal(s, "postgresql://h/db?application_name=a%20b%26c%3Dd"
                          "&options=-c%20x%3D1%3F%25%23&sslmode=verify-full");
   free(s);
   /* A parameter name needing escapes is encoded the same way. */
-  static const char *const odd_names[] = {"a=b"};
-  static const char *const odd_values[] = {"&"};
-  s = dlock__pg_conninfo("postgres://h/db", odd_names, odd_values, 1, &rc);
-  assert_non_null(s);
+  s = conninfo_of("postgres://h/db?a%3Db=%26");
   assert_string_equal(s, "postgresql://h/db?a%3Db=%26");
   free(s);
 }
 
 static void conninfo_hostless(void **state) {
   (void)state;
-  int rc = 0;
-  char *s = dlock__pg_conninfo("postgresql:///db", NULL, NULL, 0, &rc);
-  assert_non_null(s);
+  char *s = conninfo_of("postgresql:///db");
   assert_string_equal(s, "postgresql:///db");
   free(s);
-  static const char *const names[] = {"host"};
-  static const char *const values[] = {"/var/run/postgresql"};
-  s = dlock__pg_conninfo("postgresql:///db?mode=advisory", names, values, 1, &rc);
-  assert_non_null(s);
+  s = conninfo_of("postgresql:///db?mode=advisory&host=/var/run/postgresql");
   assert_string_equal(s, "postgresql:///db?host=%2Fvar%2Frun%2Fpostgresql");
   free(s);
 }
@@ -434,15 +490,62 @@ static void conninfo_hostless(void **state) {
 static void conninfo_rejects(void **state) {
   (void)state;
   int rc = 0;
-  assert_null(dlock__pg_conninfo("postgres:/h/db", NULL, NULL, 0, &rc));
+  dlock_url *u = NULL;
+  assert_int_equal(dlock__url_parse("redis://h/db", &u), 0);
+  assert_null(dlock__pg_conninfo(u, NULL, NULL, 0, &rc));
   assert_int_equal(rc, DLOCK_EINVAL);
   assert_true(dlock_client_errmsg(NULL)[0] != '\0');
-  rc = 0;
-  assert_null(dlock__pg_conninfo("host=h dbname=db", NULL, NULL, 0, &rc));
-  assert_int_equal(rc, DLOCK_EINVAL);
+  dlock__url_free(u);
   rc = 0;
   assert_null(dlock__pg_conninfo(NULL, NULL, NULL, 0, &rc));
   assert_int_equal(rc, DLOCK_EINVAL);
+}
+
+/* libpq quotes what it rejects; the quoted parts reach the caller only
+ * when they are known not to be secret. */
+static void safe_message(void **state) {
+  (void)state;
+  dlock_url *u = NULL;
+  assert_int_equal(dlock__url_parse("postgres://dlock:S3CRETPW@db1:5432,[::1]/app?"
+                                    "sslpassword=K3YPW&sslmode=require&port=S3CRETPW",
+                                    &u),
+                   0);
+  const char *names[] = {"sslpassword", "sslmode", "port"};
+  const char *values[] = {"K3YPW", "require", "S3CRETPW"};
+  char b[256];
+  struct {
+    const char *in, *out;
+  } cases[] = {
+      {"invalid percent-encoded token: \"p%zzS3CRETPW\"\n",
+       "invalid percent-encoded token: \"***\""},
+      {"connection to server at \"db1\" (10.0.0.1), port 5432 failed: FATAL:  password "
+       "authentication failed for user \"dlock\"\nmore",
+       "connection to server at \"db1\" (10.0.0.1), port 5432 failed: FATAL:  password "
+       "authentication failed for user \"dlock\""},
+      {"connection to server at \"::1\", port 5432 failed: FATAL:  database \"app\" does not "
+       "exist",
+       "connection to server at \"::1\", port 5432 failed: FATAL:  database \"app\" does not "
+       "exist"},
+      {"invalid sslmode value: \"require\"", "invalid sslmode value: \"require\""},
+      {"invalid integer value \"S3CRETPW\" for connection option \"port\"",
+       "invalid integer value \"***\" for connection option \"port\""},
+      {"x \"K3YPW\" y \"sslpassword\"", "x \"***\" y \"sslpassword\""},
+      {"could not translate host name \"other\" to address", "could not translate host name "
+                                                             "\"***\" to address"},
+      {"connection to server on socket \"/run/pg/.s.PGSQL.5432\" failed",
+       "connection to server on socket \"/run/pg/.s.PGSQL.5432\" failed"},
+      {"unbalanced \"S3CRETPW tail", "unbalanced \"***"},
+      {"", "connection failed"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    dlock__pg_safe_message(u, names, values, 3, cases[i].in, b, sizeof b);
+    assert_string_equal(b, cases[i].out);
+  }
+  /* A small buffer cuts, never overflows. */
+  char tiny[12];
+  dlock__pg_safe_message(u, names, values, 3, cases[1].in, tiny, sizeof tiny);
+  assert_int_equal(strlen(tiny), sizeof tiny - 1);
+  dlock__url_free(u);
 }
 
 /* ---- arrays ---- */
@@ -587,7 +690,8 @@ int main(void) {
       cmocka_unit_test(sql_too_small),
       cmocka_unit_test(sql_uses_names),
       cmocka_unit_test(sql_schema_is_one_transaction),
-      cmocka_unit_test(conninfo_keeps_authority),
+      cmocka_unit_test(conninfo_keeps_authority), cmocka_unit_test(conninfo_agrees_with_core),
+      cmocka_unit_test(safe_message),
       cmocka_unit_test(conninfo_no_params),
       cmocka_unit_test(conninfo_escapes),
       cmocka_unit_test(conninfo_hostless),

@@ -447,6 +447,34 @@ static void test_err_scrub(void **state) {
   dlock__url_free(u);
 }
 
+/* libpq, handed the caller's URL, quoted its pieces back: a password it
+ * could not decode, or a value it rejected.  Neither reaches the caller;
+ * no server is needed for libpq to fail this way. */
+static void test_pg_messages_hide_secrets(void **state) {
+  (void)state;
+  const char *urls[] = {
+      /* refused by the core before libpq sees it */
+      "postgres://dlock:p%zzS3CRETPW@127.0.0.1:1/dlock",
+      /* libpq: invalid integer value "S3CRETPW" for connection option "port" */
+      "postgres://dlock:S3CRETPW@127.0.0.1:1/dlock?port=S3CRETPW",
+      /* libpq: invalid URI query parameter: "S3CRETPW" */
+      "postgres://dlock:S3CRETPW@127.0.0.1:1/dlock?S3CRETPW=1",
+      /* libpq: invalid sslmode value: "S3CRETPW" */
+      "postgres://dlock@127.0.0.1:1/dlock?sslmode=S3CRETPW&sslpassword=S3CRETPW",
+      /* libpq split at the first '@': host "S3CRETPW@127.0.0.1" */
+      "postgres://dlock:x@S3CRETPW@127.0.0.1:1/dlock?connect_timeout=200ms",
+  };
+  for (size_t i = 0; i < sizeof urls / sizeof *urls; i++) {
+    dlock_client *c = NULL;
+    int rc = dlock_open(urls[i], &c);
+    if (rc == 0)
+      dlock_close(c);
+    assert_true(rc < 0);
+    if (strstr(dlock_client_errmsg(NULL), "S3CRETPW"))
+      fail_msg("open(%s): %s", urls[i], dlock_client_errmsg(NULL));
+  }
+}
+
 /* Many URL shapes, each carrying one secret (written plainly or
  * percent-encoded), on every scheme: neither the redacted URL nor any
  * message dlock_open gives shows the secret or a piece of it (a secret
@@ -541,7 +569,7 @@ int main(void) {
       cmocka_unit_test(test_params),    cmocka_unit_test(test_random_passwords),
       cmocka_unit_test(test_redact_at_in_query), cmocka_unit_test(test_secret_names_decoded),
       cmocka_unit_test(test_undecodable_parts), cmocka_unit_test(test_err_scrub),
-      cmocka_unit_test(test_secret_sweep),
+      cmocka_unit_test(test_pg_messages_hide_secrets), cmocka_unit_test(test_secret_sweep),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -652,6 +652,8 @@ static int parse_phases(const char *s, unsigned *out) {
   return 0;
 }
 
+static int bench_main(struct bench *bp);
+
 int cli_bench(int argc, char **argv) {
   struct bench b;
   memset(&b, 0, sizeof b);
@@ -660,20 +662,23 @@ int cli_bench(int argc, char **argv) {
   b.locks = 100;
   b.dur_ns = 5000000000;
   b.phases = PH_ALL;
+  struct cli_url src = {NULL, NULL, NULL};
+  const char *operand = NULL;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i], *v = NULL;
     int m;
     int64_t ms;
     if (!cli_is_option(a)) {
-      if (b.url)
+      if (operand)
         return cli_usage_error("bench", "unexpected argument '%s'", a);
-      b.url = a;
+      operand = a;
       continue;
     }
     if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
       /* The full text lives with main; keep this one short. */
       printf("Usage: dlock bench URL [--threads N] [--keys K] [--seconds S] [--locks H]\n"
              "                   [--only uncontended,handoff,renew] [--shared-client] [--json]\n"
+             "       (--url-file PATH or --url-env NAME may stand for URL)\n"
              "See 'dlock --help'.\n");
       return CLI_EXIT_OK;
     }
@@ -708,12 +713,22 @@ int cli_bench(int argc, char **argv) {
       b.json = 1;
     } else if (strcmp(a, "--shared-client") == 0) {
       b.shared = 1;
+    } else if ((m = cli_url_match(argc, argv, &i, "bench", &src)) != 0) {
+      if (m < 0)
+        return CLI_EXIT_USAGE;
     } else {
       return cli_usage_error("bench", "unknown option '%s'", a);
     }
   }
-  if (!b.url)
-    return cli_usage_error("bench", "missing URL");
+  int code = cli_url_get("bench", &src, operand, &b.url);
+  if (code == 0)
+    code = bench_main(&b);
+  cli_url_free(&src);
+  return code;
+}
+
+static int bench_main(struct bench *bp) {
+  struct bench b = *bp;
 
   /* One client up front: checks the URL before any thread starts and
    * gives the redacted URL and backend name for the report. */

@@ -35,6 +35,23 @@ int cli_is_option(const char *arg);
 int cli_match(int argc, char **argv, int *i, const char *cmd, const char *shortopt,
               const char *longopt, const char **val);
 
+/* Where the URL comes from: the URL operand, or --url-file PATH (its one
+ * line) or --url-env NAME, so that no password need be in argv, which every
+ * user can read in ps and /proc/PID/cmdline. */
+struct cli_url {
+  const char *file, *env; /* the options' values, or NULL */
+  char *buf;              /* the file's contents, wiped by cli_url_free */
+};
+
+/* Like cli_match for --url-file and --url-env. */
+int cli_url_match(int argc, char **argv, int *i, const char *cmd, struct cli_url *u);
+
+/* *URL = OPERAND (NULL if none was given), or the file's or variable's
+ * text; 0 or an exit code after a message that shows none of the URL. */
+int cli_url_get(const char *cmd, struct cli_url *u, const char *operand, const char **url);
+
+void cli_url_free(struct cli_url *u);
+
 /* "1.5" (seconds), "1.5s", "250ms", "2m", "1h" -> milliseconds; 0 or -1.
  * Decimal digits with an optional fraction and unit, nothing else. */
 int cli_parse_duration_ms(const char *s, int64_t *ms);

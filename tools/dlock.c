@@ -1,6 +1,7 @@
 /* dlock: command-line front end to the dlock library.
  *
  *   dlock run [-w SECS | -n] [--ttl SECS] URL KEY -- COMMAND [ARG...]
+ *   (URL may come from --url-file PATH or --url-env NAME instead)
  *   dlock status [--json] URL KEY
  *   dlock bench URL [--threads N] [--keys K] [--seconds S] [--json]
  */
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -37,6 +39,10 @@ static const char usage_text[] =
     "                   [--only PHASE[,PHASE...]] [--shared-client] [--json]\n"
     "       dlock help | --help | --version\n"
     "\n"
+    "Instead of the URL argument every command takes --url-file PATH (the URL\n"
+    "is the file's one line) or --url-env NAME (the variable's value, which\n"
+    "run removes from COMMAND's environment): argv is visible to every user.\n"
+    "\n"
     "Commands:\n"
     "  run      Acquire KEY in the lock store at URL, run COMMAND while holding it\n"
     "           (renewed automatically), release it when COMMAND exits.\n"
@@ -45,16 +51,19 @@ static const char usage_text[] =
     "           in its environment.  SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to\n"
     "           dlock are forwarded to that process group.  If the lock is lost\n"
     "           while COMMAND runs, dlock prints a message, sends SIGTERM to the\n"
-    "           group, SIGKILL after the grace period (and to whatever is left of\n"
-    "           the group once COMMAND exits), and exits 3.\n"
+    "           group and to everything COMMAND started, SIGKILL after the grace\n"
+    "           period, and exits 3 once all of it is gone.  The same happens if\n"
+    "           dlock itself dies (even of SIGKILL): a guardian process keeps the\n"
+    "           lock until then where the store would free it at once (file://,\n"
+    "           postgres:// advisory locks).\n"
     "             -w, --wait SECS   wait at most SECS for the lock (default: forever)\n"
     "             -n, --nowait      fail at once if the lock is held\n"
     "             --ttl SECS        lease length (default: the URL's ?ttl=, else 15)\n"
-    "             --grace SECS      SIGTERM to SIGKILL delay on loss (default: 10)\n"
+    "             --grace SECS      SIGTERM to SIGKILL delay (default: 10)\n"
     "             --label TEXT      holder label shown by status (default: host:pid)\n"
     "             --foreground      keep COMMAND in dlock's process group so it can\n"
-    "                               read the terminal; only COMMAND itself is\n"
-    "                               signalled on loss\n"
+    "                               read the terminal; COMMAND and what it started\n"
+    "                               are signalled one by one, not as a group\n"
     "  status   Show who holds KEY: token, remaining TTL, owner and label.\n"
     "           --json prints one JSON object.\n"
     "  bench    Measure the store: uncontended try_acquire+release pairs on\n"
@@ -74,13 +83,17 @@ static const char usage_text[] =
     "  0    status/bench: the query or benchmark worked\n"
     "  1    the lock was not acquired (held elsewhere, or -w ran out), or the\n"
     "       lock store failed (unreachable, authentication, store error)\n"
-    "  2    usage error: bad option or number, invalid URL or key\n"
+    "  2    usage error: bad option or number, invalid URL or key, unreadable\n"
+    "       --url-file, unset --url-env\n"
     "  3    run: the lock was lost while COMMAND ran; COMMAND was stopped\n";
 
 static const char *const cmd_usage[][2] = {
-    {"run", "dlock run [-w SECS | -n] [--ttl SECS] [--grace SECS] URL KEY -- COMMAND [ARG...]"},
-    {"status", "dlock status [--json] URL KEY"},
-    {"bench", "dlock bench URL [--threads N] [--keys K] [--seconds S] [--json]"},
+    {"run", "dlock run [-w SECS | -n] [--ttl SECS] [--grace SECS] URL KEY -- COMMAND [ARG...]\n"
+            "       (--url-file PATH or --url-env NAME may stand for URL)"},
+    {"status", "dlock status [--json] URL KEY\n"
+               "       (--url-file PATH or --url-env NAME may stand for URL)"},
+    {"bench", "dlock bench URL [--threads N] [--keys K] [--seconds S] [--json]\n"
+              "       (--url-file PATH or --url-env NAME may stand for URL)"},
 };
 
 /* ---- shared helpers (declared in cli.h) ---- */
@@ -187,6 +200,118 @@ int cli_parse_duration_ms(const char *s, int64_t *ms) {
     return -1;
   *ms = (int64_t)v;
   return 0;
+}
+
+int cli_url_match(int argc, char **argv, int *i, const char *cmd, struct cli_url *u) {
+  const char *v = NULL;
+  int m;
+  if ((m = cli_match(argc, argv, i, cmd, NULL, "--url-file", &v)) != 0) {
+    if (m > 0)
+      u->file = v;
+    return m;
+  }
+  if ((m = cli_match(argc, argv, i, cmd, NULL, "--url-env", &v)) != 0) {
+    if (m > 0)
+      u->env = v;
+    return m;
+  }
+  return 0;
+}
+
+/* The URL is a secret: no message shows any of it. */
+static int url_text_check(const char *cmd, const char *from, const char *s, size_t n) {
+  if (n == 0)
+    return cli_usage_error(cmd, "%s is empty", from);
+  for (size_t k = 0; k < n; k++)
+    if ((unsigned char)s[k] < 0x20 || s[k] == 0x7f)
+      return cli_usage_error(cmd, "%s holds more than one line, or a control character", from);
+  return 0;
+}
+
+#define CLI_URL_MAX 16384
+
+int cli_url_get(const char *cmd, struct cli_url *u, const char *operand, const char **url) {
+  char from[PATH_MAX + 64];
+  if (u->file && u->env)
+    return cli_usage_error(cmd, "--url-file and --url-env exclude each other");
+  if (!u->file && !u->env) {
+    if (!operand)
+      return cli_usage_error(cmd, "missing URL");
+    *url = operand;
+    return 0;
+  }
+  if (operand)
+    return cli_usage_error(cmd, "the URL comes from --url-%s: unexpected argument '%s'",
+                           u->file ? "file" : "env", operand);
+  if (u->env) {
+    snprintf(from, sizeof from, "environment variable '%s'", u->env);
+    if (!u->env[0] || strchr(u->env, '='))
+      return cli_usage_error(cmd, "invalid variable name '%s'", u->env);
+    const char *v = getenv(u->env);
+    if (!v)
+      return cli_usage_error(cmd, "%s is not set", from);
+    int code = url_text_check(cmd, from, v, strlen(v));
+    if (code)
+      return code;
+    *url = v;
+    return 0;
+  }
+  snprintf(from, sizeof from, "URL file '%s'", u->file);
+  int fd = open(u->file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    int e = errno;
+    if (fd >= 0)
+      close(fd);
+    return cli_usage_error(cmd, "cannot read %s: %s", from, strerror(e));
+  }
+  if (S_ISDIR(st.st_mode)) {
+    close(fd);
+    return cli_usage_error(cmd, "cannot read %s: %s", from, strerror(EISDIR));
+  }
+  /* Any other kind is fine: --url-file <(secret-tool lookup ...) is a pipe. */
+  if (!(u->buf = malloc(CLI_URL_MAX + 1))) {
+    close(fd);
+    return cli_usage_error(cmd, "out of memory");
+  }
+  size_t n = 0;
+  for (;;) {
+    ssize_t r = read(fd, u->buf + n, CLI_URL_MAX + 1 - n);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0) {
+      int e = errno;
+      close(fd);
+      return cli_usage_error(cmd, "cannot read %s: %s", from, strerror(e));
+    }
+    if (r == 0)
+      break;
+    n += (size_t)r;
+    if (n > CLI_URL_MAX) {
+      close(fd);
+      return cli_usage_error(cmd, "%s is longer than %d bytes", from, CLI_URL_MAX);
+    }
+  }
+  close(fd);
+  /* Files made by editors and `echo` end in a newline, maybe a CR too. */
+  if (n > 0 && u->buf[n - 1] == '\n')
+    n--;
+  if (n > 0 && u->buf[n - 1] == '\r')
+    n--;
+  u->buf[n] = '\0';
+  int code = url_text_check(cmd, from, u->buf, n);
+  if (code)
+    return code;
+  *url = u->buf;
+  return 0;
+}
+
+void cli_url_free(struct cli_url *u) {
+  if (u->buf) {
+    explicit_bzero(u->buf, CLI_URL_MAX + 1);
+    free(u->buf);
+    u->buf = NULL;
+  }
 }
 
 int cli_parse_long(const char *s, long min, long max, long *out) {
@@ -347,7 +472,8 @@ static void drain(int fd) {
 /* Environment for the command: ours, minus stale DLOCK_* from an outer
  * `dlock run`, plus this lock's.  Built before fork because the child of a
  * threaded process may only call async-signal-safe functions. */
-static char **build_env(const char *key, uint64_t token, const char *url) {
+static char **build_env(const char *key, uint64_t token, const char *url, const char *secret_var) {
+  size_t slen = secret_var ? strlen(secret_var) : 0;
   size_t n = 0;
   for (char **e = environ; *e; e++)
     n++;
@@ -357,7 +483,9 @@ static char **build_env(const char *key, uint64_t token, const char *url) {
   size_t k = 0;
   for (char **e = environ; *e; e++)
     if (strncmp(*e, "DLOCK_KEY=", 10) != 0 && strncmp(*e, "DLOCK_TOKEN=", 12) != 0 &&
-        strncmp(*e, "DLOCK_URL=", 10) != 0)
+        strncmp(*e, "DLOCK_URL=", 10) != 0 &&
+        /* --url-env's variable: the secret must not reach COMMAND. */
+        !(secret_var && strncmp(*e, secret_var, slen) == 0 && (*e)[slen] == '='))
       env[k++] = *e;
   char *mine[3] = {NULL, NULL, NULL};
   if (asprintf(&mine[0], "DLOCK_KEY=%s", key) < 0)
@@ -498,6 +626,7 @@ struct run_opts {
   const char *label;
   int foreground;
   const char *url, *key;
+  struct cli_url src;
   char **command;
 };
 
@@ -513,6 +642,7 @@ static int run_parse(int argc, char **argv, struct run_opts *ro) {
   ro->label = NULL;
   ro->foreground = 0;
   ro->command = NULL;
+  memset(&ro->src, 0, sizeof ro->src);
   for (i = 0; i < argc; i++) {
     const char *a = argv[i], *v = NULL;
     int m;
@@ -554,6 +684,9 @@ static int run_parse(int argc, char **argv, struct run_opts *ro) {
       ro->label = v;
     } else if ((m = cli_match(argc, argv, &i, "run", NULL, "--foreground", NULL)) != 0) {
       ro->foreground = 1;
+    } else if ((m = cli_url_match(argc, argv, &i, "run", &ro->src)) != 0) {
+      if (m < 0)
+        return CLI_EXIT_USAGE;
     } else {
       return cli_usage_error("run", "unknown option '%s'", a);
     }
@@ -562,15 +695,16 @@ static int run_parse(int argc, char **argv, struct run_opts *ro) {
     return cli_usage_error("run", "-n and -w exclude each other");
   if (nowait)
     ro->wait_ms = 0;
-  if (npos < 2)
-    return cli_usage_error("run", "%s", npos == 0 ? "missing URL and KEY" : "missing KEY");
+  int from_src = ro->src.file || ro->src.env;
+  if (npos < (from_src ? 1 : 2))
+    return cli_usage_error("run", "%s",
+                           npos == 0 && !from_src ? "missing URL and KEY" : "missing KEY");
   if (!ro->command)
     return cli_usage_error("run", "missing '--' before COMMAND");
   if (!ro->command[0])
     return cli_usage_error("run", "missing COMMAND after '--'");
-  ro->url = pos[0];
-  ro->key = pos[1];
-  return 0;
+  ro->key = pos[npos - 1];
+  return cli_url_get("run", &ro->src, npos == 2 ? pos[0] : NULL, &ro->url);
 }
 
 /* Acquire on a helper thread while the main thread watches SFD.  Returns 0
@@ -1230,13 +1364,22 @@ static int run_supervise(const struct run_opts *ro, dlock_lock *l, struct guardi
   return exit_status_of(status);
 }
 
+static int run_main(const struct run_opts *rop);
+
 static int cmd_run(int argc, char **argv) {
   struct run_opts ro;
   int code = run_parse(argc, argv, &ro);
-  if (code < 0)
-    return CLI_EXIT_OK; /* --help */
-  if (code != 0)
-    return code;
+  if (code == 0)
+    code = run_main(&ro);
+  else if (code < 0)
+    code = CLI_EXIT_OK; /* --help */
+  cli_url_free(&ro.src);
+  return code;
+}
+
+static int run_main(const struct run_opts *rop) {
+  struct run_opts ro = *rop;
+  int code;
 
   /* Signals are read from a signalfd; block them before the library starts
    * any thread so that every thread inherits the mask and none of them
@@ -1280,7 +1423,7 @@ static int cmd_run(int argc, char **argv) {
   code = run_acquire(c, &ro, sfd, &l);
   if (code != 0)
     goto out;
-  env = build_env(ro.key, dlock_lock_token(l), dlock_client_url(c));
+  env = build_env(ro.key, dlock_lock_token(l), dlock_client_url(c), ro.src.env);
   if (!env) {
     fprintf(stderr, "dlock: out of memory\n");
     code = CLI_EXIT_FAIL;
@@ -1319,9 +1462,12 @@ out:
 
 /* ---- dlock status ---- */
 
+static int status_main(const char *url, const char *key, int json);
+
 static int cmd_status(int argc, char **argv) {
   const char *pos[2];
-  int npos = 0, json = 0;
+  int npos = 0, json = 0, m;
+  struct cli_url src = {NULL, NULL, NULL};
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     if (!cli_is_option(a)) {
@@ -1333,23 +1479,36 @@ static int cmd_status(int argc, char **argv) {
     } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
       fputs(usage_text, stdout);
       return CLI_EXIT_OK;
+    } else if ((m = cli_url_match(argc, argv, &i, "status", &src)) != 0) {
+      if (m < 0)
+        return CLI_EXIT_USAGE;
     } else {
       return cli_usage_error("status", "unknown option '%s'", a);
     }
   }
-  if (npos < 2)
-    return cli_usage_error("status", "%s", npos == 0 ? "missing URL and KEY" : "missing KEY");
+  int from_src = src.file || src.env;
+  if (npos < (from_src ? 1 : 2))
+    return cli_usage_error("status", "%s",
+                           npos == 0 && !from_src ? "missing URL and KEY" : "missing KEY");
+  const char *url;
+  int code = cli_url_get("status", &src, npos == 2 ? pos[0] : NULL, &url);
+  if (code == 0)
+    code = status_main(url, pos[npos - 1], json);
+  cli_url_free(&src);
+  return code;
+}
 
+static int status_main(const char *url_in, const char *key, int json) {
   dlock_client *c = NULL;
   int code;
-  if (open_client(pos[0], &c, &code) < 0)
+  if (open_client(url_in, &c, &code) < 0)
     return code;
   dlock_info info;
   memset(&info, 0, sizeof info);
-  int rc = dlock_inspect(c, pos[1], &info);
+  int rc = dlock_inspect(c, key, &info);
   if (rc < 0) {
     char what[600];
-    snprintf(what, sizeof what, "cannot inspect '%s'", pos[1]);
+    snprintf(what, sizeof what, "cannot inspect '%s'", key);
     code = cli_fail(rc, what, dlock_client_errmsg(c));
     dlock_close(c);
     return code;
@@ -1360,7 +1519,7 @@ static int cmd_status(int argc, char **argv) {
   const char *url = dlock_client_url(c);
   if (json) {
     printf("{\"key\":");
-    cli_json_string(stdout, pos[1]);
+    cli_json_string(stdout, key);
     printf(",\"held\":%s,\"token\":", info.held ? "true" : "false");
     if (info.token)
       printf("%" PRIu64, info.token);
@@ -1388,7 +1547,7 @@ static int cmd_status(int argc, char **argv) {
     printf("}\n");
   } else {
     printf("key:    ");
-    cli_print_safe(stdout, pos[1]);
+    cli_print_safe(stdout, key);
     printf("\nstate:  %s\n", info.held ? "held" : "free");
     if (info.token)
       printf("token:  %" PRIu64 "%s\n", info.token, info.held ? "" : " (last holder)");

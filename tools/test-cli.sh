@@ -222,6 +222,95 @@ if [ -n "${DLOCK_TEST_REDIS_URL:-}" ]; then
     "redis-cli -p $rport -n ${rdb:-0} del 'dlock:lock:{$key}' >/dev/null"
 fi
 
+# ---- the URL from a file or the environment ----
+# so that a password is in no argv: /proc/PID/cmdline is world-readable.
+mkdir -p "$tmp/urldir"
+fu="file://$tmp/urldir"
+printf '%s\n' "$fu" >"$tmp/url.nl"
+printf '%s\r\n' "$fu" >"$tmp/url.crlf"
+: >"$tmp/url.empty"
+printf '\n' >"$tmp/url.nlonly"
+printf '%s\n%s\n' "$fu" "$fu" >"$tmp/url.two"
+"$DLOCK" run --url-file "$tmp/url.nl" k -- sh -c 'echo "$DLOCK_URL"' >"$tmp/out"
+check "run --url-file (trailing newline stripped)" 0 $?
+check "run --url-file: DLOCK_URL" "$fu" "$(cat "$tmp/out")"
+"$DLOCK" run --url-file="$tmp/url.crlf" k -- true; check "run --url-file=PATH with CRLF" 0 $?
+"$DLOCK" status --url-file "$tmp/url.nl" k >"$tmp/st"; check "status --url-file" 0 $?
+contains "status --url-file: the store" "$tmp/st" "url:    $fu"
+"$DLOCK" bench --url-file "$tmp/url.nl" --seconds 0.1 --only uncontended >/dev/null
+check "bench --url-file" 0 $?
+for f in empty nlonly; do
+  "$DLOCK" run --url-file "$tmp/url.$f" k -- true 2>"$tmp/err"; check "run --url-file $f: refused" 2 $?
+  contains "run --url-file $f: message" "$tmp/err" "is empty"
+done
+"$DLOCK" run --url-file "$tmp/url.two" k -- true 2>"$tmp/err"; check "run --url-file of two lines" 2 $?
+contains "two lines: message" "$tmp/err" "more than one line"
+"$DLOCK" run --url-file "$tmp/nonexistent" k -- true 2>"$tmp/err"; check "run --url-file missing" 2 $?
+contains "missing URL file: message" "$tmp/err" "cannot read URL file '$tmp/nonexistent': No such file"
+"$DLOCK" run --url-file "$tmp" k -- true 2>"$tmp/err"; check "run --url-file of a directory" 2 $?
+"$DLOCK" run --url-file "$tmp/url.nl" "$fu" k -- true 2>/dev/null; check "run: URL twice" 2 $?
+"$DLOCK" run --url-file "$tmp/url.nl" --url-env X k -- true 2>/dev/null
+check "run: --url-file and --url-env" 2 $?
+"$DLOCK" run --url-file "$tmp/url.nl" -- true 2>/dev/null; check "run --url-file without KEY" 2 $?
+"$DLOCK" run --url-file 2>/dev/null; check "run --url-file without value" 2 $?
+(unset DLOCK_NOT_SET; "$DLOCK" run --url-env DLOCK_NOT_SET k -- true 2>"$tmp/err"); check "run --url-env unset" 2 $?
+contains "unset variable: message" "$tmp/err" "environment variable 'DLOCK_NOT_SET' is not set"
+DLOCK_EMPTY_URL= "$DLOCK" run --url-env DLOCK_EMPTY_URL k -- true 2>/dev/null; check "run --url-env empty" 2 $?
+DLOCK_SECRET_URL=$fu "$DLOCK" run --url-env DLOCK_SECRET_URL k -- \
+  sh -c 'echo "${DLOCK_SECRET_URL-unset}|$DLOCK_URL"' >"$tmp/out"
+check "run --url-env" 0 $?
+check "run --url-env: the variable is not passed on, DLOCK_URL is" "unset|$fu" "$(cat "$tmp/out")"
+DLOCK_SECRET_URL=$fu "$DLOCK" status --url-env DLOCK_SECRET_URL k >/dev/null; check "status --url-env" 0 $?
+
+# A running dlock run: no password in its argv, none in the command's
+# environment, whichever way the URL came.
+secret_case() { # NAME URL PASSWORD HOW(file|env) [argv-only]
+  local name=$1 u=$2 pw=$3 how=$4 argv_only=${5:-} d="$tmp/secret-$1-$4"
+  mkdir -p "$d"
+  (umask 077; printf '%s\n' "$u" >"$d/url")
+  local how_args=(--url-file "$d/url") env_args=()
+  [ "$how" = env ] && how_args=(--url-env DLOCK_SECRET_URL) env_args=(DLOCK_SECRET_URL="$u")
+  # The test's own environment names the servers, passwords included.
+  local unset_args=() v
+  for v in $(compgen -e | grep '^DLOCK_TEST_'); do unset_args+=(-u "$v"); done
+  env "${unset_args[@]}" "${env_args[@]}" "$DLOCK" run "${how_args[@]}" "cli-test/secret/$$/$how" -- \
+    sh -c "echo \$\$ >$d/child.tmp; mv $d/child.tmp $d/child; while [ ! -e $d/stop ]; do sleep 0.05; done" &
+  local pid=$!
+  await "$d/child"
+  local child; child=$(cat "$d/child")
+  tr '\0' '\n' <"/proc/$pid/cmdline" >"$d/cmdline"
+  tr '\0' '\n' <"/proc/$child/environ" >"$d/environ"
+  tr '\0' '\n' <"/proc/$child/cmdline" >>"$d/cmdline"
+  touch "$d/stop"
+  wait $pid; check "$name ($how): run" 0 $?
+  [ -s "$d/cmdline" ] && ! grep -qF -- "$pw" "$d/cmdline"
+  check "$name ($how): no password in dlock run's nor the command's argv" 0 $?
+  if [ -z "$argv_only" ]; then
+    [ -s "$d/environ" ] && ! grep -qF -- "$pw" "$d/environ"
+    check "$name ($how): no password in the command's environment" 0 $?
+  fi
+  if [ "$how" = env ]; then
+    grep -q '^DLOCK_SECRET_URL=' "$d/environ"; check "$name ($how): the variable is not passed on" 1 $?
+  fi
+  grep -q '^DLOCK_URL=.' "$d/environ"; check "$name ($how): DLOCK_URL set" 0 $?
+}
+if [ -n "${DLOCK_TEST_POSTGRES_URL:-}" ]; then
+  pgu=$DLOCK_TEST_POSTGRES_URL
+  pgpw=${pgu#*://}; pgpw=${pgpw%%@*}; pgpw=${pgpw#*:}
+  if [ -n "$pgpw" ] && [ "$pgpw" != "${pgu#*://}" ]; then
+    secret_case postgres "$pgu" "$pgpw" file
+    secret_case postgres "$pgu" "$pgpw" env
+  else
+    echo "# DLOCK_TEST_POSTGRES_URL has no password: the secret case runs on file:// only"
+  fi
+else
+  echo "# DLOCK_TEST_POSTGRES_URL not set: the secret case runs on file:// only"
+fi
+# file:// URLs carry no password: the directory stands in for one in argv
+# (DLOCK_URL names it, rightly).
+secret_case file "$fu" "$tmp/urldir" file argv-only
+secret_case file "$fu" "$tmp/urldir" env argv-only
+
 # ---- dlock run itself is SIGKILLed ----
 # Its command, a grandchild in the command's process group and one that left
 # it (setsid) all record SIGTERM and carry on; they must get SIGTERM at once,
@@ -243,9 +332,9 @@ orphan_case() { # NAME URL KEY
   mkdir -p "$d"
   local loop='while :; do sleep 0.05; done'
   "$DLOCK" run --grace $grace "$u" "$key" -- sh -c "
-    trap 'date +%s%N >$d/term.cmd' TERM
-    sh -c 'trap \"date +%s%N >$d/term.gc\" TERM; echo \$\$ >$d/pid.gc.tmp; mv $d/pid.gc.tmp $d/pid.gc; $loop' &
-    setsid sh -c 'trap \"date +%s%N >$d/term.ds\" TERM; echo \$\$ >$d/pid.ds.tmp; mv $d/pid.ds.tmp $d/pid.ds; $loop' &
+    trap 'date +%s%N >$d/term.cmd.tmp; mv $d/term.cmd.tmp $d/term.cmd' TERM
+    sh -c 'trap \"date +%s%N >$d/term.gc.tmp; mv $d/term.gc.tmp $d/term.gc\" TERM; echo \$\$ >$d/pid.gc.tmp; mv $d/pid.gc.tmp $d/pid.gc; $loop' &
+    setsid sh -c 'trap \"date +%s%N >$d/term.ds.tmp; mv $d/term.ds.tmp $d/term.ds\" TERM; echo \$\$ >$d/pid.ds.tmp; mv $d/pid.ds.tmp $d/pid.ds; $loop' &
     echo \$\$ >$d/pid.cmd.tmp; mv $d/pid.cmd.tmp $d/pid.cmd
     $loop" >"$d/out" 2>"$d/err" &
   local pid=$! f

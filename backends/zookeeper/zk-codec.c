@@ -8,10 +8,35 @@
 #define NODE_HEAD "_c_"
 #define NODE_MID "-lock-"
 
+/* Length of the UTF-8 sequence at P (at most N bytes) and its code point,
+ * or 0 when it is not well-formed (overlong, surrogate, past U+10FFFF). */
+static size_t utf8_next(const unsigned char *p, size_t n, uint32_t *cp) {
+  if (p[0] < 0x80) {
+    *cp = p[0];
+    return 1;
+  }
+  size_t len = p[0] >= 0xf0 ? 4 : p[0] >= 0xe0 ? 3 : p[0] >= 0xc0 ? 2 : 0;
+  if (len == 0 || len > n || p[0] > 0xf4)
+    return 0;
+  uint32_t v = p[0] & (0x7f >> len);
+  for (size_t i = 1; i < len; i++) {
+    if ((p[i] & 0xc0) != 0x80)
+      return 0;
+    v = v << 6 | (p[i] & 0x3f);
+  }
+  static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (v < min[len] || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
+    return 0;
+  *cp = v;
+  return len;
+}
+
 /* A path ZooKeeper accepts as a node we may create: "/a/b", no empty
- * components, none that is "." or "..", no control bytes (ZooKeeper
- * refuses a few Unicode ranges too; those are left for the server to
- * reject with a message). */
+ * components, none that is "." or "..", and none of the code points its
+ * PathUtils.validatePath refuses (U+0000-U+001F, U+007F-U+009F,
+ * U+D800-U+F8FF, U+FFF0-U+FFFF; it looks at UTF-16 units, so every code
+ * point past U+FFFF, a surrogate pair, is refused too), nor bytes that are
+ * not UTF-8 (the server decodes them as U+FFFD, which it also refuses). */
 static int valid_abs_path(const char *p, size_t len) {
   if (len == 0 || p[0] != '/')
     return 0;
@@ -23,9 +48,14 @@ static int valid_abs_path(const char *p, size_t len) {
     size_t n = j - i;
     if (n == 0 || (n == 1 && p[i] == '.') || (n == 2 && p[i] == '.' && p[i + 1] == '.'))
       return 0;
-    for (size_t k = i; k < j; k++)
-      if ((unsigned char)p[k] < 0x20 || p[k] == 0x7f)
+    for (size_t k = i; k < j;) {
+      uint32_t cp;
+      size_t l = utf8_next((const unsigned char *)p + k, j - k, &cp);
+      if (l == 0 || cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || (cp >= 0xd800 && cp <= 0xf8ff) ||
+          cp >= 0xfff0)
         return 0;
+      k += l;
+    }
     i = j + 1;
   }
   return 1;
@@ -42,8 +72,9 @@ static int root_part(const char *what, const char *s, size_t *len) {
     return 0;
   if (!valid_abs_path(s, n))
     return dlock_seterr(DLOCK_EINVAL,
-                        "zk: invalid %s '%s': want an absolute path like /a/b without "
-                        "empty, '.' or '..' components",
+                        "zk: invalid %s '%s': want an absolute path like /a/b of UTF-8 "
+                        "without empty, '.' or '..' components or characters ZooKeeper "
+                        "refuses (controls, U+007F-U+009F, U+D800-U+F8FF, from U+FFF0 on)",
                         what, s);
   return 0;
 }

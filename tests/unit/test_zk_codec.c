@@ -158,6 +158,37 @@ static void test_root(void **state) {
   assert_int_equal(dlock__zk_root("/a/../b", NULL, &r), DLOCK_EINVAL);
   assert_int_equal(dlock__zk_root("", "/", &r), DLOCK_EINVAL);
   assert_null(r);
+  /* What ZooKeeper's PathUtils refuses is refused here, at open, and not
+   * by the server at the first acquire. */
+  static const char *bad[] = {
+      "/a\x01",            "/a\x7f",          "/a\xc2\x80", "/a\xc2\x9f",  /* U+0080, U+009F */
+      "/a\xed\x9f\xbf" "\xee\x80\x80", /* U+E000 (private use) */
+      "/a\xef\xa3\xbf", /* U+F8FF */
+      "/a\xef\xbf\xb0", /* U+FFF0 */
+      "/a\xef\xbf\xbf", /* U+FFFF */
+      "/a\xed\xa0\x80", /* an encoded surrogate */
+      "/a\xc0\xaf",      /* overlong '/' */
+      "/a\xf0\x9f\x94\x92", /* U+1F512: a surrogate pair in Java's UTF-16 */
+      "/a\xff",           "/a\xc3",          "/./b",       "/a/..",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    if (dlock__zk_root("", bad[i], &r) != DLOCK_EINVAL)
+      fail_msg("prefix %zu accepted", i);
+    if (dlock__zk_root(bad[i], NULL, &r) != DLOCK_EINVAL)
+      fail_msg("chroot %zu accepted", i);
+  }
+  static const char *good[] = {
+      "/\xc2\xa0",       /* U+00A0 */
+      "/\xed\x9f\xbf",  /* U+D7FF */
+      "/\xef\xa4\x80",  /* U+F900 */
+      "/\xef\xbf\xaf",  /* U+FFEF */
+      "/...",           "/a.b/c-d_e",
+  };
+  for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+    if (dlock__zk_root("", good[i], &r) != 0)
+      fail_msg("prefix %zu refused: %s", i, dlock_client_errmsg(NULL));
+    free(r);
+  }
 }
 
 static void test_paths(void **state) {

@@ -5,8 +5,10 @@
 #   tools/test-cli.sh path/to/dlock [URL...]
 #
 # Without URLs it uses a fresh file:// directory.  Lock loss is checked on
-# file:// always, and on Redis as well when DLOCK_TEST_REDIS_URL names one
-# (scripts/test sets it).
+# file:// always, and on Redis as well when DLOCK_TEST_REDIS_URL names one;
+# a SIGKILLed dlock run and passwords kept out of argv on file:// always,
+# and on PostgreSQL advisory locks as well when DLOCK_TEST_POSTGRES_URL names
+# one (scripts/test sets both).
 set -u
 set -m # background jobs get default signal dispositions, as from a terminal
 

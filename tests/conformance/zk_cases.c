@@ -616,6 +616,101 @@ static void z7_slow_then_silent_network(void **state) {
   free(host);
 }
 
+/* ---- z8: no secret from the URL in any message ---- */
+
+#define Z8_PW_A "s3cr3t-A-pw"
+#define Z8_PW_B "hunt3r-B-pw"
+
+static void expect_no_secret(const char *what, const char *msg) {
+  printf("# %s: %s\n", what, msg);
+  if (strstr(msg, Z8_PW_A) || strstr(msg, Z8_PW_B))
+    fail_msg("%s: the message carries a password: %s", what, msg);
+}
+
+/* Z_URL with USER:PW as its userinfo and PARAMS added; NULL when Z_URL has
+ * userinfo of its own. */
+static char *url_as(const char *user, const char *pw, const char *params) {
+  const char *p = strstr(z_url, "://");
+  if (!p || memchr(p + 3, '@', strcspn(p + 3, "/?")))
+    return NULL;
+  char tmp[4096];
+  snprintf(tmp, sizeof tmp, "%.*s%s:%s@%s", (int)(p + 3 - z_url), z_url, user, pw, p + 3);
+  return strdup(conf_url_with(tmp, params));
+}
+
+static void z8_no_secret_in_messages(void **state) {
+  (void)state;
+  char params[256], k[256];
+  snprintf(params, sizeof params, "prefix=/dlock-z8-%s", conf_run_id);
+  snprintf(k, sizeof k, "%s", conf_key("z8"));
+  char *aurl = url_as("alice", Z8_PW_A, params), *burl = url_as("bob", Z8_PW_B, params);
+  if (!aurl || !burl) {
+    free(aurl);
+    free(burl);
+    skip(); /* the URL under test brings its own credentials */
+  }
+  /* Alice's nodes are hers alone (digest ACL); Bob is refused by the
+   * server, which is the error path that carries the most text. */
+  dlock_client *a = open_url(aurl), *b = open_url(burl);
+  expect_no_secret("client url", dlock_client_url(b));
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  dlock_lock *la, *lb;
+  assert_int_equal(dlock_try_acquire(a, k, &o, &la), 0);
+  int rc = dlock_try_acquire(b, k, &o, &lb);
+  if (rc == 0) {
+    dlock_release(lb);
+    dlock_release(la);
+    dlock_close(a);
+    dlock_close(b);
+    skip(); /* the server does not check ACLs (skipACL) */
+  }
+  assert_int_equal(rc, DLOCK_EAUTH);
+  expect_no_secret("acquire refused", dlock_client_errmsg(NULL));
+  o.wait_ms = 2000;
+  assert_int_equal(dlock_acquire(b, k, &o, &lb), DLOCK_EAUTH);
+  expect_no_secret("blocking acquire refused", dlock_client_errmsg(NULL));
+  dlock_info info;
+  assert_true(dlock_inspect(b, k, &info) < 0);
+  expect_no_secret("inspect refused", dlock_client_errmsg(NULL));
+  struct dlock_zk_queue q = {.key = k};
+  assert_true(dlock_control(b, NULL, DLOCK_ZK_CTL_QUEUE_LEN, &q) < 0);
+  expect_no_secret("queue length refused", dlock_client_errmsg(NULL));
+  assert_int_equal(dlock_release(la), 0);
+  dlock_close(b);
+
+  /* Unreachable, malformed, and an unknown parameter. */
+  static const char *bad[] = {
+      "zk://bob:" Z8_PW_B "@127.0.0.1:1?connect_timeout=300ms",
+      "zk://bob:" Z8_PW_B "@127.0.0.1:1/a//b",
+      "zk://bob:" Z8_PW_B "@127.0.0.1:1/\x01",
+      "zk://bob:" Z8_PW_B "@127.0.0.1:1?prefix=nope",
+      "zk://bob:" Z8_PW_B "@127.0.0.1:1?bogus=1",
+      "zk://bob:" Z8_PW_B "@?ttl=2s",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    dlock_client *c = NULL;
+    assert_true(dlock_open(bad[i], &c) < 0);
+    expect_no_secret("open refused", dlock_client_errmsg(NULL));
+  }
+
+  /* Leave nothing behind: the dir (a container the server removes only
+   * later) and the root, as Alice. */
+  char *dir = NULL;
+  zhandle_t *zh = conf_zk_open(aurl, k, NULL, &dir, NULL, NULL);
+  assert_non_null(zh);
+  int d = zoo_delete(zh, dir, -1);
+  assert_true(d == ZOK || d == ZNONODE);
+  char root[300];
+  snprintf(root, sizeof root, "/dlock-z8-%s", conf_run_id);
+  d = zoo_delete(zh, root, -1);
+  assert_true(d == ZOK || d == ZNONODE);
+  conf_zk_close(zh);
+  free(dir);
+  dlock_close(a);
+  free(aurl);
+  free(burl);
+}
+
 int conf_zk_cases(const char *url) {
   z_url = url;
   zoo_set_debug_level(ZOO_LOG_LEVEL_ERROR);
@@ -627,6 +722,7 @@ int conf_zk_cases(const char *url) {
       cmocka_unit_test(z5_change_then_delete),
       cmocka_unit_test(z6_paused_holder),
       cmocka_unit_test(z7_slow_then_silent_network),
+      cmocka_unit_test(z8_no_secret_in_messages),
   };
   char name[512], title[600];
   dlock_url_redact(url, name, sizeof name);

@@ -371,9 +371,10 @@ void dlock__giveback(dlock_client *c, struct dlock_lock *l) {
   /* The request may still be on its way; once it lands, the store keeps the
    * grant for at most a ttl.  Past this, giving back has nothing left to do. */
   l->giveback_until_ns = now + l->bl.ttl_ms * 1000000 + dlock__margin_ns(c, l->bl.ttl_ms);
-  pthread_mutex_unlock(&c->mu);
+  /* Counted before the renew thread can see it and count it done. */
   atomic_fetch_add(&c->metrics.giveback, 1);
   atomic_fetch_add(&c->metrics.giveback_pending, 1);
+  pthread_mutex_unlock(&c->mu);
   if (dlock__renew_start(c) < 0) {
     /* No thread to do it later: do it now, once. */
     c->ops->release(&c->bc, &l->bl);
@@ -432,7 +433,8 @@ static void sleep_until(int64_t until_ns) {
 
 /* For stores that cannot notify: retry with exponential backoff and jitter,
  * never sleeping past the holder's known expiry or our deadline. */
-static int poll_acquire(dlock_client *c, dlock_backend_lock *bl, int64_t deadline) {
+static int poll_acquire(dlock_client *c, dlock_backend_lock *bl, int64_t deadline,
+                        bool *waited_out) {
   double interval = (double)c->retry_initial_ms;
   for (;;) {
     bl->holder_ttl_ms = -1;
@@ -440,8 +442,10 @@ static int poll_acquire(dlock_client *c, dlock_backend_lock *bl, int64_t deadlin
     if (rc != DLOCK_EBUSY)
       return rc;
     int64_t now = dlock__now_ns();
-    if (deadline >= 0 && now >= deadline)
+    if (deadline >= 0 && now >= deadline) {
+      *waited_out = true;
       return dlock_seterr(DLOCK_ETIMEDOUT, "timed out waiting for lock '%s'", bl->key);
+    }
     double jit = c->retry_jitter * (double)dlock__random_below(1000) / 1000.0;
     int64_t wait_ns = (int64_t)(interval * (1.0 - jit) * 1e6);
     if (bl->holder_ttl_ms >= 0 && bl->holder_ttl_ms * 1000000 + 1000000 < wait_ns)
@@ -465,22 +469,67 @@ static int attempt_once(dlock_client *c, dlock_backend_lock *bl, int64_t wait_ms
   *waited_out = false;
   if (wait_ms == 0)
     return c->ops->try_acquire(&c->bc, bl);
-  rc = c->ops->acquire ? c->ops->acquire(&c->bc, bl, deadline) : poll_acquire(c, bl, deadline);
+  if (deadline >= 0 && dlock__now_ns() >= deadline) {
+    /* The last attempt of a wait that failed before, made at its deadline:
+     * one request, so that a store still away says so instead of a wait
+     * cut short at once. */
+    rc = c->ops->try_acquire(&c->bc, bl);
+    if (rc == DLOCK_EBUSY) {
+      *waited_out = true;
+      rc = dlock_seterr(DLOCK_ETIMEDOUT, "timed out waiting for lock '%s'", bl->key);
+    }
+    return rc;
+  }
+  if (!c->ops->acquire)
+    return poll_acquire(c, bl, deadline, waited_out);
+  rc = c->ops->acquire(&c->bc, bl, deadline);
   if (rc == DLOCK_ETIMEDOUT && deadline >= 0 && dlock__now_ns() >= deadline)
     *waited_out = true;
   return rc;
+}
+
+/* A copy of L's unanswered attempt (its owner and backend state) to be
+ * given back on the renew thread, while L goes on under a new owner. */
+static void giveback_copy(dlock_client *c, const struct dlock_lock *l) {
+  struct dlock_lock *g = calloc(1, sizeof *g);
+  if (!g)
+    return; /* the store expires it after its ttl */
+  g->client = c;
+  g->key = strdup(l->key);
+  g->label = strdup(l->label);
+  void *priv = c->ops->lock_size ? malloc(c->ops->lock_size) : NULL;
+  g->bl.priv = priv;
+  if (!g->key || !g->label || (c->ops->lock_size && !priv)) {
+    dlock__lock_free(g);
+    return;
+  }
+  if (priv)
+    memcpy(priv, l->bl.priv, c->ops->lock_size);
+  memcpy(g->owner, l->owner, sizeof g->owner);
+  g->thread = l->thread;
+  g->bl = l->bl;
+  g->bl.priv = priv;
+  g->bl.key = g->key;
+  g->bl.owner = g->owner;
+  g->bl.label = g->label;
+  pthread_mutex_lock(&c->mu);
+  table_add(c, g);
+  pthread_mutex_unlock(&c->mu);
+  dlock__giveback(c, g);
 }
 
 /* Attempts until one is answered or the deadline passes.  A blocking
  * acquire rides out transient failures (a reset connection, a request
  * timeout, a failover) with the client's backoff, as a caller who asked to
  * wait 30 s expects; a try (WAIT_MS 0) makes one attempt.  *MAYBE_GRANTED
- * is set when the last attempt failed without an answer, so the store may
- * hold the lock for us. */
+ * is set when the last attempt failed after its request may have reached
+ * the store (the backend had stamped bl->sent_ns), so the store may hold
+ * the lock for its owner. */
 static int attempt_until(dlock_client *c, struct dlock_lock *l, int64_t wait_ms,
                          int64_t deadline, bool *maybe_granted) {
   dlock_backend_lock *bl = &l->bl;
   double backoff = (double)c->retry_initial_ms;
+  int retries = 0;
   for (;;) {
     bl->holder_ttl_ms = -1;
     bl->sent_ns = 0;
@@ -490,32 +539,41 @@ static int attempt_until(dlock_client *c, struct dlock_lock *l, int64_t wait_ms,
     int rc = attempt_once(c, bl, wait_ms, deadline, &waited_out);
     if (rc == 0 && bl->sent_ns == 0)
       bl->sent_ns = start;
-    *maybe_granted = rc == DLOCK_ECONN || (rc == DLOCK_ETIMEDOUT && !waited_out);
-    if (rc == 0 || wait_ms == 0 || !*maybe_granted)
+    bool transient = rc == DLOCK_ECONN || (rc == DLOCK_ETIMEDOUT && !waited_out);
+    *maybe_granted = transient && bl->sent_ns != 0;
+    if (rc == 0 || wait_ms == 0 || !transient)
       return rc;
-    if (deadline >= 0 && dlock__now_ns() >= deadline)
-      return rc; /* the caller learns why the last attempt failed */
-    /* Before asking again, give back what the unanswered attempt may have
-     * won.  It is the same owner either way, but stores that queue (zk,
-     * etcd) would otherwise keep a node for it until its lease ends. */
-    char why[512];
-    snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
-    int grc = c->ops->release(&c->bc, bl);
-    dlock_seterr(rc, "%s", why);
-    if (c->ops->lock_size)
-      memset(bl->priv, 0, c->ops->lock_size);
-    int64_t now = dlock__now_ns();
-    if (deadline >= 0 && now >= deadline) {
-      /* The give-back itself took the rest of the wait. */
-      *maybe_granted = dlock_err_is_transient(grc);
+    if (deadline >= 0 && dlock__now_ns() >= deadline) {
+      if (retries) {
+        char last[400];
+        snprintf(last, sizeof last, "%s", dlock_client_errmsg(NULL));
+        dlock_seterr(rc, "%s (the last of %d attempts until the deadline)", last, retries + 1);
+      }
       return rc;
     }
+    char why[512];
+    snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
+    if (*maybe_granted) {
+      /* Give back what the unanswered attempt may have won before asking
+       * again; if the store is still away, on the renew thread under the
+       * old owner, so that it can never touch the next attempt's grant. */
+      atomic_fetch_add(&c->metrics.giveback, 1);
+      if (dlock_err_is_transient(c->ops->release(&c->bc, bl)))
+        giveback_copy(c, l);
+    }
+    dlock_seterr(rc, "%s", why);
+    /* Every attempt is a new acquisition with an identity of its own. */
+    if (dlock__random_hex(l->owner, 16) < 0)
+      return rc;
+    if (c->ops->lock_size)
+      memset(bl->priv, 0, c->ops->lock_size);
     /* The last pause ends at the deadline, with one more attempt there. */
     double jit = c->retry_jitter * (double)dlock__random_below(1000) / 1000.0;
-    int64_t until = now + (int64_t)(backoff * (1.0 - jit) * 1e6);
+    int64_t until = dlock__now_ns() + (int64_t)(backoff * (1.0 - jit) * 1e6);
     if (deadline >= 0 && until > deadline)
       until = deadline;
     sleep_until(until);
+    retries++;
     atomic_fetch_add(&c->metrics.acquire_retries, 1);
     pthread_mutex_lock(&c->mu);
     l->lost_early = false; /* a report about the abandoned attempt */
@@ -583,9 +641,15 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
       struct timespec ts;
       dlock__ns_to_timespec(deadline, &ts);
       if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT &&
-          table_find(c, key) != NULL) {
+          (l = table_find(c, key)) != NULL) {
+        bool gb = l->giveback;
         pthread_mutex_unlock(&c->mu);
         dlock__metrics_acquire_result(&c->metrics, DLOCK_ETIMEDOUT);
+        if (gb)
+          return dlock_seterr(DLOCK_ETIMEDOUT,
+                              "timed out waiting for lock '%s': an earlier attempt of this "
+                              "client got no answer and is still being given back",
+                              key);
         return dlock_seterr(DLOCK_ETIMEDOUT, "timed out waiting for lock '%s'", key);
       }
     }

@@ -136,7 +136,8 @@ int dlock_metrics_prometheus(const dlock_client *c, char *buf, size_t len) {
   sb_printf(&b, "# HELP dlock_giveback_total Unanswered attempts given back in the "
                 "background.\n# TYPE dlock_giveback_total counter\ndlock_giveback_total %llu\n",
             (unsigned long long)m.giveback);
-  sb_printf(&b, "# TYPE dlock_giveback_pending gauge\ndlock_giveback_pending %llu\n",
+  sb_printf(&b, "# HELP dlock_giveback_pending Give-backs not yet done.\n"
+                "# TYPE dlock_giveback_pending gauge\ndlock_giveback_pending %llu\n",
             (unsigned long long)m.giveback_pending);
   sb_printf(&b, "# TYPE dlock_release_total counter\ndlock_release_total %llu\n",
             (unsigned long long)m.release);

@@ -90,7 +90,13 @@ typedef struct dlock_backend_lock {
   uint64_t token;      /* fencing token on success */
   int64_t sent_ns;     /* dlock_backend_now_ns() taken just before sending the
                           request that succeeded (acquire or renew); the
-                          validity deadline counts from here */
+                          validity deadline counts from here.  The core
+                          zeroes it before each attempt; an attempt that
+                          fails with ECONN or ETIMEDOUT and left it set
+                          (its request may have reached the store) is given
+                          back by owner with release().  A backend that
+                          cleans up unanswered attempts itself leaves it 0
+                          on failure. */
   int64_t holder_ttl_ms; /* on DLOCK_EBUSY: the holder's remaining lease if
                             known (caps the core's fallback backoff), else -1 */
   /* Set by the core before renew/renew_many: past this dlock_backend_now_ns()

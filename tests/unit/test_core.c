@@ -34,6 +34,9 @@ static struct {
   int fail_rc;
   int64_t try_stall_ms;  /* a failing try_acquire first blocks this long */
   int64_t release_stall_ms;
+  int fail_unsent;       /* failures happen before any request leaves (refused) */
+  char owners[8][33];    /* owner of each of the first 8 tries */
+  atomic_int waits;      /* calls of the native acquire */
 } tb;
 
 static int tb_open(dlock_backend_client *bc, dlock_url *u) {
@@ -52,7 +55,11 @@ static void nap(int64_t ms) {
 static int tb_try(dlock_backend_client *bc, dlock_backend_lock *bl) {
   (void)bc;
   int n = atomic_fetch_add(&tb.tries, 1);
+  if (n < 8)
+    snprintf(tb.owners[n], sizeof tb.owners[n], "%s", bl->owner);
   if (n < tb.fail_for) {
+    if (!tb.fail_unsent)
+      bl->sent_ns = dlock_backend_now_ns();
     nap(tb.try_stall_ms);
     return dlock_seterr(tb.fail_rc, "test: attempt %d got no answer", n + 1);
   }
@@ -121,6 +128,29 @@ static const dlock_backend_ops tbm_ops = {
     .control = tb_control,
 };
 
+/* A backend that waits natively and, like the HTTP stores, cuts every
+ * request at the caller's deadline. */
+static int tb_wait(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t deadline) {
+  atomic_fetch_add(&tb.waits, 1);
+  if (deadline >= 0 && dlock_backend_now_ns() >= deadline)
+    return dlock_seterr(DLOCK_ETIMEDOUT, "test: timed out waiting");
+  return tb_try(bc, bl);
+}
+
+static const char *const tbw_schemes[] = {"test-wait", NULL};
+static const dlock_backend_ops tbw_ops = {
+    .version = DLOCK_BACKEND_VERSION,
+    .name = "test-wait",
+    .schemes = tbw_schemes,
+    .caps = DLOCK_CAP_SERVER_TTL | DLOCK_CAP_NATIVE_WAIT,
+    .open = tb_open,
+    .close = tb_close,
+    .try_acquire = tb_try,
+    .acquire = tb_wait,
+    .renew = tb_renew,
+    .release = tb_release,
+};
+
 static const dlock_backend_ops tb_ops = {
     .version = DLOCK_BACKEND_VERSION,
     .name = "test",
@@ -147,6 +177,9 @@ static void tb_reset(void) {
   tb.fail_rc = 0;
   tb.try_stall_ms = 0;
   tb.release_stall_ms = 0;
+  tb.fail_unsent = 0;
+  memset(tb.owners, 0, sizeof tb.owners);
+  atomic_store(&tb.waits, 0);
 }
 
 static int setup(void **state) {
@@ -154,8 +187,10 @@ static int setup(void **state) {
   static int done;
   if (!done) {
     done = 1;
-    return dlock_backend_register(&tb_ops) == 0 && dlock_backend_register(&tbm_ops) == 0 ? 0
-                                                                                         : -1;
+    return dlock_backend_register(&tb_ops) == 0 && dlock_backend_register(&tbm_ops) == 0 &&
+                   dlock_backend_register(&tbw_ops) == 0
+               ? 0
+               : -1;
   }
   return 0;
 }
@@ -585,10 +620,26 @@ static void test_transient_errors_retried(void **state) {
   assert_int_equal(dlock_acquire(c, "k", &o, &l), 0);
   assert_int_equal(atomic_load(&tb.tries), 4);
   assert_int_equal(atomic_load(&tb.releases), 3);
+  /* Each attempt is an acquisition of its own: a store that queues by
+   * owner can never mistake the next one for a leftover of the last. */
+  for (int i = 0; i < 4; i++)
+    for (int j = i + 1; j < 4; j++)
+      assert_string_not_equal(tb.owners[i], tb.owners[j]);
+  assert_string_equal(tb.owners[3], dlock_lock_owner(l));
   dlock_metrics m;
   dlock_metrics_get(c, &m);
   assert_int_equal(m.acquire_retries, 3);
   assert_int_equal(m.acquire_ok, 1);
+  assert_int_equal(dlock_release(l), 0);
+
+  /* Refused before any request left: retried, with nothing to give back. */
+  tb_reset();
+  tb.fail_for = 2;
+  tb.fail_rc = DLOCK_ECONN;
+  tb.fail_unsent = 1;
+  assert_int_equal(dlock_acquire(c, "k", &o, &l), 0);
+  assert_int_equal(atomic_load(&tb.tries), 3);
+  assert_int_equal(atomic_load(&tb.releases), 0);
   assert_int_equal(dlock_release(l), 0);
 
   /* A request timeout before the deadline is transient too. */
@@ -618,6 +669,20 @@ static void test_transient_errors_retried(void **state) {
   assert_true(atomic_load(&tb.tries) >= 3);
   assert_non_null(strstr(dlock_client_errmsg(c), "got no answer"));
   dlock_close(c);
+
+  /* A store that cuts its wait at the deadline still says it is away: the
+   * attempt at the deadline is a single request. */
+  tb_reset();
+  tb.fail_for = 1 << 30;
+  tb.fail_rc = DLOCK_ECONN;
+  assert_int_equal(dlock_open("test-wait://h?retry_initial=5ms&retry_max=50ms", &c), 0);
+  assert_int_equal(dlock_acquire(c, "k", &o, &l), DLOCK_ECONN);
+  assert_non_null(strstr(dlock_client_errmsg(c), "got no answer"));
+  assert_true(atomic_load(&tb.waits) >= 2);
+  dlock_metrics_get(c, &m);
+  assert_int_equal(m.acquire_error, 1);
+  assert_int_equal(m.acquire_timeout, 0);
+  dlock_close(c);
 }
 
 /* A try makes one attempt, and an unanswered one costs the caller one
@@ -642,11 +707,20 @@ static void test_try_fails_once_and_gives_back_behind(void **state) {
   assert_int_equal(dlock_try_acquire(c, "k", NULL, &l), DLOCK_EBUSY);
   assert_non_null(strstr(dlock_client_errmsg(c), "given back"));
   assert_int_equal(atomic_load(&tb.tries), 1);
+  /* A try refused before its request left has nothing to give back. */
+  tb_reset();
+  tb.fail_for = 1;
+  tb.fail_rc = DLOCK_ECONN;
+  tb.fail_unsent = 1;
+  assert_int_equal(dlock_try_acquire(c, "other", NULL, &l), DLOCK_ECONN);
+  assert_int_equal(dlock_try_acquire(c, "other", NULL, &l), 0);
+  assert_int_equal(atomic_load(&tb.releases), 0); /* none for "other" */
+  assert_int_equal(dlock_release(l), 0);
   /* A blocking acquire waits for the give-back, then gets it. */
   dlock_options o = DLOCK_OPTIONS_INIT;
   o.wait_ms = 10000;
   assert_int_equal(dlock_acquire(c, "k", &o, &l), 0);
-  assert_int_equal(atomic_load(&tb.releases), 1);
+  assert_int_equal(atomic_load(&tb.releases), 2); /* "other", then the give-back */
   dlock_metrics m;
   dlock_metrics_get(c, &m);
   assert_int_equal(m.giveback, 1);

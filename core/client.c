@@ -759,14 +759,22 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
   return 0;
 }
 
+/* Every public call's failure passes here: a store library's text may
+ * quote the URL it was given, secrets included. */
+static int scrubbed(const dlock_client *c, int rc) {
+  if (rc < 0 && c)
+    dlock__err_scrub(c->url);
+  return rc;
+}
+
 int dlock_acquire(dlock_client *c, const char *key, const dlock_options *opts,
                   dlock_lock **out) {
-  return acquire_common(c, key, opts, out, false);
+  return scrubbed(c, acquire_common(c, key, opts, out, false));
 }
 
 int dlock_try_acquire(dlock_client *c, const char *key, const dlock_options *opts,
                       dlock_lock **out) {
-  return acquire_common(c, key, opts, out, true);
+  return scrubbed(c, acquire_common(c, key, opts, out, true));
 }
 
 static bool on_renew_thread(dlock_client *c) {
@@ -780,7 +788,7 @@ static int effective_state(const struct dlock_lock *l) {
   return l->state;
 }
 
-int dlock_release(dlock_lock *l) {
+static int release_lock(dlock_lock *l) {
   dlock__clear_err();
   if (!l)
     return dlock_seterr(DLOCK_EINVAL, "dlock_release: NULL lock");
@@ -825,7 +833,7 @@ int dlock_release(dlock_lock *l) {
   return rc;
 }
 
-int dlock_renew(dlock_lock *l, int64_t ttl_ms) {
+static int renew_lock(dlock_lock *l, int64_t ttl_ms) {
   dlock__clear_err();
   if (!l)
     return dlock_seterr(DLOCK_EINVAL, "dlock_renew: NULL lock");
@@ -918,7 +926,7 @@ int64_t dlock_lock_remaining_ms(const dlock_lock *l) {
   return left > 0 ? left : 0;
 }
 
-int dlock_inspect(dlock_client *c, const char *key, dlock_info *info) {
+static int inspect_key(dlock_client *c, const char *key, dlock_info *info) {
   dlock__clear_err();
   size_t keylen;
   int rc;
@@ -937,7 +945,7 @@ int dlock_inspect(dlock_client *c, const char *key, dlock_info *info) {
   return rc;
 }
 
-int dlock_control(dlock_client *c, dlock_lock *l, int op, void *arg) {
+static int control_op(dlock_client *c, dlock_lock *l, int op, void *arg) {
   dlock__clear_err();
   if (!c)
     return dlock_seterr(DLOCK_EINVAL, "dlock_control: NULL client");
@@ -946,6 +954,23 @@ int dlock_control(dlock_client *c, dlock_lock *l, int op, void *arg) {
   if (!c->ops->control)
     return dlock_seterr(DLOCK_ENOTSUP, "backend '%s' has no control operations", c->ops->name);
   return c->ops->control(&c->bc, l ? &l->bl : NULL, op, arg);
+}
+
+int dlock_release(dlock_lock *l) {
+  const dlock_client *c = l ? l->client : NULL; /* l is freed by the call */
+  return scrubbed(c, release_lock(l));
+}
+
+int dlock_renew(dlock_lock *l, int64_t ttl_ms) {
+  return scrubbed(l ? l->client : NULL, renew_lock(l, ttl_ms));
+}
+
+int dlock_inspect(dlock_client *c, const char *key, dlock_info *info) {
+  return scrubbed(c, inspect_key(c, key, info));
+}
+
+int dlock_control(dlock_client *c, dlock_lock *l, int op, void *arg) {
+  return scrubbed(c, control_op(c, l, op, arg));
 }
 
 unsigned dlock_client_caps(const dlock_client *c) { return c ? c->bc.caps : 0; }

@@ -39,10 +39,16 @@ static struct {
   atomic_int waits;      /* calls of the native acquire */
 } tb;
 
+/* The password of the last URL opened: the backend quotes it in its
+ * failures, as a store library quoting its connection string would. */
+static char tb_secret[64];
+
 static int tb_open(dlock_backend_client *bc, dlock_url *u) {
   (void)bc;
   const char *v;
   dlock_url_param(u, "known", &v);
+  const char *pw = dlock_url_password(u);
+  snprintf(tb_secret, sizeof tb_secret, "%s", pw ? pw : "");
   return 0;
 }
 static void tb_close(dlock_backend_client *bc) { (void)bc; }
@@ -61,7 +67,8 @@ static int tb_try(dlock_backend_client *bc, dlock_backend_lock *bl) {
     if (!tb.fail_unsent)
       bl->sent_ns = dlock_backend_now_ns();
     nap(tb.try_stall_ms);
-    return dlock_seterr(tb.fail_rc, "test: attempt %d got no answer", n + 1);
+    return dlock_seterr(tb.fail_rc, "test: attempt %d got no answer from [%s]", n + 1,
+                        tb_secret);
   }
   if (n - tb.fail_for < tb.busy_for) {
     bl->holder_ttl_ms = 5;
@@ -729,6 +736,21 @@ static void test_try_fails_once_and_gives_back_behind(void **state) {
   dlock_close(c);
 }
 
+/* Whatever a backend says, no secret of the URL reaches the caller. */
+static void test_store_messages_scrubbed(void **state) {
+  (void)state;
+  tb_reset();
+  tb.fail_for = 1;
+  tb.fail_rc = DLOCK_EAUTH;
+  dlock_client *c;
+  assert_int_equal(dlock_open("test://u:hunter2-pw@h", &c), 0);
+  dlock_lock *l = NULL;
+  assert_int_equal(dlock_try_acquire(c, "k", NULL, &l), DLOCK_EAUTH);
+  assert_non_null(strstr(dlock_client_errmsg(c), "got no answer from [***]"));
+  assert_null(strstr(dlock_client_errmsg(c), "hunter2"));
+  dlock_close(c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_error_table),
@@ -749,6 +771,7 @@ int main(void) {
       cmocka_unit_test(test_loss_during_acquire),
       cmocka_unit_test(test_transient_errors_retried),
       cmocka_unit_test(test_try_fails_once_and_gives_back_behind),
+      cmocka_unit_test(test_store_messages_scrubbed),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -700,31 +700,57 @@ static const char *shown(const char *name, const char *v) {
   return secret_name(name) ? MASK : v;
 }
 
-int dlock__parse_duration(const char *s, int64_t *ms) {
-  if (!s || !*s)
+/* Decimal digits, an optional fraction and a unit: nothing else.  strtod
+ * would also take signs, spaces, exponents, hex floats, "inf" and "nan",
+ * which no one means as a duration (?ttl=0x10 is not 16 ms). */
+int dlock__duration_parse(const char *s, int64_t bare_ms, int64_t *ms) {
+  const int64_t max = DLOCK__DURATION_MAX_MS;
+  if (!s || !ms)
     return DLOCK_EINVAL;
-  errno = 0;
-  char *end;
-  double v = strtod(s, &end);
-  if (errno || end == s || v != v || v < 0)
+  const char *p = s;
+  uint64_t whole = 0, frac = 0, scale_down = 1;
+  int digits = 0;
+  for (; *p >= '0' && *p <= '9'; p++, digits++) {
+    if (whole > (uint64_t)max) /* no unit brings it back under the limit */
+      return DLOCK_EINVAL;
+    whole = whole * 10 + (uint64_t)(*p - '0');
+  }
+  if (*p == '.') {
+    int fdigits = 0;
+    for (p++; *p >= '0' && *p <= '9'; p++, fdigits++)
+      if (scale_down < UINT64_C(1000000000)) { /* finer than 1 ns changes nothing */
+        frac = frac * 10 + (uint64_t)(*p - '0');
+        scale_down *= 10;
+      }
+    if (fdigits == 0)
+      return DLOCK_EINVAL;
+    digits += fdigits;
+  }
+  if (digits == 0)
     return DLOCK_EINVAL;
-  double mult;
-  if (*end == '\0' || strcmp(end, "ms") == 0)
-    mult = 1;
-  else if (strcmp(end, "s") == 0)
-    mult = 1000;
-  else if (strcmp(end, "m") == 0)
-    mult = 60000;
-  else if (strcmp(end, "h") == 0)
-    mult = 3600000;
+  uint64_t unit;
+  if (*p == '\0')
+    unit = (uint64_t)bare_ms;
+  else if (strcmp(p, "ms") == 0)
+    unit = 1;
+  else if (strcmp(p, "s") == 0)
+    unit = 1000;
+  else if (strcmp(p, "m") == 0)
+    unit = 60000;
+  else if (strcmp(p, "h") == 0)
+    unit = 3600000;
   else
     return DLOCK_EINVAL;
-  double r = v * mult;
-  if (r > 3.2e12) /* ~100 years: keeps the ns arithmetic far from overflow */
+  if (whole > (uint64_t)max / unit)
     return DLOCK_EINVAL;
-  *ms = (int64_t)(r + 0.5);
+  uint64_t v = whole * unit + (frac * unit + scale_down / 2) / scale_down;
+  if (v > (uint64_t)max)
+    return DLOCK_EINVAL;
+  *ms = (int64_t)v;
   return 0;
 }
+
+int dlock__parse_duration(const char *s, int64_t *ms) { return dlock__duration_parse(s, 1, ms); }
 
 int dlock_url_param_duration(dlock_url *u, const char *name, int64_t def, int64_t *ms) {
   const char *v;

@@ -28,6 +28,7 @@
 
 #include "cli.h"
 #include "dlock/dlock.h"
+#include "internal.h"
 
 extern char **environ;
 
@@ -158,48 +159,10 @@ separate:
   return 1;
 }
 
-/* The URLs' duration syntax (core/url.c), parsed by hand: strtod would also
- * take signs, leading spaces, exponents, hex floats, "inf" and "nan". */
-#define CLI_DURATION_MAX_MS INT64_C(3200000000000) /* ~100 years, as in URLs */
-
+/* The URLs' duration syntax, except that a bare number is seconds, as the
+ * command line has always read it. */
 int cli_parse_duration_ms(const char *s, int64_t *ms) {
-  const char *p = s;
-  uint64_t whole = 0, frac = 0, frac_scale = 1;
-  int digits = 0;
-  for (; *p >= '0' && *p <= '9'; p++, digits++) {
-    if (whole > (uint64_t)CLI_DURATION_MAX_MS) /* no unit makes this small again */
-      return -1;
-    whole = whole * 10 + (uint64_t)(*p - '0');
-  }
-  if (*p == '.') {
-    for (p++; *p >= '0' && *p <= '9'; p++, digits++) {
-      /* Digits below a nanosecond cannot change the rounded milliseconds. */
-      if (frac_scale < UINT64_C(1000000000)) {
-        frac = frac * 10 + (uint64_t)(*p - '0');
-        frac_scale *= 10;
-      }
-    }
-  }
-  if (digits == 0)
-    return -1;
-  uint64_t scale;
-  if (*p == '\0' || strcmp(p, "s") == 0) /* a bare number is seconds, unlike in URLs */
-    scale = 1000;
-  else if (strcmp(p, "ms") == 0)
-    scale = 1;
-  else if (strcmp(p, "m") == 0)
-    scale = 60000;
-  else if (strcmp(p, "h") == 0)
-    scale = 3600000;
-  else
-    return -1;
-  if (whole > (uint64_t)CLI_DURATION_MAX_MS / scale)
-    return -1;
-  uint64_t v = whole * scale + (frac * scale + frac_scale / 2) / frac_scale;
-  if (v > (uint64_t)CLI_DURATION_MAX_MS)
-    return -1;
-  *ms = (int64_t)v;
-  return 0;
+  return dlock__duration_parse(s, 1000, ms) < 0 ? -1 : 0;
 }
 
 int cli_url_match(int argc, char **argv, int *i, const char *cmd, struct cli_url *u) {

@@ -173,18 +173,31 @@ static void test_durations(void **state) {
     const char *s;
     int64_t ms;
   } ok[] = {{"15s", 15000}, {"250ms", 250}, {"2m", 120000}, {"1.5s", 1500},
-            {"10", 10},     {"0", 0},       {"1h", 3600000}};
+            {"10", 10},     {"0", 0},       {"1h", 3600000}, {".5s", 500},
+            {"0.0005s", 1}, {"3200000000000", 3200000000000}};
   for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
     int64_t ms = -1;
     assert_int_equal(dlock__parse_duration(ok[i].s, &ms), 0);
     assert_int_equal(ms, ok[i].ms);
   }
-  const char *bad[] = {"", "-1s", "abc", "5x", "5 s", "nan", "1e300s", "s"};
+  const char *bad[] = {"",       "-1s",   "abc",  "5x",    "5 s",   "nan",  "1e300s", "s",
+                       "0x10",   "0X1p4", "1e3",  "1E3s",  "+5s",   " 5s",  "5s ",    "inf",
+                       "infinity", "5.",  ".",    "1..2s", "5ss",   "5S",   "5\n",
+                       "99999999999999999999", "3200000000001", "900000h"};
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     int64_t ms = 0;
     if (dlock__parse_duration(bad[i], &ms) != DLOCK_EINVAL)
       fail_msg("'%s' accepted", bad[i]);
   }
+  /* The command line's reading: a bare number is seconds. */
+  int64_t ms = 0;
+  assert_int_equal(dlock__duration_parse("15", 1000, &ms), 0);
+  assert_int_equal(ms, 15000);
+  assert_int_equal(dlock__duration_parse("0x10", 1000, &ms), DLOCK_EINVAL);
+  /* ?ttl=0x10 is refused, not read as 16 ms. */
+  dlock_client *c;
+  assert_int_equal(dlock_open("mem://?ttl=0x10", &c), DLOCK_EINVAL);
+  assert_int_equal(dlock_open("mem://?ttl=1e4", &c), DLOCK_EINVAL);
 }
 
 static void test_params(void **state) {

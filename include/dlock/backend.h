@@ -85,7 +85,11 @@ typedef struct dlock_backend_lock {
   size_t keylen;
   const char *owner;   /* fresh 128-bit random owner token, 32 hex digits */
   const char *label;   /* owner label for inspect, never NULL */
-  int64_t ttl_ms;      /* requested lease; renew uses the current value */
+  int64_t ttl_ms;      /* requested lease; renew uses the current value.  A
+                          backend may lower it, on acquire or renew, to the
+                          lease the store granted (a ZooKeeper session
+                          timeout clamped by the server); the core counts
+                          the deadline and the renewal period from that. */
   /* Set by the backend: */
   uint64_t token;      /* fencing token on success */
   int64_t sent_ns;     /* dlock_backend_now_ns() taken just before sending the

@@ -154,13 +154,19 @@ void dlock__http_failover(dlock__http *h, size_t from) {
 
 void dlock__http_setup(dlock__http *h, CURL *c, size_t ep, const char *method, const char *path,
                        const char *body, struct curl_slist *hs, int64_t deadline) {
-  char url[1200];
-  snprintf(url, sizeof url, "%s%s", h->endpoints[ep], path);
+  /* Paths grow with the key (a 512-byte key percent-encodes to several
+   * KB), and a cut one would name another key: sized to fit, and with no
+   * memory for it the request goes to no URL at all and fails. */
+  char *url = NULL;
+  if (asprintf(&url, "%s%s", h->endpoints[ep], path) < 0)
+    url = NULL;
   int64_t left_ms = (deadline - dlock_backend_now_ns()) / 1000000;
   if (left_ms < 1)
     left_ms = 1;
   int64_t conn_ms = h->connect_timeout_ms < left_ms ? h->connect_timeout_ms : left_ms;
-  curl_easy_setopt(c, CURLOPT_URL, url);
+  /* libcurl keeps its own copy. */
+  curl_easy_setopt(c, CURLOPT_URL, url ? url : "");
+  free(url);
   if (strcmp(method, "GET") == 0) {
     curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
   } else {

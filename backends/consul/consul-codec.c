@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cjson/cJSON.h>
 
@@ -20,19 +21,19 @@ char *dlock__consul_lock_key(const char *prefix, const char *key, size_t keylen)
 
 static int url_unreserved(unsigned char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-         c == '-' || c == '_' || c == '~' || c == '/';
+         c == '-' || c == '_' || c == '~';
 }
 
-/* The agent reads the decoded path, but its mux redirects (307) a path
- * with "." or ".." segments, so every '.' goes as %2E, which it decodes
- * after routing.  It refuses (400) control bytes, whatever the encoding:
- * the backend refuses such keys before they get here. */
-char *dlock__consul_kv_path(const char *key, const char *query) {
+/* The agent reads the decoded path (net/http's URL.Path), but its mux
+ * redirects (307) a path with "//", "." or ".." segments before that; '/'
+ * and '.' go as %2F and %2E, which are decoded after routing, so no
+ * prefix or key can make segments of its own. */
+static char *kv_path_n(const char *key, size_t kl, const char *query) {
   static const char head[] = "/v1/kv/";
   static const char hex[] = "0123456789ABCDEF";
   if (!query)
     query = "";
-  size_t kl = strlen(key), ql = strlen(query), el = 0;
+  size_t ql = strlen(query), el = 0;
   for (size_t i = 0; i < kl; i++)
     el += url_unreserved((unsigned char)key[i]) ? 1 : 3;
   char *s = malloc(sizeof head - 1 + el + ql + 1);
@@ -51,6 +52,26 @@ char *dlock__consul_kv_path(const char *key, const char *query) {
     }
   }
   memcpy(w, query, ql + 1);
+  return s;
+}
+
+char *dlock__consul_kv_path(const char *key, const char *query) {
+  return kv_path_n(key, strlen(key), query);
+}
+
+size_t dlock__consul_printable_prefix(const char *key) {
+  size_t n = 0;
+  while (key[n] >= 0x20 && key[n] <= 0x7e)
+    n++;
+  return n;
+}
+
+char *dlock__consul_watch_path(const char *key, int whole, const char *params) {
+  char *q = NULL;
+  if (asprintf(&q, "?%s%s", whole ? "" : "keys&separator=/&", params ? params : "") < 0)
+    return NULL;
+  char *s = kv_path_n(key, whole ? strlen(key) : dlock__consul_printable_prefix(key), q);
+  free(q);
   return s;
 }
 
@@ -209,6 +230,20 @@ char *dlock__consul_req_session(const char *name, int64_t ttl_s, int64_t lock_de
   return finish(root, bad);
 }
 
+/* The lock flag from its decimal text, as `consul lock` writes it: a
+ * double would turn it into 3304740253564472320, which `consul lock`
+ * takes for a foreign key.  -1 when out of memory. */
+static int add_lock_flag(cJSON *kv) {
+  char flag[24];
+  snprintf(flag, sizeof flag, "%llu", (unsigned long long)DLOCK__CONSUL_LOCK_FLAG);
+  cJSON *raw = kv ? cJSON_CreateRaw(flag) : NULL;
+  if (!raw || !cJSON_AddItemToObject(kv, "Flags", raw)) {
+    cJSON_Delete(raw);
+    return -1;
+  }
+  return 0;
+}
+
 char *dlock__consul_req_lock(const char *key, const char *session, const char *value) {
   cJSON *root = cJSON_CreateArray();
   cJSON *lock = txn_kv(root, "lock", key);
@@ -217,20 +252,23 @@ char *dlock__consul_req_lock(const char *key, const char *session, const char *v
   char *b64 = b64_encode((const unsigned char *)value, strlen(value));
   int bad = (b64 ? 0 : -1) | add_str(lock, "Value", b64) | add_str(lock, "Session", session);
   free(b64);
-  /* A double would turn the flag into 3304740253564472320, which
-   * `consul lock` takes for a foreign key, so the digits go in as they are. */
-  char flag[24];
-  snprintf(flag, sizeof flag, "%llu", (unsigned long long)DLOCK__CONSUL_LOCK_FLAG);
-  cJSON *raw = lock ? cJSON_CreateRaw(flag) : NULL;
-  if (!raw || !cJSON_AddItemToObject(lock, "Flags", raw)) {
-    cJSON_Delete(raw);
-    bad = -1;
-  }
+  bad |= add_lock_flag(lock);
   /* The lock result comes back without its value, so the key is read
    * again in the same transaction. */
   if (!txn_kv(root, "get", key))
     bad = -1;
   return finish(root, bad);
+}
+
+char *dlock__consul_req_unlock(const char *key, const char *session) {
+  cJSON *root = cJSON_CreateArray();
+  cJSON *kv = txn_kv(root, "unlock", key);
+  return finish(root, add_str(kv, "Session", session) | add_lock_flag(kv));
+}
+
+char *dlock__consul_req_get(const char *key) {
+  cJSON *root = cJSON_CreateArray();
+  return finish(root, txn_kv(root, "get-tree", key) ? 0 : -1);
 }
 
 char *dlock__consul_req_check(const char *const *keys, const char *const *sessions, size_t n) {
@@ -266,15 +304,21 @@ static const char *get_str(const cJSON *o, const char *name) {
   return cJSON_IsString(v) && v->valuestring ? v->valuestring : NULL;
 }
 
-/* A Raft index; 0 when absent or not a whole non-negative number.  Indexes
- * stay far below 2^53, so the double holds them exactly. */
+/* Every whole number below 2^53 is a double, and the decimal text of one
+ * reads back as exactly that double; at and above, a double may stand for
+ * several numbers, and a token must not be a neighbour of the real one. */
+#define EXACT_MAX 9007199254740992.0 /* 2^53 */
+
+/* A Raft index; 0 when absent or not a whole number in [0, 2^53).  Every
+ * use of an index treats 0 as "none": a lock answered without one is
+ * refused, a holder shown without one has an unknown token. */
 static uint64_t get_index(const cJSON *o, const char *name) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
   if (!cJSON_IsNumber(v))
     return 0;
   double d = v->valuedouble;
   /* Written so that NaN fails too. */
-  if (!(d >= 0 && d < 18446744073709551616.0))
+  if (!(d >= 0 && d < EXACT_MAX))
     return 0;
   uint64_t x = (uint64_t)d;
   return (double)x == d ? x : 0;
@@ -283,6 +327,9 @@ static uint64_t get_index(const cJSON *o, const char *name) {
 void dlock__consul_kv_free(dlock__consul_kv *kv) {
   if (!kv)
     return;
+  free(kv->key);
+  kv->key = NULL;
+  kv->keylen = 0;
   free(kv->value);
   kv->value = NULL;
   kv->valuelen = 0;
@@ -293,8 +340,9 @@ static int kv_from_json(const cJSON *j, dlock__consul_kv *kv) {
   if (!cJSON_IsObject(j))
     return dlock_seterr(DLOCK_EBACKEND, "consul: a KV entry is not an object");
   const char *key = get_str(j, "Key");
-  if (key)
-    put_trunc(kv->key, sizeof kv->key, key, strlen(key));
+  if (key && !(kv->key = strdup(key)))
+    return dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
+  kv->keylen = key ? strlen(key) : 0;
   const char *session = get_str(j, "Session");
   if (session && strlen(session) >= sizeof kv->session)
     return dlock_seterr(DLOCK_EBACKEND, "consul: session ID too long: %.80s", session);
@@ -374,8 +422,10 @@ static int txn_errors(const cJSON *errs, dlock__consul_txn *t) {
   const cJSON *e;
   cJSON_ArrayForEach(e, errs) {
     const cJSON *op = cJSON_GetObjectItemCaseSensitive(e, "OpIndex");
+    /* An index that is not a whole number of ours names no operation;
+     * (int)0.5 would blame the first. */
     double d = cJSON_IsNumber(op) ? op->valuedouble : -1;
-    t->err_op[t->nerr++] = d >= 0 && d < 1e9 ? (int)d : -1;
+    t->err_op[t->nerr++] = d >= 0 && d < 1e9 && (double)(int)d == d ? (int)d : -1;
     const char *what = get_str(e, "What");
     if (t->nerr == 1 && what)
       put_trunc(t->msg, sizeof t->msg, what, strlen(what));
@@ -409,6 +459,15 @@ int dlock__consul_parse_txn(int status, const char *body, size_t len, dlock__con
     rc = txn_errors(errs, t);
   cJSON_Delete(root);
   return rc;
+}
+
+const dlock__consul_kv *dlock__consul_txn_find(const dlock__consul_txn *t, const char *key) {
+  size_t kl = strlen(key);
+  for (size_t i = 0; i < t->nresults; i++)
+    if (t->found[i] && t->results[i].key && t->results[i].keylen == kl &&
+        memcmp(t->results[i].key, key, kl) == 0)
+      return &t->results[i];
+  return NULL;
 }
 
 int dlock__consul_parse_session(const char *body, size_t len, char *id) {
@@ -508,6 +567,37 @@ int64_t dlock__consul_duration_ms(const char *s) {
     total += v + fv;
   }
   return (int64_t)(total / 1000000);
+}
+
+int dlock__consul_header_index(const char *line, size_t n, uint64_t *index) {
+  static const char name[] = "x-consul-index:";
+  const size_t nl = sizeof name - 1;
+  if (!line || n < nl || strncasecmp(line, name, nl) != 0)
+    return 0;
+  const char *p = line + nl, *end = line + n;
+  /* The field's own syntax (RFC 9110 5.5): blanks around the value and
+   * the line's CRLF are not part of it. */
+  while (p < end && (*p == ' ' || *p == '\t'))
+    p++;
+  while (end > p && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
+    end--;
+  if (p == end)
+    return dlock_seterr(DLOCK_EBACKEND, "consul: empty X-Consul-Index");
+  uint64_t v = 0;
+  for (const char *q = p; q < end; q++) {
+    if (*q < '0' || *q > '9')
+      return dlock_seterr(DLOCK_EBACKEND, "consul: X-Consul-Index is not a number: %.*s",
+                          (int)(end - p > 40 ? 40 : end - p), p);
+    unsigned d = (unsigned)(*q - '0');
+    if (v > (UINT64_MAX - d) / 10)
+      return dlock_seterr(DLOCK_EBACKEND, "consul: X-Consul-Index is out of range: %.*s",
+                          (int)(end - p > 40 ? 40 : end - p), p);
+    v = v * 10 + d;
+  }
+  if (v == 0)
+    return dlock_seterr(DLOCK_EBACKEND, "consul: X-Consul-Index is 0");
+  *index = v;
+  return 1;
 }
 
 int dlock__consul_parse_bool(const char *body, size_t len) {

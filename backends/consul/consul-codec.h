@@ -2,11 +2,31 @@
  * URL paths, the JSON bodies sent to the agent's HTTP API and the decoding
  * of its answers, so that unit tests reach them without an agent.
  *
- * Consul writes its indexes and flags as JSON numbers.  cJSON keeps numbers
- * as doubles: indexes (Raft indexes) stay far below 2^53 and read exactly,
- * but the lock flag of `consul lock` does not fit, so it is written from
- * its decimal text (cJSON_CreateRaw) and recognised by comparing doubles,
- * which round the same way on both sides. */
+ * Consul writes its indexes and flags as JSON numbers.  cJSON keeps
+ * numbers as doubles: indexes (Raft indexes) stay far below 2^53 and read
+ * exactly, and one at or above it, which a double may have rounded, is
+ * read as absent; the lock flag of `consul lock` does not fit, so it is
+ * written from its decimal text (cJSON_CreateRaw) and recognised by
+ * comparing doubles, which round the same way on both sides.
+ *
+ * Keys and paths.  The agent takes any key in a /v1/txn body, but refuses
+ * (400) a /v1/kv/ path whose decoded form holds a rune Go's
+ * unicode.IsPrint rejects (go-cleanhttp's PrintablePathCheckHandler):
+ * control bytes, C1 controls, every space but U+0020, format characters
+ * (U+00AD, U+200B, U+200E/F, U+202E, U+FEFF...), line and paragraph
+ * separators, private use, noncharacters and whatever is unassigned in
+ * the Unicode version of the Go that built it, so the set moves from
+ * release to release and can be switched off by the agent's config.
+ * dlock therefore keeps the layout `consul lock` uses (the key itself,
+ * unescaped but for '%' and '/') and never depends on a path for the
+ * outcome of an operation: lock, unlock, reads and checks all go through
+ * /v1/txn.  Only waiting needs a path (txn has no blocking queries): the
+ * key's own path when the agent takes it, else the longest prefix of the
+ * key made of printable ASCII, which every agent takes; a blocking query
+ * there wakes on any change under that prefix, which costs a look at the
+ * key and nothing else.  Escaping keys into a safe alphabet instead would
+ * have moved every existing key with such a character (and, with a table
+ * of our own, some that `consul lock` can reach) to a new name. */
 #ifndef DLOCK_CONSUL_CODEC_H
 #define DLOCK_CONSUL_CODEC_H
 
@@ -30,6 +50,7 @@
 
 struct dlock_consul_stats {
   uint64_t renewals;     /* session renew requests sent */
+  uint64_t locks;        /* lock txns sent */
   uint64_t sessions;     /* sessions created */
   uint64_t blocking;     /* blocking queries sent */
   uint64_t lock_delays;  /* acquisitions that found a lock-delay in force */
@@ -42,10 +63,18 @@ struct dlock_consul_stats {
  * then "/.lock", the key `consul lock PREFIX+KEY` uses.  Malloc'd, NULL
  * when out of memory.  A NULL PREFIX is the default. */
 DLOCK__HIDDEN char *dlock__consul_lock_key(const char *prefix, const char *key, size_t keylen);
-/* "/v1/kv/" followed by KEY percent-encoded for a URL path ('/' kept, every
- * byte outside [A-Za-z0-9-._~/] as %XX), then QUERY ("" or "?a=b&c").
- * Malloc'd. */
+/* "/v1/kv/" followed by KEY percent-encoded for a URL path (every byte
+ * outside [A-Za-z0-9-_~] as %XX, '/' and '.' included, so that no path
+ * cleaning can see segments), then QUERY ("" or "?a=b&c").  Malloc'd. */
 DLOCK__HIDDEN char *dlock__consul_kv_path(const char *key, const char *query);
+/* The length of KEY's longest prefix of printable ASCII (0x20-0x7e): a
+ * path every agent takes. */
+DLOCK__HIDDEN size_t dlock__consul_printable_prefix(const char *key);
+/* A blocking query on KEY with PARAMS ("index=7&wait=100ms", or
+ * "consistent"): with WHOLE its own /v1/kv/ path, else a key listing
+ * (?keys&separator=/) of its printable prefix, whose index moves with any
+ * change under that prefix.  Malloc'd. */
+DLOCK__HIDDEN char *dlock__consul_watch_path(const char *key, int whole, const char *params);
 /* The value stored in a lock key: "<owner>\n<label>".  Malloc'd. */
 DLOCK__HIDDEN char *dlock__consul_value(const char *owner, const char *label);
 /* Split a stored (already base64-decoded) value back; any other form
@@ -64,6 +93,14 @@ DLOCK__HIDDEN char *dlock__consul_req_session(const char *name, int64_t ttl_s,
  * get KEY]. */
 DLOCK__HIDDEN char *dlock__consul_req_lock(const char *key, const char *session,
                                            const char *value);
+/* PUT /v1/txn: [unlock KEY held by SESSION, keeping the lock flag (an
+ * unlock without it sets Flags to 0, and `consul lock` then refuses the
+ * key as "not a lock")]. */
+DLOCK__HIDDEN char *dlock__consul_req_unlock(const char *key, const char *session);
+/* PUT /v1/txn (read-only): [get-tree KEY].  "get" would fail the txn for
+ * a missing key; the tree of KEY holds it and whatever starts with it,
+ * and dlock__consul_txn_find picks KEY out. */
+DLOCK__HIDDEN char *dlock__consul_req_get(const char *key);
 /* PUT /v1/txn: [check-session of each KEY against SESSIONS[i]] (at most
  * DLOCK__CONSUL_TXN_MAX). */
 DLOCK__HIDDEN char *dlock__consul_req_check(const char *const *keys,
@@ -72,7 +109,8 @@ DLOCK__HIDDEN char *dlock__consul_req_check(const char *const *keys,
 /* ---- answers ---- */
 
 typedef struct dlock__consul_kv {
-  char key[1024];
+  char *key;            /* malloc'd, NUL-terminated, NULL when absent */
+  size_t keylen;
   char *value;          /* decoded, NUL-terminated, "" when null or absent */
   size_t valuelen;
   char session[DLOCK_CONSUL_SESSION_MAX]; /* "" when nobody holds it */
@@ -101,6 +139,9 @@ typedef struct dlock__consul_txn {
 DLOCK__HIDDEN int dlock__consul_parse_txn(int status, const char *body, size_t len,
                                           dlock__consul_txn *t);
 DLOCK__HIDDEN void dlock__consul_txn_free(dlock__consul_txn *t);
+/* The result of T whose key is exactly KEY, or NULL. */
+DLOCK__HIDDEN const dlock__consul_kv *dlock__consul_txn_find(const dlock__consul_txn *t,
+                                                             const char *key);
 
 /* GET /v1/kv/<key>: the array of one entry.  0 with *kv filled, or
  * DLOCK_EBACKEND. */
@@ -112,7 +153,15 @@ DLOCK__HIDDEN int dlock__consul_parse_session(const char *body, size_t len, char
 DLOCK__HIDDEN int dlock__consul_parse_renew(const char *body, size_t len, int64_t *ttl_ms);
 /* A Consul duration ("15s", "1m0s", "500ms", "1h2m3.5s") in ms, or -1. */
 DLOCK__HIDDEN int64_t dlock__consul_duration_ms(const char *s);
-/* "true" / "false" answers (release): 1, 0, or -1 for anything else. */
+/* One header line of an answer as libcurl hands it over (N bytes, not
+ * NUL-terminated, with its CRLF).  0 when it is not X-Consul-Index; 1
+ * with *index when it is and holds what Consul writes there (a decimal
+ * uint64 from strconv.FormatUint, at least 1: the agent never sends 0);
+ * DLOCK_EBACKEND when it is but holds anything else (a sign, junk, no
+ * digits, 0, more than 2^64-1): the caller then has no index, which it
+ * treats as an answer without one. */
+DLOCK__HIDDEN int dlock__consul_header_index(const char *line, size_t n, uint64_t *index);
+/* "true" / "false" answers: 1, 0, or -1 for anything else. */
 DLOCK__HIDDEN int dlock__consul_parse_bool(const char *body, size_t len);
 
 #endif

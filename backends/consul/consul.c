@@ -29,7 +29,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -107,12 +106,14 @@ typedef struct reply {
   uint64_t index; /* X-Consul-Index, 0 when absent */
 } reply;
 
+/* libcurl hands over each header line as it is, without a NUL; a
+ * malformed index counts as none. */
 static size_t on_header(char *p, size_t size, size_t n, void *arg) {
   reply *r = arg;
   size_t len = size * n;
-  static const char name[] = "x-consul-index:";
-  if (len > sizeof name && strncasecmp(p, name, sizeof name - 1) == 0)
-    r->index = strtoull(p + sizeof name - 1, NULL, 10);
+  uint64_t index;
+  if (dlock__consul_header_index(p, len, &index) == 1)
+    r->index = index;
   return len;
 }
 
@@ -379,28 +380,77 @@ static int sess_get(cs_client *cc, int64_t ttl_ms, int64_t deadline, cs_session 
   }
 }
 
-/* PUT ?release=: 1 released, 0 not ours (any more), or a negative code. */
-static int give_back(cs_client *cc, const char *key, const char *session, int64_t deadline) {
-  /* The flags go along: a release without them sets Flags to 0, and
-   * `consul lock` then refuses the key as "not a lock". */
-  char q[160];
-  snprintf(q, sizeof q, "?release=%s&flags=%llu", session,
-           (unsigned long long)DLOCK__CONSUL_LOCK_FLAG);
-  char *path = dlock__consul_kv_path(key, q);
+/* KEY read consistently through a read-only txn, which takes any key (see
+ * consul-codec.h): 1 with *kv filled, 0 when there is no such key, or a
+ * negative code.  Free *kv in every case. */
+static int read_key(cs_client *cc, const char *key, int64_t deadline, dlock__consul_kv *kv) {
+  memset(kv, 0, sizeof *kv);
+  char *req = dlock__consul_req_get(key);
   reply r = {0};
-  int rc = path ? request(cc, "PUT", path, "", bound(cc, deadline), &r)
-                : dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
-  if (rc == 0 && r.status != 200)
+  int rc = req ? request(cc, "PUT", "/v1/txn?consistent", req, bound(cc, deadline), &r)
+               : dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
+  free(req);
+  dlock__consul_txn t = {0};
+  if (rc == 0 && (r.status == 200 || r.status == 409))
+    rc = dlock__consul_parse_txn((int)r.status, r.body.data, r.body.len, &t);
+  else if (rc == 0)
+    rc = dlock_seterr(DLOCK_EBACKEND, "consul: read txn: HTTP %ld: %.200s", r.status,
+                      r.body.data ? r.body.data : "");
+  if (rc == 0 && r.status == 409)
+    rc = dlock_seterr(strstr(t.msg, "ermission denied") ? DLOCK_EAUTH : DLOCK_EBACKEND,
+                      "consul: reading '%s': %s", key, t.msg);
+  if (rc == 0) {
+    const dlock__consul_kv *found = dlock__consul_txn_find(&t, key);
+    if (found) {
+      /* Moved out: the txn's copy must not be freed with it. */
+      size_t i = (size_t)(found - t.results);
+      *kv = t.results[i];
+      memset(&t.results[i], 0, sizeof t.results[i]);
+      rc = 1;
+    }
+  }
+  dlock__consul_txn_free(&t);
+  reply_free(&r);
+  return rc;
+}
+
+/* Unlock KEY held by SESSION: 1 released, 0 not ours (any more), or a
+ * negative code.  A txn, like the lock: it takes keys the agent refuses in
+ * a /v1/kv/ path. */
+static int give_back(cs_client *cc, const char *key, const char *session, int64_t deadline) {
+  char *req = dlock__consul_req_unlock(key, session);
+  reply r = {0};
+  int rc = req ? request(cc, "PUT", "/v1/txn", req, bound(cc, deadline), &r)
+               : dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
+  free(req);
+  dlock__consul_txn t = {0};
+  if (rc == 0 && (r.status == 200 || r.status == 409))
+    rc = dlock__consul_parse_txn((int)r.status, r.body.data, r.body.len, &t);
+  else if (rc == 0)
     rc = dlock_seterr(DLOCK_EBACKEND, "consul: release: HTTP %ld: %.200s", r.status,
                       r.body.data ? r.body.data : "");
-  if (rc == 0) {
-    int b = dlock__consul_parse_bool(r.body.data, r.body.len);
-    rc = b < 0 ? dlock_seterr(DLOCK_EBACKEND, "consul: release answered '%.50s'",
-                              r.body.data ? r.body.data : "")
-               : b;
+  if (rc == 0 && r.status == 200) {
+    rc = 1;
+  } else if (rc == 0 && strstr(t.msg, "ermission denied")) {
+    rc = dlock_seterr(DLOCK_EAUTH, "consul: release of '%s' refused: %s", key, t.msg);
+  } else if (rc == 0) {
+    /* Refused.  The agent says why only in prose ("lock isn't held, or is
+     * held by another session"); the key itself says whether it is still
+     * ours. */
+    char why[256];
+    snprintf(why, sizeof why, "%s", t.msg);
+    dlock__consul_kv kv;
+    int f = read_key(cc, key, deadline, &kv);
+    if (f < 0)
+      rc = f;
+    else if (f == 0 || strcmp(kv.session, session) != 0)
+      rc = 0;
+    else
+      rc = dlock_seterr(DLOCK_EBACKEND, "consul: release of '%s' refused: %s", key, why);
+    dlock__consul_kv_free(&kv);
   }
+  dlock__consul_txn_free(&t);
   reply_free(&r);
-  free(path);
   return rc;
 }
 
@@ -690,13 +740,56 @@ static void consul_close(dlock_backend_client *bc) {
 
 /* ---- acquire ---- */
 
+/* After a refused lock: is KEY held, or free inside a lock-delay (1 in
+ * *delay), and the index to block on (*index, 0 when there is none).  The
+ * index is read before the key's state, so that a release between the two
+ * moves the index past it and the blocking query returns at once.  The
+ * key's own path gives both in one answer; once the agent refuses it
+ * (*exact cleared, see consul-codec.h) the index comes from a listing of
+ * the key's printable prefix and the state from a txn. */
+static void look(cs_client *cc, const char *key, bool *exact, int64_t deadline, int *delay,
+                 uint64_t *index) {
+  for (int whole = *exact;; whole = 0) {
+    char *path = dlock__consul_watch_path(key, whole, "consistent");
+    reply g = {0};
+    int grc = path ? request(cc, "GET", path, NULL, bound(cc, deadline), &g) : -1;
+    free(path);
+    long st = grc == 0 ? g.status : 0;
+    *index = st == 200 || st == 404 ? g.index : 0;
+    dlock__consul_kv kv = {0};
+    if (whole && st == 404)
+      *delay = 1;
+    else if (whole && st == 200 && dlock__consul_parse_kv(g.body.data, g.body.len, &kv) == 0)
+      *delay = kv.session[0] == '\0';
+    dlock__consul_kv_free(&kv);
+    reply_free(&g);
+    if (whole && grc == 0 && st != 200 && st != 404 && st < 500) {
+      *exact = false; /* refused by the agent's path checks: the prefix from now on */
+      continue;
+    }
+    if (!whole && *index) {
+      int f = read_key(cc, key, deadline, &kv);
+      if (f < 0)
+        *index = 0;
+      else
+        *delay = f == 0 || kv.session[0] == '\0';
+      dlock__consul_kv_free(&kv);
+    }
+    return;
+  }
+}
+
 /* One lock attempt: 0 with *token, DLOCK_EBUSY (1 in *delay when nobody
- * holds the key: a lock-delay is in force; *index the key's index to block
- * on), or another negative code. */
+ * holds the key: a lock-delay is in force; *index the index to block on,
+ * see look()), or another negative code. */
 static int try_lock(cs_client *cc, cs_session *s, const char *key, const char *value,
-                    int64_t deadline, uint64_t *token, int *delay, uint64_t *index) {
+                    int64_t deadline, bool *exact, uint64_t *token, int *delay,
+                    uint64_t *index) {
   *delay = 0;
   *index = 0;
+  pthread_mutex_lock(&cc->mu);
+  cc->stats.locks++;
+  pthread_mutex_unlock(&cc->mu);
   char *req = dlock__consul_req_lock(key, s->id, value);
   reply r = {0};
   int rc = req ? request(cc, "PUT", "/v1/txn", req, bound(cc, deadline), &r)
@@ -722,78 +815,45 @@ static int try_lock(cs_client *cc, cs_session *s, const char *key, const char *v
   }
   dlock__consul_txn_free(&t);
   reply_free(&r);
-  if (rc == DLOCK_EBUSY) {
-    /* Held, or free but inside a lock-delay: only a read tells. */
-    char *path = dlock__consul_kv_path(key, "?consistent");
-    reply g = {0};
-    int grc = path ? request(cc, "GET", path, NULL, bound(cc, deadline), &g) : -1;
-    dlock__consul_kv kv = {0};
-    if (grc == 0)
-      *index = g.index;
-    if (grc == 0 && g.status == 404)
-      *delay = 1;
-    else if (grc == 0 && g.status == 200 && dlock__consul_parse_kv(g.body.data, g.body.len,
-                                                                   &kv) == 0)
-      *delay = kv.session[0] == '\0';
-    dlock__consul_kv_free(&kv);
-    reply_free(&g);
-    free(path);
-    rc = dlock_seterr(DLOCK_EBUSY, "consul: '%s' is held", key);
-  }
+  if (rc == DLOCK_EBUSY)
+    look(cc, key, exact, deadline, delay, index);
   return rc;
 }
 
-/* Block until KEY changes past INDEX (0 = learn the index first) or UNTIL:
- * returns the new index, or 0 on an error (the caller pauses and tries
- * again). */
-static uint64_t block_on(cs_client *cc, const char *key, uint64_t index, int64_t until) {
+/* Block until KEY (its path with EXACT, else its printable prefix: see
+ * look()) changes past INDEX or UNTIL comes: returns the new index, or 0
+ * on an error (the caller pauses and looks again). */
+static uint64_t block_on(cs_client *cc, const char *key, bool exact, uint64_t index,
+                         int64_t until) {
   int64_t left_ms = (until - now_ns()) / 1000000;
   /* Consul adds up to wait/16 of jitter; leave room for it and the trip. */
   int64_t wait_ms = left_ms * 15 / 16 - 50;
   if (wait_ms > BLOCK_MAX_MS)
     wait_ms = BLOCK_MAX_MS;
-  if (index && wait_ms < 10)
+  if (wait_ms < 10)
     return index;
   char q[96];
-  if (index)
-    snprintf(q, sizeof q, "?index=%" PRIu64 "&wait=%" PRId64 "ms", index, wait_ms);
-  else
-    snprintf(q, sizeof q, "?consistent");
-  char *path = dlock__consul_kv_path(key, q);
+  snprintf(q, sizeof q, "index=%" PRIu64 "&wait=%" PRId64 "ms", index, wait_ms);
+  char *path = dlock__consul_watch_path(key, exact, q);
   reply r = {0};
-  int64_t dl = index ? now_ns() + (wait_ms + wait_ms / 16 + 2000) * 1000000 : bound(cc, until);
-  if (index) {
-    pthread_mutex_lock(&cc->mu);
-    cc->stats.blocking++;
-    pthread_mutex_unlock(&cc->mu);
-  }
+  int64_t dl = now_ns() + (wait_ms + wait_ms / 16 + 2000) * 1000000;
+  pthread_mutex_lock(&cc->mu);
+  cc->stats.blocking++;
+  pthread_mutex_unlock(&cc->mu);
   int rc = path ? request(cc, "GET", path, NULL, dl, &r) : -1;
   uint64_t got = rc == 0 && (r.status == 200 || r.status == 404) ? r.index : 0;
   reply_free(&r);
   free(path);
   /* An index that went backwards (a restored snapshot) starts over. */
-  if (got && index && got < index)
+  if (got && got < index)
     got = 1;
   return got;
-}
-
-/* Consul's HTTP server refuses control bytes in a URL path however they
- * are encoded, so such keys could be locked (through /v1/txn) but never
- * read, waited on or released. */
-static int key_usable(const char *key, size_t keylen) {
-  for (size_t i = 0; i < keylen; i++)
-    if ((unsigned char)key[i] < 0x20 || key[i] == 0x7f)
-      return dlock_seterr(DLOCK_EINVAL, "consul: keys with control characters cannot be "
-                          "used through Consul's HTTP API");
-  return 0;
 }
 
 static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t deadline,
                       bool try_only) {
   cs_client *cc = bc->priv;
   cs_lock *lk = bl->priv;
-  if (key_usable(bl->key, bl->keylen) < 0)
-    return DLOCK_EINVAL;
   char *key = dlock__consul_lock_key(cc->prefix, bl->key, bl->keylen);
   char *value = dlock__consul_value(bl->owner, bl->label);
   int rc = key && value ? 0 : dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
@@ -804,12 +864,14 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
     settle_orphans(cc, key, try_only ? -1 : deadline);
   uint64_t index, token = 0;
   int64_t pause_ns = 50000000;
+  bool exact = true; /* the agent takes the key's path (until it refuses it) */
   cs_session *s = NULL;
   for (int lost = 0; rc == 0;) {
     if ((rc = sess_get(cc, bl->ttl_ms, try_only ? -1 : deadline, &s)) < 0)
       break;
     int delay = 0;
-    rc = try_lock(cc, s, key, value, try_only ? -1 : deadline, &token, &delay, &index);
+    rc = try_lock(cc, s, key, value, try_only ? -1 : deadline, &exact, &token, &delay,
+                  &index);
     if (rc == 0) {
       pthread_mutex_lock(&cc->mu);
       drop_orphans(cc, key, s);
@@ -878,10 +940,8 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
     int64_t until = now_ns() + bl->ttl_ms * 1000000 / 3;
     if (deadline >= 0 && deadline < until)
       until = deadline;
-    if (!index)
-      index = block_on(cc, key, 0, until);
     int64_t before = now_ns();
-    if (!index || !block_on(cc, key, index, until) || now_ns() - before < 5000000)
+    if (!index || !block_on(cc, key, exact, index, until) || now_ns() - before < 5000000)
       dlock__http_pause(deadline); /* it did not block: do not spin */
   }
   /* A request cut short by the end of the caller's wait is a timeout, not
@@ -1060,20 +1120,12 @@ static int consul_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
 static int consul_inspect(dlock_backend_client *bc, const char *key, size_t keylen,
                           dlock_info *info) {
   cs_client *cc = bc->priv;
-  if (key_usable(key, keylen) < 0)
-    return DLOCK_EINVAL;
   char *k = dlock__consul_lock_key(cc->prefix, key, keylen);
-  char *path = k ? dlock__consul_kv_path(k, "?consistent") : NULL;
-  free(k);
-  reply r = {0};
-  int rc = path ? request(cc, "GET", path, NULL, bound(cc, -1), &r)
-                : dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
-  free(path);
   info->ttl_ms = -1;
   dlock__consul_kv kv = {0};
-  if (rc == 0 && r.status == 200 && (rc = dlock__consul_parse_kv(r.body.data, r.body.len,
-                                                                  &kv)) == 0 &&
-      kv.session[0]) {
+  int rc = k ? read_key(cc, k, -1, &kv) : dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
+  free(k);
+  if (rc == 1 && kv.session[0]) {
     info->held = 1;
     info->token = kv.modify_index;
     dlock__consul_value_split(kv.value, kv.valuelen, info->owner, sizeof info->owner,
@@ -1089,12 +1141,9 @@ static int consul_inspect(dlock_backend_client *bc, const char *key, size_t keyl
       dlock__consul_parse_renew(si.body.data, si.body.len, &ttl);
     info->ttl_ms = ttl;
     reply_free(&si);
-  } else if (rc == 0 && r.status != 200 && r.status != 404) {
-    rc = dlock_seterr(DLOCK_EBACKEND, "consul: inspect: HTTP %ld", r.status);
   }
   dlock__consul_kv_free(&kv);
-  reply_free(&r);
-  return rc;
+  return rc < 0 ? rc : 0;
 }
 
 static int consul_control(dlock_backend_client *bc, dlock_backend_lock *bl, int op, void *arg) {

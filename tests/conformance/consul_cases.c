@@ -1,8 +1,8 @@
 /* Cases only Consul has: locks shared with `consul lock`, the lock-delay
  * that follows a destroyed session, a session destroyed from outside, one
  * session renewal per period for many locks, a short-ttl lock given back
- * by the client while its session lives on, and the ACL token kept out of
- * every message. */
+ * by the client while its session lives on, the ACL token kept out of
+ * every message, and waits on keys the agent refuses in a path. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -793,6 +793,70 @@ static void e_short_ttl_given_back(void **state) {
   dlock_close(b);
 }
 
+/* ---- g: keys the agent refuses in a path still wait on the store ---- */
+
+/* The agent answers 400 to a /v1/kv/ path holding a character Go does not
+ * deem printable, so such a key cannot be waited on at its own path.  Its
+ * lock key keeps its name (the same layout as every other key), and a
+ * waiter blocks on a listing of its printable prefix: one blocking query
+ * per change there, not a lock attempt per pause.  A key whose path is
+ * several KB blocks at that path. */
+static void g_refused_path_waits(void **state) {
+  (void)state;
+  static char keys[4][DLOCK_KEY_MAX + 1]; /* the waiter thread reads them */
+  snprintf(keys[0], sizeof keys[0], "%s\xe2\x80\x8b", conf_key("g1")); /* U+200B */
+  snprintf(keys[1], sizeof keys[1], "%s\x01x", conf_key("g2"));
+  /* Nothing printable before it: the prefix is the client's own. */
+  snprintf(keys[2], sizeof keys[2], "\xe2\x80\xa8%s", conf_key("g3")); /* U+2028 */
+  /* And a key the agent takes whose path is long: 512 bytes, mostly '/',
+   * each of which is %2F in the lock key and %252F in its path. */
+  int n = snprintf(keys[3], sizeof keys[3], "%s/", conf_key("g4"));
+  memset(keys[3] + n, '/', DLOCK_KEY_MAX - (size_t)n);
+  keys[3][DLOCK_KEY_MAX] = '\0';
+  dlock_client *a = open_url(c_url), *b = open_url(c_url);
+  for (size_t i = 0; i < 4; i++) {
+    const char *k = keys[i];
+    dlock_options o = opts(30000, 0, 1);
+    dlock_lock *l;
+    ASSERT_RC(dlock_try_acquire(a, k, &o, &l), 0);
+    /* Held at the store under its raw name, by A's session. */
+    char mine[DLOCK_CONSUL_SESSION_MAX], sid[DLOCK_CONSUL_SESSION_MAX];
+    session_of(a, l, mine);
+    uint64_t idx = holder_of(k, sid);
+    assert_string_equal(sid, mine);
+    assert_int_equal(idx, dlock_lock_token(l));
+
+    static struct waiter w;
+    waiter_init(&w, b, k, 30000, false);
+    struct dlock_consul_stats s0 = stats_of(b);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, waiter_main, &w), 0);
+    wait_blocking(b, &s0, &w);
+    /* A second held: no further lock attempts, it sits in its query. */
+    struct dlock_consul_stats s1 = stats_of(b);
+    assert_int_equal(event_wait(&w.done, 1, 1000), 0);
+    struct dlock_consul_stats s2 = stats_of(b);
+    printf("# key %zu: %llu lock attempts and %llu blocking queries while held for 1 s\n", i,
+           (unsigned long long)(s2.locks - s1.locks),
+           (unsigned long long)(s2.blocking - s1.blocking));
+    assert_true(s2.locks - s1.locks <= 1);
+    int64_t t0 = now_ms();
+    ASSERT_RC(dlock_release(l), 0);
+    assert_int_equal(event_wait(&w.done, 1, 20000), 1);
+    ASSERT_RC(w.rc, 0);
+    printf("# key %zu: the waiter got it %lld ms after the release\n", i,
+           (long long)(w.got_ms - t0));
+    assert_true(w.got_ms - t0 < 1000);
+    assert_int_equal(event_wait(&w.released, 1, 20000), 1);
+    pthread_join(th, NULL);
+    ASSERT_RC(w.release_rc, 0);
+    holder_of(k, sid);
+    assert_string_equal(sid, "");
+  }
+  dlock_close(a);
+  dlock_close(b);
+}
+
 /* ---- f: the ACL token is never shown ---- */
 
 #define SECRET "s3cr3t-consul-f-token"
@@ -873,6 +937,7 @@ int conf_consul_cases(const char *url) {
       cmocka_unit_test(d_one_renewal_per_period),
       cmocka_unit_test(e_short_ttl_given_back),
       cmocka_unit_test(f_token_hidden),
+      cmocka_unit_test(g_refused_path_waits),
   };
   char name[512], title[600];
   dlock_url_redact(url, name, sizeof name);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
 #include <curl/curl.h>
 
 #include "backends/consul/consul-codec.h"
@@ -146,25 +147,33 @@ char *conf_consul_lock_key(const char *url, const char *key) {
   return name;
 }
 
+/* Through a read-only txn, as the backend reads: a /v1/kv/ path is refused
+ * for keys with characters the agent deems unprintable. */
 int conf_consul_get(const char *url, const char *key, dlock__consul_kv *kv) {
   memset(kv, 0, sizeof *kv);
   char *lk = conf_consul_lock_key(url, key);
-  char *path = lk ? dlock__consul_kv_path(lk, "?consistent") : NULL;
+  char *req = lk ? dlock__consul_req_get(lk) : NULL;
   char *answer = NULL;
-  int st = path ? conf_consul_request(url, "GET", path, NULL, &answer) : -1;
+  int st = req ? conf_consul_request(url, "PUT", "/v1/txn?consistent", req, &answer) : -1;
   int rc = -1;
-  if (st == 404) {
+  dlock__consul_txn t;
+  if (st == 200 && dlock__consul_parse_txn(st, answer, answer ? strlen(answer) : 0, &t) == 0) {
+    const dlock__consul_kv *found = dlock__consul_txn_find(&t, lk);
     rc = 0;
-  } else if (st == 200) {
-    if (dlock__consul_parse_kv(answer, answer ? strlen(answer) : 0, kv) == 0)
+    if (found) {
+      size_t i = (size_t)(found - t.results);
+      *kv = t.results[i];
+      memset(&t.results[i], 0, sizeof t.results[i]);
       rc = 1;
-    else
-      fprintf(stderr, "faults_consul: %s: %s\n", lk, dlock_client_errmsg(NULL));
+    }
+    dlock__consul_txn_free(&t);
+  } else if (st == 200) {
+    fprintf(stderr, "faults_consul: %s: %s\n", lk, dlock_client_errmsg(NULL));
   } else if (st > 0) {
-    fprintf(stderr, "faults_consul: GET %s: HTTP %d: %s\n", lk, st, answer ? answer : "");
+    fprintf(stderr, "faults_consul: get-tree %s: HTTP %d: %s\n", lk, st, answer ? answer : "");
   }
   free(answer);
-  free(path);
+  free(req);
   free(lk);
   return rc;
 }
@@ -217,14 +226,24 @@ int conf_consul_break_lock(const char *url, const char *key) {
  * ModifyIndex, its token, is still above every earlier one. */
 int conf_consul_forget_key(const char *url, const char *key) {
   char *lk = conf_consul_lock_key(url, key);
-  char *path = lk ? dlock__consul_kv_path(lk, "") : NULL;
+  /* A txn delete, for the same reason as conf_consul_get. */
+  cJSON *root = lk ? cJSON_CreateArray() : NULL, *op = cJSON_CreateObject();
+  cJSON *kv = op ? cJSON_AddObjectToObject(op, "KV") : NULL;
+  char *req = NULL;
+  if (root && kv && cJSON_AddStringToObject(kv, "Verb", "delete") &&
+      cJSON_AddStringToObject(kv, "Key", lk) && cJSON_AddItemToArray(root, op)) {
+    op = NULL;
+    req = cJSON_PrintUnformatted(root);
+  }
+  cJSON_Delete(op);
+  cJSON_Delete(root);
   char *answer = NULL;
-  int st = path ? conf_consul_request(url, "DELETE", path, NULL, &answer) : -1;
-  int ok = st == 200 && answer && strncmp(answer, "true", 4) == 0;
+  int st = req ? conf_consul_request(url, "PUT", "/v1/txn", req, &answer) : -1;
+  int ok = st == 200;
   if (!ok && st > 0)
-    fprintf(stderr, "faults_consul: DELETE %s: HTTP %d: %s\n", lk, st, answer ? answer : "");
+    fprintf(stderr, "faults_consul: delete %s: HTTP %d: %s\n", lk, st, answer ? answer : "");
   free(answer);
-  free(path);
+  free(req);
   free(lk);
   return ok ? 0 : -1;
 }

@@ -136,6 +136,30 @@ static const char fx_kv_flags_zero[] =
     "[{\"LockIndex\":1,\"Key\":\"dlock/build/.lock\",\"Flags\":0,\"Value\":null,"
     "\"CreateIndex\":47,\"ModifyIndex\":52}]";
 
+/* The txns a release, an inspect and a waiter send, for the key
+ * "ctest/a\u200bb/.lock" (U+200B, which the agent refuses in a /v1/kv/
+ * path) locked by SID_A: dlock__consul_req_get (get-tree) while held, with
+ * a key "ctest/a\u200bb/.lockx" beside it; dlock__consul_req_unlock with
+ * SID_B (409), then with SID_A (200: the entry as the unlock left it);
+ * get-tree of a key that does not exist. */
+#define ZWSP "\xe2\x80\x8b"
+static const char fx_txn_get_held[] =
+    "{\"Results\":[{\"KV\":{\"LockIndex\":1,\"Key\":\"ctest/a" ZWSP "b/.lock\",\"Flags\":" FLAG_TEXT
+    ",\"Value\":\"eAp5\",\"Session\":\"" SID_A "\",\"CreateIndex\":5176,\"ModifyIndex\":5176}},"
+    "{\"KV\":{\"LockIndex\":0,\"Key\":\"ctest/a" ZWSP "b/.lockx\",\"Flags\":0,\"Value\":\"eA==\","
+    "\"CreateIndex\":5180,\"ModifyIndex\":5180}}],\"Errors\":null,\"Index\":1,\"LastContact\":0,"
+    "\"KnownLeader\":true,\"ConsistencyLevel\":\"\",\"NotModified\":false,\"Backend\":0,"
+    "\"ResultsFilteredByACLs\":false}";
+static const char fx_txn_unlock_409[] =
+    "{\"Results\":null,\"Errors\":[{\"OpIndex\":0,\"What\":\"failed to unlock key "
+    "\\\"ctest/a\\u200bb/.lock\\\", lock isn't held, or is held by another session\"}]}";
+static const char fx_txn_unlock_200[] =
+    "{\"Results\":[{\"KV\":{\"LockIndex\":1,\"Key\":\"ctest/a" ZWSP "b/.lock\",\"Flags\":" FLAG_TEXT
+    ",\"Value\":null,\"CreateIndex\":5176,\"ModifyIndex\":5178}}],\"Errors\":null}";
+static const char fx_txn_get_none[] =
+    "{\"Results\":[],\"Errors\":null,\"Index\":1,\"LastContact\":0,\"KnownLeader\":true,"
+    "\"ConsistencyLevel\":\"\",\"NotModified\":false,\"Backend\":0,\"ResultsFilteredByACLs\":false}";
+
 /* base64 of bytes 0..255 and 1..255, from coreutils' base64. */
 static const char b64_all256[] =
     "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+P0BBQk"
@@ -280,11 +304,11 @@ static void lock_keys_never_nest(void **state) {
   }
 }
 
-/* '.' is unreserved too, but goes encoded: the agent redirects "." and
- * ".." path segments. */
+/* '.' is unreserved too, and '/' a path's own separator, but both go
+ * encoded: the agent redirects "//", "." and ".." path segments. */
 static int unreserved(int c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-         c == '-' || c == '_' || c == '~' || c == '/';
+         c == '-' || c == '_' || c == '~';
 }
 
 /* Every byte value (NUL cannot be in a C string) in the middle of a key. */
@@ -307,8 +331,8 @@ static void kv_path_every_byte(void **state) {
       fail_msg("byte 0x%02x: %s, want %s", c, p, want);
     free(p);
   }
-  /* 26+26+10 alphanumerics and "-_~/". */
-  assert_int_equal(kept, 66);
+  /* 26+26+10 alphanumerics and "-_~". */
+  assert_int_equal(kept, 65);
 }
 
 /* A path decoder as the agent's (Go's url.PathUnescape) works. */
@@ -343,21 +367,25 @@ static void kv_path_round_trip(void **state) {
     char *p = dlock__consul_kv_path(keys[i], "");
     assert_non_null(p);
     assert_memory_equal(p, "/v1/kv/", 7);
-    /* Nothing a URL parser would split on, nor a space. */
-    assert_null(strpbrk(p + 7, "?#& \"\\+;"));
+    /* Nothing a URL parser would split on, nor a space, nor a segment. */
+    assert_null(strpbrk(p + 7, "?#& \"\\+;/."));
     char *back = path_unescape(p + 7);
     assert_string_equal(back, keys[i]);
     free(back);
     free(p);
   }
   char *p = dlock__consul_kv_path("dlock/é ✓?#/.lock", "");
-  assert_string_equal(p, "/v1/kv/dlock/%C3%A9%20%E2%9C%93%3F%23/%2Elock");
+  assert_string_equal(p, "/v1/kv/dlock%2F%C3%A9%20%E2%9C%93%3F%23%2F%2Elock");
   free(p);
   p = dlock__consul_kv_path("dlock/build%2Fx/.lock", "?release=" SID_A "&flags=" FLAG_TEXT);
-  assert_string_equal(p, "/v1/kv/dlock/build%252Fx/%2Elock?release=" SID_A "&flags=" FLAG_TEXT);
+  assert_string_equal(p, "/v1/kv/dlock%2Fbuild%252Fx%2F%2Elock?release=" SID_A "&flags=" FLAG_TEXT);
   free(p);
   p = dlock__consul_kv_path("dlock/../.lock", "");
-  assert_string_equal(p, "/v1/kv/dlock/%2E%2E/%2Elock");
+  assert_string_equal(p, "/v1/kv/dlock%2F%2E%2E%2F%2Elock");
+  free(p);
+  /* A prefix with an empty segment: "//" in a path is redirected. */
+  p = dlock__consul_kv_path("a//b/.lock", "");
+  assert_string_equal(p, "/v1/kv/a%2F%2Fb%2F%2Elock");
   free(p);
   p = dlock__consul_kv_path("", "?keys");
   assert_string_equal(p, "/v1/kv/?keys");
@@ -727,6 +755,170 @@ static void txn_checks(void **state) {
   assert_int_equal(t.err_op[0], 3);
   assert_int_equal(strlen(t.msg), sizeof t.msg - 1);
   dlock__consul_txn_free(&t);
+
+  /* An operation index that is not a whole number names no operation
+   * (truncated, 0.5 would blame operation 0). */
+  static const char frac[] =
+      "{\"Results\":null,\"Errors\":[{\"OpIndex\":0.5,\"What\":\"x\"},{\"OpIndex\":-1,"
+      "\"What\":\"y\"},{\"OpIndex\":1e300,\"What\":\"z\"},{\"OpIndex\":\"1\",\"What\":\"w\"},"
+      "{\"OpIndex\":2,\"What\":\"v\"}]}";
+  parse_txn_ok(409, frac, &t);
+  assert_int_equal(t.nerr, 5);
+  for (size_t i = 0; i < 4; i++)
+    assert_int_equal(t.err_op[i], -1);
+  assert_int_equal(t.err_op[4], 2);
+  dlock__consul_txn_free(&t);
+}
+
+/* What release, inspect and a waiter send and read for keys the agent
+ * refuses in a path. */
+static void txn_unlock_and_get(void **state) {
+  (void)state;
+  const char *key = "ctest/a" ZWSP "b/.lock";
+  char *raw = dlock__consul_req_unlock(key, SID_A);
+  assert_non_null(raw);
+  /* The flag as digits, exactly: a double would change it. */
+  assert_string_equal(raw, "[{\"KV\":{\"Verb\":\"unlock\",\"Key\":\"ctest/a" ZWSP
+                           "b/.lock\",\"Session\":\"" SID_A "\",\"Flags\":" FLAG_TEXT "}}]");
+  free(raw);
+  raw = dlock__consul_req_get(key);
+  assert_string_equal(raw, "[{\"KV\":{\"Verb\":\"get-tree\",\"Key\":\"ctest/a" ZWSP "b/.lock\"}}]");
+  free(raw);
+  /* Control bytes go into the body as JSON escapes, which the agent reads
+   * back to the same key. */
+  raw = dlock__consul_req_get("k\x01\x1f\x7f/.lock");
+  assert_string_equal(raw, "[{\"KV\":{\"Verb\":\"get-tree\",\"Key\":\"k\\u0001\\u001f\x7f/.lock\"}}]");
+  free(raw);
+
+  dlock__consul_txn t;
+  parse_txn_ok(200, fx_txn_get_held, &t);
+  assert_int_equal(t.nresults, 2);
+  const dlock__consul_kv *kv = dlock__consul_txn_find(&t, key);
+  assert_non_null(kv);
+  assert_ptr_equal(kv, &t.results[0]);
+  assert_string_equal(kv->session, SID_A);
+  assert_string_equal(kv->value, "x\ny");
+  assert_int_equal(kv->modify_index, 5176);
+  /* The tree holds keys that only start with KEY; they are not KEY. */
+  assert_ptr_equal(dlock__consul_txn_find(&t, "ctest/a" ZWSP "b/.lockx"), &t.results[1]);
+  assert_null(dlock__consul_txn_find(&t, "ctest/a" ZWSP "b/.loc"));
+  assert_null(dlock__consul_txn_find(&t, "ctest/a" ZWSP "b/.lockxx"));
+  dlock__consul_txn_free(&t);
+  parse_txn_ok(200, fx_txn_get_none, &t);
+  assert_null(dlock__consul_txn_find(&t, key));
+  dlock__consul_txn_free(&t);
+
+  parse_txn_ok(409, fx_txn_unlock_409, &t);
+  assert_int_equal(t.nerr, 1);
+  assert_int_equal(t.err_op[0], 0);
+  assert_non_null(strstr(t.msg, "lock isn't held"));
+  dlock__consul_txn_free(&t);
+  parse_txn_ok(200, fx_txn_unlock_200, &t);
+  kv = dlock__consul_txn_find(&t, key);
+  assert_non_null(kv);
+  assert_string_equal(kv->session, "");
+  assert_true(kv->lock_flag); /* the unlock kept the flag */
+  assert_int_equal(kv->modify_index, 5178);
+  dlock__consul_txn_free(&t);
+}
+
+/* Where a waiter blocks: the key's path, or a listing of its printable
+ * prefix. */
+static void watch_paths(void **state) {
+  (void)state;
+  assert_int_equal(dlock__consul_printable_prefix("dlock/a b~/.lock"), 16);
+  assert_int_equal(dlock__consul_printable_prefix("dlock/a" ZWSP "b/.lock"), 7);
+  assert_int_equal(dlock__consul_printable_prefix("dlock/a\x01" "b"), 7);
+  assert_int_equal(dlock__consul_printable_prefix("dlock/a\x7f" "b"), 7);
+  assert_int_equal(dlock__consul_printable_prefix("dlock/\xc3\xa9"), 6);
+  assert_int_equal(dlock__consul_printable_prefix("\x1f"), 0);
+  assert_int_equal(dlock__consul_printable_prefix(""), 0);
+  char *p = dlock__consul_watch_path("dlock/a" ZWSP "b/.lock", 1, "index=7&wait=100ms");
+  assert_string_equal(p, "/v1/kv/dlock%2Fa%E2%80%8Bb%2F%2Elock?index=7&wait=100ms");
+  free(p);
+  p = dlock__consul_watch_path("dlock/a" ZWSP "b/.lock", 0, "index=7&wait=100ms");
+  assert_string_equal(p, "/v1/kv/dlock%2Fa?keys&separator=/&index=7&wait=100ms");
+  free(p);
+  p = dlock__consul_watch_path("dlock/x.y/.lock", 0, "consistent");
+  assert_string_equal(p, "/v1/kv/dlock%2Fx%2Ey%2F%2Elock?keys&separator=/&consistent");
+  free(p);
+  /* Nothing printable at all: the whole store is the prefix. */
+  p = dlock__consul_watch_path(ZWSP "/.lock", 0, "consistent");
+  assert_string_equal(p, "/v1/kv/?keys&separator=/&consistent");
+  free(p);
+}
+
+/* X-Consul-Index as libcurl hands it over: a header line with its CRLF
+ * and no NUL. */
+static int header_index(const char *line, uint64_t *v) {
+  /* A copy without the NUL, so that reading past N shows under ASan. */
+  size_t n = strlen(line);
+  char *b = malloc(n ? n : 1);
+  assert_non_null(b);
+  memcpy(b, line, n);
+  int rc = dlock__consul_header_index(b, n, v);
+  free(b);
+  return rc;
+}
+
+static void index_header(void **state) {
+  (void)state;
+  static const struct {
+    const char *line;
+    uint64_t want;
+  } good[] = {
+      {"X-Consul-Index: 5180\r\n", 5180},
+      {"x-consul-index:5180", 5180},
+      {"X-CONSUL-INDEX: \t42 \t\r\n", 42},
+      {"X-Consul-Index: 1\r\n", 1},
+      {"X-Consul-Index: 9007199254740993\r\n", UINT64_C(9007199254740993)},
+      {"X-Consul-Index: 18446744073709551615\r\n", UINT64_MAX},
+      {"X-Consul-Index: 0018\r\n", 18},
+  };
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    uint64_t v = 0;
+    int rc = header_index(good[i].line, &v);
+    if (rc != 1 || v != good[i].want)
+      fail_msg("'%s': rc %d, %llu", good[i].line, rc, (unsigned long long)v);
+  }
+  static const char *const bad[] = {
+      "X-Consul-Index: -1\r\n",
+      "X-Consul-Index: +5\r\n",
+      "X-Consul-Index: \r\n",
+      "X-Consul-Index:",
+      "X-Consul-Index:    \t\r\n",
+      "X-Consul-Index: 0\r\n",
+      "X-Consul-Index: 18446744073709551616\r\n",
+      "X-Consul-Index: 99999999999999999999999\r\n",
+      "X-Consul-Index: 12a\r\n",
+      "X-Consul-Index: 1 2\r\n",
+      "X-Consul-Index: 0x10\r\n",
+      "X-Consul-Index: 1e3\r\n",
+      "X-Consul-Index: 5,6\r\n",
+      "X-Consul-Index: \"5\"\r\n",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    uint64_t v = 77;
+    int rc = header_index(bad[i], &v);
+    if (rc != DLOCK_EBACKEND || v != 77)
+      fail_msg("'%s': rc %d, %llu", bad[i], rc, (unsigned long long)v);
+    assert_msg_has("X-Consul-Index");
+  }
+  static const char *const other[] = {
+      "X-Consul-Knownleader: true\r\n", "X-Consul-Indexes: 5\r\n", "X-Consul-Index 5\r\n",
+      "HTTP/1.1 200 OK\r\n", "\r\n", "", "X-Consul-Inde",
+  };
+  for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {
+    uint64_t v = 77;
+    if (header_index(other[i], &v) != 0 || v != 77)
+      fail_msg("'%s' taken for the index", other[i]);
+  }
+  /* N bounds the line: the digits after it are not read. */
+  static const char longer[] = "X-Consul-Index: 12345";
+  uint64_t v = 0;
+  assert_int_equal(dlock__consul_header_index(longer, strlen(longer) - 3, &v), 1);
+  assert_int_equal(v, 12);
+  assert_int_equal(dlock__consul_header_index(NULL, 0, &v), 0);
 }
 
 static void txn_rejects(void **state) {
@@ -851,34 +1043,44 @@ static void kv_fields(void **state) {
   /* Absent members: all zero, value "". */
   static const char bare[] = "[{}]";
   assert_int_equal(dlock__consul_parse_kv(bare, strlen(bare), &kv), 0);
-  assert_string_equal(kv.key, "");
+  assert_null(kv.key);
   assert_string_equal(kv.session, "");
   assert_string_equal(kv.value, "");
   assert_int_equal(kv.create_index + kv.modify_index + kv.lock_index, 0);
   assert_false(kv.has_flags);
   dlock__consul_kv_free(&kv);
 
-  /* Indexes past 2^32 and not whole numbers. */
-  static const char idx[] = "[{\"CreateIndex\":4294967297,\"ModifyIndex\":9007199254740992,"
+  /* Indexes past 2^32, the last one a double holds exactly, and negative. */
+  static const char idx[] = "[{\"CreateIndex\":4294967297,\"ModifyIndex\":9007199254740991,"
                             "\"LockIndex\":-1}]";
   assert_int_equal(dlock__consul_parse_kv(idx, strlen(idx), &kv), 0);
   assert_int_equal(kv.create_index, UINT64_C(4294967297));
-  assert_int_equal(kv.modify_index, UINT64_C(9007199254740992));
+  assert_int_equal(kv.modify_index, UINT64_C(9007199254740991));
   assert_int_equal(kv.lock_index, 0);
+  dlock__consul_kv_free(&kv);
+  /* From 2^53 on a double stands for several indexes: 2^53 + 1 reads as
+   * 2^53, and a token one below the real one would pass for an older
+   * holder's.  None of them is taken. */
+  static const char big[] = "[{\"CreateIndex\":9007199254740992,\"ModifyIndex\":9007199254740993,"
+                            "\"LockIndex\":18446744073709551615}]";
+  assert_int_equal(dlock__consul_parse_kv(big, strlen(big), &kv), 0);
+  assert_int_equal(kv.create_index + kv.modify_index + kv.lock_index, 0);
   dlock__consul_kv_free(&kv);
   static const char frac[] = "[{\"CreateIndex\":1.5,\"ModifyIndex\":\"7\",\"LockIndex\":1e300}]";
   assert_int_equal(dlock__consul_parse_kv(frac, strlen(frac), &kv), 0);
   assert_int_equal(kv.create_index + kv.modify_index + kv.lock_index, 0);
   dlock__consul_kv_free(&kv);
 
-  /* A key longer than the buffer is cut to it. */
-  char *body = malloc(2000);
+  /* Keys come back whole however long: the lock key of a 512-byte key of
+   * '/' is over 1.5 KB, and a cut one would match another key. */
+  char *body = malloc(5000);
   assert_non_null(body);
-  int n = snprintf(body, 2000, "[{\"Key\":\"");
-  memset(body + n, 'k', 1500);
-  strcpy(body + n + 1500, "\"}]");
+  int n = snprintf(body, 5000, "[{\"Key\":\"");
+  memset(body + n, 'k', 4000);
+  strcpy(body + n + 4000, "\"}]");
   assert_int_equal(dlock__consul_parse_kv(body, strlen(body), &kv), 0);
-  assert_int_equal(strlen(kv.key), sizeof kv.key - 1);
+  assert_int_equal(strlen(kv.key), 4000);
+  assert_int_equal(kv.keylen, 4000);
   dlock__consul_kv_free(&kv);
   free(body);
 
@@ -1101,6 +1303,9 @@ int main(void) {
       cmocka_unit_test(txn_lock_conflicts),
       cmocka_unit_test(txn_checks),
       cmocka_unit_test(txn_rejects),
+      cmocka_unit_test(txn_unlock_and_get),
+      cmocka_unit_test(watch_paths),
+      cmocka_unit_test(index_header),
       cmocka_unit_test(kv_answers),
       cmocka_unit_test(kv_flags),
       cmocka_unit_test(kv_fields),

@@ -398,31 +398,69 @@ char *dlock__etcd_req_watch(const char *key, int64_t start_rev) {
 
 /* ---- answers ---- */
 
-int64_t dlock__etcd_json_i64(const struct cJSON *obj, const char *name, int64_t def) {
+/* Every whole number below 2^53 is a double, and the text of one reads
+ * back as exactly that double; beyond, a double stands for several
+ * numbers.  The gateway writes int64 fields as strings; numbers are taken
+ * only where they are exact. */
+#define EXACT_MAX 9007199254740992.0 /* 2^53 */
+
+/* NAME of OBJ: 1 with *out, 0 when absent (or null), -1 when it is there
+ * but not an int64 as protobuf's JSON mapping writes one: a string of
+ * decimal digits with an optional '-' (no blanks, '+', junk, leading
+ * "0x" or overflow), or an exact whole JSON number. */
+static int field_i64(const cJSON *obj, const char *name, int64_t *out) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+  if (!v || cJSON_IsNull(v))
+    return 0;
   if (cJSON_IsNumber(v)) {
     double d = v->valuedouble;
-    /* Written so that NaN fails too; 2^63 itself is out of range, every
-     * double below it converts.  No floor(): the library does not link
-     * libm. */
-    if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0))
-      return def;
+    /* Written so that NaN fails too.  No floor(): the library does not
+     * link libm. */
+    if (!(d > -EXACT_MAX && d < EXACT_MAX))
+      return -1;
     int64_t x = (int64_t)d;
-    return (double)x == d ? x : def;
+    if ((double)x != d)
+      return -1;
+    *out = x;
+    return 1;
   }
   if (!cJSON_IsString(v) || !v->valuestring)
-    return def;
+    return -1;
   const char *s = v->valuestring;
   /* strtoll alone would take leading blanks, a '+' and trailing junk. */
   const char *digits = s[0] == '-' ? s + 1 : s;
   if (*digits < '0' || *digits > '9')
-    return def;
+    return -1;
   errno = 0;
   char *end;
   long long x = strtoll(s, &end, 10);
   if (errno || *end)
-    return def;
-  return (int64_t)x;
+    return -1;
+  *out = (int64_t)x;
+  return 1;
+}
+
+int64_t dlock__etcd_json_i64(const struct cJSON *obj, const char *name, int64_t def) {
+  int64_t x;
+  return field_i64(obj, name, &x) == 1 ? x : def;
+}
+
+/* NAME of OBJ into *out: DEF when absent; DLOCK_EBACKEND naming WHAT when
+ * malformed or outside [LO, HI]. */
+static int get_i64(const cJSON *obj, const char *name, int64_t lo, int64_t hi, int64_t def,
+                   int64_t *out) {
+  int64_t x = def;
+  int f = field_i64(obj, name, &x);
+  if (f < 0 || (f == 1 && (x < lo || x > hi))) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+    char *t = v ? cJSON_PrintUnformatted(v) : NULL;
+    int rc = dlock_seterr(DLOCK_EBACKEND, "etcd: \"%s\" out of range or malformed: %.40s", name,
+                          t ? t : "?");
+    free(t);
+    return rc;
+  }
+  *out = x;
+  return 0;
 }
 
 static const cJSON *obj_item(const cJSON *o, const char *name) {
@@ -465,10 +503,17 @@ static int parse_kv(const cJSON *j, dlock__etcd_kv *kv) {
   int rc = get_bytes(j, "key", 1, &kv->key, &kv->keylen);
   if (rc == 0)
     rc = get_bytes(j, "value", 0, &kv->value, &kv->valuelen);
-  kv->create_revision = dlock__etcd_json_i64(j, "create_revision", 0);
-  kv->mod_revision = dlock__etcd_json_i64(j, "mod_revision", 0);
-  kv->version = dlock__etcd_json_i64(j, "version", 0);
-  kv->lease = dlock__etcd_json_i64(j, "lease", 0);
+  /* Revisions are tokens and queue places: never negative, never so
+   * large that the next one overflows.  A lease is any int64 (a client
+   * may choose its own ID). */
+  if (rc == 0)
+    rc = get_i64(j, "create_revision", 0, DLOCK__ETCD_REV_MAX, 0, &kv->create_revision);
+  if (rc == 0)
+    rc = get_i64(j, "mod_revision", 0, DLOCK__ETCD_REV_MAX, 0, &kv->mod_revision);
+  if (rc == 0)
+    rc = get_i64(j, "version", 0, INT64_MAX, 0, &kv->version);
+  if (rc == 0)
+    rc = get_i64(j, "lease", INT64_MIN, INT64_MAX, 0, &kv->lease);
   return rc;
 }
 
@@ -476,7 +521,9 @@ static int parse_opres(const cJSON *j, dlock__etcd_opres *r) {
   const cJSON *body;
   if ((body = obj_item(j, "response_range"))) {
     r->op = DLOCK__ETCD_OP_RANGE;
-    r->count = dlock__etcd_json_i64(body, "count", 0);
+    int rc = get_i64(body, "count", 0, INT64_MAX, 0, &r->count);
+    if (rc < 0)
+      return rc;
     const cJSON *kvs = cJSON_GetObjectItemCaseSensitive(body, "kvs");
     if (!kvs)
       return 0;
@@ -490,7 +537,7 @@ static int parse_opres(const cJSON *j, dlock__etcd_opres *r) {
       return dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
     const cJSON *kv;
     cJSON_ArrayForEach(kv, kvs) {
-      int rc = parse_kv(kv, &r->kvs[r->nkvs++]);
+      rc = parse_kv(kv, &r->kvs[r->nkvs++]);
       if (rc < 0)
         return rc;
     }
@@ -502,8 +549,7 @@ static int parse_opres(const cJSON *j, dlock__etcd_opres *r) {
   }
   if ((body = obj_item(j, "response_delete_range"))) {
     r->op = DLOCK__ETCD_OP_DELETE;
-    r->deleted = dlock__etcd_json_i64(body, "deleted", 0);
-    return 0;
+    return get_i64(body, "deleted", 0, INT64_MAX, 0, &r->deleted);
   }
   return dlock_seterr(DLOCK_EBACKEND, "etcd: unexpected response in a txn answer");
 }
@@ -541,9 +587,17 @@ int dlock__etcd_parse_txn(const char *body, size_t len, dlock__etcd_txn *t) {
     cJSON_Delete(root);
     return not_answer("txn", body, len);
   }
-  t->revision = dlock__etcd_json_i64(hdr, "revision", 0);
+  /* The store's revision starts at 1 and a txn answer always carries
+   * it: a granted lock's token is this number. */
+  int rc = get_i64(hdr, "revision", 1, DLOCK__ETCD_REV_MAX, 0, &t->revision);
+  if (rc == 0 && t->revision == 0)
+    rc = not_answer("txn (no revision)", body, len);
+  if (rc < 0) {
+    cJSON_Delete(root);
+    t->revision = 0;
+    return rc;
+  }
   t->succeeded = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "succeeded"));
-  int rc = 0;
   int n = cJSON_GetArraySize(res);
   if (n > 0) {
     t->res = calloc((size_t)n, sizeof *t->res);
@@ -566,6 +620,9 @@ int dlock__etcd_parse_grant(const char *body, size_t len, int64_t *id, int64_t *
   cJSON *root = parse_obj(body, len);
   int64_t i = dlock__etcd_json_i64(root, "ID", 0);
   int64_t ttl = dlock__etcd_json_i64(root, "TTL", 0);
+  /* No server grants more than its MaxLeaseTTL. */
+  if (ttl > DLOCK__ETCD_TTL_MAX_S)
+    ttl = 0;
   /* A refused grant may still come back as 200 with its reason in "error"
    * (LeaseGrantResponse has that field). */
   const cJSON *err = cJSON_GetObjectItemCaseSensitive(root, "error");
@@ -670,11 +727,17 @@ static enum dlock__etcd_fault classify_obj(int http, const cJSON *o, char *msg,
   const char *m = str_item(o, "message");
   if (!m)
     m = str_item(o, "error");
-  int grpc = (int)dlock__etcd_json_i64(o, "code", -1);
-  if (grpc < 0)
-    grpc = (int)dlock__etcd_json_i64(o, "grpc_code", -1);
-  if (http <= 0)
-    http = (int)dlock__etcd_json_i64(o, "http_code", 0);
+  /* gRPC codes are 0..16 and HTTP statuses three digits: anything else
+   * names neither (and a cast to int would wrap a large one onto a code
+   * that means something). */
+  int64_t g = dlock__etcd_json_i64(o, "code", -1);
+  if (g < 0 || g > 16)
+    g = dlock__etcd_json_i64(o, "grpc_code", -1);
+  int grpc = g >= 0 && g <= 16 ? (int)g : -1;
+  if (http <= 0) {
+    int64_t h = dlock__etcd_json_i64(o, "http_code", 0);
+    http = h >= 100 && h <= 999 ? (int)h : 0;
+  }
   if (m)
     snprintf(msg, msglen, "%s", m);
   else if (grpc >= 0)
@@ -752,9 +815,33 @@ int dlock__etcd_parse_keepalive(const char *body, size_t len, int64_t *ttl_s, ch
     cJSON_Delete(root);
     return not_answer("lease keepalive", body, len);
   }
-  int64_t ttl = dlock__etcd_json_i64(res, "TTL", 0);
-  *ttl_s = ttl > 0 ? ttl : 0;
+  /* Absent, 0 or negative: the lease is gone.  Past MaxLeaseTTL it is no
+   * answer etcd gives. */
+  int64_t ttl = 0;
+  int rc = get_i64(res, "TTL", INT64_MIN, DLOCK__ETCD_TTL_MAX_S, 0, &ttl);
   cJSON_Delete(root);
+  if (rc < 0)
+    return rc;
+  *ttl_s = ttl > 0 ? ttl : 0;
+  return 0;
+}
+
+int dlock__etcd_parse_timetolive(const char *body, size_t len, int64_t *ttl_ms) {
+  *ttl_ms = -1;
+  cJSON *root = parse_obj(body, len);
+  if (!obj_item(root, "header")) {
+    cJSON_Delete(root);
+    return not_answer("lease timetolive", body, len);
+  }
+  /* etcd answers -1 for a lease it does not have (expired or revoked),
+   * and leaves out a TTL of 0; a TTL past MaxLeaseTTL would overflow the
+   * conversion to ms and is no answer etcd gives. */
+  int64_t ttl = 0;
+  int rc = get_i64(root, "TTL", INT64_MIN, DLOCK__ETCD_TTL_MAX_S, 0, &ttl);
+  cJSON_Delete(root);
+  if (rc < 0)
+    return rc;
+  *ttl_ms = ttl < 0 ? -1 : ttl * 1000;
   return 0;
 }
 
@@ -797,11 +884,18 @@ int dlock__etcd_parse_watch(const char *line, size_t len, dlock__etcd_watch_ev *
     cJSON_Delete(root);
     return not_answer("watch", line, len);
   }
-  ev->revision = dlock__etcd_json_i64(hdr, "revision", 0);
-  ev->watch_id = dlock__etcd_json_i64(res, "watch_id", 0);
+  int rc = get_i64(hdr, "revision", 0, DLOCK__ETCD_REV_MAX, 0, &ev->revision);
+  if (rc == 0)
+    /* -1 is the ID of a watch refused at creation. */
+    rc = get_i64(res, "watch_id", -1, INT64_MAX, 0, &ev->watch_id);
+  if (rc == 0)
+    rc = get_i64(res, "compact_revision", 0, DLOCK__ETCD_REV_MAX, 0, &ev->compact_revision);
+  if (rc < 0) {
+    cJSON_Delete(root);
+    return rc;
+  }
   ev->created = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(res, "created"));
   ev->canceled = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(res, "canceled"));
-  ev->compact_revision = dlock__etcd_json_i64(res, "compact_revision", 0);
   const char *reason = str_item(res, "cancel_reason");
   if (reason)
     snprintf(ev->msg, sizeof ev->msg, "%s", reason);

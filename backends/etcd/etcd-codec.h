@@ -16,6 +16,12 @@
 #include "internal.h"
 
 #define DLOCK__ETCD_DEFAULT_PREFIX "dlock/"
+/* Bounds on numbers in answers.  Revisions count up from 1; one below
+ * INT64_MAX leaves room for the revision after it (where a watch starts).
+ * MaxLeaseTTL of etcd's lessor: no lease lives longer, and its TTL in ms
+ * fits an int64 with room to spare. */
+#define DLOCK__ETCD_REV_MAX (INT64_MAX - 1)
+#define DLOCK__ETCD_TTL_MAX_S INT64_C(9000000000)
 
 /* dlock_control() operations of etcd:// clients. */
 #define DLOCK_ETCD_CTL_STATS 0x6501       /* struct dlock_etcd_stats * */
@@ -165,6 +171,11 @@ DLOCK__HIDDEN int dlock__etcd_parse_grant(const char *body, size_t len, int64_t 
  * gives the code dlock__etcd_error would. */
 DLOCK__HIDDEN int dlock__etcd_parse_keepalive(const char *body, size_t len, int64_t *ttl_s,
                                               char *msg, size_t msglen);
+/* Lease timetolive: *ttl_ms the time the lease has left, -1 when etcd no
+ * longer has it (it answers TTL -1).  0, or DLOCK_EBACKEND when it is not
+ * an answer or its TTL is malformed or past DLOCK__ETCD_TTL_MAX_S (*ttl_ms
+ * then stays -1). */
+DLOCK__HIDDEN int dlock__etcd_parse_timetolive(const char *body, size_t len, int64_t *ttl_ms);
 /* Authenticate: a malloc'd copy of "token" into *token.  0 or DLOCK_EBACKEND. */
 DLOCK__HIDDEN int dlock__etcd_parse_auth(const char *body, size_t len, char **token);
 
@@ -206,8 +217,11 @@ typedef struct dlock__etcd_watch_ev {
 DLOCK__HIDDEN int dlock__etcd_parse_watch(const char *line, size_t len,
                                           dlock__etcd_watch_ev *ev);
 
-/* A 64-bit integer from a JSON string or number ("123", 123); absent or
- * malformed gives DEF. */
+/* A 64-bit integer from a JSON string ("123", "-5": digits and an
+ * optional '-', nothing else, no overflow) or an exact JSON number (whole,
+ * |n| < 2^53); absent or anything else gives DEF.  The parsers bound each
+ * field further: a malformed or out-of-range revision, count or TTL makes
+ * the whole answer DLOCK_EBACKEND. */
 struct cJSON;
 DLOCK__HIDDEN int64_t dlock__etcd_json_i64(const struct cJSON *obj, const char *name,
                                            int64_t def);

@@ -25,7 +25,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <cjson/cJSON.h>
 #include <curl/curl.h>
 
 #include "backends/etcd/etcd-codec.h"
@@ -1365,13 +1364,12 @@ static int etcd_inspect(dlock_backend_client *bc, const char *key, size_t keylen
   if (rc == 0 && lease > 0) {
     char *req = dlock__etcd_req_timetolive(lease);
     dlock__http_body b = {0};
-    if (req && post(ec, "/v3/lease/timetolive", req, bound(ec, -1), &b, NULL) == 0) {
-      cJSON *j = cJSON_ParseWithLength(b.data, b.len);
-      int64_t ttl = j ? dlock__etcd_json_i64(j, "TTL", -1) : -1;
-      if (ttl >= 0)
-        info->ttl_ms = ttl * 1000;
-      cJSON_Delete(j);
-    }
+    int64_t ttl_ms;
+    /* The remaining time is a nicety: an answer that cannot give it
+     * leaves it unknown. */
+    if (req && post(ec, "/v3/lease/timetolive", req, bound(ec, -1), &b, NULL) == 0 &&
+        dlock__etcd_parse_timetolive(b.data, b.len, &ttl_ms) == 0)
+      info->ttl_ms = ttl_ms;
     free(b.data);
     free(req);
   }

@@ -1171,7 +1171,8 @@ static void json_i64(void **state) {
                          "\"over\":\"9223372036854775808\",\"sp\":\" 1\",\"plus\":\"+1\","
                          "\"junk\":\"12a\",\"empty\":\"\",\"dash\":\"-\",\"frac\":1.5,"
                          "\"nnum\":-7,\"bignum\":1e30,\"bool\":true,\"null\":null,\"obj\":{},"
-                         "\"zero\":\"0\",\"exact\":9007199254740992,\"hex\":\"0x10\"}");
+                         "\"zero\":\"0\",\"exact\":9007199254740991,\"hex\":\"0x10\","
+                         "\"inexact\":9007199254740993,\"nexact\":-9007199254740993}");
   assert_non_null(j);
   assert_int_equal(dlock__etcd_json_i64(j, "s", -1), BIG_LEASE);
   assert_int_equal(dlock__etcd_json_i64(j, "n", -1), 123);
@@ -1180,14 +1181,168 @@ static void json_i64(void **state) {
   assert_int_equal(dlock__etcd_json_i64(j, "min", -1), INT64_MIN);
   assert_int_equal(dlock__etcd_json_i64(j, "zero", -1), 0);
   assert_int_equal(dlock__etcd_json_i64(j, "nnum", -1), -7);
-  assert_int_equal(dlock__etcd_json_i64(j, "exact", -1), INT64_C(9007199254740992));
+  /* Numbers only below 2^53, where a double is the number written. */
+  assert_int_equal(dlock__etcd_json_i64(j, "exact", -1), INT64_C(9007199254740991));
   static const char *const defaults[] = {"over", "sp",   "plus", "junk", "empty", "dash", "frac",
-                                         "bignum", "bool", "null", "obj",  "absent", "hex"};
+                                         "bignum", "bool", "null", "obj",  "absent", "hex",
+                                         "inexact", "nexact"};
   for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
     if (dlock__etcd_json_i64(j, defaults[i], -99) != -99)
       fail_msg("\"%s\" did not give the default", defaults[i]);
   assert_int_equal(dlock__etcd_json_i64(NULL, "s", 5), 5);
   cJSON_Delete(j);
+}
+
+/* ---- bounds on numbers in answers ---- */
+
+/* POST /v3/lease/timetolive {"ID":..,"keys":true} on etcd 3.4, for a live
+ * lease and after it was revoked. */
+#define TTL_HDR                                                                            \
+  "{\"cluster_id\":\"11615090033132179582\",\"member_id\":\"12250716086546946229\","       \
+  "\"revision\":\"4428\",\"raft_term\":\"2\"}"
+static const char fx_ttl_live[] =
+    "{\"header\":" TTL_HDR ",\"ID\":\"6392193577893666525\",\"TTL\":\"59\",\"grantedTTL\":\"60\"}";
+static const char fx_ttl_gone[] =
+    "{\"header\":" TTL_HDR ",\"ID\":\"6392193577893666525\",\"TTL\":\"-1\"}";
+
+static void timetolive_bounds(void **state) {
+  (void)state;
+  int64_t ms = 0;
+  assert_int_equal(dlock__etcd_parse_timetolive(fx_ttl_live, strlen(fx_ttl_live), &ms), 0);
+  assert_int_equal(ms, 59000);
+  assert_int_equal(dlock__etcd_parse_timetolive(fx_ttl_gone, strlen(fx_ttl_gone), &ms), 0);
+  assert_int_equal(ms, -1);
+  static const struct {
+    const char *ttl;
+    int64_t ms;
+  } good[] = {
+      {NULL, 0}, /* a TTL of 0 is left out */
+      {"\"0\"", 0},
+      {"\"-5\"", -1},
+      {"\"9000000000\"", INT64_C(9000000000000)}, /* MaxLeaseTTL */
+      {"60", 60000},
+  };
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    char body[512];
+    snprintf(body, sizeof body, "{\"header\":" TTL_HDR ",\"ID\":\"1\"%s%s}",
+             good[i].ttl ? ",\"TTL\":" : "", good[i].ttl ? good[i].ttl : "");
+    ms = 7;
+    if (dlock__etcd_parse_timetolive(body, strlen(body), &ms) != 0 || ms != good[i].ms)
+      fail_msg("%s: %lld, want %lld", body, (long long)ms, (long long)good[i].ms);
+  }
+  /* 9223372036854776 s is 2^63 ms and a bit: multiplied by 1000 it would
+   * overflow.  Past MaxLeaseTTL, or not an int64 as the gateway writes
+   * one, it is no answer. */
+  static const char *const bad[] = {
+      "\"9223372036854776\"", "\"9000000001\"", "\"9223372036854775807\"",
+      "\"9223372036854775808\"", "\"+5\"", "\" 5\"", "\"5 \"", "\"\"", "\"5x\"", "\"0x10\"",
+      "1e300", "5.5", "true", "{}", "\"-\"",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char body[512];
+    snprintf(body, sizeof body, "{\"header\":" TTL_HDR ",\"ID\":\"1\",\"TTL\":%s}", bad[i]);
+    ms = 7;
+    int rc = dlock__etcd_parse_timetolive(body, strlen(body), &ms);
+    if (rc != DLOCK_EBACKEND || ms != -1)
+      fail_msg("TTL %s: rc %d, %lld ms", bad[i], rc, (long long)ms);
+  }
+  static const char *const not_answers[] = {"", "[]", "{\"TTL\":\"5\"}", "{\"error\":\"x\"}"};
+  for (size_t i = 0; i < sizeof not_answers / sizeof not_answers[0]; i++)
+    assert_int_equal(dlock__etcd_parse_timetolive(not_answers[i], strlen(not_answers[i]), &ms),
+                     DLOCK_EBACKEND);
+  assert_int_equal(dlock__etcd_parse_timetolive(NULL, 0, &ms), DLOCK_EBACKEND);
+}
+
+/* A txn answer: its revision is a granted lock's token, create_revision
+ * a queue place. */
+static int txn_with(const char *rev, const char *kv_fields, const char *range_extra) {
+  char body[1024];
+  snprintf(body, sizeof body,
+           "{\"header\":{\"revision\":%s},\"succeeded\":true,\"responses\":[{\"response_range\":"
+           "{\"header\":{\"revision\":\"5\"},\"kvs\":[{\"key\":\"eA==\"%s}]%s}}]}",
+           rev, kv_fields, range_extra);
+  dlock__etcd_txn t;
+  int rc = dlock__etcd_parse_txn(body, strlen(body), &t);
+  dlock__etcd_txn_free(&t);
+  return rc;
+}
+
+static void txn_bounds(void **state) {
+  (void)state;
+  assert_int_equal(txn_with("\"5\"", ",\"create_revision\":\"4\",\"mod_revision\":\"4\"", ""), 0);
+  assert_int_equal(txn_with("\"9223372036854775806\"",
+                            ",\"create_revision\":\"9223372036854775806\",\"lease\":\"-7\"",
+                            ",\"count\":\"9223372036854775807\""),
+                   0);
+  static const char *const bad_rev[] = {
+      "\"0\"", "\"-1\"", "\"9223372036854775807\"", "\"9223372036854775808\"", "\"+5\"",
+      "\"\"", "\"5a\"", "null", "1e19", "-3",
+  };
+  for (size_t i = 0; i < sizeof bad_rev / sizeof bad_rev[0]; i++)
+    if (txn_with(bad_rev[i], "", "") != DLOCK_EBACKEND)
+      fail_msg("header revision %s taken", bad_rev[i]);
+  static const char *const bad_kv[] = {
+      ",\"create_revision\":\"-1\"", ",\"create_revision\":\"9223372036854775807\"",
+      ",\"mod_revision\":\"-9\"", ",\"mod_revision\":\"x\"", ",\"version\":\"-1\"",
+      ",\"lease\":\"99999999999999999999\"", ",\"create_revision\":1.5",
+  };
+  for (size_t i = 0; i < sizeof bad_kv / sizeof bad_kv[0]; i++)
+    if (txn_with("\"5\"", bad_kv[i], "") != DLOCK_EBACKEND)
+      fail_msg("kv %s taken", bad_kv[i]);
+  assert_int_equal(txn_with("\"5\"", "", ",\"count\":\"-1\""), DLOCK_EBACKEND);
+  static const char del[] =
+      "{\"header\":{\"revision\":\"5\"},\"succeeded\":true,\"responses\":[{"
+      "\"response_delete_range\":{\"header\":{\"revision\":\"5\"},\"deleted\":\"-1\"}}]}";
+  dlock__etcd_txn t;
+  assert_int_equal(dlock__etcd_parse_txn(del, strlen(del), &t), DLOCK_EBACKEND);
+  dlock__etcd_txn_free(&t);
+}
+
+static void lease_and_watch_bounds(void **state) {
+  (void)state;
+  int64_t id, ttl;
+  static const char grant_big[] =
+      "{\"header\":" TTL_HDR ",\"ID\":\"12\",\"TTL\":\"9000000001\"}";
+  assert_int_equal(dlock__etcd_parse_grant(grant_big, strlen(grant_big), &id, &ttl),
+                   DLOCK_EBACKEND);
+  static const char grant_max[] =
+      "{\"header\":" TTL_HDR ",\"ID\":\"12\",\"TTL\":\"9000000000\"}";
+  assert_int_equal(dlock__etcd_parse_grant(grant_max, strlen(grant_max), &id, &ttl), 0);
+  assert_int_equal(ttl, INT64_C(9000000000));
+  char msg[64];
+  static const char ka_big[] =
+      "{\"result\":{\"header\":" TTL_HDR ",\"ID\":\"12\",\"TTL\":\"9223372036854776\"}}";
+  assert_int_equal(dlock__etcd_parse_keepalive(ka_big, strlen(ka_big), &ttl, msg, sizeof msg),
+                   DLOCK_EBACKEND);
+  static const char ka_junk[] = "{\"result\":{\"header\":" TTL_HDR ",\"ID\":\"12\",\"TTL\":\"1x\"}}";
+  assert_int_equal(dlock__etcd_parse_keepalive(ka_junk, strlen(ka_junk), &ttl, msg, sizeof msg),
+                   DLOCK_EBACKEND);
+  static const char *const bad_watch[] = {
+      "{\"result\":{\"header\":{\"revision\":\"-1\"},\"created\":true}}",
+      "{\"result\":{\"header\":{\"revision\":\"9223372036854775807\"},\"created\":true}}",
+      "{\"result\":{\"header\":{\"revision\":\"6\"},\"watch_id\":\"-2\"}}",
+      "{\"result\":{\"header\":{\"revision\":\"6\"},\"watch_id\":\"1x\"}}",
+      "{\"result\":{\"header\":{\"revision\":\"6\"},\"canceled\":true,"
+      "\"compact_revision\":\"-4\"}}",
+      "{\"result\":{\"header\":{\"revision\":\"6\"},\"canceled\":true,"
+      "\"compact_revision\":\"9223372036854775807\"}}",
+  };
+  for (size_t i = 0; i < sizeof bad_watch / sizeof bad_watch[0]; i++) {
+    dlock__etcd_watch_ev ev;
+    if (dlock__etcd_parse_watch(bad_watch[i], strlen(bad_watch[i]), &ev) != DLOCK_EBACKEND)
+      fail_msg("watch line taken: %s", bad_watch[i]);
+  }
+  /* A gRPC code past int's range must not wrap onto one that means
+   * something: 2^32 + 7 is not PermissionDenied (7). */
+  static const char wrap[] = "{\"error\":\"x\",\"message\":\"x\",\"code\":\"4294967303\"}";
+  assert_int_equal(dlock__etcd_error(400, wrap, strlen(wrap), msg, sizeof msg),
+                   DLOCK__ETCD_F_OTHER);
+  static const char wrap_http[] =
+      "{\"error\":{\"grpc_code\":\"4294967310\",\"http_code\":\"4294967799\",\"message\":\"x\"}}";
+  dlock__etcd_watch_ev ev;
+  assert_int_equal(dlock__etcd_parse_watch(wrap_http, strlen(wrap_http), &ev), 0);
+  assert_true(ev.error);
+  assert_int_equal(ev.fault, DLOCK__ETCD_F_OTHER);
 }
 
 int main(void) {
@@ -1224,6 +1379,9 @@ int main(void) {
       cmocka_unit_test(watch_refused),
       cmocka_unit_test(watch_errors),
       cmocka_unit_test(json_i64),
+      cmocka_unit_test(timetolive_bounds),
+      cmocka_unit_test(txn_bounds),
+      cmocka_unit_test(lease_and_watch_bounds),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -783,6 +783,338 @@ static void case16_token_after_store_reset(void **state) {
   dlock_close(a);
 }
 
+/* ---- 17. awkward keys ---- */
+
+/* The keys of the sweep: every ASCII class, C1 controls, the invisible,
+ * spacing and direction-changing code points HTTP stores are known to
+ * refuse in paths, noncharacters and the edges of the code space,
+ * canonically equivalent spellings, and keys of the maximum length. */
+#define AK_MAX 160
+
+struct ak_set {
+  char *key[AK_MAX];
+  char desc[AK_MAX][48];
+  size_t n;
+};
+
+static void ak_add(struct ak_set *s, const char *desc, const char *key) {
+  assert_true(s->n < AK_MAX);
+  size_t len = strlen(key);
+  if (len == 0 || len > DLOCK_KEY_MAX)
+    fail_msg("case17 builds a bad key for %s (%zu bytes)", desc, len);
+  /* Two equal keys would fail the collision check below for the wrong
+   * reason. */
+  for (size_t i = 0; i < s->n; i++)
+    if (strcmp(s->key[i], key) == 0)
+      fail_msg("case17 builds %s twice (as %s)", desc, s->desc[i]);
+  s->key[s->n] = strdup(key);
+  assert_non_null(s->key[s->n]);
+  snprintf(s->desc[s->n], sizeof s->desc[s->n], "%s", desc);
+  s->n++;
+}
+
+/* The run's key BASE (run id and "c17") with TAIL after a '/'. */
+static void ak_add_tail(struct ak_set *s, const char *desc, const char *tail) {
+  char k[DLOCK_KEY_MAX + 1];
+  int n = snprintf(k, sizeof k, "%s/%s", conf_key("c17"), tail);
+  assert_true(n > 0 && n <= DLOCK_KEY_MAX);
+  ak_add(s, desc, k);
+}
+
+static size_t utf8_put(char *out, uint32_t cp) {
+  if (cp < 0x80) {
+    out[0] = (char)cp;
+    return 1;
+  }
+  if (cp < 0x800) {
+    out[0] = (char)(0xc0 | cp >> 6);
+    out[1] = (char)(0x80 | (cp & 0x3f));
+    return 2;
+  }
+  if (cp < 0x10000) {
+    out[0] = (char)(0xe0 | cp >> 12);
+    out[1] = (char)(0x80 | (cp >> 6 & 0x3f));
+    out[2] = (char)(0x80 | (cp & 0x3f));
+    return 3;
+  }
+  out[0] = (char)(0xf0 | cp >> 18);
+  out[1] = (char)(0x80 | (cp >> 12 & 0x3f));
+  out[2] = (char)(0x80 | (cp >> 6 & 0x3f));
+  out[3] = (char)(0x80 | (cp & 0x3f));
+  return 4;
+}
+
+/* The run's base followed by code point CP between two letters (MID), and
+ * CP at the very start of a key (LEADING: where a path-shaped store has no
+ * harmless text before it). */
+static void ak_add_cp(struct ak_set *s, uint32_t cp, bool mid, bool leading) {
+  char u[5] = {0}, t[16], desc[48];
+  u[utf8_put(u, cp)] = '\0';
+  snprintf(t, sizeof t, "a%sb", u);
+  snprintf(desc, sizeof desc, "U+%04X", (unsigned)cp);
+  if (mid)
+    ak_add_tail(s, desc, t);
+  if (leading) {
+    char k[DLOCK_KEY_MAX + 1];
+    snprintf(k, sizeof k, "%s%s", u, conf_key("c17-lead"));
+    snprintf(desc, sizeof desc, "leading U+%04X", (unsigned)cp);
+    ak_add(s, desc, k);
+  }
+}
+
+/* PREFIX, then copies of UNIT until the key is exactly DLOCK_KEY_MAX bytes
+ * (UNIT's length must divide what is left; ASCII 'k's make up the rest). */
+static void ak_add_longest(struct ak_set *s, const char *desc, const char *prefix,
+                           const char *unit) {
+  char k[DLOCK_KEY_MAX + 1];
+  size_t pl = strlen(prefix), ul = strlen(unit), n = pl;
+  memcpy(k, prefix, pl);
+  while (n + ul <= DLOCK_KEY_MAX) {
+    memcpy(k + n, unit, ul);
+    n += ul;
+  }
+  while (n < DLOCK_KEY_MAX)
+    k[n++] = 'k';
+  k[n] = '\0';
+  ak_add(s, desc, k);
+}
+
+static void ak_build(struct ak_set *s) {
+  memset(s, 0, sizeof *s);
+  char t[8], desc[48];
+  /* Every control byte, one key each, and a few at the start of a key. */
+  for (int c = 0x01; c <= 0x1f; c++) {
+    snprintf(t, sizeof t, "a%cb", c);
+    snprintf(desc, sizeof desc, "byte 0x%02x", c);
+    ak_add_tail(s, desc, t);
+  }
+  ak_add_tail(s, "byte 0x7f", "a\x7f" "b");
+  ak_add_cp(s, 0x01, false, true);
+  ak_add_cp(s, 0x0a, false, true);
+  ak_add_cp(s, 0x7f, false, true);
+  /* All of printable ASCII in one key, and the characters that mean
+   * something in URLs, paths, shells, JSON or key layouts one by one. */
+  char all[0x7f - 0x20 + 1];
+  for (int c = 0x20; c < 0x7f; c++)
+    all[c - 0x20] = (char)c;
+  all[sizeof all - 1] = '\0';
+  ak_add_tail(s, "printable ASCII", all);
+  static const char *const punct[] = {" ", "/", "%", "?", "#", "&", "+", "\\", "\"", "'",
+                                      ".", "..", "%2F", "%25", "%2E", "a b", "a=b", ";",
+                                      "*", "~", "\t", "{x}", "@"};
+  for (size_t i = 0; i < sizeof punct / sizeof *punct; i++) {
+    snprintf(desc, sizeof desc, "'%s'", punct[i]);
+    ak_add_tail(s, desc, punct[i]);
+  }
+  ak_add_tail(s, "trailing '/'", "x/");
+  ak_add_tail(s, "'//' inside", "x//y");
+  ak_add_tail(s, "'/./' inside", "x/./y");
+  ak_add_tail(s, "'/../' inside", "x/../y");
+  char k[DLOCK_KEY_MAX + 1];
+  snprintf(k, sizeof k, "/%s", conf_key("c17-lead"));
+  ak_add(s, "leading '/'", k);
+  snprintf(k, sizeof k, "/%s/", conf_key("c17-both"));
+  ak_add(s, "leading and trailing '/'", k);
+  /* Keys that are only "." or ".." cannot carry the run's id; they are
+   * the keys a path-shaped store is most likely to get wrong. */
+  ak_add(s, "key '.'", ".");
+  ak_add(s, "key '..'", "..");
+  /* C1 controls. */
+  for (uint32_t cp = 0x80; cp <= 0x9f; cp++)
+    ak_add_cp(s, cp, true, cp == 0x85);
+  /* Invisible, spacing, separators, direction marks, BOM. */
+  static const uint32_t odd[] = {0x00a0, 0x00ad, 0x200b, 0x200e, 0x200f, 0x202e,
+                                 0x2028, 0x2029, 0x3000, 0xfeff, 0xfffd};
+  for (size_t i = 0; i < sizeof odd / sizeof *odd; i++)
+    ak_add_cp(s, odd[i], true, odd[i] == 0x200b || odd[i] == 0xfeff || odd[i] == 0x2028);
+  /* Around U+FFFF and the other edges: noncharacters, the last BMP and
+   * first supplementary code points, private use, the last code point. */
+  static const uint32_t edge[] = {0xd7ff, 0xe000, 0xfdd0, 0xfffc, 0xfffe, 0xffff,
+                                  0x10000, 0x1f512, 0xe0001, 0x10fffd, 0x10ffff};
+  for (size_t i = 0; i < sizeof edge / sizeof *edge; i++)
+    ak_add_cp(s, edge[i], true, edge[i] == 0xffff);
+  /* Canonically equivalent spellings are different keys: dlock compares
+   * bytes, as every store does. */
+  ak_add_tail(s, "e + U+0301", "e\xcc\x81");
+  ak_add_tail(s, "U+00E9", "\xc3\xa9");
+  ak_add_tail(s, "U+00C5", "\xc3\x85");
+  ak_add_tail(s, "U+212B", "\xe2\x84\xab");
+  ak_add_tail(s, "A + U+030A", "A\xcc\x8a");
+  /* 512 bytes of 4-byte code points: the run's id spelled in U+1F4xx
+   * (each ASCII byte c as U+1F400 + c), so that runs do not share it, then
+   * U+1F512 to 128 code points. */
+  {
+    size_t n = 0, cps = 0;
+    for (const char *p = conf_run_id; *p && cps < 128; p++, cps++)
+      n += utf8_put(k + n, 0x1f400 + (unsigned char)*p);
+    for (; cps < 128; cps++)
+      n += utf8_put(k + n, 0x1f512);
+    k[n] = '\0';
+    assert_int_equal(n, DLOCK_KEY_MAX);
+    ak_add(s, "128 x 4-byte code points", k);
+  }
+  /* The longest keys, made of what each store escapes or widens most. */
+  char base[128];
+  snprintf(base, sizeof base, "%s/", conf_key("c17-max"));
+  static const char *const fill[] = {"/", "%", ".", "\x01", "\xe2\x80\x8b", "\xf0\x9f\x94\x92",
+                                     "\xc2\x85", " "};
+  for (size_t i = 0; i < sizeof fill / sizeof *fill; i++) {
+    char b2[160];
+    snprintf(b2, sizeof b2, "%s%zu/", base, i);
+    snprintf(desc, sizeof desc, "512 bytes, fill %zu", i);
+    ak_add_longest(s, desc, b2, fill[i]);
+  }
+}
+
+static void ak_free(struct ak_set *s) {
+  for (size_t i = 0; i < s->n; i++)
+    free(s->key[i]);
+  s->n = 0;
+}
+
+struct ak_waiter {
+  dlock_client *c;
+  const char *key;
+  int rc, release_rc;
+  int64_t got_ms;
+  uint64_t token;
+  struct event started, done;
+};
+
+static void *ak_waiter_main(void *arg) {
+  struct ak_waiter *w = arg;
+  dlock_options o = opts(30000, 60000, 1);
+  dlock_lock *l = NULL;
+  event_signal(&w->started);
+  w->rc = dlock_acquire(w->c, w->key, &o, &l);
+  w->got_ms = now_ms();
+  w->release_rc = -1;
+  if (w->rc == 0) {
+    w->token = dlock_lock_token(l);
+    w->release_rc = dlock_release(l);
+  }
+  event_signal(&w->done);
+  return NULL;
+}
+
+#define AK_FAIL(s, i, ...)                                                     \
+  do {                                                                         \
+    char m_[256];                                                              \
+    snprintf(m_, sizeof m_, __VA_ARGS__);                                      \
+    fail_msg("key %zu (%s): %s: %s", (i), (s)->desc[(i)], m_,                 \
+             dlock_client_errmsg(NULL));                                       \
+  } while (0)
+
+#define AK_RC(s, i, expr, want)                                                \
+  do {                                                                         \
+    int r_ = (expr);                                                           \
+    if (r_ != (want))                                                          \
+      AK_FAIL(s, i, "%s = %s, want %s", #expr, dlock_err_name(r_),             \
+              dlock_err_name(want));                                           \
+  } while (0)
+
+/* One key through try_acquire, inspect, a waiter of another client that
+ * the release wakes, and try_acquire again once it is free.  The longest
+ * wake-up so far goes to *MAX_LAG. */
+static void ak_one(struct ak_set *s, size_t i, dlock_client *a, dlock_client *b,
+                   int64_t *max_lag) {
+  const char *key = s->key[i];
+  dlock_options o = opts(30000, 0, 1);
+  o.owner_label = "case17";
+  dlock_lock *la, *lb;
+  AK_RC(s, i, dlock_try_acquire(a, key, &o, &la), 0);
+  dlock_info info;
+  int rc = dlock_inspect(b, key, &info);
+  if (rc != DLOCK_ENOTSUP) {
+    AK_RC(s, i, rc, 0);
+    if (info.held != 1)
+      AK_FAIL(s, i, "inspect says not held");
+    if ((g_caps & DLOCK_CAP_HOLDER_INFO) &&
+        (info.token != dlock_lock_token(la) || strcmp(info.owner, dlock_lock_owner(la)) != 0 ||
+         strcmp(info.label, "case17") != 0))
+      AK_FAIL(s, i, "inspect names token %llu owner '%s' label '%s', the holder has %llu '%s'",
+              (unsigned long long)info.token, info.owner, info.label,
+              (unsigned long long)dlock_lock_token(la), dlock_lock_owner(la));
+  }
+  struct ak_waiter w = {.c = b, .key = key};
+  event_init(&w.started);
+  event_init(&w.done);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, ak_waiter_main, &w), 0);
+  assert_int_equal(event_wait(&w.started, 1, 10000), 1);
+  /* While the lock is held the waiter must not get it. */
+  if (event_wait(&w.done, 1, 50) != 0)
+    AK_FAIL(s, i, "the waiter got a held lock: %s", dlock_err_name(w.rc));
+  uint64_t held = dlock_lock_token(la);
+  int64_t released = now_ms();
+  AK_RC(s, i, dlock_release(la), 0);
+  if (event_wait(&w.done, 1, 60000) != 1)
+    AK_FAIL(s, i, "the waiter did not wake within 60 s of the release");
+  pthread_join(th, NULL);
+  if (w.rc != 0)
+    AK_FAIL(s, i, "waiter: %s", dlock_err_name(w.rc));
+  if (w.release_rc != 0)
+    AK_FAIL(s, i, "waiter's release: %s", dlock_err_name(w.release_rc));
+  if ((g_caps & DLOCK_CAP_FENCING) && w.token <= held)
+    AK_FAIL(s, i, "waiter's token %llu is not above %llu", (unsigned long long)w.token,
+            (unsigned long long)held);
+  if (w.got_ms - released > *max_lag)
+    *max_lag = w.got_ms - released;
+  /* Free again. */
+  AK_RC(s, i, dlock_try_acquire(b, key, &o, &lb), 0);
+  AK_RC(s, i, dlock_release(lb), 0);
+  if (rc != DLOCK_ENOTSUP) {
+    AK_RC(s, i, dlock_inspect(a, key, &info), 0);
+    if (info.held != 0)
+      AK_FAIL(s, i, "inspect says held after the release");
+  }
+}
+
+static void case17_awkward_keys(void **state) {
+  (void)state;
+  static struct ak_set s;
+  ak_build(&s);
+  dlock_client *a = open_client(), *b = open_client();
+  int64_t max_lag = 0;
+  for (size_t i = 0; i < s.n; i++)
+    ak_one(&s, i, a, b, &max_lag);
+  printf("# %zu keys; longest wake-up after a release: %lld ms\n", s.n, (long long)max_lag);
+  assert_true(max_lag < ((g_caps & DLOCK_CAP_NATIVE_WAIT) ? 1000 : 5000));
+
+  /* No two keys of the sweep are one lock.  Held all at once by A, each is
+   * busy for B and names its own holder.  Then A gives them back one at a
+   * time and B takes each as soon as it is given back: had two keys one
+   * lock, B would find the second still held, or (where a session may
+   * take a lock it already has) A's release of the second would find it
+   * gone. */
+  static dlock_lock *la[AK_MAX], *lb[AK_MAX];
+  dlock_options o = opts(60000, 0, 1);
+  for (size_t i = 0; i < s.n; i++)
+    AK_RC(&s, i, dlock_try_acquire(a, s.key[i], &o, &la[i]), 0);
+  for (size_t i = 0; i < s.n; i++) {
+    dlock_lock *l;
+    AK_RC(&s, i, dlock_try_acquire(b, s.key[i], &o, &l), DLOCK_EBUSY);
+    dlock_info info;
+    int rc = dlock_inspect(b, s.key[i], &info);
+    if (rc == DLOCK_ENOTSUP)
+      continue;
+    AK_RC(&s, i, rc, 0);
+    if (info.held != 1 || ((g_caps & DLOCK_CAP_HOLDER_INFO) &&
+                           strcmp(info.owner, dlock_lock_owner(la[i])) != 0))
+      AK_FAIL(&s, i, "held %d by '%s', A's lock is '%s'", info.held, info.owner,
+              dlock_lock_owner(la[i]));
+  }
+  for (size_t i = 0; i < s.n; i++) {
+    AK_RC(&s, i, dlock_release(la[i]), 0);
+    AK_RC(&s, i, dlock_try_acquire(b, s.key[i], &o, &lb[i]), 0);
+  }
+  for (size_t i = 0; i < s.n; i++)
+    AK_RC(&s, i, dlock_release(lb[i]), 0);
+  dlock_close(a);
+  dlock_close(b);
+  ak_free(&s);
+}
+
 static int group_setup(void **state) {
   (void)state;
   dlock_client *c;
@@ -828,6 +1160,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(case11_bad_input),       cmocka_unit_test(case12_unreachable),
       cmocka_unit_test(case13_many_keys),       cmocka_unit_test(case14_inspect),
       cmocka_unit_test(case15_key_mapping),     cmocka_unit_test(case16_token_after_store_reset),
+      cmocka_unit_test(case17_awkward_keys),
   };
   int failed = 0;
   for (int i = 1; i < argc; i++) {

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -68,19 +69,26 @@ static void r1_script_cache_flushed(void **state) {
   redisFree(rc);
 }
 
+/* A waiter on its own thread: acquires NAME waiting up to WAIT_MS, keeps
+ * the token it got, releases. */
 struct bwait {
   dlock_client *c;
+  const char *name;
+  int64_t wait_ms;
   int rc;
+  uint64_t token;
 };
 
 static void *bwait_main(void *arg) {
   struct bwait *w = arg;
   dlock_options o = DLOCK_OPTIONS_INIT;
-  o.wait_ms = 2000;
+  o.wait_ms = w->wait_ms;
   dlock_lock *l;
-  w->rc = dlock_acquire(w->c, conf_key("r2"), &o, &l);
-  if (w->rc == 0)
+  w->rc = dlock_acquire(w->c, conf_key(w->name), &o, &l);
+  if (w->rc == 0) {
+    w->token = dlock_lock_token(l);
     dlock_release(l);
+  }
   return NULL;
 }
 
@@ -96,7 +104,7 @@ static void r2_wait_does_not_poll(void **state) {
   dlock_lock *l;
   assert_int_equal(dlock_try_acquire(a, conf_key("r2"), &o, &l), 0);
   long long before = calls_of(rc, "evalsha") + calls_of(rc, "eval");
-  struct bwait w = {.c = b};
+  struct bwait w = {.c = b, .name = "r2", .wait_ms = 2000};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, bwait_main, &w), 0);
   pthread_join(th, NULL);
@@ -112,23 +120,22 @@ static void r2_wait_does_not_poll(void **state) {
   redisFree(rc);
 }
 
-struct rwait {
-  dlock_client *c;
-  int rc;
-  uint64_t token;
-};
-
-static void *rwait_main(void *arg) {
-  struct rwait *w = arg;
-  dlock_options o = DLOCK_OPTIONS_INIT;
-  o.wait_ms = 30000;
-  dlock_lock *l;
-  w->rc = dlock_acquire(w->c, conf_key("r4"), &o, &l);
-  if (w->rc == 0) {
-    w->token = dlock_lock_token(l);
-    dlock_release(l);
-  }
-  return NULL;
+/* An ACL user of this run, TAG + run id, with password PW and every right:
+ * false where the server does not let us create one.  *HOSTPART is what
+ * follows the userinfo in the suite's URL. */
+static bool make_user(redisContext *rc, const char *tag, const char *pw, char user[64],
+                      const char **hostpart) {
+  snprintf(user, 64, "%s%s", tag, conf_run_id);
+  for (char *p = user; *p; p++)
+    if (*p == '-')
+      *p = '_';
+  redisReply *r = cmd(rc, "ACL SETUSER %s on >%s ~* &* +@all", user, pw);
+  bool ok = r && r->type != REDIS_REPLY_ERROR;
+  freeReplyObject(r);
+  const char *h = strstr(r_url, "://") + 3;
+  const char *at = strchr(h, '@');
+  *hostpart = at ? at + 1 : h;
+  return ok;
 }
 
 /* Waiting connections of USER right now, from CLIENT LIST. */
@@ -162,21 +169,12 @@ static void r4_wait_rides_out_a_reset(void **state) {
   redisContext *rc = conf_redis_connect(r_url, NULL);
   assert_non_null(rc);
   char user[64];
-  snprintf(user, sizeof user, "dlockr4%s", conf_run_id);
-  for (char *p = user; *p; p++)
-    if (*p == '-')
-      *p = '_';
-  redisReply *r = cmd(rc, "ACL SETUSER %s on >pw-r4 ~* &* +@all", user);
-  if (!r || r->type == REDIS_REPLY_ERROR) {
-    freeReplyObject(r);
+  const char *hostpart;
+  if (!make_user(rc, "dlockr4", "pw-r4", user, &hostpart)) {
     redisFree(rc);
     skip(); /* a server where we may not create users */
   }
-  freeReplyObject(r);
-  const char *hostpart = strstr(r_url, "://") + 3;
-  const char *at = strchr(hostpart, '@');
-  if (at)
-    hostpart = at + 1;
+  redisReply *r;
   char burl[512];
   snprintf(burl, sizeof burl, "redis://%s:pw-r4@%s", user, hostpart);
   dlock_client *a, *b;
@@ -186,9 +184,9 @@ static void r4_wait_rides_out_a_reset(void **state) {
   o.ttl_ms = 30000;
   dlock_lock *l;
   assert_int_equal(dlock_try_acquire(a, conf_key("r4"), &o, &l), 0);
-  struct rwait w = {.c = b, .rc = 1};
+  struct bwait w = {.c = b, .name = "r4", .wait_ms = 30000, .rc = 1};
   pthread_t th;
-  assert_int_equal(pthread_create(&th, NULL, rwait_main, &w), 0);
+  assert_int_equal(pthread_create(&th, NULL, bwait_main, &w), 0);
   /* Polled with a generous bound: the waiter subscribes, then it is cut. */
   int i;
   for (i = 0; i < 1000 && subscribers(rc, user) == 0; i++)
@@ -224,21 +222,11 @@ static void r3_acl_login(void **state) {
   redisContext *rc = conf_redis_connect(r_url, NULL);
   assert_non_null(rc);
   char user[64];
-  snprintf(user, sizeof user, "dlockconf%s", conf_run_id);
-  for (char *p = user; *p; p++)
-    if (*p == '-')
-      *p = '_';
-  redisReply *r = cmd(rc, "ACL SETUSER %s on >pw-s3cr3t ~* &* +@all", user);
-  if (!r || r->type == REDIS_REPLY_ERROR) {
-    freeReplyObject(r);
+  const char *hostpart;
+  if (!make_user(rc, "dlockconf", "pw-s3cr3t", user, &hostpart)) {
     redisFree(rc);
     skip(); /* a server where we may not create users */
   }
-  freeReplyObject(r);
-  const char *hostpart = strstr(r_url, "://") + 3;
-  const char *at = strchr(hostpart, '@');
-  if (at)
-    hostpart = at + 1;
   char good[512], bad[512];
   snprintf(good, sizeof good, "redis://%s:pw-s3cr3t@%s", user, hostpart);
   snprintf(bad, sizeof bad, "redis://%s:wrong-s3cr3t@%s", user, hostpart);

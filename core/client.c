@@ -241,14 +241,9 @@ static int default_label(char *buf, size_t len) {
   return snprintf(buf, len, "%s:%ld", host, (long)getpid());
 }
 
-int dlock_open(const char *url, dlock_client **out) {
-  dlock__clear_err();
-  if (!url || !out)
-    return dlock_seterr(DLOCK_EINVAL, "dlock_open: NULL argument");
-  dlock_url *u = NULL;
-  int rc = dlock__url_parse(url, &u);
-  if (rc < 0)
-    return rc;
+/* dlock_open once the URL parsed; U is the client's or freed here. */
+static int open_client(dlock_url *u, dlock_client **out) {
+  int rc;
   const dlock_backend_ops *ops = dlock__registry_find(dlock_url_scheme(u));
   if (!ops) {
     rc = dlock_seterr(DLOCK_EINVAL,
@@ -319,6 +314,21 @@ fail:
   free(c->redacted);
   dlock__url_free(u);
   free(c);
+  return rc;
+}
+
+int dlock_open(const char *url, dlock_client **out) {
+  dlock__clear_err();
+  if (!url || !out)
+    return dlock_seterr(DLOCK_EINVAL, "dlock_open: NULL argument");
+  dlock_url *u = NULL;
+  int rc = dlock__url_parse(url, &u);
+  if (rc < 0)
+    return rc;
+  /* Restored before U can be freed. */
+  const dlock_url *was = dlock__err_scope(u);
+  rc = open_client(u, out);
+  dlock__err_scope(was);
   return rc;
 }
 
@@ -759,22 +769,33 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
   return 0;
 }
 
-/* Every public call's failure passes here: a store library's text may
- * quote the URL it was given, secrets included. */
-static int scrubbed(const dlock_client *c, int rc) {
-  if (rc < 0 && c)
-    dlock__err_scrub(c->url);
+/* Every public call runs inside its client's error scope: a store
+ * library's text may quote the URL it was given, secrets included, and a
+ * message copied into a smaller buffer could cut a secret past finding.
+ * The final scrub covers text written without dlock_seterr. */
+static int scrubbed(const dlock_client *c, const dlock_url *was, int rc) {
+  if (c) {
+    if (rc < 0)
+      dlock__err_scrub(c->url);
+    dlock__err_scope(was);
+  }
   return rc;
+}
+
+static const dlock_url *scope_of(const dlock_client *c) {
+  return c ? dlock__err_scope(c->url) : NULL;
 }
 
 int dlock_acquire(dlock_client *c, const char *key, const dlock_options *opts,
                   dlock_lock **out) {
-  return scrubbed(c, acquire_common(c, key, opts, out, false));
+  const dlock_url *was = scope_of(c);
+  return scrubbed(c, was, acquire_common(c, key, opts, out, false));
 }
 
 int dlock_try_acquire(dlock_client *c, const char *key, const dlock_options *opts,
                       dlock_lock **out) {
-  return scrubbed(c, acquire_common(c, key, opts, out, true));
+  const dlock_url *was = scope_of(c);
+  return scrubbed(c, was, acquire_common(c, key, opts, out, true));
 }
 
 static bool on_renew_thread(dlock_client *c) {
@@ -958,19 +979,24 @@ static int control_op(dlock_client *c, dlock_lock *l, int op, void *arg) {
 
 int dlock_release(dlock_lock *l) {
   const dlock_client *c = l ? l->client : NULL; /* l is freed by the call */
-  return scrubbed(c, release_lock(l));
+  const dlock_url *was = scope_of(c);
+  return scrubbed(c, was, release_lock(l));
 }
 
 int dlock_renew(dlock_lock *l, int64_t ttl_ms) {
-  return scrubbed(l ? l->client : NULL, renew_lock(l, ttl_ms));
+  const dlock_client *c = l ? l->client : NULL;
+  const dlock_url *was = scope_of(c);
+  return scrubbed(c, was, renew_lock(l, ttl_ms));
 }
 
 int dlock_inspect(dlock_client *c, const char *key, dlock_info *info) {
-  return scrubbed(c, inspect_key(c, key, info));
+  const dlock_url *was = scope_of(c);
+  return scrubbed(c, was, inspect_key(c, key, info));
 }
 
 int dlock_control(dlock_client *c, dlock_lock *l, int op, void *arg) {
-  return scrubbed(c, control_op(c, l, op, arg));
+  const dlock_url *was = scope_of(c);
+  return scrubbed(c, was, control_op(c, l, op, arg));
 }
 
 unsigned dlock_client_caps(const dlock_client *c) { return c ? c->bc.caps : 0; }

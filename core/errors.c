@@ -11,6 +11,10 @@
 static _Thread_local char errbuf[512];
 /* The message in errbuf was cut to fit. */
 static _Thread_local bool errcut;
+/* The URL whose secrets every message of this thread is scrubbed of as it
+ * is made, so that no copy of a message into a smaller buffer can cut a
+ * secret where the final scrub would no longer find it. */
+static _Thread_local const dlock_url *scope;
 
 const char *dlock_strerror(int code) {
   switch (code) {
@@ -58,7 +62,15 @@ int dlock_seterr(int code, const char *fmt, ...) {
   int n = vsnprintf(errbuf, sizeof errbuf, fmt, ap);
   va_end(ap);
   errcut = n < 0 || (size_t)n >= sizeof errbuf;
+  if (scope)
+    dlock__err_scrub(scope);
   return code;
+}
+
+const dlock_url *dlock__err_scope(const dlock_url *u) {
+  const dlock_url *was = scope;
+  scope = u;
+  return was;
 }
 
 void dlock__clear_err(void) {

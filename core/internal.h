@@ -69,6 +69,9 @@ DLOCK__HIDDEN void dlock__clear_err(void);
  * short.  For messages that quote what a store library said.  Costs one
  * test when U has no secrets. */
 DLOCK__HIDDEN void dlock__err_scrub(const dlock_url *u);
+/* From now until the call that restores the value returned, every message
+ * this thread sets is scrubbed of U's secrets as it is made (NULL: none). */
+DLOCK__HIDDEN const dlock_url *dlock__err_scope(const dlock_url *u);
 
 /* ---- metrics.c ---- */
 

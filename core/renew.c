@@ -53,6 +53,9 @@ static void *renew_main(void *arg) {
   dlock_backend_lock **bls = NULL;
   int *rcs = NULL, *grcs = NULL;
 
+  /* What a backend says on this thread is never shown, but is still made
+   * without the URL's secrets. */
+  dlock__err_scope(c->url);
   pthread_mutex_lock(&c->mu);
   while (!c->renew_stop) {
     int64_t now = dlock__now_ns();

@@ -32,6 +32,9 @@
 /* struct dlock_zk_queue *: how many acquisitions are queued on a key
  * (holder included). */
 #define DLOCK_ZK_CTL_QUEUE_LEN 0x7a04
+/* uint64_t *: sync requests this client sent (renewals, and acquisitions
+ * that waited and had to confirm their session). */
+#define DLOCK_ZK_CTL_SYNCS 0x7a05
 
 struct dlock_zk_queue {
   const char *key; /* in */

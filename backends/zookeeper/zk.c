@@ -14,9 +14,31 @@
  * visible), and the C client reports a disconnect only when its IO thread
  * has run and noticed, which after a pause or behind slow replies is far
  * later than the last time the server heard from us.  So a renewal is a
- * real request: one cheap read per session, shared by all its locks.  A
- * lock that nobody renews is given back by the supervisor when its lease
- * runs out, since the session that carries it would otherwise keep it.
+ * real request: one sync per session, shared by all its locks.  A lock
+ * that nobody renews is given back by the supervisor when its lease runs
+ * out, since the session that carries it would otherwise keep it.
+ *
+ * Only a request the leader must see counts as "answered": a write
+ * (create, delete) or a sync.  The leader alone expires sessions, and a
+ * follower cut off from it goes on answering reads (exists, getData,
+ * getChildren) from its own copy for up to syncLimit x tickTime, all the
+ * while the leader may expire our session and give the lock to the next
+ * in line.  A follower forwards writes and syncs to the leader and cannot
+ * answer them while cut off: they hang until our own deadline or fail
+ * with a lost connection when it gives up on the leader, and neither
+ * counts.  The leader checks that the session lives before it processes
+ * the request, which it does after we sent it.
+ *
+ * The leader hears of activity on a session held through a follower from
+ * that follower's pings (the leader pings its followers every tickTime/2),
+ * not from the forwarded request.  Normally the ping after our request
+ * moves the leader's expiry to our send time plus the timeout, or up to
+ * tickTime/2 later: later than our bound, the safe direction.  Not
+ * covered: a follower cut off after it answered our sync but before that
+ * ping leaves the leader counting from the last touch the follower did
+ * deliver, which can be older than our send time.  The window is one
+ * reply and one ping wide, and the core's margin (ttl/100) is not sized
+ * for it.
  *
  * Every request is asynchronous and waited for on a condition variable
  * bounded by ?timeout= (or the caller's deadline): the C client's own
@@ -58,8 +80,9 @@ typedef struct zk_sess {
   bool expired;         /* expired or refused: never used again */
   bool recheck;         /* reconnected: check that our nodes survived */
   bool dropped;         /* the connection dropped since it was last connected */
-  /* Send time of the latest request the server answered: the session
-   * lives at least one timeout past it. */
+  /* Send time of the latest request the leader answered (a write or a
+   * sync, never a read a follower could answer alone): the session lives
+   * at least one timeout past it. */
   int64_t confirmed_ns;
 } zk_sess;
 
@@ -108,6 +131,7 @@ struct zk_client {
   pthread_t sup;
   bool sup_started, sup_stop;
   uint64_t pred_events;
+  uint64_t syncs; /* sync requests sent (DLOCK_ZK_CTL_SYNCS) */
 };
 
 static int64_t now_ns(void) { return dlock_backend_now_ns(); }
@@ -168,9 +192,21 @@ static bool server_answered(int rc) {
 static void on_session_event(zk_client *zc, zk_sess *s, int state) {
   if (state == ZOO_CONNECTED_STATE) {
     if (!s->ever_connected || s->dropped) {
+      int64_t was = s->timeout_ms;
       s->timeout_ms = zoo_recv_timeout(s->zh);
       if (s->dropped)
         s->recheck = true;
+      /* A server with a lower maxSessionTimeout took the session back on
+       * a shorter timeout, from the reconnect on.  The core keeps each
+       * lock's deadline at the old lease until its next renewal, which
+       * lowers it (lease_ms), and that renewal may not come, or not in
+       * time: a lock whose lease is longer than the new timeout could be
+       * HELD past what the server now promises.  Such locks are lost; the
+       * case needs an ensemble whose members disagree on their limits. */
+      if (s->dropped && was > 0 && s->timeout_ms > 0 && s->timeout_ms < was)
+        for (zk_lock *lk = zc->held; lk; lk = lk->next)
+          if (lk->sess == s && lk->ttl_ms > s->timeout_ms)
+            lose(zc, lk);
     }
     s->ever_connected = true;
     s->connected = true;
@@ -235,6 +271,7 @@ typedef struct zk_call {
   zk_sess *sess;
   zhandle_t *zh;
   int64_t sent_ns; /* taken before the request was submitted */
+  bool leader;     /* a write or sync: its answer passed through the leader */
   bool has_stat;
   struct Stat stat;
   char *str;
@@ -245,8 +282,10 @@ typedef struct zk_call {
 } zk_call;
 
 /* Made right before the request is submitted: its send time is taken here,
- * never later, so that it can only understate how long the session lives. */
-static zk_call *call_new(zk_sess *s) {
+ * never later, so that it can only understate how long the session lives.
+ * LEADER: the request is one the leader must see (write, sync), whose
+ * answer therefore confirms the session; false for reads. */
+static zk_call *call_new(zk_sess *s, bool leader) {
   zk_call *c = calloc(1, sizeof *c);
   if (!c)
     return NULL;
@@ -254,6 +293,7 @@ static zk_call *call_new(zk_sess *s) {
   dlock__cond_init(&c->cv);
   c->sess = s;
   c->zh = s->zh;
+  c->leader = leader;
   c->sent_ns = now_ns();
   return c;
 }
@@ -299,13 +339,10 @@ static void done_void(int rc, const void *data) {
   call_finish(c);
 }
 
-static void done_stat(int rc, const struct Stat *stat, const void *data) {
+static void done_string(int rc, const char *value, const void *data) {
+  (void)value;
   zk_call *c = (zk_call *)data;
   c->rc = rc;
-  if (rc == ZOK && stat) {
-    c->stat = *stat;
-    c->has_stat = true;
-  }
   call_finish(c);
 }
 
@@ -369,8 +406,9 @@ static void done_data(int rc, const char *value, int len, const struct Stat *sta
 /* After a zoo_a* call returned SUBMIT_RC: wait for the completion until
  * DEADLINE.  Returns the ZooKeeper code; *out keeps the call (results)
  * when the code came from the server, else the call is freed or left to
- * its completion.  A server answer moves the session's confirmation to
- * the request's send time. */
+ * its completion.  An answer to a write or sync moves the session's
+ * confirmation to the request's send time; an answer to a read does not,
+ * since a follower that lost the leader still gives it. */
 static int call_wait(zk_call *c, int submit_rc, int64_t deadline, zk_call **out) {
   *out = NULL;
   if (submit_rc != ZOK) {
@@ -386,7 +424,7 @@ static int call_wait(zk_call *c, int submit_rc, int64_t deadline, zk_call **out)
     }
   }
   pthread_mutex_unlock(&c->mu);
-  if (server_answered(c->rc)) {
+  if (c->leader && server_answered(c->rc)) {
     zk_client *zc = c->sess->zc;
     pthread_mutex_lock(&zc->mu);
     if (c->sent_ns > c->sess->confirmed_ns)
@@ -404,7 +442,7 @@ static int64_t bound(const zk_client *zc, int64_t deadline) {
 
 static int z_create(zk_client *zc, zk_sess *s, const char *path, const char *val, int mode,
                     int64_t deadline, char **created, struct Stat *stat) {
-  zk_call *c = call_new(s), *r;
+  zk_call *c = call_new(s, true), *r;
   if (!c)
     return ZSYSTEMERROR;
   int vl = val ? (int)strlen(val) : -1;
@@ -423,7 +461,7 @@ static int z_create(zk_client *zc, zk_sess *s, const char *path, const char *val
 }
 
 static int z_delete(zk_client *zc, zk_sess *s, const char *path, int64_t deadline) {
-  zk_call *c = call_new(s), *r;
+  zk_call *c = call_new(s, true), *r;
   if (!c)
     return ZSYSTEMERROR;
   int rc = call_wait(c, zoo_adelete(s->zh, path, -1, done_void, c), bound(zc, deadline), &r);
@@ -435,7 +473,7 @@ static int z_delete(zk_client *zc, zk_sess *s, const char *path, int64_t deadlin
  * leaves no watch behind on a node that is already gone. */
 static int z_get(zk_client *zc, zk_sess *s, const char *path, int watch, int64_t deadline,
                  zk_call **out) {
-  zk_call *c = call_new(s);
+  zk_call *c = call_new(s, false);
   if (!c)
     return ZSYSTEMERROR;
   return call_wait(c, zoo_aget(s->zh, path, watch, done_data, c), bound(zc, deadline), out);
@@ -443,11 +481,33 @@ static int z_get(zk_client *zc, zk_sess *s, const char *path, int watch, int64_t
 
 static int z_children(zk_client *zc, zk_sess *s, const char *path, int64_t deadline,
                       zk_call **out) {
-  zk_call *c = call_new(s);
+  zk_call *c = call_new(s, false);
   if (!c)
     return ZSYSTEMERROR;
   return call_wait(c, zoo_aget_children(s->zh, path, 0, done_strings, c), bound(zc, deadline),
                    out);
+}
+
+/* Submits a sync, which a follower forwards to the leader and answers only
+ * once the leader did; counted for DLOCK_ZK_CTL_SYNCS.  C is the call to
+ * wait on (call_new(s, true)). */
+static int sync_submit(zk_client *zc, zk_sess *s, zk_call *c) {
+  pthread_mutex_lock(&zc->mu);
+  zc->syncs++;
+  pthread_mutex_unlock(&zc->mu);
+  return zoo_async(s->zh, "/", done_string, c);
+}
+
+/* A sync, waited for: ZOK moves the session's confirmation to its send
+ * time.  A follower without a leader holds it (until DEADLINE, at most
+ * ?timeout=) or fails it with a lost connection, and neither counts. */
+static int z_sync(zk_client *zc, zk_sess *s, int64_t deadline) {
+  zk_call *c = call_new(s, true), *r;
+  if (!c)
+    return ZSYSTEMERROR;
+  int rc = call_wait(c, sync_submit(zc, s, c), bound(zc, deadline), &r);
+  call_free(r);
+  return rc;
 }
 
 /* The dlock code for a ZooKeeper failure, with a message. */
@@ -536,7 +596,7 @@ static int sess_get(zk_client *zc, int64_t want_ms, zk_sess **out) {
     zk_call *auth = NULL;
     int arc = ZOK;
     if (s->zh && zc->auth) {
-      auth = call_new(s);
+      auth = call_new(s, false);
       arc = auth ? zoo_add_auth(s->zh, "digest", zc->auth, (int)strlen(zc->auth), done_void,
                                 auth)
                  : ZSYSTEMERROR;
@@ -918,7 +978,7 @@ static int create_and_list(zk_client *zc, zk_sess *s, const char *prefix, const 
                            int dlen, const char *dir, int64_t deadline, char **created,
                            struct Stat *stat, queue_view *v) {
   memset(v, 0, sizeof *v);
-  zk_call *cc = call_new(s), *lc = call_new(s), *r = NULL;
+  zk_call *cc = call_new(s, true), *lc = call_new(s, false), *r = NULL;
   if (!cc || !lc) {
     call_free(cc);
     call_free(lc);
@@ -1119,6 +1179,7 @@ static int attempt(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char
               : zk_err(zrc, "cannot queue for", bl->key);
     return STEP_DONE;
   }
+  bool waited = false; /* a predecessor's watch fired since the create */
   for (;;) {
     queue_view v = first;
     if (v.call) {
@@ -1143,6 +1204,32 @@ static int attempt(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char
     }
     if (pred == -1) {
       view_free(&v);
+      /* Uncontended, the session's confirmation is at the latest the
+       * create's send time (a write).  After a wait it can be as old as
+       * that create, or the last renewal of another lock, and the
+       * listing that put us first is a read, which a follower cut off
+       * from the leader still answers while the leader may already have
+       * expired the session and given the lock to the next in line.  So
+       * a stale confirmation (older than a sixth of the lease, the
+       * renewal's own rule) is refreshed with a sync first; one that
+       * cannot be refreshed fails the acquisition like any other error,
+       * and the node goes (or goes with the session). */
+      if (waited) {
+        pthread_mutex_lock(&zc->mu);
+        bool stale = now_ns() - s->confirmed_ns >= lease_ms(s, bl->ttl_ms) * 1000000 / 6;
+        pthread_mutex_unlock(&zc->mu);
+        if (stale && (zrc = z_sync(zc, s, deadline)) != ZOK) {
+          if (zrc == ZSESSIONEXPIRED) {
+            free(path);
+            return STEP_REQUEUE;
+          }
+          *rc = zrc == ZOPERATIONTIMEOUT && deadline >= 0 && now_ns() >= deadline
+                    ? dlock_seterr(DLOCK_ETIMEDOUT, "zk: timed out confirming the session for '%s'",
+                                   bl->key)
+                    : zk_err(zrc, "cannot confirm the session for", bl->key);
+          break;
+        }
+      }
       lk->bl = bl;
       lk->sess = s;
       lk->path = path;
@@ -1150,9 +1237,9 @@ static int attempt(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char
       pthread_mutex_lock(&zc->mu);
       bool gone = s->expired;
       if (!gone) {
-        /* Valid from the last answered request of this session (at the
-         * latest, the listing that put us first), not from now: the server
-         * may have heard nothing from us since. */
+        /* Valid from the last request of this session the leader
+         * answered (the create or the sync above), not from now: the
+         * server may have heard nothing from us since. */
         lk->confirmed_ns = s->confirmed_ns;
         lk->ttl_ms = lease_ms(s, bl->ttl_ms);
         bl->ttl_ms = lk->ttl_ms;
@@ -1232,6 +1319,7 @@ static int attempt(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char
       *rc = zk_err(zrc, "cannot watch the queue of", bl->key);
       break;
     }
+    waited = true;
   }
   drop_node(zc, s, path);
   free(path);
@@ -1276,14 +1364,17 @@ static int zk_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
   return do_acquire(bc, bl, deadline_ns, false);
 }
 
-/* Renewal: one read per session among BLS, answered by the server only
- * while the session lives, and none for a session whose last answered
+/* Renewal: one sync per session among BLS, answered only once the leader
+ * saw it, so only while the session lives (a read would do for a server
+ * that is the leader or follows one, but a follower cut off from the
+ * leader answers reads too), and none for a session whose last answered
  * request is recent enough (a sixth of the lease) that counting from it
  * loses little; locks of one session thereby fall into step and cost one
  * request per session per period.  Each lock's validity counts from the
  * session's confirmation, so a reply that comes late does not stretch it.
  * The node itself is watched: a deletion reaches us before the reply to
- * any later read on the same connection, and a lease given back by the
+ * any later request on the same connection (and a sync brings the server
+ * up to date with the leader first), and a lease given back by the
  * supervisor is marked lost first. */
 static int zk_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, size_t n,
                          int *rcs) {
@@ -1326,13 +1417,13 @@ static int zk_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, siz
   }
   pthread_mutex_unlock(&zc->mu);
 
-  /* All reads out before waiting for any: one round trip in all. */
+  /* All syncs out before waiting for any: one round trip in all. */
   for (size_t k = 0; k < ng; k++) {
     if (!g[k].send)
       continue;
-    g[k].call = call_new(g[k].s);
+    g[k].call = call_new(g[k].s, true);
     if (g[k].call)
-      g[k].submit_rc = zoo_aexists(g[k].s->zh, "/", 0, done_stat, g[k].call);
+      g[k].submit_rc = sync_submit(zc, g[k].s, g[k].call);
   }
   for (size_t k = 0; k < ng; k++) {
     if (!g[k].send)
@@ -1482,9 +1573,9 @@ static int zk_control(dlock_backend_client *bc, dlock_backend_lock *bl, int op, 
   zk_client *zc = bc->priv;
   if (!arg)
     return dlock_seterr(DLOCK_EINVAL, "zk: control operation %d needs an argument", op);
-  if (op == DLOCK_ZK_CTL_WATCH_EVENTS) {
+  if (op == DLOCK_ZK_CTL_WATCH_EVENTS || op == DLOCK_ZK_CTL_SYNCS) {
     pthread_mutex_lock(&zc->mu);
-    *(uint64_t *)arg = zc->pred_events;
+    *(uint64_t *)arg = op == DLOCK_ZK_CTL_SYNCS ? zc->syncs : zc->pred_events;
     pthread_mutex_unlock(&zc->mu);
     return 0;
   }

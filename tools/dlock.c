@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -799,6 +801,7 @@ static int run_acquire(dlock_client *c, const struct run_opts *ro, int sfd, dloc
 enum {
   GM_PID = 'P',        /* COMMAND started: val = its pid */
   GM_FORK_FAILED = 'F', /* val = errno */
+  GM_EXPIRED = 'L',    /* the lock's deadline passed before COMMAND started */
   GM_STOPPED = 'S',    /* val = wait status */
   GM_CONTINUED = 'C',
   GM_EXITED = 'E' /* val = wait status */
@@ -819,12 +822,37 @@ struct guardian {
   int st;  /* reports, read end */
 };
 
+/* The lock's validity deadline on CLOCK_MONOTONIC (one clock for every
+ * process), INT64_MAX for stores without expiry.  A page shared with the
+ * guardian, mapped before it is forked: dlock run rewrites it as renewals
+ * push the deadline on, so the guardian knows how long COMMAND may run
+ * under the lock even when dlock run can no longer tell it (stopped,
+ * wedged, killed). */
+static int64_t *run_deadline;
+
+static int64_t deadline_get(void) {
+  return run_deadline ? __atomic_load_n(run_deadline, __ATOMIC_ACQUIRE) : INT64_MAX;
+}
+
+/* After the deadline passed with dlock run alive but silent, the lock may
+ * already be someone else's: COMMAND gets SIGTERM at once and SIGKILL this
+ * much later (or after --grace, if shorter), just enough to act on the
+ * SIGTERM. */
+#define GUARD_LATE_KILL_MS 500
+
 /* The guardian's own state (a separate process: globals are its own). */
 static struct {
   pid_t parent, cmd;
   int foreground, ctl, st, sig;
   int cmd_done, group_gone;
+  int exit_pending; /* COMMAND's exit not yet reported (the pipe was full) */
+  int exit_status;
 } gd;
+
+/* Set from DLOCK_TEST_PROC_SCAN before fork: walk the process tree through
+ * /proc/[pid]/stat as on kernels without /proc/PID/task/TID/children, so
+ * that the fallback is tested on kernels with it. */
+static int gd_force_scan;
 
 #define GUARD_MAX_PIDS 4096
 static pid_t gd_tree[GUARD_MAX_PIDS];
@@ -849,9 +877,32 @@ static char *put_num(char *p, long v) {
 
 static void guard_report(int type, int val) {
   struct guard_msg m = {type, val};
-  /* Non-blocking, and EPIPE once dlock run is gone: neither may stop us. */
+  /* Non-blocking, and EPIPE once dlock run is gone: neither may stop us.
+   * A stop or continue report may be lost to a full pipe (dlock run not
+   * reading, being stopped itself); COMMAND's exit may not: dlock run would
+   * wait for it forever.  It is kept and sent again (guard_flush_exit). */
   ssize_t n = write(gd.st, &m, sizeof m);
-  (void)n;
+  if (type == GM_EXITED && n < 0 && errno == EAGAIN) {
+    gd.exit_pending = 1;
+    gd.exit_status = val;
+  }
+}
+
+/* Sends a pending exit report; BLOCK waits for room (only once nothing of
+ * COMMAND is left, when waiting stops nothing but us). */
+static void guard_flush_exit(int block) {
+  while (gd.exit_pending) {
+    struct guard_msg m = {GM_EXITED, gd.exit_status};
+    ssize_t n = write(gd.st, &m, sizeof m);
+    if (n == (ssize_t)sizeof m || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+      gd.exit_pending = 0; /* sent, or dlock run is gone (EPIPE) */
+      return;
+    }
+    if (!block)
+      return;
+    struct pollfd p = {.fd = gd.st, .events = POLLOUT};
+    poll(&p, 1, -1);
+  }
 }
 
 /* Appends the children of thread TID of PID (threads fork too). */
@@ -918,11 +969,95 @@ static void guard_add_children(pid_t pid) {
   close(fd);
 }
 
+static int guard_in_tree(pid_t pid, pid_t self) {
+  if (pid == self)
+    return 1;
+  for (size_t i = 0; i < gd_ntree; i++)
+    if (gd_tree[i] == pid)
+      return 1;
+  return 0;
+}
+
+/* The parent of process NAME (a /proc entry) from its stat line, or -1. */
+static pid_t guard_ppid_of(const char *name) {
+  char path[48], *p = put_str(path, "/proc/");
+  p = put_str(p, name);
+  p = put_str(p, "/stat");
+  *p = '\0';
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return -1;
+  char buf[1024];
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0)
+    return -1;
+  buf[n] = '\0';
+  /* "pid (comm) state ppid ...": comm may hold anything, ')' included, so
+   * the last ')' ends it. */
+  char *e = NULL;
+  for (char *q = buf; *q; q++)
+    if (*q == ')')
+      e = q;
+  if (!e || e[1] != ' ' || !e[2] || e[3] != ' ')
+    return -1;
+  long v = -1;
+  for (p = e + 4; *p >= '0' && *p <= '9'; p++)
+    v = (v < 0 ? 0 : v * 10) + (*p - '0');
+  return (pid_t)v;
+}
+
+/* Without /proc/PID/task/TID/children (a kernel built without
+ * CONFIG_PROC_CHILDREN): every process whose parent is in the tree joins
+ * it, pass after pass over /proc until one adds nobody. */
+static void guard_scan_proc(pid_t self) {
+  int added;
+  do {
+    added = 0;
+    int fd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+      return;
+    char buf[4096] __attribute__((aligned(8)));
+    long n;
+    while ((n = syscall(SYS_getdents64, fd, buf, sizeof buf)) > 0) {
+      for (long off = 0; off < n;) {
+        struct guard_dirent64 *d = (struct guard_dirent64 *)(buf + off);
+        off += d->d_reclen;
+        long pid = 0;
+        const char *s = d->d_name;
+        if (*s < '0' || *s > '9')
+          continue;
+        for (; *s >= '0' && *s <= '9'; s++)
+          pid = pid * 10 + (*s - '0');
+        if (*s || guard_in_tree((pid_t)pid, self))
+          continue;
+        pid_t pp = guard_ppid_of(d->d_name);
+        if (pp > 0 && guard_in_tree(pp, self) && gd_ntree < GUARD_MAX_PIDS) {
+          gd_tree[gd_ntree++] = (pid_t)pid;
+          added = 1;
+        }
+      }
+    }
+    close(fd);
+  } while (added);
+}
+
 /* Every descendant, read before any is signalled: a process killed first
  * would hand its children to us before we had read them. */
 static void guard_collect(void) {
+  pid_t self = getpid();
   gd_ntree = 0;
-  guard_add_children(getpid());
+  char path[64], *p = put_str(path, "/proc/");
+  p = put_num(p, self);
+  p = put_str(p, "/task/");
+  p = put_num(p, self);
+  p = put_str(p, "/children");
+  *p = '\0';
+  if (gd_force_scan || access(path, R_OK) < 0) {
+    guard_scan_proc(self);
+    return;
+  }
+  guard_add_children(self);
   for (size_t i = 0; i < gd_ntree; i++)
     guard_add_children(gd_tree[i]);
 }
@@ -986,17 +1121,19 @@ static void guard_drain_signals(void) {
   }
 }
 
-/* SIGTERM to everything, SIGKILL after GRACE_MS (at once if 0), and exit
- * once nothing is left. */
-static _Noreturn void guard_stop_all(int64_t grace_ms) {
-  int killing = grace_ms <= 0;
-  int64_t kill_at = cli_now_ns() + grace_ms * 1000000;
+/* SIGTERM to everything, SIGKILL at KILL_AT (CLOCK_MONOTONIC ns; at once
+ * if that is past), and exit once nothing is left. */
+static _Noreturn void guard_stop_all(int64_t kill_at) {
+  int killing = kill_at <= cli_now_ns();
   guard_signal_all(killing ? SIGKILL : SIGTERM, killing ? 0 : SIGCONT);
   for (;;) {
     int left = guard_reap();
     guard_check_group();
-    if (!left && (gd.foreground || gd.group_gone))
+    guard_flush_exit(0);
+    if (!left && (gd.foreground || gd.group_gone)) {
+      guard_flush_exit(1);
       _exit(0);
+    }
     int64_t now = cli_now_ns();
     if (!killing && now >= kill_at)
       killing = 1;
@@ -1009,13 +1146,22 @@ static _Noreturn void guard_stop_all(int64_t grace_ms) {
       timeout = 20;
     else if ((kill_at - now) / 1000000 + 1 < timeout)
       timeout = (int)((kill_at - now) / 1000000 + 1);
-    struct pollfd p[2] = {{.fd = gd.sig, .events = POLLIN}, {.fd = gd.ctl, .events = POLLIN}};
-    if (poll(p, gd.ctl >= 0 ? 2 : 1, timeout) > 0) {
+    struct pollfd p[3] = {{.fd = gd.sig, .events = POLLIN},
+                          {.fd = gd.st, .events = gd.exit_pending ? POLLOUT : 0},
+                          {.fd = gd.ctl, .events = POLLIN}};
+    if (poll(p, gd.ctl >= 0 ? 3 : 2, timeout) > 0) {
       if (p[0].revents & POLLIN)
         guard_drain_signals();
-      if (gd.ctl >= 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+      if (gd.ctl >= 0 && (p[2].revents & (POLLIN | POLLHUP | POLLERR))) {
         char c;
         ssize_t n = read(gd.ctl, &c, 1);
+        if (n == 0 && !killing) {
+          /* dlock run died while we were stopping (a lost lock): the
+           * grace period ends at the deadline at the latest. */
+          int64_t dl = deadline_get();
+          if (dl < kill_at)
+            kill_at = dl;
+        }
         if (n == 1 && c == GUARD_KILL && !killing) {
           killing = 1;
           guard_signal_all(SIGKILL, 0);
@@ -1029,6 +1175,13 @@ static _Noreturn void guard_stop_all(int64_t grace_ms) {
 }
 
 static int guard_parent_died(void) { return getppid() != gd.parent; }
+
+/* When dlock run died: SIGKILL after the grace period, but by the lock's
+ * deadline, when another client may take it. */
+static int64_t guard_kill_at_death(int64_t grace_ms) {
+  int64_t at = cli_now_ns() + grace_ms * 1000000, dl = deadline_get();
+  return dl < at ? dl : at;
+}
 
 /* The guardian process; ep is COMMAND's exec-error pipe, ctl and st the
  * link to dlock run (both pairs whole: we close dlock run's ends). */
@@ -1047,6 +1200,15 @@ static _Noreturn void guardian_main(const struct run_opts *ro, char **env,
   fcntl(gd.st, F_SETFL, O_NONBLOCK);
   prctl(PR_SET_CHILD_SUBREAPER, 1);
   prctl(PR_SET_PDEATHSIG, SIGUSR1);
+  /* dlock run may have died before PR_SET_PDEATHSIG took (no signal comes
+   * then), or been stopped past the deadline: start no COMMAND that nothing
+   * would stop, nor one that would run without the lock. */
+  if (guard_parent_died())
+    _exit(CLI_EXIT_FAIL);
+  if (deadline_get() <= cli_now_ns()) {
+    guard_report(GM_EXPIRED, 0);
+    _exit(CLI_EXIT_LOST);
+  }
   pid_t pid = fork();
   if (pid < 0) {
     guard_report(GM_FORK_FAILED, errno);
@@ -1092,17 +1254,32 @@ static _Noreturn void guardian_main(const struct run_opts *ro, char **env,
   sigaddset(&mine, SIGUSR1);
   gd.sig = signalfd(-1, &mine, SFD_NONBLOCK | SFD_CLOEXEC);
   if (gd.sig < 0 || guard_parent_died())
-    guard_stop_all(ro->grace_ms);
+    guard_stop_all(guard_kill_at_death(ro->grace_ms));
+  int64_t late_ms = ro->grace_ms < GUARD_LATE_KILL_MS ? ro->grace_ms : GUARD_LATE_KILL_MS;
   for (;;) {
-    struct pollfd p[2] = {{.fd = gd.ctl, .events = POLLIN}, {.fd = gd.sig, .events = POLLIN}};
-    if (poll(p, 2, -1) < 0)
+    /* Asleep until the deadline at most: dlock run moves it on long before
+     * it comes (it rereads the lock's validity a few times per renewal), so
+     * reaching it means dlock run is alive but stopped or wedged, or the
+     * lock expired unrenewed.  Either way the lock may be someone else's
+     * now, and nobody but us can stop COMMAND. */
+    int64_t now = cli_now_ns(), dl = deadline_get();
+    if (dl <= now)
+      guard_stop_all(now + late_ms * 1000000);
+    int timeout = -1;
+    if (dl != INT64_MAX)
+      timeout = (dl - now) / 1000000 >= INT_MAX ? INT_MAX : (int)((dl - now) / 1000000 + 1);
+    struct pollfd p[3] = {{.fd = gd.ctl, .events = POLLIN},
+                          {.fd = gd.sig, .events = POLLIN},
+                          {.fd = gd.st, .events = gd.exit_pending ? POLLOUT : 0}};
+    if (poll(p, 3, timeout) < 0)
       continue;
     if (p[1].revents & POLLIN) {
       guard_drain_signals();
       if (guard_parent_died())
-        guard_stop_all(ro->grace_ms);
+        guard_stop_all(guard_kill_at_death(ro->grace_ms));
     }
     guard_reap();
+    guard_flush_exit(0);
     if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
       char c;
       ssize_t n = read(gd.ctl, &c, 1);
@@ -1111,16 +1288,34 @@ static _Noreturn void guardian_main(const struct run_opts *ro, char **env,
       if (n == 1 && c == GUARD_EXIT)
         _exit(0);
       /* A request to stop, or end-of-file: dlock run died. */
-      guard_stop_all(n == 1 && c == GUARD_KILL ? 0 : ro->grace_ms);
+      if (n == 1 && c == GUARD_KILL)
+        guard_stop_all(0);
+      else if (n == 1)
+        guard_stop_all(cli_now_ns() + ro->grace_ms * 1000000);
+      else
+        guard_stop_all(guard_kill_at_death(ro->grace_ms));
     }
   }
 }
 
 static void guard_send(const struct guardian *g, char req) {
+  /* The guardian may have exited on its own (it stopped COMMAND at the
+   * lock's deadline): EPIPE then, and a SIGPIPE that must not kill us.
+   * Blocked, it stays pending on this thread, and is taken back. */
+  sigset_t pipe_set, old;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
   ssize_t n;
   do
     n = write(g->ctl, &req, 1);
   while (n < 0 && errno == EINTR);
+  if (n < 0 && errno == EPIPE) {
+    struct timespec zero = {0, 0};
+    while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 /* One report; 0 at end-of-file (the guardian exited), -1 on error. */
@@ -1181,13 +1376,18 @@ static int run_spawn(const struct run_opts *ro, char **env, const sigset_t *chil
   struct guard_msg m;
   int r = guard_read(g, &m);
   if (r <= 0 || m.type != GM_PID) {
-    if (r > 0 && m.type == GM_FORK_FAILED)
+    if (r > 0 && m.type == GM_FORK_FAILED) {
       fprintf(stderr, "dlock: fork: %s\n", strerror(m.val));
-    else
+    } else if (r > 0 && m.type == GM_EXPIRED) {
+      fprintf(stderr, "dlock: lock '");
+      cli_print_safe(stderr, ro->key);
+      fprintf(stderr, "' expired before the command started\n");
+    } else {
       fprintf(stderr, "dlock: the guardian process failed to start\n");
+    }
     close(ep[0]);
     guard_reap_guardian(g);
-    return CLI_EXIT_FAIL;
+    return r > 0 && m.type == GM_EXPIRED ? CLI_EXIT_LOST : CLI_EXIT_FAIL;
   }
   g->cmd = (pid_t)m.val;
   int e = 0;
@@ -1209,13 +1409,57 @@ static int run_spawn(const struct run_opts *ro, char **env, const sigset_t *chil
   return 0;
 }
 
+/* Tell the guardian how long the lock is valid (see run_deadline). */
+static void deadline_publish(dlock_lock *l) {
+  int64_t rem = dlock_lock_remaining_ms(l);
+  if (rem == 0)
+    return; /* lost: the loss path stops COMMAND, with the grace period */
+  int64_t dl = rem < 0 ? INT64_MAX : cli_now_ns() + rem * 1000000;
+  __atomic_store_n(run_deadline, dl, __ATOMIC_RELEASE);
+}
+
+/* The guardian died (killed by someone): whatever COMMAND started was
+ * handed to us, the next subreaper up.  SIGKILL all of it, again and again
+ * as processes fork or are handed on, until we have no child left. */
+static void run_kill_orphans(const struct run_opts *ro, pid_t cmd) {
+  gd.cmd = cmd;
+  gd.foreground = ro->foreground;
+  int64_t start = cli_now_ns();
+  int warned = 0;
+  for (;;) {
+    guard_collect();
+    /* COMMAND's group is ours to signal while COMMAND is our child (a
+     * zombie counts): the group then exists and its number is not reused. */
+    siginfo_t si;
+    si.si_pid = 0;
+    if (!ro->foreground && waitid(P_PID, (id_t)cmd, &si, WEXITED | WNOHANG | WNOWAIT) == 0)
+      kill(-cmd, SIGKILL);
+    int st;
+    for (size_t i = 0; i < gd_ntree; i++)
+      kill(gd_tree[i], SIGKILL);
+    pid_t w;
+    while ((w = waitpid(-1, &st, WNOHANG)) > 0) {
+    }
+    if (w < 0 && errno == ECHILD && gd_ntree == 0)
+      return;
+    if (!warned && cli_now_ns() - start > 5000000000LL) {
+      fprintf(stderr, "dlock: the command's processes survive SIGKILL (in uninterruptible "
+                      "sleep?); waiting for them\n");
+      warned = 1;
+    }
+    struct pollfd none;
+    poll(&none, 0, 20);
+  }
+}
+
 /* Wait for COMMAND, forwarding signals and watching the lock.  Returns the
  * exit code; the guardian has exited when it returns. */
 static int run_supervise(const struct run_opts *ro, dlock_lock *l, struct guardian *g, int sfd) {
   pid_t pid = g->cmd;
   pid_t target = ro->foreground ? pid : -pid;
   int lost = 0, failed = 0, warned_stop = 0, stopped = 0, status = 0;
-  int cmd_done = 0, g_done = 0;
+  int cmd_done = 0, g_done = 0, warned_slow = 0;
+  int64_t stop_at = 0;
   /* Once stopping (lost lock, failure) we wait for the guardian to report
    * that nothing of COMMAND is left. */
   while (!g_done && !(cmd_done && !lost && !failed)) {
@@ -1226,6 +1470,26 @@ static int run_supervise(const struct run_opts *ro, dlock_lock *l, struct guardi
       int64_t rem = dlock_lock_remaining_ms(l);
       if (rem >= 0)
         timeout = rem < 5 ? 5 : rem >= INT_MAX ? INT_MAX : (int)rem + 1;
+      /* Renewals happen on a library thread, unannounced: reread the
+       * validity a few times per renewal interval (a third of the ttl) so
+       * that the guardian's copy of the deadline stays well ahead of it. */
+      deadline_publish(l);
+      if (rem > 0) {
+        int every = rem / 4 < 10 ? 10 : rem / 4 > 1000 ? 1000 : (int)(rem / 4);
+        if (every < timeout)
+          timeout = every;
+      }
+    } else if (!warned_slow) {
+      /* Processes in uninterruptible sleep outlive SIGKILL; the guardian
+       * waits for them, keeping a file:// or PostgreSQL lock held. */
+      int64_t late = stop_at + (ro->grace_ms + 5000) * 1000000 - cli_now_ns();
+      timeout = late <= 0 ? 0 : late / 1000000 >= INT_MAX ? INT_MAX : (int)(late / 1000000 + 1);
+      if (late <= 0) {
+        fprintf(stderr, "dlock: the command's processes survive SIGKILL (in uninterruptible "
+                        "sleep?); waiting for them, the lock stays held\n");
+        warned_slow = 1;
+        timeout = -1;
+      }
     }
     struct pollfd p[3] = {{.fd = sfd, .events = POLLIN},
                           {.fd = lost_pipe[0], .events = POLLIN},
@@ -1236,6 +1500,7 @@ static int run_supervise(const struct run_opts *ro, dlock_lock *l, struct guardi
       if (!failed)
         guard_send(g, GUARD_KILL);
       failed = 1;
+      stop_at = cli_now_ns();
       /* Without poll, read the reports blocking until the guardian exits. */
       struct guard_msg m;
       int r;
@@ -1303,6 +1568,7 @@ static int run_supervise(const struct run_opts *ro, dlock_lock *l, struct guardi
       fprintf(stderr, "dlock: lock '");
       cli_print_safe(stderr, ro->key);
       fprintf(stderr, "' lost; stopping command\n");
+      stop_at = cli_now_ns();
       /* The guardian sends SIGTERM (and SIGCONT, should COMMAND be
        * stopped), SIGKILL after the grace period, and reports when nothing
        * COMMAND started is left. */
@@ -1317,7 +1583,7 @@ static int run_supervise(const struct run_opts *ro, dlock_lock *l, struct guardi
      * child and nothing would stop it should we die; stop it now. */
     if (!failed)
       fprintf(stderr, "dlock: the guardian process died; stopping command\n");
-    kill(target, SIGKILL);
+    run_kill_orphans(ro, pid);
     return lost ? CLI_EXIT_LOST : CLI_EXIT_FAIL;
   }
   if (lost)
@@ -1392,6 +1658,24 @@ static int run_main(const struct run_opts *rop) {
     code = CLI_EXIT_FAIL;
     goto out;
   }
+  /* Should the guardian be killed, whatever COMMAND started comes to us
+   * rather than to init, and we can still stop all of it. */
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) {
+    fprintf(stderr, "dlock: prctl(PR_SET_CHILD_SUBREAPER): %s\n", strerror(errno));
+    code = CLI_EXIT_FAIL;
+    goto out;
+  }
+  run_deadline = mmap(NULL, sizeof *run_deadline, PROT_READ | PROT_WRITE,
+                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (run_deadline == MAP_FAILED) {
+    run_deadline = NULL;
+    fprintf(stderr, "dlock: mmap: %s\n", strerror(errno));
+    code = CLI_EXIT_FAIL;
+    goto out;
+  }
+  *run_deadline = 0; /* stays so, "expired", if the lock is already lost */
+  deadline_publish(l);
+  gd_force_scan = getenv("DLOCK_TEST_PROC_SCAN") != NULL;
   struct guardian g;
   code = run_spawn(&ro, env, &oldmask, &g);
   if (code != 0)
@@ -1415,6 +1699,9 @@ out:
   }
   dlock_close(c);
   free_env(env);
+  if (run_deadline)
+    munmap(run_deadline, sizeof *run_deadline);
+  run_deadline = NULL;
   close(lost_pipe[0]), close(lost_pipe[1]);
   lost_pipe[0] = lost_pipe[1] = -1;
   close(sfd);

@@ -327,13 +327,14 @@ alive() { # alive PID...: 0 if every one runs (zombies do not count)
     case $(cut -d' ' -f3 "/proc/$p/stat" 2>/dev/null) in Z | X | "") return 1 ;; esac
   done
 }
-orphan_case() { # NAME URL KEY
+orphan_case() { # NAME URL KEY [VAR=VALUE...]
   local name=$1 u=$2 key=$3 grace=3
+  shift 3
   local d="$tmp/orphan-$name"
   rm -rf "$d"
   mkdir -p "$d"
   local loop='while :; do sleep 0.05; done'
-  "$DLOCK" run --grace $grace "$u" "$key" -- sh -c "
+  env "$@" "$DLOCK" run --grace $grace "$u" "$key" -- sh -c "
     trap 'date +%s%N >$d/term.cmd.tmp; mv $d/term.cmd.tmp $d/term.cmd' TERM
     sh -c 'trap \"date +%s%N >$d/term.gc.tmp; mv $d/term.gc.tmp $d/term.gc\" TERM; echo \$\$ >$d/pid.gc.tmp; mv $d/pid.gc.tmp $d/pid.gc; $loop' &
     setsid sh -c 'trap \"date +%s%N >$d/term.ds.tmp; mv $d/term.ds.tmp $d/term.ds\" TERM; echo \$\$ >$d/pid.ds.tmp; mv $d/pid.ds.tmp $d/pid.ds; $loop' &
@@ -392,11 +393,121 @@ orphan_case() { # NAME URL KEY
 }
 mkdir -p "$tmp/orphandir"
 orphan_case file "file://$tmp/orphandir" orphan
+# Kernels without CONFIG_PROC_CHILDREN have no /proc/PID/task/TID/children:
+# the descendants are then found by scanning /proc/*/stat (the variable makes
+# dlock behave as if the file were missing).
+orphan_case file-procscan "file://$tmp/orphandir" orphan DLOCK_TEST_PROC_SCAN=1
 if [ -n "${DLOCK_TEST_POSTGRES_URL:-}" ]; then
   orphan_case postgres "$DLOCK_TEST_POSTGRES_URL" "cli-test/orphan/$$"
 else
   echo "# DLOCK_TEST_POSTGRES_URL not set: the orphan case runs on file:// only"
 fi
+
+# Wait until a command succeeds, for at most MS milliseconds; 0 if it did.
+poll_until() { # poll_until MS COMMAND...
+  local t0; t0=$(date +%s%N)
+  local ms=$1; shift
+  while ! "$@"; do
+    [ "$(ms_since "$t0")" -ge "$ms" ] && return 1
+    sleep 0.05
+  done
+}
+gone() { ! alive "$1"; }
+
+# ---- dlock run stopped or killed on a store whose locks expire ----
+# The guardian knows the lock's validity deadline: it must stop the command
+# by then, whether dlock run can no longer renew (stopped: kill -STOP) or is
+# dead (SIGKILL) and the grace period would run past the deadline.
+# The command records SIGTERM and carries on, so only SIGKILL ends it.
+ttl_cmd() { # ttl_cmd DIR: the command's script
+  echo "trap 'date +%s%N >$1/term.tmp; mv $1/term.tmp $1/term' TERM; echo \$\$ >$1/pid.tmp; mv $1/pid.tmp $1/pid; while :; do sleep 0.05; done"
+}
+stopped_case() { # URL KEY
+  local u=$1 key=$2 d="$tmp/stopped" ttl=2
+  rm -rf "$d"; mkdir -p "$d"
+  "$DLOCK" run --ttl ${ttl}s "$u" "$key" -- sh -c "$(ttl_cmd "$d")" 2>"$d/err" &
+  local pid=$!
+  await "$d/pid"
+  local pcmd; pcmd=$(cat "$d/pid")
+  local start; start=$(date +%s%N)
+  kill -STOP $pid
+  # By the deadline (at most the ttl from now) and a generous margin.
+  poll_until $((ttl * 1000 + 3000)) test -e "$d/term"
+  local ms=none
+  [ -s "$d/term" ] && ms=$((($(cat "$d/term") - start) / 1000000))
+  n=$((n + 1))
+  if [ "$ms" != none ] && [ "$ms" -le $((ttl * 1000 + 3000)) ]; then
+    echo "ok $n - stopped dlock run: SIGTERM to the command ${ms} ms after, ttl ${ttl} s"
+  else
+    echo "not ok $n - stopped dlock run: no SIGTERM to the command within $((ttl + 3)) s ($ms)"
+    fails=$((fails + 1))
+  fi
+  poll_until 3000 gone "$pcmd"
+  check "stopped dlock run: the command is killed soon after its SIGTERM" 0 $?
+  kill -KILL "$pcmd" 2>/dev/null
+  kill -CONT $pid
+  # wait reports the stop itself (128+SIGSTOP) until the shell sees the
+  # job continue.
+  local rc i
+  for i in $(seq 1 100); do
+    wait $pid; rc=$?
+    [ $rc -ne 147 ] && break
+    sleep 0.05
+  done
+  check "stopped dlock run: once continued, it exits with the lock lost" 3 $rc
+  contains "stopped dlock run: message" "$d/err" "lost before the command finished"
+}
+deadline_case() { # URL KEY
+  local u=$1 key=$2 d="$tmp/deadline" ttl=3 grace=30
+  rm -rf "$d"; mkdir -p "$d"
+  "$DLOCK" run --ttl ${ttl}s --grace ${grace}s "$u" "$key" -- sh -c "$(ttl_cmd "$d")" 2>"$d/err" &
+  local pid=$!
+  await "$d/pid"
+  local pcmd; pcmd=$(cat "$d/pid")
+  local start; start=$(date +%s%N)
+  kill -KILL $pid
+  wait $pid 2>/dev/null
+  poll_until $((ttl * 1000 + 3000)) gone "$pcmd"
+  local rc=$? ms; ms=$(ms_since "$start")
+  n=$((n + 1))
+  if [ $rc -eq 0 ]; then
+    echo "ok $n - killed dlock run, --grace ${grace}s: command gone by the deadline (${ms} ms, ttl ${ttl} s)"
+  else
+    echo "not ok $n - killed dlock run, --grace ${grace}s: command still runs after ${ms} ms (ttl ${ttl} s)"
+    fails=$((fails + 1))
+  fi
+  kill -KILL "$pcmd" 2>/dev/null
+}
+if [ -n "${DLOCK_TEST_REDIS_URL:-}" ]; then
+  stopped_case "$DLOCK_TEST_REDIS_URL" "cli-test/stopped/$$"
+  deadline_case "$DLOCK_TEST_REDIS_URL" "cli-test/deadline/$$"
+else
+  echo "# DLOCK_TEST_REDIS_URL not set: the ttl deadline cases do not run"
+fi
+
+# ---- the guardian itself is SIGKILLed ----
+# What the command started, even a process that left its group (setsid), is
+# then handed to dlock run, which must stop it rather than leave it to init.
+guardian_case() {
+  local d="$tmp/guardian" u="file://$tmp/guardiandir"
+  rm -rf "$d"; mkdir -p "$d" "$tmp/guardiandir"
+  "$DLOCK" run "$u" g -- sh -c "
+    setsid sh -c 'echo \$\$ >$d/pid.ds.tmp; mv $d/pid.ds.tmp $d/pid.ds; while :; do sleep 0.05; done' &
+    echo \$\$ >$d/pid.tmp; mv $d/pid.tmp $d/pid; while :; do sleep 0.05; done" 2>"$d/err" &
+  local pid=$!
+  await "$d/pid" && await "$d/pid.ds"
+  local pcmd pds gpid
+  pcmd=$(cat "$d/pid") pds=$(cat "$d/pid.ds")
+  gpid=$(tr -d " " <"/proc/$pid/task/$pid/children" 2>/dev/null)
+  [ -n "$gpid" ] && kill -KILL "$gpid"
+  wait $pid
+  check "killed guardian: dlock run fails" 1 $?
+  contains "killed guardian: message" "$d/err" "the guardian process died"
+  poll_until 5000 gone "$pcmd"; check "killed guardian: the command is stopped" 0 $?
+  poll_until 5000 gone "$pds"; check "killed guardian: a process that left its group is stopped" 0 $?
+  kill -KILL "$pcmd" "$pds" 2>/dev/null
+}
+guardian_case
 
 echo "1..$n"
 [ $fails -eq 0 ]

@@ -380,23 +380,37 @@ static int sess_get(cs_client *cc, int64_t ttl_ms, int64_t deadline, cs_session 
   }
 }
 
+/* Send the txn REQ (freed here) to PATH and parse the answer into *T,
+ * whose results or errors the caller reads: 0 with *STATUS 200 (applied)
+ * or 409 (refused, t->msg says why), or a negative code.  Free *T in every
+ * case. */
+static int txn(cs_client *cc, const char *path, char *req, int64_t deadline, const char *what,
+               dlock__consul_txn *t, long *status) {
+  memset(t, 0, sizeof *t);
+  reply r = {0};
+  int rc = req ? request(cc, "PUT", path, req, bound(cc, deadline), &r)
+               : dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
+  free(req);
+  *status = r.status;
+  if (rc == 0 && (r.status == 200 || r.status == 409))
+    rc = dlock__consul_parse_txn((int)r.status, r.body.data, r.body.len, t);
+  else if (rc == 0)
+    rc = dlock_seterr(DLOCK_EBACKEND, "consul: %s: HTTP %ld: %.200s", what, r.status,
+                      r.body.data ? r.body.data : "");
+  reply_free(&r);
+  return rc;
+}
+
 /* KEY read consistently through a read-only txn, which takes any key (see
  * consul-codec.h): 1 with *kv filled, 0 when there is no such key, or a
  * negative code.  Free *kv in every case. */
 static int read_key(cs_client *cc, const char *key, int64_t deadline, dlock__consul_kv *kv) {
   memset(kv, 0, sizeof *kv);
-  char *req = dlock__consul_req_get(key);
-  reply r = {0};
-  int rc = req ? request(cc, "PUT", "/v1/txn?consistent", req, bound(cc, deadline), &r)
-               : dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
-  free(req);
-  dlock__consul_txn t = {0};
-  if (rc == 0 && (r.status == 200 || r.status == 409))
-    rc = dlock__consul_parse_txn((int)r.status, r.body.data, r.body.len, &t);
-  else if (rc == 0)
-    rc = dlock_seterr(DLOCK_EBACKEND, "consul: read txn: HTTP %ld: %.200s", r.status,
-                      r.body.data ? r.body.data : "");
-  if (rc == 0 && r.status == 409)
+  dlock__consul_txn t;
+  long status;
+  int rc = txn(cc, "/v1/txn?consistent", dlock__consul_req_get(key), deadline, "read txn", &t,
+               &status);
+  if (rc == 0 && status == 409)
     rc = dlock_seterr(strstr(t.msg, "ermission denied") ? DLOCK_EAUTH : DLOCK_EBACKEND,
                       "consul: reading '%s': %s", key, t.msg);
   if (rc == 0) {
@@ -410,7 +424,6 @@ static int read_key(cs_client *cc, const char *key, int64_t deadline, dlock__con
     }
   }
   dlock__consul_txn_free(&t);
-  reply_free(&r);
   return rc;
 }
 
@@ -418,18 +431,11 @@ static int read_key(cs_client *cc, const char *key, int64_t deadline, dlock__con
  * negative code.  A txn, like the lock: it takes keys the agent refuses in
  * a /v1/kv/ path. */
 static int give_back(cs_client *cc, const char *key, const char *session, int64_t deadline) {
-  char *req = dlock__consul_req_unlock(key, session);
-  reply r = {0};
-  int rc = req ? request(cc, "PUT", "/v1/txn", req, bound(cc, deadline), &r)
-               : dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
-  free(req);
-  dlock__consul_txn t = {0};
-  if (rc == 0 && (r.status == 200 || r.status == 409))
-    rc = dlock__consul_parse_txn((int)r.status, r.body.data, r.body.len, &t);
-  else if (rc == 0)
-    rc = dlock_seterr(DLOCK_EBACKEND, "consul: release: HTTP %ld: %.200s", r.status,
-                      r.body.data ? r.body.data : "");
-  if (rc == 0 && r.status == 200) {
+  dlock__consul_txn t;
+  long status;
+  int rc = txn(cc, "/v1/txn", dlock__consul_req_unlock(key, session), deadline, "release", &t,
+               &status);
+  if (rc == 0 && status == 200) {
     rc = 1;
   } else if (rc == 0 && strstr(t.msg, "ermission denied")) {
     rc = dlock_seterr(DLOCK_EAUTH, "consul: release of '%s' refused: %s", key, t.msg);
@@ -450,7 +456,6 @@ static int give_back(cs_client *cc, const char *key, const char *session, int64_
     dlock__consul_kv_free(&kv);
   }
   dlock__consul_txn_free(&t);
-  reply_free(&r);
   return rc;
 }
 
@@ -790,18 +795,11 @@ static int try_lock(cs_client *cc, cs_session *s, const char *key, const char *v
   pthread_mutex_lock(&cc->mu);
   cc->stats.locks++;
   pthread_mutex_unlock(&cc->mu);
-  char *req = dlock__consul_req_lock(key, s->id, value);
-  reply r = {0};
-  int rc = req ? request(cc, "PUT", "/v1/txn", req, bound(cc, deadline), &r)
-               : dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
-  free(req);
-  dlock__consul_txn t = {0};
-  if (rc == 0 && (r.status == 200 || r.status == 409))
-    rc = dlock__consul_parse_txn((int)r.status, r.body.data, r.body.len, &t);
-  else if (rc == 0)
-    rc = dlock_seterr(DLOCK_EBACKEND, "consul: txn: HTTP %ld: %.200s", r.status,
-                      r.body.data ? r.body.data : "");
-  if (rc == 0 && r.status == 200) {
+  dlock__consul_txn t;
+  long status;
+  int rc = txn(cc, "/v1/txn", dlock__consul_req_lock(key, s->id, value), deadline, "txn", &t,
+               &status);
+  if (rc == 0 && status == 200) {
     const dlock__consul_kv *kv = t.nresults > 1 && t.found[1] ? &t.results[1] : NULL;
     if (!kv || strcmp(kv->session, s->id) != 0 || !kv->modify_index)
       rc = dlock_seterr(DLOCK_EBACKEND, "consul: the lock txn answered without our session");
@@ -814,7 +812,6 @@ static int try_lock(cs_client *cc, cs_session *s, const char *key, const char *v
       rc = dlock_seterr(DLOCK_EBUSY, "consul: '%s' is held", key);
   }
   dlock__consul_txn_free(&t);
-  reply_free(&r);
   if (rc == DLOCK_EBUSY)
     look(cc, key, exact, deadline, delay, index);
   return rc;
@@ -1030,17 +1027,10 @@ static int consul_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls,
     }
     if (m == 0)
       continue;
-    char *req = dlock__consul_req_check(keys, sids, m);
-    reply r = {0};
-    int rc = req ? request(cc, "PUT", "/v1/txn?consistent", req,
-                           bound(cc, dl == INT64_MAX ? -1 : dl), &r)
-                 : dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
-    free(req);
-    dlock__consul_txn t = {0};
-    if (rc == 0 && (r.status == 200 || r.status == 409))
-      rc = dlock__consul_parse_txn((int)r.status, r.body.data, r.body.len, &t);
-    else if (rc == 0)
-      rc = dlock_seterr(DLOCK_EBACKEND, "consul: check txn: HTTP %ld", r.status);
+    dlock__consul_txn t;
+    long status;
+    int rc = txn(cc, "/v1/txn?consistent", dlock__consul_req_check(keys, sids, m),
+                 dl == INT64_MAX ? -1 : dl, "check txn", &t, &status);
     for (size_t k = 0; k < m; k++) {
       size_t j = idx[k];
       bool bad = false;
@@ -1055,7 +1045,6 @@ static int consul_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls,
         rcs[j] = 0;
     }
     dlock__consul_txn_free(&t);
-    reply_free(&r);
   }
   pthread_mutex_lock(&cc->mu);
   for (size_t i = 0; i < n; i++) {

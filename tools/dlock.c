@@ -942,13 +942,11 @@ struct guard_dirent64 {
   char d_name[];
 };
 
-static void guard_add_children(pid_t pid) {
-  char path[48], *p = path;
-  p = put_str(p, "/proc/");
-  p = put_num(p, pid);
-  p = put_str(p, "/task");
-  *p = '\0';
-  int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+/* FN(number, name, ARG) for each entry of DIR named by a decimal number,
+ * with system calls only, like everything the guardian does. */
+static void guard_each_number(const char *dir, void (*fn)(long, const char *, void *),
+                              void *arg) {
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0)
     return;
   char buf[4096] __attribute__((aligned(8)));
@@ -957,16 +955,31 @@ static void guard_add_children(pid_t pid) {
     for (long off = 0; off < n;) {
       struct guard_dirent64 *d = (struct guard_dirent64 *)(buf + off);
       off += d->d_reclen;
-      long tid = 0;
+      long num = 0;
       const char *s = d->d_name;
       if (*s < '0' || *s > '9')
         continue;
       for (; *s >= '0' && *s <= '9'; s++)
-        tid = tid * 10 + (*s - '0');
-      guard_add_task_children(pid, tid);
+        num = num * 10 + (*s - '0');
+      if (!*s)
+        fn(num, d->d_name, arg);
     }
   }
   close(fd);
+}
+
+static void guard_task_found(long tid, const char *name, void *arg) {
+  (void)name;
+  guard_add_task_children(*(pid_t *)arg, tid);
+}
+
+static void guard_add_children(pid_t pid) {
+  char path[48], *p = path;
+  p = put_str(p, "/proc/");
+  p = put_num(p, pid);
+  p = put_str(p, "/task");
+  *p = '\0';
+  guard_each_number(path, guard_task_found, &pid);
 }
 
 static int guard_in_tree(pid_t pid, pid_t self) {
@@ -1007,39 +1020,31 @@ static pid_t guard_ppid_of(const char *name) {
   return (pid_t)v;
 }
 
+struct guard_scan {
+  pid_t self;
+  int added;
+};
+
+static void guard_process_found(long pid, const char *name, void *arg) {
+  struct guard_scan *sc = arg;
+  if (guard_in_tree((pid_t)pid, sc->self))
+    return;
+  pid_t pp = guard_ppid_of(name);
+  if (pp > 0 && guard_in_tree(pp, sc->self) && gd_ntree < GUARD_MAX_PIDS) {
+    gd_tree[gd_ntree++] = (pid_t)pid;
+    sc->added = 1;
+  }
+}
+
 /* Without /proc/PID/task/TID/children (a kernel built without
  * CONFIG_PROC_CHILDREN): every process whose parent is in the tree joins
  * it, pass after pass over /proc until one adds nobody. */
 static void guard_scan_proc(pid_t self) {
-  int added;
+  struct guard_scan sc = {.self = self, .added = 0};
   do {
-    added = 0;
-    int fd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-      return;
-    char buf[4096] __attribute__((aligned(8)));
-    long n;
-    while ((n = syscall(SYS_getdents64, fd, buf, sizeof buf)) > 0) {
-      for (long off = 0; off < n;) {
-        struct guard_dirent64 *d = (struct guard_dirent64 *)(buf + off);
-        off += d->d_reclen;
-        long pid = 0;
-        const char *s = d->d_name;
-        if (*s < '0' || *s > '9')
-          continue;
-        for (; *s >= '0' && *s <= '9'; s++)
-          pid = pid * 10 + (*s - '0');
-        if (*s || guard_in_tree((pid_t)pid, self))
-          continue;
-        pid_t pp = guard_ppid_of(d->d_name);
-        if (pp > 0 && guard_in_tree(pp, self) && gd_ntree < GUARD_MAX_PIDS) {
-          gd_tree[gd_ntree++] = (pid_t)pid;
-          added = 1;
-        }
-      }
-    }
-    close(fd);
-  } while (added);
+    sc.added = 0;
+    guard_each_number("/proc", guard_process_found, &sc);
+  } while (sc.added);
 }
 
 /* Every descendant, read before any is signalled: a process killed first

@@ -1495,7 +1495,28 @@ static int zk_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   if (alive && lk->path) {
     /* Even a lock we had to declare lost may still have its node, which
      * would block the queue for as long as the session lives. */
-    int zrc = z_delete(zc, s, lk->path, -1);
+    /* A connection lost in the middle (a member going down, a leader
+     * election) is ridden out within one request timeout, as the client
+     * library reconnects the session: a release right after a failover
+     * should release, not leave it to the orphan list. */
+    int64_t until = bound(zc, -1);
+    bool retried = false;
+    int zrc;
+    for (;;) {
+      zrc = z_delete(zc, s, lk->path, until);
+      pthread_mutex_lock(&zc->mu);
+      bool gone = s->expired;
+      pthread_mutex_unlock(&zc->mu);
+      if (zrc != ZCONNECTIONLOSS || gone || now_ns() + 50000000 >= until)
+        break;
+      retried = true;
+      struct timespec pause = {0, 50000000};
+      nanosleep(&pause, NULL);
+    }
+    /* After a retry, a missing node may be our own delete that landed
+     * with its answer lost. */
+    if (zrc == ZNONODE && retried)
+      zrc = ZOK;
     if (zrc == ZNONODE)
       lost = true;
     else if (zrc != ZOK && zrc != ZSESSIONEXPIRED && zrc != ZINVALIDSTATE) {

@@ -498,30 +498,42 @@ static int attempt_once(dlock_client *c, dlock_backend_lock *bl, int64_t wait_ms
   return rc;
 }
 
+/* A handle for KEY, not yet in the table: zeroed backend state, the
+ * backend's view pointing at the handle's own copies.  NULL when out of
+ * memory. */
+static struct dlock_lock *lock_new(dlock_client *c, const char *key, size_t keylen,
+                                   const char *label, uint64_t thread) {
+  struct dlock_lock *l = calloc(1, sizeof *l);
+  if (!l)
+    return NULL;
+  l->client = c;
+  l->key = strdup(key);
+  l->label = strdup(label);
+  if (c->ops->lock_size)
+    l->bl.priv = calloc(1, c->ops->lock_size);
+  if (!l->key || !l->label || (c->ops->lock_size && !l->bl.priv)) {
+    dlock__lock_free(l);
+    return NULL;
+  }
+  l->thread = thread;
+  l->bl.key = l->key;
+  l->bl.keylen = keylen;
+  l->bl.owner = l->owner;
+  l->bl.label = l->label;
+  return l;
+}
+
 /* A copy of L's unanswered attempt (its owner and backend state) to be
  * given back on the renew thread, while L goes on under a new owner. */
 static void giveback_copy(dlock_client *c, const struct dlock_lock *l) {
-  struct dlock_lock *g = calloc(1, sizeof *g);
+  struct dlock_lock *g = lock_new(c, l->key, l->bl.keylen, l->label, l->thread);
   if (!g)
     return; /* the store expires it after its ttl */
-  g->client = c;
-  g->key = strdup(l->key);
-  g->label = strdup(l->label);
-  void *priv = c->ops->lock_size ? malloc(c->ops->lock_size) : NULL;
-  g->bl.priv = priv;
-  if (!g->key || !g->label || (c->ops->lock_size && !priv)) {
-    dlock__lock_free(g);
-    return;
-  }
-  if (priv)
-    memcpy(priv, l->bl.priv, c->ops->lock_size);
   memcpy(g->owner, l->owner, sizeof g->owner);
-  g->thread = l->thread;
-  g->bl = l->bl;
-  g->bl.priv = priv;
-  g->bl.key = g->key;
-  g->bl.owner = g->owner;
-  g->bl.label = g->label;
+  if (c->ops->lock_size)
+    memcpy(g->bl.priv, l->bl.priv, c->ops->lock_size);
+  g->bl.ttl_ms = l->bl.ttl_ms;
+  g->bl.sent_ns = l->bl.sent_ns;
   pthread_mutex_lock(&c->mu);
   table_add(c, g);
   pthread_mutex_unlock(&c->mu);
@@ -664,37 +676,21 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
       }
     }
   }
-  l = calloc(1, sizeof *l);
   char lbuf[128];
-  if (l) {
-    l->client = c;
-    l->key = strdup(key);
-    if (opts->owner_label)
-      snprintf(lbuf, sizeof lbuf, "%s", opts->owner_label);
-    else
-      snprintf(lbuf, sizeof lbuf, "%s", c->default_label);
-    l->label = strdup(lbuf);
-    if (c->ops->lock_size)
-      l->bl.priv = calloc(1, c->ops->lock_size);
-  }
-  if (!l || !l->key || !l->label || (c->ops->lock_size && !l->bl.priv) ||
-      (rc = dlock__random_hex(l->owner, 16)) < 0) {
+  snprintf(lbuf, sizeof lbuf, "%s", opts->owner_label ? opts->owner_label : c->default_label);
+  l = lock_new(c, key, keylen, lbuf, self);
+  if (!l || (rc = dlock__random_hex(l->owner, 16)) < 0) {
     pthread_mutex_unlock(&c->mu);
     dlock__lock_free(l);
     dlock__metrics_acquire_result(&c->metrics, DLOCK_ENOMEM);
     return rc < 0 ? rc : dlock_seterr(DLOCK_ENOMEM, "out of memory");
   }
-  l->thread = self;
   l->holds = 1;
   l->state = 0;
   table_add(c, l);
   pthread_mutex_unlock(&c->mu);
 
   dlock_backend_lock *bl = &l->bl;
-  bl->key = l->key;
-  bl->keylen = keylen;
-  bl->owner = l->owner;
-  bl->label = l->label;
   bl->ttl_ms = ttl_ms;
   bool maybe_granted = false;
   int64_t now;

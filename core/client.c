@@ -34,6 +34,23 @@ static struct dlock_lock *table_find(dlock_client *c, const char *key) {
   return l;
 }
 
+/* The entry of KEY that thread SELF holds (or lost), if any, else the first
+ * entry of KEY: a give-back of an abandoned attempt shares the key with
+ * the acquisition that followed it, and must not hide that one from its
+ * own thread's reentrant calls. */
+static struct dlock_lock *table_find_for(dlock_client *c, const char *key, uint64_t self) {
+  struct dlock_lock *first = NULL;
+  for (struct dlock_lock *l = c->table[key_hash(key) % c->table_size]; l; l = l->hnext) {
+    if (strcmp(l->key, key) != 0)
+      continue;
+    if (l->thread == self && l->state != 0)
+      return l;
+    if (!first)
+      first = l;
+  }
+  return first;
+}
+
 static void table_insert_raw(struct dlock_lock **tab, size_t size, struct dlock_lock *l) {
   size_t i = key_hash(l->key) % size;
   l->hnext = tab[i];
@@ -270,8 +287,9 @@ static int open_client(dlock_url *u, dlock_client **out) {
   }
   dlock_client *c = calloc(1, sizeof *c);
   if (!c) {
+    rc = dlock_seterr(DLOCK_ENOMEM, "out of memory"); /* while U, the scope, lives */
     dlock__url_free(u);
-    return dlock_seterr(DLOCK_ENOMEM, "out of memory");
+    return rc;
   }
   c->ops = ops;
   c->url = u;
@@ -335,6 +353,8 @@ int dlock_open(const char *url, dlock_client **out) {
 void dlock_close(dlock_client *c) {
   if (!c)
     return;
+  /* What the store says while we close is left in the thread's message. */
+  const dlock_url *was = dlock__err_scope(c->url);
   dlock__renew_stop(c);
   /* Locks the caller never released: give them back so others need not
    * wait for the TTL. */
@@ -368,6 +388,7 @@ void dlock_close(dlock_client *c) {
   free(c->bc.priv);
   free(c->table);
   free(c->redacted);
+  dlock__err_scope(was);
   dlock__url_free(c->url);
   free(c);
 }
@@ -579,16 +600,22 @@ static int attempt_until(dlock_client *c, struct dlock_lock *l, int64_t wait_ms,
       /* Give back what the unanswered attempt may have won before asking
        * again; if the store is still away, on the renew thread under the
        * old owner, so that it can never touch the next attempt's grant. */
-      atomic_fetch_add(&c->metrics.giveback, 1);
       if (dlock_err_is_transient(c->ops->release(&c->bc, bl)))
-        giveback_copy(c, l);
+        giveback_copy(c, l); /* counted there */
+      else
+        atomic_fetch_add(&c->metrics.giveback, 1);
+      *maybe_granted = false; /* given back, or handed on: not again */
     }
     dlock_seterr(rc, "%s", why);
+    if (c->ops->lock_size)
+      memset(bl->priv, 0, c->ops->lock_size);
+    /* The give-back may have used up the wait: one operation past the
+     * deadline at most, not two. */
+    if (deadline >= 0 && dlock__now_ns() >= deadline)
+      return rc;
     /* Every attempt is a new acquisition with an identity of its own. */
     if (dlock__random_hex(l->owner, 16) < 0)
       return rc;
-    if (c->ops->lock_size)
-      memset(bl->priv, 0, c->ops->lock_size);
     /* The last pause ends at the deadline, with one more attempt there. */
     double jit = c->retry_jitter * (double)dlock__random_below(1000) / 1000.0;
     int64_t until = dlock__now_ns() + (int64_t)(backoff * (1.0 - jit) * 1e6);
@@ -629,7 +656,7 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
   struct dlock_lock *l;
 
   pthread_mutex_lock(&c->mu);
-  while ((l = table_find(c, key)) != NULL) {
+  while ((l = table_find_for(c, key, self)) != NULL) {
     if (l->thread == self && l->state != 0) {
       if (l->state == DLOCK_HELD && dlock__now_ns() < l->valid_until_ns) {
         l->holds++;

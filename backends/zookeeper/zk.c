@@ -1500,24 +1500,22 @@ static int zk_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
      * library reconnects the session: a release right after a failover
      * should release, not leave it to the orphan list. */
     int64_t until = bound(zc, -1);
-    bool retried = false;
     int zrc;
+    bool expired;
     for (;;) {
       zrc = z_delete(zc, s, lk->path, until);
       pthread_mutex_lock(&zc->mu);
-      bool gone = s->expired;
+      expired = s->expired;
       pthread_mutex_unlock(&zc->mu);
-      if (zrc != ZCONNECTIONLOSS || gone || now_ns() + 50000000 >= until)
+      if (zrc != ZCONNECTIONLOSS || expired || now_ns() + 50000000 >= until)
         break;
-      retried = true;
       struct timespec pause = {0, 50000000};
       nanosleep(&pause, NULL);
     }
-    /* After a retry, a missing node may be our own delete that landed
-     * with its answer lost. */
-    if (zrc == ZNONODE && retried)
-      zrc = ZOK;
-    if (zrc == ZNONODE)
+    /* A missing node, even after a retry whose first delete may have
+     * landed, is reported as lost: that errs on the side the caller can
+     * act on safely.  A session that expired took its node with it. */
+    if (zrc == ZNONODE || expired)
       lost = true;
     else if (zrc != ZOK && zrc != ZSESSIONEXPIRED && zrc != ZINVALIDSTATE) {
       orphan_add(zc, s, lk->path);

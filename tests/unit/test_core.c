@@ -38,6 +38,7 @@ static struct {
   char owners[8][33];    /* owner of each of the first 8 tries */
   atomic_int waits;      /* calls of the native acquire */
   int cut_message;       /* the failure's text goes through a small buffer */
+  int release_down;      /* release answers DLOCK_ECONN */
 } tb;
 
 /* The password of the last URL opened: the backend quotes it in its
@@ -114,7 +115,7 @@ static int tb_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   (void)bl;
   nap(tb.release_stall_ms);
   atomic_fetch_add(&tb.releases, 1);
-  return 0;
+  return tb.release_down ? dlock_seterr(DLOCK_ECONN, "test: release got no answer") : 0;
 }
 
 static const char *const tb_schemes[] = {"test", "test+alt", NULL};
@@ -199,6 +200,7 @@ static void tb_reset(void) {
   memset(tb.owners, 0, sizeof tb.owners);
   atomic_store(&tb.waits, 0);
   tb.cut_message = 0;
+  tb.release_down = 0;
 }
 
 static int setup(void **state) {
@@ -748,6 +750,35 @@ static void test_try_fails_once_and_gives_back_behind(void **state) {
   dlock_close(c);
 }
 
+/* An attempt whose give-back could not be made at once is given back
+ * behind, under its own owner, without hiding the acquisition that
+ * followed it from its thread. */
+static void test_giveback_behind_keeps_reentrancy(void **state) {
+  (void)state;
+  tb_reset();
+  tb.fail_for = 1;
+  tb.fail_rc = DLOCK_ECONN;
+  tb.release_down = 1; /* every give-back finds the store away */
+  dlock_client *c;
+  assert_int_equal(dlock_open("test://h?retry_initial=1ms", &c), 0);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.wait_ms = 10000;
+  dlock_lock *l = NULL, *again = NULL;
+  assert_int_equal(dlock_acquire(c, "k", &o, &l), 0);
+  dlock_metrics m;
+  dlock_metrics_get(c, &m);
+  assert_int_equal(m.giveback, 1); /* once, though it moved behind */
+  assert_int_equal(m.giveback_pending, 1);
+  assert_string_not_equal(tb.owners[0], tb.owners[1]);
+  assert_int_equal(dlock_try_acquire(c, "k", NULL, &again), 0);
+  assert_ptr_equal(again, l);
+  assert_int_equal(dlock_lock_holds(l), 2);
+  assert_int_equal(dlock_release(again), 0);
+  tb.release_down = 0;
+  assert_int_equal(dlock_release(l), 0);
+  dlock_close(c);
+}
+
 /* Whatever a backend says, no secret of the URL reaches the caller. */
 static void test_store_messages_scrubbed(void **state) {
   (void)state;
@@ -792,6 +823,7 @@ int main(void) {
       cmocka_unit_test(test_transient_errors_retried),
       cmocka_unit_test(test_try_fails_once_and_gives_back_behind),
       cmocka_unit_test(test_store_messages_scrubbed),
+      cmocka_unit_test(test_giveback_behind_keeps_reentrancy),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -834,10 +834,9 @@ static int64_t deadline_get(void) {
   return run_deadline ? __atomic_load_n(run_deadline, __ATOMIC_ACQUIRE) : INT64_MAX;
 }
 
-/* After the deadline passed with dlock run alive but silent, the lock may
- * already be someone else's: COMMAND gets SIGTERM at once and SIGKILL this
- * much later (or after --grace, if shorter), just enough to act on the
- * SIGTERM. */
+/* With dlock run alive but silent as the deadline nears (stopped, wedged),
+ * COMMAND gets SIGTERM this much before it (or --grace before it, if
+ * shorter), just enough to act on, and SIGKILL at it. */
 #define GUARD_LATE_KILL_MS 500
 
 /* The guardian's own state (a separate process: globals are its own). */
@@ -1268,11 +1267,15 @@ static _Noreturn void guardian_main(const struct run_opts *ro, char **env,
      * lock expired unrenewed.  Either way the lock may be someone else's
      * now, and nobody but us can stop COMMAND. */
     int64_t now = cli_now_ns(), dl = deadline_get();
-    if (dl <= now)
-      guard_stop_all(now + late_ms * 1000000);
+    /* SIGTERM ahead of the deadline by the short grace, SIGKILL at it: the
+     * deadline is when the store may already have handed the lock on. */
+    int64_t term_at = dl == INT64_MAX ? INT64_MAX : dl - late_ms * 1000000;
+    if (term_at <= now)
+      guard_stop_all(dl > now ? dl : now);
     int timeout = -1;
-    if (dl != INT64_MAX)
-      timeout = (dl - now) / 1000000 >= INT_MAX ? INT_MAX : (int)((dl - now) / 1000000 + 1);
+    if (term_at != INT64_MAX)
+      timeout = (term_at - now) / 1000000 >= INT_MAX ? INT_MAX
+                                                     : (int)((term_at - now) / 1000000 + 1);
     struct pollfd p[3] = {{.fd = gd.ctl, .events = POLLIN},
                           {.fd = gd.sig, .events = POLLIN},
                           {.fd = gd.st, .events = gd.exit_pending ? POLLOUT : 0}};
@@ -1416,10 +1419,13 @@ static int run_spawn(const struct run_opts *ro, char **env, const sigset_t *chil
 
 /* Tell the guardian how long the lock is valid (see run_deadline). */
 static void deadline_publish(dlock_lock *l) {
+  /* Now first: a pause between the two readings can only make the
+   * deadline earlier, never later. */
+  int64_t now = cli_now_ns();
   int64_t rem = dlock_lock_remaining_ms(l);
   if (rem == 0)
     return; /* lost: the loss path stops COMMAND, with the grace period */
-  int64_t dl = rem < 0 ? INT64_MAX : cli_now_ns() + rem * 1000000;
+  int64_t dl = rem < 0 ? INT64_MAX : now + rem * 1000000;
   __atomic_store_n(run_deadline, dl, __ATOMIC_RELEASE);
 }
 

@@ -40,6 +40,20 @@ DLOCK_SERVER_BACKENDS=(redis zookeeper postgres etcd consul)
 # to use instead, and skips the build.
 DLOCK_CONSUL_VERSION=v1.21.0
 
+# Toxiproxy, the fault suite's proxy, is built the same way (seconds, not
+# minutes); TOXIPROXY_BIN names a binary to use instead.
+DLOCK_TOXIPROXY_VERSION=v2.5.0
+
+# dl_toxiproxy_bin: the absolute path of that binary, built or not yet.
+dl_toxiproxy_bin() {
+    local cache=~/.cache
+    local bin="${TOXIPROXY_BIN:-${XDG_CACHE_HOME:-$cache}/dlock/toxiproxy-$DLOCK_TOXIPROXY_VERSION}"
+    [[ "$bin" == */* ]] || bin="$(command -v -- "$bin" || printf '%s' "$bin")"
+    [[ "$bin" == /* ]] || bin="$PWD/$bin"
+    printf '%s
+' "$bin"
+}
+
 # dl_consul_bin: the absolute path of the consul binary scripts/services
 # runs, built or not yet (CONSUL_BIN may be a path or a command on PATH).
 dl_consul_bin() {
@@ -58,7 +72,8 @@ dl_consul_bin() {
 # advisory one, which the postgres cases expect refused. etcd-cluster is a
 # three-member cluster for the etcd backend's failover cases, as
 # zookeeper-ensemble is for zookeeper's.
-DLOCK_SERVER_EXTRAS=(zookeeper-ensemble pgbouncer etcd-cluster)
+# toxiproxy is the fault suite's proxy (tests/faults).
+DLOCK_SERVER_EXTRAS=(zookeeper-ensemble pgbouncer etcd-cluster toxiproxy)
 
 if [[ -t 2 ]]; then
     _dl_bold=$'\e[1m' _dl_red=$'\e[31m' _dl_yellow=$'\e[33m' _dl_green=$'\e[32m' _dl_reset=$'\e[0m'

@@ -347,9 +347,16 @@ static void *worker_thread(void *arg) {
               dlock_lock_remaining_ms(l), t);
       if (st != DLOCK_HELD)
         break;
+      /* One write in four comes a while after its check, as after a GC
+       * pause between checking and using a lock: under a pause or a cut
+       * it reaches the resource late, and only fencing stops it. */
+      int late = rnd() % 4 == 0;
+      if (late)
+        sleep_ms(hold / n);
       const char *res;
       resource_write(&rfd, key, token, tid, seq, &res);
-      sleep_ms(hold / n);
+      if (!late)
+        sleep_ms(hold / n);
     }
     int64_t t = mono();
     rc = dlock_release(l);
@@ -468,6 +475,9 @@ static int cmd_writer(int argc, char **argv) {
           token, ttl, ttl, mono(), wall());
   int fd = -1;
   for (;;) {
+    /* `dlock run` promises that COMMAND runs only while the lock is held:
+     * being alive is this process's belief that it holds the lock. */
+    logline("O %ld %ld %ld %s 1 0 %" PRId64, self_pid, tid, seq, key, mono());
     const char *res;
     resource_write(&fd, key, token, tid, seq, &res);
     sleep_ms(10);

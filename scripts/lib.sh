@@ -26,6 +26,9 @@ DLOCK_PKGS_TEST=(libcmocka-dev)
 DLOCK_PKGS_SERVERS=(redis-server redis-tools zookeeper postgresql-15 pgbouncer
                     etcd-server etcd-client openssl curl)
 DLOCK_PKGS_CHECKS=(valgrind docker-compose)
+# The safety suite: libFuzzer (clang and its runtimes) and the Spin model
+# checker. The fault runs need nothing more than the servers and Toxiproxy.
+DLOCK_PKGS_SAFETY=(clang libclang-rt-14-dev spin)
 
 # Backends that need a running server, named as both their meson option and
 # their scripts/services entry. Adding a backend here makes scripts/test build

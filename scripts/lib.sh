@@ -75,8 +75,9 @@ dl_consul_bin() {
 # advisory one, which the postgres cases expect refused. etcd-cluster is a
 # three-member cluster for the etcd backend's failover cases, as
 # zookeeper-ensemble is for zookeeper's.
-# toxiproxy is the fault suite's proxy (tests/faults).
-DLOCK_SERVER_EXTRAS=(zookeeper-ensemble pgbouncer etcd-cluster toxiproxy)
+# toxiproxy is the fault suite's proxy (tests/faults), and consul-persist a
+# Consul server with a data dir for its restarts.
+DLOCK_SERVER_EXTRAS=(zookeeper-ensemble pgbouncer etcd-cluster consul-persist toxiproxy)
 
 if [[ -t 2 ]]; then
     _dl_bold=$'\e[1m' _dl_red=$'\e[31m' _dl_yellow=$'\e[33m' _dl_green=$'\e[32m' _dl_reset=$'\e[0m'

@@ -267,10 +267,36 @@ static void redact_parsed(const char *s, const struct mask *m, size_t nm, struct
   put_str(k, s + i);
 }
 
+/* The parameters in [P, END), names shown and values hidden, up to a
+ * '#' (a fragment is dropped).  Returns where it stopped. */
+static const char *put_params(struct sink *k, const char *p, const char *end) {
+  while (p < end && *p != '#') {
+    if (*p == '&') {
+      put(k, "&", 1);
+      p++;
+      continue;
+    }
+    size_t left = (size_t)(end - p);
+    size_t plen = strcspn(p, "&#"), nlen = strcspn(p, "=&#");
+    if (plen > left)
+      plen = left;
+    if (nlen > plen)
+      nlen = plen;
+    put(k, p, nlen);
+    if (nlen < plen)
+      put_str(k, "=" MASK);
+    p += plen;
+  }
+  return p;
+}
+
 /* A string that did not parse, so its parts are uncertain: a password may
  * hold an unencoded '/', '?' or '#', the "://" may be missing.  Everything
  * from the first ':' after the scheme to the last '@' is hidden (when
- * there are both), and so is every parameter value; a fragment is dropped. */
+ * there are both), and so is every parameter value; a fragment is dropped.
+ * Both the ':' and the '@' may sit inside the query, so a '?' before
+ * either of them may begin it: the text from there to the ':' is shown as
+ * a query is, and the text after the '@' as the rest of a value. */
 static void redact_loose(const char *s, struct sink *k) {
   const char *sep = strstr(s, "://");
   const char *from;
@@ -287,11 +313,16 @@ static void redact_loose(const char *s, struct sink *k) {
   if (at) {
     const char *colon = memchr(from, ':', (size_t)(at - from));
     if (colon) {
-      put(k, from, (size_t)(colon + 1 - from));
+      const char *q = memchr(from, '?', (size_t)(colon - from));
+      if (q) {
+        put(k, from, (size_t)(q + 1 - from));
+        put_params(k, q + 1, colon);
+        put(k, ":", 1);
+      } else {
+        put(k, from, (size_t)(colon + 1 - from));
+      }
       put_str(k, MASK "@");
-      /* A '?' in the hidden part means the text after the '@' may be
-       * the rest of a parameter value. */
-      mid_value = memchr(colon, '?', (size_t)(at - colon)) != NULL;
+      mid_value = memchr(from, '?', (size_t)(at - from)) != NULL;
       p = at + 1;
     }
   }
@@ -309,18 +340,7 @@ static void redact_loose(const char *s, struct sink *k) {
     put(k, "?", 1);
     p++;
   }
-  while (*p && *p != '#') {
-    if (*p == '&') {
-      put(k, "&", 1);
-      p++;
-      continue;
-    }
-    size_t plen = strcspn(p, "&#"), nlen = strcspn(p, "=&#");
-    put(k, p, nlen);
-    if (nlen < plen)
-      put_str(k, "=" MASK);
-    p += plen;
-  }
+  put_params(k, p, p + strlen(p));
 }
 
 static char *loose_dup(const char *s) {

@@ -308,6 +308,33 @@ static void test_redact_at_in_query(void **state) {
   dlock__url_free(u);
 }
 
+/* A URL that does not parse is redacted loosely, and there the first ':'
+ * and the last '@' were taken for the userinfo wherever they stood: with
+ * both inside the query, what came before the ':' (the start of a secret
+ * value) and everything after the '@' (later values) were shown. */
+static void test_redact_loose_query(void **state) {
+  (void)state;
+  char buf[256];
+  struct {
+    const char *in, *out;
+  } cases[] = {
+      /* %zz keeps each from parsing */
+      {"redis://h/?token=hunter22:x@y&z=%zz", "redis://h/?token=***:***@***&z=***"},
+      {"redis://h/?a=1:x@y&token=hunter22&z=%zz", "redis://h/?a=***:***@***&token=***&z=***"},
+      {"redis://h?to:ken=hunter22@x&pw=hunter22%zz", "redis://h?to:***@***&pw=***"},
+      /* a '?' in the user name still leaves the password hidden */
+      {"redis://u?x:hunter22@h/0%zz", "redis://u?x:***@***"},
+      {"redis://u:pa?ss@h/0?token=hunter22%zz", "redis://u:***@***"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    int n = dlock_url_redact(cases[i].in, buf, sizeof buf);
+    if (strcmp(buf, cases[i].out) != 0)
+      fail_msg("redact(%s) = %s, want %s", cases[i].in, buf, cases[i].out);
+    assert_int_equal(n, (int)strlen(cases[i].out));
+    assert_null(strstr(buf, "hunter"));
+  }
+}
+
 /* Secret parameters are recognised by their decoded name, and a name
  * that does not decode to printable text is refused without quoting the
  * value. */
@@ -580,7 +607,8 @@ int main(void) {
       cmocka_unit_test(test_file_and_mem), cmocka_unit_test(test_bad_urls),
       cmocka_unit_test(test_redact),    cmocka_unit_test(test_durations),
       cmocka_unit_test(test_params),    cmocka_unit_test(test_random_passwords),
-      cmocka_unit_test(test_redact_at_in_query), cmocka_unit_test(test_secret_names_decoded),
+      cmocka_unit_test(test_redact_at_in_query), cmocka_unit_test(test_redact_loose_query),
+      cmocka_unit_test(test_secret_names_decoded),
       cmocka_unit_test(test_undecodable_parts), cmocka_unit_test(test_err_scrub),
       cmocka_unit_test(test_pg_messages_hide_secrets), cmocka_unit_test(test_secret_sweep),
   };

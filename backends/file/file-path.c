@@ -1,5 +1,4 @@
 /* file:// codec: see file-path.h. */
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +65,25 @@ int dlock__file_record_format(const dlock__file_record *r, char *out, size_t out
   return n;
 }
 
+/* Decimal digits only, no overflow.  strtoull would also skip blanks and
+ * take a sign, and "-5" after a blank then reads as 2^64-5: a counter that
+ * jumps to its end. */
+static int parse_token(const char *s, uint64_t *out) {
+  uint64_t v = 0;
+  if (!*s)
+    return -1;
+  for (; *s; s++) {
+    if (*s < '0' || *s > '9')
+      return -1;
+    unsigned d = (unsigned)(*s - '0');
+    if (v > (UINT64_MAX - d) / 10)
+      return -1;
+    v = v * 10 + d;
+  }
+  *out = v;
+  return 0;
+}
+
 int dlock__file_record_parse(const char *buf, size_t len, dlock__file_record *r) {
   memset(r, 0, sizeof *r);
   if (len == 0)
@@ -82,10 +100,8 @@ int dlock__file_record_parse(const char *buf, size_t len, dlock__file_record *r)
   int have_token = 0;
   while ((line = strtok_r(NULL, "\n", &save)) != NULL) {
     if (strncmp(line, "token ", 6) == 0) {
-      char *end;
-      errno = 0;
-      unsigned long long v = strtoull(line + 6, &end, 10);
-      if (errno || *end || end == line + 6 || line[6] == '-')
+      uint64_t v;
+      if (parse_token(line + 6, &v) < 0)
         return dlock_seterr(DLOCK_EBACKEND, "file: lock file is corrupt (bad token)");
       r->token = v;
       have_token = 1;

@@ -100,7 +100,11 @@ static void test_records(void **state) {
   assert_true(back.token == 0);
   const char *bad[] = {"garbage", "dlock-file 1\n", "dlock-file 1\ntoken -3\n",
                        "dlock-file 1\ntoken 12x\n", "dlock-file 2\ntoken 1\n",
-                       "dlock-file 1\ntoken 99999999999999999999999\n"};
+                       "dlock-file 1\ntoken 99999999999999999999999\n",
+                       /* strtoull skips blanks and then takes a sign: "  -5" read
+                        * as 2^64-5, a counter that jumps to its end */
+                       "dlock-file 1\ntoken  -5\n", "dlock-file 1\ntoken \t7\n",
+                       "dlock-file 1\ntoken +7\n", "dlock-file 1\ntoken  0\n"};
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
     assert_int_equal(dlock__file_record_parse(bad[i], strlen(bad[i]), &back), DLOCK_EBACKEND);
 }

@@ -236,7 +236,7 @@ static void prefix_end_bounds_keys(void **state) {
   char end[8];
   size_t en = dlock__etcd_prefix_end(p, 3, end);
   static const char *const inside[] = {"q\xff/", "q\xff/a", "q\xff/\xff\xff", "q\xff/\x01"};
-  static const char *const outside[] = {"q\xff" "0", "r", "q\xff", "q\xff.", "q\xff\xff"};
+  static const char *const outside[] = {"q\xff\x30", "r", "q\xff", "q\xff.", "q\xff\xff"};
   for (size_t i = 0; i < sizeof inside / sizeof inside[0]; i++) {
     size_t l = strlen(inside[i]);
     assert_true(bytes_cmp(inside[i], l, p, 3) >= 0);
@@ -916,8 +916,8 @@ static void auth(void **state) {
       "{\"header\":" HDR("11") "}",
       "{\"header\":" HDR("11") ",\"token\":\"\"}",
       "{\"header\":" HDR("11") ",\"token\":5}",
-      "{\"error\":\"etcdserver: authentication failed, invalid user ID or password\",\"message\":"
-      "\"etcdserver: authentication failed, invalid user ID or password\",\"code\":3}",
+      ("{\"error\":\"etcdserver: authentication failed, invalid user ID or password\",\"message\":"
+       "\"etcdserver: authentication failed, invalid user ID or password\",\"code\":3}"),
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     tok = (char *)1;

@@ -162,7 +162,7 @@ static void test_root(void **state) {
    * by the server at the first acquire. */
   static const char *bad[] = {
       "/a\x01",            "/a\x7f",          "/a\xc2\x80", "/a\xc2\x9f",  /* U+0080, U+009F */
-      "/a\xed\x9f\xbf" "\xee\x80\x80", /* U+E000 (private use) */
+      "/a\xed\x9f\xbf\xee\x80\x80", /* U+D7FF, then U+E000 (private use) */
       "/a\xef\xa3\xbf", /* U+F8FF */
       "/a\xef\xbf\xb0", /* U+FFF0 */
       "/a\xef\xbf\xbf", /* U+FFFF */

@@ -445,6 +445,35 @@ int dlock__pg_uuid_to_hex(const char *s, char *out) {
   return 0;
 }
 
+int dlock__pg_decode_lease_try(const char *fence, const char *holder_ttl, uint64_t *token,
+                               int64_t *holder_ttl_ms) {
+  if (fence) {
+    int64_t t;
+    int rc = dlock__pg_parse_i64(fence, &t);
+    if (rc < 0)
+      return rc;
+    *token = (uint64_t)t;
+    return 1;
+  }
+  int64_t left;
+  if (holder_ttl && dlock__pg_parse_i64(holder_ttl, &left) == 0)
+    *holder_ttl_ms = left;
+  return 0;
+}
+
+int dlock__pg_decode_lease_inspect(const char *const row[4], dlock_info *info) {
+  int rc = 0;
+  int64_t t = 0, ttl = -1;
+  info->held = 1;
+  if (dlock__pg_uuid_to_hex(row[0], info->owner) < 0 || dlock__pg_parse_i64(row[1], &t) < 0 ||
+      dlock__pg_parse_i64(row[3], &ttl) < 0)
+    rc = DLOCK_EBACKEND;
+  info->token = (uint64_t)t;
+  info->ttl_ms = ttl;
+  snprintf(info->label, sizeof info->label, "%s", row[2] ? row[2] : "");
+  return rc;
+}
+
 int dlock__pg_sqlstate_code(const char *st) {
   if (!st || strlen(st) != 5)
     return DLOCK_EBACKEND;

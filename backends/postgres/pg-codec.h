@@ -92,6 +92,18 @@ DLOCK__HIDDEN int dlock__pg_parse_bool(const char *s, int *out);
  * uses for owners; OUT has room for 33 bytes. */
 DLOCK__HIDDEN int dlock__pg_uuid_to_hex(const char *s, char *out);
 
+/* The row of DLOCK__PG_SQL_LEASE_TRY: FENCE and HOLDER_TTL as text, NULL
+ * for SQL NULL.  1 with *TOKEN when the lease is ours; 0 when another
+ * owner holds it, with *HOLDER_TTL_MS its remaining ms when that parses
+ * (else untouched); DLOCK_EBACKEND for a fence that does not parse. */
+DLOCK__HIDDEN int dlock__pg_decode_lease_try(const char *fence, const char *holder_ttl,
+                                             uint64_t *token, int64_t *holder_ttl_ms);
+/* The row of DLOCK__PG_SQL_LEASE_INSPECT (owner uuid, fence, label, ttl ms
+ * as text) into INFO: held, owner as hex, token, label (cut to fit) and
+ * ttl_ms.  0, or DLOCK_EBACKEND when the owner, fence or ttl is malformed;
+ * INFO is filled all the same, with 0 and -1 for what did not parse. */
+DLOCK__HIDDEN int dlock__pg_decode_lease_inspect(const char *const row[4], dlock_info *info);
+
 /* The dlock code for an error's SQLSTATE (55P03 lock timeout, 57014
  * cancelled, 28xxx auth, 08xxx connection, 53xxx resources, ...). */
 DLOCK__HIDDEN int dlock__pg_sqlstate_code(const char *sqlstate);

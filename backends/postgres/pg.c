@@ -1204,16 +1204,14 @@ static int lease_try(pg_client *pc, dlock_backend_lock *bl) {
     return rc;
   if (PQntuples(r) != 1) {
     rc = dlock_seterr(DLOCK_EBACKEND, "postgres: unexpected reply to acquire");
-  } else if (!PQgetisnull(r, 0, 0)) {
-    int64_t t;
-    rc = dlock__pg_parse_i64(PQgetvalue(r, 0, 0), &t);
-    if (rc == 0)
-      bl->token = (uint64_t)t;
   } else {
-    int64_t left;
-    rc = dlock_seterr(DLOCK_EBUSY, "'%s' is held by another owner", bl->key);
-    if (!PQgetisnull(r, 0, 1) && dlock__pg_parse_i64(PQgetvalue(r, 0, 1), &left) == 0)
-      bl->holder_ttl_ms = left;
+    rc = dlock__pg_decode_lease_try(PQgetisnull(r, 0, 0) ? NULL : PQgetvalue(r, 0, 0),
+                                    PQgetisnull(r, 0, 1) ? NULL : PQgetvalue(r, 0, 1),
+                                    &bl->token, &bl->holder_ttl_ms);
+    if (rc == 0)
+      rc = dlock_seterr(DLOCK_EBUSY, "'%s' is held by another owner", bl->key);
+    else if (rc == 1)
+      rc = 0;
   }
   PQclear(r);
   return rc;
@@ -1386,14 +1384,9 @@ static int lease_inspect(pg_client *pc, const char *key, dlock_info *info) {
   info->held = PQntuples(r) > 0;
   info->ttl_ms = -1;
   if (info->held) {
-    int64_t t = 0, ttl = -1;
-    if (dlock__pg_uuid_to_hex(PQgetvalue(r, 0, 0), info->owner) < 0 ||
-        dlock__pg_parse_i64(PQgetvalue(r, 0, 1), &t) < 0 ||
-        dlock__pg_parse_i64(PQgetvalue(r, 0, 3), &ttl) < 0)
-      rc = DLOCK_EBACKEND;
-    info->token = (uint64_t)t;
-    info->ttl_ms = ttl;
-    snprintf(info->label, sizeof info->label, "%s", PQgetvalue(r, 0, 2));
+    const char *row[4] = {PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2),
+                          PQgetvalue(r, 0, 3)};
+    rc = dlock__pg_decode_lease_inspect(row, info);
   }
   PQclear(r);
   return rc;

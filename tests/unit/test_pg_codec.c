@@ -676,6 +676,61 @@ static void sqlstate(void **state) {
   assert_int_equal(dlock__pg_sqlstate_code("55P03x"), DLOCK_EBACKEND);
 }
 
+/* The lease-mode rows, as the transport hands them over (NULL for SQL
+ * NULL in the try row; PQgetvalue gives "" for NULL elsewhere). */
+static void lease_try_row(void **state) {
+  (void)state;
+  uint64_t token = 0;
+  int64_t left = -7;
+  assert_int_equal(dlock__pg_decode_lease_try("42", NULL, &token, &left), 1);
+  assert_true(token == 42);
+  assert_int_equal(left, -7);
+  token = 5;
+  assert_int_equal(dlock__pg_decode_lease_try(NULL, "1500", &token, &left), 0);
+  assert_int_equal(left, 1500);
+  assert_true(token == 5);
+  left = -7;
+  assert_int_equal(dlock__pg_decode_lease_try(NULL, NULL, &token, &left), 0);
+  assert_int_equal(left, -7);
+  assert_int_equal(dlock__pg_decode_lease_try(NULL, "soon", &token, &left), 0);
+  assert_int_equal(left, -7);
+  assert_int_equal(dlock__pg_decode_lease_try("4x", NULL, &token, &left), DLOCK_EBACKEND);
+  assert_int_equal(dlock__pg_decode_lease_try("", NULL, &token, &left), DLOCK_EBACKEND);
+  assert_true(token == 5);
+}
+
+static void lease_inspect_row(void **state) {
+  (void)state;
+  dlock_info info;
+  memset(&info, 0, sizeof info);
+  const char *row[4] = {"01234567-89AB-cdef-0123-456789abcdef", "9", "web:1", "2500"};
+  assert_int_equal(dlock__pg_decode_lease_inspect(row, &info), 0);
+  assert_int_equal(info.held, 1);
+  assert_string_equal(info.owner, "0123456789abcdef0123456789abcdef");
+  assert_true(info.token == 9);
+  assert_string_equal(info.label, "web:1");
+  assert_int_equal(info.ttl_ms, 2500);
+  char longlabel[300];
+  memset(longlabel, 'l', sizeof longlabel - 1);
+  longlabel[sizeof longlabel - 1] = '\0';
+  const char *cut[4] = {row[0], "1", longlabel, "0"};
+  assert_int_equal(dlock__pg_decode_lease_inspect(cut, &info), 0);
+  assert_int_equal(strlen(info.label), sizeof info.label - 1);
+  const char *bad[][4] = {
+      {"not-a-uuid", "9", "x", "1"},
+      {row[0], "nine", "x", "1"},
+      {row[0], "9", "x", ""},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    memset(&info, 0, sizeof info);
+    assert_int_equal(dlock__pg_decode_lease_inspect(bad[i], &info), DLOCK_EBACKEND);
+    assert_int_equal(info.held, 1);
+    assert_string_equal(info.label, "x");
+  }
+  assert_true(info.token == 9);
+  assert_int_equal(info.ttl_ms, -1);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(advisory_keys_distinct),
@@ -702,6 +757,8 @@ int main(void) {
       cmocka_unit_test(parse_bool),
       cmocka_unit_test(uuid_to_hex),
       cmocka_unit_test(sqlstate),
+      cmocka_unit_test(lease_try_row),
+      cmocka_unit_test(lease_inspect_row),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -50,7 +50,8 @@ DLOCK__HIDDEN int dlock__key_check(const char *key, size_t *len);
  * themselves.  Malloc'd, NULL when out of memory. */
 DLOCK__HIDDEN char *dlock__escape_slash(const char *prefix, const char *key, size_t keylen,
                                         const char *suffix);
-/* Absolute CLOCK_MONOTONIC timespec for a dlock__now_ns() value. */
+/* Absolute CLOCK_MONOTONIC timespec for a dlock__now_ns() value (which is
+ * on CLOCK_BOOTTIME): the same distance from now. */
 struct timespec;
 DLOCK__HIDDEN void dlock__ns_to_timespec(int64_t ns, struct timespec *ts);
 /* pthread_cond_t that waits on CLOCK_MONOTONIC. */

@@ -1,6 +1,7 @@
 /* Clock, randomness and key validation. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -8,17 +9,36 @@
 
 #include "internal.h"
 
-int64_t dlock__now_ns(void) {
+static int64_t clock_ns(clockid_t id) {
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(id, &ts);
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Validity deadlines count on CLOCK_BOOTTIME: CLOCK_MONOTONIC stops while
+ * the machine is suspended, and a lease at the store does not, so a client
+ * resumed after the ttl would still say HELD.  Like CLOCK_MONOTONIC, it is
+ * never stepped. */
+int64_t dlock__now_ns(void) { return clock_ns(CLOCK_BOOTTIME); }
+
 int64_t dlock_backend_now_ns(void) { return dlock__now_ns(); }
 
+/* Condition variables and clock_nanosleep cannot wait on CLOCK_BOOTTIME, so
+ * an instant on it becomes the same distance from now on CLOCK_MONOTONIC.
+ * A suspend during the wait makes it end late, never early; whoever wakes
+ * then reads CLOCK_BOOTTIME again. */
 void dlock__ns_to_timespec(int64_t ns, struct timespec *ts) {
-  ts->tv_sec = (time_t)(ns / 1000000000);
-  ts->tv_nsec = (long)(ns % 1000000000);
+  int64_t boot = clock_ns(CLOCK_BOOTTIME), mono = clock_ns(CLOCK_MONOTONIC);
+  int64_t left = ns - boot;
+  int64_t at;
+  if (left <= 0)
+    at = mono;
+  else if (left > INT64_MAX - mono)
+    at = INT64_MAX;
+  else
+    at = mono + left;
+  ts->tv_sec = (time_t)(at / 1000000000);
+  ts->tv_nsec = (long)(at % 1000000000);
 }
 
 int dlock__cond_init(pthread_cond_t *cv) {

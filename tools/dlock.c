@@ -356,9 +356,11 @@ void cli_print_safe(FILE *f, const char *s) {
   }
 }
 
+/* CLOCK_BOOTTIME, the library's clock for validity: it counts through a
+ * suspend of the machine, as the lease at the store does. */
 int64_t cli_now_ns(void) {
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(CLOCK_BOOTTIME, &ts);
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
@@ -822,7 +824,7 @@ struct guardian {
   int st;  /* reports, read end */
 };
 
-/* The lock's validity deadline on CLOCK_MONOTONIC (one clock for every
+/* The lock's validity deadline on CLOCK_BOOTTIME (one clock for every
  * process), INT64_MAX for stores without expiry.  A page shared with the
  * guardian, mapped before it is forked: dlock run rewrites it as renewals
  * push the deadline on, so the guardian knows how long COMMAND may run
@@ -1125,7 +1127,7 @@ static void guard_drain_signals(void) {
   }
 }
 
-/* SIGTERM to everything, SIGKILL at KILL_AT (CLOCK_MONOTONIC ns; at once
+/* SIGTERM to everything, SIGKILL at KILL_AT (CLOCK_BOOTTIME ns; at once
  * if that is past), and exit once nothing is left. */
 static _Noreturn void guard_stop_all(int64_t kill_at) {
   int killing = kill_at <= cli_now_ns();

@@ -160,7 +160,8 @@ DLOCK_EXTERN int dlock_backend_register(const dlock_backend_ops *ops);
 /* Store a printf-style message for the calling thread and return CODE. */
 DLOCK_EXTERN int dlock_seterr(int code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-/* CLOCK_MONOTONIC in nanoseconds. */
+/* CLOCK_BOOTTIME in nanoseconds: monotonic, and counting through a suspend
+ * of the machine as the store's lease does.  Compare it only with itself. */
 DLOCK_EXTERN int64_t dlock_backend_now_ns(void);
 
 /* For stores that tell the holder about loss (a session expired, a watched

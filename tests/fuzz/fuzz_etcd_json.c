@@ -1,0 +1,157 @@
+/* etcd v3 gateway answers: the input is one body (or one watch-stream
+ * line) and goes through every decoder.  Checked: numbers land within the
+ * bounds etcd-codec.h promises (revisions 0..DLOCK__ETCD_REV_MAX, a txn's
+ * at least 1; counts non-negative; TTLs at most DLOCK__ETCD_TTL_MAX_S),
+ * decoded keys and values are NUL-terminated at their length, messages
+ * fit their buffers, outputs stay as documented on failure, and base64
+ * that decodes encodes back to the same bytes. */
+#include <inttypes.h>
+
+#include "fuzz.h"
+
+#include "backends/etcd/etcd-codec.h"
+
+#define REV_OK(r) ((r) >= 0 && (r) <= DLOCK__ETCD_REV_MAX)
+
+static void check_kv(const dlock__etcd_kv *kv) {
+  if (kv->key)
+    FUZZ_CHECK(kv->key[kv->keylen] == '\0', "kv key not terminated at its length");
+  FUZZ_CHECK(kv->value && kv->value[kv->valuelen] == '\0', "kv value");
+  FUZZ_CHECK(REV_OK(kv->create_revision) && REV_OK(kv->mod_revision),
+             "kv revisions %" PRId64 " %" PRId64, kv->create_revision, kv->mod_revision);
+  char owner[40], label[16];
+  dlock__etcd_value_split(kv->value, kv->valuelen, owner, sizeof owner, label, sizeof label);
+  FUZZ_CHECK(memchr(owner, '\0', sizeof owner) && memchr(label, '\0', sizeof label),
+             "value_split");
+}
+
+static void check_txn(const char *b, size_t n) {
+  dlock__etcd_txn t;
+  memset(&t, 0x5a, sizeof t);
+  int rc = dlock__etcd_parse_txn(b, n, &t);
+  if (rc == 0) {
+    FUZZ_CHECK(t.revision >= 1 && t.revision <= DLOCK__ETCD_REV_MAX, "txn revision %" PRId64,
+               t.revision);
+    FUZZ_CHECK(t.succeeded == 0 || t.succeeded == 1, "succeeded %d", t.succeeded);
+    FUZZ_CHECK(t.nres == 0 || t.res, "results");
+    for (size_t i = 0; i < t.nres; i++) {
+      const dlock__etcd_opres *o = &t.res[i];
+      FUZZ_CHECK(o->op >= DLOCK__ETCD_OP_RANGE && o->op <= DLOCK__ETCD_OP_DELETE, "op %d",
+                 (int)o->op);
+      FUZZ_CHECK(o->count >= 0 && o->deleted >= 0, "negative count");
+      FUZZ_CHECK(o->nkvs == 0 || o->kvs, "kvs");
+      for (size_t j = 0; j < o->nkvs; j++)
+        check_kv(&o->kvs[j]);
+    }
+  } else {
+    FUZZ_CHECK(rc == DLOCK_EBACKEND || rc == DLOCK_ENOMEM, "txn rc %d", rc);
+  }
+  dlock__etcd_txn_free(&t);
+}
+
+static void check_leases(const char *b, size_t n) {
+  int64_t id = 11, ttl = 22;
+  int rc = dlock__etcd_parse_grant(b, n, &id, &ttl);
+  if (rc == 0)
+    FUZZ_CHECK(id > 0 && ttl > 0 && ttl <= DLOCK__ETCD_TTL_MAX_S, "grant %" PRId64 " %" PRId64,
+               id, ttl);
+  else
+    FUZZ_CHECK(rc < 0 && id == 11 && ttl == 22, "grant output touched on failure");
+
+  char msg[64];
+  rc = dlock__etcd_parse_keepalive(b, n, &ttl, msg, sizeof msg);
+  FUZZ_CHECK(memchr(msg, '\0', sizeof msg), "keepalive message");
+  if (rc == 0)
+    FUZZ_CHECK(ttl >= 0 && ttl <= DLOCK__ETCD_TTL_MAX_S, "keepalive ttl %" PRId64, ttl);
+  else
+    FUZZ_CHECK(rc < 0 && ttl == 0, "keepalive ttl %" PRId64 " on failure", ttl);
+  char tiny[1] = {'x'};
+  (void)dlock__etcd_parse_keepalive(b, n, &ttl, tiny, sizeof tiny);
+  FUZZ_CHECK(tiny[0] == '\0', "keepalive message of one byte");
+
+  int64_t ms = 33;
+  rc = dlock__etcd_parse_timetolive(b, n, &ms);
+  if (rc == 0)
+    FUZZ_CHECK(ms == -1 || (ms >= 0 && ms <= DLOCK__ETCD_TTL_MAX_S * 1000),
+               "timetolive %" PRId64, ms);
+  else
+    FUZZ_CHECK(rc < 0 && ms == -1, "timetolive %" PRId64 " on failure", ms);
+
+  char *tok = (char *)1;
+  rc = dlock__etcd_parse_auth(b, n, &tok);
+  if (rc == 0) {
+    FUZZ_CHECK(tok && tok[0], "empty auth token");
+    free(tok);
+  } else {
+    FUZZ_CHECK(rc < 0, "auth rc %d", rc);
+    if (tok != (char *)1)
+      FUZZ_CHECK(tok == NULL, "auth token on failure");
+  }
+}
+
+static void check_errors(const char *b, size_t n, int status, size_t msglen) {
+  char msg[300];
+  memset(msg, 'x', sizeof msg);
+  enum dlock__etcd_fault f = dlock__etcd_error(status, b, n, msg, msglen);
+  FUZZ_CHECK(f >= DLOCK__ETCD_F_NONE && f <= DLOCK__ETCD_F_OTHER, "fault %d", (int)f);
+  if (msglen)
+    FUZZ_CHECK(memchr(msg, '\0', msglen), "error message overruns %zu bytes", msglen);
+  for (size_t i = msglen; i < sizeof msg; i++)
+    FUZZ_CHECK(msg[i] == 'x', "error message written past %zu bytes", msglen);
+  int code = dlock__etcd_fault_code(f);
+  FUZZ_CHECK(f == DLOCK__ETCD_F_NONE ? code <= 0 : code < 0, "fault code %d", code);
+}
+
+static void check_watch(const char *b, size_t n) {
+  dlock__etcd_watch_ev ev;
+  memset(&ev, 0x5a, sizeof ev);
+  int rc = dlock__etcd_parse_watch(b, n, &ev);
+  if (rc == 0) {
+    FUZZ_CHECK(REV_OK(ev.revision) && REV_OK(ev.compact_revision), "watch revisions");
+    FUZZ_CHECK(memchr(ev.msg, '\0', sizeof ev.msg), "watch message");
+    FUZZ_CHECK(ev.fault >= DLOCK__ETCD_F_NONE && ev.fault <= DLOCK__ETCD_F_OTHER, "watch fault");
+  } else {
+    FUZZ_CHECK(rc < 0, "watch rc %d", rc);
+  }
+}
+
+static void check_b64(const char *b, size_t n) {
+  char *out = NULL;
+  size_t ol = 0;
+  int rc = dlock__etcd_unb64(b, n, &out, &ol);
+  if (rc != 0) {
+    FUZZ_CHECK(rc == DLOCK_EBACKEND || rc == DLOCK_ENOMEM, "unb64 rc %d", rc);
+    return;
+  }
+  FUZZ_CHECK(out && out[ol] == '\0' && ol <= n, "unb64 output");
+  char *enc = dlock__etcd_b64(out, ol);
+  FUZZ_CHECK(enc, "b64");
+  char *again = NULL;
+  size_t al = 0;
+  FUZZ_CHECK(dlock__etcd_unb64(enc, strlen(enc), &again, &al) == 0 && al == ol &&
+                 memcmp(again, out, ol) == 0,
+             "base64 does not round-trip");
+  free(again);
+  free(enc);
+  free(out);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  /* a copy with no NUL after it, so reading past SIZE is caught */
+  char *b = malloc(size ? size : 1);
+  if (!b)
+    abort();
+  if (size)
+    memcpy(b, data, size);
+  check_txn(b, size);
+  check_leases(b, size);
+  static const int statuses[] = {400, 401, 403, 404, 429, 500, 503};
+  size_t msglen = size ? data[0] % 300 : 0;
+  for (size_t i = 0; i < sizeof statuses / sizeof *statuses; i++)
+    check_errors(b, size, statuses[i], i ? sizeof(char[300]) : msglen);
+  check_errors(b, size, size > 1 ? data[1] * 4 : 0, msglen);
+  check_watch(b, size);
+  check_b64(b, size);
+  free(b);
+  return 0;
+}

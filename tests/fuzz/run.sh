@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# tests/fuzz/run.sh BUILD_DIR SECONDS_PER_HARNESS
+#
+# Runs every libFuzzer harness of a -Dfuzz=enabled build for a bounded
+# time, each on a copy of its committed seed corpus (the committed one is
+# never written to), with leak detection on and UBSan halting at its first
+# report.  Prints each harness's executions; exits non-zero when a harness
+# is missing, did not run to its time limit, or reported a crash, a leak,
+# undefined behaviour or an oracle failure.  Reproducers and logs of failed
+# harnesses are kept in the directory named at the end.
+set -uo pipefail
+
+usage() { echo "usage: $0 BUILD_DIR SECONDS_PER_HARNESS" >&2; exit 2; }
+[[ $# -eq 2 ]] || usage
+build="$1"
+secs="$2"
+[[ "$secs" =~ ^[1-9][0-9]*$ ]] || usage
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+bin="$build/tests/fuzz"
+
+# Every harness a build with all backends has.  fuzz_err_scrub is built
+# too but left out until dlock__err_scrub's cut-message pass is fixed (see
+# README.md); FUZZ_HARNESSES replaces this list.
+harnesses=(fuzz_url fuzz_redact fuzz_duration fuzz_file_record fuzz_keys fuzz_redis_reply
+           fuzz_zk_children fuzz_pg_values fuzz_pg_message fuzz_etcd_json fuzz_consul_json)
+if [[ -n "${FUZZ_HARNESSES:-}" ]]; then
+    read -r -a harnesses <<<"$FUZZ_HARNESSES"
+fi
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/dlock-fuzz.XXXXXX")"
+keep=0
+cleanup() { if [[ $keep -eq 0 ]]; then rm -rf -- "$work"; fi; }
+trap cleanup EXIT
+
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:allocator_may_return_null=1:${ASAN_OPTIONS:-}"
+export UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:${UBSAN_OPTIONS:-}"
+export LSAN_OPTIONS="suppressions=$here/../lsan.supp:${LSAN_OPTIONS:-}"
+
+failed=()
+printf '%-20s %14s  %s\n' harness executions result
+for h in "${harnesses[@]}"; do
+    exe="$bin/$h"
+    if [[ ! -x "$exe" ]]; then
+        printf '%-20s %14s  %s\n' "$h" - "MISSING ($exe)"
+        failed+=("$h")
+        continue
+    fi
+    corpus="$work/$h/corpus"
+    mkdir -p "$corpus" "$work/$h/artifacts"
+    if [[ -d "$here/corpus/$h" ]]; then
+        cp -- "$here/corpus/$h"/* "$corpus"/ 2>/dev/null || true
+    fi
+    log="$work/$h/log"
+    "$exe" -max_total_time="$secs" -timeout=10 -detect_leaks=1 -print_final_stats=1 \
+        -artifact_prefix="$work/$h/artifacts/" "$corpus" >"$log" 2>&1
+    rc=$?
+    execs="$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\).*/\1/p' "$log" | tail -n1)"
+    result=ok
+    if [[ $rc -ne 0 ]]; then
+        result="FAILED (exit $rc)"
+    elif [[ -z "$execs" || "$execs" -eq 0 ]] || ! grep -q '^Done [0-9]* runs' "$log"; then
+        result="FAILED (did not run)"
+    elif grep -qE 'runtime error:|ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|fuzz oracle failed' "$log"; then
+        result="FAILED (report in log)"
+    elif compgen -G "$work/$h/artifacts/*" >/dev/null; then
+        result="FAILED (left an artifact)"
+    fi
+    printf '%-20s %14s  %s\n' "$h" "${execs:--}" "$result"
+    if [[ "$result" != ok ]]; then
+        failed+=("$h")
+        grep -aE 'fuzz oracle failed|runtime error:|ERROR: |SUMMARY: ' "$log" | head -n 5 | cut -c1-300 | sed 's/^/    /'
+    fi
+done
+
+if [[ ${#failed[@]} -gt 0 ]]; then
+    keep=1
+    echo "fuzz: ${#failed[@]} harness(es) failed: ${failed[*]}; logs and reproducers in $work" >&2
+    exit 1
+fi
+echo "fuzz: ${#harnesses[@]} harnesses ran ${secs}s each, no findings"

@@ -78,6 +78,7 @@ enum fault_kind {
   K_DROP_REPLIES,
   K_DROP_REQUESTS,
   K_RESTART,
+  K_RESTART_FAST, /* a restart after which the store has forgotten its locks */
   K_MEMBER_KILL,
   K_COUNT
 };

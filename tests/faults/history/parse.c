@@ -28,6 +28,7 @@ static const char *const kind_names[K_COUNT] = {
     [K_DROP_REPLIES] = "drop-replies",
     [K_DROP_REQUESTS] = "drop-requests",
     [K_RESTART] = "restart",
+    [K_RESTART_FAST] = "restart-fast",
     [K_MEMBER_KILL] = "member-kill",
 };
 

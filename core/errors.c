@@ -82,47 +82,58 @@ void dlock__err_scrub(const dlock_url *u) {
   const char *sec = dlock__url_secret(u, 0);
   if (!sec || !errbuf[0])
     return;
-  /* Each replacement can triple a one-byte secret. */
-  char out[3 * sizeof errbuf];
+  /* Every byte that belongs to a secret is marked on the message as it is,
+   * before anything is replaced: a replacement made first could break up
+   * another secret's occurrence (they may overlap) and leave its other
+   * bytes unfound. */
+  size_t len = strlen(errbuf);
+  unsigned char mark[sizeof errbuf];
+  memset(mark, 0, len);
+  bool any = false;
   for (size_t i = 0; (sec = dlock__url_secret(u, i)) != NULL; i++) {
-    const char *p = errbuf, *q = strstr(p, sec);
-    if (!q)
+    size_t n = strlen(sec);
+    if (n == 0)
       continue;
-    size_t n = strlen(sec), o = 0;
-    for (; q; p = q + n, q = strstr(p, sec)) {
-      memcpy(out + o, p, (size_t)(q - p));
-      o += (size_t)(q - p);
+    for (const char *q = errbuf; (q = strstr(q, sec)) != NULL; q++) {
+      size_t at = (size_t)(q - errbuf);
+      mark[at] |= 2;
+      for (size_t j = at; j < at + n; j++)
+        mark[j] |= 1;
+      any = true;
+    }
+    /* A message cut short may end in the first bytes of a secret, which
+     * no search for the whole secret finds. */
+    if (errcut)
+      for (size_t k = n - 1 < len ? n - 1 : len; k > 0; k--)
+        if (memcmp(errbuf + len - k, sec, k) == 0) {
+          mark[len - k] |= 2;
+          for (size_t j = len - k; j < len; j++)
+            mark[j] |= 1;
+          any = true;
+          break;
+        }
+  }
+  if (!any)
+    return;
+  /* One "***" per occurrence, so a short secret costs readability, never
+   * secrecy; each can triple a one-byte secret. */
+  char out[3 * sizeof errbuf];
+  size_t o = 0;
+  for (size_t j = 0; j < len; j++) {
+    if (!(mark[j] & 1)) {
+      out[o++] = errbuf[j];
+    } else if ((mark[j] & 2) || j == 0 || !(mark[j - 1] & 1)) {
       memcpy(out + o, "***", 3);
       o += 3;
     }
-    size_t rest = strlen(p);
-    memcpy(out + o, p, rest);
-    o += rest;
-    if (o >= sizeof errbuf) {
-      o = sizeof errbuf - 1;
-      errcut = true;
-    }
-    memcpy(errbuf, out, o);
-    errbuf[o] = '\0';
   }
-  if (!errcut)
-    return;
-  /* A message cut short may end in the first bytes of a secret, which no
-   * search for the whole secret finds. */
-  size_t len = strlen(errbuf);
-  for (size_t i = 0; (sec = dlock__url_secret(u, i)) != NULL; i++) {
-    size_t n = strlen(sec);
-    for (size_t k = n - 1 < len ? n - 1 : len; k > 0; k--) {
-      if (memcmp(errbuf + len - k, sec, k) == 0) {
-        size_t at = len - k;
-        if (at > sizeof errbuf - 4)
-          at = sizeof errbuf - 4;
-        memcpy(errbuf + at, "***", 4);
-        len = at + 3;
-        break;
-      }
-    }
+  /* Cutting now can only shorten a "***" or end in bytes of no secret. */
+  if (o >= sizeof errbuf) {
+    o = sizeof errbuf - 1;
+    errcut = true;
   }
+  memcpy(errbuf, out, o);
+  errbuf[o] = '\0';
 }
 
 const char *dlock_client_errmsg(const dlock_client *c) {

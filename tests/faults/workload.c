@@ -51,6 +51,7 @@ static void die(const char *fmt, ...) {
 /* One write(2) per line on an O_APPEND descriptor: a SIGKILL leaves whole
  * lines behind, and processes sharing a file do not interleave. */
 static int log_fd = -1;
+static void logline(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void logline(const char *fmt, ...) {
   char buf[512];
   va_list ap;

@@ -18,10 +18,9 @@ secs="$2"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bin="$build/tests/fuzz"
 
-# Every harness a build with all backends has.  fuzz_err_scrub is built
-# too but left out until dlock__err_scrub's cut-message pass is fixed (see
-# README.md); FUZZ_HARNESSES replaces this list.
-harnesses=(fuzz_url fuzz_redact fuzz_duration fuzz_file_record fuzz_keys fuzz_redis_reply
+# Every harness a build with all backends has; FUZZ_HARNESSES replaces
+# this list.
+harnesses=(fuzz_url fuzz_redact fuzz_err_scrub fuzz_duration fuzz_file_record fuzz_keys fuzz_redis_reply
            fuzz_zk_children fuzz_pg_values fuzz_pg_message fuzz_etcd_json fuzz_consul_json)
 if [[ -n "${FUZZ_HARNESSES:-}" ]]; then
     read -r -a harnesses <<<"$FUZZ_HARNESSES"

@@ -471,6 +471,26 @@ static void test_err_scrub(void **state) {
   dlock__err_scrub(u);
   assert_null(strstr(dlock_client_errmsg(NULL), "hun@"));
   assert_non_null(strstr(dlock_client_errmsg(NULL), "x ***"));
+  /* The cut end is the start of one secret and ends in the first bytes of
+   * another ("hu" of hun%40x inside zzhu...): all of it goes. */
+  dlock_url *two = parse_ok("postgres://dlock:hun%40x@h/db?sslpassword=zzhun");
+  dlock_seterr(DLOCK_ECONN, "%s zzhun and more", fill);
+  dlock__err_scrub(two);
+  assert_null(strstr(dlock_client_errmsg(NULL), "zz"));
+  assert_non_null(strstr(dlock_client_errmsg(NULL), "x ***"));
+  dlock__url_free(two);
+  /* A short secret inside the cut start of a longer one ("cd" in abcd...
+   * of abcdefgh) is no reason to leave the rest of it. */
+  dlock_url *inner = parse_ok("postgres://dlock:cd@h/db?sslpassword=abcdefgh");
+  dlock_seterr(DLOCK_ECONN, "%s abcdefgh and more", fill);
+  dlock__err_scrub(inner);
+  assert_null(strstr(dlock_client_errmsg(NULL), " ab"));
+  assert_non_null(strstr(dlock_client_errmsg(NULL), "x ***"));
+  /* Occurrences inside others hide every byte of each, one "***" apiece. */
+  dlock_seterr(DLOCK_ECONN, "[abcdefghcd]");
+  dlock__err_scrub(inner);
+  assert_string_equal(dlock_client_errmsg(NULL), "[*********]");
+  dlock__url_free(inner);
   /* ... but one that fitted is left alone. */
   dlock_seterr(DLOCK_ECONN, "ends with hun");
   dlock__err_scrub(u);

@@ -4,6 +4,7 @@
  *   dlock-faults worker [opts] URL LOG   contending clients that write to it
  *   dlock-faults writer LOG              a `dlock run` COMMAND that writes
  *   dlock-faults holder PORT KEY...      pid of the latest accepted writer
+ *   dlock-faults holding LOG...          pid of a process holding a lock now
  *   dlock-faults now                     CLOCK_MONOTONIC in nanoseconds
  *
  * Everything here uses only the public API, so that a user can point the
@@ -284,6 +285,7 @@ struct wopts {
   int port;
   int64_t ttl_ms, wait_ms, hold_min, hold_max;
   int writes;
+  const char *long_key;
 };
 
 static struct wopts W;
@@ -316,11 +318,11 @@ static int resource_write(int *fd, const char *key, uint64_t token, long tid, lo
 }
 
 static void *worker_thread(void *arg) {
-  (void)arg;
+  const char *lkey = arg;
   long tid = tid_self();
   int rfd = -1;
   for (long seq = 1; !stopping; seq++) {
-    const char *key = W.keys[rnd() % W.nkeys];
+    const char *key = lkey ? lkey : W.keys[rnd() % W.nkeys];
     dlock_options o = DLOCK_OPTIONS_INIT;
     o.ttl_ms = W.ttl_ms;
     o.wait_ms = W.wait_ms;
@@ -341,6 +343,13 @@ static void *worker_thread(void *arg) {
             tid, seq, key, token, W.ttl_ms, dlock_lock_remaining_ms(l), g, gw);
     int64_t hold = W.hold_min + (int64_t)(rnd() % (uint32_t)(W.hold_max - W.hold_min + 1));
     int n = 1 + (int)(rnd() % (uint32_t)W.writes);
+    /* The long-key thread holds for longer than the ttl, checking every
+     * tenth of it, so that a fault finds a holder who must notice the loss
+     * itself (and another waiting to take over). */
+    if (lkey) {
+      hold = 5 * W.ttl_ms / 2;
+      n = 25;
+    }
     for (int i = 0; i < n; i++) {
       int64_t t = mono();
       int st = dlock_lock_state(l);
@@ -398,6 +407,8 @@ static int cmd_worker(int argc, char **argv) {
       W.ttl_ms = num_arg(v, o);
     else if (!strcmp(o, "--wait-ms"))
       W.wait_ms = num_arg(v, o);
+    else if (!strcmp(o, "--long-key"))
+      W.long_key = v;
     else if (!strcmp(o, "--hold-ms")) {
       char *colon = strchr(v, ':');
       if (!colon)
@@ -413,7 +424,7 @@ static int cmd_worker(int argc, char **argv) {
   if (argc - i != (url_env ? 1 : 2) || W.port <= 0 || W.threads < 1 || W.threads > 64 ||
       W.hold_max < W.hold_min)
     die("usage: dlock-faults worker --port P [--keys a,b] [--threads N] [--ttl-ms MS] "
-        "[--wait-ms MS] [--hold-ms MIN:MAX] {URL | --url-env VAR} LOG");
+        "[--wait-ms MS] [--hold-ms MIN:MAX] [--long-key KEY] {URL | --url-env VAR} LOG");
   /* --url-env keeps a password out of argv, where ps would show it. */
   W.url = url_env ? getenv(url_env) : argv[i++];
   if (!W.url)
@@ -439,11 +450,13 @@ static int cmd_worker(int argc, char **argv) {
   }
   logline("M %ld %s %" PRId64, self_pid, dlock_client_backend(client), W.ttl_ms);
 
-  pthread_t th[64];
-  for (int t = 0; t < W.threads; t++)
-    if (pthread_create(&th[t], NULL, worker_thread, NULL) != 0)
+  pthread_t th[65];
+  int nth = W.threads + (W.long_key != NULL);
+  for (int t = 0; t < nth; t++)
+    if (pthread_create(&th[t], NULL, worker_thread,
+                       t == W.threads ? (void *)W.long_key : NULL) != 0)
       die("pthread_create");
-  for (int t = 0; t < W.threads; t++)
+  for (int t = 0; t < nth; t++)
     pthread_join(th[t], NULL);
   dlock_close(client);
   return 0;
@@ -472,10 +485,15 @@ static int cmd_writer(int argc, char **argv) {
   /* The grant was before this process started: its start is a safe (late)
    * grant time.  Its remaining time is unknown here; the ttl bounds it. */
   logline("R %ld %ld %ld %s %" PRId64 " %" PRId64, self_pid, tid, seq, key, mono(), wall());
+  /* The runner says -1 for a store without expiry (DLOCK_FAULTS_REM_MS). */
+  const char *rem = getenv("DLOCK_FAULTS_REM_MS");
   logline("G %ld %ld %ld %s %" PRIu64 " %s %s %" PRId64 " %" PRId64, self_pid, tid, seq, key,
-          token, ttl, ttl, mono(), wall());
+          token, ttl, rem ? rem : ttl, mono(), wall());
   int fd = -1;
-  for (;;) {
+  /* Should the guardian fail to stop it, it stops by itself after a while
+   * rather than write on after the run. */
+  int64_t end = mono() + 60 * (int64_t)1000000000;
+  while (mono() < end) {
     /* `dlock run` promises that COMMAND runs only while the lock is held:
      * being alive is this process's belief that it holds the lock. */
     logline("O %ld %ld %ld %s 1 0 %" PRId64, self_pid, tid, seq, key, mono());
@@ -483,6 +501,96 @@ static int cmd_writer(int argc, char **argv) {
     resource_write(&fd, key, token, tid, seq, &res);
     sleep_ms(10);
   }
+  return 1;
+}
+
+/* --------------------------------------------------------------- holding */
+
+/* The pid of a process whose latest acquisition still stands in the
+ * given worker histories (granted, and neither released nor seen lost),
+ * the earliest granted; 0 if none.  The runner aims its faults at
+ * it: a fault on a process that holds nothing tests nothing. */
+struct open_acq {
+  long pid, tid, seq;
+  int open;
+  int64_t g;
+};
+
+static int cmd_holding(int argc, char **argv) {
+  static struct open_acq t[4096];
+  size_t n = 0;
+  /* --at T --pid P: only what happened before T counts, and the answer is
+   * the exit status: 0 if P held a lock at T (the fault hit a holder). */
+  int64_t at = INT64_MAX;
+  long want = 0;
+  while (argc >= 2 && argv[0][0] == '-') {
+    if (!strcmp(argv[0], "--at"))
+      at = num_arg(argv[1], "--at");
+    else if (!strcmp(argv[0], "--pid"))
+      want = (long)num_arg(argv[1], "--pid");
+    else
+      die("holding: unknown option %s", argv[0]);
+    argc -= 2;
+    argv += 2;
+  }
+  for (int i = 0; i < argc; i++) {
+    FILE *f = fopen(argv[i], "r");
+    if (!f)
+      continue;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+      char kind = line[0], key[128];
+      long pid, tid, seq;
+      if ((kind != 'G' && kind != 'E' && kind != 'O') ||
+          sscanf(line + 1, " %ld %ld %ld %127s", &pid, &tid, &seq, key) != 4)
+        continue;
+      size_t j = 0;
+      while (j < n && (t[j].pid != pid || t[j].tid != tid))
+        j++;
+      if (j == n) {
+        if (n == sizeof t / sizeof t[0])
+          continue;
+        t[n++] = (struct open_acq){.pid = pid, .tid = tid};
+      }
+      if (kind == 'G') {
+        uint64_t token;
+        int64_t ttl, rem, g;
+        if (sscanf(line + 1, " %*d %*d %*d %*s %" SCNu64 " %" SCNd64 " %" SCNd64 " %" SCNd64,
+                   &token, &ttl, &rem, &g) == 4 && g < at) {
+          t[j].seq = seq;
+          t[j].open = 1;
+          t[j].g = g;
+        }
+      } else if (seq == t[j].seq) {
+        int st = 1;
+        int64_t when = INT64_MAX;
+        if (kind == 'O')
+          sscanf(line + 1, " %*d %*d %*d %*s %d %*d %" SCNd64, &st, &when);
+        else
+          sscanf(line + 1, " %*d %*d %*d %*s %*d %" SCNd64, &when);
+        if ((kind == 'E' || st != DLOCK_HELD) && when < at)
+          t[j].open = 0;
+      }
+    }
+    fclose(f);
+  }
+  if (want) {
+    for (size_t j = 0; j < n; j++)
+      if (t[j].pid == want && t[j].open)
+        return 0;
+    return 1;
+  }
+  /* The one held longest so far: most likely a long hold, still held when
+   * the fault strikes. */
+  long best = 0;
+  int64_t best_g = INT64_MAX;
+  for (size_t j = 0; j < n; j++)
+    if (t[j].open && t[j].g < best_g) {
+      best = t[j].pid;
+      best_g = t[j].g;
+    }
+  printf("%ld\n", best);
+  return 0;
 }
 
 /* ---------------------------------------------------------------- holder */
@@ -528,6 +636,8 @@ int main(int argc, char **argv) {
     return cmd_writer(argc - 2, argv + 2);
   if (!strcmp(cmd, "holder"))
     return cmd_holder(argc - 2, argv + 2);
+  if (!strcmp(cmd, "holding"))
+    return cmd_holding(argc - 2, argv + 2);
   die("unknown command %s", cmd);
   return 2;
 }

@@ -374,8 +374,11 @@ static void rule_d(const struct hist *h, const struct ent *bypid, size_t n, stru
     if (!is_d_kind(f->kind))
       continue;
     struct pidrange r = pid_range(bypid, n, f->victim);
+    int hit = 0;
     for (size_t i = r.lo; i < r.hi; i++) {
       const struct acq *x = &h->acq[bypid[i].a];
+      if (x->g < f->start && x->ended >= f->start && reaches(f, x))
+        hit = 1;
       if (x->g >= f->start || x->rem_ms < 0 || x->ttl_ms <= 0 || !reaches(f, x))
         continue;
       int64_t ttl = x->ttl_ms * NS_PER_MS;
@@ -390,6 +393,10 @@ static void rule_d(const struct hist *h, const struct ent *bypid, size_t n, stru
         v.t2 = bound;
         vpush(&res->rule[RULE_D], v);
       }
+    }
+    if (f->victim != 0) {
+      res->faults++;
+      res->faults_hit += (uint64_t)hit;
     }
   }
 }

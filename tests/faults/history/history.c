@@ -191,7 +191,9 @@ static int write_json(const char *path, const struct result *r, const struct che
   json_stats(f, "loss_detection_ms", &r->loss_detect);
   fputc(',', f);
   json_stats(f, "recovery_ms", &r->recovery);
-  fprintf(f, ",\"recoveries_unfinished\":%llu}\n", (unsigned long long)r->recoveries_unfinished);
+  fprintf(f, ",\"recoveries_unfinished\":%llu", (unsigned long long)r->recoveries_unfinished);
+  fprintf(f, ",\"faults\":%llu,\"faults_hit\":%llu}\n", (unsigned long long)r->faults,
+          (unsigned long long)r->faults_hit);
   if (fclose(f) != 0) {
     fprintf(stderr, "dlock-history: %s: %s\n", path, strerror(errno));
     return -1;

@@ -184,6 +184,9 @@ struct result {
   uint64_t writes_accepted, writes_rejected;
   uint64_t overlaps;
   uint64_t kills;
+  /* Faults on one process (rule d's kinds), and those that found it
+   * holding a lock: a fault that hit no holder tested nothing. */
+  uint64_t faults, faults_hit;
   struct vlist rule[RULE_COUNT];
   struct stats loss_detect, recovery;
   uint64_t recoveries_unfinished;

@@ -134,6 +134,14 @@ void dlock__err_scrub(const dlock_url *u) {
   }
   memcpy(errbuf, out, o);
   errbuf[o] = '\0';
+  /* A secret with a '*' in it can be spelt again by a "***" and the text
+   * beside it: then the message goes. */
+  for (size_t i = 0; (sec = dlock__url_secret(u, i)) != NULL; i++)
+    if (*sec && strchr(sec, '*') && strstr(errbuf, sec)) {
+      snprintf(errbuf, sizeof errbuf, "(message withheld: it would show a secret)");
+      errcut = false;
+      break;
+    }
 }
 
 const char *dlock_client_errmsg(const dlock_client *c) {

@@ -480,6 +480,19 @@ static int demand(const struct hist *h, const int64_t *pid_last, uint32_t key, i
   return 0;
 }
 
+/* HELD with room for one more entry beyond its N. */
+static struct heldkey *held_room(struct heldkey *held, size_t n, size_t *cap) {
+  if (n < *cap)
+    return held;
+  *cap = *cap ? *cap * 2 : 8;
+  struct heldkey *nh = realloc(held, *cap * sizeof(*nh));
+  if (!nh) {
+    fprintf(stderr, "dlock-history: out of memory\n");
+    exit(2);
+  }
+  return nh;
+}
+
 static void rule_e(struct hist *h, const struct check_opts *o, const struct ent *byg, size_t ng,
                    const struct ent *bypid, size_t np, struct result *res) {
   /* per-key ranges of the by-grant array */
@@ -532,15 +545,7 @@ static void rule_e(struct hist *h, const struct check_opts *o, const struct ent 
       while (j < nheld && held[j].key != x->key)
         j++;
       if (j == nheld) {
-        if (nheld == capheld) {
-          capheld = capheld ? capheld * 2 : 8;
-          struct heldkey *nh = realloc(held, capheld * sizeof(*nh));
-          if (!nh) {
-            fprintf(stderr, "dlock-history: out of memory\n");
-            exit(2);
-          }
-          held = nh;
-        }
+        held = held_room(held, nheld, &capheld);
         held[nheld++] = (struct heldkey){x->key, bypid[i].a, x->g};
       } else if (x->g > held[j].g) {
         held[j].a = bypid[i].a;
@@ -562,15 +567,7 @@ static void rule_e(struct hist *h, const struct check_opts *o, const struct ent 
       while (j < nheld && held[j].key != f->key)
         j++;
       if (j == nheld) {
-        if (nheld == capheld) {
-          capheld = capheld ? capheld * 2 : 8;
-          struct heldkey *nh = realloc(held, capheld * sizeof(*nh));
-          if (!nh) {
-            fprintf(stderr, "dlock-history: out of memory\n");
-            exit(2);
-          }
-          held = nh;
-        }
+        held = held_room(held, nheld, &capheld);
         held[nheld++] = (struct heldkey){f->key, NONE, k_t};
       }
     }

@@ -654,9 +654,12 @@ int check_run(struct hist *h, const struct check_opts *o, struct result *res) {
   free(bypid);
   free(byg);
 
+  /* qsort must not be handed the NULL of an empty list. */
   for (int r = 0; r < RULE_COUNT; r++)
-    qsort(res->rule[r].v, res->rule[r].n, sizeof(struct viol), cmp_viol);
-  qsort(res->unfinished.v, res->unfinished.n, sizeof(struct viol), cmp_viol);
+    if (res->rule[r].n)
+      qsort(res->rule[r].v, res->rule[r].n, sizeof(struct viol), cmp_viol);
+  if (res->unfinished.n)
+    qsort(res->unfinished.v, res->unfinished.n, sizeof(struct viol), cmp_viol);
   return 0;
 }
 

@@ -43,6 +43,17 @@ __attribute__((unused)) static char *fuzz_strndup(const void *p, size_t n) {
   return s;
 }
 
+/* A malloc'd copy of N bytes with no NUL after it, so that a decoder
+ * reading past N is caught by ASan. */
+__attribute__((unused)) static char *fuzz_memdup(const void *p, size_t n) {
+  char *s = malloc(n ? n : 1);
+  if (!s)
+    abort();
+  if (n)
+    memcpy(s, p, n);
+  return s;
+}
+
 /* Cursor over the input, handing out fields cut at SEP. */
 typedef struct fuzz_fields {
   const uint8_t *p;

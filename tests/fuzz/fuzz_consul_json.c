@@ -114,11 +114,7 @@ static void check_header(const char *b, size_t n) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  char *b = malloc(size ? size : 1);
-  if (!b)
-    abort();
-  if (size)
-    memcpy(b, data, size);
+  char *b = fuzz_memdup(data, size);
   check_txn(b, size, 200);
   check_txn(b, size, 409);
   check_txn(b, size, 500);

@@ -137,12 +137,7 @@ static void check_b64(const char *b, size_t n) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  /* a copy with no NUL after it, so reading past SIZE is caught */
-  char *b = malloc(size ? size : 1);
-  if (!b)
-    abort();
-  if (size)
-    memcpy(b, data, size);
+  char *b = fuzz_memdup(data, size);
   check_txn(b, size);
   check_leases(b, size);
   static const int statuses[] = {400, 401, 403, 404, 429, 500, 503};

@@ -7,6 +7,8 @@
  * made of.  The input is also tried as a lock value and as a number. */
 #include <inttypes.h>
 
+#include <errno.h>
+
 #include "fuzz.h"
 
 #include "backends/redis/redis-codec.h"
@@ -14,21 +16,21 @@
 #define SECRET "s3cr3t-pw"
 #define MAX_REPLIES 16
 
-/* Reference for dlock__redis_parse_u64: digits only, fits 64 bits. */
+/* Reference for dlock__redis_parse_u64, by other means than the code it
+ * checks: digits only (strspn), and strtoull's own range check. */
 static int ref_u64(const char *s, size_t n, uint64_t *out) {
-  uint64_t v = 0;
-  if (n == 0)
-    return -1;
-  for (size_t i = 0; i < n; i++) {
-    if (s[i] < '0' || s[i] > '9')
-      return -1;
-    unsigned d = (unsigned)(s[i] - '0');
-    if (v > (UINT64_MAX - d) / 10)
-      return -1;
-    v = v * 10 + d;
+  char *c = fuzz_strndup(s, n);
+  int rc = -1;
+  if (n > 0 && strspn(c, "0123456789") == n) {
+    errno = 0;
+    unsigned long long v = strtoull(c, NULL, 10);
+    if (errno != ERANGE && v <= UINT64_MAX) {
+      *out = (uint64_t)v;
+      rc = 0;
+    }
   }
-  *out = v;
-  return 0;
+  free(c);
+  return rc;
 }
 
 static void check_u64(const char *s, size_t n) {

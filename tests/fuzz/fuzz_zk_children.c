@@ -71,11 +71,7 @@ static void check_children(const uint8_t *data, size_t size) {
 }
 
 static void check_data(const uint8_t *data, size_t size) {
-  char *b = malloc(size ? size : 1);
-  if (!b)
-    abort();
-  if (size)
-    memcpy(b, data, size);
+  char *b = fuzz_memdup(data, size);
   size_t labelsz = size ? 1 + data[0] % 140 : 1;
   char label[141];
   memset(label, 'x', sizeof label);

@@ -3,7 +3,6 @@
  *   dlock-faults resource LOG            the fenced resource; prints its port
  *   dlock-faults worker [opts] URL LOG   contending clients that write to it
  *   dlock-faults writer LOG              a `dlock run` COMMAND that writes
- *   dlock-faults holder PORT KEY...      pid of the latest accepted writer
  *   dlock-faults holding LOG...          pid of a process holding a lock now
  *   dlock-faults now                     CLOCK_MONOTONIC in nanoseconds
  *
@@ -147,8 +146,6 @@ static int ask(int fd, const char *line, char *out, size_t cap) {
 struct rkey {
   char name[128];
   uint64_t top;
-  long pid;
-  int64_t at;
 };
 
 struct rclient {
@@ -176,7 +173,7 @@ static struct rkey *rkey_get(const char *name) {
   return k;
 }
 
-/* "W key token pid tid seq" -> "ok" | "stale"; "Q key" -> "pid mono". */
+/* "W key token pid tid seq" -> "ok" | "stale". */
 static void resource_line(int fd, char *line) {
   char key[128];
   uint64_t token;
@@ -186,16 +183,10 @@ static void resource_line(int fd, char *line) {
     struct rkey *k = rkey_get(key);
     int ok = token >= k->top;
     int64_t now = mono();
-    if (ok) {
+    if (ok)
       k->top = token;
-      k->pid = pid;
-      k->at = now;
-    }
     logline("A %s %" PRIu64 " %ld %ld %ld %" PRId64 " %d", key, token, pid, tid, seq, now, ok);
     snprintf(reply, sizeof reply, "%s\n", ok ? "ok" : "stale");
-  } else if (sscanf(line, "Q %127s", key) == 1) {
-    struct rkey *k = rkey_get(key);
-    snprintf(reply, sizeof reply, "%ld %" PRId64 "\n", k->pid, k->at);
   } else {
     snprintf(reply, sizeof reply, "err\n");
   }
@@ -594,36 +585,9 @@ static int cmd_holding(int argc, char **argv) {
   return 0;
 }
 
-/* ---------------------------------------------------------------- holder */
-
-static int cmd_holder(int argc, char **argv) {
-  if (argc < 2)
-    die("usage: dlock-faults holder PORT KEY...");
-  int fd = connect_port((int)num_arg(argv[0], "PORT"));
-  if (fd < 0)
-    die("holder: resource: %s", strerror(errno));
-  long best = 0;
-  int64_t best_at = 0;
-  for (int i = 1; i < argc; i++) {
-    char line[160], reply[64];
-    long pid;
-    int64_t at;
-    snprintf(line, sizeof line, "Q %s\n", argv[i]);
-    if (ask(fd, line, reply, sizeof reply) != 0 ||
-        sscanf(reply, "%ld %" SCNd64, &pid, &at) != 2)
-      die("holder: bad answer");
-    if (pid > 0 && at > best_at) {
-      best = pid;
-      best_at = at;
-    }
-  }
-  printf("%ld\n", best);
-  return 0;
-}
-
 int main(int argc, char **argv) {
   if (argc < 2)
-    die("usage: dlock-faults resource|worker|writer|holder|now ...");
+    die("usage: dlock-faults resource|worker|writer|holding|now ...");
   const char *cmd = argv[1];
   if (!strcmp(cmd, "now")) {
     printf("%" PRId64 "\n", mono());
@@ -635,8 +599,6 @@ int main(int argc, char **argv) {
     return cmd_worker(argc - 2, argv + 2);
   if (!strcmp(cmd, "writer"))
     return cmd_writer(argc - 2, argv + 2);
-  if (!strcmp(cmd, "holder"))
-    return cmd_holder(argc - 2, argv + 2);
   if (!strcmp(cmd, "holding"))
     return cmd_holding(argc - 2, argv + 2);
   die("unknown command %s", cmd);

@@ -436,7 +436,10 @@ static int cmd_worker(int argc, char **argv) {
   int64_t give_up = mono() + 30 * (int64_t)1000000000;
   int rc;
   while ((rc = dlock_open(W.url, &client)) != 0) {
-    if (rc != DLOCK_ECONN || mono() > give_up || stopping)
+    /* Asked to stop before the store was back: nothing to report. */
+    if (stopping)
+      return 0;
+    if (rc != DLOCK_ECONN || mono() > give_up)
       die("open: %s", dlock_client_errmsg(NULL));
     sleep_ms(100);
   }

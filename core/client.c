@@ -263,20 +263,10 @@ static int open_client(dlock_url *u, dlock_client **out) {
   int rc;
   const dlock_backend_ops *ops = dlock__registry_find(dlock_url_scheme(u));
   if (!ops) {
-    rc = dlock_seterr(DLOCK_EINVAL,
-                      "invalid URL '%s': unknown scheme '%s' (built in: mem, file%s%s)",
-                      dlock_url_redacted(u), dlock_url_scheme(u),
-#ifdef DLOCK_HAVE_REDIS
-                      ", redis",
-#else
-                      "",
-#endif
-#ifdef DLOCK_HAVE_ZOOKEEPER
-                      ", zk"
-#else
-                      ""
-#endif
-    );
+    char known[256];
+    dlock__registry_schemes(known, sizeof known);
+    rc = dlock_seterr(DLOCK_EINVAL, "invalid URL '%s': unknown scheme '%s' (this library knows: %s)",
+                      dlock_url_redacted(u), dlock_url_scheme(u), known);
     dlock__err_scrub(u);
     dlock__url_free(u);
     return rc;

@@ -60,6 +60,8 @@ DLOCK__HIDDEN int dlock__cond_init(pthread_cond_t *cv);
 /* ---- registry.c ---- */
 
 DLOCK__HIDDEN const dlock_backend_ops *dlock__registry_find(const char *scheme);
+/* Every scheme this library accepts (built in and registered), comma-separated. */
+DLOCK__HIDDEN void dlock__registry_schemes(char *buf, size_t len);
 DLOCK__HIDDEN int dlock__ops_check(const dlock_backend_ops *ops);
 
 /* ---- errors.c ---- */

@@ -1,5 +1,6 @@
 /* Backends by URL scheme: the built-ins, then those registered at run time. */
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "internal.h"
@@ -64,6 +65,32 @@ const dlock_backend_ops *dlock__registry_find(const char *scheme) {
       found = extra[i];
   pthread_mutex_unlock(&reg_mu);
   return found;
+}
+
+/* Appends every scheme of OPS to BUF as ", name"; cut short, never
+ * overrun, when BUF is full. */
+static void append_schemes(const dlock_backend_ops *ops, char *buf, size_t len, size_t *used) {
+  for (const char *const *s = ops->schemes; *s; s++) {
+    int n = snprintf(buf + *used, len - *used, "%s%s", *used ? ", " : "", *s);
+    if (n < 0 || (size_t)n >= len - *used) {
+      buf[*used] = '\0';
+      return;
+    }
+    *used += (size_t)n;
+  }
+}
+
+void dlock__registry_schemes(char *buf, size_t len) {
+  size_t used = 0;
+  if (len == 0)
+    return;
+  buf[0] = '\0';
+  for (size_t i = 0; builtins[i]; i++)
+    append_schemes(builtins[i], buf, len, &used);
+  pthread_mutex_lock(&reg_mu);
+  for (size_t i = 0; i < nextra; i++)
+    append_schemes(extra[i], buf, len, &used);
+  pthread_mutex_unlock(&reg_mu);
 }
 
 int dlock_backend_register(const dlock_backend_ops *ops) {

@@ -275,6 +275,39 @@ static void test_registry(void **state) {
   assert_int_equal(dlock_open("mem://?require=fencing,native_wait,server_ttl", &c), 0);
   dlock_close(c);
   assert_int_equal(dlock_open("mem://?require=cross_process", &c), DLOCK_ENOTSUP);
+  /* An unknown scheme's error names every scheme that would have worked:
+   * the built-ins this build has and the ones registered at run time. */
+  assert_int_equal(dlock_open("nosuch://h/x", &c), DLOCK_EINVAL);
+  const char *msg = dlock_client_errmsg(NULL);
+  const char *want[] = {"mem", "file", "test", "test+alt",
+#ifdef DLOCK_HAVE_REDIS
+                        "redis",
+#endif
+#ifdef DLOCK_HAVE_ZOOKEEPER
+                        "zk",
+#endif
+#ifdef DLOCK_HAVE_POSTGRES
+                        "postgres", "postgresql",
+#endif
+#ifdef DLOCK_HAVE_ETCD
+                        "etcd", "etcd+https",
+#endif
+#ifdef DLOCK_HAVE_CONSUL
+                        "consul", "consul+https",
+#endif
+  };
+  const char *list = strstr(msg, "knows: ");
+  assert_non_null(list);
+  /* ", a, b," so that each name is matched whole ("test" is not
+   * satisfied by "test+alt"). */
+  char all[600];
+  snprintf(all, sizeof all, ", %.*s,", (int)strcspn(list + 7, ")"), list + 7);
+  for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+    char word[64];
+    snprintf(word, sizeof word, ", %s,", want[i]);
+    if (!strstr(all, word))
+      fail_msg("'%s' missing from: %s", want[i], msg);
+  }
 }
 
 static void test_poll_fallback(void **state) {

@@ -16,7 +16,14 @@
  * without persistence, eviction, FLUSHDB).  Restarting it from the server's
  * clock in microseconds keeps tokens above every earlier one unless the old
  * counter advanced faster than one acquisition per microsecond or the
- * server's clock went back. */
+ * server's clock went back.
+ *
+ * The same restart lets the counter expire (ARGV[4] ms after the last
+ * acquisition; "0" keeps it forever), so a store that sees millions of
+ * names keeps state only for those used lately.  A counter that expired
+ * after a quiet spell is one that was last advanced at least that long
+ * ago, so its successor, started from the clock, is above it unless the
+ * clock went back by more than the spell. */
 static const char acquire_lua[] =
     "local p = redis.call('PTTL', KEYS[1])\n"
     "if p ~= -2 then return {0, p} end\n"
@@ -26,6 +33,7 @@ static const char acquire_lua[] =
     "  t = tonumber(now[1]) * 1000000 + tonumber(now[2])\n"
     "  redis.call('SET', KEYS[2], string.format('%d', t))\n"
     "end\n"
+    "if ARGV[4] ~= '0' then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end\n"
     "redis.call('SET', KEYS[1], ARGV[1] .. ':' .. string.format('%d', t) .. ':' .. ARGV[3],"
     " 'PX', ARGV[2])\n"
     "return {1, t}\n";

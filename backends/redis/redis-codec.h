@@ -21,9 +21,13 @@
 #include "core/internal.h"
 
 #define DLOCK__REDIS_DEFAULT_PREFIX "dlock:"
+/* How long a fence counter outlives its key's last acquisition (URL
+ * fence_ttl=): long beside any clock step the server's host may take,
+ * short beside "forever" for stores that see millions of names. */
+#define DLOCK__REDIS_FENCE_TTL_MS (3600 * 1000)
 
 /* Scripts.  Their KEYS and ARGV:
- *   ACQUIRE  KEYS lock, fence   ARGV owner, ttl_ms, label
+ *   ACQUIRE  KEYS lock, fence   ARGV owner, ttl_ms, label, fence_ttl_ms (0: keep)
  *            -> {1, token} or {0, pttl of the holder}
  *   RELEASE  KEYS lock, chan    ARGV owner            -> 1, or 0 if not ours
  *   RENEW    KEYS lock          ARGV owner, ttl_ms    -> 1, or 0 if not ours

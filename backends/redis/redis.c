@@ -48,6 +48,7 @@ typedef struct redis_client {
   char *prefix;
   int64_t connect_timeout_ms;
   int64_t timeout_ms;
+  int64_t fence_ttl_ms; /* 0: fence counters never expire */
   char sha[DLOCK__REDIS_NSCRIPTS][41];
 } redis_client;
 
@@ -262,8 +263,8 @@ static void pool_put(redis_client *rc, redisContext *c) {
 typedef struct script_call {
   dlock__redis_script_id id;
   int argc;
-  const char *argv[8];
-  size_t lens[8];
+  const char *argv[9];
+  size_t lens[9];
 } script_call;
 
 static void sc_init(script_call *sc, const redis_client *rc, dlock__redis_script_id id,
@@ -383,8 +384,14 @@ static int attempt(const redis_client *rc, redisContext *c, dlock_backend_lock *
   int r = keys_build(rc, bl->key, bl->keylen, K_LOCK | K_FENCE, &k);
   if (r < 0)
     return r;
-  char ttl[24];
+  char ttl[24], fence_ttl[24];
   int tl = snprintf(ttl, sizeof ttl, "%lld", (long long)bl->ttl_ms);
+  /* The counter outlives the lock it fences by a ttl at least, so tokens
+   * stay one counter's while a key is busy. */
+  int64_t fttl = rc->fence_ttl_ms;
+  if (fttl > 0 && fttl < 2 * bl->ttl_ms)
+    fttl = 2 * bl->ttl_ms;
+  int fl = snprintf(fence_ttl, sizeof fence_ttl, "%lld", (long long)fttl);
   script_call sc;
   sc_init(&sc, rc, DLOCK__REDIS_ACQUIRE, 2);
   sc_add(&sc, k.lock, k.lock_len);
@@ -392,6 +399,7 @@ static int attempt(const redis_client *rc, redisContext *c, dlock_backend_lock *
   sc_add(&sc, bl->owner, strlen(bl->owner));
   sc_add(&sc, ttl, (size_t)tl);
   sc_add(&sc, bl->label, strlen(bl->label));
+  sc_add(&sc, fence_ttl, (size_t)fl);
   redisReply *rep = NULL;
   r = sc_run(rc, c, &sc, &bl->sent_ns, &rep);
   keys_free(&k);
@@ -833,6 +841,9 @@ static int redis_open(dlock_backend_client *bc, dlock_url *url) {
   rc->connect_timeout_ms = bc->connect_timeout_ms;
   rc->timeout_ms = bc->timeout_ms;
   r = parse_target(rc, url);
+  if (r < 0)
+    goto fail;
+  r = dlock_url_param_duration(url, "fence_ttl", DLOCK__REDIS_FENCE_TTL_MS, &rc->fence_ttl_ms);
   if (r < 0)
     goto fail;
   rc->prefix = strdup(bc->prefix ? bc->prefix : DLOCK__REDIS_DEFAULT_PREFIX);

@@ -301,7 +301,7 @@ static int phase_uncontended(struct bench *b, struct result *r) {
   long started = 0;
   if (!w || !th || !parts) {
     fprintf(stderr, "dlock: out of memory\n");
-    code = CLI_EXIT_FAIL;
+    code = CLI_EXIT_INTERNAL;
     goto out;
   }
   /* Clients are opened before the clock starts: connecting is not what
@@ -321,7 +321,7 @@ static int phase_uncontended(struct bench *b, struct result *r) {
     if (err != 0) {
       fprintf(stderr, "dlock: cannot start thread %ld: %s\n", started, strerror(err));
       atomic_store(&b->abort, 1);
-      code = CLI_EXIT_FAIL;
+      code = CLI_EXIT_INTERNAL;
       break;
     }
   }
@@ -488,7 +488,7 @@ static int phase_handoff(struct bench *b, struct result *r) {
     int err = pthread_create(&th[started], NULL, handoff_main, &w[started]);
     if (err != 0) {
       fprintf(stderr, "dlock: cannot start a thread: %s\n", strerror(err));
-      code = CLI_EXIT_FAIL;
+      code = CLI_EXIT_INTERNAL;
       /* The lone thread must not wait for a partner that never comes. */
       h.finished[1] = 1;
       handoff_stop(&h);
@@ -522,7 +522,7 @@ static int phase_renew(struct bench *b, struct result *r) {
   if (!locks) {
     fprintf(stderr, "dlock: out of memory\n");
     dlock_close(c);
-    return CLI_EXIT_FAIL;
+    return CLI_EXIT_INTERNAL;
   }
   dlock_options o = DLOCK_OPTIONS_INIT;
   o.wait_ms = 0;
@@ -675,11 +675,7 @@ int cli_bench(int argc, char **argv) {
       continue;
     }
     if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-      /* The full text lives with main; keep this one short. */
-      printf("Usage: dlock bench URL [--threads N] [--keys K] [--seconds S] [--locks H]\n"
-             "                   [--only uncontended,handoff,renew] [--shared-client] [--json]\n"
-             "       (--url-file PATH or --url-env NAME may stand for URL)\n"
-             "See 'dlock --help'.\n");
+      cli_help(stdout, "bench");
       return CLI_EXIT_OK;
     }
     if ((m = cli_match(argc, argv, &i, "bench", "-t", "--threads", &v)) != 0) {

@@ -7,21 +7,40 @@
 
 #include "dlock/dlock.h"
 
-/* Exit codes; listed in the usage text, scripts depend on them. */
+/* Exit codes; listed in every subcommand's --help (tools/help.c), scripts
+ * depend on them.  Beside COMMAND's own status, which dlock run passes
+ * through, they follow flock(1) for a busy lock, sysexits.h for failures of
+ * the store or the arguments, and timeout(1) and env(1) above 123, so that
+ * few commands' own statuses look like them. */
 enum {
   CLI_EXIT_OK = 0,
-  CLI_EXIT_FAIL = 1,  /* lock not acquired, or the store failed */
-  CLI_EXIT_USAGE = 2, /* bad arguments, URL, key or option */
-  CLI_EXIT_LOST = 3   /* lock lost while the command ran */
+  CLI_EXIT_CONFLICT = 1,     /* held elsewhere, or the wait ran out (-E N) */
+  CLI_EXIT_USAGE = 64,       /* EX_USAGE: bad arguments, URL, key or option */
+  CLI_EXIT_UNAVAILABLE = 69, /* EX_UNAVAILABLE: store unreachable, too slow */
+  CLI_EXIT_STORE = 76,       /* EX_PROTOCOL: the store failed the request */
+  CLI_EXIT_AUTH = 77,        /* EX_NOPERM: the store refused the credentials */
+  CLI_EXIT_LOST = 124,       /* lock lost while COMMAND ran: COMMAND stopped */
+  CLI_EXIT_INTERNAL = 125,   /* dlock itself failed (memory, fork, pipe, I/O) */
+  CLI_EXIT_CANNOT_RUN = 126, /* COMMAND found but not executable */
+  CLI_EXIT_NOT_FOUND = 127   /* COMMAND not found */
 };
+
+/* The exit code for a library failure RC. */
+int cli_exit_code(int rc);
+
+/* The usage lines of subcommand CMD (NULL: the command's). */
+const char *cli_usage_line(const char *cmd);
+
+/* The help text of subcommand CMD, or of everything (NULL), with the exit
+ * statuses it can return. */
+void cli_help(FILE *f, const char *cmd);
 
 /* Print "dlock: MSG" and the subcommand's usage line to stderr; returns
  * CLI_EXIT_USAGE so callers can `return cli_usage_error(...)`. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Print "dlock: [WHAT: ]MSG" for a library failure RC (MSG falls back to
- * dlock_strerror(RC)); returns the exit code for it: CLI_EXIT_USAGE for
- * DLOCK_EINVAL (the user gave something invalid), CLI_EXIT_FAIL otherwise. */
+ * dlock_strerror(RC)); returns cli_exit_code(RC). */
 int cli_fail(int rc, const char *what, const char *msg);
 
 /* 1 if ARG looks like an option ("-x", "--xyz"); "-" alone is an operand. */
@@ -68,6 +87,40 @@ void cli_json_string(FILE *f, const char *s);
 void cli_print_safe(FILE *f, const char *s);
 
 int64_t cli_now_ns(void);
+
+/* Length of the valid UTF-8 sequence at P (2..4 bytes), or 0. */
+size_t cli_utf8_seq(const unsigned char *p);
+
+/* dlock run -v's reports while waiting for a lock (tools/progress.c): every
+ * EVERY_MS since START_NS (CLOCK_BOOTTIME) who holds KEY, and each store
+ * failure the library retried.  -1 if it cannot start. */
+struct cli_progress;
+int cli_progress_start(struct cli_progress **out, dlock_client *c, const char *key,
+                       int64_t every_ms, int64_t start_ns);
+void cli_progress_stop(struct cli_progress *p); /* NULL is fine */
+
+/* What dlock run --metrics-textfile writes (tools/textfile.c).  Times are
+ * cli_now_ns(), 0 if never reached. */
+struct cli_run_report {
+  const char *key;
+  char store[32]; /* the URL's scheme, never more of it */
+  int64_t start_ns, wait_end_ns, acquired_ns, lost_ns, end_ns;
+  int acquired, lost, exit_code;
+  uint64_t token;
+  int have_metrics;
+  dlock_metrics metrics; /* the client's, at the end */
+};
+
+/* URL's scheme, lowercase, or "unknown". */
+void cli_url_scheme(const char *url, char *out, size_t len);
+
+/* 0 if PATH can be written later (its directory exists and is writable),
+ * or an exit code after a usage message. */
+int cli_textfile_check(const char *cmd, const char *path);
+
+/* Write R to PATH.tmp-PID, then rename it to PATH; 0, or -1 after a
+ * message. */
+int cli_textfile_write(const char *path, const struct cli_run_report *r);
 
 int cli_bench(int argc, char **argv);
 

@@ -1,6 +1,7 @@
-/* dlock: command-line front end to the dlock library.
+/* dlock: command-line front end to the dlock library (tools/help.c has the
+ * full usage).
  *
- *   dlock run [-w SECS | -n] [--ttl SECS] URL KEY -- COMMAND [ARG...]
+ *   dlock run [-w SECS | -n] [-E N] [-v] [--ttl SECS] URL KEY -- COMMAND [ARG...]
  *   (URL may come from --url-file PATH or --url-env NAME instead)
  *   dlock status [--json] URL KEY
  *   dlock bench URL [--threads N] [--keys K] [--seconds S] [--json]
@@ -34,71 +35,6 @@
 
 extern char **environ;
 
-static const char usage_text[] =
-    "Usage: dlock run [-w SECS | -n] [--ttl SECS] [--grace SECS] [--label TEXT]\n"
-    "                 [--foreground] URL KEY -- COMMAND [ARG...]\n"
-    "       dlock status [--json] URL KEY\n"
-    "       dlock bench URL [--threads N] [--keys K] [--seconds S] [--locks H]\n"
-    "                   [--only PHASE[,PHASE...]] [--shared-client] [--json]\n"
-    "       dlock help | --help | --version\n"
-    "\n"
-    "Instead of the URL argument every command takes --url-file PATH (the URL\n"
-    "is the file's one line) or --url-env NAME (the variable's value, which\n"
-    "run removes from COMMAND's environment): argv is visible to every user.\n"
-    "\n"
-    "Commands:\n"
-    "  run      Acquire KEY in the lock store at URL, run COMMAND while holding it\n"
-    "           (renewed automatically), release it when COMMAND exits.\n"
-    "           COMMAND runs in its own process group with DLOCK_KEY, DLOCK_TOKEN\n"
-    "           (the fencing token, decimal) and DLOCK_URL (URL without secrets)\n"
-    "           in its environment.  SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to\n"
-    "           dlock are forwarded to that process group.  If the lock is lost\n"
-    "           while COMMAND runs, dlock prints a message, sends SIGTERM to the\n"
-    "           group and to everything COMMAND started, SIGKILL after the grace\n"
-    "           period, and exits 3 once all of it is gone.  The same happens if\n"
-    "           dlock itself dies (even of SIGKILL): a guardian process keeps the\n"
-    "           lock until then where the store would free it at once (file://,\n"
-    "           postgres:// advisory locks).\n"
-    "             -w, --wait SECS   wait at most SECS for the lock (default: forever)\n"
-    "             -n, --nowait      fail at once if the lock is held\n"
-    "             --ttl SECS        lease length (default: the URL's ?ttl=, else 15)\n"
-    "             --grace SECS      SIGTERM to SIGKILL delay (default: 10)\n"
-    "             --label TEXT      holder label shown by status (default: host:pid)\n"
-    "             --foreground      keep COMMAND in dlock's process group so it can\n"
-    "                               read the terminal; COMMAND and what it started\n"
-    "                               are signalled one by one, not as a group\n"
-    "  status   Show who holds KEY: token, remaining TTL, owner and label.\n"
-    "           --json prints one JSON object.\n"
-    "  bench    Measure the store: uncontended try_acquire+release pairs on\n"
-    "           distinct keys (bench/THREAD/N), contended handoff between two\n"
-    "           clients on one key, and dlock_renew with H locks held.\n"
-    "             --threads N (1)  --keys K (1)  --seconds S (5, per phase)\n"
-    "             --locks H (100)  --only uncontended,handoff,renew (all)\n"
-    "             --shared-client  uncontended threads share one client\n"
-    "\n"
-    "SECS is a decimal number of seconds, or one ending in ms, s, m or h\n"
-    "(500ms, 1.5, 15s, 2m, 1h), as in URLs except that a bare number is seconds.\n"
-    "URL examples: file:///var/lib/dlock  redis://host:6379/0?ttl=30s  mem://\n"
-    "\n"
-    "Exit status:\n"
-    "  run: COMMAND's exit status, or 128+N if it was killed by signal N;\n"
-    "       126 if COMMAND could not be executed, 127 if it was not found.\n"
-    "  0    status/bench: the query or benchmark worked\n"
-    "  1    the lock was not acquired (held elsewhere, or -w ran out), or the\n"
-    "       lock store failed (unreachable, authentication, store error)\n"
-    "  2    usage error: bad option or number, invalid URL or key, unreadable\n"
-    "       --url-file, unset --url-env\n"
-    "  3    run: the lock was lost while COMMAND ran; COMMAND was stopped\n";
-
-static const char *const cmd_usage[][2] = {
-    {"run", "dlock run [-w SECS | -n] [--ttl SECS] [--grace SECS] URL KEY -- COMMAND [ARG...]\n"
-            "       (--url-file PATH or --url-env NAME may stand for URL)"},
-    {"status", "dlock status [--json] URL KEY\n"
-               "       (--url-file PATH or --url-env NAME may stand for URL)"},
-    {"bench", "dlock bench URL [--threads N] [--keys K] [--seconds S] [--json]\n"
-              "       (--url-file PATH or --url-env NAME may stand for URL)"},
-};
-
 /* ---- shared helpers (declared in cli.h) ---- */
 
 int cli_usage_error(const char *cmd, const char *fmt, ...) {
@@ -108,11 +44,8 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
   vfprintf(stderr, fmt, ap);
   va_end(ap);
   fputc('\n', stderr);
-  const char *line = "dlock COMMAND [ARG...]";
-  for (size_t i = 0; cmd && i < sizeof cmd_usage / sizeof cmd_usage[0]; i++)
-    if (strcmp(cmd, cmd_usage[i][0]) == 0)
-      line = cmd_usage[i][1];
-  fprintf(stderr, "Usage: %s\nTry 'dlock --help' for more information.\n", line);
+  fprintf(stderr, "Usage: %s\nTry 'dlock %s%s--help' for more information.\n",
+          cli_usage_line(cmd), cmd ? cmd : "", cmd ? " " : "");
   return CLI_EXIT_USAGE;
 }
 
@@ -122,7 +55,21 @@ int cli_fail(int rc, const char *what, const char *msg) {
     fprintf(stderr, "dlock: %s: %s\n", what, m);
   else
     fprintf(stderr, "dlock: %s\n", m);
-  return rc == DLOCK_EINVAL ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
+  return cli_exit_code(rc);
+}
+
+int cli_exit_code(int rc) {
+  switch (rc) {
+  case DLOCK_OK: return CLI_EXIT_OK;
+  case DLOCK_EINVAL: return CLI_EXIT_USAGE;     /* the user gave something invalid */
+  case DLOCK_EBUSY: return CLI_EXIT_CONFLICT;
+  case DLOCK_ETIMEDOUT:                         /* a request, not a wait: see run_acquire */
+  case DLOCK_ECONN: return CLI_EXIT_UNAVAILABLE;
+  case DLOCK_EAUTH: return CLI_EXIT_AUTH;
+  case DLOCK_ELOST: return CLI_EXIT_LOST;
+  case DLOCK_ENOMEM: return CLI_EXIT_INTERNAL;
+  default: return CLI_EXIT_STORE;               /* EBACKEND, ENOTSUP, ENOTOWNED */
+  }
 }
 
 int cli_is_option(const char *arg) { return arg[0] == '-' && arg[1] != '\0'; }
@@ -291,9 +238,9 @@ int cli_parse_long(const char *s, long min, long max, long *out) {
   return 0;
 }
 
-/* Length of the valid UTF-8 sequence at P (2..4), or 0.  Stops at the first
- * bad continuation byte, so a NUL terminator is never passed. */
-static size_t utf8_seq(const unsigned char *p) {
+/* Stops at the first bad continuation byte, so a NUL terminator is never
+ * passed. */
+size_t cli_utf8_seq(const unsigned char *p) {
   unsigned c = p[0];
   size_t n;
   uint32_t cp, min;
@@ -336,7 +283,7 @@ void cli_json_string(FILE *f, const char *s) {
     } else if (c < 0x80) {
       fputc((int)c, f);
       p++;
-    } else if ((n = utf8_seq(p)) != 0) {
+    } else if ((n = cli_utf8_seq(p)) != 0) {
       fwrite(p, 1, n, f);
       p += n;
     } else {
@@ -415,8 +362,26 @@ static void *acquire_main(void *arg) {
   return NULL;
 }
 
+/* --metrics-textfile: the run so far, and where it goes (NULL: nowhere). */
+static struct cli_run_report report;
+static const char *report_path;
+static dlock_client *report_client;
+
+static void report_finish(int code) {
+  if (!report_path)
+    return;
+  report.end_ns = cli_now_ns();
+  report.exit_code = code;
+  report.lost = code == CLI_EXIT_LOST;
+  if (report_client && dlock_metrics_get(report_client, &report.metrics) == 0)
+    report.have_metrics = 1;
+  cli_textfile_write(report_path, &report);
+  report_path = NULL; /* once */
+}
+
 /* Die of SIG the way the caller expects (a shell sees "killed by SIGINT"). */
 static _Noreturn void die_of_signal(int sig) {
+  report_finish(128 + sig);
   sigset_t s;
   signal(sig, SIG_DFL);
   sigemptyset(&s);
@@ -490,7 +455,7 @@ static int exit_status_of(int st) {
     return WEXITSTATUS(st);
   if (WIFSIGNALED(st))
     return 128 + WTERMSIG(st);
-  return CLI_EXIT_FAIL;
+  return CLI_EXIT_INTERNAL;
 }
 
 /* File descriptors our caller handed us, sorted.  Every other descriptor
@@ -592,6 +557,10 @@ struct run_opts {
   int64_t wait_ms, ttl_ms, grace_ms;
   const char *label;
   int foreground;
+  int conflict_code; /* -E */
+  int verbose;
+  int64_t progress_ms;
+  const char *metrics_path;
   const char *url, *key;
   struct cli_url src;
   char **command;
@@ -602,12 +571,16 @@ static const char duration_hint[] =
 
 static int run_parse(int argc, char **argv, struct run_opts *ro) {
   const char *pos[2];
-  int npos = 0, nowait = 0, have_wait = 0, i;
+  int npos = 0, nowait = 0, have_wait = 0, have_progress = 0, i;
   ro->wait_ms = -1;
   ro->ttl_ms = 0;
   ro->grace_ms = 10000;
   ro->label = NULL;
   ro->foreground = 0;
+  ro->conflict_code = CLI_EXIT_CONFLICT;
+  ro->verbose = 0;
+  ro->progress_ms = 5000;
+  ro->metrics_path = NULL;
   ro->command = NULL;
   memset(&ro->src, 0, sizeof ro->src);
   for (i = 0; i < argc; i++) {
@@ -624,7 +597,7 @@ static int run_parse(int argc, char **argv, struct run_opts *ro) {
       continue;
     }
     if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-      fputs(usage_text, stdout);
+      cli_help(stdout, "run");
       return -1;
     }
     if ((m = cli_match(argc, argv, &i, "run", "-w", "--wait", &v)) != 0) {
@@ -651,6 +624,26 @@ static int run_parse(int argc, char **argv, struct run_opts *ro) {
       ro->label = v;
     } else if ((m = cli_match(argc, argv, &i, "run", NULL, "--foreground", NULL)) != 0) {
       ro->foreground = 1;
+    } else if ((m = cli_match(argc, argv, &i, "run", "-E", "--conflict-exit-code", &v)) != 0) {
+      long e;
+      if (m < 0)
+        return CLI_EXIT_USAGE;
+      if (cli_parse_long(v, 0, 255, &e) < 0)
+        return cli_usage_error("run", "invalid conflict exit code '%s' (0..255)", v);
+      ro->conflict_code = (int)e;
+    } else if ((m = cli_match(argc, argv, &i, "run", "-v", "--verbose", NULL)) != 0) {
+      ro->verbose = 1;
+    } else if ((m = cli_match(argc, argv, &i, "run", NULL, "--progress", &v)) != 0) {
+      if (m < 0)
+        return CLI_EXIT_USAGE;
+      if (cli_parse_duration_ms(v, &ro->progress_ms) < 0 || ro->progress_ms < 100)
+        return cli_usage_error("run", "invalid progress interval '%s' (at least 0.1 s; %s)", v,
+                               duration_hint);
+      have_progress = 1;
+    } else if ((m = cli_match(argc, argv, &i, "run", NULL, "--metrics-textfile", &v)) != 0) {
+      if (m < 0)
+        return CLI_EXIT_USAGE;
+      ro->metrics_path = v;
     } else if ((m = cli_url_match(argc, argv, &i, "run", &ro->src)) != 0) {
       if (m < 0)
         return CLI_EXIT_USAGE;
@@ -671,6 +664,13 @@ static int run_parse(int argc, char **argv, struct run_opts *ro) {
   if (!ro->command[0])
     return cli_usage_error("run", "missing COMMAND after '--'");
   ro->key = pos[npos - 1];
+  if (have_progress)
+    ro->verbose = 1;
+  if (ro->metrics_path) {
+    int code = cli_textfile_check("run", ro->metrics_path);
+    if (code)
+      return code;
+  }
   return cli_url_get("run", &ro->src, npos == 2 ? pos[0] : NULL, &ro->url);
 }
 
@@ -683,7 +683,7 @@ static int run_acquire(dlock_client *c, const struct run_opts *ro, int sfd, dloc
   memset(&job, 0, sizeof job);
   if (pipe2(done, O_CLOEXEC) < 0) {
     fprintf(stderr, "dlock: pipe: %s\n", strerror(errno));
-    return CLI_EXIT_FAIL;
+    return CLI_EXIT_INTERNAL;
   }
   dlock_options o = DLOCK_OPTIONS_INIT;
   o.ttl_ms = ro->ttl_ms;
@@ -696,19 +696,25 @@ static int run_acquire(dlock_client *c, const struct run_opts *ro, int sfd, dloc
   job.opts = o;
   job.done_fd = done[1];
   pthread_t th;
+  int64_t start = cli_now_ns();
   int err = pthread_create(&th, NULL, acquire_main, &job);
   if (err != 0) {
     fprintf(stderr, "dlock: cannot start a thread: %s\n", strerror(err));
     close(done[0]), close(done[1]);
-    return CLI_EXIT_FAIL;
+    return CLI_EXIT_INTERNAL;
   }
+  /* Nothing to report on a try: it answers at once. */
+  struct cli_progress *progress = NULL;
+  if (ro->verbose && ro->wait_ms != 0 &&
+      cli_progress_start(&progress, c, ro->key, ro->progress_ms, start) < 0)
+    fprintf(stderr, "dlock: cannot start the progress reports; waiting without them\n");
   for (;;) {
     struct pollfd p[2] = {{.fd = sfd, .events = POLLIN}, {.fd = done[0], .events = POLLIN}};
     if (poll(p, 2, -1) < 0) {
       if (errno == EINTR)
         continue;
       fprintf(stderr, "dlock: poll: %s\n", strerror(errno));
-      _exit(CLI_EXIT_FAIL); /* the acquire thread still uses the client */
+      _exit(CLI_EXIT_INTERNAL); /* the acquire thread still uses the client */
     }
     if (p[1].revents & (POLLIN | POLLHUP))
       break;
@@ -725,7 +731,14 @@ static int run_acquire(dlock_client *c, const struct run_opts *ro, int sfd, dloc
     }
   }
   pthread_join(th, NULL);
+  cli_progress_stop(progress);
   close(done[0]), close(done[1]);
+  report.wait_end_ns = cli_now_ns();
+  if (job.rc == 0) {
+    report.acquired = 1;
+    report.acquired_ns = report.wait_end_ns;
+    report.token = dlock_lock_token(job.lock);
+  }
   /* Interrupted while the acquire was returning: don't start COMMAND only
    * to signal it, and don't leave the lock behind. */
   struct signalfd_siginfo si;
@@ -742,6 +755,12 @@ static int run_acquire(dlock_client *c, const struct run_opts *ro, int sfd, dloc
     die_of_signal((int)si.ssi_signo);
   }
   if (job.rc == 0) {
+    if (ro->verbose) {
+      fprintf(stderr, "dlock: acquired '");
+      cli_print_safe(stderr, ro->key);
+      fprintf(stderr, "' (token %" PRIu64 ") after %.3f s\n", dlock_lock_token(job.lock),
+              (double)(report.wait_end_ns - start) / 1e9);
+    }
     *out = job.lock;
     return 0;
   }
@@ -749,10 +768,20 @@ static int run_acquire(dlock_client *c, const struct run_opts *ro, int sfd, dloc
     /* Naming the holder saves the user a `dlock status`. */
     dlock_info info;
     memset(&info, 0, sizeof info);
+    int irc = dlock_inspect(c, ro->key, &info);
+    if (job.rc == DLOCK_ETIMEDOUT && irc < 0 && irc != DLOCK_ENOTSUP) {
+      /* The library's ETIMEDOUT cannot say whether the store answered
+       * "held" until the end or stopped answering; a store that does not
+       * answer now is the likelier story, and the operator's to fix. */
+      char what[700];
+      snprintf(what, sizeof what, "cannot acquire '%s' within %.3g s; the store", ro->key,
+               (double)ro->wait_ms / 1000);
+      return cli_fail(irc, what, dlock_client_errmsg(c));
+    }
     fprintf(stderr, "dlock: lock '");
     cli_print_safe(stderr, ro->key);
     fprintf(stderr, "' is held");
-    if (dlock_inspect(c, ro->key, &info) == 0 && info.held) {
+    if (irc == 0 && info.held) {
       info.label[sizeof info.label - 1] = '\0';
       if (info.label[0]) {
         fputs(" by ", stderr);
@@ -764,7 +793,7 @@ static int run_acquire(dlock_client *c, const struct run_opts *ro, int sfd, dloc
     if (job.rc == DLOCK_ETIMEDOUT)
       fprintf(stderr, "; gave up after %.3g s", (double)ro->wait_ms / 1000);
     fputc('\n', stderr);
-    return CLI_EXIT_FAIL;
+    return ro->conflict_code;
   }
   char what[600];
   snprintf(what, sizeof what, "cannot acquire '%s'", ro->key);
@@ -1210,7 +1239,7 @@ static _Noreturn void guardian_main(const struct run_opts *ro, char **env,
    * then), or been stopped past the deadline: start no COMMAND that nothing
    * would stop, nor one that would run without the lock. */
   if (guard_parent_died())
-    _exit(CLI_EXIT_FAIL);
+    _exit(CLI_EXIT_INTERNAL);
   if (deadline_get() <= cli_now_ns()) {
     guard_report(GM_EXPIRED, 0);
     _exit(CLI_EXIT_LOST);
@@ -1218,7 +1247,7 @@ static _Noreturn void guardian_main(const struct run_opts *ro, char **env,
   pid_t pid = fork();
   if (pid < 0) {
     guard_report(GM_FORK_FAILED, errno);
-    _exit(CLI_EXIT_FAIL);
+    _exit(CLI_EXIT_INTERNAL);
   }
   if (pid == 0) {
     if (!ro->foreground)
@@ -1229,7 +1258,7 @@ static _Noreturn void guardian_main(const struct run_opts *ro, char **env,
     int e = errno;
     ssize_t n = write(ep[1], &e, sizeof e);
     (void)n;
-    _exit(e == ENOENT || e == ENOTDIR ? 127 : 126);
+    _exit(e == ENOENT || e == ENOTDIR ? CLI_EXIT_NOT_FOUND : CLI_EXIT_CANNOT_RUN);
   }
   gd.cmd = pid;
   /* Here too: whichever of us runs first, the group exists before anyone
@@ -1355,17 +1384,17 @@ static int run_spawn(const struct run_opts *ro, char **env, const sigset_t *chil
   int ep[2], ctl[2], st[2];
   if (pipe2(ep, O_CLOEXEC) < 0) {
     fprintf(stderr, "dlock: pipe: %s\n", strerror(errno));
-    return CLI_EXIT_FAIL;
+    return CLI_EXIT_INTERNAL;
   }
   if (pipe2(ctl, O_CLOEXEC) < 0) {
     fprintf(stderr, "dlock: pipe: %s\n", strerror(errno));
     close(ep[0]), close(ep[1]);
-    return CLI_EXIT_FAIL;
+    return CLI_EXIT_INTERNAL;
   }
   if (pipe2(st, O_CLOEXEC) < 0) {
     fprintf(stderr, "dlock: pipe: %s\n", strerror(errno));
     close(ep[0]), close(ep[1]), close(ctl[0]), close(ctl[1]);
-    return CLI_EXIT_FAIL;
+    return CLI_EXIT_INTERNAL;
   }
   /* Kernels without close_range(CLOSE_RANGE_CLOEXEC) rely on this. */
   if (caller_fds)
@@ -1375,7 +1404,7 @@ static int run_spawn(const struct run_opts *ro, char **env, const sigset_t *chil
   if (gpid < 0) {
     fprintf(stderr, "dlock: fork: %s\n", strerror(errno));
     close(ep[0]), close(ep[1]), close(ctl[0]), close(ctl[1]), close(st[0]), close(st[1]);
-    return CLI_EXIT_FAIL;
+    return CLI_EXIT_INTERNAL;
   }
   if (gpid == 0)
     guardian_main(ro, env, child_mask, ep, ctl, st, self);
@@ -1397,7 +1426,7 @@ static int run_spawn(const struct run_opts *ro, char **env, const sigset_t *chil
     }
     close(ep[0]);
     guard_reap_guardian(g);
-    return r > 0 && m.type == GM_EXPIRED ? CLI_EXIT_LOST : CLI_EXIT_FAIL;
+    return r > 0 && m.type == GM_EXPIRED ? CLI_EXIT_LOST : CLI_EXIT_INTERNAL;
   }
   g->cmd = (pid_t)m.val;
   int e = 0;
@@ -1414,7 +1443,7 @@ static int run_spawn(const struct run_opts *ro, char **env, const sigset_t *chil
     fprintf(stderr, "dlock: cannot run '");
     cli_print_safe(stderr, ro->command[0]);
     fprintf(stderr, "': %s\n", strerror(e));
-    return e == ENOENT || e == ENOTDIR ? 127 : 126;
+    return e == ENOENT || e == ENOTDIR ? CLI_EXIT_NOT_FOUND : CLI_EXIT_CANNOT_RUN;
   }
   return 0;
 }
@@ -1473,6 +1502,10 @@ static int run_supervise(const struct run_opts *ro, dlock_lock *l, struct guardi
   int lost = 0, failed = 0, warned_stop = 0, stopped = 0, status = 0;
   int cmd_done = 0, g_done = 0, warned_slow = 0;
   int64_t stop_at = 0;
+  dlock_metrics m0;
+  uint64_t renew_failed = 0;
+  if (ro->verbose && dlock_metrics_get(report_client, &m0) == 0)
+    renew_failed = m0.renew_failed;
   /* Once stopping (lost lock, failure) we wait for the guardian to report
    * that nothing of COMMAND is left. */
   while (!g_done && !(cmd_done && !lost && !failed)) {
@@ -1576,8 +1609,24 @@ static int run_supervise(const struct run_opts *ro, dlock_lock *l, struct guardi
       drain(lost_pipe[0]);
       lost_now = 1;
     }
+    if (ro->verbose && !lost && dlock_metrics_get(report_client, &m0) == 0 &&
+        m0.renew_failed > renew_failed) {
+      renew_failed = m0.renew_failed;
+      /* The failure that ends in a loss is reported as the loss, below. */
+      if (!lost_now && dlock_lock_state(l) == DLOCK_HELD) {
+        int64_t rem = dlock_lock_remaining_ms(l);
+        fprintf(stderr, "dlock: renewing '");
+        cli_print_safe(stderr, ro->key);
+        if (rem >= 0)
+          fprintf(stderr, "' failed; retrying while the lock is valid (%.3f s more)\n",
+                  (double)rem / 1000);
+        else
+          fprintf(stderr, "' failed; retrying\n");
+      }
+    }
     if (!lost && !failed && !cmd_done && (lost_now || dlock_lock_state(l) != DLOCK_HELD)) {
       lost = 1;
+      report.lost_ns = cli_now_ns();
       fprintf(stderr, "dlock: lock '");
       cli_print_safe(stderr, ro->key);
       fprintf(stderr, "' lost; stopping command\n");
@@ -1597,12 +1646,12 @@ static int run_supervise(const struct run_opts *ro, dlock_lock *l, struct guardi
     if (!failed)
       fprintf(stderr, "dlock: the guardian process died; stopping command\n");
     run_kill_orphans(ro, pid);
-    return lost ? CLI_EXIT_LOST : CLI_EXIT_FAIL;
+    return lost ? CLI_EXIT_LOST : CLI_EXIT_INTERNAL;
   }
   if (lost)
     return CLI_EXIT_LOST;
   if (failed)
-    return CLI_EXIT_FAIL;
+    return CLI_EXIT_INTERNAL;
   return exit_status_of(status);
 }
 
@@ -1643,39 +1692,45 @@ static int run_main(const struct run_opts *rop) {
     sigaddset(&mask, SIGTSTP);
   if (pthread_sigmask(SIG_BLOCK, &mask, &oldmask) != 0) {
     fprintf(stderr, "dlock: cannot block signals\n");
-    return CLI_EXIT_FAIL;
+    return CLI_EXIT_INTERNAL;
   }
   int sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
   if (sfd < 0) {
     fprintf(stderr, "dlock: signalfd: %s\n", strerror(errno));
-    return CLI_EXIT_FAIL;
+    return CLI_EXIT_INTERNAL;
   }
   if (pipe2(lost_pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
     fprintf(stderr, "dlock: pipe: %s\n", strerror(errno));
     close(sfd);
-    return CLI_EXIT_FAIL;
+    return CLI_EXIT_INTERNAL;
   }
 
   dlock_client *c = NULL;
   dlock_lock *l = NULL;
   char **env = NULL;
   snapshot_caller_fds(); /* our own descriptors above are all close-on-exec */
+  memset(&report, 0, sizeof report);
+  report.key = ro.key;
+  report.start_ns = cli_now_ns();
+  cli_url_scheme(ro.url, report.store, sizeof report.store);
+  report_path = ro.metrics_path;
   if (open_client(ro.url, &c, &code) < 0)
     goto out;
+  report_client = c;
   code = run_acquire(c, &ro, sfd, &l);
   if (code != 0)
     goto out;
   env = build_env(ro.key, dlock_lock_token(l), dlock_client_url(c), ro.src.env);
   if (!env) {
     fprintf(stderr, "dlock: out of memory\n");
-    code = CLI_EXIT_FAIL;
+    code = CLI_EXIT_INTERNAL;
     goto out;
   }
   /* Should the guardian be killed, whatever COMMAND started comes to us
    * rather than to init, and we can still stop all of it. */
   if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) {
     fprintf(stderr, "dlock: prctl(PR_SET_CHILD_SUBREAPER): %s\n", strerror(errno));
-    code = CLI_EXIT_FAIL;
+    code = CLI_EXIT_INTERNAL;
     goto out;
   }
   run_deadline = mmap(NULL, sizeof *run_deadline, PROT_READ | PROT_WRITE,
@@ -1683,7 +1738,7 @@ static int run_main(const struct run_opts *rop) {
   if (run_deadline == MAP_FAILED) {
     run_deadline = NULL;
     fprintf(stderr, "dlock: mmap: %s\n", strerror(errno));
-    code = CLI_EXIT_FAIL;
+    code = CLI_EXIT_INTERNAL;
     goto out;
   }
   *run_deadline = 0; /* stays so, "expired", if the lock is already lost */
@@ -1710,6 +1765,8 @@ out:
       cli_fail(rc, what, dlock_client_errmsg(c));
     }
   }
+  report_finish(code);
+  report_client = NULL;
   dlock_close(c);
   free_env(env);
   if (run_deadline)
@@ -1740,7 +1797,7 @@ static int cmd_status(int argc, char **argv) {
     } else if (strcmp(a, "--json") == 0) {
       json = 1;
     } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-      fputs(usage_text, stdout);
+      cli_help(stdout, "status");
       return CLI_EXIT_OK;
     } else if ((m = cli_url_match(argc, argv, &i, "status", &src)) != 0) {
       if (m < 0)
@@ -1834,7 +1891,7 @@ static int status_main(const char *url_in, const char *key, int json) {
   dlock_close(c);
   if (fflush(stdout) != 0 || ferror(stdout)) {
     fprintf(stderr, "dlock: write error: %s\n", strerror(errno));
-    return CLI_EXIT_FAIL;
+    return CLI_EXIT_INTERNAL;
   }
   return CLI_EXIT_OK;
 }
@@ -1843,7 +1900,7 @@ static int status_main(const char *url_in, const char *key, int json) {
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fputs(usage_text, stderr);
+    cli_help(stderr, NULL);
     return CLI_EXIT_USAGE;
   }
   const char *cmd = argv[1];
@@ -1856,17 +1913,21 @@ int main(int argc, char **argv) {
     code = cli_bench(argc - 2, argv + 2);
   } else if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 ||
              strcmp(cmd, "-h") == 0) {
-    fputs(usage_text, stdout);
+    cli_help(stdout, NULL);
     code = CLI_EXIT_OK;
-  } else if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
-    printf("dlock %s\n", dlock_version());
+  } else if (strcmp(cmd, "-V") == 0 || strcmp(cmd, "--version") == 0 ||
+             strcmp(cmd, "version") == 0) {
+    printf("dlock %s\n", DLOCK_TOOLS_VERSION);
+    /* A libdlock.so from another build answers for the locks. */
+    if (strcmp(dlock_version(), DLOCK_TOOLS_VERSION) != 0)
+      printf("libdlock %s\n", dlock_version());
     code = CLI_EXIT_OK;
   } else {
     return cli_usage_error(NULL, "unknown command '%s'", cmd);
   }
   if (fflush(stdout) != 0 && code == CLI_EXIT_OK) {
     fprintf(stderr, "dlock: write error: %s\n", strerror(errno));
-    code = CLI_EXIT_FAIL;
+    code = CLI_EXIT_INTERNAL;
   }
   return code;
 }

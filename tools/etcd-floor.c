@@ -134,6 +134,10 @@ static const cJSON *txn_resp(const cJSON *txn, int i, const char *kind) {
 }
 
 int main(int argc, char **argv) {
+  if (argc == 2 && (strcmp(argv[1], "-V") == 0 || strcmp(argv[1], "--version") == 0)) {
+    printf("dlock %s\n", DLOCK_TOOLS_VERSION);
+    return 0;
+  }
   if (argc < 2 || argc > 3) {
     fprintf(stderr, "usage: etcd-floor HOST:PORT [SECONDS]\n");
     return 2;

@@ -20,6 +20,9 @@ urls=("$@")
 [ ${#urls[@]} -eq 0 ] && urls=("file://$tmp/locks")
 mkdir -p "$tmp/locks"
 
+# dlock's exit statuses (dlock --help, "Exit status").
+EX_CONFLICT=1 EX_USAGE=64 EX_UNAVAILABLE=69 EX_STORE=76 EX_AUTH=77 EX_LOST=124 EX_INTERNAL=125
+
 fails=0
 n=0
 check() { # check NAME EXPECTED ACTUAL
@@ -48,29 +51,29 @@ await() {
 }
 
 # ---- usage ----
-"$DLOCK" >/dev/null 2>&1; check "no arguments" 2 $?
-"$DLOCK" frobnicate >/dev/null 2>&1; check "unknown command" 2 $?
+"$DLOCK" >/dev/null 2>&1; check "no arguments" $EX_USAGE $?
+"$DLOCK" frobnicate >/dev/null 2>&1; check "unknown command" $EX_USAGE $?
 "$DLOCK" --help >/dev/null; check "--help" 0 $?
 "$DLOCK" help | grep -q "Exit status"; check "help lists exit codes" 0 $?
 "$DLOCK" --version | grep -q '^dlock [0-9]'; check "--version" 0 $?
 u=${urls[0]}
-"$DLOCK" run "$u" k true >/dev/null 2>&1; check "run without --" 2 $?
-"$DLOCK" run "$u" k -- >/dev/null 2>&1; check "run without command" 2 $?
-"$DLOCK" run "$u" -- true >/dev/null 2>&1; check "run without key" 2 $?
-"$DLOCK" run -w x "$u" k -- true >/dev/null 2>&1; check "run bad -w" 2 $?
-"$DLOCK" run -w >/dev/null 2>&1; check "run -w without value" 2 $?
-"$DLOCK" run -n -w 1 "$u" k -- true >/dev/null 2>&1; check "run -n with -w" 2 $?
-"$DLOCK" run --ttl 0 "$u" k -- true >/dev/null 2>&1; check "run --ttl 0" 2 $?
-"$DLOCK" run --nope "$u" k -- true >/dev/null 2>&1; check "run unknown option" 2 $?
-"$DLOCK" run nosuch://x k -- true >/dev/null 2>&1; check "run bad scheme" 2 $?
+"$DLOCK" run "$u" k true >/dev/null 2>&1; check "run without --" $EX_USAGE $?
+"$DLOCK" run "$u" k -- >/dev/null 2>&1; check "run without command" $EX_USAGE $?
+"$DLOCK" run "$u" -- true >/dev/null 2>&1; check "run without key" $EX_USAGE $?
+"$DLOCK" run -w x "$u" k -- true >/dev/null 2>&1; check "run bad -w" $EX_USAGE $?
+"$DLOCK" run -w >/dev/null 2>&1; check "run -w without value" $EX_USAGE $?
+"$DLOCK" run -n -w 1 "$u" k -- true >/dev/null 2>&1; check "run -n with -w" $EX_USAGE $?
+"$DLOCK" run --ttl 0 "$u" k -- true >/dev/null 2>&1; check "run --ttl 0" $EX_USAGE $?
+"$DLOCK" run --nope "$u" k -- true >/dev/null 2>&1; check "run unknown option" $EX_USAGE $?
+"$DLOCK" run nosuch://x k -- true >/dev/null 2>&1; check "run bad scheme" $EX_USAGE $?
 # Durations: the URLs' syntax (a bare number being seconds here), nothing
 # that strtod would also take.
 for v in 0x10 0X1p4 1e3 1E3 inf nan infinity -1 +1 " 5" "5 " 5x 1.5.5 "" . ms 1s5 \
   99999999999999999999 1000000000000000h; do
   "$DLOCK" run --ttl "$v" "$u" k -- true 2>"$tmp/err"
-  check "run --ttl '$v' refused" 2 $?
+  check "run --ttl '$v' refused" $EX_USAGE $?
   contains "run --ttl '$v': message" "$tmp/err" "invalid ttl"
-  "$DLOCK" run -w "$v" "$u" k -- true >/dev/null 2>&1; check "run -w '$v' refused" 2 $?
+  "$DLOCK" run -w "$v" "$u" k -- true >/dev/null 2>&1; check "run -w '$v' refused" $EX_USAGE $?
 done
 for v in 500ms 1.5 .5 15s 2m 1h 0.25s; do
   "$DLOCK" run --ttl "$v" -w "$v" "$u" k -- true; check "run --ttl/-w '$v' accepted" 0 $?
@@ -78,24 +81,15 @@ done
 # A mistyped file:// directory: status must neither create it nor call the
 # key free, whereas taking a lock there makes the store.
 "$DLOCK" status "file://$tmp/typo/dir" k >"$tmp/out" 2>"$tmp/err"
-rc=$?
-n=$((n + 1))
-if [ $rc -ne 0 ]; then echo "ok $n - status on a missing directory fails ($rc)"
-else echo "not ok $n - status on a missing directory: exit 0: $(cat "$tmp/out")"; fails=$((fails + 1)); fi
+check "status on a missing directory: the store is unavailable" $EX_UNAVAILABLE $?
 contains "status on a missing directory says so" "$tmp/err" "$tmp/typo/dir does not exist"
 [ -e "$tmp/typo" ]; check "status creates nothing" 1 $?
 "$DLOCK" status --json "file://$tmp/typo/dir" k >/dev/null 2>&1
-rc=$?
-n=$((n + 1))
-if [ $rc -ne 0 ]; then echo "ok $n - status --json on a missing directory fails"
-else echo "not ok $n - status --json on a missing directory: exit 0"; fails=$((fails + 1)); fi
+check "status --json on a missing directory" $EX_UNAVAILABLE $?
 [ -e "$tmp/typo" ]; check "status --json creates nothing" 1 $?
 : >"$tmp/plainfile"
 "$DLOCK" status "file://$tmp/plainfile" k >/dev/null 2>"$tmp/err"
-rc=$?
-n=$((n + 1))
-if [ $rc -ne 0 ]; then echo "ok $n - status on a file that is not a directory fails"
-else echo "not ok $n - status on a plain file: exit 0"; fails=$((fails + 1)); fi
+check "status on a file that is not a directory" $EX_UNAVAILABLE $?
 contains "status on a plain file says so" "$tmp/err" "is not a directory"
 "$DLOCK" run "file://$tmp/fresh/a/b" k -- true; check "run creates a missing directory" 0 $?
 [ -d "$tmp/fresh/a/b" ]; check "run made the directory" 0 $?
@@ -104,14 +98,14 @@ contains "status after run: free" "$tmp/st" "state:  free"
 "$DLOCK" status "file://$tmp/fresh/a/b" other-key >"$tmp/st"; check "status of a never-used key" 0 $?
 contains "never-used key: free" "$tmp/st" "state:  free"
 
-"$DLOCK" status "$u" >/dev/null 2>&1; check "status without key" 2 $?
-"$DLOCK" status --yaml "$u" k >/dev/null 2>&1; check "status unknown option" 2 $?
-"$DLOCK" bench >/dev/null 2>&1; check "bench without URL" 2 $?
-"$DLOCK" bench "$u" --threads 0 >/dev/null 2>&1; check "bench --threads 0" 2 $?
-"$DLOCK" bench "$u" --only nothing >/dev/null 2>&1; check "bench --only nothing" 2 $?
+"$DLOCK" status "$u" >/dev/null 2>&1; check "status without key" $EX_USAGE $?
+"$DLOCK" status --yaml "$u" k >/dev/null 2>&1; check "status unknown option" $EX_USAGE $?
+"$DLOCK" bench >/dev/null 2>&1; check "bench without URL" $EX_USAGE $?
+"$DLOCK" bench "$u" --threads 0 >/dev/null 2>&1; check "bench --threads 0" $EX_USAGE $?
+"$DLOCK" bench "$u" --only nothing >/dev/null 2>&1; check "bench --only nothing" $EX_USAGE $?
 
 "$DLOCK" run 'redis://bob:s3cret@127.0.0.1:1/0?connect_timeout=300ms' k -- true 2>"$tmp/err"
-check "unreachable store" 1 $?
+check "unreachable store" $EX_UNAVAILABLE $?
 n=$((n + 1))
 if grep -q s3cret "$tmp/err"; then
   echo "not ok $n - password printed: $(cat "$tmp/err")"; fails=$((fails + 1))
@@ -147,10 +141,10 @@ for u in "${urls[@]}"; do
   "$DLOCK" run --label "cli test" "$u" "$key" -- sh -c "touch $tmp/held; sleep 2" &
   holder=$!
   await "$tmp/held"
-  "$DLOCK" run -n "$u" "$key" -- true 2>"$tmp/err"; check "-n on a held lock" 1 $?
+  "$DLOCK" run -n "$u" "$key" -- true 2>"$tmp/err"; check "-n on a held lock" $EX_CONFLICT $?
   contains "busy message names the holder" "$tmp/err" "cli test"
   start=$(date +%s%N)
-  "$DLOCK" run -w 0.3 "$u" "$key" -- true 2>/dev/null; check "-w runs out" 1 $?
+  "$DLOCK" run -w 0.3 "$u" "$key" -- true 2>/dev/null; check "-w runs out" $EX_CONFLICT $?
   ms=$((($(date +%s%N) - start) / 1000000))
   n=$((n + 1))
   if [ $ms -ge 250 ] && [ $ms -lt 5000 ]; then echo "ok $n - -w 0.3 waited ${ms} ms"
@@ -207,7 +201,7 @@ loss_case() { # NAME URL KEY DELETE-COMMAND
   local pid=$!
   await "$tmp/held"
   sh -c "$del"
-  wait $pid; check "$name: lock lost: exit 3" 3 $?
+  wait $pid; check "$name: lock lost" $EX_LOST $?
   contains "$name: loss message" "$tmp/err" "dlock: lock '$key' lost; stopping command"
   local ms=$((($(date +%s%N) - start) / 1000000))
   n=$((n + 1))
@@ -242,22 +236,22 @@ contains "status --url-file: the store" "$tmp/st" "url:    $fu"
 "$DLOCK" bench --url-file "$tmp/url.nl" --seconds 0.1 --only uncontended >/dev/null
 check "bench --url-file" 0 $?
 for f in empty nlonly; do
-  "$DLOCK" run --url-file "$tmp/url.$f" k -- true 2>"$tmp/err"; check "run --url-file $f: refused" 2 $?
+  "$DLOCK" run --url-file "$tmp/url.$f" k -- true 2>"$tmp/err"; check "run --url-file $f: refused" $EX_USAGE $?
   contains "run --url-file $f: message" "$tmp/err" "is empty"
 done
-"$DLOCK" run --url-file "$tmp/url.two" k -- true 2>"$tmp/err"; check "run --url-file of two lines" 2 $?
+"$DLOCK" run --url-file "$tmp/url.two" k -- true 2>"$tmp/err"; check "run --url-file of two lines" $EX_USAGE $?
 contains "two lines: message" "$tmp/err" "more than one line"
-"$DLOCK" run --url-file "$tmp/nonexistent" k -- true 2>"$tmp/err"; check "run --url-file missing" 2 $?
+"$DLOCK" run --url-file "$tmp/nonexistent" k -- true 2>"$tmp/err"; check "run --url-file missing" $EX_USAGE $?
 contains "missing URL file: message" "$tmp/err" "cannot read URL file '$tmp/nonexistent': No such file"
-"$DLOCK" run --url-file "$tmp" k -- true 2>"$tmp/err"; check "run --url-file of a directory" 2 $?
-"$DLOCK" run --url-file "$tmp/url.nl" "$fu" k -- true 2>/dev/null; check "run: URL twice" 2 $?
+"$DLOCK" run --url-file "$tmp" k -- true 2>"$tmp/err"; check "run --url-file of a directory" $EX_USAGE $?
+"$DLOCK" run --url-file "$tmp/url.nl" "$fu" k -- true 2>/dev/null; check "run: URL twice" $EX_USAGE $?
 "$DLOCK" run --url-file "$tmp/url.nl" --url-env X k -- true 2>/dev/null
-check "run: --url-file and --url-env" 2 $?
-"$DLOCK" run --url-file "$tmp/url.nl" -- true 2>/dev/null; check "run --url-file without KEY" 2 $?
-"$DLOCK" run --url-file 2>/dev/null; check "run --url-file without value" 2 $?
-(unset DLOCK_NOT_SET; "$DLOCK" run --url-env DLOCK_NOT_SET k -- true 2>"$tmp/err"); check "run --url-env unset" 2 $?
+check "run: --url-file and --url-env" $EX_USAGE $?
+"$DLOCK" run --url-file "$tmp/url.nl" -- true 2>/dev/null; check "run --url-file without KEY" $EX_USAGE $?
+"$DLOCK" run --url-file 2>/dev/null; check "run --url-file without value" $EX_USAGE $?
+(unset DLOCK_NOT_SET; "$DLOCK" run --url-env DLOCK_NOT_SET k -- true 2>"$tmp/err"); check "run --url-env unset" $EX_USAGE $?
 contains "unset variable: message" "$tmp/err" "environment variable 'DLOCK_NOT_SET' is not set"
-DLOCK_EMPTY_URL= "$DLOCK" run --url-env DLOCK_EMPTY_URL k -- true 2>/dev/null; check "run --url-env empty" 2 $?
+DLOCK_EMPTY_URL= "$DLOCK" run --url-env DLOCK_EMPTY_URL k -- true 2>/dev/null; check "run --url-env empty" $EX_USAGE $?
 DLOCK_SECRET_URL=$fu "$DLOCK" run --url-env DLOCK_SECRET_URL k -- \
   sh -c 'echo "${DLOCK_SECRET_URL-unset}|$DLOCK_URL"' >"$tmp/out"
 check "run --url-env" 0 $?
@@ -369,7 +363,7 @@ orphan_case() { # NAME URL KEY [VAR=VALUE...]
   local rc=$?
   alive "$pcmd" "$pgc" "$pds"
   check "$name: the orphaned command still runs (TERM ignored) during the check" 0 $?
-  check "$name: its lock is not handed on while it runs" 1 $rc
+  check "$name: its lock is not handed on while it runs" $EX_CONFLICT $rc
   # Gone after the grace period, not before.
   local t0; t0=$(date +%s%N)
   while alive "$pcmd" || alive "$pgc" || alive "$pds"; do
@@ -454,7 +448,7 @@ stopped_case() { # URL KEY
     [ $rc -ne 147 ] && break
     sleep 0.05
   done
-  check "stopped dlock run: once continued, it exits with the lock lost" 3 $rc
+  check "stopped dlock run: once continued, it exits with the lock lost" $EX_LOST $rc
   contains "stopped dlock run: message" "$d/err" "lost before the command finished"
 }
 deadline_case() { # URL KEY
@@ -501,7 +495,7 @@ guardian_case() {
   gpid=$(tr -d " " <"/proc/$pid/task/$pid/children" 2>/dev/null)
   [ -n "$gpid" ] && kill -KILL "$gpid"
   wait $pid
-  check "killed guardian: dlock run fails" 1 $?
+  check "killed guardian: dlock run fails" $EX_INTERNAL $?
   contains "killed guardian: message" "$d/err" "the guardian process died"
   poll_until 5000 gone "$pcmd"; check "killed guardian: the command is stopped" 0 $?
   poll_until 5000 gone "$pds"; check "killed guardian: a process that left its group is stopped" 0 $?

@@ -33,6 +33,10 @@ static double pct(const double *v, size_t n, double q) {
 }
 
 int main(int argc, char **argv) {
+  if (argc == 2 && (strcmp(argv[1], "-V") == 0 || strcmp(argv[1], "--version") == 0)) {
+    printf("dlock %s\n", DLOCK_TOOLS_VERSION);
+    return 0;
+  }
   if (argc < 2) {
     fprintf(stderr, "usage: zk-floor HOST:PORT [SECONDS]\n");
     return 2;

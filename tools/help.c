@@ -1,0 +1,174 @@
+/* The dlock command's help texts: `dlock --help` prints all of them,
+ * `dlock SUBCOMMAND --help` that subcommand's, each with the exit statuses
+ * it can return (scripts and the manual page depend on that table). */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char overview[] =
+    "Usage: dlock run [-w SECS | -n] [-E N] [-v] [--ttl SECS] [--grace SECS]\n"
+    "                 [--label TEXT] [--foreground] [--progress SECS]\n"
+    "                 [--metrics-textfile PATH] URL KEY -- COMMAND [ARG...]\n"
+    "       dlock status [--json] URL KEY\n"
+    "       dlock bench URL [--threads N] [--keys K] [--seconds S] [--locks H]\n"
+    "                   [--only PHASE[,PHASE...]] [--shared-client] [--json]\n"
+    "       dlock help | --help | -V | --version\n";
+
+static const char url_note[] =
+    "Instead of the URL argument every command takes --url-file PATH (the URL\n"
+    "is the file's one line) or --url-env NAME (the variable's value, which\n"
+    "run removes from COMMAND's environment): argv is visible to every user.\n";
+
+static const char run_text[] =
+    "  run      Acquire KEY in the lock store at URL, run COMMAND while holding it\n"
+    "           (renewed automatically), release it when COMMAND exits.\n"
+    "           COMMAND runs in its own process group with DLOCK_KEY, DLOCK_TOKEN\n"
+    "           (the fencing token, decimal) and DLOCK_URL (URL without secrets)\n"
+    "           in its environment.  SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to\n"
+    "           dlock are forwarded to that process group.  If the lock is lost\n"
+    "           while COMMAND runs, dlock prints a message, sends SIGTERM to the\n"
+    "           group and to everything COMMAND started, SIGKILL after the grace\n"
+    "           period, and exits 124 once all of it is gone.  The same happens\n"
+    "           if dlock itself dies (even of SIGKILL): a guardian process keeps\n"
+    "           the lock until then where the store would free it at once\n"
+    "           (file://, postgres:// advisory locks).\n"
+    "             -w, --wait SECS   wait at most SECS for the lock (default: forever)\n"
+    "             -n, --nowait      fail at once if the lock is held\n"
+    "             -E, --conflict-exit-code N\n"
+    "                               exit N (0-255) instead of 1 when the lock is\n"
+    "                               held elsewhere (-n) or the wait runs out (-w)\n"
+    "             --ttl SECS        lease length (default: the URL's ?ttl=, else 15)\n"
+    "             --grace SECS      SIGTERM to SIGKILL delay (default: 10)\n"
+    "             --label TEXT      holder label shown by status (default: host:pid)\n"
+    "             --foreground      keep COMMAND in dlock's process group so it can\n"
+    "                               read the terminal; COMMAND and what it started\n"
+    "                               are signalled one by one, not as a group\n"
+    "             -v, --verbose     report on stderr, one line each: while waiting,\n"
+    "                               who holds the lock (label, token, ttl left, or\n"
+    "                               just \"held\" where the store cannot say) and\n"
+    "                               how long dlock has waited, every --progress;\n"
+    "                               the acquisition; each store error retried\n"
+    "                               while acquiring or renewing\n"
+    "             --progress SECS   the report interval while waiting (default: 5,\n"
+    "                               at least 0.1); implies -v\n"
+    "             --metrics-textfile PATH\n"
+    "                               when dlock run ends (COMMAND exited, the lock\n"
+    "                               was lost or not acquired, a signal killed the\n"
+    "                               wait), write the run's metrics (dlock_run_*,\n"
+    "                               Prometheus text format) for node_exporter's\n"
+    "                               textfile collector, which reads *.prom files:\n"
+    "                               to PATH.tmp-PID in the same directory, then\n"
+    "                               renamed to PATH.  A failure to\n"
+    "                               write it is reported and leaves the exit\n"
+    "                               status alone.  Nothing is written if dlock\n"
+    "                               run itself is SIGKILLed.\n";
+
+static const char status_text[] =
+    "  status   Show who holds KEY: token, remaining TTL, owner and label.\n"
+    "           --json prints one JSON object.\n";
+
+static const char bench_text[] =
+    "  bench    Measure the store: uncontended try_acquire+release pairs on\n"
+    "           distinct keys (bench/THREAD/N), contended handoff between two\n"
+    "           clients on one key, and dlock_renew with H locks held.\n"
+    "             --threads N (1)  --keys K (1)  --seconds S (5, per phase)\n"
+    "             --locks H (100)  --only uncontended,handoff,renew (all)\n"
+    "             --shared-client  uncontended threads share one client\n";
+
+static const char syntax_text[] =
+    "SECS is a decimal number of seconds, or one ending in ms, s, m or h\n"
+    "(500ms, 1.5, 15s, 2m, 1h), as in URLs except that a bare number is seconds.\n"
+    "URL examples: file:///var/lib/dlock  redis://host:6379/0?ttl=30s  mem://\n";
+
+/* The exit status table.  Rows with RUN set are dlock run's alone; status
+ * and bench show OTHER instead, or nothing if it is NULL. */
+struct exit_row {
+  const char *run, *other;
+};
+
+static const struct exit_row exit_rows[] = {
+    {"  0      COMMAND exited 0\n", "  0      success\n"},
+    {"  1      the lock is held elsewhere (-n) or the -w wait ran out;\n"
+     "         -E N changes this status to N\n",
+     NULL},
+    {"  64     usage error: bad option or value, invalid URL or key,\n"
+     "         unreadable --url-file, unset --url-env, --metrics-textfile\n"
+     "         in a directory that is missing or not writable\n",
+     "  64     usage error: bad option or value, invalid URL or key,\n"
+     "         unreadable --url-file, unset --url-env\n"},
+    {"  69     the lock store is unreachable or did not answer in time\n",
+     "  69     the lock store is unreachable or did not answer in time\n"},
+    {"  76     the lock store reported an error, or lacks the operation\n",
+     "  76     the lock store reported an error, or lacks the operation\n"},
+    {"  77     the lock store refused the credentials (authentication)\n",
+     "  77     the lock store refused the credentials (authentication)\n"},
+    {"  124    the lock was lost while COMMAND ran; COMMAND was stopped\n", NULL},
+    {"  125    dlock itself failed (out of memory, fork, pipe), or its\n"
+     "         guardian process was killed\n",
+     "  125    dlock itself failed (out of memory, a write error)\n"},
+    {"  126    COMMAND was found but could not be executed\n", NULL},
+    {"  127    COMMAND was not found\n", NULL},
+    {"  128+N  COMMAND was killed by signal N, or dlock run itself was\n"
+     "         while it waited for the lock\n",
+     NULL},
+    {"  other  COMMAND's own exit status, passed through unchanged.  Where\n"
+     "         COMMAND itself may exit 1, 64-77 or 124-127 these cannot be\n"
+     "         told apart (as with env, timeout or flock); -E moves the busy\n"
+     "         status out of COMMAND's way\n",
+     NULL},
+};
+
+static void exit_table(FILE *f, const char *title, int run) {
+  fprintf(f, "\n%s:\n", title);
+  for (size_t i = 0; i < sizeof exit_rows / sizeof exit_rows[0]; i++) {
+    const char *t = run ? exit_rows[i].run : exit_rows[i].other;
+    if (t)
+      fputs(t, f);
+  }
+}
+
+static const char *const usage_lines[][2] = {
+    {"run", "dlock run [-w SECS | -n] [-E N] [-v] [--ttl SECS] [--grace SECS]\n"
+            "                 [--label TEXT] [--foreground] [--progress SECS]\n"
+            "                 [--metrics-textfile PATH] URL KEY -- COMMAND [ARG...]\n"
+            "       (--url-file PATH or --url-env NAME may stand for URL)"},
+    {"status", "dlock status [--json] URL KEY\n"
+               "       (--url-file PATH or --url-env NAME may stand for URL)"},
+    {"bench", "dlock bench URL [--threads N] [--keys K] [--seconds S] [--locks H]\n"
+              "                   [--only uncontended,handoff,renew] [--shared-client] [--json]\n"
+              "       (--url-file PATH or --url-env NAME may stand for URL)"},
+};
+
+const char *cli_usage_line(const char *cmd) {
+  for (size_t i = 0; cmd && i < sizeof usage_lines / sizeof usage_lines[0]; i++)
+    if (strcmp(cmd, usage_lines[i][0]) == 0)
+      return usage_lines[i][1];
+  return "dlock COMMAND [ARG...]";
+}
+
+void cli_help(FILE *f, const char *cmd) {
+  if (!cmd) {
+    fputs(overview, f);
+    fputc('\n', f);
+    fputs(url_note, f);
+    fputs("\nCommands:\n", f);
+    fputs(run_text, f);
+    fputs(status_text, f);
+    fputs(bench_text, f);
+    fputc('\n', f);
+    fputs(syntax_text, f);
+    exit_table(f, "Exit status of run", 1);
+    exit_table(f, "Exit status of status and bench", 0);
+    return;
+  }
+  const char *text = strcmp(cmd, "run") == 0      ? run_text
+                     : strcmp(cmd, "status") == 0 ? status_text
+                                                  : bench_text;
+  fprintf(f, "Usage: %s\n\n", cli_usage_line(cmd));
+  fputs(text, f);
+  fputc('\n', f);
+  if (strcmp(cmd, "status") != 0)
+    fputs(syntax_text, f);
+  exit_table(f, "Exit status", strcmp(cmd, "run") == 0);
+}

@@ -1,4 +1,5 @@
 /* Dispatch of conf_break_lock() by URL scheme. */
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -6,10 +7,14 @@
 
 #include "backends/file/file-path.h"
 #include "dlock/mem.h"
+#ifdef DLOCK_HAVE_CONSUL
+#include "backends/consul/consul-codec.h"
+#endif
 #include "faults.h"
 #include "internal.h"
 
-static int break_file(const char *url, const char *key) {
+/* Unlink KEY's lock file: 0, or -1 (errno says why). */
+static int unlink_file(const char *url, const char *key) {
   dlock_url *u;
   if (dlock__url_parse(url, &u) < 0)
     return -1;
@@ -19,6 +24,13 @@ static int break_file(const char *url, const char *key) {
   if (rc < 0)
     return -1;
   return unlink(path) == 0 ? 0 : -1;
+}
+
+static int break_file(const char *url, const char *key) { return unlink_file(url, key); }
+
+/* A released key may have no file left: forgotten already. */
+static int forget_file(const char *url, const char *key) {
+  return unlink_file(url, key) == 0 || errno == ENOENT ? 0 : -1;
 }
 
 static int break_mem(const char *url, const char *key) {
@@ -43,7 +55,7 @@ static const struct {
   int (*break_lock)(const char *url, const char *key);
   int (*forget_key)(const char *url, const char *key);
 } injectors[] = {
-    {"file:", break_file, break_file}, /* the counter lives in the file */
+    {"file:", break_file, forget_file}, /* the counter lives in the file */
     {"mem:", break_mem, forget_mem},
 #ifdef DLOCK_HAVE_REDIS
     {"redis", conf_redis_break_lock, conf_redis_forget_key},
@@ -84,20 +96,35 @@ int conf_forget_key(const char *url, const char *key) {
  * after twice that without a renewal, and its keys then stay unavailable
  * for the session's lock-delay; 10 s of slack on top, as for the others. */
 #define CONSUL_SESSION_TTL_MIN_MS 10000
-#define CONSUL_LOCK_DELAY_DEFAULT_MS 15000
+
+int64_t conf_lock_delay_ms(const char *url) {
+  if (strncmp(url, "consul", 6) != 0)
+    return 0;
+#if defined(DLOCK_HAVE_CONSUL) && defined(DLOCK_CONSUL_CTL_LOCK_DELAY)
+  dlock_client *c;
+  int64_t ms = -1;
+  if (dlock_open(url, &c) == 0) {
+    if (dlock_control(c, NULL, DLOCK_CONSUL_CTL_LOCK_DELAY, &ms) != 0)
+      ms = -1;
+    dlock_close(c);
+  }
+  if (ms >= 0)
+    return ms;
+#endif
+#ifdef DLOCK_HAVE_CONSUL
+  /* Until the client tells: what its URL parser makes of ?lock_delay=,
+   * with the backend's default. */
+  return conf_consul_lock_delay_ms(url);
+#else
+  return 0;
+#endif
+}
 
 int64_t conf_orphan_bound_ms(const char *url, int64_t ttl_ms) {
   if (strncmp(url, "consul", 6) != 0)
     return ttl_ms + 10000;
-  int64_t delay = CONSUL_LOCK_DELAY_DEFAULT_MS;
-  dlock_url *u;
-  if (dlock__url_parse(url, &u) == 0) {
-    if (dlock_url_param_duration(u, "lock_delay", CONSUL_LOCK_DELAY_DEFAULT_MS, &delay) < 0)
-      delay = CONSUL_LOCK_DELAY_DEFAULT_MS;
-    dlock__url_free(u);
-  }
   int64_t ttl = ttl_ms > CONSUL_SESSION_TTL_MIN_MS ? ttl_ms : CONSUL_SESSION_TTL_MIN_MS;
-  return 2 * ttl + delay + 10000;
+  return 2 * ttl + conf_lock_delay_ms(url) + 10000;
 }
 
 const char *conf_run_id = "";
@@ -106,6 +133,12 @@ const char *conf_key(const char *name) {
   static _Thread_local char buf[256];
   snprintf(buf, sizeof buf, "conf-%s/%s", conf_run_id, name);
   return buf;
+}
+
+bool conf_in_prefix(const char *key) {
+  char p[128];
+  int n = snprintf(p, sizeof p, "conf-%s/", conf_run_id);
+  return strncmp(key, p, (size_t)n) == 0;
 }
 
 char *conf_url_with(const char *base, const char *extra) {

@@ -2,7 +2,37 @@
 #ifndef DLOCK_CONF_FAULTS_H
 #define DLOCK_CONF_FAULTS_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+
+/* One case of the suite: its name (what --case matches), a line saying
+ * what it checks, its cmocka body and teardown (NULL for none), and
+ * CONF_DESTRUCTIVE when it disturbs the store beyond keys of its own
+ * (flushes scripts, changes ACLs, compacts, terminates sessions it did not
+ * make, kills or restarts servers): those run only with --destructive. */
+#define CONF_DESTRUCTIVE 1u
+struct conf_case {
+  const char *name;
+  const char *desc;
+  void (*test)(void **state);
+  int (*teardown)(void **state);
+  unsigned flags;
+};
+
+/* Set by --destructive. */
+extern int conf_destructive;
+
+/* Everything this run made in URL's store goes: the keys under conf_key()'s
+ * prefix in the backend's own layout, the keys given to conf_note_key(),
+ * and what the store's cases made beside them (users, nodes, tables,
+ * sessions).  conf_cleanup_begin() looks at the store first, for what was
+ * already there (a file:// directory, the ZooKeeper root).  0, or -1 with
+ * what is left on stderr. */
+void conf_cleanup_begin(const char *url);
+int conf_cleanup(const char *url);
+/* A key a case uses that does not start with conf_key()'s prefix. */
+void conf_note_key(const char *key);
 
 /* Make the store forget the current holder of KEY, the way an operator or a
  * failure would: a separate connection deletes it.  0 or -1. */
@@ -12,6 +42,8 @@ int conf_break_lock(const char *url, const char *key);
  * name inside it, and BASE with one more query parameter. */
 extern const char *conf_run_id;
 const char *conf_key(const char *name);
+/* Whether KEY starts with conf_key()'s prefix, "conf-<run id>/". */
+bool conf_in_prefix(const char *key);
 char *conf_url_with(const char *base, const char *extra);
 
 /* Make the store lose everything it knows about KEY, fencing counter
@@ -26,6 +58,10 @@ int conf_forget_key(const char *url, const char *key);
  * and then leave the key in a lock-delay (URL ?lock_delay=, default 15 s),
  * 2 x max(ttl, 10 s) + lock_delay + 10 s. */
 int64_t conf_orphan_bound_ms(const char *url, int64_t ttl_ms);
+/* How long the store of URL keeps a key unavailable after its holder's
+ * session is destroyed or invalidated: the lock-delay the client gives its
+ * Consul sessions, 0 for every other store. */
+int64_t conf_lock_delay_ms(const char *url);
 
 #ifdef DLOCK_HAVE_REDIS
 int conf_redis_break_lock(const char *url, const char *key);
@@ -33,8 +69,9 @@ int conf_redis_forget_key(const char *url, const char *key);
 /* A separate connection to the Redis named by URL, logged in and on its
  * database; *prefix gets a copy of ?prefix= (or NULL). */
 struct redisContext *conf_redis_connect(const char *url, char **prefix);
-/* Redis-specific cases, run after the shared ones for redis URLs. */
-int conf_redis_cases(const char *url);
+/* Redis-specific cases, run after the shared ones for redis URLs: the
+ * table (N entries) for URL. */
+const struct conf_case *conf_redis_cases(const char *url, size_t *n);
 #endif
 
 #ifdef DLOCK_HAVE_ZOOKEEPER
@@ -43,7 +80,7 @@ int conf_redis_cases(const char *url);
 int conf_zk_break_lock(const char *url, const char *key);
 int conf_zk_forget_key(const char *url, const char *key);
 /* ZooKeeper-specific cases, run after the shared ones for zk URLs. */
-int conf_zk_cases(const char *url);
+const struct conf_case *conf_zk_cases(const char *url, size_t *n);
 #endif
 
 #ifdef DLOCK_HAVE_POSTGRES
@@ -60,7 +97,7 @@ PGconn *conf_pg_connect(const char *url, int *lease, dlock__pg_names *names);
 /* Terminate every session holding KEY's advisory lock: how many, or -1. */
 long conf_pg_terminate_holder(PGconn *pg, const dlock__pg_names *names, const char *key);
 /* PostgreSQL-specific cases, run after the shared ones for postgres URLs. */
-int conf_pg_cases(const char *url);
+const struct conf_case *conf_pg_cases(const char *url, size_t *n);
 #endif
 
 #ifdef DLOCK_HAVE_ETCD
@@ -90,7 +127,7 @@ int conf_etcd_txn(const char *url, char *req, dlock__etcd_txn *t);
  * t->res[0] (with values and leases). */
 int conf_etcd_queue(const char *url, const char *key, dlock__etcd_txn *t);
 /* etcd-specific cases, run after the shared ones for etcd URLs. */
-int conf_etcd_cases(const char *url);
+const struct conf_case *conf_etcd_cases(const char *url, size_t *n);
 #endif
 
 #ifdef DLOCK_HAVE_CONSUL
@@ -122,7 +159,7 @@ int conf_consul_session_alive(const char *url, const char *id);
 /* URL's ?lock_delay= in ms (15000 when absent). */
 int64_t conf_consul_lock_delay_ms(const char *url);
 /* Consul-specific cases, run after the shared ones for consul URLs. */
-int conf_consul_cases(const char *url);
+const struct conf_case *conf_consul_cases(const char *url, size_t *n);
 #endif
 
 #endif

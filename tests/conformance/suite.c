@@ -4,12 +4,15 @@
  * (no server-side TTL, single process only) the case uses the store's own
  * equivalent or is reported as skipped, never as passed. */
 #include <errno.h>
+#include <fnmatch.h>
+#include <getopt.h>
 #include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -353,7 +356,9 @@ static void case06_stale_handle(void **state) {
   } else {
     assert_int_equal(conf_break_lock(g_url, k), 0);
   }
-  dlock_options w = opts(30000, 10000, 1);
+  /* Where a dropped holder's session leaves the key in a lock-delay
+   * (Consul), the next acquisition waits it out. */
+  dlock_options w = opts(30000, 10000 + conf_lock_delay_ms(g_url), 1);
   ASSERT_RC(dlock_acquire(b, k, &w, &lb), 0);
   /* Even after the store dropped the old holder, tokens keep growing. */
   assert_true(dlock_lock_token(lb) > dlock_lock_token(la));
@@ -542,7 +547,7 @@ static void case10_loss(void **state) {
   ASSERT_RC(dlock_release(l), DLOCK_ELOST);
   /* The next holder's token is still larger than the lost one's. */
   dlock_client *b = open_client();
-  dlock_options w = opts(30000, 10000, 1);
+  dlock_options w = opts(30000, 10000 + conf_lock_delay_ms(g_url), 1);
   ASSERT_RC(dlock_acquire(b, k, &w, &l), 0);
   assert_true(dlock_lock_token(l) > tok);
   ASSERT_RC(dlock_release(l), 0);
@@ -595,7 +600,10 @@ static void case11_bad_input(void **state) {
   dlock_options o = opts(30000, 0, 1);
   dlock_lock *l = (dlock_lock *)0x1;
   char longkey[DLOCK_KEY_MAX + 2];
-  memset(longkey, 'k', sizeof longkey - 1);
+  const char *base = conf_key("c11-long/");
+  size_t bl = strlen(base);
+  memcpy(longkey, base, bl);
+  memset(longkey + bl, 'k', sizeof longkey - 1 - bl);
   longkey[sizeof longkey - 1] = '\0';
   ASSERT_RC(dlock_try_acquire(c, "", &o, &l), DLOCK_EINVAL);
   ASSERT_RC(dlock_try_acquire(c, NULL, &o, &l), DLOCK_EINVAL);
@@ -764,7 +772,10 @@ static void case15_key_mapping(void **state) {
     ASSERT_RC(dlock_try_acquire(a, conf_key(names[i]), &o, &ls[i]), 0);
   /* Two maximum-length keys that differ only in the last byte. */
   char k1[DLOCK_KEY_MAX + 1], k2[DLOCK_KEY_MAX + 1];
-  memset(k1, '/', DLOCK_KEY_MAX);
+  const char *base = conf_key("c15-max");
+  size_t bl = strlen(base);
+  memcpy(k1, base, bl);
+  memset(k1 + bl, '/', DLOCK_KEY_MAX - bl);
   k1[DLOCK_KEY_MAX] = '\0';
   memcpy(k2, k1, sizeof k1);
   k2[DLOCK_KEY_MAX - 1] = '.';
@@ -825,6 +836,8 @@ static void ak_add(struct ak_set *s, const char *desc, const char *key) {
   for (size_t i = 0; i < s->n; i++)
     if (strcmp(s->key[i], key) == 0)
       fail_msg("case17 builds %s twice (as %s)", desc, s->desc[i]);
+  if (!conf_in_prefix(key))
+    conf_note_key(key);
   s->key[s->n] = strdup(key);
   assert_non_null(s->key[s->n]);
   snprintf(s->desc[s->n], sizeof s->desc[s->n], "%s", desc);
@@ -934,9 +947,14 @@ static void ak_build(struct ak_set *s) {
   snprintf(k, sizeof k, "/%s/", conf_key("c17-both"));
   ak_add(s, "leading and trailing '/'", k);
   /* Keys that are only "." or ".." cannot carry the run's id; they are
-   * the keys a path-shaped store is most likely to get wrong. */
-  ak_add(s, "key '.'", ".");
-  ak_add(s, "key '..'", "..");
+   * the keys a path-shaped store is most likely to get wrong, and anyone's
+   * to use, so only a --destructive run takes them. */
+  if (conf_destructive) {
+    ak_add(s, "key '.'", ".");
+    ak_add(s, "key '..'", "..");
+  } else {
+    printf("# keys '.' and '..' left out (they need --destructive)\n");
+  }
   /* C1 controls. */
   for (uint32_t cp = 0x80; cp <= 0x9f; cp++)
     ak_add_cp(s, cp, true, cp == 0x85);
@@ -1133,35 +1151,383 @@ static void case17_awkward_keys(void **state) {
   ak_free(&s);
 }
 
-static int group_setup(void **state) {
-  (void)state;
+static const struct conf_case shared_cases[] = {
+    {"case01_try_busy", "try_acquire takes a free key; a second client gets DLOCK_EBUSY",
+     case01_try_busy, NULL, 0},
+    {"case02_mutual_exclusion", "clients x threads never hold one key at once; the count is exact",
+     case02_mutual_exclusion, NULL, 0},
+    {"case03_wake_on_release", "a blocked acquire wakes when the holder releases",
+     case03_wake_on_release, NULL, 0},
+    {"case04_deadline", "an acquire with a deadline gives DLOCK_ETIMEDOUT near it", case04_deadline,
+     NULL, 0},
+    {"case05_vanished_holder", "a SIGKILLed holder's lock frees after its ttl",
+     case05_vanished_holder, NULL, 0},
+    {"case06_stale_handle", "a stale handle gets DLOCK_ELOST and leaves the new holder alone",
+     case06_stale_handle, NULL, 0},
+    {"case07_renew", "renew extends the lease; auto-renew keeps it; release stops renewal",
+     case07_renew, NULL, 0},
+    {"case08_fencing", "fencing tokens strictly increase across holders", case08_fencing, NULL, 0},
+    {"case09_reentrancy", "nested acquires share one token and need as many releases",
+     case09_reentrancy, NULL, 0},
+    {"case10_loss", "a lock deleted behind the holder's back turns LOST within a ttl", case10_loss,
+     NULL, 0},
+    {"case11_bad_input", "bad URLs, keys and ttls give DLOCK_EINVAL with a message",
+     case11_bad_input, NULL, 0},
+    {"case12_unreachable", "an unreachable store gives DLOCK_ECONN within the timeout",
+     case12_unreachable, NULL, 0},
+    {"case13_many_keys", "one client holds 1,000 auto-renewed locks past their ttl",
+     case13_many_keys, NULL, 0},
+    {"case14_inspect", "inspect names the current holder and token", case14_inspect, NULL, 0},
+    {"case15_key_mapping", "keys that differ only by escaping are different locks",
+     case15_key_mapping, NULL, 0},
+    {"case16_token_after_store_reset", "tokens keep growing after the store forgets a key",
+     case16_token_after_store_reset, NULL, 0},
+    {"case17_awkward_keys", "keys of every byte class, odd code points and 512 bytes work",
+     case17_awkward_keys, NULL, 0},
+};
+
+/* The store's own cases, after the shared ones. */
+static const struct conf_case *store_cases(const char *url, size_t *n) {
+  *n = 0;
+  (void)url;
+#ifdef DLOCK_HAVE_REDIS
+  if (strncmp(url, "redis", 5) == 0)
+    return conf_redis_cases(url, n);
+#endif
+#ifdef DLOCK_HAVE_ZOOKEEPER
+  if (strncmp(url, "zk:", 3) == 0)
+    return conf_zk_cases(url, n);
+#endif
+#ifdef DLOCK_HAVE_POSTGRES
+  if (strncmp(url, "postgres", 8) == 0)
+    return conf_pg_cases(url, n);
+#endif
+#ifdef DLOCK_HAVE_ETCD
+  if (strncmp(url, "etcd", 4) == 0)
+    return conf_etcd_cases(url, n);
+#endif
+#ifdef DLOCK_HAVE_CONSUL
+  if (strncmp(url, "consul", 6) == 0)
+    return conf_consul_cases(url, n);
+#endif
+  return NULL;
+}
+
+/* ---- the runner ---- */
+
+#ifndef DLOCK_VERSION
+#define DLOCK_VERSION "unknown"
+#endif
+
+int conf_destructive;
+
+static const char *const *g_patterns;
+static int g_npatterns;
+
+static bool selected(const char *name) {
+  if (g_npatterns == 0)
+    return true;
+  for (int i = 0; i < g_npatterns; i++)
+    if (fnmatch(g_patterns[i], name, 0) == 0)
+      return true;
+  return false;
+}
+
+struct tally {
+  int passed, failed, skipped;
+};
+
+/* cmocka prints its own frame around every group; the runner prints one
+ * line per case instead, so a case's output is caught in a file and all
+ * but that frame is passed on.  -1 when nothing is being caught. */
+static int g_saved_stdout = -1;
+
+static bool cmocka_frame(const char *line) {
+  static const char *const frame[] = {"1..1",         "ok 1 ",        "not ok 1",
+                                      "# ok - ",      "# not ok - ",  "[==========]",
+                                      "[ RUN      ]", "[       OK ]", "[  FAILED  ]",
+                                      "[  SKIPPED ]", "[  PASSED  ]", "test: ",
+                                      "success: ",    "skip: "};
+  for (size_t i = 0; i < sizeof frame / sizeof *frame; i++)
+    if (strncmp(line, frame[i], strlen(frame[i])) == 0)
+      return true;
+  return false;
+}
+
+static void stop_catching(FILE *caught) {
+  fflush(stdout);
+  dup2(g_saved_stdout, STDOUT_FILENO);
+  close(g_saved_stdout);
+  g_saved_stdout = -1;
+  if (!caught)
+    return;
+  rewind(caught);
+  char line[4096];
+  while (fgets(line, sizeof line, caught))
+    if (!cmocka_frame(line))
+      fputs(line, stdout);
+  fclose(caught);
+}
+
+static bool g_case_returned;
+static void (*g_case_fn)(void **);
+
+/* Tells a case that returned from one that cmocka left by a skip (both
+ * count as no failure). */
+static void trampoline(void **state) {
+  g_case_fn(state);
+  g_case_returned = true;
+}
+
+static void run_case(const struct conf_case *cc, struct tally *t) {
+  int64_t t0 = now_ms();
+  if ((cc->flags & CONF_DESTRUCTIVE) && !conf_destructive) {
+    printf("SKIP %-40s %7.2f s  skipped (needs --destructive)\n", cc->name, 0.0);
+    t->skipped++;
+    return;
+  }
+  const struct CMUnitTest test = {cc->name, trampoline, NULL, cc->teardown, NULL};
+  g_case_fn = cc->test;
+  g_case_returned = false;
+  fflush(stdout);
+  FILE *caught = tmpfile();
+  if (caught) {
+    g_saved_stdout = dup(STDOUT_FILENO);
+    if (g_saved_stdout < 0 || dup2(fileno(caught), STDOUT_FILENO) < 0) {
+      if (g_saved_stdout >= 0)
+        close(g_saved_stdout);
+      g_saved_stdout = -1;
+      fclose(caught);
+      caught = NULL;
+    }
+  }
+  int f = _cmocka_run_group_tests(cc->name, &test, 1, NULL, NULL);
+  if (caught)
+    stop_catching(caught);
+  double secs = (double)(now_ms() - t0) / 1000.0;
+  if (f) {
+    printf("FAIL %-40s %7.2f s\n", cc->name, secs);
+    t->failed++;
+  } else if (g_case_returned) {
+    printf("PASS %-40s %7.2f s\n", cc->name, secs);
+    t->passed++;
+  } else {
+    printf("SKIP %-40s %7.2f s  skipped\n", cc->name, secs);
+    t->skipped++;
+  }
+  fflush(stdout);
+}
+
+/* ---- stopping on a signal ---- */
+
+/* SIGINT and SIGTERM go through a pipe to a thread that removes what the
+ * run made in the store under test and ends the process: the cleanup
+ * needs the store's clients, which a signal handler may not call. */
+static int g_sigpipe[2] = {-1, -1};
+static const char *volatile g_cleanup_url;
+
+static void on_signal(int sig) {
+  unsigned char b = (unsigned char)sig;
+  ssize_t w = write(g_sigpipe[1], &b, 1);
+  (void)w;
+}
+
+static void *signal_main(void *arg) {
+  (void)arg;
+  unsigned char sig;
+  while (read(g_sigpipe[0], &sig, 1) != 1)
+    ;
+  /* The case under way may hold stdout in its file. */
+  if (g_saved_stdout >= 0)
+    dup2(g_saved_stdout, STDOUT_FILENO);
+  fprintf(stderr, "conformance: stopped by signal %d; removing what this run made\n", sig);
+  const char *url = g_cleanup_url;
+  if (url)
+    conf_cleanup(url);
+  fflush(NULL);
+  _exit(128 + sig);
+}
+
+/* A forked holder (case 5) dies of the signal as any process would. */
+static void child_after_fork(void) {
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+}
+
+static void install_signal_cleanup(void) {
+  if (pipe(g_sigpipe) != 0)
+    return;
+  pthread_t th;
+  if (pthread_create(&th, NULL, signal_main, NULL) != 0)
+    return;
+  pthread_detach(th);
+  pthread_atfork(NULL, NULL, child_after_fork);
+  struct sigaction sa = {.sa_handler = on_signal};
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+}
+
+/* ---- command line ---- */
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: dlock-conformance [--destructive] [--list] [--case NAME]... [--help]\n"
+          "                         [-V|--version] URL...\n"
+          "\n"
+          "Runs the dlock conformance suite against each lock store URL: the cases\n"
+          "every backend must pass, then the store's own.  By default the suite\n"
+          "touches only keys under a fresh prefix, conf-<pid>-<random>/, and removes\n"
+          "everything it made before it exits, on failure and on SIGINT/SIGTERM too.\n"
+          "Every case prints one line: PASS, FAIL or SKIP, its name and its time;\n"
+          "then a summary line per store and one for the whole run.\n"
+          "\n"
+          "  --destructive  also run the cases that disturb the store beyond keys of\n"
+          "                 their own: flushing the script cache, creating ACL users,\n"
+          "                 changing passwords, compacting, terminating sessions,\n"
+          "                 killing or stopping servers.  Without it they are reported\n"
+          "                 as \"skipped (needs --destructive)\", never as passed.\n"
+          "  --list         print each case's name and what it checks, and exit; with\n"
+          "                 URLs, only the cases that run on them.\n"
+          "  --case NAME    run only the cases NAME matches (a glob: '*', '?', [...]);\n"
+          "                 repeatable.\n"
+          "  -h, --help     print this and exit.\n"
+          "  -V, --version  print the version and exit.\n"
+          "\n"
+          "Environment:\n"
+          "  DLOCK_CONFORMANCE_CASES  a glob, as one more --case.\n"
+          "  DLOCK_TEST_PGBOUNCER_URL  postgres:// URL through PgBouncer (transaction\n"
+          "                 pooling): p1 checks that advisory mode is refused there.\n"
+          "  DLOCK_TEST_ZK_ENSEMBLE_URL, DLOCK_TEST_ZK_KILL_LEADER  a ZooKeeper ensemble\n"
+          "                 and a command that kills its leader, for z4 (destructive).\n"
+          "  DLOCK_TEST_ETCD_CLUSTER_URL, DLOCK_TEST_ETCD_STOP_MEMBER,\n"
+          "  DLOCK_TEST_ETCD_START_MEMBER  an etcd cluster and the commands that stop\n"
+          "                 and start a member (given its client port), for e5\n"
+          "                 (destructive).\n"
+          "  DLOCK_TEST_ETCDCTL  the etcdctl binary, for e1.\n"
+          "  DLOCK_TEST_ETCD_ROOT_PASSWORD  etcd root's password, for e7 (destructive;\n"
+          "                 default dlock-root-pw).\n"
+          "  DLOCK_TEST_CONSUL  the consul binary, for a_consul_lock_interop.\n"
+          "  CONSUL_HTTP_TOKEN  the Consul ACL token when the URL has no ?token=.\n"
+          "  CI             when set, a case missing one of the variables above fails\n"
+          "                 instead of being skipped.\n"
+          "  CMOCKA_TEST_ABORT  read by cmocka: 1 aborts on the first failure.\n"
+          "\n"
+          "Exit status: 0 if every case that ran passed, 1 if a case failed or what\n"
+          "the run made could not all be removed, 2 on a usage error, 128+N when\n"
+          "stopped by signal N (after the cleanup).\n");
+}
+
+static void list_cases(const struct conf_case *cs, size_t n, const char *store) {
+  for (size_t i = 0; i < n; i++)
+    printf("%-40s %s%s%s%s\n", cs[i].name, store ? store : "", store ? ": " : "", cs[i].desc,
+           (cs[i].flags & CONF_DESTRUCTIVE) ? " [destructive]" : "");
+}
+
+static const struct {
+  const char *url, *store;
+} stores[] = {{"redis://", "redis"}, {"zk://", "zookeeper"}, {"postgres://", "postgres"},
+              {"etcd://", "etcd"},   {"consul://", "consul"}};
+
+/* --list: the shared cases, then those of every store (no URL) or of the
+ * stores of URLS. */
+static void list_for(char **urls, int n_urls) {
+  list_cases(shared_cases, sizeof shared_cases / sizeof *shared_cases, NULL);
+  for (size_t i = 0; i < sizeof stores / sizeof *stores; i++) {
+    bool used = n_urls == 0;
+    for (int j = 0; j < n_urls && !used; j++) {
+      size_t a, b;
+      used = store_cases(urls[j], &a) == store_cases(stores[i].url, &b) && a > 0;
+    }
+    size_t n;
+    const struct conf_case *cs = store_cases(stores[i].url, &n);
+    if (used)
+      list_cases(cs, n, stores[i].store);
+  }
+}
+
+static int run_store(const char *url, struct tally *all) {
+  char name[512];
+  dlock_url_redact(url, name, sizeof name);
+  g_url = url;
+  struct tally t = {0};
+  int64_t t0 = now_ms();
   dlock_client *c;
-  if (dlock_open(g_url, &c) != 0) {
-    fprintf(stderr, "conformance: cannot open %s: %s\n", g_url, dlock_client_errmsg(NULL));
-    return -1;
+  printf("# conformance %s (run %s)\n", name, conf_run_id);
+  if (dlock_open(url, &c) != 0) {
+    fprintf(stderr, "conformance: cannot open %s: %s\n", name, dlock_client_errmsg(NULL));
+    printf("store %s: cannot open it\n", name);
+    all->failed++;
+    return 1;
   }
   g_caps = dlock_client_caps(c);
   dlock_close(c);
-  return 0;
+  conf_cleanup_begin(url);
+  g_cleanup_url = url;
+  for (size_t i = 0; i < sizeof shared_cases / sizeof *shared_cases; i++)
+    if (selected(shared_cases[i].name))
+      run_case(&shared_cases[i], &t);
+  size_t n;
+  const struct conf_case *cs = store_cases(url, &n);
+  for (size_t i = 0; i < n; i++)
+    if (selected(cs[i].name))
+      run_case(&cs[i], &t);
+  int cleaned = conf_cleanup(url);
+  g_cleanup_url = NULL;
+  if (cleaned != 0) {
+    printf("FAIL %-40s %7.2f s\n", "cleanup", 0.0);
+    t.failed++;
+  }
+  printf("store %s: %d passed, %d failed, %d skipped (%.1f s)\n", name, t.passed, t.failed,
+         t.skipped, (double)(now_ms() - t0) / 1000.0);
+  all->passed += t.passed;
+  all->failed += t.failed;
+  all->skipped += t.skipped;
+  return t.failed;
 }
 
 int main(int argc, char **argv) {
-  if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-    fprintf(stderr, "usage: dlock-conformance URL...\n"
-                    "Runs the dlock conformance suite against each lock store URL;\n"
-                    "exit status 0 only if every case passes on every store.\n"
-                    "DLOCK_CONFORMANCE_CASES=PATTERN runs only the cases whose name\n"
-                    "matches PATTERN (cmocka's glob: '*' and '?').\n");
-    return argc < 2 ? 2 : 0;
+  static const struct option longopts[] = {
+      {"destructive", no_argument, NULL, 'D'}, {"list", no_argument, NULL, 'l'},
+      {"case", required_argument, NULL, 'c'},  {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, 'V'},     {NULL, 0, NULL, 0},
+  };
+  const char **patterns = calloc((size_t)argc + 1, sizeof *patterns);
+  if (!patterns)
+    return 1;
+  int np = 0, list = 0, opt;
+  while ((opt = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
+    switch (opt) {
+    case 'D': conf_destructive = 1; break;
+    case 'l': list = 1; break;
+    case 'c': patterns[np++] = optarg; break;
+    case 'h': usage(stdout); free(patterns); return 0;
+    case 'V': printf("dlock-conformance %s\n", DLOCK_VERSION); free(patterns); return 0;
+    default: usage(stderr); free(patterns); return 2;
+    }
+  }
+  const char *only = getenv("DLOCK_CONFORMANCE_CASES");
+  if (only && *only)
+    patterns[np++] = only;
+  g_patterns = patterns;
+  g_npatterns = np;
+  if (list) {
+    list_for(argv + optind, argc - optind);
+    free(patterns);
+    return 0;
+  }
+  if (optind == argc) {
+    usage(stderr);
+    free(patterns);
+    return 2;
   }
   char rnd[9];
   dlock__random_hex(rnd, 4);
   snprintf(g_run, sizeof g_run, "%ld-%s", (long)getpid(), rnd);
   conf_run_id = g_run;
   signal(SIGPIPE, SIG_IGN);
-  const char *only = getenv("DLOCK_CONFORMANCE_CASES");
-  if (only && *only)
-    cmocka_set_test_filter(only);
+  install_signal_cleanup();
+  cmocka_set_message_output(CM_OUTPUT_TAP);
   /* The file backend keeps one descriptor per held lock; case 13 holds a
    * thousand in each of two clients. */
   struct rlimit rl;
@@ -1169,47 +1535,11 @@ int main(int argc, char **argv) {
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
   }
-  const struct CMUnitTest tests[] = {
-      cmocka_unit_test(case01_try_busy),        cmocka_unit_test(case02_mutual_exclusion),
-      cmocka_unit_test(case03_wake_on_release), cmocka_unit_test(case04_deadline),
-      cmocka_unit_test(case05_vanished_holder), cmocka_unit_test(case06_stale_handle),
-      cmocka_unit_test(case07_renew),           cmocka_unit_test(case08_fencing),
-      cmocka_unit_test(case09_reentrancy),      cmocka_unit_test(case10_loss),
-      cmocka_unit_test(case11_bad_input),       cmocka_unit_test(case12_unreachable),
-      cmocka_unit_test(case13_many_keys),       cmocka_unit_test(case14_inspect),
-      cmocka_unit_test(case15_key_mapping),     cmocka_unit_test(case16_token_after_store_reset),
-      cmocka_unit_test(case17_awkward_keys),
-  };
-  int failed = 0;
-  for (int i = 1; i < argc; i++) {
-    g_url = argv[i];
-    char name[512];
-    dlock_url_redact(argv[i], name, sizeof name);
-    char title[600];
-    snprintf(title, sizeof title, "conformance %s", name);
-    int f = _cmocka_run_group_tests(title, tests, sizeof tests / sizeof *tests, group_setup,
-                                    NULL);
-    failed += f;
-#ifdef DLOCK_HAVE_REDIS
-    if (strncmp(argv[i], "redis", 5) == 0)
-      failed += conf_redis_cases(argv[i]);
-#endif
-#ifdef DLOCK_HAVE_ZOOKEEPER
-    if (strncmp(argv[i], "zk:", 3) == 0)
-      failed += conf_zk_cases(argv[i]);
-#endif
-#ifdef DLOCK_HAVE_POSTGRES
-    if (strncmp(argv[i], "postgres", 8) == 0)
-      failed += conf_pg_cases(argv[i]);
-#endif
-#ifdef DLOCK_HAVE_ETCD
-    if (strncmp(argv[i], "etcd", 4) == 0)
-      failed += conf_etcd_cases(argv[i]);
-#endif
-#ifdef DLOCK_HAVE_CONSUL
-    if (strncmp(argv[i], "consul", 6) == 0)
-      failed += conf_consul_cases(argv[i]);
-#endif
-  }
-  return failed ? 1 : 0;
+  struct tally all = {0};
+  for (int i = optind; i < argc; i++)
+    run_store(argv[i], &all);
+  printf("overall: %d passed, %d failed, %d skipped on %d store(s)\n", all.passed, all.failed,
+         all.skipped, argc - optind);
+  free(patterns);
+  return all.failed ? 1 : 0;
 }

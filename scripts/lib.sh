@@ -9,10 +9,11 @@ export DLOCK_ROOT
 # Debian package groups. Build needs everything a full configure can use, so
 # that a missing client library never silently drops a backend. libc6-dev is
 # named because it is only a Recommends of gcc, and recommends are skipped
-# (they would pull a whole Docker engine in with docker-compose).
+# (they would pull a whole Docker engine in with docker-compose). scdoc
+# renders the manual pages (man/, -Dman=auto).
 DLOCK_PKGS_BUILD=(meson ninja-build pkg-config gcc libc6-dev libhiredis-dev
                   libcurl4-openssl-dev libcjson-dev uuid-dev libzookeeper-mt-dev
-                  libpq-dev libxxhash-dev)
+                  libpq-dev libxxhash-dev scdoc)
 DLOCK_PKGS_TEST=(libcmocka-dev)
 # zookeeper brings default-jre and the server's jars; scripts/services runs
 # them with java directly. postgresql-15 brings psql and pgbench too; the

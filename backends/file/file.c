@@ -5,11 +5,17 @@
  * descriptor of the file does not drop the lock, unlike classic POSIX
  * record locks.  The kernel frees the lock when the holder dies.
  *
- * The fencing token is a counter kept in the lock file and bumped while
- * holding the lock; lock files are therefore never deleted.  Waiting uses
- * inotify: a holder's descriptor is open for writing, so its release (or
- * death) produces IN_CLOSE_WRITE on the file.  Waiters keep their own
- * descriptor open between attempts so that they do not wake each other. */
+ * The fencing token comes from one counter per directory (FENCE_FILE),
+ * drawn while holding the lock, so tokens grow across keys as well.  With
+ * the counter outside them, lock files carry only who holds the lock, and
+ * release deletes its file while it still holds the lock: a directory
+ * keeps files only for the keys held or waited on now, however many names
+ * it has seen.  A waiter that locks the unlinked inode notices that the
+ * path names another file and opens it again.  Waiting uses inotify: a
+ * holder's descriptor is open for writing, so its release (or death)
+ * produces IN_CLOSE_WRITE on the file, and the unlink IN_ATTRIB.  Waiters
+ * keep their own descriptor open between attempts so that they do not
+ * wake each other. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -32,8 +38,14 @@
  * a guard against an event lost to queue overflow. */
 #define SAFETY_POLL_MS 1000
 
+/* The directory's fencing counter: the last token drawn there.  Escaped
+ * key names never start with '.', so no key can name it. */
+#define FENCE_FILE ".fence"
+
 struct file_client {
   char *dir;
+  char *prefix; /* URL ?prefix=, put before every key; "" without one */
+  int64_t timeout_ms;
   int sync;
   pthread_mutex_t mu; /* guards dir_ready */
   int dir_ready;      /* the directory was created (or found) and is writable */
@@ -107,8 +119,11 @@ static int file_open(dlock_backend_client *bc, dlock_url *url) {
   } else if ((rc = check_creatable(path)) < 0) {
     return rc;
   }
-  if (!(fc->dir = strdup(path)))
+  if (!(fc->dir = strdup(path)) || !(fc->prefix = strdup(bc->prefix ? bc->prefix : ""))) {
+    free(fc->dir);
     return dlock_seterr(DLOCK_ENOMEM, "out of memory");
+  }
+  fc->timeout_ms = bc->timeout_ms;
   pthread_mutex_init(&fc->mu, NULL);
   return 0;
 }
@@ -151,6 +166,7 @@ static void file_close(dlock_backend_client *bc) {
   struct file_client *fc = bc->priv;
   pthread_mutex_destroy(&fc->mu);
   free(fc->dir);
+  free(fc->prefix);
 }
 
 static int sys_err(const char *what, const char *path) {
@@ -177,11 +193,27 @@ static int make_parents(const char *dir, char *path) {
   return 0;
 }
 
+/* The path of KEY with the client's prefix before it. */
+static int key_path(struct file_client *fc, const char *key, size_t keylen, char *out,
+                    size_t outlen) {
+  size_t pl = strlen(fc->prefix);
+  if (pl == 0)
+    return dlock__file_key_path(fc->dir, key, keylen, out, outlen);
+  char *full = malloc(pl + keylen);
+  if (!full)
+    return dlock_seterr(DLOCK_ENOMEM, "out of memory");
+  memcpy(full, fc->prefix, pl);
+  memcpy(full + pl, key, keylen);
+  int n = dlock__file_key_path(fc->dir, full, pl + keylen, out, outlen);
+  free(full);
+  return n;
+}
+
 static int lock_path(struct file_client *fc, dlock_backend_lock *bl, struct file_lock *fl) {
   int rc = ensure_dir(fc);
   if (rc < 0)
     return rc;
-  int n = dlock__file_key_path(fc->dir, bl->key, bl->keylen, fl->path, sizeof fl->path);
+  int n = key_path(fc, bl->key, bl->keylen, fl->path, sizeof fl->path);
   if (n < 0)
     return n;
   return make_parents(fc->dir, fl->path);
@@ -226,25 +258,86 @@ static int read_record(int fd, const char *path, dlock__file_record *r) {
   return dlock__file_record_parse(buf, (size_t)n, r);
 }
 
-/* Holding the lock: bump the counter and name ourselves. */
+/* Takes the counter file's lock within the client's request timeout.
+ * Holders keep it for one read and one write, so waiting is polling a
+ * lock that is nearly always free. */
+static int fence_lock(struct file_client *fc, int fd, const char *path) {
+  int64_t deadline = dlock__now_ns() + fc->timeout_ms * 1000000;
+  for (;;) {
+    bool busy;
+    if (ofd_lock(fd, F_WRLCK, &busy) != 0)
+      return sys_err("cannot lock", path);
+    if (!busy)
+      return 0;
+    if (dlock__now_ns() >= deadline)
+      return dlock_seterr(DLOCK_ETIMEDOUT, "file: %s stayed locked for %lld ms", path,
+                          (long long)fc->timeout_ms);
+    struct timespec ts = {0, 200 * 1000};
+    nanosleep(&ts, NULL);
+  }
+}
+
+/* Draws the next token of the directory into *TOKEN: above the counter
+ * and above LAST, the token left in the lock file by a holder that died
+ * without releasing it.  A directory without a counter (a new store, or
+ * one whose lock files kept their own counters) starts from the wall
+ * clock in microseconds, which keeps tokens above those earlier counters
+ * unless they advanced faster than one acquisition per microsecond. */
+static int fence_next(struct file_client *fc, uint64_t last, uint64_t *token) {
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/%s", fc->dir, FENCE_FILE);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  if (fd < 0)
+    return sys_err("cannot open", path);
+  int rc = fence_lock(fc, fd, path);
+  dlock__file_record r;
+  if (rc == 0 && (rc = read_record(fd, path, &r)) == 0) {
+    uint64_t t = r.token > last ? r.token : last;
+    if (r.token == 0) {
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      uint64_t now = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+      if (now > t)
+        t = now;
+    }
+    if (t == UINT64_MAX) {
+      rc = dlock_seterr(DLOCK_EBACKEND, "file: fencing counter of %s is exhausted", fc->dir);
+    } else {
+      r.token = t + 1;
+      char buf[512];
+      int n = dlock__file_record_format(&r, buf, sizeof buf);
+      if (n < 0)
+        rc = n;
+      else if (pwrite(fd, buf, (size_t)n, 0) != n || ftruncate(fd, n) != 0)
+        rc = sys_err("cannot write", path);
+    }
+  }
+  bool busy;
+  ofd_lock(fd, F_UNLCK, &busy);
+  /* Synced after the lock is let go, so that acquisitions elsewhere in the
+   * directory share the journal's commits instead of queueing for the
+   * lock; the token is handed out only once it is on disk, and every later
+   * value written in its place is higher.  Without this a machine crash
+   * could roll the counter back and reissue a token; ?sync=false trades
+   * that for speed. */
+  if (rc == 0 && fc->sync && fdatasync(fd) != 0)
+    rc = sys_err("cannot sync", path);
+  close(fd);
+  if (rc == 0)
+    *token = r.token;
+  return rc;
+}
+
+/* Holding the lock: draw a token and name ourselves.  The lock file needs
+ * no sync: after a crash nobody holds a lock, and its token is only a
+ * floor for the next one. */
 static int claim(struct file_client *fc, struct file_lock *fl, dlock_backend_lock *bl) {
   dlock__file_record r;
   int rc = read_record(fl->fd, fl->path, &r);
   if (rc < 0)
     return rc;
-  if (r.token == UINT64_MAX)
-    return dlock_seterr(DLOCK_EBACKEND, "file: fencing counter of %s is exhausted", fl->path);
-  if (r.token == 0) {
-    /* A fresh file, possibly one that replaced a deleted file whose counter
-     * is gone.  Starting from the wall clock in microseconds keeps tokens
-     * above any earlier counter unless that one advanced faster than one
-     * acquisition per microsecond. */
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    r.token = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-  } else {
-    r.token++;
-  }
+  if ((rc = fence_next(fc, r.token, &r.token)) < 0)
+    return rc;
   snprintf(r.owner, sizeof r.owner, "%s", bl->owner);
   r.pid = (long)getpid();
   snprintf(r.label, sizeof r.label, "%s", bl->label);
@@ -254,10 +347,6 @@ static int claim(struct file_client *fc, struct file_lock *fl, dlock_backend_loc
     return n;
   if (pwrite(fl->fd, buf, (size_t)n, 0) != n || ftruncate(fl->fd, n) != 0)
     return sys_err("cannot write", fl->path);
-  /* Without this a machine crash could roll the counter back and reissue
-   * a token; ?sync=false trades that for speed. */
-  if (fc->sync && fdatasync(fl->fd) != 0)
-    return sys_err("cannot sync", fl->path);
   bl->token = r.token;
   return 0;
 }
@@ -318,10 +407,13 @@ static int file_try_acquire(dlock_backend_client *bc, dlock_backend_lock *bl) {
 static int file_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t deadline) {
   struct file_client *fc = bc->priv;
   struct file_lock *fl = bl->priv;
-  fl->fd = -1;
-  int rc = lock_path(fc, bl, fl);
-  if (rc < 0)
+  /* Most acquisitions find the key free.  Trying first spares them an
+   * inotify instance, whose close waits for an RCU grace period: several
+   * milliseconds, far more than the rest of the acquisition. */
+  int rc = file_try_acquire(bc, bl);
+  if (rc != DLOCK_EBUSY)
     return rc;
+  fl->fd = -1;
   int ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
   if (ino < 0)
     return sys_err("cannot watch", fl->path);
@@ -333,6 +425,11 @@ static int file_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_
        * not missed. */
       if (inotify_add_watch(ino, fl->path,
                             IN_CLOSE_WRITE | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF) < 0) {
+        /* Its holder released (and so deleted) the file we just opened. */
+        if (errno == ENOENT) {
+          close_fd(fl);
+          continue;
+        }
         rc = sys_err("cannot watch", fl->path);
         break;
       }
@@ -391,6 +488,10 @@ static int file_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   (void)bc;
   struct file_lock *fl = bl->priv;
   int rc = still_ours(fl, bl);
+  /* Still holding the lock, nobody else can delete or replace the file.
+   * A file that cannot be deleted is only left behind. */
+  if (rc == 0)
+    (void)unlink(fl->path);
   bool busy;
   if (fl->fd >= 0)
     ofd_lock(fl->fd, F_UNLCK, &busy);
@@ -402,7 +503,7 @@ static int file_inspect(dlock_backend_client *bc, const char *key, size_t keylen
                         dlock_info *info) {
   struct file_client *fc = bc->priv;
   char path[PATH_MAX];
-  int n = dlock__file_key_path(fc->dir, key, keylen, path, sizeof path);
+  int n = key_path(fc, key, keylen, path, sizeof path);
   if (n < 0)
     return n;
   int fd = open(path, O_RDONLY | O_CLOEXEC);

@@ -1,0 +1,263 @@
+/* file:// on a real directory: what a store keeps per name, and where its
+ * tokens come from.  (The conformance suite covers the lock rules.) */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "dlock/dlock.h"
+
+static char dir[64];
+static char url[128];
+
+static int dir_setup(void **state) {
+  (void)state;
+  snprintf(dir, sizeof dir, "/tmp/dlock-file-store-XXXXXX");
+  if (!mkdtemp(dir))
+    return -1;
+  snprintf(url, sizeof url, "file://%s", dir);
+  return 0;
+}
+
+static void rm_tree(const char *path) {
+  DIR *d = opendir(path);
+  if (!d) {
+    unlink(path);
+    return;
+  }
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+      continue;
+    char sub[PATH_MAX];
+    snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+    rm_tree(sub);
+  }
+  closedir(d);
+  rmdir(path);
+}
+
+static int dir_teardown(void **state) {
+  (void)state;
+  rm_tree(dir);
+  return 0;
+}
+
+/* Names in DIR other than "." and ".."; the first one into FIRST. */
+static int entries(char *first, size_t len) {
+  DIR *d = opendir(dir);
+  assert_non_null(d);
+  int n = 0;
+  struct dirent *e;
+  if (first && len)
+    first[0] = '\0';
+  while ((e = readdir(d)) != NULL) {
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+      continue;
+    if (n++ == 0 && first)
+      snprintf(first, len, "%s", e->d_name);
+  }
+  closedir(d);
+  return n;
+}
+
+static dlock_client *open_url(const char *u) {
+  dlock_client *c = NULL;
+  if (dlock_open(u, &c) != 0)
+    fail_msg("dlock_open(%s): %s", u, dlock_client_errmsg(NULL));
+  return c;
+}
+
+static dlock_options opts(int64_t wait_ms) {
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.ttl_ms = 30000;
+  o.wait_ms = wait_ms;
+  return o;
+}
+
+/* A cache that locks one name per entry must not fill the directory: only
+ * the counter file stays, and tokens grow across all those names. */
+static void test_released_names_leave_nothing(void **state) {
+  (void)state;
+  dlock_client *c = open_url(url);
+  dlock_options o = opts(0);
+  uint64_t last = 0;
+  for (int i = 0; i < 1000; i++) {
+    char key[32];
+    snprintf(key, sizeof key, "entry/%d", i);
+    dlock_lock *l;
+    assert_int_equal(dlock_acquire(c, key, &o, &l), 0);
+    if (i == 0)
+      assert_int_equal(entries(NULL, 0), 2); /* the counter and this lock */
+    assert_true(dlock_lock_token(l) > last);
+    last = dlock_lock_token(l);
+    assert_int_equal(dlock_release(l), 0);
+  }
+  char name[256];
+  assert_int_equal(entries(name, sizeof name), 1);
+  assert_string_equal(name, ".fence");
+  dlock_close(c);
+}
+
+/* The token comes from the directory's counter, not from the clock: a
+ * counter far ahead of the clock is followed. */
+static void test_token_follows_the_counter(void **state) {
+  (void)state;
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/.fence", dir);
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  uint64_t ahead = ((uint64_t)ts.tv_sec + 86400u * 365u) * 1000000u;
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fprintf(f, "dlock-file 1\ntoken %" PRIu64 "\nowner \npid 0\nlabel \n", ahead);
+  fclose(f);
+  dlock_client *c = open_url(url);
+  dlock_options o = opts(0);
+  dlock_lock *l;
+  assert_int_equal(dlock_acquire(c, "k", &o, &l), 0);
+  assert_true(dlock_lock_token(l) == ahead + 1);
+  assert_int_equal(dlock_release(l), 0);
+  assert_int_equal(dlock_acquire(c, "other", &o, &l), 0);
+  assert_true(dlock_lock_token(l) == ahead + 2);
+  assert_int_equal(dlock_release(l), 0);
+  dlock_close(c);
+}
+
+/* A lock file left by a holder that died (or by a version whose lock files
+ * kept their own counters) is a floor for the next token of that key. */
+static void test_left_file_is_a_floor(void **state) {
+  (void)state;
+  dlock_client *c = open_url(url);
+  dlock_options o = opts(0);
+  dlock_lock *l;
+  assert_int_equal(dlock_acquire(c, "warmup", &o, &l), 0);
+  uint64_t before = dlock_lock_token(l);
+  assert_int_equal(dlock_release(l), 0);
+
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    dlock_client *cc;
+    dlock_lock *ll;
+    if (dlock_open(url, &cc) != 0 || dlock_acquire(cc, "dies", &o, &ll) != 0)
+      _exit(1);
+    _exit(dlock_lock_token(ll) > before ? 0 : 2); /* holding it, never released */
+  }
+  int st;
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/dies.lock", dir);
+  struct stat sb;
+  assert_int_equal(stat(path, &sb), 0); /* the kernel dropped the lock, the file stays */
+
+  /* A legacy file of another key whose counter is ahead of everything. */
+  snprintf(path, sizeof path, "%s/legacy.lock", dir);
+  uint64_t legacy = before + 1000000000u;
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fprintf(f, "dlock-file 1\ntoken %" PRIu64 "\nowner x\npid 1\nlabel old\n", legacy);
+  fclose(f);
+  assert_int_equal(dlock_acquire(c, "legacy", &o, &l), 0);
+  assert_true(dlock_lock_token(l) > legacy);
+  assert_int_equal(dlock_release(l), 0);
+
+  assert_int_equal(dlock_acquire(c, "dies", &o, &l), 0);
+  assert_true(dlock_lock_token(l) > legacy);
+  assert_int_equal(dlock_release(l), 0);
+  assert_int_equal(entries(NULL, 0), 1);
+  dlock_close(c);
+}
+
+/* Waiters race with the holder deleting the file under them: each must
+ * either lock the file that is there or open the new one, never fail. */
+enum { CONTENDERS = 4, ROUNDS = 150 };
+static atomic_int inside, overlaps, errors;
+
+static void *contend(void *arg) {
+  dlock_client *c = arg;
+  dlock_options o = opts(60000);
+  for (int i = 0; i < ROUNDS; i++) {
+    dlock_lock *l;
+    int rc = dlock_acquire(c, "hot", &o, &l);
+    if (rc != 0) {
+      fprintf(stderr, "acquire: %s\n", dlock_client_errmsg(NULL));
+      atomic_fetch_add(&errors, 1);
+      continue;
+    }
+    if (atomic_exchange(&inside, 1) != 0)
+      atomic_fetch_add(&overlaps, 1);
+    atomic_store(&inside, 0);
+    if (dlock_release(l) != 0)
+      atomic_fetch_add(&errors, 1);
+  }
+  return NULL;
+}
+
+static void test_waiters_race_the_delete(void **state) {
+  (void)state;
+  dlock_client *c[CONTENDERS];
+  pthread_t th[CONTENDERS];
+  for (int i = 0; i < CONTENDERS; i++) {
+    c[i] = open_url(url);
+    assert_int_equal(pthread_create(&th[i], NULL, contend, c[i]), 0);
+  }
+  for (int i = 0; i < CONTENDERS; i++)
+    pthread_join(th[i], NULL);
+  for (int i = 0; i < CONTENDERS; i++)
+    dlock_close(c[i]);
+  assert_int_equal(atomic_load(&errors), 0);
+  assert_int_equal(atomic_load(&overlaps), 0);
+}
+
+/* ?prefix= is put before every key, so two prefixes are two namespaces of
+ * one directory. */
+static void test_prefix(void **state) {
+  (void)state;
+  char pu[192];
+  snprintf(pu, sizeof pu, "%s?prefix=team-a/", url);
+  dlock_client *a = open_url(pu), *plain = open_url(url);
+  dlock_options o = opts(0);
+  dlock_lock *l, *l2;
+  assert_int_equal(dlock_acquire(a, "job", &o, &l), 0);
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/team-a%%2Fjob.lock", dir);
+  struct stat sb;
+  assert_int_equal(stat(path, &sb), 0);
+  assert_int_equal(dlock_try_acquire(plain, "team-a/job", &o, &l2), DLOCK_EBUSY);
+  assert_int_equal(dlock_try_acquire(plain, "job", &o, &l2), 0);
+  assert_int_equal(dlock_release(l2), 0);
+  dlock_info info;
+  assert_int_equal(dlock_inspect(a, "job", &info), 0);
+  assert_int_equal(info.held, 1);
+  assert_int_equal(dlock_release(l), 0);
+  dlock_close(a);
+  dlock_close(plain);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_released_names_leave_nothing, dir_setup, dir_teardown),
+      cmocka_unit_test_setup_teardown(test_token_follows_the_counter, dir_setup, dir_teardown),
+      cmocka_unit_test_setup_teardown(test_left_file_is_a_floor, dir_setup, dir_teardown),
+      cmocka_unit_test_setup_teardown(test_waiters_race_the_delete, dir_setup, dir_teardown),
+      cmocka_unit_test_setup_teardown(test_prefix, dir_setup, dir_teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

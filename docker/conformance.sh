@@ -23,7 +23,8 @@
 # --help).
 #
 # Exit status: the suite's; 1 when a store did not answer in time, 2 on a
-# usage error (no URLs, a URL dlock refuses, no suite or dlock to run).
+# usage error (a URL dlock refuses, no suite or dlock to run), as the
+# suite's own.
 set -euo pipefail
 
 # The stores of docker-compose.yml on its network, with every parameter at
@@ -135,8 +136,9 @@ wait_s="${DLOCK_CONFORMANCE_WAIT:-120}"
 
 # probe URL: one try-acquire and release of a key of our own, through the
 # dlock CLI (the URL goes through the environment, not the command line).
-# Leaves dlock's message in probe_msg; exit 0 ready, 1 not (yet), 2 a URL
-# or option dlock refuses, which waiting will not cure.
+# Leaves dlock's message in probe_msg; returns 0 when the store answered,
+# 2 when dlock refuses the URL (usage error, 64: waiting will not cure
+# that), 1 otherwise (unreachable, a store or login error while it starts).
 probe_msg=""
 probe_key="conformance-ready-$$-$RANDOM"
 probe() {
@@ -146,7 +148,7 @@ probe() {
         --url-env DLOCK_CONFORMANCE_PROBE_URL "$probe_key" -- true 2>&1 </dev/null)" || rc=$?
     case "$rc" in
         0) return 0 ;;
-        2) return 2 ;;
+        64) return 2 ;;
         124 | 137) probe_msg="no answer within 15 s${probe_msg:+: $probe_msg}" ;;
     esac
     return 1

@@ -10,6 +10,9 @@
 #ifdef DLOCK_HAVE_CONSUL
 #include "backends/consul/consul-codec.h"
 #endif
+#ifdef DLOCK_HAVE_ZOOKEEPER
+#include "backends/zookeeper/zk-codec.h"
+#endif
 #include "faults.h"
 #include "internal.h"
 
@@ -120,7 +123,29 @@ int64_t conf_lock_delay_ms(const char *url) {
 #endif
 }
 
+/* ZooKeeper: a lock lasts as long as its session, whose timeout the
+ * server negotiates within its own limits (2 to 20 ticks by default); the
+ * client says what it got for a session of ttl TTL_MS. */
+static int64_t zk_session_ms(const char *url, int64_t ttl_ms) {
+  int64_t got = -1;
+#if defined(DLOCK_HAVE_ZOOKEEPER) && defined(DLOCK_ZK_CTL_SESSION_TIMEOUT)
+  char extra[64];
+  snprintf(extra, sizeof extra, "ttl=%lldms", (long long)ttl_ms);
+  dlock_client *c;
+  if (dlock_open(conf_url_with(url, extra), &c) == 0) {
+    if (dlock_control(c, NULL, DLOCK_ZK_CTL_SESSION_TIMEOUT, &got) != 0)
+      got = -1;
+    dlock_close(c);
+  }
+#else
+  (void)url;
+#endif
+  return got > ttl_ms ? got : ttl_ms;
+}
+
 int64_t conf_orphan_bound_ms(const char *url, int64_t ttl_ms) {
+  if (strncmp(url, "zk:", 3) == 0)
+    return zk_session_ms(url, ttl_ms) + 10000;
   if (strncmp(url, "consul", 6) != 0)
     return ttl_ms + 10000;
   int64_t ttl = ttl_ms > CONSUL_SESSION_TTL_MIN_MS ? ttl_ms : CONSUL_SESSION_TTL_MIN_MS;

@@ -53,9 +53,11 @@ int conf_forget_key(const char *url, const char *key);
 
 /* How long after a holder's process dies (SIGKILL: no release, no more
  * renewals) the store of URL may keep its lock of ttl TTL_MS: ttl + 10 s
- * for every store that expires locks on their ttl; for Consul, whose
+ * for every store that expires locks on their ttl (ZooKeeper: on the
+ * session timeout the server negotiated, which the client reports); for
+ * Consul, whose
  * sessions last at least 10 s, are invalidated only after twice their TTL
- * and then leave the key in a lock-delay (URL ?lock_delay=, default 15 s),
+ * and then leave the key in a lock-delay (conf_lock_delay_ms),
  * 2 x max(ttl, 10 s) + lock_delay + 10 s. */
 int64_t conf_orphan_bound_ms(const char *url, int64_t ttl_ms);
 /* How long the store of URL keeps a key unavailable after its holder's

@@ -1412,6 +1412,8 @@ static void usage(FILE *f) {
           "  CI             when set, a case missing one of the variables above fails\n"
           "                 instead of being skipped.\n"
           "  CMOCKA_TEST_ABORT  read by cmocka: 1 aborts on the first failure.\n"
+          "  CMOCKA_MESSAGE_OUTPUT  read by cmocka; leave it unset (the runner reads\n"
+          "                 cmocka's TAP output to print one line per case).\n"
           "\n"
           "Exit status: 0 if every case that ran passed, 1 if a case failed or what\n"
           "the run made could not all be removed, 2 on a usage error, 128+N when\n"

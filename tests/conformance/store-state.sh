@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# store-state.sh URL...: one line per lock store URL (the URLs
+# store-state.sh [--run ID] URL...: one line per lock store URL (the URLs
 # dlock-conformance takes) with how much state the store holds, so that a
 # caller can check that a default (non-destructive) conformance run leaves
 # it as it found it:
 #   redis      keys=N                 DBSIZE of the URL's database
-#   zk         znodes=N               zk_znode_count of the server (mntr)
+#   zk         znodes=N               nodes under the backend's root (the
+#                                     URL's path + ?prefix=, default /dlock),
+#                                     the root included (with java and
+#                                     zookeeper.jar; else server_znodes=N,
+#                                     the server's zk_znode_count by mntr)
 #   etcd       keys=N                 every key (a count-only range)
 #   consul     keys=N sessions=N      every KV key and every session
 #   postgres   lease_rows=N lease_tables=N   rows of the URL's lease table
@@ -12,6 +16,10 @@
 #                                     named *_lease
 #   file       entries=N              files and directories under the
 #                                     URL's directory (absent: 0)
+# With --run ID (the id dlock-conformance prints: "# conformance URL (run
+# ID)"), only what carries ID in its name counts (Consul sessions: named
+# after ID or after its process, "dlock <host>:<pid>"): on a store others
+# use at the same time, whether one run left anything behind.
 # The line starts with the URL's scheme, hosts and path only: no
 # credentials, no query.  Exit status 1 if a store did not answer, 2 on a
 # usage error.
@@ -20,13 +28,26 @@
 # four-letter words over bash's /dev/tcp, curl, psql, find.
 set -uo pipefail
 
+# usage STATUS: the comment above, on stdout for --help (0), else stderr.
 usage() {
-    sed -n '2,/^$/s/^# \{0,1\}//p' "$0" >&2
-    exit 2
+    if (($1 == 0)); then
+        sed -n '2,/^$/s/^# \{0,1\}//p' "$0"
+    else
+        sed -n '2,/^$/s/^# \{0,1\}//p' "$0" >&2
+    fi
+    exit "$1"
 }
 
-[[ $# -ge 1 ]] || usage
-case "$1" in -h | --help) usage ;; esac
+run=""
+case "${1:-}" in
+-h | --help) usage 0 ;;
+"") usage 2 ;;
+--run)
+    [[ $# -ge 3 ]] || usage 2
+    run="$2"
+    shift 2
+    ;;
+esac
 
 # Percent-decoding, for userinfo and query values.
 urldecode() {
@@ -92,23 +113,45 @@ state_redis() {
     local -a args=(-h "$host" -p "${port:-6379}" -n "${db:-0}")
     [[ -n "$user" ]] && args+=(--user "$user")
     local n
-    if [[ -n "$pass" ]]; then
-        n="$(REDISCLI_AUTH="$pass" timeout 5 redis-cli --no-auth-warning "${args[@]}" DBSIZE)"
+    [[ -n "$pass" ]] && export REDISCLI_AUTH="$pass"
+    if [[ -n "$run" ]]; then
+        n="$(timeout 10 redis-cli --no-auth-warning "${args[@]}" --scan --pattern "*$run*" |
+            wc -l)"
     else
-        n="$(timeout 5 redis-cli "${args[@]}" DBSIZE)"
+        n="$(timeout 5 redis-cli --no-auth-warning "${args[@]}" DBSIZE)"
     fi || return 1
     [[ "$n" =~ ^[0-9]+$ ]] || return 1
     printf 'keys=%s\n' "$n"
 }
 
+ZK_CLASSPATH=/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar
+
 state_zk() {
-    local out n
+    local root prefix out n
+    prefix="$(param prefix)" || prefix=/dlock
+    root="${path%/}$prefix"
+    if command -v java >/dev/null 2>&1 && [[ -f /usr/share/java/zookeeper.jar ]]; then
+        # ls -R prints the root and every node under it, one a line; a
+        # missing root prints nothing on stdout.
+        out="$(timeout 30 java -cp "$ZK_CLASSPATH" org.apache.zookeeper.ZooKeeperMain \
+            -server "$hosts" ls -R "$root" 2>/dev/null | grep '^/')"
+        if [[ -n "$run" ]]; then
+            # z8's own root sits at the top.
+            out+=$'\n'"$(timeout 30 java -cp "$ZK_CLASSPATH" org.apache.zookeeper.ZooKeeperMain \
+                -server "$hosts" ls / 2>/dev/null | tr -d '[] ' | tr ',' '\n' | sed 's|^|/|')"
+            n="$(grep -c -F -e "$run" <<<"$out")"
+        else
+            n="$(grep -c '^/' <<<"$out")"
+        fi
+        printf 'znodes=%s\n' "$n"
+        return 0
+    fi
     # shellcheck disable=SC2016 # expanded by the inner bash
     out="$(timeout 5 bash -c 'exec 3<>"/dev/tcp/$1/$2" && printf mntr >&3 && cat <&3' \
         _ "$host" "${port:-2181}" 2>/dev/null)" || return 1
     n="$(sed -n 's/^zk_znode_count[[:space:]]*\([0-9]*\).*/\1/p' <<<"$out")"
     [[ -n "$n" ]] || return 1
-    printf 'znodes=%s\n' "$n"
+    printf 'server_znodes=%s\n' "$n"
 }
 
 # curl_tls: TLS options from ?cacert=, ?cert=, ?key=.
@@ -134,8 +177,19 @@ state_etcd() {
         [[ -n "$token" ]] || return 1
         auth=(-H "Authorization: $token")
     fi
-    local out
+    local out k n=0
     # Every key from "\0" to the end: key and range_end "\0".
+    if [[ -n "$run" ]]; then
+        out="$(curl -q -s -f --max-time 10 "${tls[@]}" "${auth[@]}" -X POST \
+            -d '{"key":"AA==","range_end":"AA==","keys_only":true}' "$base/v3/kv/range")" ||
+            return 1
+        [[ "$out" == *'"header"'* ]] || return 1
+        while read -r k; do
+            base64 -d <<<"$k" 2>/dev/null | grep -q -F -e "$run" && n=$((n + 1))
+        done < <(grep -o '"key":"[^"]*"' <<<"$out" | sed 's/"key":"\(.*\)"/\1/')
+        printf 'keys=%s\n' "$n"
+        return 0
+    fi
     out="$(curl -q -s -f --max-time 5 "${tls[@]}" "${auth[@]}" -X POST \
         -d '{"key":"AA==","range_end":"AA==","count_only":true}' "$base/v3/kv/range")" || return 1
     [[ "$out" == *'"header"'* ]] || return 1
@@ -157,14 +211,26 @@ state_consul() {
     kv="$(curl -q -s --max-time 5 "${tls[@]}" "${hdr[@]}" -w '\n%{http_code}' \
         "$base/v1/kv/?recurse")" || return 1
     code="${kv##*$'\n'}"
+    kv="${kv%$'\n'*}"
     case "$code" in
-    200) kv="$(grep -o '"CreateIndex":' <<<"${kv%$'\n'*}" | wc -l)" ;;
+    200)
+        if [[ -n "$run" ]]; then
+            kv="$(grep -o '"Key":"[^"]*"' <<<"$kv" | grep -c -F -e "$run")"
+        else
+            kv="$(grep -o '"CreateIndex":' <<<"$kv" | wc -l)"
+        fi
+        ;;
     404) kv=0 ;;
     *) return 1 ;;
     esac
     sessions="$(curl -q -s -f --max-time 5 "${tls[@]}" "${hdr[@]}" "$base/v1/session/list")" ||
         return 1
-    sessions="$(grep -o '"CreateIndex":' <<<"$sessions" | wc -l)"
+    if [[ -n "$run" ]]; then
+        sessions="$(grep -o '"Name":"[^"]*"' <<<"$sessions" |
+            grep -c -e "$run" -e "^\"Name\":\"dlock .*:${run%%-*}\"\$")"
+    else
+        sessions="$(grep -o '"CreateIndex":' <<<"$sessions" | wc -l)"
+    fi
     printf 'keys=%s sessions=%s\n' "$kv" "$sessions"
 }
 
@@ -176,13 +242,17 @@ state_postgres() {
         PGPASSWORD="$pass" PGCONNECT_TIMEOUT=5 timeout 10 psql -X -A -t -q -v ON_ERROR_STOP=1 \
             -h "$host" -p "${port:-5432}" -U "${user:-$USER}" -d "${db:-postgres}" -c "$1"
     }
-    local exists rows tables
+    local exists rows tables where="" twhere="LIKE '%\\_lease'"
+    if [[ -n "$run" ]]; then
+        where=" WHERE strpos(name, '$run') > 0"
+        twhere="= 'conf_${run//-/_}_lease'"
+    fi
     exists="$(psql_q "SELECT to_regclass('$table') IS NOT NULL")" || return 1
     rows=0
     if [[ "$exists" == t ]]; then
-        rows="$(psql_q "SELECT count(*) FROM $table")" || return 1
+        rows="$(psql_q "SELECT count(*) FROM $table$where")" || return 1
     fi
-    tables="$(psql_q "SELECT count(*) FROM pg_tables WHERE tablename LIKE '%\_lease'")" || return 1
+    tables="$(psql_q "SELECT count(*) FROM pg_tables WHERE tablename $twhere")" || return 1
     printf 'lease_rows=%s lease_tables=%s\n' "$rows" "$tables"
 }
 
@@ -193,7 +263,11 @@ state_file() {
         printf 'entries=0\n'
         return 0
     fi
-    printf 'entries=%s\n' "$(find "$dir" -mindepth 1 | wc -l)"
+    if [[ -n "$run" ]]; then
+        printf 'entries=%s\n' "$(find "$dir" -mindepth 1 -name "*$run*" | wc -l)"
+    else
+        printf 'entries=%s\n' "$(find "$dir" -mindepth 1 | wc -l)"
+    fi
 }
 
 rc=0

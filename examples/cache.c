@@ -34,7 +34,7 @@
  * recomputed, waited: another reader's new value after a wait, stale) and how
  * long this reader waited.
  *
- * URL defaults to file:///tmp/dlock-examples/locks. */
+ * URL defaults to file:///tmp/dlock-examples/locks; DIR is created if missing. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -45,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -279,33 +280,45 @@ int main(int argc, char **argv) {
   }
   if (invalidate)
     return cmd_invalidate();
-
-  entry e;
-  int have = entry_read(&e);
-  if (have < 0)
+  if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+    fprintf(stderr, "%s: %s: %s\n", prog, dir, strerror(errno));
     return 1;
-  if (have && wall_ms() < e.expires_ms)
-    return serve(e.value, "fresh", 0, wait_ms); /* the common case: no lock */
+  }
 
-  /* Expired (or missing).  Everything below is the stampede's path. */
-  int64_t t0 = mono_ms();
-  long long bound = have ? wait_ms : COLD_WAIT_MS;
+  /* Open the client first, as a long-running service keeps one open: a bad
+   * URL is then a usage error whatever state the entry is in.  Opening takes
+   * no lock. */
   char shown[1024];
-  dlock_url_redact(url, shown, sizeof shown);
-  dlock_client *c;
+  dlock_url_redact(url, shown, sizeof shown); /* never print a password */
+  dlock_client *c = NULL;
   int rc = dlock_open(url, &c);
   if (rc < 0) {
     fprintf(stderr, "%s: cannot open %s: %s: %s\n", prog, shown, dlock_strerror(rc),
             dlock_client_errmsg(NULL));
-    if (!have)
-      return 1;
-    return serve(e.value, "stale", mono_ms() - t0, bound); /* degrade, do not fail */
-  }
-  if (!(dlock_client_caps(c) & DLOCK_CAP_CROSS_PROCESS)) {
-    fprintf(stderr, "%s: %s does not lock across processes\n", prog, shown);
+    if (rc == DLOCK_EINVAL)
+      return 2;
+    c = NULL; /* unreachable for now: fresh and stale values can still be served */
+  } else if ((dlock_client_caps(c) & (DLOCK_CAP_FENCING | DLOCK_CAP_CROSS_PROCESS)) !=
+             (DLOCK_CAP_FENCING | DLOCK_CAP_CROSS_PROCESS)) {
+    /* Refuse a store that cannot do what the pattern relies on. */
+    fprintf(stderr, "%s: %s has no fencing tokens or no locks across processes\n", prog, shown);
     dlock_close(c);
     return 1;
   }
+
+  entry e;
+  int have = entry_read(&e);
+  if (have < 0 || (have && wall_ms() < e.expires_ms)) {
+    dlock_close(c);
+    /* The common case, a fresh entry: served without any lock. */
+    return have < 0 ? 1 : serve(e.value, "fresh", 0, wait_ms);
+  }
+
+  /* Expired (or missing).  Everything below is the stampede's path. */
+  int64_t t0 = mono_ms();
+  long long bound = have ? wait_ms : COLD_WAIT_MS;
+  if (!c) /* no lock store: degrade to the stale value, do not fail */
+    return have ? serve(e.value, "stale", 0, bound) : 1;
   /* One lock per cache entry, named after it, so that different entries
    * are recomputed in parallel. */
   char real[PATH_MAX], key[DLOCK_KEY_MAX + 1];
@@ -327,8 +340,8 @@ int main(int argc, char **argv) {
   rc = dlock_acquire(c, key, &o, &l);
   int64_t waited = mono_ms() - t0;
   int status = 0;
-  if (rc == DLOCK_ETIMEDOUT || rc < 0) {
-    if (rc != DLOCK_ETIMEDOUT)
+  if (rc < 0) {
+    if (rc != DLOCK_ETIMEDOUT || !have)
       fprintf(stderr, "%s: %s: %s: %s\n", prog, key, dlock_strerror(rc), dlock_client_errmsg(c));
     /* The bound ran out (or the store failed): serve what there is.  It may
      * have become fresh meanwhile; look once more. */

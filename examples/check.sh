@@ -96,7 +96,7 @@ check_cron() {
     # The nodes' own reports must tell the same story: each slot run by
     # exactly one node, and the one the ledger names.
     local claimed
-    claimed=$(grep -h ': ran, token' "$dir"/out.* | wc -l)
+    claimed=$(cat "$dir"/out.* | grep -c ': ran, token' || true)
     if ((claimed != periods)); then
         fail "cron: the nodes report $claimed runs, want $periods"
         bad=1
@@ -173,10 +173,10 @@ check_cache() {
         show_errors "$dir/ferr"
         return
     fi
-    ex cache --invalidate "$dir" entry >/dev/null
+    ex cache --invalidate "$dir" entry >/dev/null || fail "cache: --invalidate failed"
     readers 300 2000
     judge "300 ms bound, 2 s recompute" 300 1 2 stale
-    ex cache --invalidate "$dir" entry >/dev/null
+    ex cache --invalidate "$dir" entry >/dev/null || fail "cache: --invalidate failed"
     readers 8000 1500
     judge "8 s bound, 1.5 s recompute" 8000 2 3 waited
     return 0
@@ -186,7 +186,10 @@ check_cache() {
 check_transfer() {
     local dir=$WORK/bank bad=0 i rc pids=() stale_rc=0
     mkdir -p "$dir"
-    ex transfer init "$dir" 3 1000 >/dev/null
+    if ! ex transfer init "$dir" 3 1000 >/dev/null; then
+        fail "transfer: init failed"
+        return
+    fi
     for ((i = 0; i < 3; i++)); do
         ex transfer "$URL" run "$dir" 40 >"$dir/out.$i" 2>"$dir/err.$i" &
         pids+=($!)
@@ -207,7 +210,7 @@ check_transfer() {
     fi
     local accounted total refused
     accounted=$(cat "$dir"/out.* | awk '/^transfers done/ {n += $3 + $5} END {print n + 0}')
-    ex transfer audit "$dir" >"$dir/audit"
+    ex transfer audit "$dir" >"$dir/audit" || fail "transfer: audit failed"
     total=$(awk '/^total/ {print $2}' "$dir/audit")
     refused=$(awk '/^total/ {print $4}' "$dir/audit")
     if [[ "$total" != 3000 ]]; then

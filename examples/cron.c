@@ -41,7 +41,8 @@
  * the first slot beginning at or after that time (default: now), so that
  * nodes started a moment apart still cover the same slots.
  *
- * URL defaults to file:///tmp/dlock-examples/locks, DIR to /tmp/dlock-examples. */
+ * URL defaults to file:///tmp/dlock-examples/locks, DIR to /tmp/dlock-examples
+ * (created if missing). */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -275,7 +276,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "%s: --work-ms must be shorter than the period\n", prog);
     usage();
   }
-  if (!strcmp(dir, DEFAULT_DIR) && mkdir(dir, 0755) != 0 && errno != EEXIST) {
+  if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
     fprintf(stderr, "%s: %s: %s\n", prog, dir, strerror(errno));
     return 1;
   }
@@ -289,11 +290,12 @@ int main(int argc, char **argv) {
   if (rc < 0) {
     fprintf(stderr, "%s: cannot open %s: %s: %s\n", prog, shown, dlock_strerror(rc),
             dlock_client_errmsg(NULL));
-    return 1;
+    return rc == DLOCK_EINVAL ? 2 : 1; /* a bad URL is a usage error */
   }
-  if (!(dlock_client_caps(c) & DLOCK_CAP_CROSS_PROCESS)) {
-    fprintf(stderr, "%s: %s does not lock across processes: every node would run the job\n",
-            prog, shown);
+  unsigned need = DLOCK_CAP_FENCING | DLOCK_CAP_CROSS_PROCESS;
+  if ((dlock_client_caps(c) & need) != need) {
+    /* Without locks across processes every node would run the job. */
+    fprintf(stderr, "%s: %s has no fencing tokens or no locks across processes\n", prog, shown);
     dlock_close(c);
     return 1;
   }

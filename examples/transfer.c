@@ -39,8 +39,8 @@
  * rename(2).  In a real system they would be rows in another service; what
  * matters is that the resource, not the writer, compares the tokens.
  *
- * URL defaults to file:///tmp/dlock-examples/locks.  init and audit do not
- * use the lock store. */
+ * URL defaults to file:///tmp/dlock-examples/locks.  init (which creates DIR
+ * if missing) and audit do not use the lock store. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -50,6 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -246,6 +247,8 @@ static int open_store(const char *url, dlock_client **out) {
   if (rc < 0) {
     fprintf(stderr, "%s: cannot open %s: %s: %s\n", prog, shown, dlock_strerror(rc),
             dlock_client_errmsg(NULL));
+    if (rc == DLOCK_EINVAL)
+      exit(2); /* a bad URL is a usage error */
     return -1;
   }
   /* The pattern needs tokens that grow, and locks seen by other processes:
@@ -366,6 +369,10 @@ out:
 /* ---- commands ---- */
 
 static int cmd_init(const char *dir, int count, long long balance) {
+  if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+    fprintf(stderr, "%s: %s: %s\n", prog, dir, strerror(errno));
+    return 1;
+  }
   for (int i = 0; i < count; i++) {
     account a = {balance, 0, 0};
     if (account_store(dir, i, &a) < 0)

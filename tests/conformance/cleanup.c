@@ -64,6 +64,30 @@ static const char *run_prefix(void) {
   return p;
 }
 
+/* The name under which the store of URL keeps every key that starts with
+ * the run's prefix, from NAME_OF (the store's name for one key): what the
+ * names of two such keys have in common, so that whatever the layout adds
+ * after a key (Consul's "/.lock" of `consul lock`) is left out.  Malloc'd,
+ * NULL when out of memory. */
+static char *run_prefix_name(const char *url, char *(*name_of)(const char *url, const char *key)) {
+  char ka[160], kb[160];
+  snprintf(ka, sizeof ka, "%sa", run_prefix());
+  snprintf(kb, sizeof kb, "%sb", run_prefix());
+  char *a = name_of(url, ka), *b = name_of(url, kb);
+  if (a && b) {
+    size_t n = 0;
+    while (a[n] && a[n] == b[n])
+      n++;
+    a[n] = '\0';
+  }
+  free(b);
+  if (!b) {
+    free(a);
+    return NULL;
+  }
+  return a;
+}
+
 /* ---- file:// ---- */
 
 /* The part of a file:// directory that did not exist when the run began
@@ -396,14 +420,33 @@ static int zk_cleanup(const char *url) {
 /* ---- PostgreSQL ---- */
 
 #ifdef DLOCK_HAVE_POSTGRES
+static int pg_cleanup_one(const char *url, bool own_schema);
+
+/* The store under test, and the server behind the pooler where p1 takes a
+ * lease of its own. */
 static int pg_cleanup(const char *url) {
+  int ret = pg_cleanup_one(url, true);
+  const char *pb = getenv("DLOCK_TEST_PGBOUNCER_URL");
+  if (pb && *pb && pg_cleanup_one(pb, false) < 0)
+    ret = -1;
+  return ret;
+}
+
+static int pg_cleanup_one(const char *url, bool own_schema) {
   int lease;
   dlock__pg_names names;
   PGconn *pg = conf_pg_connect(url, &lease, &names);
   if (!pg)
     return -1;
   int ret = 0;
-  if (lease) {
+  /* In advisory mode too: p1 takes a lease through the pooler. */
+  (void)lease;
+  PGresult *t = PQexecParams(pg, "SELECT to_regclass($1) IS NOT NULL", 1, NULL,
+                             (const char *const[]){names.table}, NULL, NULL, 0);
+  bool have_table = PQresultStatus(t) == PGRES_TUPLES_OK && PQntuples(t) == 1 &&
+                    strcmp(PQgetvalue(t, 0, 0), "t") == 0;
+  PQclear(t);
+  if (have_table) {
     char sql[512], n[16];
     const char *pre = run_prefix();
     snprintf(n, sizeof n, "%zu", strlen(pre));
@@ -425,6 +468,10 @@ static int pg_cleanup(const char *url) {
       }
       PQclear(r);
     }
+  }
+  if (!own_schema) {
+    PQfinish(pg);
+    return ret;
   }
   /* p5's schema of its own prefix, left only when it failed half-way. */
   char prefix[64], sql[512];
@@ -449,7 +496,7 @@ static int pg_cleanup(const char *url) {
 
 #ifdef DLOCK_HAVE_ETCD
 static int etcd_cleanup(const char *url) {
-  char *name = conf_etcd_lock_name(url, run_prefix());
+  char *name = run_prefix_name(url, conf_etcd_lock_name);
   if (!name)
     return -1;
   size_t n = strlen(name);
@@ -542,7 +589,7 @@ static int consul_sessions(const char *url) {
 }
 
 static int consul_cleanup(const char *url) {
-  char *lk = conf_consul_lock_key(url, run_prefix());
+  char *lk = run_prefix_name(url, conf_consul_lock_key);
   int ret = lk ? consul_delete_tree(url, lk) : -1;
   free(lk);
   for (size_t i = 0; i < n_noted; i++)

@@ -215,7 +215,7 @@ state_consul() {
     case "$code" in
     200)
         if [[ -n "$run" ]]; then
-            kv="$(grep -o '"Key":"[^"]*"' <<<"$kv" | grep -c -F -e "$run")"
+            kv="$(grep -o '"Key": *"[^"]*"' <<<"$kv" | grep -c -F -e "$run")"
         else
             kv="$(grep -o '"CreateIndex":' <<<"$kv" | wc -l)"
         fi
@@ -226,8 +226,8 @@ state_consul() {
     sessions="$(curl -q -s -f --max-time 5 "${tls[@]}" "${hdr[@]}" "$base/v1/session/list")" ||
         return 1
     if [[ -n "$run" ]]; then
-        sessions="$(grep -o '"Name":"[^"]*"' <<<"$sessions" |
-            grep -c -e "$run" -e "^\"Name\":\"dlock .*:${run%%-*}\"\$")"
+        sessions="$(grep -o '"Name": *"[^"]*"' <<<"$sessions" |
+            grep -c -e "$run" -e "^\"Name\": *\"dlock .*:${run%%-*}\"\$")"
     else
         sessions="$(grep -o '"CreateIndex":' <<<"$sessions" | wc -l)"
     fi

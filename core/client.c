@@ -5,6 +5,7 @@
  * (the `inflight` flag, waited on under c->mu), so a renewal on the renew
  * thread never races a release from the caller. */
 #include <errno.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,10 +124,12 @@ int64_t dlock__validity_deadline(const dlock_client *c, int64_t sent_ns, int64_t
   return sent_ns + ttl_ms * 1000000 - dlock__margin_ns(c, ttl_ms);
 }
 
-void dlock__mark_lost(dlock_client *c, struct dlock_lock *l) {
+void dlock__mark_lost(dlock_client *c, struct dlock_lock *l, const char *why) {
   if (l->state != DLOCK_HELD)
     return;
   l->state = DLOCK_LOST;
+  dlock__log(c, DLOCK_LOG_ERROR, "lock '%s' (token %llu) lost: %s", l->key,
+             (unsigned long long)l->bl.token, why);
   atomic_fetch_add(&c->metrics.lost, 1);
   if (l->on_lost)
     l->lost_pending = true; /* the renew thread delivers it */
@@ -194,7 +197,7 @@ void dlock_backend_lock_lost(dlock_backend_client *bc, dlock_backend_lock *bl) {
   if (l->state == 0)
     l->lost_early = true; /* acquire is still running: it decides */
   else
-    dlock__mark_lost(c, l);
+    dlock__mark_lost(c, l, "the store reported it gone");
   pthread_mutex_unlock(&c->mu);
 }
 
@@ -207,9 +210,18 @@ void dlock_backend_all_lost(dlock_backend_client *bc) {
     if (l->state == 0)
       l->lost_early = true;
     else
-      dlock__mark_lost(c, l);
+      dlock__mark_lost(c, l, "the store ended the session that carried it");
   }
   pthread_mutex_unlock(&c->mu);
+}
+
+void dlock_backend_log(dlock_backend_client *bc, int level, const char *fmt, ...) {
+  if (!bc || !fmt || !dlock__log_on(level))
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  dlock__vlog(CONTAINER_OF(bc, dlock_client, bc), level, fmt, ap);
+  va_end(ap);
 }
 
 static int read_common_params(dlock_client *c) {
@@ -395,6 +407,9 @@ void dlock__giveback(dlock_client *c, struct dlock_lock *l) {
   /* Counted before the renew thread can see it and count it done. */
   atomic_fetch_add(&c->metrics.giveback, 1);
   atomic_fetch_add(&c->metrics.giveback_pending, 1);
+  dlock__log(c, DLOCK_LOG_WARN,
+             "giving back '%s': the store may have granted it to a request that went unanswered",
+             l->key);
   pthread_mutex_unlock(&c->mu);
   if (dlock__renew_start(c) < 0) {
     /* No thread to do it later: do it now, once. */
@@ -419,6 +434,12 @@ bool dlock__giveback_result(dlock_client *c, struct dlock_lock *l, int rc) {
   l->inflight = false;
   int64_t now = dlock__now_ns();
   if (!dlock_err_is_transient(rc) || now >= l->giveback_until_ns) {
+    if (rc >= 0 || rc == DLOCK_ELOST || rc == DLOCK_ENOTOWNED)
+      dlock__log(c, DLOCK_LOG_INFO, "gave back '%s'", l->key);
+    else
+      dlock__log(c, DLOCK_LOG_WARN, "stopped giving back '%s' (%s): %s", l->key,
+                 dlock_err_name(rc),
+                 dlock_err_is_transient(rc) ? "the store kept it at most a ttl" : "not retried");
     dlock__giveback_done(c, l);
     return true;
   }
@@ -590,10 +611,13 @@ static int attempt_until(dlock_client *c, struct dlock_lock *l, int64_t wait_ms,
       /* Give back what the unanswered attempt may have won before asking
        * again; if the store is still away, on the renew thread under the
        * old owner, so that it can never touch the next attempt's grant. */
-      if (dlock_err_is_transient(c->ops->release(&c->bc, bl)))
+      if (dlock_err_is_transient(c->ops->release(&c->bc, bl))) {
         giveback_copy(c, l); /* counted there */
-      else
+      } else {
         atomic_fetch_add(&c->metrics.giveback, 1);
+        dlock__log(c, DLOCK_LOG_INFO, "gave back what an unanswered acquire of '%s' may have won",
+                   l->key);
+      }
       *maybe_granted = false; /* given back, or handed on: not again */
     }
     dlock_seterr(rc, "%s", why);
@@ -611,6 +635,9 @@ static int attempt_until(dlock_client *c, struct dlock_lock *l, int64_t wait_ms,
     int64_t until = dlock__now_ns() + (int64_t)(backoff * (1.0 - jit) * 1e6);
     if (deadline >= 0 && until > deadline)
       until = deadline;
+    dlock__log(c, DLOCK_LOG_WARN, "acquire of '%s' failed (%s: %s); attempt %d, next in %lld ms",
+               l->key, dlock_err_name(rc), why, retries + 2,
+               (long long)((until - dlock__now_ns()) / 1000000));
     sleep_until(until);
     retries++;
     atomic_fetch_add(&c->metrics.acquire_retries, 1);
@@ -840,7 +867,7 @@ static int release_lock(dlock_lock *l) {
   l->inflight = true;
   int was = effective_state(l);
   if (was == DLOCK_LOST)
-    dlock__mark_lost(c, l);
+    dlock__mark_lost(c, l, "its validity ran out before the release");
   pthread_mutex_unlock(&c->mu);
 
   /* Even a lost lock gets a release: compare-and-delete is harmless if
@@ -882,7 +909,7 @@ static int renew_lock(dlock_lock *l, int64_t ttl_ms) {
   while (l->inflight)
     pthread_cond_wait(&c->cv, &c->mu);
   if (effective_state(l) != DLOCK_HELD) {
-    dlock__mark_lost(c, l);
+    dlock__mark_lost(c, l, "its validity ran out before the renewal");
     pthread_mutex_unlock(&c->mu);
     return dlock_seterr(DLOCK_ELOST, "lock '%s' was lost", l->key);
   }
@@ -906,7 +933,7 @@ static int renew_lock(dlock_lock *l, int64_t ttl_ms) {
   } else {
     atomic_fetch_add(&c->metrics.renew_failed, 1);
     if (rc == DLOCK_ELOST || rc == DLOCK_ENOTOWNED) {
-      dlock__mark_lost(c, l);
+      dlock__mark_lost(c, l, "the store refused its renewal");
       rc = dlock_seterr(DLOCK_ELOST, "lock '%s' is no longer held at the store", l->key);
     } else {
       /* The store may have applied the new ttl before the reply got lost:

@@ -78,15 +78,21 @@ void dlock__clear_err(void) {
   errcut = false;
 }
 
-void dlock__err_scrub(const dlock_url *u) {
+/* Scrubs BUF (SIZE bytes, at most sizeof errbuf) of U's secrets; *CUT
+ * says whether the text in it was cut to fit, and is updated. */
+void dlock__scrub(const dlock_url *u, char *buf, size_t size, bool *cut) {
   const char *sec = dlock__url_secret(u, 0);
-  if (!sec || !errbuf[0])
+  if (!sec || !buf[0])
     return;
+  if (size > sizeof errbuf) { /* too long to mark: nothing rather than a secret */
+    buf[0] = '\0';
+    return;
+  }
   /* Every byte that belongs to a secret is marked on the message as it is,
    * before anything is replaced: a replacement made first could break up
    * another secret's occurrence (they may overlap) and leave its other
    * bytes unfound. */
-  size_t len = strlen(errbuf);
+  size_t len = strlen(buf);
   unsigned char mark[sizeof errbuf];
   memset(mark, 0, len);
   bool any = false;
@@ -94,8 +100,8 @@ void dlock__err_scrub(const dlock_url *u) {
     size_t n = strlen(sec);
     if (n == 0)
       continue;
-    for (const char *q = errbuf; (q = strstr(q, sec)) != NULL; q++) {
-      size_t at = (size_t)(q - errbuf);
+    for (const char *q = buf; (q = strstr(q, sec)) != NULL; q++) {
+      size_t at = (size_t)(q - buf);
       mark[at] |= 2;
       for (size_t j = at; j < at + n; j++)
         mark[j] |= 1;
@@ -103,9 +109,9 @@ void dlock__err_scrub(const dlock_url *u) {
     }
     /* A message cut short may end in the first bytes of a secret, which
      * no search for the whole secret finds. */
-    if (errcut)
+    if (*cut)
       for (size_t k = n - 1 < len ? n - 1 : len; k > 0; k--)
-        if (memcmp(errbuf + len - k, sec, k) == 0) {
+        if (memcmp(buf + len - k, sec, k) == 0) {
           mark[len - k] |= 2;
           for (size_t j = len - k; j < len; j++)
             mark[j] |= 1;
@@ -121,28 +127,30 @@ void dlock__err_scrub(const dlock_url *u) {
   size_t o = 0;
   for (size_t j = 0; j < len; j++) {
     if (!(mark[j] & 1)) {
-      out[o++] = errbuf[j];
+      out[o++] = buf[j];
     } else if ((mark[j] & 2) || j == 0 || !(mark[j - 1] & 1)) {
       memcpy(out + o, "***", 3);
       o += 3;
     }
   }
   /* Cutting now can only shorten a "***" or end in bytes of no secret. */
-  if (o >= sizeof errbuf) {
-    o = sizeof errbuf - 1;
-    errcut = true;
+  if (o >= size) {
+    o = size - 1;
+    *cut = true;
   }
-  memcpy(errbuf, out, o);
-  errbuf[o] = '\0';
+  memcpy(buf, out, o);
+  buf[o] = '\0';
   /* A secret with a '*' in it can be spelt again by a "***" and the text
    * beside it: then the message goes. */
   for (size_t i = 0; (sec = dlock__url_secret(u, i)) != NULL; i++)
-    if (*sec && strchr(sec, '*') && strstr(errbuf, sec)) {
-      snprintf(errbuf, sizeof errbuf, "(message withheld: it would show a secret)");
-      errcut = false;
+    if (*sec && strchr(sec, '*') && strstr(buf, sec)) {
+      snprintf(buf, size, "(message withheld: it would show a secret)");
+      *cut = false;
       break;
     }
 }
+
+void dlock__err_scrub(const dlock_url *u) { dlock__scrub(u, errbuf, sizeof errbuf, &errcut); }
 
 const char *dlock_client_errmsg(const dlock_client *c) {
   (void)c;

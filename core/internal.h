@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -75,6 +76,19 @@ DLOCK__HIDDEN void dlock__err_scrub(const dlock_url *u);
 /* From now until the call that restores the value returned, every message
  * this thread sets is scrubbed of U's secrets as it is made (NULL: none). */
 DLOCK__HIDDEN const dlock_url *dlock__err_scope(const dlock_url *u);
+/* dlock__err_scrub on any buffer of at most 512 bytes; *CUT: the text in
+ * BUF was cut to fit (updated). */
+DLOCK__HIDDEN void dlock__scrub(const dlock_url *u, char *buf, size_t size, bool *cut);
+
+/* ---- log.c ---- */
+
+/* One message for the application's log function, if it wants LEVEL:
+ * "<redacted URL>: <text>", scrubbed of C's secrets.  C may be NULL. */
+DLOCK__HIDDEN void dlock__log(const dlock_client *c, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+DLOCK__HIDDEN void dlock__vlog(const dlock_client *c, int level, const char *fmt, va_list ap);
+/* Whether a message of LEVEL would go anywhere: spares building one. */
+DLOCK__HIDDEN bool dlock__log_on(int level);
 
 /* ---- metrics.c ---- */
 
@@ -199,7 +213,7 @@ DLOCK__HIDDEN void dlock__giveback_done(dlock_client *c, struct dlock_lock *l);
 DLOCK__HIDDEN bool dlock__giveback_result(dlock_client *c, struct dlock_lock *l, int rc);
 /* Free a lock handle and its backend state. */
 DLOCK__HIDDEN void dlock__lock_free(struct dlock_lock *l);
-/* Under c->mu: turn L LOST (once) and count it. */
-DLOCK__HIDDEN void dlock__mark_lost(dlock_client *c, struct dlock_lock *l);
+/* Under c->mu: turn L LOST (once), count it and log WHY. */
+DLOCK__HIDDEN void dlock__mark_lost(dlock_client *c, struct dlock_lock *l, const char *why);
 
 #endif

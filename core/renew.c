@@ -29,7 +29,7 @@ static void apply_renew(dlock_client *c, struct dlock_lock *l, int rc, int64_t s
   }
   atomic_fetch_add(&c->metrics.renew_failed, 1);
   if (rc == DLOCK_ELOST || rc == DLOCK_ENOTOWNED) {
-    dlock__mark_lost(c, l);
+    dlock__mark_lost(c, l, "the store refused its renewal");
     return;
   }
   /* Transient: the store may have applied the ttl and lost the reply; never
@@ -43,7 +43,12 @@ static void apply_renew(dlock_client *c, struct dlock_lock *l, int rc, int64_t s
   int64_t cap = l->bl.ttl_ms * 1000000 / 10;
   if (gap > cap)
     gap = cap;
-  l->next_renew_ns = dlock__now_ns() + gap;
+  int64_t now = dlock__now_ns();
+  l->next_renew_ns = now + gap;
+  dlock__log(c, DLOCK_LOG_WARN,
+             "renewal of '%s' failed (%s: %s); retrying in %lld ms, valid for %lld ms more",
+             l->key, dlock_err_name(rc), dlock_client_errmsg(NULL), (long long)(gap / 1000000),
+             (long long)((l->valid_until_ns - now) / 1000000));
 }
 
 static void *renew_main(void *arg) {
@@ -98,7 +103,7 @@ static void *renew_main(void *arg) {
       }
       if (l->state == DLOCK_HELD) {
         if (l->valid_until_ns <= now) {
-          dlock__mark_lost(c, l);
+          dlock__mark_lost(c, l, "its validity ran out without a confirmed renewal");
         } else if (l->auto_renew && l->next_renew_ns <= now + batch_slack_ns(l) && nb < cap) {
           l->inflight = true;
           l->bl.io_deadline_ns = l->valid_until_ns == INT64_MAX ? 0 : l->valid_until_ns;

@@ -156,6 +156,15 @@ static struct curl_slist *headers_for(etcd_client *ec, bool with_token, uint64_t
 
 static int login(etcd_client *ec, uint64_t seen_gen, int64_t deadline);
 
+/* Moves on from endpoint EP, saying so when there is somewhere to go. */
+static void fail_over(etcd_client *ec, size_t ep) {
+  if (ec->http.nendpoints > 1 && ep < ec->http.nendpoints)
+    dlock_backend_log(ec->bc, DLOCK_LOG_WARN,
+                      "etcd: %s did not answer, or has no leader: trying the next endpoint",
+                      ec->http.endpoints[ep]);
+  dlock__http_failover(&ec->http, ep);
+}
+
 /* POST REQ to PATH, moving on to the next endpoint when one cannot be
  * reached or has no leader, logging in again when the token has expired,
  * until DEADLINE.  0 with OUT holding a 200 answer, or a negative code with
@@ -233,7 +242,7 @@ static int post(etcd_client *ec, const char *path, const char *req, int64_t dead
     }
     /* The endpoint is down, partitioned or between leaders: the next one,
      * and once all have been tried, the same again after a pause. */
-    dlock__http_failover(&ec->http, ep);
+    fail_over(ec, ep);
     if (++tried % ec->http.nendpoints == 0) {
       int64_t until = now_ns() + backoff + (int64_t)dlock__random_below((uint64_t)backoff);
       backoff = backoff * 2 > 500000000 ? 500000000 : backoff * 2;
@@ -867,7 +876,7 @@ static int watch_delete(etcd_client *ec, const char *key, int64_t start, int64_t
      * up when a fresh token is refused too. */
     rc = login(ec, gen, bound(ec, -1)) == 0 ? W_RELOGGED : DLOCK_EAUTH;
   else if ((w.outcome == 3 || w.outcome == 4) && w.ev.fault == DLOCK__ETCD_F_RETRY) {
-    dlock__http_failover(&ec->http, ep);
+    fail_over(ec, ep);
     rc = W_RETRY;
   } else if ((w.outcome == 3 || w.outcome == 4) && (w.ev.fault == DLOCK__ETCD_F_AUTH ||
                                                    w.ev.fault == DLOCK__ETCD_F_INVALID))
@@ -886,7 +895,7 @@ static int watch_delete(etcd_client *ec, const char *key, int64_t start, int64_t
     /* Canceled without compaction (the member lost its leader), a stream
      * that ended or broke: another endpoint may do better. */
     if (cc != CURLE_OK && cc != CURLE_WRITE_ERROR)
-      dlock__http_failover(&ec->http, ep);
+      fail_over(ec, ep);
     rc = W_RETRY;
   }
   free(w.line.data);

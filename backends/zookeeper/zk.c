@@ -208,6 +208,10 @@ static void on_session_event(zk_client *zc, zk_sess *s, int state) {
           if (lk->sess == s && lk->ttl_ms > s->timeout_ms)
             lose(zc, lk);
     }
+    if (s->dropped)
+      dlock_backend_log(zc->bc, DLOCK_LOG_INFO,
+                        "zk: session reconnected (timeout %lld ms); checking its locks",
+                        (long long)s->timeout_ms);
     s->ever_connected = true;
     s->connected = true;
     s->dropped = false;
@@ -217,8 +221,13 @@ static void on_session_event(zk_client *zc, zk_sess *s, int state) {
     if (s->connected) {
       s->connected = false;
       s->dropped = true;
+      dlock_backend_log(zc->bc, DLOCK_LOG_WARN,
+                        "zk: connection to the ensemble lost; reconnecting within the session");
     }
   } else if (state == ZOO_EXPIRED_SESSION_STATE || state == ZOO_AUTH_FAILED_STATE) {
+    dlock_backend_log(zc->bc, DLOCK_LOG_WARN, "zk: %s",
+                      state == ZOO_EXPIRED_SESSION_STATE ? "the server expired the session"
+                                                         : "the server refused the credentials");
     s->expired = true;
     s->connected = false;
     lose_session_locks(zc, s);

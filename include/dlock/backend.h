@@ -177,6 +177,13 @@ DLOCK_EXTERN void dlock_backend_lock_lost(dlock_backend_client *bc, dlock_backen
  * all expired). */
 DLOCK_EXTERN void dlock_backend_all_lost(dlock_backend_client *bc);
 
+/* A message for the application's log (dlock/log.h): reconnects,
+ * failovers, sessions re-established.  The core puts the client's redacted
+ * URL in front and scrubs the URL's secrets from the text, so a store's own
+ * message may be quoted.  A no-op while no log function is set. */
+DLOCK_EXTERN void dlock_backend_log(dlock_backend_client *bc, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 #ifdef __cplusplus
 }
 #endif

@@ -28,6 +28,7 @@
 
 #include "dlock/errors.h"
 #include "dlock/export.h"
+#include "dlock/log.h"
 #include "dlock/metrics.h"
 
 #ifdef __cplusplus

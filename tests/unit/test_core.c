@@ -39,6 +39,7 @@ static struct {
   atomic_int waits;      /* calls of the native acquire */
   int cut_message;       /* the failure's text goes through a small buffer */
   int release_down;      /* release answers DLOCK_ECONN */
+  int log_in_try;        /* try_acquire logs a message quoting the URL's password */
 } tb;
 
 /* The password of the last URL opened: the backend quotes it in its
@@ -86,6 +87,8 @@ static int tb_try(dlock_backend_client *bc, dlock_backend_lock *bl) {
     bl->holder_ttl_ms = 5;
     return DLOCK_EBUSY;
   }
+  if (tb.log_in_try)
+    dlock_backend_log(bc, DLOCK_LOG_INFO, "test: reconnected to [%s]", tb_secret);
   bl->sent_ns = dlock_backend_now_ns() - tb.sent_skew_ns;
   bl->token = ++tb.next_token;
   if (tb.lose_in_acquire)
@@ -835,6 +838,95 @@ static void test_store_messages_scrubbed(void **state) {
   dlock_close(c);
 }
 
+/* ---- the application's log ---- */
+
+static struct {
+  pthread_mutex_t mu;
+  int n;
+  int level[32];
+  char msg[32][512];
+} logged = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void capture(dlock_log_level level, const char *msg, void *arg) {
+  assert_ptr_equal(arg, &logged);
+  pthread_mutex_lock(&logged.mu);
+  if (logged.n < 32) {
+    logged.level[logged.n] = level;
+    snprintf(logged.msg[logged.n], sizeof logged.msg[0], "%s", msg);
+    logged.n++;
+  }
+  pthread_mutex_unlock(&logged.mu);
+}
+
+/* How many messages of LEVEL contain TEXT; every message, whatever it
+ * says, starts with the redacted URL and holds no secret. */
+static int logged_with(int level, const char *text) {
+  int k = 0;
+  pthread_mutex_lock(&logged.mu);
+  for (int i = 0; i < logged.n; i++) {
+    if (strncmp(logged.msg[i], "test://u:***@h", 14) != 0 || strstr(logged.msg[i], "hunt"))
+      fail_msg("unsafe or unprefixed log message: %s", logged.msg[i]);
+    if (logged.level[i] == level && strstr(logged.msg[i], text))
+      k++;
+  }
+  pthread_mutex_unlock(&logged.mu);
+  return k;
+}
+
+static void test_log(void **state) {
+  (void)state;
+  assert_int_equal(dlock_set_log(capture, &logged, 0), DLOCK_EINVAL);
+  assert_int_equal(dlock_set_log(capture, &logged, 5), DLOCK_EINVAL);
+  assert_string_equal(dlock_log_level_name(DLOCK_LOG_WARN), "warn");
+  assert_string_equal(dlock_log_level_name(9), "?");
+  assert_int_equal(dlock_set_log(capture, &logged, DLOCK_LOG_DEBUG), 0);
+  logged.n = 0;
+
+  /* Retries, each with the store's (scrubbed) reason, and the give-back of
+   * every unanswered attempt. */
+  tb_reset();
+  tb.fail_for = 2;
+  tb.fail_rc = DLOCK_ECONN;
+  tb.log_in_try = 1;
+  dlock_client *c;
+  assert_int_equal(dlock_open("test://u:hunter2-pw@h?retry_initial=1ms&retry_max=4ms", &c), 0);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.wait_ms = 30000;
+  o.auto_renew = 0;
+  dlock_lock *l = NULL;
+  assert_int_equal(dlock_acquire(c, "k", &o, &l), 0);
+  assert_int_equal(logged_with(DLOCK_LOG_WARN, "acquire of 'k' failed (DLOCK_ECONN: test: "), 2);
+  assert_int_equal(logged_with(DLOCK_LOG_WARN, "got no answer from [***]"), 2);
+  assert_int_equal(logged_with(DLOCK_LOG_INFO, "gave back what an unanswered acquire of 'k'"), 2);
+  /* A backend's own message, quoting the URL's password. */
+  assert_int_equal(logged_with(DLOCK_LOG_INFO, "test: reconnected to [***]"), 1);
+
+  /* Loss, once, with why. */
+  tb.renew_rc = DLOCK_ELOST;
+  assert_int_equal(dlock_renew(l, 0), DLOCK_ELOST);
+  assert_int_equal(dlock_renew(l, 0), DLOCK_ELOST);
+  assert_int_equal(logged_with(DLOCK_LOG_ERROR, ") lost: the store refused its renewal"), 1);
+  assert_int_equal(logged_with(DLOCK_LOG_ERROR, "lock 'k' (token "), 1);
+  assert_int_equal(dlock_release(l), DLOCK_ELOST);
+
+  /* Only what the level asks for; then nothing at all. */
+  int before = logged.n;
+  assert_int_equal(dlock_set_log(capture, &logged, DLOCK_LOG_WARN), 0);
+  tb_reset();
+  tb.log_in_try = 1;
+  assert_int_equal(dlock_try_acquire(c, "k2", &o, &l), 0);
+  assert_int_equal(dlock_release(l), 0);
+  assert_int_equal(logged.n, before);
+  assert_int_equal(dlock_set_log(NULL, NULL, 0), 0);
+  tb_reset();
+  tb.renew_rc = DLOCK_ELOST;
+  assert_int_equal(dlock_try_acquire(c, "k3", &o, &l), 0);
+  assert_int_equal(dlock_renew(l, 0), DLOCK_ELOST);
+  assert_int_equal(dlock_release(l), DLOCK_ELOST);
+  assert_int_equal(logged.n, before);
+  dlock_close(c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_error_table),
@@ -857,6 +949,7 @@ int main(void) {
       cmocka_unit_test(test_try_fails_once_and_gives_back_behind),
       cmocka_unit_test(test_store_messages_scrubbed),
       cmocka_unit_test(test_giveback_behind_keeps_reentrancy),
+      cmocka_unit_test(test_log),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -86,8 +86,9 @@ check_cron() {
     done
     local ledger=$dir/$job.runs
     local runs slots want
-    runs=$( (cat "$ledger" 2>/dev/null || true) | wc -l)
-    slots=$( (cat "$ledger" 2>/dev/null || true) | awk '{print $2}' | sort -n | tr '\n' ' ')
+    touch "$ledger" # no run at all leaves no ledger
+    runs=$(wc -l <"$ledger")
+    slots=$(awk '{print $2}' "$ledger" | sort -n | tr '\n' ' ')
     want=$(seq "$start" $((start + periods - 1)) | tr '\n' ' ')
     if ((runs != periods)) || [[ "$slots" != "$want" ]]; then
         fail "cron: ledger has $runs runs for slots [ $slots], want one each for [ $want]"
@@ -107,7 +108,7 @@ check_cron() {
             fail "cron: ledger's run of slot $slot (token $token) reported by no node"
             bad=1
         fi
-    done <"${ledger}" 2>/dev/null || true
+    done <"$ledger"
     if ((bad)); then
         show_errors "$dir"/err.*
     else

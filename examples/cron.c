@@ -203,10 +203,8 @@ static int run_slot(dlock_client *c, const char *job, long long slot, int64_t pe
 
   /* Lost during the work: another node may have taken the slot and run it
    * too.  The ledger's fence settles which record stands. */
-  if (dlock_lock_state(l) != DLOCK_HELD) {
+  if (dlock_lock_state(l) != DLOCK_HELD)
     fprintf(stderr, "%s: slot %lld: lost the lock during the work\n", prog, slot);
-    errors++;
-  }
   int w = ledger_record(slot, token);
   if (w == 1) {
     printf("slot %lld: ran, token %" PRIu64 "\n", slot, token);
@@ -221,7 +219,12 @@ static int run_slot(dlock_client *c, const char *job, long long slot, int64_t pe
    * win it and run the slot again. */
   sleep_until_ms(end);
   rc = dlock_release(l);
-  if (rc < 0) {
+  if (rc == DLOCK_ELOST || atomic_exchange(&lost, 0)) {
+    /* Renewal failed while we held it (store away, a pause): the slot was
+     * open to a late node for a while. */
+    fprintf(stderr, "%s: slot %lld: the lock was lost before the slot ended\n", prog, slot);
+    errors++;
+  } else if (rc < 0) {
     dlock_fail("release", rc);
     errors++;
   }

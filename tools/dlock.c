@@ -371,6 +371,8 @@ static void report_finish(int code) {
   if (!report_path)
     return;
   report.end_ns = cli_now_ns();
+  if (!report.wait_end_ns) /* killed while waiting, or never got that far */
+    report.wait_end_ns = report.end_ns;
   report.exit_code = code;
   report.lost = code == CLI_EXIT_LOST;
   if (report_client && dlock_metrics_get(report_client, &report.metrics) == 0)
@@ -675,9 +677,10 @@ static int run_parse(int argc, char **argv, struct run_opts *ro) {
 }
 
 /* Acquire on a helper thread while the main thread watches SFD.  Returns 0
- * with *out set, or an exit code.  A forwarded signal arriving meanwhile
- * kills us with that signal: there is no command to pass it to yet. */
-static int run_acquire(dlock_client *c, const struct run_opts *ro, int sfd, dlock_lock **out) {
+ * with *out set, or an exit code (which -E may make 0: see run_acquire).  A
+ * forwarded signal arriving meanwhile kills us with that signal: there is
+ * no command to pass it to yet. */
+static int acquire_wait(dlock_client *c, const struct run_opts *ro, int sfd, dlock_lock **out) {
   struct acquire_job job;
   int done[2];
   memset(&job, 0, sizeof job);
@@ -798,6 +801,14 @@ static int run_acquire(dlock_client *c, const struct run_opts *ro, int sfd, dloc
   char what[600];
   snprintf(what, sizeof what, "cannot acquire '%s'", ro->key);
   return cli_fail(job.rc, what, job.msg);
+}
+
+/* 0 with *out set, or -1 with *code the exit code. */
+static int run_acquire(dlock_client *c, const struct run_opts *ro, int sfd, dlock_lock **out,
+                       int *code) {
+  *out = NULL;
+  *code = acquire_wait(c, ro, sfd, out);
+  return *out ? 0 : -1;
 }
 
 /* ---- the guardian ----
@@ -1717,8 +1728,7 @@ static int run_main(const struct run_opts *rop) {
   if (open_client(ro.url, &c, &code) < 0)
     goto out;
   report_client = c;
-  code = run_acquire(c, &ro, sfd, &l);
-  if (code != 0)
+  if (run_acquire(c, &ro, sfd, &l, &code) < 0)
     goto out;
   env = build_env(ro.key, dlock_lock_token(l), dlock_client_url(c), ro.src.env);
   if (!env) {

@@ -56,6 +56,29 @@ await() {
 "$DLOCK" --help >/dev/null; check "--help" 0 $?
 "$DLOCK" help | grep -q "Exit status"; check "help lists exit codes" 0 $?
 "$DLOCK" --version | grep -q '^dlock [0-9]'; check "--version" 0 $?
+# Every tool says the project's version (tools/meson.build passes it).
+if [ -n "${DLOCK_TEST_VERSION:-}" ]; then
+  for tool in "$DLOCK" ${DLOCK_TEST_FLOORS:-}; do
+    for opt in -V --version; do
+      out=$("$tool" $opt); rc=$?
+      check "$(basename "$tool") $opt: exit 0" 0 $rc
+      check "$(basename "$tool") $opt: the version" "dlock $DLOCK_TEST_VERSION" "$(printf '%s\n' "$out" | head -n 1)"
+    done
+  done
+else
+  echo "# DLOCK_TEST_VERSION not set: the tools' version is not compared"
+fi
+# Each subcommand's help lists the statuses it can return.
+for sub in run status bench; do
+  "$DLOCK" $sub --help >"$tmp/help"; check "$sub --help" 0 $?
+  for code in 0 64 69 76 77 125; do
+    grep -qE "^  $code +[A-Za-z]" "$tmp/help"; check "$sub --help lists exit status $code" 0 $?
+  done
+done
+for code in 1 124 126 127 '128\+N'; do
+  grep -qE "^  $code +[A-Za-z]" <("$DLOCK" run --help); check "run --help lists exit status $code" 0 $?
+  grep -qE "^  $code +[A-Za-z]" <("$DLOCK" status --help); check "status --help leaves out $code" 1 $?
+done
 u=${urls[0]}
 "$DLOCK" run "$u" k true >/dev/null 2>&1; check "run without --" $EX_USAGE $?
 "$DLOCK" run "$u" k -- >/dev/null 2>&1; check "run without command" $EX_USAGE $?
@@ -66,6 +89,22 @@ u=${urls[0]}
 "$DLOCK" run --ttl 0 "$u" k -- true >/dev/null 2>&1; check "run --ttl 0" $EX_USAGE $?
 "$DLOCK" run --nope "$u" k -- true >/dev/null 2>&1; check "run unknown option" $EX_USAGE $?
 "$DLOCK" run nosuch://x k -- true >/dev/null 2>&1; check "run bad scheme" $EX_USAGE $?
+for v in 256 -1 x "" 1.5 0x2a " 4"; do
+  "$DLOCK" run -E "$v" "$u" k -- true 2>"$tmp/err"; check "run -E '$v' refused" $EX_USAGE $?
+  contains "run -E '$v': message" "$tmp/err" "invalid conflict exit code"
+done
+"$DLOCK" run "$u" k -- true -E >/dev/null 2>&1; check "-E after -- is COMMAND's" 0 $?
+"$DLOCK" run -E >/dev/null 2>&1; check "run -E without value" $EX_USAGE $?
+"$DLOCK" run -E 42 "$u" k -- sh -c 'exit 7'; check "-E leaves COMMAND's status alone" 7 $?
+"$DLOCK" run --progress 50ms "$u" k -- true 2>/dev/null; check "run --progress under 0.1 s" $EX_USAGE $?
+"$DLOCK" run --progress x "$u" k -- true 2>/dev/null; check "run --progress x" $EX_USAGE $?
+rm -f "$tmp/ran"
+"$DLOCK" run --metrics-textfile "$tmp/nodir/m.prom" "$u" k -- touch "$tmp/ran" 2>"$tmp/err"
+check "run --metrics-textfile in a missing directory" $EX_USAGE $?
+contains "missing metrics directory: message" "$tmp/err" "--metrics-textfile directory '$tmp/nodir'"
+[ -e "$tmp/ran" ]; check "missing metrics directory: COMMAND did not run" 1 $?
+"$DLOCK" run --metrics-textfile "$tmp" "$u" k -- true 2>/dev/null
+check "run --metrics-textfile of a directory" $EX_USAGE $?
 # Durations: the URLs' syntax (a bare number being seconds here), nothing
 # that strtod would also take.
 for v in 0x10 0X1p4 1e3 1E3 inf nan infinity -1 +1 " 5" "5 " 5x 1.5.5 "" . ms 1s5 \
@@ -112,6 +151,42 @@ if grep -q s3cret "$tmp/err"; then
 else
   echo "ok $n - no password in the message"
 fi
+"$DLOCK" run -w 1 'redis://127.0.0.1:1/0?connect_timeout=300ms' k -- true 2>/dev/null
+check "unreachable store, waiting" $EX_UNAVAILABLE $?
+"$DLOCK" status 'redis://127.0.0.1:1/0?connect_timeout=300ms' k >/dev/null 2>&1
+check "status: unreachable store" $EX_UNAVAILABLE $?
+"$DLOCK" bench 'redis://127.0.0.1:1/0?connect_timeout=300ms' --seconds 0.1 >/dev/null 2>&1
+check "bench: unreachable store" $EX_UNAVAILABLE $?
+no_secret() { # NAME FILE SECRET
+  n=$((n + 1))
+  if grep -qF -- "$3" "$2"; then echo "not ok $n - $1: secret printed: $(cat "$2")"; fails=$((fails + 1))
+  else echo "ok $n - $1: no secret in the message"; fi
+}
+# Refused credentials, from the real servers.
+if [ -n "${DLOCK_TEST_REDIS_URL:-}" ]; then
+  # The test server has no password: any AUTH is refused.
+  bad="redis://:wr0ng-pw@${DLOCK_TEST_REDIS_URL#redis://}"
+  "$DLOCK" run "$bad" k -- true 2>"$tmp/err"; check "redis: refused credentials" $EX_AUTH $?
+  no_secret "redis: refused credentials" "$tmp/err" wr0ng-pw
+  "$DLOCK" status "$bad" k >/dev/null 2>"$tmp/err"; check "status: refused credentials" $EX_AUTH $?
+  # The store fails the request: the key's fencing counter is not a number.
+  rport=${DLOCK_TEST_REDIS_URL##*:}; rport=${rport%%/*}
+  rdb=${DLOCK_TEST_REDIS_URL##*/}; rdb=${rdb%%\?*}
+  key="cli-test/wrongtype/$$"
+  redis-cli -p "$rport" -n "${rdb:-0}" hset "dlock:fence:{$key}" a b >/dev/null
+  "$DLOCK" run -n "$DLOCK_TEST_REDIS_URL" "$key" -- true 2>"$tmp/err"; check "redis: store error" $EX_STORE $?
+  contains "redis: store error: the store's message" "$tmp/err" "WRONGTYPE"
+  redis-cli -p "$rport" -n "${rdb:-0}" del "dlock:fence:{$key}" >/dev/null
+else
+  echo "# DLOCK_TEST_REDIS_URL not set: refused credentials and store errors are not checked on Redis"
+fi
+if [ -n "${DLOCK_TEST_POSTGRES_URL:-}" ]; then
+  pgbad=$(printf '%s\n' "$DLOCK_TEST_POSTGRES_URL" | sed -E 's#^(postgres(ql)?://[^:/@]+):[^@]*@#\1:wr0ng-pw@#')
+  "$DLOCK" run "$pgbad" k -- true 2>"$tmp/err"; check "postgres: refused credentials" $EX_AUTH $?
+  no_secret "postgres: refused credentials" "$tmp/err" wr0ng-pw
+else
+  echo "# DLOCK_TEST_POSTGRES_URL not set: refused credentials are not checked on PostgreSQL"
+fi
 
 for u in "${urls[@]}"; do
   echo "# $u"
@@ -143,6 +218,14 @@ for u in "${urls[@]}"; do
   await "$tmp/held"
   "$DLOCK" run -n "$u" "$key" -- true 2>"$tmp/err"; check "-n on a held lock" $EX_CONFLICT $?
   contains "busy message names the holder" "$tmp/err" "cli test"
+  "$DLOCK" run --wait 0 "$u" "$key" -- true 2>/dev/null; check "--wait 0 on a held lock" $EX_CONFLICT $?
+  "$DLOCK" run -n -E 42 "$u" "$key" -- true 2>/dev/null; check "-n -E 42 on a held lock" 42 $?
+  "$DLOCK" run --conflict-exit-code=200 -n "$u" "$key" -- true 2>/dev/null
+  check "--conflict-exit-code=200 on a held lock" 200 $?
+  rm -f "$tmp/ran"
+  "$DLOCK" run -E 0 -n "$u" "$key" -- touch "$tmp/ran" 2>/dev/null; check "-E 0 on a held lock" 0 $?
+  [ -e "$tmp/ran" ]; check "-E 0 on a held lock: COMMAND did not run" 1 $?
+  "$DLOCK" run -E42 -w 0.2 "$u" "$key" -- true 2>/dev/null; check "-E42: -w runs out" 42 $?
   start=$(date +%s%N)
   "$DLOCK" run -w 0.3 "$u" "$key" -- true 2>/dev/null; check "-w runs out" $EX_CONFLICT $?
   ms=$((($(date +%s%N) - start) / 1000000))
@@ -502,6 +585,230 @@ guardian_case() {
   kill -KILL "$pcmd" "$pds" 2>/dev/null
 }
 guardian_case
+
+# ---- dlock run -v ----
+# While it waits: who holds the lock and for how long it has waited; then
+# the acquisition.  The holder goes once a report has been seen.
+verbose_case() { # NAME URL KEY TTL-TEXT
+  local name=$1 u=$2 key=$3 ttl_text=$4 d="$tmp/verbose-$1"
+  rm -rf "$d"; mkdir -p "$d"
+  "$DLOCK" run --label "holder $name" "$u" "$key" -- \
+    sh -c "echo \$DLOCK_TOKEN >$d/tok.tmp; mv $d/tok.tmp $d/tok; while [ ! -e $d/stop ]; do sleep 0.05; done" &
+  local holder=$!
+  await "$d/tok"
+  "$DLOCK" run -v --progress 0.2 -w 30 "$u" "$key" -- true 2>"$d/err" &
+  local waiter=$!
+  poll_until 10000 grep -q "waiting for '$key' for" "$d/err"
+  check "$name -v: a report while waiting" 0 $?
+  touch "$d/stop"
+  wait $holder; check "$name -v: holder" 0 $?
+  wait $waiter; check "$name -v: the waiter gets the lock" 0 $?
+  contains "$name -v: the holder's label and token" "$d/err" "held by holder $name (token $(cat "$d/tok"), $ttl_text"
+  grep -E "waiting for '$key' for [0-9]+\.[0-9] s: " "$d/err" | head -n 1 >"$d/line"
+  [ -s "$d/line" ]; check "$name -v: how long it waited" 0 $?
+  contains "$name -v: the acquisition" "$d/err" "dlock: acquired '$key' (token "
+  "$DLOCK" run -v -n "$u" "$key" -- true 2>"$d/err2"; check "$name -v -n on a free lock" 0 $?
+  grep -q "waiting for" "$d/err2"; check "$name -v -n: no wait, no report" 1 $?
+}
+
+# ---- --metrics-textfile ----
+# The exposition format as the textfile collector reads it: HELP, then
+# TYPE, then the samples of each metric, every sample `name{labels} value`.
+prom_check() { # prom_check FILE: prints the first problem, 0 if none
+  awk '
+    function bad(why) { print FILENAME ":" NR ": " why ": " $0; failed = 1; exit 1 }
+    /^# HELP / { if (NF < 4) bad("HELP without text"); help[$3] = 1; next }
+    /^# TYPE / {
+      if (!($3 in help)) bad("TYPE before its HELP")
+      if ($4 != "gauge" && $4 != "counter") bad("unknown type")
+      if ($3 in type) bad("TYPE twice")
+      type[$3] = $4; next
+    }
+    /^#/ { bad("stray comment") }
+    {
+      if ($0 !~ /^[a-zA-Z_:][a-zA-Z0-9_:]*\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*")(,[a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*")*\} -?[0-9]+(\.[0-9]+)?$/)
+        bad("not name{labels} value")
+      name = substr($0, 1, index($0, "{") - 1)
+      if (!(name in type)) bad("sample without TYPE")
+      if (type[name] == "counter" && name !~ /_total$/) bad("counter not named _total")
+      samples++
+    }
+    END { if (!failed && samples == 0) { print FILENAME ": no samples"; exit 1 } }
+  ' "$1"
+}
+prom_value() { # prom_value FILE NAME: the sample's value
+  awk -v n="$2" 'index($0, n "{") == 1 { print $NF }' "$1"
+}
+prom_labels() { # prom_labels FILE NAME: the sample's labels
+  awk -v n="$2" 'index($0, n "{") == 1 { s = substr($0, length(n) + 1); sub(/ [^ ]+$/, "", s); print s }' "$1"
+}
+metrics_case() { # NAME FILE EXPECTED-EXIT ACQUIRED LOST KEY-LABEL STORE
+  local name=$1 f=$2
+  prom_check "$f"; check "$name: the file is in the exposition format" 0 $?
+  check "$name: dlock_run_exit_code" "$3" "$(prom_value "$f" dlock_run_exit_code)"
+  check "$name: dlock_run_acquired" "$4" "$(prom_value "$f" dlock_run_acquired)"
+  check "$name: dlock_run_lost" "$5" "$(prom_value "$f" dlock_run_lost)"
+  check "$name: labels" "{key=\"$6\",store=\"$7\"}" "$(prom_labels "$f" dlock_run_exit_code)"
+  local m
+  for m in dlock_run_wait_seconds dlock_run_hold_seconds dlock_run_token dlock_run_renewals_total \
+    dlock_run_renewal_failures_total dlock_run_acquire_retries_total dlock_run_end_timestamp_seconds; do
+    [ -n "$(prom_value "$f" $m)" ]; check "$name: $m" 0 $?
+  done
+  ls "$(dirname "$f")" | grep -q '\.tmp-'; check "$name: no temporary file left" 1 $?
+}
+mdir="$tmp/textfile"
+mkdir -p "$mdir" "$tmp/mlocks"
+mu="file://$tmp/mlocks"
+echo stale >"$mdir/run.prom"
+"$DLOCK" run --metrics-textfile "$mdir/run.prom" "$mu" mkey -- sh -c 'echo $DLOCK_TOKEN >'"$tmp/mtok"'; exit 7'
+check "metrics: COMMAND's status" 7 $?
+metrics_case "metrics, exit 7" "$mdir/run.prom" 7 1 0 mkey file
+check "metrics: the token" "$(cat "$tmp/mtok")" "$(prom_value "$mdir/run.prom" dlock_run_token)"
+grep -q stale "$mdir/run.prom"; check "metrics: the old file is replaced" 1 $?
+# Label values escape backslash and double quote.
+"$DLOCK" run --metrics-textfile="$mdir/esc.prom" "$mu" 'a"b\c' -- true; check "metrics: odd key" 0 $?
+metrics_case "metrics, odd key" "$mdir/esc.prom" 0 1 0 'a\"b\\c' file
+# Not acquired: busy, with -E; then a signal while waiting.
+rm -f "$tmp/mheld"
+"$DLOCK" run "$mu" mbusy -- sh -c "touch $tmp/mheld; while [ ! -e $tmp/mstop ]; do sleep 0.05; done" &
+mholder=$!
+await "$tmp/mheld"
+"$DLOCK" run -n -E 42 --metrics-textfile "$mdir/busy.prom" "$mu" mbusy -- true 2>/dev/null
+check "metrics: busy" 42 $?
+metrics_case "metrics, busy" "$mdir/busy.prom" 42 0 0 mbusy file
+check "metrics, busy: no token" 0 "$(prom_value "$mdir/busy.prom" dlock_run_token)"
+"$DLOCK" run -v --progress 0.2 --metrics-textfile "$mdir/sig.prom" "$mu" mbusy -- true 2>"$tmp/merr" &
+mwaiter=$!
+poll_until 10000 grep -q "waiting for 'mbusy'" "$tmp/merr"
+kill -INT $mwaiter
+wait $mwaiter; check "metrics: SIGINT while waiting" 130 $?
+metrics_case "metrics, SIGINT while waiting" "$mdir/sig.prom" 130 0 0 mbusy file
+wait_s=$(prom_value "$mdir/sig.prom" dlock_run_wait_seconds)
+awk -v w="$wait_s" 'BEGIN { exit !(w >= 0.2 && w < 30) }'; check "metrics, SIGINT while waiting: waited $wait_s s" 0 $?
+touch "$tmp/mstop"
+wait $mholder; check "metrics: the holder" 0 $?
+"$DLOCK" run --metrics-textfile "$mdir/unreach.prom" 'redis://:s3cret@127.0.0.1:1/0?connect_timeout=300ms' \
+  mkey -- true 2>/dev/null
+check "metrics: unreachable store" $EX_UNAVAILABLE $?
+metrics_case "metrics, unreachable store" "$mdir/unreach.prom" $EX_UNAVAILABLE 0 0 mkey redis
+no_secret "metrics, unreachable store" "$mdir/unreach.prom" s3cret
+grep -q '127\.0\.0\.1' "$mdir/unreach.prom"; check "metrics: no host in the file" 1 $?
+# Lost while COMMAND ran.
+mkdir -p "$tmp/mloss"
+rm -f "$tmp/held"
+"$DLOCK" run --grace 0.5 --metrics-textfile "$mdir/lost.prom" "file://$tmp/mloss" ml -- \
+  sh -c "touch $tmp/held; while :; do sleep 0.05; done" 2>/dev/null &
+mpid=$!
+await "$tmp/held"
+rm -f "$tmp/mloss/ml.lock"
+wait $mpid; check "metrics: lock lost" $EX_LOST $?
+metrics_case "metrics, lock lost" "$mdir/lost.prom" $EX_LOST 1 1 ml file
+# A file that cannot be put in place does not change the status: COMMAND
+# makes PATH a directory, which rename() cannot replace (even for root).
+"$DLOCK" run --metrics-textfile "$mdir/late.prom" "$mu" mkey -- \
+  sh -c "mkdir $mdir/late.prom && touch $mdir/late.prom/x; exit 3" 2>"$tmp/err"
+check "metrics: cannot be written at the end: COMMAND's status" 3 $?
+contains "metrics: cannot be written at the end: message" "$tmp/err" "cannot write metrics to '$mdir/late.prom'"
+ls "$mdir" | grep -q '\.tmp-'; check "metrics: cannot be written at the end: no temporary file left" 1 $?
+
+verbose_case file "file://$tmp/locks" "cli-test/verbose/$$" "no ttl)"
+if [ -n "${DLOCK_TEST_REDIS_URL:-}" ]; then
+  verbose_case redis "$DLOCK_TEST_REDIS_URL" "cli-test/verbose/$$" "ttl "
+fi
+
+# ---- the store fails under dlock run ----
+# Through a proxy the test controls (tools/test-cli-proxy.py): each store
+# failure retried is reported with -v, and a wait that ends with the store
+# silent is the store's failure, not a busy lock.
+proxies=""
+trap 'for p in $proxies; do kill $p 2>/dev/null; done; rm -rf "$tmp"' EXIT
+proxy_start() { # proxy_start DIR PORT: a proxy to 127.0.0.1:PORT; sets $proxy
+  pdir=$1
+  mkdir -p "$pdir"
+  python3 "$(dirname "$0")/test-cli-proxy.py" 127.0.0.1 "$2" "$pdir" &
+  proxy=$!
+  proxies="$proxies $proxy"
+  await "$pdir/port"
+}
+proxy_mode() { echo "$1" >"$pdir/mode.tmp"; mv "$pdir/mode.tmp" "$pdir/mode"; kill -USR1 "$proxy"; }
+silent_case() { # NAME DIRECT-URL PROXIED-URL
+  local name=$1 d="$tmp/silent-$1" key="cli-test/silent/$$"
+  mkdir -p "$d"
+  "$DLOCK" run "$2" "$key" -- sh -c "touch $d/held; while [ ! -e $d/stop ]; do sleep 0.05; done" &
+  local holder=$!
+  await "$d/held"
+  "$DLOCK" run -v --progress 0.2 -w 3 "$3" "$key" -- true 2>"$d/err" &
+  local waiter=$!
+  poll_until 10000 grep -q "waiting for '$key' for" "$d/err"
+  proxy_mode stall
+  wait $waiter; check "$name: the wait runs out, the store silent" $EX_UNAVAILABLE $?
+  grep -q "is held" "$d/err"; check "$name: the wait runs out, the store silent: not called busy" 1 $?
+  proxy_mode up
+  touch "$d/stop"
+  wait $holder; check "$name: the wait runs out, the store silent: holder" 0 $?
+}
+if [ -n "${DLOCK_TEST_REDIS_URL:-}" ] && command -v python3 >/dev/null; then
+  rport=${DLOCK_TEST_REDIS_URL##*:}; rport=${rport%%/*}
+  rdb=${DLOCK_TEST_REDIS_URL##*/}; rdb=${rdb%%\?*}
+  proxy_start "$tmp/proxy" "$rport"
+  pu="redis://127.0.0.1:$(cat "$pdir/port")/${rdb:-0}?timeout=500ms&connect_timeout=500ms"
+
+  # Renewals fail for a while; the lock outlives it.
+  d="$tmp/renewfail"; mkdir -p "$d"
+  key="cli-test/renewfail/$$"
+  "$DLOCK" run -v --ttl 6 "$pu" "$key" -- \
+    sh -c "touch $d/held; while [ ! -e $d/stop ]; do sleep 0.05; done" 2>"$d/err" &
+  pid=$!
+  await "$d/held"
+  proxy_mode down
+  poll_until 15000 grep -q "renewing '$key' failed; retrying" "$d/err"
+  check "renewal fails: -v says so" 0 $?
+  proxy_mode up
+  touch "$d/stop"
+  wait $pid; check "renewal fails for a while: the run succeeds" 0 $?
+  n_lines=$(grep -c "renewing '$key' failed" "$d/err")
+  n=$((n + 1))
+  if [ "$n_lines" -ge 1 ] && ! grep -q "lost" "$d/err"; then echo "ok $n - renewal fails: $n_lines line(s), no loss"
+  else echo "not ok $n - renewal fails: $(cat "$d/err")"; fails=$((fails + 1)); fi
+
+  # The store goes away during a wait, then comes back.
+  d="$tmp/acqfail"; mkdir -p "$d"
+  key="cli-test/acqfail/$$"
+  "$DLOCK" run "$DLOCK_TEST_REDIS_URL" "$key" -- \
+    sh -c "touch $d/held; while [ ! -e $d/stop ]; do sleep 0.05; done" &
+  holder=$!
+  await "$d/held"
+  "$DLOCK" run -v --progress 0.2 -w 60 "$pu" "$key" -- true 2>"$d/err" &
+  waiter=$!
+  poll_until 10000 grep -q "waiting for '$key' for" "$d/err"
+  proxy_mode down
+  poll_until 15000 grep -q "the store failed while acquiring '$key'; retrying" "$d/err"
+  check "the store fails during a wait: -v says so" 0 $?
+  poll_until 15000 grep -q "waiting for '$key' for .*cannot ask the store" "$d/err"
+  check "the store fails during a wait: the report says why" 0 $?
+  proxy_mode up
+  touch "$d/stop"
+  wait $holder; check "the store fails during a wait: holder" 0 $?
+  wait $waiter; check "the store fails during a wait, then comes back: the lock is taken" 0 $?
+
+  # The wait runs out while the store does not answer.
+  silent_case redis "$DLOCK_TEST_REDIS_URL" "$pu"
+  kill $proxy 2>/dev/null
+  wait $proxy 2>/dev/null
+else
+  echo "# DLOCK_TEST_REDIS_URL or python3 missing: store failures under dlock run are not checked"
+fi
+# etcd answers a request that never gets a reply with DLOCK_ETIMEDOUT, as it
+# does a wait that ran out: only the store's silence after it tells them
+# apart.
+if [ -n "${DLOCK_TEST_ETCD_URL:-}" ] && command -v python3 >/dev/null; then
+  eport=${DLOCK_TEST_ETCD_URL#etcd://}; eport=${eport#*:}; eport=${eport%%[/?]*}
+  proxy_start "$tmp/proxy-etcd" "$eport"
+  silent_case etcd "$DLOCK_TEST_ETCD_URL" \
+    "etcd://127.0.0.1:$(cat "$pdir/port")?timeout=500ms&connect_timeout=500ms"
+else
+  echo "# DLOCK_TEST_ETCD_URL (etcd://HOST:PORT) or python3 missing: a silent etcd is not checked"
+fi
 
 echo "1..$n"
 [ $fails -eq 0 ]

@@ -244,6 +244,7 @@ static int serve(long long value, const char *source, int64_t waited, long long 
 }
 
 int main(int argc, char **argv) {
+  setvbuf(stdout, NULL, _IOLBF, 0); /* lines in order with stderr's, even in a file */
   long long wait_ms = 500, compute_ms = 2000, max_age_ms = 60000;
   int invalidate = 0;
   static const struct option longopts[] = {

@@ -232,6 +232,7 @@ static int run_slot(dlock_client *c, const char *job, long long slot, int64_t pe
 }
 
 int main(int argc, char **argv) {
+  setvbuf(stdout, NULL, _IOLBF, 0); /* lines in order with stderr's, even in a file */
   long long periods = 0, work_ms = 200;
   int64_t start_ms = -1;
   const char *dir = DEFAULT_DIR;

@@ -535,6 +535,7 @@ static int cmd_audit(const char *dir) {
 }
 
 int main(int argc, char **argv) {
+  setvbuf(stdout, NULL, _IOLBF, 0); /* lines in order with stderr's, even in a file */
   int i = 1;
   const char *url = DEFAULT_URL;
   /* The URL is optional: an argument with "://" in it is one. */

@@ -92,12 +92,17 @@ int64_t cli_now_ns(void);
 size_t cli_utf8_seq(const unsigned char *p);
 
 /* dlock run -v's reports while waiting for a lock (tools/progress.c): every
- * EVERY_MS since START_NS (CLOCK_BOOTTIME) who holds KEY, and each store
- * failure the library retried.  -1 if it cannot start. */
+ * EVERY_MS since START_NS (CLOCK_BOOTTIME) who holds KEY.  -1 if it cannot
+ * start. */
 struct cli_progress;
 int cli_progress_start(struct cli_progress **out, dlock_client *c, const char *key,
                        int64_t every_ms, int64_t start_ns);
 void cli_progress_stop(struct cli_progress *p); /* NULL is fine */
+
+/* dlock run -v: the library's log messages on stderr (tools/runlog.c),
+ * until cli_runlog_stop; -1 if that cannot start. */
+int cli_runlog_start(void);
+void cli_runlog_stop(void);
 
 /* What dlock run --metrics-textfile writes (tools/textfile.c).  Times are
  * cli_now_ns(), 0 if never reached. */

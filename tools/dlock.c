@@ -1513,10 +1513,7 @@ static int run_supervise(const struct run_opts *ro, dlock_lock *l, struct guardi
   int lost = 0, failed = 0, warned_stop = 0, stopped = 0, status = 0;
   int cmd_done = 0, g_done = 0, warned_slow = 0;
   int64_t stop_at = 0;
-  dlock_metrics m0;
-  uint64_t renew_failed = 0;
-  if (ro->verbose && dlock_metrics_get(report_client, &m0) == 0)
-    renew_failed = m0.renew_failed;
+
   /* Once stopping (lost lock, failure) we wait for the guardian to report
    * that nothing of COMMAND is left. */
   while (!g_done && !(cmd_done && !lost && !failed)) {
@@ -1620,21 +1617,6 @@ static int run_supervise(const struct run_opts *ro, dlock_lock *l, struct guardi
       drain(lost_pipe[0]);
       lost_now = 1;
     }
-    if (ro->verbose && !lost && dlock_metrics_get(report_client, &m0) == 0 &&
-        m0.renew_failed > renew_failed) {
-      renew_failed = m0.renew_failed;
-      /* The failure that ends in a loss is reported as the loss, below. */
-      if (!lost_now && dlock_lock_state(l) == DLOCK_HELD) {
-        int64_t rem = dlock_lock_remaining_ms(l);
-        fprintf(stderr, "dlock: renewing '");
-        cli_print_safe(stderr, ro->key);
-        if (rem >= 0)
-          fprintf(stderr, "' failed; retrying while the lock is valid (%.3f s more)\n",
-                  (double)rem / 1000);
-        else
-          fprintf(stderr, "' failed; retrying\n");
-      }
-    }
     if (!lost && !failed && !cmd_done && (lost_now || dlock_lock_state(l) != DLOCK_HELD)) {
       lost = 1;
       report.lost_ns = cli_now_ns();
@@ -1725,6 +1707,8 @@ static int run_main(const struct run_opts *rop) {
   report.start_ns = cli_now_ns();
   cli_url_scheme(ro.url, report.store, sizeof report.store);
   report_path = ro.metrics_path;
+  if (ro.verbose && cli_runlog_start() < 0)
+    fprintf(stderr, "dlock: cannot start a thread for -v; the library's messages are not shown\n");
   if (open_client(ro.url, &c, &code) < 0)
     goto out;
   report_client = c;
@@ -1778,6 +1762,7 @@ out:
   report_finish(code);
   report_client = NULL;
   dlock_close(c);
+  cli_runlog_stop();
   free_env(env);
   if (run_deadline)
     munmap(run_deadline, sizeof *run_deadline);

@@ -1,10 +1,12 @@
 /* dlock run -v while it waits: every interval, who holds the lock and for
- * how long we have waited; at once, each store failure the library retried.
- * A thread of its own, so that a slow store answering the inspect never
- * delays the main thread's signal handling nor the acquire. */
+ * how long we have waited (the store failures retried meanwhile come from
+ * the library's log: tools/runlog.c).  A thread of its own, so that a slow
+ * store answering the inspect never delays the main thread's signal
+ * handling nor the acquire. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -13,9 +15,6 @@
 #include <unistd.h>
 
 #include "cli.h"
-
-/* How often the retry counter is looked at: a retry is reported within it. */
-#define PROGRESS_TICK_MS 200
 
 struct cli_progress {
   dlock_client *c;
@@ -76,26 +75,16 @@ static void report_holder(struct cli_progress *p, int64_t now) {
 
 static void *progress_main(void *arg) {
   struct cli_progress *p = arg;
-  dlock_metrics m;
-  uint64_t retries = 0;
-  if (dlock_metrics_get(p->c, &m) == 0)
-    retries = m.acquire_retries;
   int64_t next = p->start_ns + p->every_ns;
   for (;;) {
     int64_t now = cli_now_ns();
     int64_t left = (next - now) / 1000000 + 1;
     struct pollfd pf = {.fd = p->stop[0], .events = POLLIN};
-    int r = poll(&pf, 1, left < PROGRESS_TICK_MS ? (int)left : PROGRESS_TICK_MS);
+    int r = poll(&pf, 1, left > INT_MAX ? INT_MAX : (int)left);
     if (r > 0)
       return NULL;
     if (r < 0 && errno != EINTR)
       return NULL;
-    if (dlock_metrics_get(p->c, &m) == 0 && m.acquire_retries > retries) {
-      fprintf(stderr, "dlock: the store failed while acquiring '");
-      cli_print_safe(stderr, p->key);
-      fprintf(stderr, "'; retrying (%" PRIu64 " retries so far)\n", m.acquire_retries);
-      retries = m.acquire_retries;
-    }
     now = cli_now_ns();
     if (now >= next) {
       report_holder(p, now);

@@ -29,6 +29,7 @@
  * generation number, one more at each recompute; each recompute also appends
  * a line to KEY.recomputes, so a run can count them.  --invalidate marks the
  * entry expired and keeps its value, as a write to the source data would.
+ * Keep one DIR to one lock store: tokens of different stores do not compare.
  *
  * Each read prints one line: the value, where it came from (fresh,
  * recomputed, waited: another reader's new value after a wait, stale) and how

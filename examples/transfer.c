@@ -37,7 +37,8 @@
  * The accounts are files in DIR (one per account: balance, highest token
  * accepted, writes refused), updated under flock(2) and replaced with
  * rename(2).  In a real system they would be rows in another service; what
- * matters is that the resource, not the writer, compares the tokens.
+ * matters is that the resource, not the writer, compares the tokens.  Keep
+ * one DIR to one lock store: tokens of different stores do not compare.
  *
  * URL defaults to file:///tmp/dlock-examples/locks.  init (which creates DIR
  * if missing) and audit do not use the lock store. */

@@ -1390,7 +1390,8 @@ static void usage(FILE *f) {
           "  --list         print each case's name and what it checks, and exit; with\n"
           "                 URLs, only the cases that run on them.\n"
           "  --case NAME    run only the cases NAME matches (a glob: '*', '?', [...]);\n"
-          "                 repeatable.\n"
+          "                 repeatable.  A NAME that matches no case of the URLs'\n"
+          "                 stores is a usage error.\n"
           "  -h, --help     print this and exit.\n"
           "  -V, --version  print the version and exit.\n"
           "\n"
@@ -1522,6 +1523,24 @@ int main(int argc, char **argv) {
     usage(stderr);
     free(patterns);
     return 2;
+  }
+  /* A --case that names no case of these stores is a typo, not a pass. */
+  for (int p = 0; p < np; p++) {
+    bool found = false;
+    for (size_t i = 0; i < sizeof shared_cases / sizeof *shared_cases && !found; i++)
+      found = fnmatch(patterns[p], shared_cases[i].name, 0) == 0;
+    for (int u = optind; u < argc && !found; u++) {
+      size_t n;
+      const struct conf_case *cs = store_cases(argv[u], &n);
+      for (size_t i = 0; i < n && !found; i++)
+        found = fnmatch(patterns[p], cs[i].name, 0) == 0;
+    }
+    if (!found) {
+      fprintf(stderr, "dlock-conformance: no case of these stores matches '%s' (see --list)\n",
+              patterns[p]);
+      free(patterns);
+      return 2;
+    }
   }
   char rnd[9];
   dlock__random_hex(rnd, 4);

@@ -485,3 +485,73 @@ int dlock__pg_sqlstate_code(const char *st) {
     return DLOCK_ECONN;
   return DLOCK_EBACKEND;
 }
+
+/* ---- the first exchange of a connection ---- */
+
+static void put_u32(char *p, uint32_t v) {
+  p[0] = (char)(v >> 24);
+  p[1] = (char)(v >> 16);
+  p[2] = (char)(v >> 8);
+  p[3] = (char)v;
+}
+
+int dlock__pg_startup_packet(const char *user, const char *db, char *buf, size_t len) {
+  const char *kv[4] = {"user", user ? user : "", "database", db ? db : ""};
+  size_t n = 8;
+  for (size_t i = 0; i < 4; i++)
+    n += strlen(kv[i]) + 1;
+  n += 1;
+  if (n > len || n > 10000)
+    return dlock_seterr(DLOCK_EINVAL, "postgres: user or database name too long");
+  put_u32(buf, (uint32_t)n);
+  put_u32(buf + 4, 3u << 16); /* protocol 3.0 */
+  size_t o = 8;
+  for (size_t i = 0; i < 4; i++) {
+    size_t l = strlen(kv[i]) + 1;
+    memcpy(buf + o, kv[i], l);
+    o += l;
+  }
+  buf[o] = '\0';
+  return (int)n;
+}
+
+/* An ErrorResponse bigger than this is not one the postmaster sends. */
+#define FIRST_REPLY_MAX 8192
+
+int dlock__pg_first_reply(const unsigned char *buf, size_t n, int *auth_ok) {
+  *auth_ok = 0;
+  if (n < 1)
+    return DLOCK__PG_NEED_MORE;
+  /* The postmaster decides on its state before authentication starts: any
+   * authentication request means it let the connection in. */
+  if (buf[0] == 'R') {
+    if (n < 9)
+      return DLOCK__PG_NEED_MORE;
+    *auth_ok = buf[5] == 0 && buf[6] == 0 && buf[7] == 0 && buf[8] == 0;
+    return 1;
+  }
+  if (buf[0] != 'E')
+    return dlock_seterr(DLOCK_EBACKEND, "postgres: unexpected first message type %d",
+                        (int)buf[0]);
+  if (n < 5)
+    return DLOCK__PG_NEED_MORE;
+  uint32_t mlen = (uint32_t)buf[1] << 24 | (uint32_t)buf[2] << 16 | (uint32_t)buf[3] << 8 |
+                  (uint32_t)buf[4];
+  if (mlen < 4 || mlen > FIRST_REPLY_MAX)
+    return dlock_seterr(DLOCK_EBACKEND, "postgres: malformed first message");
+  if (n < 1 + (size_t)mlen)
+    return DLOCK__PG_NEED_MORE;
+  /* Fields: a code byte and a NUL-terminated string each, then a NUL. */
+  size_t i = 5, end = 1 + (size_t)mlen;
+  while (i < end && buf[i] != '\0') {
+    unsigned char code = buf[i++];
+    const unsigned char *v = buf + i;
+    const unsigned char *z = memchr(v, '\0', end - i);
+    if (!z)
+      break;
+    if (code == 'C')
+      return (size_t)(z - v) == 5 && memcmp(v, "57P03", 5) == 0 ? 0 : 1;
+    i = (size_t)(z - buf) + 1;
+  }
+  return dlock_seterr(DLOCK_EBACKEND, "postgres: first message has no SQLSTATE");
+}

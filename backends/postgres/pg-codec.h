@@ -104,6 +104,23 @@ DLOCK__HIDDEN int dlock__pg_decode_lease_try(const char *fence, const char *hold
  * INFO is filled all the same, with 0 and -1 for what did not parse. */
 DLOCK__HIDDEN int dlock__pg_decode_lease_inspect(const char *const row[4], dlock_info *info);
 
+/* The first bytes a client sends on a new connection: a protocol 3.0
+ * StartupMessage for USER and DB, into BUF (LEN bytes).  Its length, or
+ * DLOCK_EINVAL when it does not fit. */
+DLOCK__HIDDEN int dlock__pg_startup_packet(const char *user, const char *db, char *buf,
+                                           size_t len);
+
+/* What the server's first message on a new connection (the N bytes read so
+ * far of BUF) says about the postmaster: 1 it let the connection in (an
+ * authentication request, or an error decided after it did: a refused
+ * login, too many clients); 0 it refused it for its state, SQLSTATE 57P03
+ * (shutting down, starting up, in recovery); DLOCK__PG_NEED_MORE while the
+ * message is incomplete; DLOCK_EBACKEND when it is not the protocol.
+ * *AUTH_OK says whether it was AuthenticationOk (no password asked: the
+ * session is starting and should be ended with a Terminate). */
+#define DLOCK__PG_NEED_MORE 2
+DLOCK__HIDDEN int dlock__pg_first_reply(const unsigned char *buf, size_t n, int *auth_ok);
+
 /* The dlock code for an error's SQLSTATE (55P03 lock timeout, 57014
  * cancelled, 28xxx auth, 08xxx connection, 53xxx resources, ...). */
 DLOCK__HIDDEN int dlock__pg_sqlstate_code(const char *sqlstate);

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -61,6 +62,8 @@ typedef struct pgc {
   int waiting; /* given to one blocking wait */
   int dead;    /* broken: its locks were reported lost */
   int hup;     /* the monitor saw the server close it */
+  /* The server said FATAL: the session is ending.  Under mu. */
+  int fatal;
 } pg_conn;
 
 typedef struct pg_lock {
@@ -201,6 +204,18 @@ static void quiet_notices(void *arg, const char *message) {
   /* pg_advisory_unlock() of a lock not held warns; the result says it. */
   (void)arg;
   (void)message;
+}
+
+/* A server ending a session (pg_terminate_backend, a shutdown) first sends
+ * a FATAL error, and only then frees the session's locks and closes the
+ * socket.  libpq hands an error that comes while no statement runs to the
+ * notice receiver; noting it here lets the locks be called lost from that
+ * message on, not from the close that follows the freeing. */
+static void session_notice(void *arg, const PGresult *r) {
+  pg_conn *cn = arg;
+  const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+  if (sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0))
+    cn->fatal = 1;
 }
 
 /* ---- statements ---- */
@@ -389,6 +404,7 @@ static int conn_new(pg_client *pc, pg_conn **out) {
   }
   int rc = connect_pg(pc, &cn->pg);
   if (rc == 0) {
+    PQsetNoticeReceiver(cn->pg, session_notice, cn);
     cn->fd = PQsocket(cn->pg);
     rc = check_session(pc, cn->pg, &cn->pid);
     if (rc == 1 && pc->mode == DLOCK__PG_ADVISORY)
@@ -506,6 +522,8 @@ static void conn_put(pg_client *pc, pg_conn *cn, int broken) {
     if (hup && (!PQconsumeInput(cn->pg) || PQstatus(cn->pg) == CONNECTION_BAD))
       broken = 1;
   }
+  if (cn->fatal)
+    broken = 1;
   if (broken || !cn->pg)
     conn_kill(pc, cn);
   pthread_mutex_unlock(&cn->mu);
@@ -586,13 +604,14 @@ static void listener_read(pg_client *pc) {
     PQfinish(l);
 }
 
-/* A connection the server closed: if no one is using it, find out now;
- * otherwise its user does, on conn_put(). */
-static void monitor_hup(pg_client *pc, pg_conn *cn) {
+/* A connection the server closed or spoke on while idle (REVENTS): if no
+ * one is using it, find out now; otherwise its user does, on conn_put().
+ * Bytes that come while a statement runs are its reply. */
+static void monitor_hup(pg_client *pc, pg_conn *cn, short revents) {
   pthread_mutex_lock(&pc->mu);
   int mine = 0;
   for (pg_conn *o = pc->conns; o; o = o->next)
-    if (o == cn && !o->dead && !o->hup) {
+    if (o == cn && !o->dead && !o->hup && (o->users == 0 || (revents & ~POLLIN))) {
       o->hup = 1;
       if (!o->users) {
         o->users = 1;
@@ -689,7 +708,10 @@ static void *monitor_main(void *arg) {
       }
       for (pg_conn *o = pc->conns; o && n < cap; o = o->next)
         if (o->nheld && !o->dead && !o->hup && o->pg) {
-          pfd[n] = (struct pollfd){.fd = o->fd, .events = POLLRDHUP};
+          /* An idle session that holds locks has nothing to say but that
+           * it is ending (see session_notice); a busy one, its reply. */
+          pfd[n] = (struct pollfd){.fd = o->fd,
+                                   .events = (short)(o->users ? POLLRDHUP : POLLRDHUP | POLLIN)};
           who[n++] = o;
         }
     }
@@ -726,7 +748,7 @@ static void *monitor_main(void *arg) {
     }
     for (; i < n; i++)
       if (pfd[i].revents)
-        monitor_hup(pc, who[i]);
+        monitor_hup(pc, who[i], pfd[i].revents);
   }
   free(pfd);
   free(who);
@@ -909,6 +931,106 @@ static void pg_close(dlock_backend_client *bc) {
 
 /* ---- advisory mode ---- */
 
+/* Send all of BUF on the probe socket FD by DEADLINE_NS: 0 or -1. */
+static int probe_send(int fd, const char *buf, size_t n, int64_t deadline_ns) {
+  size_t o = 0;
+  while (o < n) {
+    ssize_t w = send(fd, buf + o, n - o, MSG_NOSIGNAL);
+    if (w > 0) {
+      o += (size_t)w;
+      continue;
+    }
+    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+      return -1;
+    if (wait_fd(fd, POLLOUT, deadline_ns) <= 0)
+      return -1;
+  }
+  return 0;
+}
+
+/* A grant is reported only once the postmaster is seen letting a new
+ * connection in after it: 0, or DLOCK_ECONN.
+ *
+ * A server shutting down ends every session, and so frees every advisory
+ * lock, while a waiter whose session it has not ended yet can still be
+ * granted one and answer; the holder whose session ended first learns it
+ * only when its socket tells it, a moment later, and until then says HELD.
+ * In every shutdown mode the postmaster refuses new connections (57P03)
+ * from before it ends the first session, so a connection it admits after
+ * the grant proves that the lock was not freed by a shutdown.  This asks
+ * only for the postmaster's first answer, on a connection to the address
+ * CN's session reaches: no password is sent and no session is set up. */
+static int confirm_grant(pg_client *pc, pg_conn *cn, const char *key) {
+  struct sockaddr_storage sa;
+  socklen_t sl = sizeof sa;
+  char pkt[1100];
+  int n = dlock__pg_startup_packet(PQuser(cn->pg), PQdb(cn->pg), pkt, sizeof pkt);
+  if (n < 0)
+    return n;
+  if (getpeername(cn->fd, (struct sockaddr *)&sa, &sl) < 0)
+    return dlock_seterr(DLOCK_ECONN, "postgres: lock '%s': the session's address: %s", key,
+                        strerror(errno));
+  int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return dlock_seterr(DLOCK_ECONN, "postgres: lock '%s': socket: %s", key, strerror(errno));
+  int64_t dl = deadline_after(pc->timeout_ms);
+  int rc = DLOCK__PG_NEED_MORE, auth_ok = 0, err = 0;
+  if (connect(fd, (struct sockaddr *)&sa, sl) < 0 && errno != EINPROGRESS)
+    err = errno;
+  if (!err) {
+    socklen_t el = sizeof err;
+    if (wait_fd(fd, POLLOUT, dl) <= 0)
+      err = ETIMEDOUT;
+    else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0)
+      err = errno;
+  }
+  if (!err && probe_send(fd, pkt, (size_t)n, dl) < 0)
+    err = errno ? errno : ETIMEDOUT;
+  unsigned char in[8192];
+  size_t got = 0;
+  while (!err && rc == DLOCK__PG_NEED_MORE) {
+    ssize_t r = recv(fd, in + got, sizeof in - got, 0);
+    if (r > 0) {
+      got += (size_t)r;
+      rc = dlock__pg_first_reply(in, got, &auth_ok);
+      if (rc == DLOCK__PG_NEED_MORE && got == sizeof in)
+        rc = dlock_seterr(DLOCK_EBACKEND, "postgres: first message too long");
+    } else if (r == 0) {
+      err = ECONNRESET;
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      err = errno;
+    } else if (wait_fd(fd, POLLIN, dl) <= 0) {
+      err = ETIMEDOUT;
+    }
+  }
+  if (rc == 1 && auth_ok) {
+    /* No password asked (trust): a session is starting; end it politely
+     * rather than leave the server a reset connection to log. */
+    static const char terminate[5] = {'X', 0, 0, 0, 4};
+    if (probe_send(fd, terminate, sizeof terminate, dl) == 0 && shutdown(fd, SHUT_WR) == 0)
+      while (wait_fd(fd, POLLIN, dl) > 0 && recv(fd, in, sizeof in, 0) > 0) {
+      }
+  }
+  close(fd);
+  if (rc == 1)
+    return 0;
+  if (rc == 0)
+    return dlock_seterr(DLOCK_ECONN,
+                        "postgres: lock '%s' was granted while %s refused new connections "
+                        "(shutting down, or not yet up): not taken",
+                        key, pc->where);
+  if (err)
+    return dlock_seterr(DLOCK_ECONN,
+                        "postgres: lock '%s' was granted, but whether %s is shutting down "
+                        "could not be told: %s",
+                        key, pc->where, strerror(err));
+  return dlock_seterr(DLOCK_ECONN,
+                      "postgres: lock '%s' was granted, but whether %s is shutting down could "
+                      "not be told: %s",
+                      key, pc->where, dlock_client_errmsg(NULL));
+}
+
+
 /* After the lock statement on CN.  Any failure once the server granted the
  * lock sets *broken: ending the session is the one sure way to give the
  * lock back, since the core will not release a failed acquire. */
@@ -922,6 +1044,8 @@ static int adv_result(pg_client *pc, pg_conn *cn, dlock_backend_lock *bl, PGresu
   else {
     int64_t t;
     rc = dlock__pg_parse_i64(PQgetvalue(r, 0, 0), &t);
+    if (rc == 0 && (rc = confirm_grant(pc, cn, bl->key)) < 0)
+      *broken = 1; /* ending the session gives the lock back */
     if (rc == 0) {
       bl->token = (uint64_t)t;
       pg_lock *pl = bl->priv;

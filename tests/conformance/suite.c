@@ -1337,6 +1337,8 @@ static void *signal_main(void *arg) {
   unsigned char sig;
   while (read(g_sigpipe[0], &sig, 1) != 1)
     ;
+  if (sig == 0)
+    return NULL; /* the run is over */
   /* The case under way may hold stdout in its file. */
   if (g_saved_stdout >= 0)
     dup2(g_saved_stdout, STDOUT_FILENO);
@@ -1354,13 +1356,15 @@ static void child_after_fork(void) {
   signal(SIGTERM, SIG_DFL);
 }
 
+static pthread_t g_signal_thread;
+static bool g_signal_thread_up;
+
 static void install_signal_cleanup(void) {
   if (pipe(g_sigpipe) != 0)
     return;
-  pthread_t th;
-  if (pthread_create(&th, NULL, signal_main, NULL) != 0)
+  if (pthread_create(&g_signal_thread, NULL, signal_main, NULL) != 0)
     return;
-  pthread_detach(th);
+  g_signal_thread_up = true;
   pthread_atfork(NULL, NULL, child_after_fork);
   struct sigaction sa = {.sa_handler = on_signal};
   sigemptyset(&sa.sa_mask);
@@ -1562,5 +1566,13 @@ int main(int argc, char **argv) {
   printf("overall: %d passed, %d failed, %d skipped on %d store(s)\n", all.passed, all.failed,
          all.skipped, argc - optind);
   free(patterns);
+  /* Signals from here on end the process as they would anyone's. */
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+  if (g_signal_thread_up) {
+    unsigned char done = 0;
+    if (write(g_sigpipe[1], &done, 1) == 1)
+      pthread_join(g_signal_thread, NULL);
+  }
   return all.failed ? 1 : 0;
 }

@@ -808,6 +808,32 @@ if [ -n "${DLOCK_TEST_REDIS_URL:-}" ] && command -v python3 >/dev/null; then
 
   # The wait runs out while the store does not answer.
   silent_case redis "$DLOCK_TEST_REDIS_URL" "$pu"
+
+  # ... and dlock returns within the wait plus the one request in flight
+  # at its end, plus the one request closing the client may wait for (the
+  # give-back of that attempt): not a request timeout more for each of
+  # unsubscribing and giving back again.
+  d="$tmp/overrun"; mkdir -p "$d"
+  key="cli-test/overrun/$$"
+  slow="${pu%%\?*}?timeout=3s&connect_timeout=3s"
+  "$DLOCK" run "$DLOCK_TEST_REDIS_URL" "$key" -- \
+    sh -c "touch $d/held; while [ ! -e $d/stop ]; do sleep 0.05; done" &
+  holder=$!
+  await "$d/held"
+  t0=$(date +%s%N)
+  "$DLOCK" run -v --progress 0.2 -w 1 "$slow" "$key" -- true 2>"$d/err" &
+  waiter=$!
+  poll_until 10000 grep -q "waiting for '$key' for" "$d/err"
+  proxy_mode stall
+  wait $waiter; check "a silent store at the deadline: unreachable" $EX_UNAVAILABLE $?
+  took=$((($(date +%s%N) - t0) / 1000000))
+  n=$((n + 1))
+  # 1 s of wait + 2 x 3 s, and 1.5 s for a loaded machine; it was 13 s.
+  if [ "$took" -lt 8500 ]; then echo "ok $n - a silent store at the deadline: returned in $took ms"
+  else echo "not ok $n - a silent store at the deadline: returned after $took ms"; fails=$((fails + 1)); fi
+  proxy_mode up
+  touch "$d/stop"
+  wait $holder; check "a silent store at the deadline: holder" 0 $?
   kill $proxy 2>/dev/null
   wait $proxy 2>/dev/null
 else

@@ -906,6 +906,11 @@ static int redis_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64
       broken = 1;
     else
       r = wait_loop(rc, bl, deadline_ns, sub, &broken);
+    /* A store that stopped answering the attempt would leave UNSUBSCRIBE
+     * unanswered too, and waiting a timeout for that reply would push the
+     * caller's return a whole request past its deadline: close instead. */
+    if (r == DLOCK_ECONN)
+      broken = 1;
     sub_finish(rc, sub, broken);
   }
   keys_free(&k);

@@ -45,6 +45,8 @@ int dlock__pg_names_init(const char *prefix, dlock__pg_names *n) {
   snprintf(n->sequence, sizeof n->sequence, "%s_fence", prefix);
   snprintf(n->table, sizeof n->table, "%s_lease", prefix);
   snprintf(n->channel, sizeof n->channel, "%s_lease", name);
+  /* "_exp" is shorter than the suffixes PART_MAX allows for. */
+  snprintf(n->index, sizeof n->index, "%s_exp", prefix);
   return 0;
 }
 
@@ -133,17 +135,47 @@ int dlock__pg_sql(const dlock__pg_names *n, enum dlock__pg_sql which, char *buf,
     break;
   case DLOCK__PG_SQL_LEASE_TRY:
     /* A takeover draws its token in the UPDATE, after the row lock and the
-     * expiry check, so it is always above the previous holder's.  Only a
-     * name's first holder (no row yet) takes the INSERT's. */
+     * expiry check, so it is always above the previous holder's.  A name
+     * with no row takes the INSERT's, drawn before the row is claimed: a
+     * row of the same name deleted meanwhile could hold a later token.
+     * Ended rows are deleted only DLOCK__PG_GRACE_MS after their last use
+     * (expires_at, which is never before their token was drawn), so that
+     * can happen only to a statement that ran longer than the grace; one
+     * that ran DLOCK__PG_FRESH_MS or more (measured after the claim, from
+     * the receipt of the statement, which precedes the draw) is told so
+     * and draws its token again under the row it now holds. */
     w = snprintf(buf, len,
                  "WITH ins AS (INSERT INTO %s AS d (name, owner, fence, expires_at, label) "
                  "VALUES ($1, $2::uuid, nextval('%s'), %s, $4) "
                  "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, "
                  "fence = nextval('%s'), expires_at = %s, label = excluded.label "
-                 "WHERE d.expires_at <= clock_timestamp() RETURNING d.fence) "
+                 "WHERE d.expires_at <= clock_timestamp() RETURNING d.fence, "
+                 "clock_timestamp() - statement_timestamp() < interval '%d ms' AS fresh) "
                  "SELECT (SELECT fence FROM ins), "
-                 "(SELECT " REMAINING_MS " FROM %s WHERE name = $1)",
-                 t, s, ttl3, s, ttl3, t);
+                 "(SELECT " REMAINING_MS " FROM %s WHERE name = $1), (SELECT fresh FROM ins)",
+                 t, s, ttl3, s, ttl3, DLOCK__PG_FRESH_MS, t);
+    break;
+  case DLOCK__PG_SQL_LEASE_REFENCE:
+    w = snprintf(buf, len,
+                 "UPDATE %s SET fence = nextval('%s') WHERE name = $1 AND owner = $2::uuid "
+                 "AND expires_at > clock_timestamp() RETURNING fence",
+                 t, s);
+    break;
+  case DLOCK__PG_SQL_LEASE_GC:
+    /* Rows locked by an acquire or a release in flight are skipped, and a
+     * row taken over since it was found no longer matches once locked.
+     * Rows ended at -infinity (by earlier versions) have no time of last
+     * use: they are stamped now and go a grace later. */
+    w = snprintf(buf, len,
+                 "WITH o AS (SELECT name FROM %s WHERE expires_at > '-infinity' AND "
+                 "expires_at < clock_timestamp() - $1::bigint * interval '1 ms' "
+                 "ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED), "
+                 "g AS (DELETE FROM %s d USING o WHERE d.name = o.name RETURNING 1), "
+                 "l AS (UPDATE %s SET expires_at = clock_timestamp() WHERE name IN "
+                 "(SELECT name FROM %s WHERE expires_at = '-infinity' LIMIT $2 "
+                 "FOR UPDATE SKIP LOCKED) RETURNING 1) "
+                 "SELECT (SELECT count(*) FROM g), (SELECT count(*) FROM l)",
+                 t, t, t, t);
     break;
   case DLOCK__PG_SQL_LEASE_RENEW:
     w = snprintf(buf, len,
@@ -154,13 +186,11 @@ int dlock__pg_sql(const dlock__pg_names *n, enum dlock__pg_sql which, char *buf,
                  t, ttlr);
     break;
   case DLOCK__PG_SQL_LEASE_RELEASE:
-    /* The row stays, ended: the next holder then goes through the UPDATE
-     * branch of acquire and draws its token under the row lock.  Through
-     * the INSERT branch a token is drawn before the row is claimed, and a
-     * statement delayed between the two could come in after a later
-     * holder with a smaller token. */
+    /* The row stays, ended now, for a grace (see DLOCK__PG_SQL_LEASE_TRY):
+     * the next holder within it goes through the UPDATE branch of
+     * acquire; the clean-up deletes it after. */
     w = snprintf(buf, len,
-                 "WITH d AS (UPDATE %s SET expires_at = '-infinity' WHERE name = $1 "
+                 "WITH d AS (UPDATE %s SET expires_at = clock_timestamp() WHERE name = $1 "
                  "AND owner = $2::uuid AND expires_at > clock_timestamp() RETURNING name) "
                  "SELECT true, pg_notify('%s', name) FROM d",
                  t, ch);
@@ -175,25 +205,35 @@ int dlock__pg_sql(const dlock__pg_names *n, enum dlock__pg_sql which, char *buf,
     w = snprintf(buf, len, "LISTEN %s", ch);
     break;
   case DLOCK__PG_SQL_SCHEMA_CHECK:
-    w = snprintf(buf, len, "SELECT to_regclass('%s') IS NOT NULL, to_regclass('%s') IS NOT NULL",
-                 s, t);
+    w = snprintf(buf, len,
+                 "SELECT to_regclass('%s') IS NOT NULL, to_regclass('%s') IS NOT NULL, "
+                 "to_regclass('%s') IS NOT NULL",
+                 s, t, n->index);
     break;
   case DLOCK__PG_SQL_SCHEMA_CREATE_SEQ:
-  case DLOCK__PG_SQL_SCHEMA_CREATE_LEASE: {
+  case DLOCK__PG_SQL_SCHEMA_CREATE_LEASE:
+  case DLOCK__PG_SQL_SCHEMA_CREATE_INDEX: {
     /* Serialised: two CREATE ... IF NOT EXISTS racing each other can still
      * fail on the catalog's unique index. */
     int32_t k = (int32_t)(uint32_t)dlock__pg_advisory_key(n->prefix, "schema", 6);
     char lock[96];
     snprintf(lock, sizeof lock, SCHEMA_LOCK, k);
+    /* An index is created in its table's schema, named without it. */
+    const char *dot = strchr(n->index, '.');
+    const char *iname = dot ? dot + 1 : n->index;
     if (which == DLOCK__PG_SQL_SCHEMA_CREATE_SEQ)
       w = snprintf(buf, len, "BEGIN; %s CREATE SEQUENCE IF NOT EXISTS %s; COMMIT", lock, s);
+    else if (which == DLOCK__PG_SQL_SCHEMA_CREATE_INDEX)
+      w = snprintf(buf, len, "BEGIN; %s CREATE INDEX IF NOT EXISTS %s ON %s (expires_at); COMMIT",
+                   lock, iname, t);
     else
       w = snprintf(buf, len,
                    "BEGIN; %s CREATE SEQUENCE IF NOT EXISTS %s; "
                    "CREATE TABLE IF NOT EXISTS %s (name text PRIMARY KEY, owner uuid NOT NULL, "
                    "fence bigint NOT NULL, expires_at timestamptz NOT NULL, "
-                   "label text NOT NULL DEFAULT ''); COMMIT",
-                   lock, s, t);
+                   "label text NOT NULL DEFAULT ''); "
+                   "CREATE INDEX IF NOT EXISTS %s ON %s (expires_at); COMMIT",
+                   lock, s, t, iname, t);
     break;
   }
   case DLOCK__PG_SQL_COUNT:

@@ -24,6 +24,7 @@ typedef struct dlock__pg_names {
   char sequence[136]; /* [schema.]name_fence */
   char table[136];    /* [schema.]name_lease */
   char channel[72];   /* name_lease (channels are not schema-qualified) */
+  char index[136];    /* [schema.]name_exp: the lease table's expires_at index */
 } dlock__pg_names;
 
 /* 0, or DLOCK_EINVAL with a message naming the rule that PREFIX breaks. */
@@ -46,18 +47,31 @@ enum dlock__pg_sql {
   DLOCK__PG_SQL_ADV_INSPECT, /* $1 classid, $2 objid -> pid of the holder, or no row */
   DLOCK__PG_SQL_PING,        /* -> pg_backend_pid() */
   DLOCK__PG_SQL_SESSION,     /* $1 keepalive idle s: settings an advisory session needs */
-  DLOCK__PG_SQL_LEASE_TRY,   /* $1 name, $2 owner, $3 ttl ms, $4 label -> fence|NULL, holder ttl|NULL */
+  DLOCK__PG_SQL_LEASE_TRY,   /* $1 name, $2 owner, $3 ttl ms, $4 label -> fence|NULL, holder ttl|NULL,
+                                fresh|NULL (false: the fence may predate the row; redraw it) */
   DLOCK__PG_SQL_LEASE_RENEW, /* $1 names[], $2 owners[], $3 ttls[] -> owner of each renewed row */
   DLOCK__PG_SQL_LEASE_RELEASE, /* $1 name, $2 owner -> one row if it was ours and live */
   DLOCK__PG_SQL_LEASE_INSPECT, /* $1 name -> owner, fence, label, ttl ms */
   DLOCK__PG_SQL_LISTEN,      /* LISTEN channel */
-  DLOCK__PG_SQL_SCHEMA_CHECK, /* -> sequence exists, table exists */
+  DLOCK__PG_SQL_SCHEMA_CHECK, /* -> sequence exists, table exists, index exists */
   DLOCK__PG_SQL_SCHEMA_CREATE_SEQ,   /* one transaction, serialised by an xact advisory lock */
-  DLOCK__PG_SQL_SCHEMA_CREATE_LEASE, /* the same, with the lease table */
+  DLOCK__PG_SQL_SCHEMA_CREATE_LEASE, /* the same, with the lease table and its index */
+  DLOCK__PG_SQL_LEASE_REFENCE, /* $1 name, $2 owner -> a fence drawn now, if the lease is ours */
+  DLOCK__PG_SQL_LEASE_GC,      /* $1 grace ms, $2 batch -> rows deleted, legacy rows stamped */
+  DLOCK__PG_SQL_SCHEMA_CREATE_INDEX, /* the index alone, for a table made before it */
   DLOCK__PG_SQL_COUNT
 };
 DLOCK__HIDDEN int dlock__pg_sql(const dlock__pg_names *n, enum dlock__pg_sql which, char *buf,
                                 size_t len);
+
+/* Lease rows: an ended row is deleted DLOCK__PG_GRACE_MS(ttl) after its
+ * last use, and a grant whose statement ran DLOCK__PG_FRESH_MS or longer
+ * draws its fence again.  The first must exceed the second for every
+ * client of a table, whatever its ttl (see DLOCK__PG_SQL_LEASE_TRY). */
+#define DLOCK__PG_FRESH_MS 10000
+#define DLOCK__PG_GRACE_MIN_MS 60000
+#define DLOCK__PG_GRACE_MS(ttl_ms)                                                          \
+  ((ttl_ms) * 10 > DLOCK__PG_GRACE_MIN_MS ? (ttl_ms) * 10 : DLOCK__PG_GRACE_MIN_MS)
 
 /* The libpq connection URI for U: user, password, hosts and database
  * written again, percent-encoded, from what the core parsed, never copied

@@ -47,6 +47,10 @@
  * by then already, so lateness costs others time, never safety). */
 #define MONITOR_TICK_MS 200
 #define MONITOR_LINGER_MS 5000
+/* Lease rows deleted per clean-up statement, and how often a client runs
+ * one when the last one found less than that. */
+#define GC_BATCH 1000
+#define GC_PERIOD_MS 1000
 
 typedef struct pgc {
   pthread_mutex_t mu; /* one statement at a time */
@@ -119,6 +123,12 @@ typedef struct pg_client {
    * costs no wake-up; only the first lock after a quiet spell wakes it. */
   int mon_sleeping;
   int64_t last_held_ns;
+
+  /* lease rows: the clean-up runs (the expires_at index exists), and not
+   * before gc_next_ns; gc_busy while one thread runs it.  Under mu. */
+  int gc;
+  int gc_busy;
+  int64_t gc_next_ns;
 } pg_client;
 
 /* ---- time ---- */
@@ -764,12 +774,27 @@ static int ensure_schema(pg_client *pc) {
                    &r);
   if (rc < 0)
     return rc;
-  int seq = 0, table = 0;
-  if (PQntuples(r) != 1 || dlock__pg_parse_bool(PQgetvalue(r, 0, 0), &seq) < 0 ||
-      dlock__pg_parse_bool(PQgetvalue(r, 0, 1), &table) < 0)
+  int seq = 0, table = 0, index = 0;
+  if (PQntuples(r) != 1 || PQnfields(r) != 3 ||
+      dlock__pg_parse_bool(PQgetvalue(r, 0, 0), &seq) < 0 ||
+      dlock__pg_parse_bool(PQgetvalue(r, 0, 1), &table) < 0 ||
+      dlock__pg_parse_bool(PQgetvalue(r, 0, 2), &index) < 0)
     rc = dlock_seterr(DLOCK_EBACKEND, "postgres: unexpected reply checking the schema");
   PQclear(r);
   int want_table = pc->mode == DLOCK__PG_LEASE;
+  pc->gc = want_table && index;
+  if (rc == 0 && seq && table && want_table && !index) {
+    /* A table made by an earlier version: without the index the clean-up
+     * would scan it whole, so it runs only if the index can be made.  A
+     * user who may not create it still gets locks, and rows that stay. */
+    rc = run_any(pc, "creating the lease index", pc->sql[DLOCK__PG_SQL_SCHEMA_CREATE_INDEX], -1,
+                 NULL, dl, &r);
+    if (rc == 0) {
+      PQclear(r);
+      pc->gc = 1;
+    }
+    return 0;
+  }
   if (rc < 0 || (seq && (table || !want_table)))
     return rc;
   /* Several statements in one simple query: one transaction, so this works
@@ -778,8 +803,10 @@ static int ensure_schema(pg_client *pc) {
                pc->sql[want_table ? DLOCK__PG_SQL_SCHEMA_CREATE_LEASE
                                   : DLOCK__PG_SQL_SCHEMA_CREATE_SEQ],
                -1, NULL, dl, &r);
-  if (rc == 0)
+  if (rc == 0) {
     PQclear(r);
+    pc->gc = want_table;
+  }
   return rc;
 }
 
@@ -1316,6 +1343,9 @@ static int adv_inspect(pg_client *pc, const char *key, size_t keylen, dlock_info
 
 /* ---- lease mode ---- */
 
+static int lease_refence(pg_client *pc, dlock_backend_lock *bl);
+static void lease_gc(pg_client *pc);
+
 static int lease_try(pg_client *pc, dlock_backend_lock *bl) {
   char ttl[24];
   snprintf(ttl, sizeof ttl, "%lld", (long long)bl->ttl_ms);
@@ -1332,13 +1362,82 @@ static int lease_try(pg_client *pc, dlock_backend_lock *bl) {
     rc = dlock__pg_decode_lease_try(PQgetisnull(r, 0, 0) ? NULL : PQgetvalue(r, 0, 0),
                                     PQgetisnull(r, 0, 1) ? NULL : PQgetvalue(r, 0, 1),
                                     &bl->token, &bl->holder_ttl_ms);
+    int fresh = 1;
     if (rc == 0)
       rc = dlock_seterr(DLOCK_EBUSY, "'%s' is held by another owner", bl->key);
     else if (rc == 1)
-      rc = 0;
+      rc = PQnfields(r) == 3 && !PQgetisnull(r, 0, 2)
+               ? dlock__pg_parse_bool(PQgetvalue(r, 0, 2), &fresh)
+               : dlock_seterr(DLOCK_EBACKEND, "postgres: unexpected reply to acquire");
+    PQclear(r);
+    if (rc == 0 && !fresh)
+      rc = lease_refence(pc, bl);
+    if (rc == 0)
+      lease_gc(pc);
+    return rc;
   }
   PQclear(r);
   return rc;
+}
+
+/* The lease is ours, but its statement ran so long that its token may
+ * predate a deleted row of the same name: draw it again, now that the row
+ * is held. */
+static int lease_refence(pg_client *pc, dlock_backend_lock *bl) {
+  const char *params[2] = {bl->key, bl->owner};
+  PGresult *r;
+  int rc = run_any(pc, "acquire", pc->sql[DLOCK__PG_SQL_LEASE_REFENCE], 2, params,
+                   deadline_after(pc->timeout_ms), &r);
+  if (rc < 0)
+    return rc;
+  int64_t t = 0;
+  if (PQntuples(r) != 1)
+    rc = dlock_seterr(DLOCK_ETIMEDOUT, "postgres: the lease on '%s' ran out while it was taken",
+                      bl->key);
+  else if ((rc = dlock__pg_parse_i64(PQgetvalue(r, 0, 0), &t)) == 0)
+    bl->token = (uint64_t)t;
+  PQclear(r);
+  return rc;
+}
+
+/* Delete lease rows that ended a grace ago, a batch at a time, on the
+ * caller's thread after an acquire or a release: at most one statement per
+ * GC_PERIOD_MS per client, or one per call while a whole batch was due, so
+ * that the rows left are the names used within the grace plus at most a
+ * batch.  Its failure is no failure of the caller's operation. */
+static void lease_gc(pg_client *pc) {
+  int64_t now = dlock_backend_now_ns();
+  pthread_mutex_lock(&pc->mu);
+  int go = pc->gc && !pc->gc_busy && now >= pc->gc_next_ns;
+  if (go)
+    pc->gc_busy = 1;
+  pthread_mutex_unlock(&pc->mu);
+  if (!go)
+    return;
+  char grace[24], batch[24];
+  snprintf(grace, sizeof grace, "%lld", (long long)DLOCK__PG_GRACE_MS(pc->bc->default_ttl_ms));
+  snprintf(batch, sizeof batch, "%d", GC_BATCH);
+  const char *params[2] = {grace, batch};
+  PGresult *r;
+  int64_t gone = 0, stamped = 0;
+  char saved[512];
+  snprintf(saved, sizeof saved, "%s", dlock_client_errmsg(NULL));
+  if (run_any(pc, "clean-up", pc->sql[DLOCK__PG_SQL_LEASE_GC], 2, params,
+              deadline_after(pc->timeout_ms), &r) == 0) {
+    if (PQntuples(r) == 1 && PQnfields(r) == 2) {
+      dlock__pg_parse_i64(PQgetvalue(r, 0, 0), &gone);
+      dlock__pg_parse_i64(PQgetvalue(r, 0, 1), &stamped);
+    }
+    PQclear(r);
+  }
+  /* The caller's message stays the one of its own operation. */
+  dlock_seterr(0, "%s", saved);
+  pthread_mutex_lock(&pc->mu);
+  pc->gc_busy = 0;
+  pc->gc_next_ns = gone >= GC_BATCH || stamped >= GC_BATCH
+                       ? now
+                       : dlock_backend_now_ns() + GC_PERIOD_MS * 1000000LL;
+  pthread_mutex_unlock(&pc->mu);
 }
 
 /* Make sure a LISTEN connection is up, so that a release after this point
@@ -1490,6 +1589,7 @@ static int lease_release(pg_client *pc, dlock_backend_lock *bl) {
                    deadline_after(pc->timeout_ms), &r);
   if (rc < 0)
     return rc;
+  lease_gc(pc);
   if (PQntuples(r) == 0)
     rc = dlock_seterr(DLOCK_ELOST,
                       "postgres: the lease on '%s' had expired or passed to another owner",

@@ -294,3 +294,201 @@ void conf_pg_no_grant_while_shutting_down(void **state) {
   assert_int_equal(dlock_release(l), 0);
   dlock_close(c);
 }
+
+/* The URL under test, for the cases below (set by conf_pg_cases). */
+const char *conf_pg_url;
+
+static long count_rows(PGconn *adm, const char *sql, const char *arg) {
+  const char *params[1] = {arg};
+  return exec_count(adm, sql, 1, params);
+}
+
+void conf_pg_released_names_leave_nothing(void **state);
+
+/* A cache that locks one name per entry meets millions of names: what the
+ * server keeps of a released name must go.  Advisory mode keeps nothing
+ * once the session lets go; lease mode keeps the row for a grace after
+ * its last use (so that the next holder within it takes the row over),
+ * then deletes it, and a name taken again after that still gets a larger
+ * token.  The grace is made to pass by ageing the rows' last use. */
+void conf_pg_released_names_leave_nothing(void **state) {
+  (void)state;
+  const char *url = conf_pg_url;
+  assert_non_null(url);
+  int lease;
+  dlock__pg_names names;
+  PGconn *adm = conf_pg_connect(url, &lease, &names);
+  assert_non_null(adm);
+  char prefix[256], like[300], k[300];
+  snprintf(prefix, sizeof prefix, "%s", conf_key("names/"));
+  snprintf(like, sizeof like, "%s%%", prefix);
+  dlock_client *c = NULL;
+  assert_int_equal(dlock_open(url, &c), 0);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  enum { N = 50 };
+  uint64_t top = 0;
+  for (int i = 0; i < N; i++) {
+    dlock_lock *l;
+    snprintf(k, sizeof k, "%s%d", prefix, i);
+    assert_int_equal(dlock_try_acquire(c, k, &o, &l), 0);
+    if (dlock_lock_token(l) > top)
+      top = dlock_lock_token(l);
+    assert_int_equal(dlock_release(l), 0);
+  }
+  if (!lease) {
+    /* Nothing per key: no lock left in the server's table.  (The keys are
+     * hashed, so this counts every advisory lock of the database, which
+     * other clients may hold: ours are looked up one by one.) */
+    long left = 0;
+    for (int i = 0; i < N; i++) {
+      snprintf(k, sizeof k, "%s%d", prefix, i);
+      uint32_t cls, obj;
+      dlock__pg_advisory_split(dlock__pg_advisory_key(names.prefix, k, strlen(k)), &cls, &obj);
+      char a[16], b[16];
+      snprintf(a, sizeof a, "%" PRIu32, cls);
+      snprintf(b, sizeof b, "%" PRIu32, obj);
+      const char *params[2] = {a, b};
+      left += exec_count(adm,
+                         "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND "
+                         "classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1",
+                         2, params);
+    }
+    printf("# advisory: %d names released, %ld locks left at the server\n", N, left);
+    assert_int_equal(left, 0);
+    dlock_close(c);
+    PQfinish(adm);
+    return;
+  }
+  char sql[512];
+  snprintf(sql, sizeof sql, "SELECT 1 FROM %s WHERE name LIKE $1", names.table);
+  long before = count_rows(adm, sql, like);
+  /* Rows ended a grace ago, and one ended by an earlier version
+   * (-infinity), which has no time of last use. */
+  char age[512], legacy[512];
+  snprintf(age, sizeof age,
+           "UPDATE %s SET expires_at = clock_timestamp() - interval '1 day' WHERE name LIKE $1",
+           names.table);
+  snprintf(legacy, sizeof legacy, "UPDATE %s SET expires_at = '-infinity' WHERE name = $1",
+           names.table);
+  assert_int_equal(count_rows(adm, age, like), N);
+  snprintf(k, sizeof k, "%s0", prefix);
+  assert_int_equal(count_rows(adm, legacy, k), 1);
+  /* A client's first acquire or release does the clean-up. */
+  dlock_client *c2 = NULL;
+  assert_int_equal(dlock_open(url, &c2), 0);
+  dlock_lock *l;
+  snprintf(k, sizeof k, "%s%d", prefix, N);
+  assert_int_equal(dlock_try_acquire(c2, k, &o, &l), 0);
+  long after = count_rows(adm, sql, like);
+  char stamped[512];
+  snprintf(stamped, sizeof stamped,
+           "SELECT 1 FROM %s WHERE name = $1 AND expires_at > '-infinity' AND expires_at <= "
+           "clock_timestamp()",
+           names.table);
+  snprintf(k, sizeof k, "%s0", prefix);
+  long legacy_kept = count_rows(adm, stamped, k);
+  printf("# lease: %d names released: %ld rows; aged past the grace, after a clean-up: %ld "
+         "(one held, one ended at -infinity kept and stamped: %ld)\n",
+         N, before, after, legacy_kept);
+  assert_int_equal(before, N);
+  assert_int_equal(after, 2);
+  assert_int_equal(legacy_kept, 1);
+  assert_int_equal(dlock_release(l), 0);
+  /* A deleted name taken again: a larger token than any before. */
+  snprintf(k, sizeof k, "%s7", prefix);
+  assert_int_equal(dlock_try_acquire(c, k, &o, &l), 0);
+  printf("# name taken again after its row went: token %" PRIu64 " (largest before %" PRIu64
+         ")\n",
+         dlock_lock_token(l), top);
+  assert_true(dlock_lock_token(l) > top);
+  assert_int_equal(dlock_release(l), 0);
+  dlock_close(c2);
+  dlock_close(c);
+  PQfinish(adm);
+}
+
+struct slow_taker {
+  dlock_client *c;
+  const char *key;
+  int rc;
+  uint64_t token;
+};
+
+static void *slow_take_main(void *arg) {
+  struct slow_taker *t = arg;
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  dlock_lock *l;
+  t->rc = dlock_try_acquire(t->c, t->key, &o, &l);
+  if (t->rc == 0) {
+    t->token = dlock_lock_token(l);
+    dlock_release(l);
+  }
+  return NULL;
+}
+
+void conf_pg_slow_first_grant_draws_late(void **state);
+
+/* A name's first holder (no row) draws its token before its row is in:
+ * had a row of that name been deleted in between, it could hold a later
+ * token.  Rows go only a grace after their last use, so a grant whose
+ * statement ran long draws its token again once it holds the row.  Here
+ * the statement waits 11 s on an uncommitted row of the same name, while
+ * another key is taken: the slow grant's token must be above that one. */
+void conf_pg_slow_first_grant_draws_late(void **state) {
+  (void)state;
+  const char *url = conf_pg_url;
+  assert_non_null(url);
+  int lease;
+  dlock__pg_names names;
+  PGconn *adm = conf_pg_connect(url, &lease, &names);
+  assert_non_null(adm);
+  if (!lease) {
+    PQfinish(adm);
+    skip(); /* advisory tokens are drawn once the lock is held */
+  }
+  char k[256], k2[256];
+  snprintf(k, sizeof k, "%s", conf_key("slow-first"));
+  snprintf(k2, sizeof k2, "%s", conf_key("slow-other"));
+  char ins[512];
+  snprintf(ins, sizeof ins,
+           "INSERT INTO %s (name, owner, fence, expires_at) VALUES ($1, "
+           "md5(random()::text)::uuid, 0, '-infinity')",
+           names.table);
+  PQclear(PQexec(adm, "BEGIN"));
+  const char *params[1] = {k};
+  assert_int_equal(exec_count(adm, ins, 1, params), 1);
+  dlock_client *a = NULL, *b = NULL;
+  assert_int_equal(dlock_open(conf_url_with(url, "timeout=60s"), &a), 0);
+  assert_int_equal(dlock_open(url, &b), 0);
+  struct slow_taker t = {.c = a, .key = k};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, slow_take_main, &t), 0);
+  /* Until its statement waits on our row (seen from a session of its own:
+   * ADM is inside the transaction). */
+  PGconn *watch = conf_pg_connect(url, &lease, &names);
+  assert_non_null(watch);
+  int waiting = 0;
+  for (int64_t end = mono_ms() + 10000; !waiting && mono_ms() < end;)
+    waiting = exec_count(watch,
+                         "SELECT 1 FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted",
+                         0, NULL) > 0;
+  /* The slow statement's own length is what is tested, so time must pass. */
+  struct timespec ts = {DLOCK__PG_FRESH_MS / 1000 + 1, 0};
+  nanosleep(&ts, NULL);
+  dlock_lock *l;
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  assert_int_equal(dlock_try_acquire(b, k2, &o, &l), 0);
+  uint64_t mid = dlock_lock_token(l);
+  assert_int_equal(dlock_release(l), 0);
+  PQclear(PQexec(adm, "ROLLBACK"));
+  pthread_join(th, NULL);
+  printf("# slow first grant: token %" PRIu64 ", taken %s a grant with token %" PRIu64 "\n",
+         t.token, t.token > mid ? "above" : "BELOW", mid);
+  PQfinish(watch);
+  PQfinish(adm);
+  dlock_close(a);
+  dlock_close(b);
+  assert_true(waiting);
+  assert_int_equal(t.rc, 0);
+  assert_true(t.token > mid);
+}

@@ -479,7 +479,9 @@ static int pg_cleanup_one(const char *url, bool own_schema) {
   for (char *p = prefix; *p; p++)
     if (*p == '-')
       *p = '_';
-  snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s_lease; DROP SEQUENCE IF EXISTS %s_fence",
+  snprintf(sql, sizeof sql,
+           "SET client_min_messages TO warning; DROP TABLE IF EXISTS %s_lease; "
+           "DROP SEQUENCE IF EXISTS %s_fence",
            prefix, prefix);
   PGresult *r = PQexec(pg, sql);
   if (PQresultStatus(r) != PGRES_COMMAND_OK) {

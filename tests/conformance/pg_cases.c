@@ -329,8 +329,15 @@ static void p6_messages_hide_the_password(void **state) {
   }
 }
 
+/* Cases of faults_pg.c. */
+extern const char *conf_pg_url;
+void conf_pg_no_grant_while_shutting_down(void **state);
+void conf_pg_released_names_leave_nothing(void **state);
+void conf_pg_slow_first_grant_draws_late(void **state);
+
 const struct conf_case *conf_pg_cases(const char *url, size_t *n) {
   p_url = url;
+  conf_pg_url = url;
   static const struct conf_case cases[] = {
       {"p1_pooler_refuses_advisory",
        "advisory mode through a transaction pooler is refused",
@@ -350,6 +357,16 @@ const struct conf_case *conf_pg_cases(const char *url, size_t *n) {
       {"p6_messages_hide_the_password",
        "messages about a URL never show its password",
        p6_messages_hide_the_password, NULL, 0},
+      /* It stops a server (smart shutdown) and restarts it. */
+      {"conf_pg_no_grant_while_shutting_down",
+       "no grant while the server shuts down (stops and restarts a server)",
+       conf_pg_no_grant_while_shutting_down, NULL, CONF_DESTRUCTIVE},
+      {"conf_pg_released_names_leave_nothing",
+       "a released name leaves no row or lock behind once its grace is over",
+       conf_pg_released_names_leave_nothing, NULL, 0},
+      {"conf_pg_slow_first_grant_draws_late",
+       "a slow first grant draws its token again once it holds the row",
+       conf_pg_slow_first_grant_draws_late, NULL, 0},
   };
   *n = sizeof cases / sizeof *cases;
   return cases;

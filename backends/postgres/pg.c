@@ -91,6 +91,9 @@ typedef struct pg_client {
   dlock_backend_client *bc;
   int mode;
   int pooled; /* reached through a pooler: no session state to rely on */
+  /* advisory: a grant waits for the postmaster to admit a connection
+   * (?confirm_grants=, see confirm_grant) */
+  int confirm;
   dlock__pg_names names;
   char sql[DLOCK__PG_SQL_COUNT][SQL_MAX];
   char *conninfo;   /* for libpq, secrets included: never printed */
@@ -912,6 +915,8 @@ static int pg_open(dlock_backend_client *bc, dlock_url *url) {
     return dlock_seterr(DLOCK_EINVAL,
                         "invalid URL '%s': mode='%.40s': expected advisory or lease", pc->where,
                         mode);
+  if ((rc = dlock_url_param_bool(url, "confirm_grants", 1, &pc->confirm)) < 0)
+    return rc;
   if ((rc = dlock__pg_names_init(bc->prefix, &pc->names)) < 0 || (rc = build_sql(pc)) < 0 ||
       (rc = build_conninfo(pc, url)) < 0)
     goto fail;
@@ -986,7 +991,10 @@ static int probe_send(int fd, const char *buf, size_t n, int64_t deadline_ns) {
  * from before it ends the first session, so a connection it admits after
  * the grant proves that the lock was not freed by a shutdown.  This asks
  * only for the postmaster's first answer, on a connection to the address
- * CN's session reaches: no password is sent and no session is set up. */
+ * CN's session reaches: no password is sent and no session is set up.
+ * It costs the server a process start per grant (a try that took 0.1-0.2
+ * ms takes 2-3 ms); ?confirm_grants=false gives that up, and with it this
+ * promise, to callers whose resource checks fencing tokens. */
 static int confirm_grant(pg_client *pc, pg_conn *cn, const char *key) {
   struct sockaddr_storage sa;
   socklen_t sl = sizeof sa;
@@ -1071,7 +1079,7 @@ static int adv_result(pg_client *pc, pg_conn *cn, dlock_backend_lock *bl, PGresu
   else {
     int64_t t;
     rc = dlock__pg_parse_i64(PQgetvalue(r, 0, 0), &t);
-    if (rc == 0 && (rc = confirm_grant(pc, cn, bl->key)) < 0)
+    if (rc == 0 && pc->confirm && (rc = confirm_grant(pc, cn, bl->key)) < 0)
       *broken = 1; /* ending the session gives the lock back */
     if (rc == 0) {
       bl->token = (uint64_t)t;

@@ -4,6 +4,7 @@
  * (no server-side TTL, single process only) the case uses the store's own
  * equivalent or is reported as skipped, never as passed. */
 #include <errno.h>
+#include <fcntl.h>
 #include <fnmatch.h>
 #include <getopt.h>
 #include <poll.h>
@@ -1292,7 +1293,9 @@ static void run_case(const struct conf_case *cc, struct tally *t) {
   fflush(stdout);
   FILE *caught = tmpfile();
   if (caught) {
-    g_saved_stdout = dup(STDOUT_FILENO);
+    /* Close-on-exec: a server a case restarts must not keep the real
+     * stdout (a pipe its reader then waits on forever). */
+    g_saved_stdout = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 0);
     if (g_saved_stdout < 0 || dup2(fileno(caught), STDOUT_FILENO) < 0) {
       if (g_saved_stdout >= 0)
         close(g_saved_stdout);

@@ -86,7 +86,8 @@ DLOCK__HIDDEN void dlock__scrub(const dlock_url *u, char *buf, size_t size, bool
  * "<redacted URL>: <text>", scrubbed of C's secrets.  C may be NULL. */
 DLOCK__HIDDEN void dlock__log(const dlock_client *c, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-DLOCK__HIDDEN void dlock__vlog(const dlock_client *c, int level, const char *fmt, va_list ap);
+DLOCK__HIDDEN void dlock__vlog(const dlock_client *c, int level, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 /* Whether a message of LEVEL would go anywhere: spares building one. */
 DLOCK__HIDDEN bool dlock__log_on(int level);
 

@@ -731,6 +731,52 @@ static void lease_inspect_row(void **state) {
   assert_int_equal(info.ttl_ms, -1);
 }
 
+/* The probe a grant's confirmation sends: a protocol 3.0 StartupMessage. */
+static void startup_packet(void **state) {
+  (void)state;
+  char buf[64];
+  int n = dlock__pg_startup_packet("bob", "app", buf, sizeof buf);
+  static const char want[] = "\0\0\0\x1f\0\x03\0\0user\0bob\0database\0app\0";
+  assert_int_equal(n, 31);
+  assert_memory_equal(buf, want, 31); /* the literal's own NUL is the last byte */
+  assert_true(dlock__pg_startup_packet("bob", "app", buf, 30) < 0);
+  assert_int_equal(dlock__pg_startup_packet(NULL, NULL, buf, sizeof buf), 8 + 5 + 1 + 9 + 1 + 1);
+}
+
+static int first(const char *bytes, size_t n, int *ok) {
+  return dlock__pg_first_reply((const unsigned char *)bytes, n, ok);
+}
+
+/* What the postmaster's first answer says about its state. */
+static void first_reply(void **state) {
+  (void)state;
+  int ok;
+  /* AuthenticationOk: admitted, and the session is starting. */
+  assert_int_equal(first("R\0\0\0\x08\0\0\0\0", 9, &ok), 1);
+  assert_int_equal(ok, 1);
+  /* MD5 password asked: admitted. */
+  assert_int_equal(first("R\0\0\0\x0c\0\0\0\x05salt", 13, &ok), 1);
+  assert_int_equal(ok, 0);
+  /* Refused for its state while shutting down. */
+  static const char shut[] = "E\0\0\0\x2eSFATAL\0C57P03\0Mthe database system is sh\0\0";
+  assert_int_equal(first(shut, sizeof shut - 1, &ok), 0);
+  /* Refused after it let the connection in: a login it did not like. */
+  static const char auth[] = "E\0\0\0\x1dSFATAL\0C28000\0Mno entry\0\0";
+  assert_int_equal(first(auth, sizeof auth - 1, &ok), 1);
+  /* Not yet complete, whatever comes next. */
+  for (size_t k = 0; k < sizeof shut - 1; k++)
+    assert_int_equal(first(shut, k, &ok), DLOCK__PG_NEED_MORE);
+  assert_int_equal(first("R\0\0\0\x08\0\0\0", 8, &ok), DLOCK__PG_NEED_MORE);
+  /* Not the protocol. */
+  assert_int_equal(first("HTTP/1.1 400", 12, &ok), DLOCK_EBACKEND);
+  assert_int_equal(first("E\0\0\0\x02", 5, &ok), DLOCK_EBACKEND);
+  static const char nocode[] = "E\0\0\0\x0fSFATAL\0Mx\0\0";
+  assert_int_equal(first(nocode, sizeof nocode - 1, &ok), DLOCK_EBACKEND);
+  /* A field that runs to the end unterminated has no SQLSTATE either. */
+  static const char cut[] = "E\0\0\0\x0a" "C57P03";
+  assert_int_equal(first(cut, sizeof cut - 1, &ok), DLOCK_EBACKEND);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(advisory_keys_distinct),
@@ -759,6 +805,8 @@ int main(void) {
       cmocka_unit_test(sqlstate),
       cmocka_unit_test(lease_try_row),
       cmocka_unit_test(lease_inspect_row),
+      cmocka_unit_test(startup_packet),
+      cmocka_unit_test(first_reply),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

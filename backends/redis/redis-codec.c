@@ -19,7 +19,8 @@
  * server's clock went back.
  *
  * The same restart lets the counter expire (ARGV[4] ms after the last
- * acquisition; "0" keeps it forever), so a store that sees millions of
+ * acquisition; "0" keeps it forever, even one another client's setting
+ * made expire), so a store that sees millions of
  * names keeps state only for those used lately.  A counter that expired
  * after a quiet spell is one that was last advanced at least that long
  * ago, so its successor, started from the clock, is above it unless the
@@ -33,7 +34,8 @@ static const char acquire_lua[] =
     "  t = tonumber(now[1]) * 1000000 + tonumber(now[2])\n"
     "  redis.call('SET', KEYS[2], string.format('%d', t))\n"
     "end\n"
-    "if ARGV[4] ~= '0' then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end\n"
+    "if ARGV[4] == '0' then redis.call('PERSIST', KEYS[2])\n"
+    "else redis.call('PEXPIRE', KEYS[2], ARGV[4]) end\n"
     "redis.call('SET', KEYS[1], ARGV[1] .. ':' .. string.format('%d', t) .. ':' .. ARGV[3],"
     " 'PX', ARGV[2])\n"
     "return {1, t}\n";

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 #include <hiredis/hiredis.h>
 
+#include "backends/redis/redis-codec.h"
 #include "dlock/dlock.h"
 #include "faults.h"
 #include "internal.h"
@@ -312,6 +313,64 @@ static void r3_acl_login(void **state) {
   redisFree(rc);
 }
 
+/* The fence counter is state per name: it expires fence_ttl after the
+ * name's last acquisition (at least twice the lock's ttl), and the next
+ * holder's counter, restarted from the server's clock, is still above it. */
+static void r5_fence_counter_expires(void **state) {
+  (void)state;
+  char *prefix = NULL;
+  redisContext *rc = conf_redis_connect(r_url, &prefix);
+  assert_non_null(rc);
+  char fence[512];
+  const char *key = conf_key("r5");
+  snprintf(fence, sizeof fence, "%sfence:{%s}", prefix ? prefix : DLOCK__REDIS_DEFAULT_PREFIX,
+           key);
+  dlock_client *c, *keep;
+  assert_int_equal(dlock_open(conf_url_with(r_url, "fence_ttl=1s"), &c), 0);
+  assert_int_equal(dlock_open(conf_url_with(r_url, "fence_ttl=0"), &keep), 0);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.ttl_ms = 400;
+  o.auto_renew = 0;
+  dlock_lock *l;
+  assert_int_equal(dlock_try_acquire(c, key, &o, &l), 0);
+  uint64_t t1 = dlock_lock_token(l);
+  assert_int_equal(dlock_release(l), 0);
+  redisReply *r = cmd(rc, "PTTL %s", fence);
+  assert_true(r && r->type == REDIS_REPLY_INTEGER && r->integer > 0 && r->integer <= 1000);
+  freeReplyObject(r);
+  /* Until the server has let it expire (it is gone within the second). */
+  int64_t until = dlock__now_ns() + 10 * 1000000000LL;
+  for (;;) {
+    r = cmd(rc, "EXISTS %s", fence);
+    assert_true(r && r->type == REDIS_REPLY_INTEGER);
+    long long there = r->integer;
+    freeReplyObject(r);
+    if (!there)
+      break;
+    if (dlock__now_ns() > until)
+      fail_msg("%s still there 10 s after a fence_ttl of 1 s", fence);
+    struct timespec ts = {0, 20 * 1000000};
+    nanosleep(&ts, NULL);
+  }
+  assert_int_equal(dlock_try_acquire(c, key, &o, &l), 0);
+  uint64_t t2 = dlock_lock_token(l);
+  printf("# token before the counter expired %llu, after %llu\n", (unsigned long long)t1,
+         (unsigned long long)t2);
+  assert_true(t2 > t1);
+  assert_int_equal(dlock_release(l), 0);
+  /* fence_ttl=0 keeps the counter forever, as before it could expire. */
+  assert_int_equal(dlock_try_acquire(keep, key, &o, &l), 0);
+  assert_true(dlock_lock_token(l) > t2);
+  assert_int_equal(dlock_release(l), 0);
+  r = cmd(rc, "PTTL %s", fence);
+  assert_true(r && r->type == REDIS_REPLY_INTEGER && r->integer == -1);
+  freeReplyObject(r);
+  dlock_close(c);
+  dlock_close(keep);
+  free(prefix);
+  redisFree(rc);
+}
+
 const struct conf_case *conf_redis_cases(const char *url, size_t *n) {
   r_url = url;
   static const struct conf_case cases[] = {
@@ -327,6 +386,9 @@ const struct conf_case *conf_redis_cases(const char *url, size_t *n) {
       {"r4_wait_rides_out_a_reset",
        "a waiter survives its connection being reset (creates a user)",
        r4_wait_rides_out_a_reset, NULL, CONF_DESTRUCTIVE},
+      {"r5_fence_counter_expires",
+       "the fence counter expires after fence_ttl, and tokens still grow",
+       r5_fence_counter_expires, NULL, 0},
   };
   *n = sizeof cases / sizeof *cases;
   return cases;

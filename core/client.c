@@ -366,15 +366,15 @@ void dlock_close(dlock_client *c) {
     struct dlock_lock *l = c->head;
     table_remove(c, l);
     /* Once the store stops answering, the rest expire on their own; waiting
-     * a timeout per lock would make close take minutes. */
-    /* A give-back the store left unanswered is not asked again: its grant
-     * expires within a ttl, and asking would cost close another timeout. */
-    if (l->giveback && l->giveback_tries > 0)
-      reachable = false;
-    if (reachable && (l->state == DLOCK_HELD || l->state == DLOCK_LOST || l->giveback) &&
+     * a timeout per lock would make close take minutes.  A give-back the
+     * store already left unanswered is not asked again (its grant expires
+     * within a ttl), but says nothing of the store now: the others are. */
+    bool unanswered = l->giveback && l->giveback_tries > 0;
+    if (reachable && !unanswered &&
+        (l->state == DLOCK_HELD || l->state == DLOCK_LOST || l->giveback) &&
         dlock_err_is_transient(c->ops->release(&c->bc, &l->bl)))
       reachable = false;
-    if (reachable) {
+    if (reachable && !unanswered) {
       dlock__lock_free(l);
     } else {
       /* Never released: the backend may still know it until close(). */

@@ -8,9 +8,11 @@
 #include "internal.h"
 
 /* Read on every message from any thread, written rarely: the function and
- * its argument change together under the mutex, and the level alone is
- * read without it to keep a silent library free of locking. */
-static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+ * its argument change together under the write lock, and calls hold the
+ * read lock, so that once dlock_set_log() returns no call to the old
+ * function is still running (its argument may be freed).  The level alone
+ * is read without it to keep a silent library free of locking. */
+static pthread_rwlock_t log_mu = PTHREAD_RWLOCK_INITIALIZER;
 static dlock_log_fn log_fn;
 static void *log_arg;
 static atomic_int log_level; /* 0: off */
@@ -19,11 +21,11 @@ int dlock_set_log(dlock_log_fn fn, void *arg, int max_level) {
   if (fn && (max_level < DLOCK_LOG_ERROR || max_level > DLOCK_LOG_DEBUG))
     return dlock_seterr(DLOCK_EINVAL, "dlock_set_log: level %d is not in [%d, %d]", max_level,
                         DLOCK_LOG_ERROR, DLOCK_LOG_DEBUG);
-  pthread_mutex_lock(&log_mu);
+  pthread_rwlock_wrlock(&log_mu);
   log_fn = fn;
   log_arg = arg;
   atomic_store(&log_level, fn ? max_level : 0);
-  pthread_mutex_unlock(&log_mu);
+  pthread_rwlock_unlock(&log_mu);
   return 0;
 }
 
@@ -51,12 +53,10 @@ void dlock__vlog(const dlock_client *c, int level, const char *fmt, va_list ap) 
   /* The text may quote a store's message, which may quote the URL. */
   if (c)
     dlock__scrub(c->url, msg, sizeof msg, &cut);
-  pthread_mutex_lock(&log_mu);
-  dlock_log_fn fn = log_fn;
-  void *arg = log_arg;
-  pthread_mutex_unlock(&log_mu);
-  if (fn)
-    fn((dlock_log_level)level, msg, arg);
+  pthread_rwlock_rdlock(&log_mu);
+  if (log_fn && level <= atomic_load(&log_level))
+    log_fn((dlock_log_level)level, msg, log_arg);
+  pthread_rwlock_unlock(&log_mu);
 }
 
 void dlock__log(const dlock_client *c, int level, const char *fmt, ...) {

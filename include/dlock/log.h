@@ -27,8 +27,10 @@ typedef enum dlock_log_level {
 typedef void (*dlock_log_fn)(dlock_log_level level, const char *msg, void *arg);
 
 /* Process-wide: FN gets every message of MAX_LEVEL or more severe (lower
- * numbers); NULL turns logging off.  Returns 0, or DLOCK_EINVAL for a level
- * outside [DLOCK_LOG_ERROR, DLOCK_LOG_DEBUG]. */
+ * numbers); NULL turns logging off.  Returns once no call to the function
+ * it replaces is running, so that function's ARG may then be freed.
+ * Returns 0, or DLOCK_EINVAL for a level outside [DLOCK_LOG_ERROR,
+ * DLOCK_LOG_DEBUG]. */
 DLOCK_EXTERN int dlock_set_log(dlock_log_fn fn, void *arg, int max_level);
 
 /* "error", "warn", "info", "debug"; "?" for anything else. */

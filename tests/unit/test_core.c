@@ -40,6 +40,7 @@ static struct {
   int cut_message;       /* the failure's text goes through a small buffer */
   int release_down;      /* release answers DLOCK_ECONN */
   int log_in_try;        /* try_acquire logs a message quoting the URL's password */
+  atomic_int released_a; /* answered releases of the key "a" */
 } tb;
 
 /* The password of the last URL opened: the backend quotes it in its
@@ -118,7 +119,11 @@ static int tb_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   (void)bl;
   nap(tb.release_stall_ms);
   atomic_fetch_add(&tb.releases, 1);
-  return tb.release_down ? dlock_seterr(DLOCK_ECONN, "test: release got no answer") : 0;
+  if (tb.release_down)
+    return dlock_seterr(DLOCK_ECONN, "test: release got no answer");
+  if (bl->keylen == 1 && bl->key[0] == 'a')
+    atomic_fetch_add(&tb.released_a, 1);
+  return 0;
 }
 
 static const char *const tb_schemes[] = {"test", "test+alt", NULL};
@@ -204,6 +209,8 @@ static void tb_reset(void) {
   atomic_store(&tb.waits, 0);
   tb.cut_message = 0;
   tb.release_down = 0;
+  tb.log_in_try = 0;
+  atomic_store(&tb.released_a, 0);
 }
 
 static int setup(void **state) {
@@ -838,6 +845,33 @@ static void test_store_messages_scrubbed(void **state) {
   dlock_close(c);
 }
 
+/* A give-back the store left unanswered is not asked again by close, and
+ * says nothing about the store now: a lock held since is still released. */
+static void test_close_after_unanswered_giveback(void **state) {
+  (void)state;
+  tb_reset();
+  dlock_client *c;
+  assert_int_equal(dlock_open("test://h?retry_initial=1ms&retry_max=4ms", &c), 0);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.auto_renew = 0;
+  dlock_lock *a, *b;
+  assert_int_equal(dlock_try_acquire(c, "a", &o, &a), 0);
+  tb.fail_for = atomic_load(&tb.tries) + 1;
+  tb.fail_rc = DLOCK_ECONN;
+  tb.release_down = 1;
+  assert_int_equal(dlock_try_acquire(c, "b", &o, &b), DLOCK_ECONN);
+  /* The renew thread tried to give b back and got no answer. */
+  int64_t until = dlock__now_ns() + 10 * 1000000000LL;
+  while (atomic_load(&tb.releases) < 1) {
+    assert_true(dlock__now_ns() < until);
+    nap(1);
+  }
+  tb.release_down = 0;
+  dlock_close(c);
+  assert_int_equal(atomic_load(&tb.released_a), 1);
+  (void)a;
+}
+
 /* ---- the application's log ---- */
 
 static struct {
@@ -927,6 +961,48 @@ static void test_log(void **state) {
   dlock_close(c);
 }
 
+/* dlock_set_log() returns only once no call to the function it replaces
+ * is running: the caller may then free that function's argument. */
+static atomic_int slow_entered, slow_inside;
+
+static void slow_log(dlock_log_level level, const char *msg, void *arg) {
+  (void)level;
+  (void)msg;
+  (void)arg;
+  atomic_store(&slow_inside, 1);
+  atomic_store(&slow_entered, 1);
+  nap(200); /* a log function that writes to a slow disk */
+  atomic_store(&slow_inside, 0);
+}
+
+static void *log_from_try(void *arg) {
+  dlock_client *c = arg;
+  dlock_lock *l;
+  if (dlock_try_acquire(c, "slow-log", NULL, &l) == 0)
+    dlock_release(l);
+  return NULL;
+}
+
+static void test_set_log_waits_for_calls(void **state) {
+  (void)state;
+  tb_reset();
+  tb.log_in_try = 1;
+  dlock_client *c;
+  assert_int_equal(dlock_open("test://h", &c), 0);
+  assert_int_equal(dlock_set_log(slow_log, NULL, DLOCK_LOG_INFO), 0);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, log_from_try, c), 0);
+  int64_t until = dlock__now_ns() + 10 * 1000000000LL;
+  while (!atomic_load(&slow_entered)) {
+    assert_true(dlock__now_ns() < until);
+    nap(1);
+  }
+  assert_int_equal(dlock_set_log(NULL, NULL, 0), 0);
+  assert_int_equal(atomic_load(&slow_inside), 0);
+  pthread_join(th, NULL);
+  dlock_close(c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_error_table),
@@ -950,6 +1026,8 @@ int main(void) {
       cmocka_unit_test(test_store_messages_scrubbed),
       cmocka_unit_test(test_giveback_behind_keeps_reentrancy),
       cmocka_unit_test(test_log),
+      cmocka_unit_test(test_close_after_unanswered_giveback),
+      cmocka_unit_test(test_set_log_waits_for_calls),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -46,6 +46,7 @@ struct file_client {
   char *dir;
   char *prefix; /* URL ?prefix=, put before every key; "" without one */
   int64_t timeout_ms;
+  mode_t file_mode; /* of files this client creates: the directory's rw bits */
   int sync;
   pthread_mutex_t mu; /* guards dir_ready */
   int dir_ready;      /* the directory was created (or found) and is writable */
@@ -110,6 +111,10 @@ static int file_open(dlock_backend_client *bc, dlock_url *url) {
     return dlock_seterr(DLOCK_EINVAL, "file: only local paths are supported (file:///dir)");
   if (!path || path[0] != '/' || strlen(path) > PATH_MAX - 2048)
     return dlock_seterr(DLOCK_EINVAL, "file: need an absolute directory, e.g. file:///var/lib/dlock");
+  /* Every key's path must still fit with the prefix before it, escaped
+   * (up to three bytes each). */
+  if (bc->prefix && strlen(path) + 3 * strlen(bc->prefix) > PATH_MAX - 2048)
+    return dlock_seterr(DLOCK_EINVAL, "file: the directory and ?prefix= together are too long");
   /* Nothing is created here: a client that only inspects (dlock status)
    * must not turn a mistyped path into an empty store that says "free". */
   struct stat st;
@@ -156,6 +161,8 @@ static int ensure_dir(struct file_client *fc) {
                       fc->dir, strerror(errno));
     goto out;
   }
+  struct stat st;
+  fc->file_mode = stat(fc->dir, &st) == 0 ? (st.st_mode & 0666) | 0600 : 0644;
   fc->dir_ready = 1;
 out:
   pthread_mutex_unlock(&fc->mu);
@@ -219,8 +226,33 @@ static int lock_path(struct file_client *fc, dlock_backend_lock *bl, struct file
   return make_parents(fc->dir, fl->path);
 }
 
-static int open_lockfile(struct file_lock *fl) {
-  fl->fd = open(fl->path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+/* Opens PATH read-write, creating it if need be.  A file this call creates
+ * gets the directory's read and write bits rather than the umask's: in a
+ * directory that others may write to, their clients must be able to open
+ * it (the counter file especially, which every acquisition opens). */
+static int open_shared(struct file_client *fc, const char *path) {
+  int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    if (fchmod(fd, fc->file_mode) != 0) {
+      int e = errno;
+      close(fd);
+      errno = e;
+      return -1;
+    }
+    return fd;
+  }
+  if (errno != EEXIST)
+    return -1;
+  return open(path, O_RDWR | O_CLOEXEC);
+}
+
+static int open_lockfile(struct file_client *fc, struct file_lock *fl) {
+  /* A file deleted between the two opens of open_shared is made again. */
+  for (int i = 0; i < 100; i++) {
+    fl->fd = open_shared(fc, fl->path);
+    if (fl->fd >= 0 || errno != ENOENT)
+      break;
+  }
   if (fl->fd < 0)
     return sys_err("cannot open", fl->path);
   return 0;
@@ -258,11 +290,17 @@ static int read_record(int fd, const char *path, dlock__file_record *r) {
   return dlock__file_record_parse(buf, (size_t)n, r);
 }
 
-/* Takes the counter file's lock within the client's request timeout.
+/* Takes the counter file's lock within the client's request timeout, and
+ * by the caller's DEADLINE (-1: none) when that comes first, less a
+ * moment's grace so that an attempt made at the deadline is still one.
  * Holders keep it for one read and one write, so waiting is polling a
- * lock that is nearly always free. */
-static int fence_lock(struct file_client *fc, int fd, const char *path) {
-  int64_t deadline = dlock__now_ns() + fc->timeout_ms * 1000000;
+ * lock that is nearly always free; a process stopped in between holds up
+ * acquisitions of the whole directory for that long. */
+#define FENCE_GRACE_NS (10 * 1000000LL)
+static int fence_lock(struct file_client *fc, int fd, const char *path, int64_t caller) {
+  int64_t now = dlock__now_ns(), deadline = now + fc->timeout_ms * 1000000;
+  if (caller >= 0 && caller + FENCE_GRACE_NS < deadline)
+    deadline = caller > now ? caller + FENCE_GRACE_NS : now + FENCE_GRACE_NS;
   for (;;) {
     bool busy;
     if (ofd_lock(fd, F_WRLCK, &busy) != 0)
@@ -283,13 +321,13 @@ static int fence_lock(struct file_client *fc, int fd, const char *path) {
  * one whose lock files kept their own counters) starts from the wall
  * clock in microseconds, which keeps tokens above those earlier counters
  * unless they advanced faster than one acquisition per microsecond. */
-static int fence_next(struct file_client *fc, uint64_t last, uint64_t *token) {
+static int fence_next(struct file_client *fc, uint64_t last, int64_t deadline, uint64_t *token) {
   char path[PATH_MAX];
   snprintf(path, sizeof path, "%s/%s", fc->dir, FENCE_FILE);
-  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  int fd = open_shared(fc, path);
   if (fd < 0)
     return sys_err("cannot open", path);
-  int rc = fence_lock(fc, fd, path);
+  int rc = fence_lock(fc, fd, path, deadline);
   dlock__file_record r;
   if (rc == 0 && (rc = read_record(fd, path, &r)) == 0) {
     uint64_t t = r.token > last ? r.token : last;
@@ -331,12 +369,13 @@ static int fence_next(struct file_client *fc, uint64_t last, uint64_t *token) {
 /* Holding the lock: draw a token and name ourselves.  The lock file needs
  * no sync: after a crash nobody holds a lock, and its token is only a
  * floor for the next one. */
-static int claim(struct file_client *fc, struct file_lock *fl, dlock_backend_lock *bl) {
+static int claim(struct file_client *fc, struct file_lock *fl, dlock_backend_lock *bl,
+                 int64_t deadline) {
   dlock__file_record r;
   int rc = read_record(fl->fd, fl->path, &r);
   if (rc < 0)
     return rc;
-  if ((rc = fence_next(fc, r.token, &r.token)) < 0)
+  if ((rc = fence_next(fc, r.token, deadline, &r.token)) < 0)
     return rc;
   snprintf(r.owner, sizeof r.owner, "%s", bl->owner);
   r.pid = (long)getpid();
@@ -353,7 +392,8 @@ static int claim(struct file_client *fc, struct file_lock *fl, dlock_backend_loc
 
 /* One attempt on an open descriptor: 0 = held, DLOCK_EBUSY, 1 = the file was
  * replaced under us (reopen and retry), or an error. */
-static int attempt(struct file_client *fc, struct file_lock *fl, dlock_backend_lock *bl) {
+static int attempt(struct file_client *fc, struct file_lock *fl, dlock_backend_lock *bl,
+                   int64_t deadline) {
   bool busy;
   bl->sent_ns = dlock__now_ns();
   if (ofd_lock(fl->fd, F_WRLCK, &busy) != 0)
@@ -366,7 +406,7 @@ static int attempt(struct file_client *fc, struct file_lock *fl, dlock_backend_l
     ofd_lock(fl->fd, F_UNLCK, &busy);
     return 1;
   }
-  int rc = claim(fc, fl, bl);
+  int rc = claim(fc, fl, bl, deadline);
   if (rc < 0)
     ofd_lock(fl->fd, F_UNLCK, &busy);
   return rc;
@@ -378,7 +418,8 @@ static void close_fd(struct file_lock *fl) {
   fl->fd = -1;
 }
 
-static int file_try_acquire(dlock_backend_client *bc, dlock_backend_lock *bl) {
+/* One try, the counter's lock waited for until DEADLINE at most. */
+static int try_until(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t deadline) {
   struct file_client *fc = bc->priv;
   struct file_lock *fl = bl->priv;
   fl->fd = -1;
@@ -389,9 +430,9 @@ static int file_try_acquire(dlock_backend_client *bc, dlock_backend_lock *bl) {
                         fl->path);
       break;
     }
-    if ((rc = open_lockfile(fl)) < 0)
+    if ((rc = open_lockfile(fc, fl)) < 0)
       break;
-    rc = attempt(fc, fl, bl);
+    rc = attempt(fc, fl, bl, deadline);
     if (rc == 0)
       return 0;
     close_fd(fl);
@@ -399,9 +440,16 @@ static int file_try_acquire(dlock_backend_client *bc, dlock_backend_lock *bl) {
       break;
     rc = 0;
   }
+  /* Nothing of a failed attempt outlives it (its descriptor is closed),
+   * so the core has nothing to give back. */
+  bl->sent_ns = 0;
   if (rc == DLOCK_EBUSY)
     return dlock_seterr(DLOCK_EBUSY, "file: '%s' is held", bl->key);
   return rc;
+}
+
+static int file_try_acquire(dlock_backend_client *bc, dlock_backend_lock *bl) {
+  return try_until(bc, bl, -1);
 }
 
 static int file_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t deadline) {
@@ -410,7 +458,7 @@ static int file_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_
   /* Most acquisitions find the key free.  Trying first spares them an
    * inotify instance, whose close waits for an RCU grace period: several
    * milliseconds, far more than the rest of the acquisition. */
-  int rc = file_try_acquire(bc, bl);
+  int rc = try_until(bc, bl, deadline);
   if (rc != DLOCK_EBUSY)
     return rc;
   fl->fd = -1;
@@ -419,7 +467,7 @@ static int file_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_
     return sys_err("cannot watch", fl->path);
   for (;;) {
     if (fl->fd < 0) {
-      if ((rc = open_lockfile(fl)) < 0)
+      if ((rc = open_lockfile(fc, fl)) < 0)
         break;
       /* Watch before trying, so a release between the try and the wait is
        * not missed. */
@@ -434,7 +482,7 @@ static int file_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_
         break;
       }
     }
-    rc = attempt(fc, fl, bl);
+    rc = attempt(fc, fl, bl, deadline);
     if (rc == 0)
       break;
     if (rc == 1) {
@@ -462,8 +510,10 @@ static int file_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_
     }
   }
   close(ino);
-  if (rc != 0)
+  if (rc != 0) {
     close_fd(fl);
+    bl->sent_ns = 0;
+  }
   return rc;
 }
 

@@ -188,7 +188,8 @@ static void test_left_file_is_a_floor(void **state) {
 /* Waiters race with the holder deleting the file under them: each must
  * either lock the file that is there or open the new one, never fail. */
 enum { CONTENDERS = 4, ROUNDS = 150 };
-static atomic_int inside, overlaps, errors;
+static atomic_int inside, overlaps, errors, regressions;
+static _Atomic uint64_t last_token;
 
 static void *contend(void *arg) {
   dlock_client *c = arg;
@@ -203,6 +204,13 @@ static void *contend(void *arg) {
     }
     if (atomic_exchange(&inside, 1) != 0)
       atomic_fetch_add(&overlaps, 1);
+    uint64_t t = dlock_lock_token(l);
+    if (t <= atomic_load(&last_token))
+      atomic_fetch_add(&regressions, 1);
+    atomic_store(&last_token, t);
+    /* Long enough inside for a second holder to be seen. */
+    struct timespec ts = {0, 200 * 1000};
+    nanosleep(&ts, NULL);
     atomic_store(&inside, 0);
     if (dlock_release(l) != 0)
       atomic_fetch_add(&errors, 1);
@@ -224,6 +232,7 @@ static void test_waiters_race_the_delete(void **state) {
     dlock_close(c[i]);
   assert_int_equal(atomic_load(&errors), 0);
   assert_int_equal(atomic_load(&overlaps), 0);
+  assert_int_equal(atomic_load(&regressions), 0);
 }
 
 /* ?prefix= is put before every key, so two prefixes are two namespaces of
@@ -251,6 +260,87 @@ static void test_prefix(void **state) {
   dlock_close(plain);
 }
 
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A process stopped while it holds the counter's lock holds up the whole
+ * directory, but no longer than the caller's deadline, or the request
+ * timeout for a try. */
+static void test_stalled_counter_bounded(void **state) {
+  (void)state;
+  dlock_client *c = open_url(url);
+  dlock_options o = opts(0);
+  dlock_lock *l;
+  assert_int_equal(dlock_acquire(c, "first", &o, &l), 0); /* makes .fence */
+  assert_int_equal(dlock_release(l), 0);
+  dlock_close(c);
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/.fence", dir);
+  int fd = open(path, O_RDWR);
+  assert_true(fd >= 0);
+  struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+  assert_int_equal(fcntl(fd, F_OFD_SETLK, &fl), 0); /* as the stopped process would */
+  char u[192];
+  snprintf(u, sizeof u, "%s?timeout=1500ms", url);
+  c = open_url(u);
+  o = opts(300);
+  int64_t t0 = mono_ms();
+  assert_int_equal(dlock_acquire(c, "other", &o, &l), DLOCK_ETIMEDOUT);
+  int64_t took = mono_ms() - t0;
+  assert_true(took < 1200); /* 300 ms asked; the timeout is 1500 ms */
+  t0 = mono_ms();
+  assert_int_equal(dlock_try_acquire(c, "third", &o, &l), DLOCK_ETIMEDOUT);
+  took = mono_ms() - t0;
+  assert_true(took >= 1400 && took < 5000);
+  close(fd);
+  assert_int_equal(dlock_try_acquire(c, "third", &o, &l), 0);
+  assert_int_equal(dlock_release(l), 0);
+  dlock_close(c);
+}
+
+/* Files it creates take the directory's permissions, not the umask: in a
+ * directory everyone may write to, everyone's clients can open them. */
+static void test_shared_directory_modes(void **state) {
+  (void)state;
+  assert_int_equal(chmod(dir, 01777), 0);
+  mode_t was = umask(077);
+  dlock_client *c = open_url(url);
+  dlock_options o = opts(0);
+  dlock_lock *l;
+  assert_int_equal(dlock_acquire(c, "shared", &o, &l), 0);
+  char path[PATH_MAX];
+  struct stat sb;
+  snprintf(path, sizeof path, "%s/shared.lock", dir);
+  assert_int_equal(stat(path, &sb), 0);
+  assert_int_equal(sb.st_mode & 0777, 0666);
+  snprintf(path, sizeof path, "%s/.fence", dir);
+  assert_int_equal(stat(path, &sb), 0);
+  assert_int_equal(sb.st_mode & 0777, 0666);
+  assert_int_equal(dlock_release(l), 0);
+  dlock_close(c);
+  umask(was);
+}
+
+/* A prefix that would leave no room for a key's path is refused at open. */
+static void test_prefix_too_long(void **state) {
+  (void)state;
+  char u[PATH_MAX + 512];
+  char d[PATH_MAX];
+  memset(d, 'd', 2000);
+  d[0] = '/';
+  d[2000] = '\0';
+  char pre[257];
+  memset(pre, '/', 256);
+  pre[256] = '\0';
+  snprintf(u, sizeof u, "file://%s?prefix=%s", d, pre);
+  dlock_client *c = NULL;
+  assert_int_equal(dlock_open(u, &c), DLOCK_EINVAL);
+  assert_non_null(strstr(dlock_client_errmsg(NULL), "prefix"));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_released_names_leave_nothing, dir_setup, dir_teardown),
@@ -258,6 +348,9 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_left_file_is_a_floor, dir_setup, dir_teardown),
       cmocka_unit_test_setup_teardown(test_waiters_race_the_delete, dir_setup, dir_teardown),
       cmocka_unit_test_setup_teardown(test_prefix, dir_setup, dir_teardown),
+      cmocka_unit_test_setup_teardown(test_stalled_counter_bounded, dir_setup, dir_teardown),
+      cmocka_unit_test_setup_teardown(test_shared_directory_modes, dir_setup, dir_teardown),
+      cmocka_unit_test(test_prefix_too_long),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -51,6 +51,8 @@
  * one when the last one found less than that. */
 #define GC_BATCH 1000
 #define GC_PERIOD_MS 1000
+/* Longest a clean-up statement may hold up the operation it follows. */
+#define GC_MAX_MS 250
 
 typedef struct pgc {
   pthread_mutex_t mu; /* one statement at a time */
@@ -1079,8 +1081,24 @@ static int adv_result(pg_client *pc, pg_conn *cn, dlock_backend_lock *bl, PGresu
   else {
     int64_t t;
     rc = dlock__pg_parse_i64(PQgetvalue(r, 0, 0), &t);
-    if (rc == 0 && pc->confirm && (rc = confirm_grant(pc, cn, bl->key)) < 0)
-      *broken = 1; /* ending the session gives the lock back */
+    if (rc == 0 && pc->confirm && (rc = confirm_grant(pc, cn, bl->key)) < 0) {
+      /* Give back this key alone: the session may carry other locks, and
+       * a probe that failed for want of a descriptor or of time says
+       * nothing against them (in a shutdown the server ends them itself).
+       * Only if the unlock fails does the session go, and the lock with it. */
+      char why[512];
+      snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
+      char kbuf[24];
+      snprintf(kbuf, sizeof kbuf, "%" PRId64, key);
+      const char *params[1] = {kbuf};
+      PGresult *u = NULL;
+      if (run(pc, cn->pg, "unlock", pc->sql[DLOCK__PG_SQL_ADV_UNLOCK], 1, params,
+              deadline_after(pc->timeout_ms), &u, broken) == 0)
+        PQclear(u);
+      else
+        *broken = 1;
+      rc = dlock_seterr(DLOCK_ECONN, "%s", why);
+    }
     if (rc == 0) {
       bl->token = (uint64_t)t;
       pg_lock *pl = bl->priv;
@@ -1430,8 +1448,13 @@ static void lease_gc(pg_client *pc) {
   int64_t gone = 0, stamped = 0;
   char saved[512];
   snprintf(saved, sizeof saved, "%s", dlock_client_errmsg(NULL));
+  /* It runs on the caller's thread after its own operation (or on the
+   * renew thread after a give-back): a batch through the index takes
+   * milliseconds, and one that takes longer waits for a later call rather
+   * than holding up this one a whole timeout. */
+  int64_t bound = pc->timeout_ms < GC_MAX_MS ? pc->timeout_ms : GC_MAX_MS;
   if (run_any(pc, "clean-up", pc->sql[DLOCK__PG_SQL_LEASE_GC], 2, params,
-              deadline_after(pc->timeout_ms), &r) == 0) {
+              deadline_after(bound), &r) == 0) {
     if (PQntuples(r) == 1 && PQnfields(r) == 2) {
       dlock__pg_parse_i64(PQgetvalue(r, 0, 0), &gone);
       dlock__pg_parse_i64(PQgetvalue(r, 0, 1), &stamped);

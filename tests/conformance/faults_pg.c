@@ -2,6 +2,7 @@
  * our own: end the session that holds an advisory lock, the way an
  * operator's pg_terminate_backend() or a server restart would, or delete a
  * lease row behind its holder's back. */
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -11,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <libpq-fe.h>
@@ -491,4 +494,60 @@ void conf_pg_slow_first_grant_draws_late(void **state) {
   assert_true(waiting);
   assert_int_equal(t.rc, 0);
   assert_true(t.token > mid);
+}
+
+void conf_pg_failed_probe_keeps_other_locks(void **state);
+
+/* A grant whose probe of the postmaster fails for the client's own want
+ * (no descriptor left) is given back alone: the session, and every other
+ * lock on it, stays. */
+void conf_pg_failed_probe_keeps_other_locks(void **state) {
+  (void)state;
+  const char *url = conf_pg_url;
+  assert_non_null(url);
+  if (strstr(url, "mode=lease") || strstr(url, "confirm_grants=false")) {
+    printf("# not advisory mode with confirmed grants: nothing to probe\n");
+    skip();
+  }
+  dlock_client *c = NULL, *other = NULL;
+  assert_int_equal(dlock_open(url, &c), 0);
+  assert_int_equal(dlock_open(url, &other), 0);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.auto_renew = 0;
+  o.ttl_ms = 60000;
+  char ka[256], kb[256];
+  snprintf(ka, sizeof ka, "%s", conf_key("probe-a"));
+  snprintf(kb, sizeof kb, "%s", conf_key("probe-b"));
+  dlock_lock *a, *b;
+  assert_int_equal(dlock_try_acquire(c, ka, &o, &a), 0);
+  /* No descriptor left for the probe's socket: the soft limit at the
+   * next free one, and every free one below it taken. */
+  struct rlimit was;
+  assert_int_equal(getrlimit(RLIMIT_NOFILE, &was), 0);
+  int top = dup(0);
+  assert_true(top >= 0);
+  struct rlimit low = was;
+  low.rlim_cur = (rlim_t)top + 1;
+  assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+  int fill[4096], nfill = 0;
+  fill[nfill++] = top;
+  for (int fd; nfill < 4096 && (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;)
+    fill[nfill++] = fd;
+  int rc = dlock_try_acquire(c, kb, &o, &b);
+  char why[512];
+  snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
+  for (int i = 0; i < nfill; i++)
+    close(fill[i]);
+  assert_int_equal(setrlimit(RLIMIT_NOFILE, &was), 0);
+  printf("# try with no descriptor left: %s: %s\n", dlock_err_name(rc), why);
+  assert_int_equal(rc, DLOCK_ECONN);
+  /* A is still held, here and at the server; B was given back. */
+  assert_int_equal(dlock_lock_state(a), DLOCK_HELD);
+  dlock_lock *x;
+  assert_int_equal(dlock_try_acquire(other, ka, &o, &x), DLOCK_EBUSY);
+  assert_int_equal(dlock_try_acquire(other, kb, &o, &x), 0);
+  assert_int_equal(dlock_release(x), 0);
+  assert_int_equal(dlock_release(a), 0);
+  dlock_close(c);
+  dlock_close(other);
 }

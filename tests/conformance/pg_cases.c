@@ -334,6 +334,7 @@ extern const char *conf_pg_url;
 void conf_pg_no_grant_while_shutting_down(void **state);
 void conf_pg_released_names_leave_nothing(void **state);
 void conf_pg_slow_first_grant_draws_late(void **state);
+void conf_pg_failed_probe_keeps_other_locks(void **state);
 
 const struct conf_case *conf_pg_cases(const char *url, size_t *n) {
   p_url = url;
@@ -367,6 +368,9 @@ const struct conf_case *conf_pg_cases(const char *url, size_t *n) {
       {"conf_pg_slow_first_grant_draws_late",
        "a slow first grant draws its token again once it holds the row",
        conf_pg_slow_first_grant_draws_late, NULL, 0},
+      {"conf_pg_failed_probe_keeps_other_locks",
+       "a grant whose server probe fails on the client's side is given back alone",
+       conf_pg_failed_probe_keeps_other_locks, NULL, 0},
   };
   *n = sizeof cases / sizeof *cases;
   return cases;

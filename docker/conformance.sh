@@ -134,8 +134,9 @@ wait_s="${DLOCK_CONFORMANCE_WAIT:-120}"
 
 # ---------------------------------------------------------------- waiting
 
-# probe URL: one try-acquire and release of a key of our own, through the
-# dlock CLI (the URL goes through the environment, not the command line).
+# probe URL: asks the store about a key of our own through the dlock CLI
+# (`dlock status`: it reads, so it leaves nothing behind; the URL goes
+# through the environment, not the command line).
 # Leaves dlock's message in probe_msg; returns 0 when the store answered,
 # 2 when dlock refuses the URL (usage error, 64: waiting will not cure
 # that), 1 otherwise (unreachable, a store or login error while it starts).
@@ -144,8 +145,8 @@ probe_key="conformance-ready-$$-$RANDOM"
 probe() {
     local rc=0
     # -k: a dlock that ignores the TERM (stuck in a connect) is killed.
-    probe_msg="$(DLOCK_CONFORMANCE_PROBE_URL="$1" timeout -k 5 15 "$cli" run -n \
-        --url-env DLOCK_CONFORMANCE_PROBE_URL "$probe_key" -- true 2>&1 </dev/null)" || rc=$?
+    probe_msg="$(DLOCK_CONFORMANCE_PROBE_URL="$1" timeout -k 5 15 "$cli" status \
+        --url-env DLOCK_CONFORMANCE_PROBE_URL "$probe_key" 2>&1 </dev/null)" || rc=$?
     case "$rc" in
         0) return 0 ;;
         64) return 2 ;;

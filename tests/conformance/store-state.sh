@@ -130,6 +130,11 @@ state_zk() {
     local root prefix out n
     prefix="$(param prefix)" || prefix=/dlock
     root="${path%/}$prefix"
+    # A server that does not answer would read as an empty tree below.
+    local first="${hosts%%,*}"
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    [[ "$(timeout 5 bash -c 'exec 3<>"/dev/tcp/$1/$2" && printf ruok >&3 && cat <&3' \
+        _ "${first%:*}" "${first##*:}" 2>/dev/null)" == imok ]] || return 1
     if command -v java >/dev/null 2>&1 && [[ -f /usr/share/java/zookeeper.jar ]]; then
         # ls -R prints the root and every node under it, one a line; a
         # missing root prints nothing on stdout.
@@ -240,7 +245,7 @@ state_postgres() {
     table="${prefix}_lease"
     psql_q() {
         PGPASSWORD="$pass" PGCONNECT_TIMEOUT=5 timeout 10 psql -X -A -t -q -v ON_ERROR_STOP=1 \
-            -h "$host" -p "${port:-5432}" -U "${user:-$USER}" -d "${db:-postgres}" -c "$1"
+            -h "$host" -p "${port:-5432}" -U "${user:-${USER:-$(id -un)}}" -d "${db:-postgres}" -c "$1"
     }
     local exists rows tables where="" twhere="LIKE '%\\_lease'"
     if [[ -n "$run" ]]; then

@@ -1238,6 +1238,9 @@ struct tally {
   int passed, failed, skipped;
 };
 
+/* A URL that dlock_open refused as invalid (exit status 2). */
+static bool g_bad_url;
+
 /* cmocka prints its own frame around every group; the runner prints one
  * line per case instead, so a case's output is caught in a file and all
  * but that frame is passed on.  -1 when nothing is being caught. */
@@ -1421,15 +1424,17 @@ static void usage(FILE *f) {
           "                 default dlock-root-pw).\n"
           "  DLOCK_TEST_CONSUL  the consul binary, for a_consul_lock_interop.\n"
           "  CONSUL_HTTP_TOKEN  the Consul ACL token when the URL has no ?token=.\n"
-          "  CI             when set, a case missing one of the variables above fails\n"
-          "                 instead of being skipped.\n"
+          "  DLOCK_CONFORMANCE_STRICT  when set, a case missing one of the variables\n"
+          "                 above fails instead of being skipped (scripts/test sets it\n"
+          "                 in CI).\n"
           "  CMOCKA_TEST_ABORT  read by cmocka: 1 aborts on the first failure.\n"
           "  CMOCKA_MESSAGE_OUTPUT  read by cmocka; leave it unset (the runner reads\n"
           "                 cmocka's TAP output to print one line per case).\n"
           "\n"
-          "Exit status: 0 if every case that ran passed, 1 if a case failed or what\n"
-          "the run made could not all be removed, 2 on a usage error, 128+N when\n"
-          "stopped by signal N (after the cleanup).\n");
+          "Exit status: 0 if every case that ran passed (and at least one ran), 1 if\n"
+          "a case failed, none ran, or what the run made could not all be removed,\n"
+          "2 on a usage error (an invalid URL included), 128+N when stopped by signal\n"
+          "N (after the cleanup).\n");
 }
 
 static void list_cases(const struct conf_case *cs, size_t n, const char *store) {
@@ -1468,10 +1473,13 @@ static int run_store(const char *url, struct tally *all) {
   int64_t t0 = now_ms();
   dlock_client *c;
   printf("# conformance %s (run %s)\n", name, conf_run_id);
-  if (dlock_open(url, &c) != 0) {
+  int orc = dlock_open(url, &c);
+  if (orc != 0) {
     fprintf(stderr, "conformance: cannot open %s: %s\n", name, dlock_client_errmsg(NULL));
     printf("store %s: cannot open it\n", name);
     all->failed++;
+    if (orc == DLOCK_EINVAL)
+      g_bad_url = true; /* the URL, not the store: a usage error */
     return 1;
   }
   g_caps = dlock_client_caps(c);
@@ -1581,5 +1589,14 @@ int main(int argc, char **argv) {
     if (write(g_sigpipe[1], &done, 1) == 1)
       pthread_join(g_signal_thread, NULL);
   }
-  return all.failed ? 1 : 0;
+  if (g_bad_url)
+    return 2;
+  if (all.failed)
+    return 1;
+  /* Every case selected was skipped: nothing was shown to hold. */
+  if (all.passed == 0) {
+    fprintf(stderr, "conformance: no case ran (%d skipped)\n", all.skipped);
+    return 1;
+  }
+  return 0;
 }

@@ -590,8 +590,12 @@ static int cmd_holding(int argc, char **argv) {
 
 int main(int argc, char **argv) {
   if (argc < 2)
-    die("usage: dlock-faults resource|worker|writer|holding|now ...");
+    die("usage: dlock-faults resource|worker|writer|holding|now ... | --version");
   const char *cmd = argv[1];
+  if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
+    printf("dlock-faults %s\n", DLOCK_VERSION);
+    return 0;
+  }
   if (!strcmp(cmd, "now")) {
     printf("%" PRId64 "\n", mono());
     return 0;

@@ -20,6 +20,7 @@
 
 static const char usage[] =
     "usage: dlock-history [--recover-bound-ms N] [--lossy-store] [--json FILE] [--quiet] FILE...\n"
+    "       dlock-history -h|--help|-V|--version\n"
     "  --recover-bound-ms N  longest a killed holder's key may stay unobtainable\n"
     "                        (required when the history has a kill or kill-run)\n"
     "  --lossy-store         the store forgot its data: overlaps are counted, not failed\n"
@@ -272,6 +273,10 @@ int main(int argc, char **argv) {
       quiet = 1;
     } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
       fputs(usage, stdout);
+      free(files);
+      return 0;
+    } else if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0) {
+      printf("dlock-history %s\n", DLOCK_VERSION);
       free(files);
       return 0;
     } else if (strcmp(a, "--") == 0) {

@@ -261,9 +261,25 @@ char *dlock__consul_req_lock(const char *key, const char *session, const char *v
 }
 
 char *dlock__consul_req_unlock(const char *key, const char *session) {
+  return dlock__consul_req_unlock_at(key, session, 0);
+}
+
+char *dlock__consul_req_unlock_at(const char *key, const char *session, uint64_t index) {
   cJSON *root = cJSON_CreateArray();
+  int bad = 0;
+  if (index) {
+    /* From its decimal text, as the flag: exact whatever its size. */
+    char digits[24];
+    snprintf(digits, sizeof digits, "%" PRIu64, index);
+    cJSON *check = txn_kv(root, "check-index", key);
+    cJSON *raw = check ? cJSON_CreateRaw(digits) : NULL;
+    if (!raw || !cJSON_AddItemToObject(check, "Index", raw)) {
+      cJSON_Delete(raw);
+      bad = -1;
+    }
+  }
   cJSON *kv = txn_kv(root, "unlock", key);
-  return finish(root, add_str(kv, "Session", session) | add_lock_flag(kv));
+  return finish(root, bad | add_str(kv, "Session", session) | add_lock_flag(kv));
 }
 
 char *dlock__consul_req_get(const char *key) {
@@ -492,6 +508,22 @@ int dlock__consul_parse_renew(const char *body, size_t len, int64_t *ttl_ms) {
     rc = not_answer("session renew", body, len);
   else if (get_str(s, "TTL"))
     *ttl_ms = dlock__consul_duration_ms(get_str(s, "TTL"));
+  cJSON_Delete(root);
+  return rc;
+}
+
+int dlock__consul_parse_session_info(const char *body, size_t len, const char *id) {
+  cJSON *root = parse_json(body, len);
+  int rc;
+  if (cJSON_IsNull(root) || (cJSON_IsArray(root) && cJSON_GetArraySize(root) == 0)) {
+    rc = 0;
+  } else {
+    const cJSON *s = cJSON_IsArray(root) && cJSON_GetArraySize(root) == 1
+                         ? cJSON_GetArrayItem(root, 0)
+                         : NULL;
+    const char *sid = cJSON_IsObject(s) ? get_str(s, "ID") : NULL;
+    rc = sid && strcmp(sid, id) == 0 ? 1 : not_answer("session info", body, len);
+  }
   cJSON_Delete(root);
   return rc;
 }

@@ -97,6 +97,14 @@ DLOCK__HIDDEN char *dlock__consul_req_lock(const char *key, const char *session,
  * unlock without it sets Flags to 0, and `consul lock` then refuses the
  * key as "not a lock")]. */
 DLOCK__HIDDEN char *dlock__consul_req_unlock(const char *key, const char *session);
+/* PUT /v1/txn: [check-index KEY at INDEX (its ModifyIndex, written from
+ * its decimal text); the unlock above], so that the unlock happens only if
+ * nothing wrote KEY since INDEX was read: an unlock carried out late (an
+ * agent without a leader holds a request for seconds, also one its client
+ * gave up on) cannot undo a later lock of the same session.  INDEX 0 is
+ * dlock__consul_req_unlock. */
+DLOCK__HIDDEN char *dlock__consul_req_unlock_at(const char *key, const char *session,
+                                                uint64_t index);
 /* PUT /v1/txn (read-only): [get-tree KEY].  "get" would fail the txn for
  * a missing key; the tree of KEY holds it and whatever starts with it,
  * and dlock__consul_txn_find picks KEY out. */
@@ -151,6 +159,10 @@ DLOCK__HIDDEN int dlock__consul_parse_session(const char *body, size_t len, char
 /* Session renew, 200: the array of one session; *ttl_ms its TTL (which may
  * be longer than asked), or -1 when absent.  0 or DLOCK_EBACKEND. */
 DLOCK__HIDDEN int dlock__consul_parse_renew(const char *body, size_t len, int64_t *ttl_ms);
+/* GET /v1/session/info/<id>, 200: 1 when it lists the session ID (an
+ * array of one session with that ID), 0 when it lists none ([] or null),
+ * DLOCK_EBACKEND for anything else. */
+DLOCK__HIDDEN int dlock__consul_parse_session_info(const char *body, size_t len, const char *id);
 /* A Consul duration ("15s", "1m0s", "500ms", "1h2m3.5s") in ms, or -1. */
 DLOCK__HIDDEN int64_t dlock__consul_duration_ms(const char *s);
 /* One header line of an answer as libcurl hands it over (N bytes, not

@@ -17,6 +17,24 @@
  * their keys.  A lock's validity counts from the send time of the last
  * renewal the server confirmed.
  *
+ * Giving a key back (a release, the reaper, an attempt whose answer never
+ * came) is an unlock by session, and the session is every lock's of the
+ * client: on its own it would free any later lock of the same key by the
+ * same client.  An agent without a leader (a restart, an election) holds
+ * requests for seconds and then carries them out, also those whose client
+ * gave up, in no particular order; and the reaper may give an orphan back
+ * while an acquire of its key is on its way.  So every unlock is
+ * conditional on the key's ModifyIndex (a check-index in the same txn):
+ * the index the acquisition left (its token), or one just read that shows
+ * the key still holding the acquisition's own value, whose owner part is
+ * new with every attempt.  Any lock written since moves the index, and
+ * the unlock then fails.  The reaper also leaves the orphans of a key
+ * alone while an acquire of that key runs; the acquire settles them
+ * itself.  A lock txn that got no answer may likewise be carried out after
+ * its orphan found the key free or gave it back: such orphans are looked
+ * at again for ORPHAN_GRACE_MS, or the key would stay with our session for
+ * as long as other locks keep the session alive.
+ *
  * Consul's minimum session TTL is 10 s and it invalidates a session only
  * after twice its TTL, so a lock with a shorter ttl that its holder stops
  * renewing is released by the client's reaper thread once the ttl has
@@ -41,6 +59,14 @@
 #define SESSION_TTL_MAX_S 86400
 /* Longest blocking query; Consul caps wait at 10 minutes. */
 #define BLOCK_MAX_MS 300000
+/* How long an attempt whose lock txn got no answer is watched for a grant
+ * the agent carries out late: an agent without a leader holds a request
+ * for its rpc_hold_timeout (7 s by default) and a restarted one applies
+ * what it held after replaying its log, which can take seconds more.  A
+ * grant that lands after its orphan found the key free (or gave back an
+ * earlier copy of it) would otherwise leave the key held by our session
+ * with nobody to give it back. */
+#define ORPHAN_GRACE_MS 30000
 
 typedef struct cs_session {
   struct cs_session *next;
@@ -58,6 +84,9 @@ typedef struct cs_lock {
   dlock_backend_lock *bl;      /* NULL once the core has let go of it */
   cs_session *sess;
   char *key;
+  char *value;                 /* what its lock txn wrote: "<owner>\n<label>" */
+  uint64_t index;              /* the key's ModifyIndex its lock left (the token), 0 when
+                                  unknown (an attempt that got no answer) */
   int64_t confirmed_ns;
   int64_t ttl_ms;
   bool listed;
@@ -67,7 +96,14 @@ typedef struct cs_lock {
   bool settling;               /* settle_orphans is giving it back */
   bool reaping;                /* the reaper is giving it back */
   int renew_failures;          /* orphans: failed attempts so far */
+  int64_t born_ns;             /* orphans: when the attempt was given up */
 } cs_lock;
+
+/* An acquire under way, on the stack of its thread (cs_client.acquiring). */
+typedef struct cs_acq {
+  struct cs_acq *next;
+  const char *key;
+} cs_acq;
 
 typedef struct cs_client {
   dlock_backend_client *bc;
@@ -81,6 +117,8 @@ typedef struct cs_client {
   cs_session *sessions;
   cs_lock *held;
   const char *reaping;         /* key the reaper is giving back, or NULL */
+  cs_acq *acquiring;           /* keys being acquired: their orphans are the acquire's */
+  bool reaper_skipped;         /* the reaper left an orphan to an acquire */
   pthread_t reaper;
   pthread_cond_t reaper_cv;    /* work for the reaper */
   /* When the reaper will next look, INT64_MAX while it sleeps with nothing
@@ -273,9 +311,36 @@ static int sess_refresh(cs_client *cc, cs_session *s, int64_t since, int64_t dea
   else if (rc == 0 && r.status != 404)
     rc = dlock_seterr(DLOCK_EBACKEND, "consul: session renew: HTTP %ld: %.200s", r.status,
                       r.body.data ? r.body.data : "");
+  bool gone = rc == 0 && r.status == 404;
+  if (gone) {
+    /* A server that has just become leader answers renewals from its own
+     * state before it has applied the log it found (a restarted server
+     * replaying it): a session created since its last snapshot is not
+     * there yet, and 404 would report every lock it carries lost, and
+     * leave their keys held by a session nobody renews for 2 x TTL.  A
+     * consistent read waits for the log; only if it does not know the
+     * session either is it gone.  Either way this renewal confirmed
+     * nothing. */
+    char ipath[160];
+    snprintf(ipath, sizeof ipath, "/v1/session/info/%s?consistent", s->id);
+    reply si = {0};
+    int irc = request(cc, "GET", ipath, NULL, bound(cc, deadline), &si);
+    if (irc == 0 && si.status == 200)
+      irc = dlock__consul_parse_session_info(si.body.data, si.body.len, s->id);
+    else if (irc == 0)
+      irc = dlock_seterr(DLOCK_EBACKEND, "consul: session info: HTTP %ld: %.200s", si.status,
+                         si.body.data ? si.body.data : "");
+    reply_free(&si);
+    if (irc != 0) {
+      gone = false;
+      rc = irc < 0 ? irc
+                   : dlock_seterr(DLOCK_ECONN, "consul: the agent did not know session %s yet "
+                                  "(a new leader catching up)", s->id);
+    }
+  }
   pthread_mutex_lock(&cc->mu);
   s->busy = false;
-  if (rc == 0 && r.status == 404) {
+  if (gone) {
     sess_gone(cc, s);
     rc = dlock_seterr(DLOCK_ELOST, "consul: the session has expired or was destroyed");
   } else if (rc == 0) {
@@ -427,36 +492,70 @@ static int read_key(cs_client *cc, const char *key, int64_t deadline, dlock__con
   return rc;
 }
 
-/* Unlock KEY held by SESSION: 1 released, 0 not ours (any more), or a
- * negative code.  A txn, like the lock: it takes keys the agent refuses in
- * a /v1/kv/ path. */
-static int give_back(cs_client *cc, const char *key, const char *session, int64_t deadline) {
-  dlock__consul_txn t;
-  long status;
-  int rc = txn(cc, "/v1/txn", dlock__consul_req_unlock(key, session), deadline, "release", &t,
-               &status);
-  if (rc == 0 && status == 200) {
-    rc = 1;
-  } else if (rc == 0 && strstr(t.msg, "ermission denied")) {
-    rc = dlock_seterr(DLOCK_EAUTH, "consul: release of '%s' refused: %s", key, t.msg);
-  } else if (rc == 0) {
-    /* Refused.  The agent says why only in prose ("lock isn't held, or is
-     * held by another session"); the key itself says whether it is still
-     * ours. */
-    char why[256];
-    snprintf(why, sizeof why, "%s", t.msg);
-    dlock__consul_kv kv;
-    int f = read_key(cc, key, deadline, &kv);
-    if (f < 0)
-      rc = f;
-    else if (f == 0 || strcmp(kv.session, session) != 0)
-      rc = 0;
-    else
-      rc = dlock_seterr(DLOCK_EBACKEND, "consul: release of '%s' refused: %s", key, why);
-    dlock__consul_kv_free(&kv);
+/* Give KEY back from SESSION for the acquisition that wrote VALUE and left
+ * the key at INDEX (0: unknown): 1 released, 0 not ours (any more), or a
+ * negative code.  The unlock carries a check-index (see the top of this
+ * file), at INDEX or else at the index of a consistent read that shows the
+ * key held by SESSION with VALUE; when the check fails the key is read
+ * again.  With LIVE the caller is the client's only hold of KEY (a
+ * release, or the reaper for a lock the core still has a handle of), and
+ * SESSION holding the key is enough: another value there can only be an
+ * unanswered lock of ours that the agent carried out late.  A txn, like
+ * the lock: it takes keys the agent refuses in a /v1/kv/ path. */
+static int give_back(cs_client *cc, const char *key, const char *session, uint64_t index,
+                     const char *value, bool live, int64_t deadline) {
+  char why[256] = "";
+  uint64_t refused = 0; /* the index an unlock was refused at */
+  for (int round = 0; round < 4; round++) {
+    if (!index) {
+      dlock__consul_kv kv;
+      int f = read_key(cc, key, deadline, &kv);
+      bool ours = f == 1 && strcmp(kv.session, session) == 0 &&
+                  (live || (value && kv.valuelen == strlen(value) &&
+                            memcmp(kv.value, value, kv.valuelen) == 0));
+      uint64_t at = kv.modify_index;
+      dlock__consul_kv_free(&kv);
+      if (f < 0)
+        return f;
+      if (!ours)
+        return 0;
+      if (!at)
+        return dlock_seterr(DLOCK_EBACKEND, "consul: '%s' was read without its index", key);
+      if (at == refused)
+        /* Refused although nothing moved: not the index but the unlock. */
+        return dlock_seterr(DLOCK_EBACKEND, "consul: release of '%s' refused: %s", key, why);
+      index = at;
+    }
+    dlock__consul_txn t;
+    long status;
+    int rc = txn(cc, "/v1/txn", dlock__consul_req_unlock_at(key, session, index), deadline,
+                 "release", &t, &status);
+    if (rc == 0 && status == 200) {
+      rc = 1;
+    } else if (rc == 0 && strstr(t.msg, "ermission denied")) {
+      rc = dlock_seterr(DLOCK_EAUTH, "consul: release of '%s' refused: %s", key, t.msg);
+    } else if (rc == 0) {
+      /* Refused.  The agent says why only in prose ("current modify index
+       * 7 != 6", "lock isn't held, or is held by another session"); the
+       * key itself says whether it is still ours. */
+      snprintf(why, sizeof why, "%s", t.msg);
+      refused = index;
+      index = 0;
+      rc = 2;
+    }
+    dlock__consul_txn_free(&t);
+    if (rc != 2)
+      return rc;
   }
-  dlock__consul_txn_free(&t);
-  return rc;
+  return dlock_seterr(DLOCK_ECONN, "consul: '%s' kept changing while it was given back", key);
+}
+
+/* Under mu: whether an acquire of KEY is under way. */
+static bool acquiring(const cs_client *cc, const char *key) {
+  for (const cs_acq *a = cc->acquiring; a; a = a->next)
+    if (strcmp(a->key, key) == 0)
+      return true;
+  return false;
 }
 
 /* Under mu: something is due at DUE_NS for the reaper. */
@@ -481,17 +580,24 @@ static void unlink_lock(cs_client *cc, cs_lock *lk) {
 /* Under mu: remember that KEY may still be held by S although nobody holds
  * it any more (a release or a lock whose answer never came), so that the
  * reaper gives it back; a session kept alive by other locks would hold it
- * for good.  Takes a reference on S. */
-static void orphan_add(cs_client *cc, cs_session *s, const char *key) {
+ * for good.  VALUE and INDEX are the acquisition's (see give_back).  Takes
+ * a reference on S. */
+static void orphan_add(cs_client *cc, cs_session *s, const char *key, const char *value,
+                       uint64_t index) {
   cs_lock *o = calloc(1, sizeof *o);
   char *k = strdup(key);
-  if (!o || !k) {
+  char *v = value ? strdup(value) : NULL;
+  if (!o || !k || !v) {
     free(o);
     free(k);
+    free(v);
     return; /* the session ends with the client, and the key with it */
   }
   o->sess = s;
   o->key = k;
+  o->value = v;
+  o->index = index;
+  o->born_ns = now_ns();
   o->orphan = true;
   o->listed = true;
   o->next = cc->held;
@@ -502,10 +608,18 @@ static void orphan_add(cs_client *cc, cs_session *s, const char *key) {
   kick_reaper(cc, 0);
 }
 
+/* Under mu: whether orphan O, just given back or found not ours, is still
+ * watched: a lock txn that got no answer may yet be carried out, and so
+ * may a copy of it that the transport sent again. */
+static bool orphan_watched(const cs_lock *o) {
+  return o->index == 0 && now_ns() - o->born_ns < (int64_t)ORPHAN_GRACE_MS * 1000000;
+}
+
 static void orphan_free(cs_client *cc, cs_lock *o) {
   unlink_lock(cc, o);
   sess_put(cc, o->sess);
   free(o->key);
+  free(o->value);
   free(o);
 }
 
@@ -513,7 +627,8 @@ static void orphan_free(cs_client *cc, cs_lock *o) {
  * core has already declared them lost, and a session kept alive by other
  * locks or by Consul's 10 s minimum must not keep them), and orphans.
  * Only this thread frees an orphan that is in the list, and only
- * settle_orphans takes one out, while this thread is not at it. */
+ * settle_orphans takes one out, while this thread is not at it.  The
+ * orphans of a key being acquired are left to the acquire. */
 static void *reaper_main(void *arg) {
   cs_client *cc = arg;
   pthread_mutex_lock(&cc->mu);
@@ -523,6 +638,10 @@ static void *reaper_main(void *arg) {
     for (cs_lock *lk = cc->held; lk && !job; lk = lk->next) {
       if (lk->settling || lk->reaping)
         continue;
+      if (lk->orphan && acquiring(cc, lk->key)) {
+        cc->reaper_skipped = true; /* the acquire's end wakes us */
+        continue;
+      }
       int64_t due = lk->orphan ? lk->confirmed_ns
                                : lk->lost ? INT64_MAX : lk->confirmed_ns + lk->ttl_ms * 1000000;
       if (due <= now)
@@ -546,18 +665,23 @@ static void *reaper_main(void *arg) {
     cs_session *s = job->sess;
     s->refs++;
     char *key = strdup(job->key);
+    char *value = job->value ? strdup(job->value) : NULL;
+    uint64_t index = job->index;
+    bool live = !job->orphan;
     char sid[DLOCK_CONSUL_SESSION_MAX];
     snprintf(sid, sizeof sid, "%s", s->id);
     bool dead = s->dead;
     cc->reaping = key;
     job->reaping = true; /* nobody else gives this one back meanwhile */
     pthread_mutex_unlock(&cc->mu);
-    int rc = key && !dead ? give_back(cc, key, sid, -1) : 0;
+    int rc = key && !dead ? give_back(cc, key, sid, index, value, live, -1) : 0;
     pthread_mutex_lock(&cc->mu);
     cc->reaping = NULL;
     job->reaping = false;
     pthread_cond_broadcast(&cc->cv);
-    if (job->orphan && (rc >= 0 || dead || rc == DLOCK_EAUTH || rc == DLOCK_EBACKEND)) {
+    if (job->orphan && rc >= 0 && !dead && orphan_watched(job)) {
+      job->confirmed_ns = now_ns() + 2000000000; /* look again */
+    } else if (job->orphan && (rc >= 0 || dead || rc == DLOCK_EAUTH || rc == DLOCK_EBACKEND)) {
       orphan_free(cc, job); /* given back, or it never will be */
     } else if (job->orphan) {
       /* Unreachable agent: again later, with growing gaps. */
@@ -565,20 +689,21 @@ static void *reaper_main(void *arg) {
       int64_t gap = (int64_t)1000000000 << (job->renew_failures < 5 ? job->renew_failures : 5);
       job->confirmed_ns = now_ns() + gap;
     } else if (rc < 0 && key) {
-      orphan_add(cc, s, key); /* the handle is the core's: keep a copy */
+      orphan_add(cc, s, key, value, index); /* the handle is the core's: keep a copy */
     }
     sess_put(cc, s);
     free(key);
+    free(value);
   }
   pthread_mutex_unlock(&cc->mu);
   return NULL;
 }
 
-/* Before acquiring KEY: orphans of KEY are given back first, by whichever
- * session left them (or they would keep the key from a new session of
- * ours, or release the new hold later).  Those that cannot be given back
- * now stay for the reaper; a lock we then get under their session is
- * ours, and try_lock's caller drops them. */
+/* Before each lock attempt on KEY: orphans of KEY are given back first, by
+ * whichever session left them (or they would keep the key from a new
+ * session of ours).  Those that cannot be given back now stay, for the
+ * next attempt and, once the acquire is over, the reaper; a lock we then
+ * get under their session is ours, and try_lock's caller drops them. */
 static void settle_orphans(cs_client *cc, const char *key, int64_t deadline) {
   pthread_mutex_lock(&cc->mu);
   while (cc->reaping && strcmp(cc->reaping, key) == 0)
@@ -594,8 +719,11 @@ static void settle_orphans(cs_client *cc, const char *key, int64_t deadline) {
     snprintf(sid, sizeof sid, "%s", o->sess->id);
     bool dead = o->sess->dead;
     pthread_mutex_unlock(&cc->mu);
-    int rc = dead ? 0 : give_back(cc, key, sid, deadline);
+    /* The orphan's fields stay: nobody frees one that is settling. */
+    int rc = dead ? 0 : give_back(cc, key, sid, o->index, o->value, false, deadline);
     pthread_mutex_lock(&cc->mu);
+    if (rc >= 0 && !dead && orphan_watched(o))
+      continue; /* still settling: not again in this round */
     if (rc >= 0 || rc == DLOCK_EAUTH || rc == DLOCK_EBACKEND)
       orphan_free(cc, o);
   }
@@ -632,6 +760,8 @@ static void client_free(cs_client *cc) {
     unlink_lock(cc, lk);
     free(lk->key);
     lk->key = NULL;
+    free(lk->value);
+    lk->value = NULL;
     if (lk->orphan)
       free(lk);
   }
@@ -857,13 +987,22 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
   if (rc == 0 && bl->ttl_ms > SESSION_TTL_MAX_S * 1000)
     rc = dlock_seterr(DLOCK_EINVAL, "consul: a ttl above %d s cannot be kept: Consul's "
                       "longest session TTL", SESSION_TTL_MAX_S);
-  if (rc == 0)
-    settle_orphans(cc, key, try_only ? -1 : deadline);
+  /* From here on the orphans of KEY are ours to give back, not the
+   * reaper's: one that it gave back while our lock was on its way would
+   * free that lock (see the top of this file). */
+  cs_acq acq = {.key = rc == 0 ? key : NULL};
+  if (acq.key) {
+    pthread_mutex_lock(&cc->mu);
+    acq.next = cc->acquiring;
+    cc->acquiring = &acq;
+    pthread_mutex_unlock(&cc->mu);
+  }
   uint64_t index, token = 0;
   int64_t pause_ns = 50000000;
   bool exact = true; /* the agent takes the key's path (until it refuses it) */
   cs_session *s = NULL;
   for (int lost = 0; rc == 0;) {
+    settle_orphans(cc, key, try_only ? -1 : deadline);
     if ((rc = sess_get(cc, bl->ttl_ms, try_only ? -1 : deadline, &s)) < 0)
       break;
     int delay = 0;
@@ -878,6 +1017,8 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
         lk->bl = bl;
         lk->sess = s;
         lk->key = key;
+        lk->value = value;
+        lk->index = token;
         lk->ttl_ms = bl->ttl_ms;
         lk->confirmed_ns = s->fresh_ns;
         lk->listed = true;
@@ -888,6 +1029,7 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
         bl->token = token;
         bl->sent_ns = s->fresh_ns;
         key = NULL;
+        value = NULL;
         kick_reaper(cc, lk->confirmed_ns + lk->ttl_ms * 1000000);
       }
       pthread_mutex_unlock(&cc->mu);
@@ -899,7 +1041,7 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
       sess_gone(cc, s);
     else if (rc != DLOCK_EBUSY && rc != DLOCK_EINVAL && rc != DLOCK_ENOMEM)
       /* No definite answer: the lock may have been applied. */
-      orphan_add(cc, s, key);
+      orphan_add(cc, s, key, value, 0);
     sess_put(cc, s);
     if (delay)
       cc->stats.lock_delays++;
@@ -945,6 +1087,20 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
    * an unreachable agent. */
   if ((rc == DLOCK_ECONN || rc == DLOCK_ETIMEDOUT) && deadline >= 0 && now_ns() >= deadline)
     rc = dlock_seterr(DLOCK_ETIMEDOUT, "consul: timed out waiting for '%s'", bl->key);
+  if (acq.key) {
+    pthread_mutex_lock(&cc->mu);
+    for (cs_acq **a = &cc->acquiring; *a; a = &(*a)->next)
+      if (*a == &acq) {
+        *a = acq.next;
+        break;
+      }
+    /* Orphans the reaper left to us that we could not give back. */
+    if (cc->reaper_skipped) {
+      cc->reaper_skipped = false;
+      pthread_cond_signal(&cc->reaper_cv);
+    }
+    pthread_mutex_unlock(&cc->mu);
+  }
   free(key);
   free(value);
   return rc;
@@ -1074,6 +1230,10 @@ static int consul_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
     pthread_mutex_unlock(&cc->mu);
     return dlock_seterr(DLOCK_ELOST, "consul: '%s' was not held", bl->key);
   }
+  /* The reaper may be giving it back (its ttl ran out): LK is the core's
+   * memory, freed when we return. */
+  while (lk->reaping)
+    pthread_cond_wait(&cc->cv, &cc->mu);
   bool lost = lk->lost;
   cs_session *s = lk->sess;
   bool alive = !s->dead;
@@ -1084,13 +1244,13 @@ static int consul_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   lk->lost = true;
   pthread_mutex_unlock(&cc->mu);
   int rc = 0;
-  int b = alive ? give_back(cc, lk->key, sid, -1) : 0;
+  int b = alive ? give_back(cc, lk->key, sid, lk->index, lk->value, true, -1) : 0;
   if (b == 0)
     lost = true;
   pthread_mutex_lock(&cc->mu);
   unlink_lock(cc, lk);
   if (b < 0) {
-    orphan_add(cc, s, lk->key);
+    orphan_add(cc, s, lk->key, lk->value, lk->index);
     if (!lost)
       rc = b;
   }
@@ -1098,6 +1258,8 @@ static int consul_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   pthread_mutex_unlock(&cc->mu);
   free(lk->key);
   lk->key = NULL;
+  free(lk->value);
+  lk->value = NULL;
   lk->sess = NULL;
   if (lost && rc == 0)
     return dlock_seterr(DLOCK_ELOST, "consul: '%s' was lost before release", bl->key);

@@ -261,25 +261,26 @@ char *dlock__consul_req_lock(const char *key, const char *session, const char *v
 }
 
 char *dlock__consul_req_unlock(const char *key, const char *session) {
-  return dlock__consul_req_unlock_at(key, session, 0);
+  cJSON *root = cJSON_CreateArray();
+  cJSON *kv = txn_kv(root, "unlock", key);
+  return finish(root, add_str(kv, "Session", session) | add_lock_flag(kv));
 }
 
-char *dlock__consul_req_unlock_at(const char *key, const char *session, uint64_t index) {
+char *dlock__consul_req_release_at(const char *key, uint64_t index) {
+  if (!index)
+    return NULL;
   cJSON *root = cJSON_CreateArray();
   int bad = 0;
-  if (index) {
-    /* From its decimal text, as the flag: exact whatever its size. */
-    char digits[24];
-    snprintf(digits, sizeof digits, "%" PRIu64, index);
-    cJSON *check = txn_kv(root, "check-index", key);
-    cJSON *raw = check ? cJSON_CreateRaw(digits) : NULL;
-    if (!raw || !cJSON_AddItemToObject(check, "Index", raw)) {
-      cJSON_Delete(raw);
-      bad = -1;
-    }
+  /* From its decimal text, as the flag: exact whatever its size. */
+  char digits[24];
+  snprintf(digits, sizeof digits, "%" PRIu64, index);
+  cJSON *del = txn_kv(root, "delete-cas", key);
+  cJSON *raw = del ? cJSON_CreateRaw(digits) : NULL;
+  if (!raw || !cJSON_AddItemToObject(del, "Index", raw)) {
+    cJSON_Delete(raw);
+    bad = -1;
   }
-  cJSON *kv = txn_kv(root, "unlock", key);
-  return finish(root, bad | add_str(kv, "Session", session) | add_lock_flag(kv));
+  return finish(root, bad);
 }
 
 char *dlock__consul_req_get(const char *key) {

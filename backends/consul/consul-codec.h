@@ -46,6 +46,8 @@
 #define DLOCK_CONSUL_CTL_SESSION 0x6301 /* char[DLOCK_CONSUL_SESSION_MAX]: the session under
                                            a held lock (L), or the client's default one */
 #define DLOCK_CONSUL_CTL_STATS 0x6302   /* struct dlock_consul_stats * */
+#define DLOCK_CONSUL_CTL_LOCK_DELAY 0x6303 /* int64_t *: the lock-delay (ms) the client's
+                                              sessions ask for */
 #define DLOCK_CONSUL_SESSION_MAX 64
 
 struct dlock_consul_stats {
@@ -97,14 +99,14 @@ DLOCK__HIDDEN char *dlock__consul_req_lock(const char *key, const char *session,
  * unlock without it sets Flags to 0, and `consul lock` then refuses the
  * key as "not a lock")]. */
 DLOCK__HIDDEN char *dlock__consul_req_unlock(const char *key, const char *session);
-/* PUT /v1/txn: [check-index KEY at INDEX (its ModifyIndex, written from
- * its decimal text); the unlock above], so that the unlock happens only if
- * nothing wrote KEY since INDEX was read: an unlock carried out late (an
- * agent without a leader holds a request for seconds, also one its client
- * gave up on) cannot undo a later lock of the same session.  INDEX 0 is
- * dlock__consul_req_unlock. */
-DLOCK__HIDDEN char *dlock__consul_req_unlock_at(const char *key, const char *session,
-                                                uint64_t index);
+/* PUT /v1/txn: [delete-cas KEY at INDEX (its ModifyIndex, written from
+ * its decimal text)]: a release that also removes the key, so that a store
+ * that sees millions of names keeps none of those released, and that
+ * happens only if nothing wrote KEY since INDEX was read: a release carried
+ * out late (an agent without a leader holds a request for seconds, also
+ * one its client gave up on) cannot undo a later lock of the same session.
+ * NULL for INDEX 0. */
+DLOCK__HIDDEN char *dlock__consul_req_release_at(const char *key, uint64_t index);
 /* PUT /v1/txn (read-only): [get-tree KEY].  "get" would fail the txn for
  * a missing key; the tree of KEY holds it and whatever starts with it,
  * and dlock__consul_txn_find picks KEY out. */

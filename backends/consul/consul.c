@@ -528,7 +528,7 @@ static int give_back(cs_client *cc, const char *key, const char *session, uint64
     }
     dlock__consul_txn t;
     long status;
-    int rc = txn(cc, "/v1/txn", dlock__consul_req_unlock_at(key, session, index), deadline,
+    int rc = txn(cc, "/v1/txn", dlock__consul_req_release_at(key, index), deadline,
                  "release", &t, &status);
     if (rc == 0 && status == 200) {
       rc = 1;
@@ -1301,6 +1301,10 @@ static int consul_control(dlock_backend_client *bc, dlock_backend_lock *bl, int 
   cs_client *cc = bc->priv;
   if (!arg)
     return dlock_seterr(DLOCK_EINVAL, "consul: control operation %d needs an argument", op);
+  if (op == DLOCK_CONSUL_CTL_LOCK_DELAY) {
+    *(int64_t *)arg = cc->lock_delay_ms;
+    return 0;
+  }
   if (op == DLOCK_CONSUL_CTL_STATS) {
     pthread_mutex_lock(&cc->mu);
     *(struct dlock_consul_stats *)arg = cc->stats;

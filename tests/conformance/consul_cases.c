@@ -929,8 +929,15 @@ static void f_token_hidden(void **state) {
   assert_ptr_equal(c, (dlock_client *)0x1);
 }
 
+/* Cases of faults_consul.c. */
+extern const char *conf_consul_url;
+void conf_consul_stale_give_back(void **state);
+void conf_consul_renew_404_catching_up(void **state);
+void conf_consul_late_grant_given_back(void **state);
+
 const struct conf_case *conf_consul_cases(const char *url, size_t *n) {
   c_url = url;
+  conf_consul_url = url;
   static const struct conf_case cases[] = {
       {"a_consul_lock_interop",
        "dlock and `consul lock` exclude each other",
@@ -951,6 +958,15 @@ const struct conf_case *conf_consul_cases(const char *url, size_t *n) {
       {"g_refused_path_waits",
        "keys the agent refuses in a path still wait and wake",
        g_refused_path_waits, NULL, 0},
+      {"conf_consul_stale_give_back",
+       "a give-back the agent carries out late does not free a later lock",
+       conf_consul_stale_give_back, NULL, 0},
+      {"conf_consul_renew_404_catching_up",
+       "a renewal answered 404 by a leader still applying its log keeps the lock",
+       conf_consul_renew_404_catching_up, NULL, 0},
+      {"conf_consul_late_grant_given_back",
+       "a grant the agent carries out after its client gave up is given back",
+       conf_consul_late_grant_given_back, NULL, 0},
   };
   *n = sizeof cases / sizeof *cases;
   return cases;

@@ -470,7 +470,9 @@ static void *hp_conn_main(void *arg) {
   if (fwd) {
     const char *body = strstr(req, "\r\n\r\n") + 4;
     bool txn = strncmp(req, "PUT /v1/txn ", 12) == 0;
-    bool unlock = txn && strstr(body, "\"Verb\":\"unlock\"");
+    /* A release: an unlock, or a delete-cas of the held key. */
+    bool unlock = txn && (strstr(body, "\"Verb\":\"unlock\"") ||
+                          strstr(body, "\"Verb\":\"delete-cas\""));
     bool lock = txn && strstr(body, "\"Verb\":\"lock\"");
     bool renew = strncmp(req, "PUT /v1/session/renew/", 22) == 0;
     pthread_mutex_lock(&p->mu);

@@ -1287,6 +1287,38 @@ static void bools(void **state) {
   assert_int_equal(dlock__consul_parse_bool(NULL, 0), -1);
 }
 
+/* A release conditional on the key's ModifyIndex, which also removes the
+ * key: a late one cannot undo a later lock of the same session, and a
+ * released name leaves nothing. */
+static void txn_release_at(void **state) {
+  (void)state;
+  char *raw = dlock__consul_req_release_at("ctest/k/.lock", 42);
+  assert_non_null(raw);
+  assert_string_equal(raw, "[{\"KV\":{\"Verb\":\"delete-cas\",\"Key\":\"ctest/k/.lock\","
+                           "\"Index\":42}}]");
+  free(raw);
+  /* An index beyond a double's 2^53 goes as its digits. */
+  raw = dlock__consul_req_release_at("k/.lock", 9007199254740993ull);
+  assert_non_null(strstr(raw, "\"Index\":9007199254740993}"));
+  free(raw);
+  /* Without an index there is nothing safe to send. */
+  assert_null(dlock__consul_req_release_at("k/.lock", 0));
+}
+
+/* GET /v1/session/info/<id>: whether the server knows the session. */
+static void session_info(void **state) {
+  (void)state;
+  static const char one[] = "[{\"ID\":\"" SID_A "\",\"Name\":\"dlock\",\"TTL\":\"10s\"}]";
+  assert_int_equal(dlock__consul_parse_session_info(one, sizeof one - 1, SID_A), 1);
+  assert_int_equal(dlock__consul_parse_session_info("[]", 2, SID_A), 0);
+  assert_int_equal(dlock__consul_parse_session_info("null", 4, SID_A), 0);
+  /* Another session's record is not ours; anything else is no answer. */
+  static const char other[] = "[{\"ID\":\"00000000-0000-0000-0000-000000000000\"}]";
+  assert_true(dlock__consul_parse_session_info(other, sizeof other - 1, SID_A) != 1);
+  assert_int_equal(dlock__consul_parse_session_info("{}", 2, SID_A), DLOCK_EBACKEND);
+  assert_int_equal(dlock__consul_parse_session_info("[", 1, SID_A), DLOCK_EBACKEND);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(lock_key_escapes),
@@ -1314,6 +1346,8 @@ int main(void) {
       cmocka_unit_test(session_renew),
       cmocka_unit_test(durations),
       cmocka_unit_test(bools),
+      cmocka_unit_test(txn_release_at),
+      cmocka_unit_test(session_info),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

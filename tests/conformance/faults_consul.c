@@ -309,6 +309,8 @@ struct hproxy {
   int fds[HP_CONNS];        /* their client sockets, -1 when free */
   int hold_unlocks;         /* unlock txns still to keep */
   int hold_locks;           /* lock txns still to keep (the same way) */
+  int drop_locks;           /* while set, a lock txn beyond the kept one is never
+                               carried out (the client may send it again) */
   int swallow_lock_answers; /* lock txns still to forward unanswered */
   char *held;               /* the txn kept, as it goes to the agent */
   size_t held_len;
@@ -489,6 +491,8 @@ static void *hp_conn_main(void *arg) {
       p->held_len = fl;
       fwd = NULL;
       what = 1;
+    } else if (lock && p->drop_locks) {
+      what = 4; /* stalled below, never forwarded */
     } else if (lock && p->swallow_lock_answers > 0) {
       p->swallow_lock_answers--;
       what = 2;
@@ -899,10 +903,14 @@ void conf_consul_late_grant_given_back(void **state) {
   assert_int_equal(dlock_control(c, keep, DLOCK_CONSUL_CTL_SESSION, sid), 0);
   pthread_mutex_lock(&p->mu);
   p->hold_locks = 1;
+  p->drop_locks = 1; /* a copy sent again within the try's time is not seen either */
   pthread_mutex_unlock(&p->mu);
   dlock_options t = o;
   t.wait_ms = 0;
   rc = dlock_try_acquire(c, key, &t, &l);
+  pthread_mutex_lock(&p->mu);
+  p->drop_locks = 0;
+  pthread_mutex_unlock(&p->mu);
   if (rc == 0)
     fail_msg("try_acquire whose lock txn the agent never saw returned the lock");
   assert_true(hp_wait(p, 5000, 0));

@@ -1,7 +1,7 @@
 /* dlock: one distributed-lock API over many lock stores.
  *
  *   dlock_client *c;
- *   if (dlock_open("redis://127.0.0.1:6390/0?ttl=15s", &c) < 0)
+ *   if (dlock_open("redis://127.0.0.1:16390/0?ttl=15s", &c) < 0)
  *     fprintf(stderr, "%s\n", dlock_client_errmsg(NULL));
  *   dlock_options o = DLOCK_OPTIONS_INIT;
  *   o.wait_ms = 5000;

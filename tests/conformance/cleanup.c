@@ -539,22 +539,11 @@ static int etcd_cleanup(const char *url) {
 #include <cjson/cJSON.h>
 
 static int consul_delete_tree(const char *url, const char *key) {
-  cJSON *root = cJSON_CreateArray(), *op = cJSON_CreateObject();
-  cJSON *kv = op ? cJSON_AddObjectToObject(op, "KV") : NULL;
-  char *req = NULL;
-  if (root && kv && cJSON_AddStringToObject(kv, "Verb", "delete-tree") &&
-      cJSON_AddStringToObject(kv, "Key", key) && cJSON_AddItemToArray(root, op)) {
-    op = NULL;
-    req = cJSON_PrintUnformatted(root);
-  }
-  cJSON_Delete(op);
-  cJSON_Delete(root);
-  char *answer = NULL;
-  int st = req ? conf_consul_request(url, "PUT", "/v1/txn", req, &answer) : -1;
+  char *answer;
+  int st = conf_consul_txn_one(url, "delete-tree", key, &answer);
   if (st != 200)
     fprintf(stderr, "cleanup: delete-tree %s: HTTP %d: %s\n", key, st, answer ? answer : "");
   free(answer);
-  free(req);
   return st == 200 ? 0 : -1;
 }
 

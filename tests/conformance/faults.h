@@ -139,6 +139,9 @@ const struct conf_case *conf_etcd_cases(const char *url, size_t *n);
  * (forget). */
 int conf_consul_break_lock(const char *url, const char *key);
 int conf_consul_forget_key(const char *url, const char *key);
+/* One /v1/txn of VERB on KEY; the HTTP status (-1: not sent), the answer's
+ * body in *ANSWER (malloc'd, or NULL). */
+int conf_consul_txn_one(const char *url, const char *verb, const char *key, char **answer);
 /* KEY's lock key under URL's ?prefix= (malloc'd). */
 char *conf_consul_lock_key(const char *url, const char *key);
 /* "http://127.0.0.1:8500": the agent of URL's endpoint EP (malloc'd;

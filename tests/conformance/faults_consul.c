@@ -239,28 +239,35 @@ int conf_consul_break_lock(const char *url, const char *key) {
 
 /* Deleting a key does not take Raft indexes back: the next holder's
  * ModifyIndex, its token, is still above every earlier one. */
-int conf_consul_forget_key(const char *url, const char *key) {
-  char *lk = conf_consul_lock_key(url, key);
-  /* A txn delete, for the same reason as conf_consul_get. */
-  cJSON *root = lk ? cJSON_CreateArray() : NULL, *op = cJSON_CreateObject();
+int conf_consul_txn_one(const char *url, const char *verb, const char *key, char **answer) {
+  *answer = NULL;
+  cJSON *root = cJSON_CreateArray(), *op = cJSON_CreateObject();
   cJSON *kv = op ? cJSON_AddObjectToObject(op, "KV") : NULL;
   char *req = NULL;
-  if (root && kv && cJSON_AddStringToObject(kv, "Verb", "delete") &&
-      cJSON_AddStringToObject(kv, "Key", lk) && cJSON_AddItemToArray(root, op)) {
+  if (root && kv && cJSON_AddStringToObject(kv, "Verb", verb) &&
+      cJSON_AddStringToObject(kv, "Key", key) && cJSON_AddItemToArray(root, op)) {
     op = NULL;
     req = cJSON_PrintUnformatted(root);
   }
   cJSON_Delete(op);
   cJSON_Delete(root);
-  char *answer = NULL;
-  int st = req ? conf_consul_request(url, "PUT", "/v1/txn", req, &answer) : -1;
-  int ok = st == 200;
-  if (!ok && st > 0)
+  int st = req ? conf_consul_request(url, "PUT", "/v1/txn", req, answer) : -1;
+  free(req);
+  return st;
+}
+
+int conf_consul_forget_key(const char *url, const char *key) {
+  char *lk = conf_consul_lock_key(url, key);
+  if (!lk)
+    return -1;
+  /* A txn delete, for the same reason as conf_consul_get. */
+  char *answer;
+  int st = conf_consul_txn_one(url, "delete", lk, &answer);
+  if (st != 200 && st > 0)
     fprintf(stderr, "faults_consul: delete %s: HTTP %d: %s\n", lk, st, answer ? answer : "");
   free(answer);
-  free(req);
   free(lk);
-  return ok ? 0 : -1;
+  return st == 200 ? 0 : -1;
 }
 
 int64_t conf_consul_lock_delay_ms(const char *url) {

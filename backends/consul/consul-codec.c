@@ -266,11 +266,13 @@ char *dlock__consul_req_unlock(const char *key, const char *session) {
   return finish(root, add_str(kv, "Session", session) | add_lock_flag(kv));
 }
 
-char *dlock__consul_req_release_at(const char *key, uint64_t index) {
+char *dlock__consul_req_release_at(const char *key, const char *session, uint64_t index) {
   if (!index)
     return NULL;
   cJSON *root = cJSON_CreateArray();
-  int bad = 0;
+  /* delete-cas of a key that is gone succeeds: the check-session first
+   * makes a release of a lock already lost fail, as it must. */
+  int bad = add_str(txn_kv(root, "check-session", key), "Session", session);
   /* From its decimal text, as the flag: exact whatever its size. */
   char digits[24];
   snprintf(digits, sizeof digits, "%" PRIu64, index);

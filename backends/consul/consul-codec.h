@@ -99,14 +99,16 @@ DLOCK__HIDDEN char *dlock__consul_req_lock(const char *key, const char *session,
  * unlock without it sets Flags to 0, and `consul lock` then refuses the
  * key as "not a lock")]. */
 DLOCK__HIDDEN char *dlock__consul_req_unlock(const char *key, const char *session);
-/* PUT /v1/txn: [delete-cas KEY at INDEX (its ModifyIndex, written from
- * its decimal text)]: a release that also removes the key, so that a store
+/* PUT /v1/txn: [check-session KEY SESSION, delete-cas KEY at INDEX (its
+ * ModifyIndex, written from its decimal text)]: a release that fails for a
+ * key that is gone or no longer SESSION's, and that removes the key, so that a store
  * that sees millions of names keeps none of those released, and that
  * happens only if nothing wrote KEY since INDEX was read: a release carried
  * out late (an agent without a leader holds a request for seconds, also
  * one its client gave up on) cannot undo a later lock of the same session.
  * NULL for INDEX 0. */
-DLOCK__HIDDEN char *dlock__consul_req_release_at(const char *key, uint64_t index);
+DLOCK__HIDDEN char *dlock__consul_req_release_at(const char *key, const char *session,
+                                                uint64_t index);
 /* PUT /v1/txn (read-only): [get-tree KEY].  "get" would fail the txn for
  * a missing key; the tree of KEY holds it and whatever starts with it,
  * and dlock__consul_txn_find picks KEY out. */

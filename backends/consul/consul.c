@@ -23,12 +23,13 @@
  * same client.  An agent without a leader (a restart, an election) holds
  * requests for seconds and then carries them out, also those whose client
  * gave up, in no particular order; and the reaper may give an orphan back
- * while an acquire of its key is on its way.  So every unlock is
- * conditional on the key's ModifyIndex (a check-index in the same txn):
+ * while an acquire of its key is on its way.  So every release is
+ * conditional on the key's ModifyIndex (a delete-cas, after a
+ * check-session in the same txn):
  * the index the acquisition left (its token), or one just read that shows
  * the key still holding the acquisition's own value, whose owner part is
  * new with every attempt.  Any lock written since moves the index, and
- * the unlock then fails.  The reaper also leaves the orphans of a key
+ * the release then fails.  The reaper also leaves the orphans of a key
  * alone while an acquire of that key runs; the acquire settles them
  * itself.  A lock txn that got no answer may likewise be carried out after
  * its orphan found the key free or gave it back: such orphans are looked
@@ -494,8 +495,8 @@ static int read_key(cs_client *cc, const char *key, int64_t deadline, dlock__con
 
 /* Give KEY back from SESSION for the acquisition that wrote VALUE and left
  * the key at INDEX (0: unknown): 1 released, 0 not ours (any more), or a
- * negative code.  The unlock carries a check-index (see the top of this
- * file), at INDEX or else at the index of a consistent read that shows the
+ * negative code.  The release is a check-session and a delete-cas (see the
+ * top of this file), at INDEX or else at the index of a consistent read that shows the
  * key held by SESSION with VALUE; when the check fails the key is read
  * again.  With LIVE the caller is the client's only hold of KEY (a
  * release, or the reaper for a lock the core still has a handle of), and
@@ -528,7 +529,7 @@ static int give_back(cs_client *cc, const char *key, const char *session, uint64
     }
     dlock__consul_txn t;
     long status;
-    int rc = txn(cc, "/v1/txn", dlock__consul_req_release_at(key, index), deadline,
+    int rc = txn(cc, "/v1/txn", dlock__consul_req_release_at(key, session, index), deadline,
                  "release", &t, &status);
     if (rc == 0 && status == 200) {
       rc = 1;

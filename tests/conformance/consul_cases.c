@@ -934,6 +934,7 @@ extern const char *conf_consul_url;
 void conf_consul_stale_give_back(void **state);
 void conf_consul_renew_404_catching_up(void **state);
 void conf_consul_late_grant_given_back(void **state);
+void conf_consul_release_after_key_gone(void **state);
 
 const struct conf_case *conf_consul_cases(const char *url, size_t *n) {
   c_url = url;
@@ -967,6 +968,9 @@ const struct conf_case *conf_consul_cases(const char *url, size_t *n) {
       {"conf_consul_late_grant_given_back",
        "a grant the agent carries out after its client gave up is given back",
        conf_consul_late_grant_given_back, NULL, 0},
+      {"conf_consul_release_after_key_gone",
+       "a release whose key is already gone reports the lock lost",
+       conf_consul_release_after_key_gone, NULL, 0},
   };
   *n = sizeof cases / sizeof *cases;
   return cases;

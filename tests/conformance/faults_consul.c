@@ -950,3 +950,34 @@ void conf_consul_late_grant_given_back(void **state) {
              freed ? "second" : "first");
   assert_int_equal(st2, 200);
 }
+
+void conf_consul_release_after_key_gone(void **state);
+
+/* A release whose key is already gone (the session ended and the next
+ * holder released it, which deletes it) says the lock was lost: a
+ * delete-cas of a missing key succeeds, so the release checks the session
+ * in the same txn. */
+void conf_consul_release_after_key_gone(void **state) {
+  (void)state;
+  const char *url = conf_consul_url;
+  char key[256];
+  snprintf(key, sizeof key, "%s", conf_key("gone-before-release"));
+  dlock_client *a = NULL, *b = NULL;
+  assert_int_equal(dlock_open(url, &a), 0);
+  assert_int_equal(dlock_open(url, &b), 0);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.ttl_ms = 30000;
+  o.auto_renew = 0;
+  dlock_lock *la, *lb;
+  assert_int_equal(dlock_try_acquire(a, key, &o, &la), 0);
+  char sid[DLOCK_CONSUL_SESSION_MAX] = "";
+  assert_int_equal(dlock_control(a, la, DLOCK_CONSUL_CTL_SESSION, sid), 0);
+  assert_int_equal(conf_consul_destroy_session(url, sid), 0);
+  /* The session's lock-delay (the URL's) passes before B may lock. */
+  o.wait_ms = conf_lock_delay_ms(url) + 10000;
+  assert_int_equal(dlock_acquire(b, key, &o, &lb), 0);
+  assert_int_equal(dlock_release(lb), 0);
+  assert_int_equal(dlock_release(la), DLOCK_ELOST);
+  dlock_close(a);
+  dlock_close(b);
+}

@@ -1292,17 +1292,18 @@ static void bools(void **state) {
  * released name leaves nothing. */
 static void txn_release_at(void **state) {
   (void)state;
-  char *raw = dlock__consul_req_release_at("ctest/k/.lock", 42);
+  char *raw = dlock__consul_req_release_at("ctest/k/.lock", SID_A, 42);
   assert_non_null(raw);
-  assert_string_equal(raw, "[{\"KV\":{\"Verb\":\"delete-cas\",\"Key\":\"ctest/k/.lock\","
-                           "\"Index\":42}}]");
+  assert_string_equal(raw, "[{\"KV\":{\"Verb\":\"check-session\",\"Key\":\"ctest/k/.lock\","
+                           "\"Session\":\"" SID_A "\"}},{\"KV\":{\"Verb\":\"delete-cas\","
+                           "\"Key\":\"ctest/k/.lock\",\"Index\":42}}]");
   free(raw);
   /* An index beyond a double's 2^53 goes as its digits. */
-  raw = dlock__consul_req_release_at("k/.lock", 9007199254740993ull);
+  raw = dlock__consul_req_release_at("k/.lock", SID_A, 9007199254740993ull);
   assert_non_null(strstr(raw, "\"Index\":9007199254740993}"));
   free(raw);
   /* Without an index there is nothing safe to send. */
-  assert_null(dlock__consul_req_release_at("k/.lock", 0));
+  assert_null(dlock__consul_req_release_at("k/.lock", SID_A, 0));
 }
 
 /* GET /v1/session/info/<id>: whether the server knows the session. */

@@ -28,7 +28,7 @@ static uint64_t key_hash(const char *k) {
   return h;
 }
 
-static struct dlock_lock *table_find(dlock_client *c, const char *key) {
+struct dlock_lock *dlock__table_find(dlock_client *c, const char *key) {
   struct dlock_lock *l = c->table[key_hash(key) % c->table_size];
   while (l && strcmp(l->key, key) != 0)
     l = l->hnext;
@@ -158,6 +158,7 @@ static const struct {
     {"fair", DLOCK_CAP_FAIR},               {"loss_detect", DLOCK_CAP_LOSS_DETECT},
     {"server_ttl", DLOCK_CAP_SERVER_TTL},   {"cross_host", DLOCK_CAP_CROSS_HOST},
     {"cross_process", DLOCK_CAP_CROSS_PROCESS}, {"holder_info", DLOCK_CAP_HOLDER_INFO},
+    {"list", DLOCK_CAP_LIST},               {"break", DLOCK_CAP_BREAK},
 };
 
 /* ?require=fencing,cross_host: refuse at open a store that lacks what the
@@ -300,7 +301,12 @@ static int open_client(dlock_url *u, dlock_client **out) {
   c->redacted = strdup(dlock_url_redacted(u));
   if (ops->client_size)
     c->bc.priv = calloc(1, ops->client_size);
-  c->bc.caps = ops->caps;
+  c->bc.caps = ops->caps & ~(DLOCK_CAP_LIST | DLOCK_CAP_BREAK);
+  /* What an older backend's struct does not have, it cannot do. */
+  if (ops->version >= 2 && ops->list)
+    c->bc.caps |= ops->caps & DLOCK_CAP_LIST;
+  if (ops->version >= 2 && ops->force_release)
+    c->bc.caps |= ops->caps & DLOCK_CAP_BREAK;
   if (!c->table || !c->redacted || (ops->client_size && !c->bc.priv)) {
     rc = dlock_seterr(DLOCK_ENOMEM, "out of memory");
     goto fail;
@@ -711,7 +717,7 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
       struct timespec ts;
       dlock__ns_to_timespec(deadline, &ts);
       if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT &&
-          (l = table_find(c, key)) != NULL) {
+          (l = dlock__table_find(c, key)) != NULL) {
         bool gb = l->giveback;
         pthread_mutex_unlock(&c->mu);
         dlock__metrics_acquire_result(&c->metrics, DLOCK_ETIMEDOUT);
@@ -817,7 +823,7 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
  * library's text may quote the URL it was given, secrets included, and a
  * message copied into a smaller buffer could cut a secret past finding.
  * The final scrub covers text written without dlock_seterr. */
-static int scrubbed(const dlock_client *c, const dlock_url *was, int rc) {
+int dlock__api_end(const dlock_client *c, const dlock_url *was, int rc) {
   if (c) {
     if (rc < 0)
       dlock__err_scrub(c->url);
@@ -826,20 +832,20 @@ static int scrubbed(const dlock_client *c, const dlock_url *was, int rc) {
   return rc;
 }
 
-static const dlock_url *scope_of(const dlock_client *c) {
+const dlock_url *dlock__api_begin(const dlock_client *c) {
   return c ? dlock__err_scope(c->url) : NULL;
 }
 
 int dlock_acquire(dlock_client *c, const char *key, const dlock_options *opts,
                   dlock_lock **out) {
-  const dlock_url *was = scope_of(c);
-  return scrubbed(c, was, acquire_common(c, key, opts, out, false));
+  const dlock_url *was = dlock__api_begin(c);
+  return dlock__api_end(c, was, acquire_common(c, key, opts, out, false));
 }
 
 int dlock_try_acquire(dlock_client *c, const char *key, const dlock_options *opts,
                       dlock_lock **out) {
-  const dlock_url *was = scope_of(c);
-  return scrubbed(c, was, acquire_common(c, key, opts, out, true));
+  const dlock_url *was = dlock__api_begin(c);
+  return dlock__api_end(c, was, acquire_common(c, key, opts, out, true));
 }
 
 static bool on_renew_thread(dlock_client *c) {
@@ -1023,24 +1029,24 @@ static int control_op(dlock_client *c, dlock_lock *l, int op, void *arg) {
 
 int dlock_release(dlock_lock *l) {
   const dlock_client *c = l ? l->client : NULL; /* l is freed by the call */
-  const dlock_url *was = scope_of(c);
-  return scrubbed(c, was, release_lock(l));
+  const dlock_url *was = dlock__api_begin(c);
+  return dlock__api_end(c, was, release_lock(l));
 }
 
 int dlock_renew(dlock_lock *l, int64_t ttl_ms) {
   const dlock_client *c = l ? l->client : NULL;
-  const dlock_url *was = scope_of(c);
-  return scrubbed(c, was, renew_lock(l, ttl_ms));
+  const dlock_url *was = dlock__api_begin(c);
+  return dlock__api_end(c, was, renew_lock(l, ttl_ms));
 }
 
 int dlock_inspect(dlock_client *c, const char *key, dlock_info *info) {
-  const dlock_url *was = scope_of(c);
-  return scrubbed(c, was, inspect_key(c, key, info));
+  const dlock_url *was = dlock__api_begin(c);
+  return dlock__api_end(c, was, inspect_key(c, key, info));
 }
 
 int dlock_control(dlock_client *c, dlock_lock *l, int op, void *arg) {
-  const dlock_url *was = scope_of(c);
-  return scrubbed(c, was, control_op(c, l, op, arg));
+  const dlock_url *was = dlock__api_begin(c);
+  return dlock__api_end(c, was, control_op(c, l, op, arg));
 }
 
 unsigned dlock_client_caps(const dlock_client *c) { return c ? c->bc.caps : 0; }

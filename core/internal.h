@@ -216,5 +216,13 @@ DLOCK__HIDDEN bool dlock__giveback_result(dlock_client *c, struct dlock_lock *l,
 DLOCK__HIDDEN void dlock__lock_free(struct dlock_lock *l);
 /* Under c->mu: turn L LOST (once), count it and log WHY. */
 DLOCK__HIDDEN void dlock__mark_lost(dlock_client *c, struct dlock_lock *l, const char *why);
+/* Under c->mu: the first entry of KEY in C's table, or NULL. */
+DLOCK__HIDDEN struct dlock_lock *dlock__table_find(dlock_client *c, const char *key);
+/* Every public call on a client runs between these two: begin puts the
+ * thread's messages in C's error scope (a store library may quote the URL,
+ * secrets included) and returns the scope to go back to; end scrubs what
+ * a failure left and restores it, passing RC through. */
+DLOCK__HIDDEN const dlock_url *dlock__api_begin(const dlock_client *c);
+DLOCK__HIDDEN int dlock__api_end(const dlock_client *c, const dlock_url *was, int rc);
 
 #endif

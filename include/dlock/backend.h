@@ -23,7 +23,8 @@
 extern "C" {
 #endif
 
-#define DLOCK_BACKEND_VERSION 1
+/* 1: through control.  2: list and force_release. */
+#define DLOCK_BACKEND_VERSION 2
 
 /* A parsed URL.  Read it through the accessors below. */
 typedef struct dlock_url dlock_url;
@@ -110,6 +111,12 @@ typedef struct dlock_backend_lock {
   int64_t io_deadline_ns;
 } dlock_backend_lock;
 
+/* How list() hands over one held lock: KEY is KEYLEN bytes as callers name
+ * it (without the client's ?prefix=), INFO what inspect() would say of it.
+ * A non-zero return ends the walk, and list() returns that value. */
+typedef int (*dlock_backend_emit_fn)(void *ud, const char *key, size_t keylen,
+                                     const dlock_info *info);
+
 typedef struct dlock_backend_ops {
   uint32_t version;             /* DLOCK_BACKEND_VERSION */
   const char *name;             /* "redis" */
@@ -148,6 +155,27 @@ typedef struct dlock_backend_ops {
                  dlock_info *info);
   /* Optional escape hatch for backend-specific operations; BL may be NULL. */
   int (*control)(dlock_backend_client *bc, dlock_backend_lock *bl, int op, void *arg);
+
+  /* Version 2. */
+
+  /* Optional: every lock held now whose key begins with the PREFIXLEN bytes
+   * of PREFIX, each handed to EMIT once, in any order.  Returns 0 when the
+   * walk is complete, EMIT's non-zero value when it stopped it, or a
+   * negative code.  A store that names locks in a form that cannot be
+   * turned back into keys (hashes) returns DLOCK_ENOTSUP saying so. */
+  int (*list)(dlock_backend_client *bc, const char *prefix, size_t prefixlen,
+              dlock_backend_emit_fn emit, void *ud);
+  /* Optional: an operator's forced release of KEY.  Only while the store
+   * names HOLDER's holder: its owner when HOLDER->owner is not "", else its
+   * token when HOLDER->token is not 0, else whoever holds KEY; the check
+   * and the release are one step at the store.  0 with *BROKEN what the
+   * store said of the holder it released (BROKEN->held 0: nobody held KEY,
+   * nothing done); DLOCK_EBUSY when KEY is held by another than HOLDER's
+   * holder; or another negative code.  The holder's renewal (or its watch)
+   * must then fail with DLOCK_ELOST, and waiters are woken as by a
+   * release. */
+  int (*force_release)(dlock_backend_client *bc, const char *key, size_t keylen,
+                       const dlock_info *holder, dlock_info *broken);
 } dlock_backend_ops;
 
 /* Make a backend available by its schemes (out-of-tree backends; built-ins

@@ -78,7 +78,9 @@ enum dlock_cap {
   DLOCK_CAP_SERVER_TTL = 1u << 4,   /* the store expires locks by itself */
   DLOCK_CAP_CROSS_HOST = 1u << 5,   /* locks exclude across machines */
   DLOCK_CAP_CROSS_PROCESS = 1u << 6, /* locks exclude across processes */
-  DLOCK_CAP_HOLDER_INFO = 1u << 7    /* inspect names the holder: token, owner, label */
+  DLOCK_CAP_HOLDER_INFO = 1u << 7,   /* inspect names the holder: token, owner, label */
+  DLOCK_CAP_LIST = 1u << 8,          /* dlock_list names every held lock (dlock/admin.h) */
+  DLOCK_CAP_BREAK = 1u << 9          /* dlock_break can release another's lock */
 };
 
 typedef struct dlock_info {

@@ -27,6 +27,7 @@
 
 #include <cmocka.h>
 
+#include "dlock/admin.h"
 #include "dlock/dlock.h"
 #include "event.h"
 #include "faults.h"
@@ -1152,6 +1153,170 @@ static void case17_awkward_keys(void **state) {
   ak_free(&s);
 }
 
+
+/* ---- 18. list ---- */
+
+struct seen {
+  int calls;
+  int stop_at; /* return 7 at this call (0: never) */
+  char keys[8][300];
+  dlock_info infos[8];
+  int n;
+};
+
+static int note_lock(void *arg, const char *key, const dlock_info *info) {
+  struct seen *s = arg;
+  s->calls++;
+  if (s->n < 8) {
+    snprintf(s->keys[s->n], sizeof s->keys[s->n], "%s", key);
+    s->infos[s->n++] = *info;
+  }
+  return s->stop_at && s->calls == s->stop_at ? 7 : 0;
+}
+
+static int seen_index(const struct seen *s, const char *key) {
+  for (int i = 0; i < s->n; i++)
+    if (strcmp(s->keys[i], key) == 0)
+      return i;
+  return -1;
+}
+
+static void case18_list(void **state) {
+  (void)state;
+  if (!(g_caps & DLOCK_CAP_LIST)) {
+    dlock_client *a = open_client();
+    ASSERT_RC(dlock_list(a, NULL, note_lock, &(struct seen){0}), DLOCK_ENOTSUP);
+    assert_true(strlen(dlock_client_errmsg(NULL)) > 0);
+    printf("# %s\n", dlock_client_errmsg(NULL));
+    dlock_close(a);
+    skip();
+  }
+  dlock_client *a = open_client(), *b = open_client();
+  char pre[256], k[3][300], other[300];
+  snprintf(pre, sizeof pre, "%s", conf_key("c18/"));
+  /* One plain name, one that every store must escape, one nested. */
+  snprintf(k[0], sizeof k[0], "%sjob-1", pre);
+  snprintf(k[1], sizeof k[1], "%sa b%%2F.lock:{x}\xc3\xbc", pre);
+  snprintf(k[2], sizeof k[2], "%sdeep/er/key", pre);
+  /* Shares the prefix's text but not its last byte. */
+  snprintf(other, sizeof other, "%s", conf_key("c18x"));
+  dlock_options o = opts(20000, 0, 1);
+  o.owner_label = "lister";
+  dlock_lock *l[3], *lo;
+  for (int i = 0; i < 3; i++)
+    ASSERT_RC(dlock_try_acquire(a, k[i], &o, &l[i]), 0);
+  ASSERT_RC(dlock_try_acquire(a, other, &o, &lo), 0);
+
+  struct seen s = {0};
+  ASSERT_RC(dlock_list(b, pre, note_lock, &s), 0);
+  assert_int_equal(s.calls, 3);
+  for (int i = 0; i < 3; i++) {
+    int j = seen_index(&s, k[i]);
+    if (j < 0)
+      fail_msg("dlock_list did not report '%s'", k[i]);
+    assert_int_equal(s.infos[j].held, 1);
+    expect_holder(&s.infos[j], l[i], "lister");
+    if ((g_caps & DLOCK_CAP_SERVER_TTL) && (g_caps & DLOCK_CAP_HOLDER_INFO))
+      assert_true(s.infos[j].ttl_ms > 0 && s.infos[j].ttl_ms <= 20000);
+  }
+  /* The whole run's prefix holds all four. */
+  struct seen all = {0};
+  ASSERT_RC(dlock_list(b, conf_key(""), note_lock, &all), 0);
+  assert_true(all.calls >= 4);
+  assert_true(seen_index(&all, other) >= 0);
+  /* A callback's non-zero return ends the walk and is passed back. */
+  struct seen stop = {.stop_at = 1};
+  ASSERT_RC(dlock_list(b, pre, note_lock, &stop), 7);
+  assert_int_equal(stop.calls, 1);
+  /* Released locks are gone from the list. */
+  ASSERT_RC(dlock_release(l[1]), 0);
+  struct seen after = {0};
+  ASSERT_RC(dlock_list(b, pre, note_lock, &after), 0);
+  assert_int_equal(after.calls, 2);
+  assert_int_equal(seen_index(&after, k[1]), -1);
+  struct seen none = {0};
+  ASSERT_RC(dlock_list(b, conf_key("c18-nothing/"), note_lock, &none), 0);
+  assert_int_equal(none.calls, 0);
+  ASSERT_RC(dlock_list(b, NULL, NULL, NULL), DLOCK_EINVAL);
+  ASSERT_RC(dlock_list(NULL, pre, note_lock, &none), DLOCK_EINVAL);
+  ASSERT_RC(dlock_release(l[0]), 0);
+  ASSERT_RC(dlock_release(l[2]), 0);
+  ASSERT_RC(dlock_release(lo), 0);
+  dlock_close(a);
+  dlock_close(b);
+}
+
+/* ---- 19. break ---- */
+
+static void case19_break(void **state) {
+  (void)state;
+  if (!(g_caps & DLOCK_CAP_BREAK)) {
+    dlock_client *a = open_client();
+    ASSERT_RC(dlock_break(a, conf_key("c19"), NULL, NULL), DLOCK_ENOTSUP);
+    assert_true(strlen(dlock_client_errmsg(NULL)) > 0);
+    dlock_close(a);
+    skip();
+  }
+  dlock_client *a = open_client(), *b = open_client();
+  char k[256];
+  snprintf(k, sizeof k, "%s", conf_key("c19"));
+  struct event lost;
+  event_init(&lost);
+  const int64_t ttl = 3000;
+  dlock_options o = opts(ttl, 0, 1);
+  o.on_lost = event_on_lost;
+  o.on_lost_arg = &lost;
+  o.owner_label = "to be broken";
+  dlock_lock *l;
+  /* Nobody holds it: nothing to break, and that is no error. */
+  dlock_info got;
+  memset(&got, 0xff, sizeof got);
+  ASSERT_RC(dlock_break(b, k, NULL, &got), 0);
+  assert_int_equal(got.held, 0);
+  ASSERT_RC(dlock_try_acquire(a, k, &o, &l), 0);
+  uint64_t tok = dlock_lock_token(l);
+  dlock_info seen;
+  ASSERT_RC(dlock_inspect(b, k, &seen), 0);
+  /* A holder other than the one named is left alone. */
+  dlock_info wrong = seen;
+  if (wrong.owner[0])
+    wrong.owner[0] = wrong.owner[0] == '0' ? '1' : '0';
+  else
+    wrong.token = tok + 1000;
+  ASSERT_RC(dlock_break(b, k, &wrong, &got), DLOCK_EBUSY);
+  ASSERT_RC(dlock_lock_state(l), DLOCK_HELD);
+  ASSERT_RC(dlock_renew(l, 0), 0);
+  /* The one looked at is broken, and says who it was. */
+  int64_t t0 = now_ms();
+  ASSERT_RC(dlock_break(b, k, &seen, &got), 0);
+  assert_int_equal(got.held, 1);
+  if (g_caps & DLOCK_CAP_HOLDER_INFO) {
+    assert_int_equal(got.token, tok);
+    assert_string_equal(got.label, "to be broken");
+  }
+  /* Another can take it at once, with a larger token. */
+  dlock_lock *lb;
+  dlock_options w = opts(30000, 10000, 1);
+  ASSERT_RC(dlock_acquire(b, k, &w, &lb), 0);
+  assert_true(dlock_lock_token(lb) > tok);
+  /* The broken holder learns of it within a ttl (renewals every ttl/3). */
+  assert_int_equal(event_wait(&lost, 1, ttl + 1000), 1);
+  printf("# the broken holder saw the loss after %lld ms\n", (long long)(now_ms() - t0));
+  ASSERT_RC(dlock_lock_state(l), DLOCK_LOST);
+  assert_int_equal(lost.token, tok);
+  ASSERT_RC(dlock_release(l), DLOCK_ELOST);
+  ASSERT_RC(dlock_lock_state(lb), DLOCK_HELD);
+  /* A client that breaks its own lock sees it LOST at once. */
+  ASSERT_RC(dlock_break(b, k, NULL, &got), 0);
+  assert_int_equal(got.held, 1);
+  ASSERT_RC(dlock_lock_state(lb), DLOCK_LOST);
+  ASSERT_RC(dlock_release(lb), DLOCK_ELOST);
+  ASSERT_RC(dlock_break(b, "", NULL, NULL), DLOCK_EINVAL);
+  ASSERT_RC(dlock_break(NULL, k, NULL, NULL), DLOCK_EINVAL);
+  dlock_close(a);
+  dlock_close(b);
+}
+
 static const struct conf_case shared_cases[] = {
     {"case01_try_busy", "try_acquire takes a free key; a second client gets DLOCK_EBUSY",
      case01_try_busy, NULL, 0},
@@ -1185,6 +1350,10 @@ static const struct conf_case shared_cases[] = {
      case16_token_after_store_reset, NULL, 0},
     {"case17_awkward_keys", "keys of every byte class, odd code points and 512 bytes work",
      case17_awkward_keys, NULL, 0},
+    {"case18_list", "list names every held lock under a prefix, with its holder", case18_list,
+     NULL, 0},
+    {"case19_break", "break releases the holder named, which then sees LOST", case19_break, NULL,
+     0},
 };
 
 /* The store's own cases, after the shared ones. */

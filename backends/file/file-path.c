@@ -51,6 +51,62 @@ int dlock__file_key_path(const char *dir, const char *key, size_t keylen, char *
 #undef PUT
 }
 
+static int unhex(unsigned char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+int dlock__file_path_key(const char *rel, size_t rellen, char *out, size_t outlen) {
+  static const char sfx[] = ".lock";
+  const size_t sl = sizeof sfx - 1;
+  if (rellen <= sl || memcmp(rel + rellen - sl, sfx, sl) != 0)
+    return -1;
+  size_t end = rellen - sl, o = 0, chunk = 0;
+  for (size_t i = 0; i < end;) {
+    unsigned char c = (unsigned char)rel[i];
+    if (c == '.') {
+      /* Only as a split: ".d/" after a chunk that was full enough that the
+       * encoder had to split it, with more of the key after it. */
+      if (i + 3 > end || rel[i + 1] != 'd' || rel[i + 2] != '/' || i + 3 == end || chunk == 0)
+        return -1;
+      i += 3;
+      chunk = 0;
+      continue;
+    }
+    int v;
+    size_t used;
+    if (c == '%') {
+      int hi, lo;
+      if (i + 3 > end || (hi = unhex((unsigned char)rel[i + 1])) < 0 ||
+          (lo = unhex((unsigned char)rel[i + 2])) < 0)
+        return -1;
+      v = hi << 4 | lo;
+      /* The encoder writes bytes it keeps as themselves, so "%41" is no
+       * key's path, and a NUL is never in a key. */
+      if (keep((unsigned char)v) || v == 0)
+        return -1;
+      used = 3;
+    } else if (keep(c)) {
+      v = c;
+      used = 1;
+    } else {
+      return -1;
+    }
+    if (chunk + used > DLOCK__FILE_CHUNK || o + 1 >= outlen)
+      return -1;
+    out[o++] = (char)v;
+    chunk += used;
+    i += used;
+  }
+  if (o == 0)
+    return -1;
+  out[o] = '\0';
+  return (int)o;
+}
+
 int dlock__file_record_format(const dlock__file_record *r, char *out, size_t outlen) {
   char label[128];
   size_t j = 0;

@@ -19,6 +19,13 @@
 DLOCK__HIDDEN int dlock__file_key_path(const char *dir, const char *key, size_t keylen,
                                        char *out, size_t outlen);
 
+/* The inverse: the key whose path below the directory is the RELLEN bytes
+ * of REL ("a%2Fb.lock", "<chunk>.d/<rest>.lock"), NUL-terminated in OUT;
+ * its length, or -1 when REL is no path dlock__file_key_path makes (the
+ * counter, a stray file) or OUT is too small. */
+DLOCK__HIDDEN int dlock__file_path_key(const char *rel, size_t rellen, char *out,
+                                       size_t outlen);
+
 typedef struct dlock__file_record {
   uint64_t token;
   char owner[33];

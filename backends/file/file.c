@@ -16,6 +16,7 @@
  * produces IN_CLOSE_WRITE on the file, and the unlink IN_ATTRIB.  Waiters
  * keep their own descriptor open between attempts so that they do not
  * wake each other. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -549,28 +550,9 @@ static int file_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   return rc;
 }
 
-static int file_inspect(dlock_backend_client *bc, const char *key, size_t keylen,
-                        dlock_info *info) {
-  struct file_client *fc = bc->priv;
-  char path[PATH_MAX];
-  int n = key_path(fc, key, keylen, path, sizeof path);
-  if (n < 0)
-    return n;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno != ENOENT && errno != ENOTDIR)
-      return sys_err("cannot open", path);
-    /* No lock file: a free key, if the store itself is there. */
-    struct stat st;
-    if (stat(fc->dir, &st) != 0)
-      return dlock_seterr(errno == EACCES ? DLOCK_EAUTH : DLOCK_ECONN,
-                          "file: directory %s %s", fc->dir,
-                          errno == ENOENT || errno == ENOTDIR ? "does not exist (an acquire creates it)"
-                                                              : strerror(errno));
-    if (!S_ISDIR(st.st_mode))
-      return dlock_seterr(DLOCK_ECONN, "file: %s is not a directory", fc->dir);
-    return 0;
-  }
+/* What the lock file open on FD says: held while some descriptor holds its
+ * lock, and then by whom. */
+static int inspect_fd(int fd, const char *path, dlock_info *info) {
   struct flock q = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
   dlock__file_record r;
   int rc = 0;
@@ -585,8 +567,193 @@ static int file_inspect(dlock_backend_client *bc, const char *key, size_t keylen
       snprintf(info->label, sizeof info->label, "%s", r.label);
     }
   }
+  return rc;
+}
+
+/* A missing lock file is a free key, if the store itself is there. */
+static int check_dir(struct file_client *fc) {
+  struct stat st;
+  if (stat(fc->dir, &st) != 0)
+    return dlock_seterr(errno == EACCES ? DLOCK_EAUTH : DLOCK_ECONN, "file: directory %s %s",
+                        fc->dir,
+                        errno == ENOENT || errno == ENOTDIR ? "does not exist (an acquire creates it)"
+                                                            : strerror(errno));
+  if (!S_ISDIR(st.st_mode))
+    return dlock_seterr(DLOCK_ECONN, "file: %s is not a directory", fc->dir);
+  return 0;
+}
+
+static int file_inspect(dlock_backend_client *bc, const char *key, size_t keylen,
+                        dlock_info *info) {
+  struct file_client *fc = bc->priv;
+  char path[PATH_MAX];
+  int n = key_path(fc, key, keylen, path, sizeof path);
+  if (n < 0)
+    return n;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno != ENOENT && errno != ENOTDIR)
+      return sys_err("cannot open", path);
+    return check_dir(fc);
+  }
+  int rc = inspect_fd(fd, path, info);
   close(fd);
   return rc;
+}
+
+struct walk {
+  struct file_client *fc;
+  const char *want; /* the client's prefix, then the caller's */
+  size_t wantlen;
+  dlock_backend_emit_fn emit;
+  void *ud;
+  char path[PATH_MAX]; /* the directory being read, then the entry */
+  size_t dirlen;       /* of fc->dir in path */
+  char key[DLOCK_KEY_MAX + 512];
+  char check[PATH_MAX];
+};
+
+/* One entry at W->path: a held lock is emitted; files that are not lock
+ * files of this encoding (the counter, strays) are passed over. */
+static int walk_file(struct walk *w) {
+  size_t len = strlen(w->path);
+  int kl = dlock__file_path_key(w->path + w->dirlen + 1, len - w->dirlen - 1, w->key,
+                                sizeof w->key);
+  if (kl < 0 || (size_t)kl < w->wantlen || memcmp(w->key, w->want, w->wantlen) != 0)
+    return 0;
+  /* Only the canonical path of its key: any other is no lock anyone takes. */
+  if (dlock__file_key_path(w->fc->dir, w->key, (size_t)kl, w->check, sizeof w->check) < 0) {
+    dlock__clear_err();
+    return 0;
+  }
+  if (strcmp(w->check, w->path) != 0)
+    return 0;
+  int fd = open(w->path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return errno == ENOENT ? 0 : sys_err("cannot open", w->path);
+  dlock_info info;
+  memset(&info, 0, sizeof info);
+  int rc = inspect_fd(fd, w->path, &info);
+  close(fd);
+  if (rc < 0 || !info.held)
+    return rc == DLOCK_EBACKEND ? (dlock__clear_err(), 0) : rc;
+  size_t pl = strlen(w->fc->prefix);
+  return w->emit(w->ud, w->key + pl, (size_t)kl - pl, &info);
+}
+
+/* Reads the directory at W->path, recursing into the ".d" directories
+ * that long keys run through. */
+static int walk_dir(struct walk *w, int depth) {
+  DIR *d = opendir(w->path);
+  if (!d)
+    return errno == ENOENT ? 0 : sys_err("cannot read", w->path);
+  size_t here = strlen(w->path);
+  int rc = 0;
+  struct dirent *de;
+  while (rc == 0 && (errno = 0, de = readdir(d)) != NULL) {
+    const char *name = de->d_name;
+    size_t nl = strlen(name);
+    /* Escaped names never start with '.': the counter, tombstones. */
+    if (name[0] == '.' || here + 1 + nl >= sizeof w->path)
+      continue;
+    w->path[here] = '/';
+    memcpy(w->path + here + 1, name, nl + 1);
+    if (nl > 2 && strcmp(name + nl - 2, ".d") == 0) {
+      if (depth < 64)
+        rc = walk_dir(w, depth + 1);
+    } else if (nl > 5 && strcmp(name + nl - 5, ".lock") == 0) {
+      rc = walk_file(w);
+    }
+    w->path[here] = '\0';
+  }
+  if (rc == 0 && errno != 0)
+    rc = sys_err("cannot read", w->path);
+  closedir(d);
+  return rc;
+}
+
+static int file_list(dlock_backend_client *bc, const char *prefix, size_t prefixlen,
+                     dlock_backend_emit_fn emit, void *ud) {
+  struct file_client *fc = bc->priv;
+  int rc = check_dir(fc);
+  if (rc < 0)
+    return rc;
+  size_t pl = strlen(fc->prefix);
+  struct walk *w = calloc(1, sizeof *w);
+  char *want = malloc(pl + prefixlen + 1);
+  if (!w || !want) {
+    free(w);
+    free(want);
+    return dlock_seterr(DLOCK_ENOMEM, "out of memory");
+  }
+  memcpy(want, fc->prefix, pl);
+  memcpy(want + pl, prefix, prefixlen);
+  *w = (struct walk){.fc = fc, .want = want, .wantlen = pl + prefixlen, .emit = emit, .ud = ud};
+  snprintf(w->path, sizeof w->path, "%s", fc->dir);
+  /* As dlock__file_key_path joins them: no doubled slash. */
+  w->dirlen = strlen(w->path);
+  while (w->dirlen > 1 && w->path[w->dirlen - 1] == '/')
+    w->path[--w->dirlen] = '\0';
+  rc = walk_dir(w, 0);
+  free(want);
+  free(w);
+  return rc;
+}
+
+static bool names_holder(const dlock_info *info, const dlock_info *holder) {
+  if (holder->owner[0])
+    return strcmp(info->owner, holder->owner) == 0;
+  return !holder->token || info->token == holder->token;
+}
+
+/* The holder keeps its lock on the file's inode; breaking takes the name
+ * from it.  The file is first renamed to a name no key has, which is one
+ * step: afterwards, whatever was renamed is known by its inode.  If that
+ * is not the file inspected (it was released and taken again in
+ * between), it is put back unless a newer file took the name meanwhile.
+ * The holder finds at its next renewal that the path names another file
+ * (or none), and waiters watching the file are woken by the move. */
+static int file_force_release(dlock_backend_client *bc, const char *key, size_t keylen,
+                              const dlock_info *holder, dlock_info *broken) {
+  struct file_client *fc = bc->priv;
+  char path[PATH_MAX], tomb[PATH_MAX], rnd[17];
+  int n = key_path(fc, key, keylen, path, sizeof path);
+  if (n < 0)
+    return n;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return errno == ENOENT || errno == ENOTDIR ? check_dir(fc) : sys_err("cannot open", path);
+  dlock_info info;
+  memset(&info, 0, sizeof info);
+  struct stat was, now;
+  int rc = inspect_fd(fd, path, &info);
+  if (rc == 0 && fstat(fd, &was) != 0)
+    rc = sys_err("cannot stat", path);
+  close(fd);
+  if (rc < 0 || !info.held)
+    return rc;
+  if (!names_holder(&info, holder))
+    return dlock_seterr(DLOCK_EBUSY, "file: '%s' is held by another holder (token %llu)", key,
+                        (unsigned long long)info.token);
+  if ((rc = dlock__random_hex(rnd, 8)) < 0)
+    return rc;
+  snprintf(tomb, sizeof tomb, "%s/.broken-%s", fc->dir, rnd);
+  if (rename(path, tomb) != 0)
+    return errno == ENOENT ? 0 : sys_err("cannot move", path);
+  if (stat(tomb, &now) != 0)
+    return sys_err("cannot stat", tomb);
+  if (now.st_dev != was.st_dev || now.st_ino != was.st_ino) {
+    if (renameat2(AT_FDCWD, tomb, AT_FDCWD, path, RENAME_NOREPLACE) == 0)
+      return dlock_seterr(DLOCK_EBUSY, "file: '%s' changed hands while it was being broken", key);
+    (void)unlink(tomb);
+    return dlock_seterr(DLOCK_EBUSY,
+                        "file: '%s' changed hands while it was being broken; its newer "
+                        "holder lost it too",
+                        key);
+  }
+  (void)unlink(tomb);
+  *broken = info;
+  return 0;
 }
 
 static const char *const file_schemes[] = {"file", NULL};
@@ -596,7 +763,7 @@ const dlock_backend_ops dlock__file_ops = {
     .name = "file",
     .schemes = file_schemes,
     .caps = DLOCK_CAP_FENCING | DLOCK_CAP_NATIVE_WAIT | DLOCK_CAP_CROSS_PROCESS |
-            DLOCK_CAP_HOLDER_INFO,
+            DLOCK_CAP_HOLDER_INFO | DLOCK_CAP_LIST | DLOCK_CAP_BREAK,
     .client_size = sizeof(struct file_client),
     .lock_size = sizeof(struct file_lock),
     .open = file_open,
@@ -608,4 +775,6 @@ const dlock_backend_ops dlock__file_ops = {
     .renew_many = NULL,
     .inspect = file_inspect,
     .control = NULL,
+    .list = file_list,
+    .force_release = file_force_release,
 };

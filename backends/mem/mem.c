@@ -169,6 +169,15 @@ static int mem_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   return e ? 0 : dlock_seterr(DLOCK_ELOST, "mem: '%s' is no longer ours", bl->key);
 }
 
+/* Under mem_mu: what inspect says of a live entry. */
+static void describe(const struct mem_entry *e, int64_t now, dlock_info *info) {
+  info->held = 1;
+  info->token = e->fence;
+  info->ttl_ms = (e->expires_ns - now) / 1000000;
+  snprintf(info->owner, sizeof info->owner, "%s", e->owner);
+  snprintf(info->label, sizeof info->label, "%s", e->label);
+}
+
 static int mem_inspect(dlock_backend_client *bc, const char *key, size_t keylen,
                        dlock_info *info) {
   (void)keylen;
@@ -177,15 +186,82 @@ static int mem_inspect(dlock_backend_client *bc, const char *key, size_t keylen,
   int64_t now = dlock__now_ns();
   if (e) {
     info->token = e->fence;
-    if (live(e, now)) {
-      info->held = 1;
-      info->ttl_ms = (e->expires_ns - now) / 1000000;
-      snprintf(info->owner, sizeof info->owner, "%s", e->owner);
-      snprintf(info->label, sizeof info->label, "%s", e->label);
-    }
+    if (live(e, now))
+      describe(e, now, info);
   }
   pthread_mutex_unlock(&mem_mu);
   return 0;
+}
+
+/* The table is walked under mem_mu, so EMIT gets copies taken there and is
+ * called after: a callback that calls back into the library (to inspect
+ * or break what it is shown) must not find the mutex held. */
+static int mem_list(dlock_backend_client *bc, const char *prefix, size_t prefixlen,
+                    dlock_backend_emit_fn emit, void *ud) {
+  const struct mem_client *mc = bc->priv;
+  size_t nslen = strlen(mc->ns), n = 0, cap = 0;
+  struct found {
+    char *key;
+    dlock_info info;
+  } *found = NULL;
+  int rc = 0;
+  pthread_mutex_lock(&mem_mu);
+  int64_t now = dlock__now_ns();
+  for (size_t b = 0; b < NBUCKETS && rc == 0; b++)
+    for (struct mem_entry *e = buckets[b]; e && rc == 0; e = e->next) {
+      if (!live(e, now) || strncmp(e->name, mc->ns, nslen) != 0 || e->name[nslen] != '\n')
+        continue;
+      const char *key = e->name + nslen + 1;
+      if (strncmp(key, prefix, prefixlen) != 0)
+        continue;
+      if (n == cap) {
+        size_t ncap = cap ? cap * 2 : 16;
+        struct found *f2 = realloc(found, ncap * sizeof *f2);
+        if (!f2) {
+          rc = dlock_seterr(DLOCK_ENOMEM, "out of memory");
+          break;
+        }
+        found = f2;
+        cap = ncap;
+      }
+      memset(&found[n].info, 0, sizeof found[n].info);
+      describe(e, now, &found[n].info);
+      if (!(found[n].key = strdup(key))) {
+        rc = dlock_seterr(DLOCK_ENOMEM, "out of memory");
+        break;
+      }
+      n++;
+    }
+  pthread_mutex_unlock(&mem_mu);
+  for (size_t i = 0; i < n; i++) {
+    if (rc == 0)
+      rc = emit(ud, found[i].key, strlen(found[i].key), &found[i].info);
+    free(found[i].key);
+  }
+  free(found);
+  return rc;
+}
+
+static int mem_force_release(dlock_backend_client *bc, const char *key, size_t keylen,
+                             const dlock_info *holder, dlock_info *broken) {
+  (void)keylen;
+  int rc = 0;
+  pthread_mutex_lock(&mem_mu);
+  struct mem_entry *e = lookup(bc->priv, key, false);
+  int64_t now = dlock__now_ns();
+  if (e && live(e, now)) {
+    if ((holder->owner[0] && strcmp(e->owner, holder->owner) != 0) ||
+        (!holder->owner[0] && holder->token && e->fence != holder->token)) {
+      rc = dlock_seterr(DLOCK_EBUSY, "mem: '%s' is held by another holder (token %llu)", key,
+                        (unsigned long long)e->fence);
+    } else {
+      describe(e, now, broken);
+      e->held = false;
+      pthread_cond_broadcast(&mem_cv);
+    }
+  }
+  pthread_mutex_unlock(&mem_mu);
+  return rc;
 }
 
 static int mem_control(dlock_backend_client *bc, dlock_backend_lock *bl, int op, void *arg) {
@@ -212,7 +288,7 @@ const dlock_backend_ops dlock__mem_ops = {
     .name = "mem",
     .schemes = mem_schemes,
     .caps = DLOCK_CAP_FENCING | DLOCK_CAP_NATIVE_WAIT | DLOCK_CAP_SERVER_TTL |
-            DLOCK_CAP_HOLDER_INFO,
+            DLOCK_CAP_HOLDER_INFO | DLOCK_CAP_LIST | DLOCK_CAP_BREAK,
     .client_size = sizeof(struct mem_client),
     .lock_size = 0,
     .open = mem_open,
@@ -224,4 +300,6 @@ const dlock_backend_ops dlock__mem_ops = {
     .renew_many = NULL,
     .inspect = mem_inspect,
     .control = mem_control,
+    .list = mem_list,
+    .force_release = mem_force_release,
 };

@@ -68,12 +68,41 @@ static const char inspect_lua[] =
     "return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1]),"
     " redis.call('GET', KEYS[2])}\n";
 
+/* A forced release: the holder named by owner (ARGV[1], "" = any) or
+ * else by token (ARGV[2], "0" = any) goes as by its own release, waiters
+ * woken; anything else is left and reported.  The token is compared as
+ * the text the acquire script wrote, digits without leading zeros, as
+ * ARGV[2] is sent. */
+static const char break_lua[] =
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if not v then return {0} end\n"
+    "local p = redis.call('PTTL', KEYS[1])\n"
+    "local o, t = string.match(v, '^([^:]+):(%d+):')\n"
+    "if ARGV[1] ~= '' then\n"
+    "  if o ~= ARGV[1] then return {2, v, p} end\n"
+    "elseif ARGV[2] ~= '0' and t ~= ARGV[2] then return {2, v, p} end\n"
+    "redis.call('DEL', KEYS[1])\n"
+    "redis.call('PUBLISH', KEYS[2], o or '')\n"
+    "return {1, v, p}\n";
+
+/* For a page of SCAN: each key's value (false when it went meanwhile) and
+ * PTTL, in one flat array, in one round trip. */
+static const char list_lua[] =
+    "local out = {}\n"
+    "for i, k in ipairs(KEYS) do\n"
+    "  out[2 * i - 1] = redis.call('GET', k)\n"
+    "  out[2 * i] = redis.call('PTTL', k)\n"
+    "end\n"
+    "return out\n";
+
 const char *dlock__redis_script(dlock__redis_script_id id) {
   switch (id) {
   case DLOCK__REDIS_ACQUIRE: return acquire_lua;
   case DLOCK__REDIS_RELEASE: return release_lua;
   case DLOCK__REDIS_RENEW: return renew_lua;
   case DLOCK__REDIS_INSPECT: return inspect_lua;
+  case DLOCK__REDIS_BREAK: return break_lua;
+  case DLOCK__REDIS_LIST: return list_lua;
   default: return NULL;
   }
 }
@@ -84,6 +113,8 @@ const char *dlock__redis_script_name(dlock__redis_script_id id) {
   case DLOCK__REDIS_RELEASE: return "release";
   case DLOCK__REDIS_RENEW: return "renew";
   case DLOCK__REDIS_INSPECT: return "inspect";
+  case DLOCK__REDIS_BREAK: return "break";
+  case DLOCK__REDIS_LIST: return "list";
   default: return "?";
   }
 }
@@ -120,6 +151,59 @@ char *dlock__redis_key(const char *prefix, dlock__redis_keykind kind, const char
   if (len)
     *len = n;
   return s;
+}
+
+/* Glob specials of SCAN MATCH, escaped with a backslash. */
+static size_t glob_escape(char *out, const char *s, size_t n) {
+  size_t o = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (strchr("*?[]\\", s[i]) && s[i] != '\0') {
+      if (out)
+        out[o] = '\\';
+      o++;
+    }
+    if (out)
+      out[o] = s[i];
+    o++;
+  }
+  return o;
+}
+
+char *dlock__redis_scan_pattern(const char *prefix, const char *key, size_t keylen,
+                                size_t *len) {
+  if (!prefix)
+    prefix = DLOCK__REDIS_DEFAULT_PREFIX;
+  const char *mid = kind_text(DLOCK__REDIS_KEY_LOCK);
+  size_t plen = strlen(prefix), mlen = strlen(mid);
+  if (keylen > (SIZE_MAX - 4) / 2 - plen - mlen)
+    return NULL;
+  size_t n = glob_escape(NULL, prefix, plen) + glob_escape(NULL, mid, mlen) +
+             glob_escape(NULL, key, keylen) + 1;
+  char *s = malloc(n + 1);
+  if (!s)
+    return NULL;
+  size_t o = glob_escape(s, prefix, plen);
+  o += glob_escape(s + o, mid, mlen);
+  o += glob_escape(s + o, key, keylen);
+  s[o++] = '*';
+  s[o] = '\0';
+  if (len)
+    *len = o;
+  return s;
+}
+
+int dlock__redis_lock_key_of(const char *prefix, const char *name, size_t len, const char **key,
+                             size_t *keylen) {
+  if (!prefix)
+    prefix = DLOCK__REDIS_DEFAULT_PREFIX;
+  const char *mid = kind_text(DLOCK__REDIS_KEY_LOCK);
+  size_t plen = strlen(prefix), mlen = strlen(mid);
+  if (!name || len < plen + mlen + 1 || memcmp(name, prefix, plen) != 0 ||
+      memcmp(name + plen, mid, mlen) != 0 || name[len - 1] != '}')
+    return -1;
+  *key = name + plen + mlen;
+  *keylen = len - plen - mlen - 1;
+  return 0;
 }
 
 int dlock__redis_parse_u64(const char *s, size_t len, uint64_t *out) {
@@ -261,40 +345,91 @@ static void copy_text(char *dst, size_t cap, const char *src, size_t len) {
   dst[len] = '\0';
 }
 
+/* A lock's value (string, or nil: no holder) and PTTL into *INFO; the
+ * token stays as given when the value does not parse. */
+static int held_from(const redisReply *val, const redisReply *pttl, const char *what,
+                     dlock_info *info) {
+  if (!val || (val->type != REDIS_REPLY_STRING && val->type != REDIS_REPLY_NIL))
+    return unexpected(val, what, "value is neither string nor nil");
+  if (!pttl || pttl->type != REDIS_REPLY_INTEGER)
+    return unexpected(pttl, what, "ttl is not an integer");
+  if (val->type != REDIS_REPLY_STRING)
+    return 0;
+  info->held = 1;
+  if (pttl->integer >= 0)
+    info->ttl_ms = (int64_t)pttl->integer;
+  dlock__redis_value_parts vp;
+  if (dlock__redis_value_parse(val->str, val->len, &vp) == 0) {
+    info->token = vp.token;
+    copy_text(info->owner, sizeof info->owner, vp.owner, vp.owner_len);
+    copy_text(info->label, sizeof info->label, vp.label, vp.label_len);
+  }
+  return 0;
+}
+
+static void info_clear(dlock_info *info) {
+  memset(info, 0, sizeof *info);
+  info->ttl_ms = -1;
+}
+
 int dlock__redis_decode_inspect(const redisReply *r, dlock_info *info) {
   const char *what = "inspect";
   if (!r || r->type != REDIS_REPLY_ARRAY)
     return unexpected(r, what, NULL);
   if (r->elements != 3 || !r->element)
     return unexpected(r, what, "expected 3 elements");
-  const redisReply *val = r->element[0], *pttl = r->element[1], *fence = r->element[2];
-  if (!val || (val->type != REDIS_REPLY_STRING && val->type != REDIS_REPLY_NIL))
-    return unexpected(r, what, "value is neither string nor nil");
-  if (!pttl || pttl->type != REDIS_REPLY_INTEGER)
-    return unexpected(r, what, "ttl is not an integer");
+  const redisReply *fence = r->element[2];
   if (!fence || (fence->type != REDIS_REPLY_STRING && fence->type != REDIS_REPLY_NIL))
     return unexpected(r, what, "fence is neither string nor nil");
-
   dlock_info out;
-  memset(&out, 0, sizeof out);
-  out.ttl_ms = -1;
-  uint64_t last = 0;
+  info_clear(&out);
   /* A counter someone else overwrote is reported as unknown (0). */
   if (fence->type == REDIS_REPLY_STRING &&
-      dlock__redis_parse_u64(fence->str, fence->len, &last) < 0)
-    last = 0;
-  out.token = last;
-  if (val->type == REDIS_REPLY_STRING) {
-    out.held = 1;
-    if (pttl->integer >= 0)
-      out.ttl_ms = (int64_t)pttl->integer;
-    dlock__redis_value_parts vp;
-    if (dlock__redis_value_parse(val->str, val->len, &vp) == 0) {
-      out.token = vp.token;
-      copy_text(out.owner, sizeof out.owner, vp.owner, vp.owner_len);
-      copy_text(out.label, sizeof out.label, vp.label, vp.label_len);
-    }
+      dlock__redis_parse_u64(fence->str, fence->len, &out.token) < 0)
+    out.token = 0;
+  int rc = held_from(r->element[0], r->element[1], what, &out);
+  if (rc < 0)
+    return rc;
+  *info = out;
+  return 0;
+}
+
+int dlock__redis_decode_list(const redisReply *r, size_t i, dlock_info *info) {
+  const char *what = "list";
+  if (!r || r->type != REDIS_REPLY_ARRAY || !r->element)
+    return unexpected(r, what, NULL);
+  if (i >= r->elements / 2)
+    return unexpected(r, what, "fewer values than keys");
+  dlock_info out;
+  info_clear(&out);
+  int rc = held_from(r->element[2 * i], r->element[2 * i + 1], what, &out);
+  if (rc < 0)
+    return rc;
+  *info = out;
+  return 0;
+}
+
+int dlock__redis_decode_break(const redisReply *r, int *status, dlock_info *info) {
+  const char *what = "break";
+  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 || !r->element || !r->element[0] ||
+      r->element[0]->type != REDIS_REPLY_INTEGER)
+    return unexpected(r, what, NULL);
+  long long st = r->element[0]->integer;
+  dlock_info out;
+  info_clear(&out);
+  if (st == 0 && r->elements == 1) {
+    *status = 0;
+    *info = out;
+    return 0;
   }
+  if ((st != 1 && st != 2) || r->elements != 3)
+    return unexpected(r, what, "expected {0} or {1|2, value, pttl}");
+  int rc = held_from(r->element[1], r->element[2], what, &out);
+  if (rc < 0)
+    return rc;
+  if (!out.held)
+    return unexpected(r, what, "no value");
+  *status = (int)st;
   *info = out;
   return 0;
 }

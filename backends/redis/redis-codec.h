@@ -32,12 +32,18 @@
  *   RELEASE  KEYS lock, chan    ARGV owner            -> 1, or 0 if not ours
  *   RENEW    KEYS lock          ARGV owner, ttl_ms    -> 1, or 0 if not ours
  *   INSPECT  KEYS lock, fence                         -> {value|nil, pttl, fence|nil}
+ *   BREAK    KEYS lock, chan    ARGV owner|"", token|"0"
+ *            -> {0} (nobody holds it), {1, value, pttl} (released),
+ *               {2, value, pttl} (held by another than the one named)
+ *   LIST     KEYS lock...                              -> {value|nil, pttl, ...}
  */
 typedef enum dlock__redis_script_id {
   DLOCK__REDIS_ACQUIRE = 0,
   DLOCK__REDIS_RELEASE,
   DLOCK__REDIS_RENEW,
   DLOCK__REDIS_INSPECT,
+  DLOCK__REDIS_BREAK,
+  DLOCK__REDIS_LIST,
   DLOCK__REDIS_NSCRIPTS
 } dlock__redis_script_id;
 
@@ -57,6 +63,16 @@ typedef enum dlock__redis_keykind {
  * length in *LEN, or NULL when out of memory. */
 DLOCK__HIDDEN char *dlock__redis_key(const char *prefix, dlock__redis_keykind kind,
                                      const char *key, size_t keylen, size_t *len);
+
+/* SCAN MATCH pattern for the lock keys whose key begins with the KEYLEN
+ * bytes of KEY: PREFIX + "lock:{" + KEY, glob specials escaped, then "*".
+ * malloc'd with its length in *LEN, or NULL when out of memory. */
+DLOCK__HIDDEN char *dlock__redis_scan_pattern(const char *prefix, const char *key,
+                                              size_t keylen, size_t *len);
+/* The key of the lock key NAME (LEN bytes) made with PREFIX: 0 with *KEY
+ * pointing into NAME, or -1 when NAME is no lock key of that prefix. */
+DLOCK__HIDDEN int dlock__redis_lock_key_of(const char *prefix, const char *name, size_t len,
+                                           const char **key, size_t *keylen);
 
 /* A lock value split into its parts; the pointers point into the input. */
 typedef struct dlock__redis_value_parts {
@@ -104,6 +120,12 @@ DLOCK__HIDDEN int dlock__redis_decode_flag(const redisReply *r, const char *what
  * (the last holder's token); values written by something else show as held
  * with an empty owner and label. */
 DLOCK__HIDDEN int dlock__redis_decode_inspect(const redisReply *r, dlock_info *info);
+/* Entry I of a LIST script result into INFO (held 0: the key went before
+ * the script read it). */
+DLOCK__HIDDEN int dlock__redis_decode_list(const redisReply *r, size_t i, dlock_info *info);
+/* BREAK script result: *STATUS 0, 1 or 2 as the script returns, and INFO
+ * what the value said (held 0 with status 0). */
+DLOCK__HIDDEN int dlock__redis_decode_break(const redisReply *r, int *status, dlock_info *info);
 /* A "+OK" status (SELECT). */
 DLOCK__HIDDEN int dlock__redis_decode_ok(const redisReply *r, const char *what);
 /* Reply to AUTH: "+OK", else DLOCK_EAUTH whatever the error (the server's

@@ -994,6 +994,161 @@ out:
   return r;
 }
 
+/* Keys per SCAN page; each page's values come in one script call. */
+#define LIST_PAGE 500
+
+/* The LIST script over the N lock keys of a SCAN page (KEYS), EVALSHA and
+ * then EVAL after NOSCRIPT; too many arguments for a script_call. */
+static int list_values(const redis_client *rc, redisContext *c, const redisReply *keys,
+                       redisReply **out) {
+  size_t n = keys->elements, argc = n + 3;
+  const char **argv = malloc(argc * sizeof *argv);
+  size_t *lens = malloc(argc * sizeof *lens);
+  char nk[24];
+  int r = 0;
+  if (!argv || !lens) {
+    r = dlock_seterr(DLOCK_ENOMEM, "redis: out of memory");
+    goto out;
+  }
+  snprintf(nk, sizeof nk, "%zu", n);
+  argv[0] = "EVALSHA";
+  lens[0] = 7;
+  argv[1] = rc->sha[DLOCK__REDIS_LIST];
+  lens[1] = 40;
+  argv[2] = nk;
+  lens[2] = strlen(nk);
+  for (size_t i = 0; i < n; i++) {
+    argv[3 + i] = keys->element[i]->str;
+    lens[3 + i] = keys->element[i]->len;
+  }
+  r = command(rc, c, "list", (int)argc, argv, lens, rc->timeout_ms, out);
+  if (r == 0 && dlock__redis_is_noscript(*out)) {
+    freeReplyObject(*out);
+    *out = NULL;
+    argv[0] = "EVAL";
+    lens[0] = 4;
+    argv[1] = dlock__redis_script(DLOCK__REDIS_LIST);
+    lens[1] = strlen(argv[1]);
+    r = command(rc, c, "list", (int)argc, argv, lens, rc->timeout_ms, out);
+  }
+out:
+  free(argv);
+  free(lens);
+  return r;
+}
+
+/* One SCAN page: the holders among its keys go to EMIT.  *CURSOR is the
+ * next page's ("0" after the last). */
+static int list_page(const redis_client *rc, redisContext *c, const char *pattern,
+                     size_t patlen, char cursor[32], const char *prefix, size_t prefixlen,
+                     dlock_backend_emit_fn emit, void *ud) {
+  const char *argv[6] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "500"};
+  size_t lens[6] = {4, strlen(cursor), 5, patlen, 5, 3};
+  redisReply *rep = NULL, *vals = NULL;
+  int r = command(rc, c, "SCAN", 6, argv, lens, rc->timeout_ms, &rep);
+  if (r < 0)
+    return r;
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 || !rep->element[0] ||
+      rep->element[0]->type != REDIS_REPLY_STRING || rep->element[0]->len >= 32 ||
+      !rep->element[1] || rep->element[1]->type != REDIS_REPLY_ARRAY) {
+    r = rep->type == REDIS_REPLY_ERROR ? dlock__redis_reply_error(rep, "SCAN")
+                                       : dlock_seterr(DLOCK_EBACKEND, "redis: SCAN: unexpected reply");
+    goto out;
+  }
+  memcpy(cursor, rep->element[0]->str, rep->element[0]->len);
+  cursor[rep->element[0]->len] = '\0';
+  const redisReply *keys = rep->element[1];
+  for (size_t i = 0; i < keys->elements; i++)
+    if (!keys->element[i] || keys->element[i]->type != REDIS_REPLY_STRING) {
+      r = dlock_seterr(DLOCK_EBACKEND, "redis: SCAN: a key that is not a string");
+      goto out;
+    }
+  if (keys->elements == 0)
+    goto out;
+  if ((r = list_values(rc, c, keys, &vals)) < 0)
+    goto out;
+  for (size_t i = 0; i < keys->elements && r == 0; i++) {
+    const char *key;
+    size_t keylen;
+    dlock_info info;
+    if (dlock__redis_lock_key_of(rc->prefix, keys->element[i]->str, keys->element[i]->len, &key,
+                                 &keylen) < 0 ||
+        keylen < prefixlen || memcmp(key, prefix, prefixlen) != 0)
+      continue;
+    if ((r = dlock__redis_decode_list(vals, i, &info)) < 0)
+      break;
+    if (info.held)
+      r = emit(ud, key, keylen, &info);
+  }
+out:
+  freeReplyObject(rep);
+  if (vals)
+    freeReplyObject(vals);
+  return r;
+}
+
+/* SCAN may report a key twice (the table grew during the walk); that is
+ * within what dlock_list promises of a store that changes meanwhile.  On
+ * a cluster this sees one node's keys only. */
+static int redis_list(dlock_backend_client *bc, const char *prefix, size_t prefixlen,
+                      dlock_backend_emit_fn emit, void *ud) {
+  redis_client *rc = bc->priv;
+  size_t patlen;
+  char *pattern = dlock__redis_scan_pattern(rc->prefix, prefix, prefixlen, &patlen);
+  if (!pattern)
+    return dlock_seterr(DLOCK_ENOMEM, "redis: out of memory");
+  redisContext *c;
+  int r = pool_get(rc, &c);
+  if (r == 0) {
+    char cursor[32] = "0";
+    do
+      r = list_page(rc, c, pattern, patlen, cursor, prefix, prefixlen, emit, ud);
+    while (r == 0 && strcmp(cursor, "0") != 0);
+    /* A walk the callback ended leaves the connection in step; one that
+     * failed on the wire has c->err set and is not kept. */
+    pool_put(rc, c);
+  }
+  free(pattern);
+  return r;
+}
+
+static int redis_force_release(dlock_backend_client *bc, const char *key, size_t keylen,
+                               const dlock_info *holder, dlock_info *broken) {
+  redis_client *rc = bc->priv;
+  keyset k;
+  int r = keys_build(rc, key, keylen, K_LOCK | K_CHAN, &k);
+  if (r < 0)
+    return r;
+  char token[24];
+  int tl = snprintf(token, sizeof token, "%llu", (unsigned long long)holder->token);
+  redisContext *c;
+  r = pool_get(rc, &c);
+  if (r == 0) {
+    script_call sc;
+    sc_init(&sc, rc, DLOCK__REDIS_BREAK, 2);
+    sc_add(&sc, k.lock, k.lock_len);
+    sc_add(&sc, k.chan, k.chan_len);
+    sc_add(&sc, holder->owner, strlen(holder->owner));
+    sc_add(&sc, token, (size_t)tl);
+    redisReply *rep = NULL;
+    r = sc_run(rc, c, &sc, NULL, &rep);
+    if (r == 0) {
+      int status = 0;
+      dlock_info info;
+      r = dlock__redis_decode_break(rep, &status, &info);
+      freeReplyObject(rep);
+      if (r == 0 && status == 2)
+        r = dlock_seterr(DLOCK_EBUSY, "redis: '%s' is held by another holder (token %llu)", key,
+                         (unsigned long long)info.token);
+      else if (r == 0)
+        *broken = info;
+    }
+    pool_put(rc, c);
+  }
+  keys_free(&k);
+  return r;
+}
+
 static const char *const redis_schemes[] = {"redis", "redis+unix", NULL};
 
 const dlock_backend_ops dlock__redis_ops = {
@@ -1001,7 +1156,7 @@ const dlock_backend_ops dlock__redis_ops = {
     .name = "redis",
     .schemes = redis_schemes,
     .caps = DLOCK_CAP_FENCING | DLOCK_CAP_NATIVE_WAIT | DLOCK_CAP_SERVER_TTL | DLOCK_CAP_HOLDER_INFO |
-            DLOCK_CAP_CROSS_HOST | DLOCK_CAP_CROSS_PROCESS,
+            DLOCK_CAP_CROSS_HOST | DLOCK_CAP_CROSS_PROCESS | DLOCK_CAP_LIST | DLOCK_CAP_BREAK,
     .client_size = sizeof(redis_client),
     .lock_size = 0,
     .open = redis_open,
@@ -1013,4 +1168,6 @@ const dlock_backend_ops dlock__redis_ops = {
     .renew_many = redis_renew_many,
     .inspect = redis_inspect,
     .control = NULL,
+    .list = redis_list,
+    .force_release = redis_force_release,
 };

@@ -3,7 +3,9 @@
  * parser: lines cut at '\n' (empty ones skipped, a NUL ends the record),
  * the first "dlock-file 1", every "token " line a plain decimal that fits
  * 64 bits, the last one the counter.  A record that parses formats and
- * parses back to itself (labels lose their line breaks). */
+ * parses back to itself (labels lose their line breaks).  The same bytes
+ * read as a path below a store's directory: a key read from it is one
+ * whose own path names a lock file (".lock"), no NUL in it. */
 #include <errno.h>
 
 #include "fuzz.h"
@@ -45,8 +47,21 @@ static int reference(const char *buf, size_t len, uint64_t *token) {
   return have;
 }
 
+static void path_key(const char *buf, size_t size) {
+  char key[4200];
+  int n = dlock__file_path_key(buf, size, key, sizeof key);
+  if (n < 0)
+    return;
+  FUZZ_CHECK((size_t)n == strlen(key) && n > 0, "path key length %d", n);
+  FUZZ_CHECK(size > 5 && memcmp(buf + size - 5, ".lock", 5) == 0, "key from a non-lock file");
+  char back[8192];
+  int m = dlock__file_key_path("/d", key, (size_t)n, back, sizeof back);
+  FUZZ_CHECK(m > 0, "a key read from a path has no path (%d)", m);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const char *buf = (const char *)data;
+  path_key(buf, size);
   dlock__file_record r;
   int rc = dlock__file_record_parse(buf, size, &r);
   FUZZ_CHECK(rc == 0 || rc == DLOCK_EBACKEND, "rc %d", rc);

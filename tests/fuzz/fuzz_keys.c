@@ -130,6 +130,11 @@ static void file_keys(const key *k, size_t nk, unsigned cut) {
       abort();
     check_round_trip("file", rebuilt, "/d/", ".lock", &k[i], file_keep, NULL);
     free(rebuilt);
+    /* what dlock_list reads back from the directory is the key */
+    char back[DLOCK_KEY_MAX + 1];
+    int bl = dlock__file_path_key(path[i] + 3, strlen(path[i] + 3), back, sizeof back);
+    FUZZ_CHECK(bl >= 0 && (size_t)bl == k[i].n && memcmp(back, k[i].p, k[i].n) == 0,
+               "file: \"%s\" reads back as another key (%d)", path[i], bl);
     free(joined);
     /* too small a buffer is an error, not a shorter path */
     char small[PATH_MAX];

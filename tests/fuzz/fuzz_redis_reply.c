@@ -96,6 +96,26 @@ static void decode_all(const redisReply *r) {
                "inspect output touched on failure");
   }
 
+  int st = 42;
+  memset(&info, 0x5a, sizeof info);
+  rc = dlock__redis_decode_break(r, &st, &info);
+  if (rc == 0) {
+    FUZZ_CHECK(st >= 0 && st <= 2 && info.held == (st != 0), "break status %d held %d", st,
+               info.held);
+    check_text(info.owner, sizeof info.owner, "owner");
+    check_text(info.label, sizeof info.label, "label");
+  } else {
+    FUZZ_CHECK(rc < 0 && st == 42 && memcmp(&info, &info0, sizeof info) == 0,
+               "break output touched on failure");
+  }
+  for (size_t i = 0; i < 3; i++) {
+    memset(&info, 0x5a, sizeof info);
+    rc = dlock__redis_decode_list(r, i, &info);
+    FUZZ_CHECK(rc == 0 ? info.held == 0 || info.held == 1
+                       : rc < 0 && memcmp(&info, &info0, sizeof info) == 0,
+               "list entry %zu", i);
+  }
+
   rc = dlock__redis_decode_ok(r, "SELECT");
   FUZZ_CHECK(rc <= 0, "ok rc %d", rc);
   rc = dlock__redis_decode_auth(r, SECRET);

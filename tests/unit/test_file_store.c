@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,6 +21,7 @@
 
 #include <cmocka.h>
 
+#include "dlock/admin.h"
 #include "dlock/dlock.h"
 
 static char dir[64];
@@ -341,6 +343,85 @@ static void test_prefix_too_long(void **state) {
   assert_non_null(strstr(dlock_client_errmsg(NULL), "prefix"));
 }
 
+struct listed {
+  int n;
+  char keys[4][600];
+};
+
+static int note(void *arg, const char *key, const dlock_info *info) {
+  struct listed *l = arg;
+  assert_int_equal(info->held, 1);
+  if (l->n < 4)
+    snprintf(l->keys[l->n], sizeof l->keys[l->n], "%s", key);
+  l->n++;
+  return 0;
+}
+
+static bool listed_has(const struct listed *l, const char *key) {
+  for (int i = 0; i < l->n && i < 4; i++)
+    if (strcmp(l->keys[i], key) == 0)
+      return true;
+  return false;
+}
+
+static void put_file(const char *name, const char *text) {
+  char p[PATH_MAX];
+  snprintf(p, sizeof p, "%s/%s", dir, name);
+  FILE *f = fopen(p, "w");
+  assert_non_null(f);
+  fputs(text, f);
+  fclose(f);
+}
+
+/* dlock_list reads keys back from paths: a long key that runs through ".d"
+ * directories comes back whole, the client's ?prefix= comes off, and files
+ * that are no key's path (one not escaped as the store escapes, a stray,
+ * the counter) are not locks. */
+static void test_list_reads_paths_back(void **state) {
+  (void)state;
+  char purl[200];
+  snprintf(purl, sizeof purl, "%s?prefix=team%%2F", url);
+  dlock_client *c = NULL, *all = NULL;
+  assert_int_equal(dlock_open(purl, &c), 0);
+  assert_int_equal(dlock_open(url, &all), 0);
+  char longkey[DLOCK_KEY_MAX];
+  memset(longkey, '/', sizeof longkey - 1);
+  memcpy(longkey, "long", 4);
+  longkey[sizeof longkey - 1] = '\0';
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.wait_ms = 0;
+  dlock_lock *a, *b, *free_one;
+  assert_int_equal(dlock_try_acquire(c, longkey, &o, &a), 0);
+  assert_int_equal(dlock_try_acquire(c, "short", &o, &b), 0);
+  assert_int_equal(dlock_try_acquire(c, "released", &o, &free_one), 0);
+  assert_int_equal(dlock_release(free_one), 0);
+  put_file("team%2Fstray.lock", "dlock-file 1\ntoken 5\n");
+  put_file("team%2F%41.lock", "dlock-file 1\ntoken 5\n");
+  put_file("notes.txt", "hello\n");
+  struct listed l = {0};
+  assert_int_equal(dlock_list(c, "", note, &l), 0);
+  assert_int_equal(l.n, 2);
+  assert_true(listed_has(&l, longkey));
+  assert_true(listed_has(&l, "short"));
+  struct listed p = {0};
+  assert_int_equal(dlock_list(c, "lo", note, &p), 0);
+  assert_int_equal(p.n, 1);
+  /* Without the prefix the short one shows whole; the long one is past the
+   * longest key such a client could name, so it is not a lock of its. */
+  struct listed w = {0};
+  assert_int_equal(dlock_list(all, NULL, note, &w), 0);
+  assert_int_equal(w.n, 1);
+  assert_true(listed_has(&w, "team/short"));
+  dlock_info got;
+  assert_int_equal(dlock_break(all, "team/short", NULL, &got), 0);
+  assert_int_equal(got.held, 1);
+  assert_int_equal(got.token, dlock_lock_token(b));
+  assert_int_equal(dlock_release(b), DLOCK_ELOST);
+  assert_int_equal(dlock_release(a), 0);
+  dlock_close(c);
+  dlock_close(all);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_released_names_leave_nothing, dir_setup, dir_teardown),
@@ -351,6 +432,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_stalled_counter_bounded, dir_setup, dir_teardown),
       cmocka_unit_test_setup_teardown(test_shared_directory_modes, dir_setup, dir_teardown),
       cmocka_unit_test(test_prefix_too_long),
+      cmocka_unit_test_setup_teardown(test_list_reads_paths_back, dir_setup, dir_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -598,9 +598,91 @@ static void long_error_is_cut(void **state) {
   freeReplyObject(r);
 }
 
+static void scan_pattern_and_back(void **state) {
+  (void)state;
+  size_t len;
+  char *p = dlock__redis_scan_pattern(NULL, "jobs/", 5, &len);
+  assert_string_equal(p, "dlock:lock:{jobs/*");
+  assert_int_equal(len, strlen(p));
+  free(p);
+  /* Glob specials in the prefix and the key match only themselves. */
+  p = dlock__redis_scan_pattern("a*b?[", "x\\]y", 4, &len);
+  assert_string_equal(p, "a\\*b\\?\\[lock:{x\\\\\\]y*");
+  free(p);
+  p = dlock__redis_scan_pattern("", "", 0, &len);
+  assert_string_equal(p, "lock:{*");
+  free(p);
+
+  const char *key;
+  size_t kl;
+  const char name[] = "dlock:lock:{a}b}";
+  assert_int_equal(dlock__redis_lock_key_of(NULL, name, sizeof name - 1, &key, &kl), 0);
+  assert_int_equal(kl, 3);
+  assert_memory_equal(key, "a}b", 3);
+  static const char *const not_locks[] = {"dlock:fence:{a}", "dlock:lock:{a", "dlock:lock:",
+                                          "other:lock:{a}", "dlock:lockch:{a}"};
+  for (size_t i = 0; i < sizeof not_locks / sizeof *not_locks; i++)
+    assert_int_equal(
+        dlock__redis_lock_key_of(NULL, not_locks[i], strlen(not_locks[i]), &key, &kl), -1);
+}
+
+static void break_replies(void **state) {
+  (void)state;
+  const char *val = OWNER ":9:ops";
+  char resp[256];
+  int st = -1;
+  dlock_info info;
+  redisReply *r = parse("*1\r\n:0\r\n");
+  assert_int_equal(dlock__redis_decode_break(r, &st, &info), 0);
+  assert_int_equal(st, 0);
+  assert_int_equal(info.held, 0);
+  freeReplyObject(r);
+  for (int want = 1; want <= 2; want++) {
+    snprintf(resp, sizeof resp, "*3\r\n:%d\r\n$%zu\r\n%s\r\n:1200\r\n", want, strlen(val), val);
+    r = parse(resp);
+    assert_int_equal(dlock__redis_decode_break(r, &st, &info), 0);
+    assert_int_equal(st, want);
+    assert_int_equal(info.held, 1);
+    assert_true(info.token == 9);
+    assert_int_equal(info.ttl_ms, 1200);
+    assert_string_equal(info.owner, OWNER);
+    assert_string_equal(info.label, "ops");
+    freeReplyObject(r);
+  }
+  static const char *const bad[] = {"*0\r\n", "*1\r\n:1\r\n", "*3\r\n:3\r\n$1\r\nx\r\n:1\r\n",
+                                    "*3\r\n:1\r\n$-1\r\n:1\r\n", ":1\r\n"};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    r = parse(bad[i]);
+    st = 42;
+    if (dlock__redis_decode_break(r, &st, &info) != DLOCK_EBACKEND || st != 42)
+      fail_msg("break reply %zu accepted", i);
+    freeReplyObject(r);
+  }
+}
+
+static void list_replies(void **state) {
+  (void)state;
+  const char *val = OWNER ":4:w";
+  char resp[256];
+  snprintf(resp, sizeof resp, "*4\r\n$%zu\r\n%s\r\n:800\r\n$-1\r\n:-2\r\n", strlen(val), val);
+  redisReply *r = parse(resp);
+  dlock_info info;
+  assert_int_equal(dlock__redis_decode_list(r, 0, &info), 0);
+  assert_int_equal(info.held, 1);
+  assert_true(info.token == 4);
+  assert_int_equal(info.ttl_ms, 800);
+  assert_int_equal(dlock__redis_decode_list(r, 1, &info), 0);
+  assert_int_equal(info.held, 0);
+  assert_int_equal(dlock__redis_decode_list(r, 2, &info), DLOCK_EBACKEND);
+  freeReplyObject(r);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(key_default_prefix),
+      cmocka_unit_test(scan_pattern_and_back),
+      cmocka_unit_test(break_replies),
+      cmocka_unit_test(list_replies),
       cmocka_unit_test(key_custom_and_empty_prefix),
       cmocka_unit_test(key_binary_and_odd),
       cmocka_unit_test(key_kinds_never_collide),

@@ -128,5 +128,8 @@ int cli_textfile_check(const char *cmd, const char *path);
 int cli_textfile_write(const char *path, const struct cli_run_report *r);
 
 int cli_bench(int argc, char **argv);
+/* dlock list and dlock break (tools/admin.c). */
+int cli_list(int argc, char **argv);
+int cli_break(int argc, char **argv);
 
 #endif

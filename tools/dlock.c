@@ -1906,6 +1906,10 @@ int main(int argc, char **argv) {
     code = cmd_status(argc - 2, argv + 2);
   } else if (strcmp(cmd, "bench") == 0) {
     code = cli_bench(argc - 2, argv + 2);
+  } else if (strcmp(cmd, "list") == 0) {
+    code = cli_list(argc - 2, argv + 2);
+  } else if (strcmp(cmd, "break") == 0) {
+    code = cli_break(argc - 2, argv + 2);
   } else if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 ||
              strcmp(cmd, "-h") == 0) {
     cli_help(stdout, NULL);

@@ -11,6 +11,8 @@ static const char overview[] =
     "                 [--label TEXT] [--foreground] [--progress SECS]\n"
     "                 [--metrics-textfile PATH] URL KEY -- COMMAND [ARG...]\n"
     "       dlock status [--json] URL KEY\n"
+    "       dlock list [--json] URL [PREFIX]\n"
+    "       dlock break [-y] [--token N] [--json] URL KEY\n"
     "       dlock bench URL [--threads N] [--keys K] [--seconds S] [--locks H]\n"
     "                   [--only PHASE[,PHASE...]] [--shared-client] [--json]\n"
     "       dlock help | --help | -V | --version\n";
@@ -75,6 +77,27 @@ static const char status_text[] =
     "  status   Show who holds KEY: token, remaining TTL, owner and label.\n"
     "           --json prints one JSON object.\n";
 
+static const char list_text[] =
+    "  list     Show every lock held in the store at URL whose key begins with\n"
+    "           PREFIX (default: all), sorted by key: token, remaining TTL\n"
+    "           (\"-\": none, or not known), holder label and key.  --json prints\n"
+    "           one JSON array.  Stores that cannot name their locks\n"
+    "           (postgres:// advisory locks, which the server knows by a hash)\n"
+    "           exit 76.\n";
+
+static const char break_text[] =
+    "  break    Release KEY for its holder, as an operator: shows the holder and\n"
+    "           asks on the terminal first.  Only the holder shown is broken: if\n"
+    "           the lock changed hands meanwhile, nothing is, and break exits 1.\n"
+    "           The holder is not asked: it learns of the loss at its next\n"
+    "           renewal (or at once where the store tells it), and may act as the\n"
+    "           holder until then; its fencing token is what keeps it out.\n"
+    "           Prints what it broke.  A key nobody holds is no error.\n"
+    "             -y, --yes    do not ask (needed when stdin is not a terminal)\n"
+    "             --token N    break only if the holder's token is N\n"
+    "             --json       print {\"broken\":true,\"lock\":{...}} or\n"
+    "                          {\"broken\":false}\n";
+
 static const char bench_text[] =
     "  bench    Measure the store: uncontended try_acquire+release pairs on\n"
     "           distinct keys (bench/THREAD/N), contended handoff between two\n"
@@ -88,48 +111,55 @@ static const char syntax_text[] =
     "(500ms, 1.5, 15s, 2m, 1h), as in URLs except that a bare number is seconds.\n"
     "URL examples: file:///var/lib/dlock  redis://host:6379/0?ttl=30s  mem://\n";
 
-/* The exit status table.  Rows with RUN set are dlock run's alone; status
- * and bench show OTHER instead, or nothing if it is NULL. */
+/* The exit status table.  dlock run shows RUN; status, list and bench show
+ * OTHER, and break BRK where it is set, else OTHER; NULL: not that
+ * command's. */
+enum { EXITS_OTHER, EXITS_RUN, EXITS_BREAK };
 struct exit_row {
-  const char *run, *other;
+  const char *run, *other, *brk;
 };
 
 static const struct exit_row exit_rows[] = {
-    {"  0      COMMAND exited 0\n", "  0      success\n"},
+    {"  0      COMMAND exited 0\n", "  0      success\n", NULL},
     {"  1      the lock is held elsewhere (-n) or the -w wait ran out;\n"
      "         -E N changes this status to N\n",
-     NULL},
+     NULL,
+     "  1      nothing was broken: the lock changed hands, its token was\n"
+     "         not --token's, or the answer was not yes\n"},
     {"  64     usage error: bad option or value, invalid URL or key,\n"
      "         unreadable --url-file, unset --url-env, --metrics-textfile\n"
      "         in a directory that is missing or not writable\n",
      "  64     usage error: bad option or value, invalid URL or key,\n"
-     "         unreadable --url-file, unset --url-env\n"},
+     "         unreadable --url-file, unset --url-env\n", NULL},
     {"  69     the lock store is unreachable or did not answer in time\n",
-     "  69     the lock store is unreachable or did not answer in time\n"},
+     "  69     the lock store is unreachable or did not answer in time\n", NULL},
     {"  76     the lock store reported an error, or lacks the operation\n",
-     "  76     the lock store reported an error, or lacks the operation\n"},
+     "  76     the lock store reported an error, or lacks the operation\n", NULL},
     {"  77     the lock store refused the credentials (authentication)\n",
-     "  77     the lock store refused the credentials (authentication)\n"},
-    {"  124    the lock was lost while COMMAND ran; COMMAND was stopped\n", NULL},
+     "  77     the lock store refused the credentials (authentication)\n", NULL},
+    {"  124    the lock was lost while COMMAND ran; COMMAND was stopped\n", NULL, NULL},
     {"  125    dlock itself failed (out of memory, fork, pipe), or its\n"
      "         guardian process was killed\n",
-     "  125    dlock itself failed (out of memory, a write error)\n"},
-    {"  126    COMMAND was found but could not be executed\n", NULL},
-    {"  127    COMMAND was not found\n", NULL},
+     "  125    dlock itself failed (out of memory, a write error)\n", NULL},
+    {"  126    COMMAND was found but could not be executed\n", NULL, NULL},
+    {"  127    COMMAND was not found\n", NULL, NULL},
     {"  128+N  COMMAND was killed by signal N, or dlock run itself was\n"
      "         while it waited for the lock\n",
-     NULL},
+     NULL, NULL},
     {"  other  COMMAND's own exit status, passed through unchanged.  Where\n"
      "         COMMAND itself may exit 1, 64-77 or 124-127 these cannot be\n"
      "         told apart (as with env, timeout or flock); -E moves the busy\n"
      "         status out of COMMAND's way\n",
-     NULL},
+     NULL, NULL},
 };
 
-static void exit_table(FILE *f, const char *title, int run) {
+static void exit_table(FILE *f, const char *title, int which) {
   fprintf(f, "\n%s:\n", title);
   for (size_t i = 0; i < sizeof exit_rows / sizeof exit_rows[0]; i++) {
-    const char *t = run ? exit_rows[i].run : exit_rows[i].other;
+    const struct exit_row *r = &exit_rows[i];
+    const char *t = which == EXITS_RUN                ? r->run
+                    : which == EXITS_BREAK && r->brk ? r->brk
+                                                      : r->other;
     if (t)
       fputs(t, f);
   }
@@ -142,6 +172,10 @@ static const char *const usage_lines[][2] = {
             "       (--url-file PATH or --url-env NAME may stand for URL)"},
     {"status", "dlock status [--json] URL KEY\n"
                "       (--url-file PATH or --url-env NAME may stand for URL)"},
+    {"list", "dlock list [--json] URL [PREFIX]\n"
+             "       (--url-file PATH or --url-env NAME may stand for URL)"},
+    {"break", "dlock break [-y] [--token N] [--json] URL KEY\n"
+              "       (--url-file PATH or --url-env NAME may stand for URL)"},
     {"bench", "dlock bench URL [--threads N] [--keys K] [--seconds S] [--locks H]\n"
               "                   [--only uncontended,handoff,renew] [--shared-client] [--json]\n"
               "       (--url-file PATH or --url-env NAME may stand for URL)"},
@@ -162,20 +196,28 @@ void cli_help(FILE *f, const char *cmd) {
     fputs("\nCommands:\n", f);
     fputs(run_text, f);
     fputs(status_text, f);
+    fputs(list_text, f);
+    fputs(break_text, f);
     fputs(bench_text, f);
     fputc('\n', f);
     fputs(syntax_text, f);
-    exit_table(f, "Exit status of run", 1);
-    exit_table(f, "Exit status of status and bench", 0);
+    exit_table(f, "Exit status of run", EXITS_RUN);
+    exit_table(f, "Exit status of status, list and bench", EXITS_OTHER);
+    exit_table(f, "Exit status of break", EXITS_BREAK);
     return;
   }
   const char *text = strcmp(cmd, "run") == 0      ? run_text
                      : strcmp(cmd, "status") == 0 ? status_text
+                     : strcmp(cmd, "list") == 0   ? list_text
+                     : strcmp(cmd, "break") == 0  ? break_text
                                                   : bench_text;
   fprintf(f, "Usage: %s\n\n", cli_usage_line(cmd));
   fputs(text, f);
   fputc('\n', f);
-  if (strcmp(cmd, "status") != 0)
+  if (strcmp(cmd, "run") == 0 || strcmp(cmd, "bench") == 0)
     fputs(syntax_text, f);
-  exit_table(f, "Exit status", strcmp(cmd, "run") == 0);
+  exit_table(f, "Exit status",
+             strcmp(cmd, "run") == 0     ? EXITS_RUN
+             : strcmp(cmd, "break") == 0 ? EXITS_BREAK
+                                         : EXITS_OTHER);
 }

@@ -73,7 +73,7 @@ else
   echo "# DLOCK_TEST_VERSION not set: the tools' version is not compared"
 fi
 # Each subcommand's help lists the statuses it can return.
-for sub in run status bench; do
+for sub in run status list break bench; do
   "$DLOCK" $sub --help >"$tmp/help"; check "$sub --help" 0 $?
   for code in 0 64 69 76 77 125; do
     grep -qE "^  $code +[A-Za-z]" "$tmp/help"; check "$sub --help lists exit status $code" 0 $?
@@ -850,6 +850,55 @@ if [ -n "${DLOCK_TEST_ETCD_URL:-}" ] && command -v python3 >/dev/null; then
 else
   echo "# DLOCK_TEST_ETCD_URL (etcd://HOST:PORT) or python3 missing: a silent etcd is not checked"
 fi
+
+# ---- list and break ----
+# admin_cases NAME URL: list shows a dlock run holder, break asks unless
+# --yes, breaks only the holder shown, and the broken dlock run stops its
+# command and exits 124.
+admin_cases() {
+  local name="$1" u="$2" k="cli-test/$$/admin-$RANDOM" held="$tmp/admin-held" holder tok
+  rm -f "$held"
+  "$DLOCK" run -n --ttl 3 --label "cli admin" "$u" "$k/a" -- sh -c ': >"$1"; sleep 60' sh "$held" \
+    2>"$tmp/admin-run-err" &
+  holder=$!
+  await "$held" || { check "$name: a holder to list" held none; kill $holder; wait $holder; return; }
+  "$DLOCK" list "$u" "$k/" >"$tmp/list"; check "$name: list" 0 $?
+  check "$name: list: a header and one lock" 2 "$(wc -l <"$tmp/list")"
+  contains "$name: list: the holder's label" "$tmp/list" "cli admin"
+  contains "$name: list: the key" "$tmp/list" "$k/a"
+  "$DLOCK" list "$u" "$k/nothing" >"$tmp/list"; check "$name: list, no match" 0 $?
+  check "$name: list, no match: the header only" 1 "$(wc -l <"$tmp/list")"
+  "$DLOCK" list --json "$u" "$k/" >"$tmp/list.json"; check "$name: list --json" 0 $?
+  tok=$(python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); print(len(v), v[0]["label"], v[0]["token"])' "$tmp/list.json")
+  check "$name: list --json: one lock, its label" "1 cli admin" "${tok% *}"
+  tok=${tok##* }
+  "$DLOCK" break "$u" "$k/a" </dev/null >/dev/null 2>"$tmp/err"
+  check "$name: break without a terminal or --yes" $EX_USAGE $?
+  "$DLOCK" break --yes --token $((tok + 1)) "$u" "$k/a" >/dev/null 2>"$tmp/err"
+  check "$name: break --token of another holder" $EX_CONFLICT $?
+  contains "$name: break --token of another holder: nothing broken" "$tmp/err" "nothing broken"
+  kill -0 $holder 2>/dev/null; check "$name: the holder still runs" 0 $?
+  "$DLOCK" break --yes --token "$tok" "$u" "$k/a" >"$tmp/out" 2>"$tmp/err"
+  check "$name: break --yes" 0 $?
+  contains "$name: break prints what it broke" "$tmp/out" "token $tok"
+  wait $holder; check "$name: the broken dlock run exits 124" $EX_LOST $?
+  contains "$name: the broken dlock run says it lost the lock" "$tmp/admin-run-err" "lost"
+  "$DLOCK" break --yes "$u" "$k/a" >/dev/null 2>"$tmp/err"
+  check "$name: break of a free key" 0 $?
+  contains "$name: break of a free key says so" "$tmp/err" "nothing to break"
+  "$DLOCK" break --yes "$u" "" >/dev/null 2>&1; check "$name: break of an empty key" $EX_USAGE $?
+}
+admin_cases file "file://$tmp/locks"
+if [ -n "${DLOCK_TEST_REDIS_URL:-}" ]; then
+  admin_cases redis "$DLOCK_TEST_REDIS_URL"
+else
+  echo "# DLOCK_TEST_REDIS_URL not set: list and break are not checked on Redis"
+fi
+"$DLOCK" list "file://$tmp/no/such/dir" >/dev/null 2>&1
+check "list on a missing directory: the store is unavailable" $EX_UNAVAILABLE $?
+"$DLOCK" list >/dev/null 2>&1; check "list without a URL" $EX_USAGE $?
+"$DLOCK" break --token x "file://$tmp/locks" k >/dev/null 2>&1; check "break --token x" $EX_USAGE $?
+"$DLOCK" list "mem://" a b >/dev/null 2>&1; check "list with two prefixes" $EX_USAGE $?
 
 echo "1..$n"
 [ $fails -eq 0 ]

@@ -39,6 +39,35 @@ size_t dlock__etcd_prefix_end(const char *p, size_t n, char *out) {
   return 1;
 }
 
+int dlock__etcd_key_of(const char *prefix, const char *store_key, size_t n, char *out,
+                       size_t *outlen) {
+  size_t pl = strlen(prefix);
+  if (n <= pl || memcmp(store_key, prefix, pl) != 0)
+    return 0;
+  const char *name = store_key + pl;
+  const char *slash = memchr(name, '/', n - pl);
+  if (!slash || slash == name)
+    return 0;
+  size_t o = 0;
+  for (const char *p = name; p < slash; p++) {
+    char c = *p;
+    if (c == '%') {
+      /* Only what dlock__escape_slash writes: any other form would decode
+       * to a key whose name is not this one. */
+      if (slash - p < 3 || p[1] != '2' || (p[2] != '5' && p[2] != 'F'))
+        return 0;
+      c = p[2] == '5' ? '%' : '/';
+      p += 2;
+    }
+    if (o == DLOCK_KEY_MAX)
+      return 0;
+    out[o++] = c;
+  }
+  out[o] = '\0';
+  *outlen = o;
+  return 1;
+}
+
 char *dlock__etcd_value(const char *owner, const char *label) {
   char *s = NULL;
   if (asprintf(&s, "%s\n%s", owner, label ? label : "") < 0)
@@ -380,6 +409,33 @@ char *dlock__etcd_req_delete_all(const char *name) {
   int bad = txn_begin(&t);
   cJSON *d = push(t.ok, "request_delete_range");
   bad |= add_queue_range(d, name);
+  return txn_end(&t, bad);
+}
+
+char *dlock__etcd_req_page(const char *from, size_t fromlen, const char *end, size_t endlen,
+                           int64_t rev, int64_t limit) {
+  txn_body t;
+  int bad = txn_begin(&t);
+  cJSON *r = push(t.ok, "request_range");
+  bad |= add_bytes(r, "key", from, fromlen) | add_bytes(r, "range_end", end, endlen) |
+         add_i64(r, "limit", limit);
+  if (rev > 0)
+    bad |= add_i64(r, "revision", rev);
+  return txn_end(&t, bad);
+}
+
+char *dlock__etcd_req_break(const char *name, const char *key, int64_t create, int64_t mod) {
+  txn_body t;
+  int bad = txn_begin(&t);
+  bad |= put_compare(t.cmp, key, NULL, create);
+  /* A put keeps create_revision: only mod_revision tells that the value
+   * (the owner named) is still the one read. */
+  cJSON *c = push(t.cmp, NULL);
+  bad |= add_bytes(c, "key", key, strlen(key)) | add_str(c, "target", "MOD") |
+         add_str(c, "result", "EQUAL") | add_i64(c, "mod_revision", mod);
+  cJSON *d = push(t.ok, "request_delete_range");
+  bad |= add_bytes(d, "key", key, strlen(key));
+  bad |= put_range_first(t.ko, name, 0);
   return txn_end(&t, bad);
 }
 
@@ -770,6 +826,10 @@ enum dlock__etcd_fault dlock__etcd_error(int http_status, const char *body, size
       snprintf(msg, msglen, "HTTP %d", http_status);
   }
   return classify(http_status, -1, "", 0);
+}
+
+int dlock__etcd_compacted(const char *msg) {
+  return msg && has(msg, "required revision has been compacted");
 }
 
 int dlock__etcd_fault_code(enum dlock__etcd_fault f) {

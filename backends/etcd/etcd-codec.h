@@ -29,7 +29,13 @@
 #define DLOCK_ETCD_CTL_LEASE 0x6503       /* int64_t *: the lease under a held lock */
 #define DLOCK_ETCD_CTL_STALE_WATCH 0x6504 /* int *: the next N watches start at revision 1,
                                              which a compaction has removed (tests) */
+#define DLOCK_ETCD_CTL_LIST_PAGE 0x6505   /* int *: keys per range request of dlock_list,
+                                             0 = DLOCK__ETCD_LIST_PAGE (tests) */
 #define DLOCK_ETCD_ENDPOINT_MAX 300
+/* Keys per range request of a listing.  A holder key and its value take at
+ * most about 2.5 KiB of JSON (a 512-byte key escaped and in base64), so a
+ * page stays far below the 4 MiB a gRPC answer may take by default. */
+#define DLOCK__ETCD_LIST_PAGE 500
 
 struct dlock_etcd_stats {
   uint64_t keepalives;      /* lease keepalive requests sent */
@@ -57,6 +63,19 @@ DLOCK__HIDDEN char *dlock__etcd_lock_key(const char *name, int64_t lease);
  * P of only 0xff bytes (or empty) gives "\0", etcd's "to the end of the
  * keyspace".  Writes at most N bytes to OUT; returns the length. */
 DLOCK__HIDDEN size_t dlock__etcd_prefix_end(const char *p, size_t n, char *out);
+
+/* The dlock key whose queue STORE_KEY (N bytes) is in, for a client whose
+ * names begin with PREFIX: 1 when STORE_KEY is PREFIX, a name and "/"
+ * followed by anything (etcd's Mutex counts every key under NAME "/", so
+ * dlock's queue ranges do too), with the name decoded into OUT
+ * (DLOCK_KEY_MAX + 1 bytes, NUL-terminated) and its length in *OUTLEN; 0
+ * when it is under no name of ours: not under PREFIX, no "/", an empty
+ * name, a '%' that is not one of the two escapes dlock writes, a key
+ * longer than DLOCK_KEY_MAX.  Decoding and dlock__etcd_lock_name are
+ * inverses, so two store keys are in one queue exactly when they give the
+ * same key. */
+DLOCK__HIDDEN int dlock__etcd_key_of(const char *prefix, const char *store_key, size_t n,
+                                     char *out, size_t *outlen);
 
 /* The value stored in a holder key: "<owner>\n<label>".  Malloc'd. */
 DLOCK__HIDDEN char *dlock__etcd_value(const char *owner, const char *label);
@@ -123,6 +142,19 @@ DLOCK__HIDDEN char *dlock__etcd_req_first(const char *name);
 DLOCK__HIDDEN char *dlock__etcd_req_delete(const char *key);
 /* Delete every key under NAME "/" (tests and tools). */
 DLOCK__HIDDEN char *dlock__etcd_req_delete_all(const char *name);
+
+/* One page of a listing: the keys in [FROM, END) (FROMLEN and ENDLEN
+ * bytes) as they were at revision REV (0: now), at most LIMIT of them, in
+ * key order, with values.  A txn holding only that range, so that the
+ * answer decodes as every other txn's; the range's count says how many
+ * keys the whole of [FROM, END) holds at REV. */
+DLOCK__HIDDEN char *dlock__etcd_req_page(const char *from, size_t fromlen, const char *end,
+                                         size_t endlen, int64_t rev, int64_t limit);
+/* Break the holder KEY of NAME as it was read: compare KEY's
+ * create_revision == CREATE and mod_revision == MOD; success: delete
+ * KEY; failure: range first under NAME, with values (who holds it now). */
+DLOCK__HIDDEN char *dlock__etcd_req_break(const char *name, const char *key, int64_t create,
+                                          int64_t mod);
 
 /* POST /v3/watch: {"create_request":{"key":KEY,"start_revision":"REV",
  * "filters":["NOPUT"]}}: only deletions of KEY, from REV on. */
@@ -195,6 +227,12 @@ enum dlock__etcd_fault {
  * message (or a description of the status) into MSG. */
 DLOCK__HIDDEN enum dlock__etcd_fault dlock__etcd_error(int http_status, const char *body,
                                                        size_t len, char *msg, size_t msglen);
+/* Whether MSG, the text of an error answer, says that a read asked for a
+ * revision compaction has removed ("mvcc: required revision has been
+ * compacted"): the read can be made again at the current revision.  The
+ * fault alone cannot say it: etcd answers OutOfRange, as for other
+ * reasons. */
+DLOCK__HIDDEN int dlock__etcd_compacted(const char *msg);
 /* The DLOCK_E* code for a fault: REAUTH/AUTH -> EAUTH, LEASE_GONE -> ELOST,
  * RETRY -> ECONN, INVALID -> EINVAL, OTHER -> EBACKEND. */
 DLOCK__HIDDEN int dlock__etcd_fault_code(enum dlock__etcd_fault f);

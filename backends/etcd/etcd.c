@@ -88,6 +88,7 @@ typedef struct etcd_client {
   etcd_lock *held;
   etcd_orphan *orphans;
   int stale_watches;           /* DLOCK_ETCD_CTL_STALE_WATCH */
+  int list_page;               /* DLOCK_ETCD_CTL_LIST_PAGE, 0 = the default */
   const char *sweeping;        /* the key sweep() is deleting, or NULL */
   struct dlock_etcd_stats stats;
 } etcd_client;
@@ -1350,7 +1351,24 @@ static int etcd_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   return rc;
 }
 
-/* ---- inspect / control ---- */
+/* ---- inspect / list / break / control ---- */
+
+/* What LEASE has left, or -1.  The remaining time is a nicety: a request
+ * that fails leaves it unknown, and the caller's message as it was. */
+static int64_t lease_left_ms(etcd_client *ec, int64_t lease, int64_t deadline) {
+  char why[512];
+  snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
+  char *req = dlock__etcd_req_timetolive(lease);
+  dlock__http_body b = {0};
+  int64_t ttl_ms = -1;
+  if (!req || post(ec, "/v3/lease/timetolive", req, bound(ec, deadline), &b, NULL) < 0 ||
+      dlock__etcd_parse_timetolive(b.data, b.len, &ttl_ms) < 0)
+    ttl_ms = -1;
+  free(b.data);
+  free(req);
+  dlock_seterr(0, "%s", why);
+  return ttl_ms;
+}
 
 static int etcd_inspect(dlock_backend_client *bc, const char *key, size_t keylen,
                         dlock_info *info) {
@@ -1370,17 +1388,303 @@ static int etcd_inspect(dlock_backend_client *bc, const char *key, size_t keylen
     lease = kv->lease;
   }
   dlock__etcd_txn_free(&t);
-  if (rc == 0 && lease > 0) {
-    char *req = dlock__etcd_req_timetolive(lease);
-    dlock__http_body b = {0};
-    int64_t ttl_ms;
-    /* The remaining time is a nicety: an answer that cannot give it
-     * leaves it unknown. */
-    if (req && post(ec, "/v3/lease/timetolive", req, bound(ec, -1), &b, NULL) == 0 &&
-        dlock__etcd_parse_timetolive(b.data, b.len, &ttl_ms) == 0)
-      info->ttl_ms = ttl_ms;
-    free(b.data);
-    free(req);
+  if (rc == 0 && lease > 0)
+    info->ttl_ms = lease_left_ms(ec, lease, -1);
+  return rc;
+}
+
+/* What a listing has learnt of leases: a lease's time left, as looked up
+ * at AT.  dlock clients carry all their locks on one lease per ttl, so a
+ * walk over many locks asks about few leases; an entry serves for a
+ * second, less the time since, and is then asked about again. */
+typedef struct lease_seen {
+  int64_t id; /* 0: free slot */
+  int64_t ttl_ms;
+  int64_t at;
+  bool asked;
+} lease_seen;
+
+typedef struct lease_memo {
+  lease_seen *slot;
+  size_t cap, n; /* cap a power of two, or 0 */
+} lease_memo;
+
+#define MEMO_FRESH_NS 1000000000LL
+
+static lease_seen *memo_find(lease_memo *m, int64_t id) {
+  size_t i = (size_t)(((uint64_t)id * 0x9e3779b97f4a7c15ull) >> 32) & (m->cap - 1);
+  while (m->slot[i].id != 0 && m->slot[i].id != id)
+    i = (i + 1) & (m->cap - 1);
+  return &m->slot[i];
+}
+
+/* The slot for ID, made when it is new; NULL when out of memory. */
+static lease_seen *memo_get(lease_memo *m, int64_t id) {
+  if ((m->n + 1) * 2 > m->cap) {
+    size_t cap = m->cap ? m->cap * 2 : 64;
+    lease_memo grown = {calloc(cap, sizeof *grown.slot), cap, 0};
+    if (!grown.slot)
+      return NULL;
+    for (size_t i = 0; i < m->cap; i++)
+      if (m->slot[i].id != 0) {
+        *memo_find(&grown, m->slot[i].id) = m->slot[i];
+        grown.n++;
+      }
+    free(m->slot);
+    *m = grown;
+  }
+  lease_seen *s = memo_find(m, id);
+  if (s->id == 0) {
+    s->id = id;
+    s->asked = false;
+    m->n++;
+  }
+  return s;
+}
+
+static int64_t memo_left_ms(etcd_client *ec, lease_memo *m, int64_t id, int64_t deadline) {
+  if (id == 0)
+    return -1; /* a key without a lease: no expiry */
+  lease_seen *s = memo_get(m, id);
+  int64_t now = now_ns();
+  if (!s)
+    return lease_left_ms(ec, id, deadline);
+  if (!s->asked || now - s->at >= MEMO_FRESH_NS) {
+    s->ttl_ms = lease_left_ms(ec, id, deadline);
+    s->at = now;
+    s->asked = true;
+    return s->ttl_ms;
+  }
+  if (s->ttl_ms < 0)
+    return -1;
+  int64_t left = s->ttl_ms - (now - s->at) / 1000000;
+  return left > 0 ? left : 0;
+}
+
+/* A listing's holder of one name so far: the key under the name with the
+ * lowest create_revision seen yet. */
+typedef struct list_holder {
+  bool have;
+  char key[DLOCK_KEY_MAX + 1];
+  size_t keylen;
+  int64_t rev, lease;
+  dlock_info info;
+} list_holder;
+
+static void holder_take(list_holder *h, const dlock__etcd_kv *kv) {
+  h->have = true;
+  h->rev = kv->create_revision;
+  h->lease = kv->lease;
+  memset(&h->info, 0, sizeof h->info);
+  h->info.held = 1;
+  h->info.token = (uint64_t)kv->create_revision;
+  dlock__etcd_value_split(kv->value, kv->valuelen, h->info.owner, sizeof h->info.owner,
+                          h->info.label, sizeof h->info.label);
+}
+
+typedef struct list_walk {
+  etcd_client *ec;
+  dlock_backend_emit_fn emit;
+  void *ud;
+  int64_t deadline;
+  lease_memo leases;
+  size_t reported;
+} list_walk;
+
+/* Hand H over.  The caller's time in EMIT is not the store's: the walk's
+ * deadline moves by as much. */
+static int holder_emit(list_walk *w, list_holder *h) {
+  h->have = false;
+  h->info.ttl_ms = memo_left_ms(w->ec, &w->leases, h->lease, w->deadline);
+  int64_t t0 = now_ns();
+  int rc = w->emit(w->ud, h->key, h->keylen, &h->info);
+  w->deadline += now_ns() - t0;
+  w->reported++;
+  return rc;
+}
+
+static int bytes_cmp(const char *a, size_t al, const char *b, size_t bl) {
+  int c = memcmp(a, b, al < bl ? al : bl);
+  return c ? c : al < bl ? -1 : al > bl;
+}
+
+/* Every name under the range, page by page in key order.  The keys of one
+ * name are next to each other in that order (names hold no '/'), but
+ * ordered by lease, not by age: a name's holder is known only once its
+ * last key has been seen, which may be on the next page.  All pages are
+ * read at the first one's revision, so that a name split between two
+ * pages is seen as it was at one moment. */
+static int etcd_list(dlock_backend_client *bc, const char *prefix, size_t prefixlen,
+                     dlock_backend_emit_fn emit, void *ud) {
+  etcd_client *ec = bc->priv;
+  pthread_mutex_lock(&ec->mu);
+  int64_t limit = ec->list_page > 0 ? ec->list_page : DLOCK__ETCD_LIST_PAGE;
+  pthread_mutex_unlock(&ec->mu);
+  list_walk w = {.ec = ec, .emit = emit, .ud = ud,
+                 .deadline = now_ns() + bc->timeout_ms * 1000000};
+  char *start = dlock__etcd_lock_name(ec->prefix, prefix, prefixlen);
+  size_t sl = start ? strlen(start) : 0;
+  char *end = start ? malloc(sl + 1) : NULL;
+  /* FROM: where the next page starts, the last key seen and a NUL. */
+  size_t fromcap = sl + 1, fromlen = sl;
+  char *from = end ? malloc(fromcap) : NULL;
+  list_holder *h = from ? calloc(1, sizeof *h) : NULL;
+  if (!h) {
+    free(start);
+    free(end);
+    free(from);
+    return dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+  }
+  size_t el = dlock__etcd_prefix_end(start, sl, end);
+  memcpy(from, start, sl);
+  char key[DLOCK_KEY_MAX + 1];
+  size_t keylen;
+  int64_t rev = 0;
+  int rc = 0;
+  for (bool more = true; more && rc == 0;) {
+    if (now_ns() >= w.deadline) {
+      rc = dlock_seterr(DLOCK_ETIMEDOUT, "etcd: listing took longer than ?timeout= (%lld ms) "
+                        "after %zu locks", (long long)bc->timeout_ms, w.reported);
+      break;
+    }
+    dlock__etcd_txn t;
+    rc = txn(ec, dlock__etcd_req_page(from, fromlen, end, el, rev, limit), bound(ec, w.deadline),
+             &t, NULL);
+    if (rc < 0 && rev && dlock__etcd_compacted(dlock_client_errmsg(NULL))) {
+      /* The store forgot the walk's revision: the rest as it is now. */
+      rev = 0;
+      rc = 0;
+      continue;
+    }
+    if (rc < 0) {
+      char why[512];
+      snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
+      rc = dlock_seterr(rc, "%s (listing, after %zu locks)", why, w.reported);
+      break;
+    }
+    if (t.nres != 1 || t.res[0].op != DLOCK__ETCD_OP_RANGE) {
+      dlock__etcd_txn_free(&t);
+      rc = dlock_seterr(DLOCK_EBACKEND, "etcd: a listing's range came back without its keys");
+      break;
+    }
+    if (!rev)
+      rev = t.revision;
+    const dlock__etcd_opres *r = &t.res[0];
+    for (size_t i = 0; i < r->nkvs && rc == 0; i++) {
+      const dlock__etcd_kv *kv = &r->kvs[i];
+      if (!kv->key || !dlock__etcd_key_of(ec->prefix, kv->key, kv->keylen, key, &keylen))
+        continue; /* not a lock: someone else's data under the prefix */
+      if (h->have && keylen == h->keylen && memcmp(key, h->key, keylen) == 0) {
+        if (kv->create_revision < h->rev)
+          holder_take(h, kv);
+        continue;
+      }
+      if (h->have)
+        rc = holder_emit(&w, h);
+      memcpy(h->key, key, keylen + 1);
+      h->keylen = keylen;
+      holder_take(h, kv);
+    }
+    /* COUNT is what [FROM, END) held at REV: more than this page means
+     * another page, which must start past this one. */
+    more = rc == 0 && r->nkvs > 0 && r->count > (int64_t)r->nkvs;
+    if (more) {
+      const dlock__etcd_kv *last = &r->kvs[r->nkvs - 1];
+      if (!last->key || bytes_cmp(last->key, last->keylen, from, fromlen) < 0) {
+        rc = dlock_seterr(DLOCK_EBACKEND, "etcd: a listing's page went backwards");
+      } else if (last->keylen + 1 > fromcap) {
+        char *f = realloc(from, last->keylen + 1);
+        if (!f)
+          rc = dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+        else {
+          from = f;
+          fromcap = last->keylen + 1;
+        }
+      }
+      if (rc == 0) {
+        memcpy(from, last->key, last->keylen);
+        from[last->keylen] = '\0';
+        fromlen = last->keylen + 1;
+      }
+    }
+    dlock__etcd_txn_free(&t);
+  }
+  if (rc == 0 && h->have)
+    rc = holder_emit(&w, h);
+  free(w.leases.slot);
+  free(h);
+  free(start);
+  free(end);
+  free(from);
+  return rc;
+}
+
+/* Rounds of read and delete before a break gives up on a holder that
+ * keeps changing. */
+#define BREAK_ROUNDS 5
+
+/* The holder as read, then deleted only if it is still that key as it was
+ * (create and mod revision): a holder that changed meanwhile is read again.
+ * Only the key goes; its lease stays, since it may carry the holder's other
+ * locks.  The holder sees the key gone at its next renewal's check, and
+ * its successor is woken by the delete like by a release. */
+static int etcd_force_release(dlock_backend_client *bc, const char *key, size_t keylen,
+                              const dlock_info *holder, dlock_info *broken) {
+  etcd_client *ec = bc->priv;
+  int64_t deadline = now_ns() + bc->timeout_ms * 1000000;
+  char *name = dlock__etcd_lock_name(ec->prefix, key, keylen);
+  dlock__etcd_txn t;
+  int rc = txn(ec, name ? dlock__etcd_req_first(name) : NULL, bound(ec, deadline), &t, NULL);
+  /* The first read is res[0] of a txn of one range; a failed break's
+   * failure branch is the same. */
+  for (int round = 1; rc == 0; round++) {
+    const dlock__etcd_kv *kv = first_kv(&t, 0);
+    if (!kv || !kv->key) {
+      broken->held = 0;
+      break;
+    }
+    dlock_info seen;
+    memset(&seen, 0, sizeof seen);
+    seen.held = 1;
+    seen.token = (uint64_t)kv->create_revision;
+    seen.ttl_ms = -1;
+    dlock__etcd_value_split(kv->value, kv->valuelen, seen.owner, sizeof seen.owner, seen.label,
+                            sizeof seen.label);
+    if (holder->owner[0] ? strcmp(seen.owner, holder->owner) != 0
+                         : holder->token && seen.token != holder->token) {
+      rc = dlock_seterr(DLOCK_EBUSY, "etcd: '%.*s' is held by another holder (token %" PRIu64
+                        ") than the one named", (int)keylen, key, seen.token);
+      break;
+    }
+    if (round > BREAK_ROUNDS) {
+      rc = dlock_seterr(DLOCK_EBUSY, "etcd: the holder of '%.*s' changed %d times while it was "
+                        "broken; nothing was broken", (int)keylen, key, BREAK_ROUNDS);
+      break;
+    }
+    char *hk = strdup(kv->key);
+    int64_t create = kv->create_revision, mod = kv->mod_revision, lease = kv->lease;
+    dlock__etcd_txn_free(&t);
+    if (!hk) {
+      rc = dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+      break;
+    }
+    rc = txn(ec, dlock__etcd_req_break(name, hk, create, mod), bound(ec, deadline), &t, NULL);
+    free(hk);
+    if (rc == 0 && t.succeeded) {
+      *broken = seen;
+      /* Asked after the delete, which must not wait for it; the lease
+       * lives on. */
+      if (lease > 0)
+        broken->ttl_ms = lease_left_ms(ec, lease, deadline);
+      break;
+    }
+  }
+  dlock__etcd_txn_free(&t);
+  free(name);
+  if (rc < 0 && rc != DLOCK_EBUSY) {
+    char why[512];
+    snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
+    rc = dlock_seterr(rc, "%s (breaking '%.*s')", why, (int)keylen, key);
   }
   return rc;
 }
@@ -1413,6 +1717,12 @@ static int etcd_control(dlock_backend_client *bc, dlock_backend_lock *bl, int op
   case DLOCK_ETCD_CTL_STALE_WATCH:
     ec->stale_watches = *(int *)arg;
     break;
+  case DLOCK_ETCD_CTL_LIST_PAGE:
+    if (*(int *)arg < 0)
+      rc = dlock_seterr(DLOCK_EINVAL, "etcd: DLOCK_ETCD_CTL_LIST_PAGE needs 0 or more keys");
+    else
+      ec->list_page = *(int *)arg;
+    break;
   default:
     rc = dlock_seterr(DLOCK_ENOTSUP, "etcd: unknown control operation %d", op);
   }
@@ -1428,7 +1738,7 @@ const dlock_backend_ops dlock__etcd_ops = {
     .schemes = etcd_schemes,
     .caps = DLOCK_CAP_FENCING | DLOCK_CAP_NATIVE_WAIT | DLOCK_CAP_FAIR | DLOCK_CAP_LOSS_DETECT |
             DLOCK_CAP_SERVER_TTL | DLOCK_CAP_CROSS_HOST | DLOCK_CAP_CROSS_PROCESS |
-            DLOCK_CAP_HOLDER_INFO,
+            DLOCK_CAP_HOLDER_INFO | DLOCK_CAP_LIST | DLOCK_CAP_BREAK,
     .client_size = sizeof(etcd_client),
     .lock_size = sizeof(etcd_lock),
     .open = etcd_open,
@@ -1440,4 +1750,6 @@ const dlock_backend_ops dlock__etcd_ops = {
     .renew_many = etcd_renew_many,
     .inspect = etcd_inspect,
     .control = etcd_control,
+    .list = etcd_list,
+    .force_release = etcd_force_release,
 };

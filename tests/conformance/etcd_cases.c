@@ -1,7 +1,8 @@
 /* Cases only etcd has: locks shared with etcdctl's own, the queue in
  * create_revision order, a lease revoked from outside, one lease kept
  * alive for many locks, member failover, a watch whose revision was
- * compacted, and the life of an auth token. */
+ * compacted, the life of an auth token, and listing and breaking locks
+ * in etcd's layout. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -24,6 +25,7 @@
 #include <cmocka.h>
 
 #include "backends/etcd/etcd-codec.h"
+#include "dlock/admin.h"
 #include "dlock/dlock.h"
 #include "event.h"
 #include "faults.h"
@@ -907,6 +909,285 @@ static void e8_bad_credentials(void **state) {
   expect_eauth(nobody, "no-such-user-e8", secret);
 }
 
+/* ---- e9: list and break on etcd's layout ---- */
+
+/* KEY (a store key) put with VALUE and no lease, as another program
+ * might: its create_revision. */
+static int64_t raw_put(const char *key, const char *value) {
+  char *k64 = dlock__etcd_b64(key, strlen(key)), *v64 = dlock__etcd_b64(value, strlen(value));
+  assert_non_null(k64);
+  assert_non_null(v64);
+  char *body = dupf("{\"key\":\"%s\",\"value\":\"%s\"}", k64, v64), *answer = NULL;
+  int st = conf_etcd_post(e_url, "/v3/kv/put", body, &answer);
+  if (st != 200)
+    fail_msg("put of '%s': HTTP %d: %s", key, st, answer ? answer : "");
+  /* A put answers the revision it made, the new key's create_revision. */
+  cJSON *j = cJSON_Parse(answer);
+  int64_t rev = dlock__etcd_json_i64(cJSON_GetObjectItemCaseSensitive(j, "header"), "revision", 0);
+  cJSON_Delete(j);
+  assert_true(rev > 0);
+  free(answer);
+  free(body);
+  free(k64);
+  free(v64);
+  return rev;
+}
+
+static void raw_delete(const char *key) {
+  char *k64 = dlock__etcd_b64(key, strlen(key));
+  assert_non_null(k64);
+  char *body = dupf("{\"key\":\"%s\"}", k64), *answer = NULL;
+  int st = conf_etcd_post(e_url, "/v3/kv/deleterange", body, &answer);
+  if (st != 200)
+    fail_msg("delete of '%s': HTTP %d: %s", key, st, answer ? answer : "");
+  free(answer);
+  free(body);
+  free(k64);
+}
+
+struct listed {
+  int calls;
+  char keys[4][300];
+  dlock_info infos[4];
+};
+
+static int note_listed(void *arg, const char *key, const dlock_info *info) {
+  struct listed *s = arg;
+  if (s->calls < 4) {
+    snprintf(s->keys[s->calls], sizeof s->keys[0], "%s", key);
+    s->infos[s->calls] = *info;
+  }
+  s->calls++;
+  return 0;
+}
+
+static const dlock_info *listed_info(const struct listed *s, const char *key) {
+  for (int i = 0; i < s->calls && i < 4; i++)
+    if (strcmp(s->keys[i], key) == 0)
+      return &s->infos[i];
+  return NULL;
+}
+
+static void e9_list_and_break(void **state) {
+  (void)state;
+  const int64_t ttl = 3000;
+  static char k[3][256]; /* the waiter thread reads k[0] */
+  char pre[256];
+  snprintf(pre, sizeof pre, "%s", conf_key("e9/"));
+  static const char *const names[] = {"e9/one", "e9/two", "e9/ctl"};
+  for (int i = 0; i < 3; i++)
+    snprintf(k[i], sizeof k[i], "%s", conf_key(names[i]));
+  dlock_client *a = open_url(e_url), *b = open_url(e_url), *c = open_url(e_url);
+  struct event lost;
+  event_init(&lost);
+  dlock_options o = opts(ttl, 0, 1);
+  o.on_lost = event_on_lost;
+  o.on_lost_arg = &lost;
+  o.owner_label = "e9";
+  dlock_lock *l[2];
+  for (int i = 0; i < 2; i++)
+    ASSERT_RC(dlock_try_acquire(a, k[i], &o, &l[i]), 0);
+  int64_t lease0 = 0, lease1 = 0;
+  ASSERT_RC(dlock_control(a, l[0], DLOCK_ETCD_CTL_LEASE, &lease0), 0);
+  ASSERT_RC(dlock_control(a, l[1], DLOCK_ETCD_CTL_LEASE, &lease1), 0);
+  assert_true(lease0 == lease1);
+
+  /* Beside them, what another program may leave under the prefix: a key
+   * under the first name that sorts before the holder's (lease hex never
+   * starts with 0) but queued after it, a name with an escape dlock does
+   * not write, and a key under no name at all. */
+  char *name0 = conf_etcd_lock_name(e_url, k[0]);
+  char *bad = conf_etcd_lock_name(e_url, pre);
+  assert_non_null(name0);
+  assert_non_null(bad);
+  char *early = dupf("%s/0", name0), *odd = dupf("%s%%ZZ/1", bad), *bare = dupf("%sbare", bad);
+  int64_t early_rev = raw_put(early, "");
+  assert_true(early_rev > (int64_t)dlock_lock_token(l[0]));
+  raw_put(odd, "");
+  raw_put(bare, "");
+
+  /* Pages of one key split the first name between two pages: its holder
+   * is the older key on the second page, not the first key seen. */
+  for (int page = 1; page <= 4; page++) {
+    int p = page == 4 ? 0 : page;
+    ASSERT_RC(dlock_control(b, NULL, DLOCK_ETCD_CTL_LIST_PAGE, &p), 0);
+    struct listed s = {0};
+    ASSERT_RC(dlock_list(b, pre, note_listed, &s), 0);
+    if (s.calls != 2)
+      fail_msg("pages of %d keys: %d locks listed, want 2", p, s.calls);
+    for (int i = 0; i < 2; i++) {
+      const dlock_info *in = listed_info(&s, k[i]);
+      if (!in)
+        fail_msg("pages of %d keys: '%s' not listed", p, k[i]);
+      assert_int_equal(in->token, dlock_lock_token(l[i]));
+      assert_string_equal(in->owner, dlock_lock_owner(l[i]));
+      assert_string_equal(in->label, "e9");
+      assert_true(in->ttl_ms > 0 && in->ttl_ms <= ttl);
+    }
+  }
+  raw_delete(early);
+
+  /* A waiter queued behind the first lock is woken by its break, and A's
+   * other lock on the same lease stays A's: only the key went. */
+  static struct waiter w;
+  w = (struct waiter){.c = c, .key = k[0], .ttl_ms = 30000, .wait_ms = 30000};
+  event_init(&w.done);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, waiter_main, &w), 0);
+  assert_int_equal(queue_wait(k[0], 2, 20000), 2);
+  dlock_info seen, got;
+  ASSERT_RC(dlock_inspect(b, k[0], &seen), 0);
+  int64_t t0 = now_ms();
+  ASSERT_RC(dlock_break(b, k[0], &seen, &got), 0);
+  assert_int_equal(got.held, 1);
+  assert_int_equal(got.token, dlock_lock_token(l[0]));
+  assert_true(got.ttl_ms > 0 && got.ttl_ms <= ttl);
+  assert_int_equal(event_wait(&w.done, 1, 10000), 1);
+  pthread_join(th, NULL);
+  ASSERT_RC(w.rc, 0);
+  printf("# the waiter had the lock %lld ms after the break\n", (long long)(w.got_ms - t0));
+  assert_true(w.token > dlock_lock_token(l[0]));
+  /* Within a ttl, at A's next renewal (every ttl/3), with the shared
+   * suite's slack. */
+  assert_int_equal(event_wait(&lost, 1, ttl + 500), 1);
+  printf("# the broken holder saw the loss after %lld ms (ttl %lld ms)\n",
+         (long long)(now_ms() - t0), (long long)ttl);
+  assert_int_equal(lost.token, dlock_lock_token(l[0]));
+  ASSERT_RC(dlock_lock_state(l[0]), DLOCK_LOST);
+  /* Two more ttls: the lease the broken key rode on keeps the other. */
+  dlock_metrics m0, m;
+  dlock_metrics_get(a, &m0);
+  for (int64_t end = now_ms() + 2 * ttl; now_ms() < end;) {
+    if (dlock_lock_state(l[1]) != DLOCK_HELD)
+      fail_msg("A's other lock on the broken lock's lease was lost");
+    pause_between_looks(50);
+  }
+  dlock_metrics_get(a, &m);
+  assert_true(m.renew_ok - m0.renew_ok >= 4);
+  assert_int_equal(event_wait(&lost, 2, 0), 1);
+  dlock__etcd_txn t;
+  queue_get(k[1], &t);
+  assert_int_equal(t.res[0].nkvs, 1);
+  assert_int_equal(t.res[0].kvs[0].create_revision, (int64_t)dlock_lock_token(l[1]));
+  assert_int_equal(t.res[0].kvs[0].lease, lease0);
+  dlock__etcd_txn_free(&t);
+  ASSERT_RC(dlock_release(l[0]), DLOCK_ELOST);
+  ASSERT_RC(dlock_release(l[1]), 0);
+
+  /* `etcdctl lock` names no owner: it is listed with its revision as the
+   * token, and broken by that token alone. */
+  char line[1024];
+  char *name2 = conf_etcd_lock_name(e_url, k[2]);
+  assert_non_null(name2);
+  ctl_start(&g_ctl, name2);
+  if (ctl_line(&g_ctl, line, sizeof line, 20000) != 1)
+    fail_msg("etcdctl lock %s printed no key within 20 s", name2);
+  assert_holder_key(line, name2);
+  queue_get(k[2], &t);
+  assert_int_equal(t.res[0].nkvs, 1);
+  int64_t ctl_rev = t.res[0].kvs[0].create_revision;
+  dlock__etcd_txn_free(&t);
+  struct listed s = {0};
+  ASSERT_RC(dlock_list(b, k[2], note_listed, &s), 0);
+  assert_int_equal(s.calls, 1);
+  assert_string_equal(s.keys[0], k[2]);
+  assert_int_equal(s.infos[0].token, (uint64_t)ctl_rev);
+  assert_string_equal(s.infos[0].owner, "");
+  assert_true(s.infos[0].ttl_ms > 0);
+  dlock_info by_token;
+  memset(&by_token, 0, sizeof by_token);
+  by_token.token = (uint64_t)ctl_rev + 1;
+  ASSERT_RC(dlock_break(b, k[2], &by_token, &got), DLOCK_EBUSY);
+  by_token.token = (uint64_t)ctl_rev;
+  ASSERT_RC(dlock_break(b, k[2], &by_token, &got), 0);
+  assert_int_equal(got.held, 1);
+  assert_int_equal(got.token, (uint64_t)ctl_rev);
+  assert_string_equal(got.owner, "");
+  /* What was broken is gone: the same holder named again finds nobody. */
+  ASSERT_RC(dlock_break(b, k[2], &by_token, &got), 0);
+  assert_int_equal(got.held, 0);
+  dlock_options ob = opts(30000, 0, 1);
+  dlock_lock *lb;
+  ASSERT_RC(dlock_try_acquire(b, k[2], &ob, &lb), 0);
+  assert_true(dlock_lock_token(lb) > (uint64_t)ctl_rev);
+  /* etcdctl's own unlock deletes only its key, which went already. */
+  ctl_stop(&g_ctl);
+  ASSERT_RC(dlock_renew(lb, 0), 0);
+  ASSERT_RC(dlock_inspect(c, k[2], &seen), 0);
+  assert_string_equal(seen.owner, dlock_lock_owner(lb));
+  ASSERT_RC(dlock_release(lb), 0);
+
+  raw_delete(odd);
+  raw_delete(bare);
+  free(early);
+  free(odd);
+  free(bare);
+  free(name0);
+  free(name2);
+  free(bad);
+  dlock_close(a);
+  dlock_close(b);
+  dlock_close(c);
+}
+
+/* ---- e10: the store compacts away a listing's revision ---- */
+
+struct compacting {
+  int calls;
+  int compacted;
+  char keys[3][300];
+};
+
+/* After the first lock: a write, so the store is past the listing's
+ * revision, and a compaction up to it, before the listing reads on. */
+static int compact_once(void *arg, const char *key, const dlock_info *info) {
+  struct compacting *s = arg;
+  (void)info;
+  if (s->calls < 3)
+    snprintf(s->keys[s->calls], sizeof s->keys[0], "%s", key);
+  if (s->calls++ == 0) {
+    char *name = conf_etcd_lock_name(e_url, conf_key("e10-mark"));
+    assert_non_null(name);
+    int64_t rev = raw_put(name, "");
+    raw_delete(name);
+    free(name);
+    char body[128], *answer = NULL;
+    snprintf(body, sizeof body, "{\"revision\":\"%lld\",\"physical\":true}", (long long)rev);
+    int st = conf_etcd_post(e_url, "/v3/kv/compaction", body, &answer);
+    s->compacted = st == 200 || (answer && strstr(answer, "required revision has been compacted"));
+    free(answer);
+  }
+  return 0;
+}
+
+static void e10_list_compacted(void **state) {
+  (void)state;
+  char pre[256], k[3][256];
+  snprintf(pre, sizeof pre, "%s", conf_key("e10/"));
+  static const char *const names[] = {"e10/a", "e10/b", "e10/c"};
+  dlock_client *a = open_url(e_url), *b = open_url(e_url);
+  dlock_options o = opts(30000, 0, 1);
+  dlock_lock *l[3];
+  for (int i = 0; i < 3; i++) {
+    snprintf(k[i], sizeof k[i], "%s", conf_key(names[i]));
+    ASSERT_RC(dlock_try_acquire(a, k[i], &o, &l[i]), 0);
+  }
+  /* A page per lock: the first is handed over while the second page is
+   * read, the third page is asked for at a revision that is gone. */
+  int one = 1;
+  ASSERT_RC(dlock_control(b, NULL, DLOCK_ETCD_CTL_LIST_PAGE, &one), 0);
+  struct compacting s = {0};
+  ASSERT_RC(dlock_list(b, pre, compact_once, &s), 0);
+  assert_true(s.compacted);
+  assert_int_equal(s.calls, 3);
+  for (int i = 0; i < 3; i++)
+    assert_string_equal(s.keys[i], k[i]);
+  for (int i = 0; i < 3; i++)
+    ASSERT_RC(dlock_release(l[i]), 0);
+  dlock_close(a);
+  dlock_close(b);
+}
+
 const struct conf_case *conf_etcd_cases(const char *url, size_t *n) {
   e_url = url;
   static const struct conf_case cases[] = {
@@ -930,6 +1211,12 @@ const struct conf_case *conf_etcd_cases(const char *url, size_t *n) {
       {"e8_bad_credentials",
        "wrong credentials give DLOCK_EAUTH without the secret",
        e8_bad_credentials, NULL, 0},
+      {"e9_list_and_break",
+       "list finds holders across pages; a break leaves the lease's other locks and wakes waiters",
+       e9_list_and_break, ctl_teardown, 0},
+      {"e10_list_compacted",
+       "a listing goes on when its revision is compacted away (compacts)",
+       e10_list_compacted, NULL, CONF_DESTRUCTIVE},
   };
   *n = sizeof cases / sizeof *cases;
   return cases;

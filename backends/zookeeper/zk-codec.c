@@ -1,4 +1,5 @@
 /* ZooKeeper naming for dlock; see zk-codec.h for the layout. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,6 +140,46 @@ size_t dlock__zk_escape(const char *key, size_t keylen, char *out, size_t outsz)
   if (outsz)
     out[w] = '\0';
   return n;
+}
+
+static int upper_hex(char c) {
+  return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+int dlock__zk_unescape(const char *name, char *key, size_t keysz, size_t *keylen) {
+  size_t n = 0;
+  bool literal = false;      /* a byte written as itself */
+  bool kept_escaped = false; /* a byte esc() keeps, written as %XX */
+  for (const char *p = name; *p; n++) {
+    if (n == keysz)
+      return -1;
+    unsigned char c = (unsigned char)*p;
+    if (c == '%') {
+      int hi = upper_hex(p[1]), lo = hi < 0 ? -1 : upper_hex(p[2]);
+      if (lo < 0)
+        return -1;
+      c = (unsigned char)(hi << 4 | lo);
+      kept_escaped |= keep_byte(c);
+      p += 3;
+    } else {
+      if (!keep_byte(c))
+        return -1;
+      literal = true;
+      p++;
+    }
+    key[n] = (char)c;
+  }
+  if (n == 0)
+    return -1;
+  bool all_dots = n <= 2;
+  for (size_t i = 0; i < n && all_dots; i++)
+    all_dots = key[i] == '.';
+  /* esc() writes "." and ".." as escapes only, every other key with its
+   * kept bytes as themselves. */
+  if (all_dots ? literal : kept_escaped)
+    return -1;
+  *keylen = n;
+  return 0;
 }
 
 char *dlock__zk_lock_dir(const char *root, const char *key, size_t keylen) {

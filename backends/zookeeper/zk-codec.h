@@ -60,6 +60,15 @@ DLOCK__HIDDEN int dlock__zk_root(const char *chroot, const char *prefix, char **
  * right after it; OUTSZ 0 writes nothing. */
 DLOCK__HIDDEN size_t dlock__zk_escape(const char *key, size_t keylen, char *out, size_t outsz);
 
+/* The key whose esc() is NAME (a lock dir's name under the root), into
+ * KEY (KEYSZ bytes of room, no NUL added), its length in *KEYLEN.  0, or
+ * -1 for a name esc() writes for no key at all: an empty one, a byte esc()
+ * would have escaped, an escape it would not have written (lower-case
+ * hex, a byte it keeps, except in the all-dots names), or a key longer
+ * than KEYSZ.  So a name decodes only to the one key that maps to it, and
+ * another's node under the root is never taken for a lock. */
+DLOCK__HIDDEN int dlock__zk_unescape(const char *name, char *key, size_t keysz, size_t *keylen);
+
 /* ROOT "/" esc(KEY), malloc'd; NULL when out of memory. */
 DLOCK__HIDDEN char *dlock__zk_lock_dir(const char *root, const char *key, size_t keylen);
 

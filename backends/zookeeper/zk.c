@@ -469,13 +469,20 @@ static int z_create(zk_client *zc, zk_sess *s, const char *path, const char *val
   return rc;
 }
 
-static int z_delete(zk_client *zc, zk_sess *s, const char *path, int64_t deadline) {
+/* Delete PATH if its data version is still VERSION (-1: any). */
+static int z_delete_at(zk_client *zc, zk_sess *s, const char *path, int version,
+                       int64_t deadline) {
   zk_call *c = call_new(s, true), *r;
   if (!c)
     return ZSYSTEMERROR;
-  int rc = call_wait(c, zoo_adelete(s->zh, path, -1, done_void, c), bound(zc, deadline), &r);
+  int rc =
+      call_wait(c, zoo_adelete(s->zh, path, version, done_void, c), bound(zc, deadline), &r);
   call_free(r);
   return rc;
+}
+
+static int z_delete(zk_client *zc, zk_sess *s, const char *path, int64_t deadline) {
+  return z_delete_at(zc, s, path, -1, deadline);
 }
 
 /* getData, leaving a watch when WATCH is set.  Unlike exists, getData
@@ -1548,8 +1555,226 @@ static int zk_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   return rc;
 }
 
+/* What inspect says of a queue's first entry KID, whose getData G was. */
+static void holder_info(const dlock__zk_child *kid, const zk_call *g, dlock_info *info) {
+  info->held = 1;
+  info->token = (uint64_t)g->stat.czxid;
+  snprintf(info->owner, sizeof info->owner, "%s", kid->guid);
+  dlock__zk_parse_data(g->data, (size_t)g->datalen, info->label, sizeof info->label,
+                       &info->ttl_ms);
+}
+
+/* Who DIR's queue names as the holder: its first entry.  INFO->held 0
+ * when the queue is empty or gone.  *HPATH (when HPATH is not NULL) gets
+ * the holder's node, malloc'd, and *VERSION its data version, for a
+ * delete of exactly what was read.  0, or a negative code whose message
+ * says WHAT failed for KEY. */
+static int describe_dir(zk_client *zc, zk_sess *s, const char *dir, const char *key,
+                        const char *what, dlock_info *info, char **hpath, int *version) {
+  info->held = 0;
+  info->ttl_ms = -1;
+  for (int tries = 0; tries < 8; tries++) {
+    queue_view v;
+    int zrc = list_queue(zc, s, dir, -1, &v);
+    if (zrc == ZNONODE || (zrc == ZOK && v.n == 0)) {
+      view_free(&v);
+      return 0;
+    }
+    if (zrc != ZOK)
+      return zk_err(zrc, what, key);
+    char *p = join(dir, v.kids[0].name);
+    zk_call *g = NULL;
+    zrc = p ? z_get(zc, s, p, 0, -1, &g) : ZSYSTEMERROR;
+    if (zrc == ZOK) {
+      holder_info(&v.kids[0], g, info);
+      if (version)
+        *version = g->stat.version;
+      if (hpath) {
+        *hpath = p;
+        p = NULL;
+      }
+    }
+    free(p);
+    call_free(g);
+    view_free(&v);
+    if (zrc == ZNONODE)
+      continue; /* released while we looked: look again */
+    return zrc == ZOK ? 0 : zk_err(zrc, what, key);
+  }
+  return 0;
+}
+
 static int zk_inspect(dlock_backend_client *bc, const char *key, size_t keylen,
                       dlock_info *info) {
+  zk_client *zc = bc->priv;
+  char *dir = dlock__zk_lock_dir(zc->root, key, keylen);
+  if (!dir)
+    return dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
+  zk_sess *s;
+  int rc = sess_get(zc, bc->default_ttl_ms, &s);
+  if (rc == 0) {
+    rc = describe_dir(zc, s, dir, key, "cannot inspect", info, NULL, NULL);
+    sess_release(zc, s);
+  }
+  free(dir);
+  return rc;
+}
+
+/* Lock dirs read per round of list: their queues, then their holders'
+ * nodes, each round's requests all sent before any is waited for, so
+ * that a round costs two round trips however many locks it covers, and
+ * the requests in flight stay few. */
+#define LIST_BATCH 64
+
+typedef struct list_item {
+  char key[DLOCK_KEY_MAX];
+  size_t keylen;
+  char *dir;
+  zk_call *call; /* the request in flight */
+  int submit_rc;
+  dlock_info info;
+} list_item;
+
+/* Reads the queues of IT[0..N), then the nodes of their holders, into each
+ * INFO.  Every wait ends one request timeout after its round was sent.  0
+ * or a negative code. */
+static int list_round(zk_client *zc, zk_sess *s, list_item *it, size_t n) {
+  int rc = 0;
+  queue_view *v = calloc(n, sizeof *v);
+  if (!v)
+    return dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
+  int64_t deadline = bound(zc, -1);
+  for (size_t i = 0; i < n; i++) {
+    it[i].call = call_new(s, false);
+    it[i].submit_rc = it[i].call ? zoo_aget_children(s->zh, it[i].dir, 0, done_strings,
+                                                     it[i].call)
+                                 : ZSYSTEMERROR;
+  }
+  /* Each call is waited for even after a failure, which an expired
+   * deadline turns into an abandon the completion cleans up. */
+  for (size_t i = 0; i < n; i++) {
+    zk_call *r = NULL;
+    int zrc = call_wait(it[i].call, it[i].submit_rc, rc == 0 ? deadline : 0, &r);
+    it[i].call = NULL;
+    if (zrc == ZOK)
+      zrc = view_from(r, &v[i]);
+    else
+      call_free(r);
+    if (zrc != ZOK && zrc != ZNONODE && rc == 0)
+      rc = zk_err(zrc, "cannot list the queue of", it[i].key);
+  }
+  char **hp = rc == 0 ? calloc(n, sizeof *hp) : NULL;
+  if (rc == 0 && !hp)
+    rc = dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
+  if (rc == 0) {
+    deadline = bound(zc, -1);
+    for (size_t i = 0; i < n; i++) {
+      if (v[i].n == 0)
+        continue;
+      hp[i] = join(it[i].dir, v[i].kids[0].name);
+      it[i].call = hp[i] ? call_new(s, false) : NULL;
+      it[i].submit_rc =
+          it[i].call ? zoo_aget(s->zh, hp[i], 0, done_data, it[i].call) : ZSYSTEMERROR;
+    }
+    for (size_t i = 0; i < n; i++) {
+      if (v[i].n == 0)
+        continue;
+      zk_call *r = NULL;
+      int zrc = call_wait(it[i].call, it[i].submit_rc, rc == 0 ? deadline : 0, &r);
+      it[i].call = NULL;
+      if (zrc == ZOK)
+        holder_info(&v[i].kids[0], r, &it[i].info);
+      call_free(r);
+      free(hp[i]);
+      hp[i] = NULL;
+      if (zrc != ZOK && zrc != ZNONODE && rc == 0)
+        rc = zk_err(zrc, "cannot list", it[i].key);
+      /* ZNONODE: released since the listing, and the next in line may
+       * hold it now; looked at again below, once no wait of this round
+       * is left to run out behind the look. */
+    }
+    for (size_t i = 0; i < n && rc == 0; i++)
+      if (v[i].n && !it[i].info.held)
+        rc = describe_dir(zc, s, it[i].dir, it[i].key, "cannot list", &it[i].info, NULL, NULL);
+  }
+  free(hp);
+  for (size_t i = 0; i < n; i++)
+    view_free(&v[i]);
+  free(v);
+  return rc;
+}
+
+/* Every lock dir under the root whose name decodes to a key with PREFIX,
+ * and whose queue has a first entry: the locks held, as inspect would
+ * describe each.  Names that esc() does not write (another recipe's nodes,
+ * a hand-made node) are not locks of ours and are passed over. */
+static int zk_list(dlock_backend_client *bc, const char *prefix, size_t prefixlen,
+                   dlock_backend_emit_fn emit, void *ud) {
+  zk_client *zc = bc->priv;
+  zk_sess *s;
+  int rc = sess_get(zc, bc->default_ttl_ms, &s);
+  if (rc < 0)
+    return rc;
+  /* A member that follows the leader answers reads from its own copy,
+   * which may not have the latest writes of other clients yet: caught up
+   * first, the walk sees every lock taken or released before it began. */
+  zk_call *top = NULL;
+  int zrc = z_sync(zc, s, -1);
+  if (zrc == ZOK)
+    zrc = z_children(zc, s, zc->root, -1, &top);
+  list_item *it = NULL;
+  if (zrc != ZOK && zrc != ZNONODE)
+    rc = zk_err(zrc, "cannot list the lock dirs under", zc->root);
+  else if (zrc == ZOK && top->nkids && !(it = calloc(LIST_BATCH, sizeof *it)))
+    rc = dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
+  size_t next = 0;
+  while (rc == 0 && it && next < top->nkids) {
+    size_t n = 0;
+    for (; next < top->nkids && n < LIST_BATCH && rc == 0; next++) {
+      list_item *x = &it[n];
+      if (dlock__zk_unescape(top->kids[next], x->key, sizeof x->key, &x->keylen) < 0 ||
+          x->keylen < prefixlen || memcmp(x->key, prefix, prefixlen) != 0)
+        continue;
+      memset(&x->info, 0, sizeof x->info);
+      if (!(x->dir = join(zc->root, top->kids[next])))
+        rc = dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
+      else
+        n++;
+    }
+    if (rc == 0 && n)
+      rc = list_round(zc, s, it, n);
+    /* EMIT may call back into the client: nothing of ours is locked. */
+    for (size_t i = 0; i < n; i++) {
+      if (rc == 0 && it[i].info.held)
+        rc = emit(ud, it[i].key, it[i].keylen, &it[i].info);
+      free(it[i].dir);
+      it[i].dir = NULL;
+    }
+  }
+  free(it);
+  call_free(top);
+  sess_release(zc, s);
+  return rc;
+}
+
+/* Whether GOT is the holder WANT names: by owner, else by token, else
+ * whoever it is. */
+static bool names_holder(const dlock_info *want, const dlock_info *got) {
+  if (want->owner[0])
+    return strcmp(want->owner, got->owner) == 0;
+  return !want->token || want->token == got->token;
+}
+
+/* The holder is the first entry of the queue, and an entry's node, once
+ * gone, never comes back (a new one gets a higher sequence number), so
+ * a delete of the node read, at the data version read, releases exactly
+ * the holder that was checked, in one step at the server.  It fires the
+ * holder's own watch on that node (its lock turns LOST at once) and the
+ * next waiter's watch on its predecessor, as a release does.  Another
+ * session's ephemeral node is anyone's to delete whom the dir's ACL lets
+ * delete. */
+static int zk_force_release(dlock_backend_client *bc, const char *key, size_t keylen,
+                            const dlock_info *holder, dlock_info *broken) {
   zk_client *zc = bc->priv;
   char *dir = dlock__zk_lock_dir(zc->root, key, keylen);
   if (!dir)
@@ -1560,35 +1785,55 @@ static int zk_inspect(dlock_backend_client *bc, const char *key, size_t keylen,
     free(dir);
     return rc;
   }
-  info->ttl_ms = -1;
-  for (int tries = 0; tries < 8; tries++) {
-    queue_view v;
-    int zrc = list_queue(zc, s, dir, -1, &v);
-    if (zrc == ZNONODE || (zrc == ZOK && v.n == 0)) {
-      view_free(&v);
+  /* Caught up with the leader, as list is: "nobody holds it" must not be
+   * a lagging member's view.  A delete that finds the node gone brings the
+   * member up to date by itself, as every answer to a write does. */
+  int zrc = z_sync(zc, s, -1);
+  if (zrc != ZOK)
+    rc = zk_err(zrc, "cannot break", key);
+  for (int tries = 0; rc == 0; tries++) {
+    if (tries == 8) {
+      rc = dlock_seterr(DLOCK_ETIMEDOUT,
+                        "zk: the holder of '%s' kept changing while breaking it", key);
       break;
     }
-    if (zrc != ZOK) {
-      rc = zk_err(zrc, "cannot inspect", key);
+    dlock_info got;
+    memset(&got, 0, sizeof got);
+    char *hpath = NULL;
+    int version = -1;
+    int drc = describe_dir(zc, s, dir, key, "cannot break", &got, &hpath, &version);
+    if (drc < 0 || !got.held) {
+      rc = drc;
       break;
     }
-    char *p = join(dir, v.kids[0].name);
-    zk_call *g = NULL;
-    zrc = p ? z_get(zc, s, p, 0, -1, &g) : ZSYSTEMERROR;
-    free(p);
+    if (!names_holder(holder, &got)) {
+      free(hpath);
+      rc = dlock_seterr(DLOCK_EBUSY, "zk: '%s' is held by another holder (token %llu)", key,
+                        (unsigned long long)got.token);
+      break;
+    }
+    zrc = z_delete_at(zc, s, hpath, version, -1);
+    free(hpath);
     if (zrc == ZOK) {
-      info->held = 1;
-      info->token = (uint64_t)g->stat.czxid;
-      snprintf(info->owner, sizeof info->owner, "%s", v.kids[0].guid);
-      dlock__zk_parse_data(g->data, (size_t)g->datalen, info->label, sizeof info->label,
-                           &info->ttl_ms);
+      *broken = got;
+      pthread_mutex_lock(&zc->mu);
+      bool container = zc->container_ok;
+      pthread_mutex_unlock(&zc->mu);
+      if (!container)
+        z_delete(zc, s, dir, -1); /* ZNOTEMPTY: someone is queued */
+      rc = 0;
+      break;
     }
-    call_free(g);
-    view_free(&v);
-    if (zrc == ZNONODE)
-      continue; /* released while we looked: look again */
-    if (zrc != ZOK)
-      rc = zk_err(zrc, "cannot inspect", key);
+    /* Gone (released, or broken by another) or written to since it was
+     * read: look again at who holds it now. */
+    if (zrc == ZNONODE || zrc == ZBADVERSION)
+      continue;
+    rc = zrc == ZOPERATIONTIMEOUT || zrc == ZCONNECTIONLOSS
+             ? dlock_seterr(DLOCK_ECONN,
+                            "zk: no answer to the delete that breaks '%s' (it may have been "
+                            "carried out): %s",
+                            key, zrc == ZOPERATIONTIMEOUT ? "no reply in time" : zerror(zrc))
+             : zk_err(zrc, "cannot break", key);
     break;
   }
   sess_release(zc, s);
@@ -1654,7 +1899,7 @@ const dlock_backend_ops dlock__zk_ops = {
     .schemes = zk_schemes,
     .caps = DLOCK_CAP_FENCING | DLOCK_CAP_NATIVE_WAIT | DLOCK_CAP_FAIR | DLOCK_CAP_HOLDER_INFO |
             DLOCK_CAP_LOSS_DETECT | DLOCK_CAP_SERVER_TTL | DLOCK_CAP_CROSS_HOST |
-            DLOCK_CAP_CROSS_PROCESS,
+            DLOCK_CAP_CROSS_PROCESS | DLOCK_CAP_LIST | DLOCK_CAP_BREAK,
     .client_size = sizeof(zk_client),
     .lock_size = sizeof(zk_lock),
     .open = zk_open,
@@ -1666,4 +1911,6 @@ const dlock_backend_ops dlock__zk_ops = {
     .renew_many = zk_renew_many,
     .inspect = zk_inspect,
     .control = zk_control,
+    .list = zk_list,
+    .force_release = zk_force_release,
 };

@@ -1,5 +1,6 @@
 /* Cases only ZooKeeper has: no herd effect on release, first come first
- * served, a session expired from outside, and a leader failover. */
+ * served, a session expired from outside, a leader failover, and what
+ * list and break make of the lock queue. */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -21,6 +22,7 @@
 #include <zookeeper/zookeeper.h>
 
 #include "backends/zookeeper/zk-codec.h"
+#include "dlock/admin.h"
 #include "dlock/dlock.h"
 #include "event.h"
 #include "faults.h"
@@ -723,6 +725,21 @@ static void z10_wait_then_sync(void **state) {
   dlock_close(b);
 }
 
+/* What dlock_list hands over, the last lock of a walk. */
+struct listed {
+  int calls;
+  char key[512 + 1];
+  dlock_info info;
+};
+
+static int note_listed(void *arg, const char *key, const dlock_info *info) {
+  struct listed *l = arg;
+  l->calls++;
+  snprintf(l->key, sizeof l->key, "%s", key);
+  l->info = *info;
+  return 0;
+}
+
 /* ---- z8: no secret from the URL in any message ---- */
 
 #define Z8_PW_A "s3cr3t-A-pw"
@@ -782,6 +799,11 @@ static void z8_no_secret_in_messages(void **state) {
   struct dlock_zk_queue q = {.key = k};
   assert_true(dlock_control(b, NULL, DLOCK_ZK_CTL_QUEUE_LEN, &q) < 0);
   expect_no_secret("queue length refused", dlock_client_errmsg(NULL));
+  assert_int_equal(dlock_list(b, "", note_listed, &(struct listed){0}), DLOCK_EAUTH);
+  expect_no_secret("list refused", dlock_client_errmsg(NULL));
+  assert_int_equal(dlock_break(b, k, NULL, NULL), DLOCK_EAUTH);
+  expect_no_secret("break refused", dlock_client_errmsg(NULL));
+  assert_int_equal(dlock_lock_state(la), DLOCK_HELD);
   assert_int_equal(dlock_release(la), 0);
   dlock_close(b);
 
@@ -818,6 +840,275 @@ static void z8_no_secret_in_messages(void **state) {
   free(burl);
 }
 
+/* ---- z11, z12: list and break on the lock queue ---- */
+
+/* Broken, the holder at the head of a queue of two waiters goes as it
+ * would by a release: the first waiter, and only it, gets the lock, and
+ * the second stays queued behind it.  The holder renews nothing and has
+ * a minute's lease, so only the watch on its node can tell it of the
+ * loss; its node is gone and stays gone (its bookkeeping does not queue
+ * again).  Waiters are not locks to list. */
+static void z11_break_wakes_next_in_line(void **state) {
+  (void)state;
+  char k[300], pre[256];
+  snprintf(pre, sizeof pre, "%s", conf_key("z11/"));
+  snprintf(k, sizeof k, "%sk", pre);
+  dlock_client *h = open_url(z_url), *admin = open_url(z_url);
+  struct event lost;
+  event_init(&lost);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.ttl_ms = 60000;
+  o.auto_renew = 0;
+  o.on_lost = event_on_lost;
+  o.on_lost_arg = &lost;
+  o.owner_label = "z11 holder";
+  dlock_lock *hl;
+  assert_int_equal(dlock_try_acquire(h, k, &o, &hl), 0);
+  uint64_t tok = dlock_lock_token(hl);
+  char owner[64];
+  snprintf(owner, sizeof owner, "%s", dlock_lock_owner(hl));
+  struct queue_probe p;
+  probe_open(&p, k);
+  struct event gate, any;
+  event_init(&gate);
+  event_init(&any);
+  atomic_store(&herd_order, 0);
+  struct herd_waiter w[2];
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++) {
+    w[i] = (struct herd_waiter){
+        .c = open_url(z_url), .key = k, .gate = &gate, .any = &any, .order = -1};
+    event_init(&w[i].got);
+    assert_int_equal(pthread_create(&th[i], NULL, herd_main, &w[i]), 0);
+    assert_true(probe_wait(&p, i + 2, 30000));
+  }
+
+  struct listed l = {0};
+  assert_int_equal(dlock_list(admin, pre, note_listed, &l), 0);
+  assert_int_equal(l.calls, 1);
+  assert_string_equal(l.key, k);
+  assert_string_equal(l.info.owner, owner);
+  assert_int_equal(l.info.token, tok);
+  assert_string_equal(l.info.label, "z11 holder");
+
+  /* Named by token alone: a token of nobody's is refused. */
+  dlock_info by_token = {0}, got;
+  by_token.token = tok + 1;
+  assert_int_equal(dlock_break(admin, k, &by_token, &got), DLOCK_EBUSY);
+  assert_int_equal(dlock_lock_state(hl), DLOCK_HELD);
+  by_token.token = tok;
+  int64_t t0 = mono_ms();
+  assert_int_equal(dlock_break(admin, k, &by_token, &got), 0);
+  assert_int_equal(got.held, 1);
+  assert_int_equal(got.token, tok);
+  assert_string_equal(got.owner, owner);
+  assert_string_equal(got.label, "z11 holder");
+
+  assert_int_equal(event_wait(&any, 1, 30000), 1);
+  assert_int_equal(event_wait(&w[0].got, 0, 0), 1);
+  assert_int_equal(w[0].rc, 0);
+  assert_int_equal(w[0].order, 0);
+  int64_t woke = mono_ms() - t0;
+  assert_int_equal(event_wait(&lost, 1, 5000), 1);
+  printf("# first waiter had the lock %lld ms after the break, the holder saw the loss "
+         "after %lld ms\n",
+         (long long)woke, (long long)(mono_ms() - t0));
+  assert_int_equal(lost.token, tok);
+  assert_int_equal(dlock_lock_state(hl), DLOCK_LOST);
+  assert_int_equal(dlock_release(hl), DLOCK_ELOST);
+  /* Left in the queue: the first waiter, holding, and the second. */
+  struct dlock_zk_queue q = {.key = k};
+  assert_int_equal(dlock_control(admin, NULL, DLOCK_ZK_CTL_QUEUE_LEN, &q), 0);
+  assert_int_equal(q.count, 2);
+  assert_int_equal(atomic_load(&herd_order), 1);
+  memset(&l, 0, sizeof l);
+  assert_int_equal(dlock_list(admin, pre, note_listed, &l), 0);
+  assert_int_equal(l.calls, 1);
+  assert_int_not_equal(l.info.token, tok);
+  assert_string_not_equal(l.info.owner, owner);
+
+  event_signal(&gate);
+  for (int i = 0; i < 2; i++) {
+    pthread_join(th[i], NULL);
+    assert_int_equal(w[i].rc, 0);
+    assert_int_equal(w[i].order, i);
+    dlock_close(w[i].c);
+  }
+  memset(&l, 0, sizeof l);
+  assert_int_equal(dlock_list(admin, pre, note_listed, &l), 0);
+  assert_int_equal(l.calls, 0);
+  /* Nobody holds it now. */
+  assert_int_equal(dlock_break(admin, k, NULL, &got), 0);
+  assert_int_equal(got.held, 0);
+  probe_close(&p);
+  dlock_close(h);
+  dlock_close(admin);
+}
+
+struct lister {
+  int calls;
+  dlock_client *c;
+  int mismatches;
+  char keys[4][512 + 1];
+};
+
+/* Each lock listed is the one inspect finds under that key. */
+static int check_listed(void *arg, const char *key, const dlock_info *info) {
+  struct lister *l = arg;
+  if (l->calls < 4)
+    snprintf(l->keys[l->calls], sizeof l->keys[0], "%s", key);
+  l->calls++;
+  dlock_info seen;
+  if (dlock_inspect(l->c, key, &seen) != 0 || !seen.held || seen.token != info->token ||
+      strcmp(seen.owner, info->owner) != 0) {
+    printf("# listed '%s' (token %llu), inspect says held %d token %llu\n", key,
+           (unsigned long long)info->token, seen.held, (unsigned long long)seen.token);
+    l->mismatches++;
+  }
+  return 0;
+}
+
+/* Lock dirs under the root whose names esc() would not write (lower-case
+ * hex, an escaped byte it keeps, a byte it escapes written as is), each
+ * with an entry that looks like a holder's, lie next to a real lock: list
+ * names the real one alone, by its key, and inspect agrees with it. */
+static void z12_list_only_our_names(void **state) {
+  (void)state;
+  char pre[256], k[300];
+  snprintf(pre, sizeof pre, "%s", conf_key("z12/"));
+  snprintf(k, sizeof k, "%sa%%2Fb", pre); /* its '%' is escaped as %25 */
+  dlock_client *c = open_url(z_url);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.wait_ms = 0;
+  dlock_lock *l;
+  assert_int_equal(dlock_try_acquire(c, k, &o, &l), 0);
+
+  char *dir = NULL;
+  zhandle_t *zh = conf_zk_open(z_url, pre, NULL, &dir, NULL, NULL);
+  assert_non_null(zh);
+  static const char *const odd[] = {"a%2fb", "%61", "a+b"};
+  char *paths[3];
+  for (int i = 0; i < 3; i++) {
+    if (asprintf(&paths[i], "%s%s", dir, odd[i]) < 0)
+      fail_msg("out of memory");
+    int rc = zoo_create(zh, paths[i], NULL, -1, &ZOO_OPEN_ACL_UNSAFE, 0, NULL, 0);
+    if (rc != ZOK)
+      fail_msg("create %s: %s", paths[i], zerror(rc));
+    char *entry;
+    if (asprintf(&entry, "%s/_c_%032x-lock-", paths[i], (unsigned)i + 1) < 0)
+      fail_msg("out of memory");
+    rc = zoo_create(zh, entry, "x", 1, &ZOO_OPEN_ACL_UNSAFE, ZOO_EPHEMERAL_SEQUENTIAL, NULL, 0);
+    if (rc != ZOK)
+      fail_msg("create %s: %s", entry, zerror(rc));
+    free(entry);
+  }
+
+  struct lister seen = {.c = c};
+  int rc = dlock_list(c, pre, check_listed, &seen);
+  /* The hand-made dirs go before any check can fail. */
+  for (int i = 0; i < 3; i++) {
+    struct String_vector sv = {0, NULL};
+    assert_int_equal(zoo_get_children(zh, paths[i], 0, &sv), ZOK);
+    for (int32_t j = 0; j < sv.count; j++) {
+      char *entry;
+      if (asprintf(&entry, "%s/%s", paths[i], sv.data[j]) < 0)
+        fail_msg("out of memory");
+      assert_int_equal(zoo_delete(zh, entry, -1), ZOK);
+      free(entry);
+    }
+    deallocate_String_vector(&sv);
+    assert_int_equal(zoo_delete(zh, paths[i], -1), ZOK);
+    free(paths[i]);
+  }
+  conf_zk_close(zh);
+  free(dir);
+  assert_int_equal(rc, 0);
+  for (int i = 0; i < seen.calls && i < 4; i++)
+    printf("# listed '%s'\n", seen.keys[i]);
+  assert_int_equal(seen.calls, 1);
+  assert_string_equal(seen.keys[0], k);
+  assert_int_equal(seen.mismatches, 0);
+  assert_int_equal(dlock_release(l), 0);
+  dlock_close(c);
+}
+
+struct list_arg {
+  dlock_client *c;
+  const char *prefix;
+  struct listed l;
+};
+
+static int do_list(void *a) {
+  struct list_arg *la = a;
+  memset(&la->l, 0, sizeof la->l);
+  return dlock_list(la->c, la->prefix, note_listed, &la->l);
+}
+
+/* The store goes silent under a lister and a breaker: each gives up with
+ * DLOCK_ECONN one request timeout (1 s here; the C client's own would be
+ * two thirds of the 6 s session) after it asked, and neither touches the
+ * lock it could not reach.  Once the link is back, both work again. */
+static void z13_list_and_break_when_silent(void **state) {
+  (void)state;
+  const int64_t timeout = 1000;
+  char pre[256], k[300];
+  snprintf(pre, sizeof pre, "%s", conf_key("z13/"));
+  snprintf(k, sizeof k, "%sk", pre);
+  char base[4096];
+  snprintf(base, sizeof base, "%s", conf_url_with(z_url, "ttl=6s&timeout=1s"));
+  char *host = NULL;
+  int hport = 0;
+  char *probe = url_via(base, 1, &host, &hport);
+  assert_non_null(probe);
+  free(probe);
+  conf_relay *r = conf_relay_start(host, hport);
+  assert_non_null(r);
+  free(host);
+  char *aurl = url_via(base, conf_relay_port(r), &host, &hport);
+  assert_non_null(aurl);
+  dlock_client *a = open_url(aurl), *h = open_url(base);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  dlock_lock *l;
+  assert_int_equal(dlock_try_acquire(h, k, &o, &l), 0);
+  struct list_arg la = {.c = a, .prefix = pre};
+  assert_int_equal(do_list(&la), 0);
+  assert_int_equal(la.l.calls, 1);
+
+  assert_int_equal(conf_relay_set(r, CONF_RELAY_DROP, 0, 0), 0);
+  int64_t t0 = mono_ms();
+  assert_int_equal(do_list(&la), DLOCK_ECONN);
+  int64_t took_list = mono_ms() - t0;
+  printf("# list: %s after %lld ms\n", dlock_client_errmsg(NULL), (long long)took_list);
+  assert_true(strlen(dlock_client_errmsg(NULL)) > 0);
+  t0 = mono_ms();
+  assert_int_equal(dlock_break(a, k, NULL, NULL), DLOCK_ECONN);
+  int64_t took_break = mono_ms() - t0;
+  printf("# break: %s after %lld ms\n", dlock_client_errmsg(NULL), (long long)took_break);
+  /* One timeout, with room for a loaded machine; the C client's own
+   * timeout would be 4 s. */
+  assert_true(took_list < timeout + 1500);
+  assert_true(took_break < timeout + 1500);
+  assert_int_equal(dlock_lock_state(l), DLOCK_HELD);
+
+  /* A new connection within the same session, then all is as before. */
+  assert_int_equal(conf_relay_set(r, CONF_RELAY_CUT, 0, 0), 0);
+  assert_int_equal(conf_relay_set(r, CONF_RELAY_PASS, 0, 0), 0);
+  assert_int_equal(retry_until(mono_ms() + 20000, do_list, &la), 0);
+  assert_int_equal(la.l.calls, 1);
+  assert_string_equal(la.l.key, k);
+  assert_string_equal(la.l.info.owner, dlock_lock_owner(l));
+  dlock_info got;
+  assert_int_equal(dlock_break(a, k, NULL, &got), 0);
+  assert_int_equal(got.held, 1);
+  assert_int_equal(got.token, dlock_lock_token(l));
+  assert_int_equal(dlock_release(l), DLOCK_ELOST);
+  dlock_close(a);
+  dlock_close(h);
+  conf_relay_stop(r);
+  free(aurl);
+  free(host);
+}
+
 const struct conf_case *conf_zk_cases(const char *url, size_t *n) {
   z_url = url;
   zoo_set_debug_level(ZOO_LOG_LEVEL_ERROR);
@@ -846,6 +1137,15 @@ const struct conf_case *conf_zk_cases(const char *url, size_t *n) {
       {"z10_wait_then_sync",
        "an acquisition that waited confirms its session",
        z10_wait_then_sync, NULL, 0},
+      {"z11_break_wakes_next_in_line",
+       "a broken holder's next waiter gets the lock, the holder sees LOST at once",
+       z11_break_wakes_next_in_line, NULL, 0},
+      {"z12_list_only_our_names",
+       "list passes over names under the root that no key maps to",
+       z12_list_only_our_names, NULL, 0},
+      {"z13_list_and_break_when_silent",
+       "list and break give DLOCK_ECONN within the request timeout of a silent store",
+       z13_list_and_break_when_silent, NULL, 0},
   };
   *n = sizeof cases / sizeof *cases;
   return cases;

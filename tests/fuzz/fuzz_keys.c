@@ -194,6 +194,14 @@ static void zk_keys(const key *k, size_t nk, unsigned cut) {
     check_round_trip("zk", dirs[i], "/dlock/", "", &k[i], zk_keep, NULL);
     const char *comp = dirs[i] + 7;
     FUZZ_CHECK(strcmp(comp, ".") != 0 && strcmp(comp, "..") != 0, "zk: component \"%s\"", comp);
+    /* list's way back from the name, which must not fit a short buffer */
+    char back[512];
+    size_t backlen = 0;
+    FUZZ_CHECK(dlock__zk_unescape(comp, back, sizeof back, &backlen) == 0 && backlen == k[i].n &&
+                   memcmp(back, k[i].p, backlen) == 0,
+               "zk: \"%s\" does not decode to its key", comp);
+    FUZZ_CHECK(dlock__zk_unescape(comp, back, k[i].n - 1, &backlen) < 0,
+               "zk: \"%s\" decoded into %zu bytes", comp, k[i].n - 1);
     /* a cut escape holds whole units only */
     size_t full = dlock__zk_escape(k[i].p, k[i].n, NULL, 0);
     FUZZ_CHECK(full == strlen(comp), "zk: escape length %zu", full);

@@ -6,7 +6,10 @@
  * name spells; an entry of ours rebuilds to its own name; the predecessor
  * of each entry is the one before it; node data splits into a label that
  * fits its buffer and a timeout that is -1 or positive, and what
- * dlock__zk_node_data writes splits back into what it was made of. */
+ * dlock__zk_node_data writes splits back into what it was made of; a
+ * name that decodes to a key (a lock dir's name, as list reads it) is
+ * what dlock__zk_escape writes for that key, so no two names are one
+ * key. */
 #include <inttypes.h>
 
 #include "fuzz.h"
@@ -70,6 +73,27 @@ static void check_children(const uint8_t *data, size_t size) {
   free(copy);
 }
 
+static void check_dir_names(const uint8_t *data, size_t size) {
+  char *copy = fuzz_strndup(data, size);
+  for (size_t off = 0; off <= size;) {
+    const char *name = copy + off;
+    size_t nl = strlen(name);
+    char key[600];
+    size_t keylen = 0;
+    size_t keysz = size ? 1 + data[0] % sizeof key : sizeof key;
+    if (dlock__zk_unescape(name, key, keysz, &keylen) == 0) {
+      FUZZ_CHECK(keylen > 0 && keylen <= keysz && keylen <= nl, "\"%s\" decodes to %zu bytes",
+                 name, keylen);
+      char esc[3 * sizeof key + 1];
+      size_t el = dlock__zk_escape(key, keylen, esc, sizeof esc);
+      FUZZ_CHECK(el == nl && strcmp(esc, name) == 0, "\"%s\" decodes to a key escaped as \"%s\"",
+                 name, esc);
+    }
+    off += nl + 1;
+  }
+  free(copy);
+}
+
 static void check_data(const uint8_t *data, size_t size) {
   char *b = fuzz_memdup(data, size);
   size_t labelsz = size ? 1 + data[0] % 140 : 1;
@@ -103,6 +127,7 @@ static void check_data(const uint8_t *data, size_t size) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   check_children(data, size);
+  check_dir_names(data, size);
   check_data(data, size);
   return 0;
 }

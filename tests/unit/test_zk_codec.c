@@ -278,13 +278,34 @@ static void test_connect_string(void **state) {
   dlock__url_free(u);
 }
 
+/* A lock dir's name reads back as its key, and only names esc() writes
+ * read back at all: dlock_list must not take another's node for a lock. */
+static void test_unescape(void **state) {
+  (void)state;
+  static const char *const keys[] = {"jobs/42", "a.b_c-D9", "a b%", ".", "..", "...",
+                                     "\xc3\xbc", "zookeeper"};
+  char key[64];
+  size_t kl;
+  for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+    assert_int_equal(dlock__zk_unescape(esc(keys[i]), key, sizeof key, &kl), 0);
+    assert_int_equal(kl, strlen(keys[i]));
+    assert_memory_equal(key, keys[i], kl);
+  }
+  static const char *const foreign[] = {"", "jobs%2f42", "%61", "a+b", "%2", "%ZZ", ".", ".."};
+  for (size_t i = 0; i < sizeof foreign / sizeof *foreign; i++)
+    if (dlock__zk_unescape(foreign[i], key, sizeof key, &kl) != -1)
+      fail_msg("'%s' read back as a key", foreign[i]);
+  /* A key longer than the room is no key of this reader's. */
+  assert_int_equal(dlock__zk_unescape("abcdef", key, 3, &kl), -1);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_escape_exact), cmocka_unit_test(test_escape_no_collisions),
       cmocka_unit_test(test_escape_short_buffer), cmocka_unit_test(test_node_data),
       cmocka_unit_test(test_root),         cmocka_unit_test(test_paths),
       cmocka_unit_test(test_parse_node),   cmocka_unit_test(test_sort_and_predecessor),
-      cmocka_unit_test(test_connect_string),
+      cmocka_unit_test(test_connect_string), cmocka_unit_test(test_unescape),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

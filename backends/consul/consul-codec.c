@@ -19,6 +19,37 @@ char *dlock__consul_lock_key(const char *prefix, const char *key, size_t keylen)
                              "/.lock");
 }
 
+size_t dlock__consul_key_of(const char *prefix, const char *lockkey, size_t len, char *out) {
+  static const char tail[] = "/.lock";
+  const size_t tl = sizeof tail - 1;
+  if (!prefix)
+    prefix = DLOCK__CONSUL_DEFAULT_PREFIX;
+  size_t pl = strlen(prefix), n = 0;
+  if (!lockkey || len < pl + tl + 1 || memcmp(lockkey, prefix, pl) != 0 ||
+      memcmp(lockkey + len - tl, tail, tl) != 0)
+    return 0;
+  size_t end = len - tl;
+  for (size_t i = pl; i < end; i++) {
+    char c = lockkey[i];
+    /* The escape leaves no '/' of its own and writes '%' only as the
+     * start of %25 or %2F: anything else was not written by it, and
+     * decoding it anyway would name a key whose lock lives elsewhere. */
+    if (c == '/' || c == '\0')
+      return 0;
+    if (c == '%') {
+      if (i + 2 >= end || lockkey[i + 1] != '2' || (lockkey[i + 2] != '5' && lockkey[i + 2] != 'F'))
+        return 0;
+      c = lockkey[i + 2] == '5' ? '%' : '/';
+      i += 2;
+    }
+    if (n == DLOCK_KEY_MAX)
+      return 0;
+    out[n++] = c;
+  }
+  out[n] = '\0';
+  return n;
+}
+
 static int url_unreserved(unsigned char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
          c == '-' || c == '_' || c == '~';
@@ -526,6 +557,34 @@ int dlock__consul_parse_session_info(const char *body, size_t len, const char *i
                          : NULL;
     const char *sid = cJSON_IsObject(s) ? get_str(s, "ID") : NULL;
     rc = sid && strcmp(sid, id) == 0 ? 1 : not_answer("session info", body, len);
+  }
+  cJSON_Delete(root);
+  return rc;
+}
+
+static int cmp_id(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int dlock__consul_parse_session_ttls(const char *body, size_t len, const char *const *ids,
+                                     size_t n, int64_t *ttl_ms) {
+  cJSON *root = parse_json(body, len);
+  int rc = 0;
+  if (!cJSON_IsNull(root) && !cJSON_IsArray(root)) {
+    rc = not_answer("session list", body, len);
+  } else {
+    const cJSON *s;
+    cJSON_ArrayForEach(s, root) {
+      const char *id = cJSON_IsObject(s) ? get_str(s, "ID") : NULL;
+      if (!id) {
+        rc = not_answer("session list", body, len);
+        break;
+      }
+      /* A cluster may list many thousands of sessions. */
+      const char *const *hit = n ? bsearch(&id, ids, n, sizeof *ids, cmp_id) : NULL;
+      if (hit)
+        ttl_ms[hit - ids] = dlock__consul_duration_ms(get_str(s, "TTL"));
+    }
   }
   cJSON_Delete(root);
   return rc;

@@ -65,6 +65,14 @@ struct dlock_consul_stats {
  * then "/.lock", the key `consul lock PREFIX+KEY` uses.  Malloc'd, NULL
  * when out of memory.  A NULL PREFIX is the default. */
 DLOCK__HIDDEN char *dlock__consul_lock_key(const char *prefix, const char *key, size_t keylen);
+/* The caller's key whose lock key (see above) under PREFIX is LOCKKEY
+ * (LEN bytes), into OUT (DLOCK_KEY_MAX + 1 bytes, NUL-terminated): its
+ * length, or 0 when no key maps there (another name under the prefix:
+ * another layout, someone else's data, a '%' escape dlock never writes),
+ * so that what a listing reports is what an inspect or a break of it
+ * reaches again. */
+DLOCK__HIDDEN size_t dlock__consul_key_of(const char *prefix, const char *lockkey, size_t len,
+                                          char *out);
 /* "/v1/kv/" followed by KEY percent-encoded for a URL path (every byte
  * outside [A-Za-z0-9-_~] as %XX, '/' and '.' included, so that no path
  * cleaning can see segments), then QUERY ("" or "?a=b&c").  Malloc'd. */
@@ -111,7 +119,8 @@ DLOCK__HIDDEN char *dlock__consul_req_release_at(const char *key, const char *se
                                                 uint64_t index);
 /* PUT /v1/txn (read-only): [get-tree KEY].  "get" would fail the txn for
  * a missing key; the tree of KEY holds it and whatever starts with it,
- * and dlock__consul_txn_find picks KEY out. */
+ * and dlock__consul_txn_find picks KEY out.  A listing reads the tree of
+ * a prefix with it. */
 DLOCK__HIDDEN char *dlock__consul_req_get(const char *key);
 /* PUT /v1/txn: [check-session of each KEY against SESSIONS[i]] (at most
  * DLOCK__CONSUL_TXN_MAX). */
@@ -167,6 +176,14 @@ DLOCK__HIDDEN int dlock__consul_parse_renew(const char *body, size_t len, int64_
  * array of one session with that ID), 0 when it lists none ([] or null),
  * DLOCK_EBACKEND for anything else. */
 DLOCK__HIDDEN int dlock__consul_parse_session_info(const char *body, size_t len, const char *id);
+/* GET /v1/session/list or /v1/session/info/<id>, 200: an array of
+ * sessions (or null).  TTL_MS[i] becomes the TTL of the session listed
+ * with ID IDS[i] (-1 when it shows none that reads), and stays as it was
+ * for an ID the answer does not list.  IDS are N distinct strings in
+ * strcmp order.  0, or DLOCK_EBACKEND for anything but such an array. */
+DLOCK__HIDDEN int dlock__consul_parse_session_ttls(const char *body, size_t len,
+                                                   const char *const *ids, size_t n,
+                                                   int64_t *ttl_ms);
 /* A Consul duration ("15s", "1m0s", "500ms", "1h2m3.5s") in ms, or -1. */
 DLOCK__HIDDEN int64_t dlock__consul_duration_ms(const char *s);
 /* One header line of an answer as libcurl hands it over (N bytes, not

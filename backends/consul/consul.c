@@ -36,6 +36,15 @@
  * at again for ORPHAN_GRACE_MS, or the key would stay with our session for
  * as long as other locks keep the session alive.
  *
+ * An operator's list reads every lock key under the prefix in one
+ * consistent txn and their sessions' TTLs in one session list.  A break
+ * deletes the lock key the way a release does, at the ModifyIndex it read
+ * and only while that still shows the holder named: not by destroying
+ * the holder's session, which carries its client's other locks and would
+ * start a lock-delay.  A delete starts none, so waiters get the key at
+ * once, and the broken holder finds its key gone or another session's at
+ * its next renewal, a third of its ttl away at most.
+ *
  * Consul's minimum session TTL is 10 s and it invalidates a session only
  * after twice its TTL, so a lock with a shorter ttl that its holder stops
  * renewing is released by the client's reaper thread once the ttl has
@@ -1267,7 +1276,11 @@ static int consul_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   return rc;
 }
 
-/* ---- inspect / control ---- */
+/* ---- inspect / list / break / control ---- */
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
 
 static int consul_inspect(dlock_backend_client *bc, const char *key, size_t keylen,
                           dlock_info *info) {
@@ -1296,6 +1309,176 @@ static int consul_inspect(dlock_backend_client *bc, const char *key, size_t keyl
   }
   dlock__consul_kv_free(&kv);
   return rc < 0 ? rc : 0;
+}
+
+/* Every held lock key under the tree of PREFIX, in one consistent read;
+ * their sessions' TTLs (what inspect reports as the ttl) in one more. */
+static int consul_list(dlock_backend_client *bc, const char *prefix, size_t prefixlen,
+                       dlock_backend_emit_fn emit, void *ud) {
+  cs_client *cc = bc->priv;
+  /* The escape is a prefix code: the lock key of every key that begins
+   * with PREFIX begins with the escaped PREFIX, and no other does.  A txn
+   * takes any tree, also one the agent would refuse in a path. */
+  char *tree = dlock__escape_slash(cc->prefix, prefix, prefixlen, "");
+  if (!tree)
+    return dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
+  dlock__consul_txn t;
+  long status;
+  int rc = txn(cc, "/v1/txn?consistent", dlock__consul_req_get(tree), -1, "list txn", &t,
+               &status);
+  if (rc == 0 && status == 409)
+    rc = dlock_seterr(strstr(t.msg, "ermission denied") ? DLOCK_EAUTH : DLOCK_EBACKEND,
+                      "consul: listing the locks under '%s': %s", tree, t.msg);
+  free(tree);
+  size_t *held = rc == 0 && t.nresults ? calloc(t.nresults, sizeof *held) : NULL;
+  const char **ids = held ? calloc(t.nresults, sizeof *ids) : NULL;
+  int64_t *ttls = ids ? malloc(t.nresults * sizeof *ttls) : NULL;
+  if (rc == 0 && t.nresults && !ttls)
+    rc = dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
+  char k[DLOCK_KEY_MAX + 1];
+  size_t nheld = 0, nids = 0;
+  for (size_t i = 0; rc == 0 && i < t.nresults; i++) {
+    const dlock__consul_kv *kv = &t.results[i];
+    /* Held now: a KV entry with a live session (Consul clears the field
+     * when the session ends).  Anything else under the prefix that no
+     * key maps to is not a lock of dlock's layout. */
+    if (!t.found[i] || !kv->session[0] || !kv->key)
+      continue;
+    size_t kl = dlock__consul_key_of(cc->prefix, kv->key, kv->keylen, k);
+    if (kl == 0 || kl < prefixlen || memcmp(k, prefix, prefixlen) != 0)
+      continue;
+    held[nheld++] = i;
+    ids[nids++] = kv->session;
+  }
+  if (nids) {
+    /* One session/list for all, however many keys they hold; a lookup
+     * that fails leaves the ttls unknown, as inspect does. */
+    qsort(ids, nids, sizeof *ids, cmp_str);
+    size_t u = 1;
+    for (size_t i = 1; i < nids; i++)
+      if (strcmp(ids[i], ids[u - 1]) != 0)
+        ids[u++] = ids[i];
+    nids = u;
+    for (size_t i = 0; i < nids; i++)
+      ttls[i] = -1;
+    reply r = {0};
+    if (request(cc, "GET", "/v1/session/list", NULL, bound(cc, -1), &r) == 0 && r.status == 200)
+      dlock__consul_parse_session_ttls(r.body.data, r.body.len, ids, nids, ttls);
+    reply_free(&r);
+    dlock__clear_err();
+  }
+  for (size_t h = 0; rc == 0 && h < nheld; h++) {
+    const dlock__consul_kv *kv = &t.results[held[h]];
+    size_t kl = dlock__consul_key_of(cc->prefix, kv->key, kv->keylen, k);
+    dlock_info info;
+    memset(&info, 0, sizeof info);
+    info.held = 1;
+    info.token = kv->modify_index;
+    const char *sid = kv->session;
+    const char **at = bsearch(&sid, ids, nids, sizeof *ids, cmp_str);
+    info.ttl_ms = at ? ttls[at - ids] : -1;
+    dlock__consul_value_split(kv->value, kv->valuelen, info.owner, sizeof info.owner,
+                              info.label, sizeof info.label);
+    rc = emit(ud, k, kl, &info);
+  }
+  free(held);
+  free(ids);
+  free(ttls);
+  dlock__consul_txn_free(&t);
+  return rc;
+}
+
+/* Under mu: a lock of this client whose key was just broken at INDEX is
+ * lost now; its renewal would say so only at its next period. */
+static void mark_broken(cs_client *cc, const char *key, uint64_t index) {
+  for (cs_lock *lk = cc->held; lk; lk = lk->next)
+    if (!lk->orphan && !lk->lost && lk->key && lk->index == index && strcmp(lk->key, key) == 0) {
+      lk->lost = true;
+      if (lk->bl)
+        dlock_backend_lock_lost(cc->bc, lk->bl);
+    }
+}
+
+/* The key is read, its holder compared with HOLDER, and the lock key
+ * deleted by a check-session and a delete-cas at the ModifyIndex read:
+ * any lock, unlock or release since moves that index and the delete
+ * fails, so a holder that took the key after the read is never broken.
+ * A delete, not a session destroy: the session carries its client's other
+ * locks, and an invalidated session starts a lock-delay where a delete
+ * frees the key at once, waking waiters as a release does.  The broken
+ * holder's next renewal finds its key gone (or another session's) in its
+ * check txn, and its release then fails that check too and touches
+ * nothing. */
+static int consul_force_release(dlock_backend_client *bc, const char *key, size_t keylen,
+                                const dlock_info *holder, dlock_info *broken) {
+  cs_client *cc = bc->priv;
+  char *k = dlock__consul_lock_key(cc->prefix, key, keylen);
+  if (!k)
+    return dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
+  int rc = 0;
+  for (int round = 0;; round++) {
+    dlock__consul_kv kv;
+    int f = read_key(cc, k, -1, &kv);
+    char owner[sizeof broken->owner], label[sizeof broken->label];
+    dlock__consul_value_split(kv.value, kv.valuelen, owner, sizeof owner, label, sizeof label);
+    uint64_t index = kv.modify_index;
+    char sid[DLOCK_CONSUL_SESSION_MAX];
+    snprintf(sid, sizeof sid, "%s", kv.session);
+    dlock__consul_kv_free(&kv);
+    if (f < 0) {
+      rc = f;
+      break;
+    }
+    if (f == 0 || !sid[0]) {
+      broken->held = 0; /* nobody holds it: nothing to do */
+      break;
+    }
+    if (holder->owner[0] ? strcmp(owner, holder->owner) != 0
+                         : holder->token && index != holder->token) {
+      rc = dlock_seterr(DLOCK_EBUSY, "consul: '%s' is held by another holder (token %" PRIu64
+                        ") than the one named", key, index);
+      break;
+    }
+    if (!index) {
+      rc = dlock_seterr(DLOCK_EBACKEND, "consul: '%s' was read without its index", key);
+      break;
+    }
+    if (round == 4) {
+      rc = dlock_seterr(DLOCK_EBUSY, "consul: '%s' kept changing while it was broken; look "
+                        "at it again", key);
+      break;
+    }
+    dlock__consul_txn t;
+    long status;
+    rc = txn(cc, "/v1/txn", dlock__consul_req_release_at(k, sid, index), -1, "break", &t,
+             &status);
+    if (rc == 0 && status == 409 && strstr(t.msg, "ermission denied"))
+      rc = dlock_seterr(DLOCK_EAUTH, "consul: breaking '%s' refused: %s", key, t.msg);
+    else if (rc == DLOCK_ECONN || rc == DLOCK_ETIMEDOUT) {
+      /* The delete may have been carried out all the same. */
+      char why[256];
+      snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
+      rc = dlock_seterr(rc, "consul: no answer to the break of '%s', which may or may not "
+                        "have been carried out: %s", key, why);
+    }
+    bool done = rc == 0 && status == 200;
+    dlock__consul_txn_free(&t);
+    if (rc < 0)
+      break;
+    if (!done)
+      continue; /* it changed since the read: what holds it now? */
+    broken->held = 1;
+    broken->token = index;
+    broken->ttl_ms = -1;
+    memcpy(broken->owner, owner, sizeof owner);
+    memcpy(broken->label, label, sizeof label);
+    pthread_mutex_lock(&cc->mu);
+    mark_broken(cc, k, index);
+    pthread_mutex_unlock(&cc->mu);
+    break;
+  }
+  free(k);
+  return rc;
 }
 
 static int consul_control(dlock_backend_client *bc, dlock_backend_lock *bl, int op, void *arg) {
@@ -1341,7 +1524,7 @@ const dlock_backend_ops dlock__consul_ops = {
     .schemes = consul_schemes,
     .caps = DLOCK_CAP_FENCING | DLOCK_CAP_NATIVE_WAIT | DLOCK_CAP_LOSS_DETECT |
             DLOCK_CAP_SERVER_TTL | DLOCK_CAP_CROSS_HOST | DLOCK_CAP_CROSS_PROCESS |
-            DLOCK_CAP_HOLDER_INFO,
+            DLOCK_CAP_HOLDER_INFO | DLOCK_CAP_LIST | DLOCK_CAP_BREAK,
     .client_size = sizeof(cs_client),
     .lock_size = sizeof(cs_lock),
     .open = consul_open,
@@ -1353,4 +1536,6 @@ const dlock_backend_ops dlock__consul_ops = {
     .renew_many = consul_renew_many,
     .inspect = consul_inspect,
     .control = consul_control,
+    .list = consul_list,
+    .force_release = consul_force_release,
 };

@@ -2,7 +2,9 @@
  * that follows a destroyed session, a session destroyed from outside, one
  * session renewal per period for many locks, a short-ttl lock given back
  * by the client while its session lives on, the ACL token kept out of
- * every message, and waits on keys the agent refuses in a path. */
+ * every message, waits on keys the agent refuses in a path, and breaking
+ * a lock: a `consul lock` holder's, and one of a client whose session
+ * carries other locks. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -27,6 +29,7 @@
 #include <cmocka.h>
 
 #include "backends/consul/consul-codec.h"
+#include "dlock/admin.h"
 #include "dlock/dlock.h"
 #include "event.h"
 #include "faults.h"
@@ -181,15 +184,15 @@ static struct clock g_cl = {.pid = -1, .in = -1, .out = -1};
  * waits for its stdin to end. */
 #define CL_CHILD "echo HELD; cat >/dev/null; echo DONE"
 
-static const char *consul_bin(void) {
+static const char *consul_bin(const char *name) {
   const char *bin = getenv("DLOCK_TEST_CONSUL");
   if (bin && *bin)
     return bin;
   if (getenv("DLOCK_CONFORMANCE_STRICT"))
-    fail_msg("DLOCK_TEST_CONSUL is not set: CI must run the `consul lock` interop case "
-             "(scripts/test sets it)");
-  printf("# SKIPPED a_consul_lock_interop: DLOCK_TEST_CONSUL (the consul binary) is not set "
-         "(scripts/test sets it)\n");
+    fail_msg("DLOCK_TEST_CONSUL is not set: CI must run the `consul lock` case %s "
+             "(scripts/test sets it)", name);
+  printf("# SKIPPED %s: DLOCK_TEST_CONSUL (the consul binary) is not set "
+         "(scripts/test sets it)\n", name);
   skip();
   return NULL;
 }
@@ -421,7 +424,7 @@ static void wait_blocking(dlock_client *c, const struct dlock_consul_stats *s0,
 
 static void a_consul_lock_interop(void **state) {
   (void)state;
-  const char *bin = consul_bin();
+  const char *bin = consul_bin("a_consul_lock_interop");
   static char k[256]; /* the waiter thread reads it */
   char line[1024], name[128], ctl_sid[DLOCK_CONSUL_SESSION_MAX], sid[DLOCK_CONSUL_SESSION_MAX];
   snprintf(k, sizeof k, "%s", conf_key("a1"));
@@ -929,6 +932,242 @@ static void f_token_hidden(void **state) {
   assert_ptr_equal(c, (dlock_client *)0x1);
 }
 
+/* ---- h, i: breaking a lock ---- */
+
+#define LISTED_MAX 8
+
+struct listed {
+  int n;
+  char keys[LISTED_MAX][DLOCK_KEY_MAX + 1];
+  dlock_info infos[LISTED_MAX];
+};
+
+static int note_listed(void *arg, const char *key, const dlock_info *info) {
+  struct listed *ls = arg;
+  if (ls->n == LISTED_MAX)
+    fail_msg("dlock_list reported more than %d locks", LISTED_MAX);
+  snprintf(ls->keys[ls->n], sizeof ls->keys[ls->n], "%s", key);
+  ls->infos[ls->n++] = *info;
+  return 0;
+}
+
+/* What LS says of KEY; fails the case when it does not report KEY. */
+static const dlock_info *listed_info(const struct listed *ls, const char *key) {
+  for (int i = 0; i < ls->n; i++)
+    if (strcmp(ls->keys[i], key) == 0)
+      return &ls->infos[i];
+  fail_msg("dlock_list did not report '%s'", key);
+  return NULL;
+}
+
+/* A `consul lock` holder is listed as the store shows it (no owner, no
+ * label) and broken by its token.  The break deletes the key rather than
+ * ending the holder's session: the key is free at once, with no
+ * lock-delay, `consul lock` sees its lock gone and ends its command, and
+ * what it does on its way out (give back with its session, destroy that
+ * session, clean up a key that is not in use) leaves the new holder
+ * alone. */
+static void h_break_consul_lock(void **state) {
+  (void)state;
+  const char *bin = consul_bin("h_break_consul_lock");
+  char k[256], line[1024], name[128], ctl_sid[DLOCK_CONSUL_SESSION_MAX],
+      sid[DLOCK_CONSUL_SESSION_MAX], mine[DLOCK_CONSUL_SESSION_MAX];
+  snprintf(k, sizeof k, "%s", conf_key("h1"));
+  snprintf(name, sizeof name, "dlock-conformance %s h1", conf_run_id);
+  char *lock_key = conf_consul_lock_key(c_url, k);
+  assert_non_null(lock_key);
+  char *prefix = dupf("%.*s", (int)(strlen(lock_key) - strlen("/.lock")), lock_key);
+  dlock_client *c = open_url(c_url);
+  cl_start(&g_cl, bin, prefix, name);
+  if (cl_expect(&g_cl, "HELD", line, sizeof line, 20000) != 1)
+    fail_msg("consul lock %s did not run its command within 20 s", prefix);
+  session_named(name, ctl_sid);
+  assert_true(ctl_sid[0] != '\0');
+  uint64_t ctl_index = holder_of(k, sid);
+  assert_string_equal(sid, ctl_sid);
+
+  struct listed ls = {0};
+  ASSERT_RC(dlock_list(c, k, note_listed, &ls), 0);
+  assert_int_equal(ls.n, 1);
+  const dlock_info *li = listed_info(&ls, k);
+  assert_int_equal(li->held, 1);
+  assert_int_equal(li->token, ctl_index);
+  assert_string_equal(li->owner, "");
+  assert_string_equal(li->label, "");
+  assert_int_equal(li->ttl_ms, session_ttl_ms(ctl_sid));
+
+  /* Named by its token, as it has no owner. */
+  dlock_info h, got;
+  memset(&h, 0, sizeof h);
+  h.token = ctl_index + 1;
+  ASSERT_RC(dlock_break(c, k, &h, &got), DLOCK_EBUSY);
+  holder_of(k, sid);
+  assert_string_equal(sid, ctl_sid);
+  h.token = ctl_index;
+  struct dlock_consul_stats s0 = stats_of(c);
+  int64_t t0 = now_ms();
+  ASSERT_RC(dlock_break(c, k, &h, &got), 0);
+  assert_int_equal(got.held, 1);
+  assert_int_equal(got.token, ctl_index);
+  assert_string_equal(got.owner, "");
+  dlock_options o = opts(10000, 0, 1);
+  dlock_lock *l;
+  ASSERT_RC(dlock_try_acquire(c, k, &o, &l), 0);
+  assert_true(dlock_lock_token(l) > ctl_index);
+  assert_int_equal(stats_of(c).lock_delays, s0.lock_delays);
+  session_of(c, l, mine);
+
+  if (cl_expect(&g_cl, "Lock lost", line, sizeof line, 20000) != 1)
+    fail_msg("consul lock did not see its lock broken within 20 s");
+  printf("# consul lock saw its lock broken %lld ms after the break\n",
+         (long long)(now_ms() - t0));
+  int st = cl_wait(&g_cl);
+  printf("# consul lock exited with status %d\n", st);
+  assert_true(st >= 0);
+  holder_of(k, sid);
+  assert_string_equal(sid, mine);
+  ASSERT_RC(dlock_lock_state(l), DLOCK_HELD);
+  ASSERT_RC(dlock_renew(l, 0), 0);
+  ASSERT_RC(dlock_release(l), 0);
+  dlock_close(c);
+  free(prefix);
+  free(lock_key);
+}
+
+/* One session carries all of a client's locks of a ttl: breaking one of
+ * them must not end it.  The broken lock turns LOST at the next renewal
+ * (a third of its ttl), the client's other locks stay held and renew, a
+ * waiter blocked on the key gets it as after a release (at once, with no
+ * lock-delay), and the broken client's late release fails without
+ * touching the waiter's lock.  One of the keys is one the agent refuses
+ * in a /v1/kv/ path: listing and breaking go through txns. */
+static void i_break_keeps_the_session(void **state) {
+  (void)state;
+  const int64_t ttl = 3000;
+  static char k1[300]; /* the waiter thread reads it */
+  char k2[300], k3[300], pre[256];
+  snprintf(pre, sizeof pre, "%s", conf_key("i/"));
+  snprintf(k1, sizeof k1, "%sone", pre);
+  snprintf(k2, sizeof k2, "%stwo", pre);
+  snprintf(k3, sizeof k3, "%sthree\xe2\x80\x8b", pre); /* U+200B */
+  dlock_client *a = open_url(c_url), *b = open_url(c_url), *wc = open_url(c_url);
+  struct event lost1, lost2, lost3;
+  event_init(&lost1);
+  event_init(&lost2);
+  event_init(&lost3);
+  dlock_options o = opts(ttl, 0, 1);
+  o.owner_label = "i holder";
+  dlock_lock *l1, *l2, *l3;
+  o.on_lost = event_on_lost;
+  o.on_lost_arg = &lost1;
+  ASSERT_RC(dlock_try_acquire(a, k1, &o, &l1), 0);
+  o.on_lost_arg = &lost2;
+  ASSERT_RC(dlock_try_acquire(a, k2, &o, &l2), 0);
+  o.on_lost_arg = &lost3;
+  ASSERT_RC(dlock_try_acquire(a, k3, &o, &l3), 0);
+  uint64_t tok1 = dlock_lock_token(l1), tok3 = dlock_lock_token(l3);
+  char sa[DLOCK_CONSUL_SESSION_MAX], sid[DLOCK_CONSUL_SESSION_MAX];
+  session_of(a, l1, sa);
+  session_of(a, l2, sid);
+  assert_string_equal(sid, sa);
+  session_of(a, l3, sid);
+  assert_string_equal(sid, sa);
+
+  struct listed ls = {0};
+  ASSERT_RC(dlock_list(b, pre, note_listed, &ls), 0);
+  assert_int_equal(ls.n, 3);
+  dlock_lock *mine[3] = {l1, l2, l3};
+  const char *keys[3] = {k1, k2, k3};
+  for (int i = 0; i < 3; i++) {
+    const dlock_info *li = listed_info(&ls, keys[i]);
+    dlock_info in;
+    ASSERT_RC(dlock_inspect(b, keys[i], &in), 0);
+    assert_int_equal(li->token, dlock_lock_token(mine[i]));
+    assert_string_equal(li->owner, dlock_lock_owner(mine[i]));
+    assert_string_equal(li->label, "i holder");
+    assert_int_equal(li->ttl_ms, in.ttl_ms); /* the session's TTL, as inspect says */
+    assert_true(li->ttl_ms >= ttl);
+  }
+
+  static struct waiter w;
+  waiter_init(&w, wc, k1, 20000, true);
+  struct dlock_consul_stats ws0 = stats_of(wc);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, waiter_main, &w), 0);
+  wait_blocking(wc, &ws0, &w);
+
+  dlock_info seen, got;
+  ASSERT_RC(dlock_inspect(b, k1, &seen), 0);
+  int64_t t0 = now_ms();
+  ASSERT_RC(dlock_break(b, k1, &seen, &got), 0);
+  assert_int_equal(got.held, 1);
+  assert_int_equal(got.token, tok1);
+  assert_string_equal(got.owner, dlock_lock_owner(l1));
+  assert_string_equal(got.label, "i holder");
+  assert_int_equal(event_wait(&w.done, 1, 10000), 1);
+  ASSERT_RC(w.rc, 0);
+  printf("# the waiter got the broken lock %lld ms after the break\n",
+         (long long)(w.got_ms - t0));
+  assert_true(w.got_ms - t0 < 1000);
+  assert_int_equal(stats_of(wc).lock_delays, ws0.lock_delays);
+  assert_true(w.token > tok1);
+
+  assert_int_equal(event_wait(&lost1, 1, ttl + 1000), 1);
+  int64_t el = now_ms() - t0;
+  printf("# the broken holder saw the loss %lld ms after the break (ttl %lld ms)\n",
+         (long long)el, (long long)ttl);
+  assert_true(el < ttl);
+  assert_int_equal(lost1.token, tok1);
+  ASSERT_RC(dlock_lock_state(l1), DLOCK_LOST);
+  /* The session lives on with the client's other locks. */
+  assert_int_equal(conf_consul_session_alive(c_url, sa), 1);
+  ASSERT_RC(dlock_renew(l2, 0), 0);
+  ASSERT_RC(dlock_renew(l3, 0), 0);
+  holder_of(k2, sid);
+  assert_string_equal(sid, sa);
+  holder_of(k3, sid);
+  assert_string_equal(sid, sa);
+  assert_int_equal(event_wait(&lost2, 1, 0), 0);
+  assert_int_equal(event_wait(&lost3, 1, 0), 0);
+
+  /* The late release and a break of the holder looked at before leave
+   * the waiter's lock alone. */
+  ASSERT_RC(dlock_release(l1), DLOCK_ELOST);
+  ASSERT_RC(dlock_break(b, k1, &seen, &got), DLOCK_EBUSY);
+  holder_of(k1, sid);
+  assert_true(w.sid[0] != '\0');
+  assert_string_equal(sid, w.sid);
+
+  /* By token alone, on the key refused in a path. */
+  dlock_info h;
+  memset(&h, 0, sizeof h);
+  h.token = tok3 + 1;
+  ASSERT_RC(dlock_break(b, k3, &h, &got), DLOCK_EBUSY);
+  h.token = tok3;
+  ASSERT_RC(dlock_break(b, k3, &h, &got), 0);
+  assert_int_equal(got.held, 1);
+  assert_int_equal(got.token, tok3);
+  assert_string_equal(got.owner, dlock_lock_owner(l3));
+  assert_int_equal(event_wait(&lost3, 1, ttl + 1000), 1);
+  ASSERT_RC(dlock_release(l3), DLOCK_ELOST);
+  ASSERT_RC(dlock_break(b, k3, NULL, &got), 0);
+  assert_int_equal(got.held, 0);
+  ASSERT_RC(dlock_lock_state(l2), DLOCK_HELD);
+  ASSERT_RC(dlock_renew(l2, 0), 0);
+
+  event_signal(&w.gate);
+  assert_int_equal(event_wait(&w.released, 1, 20000), 1);
+  pthread_join(th, NULL);
+  ASSERT_RC(w.release_rc, 0);
+  ASSERT_RC(dlock_release(l2), 0);
+  struct listed after = {0};
+  ASSERT_RC(dlock_list(b, pre, note_listed, &after), 0);
+  assert_int_equal(after.n, 0);
+  dlock_close(a);
+  dlock_close(b);
+  dlock_close(wc);
+}
+
 /* Cases of faults_consul.c. */
 extern const char *conf_consul_url;
 void conf_consul_stale_give_back(void **state);
@@ -959,6 +1198,12 @@ const struct conf_case *conf_consul_cases(const char *url, size_t *n) {
       {"g_refused_path_waits",
        "keys the agent refuses in a path still wait and wake",
        g_refused_path_waits, NULL, 0},
+      {"h_break_consul_lock",
+       "breaking a `consul lock` holder frees the key at once and ends its command",
+       h_break_consul_lock, cl_teardown, 0},
+      {"i_break_keeps_the_session",
+       "a break turns one lock LOST and leaves its session's others held",
+       i_break_keeps_the_session, NULL, 0},
       {"conf_consul_stale_give_back",
        "a give-back the agent carries out late does not free a later lock",
        conf_consul_stale_give_back, NULL, 0},

@@ -5,7 +5,11 @@
  * buffers, a 409 names at least one failed operation,
  * txn_find returns the result it was asked for, indexes are what
  * consul-codec.h allows (a header index at least 1 and exactly the digits
- * of the line), durations and TTLs are -1 or non-negative. */
+ * of the line), durations and TTLs are -1 or non-negative, a session list
+ * sets only the TTLs of the IDs it was asked about.  The input is also read
+ * as a lock key: one that dlock__consul_key_of takes back to a key is
+ * exactly that key's lock key (under the default prefix and under one of
+ * its own), so a listed lock is the one an inspect or a break reaches. */
 #include <inttypes.h>
 
 #include "fuzz.h"
@@ -76,6 +80,51 @@ static void check_reads(const char *b, size_t n) {
   FUZZ_CHECK(v >= -1 && v <= 1, "bool %d", v);
 }
 
+/* IDs in strcmp order, as dlock__consul_parse_session_ttls wants them;
+ * the seeds list sessions with some of them. */
+static const char *const session_ids[] = {
+    "00000000-0000-0000-0000-000000000001",
+    "5f2c1bde-0a7e-4a8f-9a55-1c5a2b3c4d5e",
+    "adf4238a-882b-9ddc-4a9d-5b6758e4159e",
+};
+
+static void check_session_ttls(const char *b, size_t n) {
+  const size_t ni = sizeof session_ids / sizeof *session_ids;
+  int64_t ttls[sizeof session_ids / sizeof *session_ids];
+  for (size_t i = 0; i < ni; i++)
+    ttls[i] = -7;
+  int rc = dlock__consul_parse_session_ttls(b, n, session_ids, ni, ttls);
+  FUZZ_CHECK(rc == 0 || rc == DLOCK_EBACKEND, "session ttls rc %d", rc);
+  for (size_t i = 0; i < ni; i++)
+    FUZZ_CHECK(ttls[i] == -7 || ttls[i] == -1 || ttls[i] >= 0, "session ttl %" PRId64, ttls[i]);
+  FUZZ_CHECK(dlock__consul_parse_session_ttls(b, n, NULL, 0, NULL) == rc,
+             "session ttls answered differently without IDs");
+}
+
+static void check_key_of_under(const char *prefix, const char *b, size_t n) {
+  char key[DLOCK_KEY_MAX + 1];
+  memset(key, 'x', sizeof key);
+  size_t kl = dlock__consul_key_of(prefix, b, n, key);
+  if (kl == 0)
+    return;
+  FUZZ_CHECK(kl <= DLOCK_KEY_MAX && key[kl] == '\0', "key_of length %zu", kl);
+  char *again = dlock__consul_lock_key(prefix, key, kl);
+  FUZZ_CHECK(again && strlen(again) == n && memcmp(again, b, n) == 0,
+             "key_of gave a key whose lock key is another");
+  free(again);
+}
+
+static void check_key_of(const char *b, size_t n) {
+  check_key_of_under(NULL, b, n);
+  /* A prefix that is the input's start: whatever follows is read as a key. */
+  size_t pl = n < 12 ? n / 2 : 6;
+  char prefix[8];
+  memcpy(prefix, b, pl);
+  prefix[pl] = '\0';
+  if (strlen(prefix) == pl)
+    check_key_of_under(prefix, b, n);
+}
+
 /* What dlock__consul_header_index should say about LINE. */
 static int ref_index(const char *line, size_t n, uint64_t *out) {
   static const char name[] = "x-consul-index:";
@@ -120,6 +169,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   check_txn(b, size, 500);
   check_reads(b, size);
   check_header(b, size);
+  check_session_ttls(b, size);
+  check_key_of(b, size);
   char *s = fuzz_strndup(data, size);
   int64_t ms = dlock__consul_duration_ms(s);
   FUZZ_CHECK(ms == -1 || ms >= 0, "duration %" PRId64, ms);

@@ -81,6 +81,13 @@ void dlock__pg_advisory_split(int64_t k, uint32_t *classid, uint32_t *objid) {
   "ceil(greatest(0, extract(epoch FROM greatest(expires_at, clock_timestamp()) - "            \
   "clock_timestamp())) * 1000)::bigint"
 
+/* A granted session-level advisory lock of key ($1, $2) in this database,
+ * as pg_locks shows it (unqualified, for whichever pg_locks is nearest). */
+#define ADV_HELD                                                                           \
+  "locktype = 'advisory' AND granted AND mode = 'ExclusiveLock' AND "                       \
+  "classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1 AND "            \
+  "database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+
 /* The two-int advisory key space (objsubid 2 in pg_locks) never meets the
  * bigint one that locks use, so creating the schema cannot wait on a user's
  * lock.  0x646c6f63 is "dloc". */
@@ -236,6 +243,55 @@ int dlock__pg_sql(const dlock__pg_names *n, enum dlock__pg_sql which, char *buf,
                    lock, s, t, iname, t);
     break;
   }
+  case DLOCK__PG_SQL_LEASE_LIST:
+    /* starts_with compares bytes, where LIKE would read '%' and '_' in a
+     * key as patterns.  Pages follow the primary key's order, so that a
+     * walk over a big table can be one pass along its index rather than a
+     * sort per page. */
+    w = snprintf(buf, len,
+                 "SELECT name, owner, fence, label, " REMAINING_MS
+                 " FROM %s WHERE name > $1 AND starts_with(name, $2) "
+                 "AND expires_at > clock_timestamp() ORDER BY name LIMIT $3::int",
+                 t);
+    break;
+  case DLOCK__PG_SQL_LEASE_BREAK:
+    /* FOR UPDATE reads the row as it is once locked, not as the
+     * statement's snapshot had it: a holder that renewed, released or
+     * gave way meanwhile is judged as it is now, and nobody changes the
+     * row between that judgement and the UPDATE.  Ended as a release ends
+     * it (the row stays for the grace, see DLOCK__PG_SQL_LEASE_RELEASE),
+     * so the holder's next renewal finds it ended, the next acquire takes
+     * it over with a later token, and waiters hear the same NOTIFY. */
+    w = snprintf(buf, len,
+                 "WITH c AS MATERIALIZED (SELECT name, owner, fence, label, " REMAINING_MS
+                 " AS ttl, CASE WHEN $2 <> '' THEN replace(owner::text, '-', '') = "
+                 "replace(lower($2), '-', '') WHEN $3::numeric <> 0 THEN fence = $3::numeric "
+                 "ELSE true END AS ok FROM %s WHERE name = $1 AND expires_at > clock_timestamp() "
+                 "FOR UPDATE), "
+                 "d AS (UPDATE %s AS u SET expires_at = clock_timestamp() FROM c "
+                 "WHERE u.name = c.name AND c.ok RETURNING u.name) "
+                 "SELECT c.ok, c.owner, c.fence, c.label, c.ttl, "
+                 "(SELECT count(pg_notify('%s', name)) FROM d) FROM c",
+                 t, t, ch);
+    break;
+  case DLOCK__PG_SQL_ADV_BREAK:
+  case DLOCK__PG_SQL_ADV_BREAK_NOWAIT:
+    /* An advisory lock can be freed only by the session holding it, so a
+     * break ends that session, and with it every lock it holds.  pg_locks
+     * is read a second time as the holder's row is projected, just before
+     * the signal, so that a session that gave the lock up after the first
+     * read is left alone; the sessions in $3 (the caller's own, whose
+     * locks it gives back itself) are never signalled.  From 14 on the
+     * server waits up to $4 ms for the session to be gone, and its locks
+     * with it. */
+    w = snprintf(buf, len,
+                 "WITH h AS MATERIALIZED (SELECT pid FROM pg_locks WHERE " ADV_HELD
+                 " AND pid <> pg_backend_pid()) "
+                 "SELECT h.pid, h.pid = ANY($3::int[]), CASE WHEN h.pid <> ALL($3::int[]) AND "
+                 "EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = h.pid AND " ADV_HELD
+                 ") THEN pg_terminate_backend(h.pid%s) END FROM h",
+                 which == DLOCK__PG_SQL_ADV_BREAK ? ", $4::bigint" : "");
+    break;
   case DLOCK__PG_SQL_COUNT:
     break;
   }
@@ -402,6 +458,67 @@ const char *dlock__pg_safe_message(const dlock_url *u, const char *const *names,
   }
   buf[o] = '\0';
   return buf;
+}
+
+/* ---- list prefixes and owners ---- */
+
+long dlock__pg_prefix_text_len(const char *s, size_t n) {
+  const unsigned char *p = (const unsigned char *)s;
+  size_t i = 0;
+  while (i < n) {
+    unsigned c = p[i], lo = 0x80, hi = 0xbf;
+    size_t need;
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    /* RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF;
+     * the second byte is where those show. */
+    if (c >= 0xc2 && c <= 0xdf) {
+      need = 1;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      need = 2;
+      lo = c == 0xe0 ? 0xa0 : 0x80;
+      hi = c == 0xed ? 0x9f : 0xbf;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      need = 3;
+      lo = c == 0xf0 ? 0x90 : 0x80;
+      hi = c == 0xf4 ? 0x8f : 0xbf;
+    } else {
+      return -1;
+    }
+    size_t j = 1;
+    for (; j <= need && i + j < n; j++) {
+      unsigned d = p[i + j];
+      if (d < (j == 1 ? lo : 0x80) || d > (j == 1 ? hi : 0xbf))
+        return -1;
+    }
+    if (j <= need)
+      return (long)i;
+    i += need + 1;
+  }
+  return (long)n;
+}
+
+int dlock__pg_owner_text_ok(const char *s) {
+  for (; *s; s++)
+    if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f') || (*s >= 'A' && *s <= 'F') ||
+          *s == '-'))
+      return 0;
+  return 1;
+}
+
+int dlock__pg_owner_names(const char *s, const char *owner) {
+  for (;; s++) {
+    if (*s == '-')
+      continue;
+    char c = *s >= 'A' && *s <= 'F' ? (char)(*s - 'A' + 'a') : *s;
+    if (c != *owner)
+      return 0;
+    if (!c)
+      return 1;
+    owner++;
+  }
 }
 
 /* ---- arrays ---- */

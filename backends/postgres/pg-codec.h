@@ -59,6 +59,13 @@ enum dlock__pg_sql {
   DLOCK__PG_SQL_LEASE_REFENCE, /* $1 name, $2 owner -> a fence drawn now, if the lease is ours */
   DLOCK__PG_SQL_LEASE_GC,      /* $1 grace ms, $2 batch -> rows deleted, legacy rows stamped */
   DLOCK__PG_SQL_SCHEMA_CREATE_INDEX, /* the index alone, for a table made before it */
+  DLOCK__PG_SQL_LEASE_LIST,    /* $1 names after, $2 name prefix, $3 limit -> name, owner, fence,
+                                  label, ttl ms of held rows, in name order */
+  DLOCK__PG_SQL_LEASE_BREAK,   /* $1 name, $2 owner hex or '', $3 token or 0 -> no row (not held),
+                                  or matched, owner, fence, label, ttl ms, notified */
+  DLOCK__PG_SQL_ADV_BREAK,     /* $1 classid, $2 objid, $3 pids spared int[], $4 wait ms -> pid of
+                                  the holder, spared, ended (NULL: not tried) */
+  DLOCK__PG_SQL_ADV_BREAK_NOWAIT, /* the same without $4, for servers before 14 */
   DLOCK__PG_SQL_COUNT
 };
 DLOCK__HIDDEN int dlock__pg_sql(const dlock__pg_names *n, enum dlock__pg_sql which, char *buf,
@@ -92,6 +99,20 @@ DLOCK__HIDDEN char *dlock__pg_conninfo(const dlock_url *u, const char *const *na
 DLOCK__HIDDEN const char *dlock__pg_safe_message(const dlock_url *u, const char *const *names,
                                                  const char *const *values, size_t np,
                                                  const char *msg, char *buf, size_t len);
+
+/* How many leading bytes of a list prefix P (N bytes) can go to the server
+ * as text: N when P is UTF-8; fewer when P ends part-way through a
+ * character, which the server would refuse as text (the names it returns
+ * are then compared with all of P byte by byte); -1 when P holds bytes
+ * that no UTF-8 key can begin with. */
+DLOCK__HIDDEN long dlock__pg_prefix_text_len(const char *p, size_t n);
+
+/* Whether S can name a lease row's owner: hex digits and dashes only (a
+ * uuid written either way).  Anything else names no holder. */
+DLOCK__HIDDEN int dlock__pg_owner_text_ok(const char *s);
+/* Whether owner S names OWNER (32 lower-case hex digits) as the lease
+ * statements compare them: case and dashes aside. */
+DLOCK__HIDDEN int dlock__pg_owner_names(const char *s, const char *owner);
 
 /* A PostgreSQL array literal of N strings ({"a","b\"c"}), malloc'd; for
  * passing many names or owners as one text[] parameter. */

@@ -14,7 +14,13 @@
  * serves any lock (PgBouncer transaction pooling included).  Waiters sleep
  * until a NOTIFY from a release, read by the monitor on a dedicated LISTEN
  * connection, or until the holder's lease runs out.  Behind a pooler
- * LISTEN cannot work, so waiters poll with backoff capped by that expiry. */
+ * LISTEN cannot work, so waiters poll with backoff capped by that expiry.
+ *
+ * An operator's list and break: lease rows are listed by name, and a break
+ * ends one row's lease in the statement that checks its holder, as a
+ * release would.  An advisory lock is only a hash in pg_locks, so those
+ * cannot be listed, and another client's can be broken only by ending the
+ * whole session that holds it (see adv_break). */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -53,6 +59,11 @@
 #define GC_PERIOD_MS 1000
 /* Longest a clean-up statement may hold up the operation it follows. */
 #define GC_MAX_MS 250
+/* Lease rows listed per statement. */
+#define LIST_BATCH 500
+/* Looks at an advisory lock's holder before a break gives up on a key
+ * that changes hands under it. */
+#define BREAK_ATTEMPTS 3
 
 typedef struct pgc {
   pthread_mutex_t mu; /* one statement at a time */
@@ -941,10 +952,13 @@ static int pg_open(dlock_backend_client *bc, dlock_url *url) {
   pc->pooled = cn->pid != PQbackendPID(cn->pg);
   conn_put(pc, cn, 0);
   if (pc->mode == DLOCK__PG_LEASE) {
-    bc->caps = DLOCK_CAP_FENCING | DLOCK_CAP_SERVER_TTL | DLOCK_CAP_CROSS_HOST |
-               DLOCK_CAP_CROSS_PROCESS | DLOCK_CAP_HOLDER_INFO;
+    bc->caps = (bc->caps & (DLOCK_CAP_LIST | DLOCK_CAP_BREAK)) | DLOCK_CAP_FENCING |
+               DLOCK_CAP_SERVER_TTL | DLOCK_CAP_CROSS_HOST | DLOCK_CAP_CROSS_PROCESS |
+               DLOCK_CAP_HOLDER_INFO;
     if (!pc->pooled)
       bc->caps |= DLOCK_CAP_NATIVE_WAIT;
+  } else {
+    bc->caps &= ~DLOCK_CAP_LIST; /* keys are kept as hashes: see adv_list */
   }
   if ((rc = ensure_schema(pc)) < 0)
     goto fail;
@@ -1647,6 +1661,304 @@ static int lease_inspect(pg_client *pc, const char *key, dlock_info *info) {
   return rc;
 }
 
+/* ---- listing and breaking ---- */
+
+static int adv_list(pg_client *pc) {
+  return dlock_seterr(DLOCK_ENOTSUP,
+                      "postgres: %s keeps each advisory lock only as a 64-bit hash of its key "
+                      "(pg_locks shows numbers), which cannot be turned back into keys, so its "
+                      "locks cannot be listed; ?mode=lease keeps them by name",
+                      pc->where);
+}
+
+/* Held rows a page at a time, handed over once each page is read, so that
+ * EMIT may call into the client (a break of each lock listed). */
+static int lease_list(pg_client *pc, const char *prefix, size_t prefixlen,
+                      dlock_backend_emit_fn emit, void *ud) {
+  long tl = dlock__pg_prefix_text_len(prefix, prefixlen);
+  if (tl < 0)
+    return 0; /* no UTF-8 key begins with these bytes */
+  char *text = strndup(prefix, (size_t)tl), *after = strdup("");
+  char limit[16];
+  snprintf(limit, sizeof limit, "%d", LIST_BATCH);
+  int rc = text && after ? 0 : dlock_seterr(DLOCK_ENOMEM, "postgres: out of memory");
+  while (rc == 0) {
+    const char *params[3] = {after, text, limit};
+    PGresult *r;
+    rc = run_any(pc, "list", pc->sql[DLOCK__PG_SQL_LEASE_LIST], 3, params,
+                 deadline_after(pc->timeout_ms), &r);
+    if (rc < 0)
+      break;
+    int n = PQntuples(r);
+    if (n > 0 && PQnfields(r) != 5)
+      rc = dlock_seterr(DLOCK_EBACKEND, "postgres: unexpected reply to list");
+    for (int i = 0; i < n && rc == 0; i++) {
+      const char *name = PQgetvalue(r, i, 0);
+      size_t len = (size_t)PQgetlength(r, i, 0);
+      if (len < prefixlen || memcmp(name, prefix, prefixlen) != 0)
+        continue;
+      const char *row[4] = {PQgetvalue(r, i, 1), PQgetvalue(r, i, 2), PQgetvalue(r, i, 3),
+                            PQgetvalue(r, i, 4)};
+      dlock_info info;
+      memset(&info, 0, sizeof info);
+      if (dlock__pg_decode_lease_inspect(row, &info) < 0)
+        rc = dlock_seterr(DLOCK_EBACKEND, "postgres: list: unexpected row for '%.*s'",
+                          (int)(len > 200 ? 200 : len), name);
+      else
+        rc = emit(ud, name, len, &info);
+    }
+    int more = rc == 0 && n == LIST_BATCH;
+    if (more) {
+      free(after);
+      after = strdup(PQgetvalue(r, n - 1, 0));
+      if (!after)
+        rc = dlock_seterr(DLOCK_ENOMEM, "postgres: out of memory");
+    }
+    PQclear(r);
+    if (!more)
+      break;
+  }
+  free(text);
+  free(after);
+  return rc;
+}
+
+/* One statement checks the holder and ends its lease (see
+ * DLOCK__PG_SQL_LEASE_BREAK). */
+static int lease_break(pg_client *pc, const char *key, const dlock_info *holder,
+                       dlock_info *broken) {
+  char tok[24];
+  snprintf(tok, sizeof tok, "%" PRIu64, holder->token);
+  /* An owner that is no uuid names no holder, yet must not make the
+   * server refuse the statement: it is then busy or free like any other. */
+  const char *owner = !holder->owner[0] || dlock__pg_owner_text_ok(holder->owner)
+                          ? holder->owner
+                          : "not-an-owner";
+  const char *params[3] = {key, owner, tok};
+  PGresult *r;
+  int rc = run_any(pc, "break", pc->sql[DLOCK__PG_SQL_LEASE_BREAK], 3, params,
+                   deadline_after(pc->timeout_ms), &r);
+  if (rc < 0)
+    return rc;
+  int n = PQntuples(r), ok = 0;
+  dlock_info info;
+  memset(&info, 0, sizeof info);
+  if (n == 1 && PQnfields(r) == 6) {
+    const char *row[4] = {PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3),
+                          PQgetvalue(r, 0, 4)};
+    if (dlock__pg_parse_bool(PQgetvalue(r, 0, 0), &ok) < 0 ||
+        dlock__pg_decode_lease_inspect(row, &info) < 0)
+      rc = dlock_seterr(DLOCK_EBACKEND, "postgres: unexpected reply to break");
+  } else if (n != 0) {
+    rc = dlock_seterr(DLOCK_EBACKEND, "postgres: unexpected reply to break");
+  }
+  PQclear(r);
+  if (rc < 0)
+    return rc;
+  if (n == 0) {
+    broken->held = 0;
+    return 0;
+  }
+  if (!ok)
+    return dlock_seterr(DLOCK_EBUSY,
+                        "postgres: '%s' is held by another holder (token %" PRIu64
+                        ") than the one named: not broken",
+                        key, info.token);
+  *broken = info;
+  lease_gc(pc);
+  return 0;
+}
+
+/* A lock this client holds is given back on its own session, which keeps
+ * its other locks: 0 with *BROKEN, DLOCK_EBUSY when HOLDER names another
+ * holder, 1 when no lock of this client has KEY. */
+static int adv_break_own(pg_client *pc, const char *key, size_t keylen, int64_t k,
+                         const dlock_info *holder, dlock_info *broken) {
+  dlock_backend_lock *bl = NULL;
+  pg_conn *cn = NULL;
+  pthread_mutex_lock(&pc->mu);
+  for (pg_conn *o = pc->conns; o && !bl; o = o->next)
+    for (size_t i = 0; i < o->nheld; i++) {
+      dlock_backend_lock *h = o->held[i];
+      pg_lock *pl = h->priv;
+      if (pl->key == k && !pl->expired && !o->dead && h->keylen == keylen &&
+          memcmp(h->key, key, keylen) == 0) {
+        bl = h;
+        cn = o;
+        break;
+      }
+    }
+  if (!bl) {
+    pthread_mutex_unlock(&pc->mu);
+    return 1;
+  }
+  if ((holder->owner[0] && !dlock__pg_owner_names(holder->owner, bl->owner)) ||
+      (!holder->owner[0] && holder->token && holder->token != bl->token)) {
+    uint64_t t = bl->token;
+    pthread_mutex_unlock(&pc->mu);
+    return dlock_seterr(DLOCK_EBUSY,
+                        "postgres: '%s' is held by another holder (token %" PRIu64
+                        ") than the one named: not broken",
+                        key, t);
+  }
+  /* Claimed as the monitor claims an expired lock: the holder's renewal
+   * and release find it gone, and nothing unlocks it twice. */
+  pg_lock *pl = bl->priv;
+  pl->expired = 1;
+  int64_t key64 = pl->key;
+  memset(broken, 0, sizeof *broken);
+  broken->held = 1;
+  broken->token = bl->token;
+  broken->ttl_ms = -1;
+  snprintf(broken->owner, sizeof broken->owner, "%s", bl->owner);
+  snprintf(broken->label, sizeof broken->label, "%s", bl->label);
+  cn->users++;
+  pthread_mutex_unlock(&pc->mu);
+  pthread_mutex_lock(&cn->mu);
+  int gone = 0;
+  if (cn->pg) {
+    char kbuf[24];
+    snprintf(kbuf, sizeof kbuf, "%" PRId64, key64);
+    const char *params[1] = {kbuf};
+    PGresult *r;
+    int ok = 0;
+    if (run(pc, cn->pg, "unlock", pc->sql[DLOCK__PG_SQL_ADV_UNLOCK], 1, params,
+            deadline_after(pc->timeout_ms), &r, &gone) == 0) {
+      if (PQntuples(r) != 1 || dlock__pg_parse_bool(PQgetvalue(r, 0, 0), &ok) < 0)
+        ok = 0;
+      PQclear(r);
+    }
+    /* Whatever kept the unlock from saying so, ending the session surely
+     * gives the lock back (and reports its other locks lost). */
+    if (!ok)
+      gone = 1;
+  }
+  conn_put(pc, cn, gone);
+  return 0;
+}
+
+/* Another session holds KEY: end it, unless it is one of this client's
+ * (a lock being taken or given back as this runs).  0 with *BROKEN, 1 to
+ * look again, or a negative code. */
+static int adv_break_session(pg_client *pc, const char *key, int64_t k, int *last_pid,
+                             dlock_info *broken) {
+  uint32_t cls, obj;
+  dlock__pg_advisory_split(k, &cls, &obj);
+  char a[16], b[16], wait[24];
+  snprintf(a, sizeof a, "%" PRIu32, cls);
+  snprintf(b, sizeof b, "%" PRIu32, obj);
+  snprintf(wait, sizeof wait, "%lld", (long long)pc->timeout_ms);
+  pthread_mutex_lock(&pc->mu);
+  int64_t *pids = malloc((pc->nconns + 1) * sizeof *pids);
+  size_t np = 0;
+  for (pg_conn *o = pc->conns; pids && o; o = o->next)
+    pids[np++] = o->pid;
+  pthread_mutex_unlock(&pc->mu);
+  char *spared = pids ? dlock__pg_int_array(pids, np) : NULL;
+  free(pids);
+  if (!spared)
+    return dlock_seterr(DLOCK_ENOMEM, "postgres: out of memory");
+  /* On a session that holds nothing, so the statement never ends its own
+   * session, nor one of this client's that a lock is being taken on. */
+  pg_conn *cn;
+  int rc = conn_get(pc, 1, &cn);
+  if (rc < 0) {
+    free(spared);
+    return rc;
+  }
+  int waits = PQserverVersion(cn->pg) >= 140000;
+  const char *params[4] = {a, b, spared, wait};
+  PGresult *r;
+  int gone = 0;
+  rc = run(pc, cn->pg, "break",
+           pc->sql[waits ? DLOCK__PG_SQL_ADV_BREAK : DLOCK__PG_SQL_ADV_BREAK_NOWAIT],
+           waits ? 4 : 3, params, deadline_after(2 * pc->timeout_ms), &r, &gone);
+  conn_put(pc, cn, gone);
+  free(spared);
+  if (rc == DLOCK_EAUTH && strcmp(last_state, "42501") == 0)
+    return dlock_seterr(DLOCK_EAUTH,
+                        "postgres: '%s' is held by a session that the role of %s may not end: "
+                        "that takes the holding role's privileges or pg_signal_backend (and "
+                        "for a superuser's session, a superuser)",
+                        key, pc->where);
+  if (rc < 0)
+    return rc;
+  int n = PQntuples(r), own = 0, ended = 0, tried = 0;
+  int64_t pid = 0;
+  if (n > 0 && (PQnfields(r) != 3 || dlock__pg_parse_i64(PQgetvalue(r, 0, 0), &pid) < 0 ||
+                dlock__pg_parse_bool(PQgetvalue(r, 0, 1), &own) < 0 ||
+                (tried = !PQgetisnull(r, 0, 2),
+                 tried && dlock__pg_parse_bool(PQgetvalue(r, 0, 2), &ended) < 0)))
+    rc = dlock_seterr(DLOCK_EBACKEND, "postgres: unexpected reply to break");
+  PQclear(r);
+  if (rc < 0)
+    return rc;
+  if (n == 0) {
+    broken->held = 0;
+    return 0;
+  }
+  if (own || !tried)
+    return 1;
+  if (!ended) {
+    /* Gone before the signal reached it, or not gone in time: the next
+     * look tells which. */
+    if (*last_pid == pid)
+      return dlock_seterr(DLOCK_ETIMEDOUT,
+                          "postgres: the session holding '%s' (server process %" PRId64
+                          ") was told to end but had not within %lld ms; its locks go when "
+                          "it does",
+                          key, pid, (long long)pc->timeout_ms);
+    *last_pid = (int)pid;
+    return 1;
+  }
+  memset(broken, 0, sizeof *broken);
+  broken->held = 1;
+  broken->ttl_ms = -1;
+  snprintf(broken->label, sizeof broken->label, "server process %" PRId64, pid);
+  return 0;
+}
+
+/* Advisory mode.  A lock of this client goes back on its own session.
+ * Another's can only go with the session that holds it (the server frees
+ * an advisory lock for nobody else), so breaking it ends that session
+ * with pg_terminate_backend(), and every other lock the session holds
+ * goes too: their holders see them LOST at once, as after any ended
+ * session.  The server keeps no owner or token for a session's lock, so a
+ * break that names its holder is refused unless the lock is this
+ * client's own. */
+static int adv_break(pg_client *pc, const char *key, size_t keylen, const dlock_info *holder,
+                     dlock_info *broken) {
+  int64_t k = dlock__pg_advisory_key(pc->names.prefix, key, keylen);
+  int named = holder->owner[0] || holder->token;
+  int last_pid = 0;
+  for (int attempt = 0; attempt < BREAK_ATTEMPTS; attempt++) {
+    int rc = adv_break_own(pc, key, keylen, k, holder, broken);
+    if (rc != 1)
+      return rc;
+    if (named) {
+      dlock_info seen;
+      memset(&seen, 0, sizeof seen);
+      if ((rc = adv_inspect(pc, key, keylen, &seen)) < 0)
+        return rc;
+      if (!seen.held) {
+        broken->held = 0;
+        return 0;
+      }
+      return dlock_seterr(DLOCK_EBUSY,
+                          "postgres: '%s' is held by %s, and advisory mode keeps no owner or "
+                          "token for another client's lock to check the holder named against: "
+                          "not broken (a break naming no holder ends that session)",
+                          key, seen.label);
+    }
+    if ((rc = adv_break_session(pc, key, k, &last_pid, broken)) != 1)
+      return rc;
+  }
+  return dlock_seterr(DLOCK_ETIMEDOUT,
+                      "postgres: '%s' kept changing hands (or was being taken or given back by "
+                      "this client) while it was being broken: try again",
+                      key);
+}
+
 /* ---- operations ---- */
 
 static int pg_try_acquire(dlock_backend_client *bc, dlock_backend_lock *bl) {
@@ -1705,6 +2017,20 @@ static int pg_inspect(dlock_backend_client *bc, const char *key, size_t keylen,
                                         : lease_inspect(pc, key, info);
 }
 
+static int pg_list(dlock_backend_client *bc, const char *prefix, size_t prefixlen,
+                   dlock_backend_emit_fn emit, void *ud) {
+  pg_client *pc = bc->priv;
+  return pc->mode == DLOCK__PG_ADVISORY ? adv_list(pc)
+                                        : lease_list(pc, prefix, prefixlen, emit, ud);
+}
+
+static int pg_force_release(dlock_backend_client *bc, const char *key, size_t keylen,
+                            const dlock_info *holder, dlock_info *broken) {
+  pg_client *pc = bc->priv;
+  return pc->mode == DLOCK__PG_ADVISORY ? adv_break(pc, key, keylen, holder, broken)
+                                        : lease_break(pc, key, holder, broken);
+}
+
 static const char *const pg_schemes[] = {"postgres", "postgresql", NULL};
 
 const dlock_backend_ops dlock__pg_ops = {
@@ -1716,7 +2042,8 @@ const dlock_backend_ops dlock__pg_ops = {
      * unreachable one at least a ttl, which bounds how long we may call a
      * lock held without hearing from the server. */
     .caps = DLOCK_CAP_FENCING | DLOCK_CAP_NATIVE_WAIT | DLOCK_CAP_FAIR | DLOCK_CAP_LOSS_DETECT |
-            DLOCK_CAP_SERVER_TTL | DLOCK_CAP_CROSS_HOST | DLOCK_CAP_CROSS_PROCESS,
+            DLOCK_CAP_SERVER_TTL | DLOCK_CAP_CROSS_HOST | DLOCK_CAP_CROSS_PROCESS |
+            DLOCK_CAP_LIST | DLOCK_CAP_BREAK,
     .client_size = sizeof(pg_client),
     .lock_size = sizeof(pg_lock),
     .open = pg_open,
@@ -1728,4 +2055,6 @@ const dlock_backend_ops dlock__pg_ops = {
     .renew_many = pg_renew_many,
     .inspect = pg_inspect,
     .control = NULL,
+    .list = pg_list,
+    .force_release = pg_force_release,
 };

@@ -13,6 +13,7 @@
 #include <libpq-fe.h>
 
 #include "backends/postgres/pg-codec.h"
+#include "dlock/admin.h"
 #include "faults.h"
 #include "event.h"
 
@@ -329,6 +330,385 @@ static void p6_messages_hide_the_password(void **state) {
   }
 }
 
+/* ---- list and break ---- */
+
+struct listed {
+  int calls;
+  char keys[8][300];
+  dlock_info infos[8];
+  unsigned char *seen; /* p7's numbered keys, each counted once */
+  int numbered, dup;
+  const char *numbered_prefix;
+};
+
+static int note_listed(void *arg, const char *key, const dlock_info *info) {
+  struct listed *ls = arg;
+  if (ls->calls < 8) {
+    snprintf(ls->keys[ls->calls], sizeof ls->keys[0], "%s", key);
+    ls->infos[ls->calls] = *info;
+  }
+  ls->calls++;
+  size_t pl = ls->numbered_prefix ? strlen(ls->numbered_prefix) : 0;
+  if (pl && strncmp(key, ls->numbered_prefix, pl) == 0) {
+    int i = atoi(key + pl);
+    if (i >= 0 && i < ls->numbered) {
+      ls->dup += ls->seen[i];
+      ls->seen[i] = 1;
+    }
+  }
+  return 0;
+}
+
+static int list_count(dlock_client *c, const char *prefix, struct listed *ls) {
+  memset(ls->keys, 0, sizeof ls->keys);
+  ls->calls = 0;
+  int rc = dlock_list(c, prefix, note_listed, ls);
+  if (rc != 0)
+    fail_msg("dlock_list('%s') = %s: %s", prefix, dlock_err_name(rc), dlock_client_errmsg(NULL));
+  return ls->calls;
+}
+
+#define P7_MANY 1100
+
+/* Advisory mode keeps hashes, and says so.  A lease table is listed by the
+ * bytes of the names: '%' and '_' are no patterns, a prefix that ends
+ * part-way through a character still finds the keys that begin with it,
+ * and more locks than one statement returns come back once each. */
+static void p7_list_by_name(void **state) {
+  (void)state;
+  dlock_client *a = open_url(p_url);
+  if (!is_lease()) {
+    assert_false(dlock_client_caps(a) & DLOCK_CAP_LIST);
+    assert_true(dlock_client_caps(a) & DLOCK_CAP_BREAK);
+    struct listed ls = {0};
+    assert_int_equal(dlock_list(a, conf_key(""), note_listed, &ls), DLOCK_ENOTSUP);
+    const char *m = dlock_client_errmsg(NULL);
+    printf("# %s\n", m);
+    assert_non_null(strstr(m, "hash"));
+    assert_non_null(strstr(m, "mode=lease"));
+    dlock_url *u = NULL;
+    assert_int_equal(dlock__url_parse(p_url, &u), 0);
+    const char *pw = dlock_url_password(u);
+    if (pw && *pw && strstr(m, pw))
+      fail_msg("the message shows the URL's password: %s", m);
+    dlock__url_free(u);
+    assert_int_equal(ls.calls, 0);
+    dlock_close(a);
+    return;
+  }
+  assert_true(dlock_client_caps(a) & DLOCK_CAP_LIST);
+  assert_true(dlock_client_caps(a) & DLOCK_CAP_BREAK);
+  char pre[256], k[4][300], q[320];
+  snprintf(pre, sizeof pre, "%s", conf_key("p7/"));
+  const char *tails[4] = {"100%_done", "100x_done", "\xc3\xbc-u", "\xc3\xa4-a"};
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.ttl_ms = 60000;
+  o.owner_label = "p7 lister";
+  dlock_lock *l[4];
+  for (int i = 0; i < 4; i++) {
+    snprintf(k[i], sizeof k[i], "%s%s", pre, tails[i]);
+    assert_int_equal(dlock_try_acquire(a, k[i], &o, &l[i]), 0);
+  }
+  struct listed ls = {0};
+  snprintf(q, sizeof q, "%s100%%", pre);
+  assert_int_equal(list_count(a, q, &ls), 1);
+  assert_string_equal(ls.keys[0], k[0]);
+  assert_int_equal(ls.infos[0].token, dlock_lock_token(l[0]));
+  assert_string_equal(ls.infos[0].owner, dlock_lock_owner(l[0]));
+  assert_string_equal(ls.infos[0].label, "p7 lister");
+  assert_true(ls.infos[0].ttl_ms > 50000 && ls.infos[0].ttl_ms <= 60000);
+  snprintf(q, sizeof q, "%s100_", pre);
+  assert_int_equal(list_count(a, q, &ls), 0);
+  snprintf(q, sizeof q, "%s\xc3", pre);
+  assert_int_equal(list_count(a, q, &ls), 2);
+  snprintf(q, sizeof q, "%s\xc3\xbc", pre);
+  assert_int_equal(list_count(a, q, &ls), 1);
+  assert_string_equal(ls.keys[0], k[2]);
+  /* Bytes no key can begin with: nothing, and no error from the server. */
+  snprintf(q, sizeof q, "%s\xff", pre);
+  assert_int_equal(list_count(a, q, &ls), 0);
+  snprintf(q, sizeof q, "%s\xc3(", pre);
+  assert_int_equal(list_count(a, q, &ls), 0);
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(dlock_release(l[i]), 0);
+
+  char mp[256];
+  snprintf(mp, sizeof mp, "%s", conf_key("p7-many/"));
+  dlock_lock **many = calloc(P7_MANY, sizeof *many);
+  unsigned char *seen = calloc(P7_MANY, 1);
+  assert_non_null(many);
+  assert_non_null(seen);
+  for (int i = 0; i < P7_MANY; i++) {
+    char key[300];
+    snprintf(key, sizeof key, "%s%d", mp, i);
+    assert_int_equal(dlock_try_acquire(a, key, &o, &many[i]), 0);
+  }
+  struct listed all = {.seen = seen, .numbered = P7_MANY, .numbered_prefix = mp};
+  int64_t t0 = now_ms();
+  assert_int_equal(list_count(a, mp, &all), P7_MANY);
+  printf("# %d locks listed in %lld ms\n", P7_MANY, (long long)(now_ms() - t0));
+  assert_int_equal(all.dup, 0);
+  for (int i = 0; i < P7_MANY; i++)
+    assert_int_equal(seen[i], 1);
+  for (int i = 0; i < P7_MANY; i++)
+    assert_int_equal(dlock_release(many[i]), 0);
+  free(many);
+  free(seen);
+  dlock_close(a);
+}
+
+/* Until the server shows the client of application_name APP listening:
+ * a lease waiter has registered and will hear the next NOTIFY. */
+static int server_shows_listener(const char *app) {
+  int lease;
+  dlock__pg_names names;
+  PGconn *pg = conf_pg_connect(p_url, &lease, &names);
+  if (!pg)
+    return 0;
+  char listen[96];
+  snprintf(listen, sizeof listen, "LISTEN %s", names.channel);
+  const char *params[2] = {app, listen};
+  int seen = 0;
+  for (int64_t end = now_ms() + 10000; !seen && now_ms() < end;) {
+    PGresult *r = PQexecParams(pg,
+                               "SELECT 1 FROM pg_stat_activity WHERE application_name = $1 "
+                               "AND query = $2",
+                               2, NULL, params, NULL, NULL, 0);
+    seen = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0;
+    PQclear(r);
+  }
+  PQfinish(pg);
+  return seen;
+}
+
+struct timed_waiter {
+  dlock_client *c;
+  const char *key;
+  int rc;
+  int64_t got_ms;
+  dlock_lock *l;
+  struct event done;
+};
+
+static void *timed_wait_main(void *arg) {
+  struct timed_waiter *w = arg;
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.wait_ms = 30000;
+  w->rc = dlock_acquire(w->c, w->key, &o, &w->l);
+  w->got_ms = now_ms();
+  event_signal(&w->done);
+  return NULL;
+}
+
+/* A break wakes a blocked waiter as a release does (the server's lock
+ * queue; the release's NOTIFY), not when the holder's minute-long lease
+ * would have run out. */
+static void p8_break_wakes_waiter(void **state) {
+  (void)state;
+  char app[64], extra[96], k[256];
+  snprintf(app, sizeof app, "dlock-conf-%s-p8", conf_run_id);
+  snprintf(extra, sizeof extra, "application_name=%s", app);
+  snprintf(k, sizeof k, "%s", conf_key("p8"));
+  dlock_client *a = open_url(p_url), *b = open_url(conf_url_with(p_url, extra)),
+               *op = open_url(p_url);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.ttl_ms = 60000;
+  dlock_lock *h;
+  assert_int_equal(dlock_try_acquire(a, k, &o, &h), 0);
+  struct timed_waiter w = {.c = b, .key = k};
+  event_init(&w.done);
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, timed_wait_main, &w), 0);
+  if (!is_lease())
+    assert_true(server_shows_waiter(k));
+  else if (dlock_client_caps(b) & DLOCK_CAP_NATIVE_WAIT)
+    assert_true(server_shows_listener(app));
+  /* Behind a pooler the waiter polls, and may not be asleep yet: then
+   * this shows only that it gets the lock once broken. */
+  assert_int_equal(event_wait(&w.done, 1, 200), 0);
+  int64_t t0 = now_ms();
+  dlock_info got;
+  assert_int_equal(dlock_break(op, k, NULL, &got), 0);
+  assert_int_equal(got.held, 1);
+  assert_int_equal(event_wait(&w.done, 1, 10000), 1);
+  pthread_join(t, NULL);
+  assert_int_equal(w.rc, 0);
+  printf("# the waiter got the lock %lld ms after the break (holder's ttl 60 s)\n",
+         (long long)(w.got_ms - t0));
+  assert_true(w.got_ms - t0 < 2000);
+  assert_true(dlock_lock_token(w.l) > dlock_lock_token(h));
+  assert_int_equal(dlock_release(w.l), 0);
+  assert_int_equal(dlock_release(h), DLOCK_ELOST);
+  dlock_close(op);
+  dlock_close(b);
+  dlock_close(a);
+}
+
+/* The server process that holds KEY's advisory lock, or 0. */
+static long holder_pid(const char *key) {
+  int lease;
+  dlock__pg_names names;
+  PGconn *pg = conf_pg_connect(p_url, &lease, &names);
+  if (!pg)
+    return 0;
+  uint32_t cls, obj;
+  dlock__pg_advisory_split(dlock__pg_advisory_key(names.prefix, key, strlen(key)), &cls, &obj);
+  char a[16], b[16];
+  snprintf(a, sizeof a, "%u", cls);
+  snprintf(b, sizeof b, "%u", obj);
+  const char *params[2] = {a, b};
+  PGresult *r = PQexecParams(pg,
+                             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                             "AND classid = $1::bigint::oid AND objid = $2::bigint::oid "
+                             "AND objsubid = 1",
+                             2, NULL, params, NULL, NULL, 0);
+  long pid = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1
+                 ? atol(PQgetvalue(r, 0, 0))
+                 : 0;
+  PQclear(r);
+  PQfinish(pg);
+  return pid;
+}
+
+struct p9_lock {
+  char key[256];
+  dlock_lock *l;
+  struct event lost;
+};
+
+static void p9_take(dlock_client *c, struct p9_lock *p, const char *name, int64_t wait_ms) {
+  snprintf(p->key, sizeof p->key, "%s", conf_key(name));
+  event_init(&p->lost);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.ttl_ms = 60000;
+  o.wait_ms = wait_ms;
+  o.on_lost = event_on_lost;
+  o.on_lost_arg = &p->lost;
+  o.owner_label = "p9 holder";
+  int rc = dlock_acquire(c, p->key, &o, &p->l);
+  if (rc != 0)
+    fail_msg("acquire '%s': %s: %s", p->key, dlock_err_name(rc), dlock_client_errmsg(NULL));
+}
+
+struct p9_wait {
+  dlock_client *c;
+  struct p9_lock *p;
+  const char *name;
+};
+
+static void *p9_wait_main(void *arg) {
+  struct p9_wait *w = arg;
+  p9_take(w->c, w->p, w->name, 30000);
+  return NULL;
+}
+
+/* What a break does to the holder's other locks.  Advisory mode: another
+ * client's lock goes with the whole session that holds it, so that
+ * session's other locks are LOST at once too, and the holder's locks on
+ * its other sessions stay; a client's own lock goes back alone, on its
+ * session.  Lease mode: only the row broken. */
+static void p9_break_and_the_holders_other_locks(void **state) {
+  (void)state;
+  dlock_client *a = open_url(p_url), *b = open_url(p_url), *c = open_url(p_url);
+  static struct p9_lock k1, k2, k3, k4;
+  p9_take(a, &k1, "p9-1", 0);
+  p9_take(a, &k2, "p9-2", 0);
+  if (is_lease()) {
+    dlock_info got;
+    assert_int_equal(dlock_break(b, k1.key, NULL, &got), 0);
+    assert_int_equal(got.held, 1);
+    assert_int_equal(got.token, dlock_lock_token(k1.l));
+    assert_int_equal(dlock_renew(k2.l, 0), 0);
+    assert_int_equal(dlock_renew(k1.l, 0), DLOCK_ELOST);
+    assert_int_equal(event_wait(&k2.lost, 1, 0), 0);
+    assert_int_equal(dlock_lock_state(k2.l), DLOCK_HELD);
+    dlock_lock *l;
+    dlock_options o = DLOCK_OPTIONS_INIT;
+    assert_int_equal(dlock_try_acquire(b, k1.key, &o, &l), 0);
+    assert_int_equal(dlock_release(l), 0);
+    assert_int_equal(dlock_release(k1.l), DLOCK_ELOST);
+    assert_int_equal(dlock_release(k2.l), 0);
+    dlock_close(a);
+    dlock_close(b);
+    dlock_close(c);
+    return;
+  }
+  /* One session carries k1 and k2; k3, obtained by a wait, one of its own. */
+  long s1 = holder_pid(k1.key);
+  assert_true(s1 > 0);
+  assert_int_equal(holder_pid(k2.key), s1);
+  struct p9_lock blocker;
+  p9_take(c, &blocker, "p9-3", 0);
+  struct p9_wait w = {.c = a, .p = &k3, .name = "p9-3"};
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, p9_wait_main, &w), 0);
+  assert_true(server_shows_waiter(blocker.key));
+  assert_int_equal(dlock_release(blocker.l), 0);
+  pthread_join(t, NULL);
+  long s2 = holder_pid(k3.key);
+  assert_true(s2 > 0 && s2 != s1);
+
+  /* A break that names a holder cannot be checked against another
+   * client's session: refused, and nothing happens to it. */
+  dlock_info named = {0}, got;
+  named.token = dlock_lock_token(k1.l);
+  assert_int_equal(dlock_break(b, k1.key, &named, &got), DLOCK_EBUSY);
+  printf("# %s\n", dlock_client_errmsg(NULL));
+  assert_non_null(strstr(dlock_client_errmsg(NULL), "advisory"));
+  assert_int_equal(holder_pid(k1.key), s1);
+  assert_int_equal(dlock_renew(k1.l, 0), 0);
+
+  int64_t t0 = now_ms();
+  assert_int_equal(dlock_break(b, k1.key, NULL, &got), 0);
+  int64_t took = now_ms() - t0;
+  int early = event_wait(&k1.lost, 1, 0) + event_wait(&k2.lost, 1, 0);
+  assert_int_equal(got.held, 1);
+  char label[64];
+  snprintf(label, sizeof label, "server process %ld", s1);
+  assert_string_equal(got.label, label);
+  assert_int_equal(event_wait(&k1.lost, 1, 5000), 1);
+  assert_int_equal(event_wait(&k2.lost, 1, 5000), 1);
+  printf("# the break took %lld ms (the server waits for the session to end); %d of the "
+         "session's 2 locks were LOST by then, both after %lld ms\n",
+         (long long)took, early, (long long)(now_ms() - t0));
+  assert_int_equal(dlock_lock_state(k1.l), DLOCK_LOST);
+  assert_int_equal(dlock_lock_state(k2.l), DLOCK_LOST);
+  dlock_lock *l;
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  assert_int_equal(dlock_try_acquire(b, k2.key, &o, &l), 0);
+  assert_int_equal(dlock_release(l), 0);
+  /* The holder's other session is untouched. */
+  assert_int_equal(dlock_lock_state(k3.l), DLOCK_HELD);
+  assert_int_equal(dlock_renew(k3.l, 0), 0);
+  assert_int_equal(holder_pid(k3.key), s2);
+  assert_int_equal(event_wait(&k3.lost, 1, 0), 0);
+
+  /* A's own break of k3 gives it back on its session, which keeps k4. */
+  p9_take(a, &k4, "p9-4", 0);
+  assert_int_equal(holder_pid(k4.key), s2);
+  dlock_info mine = {0};
+  mine.token = dlock_lock_token(k3.l);
+  assert_int_equal(dlock_break(a, k3.key, &mine, &got), 0);
+  assert_int_equal(got.held, 1);
+  assert_int_equal(got.token, dlock_lock_token(k3.l));
+  assert_string_equal(got.owner, dlock_lock_owner(k3.l));
+  assert_string_equal(got.label, "p9 holder");
+  assert_int_equal(dlock_lock_state(k3.l), DLOCK_LOST);
+  assert_int_equal(dlock_try_acquire(b, k3.key, &o, &l), 0);
+  assert_int_equal(dlock_release(l), 0);
+  assert_int_equal(dlock_renew(k4.l, 0), 0);
+  assert_int_equal(holder_pid(k4.key), s2);
+  assert_int_equal(event_wait(&k4.lost, 1, 0), 0);
+
+  assert_int_equal(dlock_release(k1.l), DLOCK_ELOST);
+  assert_int_equal(dlock_release(k2.l), DLOCK_ELOST);
+  assert_int_equal(dlock_release(k3.l), DLOCK_ELOST);
+  assert_int_equal(dlock_release(k4.l), 0);
+  dlock_close(a);
+  dlock_close(b);
+  dlock_close(c);
+}
+
 /* Cases of faults_pg.c. */
 extern const char *conf_pg_url;
 void conf_pg_no_grant_while_shutting_down(void **state);
@@ -368,6 +748,16 @@ const struct conf_case *conf_pg_cases(const char *url, size_t *n) {
       {"conf_pg_slow_first_grant_draws_late",
        "a slow first grant draws its token again once it holds the row",
        conf_pg_slow_first_grant_draws_late, NULL, 0},
+      {"p7_list_by_name",
+       "lease rows are listed by the bytes of their names; advisory mode says why it cannot",
+       p7_list_by_name, NULL, 0},
+      {"p8_break_wakes_waiter",
+       "a break wakes a blocked waiter as a release does",
+       p8_break_wakes_waiter, NULL, 0},
+      {"p9_break_and_the_holders_other_locks",
+       "advisory: a break ends the holder's session and its other locks, a client's own goes "
+       "alone; lease: only the row",
+       p9_break_and_the_holders_other_locks, NULL, 0},
       {"conf_pg_failed_probe_keeps_other_locks",
        "a grant whose server probe fails on the client's side is given back alone",
        conf_pg_failed_probe_keeps_other_locks, NULL, 0},

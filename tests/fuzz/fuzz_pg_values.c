@@ -5,7 +5,11 @@
  * (integers), a bool is only "t" or "f", a uuid becomes the 32 lower-case
  * hex digits it spells, SQLSTATEs map to the documented codes, decoded
  * rows keep their strings in bounds; and the array literals built from
- * the same values read back, element by element, as those values. */
+ * the same values read back, element by element, as those values.  The
+ * first value is also a list prefix, whose part sent as text is UTF-8,
+ * all of it when it is UTF-8 and at most an unfinished character short
+ * (so every cut of a UTF-8 key can be sent), and a break's owner, checked
+ * the way plain versions of the owner checks read it. */
 #include <ctype.h>
 #include <inttypes.h>
 
@@ -117,6 +121,40 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                "element %zu of %s is not \"%s\"", i, lit, row[i]);
   free(item);
   free(lit);
+
+  size_t n0 = strlen(row[0]);
+  long tl = dlock__pg_prefix_text_len(row[0], n0);
+  FUZZ_CHECK(tl >= -1 && tl <= (long)n0, "prefix text length %ld of %zu", tl, n0);
+  if (tl >= 0) {
+    FUZZ_CHECK(dlock__pg_prefix_text_len(row[0], (size_t)tl) == tl, "text part is not UTF-8");
+    FUZZ_CHECK(n0 - (size_t)tl < 4, "%zu bytes held back", n0 - (size_t)tl);
+  }
+  if (tl == (long)n0)
+    for (size_t m = 0; m <= n0; m++) {
+      long c = dlock__pg_prefix_text_len(row[0], m);
+      FUZZ_CHECK(c >= 0 && (size_t)c <= m && m - (size_t)c < 4, "cut at %zu: %ld", m, c);
+      FUZZ_CHECK(c == (long)m || (((unsigned char)row[0][c] & 0xc0) == 0xc0),
+                 "cut at %zu held back from a byte that begins no character", m);
+    }
+  /* Owners, against plain versions: hex digits and dashes; equal once
+   * dashes are dropped and A-F lowered. */
+  int hexdash = 1;
+  char *ref = malloc(n0 + 1);
+  if (!ref)
+    abort();
+  size_t o = 0;
+  for (const char *p = row[0]; *p; p++) {
+    hexdash &= (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') ||
+               (*p >= 'A' && *p <= 'F') || *p == '-';
+    if (*p != '-')
+      ref[o++] = *p >= 'A' && *p <= 'F' ? (char)(*p - 'A' + 'a') : *p;
+  }
+  ref[o] = '\0';
+  FUZZ_CHECK(dlock__pg_owner_text_ok(row[0]) == hexdash, "owner text \"%s\"", row[0]);
+  if (n > 1)
+    FUZZ_CHECK(dlock__pg_owner_names(row[0], row[1]) == (strcmp(ref, row[1]) == 0),
+               "owner \"%s\" against \"%s\"", row[0], row[1]);
+  free(ref);
 
   dlock__pg_names names;
   if (dlock__pg_names_init(row[0], &names) == 0) {

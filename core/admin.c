@@ -77,6 +77,9 @@ static int break_lock(dlock_client *c, const char *key, const dlock_info *holder
   if (holder) {
     want.token = holder->token;
     memcpy(want.owner, holder->owner, sizeof want.owner - 1);
+    /* Where the store names a holder by neither (PostgreSQL advisory
+     * locks: the server session), inspect's label is what was seen. */
+    memcpy(want.label, holder->label, sizeof want.label - 1);
   }
   memset(&got, 0, sizeof got);
   got.ttl_ms = -1;

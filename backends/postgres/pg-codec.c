@@ -284,12 +284,16 @@ int dlock__pg_sql(const dlock__pg_names *n, enum dlock__pg_sql which, char *buf,
      * locks it gives back itself) are never signalled.  From 14 on the
      * server waits up to $4 ms for the session to be gone, and its locks
      * with it. */
+    /* The last parameter is the server process the caller saw holding
+     * the lock (0: none named): another one is not signalled. */
     w = snprintf(buf, len,
                  "WITH h AS MATERIALIZED (SELECT pid FROM pg_locks WHERE " ADV_HELD
                  " AND pid <> pg_backend_pid()) "
                  "SELECT h.pid, h.pid = ANY($3::int[]), CASE WHEN h.pid <> ALL($3::int[]) AND "
+                 "($%d::int = 0 OR h.pid = $%d::int) AND "
                  "EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = h.pid AND " ADV_HELD
                  ") THEN pg_terminate_backend(h.pid%s) END FROM h",
+                 which == DLOCK__PG_SQL_ADV_BREAK ? 5 : 4, which == DLOCK__PG_SQL_ADV_BREAK ? 5 : 4,
                  which == DLOCK__PG_SQL_ADV_BREAK ? ", $4::bigint" : "");
     break;
   case DLOCK__PG_SQL_COUNT:

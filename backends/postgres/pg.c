@@ -1840,14 +1840,15 @@ static int adv_break_own(pg_client *pc, const char *key, size_t keylen, int64_t 
 /* Another session holds KEY: end it, unless it is one of this client's
  * (a lock being taken or given back as this runs).  0 with *BROKEN, 1 to
  * look again, or a negative code. */
-static int adv_break_session(pg_client *pc, const char *key, int64_t k, int *last_pid,
-                             dlock_info *broken) {
+static int adv_break_session(pg_client *pc, const char *key, int64_t k, int64_t want_pid,
+                             int *last_pid, dlock_info *broken) {
   uint32_t cls, obj;
   dlock__pg_advisory_split(k, &cls, &obj);
-  char a[16], b[16], wait[24];
+  char a[16], b[16], wait[24], want[24];
   snprintf(a, sizeof a, "%" PRIu32, cls);
   snprintf(b, sizeof b, "%" PRIu32, obj);
   snprintf(wait, sizeof wait, "%lld", (long long)pc->timeout_ms);
+  snprintf(want, sizeof want, "%" PRId64, want_pid);
   pthread_mutex_lock(&pc->mu);
   int64_t *pids = malloc((pc->nconns + 1) * sizeof *pids);
   size_t np = 0;
@@ -1867,12 +1868,12 @@ static int adv_break_session(pg_client *pc, const char *key, int64_t k, int *las
     return rc;
   }
   int waits = PQserverVersion(cn->pg) >= 140000;
-  const char *params[4] = {a, b, spared, wait};
+  const char *params[5] = {a, b, spared, waits ? wait : want, want};
   PGresult *r;
   int gone = 0;
   rc = run(pc, cn->pg, "break",
            pc->sql[waits ? DLOCK__PG_SQL_ADV_BREAK : DLOCK__PG_SQL_ADV_BREAK_NOWAIT],
-           waits ? 4 : 3, params, deadline_after(2 * pc->timeout_ms), &r, &gone);
+           waits ? 5 : 4, params, deadline_after(2 * pc->timeout_ms), &r, &gone);
   conn_put(pc, cn, gone);
   free(spared);
   if (rc == DLOCK_EAUTH && strcmp(last_state, "42501") == 0)
@@ -1897,6 +1898,11 @@ static int adv_break_session(pg_client *pc, const char *key, int64_t k, int *las
     broken->held = 0;
     return 0;
   }
+  if (want_pid && pid != want_pid && !own)
+    return dlock_seterr(DLOCK_EBUSY,
+                        "postgres: '%s' is held by server process %" PRId64
+                        " now, not by %" PRId64 " as named: not broken",
+                        key, pid, want_pid);
   if (own || !tried)
     return 1;
   if (!ended) {
@@ -1931,6 +1937,12 @@ static int adv_break(pg_client *pc, const char *key, size_t keylen, const dlock_
   int64_t k = dlock__pg_advisory_key(pc->names.prefix, key, keylen);
   int named = holder->owner[0] || holder->token;
   int last_pid = 0;
+  /* What inspect showed of another client's holder: its session. */
+  int64_t want_pid = 0;
+  const char *sp = "server process ";
+  if (strncmp(holder->label, sp, strlen(sp)) == 0 &&
+      (dlock__pg_parse_i64(holder->label + strlen(sp), &want_pid) < 0 || want_pid <= 0))
+    want_pid = 0;
   for (int attempt = 0; attempt < BREAK_ATTEMPTS; attempt++) {
     int rc = adv_break_own(pc, key, keylen, k, holder, broken);
     if (rc != 1)
@@ -1950,7 +1962,7 @@ static int adv_break(pg_client *pc, const char *key, size_t keylen, const dlock_
                           "not broken (a break naming no holder ends that session)",
                           key, seen.label);
     }
-    if ((rc = adv_break_session(pc, key, k, &last_pid, broken)) != 1)
+    if ((rc = adv_break_session(pc, key, k, want_pid, &last_pid, broken)) != 1)
       return rc;
   }
   return dlock_seterr(DLOCK_ETIMEDOUT,

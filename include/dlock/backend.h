@@ -167,7 +167,9 @@ typedef struct dlock_backend_ops {
               dlock_backend_emit_fn emit, void *ud);
   /* Optional: an operator's forced release of KEY.  Only while the store
    * names HOLDER's holder: its owner when HOLDER->owner is not "", else its
-   * token when HOLDER->token is not 0, else whoever holds KEY; the check
+   * token when HOLDER->token is not 0, else whoever holds KEY (a store that
+   * names holders by neither may check HOLDER->label, what its inspect
+   * said: PostgreSQL advisory mode, the server process); the check
    * and the release are one step at the store.  0 with *BROKEN what the
    * store said of the holder it released (BROKEN->held 0: nobody held KEY,
    * nothing done); DLOCK_EBUSY when KEY is held by another than HOLDER's

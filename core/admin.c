@@ -53,11 +53,17 @@ static int list_locks(dlock_client *c, const char *prefix, dlock_list_fn fn, voi
  * operator: it is lost now, not at its next renewal. */
 static void mark_own_broken(dlock_client *c, const char *key, const dlock_info *broken) {
   pthread_mutex_lock(&c->mu);
-  for (struct dlock_lock *l = dlock__table_find(c, key); l; l = l->hnext)
-    if (strcmp(l->key, key) == 0 && l->state == DLOCK_HELD &&
-        ((broken->owner[0] && strcmp(l->owner, broken->owner) == 0) ||
-         (!broken->owner[0] && broken->token && l->bl.token == broken->token)))
+  for (struct dlock_lock *l = dlock__table_find(c, key); l; l = l->hnext) {
+    if (strcmp(l->key, key) != 0 ||
+        !((broken->owner[0] && strcmp(l->owner, broken->owner) == 0) ||
+          (!broken->owner[0] && broken->token && l->bl.token == broken->token)))
+      continue;
+    /* An acquire still returning the grant must not turn it HELD. */
+    if (l->state == 0)
+      l->lost_early = true;
+    else
       dlock__mark_lost(c, l, "an operator broke it");
+  }
   pthread_mutex_unlock(&c->mu);
 }
 
@@ -74,6 +80,19 @@ static int break_lock(dlock_client *c, const char *key, const dlock_info *holder
     return dlock_seterr(DLOCK_ENOTSUP, "backend '%s' cannot break locks", c->ops->name);
   dlock_info want, got;
   memset(&want, 0, sizeof want);
+  memset(&got, 0, sizeof got);
+  got.ttl_ms = -1;
+  if (holder && !holder->held) {
+    /* What was looked at was free: whoever holds KEY now came later. */
+    if (broken)
+      *broken = got;
+    return 0;
+  }
+  if (holder && !holder->owner[0] && !holder->token && !holder->label[0])
+    return dlock_seterr(DLOCK_EBUSY,
+                        "dlock_break: the holder named has no owner, token or label to be told "
+                        "by (inspect it again): '%s' not broken",
+                        key);
   if (holder) {
     want.token = holder->token;
     memcpy(want.owner, holder->owner, sizeof want.owner - 1);
@@ -81,8 +100,6 @@ static int break_lock(dlock_client *c, const char *key, const dlock_info *holder
      * locks: the server session), inspect's label is what was seen. */
     memcpy(want.label, holder->label, sizeof want.label - 1);
   }
-  memset(&got, 0, sizeof got);
-  got.ttl_ms = -1;
   rc = c->ops->force_release(&c->bc, key, keylen, &want, &got);
   if (rc < 0)
     return rc;

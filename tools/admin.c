@@ -129,7 +129,8 @@ static int list_main(const char *url, const char *prefix, int json) {
   } else if (rc < 0) {
     code = cli_fail(rc, "cannot list the locks", dlock_client_errmsg(c));
   } else {
-    qsort(e.v, e.n, sizeof *e.v, by_key);
+    if (e.n > 1) /* qsort's array must not be NULL, even for no element */
+      qsort(e.v, e.n, sizeof *e.v, by_key);
     if (json) {
       printf("[");
       for (size_t i = 0; i < e.n; i++) {
@@ -242,11 +243,15 @@ static int break_main(const char *url, const char *key, int yes, uint64_t want_t
     describe(stderr, key, &seen);
     fprintf(stderr, ", not token %" PRIu64 ": nothing broken\n", want_token);
     code = CLI_EXIT_CONFLICT;
+    if (json)
+      printf("{\"broken\":false}\n");
     goto out;
   }
   if (!yes && !confirm(key, &seen)) {
     fprintf(stderr, "dlock: nothing broken\n");
     code = CLI_EXIT_CONFLICT;
+    if (json)
+      printf("{\"broken\":false}\n");
     goto out;
   }
   /* Only the holder just shown: never one that took the lock since. */
@@ -256,6 +261,8 @@ static int break_main(const char *url, const char *key, int yes, uint64_t want_t
     cli_print_safe(stderr, key);
     fprintf(stderr, "' changed hands since it was looked at: nothing broken\n");
     code = CLI_EXIT_CONFLICT;
+    if (json)
+      printf("{\"broken\":false}\n");
   } else if (rc < 0) {
     code = cli_fail(rc, "cannot break the lock", dlock_client_errmsg(c));
   } else if (!broken.held) {

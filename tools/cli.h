@@ -82,8 +82,10 @@ int cli_parse_long(const char *s, long min, long max, long *out);
  * output is always valid JSON whatever a store returns. */
 void cli_json_string(FILE *f, const char *s);
 
-/* S with control characters shown as \xNN: text read from a store must not
- * be able to drive the terminal. */
+/* S with control characters and bytes of no valid UTF-8 sequence shown as
+ * \xNN, and C1 controls and direction or line-separating code points as
+ * \uNNNN: text read from a store must not be able to drive the terminal or
+ * reorder what is shown around it. */
 void cli_print_safe(FILE *f, const char *s);
 
 int64_t cli_now_ns(void);

@@ -294,12 +294,37 @@ void cli_json_string(FILE *f, const char *s) {
   fputc('"', f);
 }
 
+/* The code point of the N-byte sequence at P (cli_utf8_seq said N). */
+static uint32_t utf8_cp(const unsigned char *p, size_t n) {
+  uint32_t cp = p[0] & (n == 2 ? 0x1f : n == 3 ? 0x0f : 0x07);
+  for (size_t i = 1; i < n; i++)
+    cp = (cp << 6) | (p[i] & 0x3f);
+  return cp;
+}
+
+/* Code points that change how the text around them shows rather than
+ * showing themselves: C1 controls (CSI on some terminals), the
+ * direction marks, embeddings, overrides and isolates, the line and
+ * paragraph separators. */
+static int sneaky(uint32_t cp) {
+  return (cp >= 0x80 && cp <= 0x9f) || cp == 0x061c || cp == 0x200e || cp == 0x200f ||
+         (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
 void cli_print_safe(FILE *f, const char *s) {
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    if (*p < 0x20 || *p == 0x7f)
-      fprintf(f, "\\x%02x", *p);
-    else
-      fputc(*p, f);
+  const unsigned char *p = (const unsigned char *)s;
+  while (*p) {
+    size_t n = *p >= 0x80 ? cli_utf8_seq(p) : 1;
+    if (*p < 0x20 || *p == 0x7f || n == 0) {
+      fprintf(f, "\\x%02x", *p); /* a control, or a byte of no valid sequence */
+      p++;
+    } else if (n > 1 && sneaky(utf8_cp(p, n))) {
+      fprintf(f, "\\u%04x", (unsigned)utf8_cp(p, n));
+      p += n;
+    } else {
+      fwrite(p, 1, n, f);
+      p += n;
+    }
   }
 }
 

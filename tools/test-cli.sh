@@ -889,6 +889,21 @@ admin_cases() {
   "$DLOCK" break --yes "$u" "" >/dev/null 2>&1; check "$name: break of an empty key" $EX_USAGE $?
 }
 admin_cases file "file://$tmp/locks"
+# Text a holder chose reaches the operator's terminal escaped: a C1 control
+# (CSI), a direction override, a byte of no UTF-8 sequence.
+rm -f "$tmp/admin-held"
+"$DLOCK" run -n --label "$(printf 'l\xe2\x80\xae\xc2\x9bx\xffy')" "file://$tmp/locks" "esc/$$" -- \
+  sh -c ': >"$1"; sleep 30' sh "$tmp/admin-held" &
+esc_holder=$!
+if await "$tmp/admin-held"; then
+  "$DLOCK" list "file://$tmp/locks" "esc/" >"$tmp/list"; check "list of an awkward label" 0 $?
+  contains "list: a direction override is escaped" "$tmp/list" 'l\u202e\u009bx\xffy'
+  n=$((n + 1))
+  if LC_ALL=C grep -q "$(printf '\xe2\x80\xae')" "$tmp/list"; then
+    echo "not ok $n - list: the raw override reached the terminal"; fails=$((fails + 1))
+  else echo "ok $n - list: no raw override"; fi
+fi
+kill $esc_holder 2>/dev/null; wait $esc_holder 2>/dev/null
 if [ -n "${DLOCK_TEST_REDIS_URL:-}" ]; then
   admin_cases redis "$DLOCK_TEST_REDIS_URL"
 else

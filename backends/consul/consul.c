@@ -1416,6 +1416,11 @@ static int consul_force_release(dlock_backend_client *bc, const char *key, size_
   if (!k)
     return dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
   int rc = 0;
+  /* After the first read only the session it found holding the key is
+   * broken: a break whose answer was lost and that the transport sent
+   * again finds the key gone or another's, and must not go on to the
+   * waiter its delete woke. */
+  char pin[DLOCK_CONSUL_SESSION_MAX] = "";
   for (int round = 0;; round++) {
     dlock__consul_kv kv;
     int f = read_key(cc, k, -1, &kv);
@@ -1429,8 +1434,8 @@ static int consul_force_release(dlock_backend_client *bc, const char *key, size_
       rc = f;
       break;
     }
-    if (f == 0 || !sid[0]) {
-      broken->held = 0; /* nobody holds it: nothing to do */
+    if (f == 0 || !sid[0] || (pin[0] && strcmp(pin, sid) != 0)) {
+      broken->held = 0; /* nobody holds it, or not the one looked at: nothing to do */
       break;
     }
     if (holder->owner[0] ? strcmp(owner, holder->owner) != 0
@@ -1443,6 +1448,7 @@ static int consul_force_release(dlock_backend_client *bc, const char *key, size_
       rc = dlock_seterr(DLOCK_EBACKEND, "consul: '%s' was read without its index", key);
       break;
     }
+    snprintf(pin, sizeof pin, "%s", sid);
     if (round == 4) {
       rc = dlock_seterr(DLOCK_EBUSY, "consul: '%s' kept changing while it was broken; look "
                         "at it again", key);

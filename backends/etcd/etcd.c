@@ -1635,12 +1635,20 @@ static int etcd_force_release(dlock_backend_client *bc, const char *key, size_t 
   char *name = dlock__etcd_lock_name(ec->prefix, key, keylen);
   dlock__etcd_txn t;
   int rc = txn(ec, name ? dlock__etcd_req_first(name) : NULL, bound(ec, deadline), &t, NULL);
+  /* After the first read only the holder it found is broken: a break
+   * whose answer was lost and that the transport sent again finds it gone
+   * and must not go on to the waiter its delete woke. */
+  int64_t pin = holder->owner[0] ? 0 : (int64_t)holder->token;
   /* The first read is res[0] of a txn of one range; a failed break's
    * failure branch is the same. */
   for (int round = 1; rc == 0; round++) {
     const dlock__etcd_kv *kv = first_kv(&t, 0);
     if (!kv || !kv->key) {
       broken->held = 0;
+      break;
+    }
+    if (round > 1 && pin && kv->create_revision != pin) {
+      broken->held = 0; /* the holder looked at went (perhaps by this break) */
       break;
     }
     dlock_info seen;
@@ -1661,6 +1669,8 @@ static int etcd_force_release(dlock_backend_client *bc, const char *key, size_t 
                         "broken; nothing was broken", (int)keylen, key, BREAK_ROUNDS);
       break;
     }
+    if (!pin)
+      pin = kv->create_revision;
     char *hk = strdup(kv->key);
     int64_t create = kv->create_revision, mod = kv->mod_revision, lease = kv->lease;
     dlock__etcd_txn_free(&t);

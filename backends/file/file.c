@@ -621,12 +621,13 @@ static int walk_file(struct walk *w) {
                                 sizeof w->key);
   if (kl < 0 || (size_t)kl < w->wantlen || memcmp(w->key, w->want, w->wantlen) != 0)
     return 0;
-  /* Only the canonical path of its key: any other is no lock anyone takes. */
-  if (dlock__file_key_path(w->fc->dir, w->key, (size_t)kl, w->check, sizeof w->check) < 0) {
+  /* Only the canonical path of its key: any other is no lock anyone takes.
+   * Compared below the directory, however the URL wrote it ("/d//"). */
+  if (dlock__file_key_path("/", w->key, (size_t)kl, w->check, sizeof w->check) < 0) {
     dlock__clear_err();
     return 0;
   }
-  if (strcmp(w->check, w->path) != 0)
+  if (strcmp(w->check + 1, w->path + w->dirlen + 1) != 0)
     return 0;
   int fd = open(w->path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
@@ -690,7 +691,7 @@ static int file_list(dlock_backend_client *bc, const char *prefix, size_t prefix
   memcpy(want + pl, prefix, prefixlen);
   *w = (struct walk){.fc = fc, .want = want, .wantlen = pl + prefixlen, .emit = emit, .ud = ud};
   snprintf(w->path, sizeof w->path, "%s", fc->dir);
-  /* As dlock__file_key_path joins them: no doubled slash. */
+  /* Without trailing slashes: walk_dir joins names with one. */
   w->dirlen = strlen(w->path);
   while (w->dirlen > 1 && w->path[w->dirlen - 1] == '/')
     w->path[--w->dirlen] = '\0';
@@ -708,11 +709,17 @@ static bool names_holder(const dlock_info *info, const dlock_info *holder) {
 
 /* The holder keeps its lock on the file's inode; breaking takes the name
  * from it.  The file is first renamed to a name no key has, which is one
- * step: afterwards, whatever was renamed is known by its inode.  If that
- * is not the file inspected (it was released and taken again in
- * between), it is put back unless a newer file took the name meanwhile.
- * The holder finds at its next renewal that the path names another file
- * (or none), and waiters watching the file are woken by the move. */
+ * step: afterwards, whatever was renamed is known by its inode, and it is
+ * the file inspected only if it is the inode our descriptor still holds
+ * open (a deleted file's inode number is reused once its last descriptor
+ * closes), still locked and naming the same owner.  If it is another (the
+ * lock was released and taken again in between), it is put back, unless a
+ * newer file took the name meanwhile: then it stays under its tombstone
+ * name, and its holder finds at its next renewal that the path names
+ * another file.  A renewal of the file put back that falls in that window
+ * also finds the path missing and reports a loss.  The holder broken finds
+ * at its next renewal that the path names another file (or none), and
+ * waiters watching the file are woken by the move. */
 static int file_force_release(dlock_backend_client *bc, const char *key, size_t keylen,
                               const dlock_info *holder, dlock_info *broken) {
   struct file_client *fc = bc->priv;
@@ -723,37 +730,51 @@ static int file_force_release(dlock_backend_client *bc, const char *key, size_t 
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     return errno == ENOENT || errno == ENOTDIR ? check_dir(fc) : sys_err("cannot open", path);
-  dlock_info info;
+  dlock_info info, after;
   memset(&info, 0, sizeof info);
-  struct stat was, now;
+  memset(&after, 0, sizeof after);
+  struct stat was, moved;
   int rc = inspect_fd(fd, path, &info);
   if (rc == 0 && fstat(fd, &was) != 0)
     rc = sys_err("cannot stat", path);
-  close(fd);
   if (rc < 0 || !info.held)
-    return rc;
-  if (!names_holder(&info, holder))
-    return dlock_seterr(DLOCK_EBUSY, "file: '%s' is held by another holder (token %llu)", key,
-                        (unsigned long long)info.token);
+    goto out;
+  if (!names_holder(&info, holder)) {
+    rc = dlock_seterr(DLOCK_EBUSY, "file: '%s' is held by another holder (token %llu)", key,
+                      (unsigned long long)info.token);
+    goto out;
+  }
   if ((rc = dlock__random_hex(rnd, 8)) < 0)
-    return rc;
+    goto out;
   snprintf(tomb, sizeof tomb, "%s/.broken-%s", fc->dir, rnd);
-  if (rename(path, tomb) != 0)
-    return errno == ENOENT ? 0 : sys_err("cannot move", path);
-  if (stat(tomb, &now) != 0)
-    return sys_err("cannot stat", tomb);
-  if (now.st_dev != was.st_dev || now.st_ino != was.st_ino) {
+  if (rename(path, tomb) != 0) {
+    rc = errno == ENOENT ? 0 : sys_err("cannot move", path);
+    goto out;
+  }
+  if (stat(tomb, &moved) != 0) {
+    rc = sys_err("cannot stat", tomb);
+    goto out;
+  }
+  bool same = moved.st_dev == was.st_dev && moved.st_ino == was.st_ino &&
+              inspect_fd(fd, tomb, &after) == 0 && after.held &&
+              strcmp(after.owner, info.owner) == 0;
+  if (!same) {
     if (renameat2(AT_FDCWD, tomb, AT_FDCWD, path, RENAME_NOREPLACE) == 0)
-      return dlock_seterr(DLOCK_EBUSY, "file: '%s' changed hands while it was being broken", key);
-    (void)unlink(tomb);
-    return dlock_seterr(DLOCK_EBUSY,
-                        "file: '%s' changed hands while it was being broken; its newer "
-                        "holder lost it too",
+      rc = dlock_seterr(DLOCK_EBUSY,
+                        "file: '%s' changed hands while it was being broken: not broken", key);
+    else
+      rc = dlock_seterr(DLOCK_EBUSY,
+                        "file: '%s' changed hands while it was being broken, and the newer "
+                        "holder's file could not be put back (a newer one has the name): that "
+                        "holder will find its lock lost",
                         key);
+    goto out;
   }
   (void)unlink(tomb);
   *broken = info;
-  return 0;
+out:
+  close(fd);
+  return rc;
 }
 
 static const char *const file_schemes[] = {"file", NULL};

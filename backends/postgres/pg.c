@@ -1964,8 +1964,11 @@ static int adv_break(pg_client *pc, const char *key, size_t keylen, const dlock_
     }
     if ((rc = adv_break_session(pc, key, k, want_pid, &last_pid, broken)) != 1)
       return rc;
+    /* Only the session the first look found: another came later. */
+    if (!want_pid)
+      want_pid = last_pid;
   }
-  return dlock_seterr(DLOCK_ETIMEDOUT,
+  return dlock_seterr(DLOCK_EBUSY,
                       "postgres: '%s' kept changing hands (or was being taken or given back by "
                       "this client) while it was being broken: try again",
                       key);

@@ -85,12 +85,15 @@ static const char break_lua[] =
     "redis.call('PUBLISH', KEYS[2], o or '')\n"
     "return {1, v, p}\n";
 
-/* For a page of SCAN: each key's value (false when it went meanwhile) and
- * PTTL, in one flat array, in one round trip. */
+/* For a page of SCAN: each key's value (false when it went meanwhile, or
+ * when it is no string: someone else's data under the prefix) and PTTL,
+ * in one flat array, in one round trip. */
 static const char list_lua[] =
     "local out = {}\n"
     "for i, k in ipairs(KEYS) do\n"
-    "  out[2 * i - 1] = redis.call('GET', k)\n"
+    "  local ok, v = pcall(redis.call, 'GET', k)\n"
+    "  if not ok then v = false end\n"
+    "  out[2 * i - 1] = v\n"
     "  out[2 * i] = redis.call('PTTL', k)\n"
     "end\n"
     "return out\n";

@@ -1042,8 +1042,10 @@ out:
 static int list_page(const redis_client *rc, redisContext *c, const char *pattern,
                      size_t patlen, char cursor[32], const char *prefix, size_t prefixlen,
                      dlock_backend_emit_fn emit, void *ud) {
-  const char *argv[6] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "500"};
-  size_t lens[6] = {4, strlen(cursor), 5, patlen, 5, 3};
+  char count[16];
+  snprintf(count, sizeof count, "%d", LIST_PAGE);
+  const char *argv[6] = {"SCAN", cursor, "MATCH", pattern, "COUNT", count};
+  size_t lens[6] = {4, strlen(cursor), 5, patlen, 5, strlen(count)};
   redisReply *rep = NULL, *vals = NULL;
   int r = command(rc, c, "SCAN", 6, argv, lens, rc->timeout_ms, &rep);
   if (r < 0)
@@ -1088,8 +1090,7 @@ out:
 }
 
 /* SCAN may report a key twice (the table grew during the walk); that is
- * within what dlock_list promises of a store that changes meanwhile.  On
- * a cluster this sees one node's keys only. */
+ * within what dlock_list promises of a store that changes meanwhile. */
 static int redis_list(dlock_backend_client *bc, const char *prefix, size_t prefixlen,
                       dlock_backend_emit_fn emit, void *ud) {
   redis_client *rc = bc->priv;

@@ -1791,9 +1791,12 @@ static int zk_force_release(dlock_backend_client *bc, const char *key, size_t ke
   int zrc = z_sync(zc, s, -1);
   if (zrc != ZOK)
     rc = zk_err(zrc, "cannot break", key);
+  /* After the first look, only the holder it found is broken: one that
+   * comes after it (its release woke a waiter) was never looked at. */
+  dlock_info pin = *holder;
   for (int tries = 0; rc == 0; tries++) {
     if (tries == 8) {
-      rc = dlock_seterr(DLOCK_ETIMEDOUT,
+      rc = dlock_seterr(DLOCK_EBUSY,
                         "zk: the holder of '%s' kept changing while breaking it", key);
       break;
     }
@@ -1806,12 +1809,18 @@ static int zk_force_release(dlock_backend_client *bc, const char *key, size_t ke
       rc = drc;
       break;
     }
-    if (!names_holder(holder, &got)) {
+    if (!names_holder(&pin, &got)) {
       free(hpath);
+      if (tries > 0) {
+        broken->held = 0; /* the holder looked at went meanwhile */
+        break;
+      }
       rc = dlock_seterr(DLOCK_EBUSY, "zk: '%s' is held by another holder (token %llu)", key,
                         (unsigned long long)got.token);
       break;
     }
+    if (!pin.owner[0] && !pin.token)
+      pin.token = got.token;
     zrc = z_delete_at(zc, s, hpath, version, -1);
     free(hpath);
     if (zrc == ZOK) {

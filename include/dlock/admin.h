@@ -15,27 +15,32 @@ extern "C" {
 #endif
 
 /* Called once per held lock; KEY and INFO are valid during the call only.
- * A non-zero return stops the walk. */
+ * A positive return stops the walk (negative values are the library's
+ * error codes).  It must not close the client. */
 typedef int (*dlock_list_fn)(void *arg, const char *key, const dlock_info *info);
 
 /* Every lock held now in the client's store (under its URL's ?prefix=)
  * whose key begins with PREFIX (NULL or "" = all), in no particular order.
- * Returns 0 once every lock was reported, FN's non-zero value if FN
+ * Returns 0 once every lock was reported, FN's positive value if FN
  * stopped the walk, or a negative code: DLOCK_ENOTSUP on stores that
  * cannot name their locks (dlock_client_caps() lacks DLOCK_CAP_LIST).  A
  * lock taken or released during the walk may or may not be reported. */
 DLOCK_EXTERN int dlock_list(dlock_client *c, const char *prefix, dlock_list_fn fn, void *arg);
 
-/* Releases KEY whoever holds it, as an operator would.  With HOLDER not
- * NULL, only while the store still names that holder: its owner when
- * HOLDER->owner is not "", else its token when HOLDER->token is not 0; so
- * that what is broken is what was looked at (dlock_inspect) and never a
- * holder that took the lock since.  Returns 0 with *BROKEN (may be NULL)
- * describing the holder released, BROKEN->held = 0 if nobody held KEY;
- * DLOCK_EBUSY if KEY is held by another holder than HOLDER's; DLOCK_ENOTSUP
- * where the store cannot (no DLOCK_CAP_BREAK).  The holder's lock turns
- * LOST at its next renewal, or at once where the store tells it; a lock of
- * the calling client itself turns LOST at once. */
+/* Releases KEY as an operator would: whoever holds it when HOLDER is NULL.
+ * With HOLDER (what dlock_inspect said), only while the store still names
+ * that holder: by its owner when HOLDER->owner is not "", else by its
+ * token when HOLDER->token is not 0, else by the label where the store
+ * knows holders by nothing else (PostgreSQL advisory locks: the server
+ * process); so that what is broken is what was looked at, not a holder
+ * that took the lock since.  A HOLDER that was not held breaks nothing; one
+ * held but with none of the three is refused (DLOCK_EBUSY).  Returns 0
+ * with *BROKEN (may be NULL) describing the holder released,
+ * BROKEN->held = 0 if nothing was (KEY free, or the holder named gone
+ * meanwhile); DLOCK_EBUSY if KEY is held by another holder than HOLDER's;
+ * DLOCK_ENOTSUP where the store cannot (no DLOCK_CAP_BREAK).  The holder's
+ * lock turns LOST at its next renewal, or at once where the store tells
+ * it; a lock of the calling client itself turns LOST at once. */
 DLOCK_EXTERN int dlock_break(dlock_client *c, const char *key, const dlock_info *holder,
                              dlock_info *broken);
 

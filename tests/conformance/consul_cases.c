@@ -1108,7 +1108,9 @@ static void i_break_keeps_the_session(void **state) {
   ASSERT_RC(w.rc, 0);
   printf("# the waiter got the broken lock %lld ms after the break\n",
          (long long)(w.got_ms - t0));
-  assert_true(w.got_ms - t0 < 1000);
+  /* Far below the default 15 s lock-delay a session's end would start;
+   * that none started at all is the count below. */
+  assert_true(w.got_ms - t0 < 5000);
   assert_int_equal(stats_of(wc).lock_delays, ws0.lock_delays);
   assert_true(w.token > tok1);
 
@@ -1116,7 +1118,7 @@ static void i_break_keeps_the_session(void **state) {
   int64_t el = now_ms() - t0;
   printf("# the broken holder saw the loss %lld ms after the break (ttl %lld ms)\n",
          (long long)el, (long long)ttl);
-  assert_true(el < ttl);
+  assert_true(el < ttl + 1000);
   assert_int_equal(lost1.token, tok1);
   ASSERT_RC(dlock_lock_state(l1), DLOCK_LOST);
   /* The session lives on with the client's other locks. */

@@ -535,7 +535,7 @@ static void p8_break_wakes_waiter(void **state) {
   assert_int_equal(w.rc, 0);
   printf("# the waiter got the lock %lld ms after the break (holder's ttl 60 s)\n",
          (long long)(w.got_ms - t0));
-  assert_true(w.got_ms - t0 < 2000);
+  assert_true(w.got_ms - t0 < 10000); /* not the holder's 60 s */
   assert_true(dlock_lock_token(w.l) > dlock_lock_token(h));
   assert_int_equal(dlock_release(w.l), 0);
   assert_int_equal(dlock_release(h), DLOCK_ELOST);

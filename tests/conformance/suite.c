@@ -1269,11 +1269,18 @@ static void case19_break(void **state) {
   o.owner_label = "to be broken";
   dlock_lock *l;
   /* Nobody holds it: nothing to break, and that is no error. */
-  dlock_info got;
+  dlock_info got, free_seen;
   memset(&got, 0xff, sizeof got);
   ASSERT_RC(dlock_break(b, k, NULL, &got), 0);
   assert_int_equal(got.held, 0);
+  ASSERT_RC(dlock_inspect(b, k, &free_seen), 0);
+  assert_int_equal(free_seen.held, 0);
   ASSERT_RC(dlock_try_acquire(a, k, &o, &l), 0);
+  /* What was looked at was free: the holder that came since is spared. */
+  memset(&got, 0xff, sizeof got);
+  ASSERT_RC(dlock_break(b, k, &free_seen, &got), 0);
+  assert_int_equal(got.held, 0);
+  ASSERT_RC(dlock_renew(l, 0), 0);
   uint64_t tok = dlock_lock_token(l);
   dlock_info seen;
   ASSERT_RC(dlock_inspect(b, k, &seen), 0);

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -15,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include "dlock/admin.h"
 #include "dlock/mem.h"
 #include "event.h"
 #include "internal.h"
@@ -251,6 +253,45 @@ static void test_error_table(void **state) {
     for (size_t j = i + 1; j < sizeof codes / sizeof *codes; j++)
       assert_int_not_equal(codes[i], codes[j]);
   }
+}
+
+static int noop_list(void *arg, const char *key, const dlock_info *info) {
+  (void)arg, (void)key, (void)info;
+  return 0;
+}
+
+/* A backend built against version 1 has a struct that ends before list
+ * and force_release: the core must not read past its end (under ASan a
+ * read there is a heap overflow), and its clients have neither cap, even
+ * when its caps claim them. */
+static dlock_backend_ops *v1_ops;
+static void test_version1_backend(void **state) {
+  (void)state;
+  static const char *const v1_schemes[] = {"test-v1", NULL};
+  size_t v1_size = offsetof(dlock_backend_ops, list);
+  if (!v1_ops) {
+    dlock_backend_ops full = tb_ops;
+    full.version = 1;
+    full.name = "test-v1";
+    full.schemes = v1_schemes;
+    full.caps |= DLOCK_CAP_LIST | DLOCK_CAP_BREAK;
+    v1_ops = malloc(v1_size);
+    assert_non_null(v1_ops);
+    memcpy(v1_ops, &full, v1_size);
+    assert_int_equal(dlock_backend_register(v1_ops), 0);
+  }
+  dlock_client *c;
+  assert_int_equal(dlock_open("test-v1://h?known=1", &c), 0);
+  assert_int_equal(dlock_client_caps(c) & (DLOCK_CAP_LIST | DLOCK_CAP_BREAK), 0);
+  assert_int_equal(dlock_list(c, "", NULL, NULL), DLOCK_EINVAL);
+  assert_int_equal(dlock_list(c, "", noop_list, NULL), DLOCK_ENOTSUP);
+  assert_non_null(strstr(dlock_client_errmsg(NULL), "cannot list"));
+  assert_int_equal(dlock_break(c, "k", NULL, NULL), DLOCK_ENOTSUP);
+  dlock_lock *l;
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  assert_int_equal(dlock_try_acquire(c, "k", &o, &l), 0);
+  assert_int_equal(dlock_release(l), 0);
+  dlock_close(c);
 }
 
 static void test_registry(void **state) {
@@ -1007,6 +1048,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_error_table),
       cmocka_unit_test(test_registry),
+      cmocka_unit_test_setup(test_version1_backend, setup),
       cmocka_unit_test(test_poll_fallback),
       cmocka_unit_test(test_granted_too_late),
       cmocka_unit_test(test_deadline_without_reply),

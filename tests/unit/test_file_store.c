@@ -412,6 +412,15 @@ static void test_list_reads_paths_back(void **state) {
   assert_int_equal(dlock_list(all, NULL, note, &w), 0);
   assert_int_equal(w.n, 1);
   assert_true(listed_has(&w, "team/short"));
+  /* However the URL writes the directory. */
+  char durl[200];
+  snprintf(durl, sizeof durl, "file://%s//?prefix=team%%2F", dir);
+  dlock_client *dbl = NULL;
+  assert_int_equal(dlock_open(durl, &dbl), 0);
+  struct listed d = {0};
+  assert_int_equal(dlock_list(dbl, "", note, &d), 0);
+  assert_int_equal(d.n, 2);
+  dlock_close(dbl);
   dlock_info got;
   assert_int_equal(dlock_break(all, "team/short", NULL, &got), 0);
   assert_int_equal(got.held, 1);

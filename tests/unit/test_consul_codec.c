@@ -1320,9 +1320,39 @@ static void session_info(void **state) {
   assert_int_equal(dlock__consul_parse_session_info("[", 1, SID_A), DLOCK_EBACKEND);
 }
 
+/* A listing's lock keys read back as the caller's keys, other names under
+ * the prefix are left out, and the sessions' TTLs are found by ID. */
+static void key_of_and_session_ttls(void **state) {
+  (void)state;
+  static const char *const keys[] = {"jobs/42", "a%b", "x", "\xe2\x80\x8b"};
+  char out[DLOCK_KEY_MAX + 1];
+  for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+    char *lk = dlock__consul_lock_key("dlock/", keys[i], strlen(keys[i]));
+    assert_int_equal(dlock__consul_key_of("dlock/", lk, strlen(lk), out), strlen(keys[i]));
+    assert_string_equal(out, keys[i]);
+    free(lk);
+  }
+  static const char *const foreign[] = {"dlock/a/b/.lock", "dlock/a", "dlock/a%41/.lock",
+                                        "other/a/.lock", "dlock//.lock"};
+  for (size_t i = 0; i < sizeof foreign / sizeof *foreign; i++)
+    if (dlock__consul_key_of("dlock/", foreign[i], strlen(foreign[i]), out) != 0)
+      fail_msg("'%s' read back as a key", foreign[i]);
+  const char *body = "[{\"ID\":\"a\",\"TTL\":\"15s\"},{\"ID\":\"c\",\"TTL\":\"1m0s\"},"
+                     "{\"ID\":\"z\",\"TTL\":\"\"}]";
+  const char *ids[] = {"a", "b", "c", "z"};
+  int64_t ttl[4] = {7, 7, 7, 7};
+  assert_int_equal(dlock__consul_parse_session_ttls(body, strlen(body), ids, 4, ttl), 0);
+  assert_int_equal(ttl[0], 15000);
+  assert_int_equal(ttl[1], 7); /* not listed: left as it was */
+  assert_int_equal(ttl[2], 60000);
+  assert_int_equal(ttl[3], -1);
+  assert_int_equal(dlock__consul_parse_session_ttls("{}", 2, ids, 4, ttl), DLOCK_EBACKEND);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(lock_key_escapes),
+      cmocka_unit_test(key_of_and_session_ttls),
       cmocka_unit_test(lock_keys_never_nest),
       cmocka_unit_test(kv_path_every_byte),
       cmocka_unit_test(kv_path_round_trip),

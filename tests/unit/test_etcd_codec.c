@@ -1345,9 +1345,33 @@ static void lease_and_watch_bounds(void **state) {
   assert_int_equal(ev.fault, DLOCK__ETCD_F_OTHER);
 }
 
+/* A listing's store keys read back as the keys whose queues they are in,
+ * and keys of no queue of ours are left out. */
+static void key_of_reads_names_back(void **state) {
+  (void)state;
+  static const char *const keys[] = {"jobs/42", "a%b", "x", "\xc3\xbc/%2F"};
+  char out[DLOCK_KEY_MAX + 1];
+  size_t ol;
+  for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+    char *name = dlock__etcd_lock_name("dlock/", keys[i], strlen(keys[i]));
+    char *hk = dlock__etcd_lock_key(name, 0x1234abcd);
+    assert_int_equal(dlock__etcd_key_of("dlock/", hk, strlen(hk), out, &ol), 1);
+    assert_int_equal(ol, strlen(keys[i]));
+    assert_memory_equal(out, keys[i], ol);
+    free(hk);
+    free(name);
+  }
+  static const char *const foreign[] = {"other/x/1", "dlock/x", "dlock//1", "dlock/a%41/1",
+                                        "dlock/a%2f/1"};
+  for (size_t i = 0; i < sizeof foreign / sizeof *foreign; i++)
+    if (dlock__etcd_key_of("dlock/", foreign[i], strlen(foreign[i]), out, &ol) != 0)
+      fail_msg("'%s' read back as a key", foreign[i]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(lock_name_escapes),
+      cmocka_unit_test(key_of_reads_names_back),
       cmocka_unit_test(lock_names_never_nest),
       cmocka_unit_test(lock_key_hex),
       cmocka_unit_test(prefix_end_cases),

@@ -82,17 +82,19 @@ static int break_lock(dlock_client *c, const char *key, const dlock_info *holder
   memset(&want, 0, sizeof want);
   memset(&got, 0, sizeof got);
   got.ttl_ms = -1;
-  if (holder && !holder->held) {
-    /* What was looked at was free: whoever holds KEY now came later. */
+  if (holder && !holder->owner[0] && !holder->token && !holder->label[0]) {
+    /* Nothing to tell a holder by.  What was looked at was free: whoever
+     * holds KEY now came later.  Or it was held by one the store could
+     * not name (yet): refused, not taken for "anyone". */
+    if (holder->held)
+      return dlock_seterr(DLOCK_EBUSY,
+                          "dlock_break: the holder named has no owner, token or label to be "
+                          "told by (inspect it again): '%s' not broken",
+                          key);
     if (broken)
       *broken = got;
     return 0;
   }
-  if (holder && !holder->owner[0] && !holder->token && !holder->label[0])
-    return dlock_seterr(DLOCK_EBUSY,
-                        "dlock_break: the holder named has no owner, token or label to be told "
-                        "by (inspect it again): '%s' not broken",
-                        key);
   if (holder) {
     want.token = holder->token;
     memcpy(want.owner, holder->owner, sizeof want.owner - 1);

@@ -33,8 +33,9 @@ DLOCK_EXTERN int dlock_list(dlock_client *c, const char *prefix, dlock_list_fn f
  * token when HOLDER->token is not 0, else by the label where the store
  * knows holders by nothing else (PostgreSQL advisory locks: the server
  * process); so that what is broken is what was looked at, not a holder
- * that took the lock since.  A HOLDER that was not held breaks nothing; one
- * held but with none of the three is refused (DLOCK_EBUSY).  Returns 0
+ * that took the lock since.  A HOLDER with none of the three breaks
+ * nothing if it says the key was free, and is refused (DLOCK_EBUSY) if it
+ * says it was held.  Returns 0
  * with *BROKEN (may be NULL) describing the holder released,
  * BROKEN->held = 0 if nothing was (KEY free, or the holder named gone
  * meanwhile); DLOCK_EBUSY if KEY is held by another holder than HOLDER's;

@@ -1,5 +1,5 @@
-/* dlock list and dlock break: an operator's view of a store's locks, and a
- * forced release of one of them (dlock/admin.h). */
+/* dlock status, dlock list and dlock break: an operator's view of a
+ * store's locks, and a forced release of one of them (dlock/admin.h). */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -9,11 +9,6 @@
 
 #include "cli.h"
 #include "dlock/admin.h"
-
-static int open_store(const char *url, dlock_client **c) {
-  int rc = dlock_open(url, c);
-  return rc < 0 ? cli_fail(rc, NULL, dlock_client_errmsg(NULL)) : 0;
-}
 
 static int flush_out(void) {
   if (fflush(stdout) != 0 || ferror(stdout)) {
@@ -55,6 +50,122 @@ static void json_lock(const char *key, const dlock_info *info) {
   json_field("owner", info->owner);
   json_field("label", info->label);
   printf("}");
+}
+
+/* ---- dlock status ---- */
+
+static int status_main(const char *url, const char *key, int json);
+
+int cli_status(int argc, char **argv) {
+  const char *pos[2];
+  int npos = 0, json = 0, m;
+  struct cli_url src = {NULL, NULL, NULL};
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    if (!cli_is_option(a)) {
+      if (npos == 2)
+        return cli_usage_error("status", "unexpected argument '%s'", a);
+      pos[npos++] = a;
+    } else if (strcmp(a, "--json") == 0) {
+      json = 1;
+    } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+      cli_help(stdout, "status");
+      return CLI_EXIT_OK;
+    } else if ((m = cli_url_match(argc, argv, &i, "status", &src)) != 0) {
+      if (m < 0)
+        return CLI_EXIT_USAGE;
+    } else {
+      return cli_usage_error("status", "unknown option '%s'", a);
+    }
+  }
+  int from_src = src.file || src.env;
+  if (npos < (from_src ? 1 : 2))
+    return cli_usage_error("status", "%s",
+                           npos == 0 && !from_src ? "missing URL and KEY" : "missing KEY");
+  const char *url;
+  int code = cli_url_get("status", &src, npos == 2 ? pos[0] : NULL, &url);
+  if (code == 0)
+    code = status_main(url, pos[npos - 1], json);
+  cli_url_free(&src);
+  return code;
+}
+
+static int status_main(const char *url_in, const char *key, int json) {
+  dlock_client *c = NULL;
+  int code;
+  if (cli_open(url_in, &c, &code) < 0)
+    return code;
+  dlock_info info;
+  memset(&info, 0, sizeof info);
+  int rc = dlock_inspect(c, key, &info);
+  if (rc < 0) {
+    char what[600];
+    snprintf(what, sizeof what, "cannot inspect '%s'", key);
+    code = cli_fail(rc, what, dlock_client_errmsg(c));
+    dlock_close(c);
+    return code;
+  }
+  /* Fields are fixed-size arrays filled by a backend: never trust a NUL. */
+  info.owner[sizeof info.owner - 1] = '\0';
+  info.label[sizeof info.label - 1] = '\0';
+  const char *url = dlock_client_url(c);
+  if (json) {
+    printf("{\"key\":");
+    cli_json_string(stdout, key);
+    printf(",\"held\":%s,\"token\":", info.held ? "true" : "false");
+    if (info.token)
+      printf("%" PRIu64, info.token);
+    else
+      printf("null");
+    printf(",\"ttl_ms\":");
+    if (info.held && info.ttl_ms >= 0)
+      printf("%" PRId64, info.ttl_ms);
+    else
+      printf("null");
+    printf(",\"owner\":");
+    if (info.owner[0])
+      cli_json_string(stdout, info.owner);
+    else
+      printf("null");
+    printf(",\"label\":");
+    if (info.label[0])
+      cli_json_string(stdout, info.label);
+    else
+      printf("null");
+    printf(",\"backend\":");
+    cli_json_string(stdout, dlock_client_backend(c));
+    printf(",\"url\":");
+    cli_json_string(stdout, url);
+    printf("}\n");
+  } else {
+    printf("key:    ");
+    cli_print_safe(stdout, key);
+    printf("\nstate:  %s\n", info.held ? "held" : "free");
+    if (info.token)
+      printf("token:  %" PRIu64 "%s\n", info.token, info.held ? "" : " (last holder)");
+    if (info.held) {
+      if (info.ttl_ms >= 0)
+        printf("ttl:    %" PRId64 ".%03d s\n", info.ttl_ms / 1000, (int)(info.ttl_ms % 1000));
+      else if (!(dlock_client_caps(c) & DLOCK_CAP_SERVER_TTL))
+        printf("ttl:    none (held until released or its holder exits)\n");
+      else
+        printf("ttl:    unknown\n");
+      printf("owner:  ");
+      cli_print_safe(stdout, info.owner[0] ? info.owner : "unknown");
+      printf("\nlabel:  ");
+      cli_print_safe(stdout, info.label[0] ? info.label : "unknown");
+      printf("\n");
+    }
+    printf("url:    ");
+    cli_print_safe(stdout, url);
+    printf("\n");
+  }
+  dlock_close(c);
+  if (fflush(stdout) != 0 || ferror(stdout)) {
+    fprintf(stderr, "dlock: write error: %s\n", strerror(errno));
+    return CLI_EXIT_INTERNAL;
+  }
+  return CLI_EXIT_OK;
 }
 
 /* ---- dlock list ---- */
@@ -118,8 +229,8 @@ static void print_table(const struct entries *e) {
 
 static int list_main(const char *url, const char *prefix, int json) {
   dlock_client *c = NULL;
-  int code = open_store(url, &c);
-  if (code)
+  int code;
+  if (cli_open(url, &c, &code) < 0)
     return code;
   struct entries e = {0};
   int rc = dlock_list(c, prefix, collect, &e);
@@ -219,8 +330,8 @@ static int confirm(const char *key, const dlock_info *in) {
 
 static int break_main(const char *url, const char *key, int yes, uint64_t want_token, int json) {
   dlock_client *c = NULL;
-  int code = open_store(url, &c);
-  if (code)
+  int code;
+  if (cli_open(url, &c, &code) < 0)
     return code;
   dlock_info seen, broken;
   memset(&seen, 0, sizeof seen);

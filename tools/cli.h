@@ -1,4 +1,5 @@
-/* Helpers shared by the dlock command's subcommands (tools/dlock.c, tools/bench.c). */
+/* Helpers shared by the dlock command's subcommands (tools/cli.c) and the
+ * subcommands themselves. */
 #ifndef DLOCK_TOOLS_CLI_H
 #define DLOCK_TOOLS_CLI_H
 
@@ -129,6 +130,13 @@ int cli_textfile_check(const char *cmd, const char *path);
  * message. */
 int cli_textfile_write(const char *path, const struct cli_run_report *r);
 
+/* Open URL; on failure print why (the library's message names the part of
+ * the URL at fault, secrets removed), set *EXIT_CODE and return -1. */
+int cli_open(const char *url, dlock_client **c, int *exit_code);
+/* The subcommands: dlock run (tools/run.c), dlock status (tools/admin.c),
+ * dlock bench (tools/bench.c). */
+int cli_run(int argc, char **argv);
+int cli_status(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 /* dlock list and dlock break (tools/admin.c). */
 int cli_list(int argc, char **argv);

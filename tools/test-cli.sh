@@ -874,6 +874,16 @@ admin_cases() {
   tok=${tok##* }
   "$DLOCK" break "$u" "$k/a" </dev/null >/dev/null 2>"$tmp/err"
   check "$name: break without a terminal or --yes" $EX_USAGE $?
+  # On a terminal (script(1) gives it one) break asks, and only "y" or
+  # "yes" breaks.
+  if command -v script >/dev/null; then
+    printf 'n\n' | script -qec "'$DLOCK' break '$u' '$k/a'" /dev/null >"$tmp/out" 2>&1
+    check "$name: break answered no on a terminal" $EX_CONFLICT $?
+    contains "$name: break asks first" "$tmp/out" "Break it?"
+    kill -0 $holder 2>/dev/null; check "$name: the holder runs on after a no" 0 $?
+  else
+    echo "# script(1) missing: the question on a terminal is not checked"
+  fi
   "$DLOCK" break --yes --token $((tok + 1)) "$u" "$k/a" >/dev/null 2>"$tmp/err"
   check "$name: break --token of another holder" $EX_CONFLICT $?
   contains "$name: break --token of another holder: nothing broken" "$tmp/err" "nothing broken"

@@ -54,36 +54,69 @@ static void json_lock(const char *key, const dlock_info *info) {
 
 /* ---- dlock status ---- */
 
-static int status_main(const char *url, const char *key, int json);
-
-int cli_status(int argc, char **argv) {
+/* What status, list and break take: up to two operands, --json, the URL
+ * from --url-file or --url-env, and for break -y and --token. */
+struct operands {
   const char *pos[2];
-  int npos = 0, json = 0, m;
-  struct cli_url src = {NULL, NULL, NULL};
+  int npos, json, yes;
+  uint64_t token;
+  struct cli_url src;
+};
+
+/* 0 to go on; -1 after --help; else an exit code after a usage message. */
+static int parse_operands(int argc, char **argv, const char *cmd, struct operands *o) {
+  int is_break = strcmp(cmd, "break") == 0, m;
+  const char *v;
+  memset(o, 0, sizeof *o);
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     if (!cli_is_option(a)) {
-      if (npos == 2)
-        return cli_usage_error("status", "unexpected argument '%s'", a);
-      pos[npos++] = a;
+      if (o->npos == 2)
+        return cli_usage_error(cmd, "unexpected argument '%s'", a);
+      o->pos[o->npos++] = a;
     } else if (strcmp(a, "--json") == 0) {
-      json = 1;
+      o->json = 1;
     } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-      cli_help(stdout, "status");
-      return CLI_EXIT_OK;
-    } else if ((m = cli_url_match(argc, argv, &i, "status", &src)) != 0) {
+      cli_help(stdout, cmd);
+      return -1;
+    } else if (is_break && (strcmp(a, "-y") == 0 || strcmp(a, "--yes") == 0)) {
+      o->yes = 1;
+    } else if (is_break && (m = cli_match(argc, argv, &i, cmd, NULL, "--token", &v)) != 0) {
+      if (m < 0)
+        return CLI_EXIT_USAGE;
+      char *end;
+      errno = 0;
+      unsigned long long t = strtoull(v, &end, 10);
+      if (!*v || *end || errno || t == 0 || v[0] < '0' || v[0] > '9')
+        return cli_usage_error(cmd, "--token needs a token (a positive integer), not '%s'", v);
+      o->token = t;
+    } else if ((m = cli_url_match(argc, argv, &i, cmd, &o->src)) != 0) {
       if (m < 0)
         return CLI_EXIT_USAGE;
     } else {
-      return cli_usage_error("status", "unknown option '%s'", a);
+      return cli_usage_error(cmd, "unknown option '%s'", a);
     }
   }
+  return 0;
+}
+
+
+static int status_main(const char *url, const char *key, int json);
+
+int cli_status(int argc, char **argv) {
+  struct operands o;
+  int code = parse_operands(argc, argv, "status", &o);
+  if (code)
+    return code < 0 ? CLI_EXIT_OK : code;
+  const char **pos = o.pos;
+  int npos = o.npos, json = o.json;
+  struct cli_url src = o.src;
   int from_src = src.file || src.env;
   if (npos < (from_src ? 1 : 2))
     return cli_usage_error("status", "%s",
                            npos == 0 && !from_src ? "missing URL and KEY" : "missing KEY");
   const char *url;
-  int code = cli_url_get("status", &src, npos == 2 ? pos[0] : NULL, &url);
+  code = cli_url_get("status", &src, npos == 2 ? pos[0] : NULL, &url);
   if (code == 0)
     code = status_main(url, pos[npos - 1], json);
   cli_url_free(&src);
@@ -263,34 +296,20 @@ static int list_main(const char *url, const char *prefix, int json) {
 }
 
 int cli_list(int argc, char **argv) {
-  const char *pos[2];
-  int npos = 0, json = 0, m;
-  struct cli_url src = {NULL, NULL, NULL};
-  for (int i = 0; i < argc; i++) {
-    const char *a = argv[i];
-    if (!cli_is_option(a)) {
-      if (npos == 2)
-        return cli_usage_error("list", "unexpected argument '%s'", a);
-      pos[npos++] = a;
-    } else if (strcmp(a, "--json") == 0) {
-      json = 1;
-    } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-      cli_help(stdout, "list");
-      return CLI_EXIT_OK;
-    } else if ((m = cli_url_match(argc, argv, &i, "list", &src)) != 0) {
-      if (m < 0)
-        return CLI_EXIT_USAGE;
-    } else {
-      return cli_usage_error("list", "unknown option '%s'", a);
-    }
-  }
+  struct operands o;
+  int code = parse_operands(argc, argv, "list", &o);
+  if (code)
+    return code < 0 ? CLI_EXIT_OK : code;
+  const char **pos = o.pos;
+  int npos = o.npos, json = o.json;
+  struct cli_url src = o.src;
   int from_src = src.file || src.env;
   if (!from_src && npos == 0)
     return cli_usage_error("list", "missing URL");
   if (from_src && npos == 2)
     return cli_usage_error("list", "unexpected argument '%s'", pos[1]);
   const char *url;
-  int code = cli_url_get("list", &src, from_src ? NULL : pos[0], &url);
+  code = cli_url_get("list", &src, from_src ? NULL : pos[0], &url);
   if (code == 0)
     code = list_main(url, npos > (from_src ? 0 : 1) ? pos[npos - 1] : "", json);
   cli_url_free(&src);
@@ -399,40 +418,14 @@ out:
 }
 
 int cli_break(int argc, char **argv) {
-  const char *pos[2], *v;
-  int npos = 0, yes = 0, json = 0, m;
-  uint64_t token = 0;
-  struct cli_url src = {NULL, NULL, NULL};
-  for (int i = 0; i < argc; i++) {
-    const char *a = argv[i];
-    if (!cli_is_option(a)) {
-      if (npos == 2)
-        return cli_usage_error("break", "unexpected argument '%s'", a);
-      pos[npos++] = a;
-    } else if (strcmp(a, "-y") == 0 || strcmp(a, "--yes") == 0) {
-      yes = 1;
-    } else if (strcmp(a, "--json") == 0) {
-      json = 1;
-    } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-      cli_help(stdout, "break");
-      return CLI_EXIT_OK;
-    } else if ((m = cli_match(argc, argv, &i, "break", NULL, "--token", &v)) != 0) {
-      if (m < 0)
-        return CLI_EXIT_USAGE;
-      char *end;
-      errno = 0;
-      unsigned long long t = strtoull(v, &end, 10);
-      if (!*v || *end || errno || t == 0 || v[0] < '0' || v[0] > '9')
-        return cli_usage_error("break", "--token needs a token (a positive integer), not '%s'",
-                               v);
-      token = t;
-    } else if ((m = cli_url_match(argc, argv, &i, "break", &src)) != 0) {
-      if (m < 0)
-        return CLI_EXIT_USAGE;
-    } else {
-      return cli_usage_error("break", "unknown option '%s'", a);
-    }
-  }
+  struct operands o;
+  int code = parse_operands(argc, argv, "break", &o);
+  if (code)
+    return code < 0 ? CLI_EXIT_OK : code;
+  const char **pos = o.pos;
+  int npos = o.npos, yes = o.yes, json = o.json;
+  uint64_t token = o.token;
+  struct cli_url src = o.src;
   int from_src = src.file || src.env;
   if (npos < (from_src ? 1 : 2))
     return cli_usage_error("break", "%s",
@@ -443,7 +436,7 @@ int cli_break(int argc, char **argv) {
     return cli_usage_error("break", "will not break a lock unasked: stdin is no terminal to "
                                     "ask on; pass --yes");
   const char *url;
-  int code = cli_url_get("break", &src, from_src ? NULL : pos[0], &url);
+  code = cli_url_get("break", &src, from_src ? NULL : pos[0], &url);
   if (code == 0)
     code = break_main(url, pos[npos - 1], yes, token, json);
   cli_url_free(&src);

@@ -54,15 +54,13 @@ static int list_locks(dlock_client *c, const char *prefix, dlock_list_fn fn, voi
 static void mark_own_broken(dlock_client *c, const char *key, const dlock_info *broken) {
   pthread_mutex_lock(&c->mu);
   for (struct dlock_lock *l = dlock__table_find(c, key); l; l = l->hnext) {
-    if (strcmp(l->key, key) != 0 ||
+    /* HELD only: an acquire still running writes its owner and token
+     * without c->mu; its lock learns of the break at its first renewal. */
+    if (strcmp(l->key, key) != 0 || l->state != DLOCK_HELD ||
         !((broken->owner[0] && strcmp(l->owner, broken->owner) == 0) ||
           (!broken->owner[0] && broken->token && l->bl.token == broken->token)))
       continue;
-    /* An acquire still returning the grant must not turn it HELD. */
-    if (l->state == 0)
-      l->lost_early = true;
-    else
-      dlock__mark_lost(c, l, "an operator broke it");
+    dlock__mark_lost(c, l, "an operator broke it");
   }
   pthread_mutex_unlock(&c->mu);
 }
@@ -95,6 +93,14 @@ static int break_lock(dlock_client *c, const char *key, const dlock_info *holder
       *broken = got;
     return 0;
   }
+  /* A label alone tells holders apart only where the store names them by
+   * nothing else (no DLOCK_CAP_HOLDER_INFO: PostgreSQL advisory locks);
+   * elsewhere the backend would take it for "anyone". */
+  if (holder && !holder->owner[0] && !holder->token && (c->bc.caps & DLOCK_CAP_HOLDER_INFO))
+    return dlock_seterr(DLOCK_EBUSY,
+                        "dlock_break: the holder named has only a label, which this store does "
+                        "not tell holders by (inspect it again): '%s' not broken",
+                        key);
   if (holder) {
     want.token = holder->token;
     memcpy(want.owner, holder->owner, sizeof want.owner - 1);

@@ -408,7 +408,12 @@ static int attempt(struct file_client *fc, struct file_lock *fl, dlock_backend_l
     return 1;
   }
   int rc = claim(fc, fl, bl, deadline);
-  if (rc < 0)
+  /* A break that took the file's name while we were claiming it (it saw
+   * the record of a holder that died) leaves us an inode nobody else
+   * locks: only a name still ours makes the lock ours. */
+  if (rc == 0 && !same_file(fl->fd, fl->path, NULL, NULL))
+    rc = 1;
+  if (rc != 0)
     ofd_lock(fl->fd, F_UNLCK, &busy);
   return rc;
 }
@@ -759,7 +764,13 @@ static int file_force_release(dlock_backend_client *bc, const char *key, size_t 
               inspect_fd(fd, tomb, &after) == 0 && after.held &&
               strcmp(after.owner, info.owner) == 0;
   if (!same) {
-    if (renameat2(AT_FDCWD, tomb, AT_FDCWD, path, RENAME_NOREPLACE) == 0)
+    /* Put back only where no newer file has the name; link(2) is the
+     * same test where the file system lacks RENAME_NOREPLACE. */
+    int back = renameat2(AT_FDCWD, tomb, AT_FDCWD, path, RENAME_NOREPLACE);
+    if (back != 0 && (errno == EINVAL || errno == ENOSYS) && link(tomb, path) == 0)
+      back = 0;
+    (void)unlink(tomb); /* after a link, or the name is lost to it anyway */
+    if (back == 0)
       rc = dlock_seterr(DLOCK_EBUSY,
                         "file: '%s' changed hands while it was being broken: not broken", key);
     else

@@ -1292,6 +1292,15 @@ static void case19_break(void **state) {
     wrong.token = tok + 1000;
   ASSERT_RC(dlock_break(b, k, &wrong, &got), DLOCK_EBUSY);
   ASSERT_RC(dlock_lock_state(l), DLOCK_HELD);
+  /* A label alone names nobody where the store has owners and tokens. */
+  if (g_caps & DLOCK_CAP_HOLDER_INFO) {
+    dlock_info by_label;
+    memset(&by_label, 0, sizeof by_label);
+    by_label.held = 1;
+    snprintf(by_label.label, sizeof by_label.label, "%s", "to be broken");
+    ASSERT_RC(dlock_break(b, k, &by_label, &got), DLOCK_EBUSY);
+    ASSERT_RC(dlock_lock_state(l), DLOCK_HELD);
+  }
   ASSERT_RC(dlock_renew(l, 0), 0);
   /* The one looked at is broken, and says who it was. */
   int64_t t0 = now_ms();

@@ -420,26 +420,27 @@ static int zk_cleanup(const char *url) {
 /* ---- PostgreSQL ---- */
 
 #ifdef DLOCK_HAVE_POSTGRES
-static int pg_cleanup_one(const char *url, bool own_schema);
+static int pg_cleanup_one(const char *url);
 
 /* The store under test, and the server behind the pooler where p1 takes a
  * lease of its own. */
 static int pg_cleanup(const char *url) {
-  int ret = pg_cleanup_one(url, true);
+  int ret = pg_cleanup_one(url);
   const char *pb = getenv("DLOCK_TEST_PGBOUNCER_URL");
-  if (pb && *pb && pg_cleanup_one(pb, false) < 0)
+  if (pb && *pb && pg_cleanup_one(pb) < 0)
     ret = -1;
   return ret;
 }
 
-static int pg_cleanup_one(const char *url, bool own_schema) {
+static int pg_cleanup_one(const char *url) {
   int lease;
   dlock__pg_names names;
   PGconn *pg = conf_pg_connect(url, &lease, &names);
   if (!pg)
     return -1;
   int ret = 0;
-  /* In advisory mode too: p1 takes a lease through the pooler. */
+  /* In advisory mode too: the URL's table may be there from a lease-mode
+   * run, and a row of this run in it is this run's to remove. */
   (void)lease;
   PGresult *t = PQexecParams(pg, "SELECT to_regclass($1) IS NOT NULL", 1, NULL,
                              (const char *const[]){names.table}, NULL, NULL, 0);
@@ -469,16 +470,10 @@ static int pg_cleanup_one(const char *url, bool own_schema) {
       PQclear(r);
     }
   }
-  if (!own_schema) {
-    PQfinish(pg);
-    return ret;
-  }
-  /* p5's schema of its own prefix, left only when it failed half-way. */
-  char prefix[64], sql[512];
-  snprintf(prefix, sizeof prefix, "conf_%s", conf_run_id);
-  for (char *p = prefix; *p; p++)
-    if (*p == '-')
-      *p = '_';
+  /* The schema of the run's own prefix (p1, p5), left only when a case
+   * failed half-way. */
+  char sql[512];
+  const char *prefix = conf_pg_run_prefix();
   snprintf(sql, sizeof sql,
            "SET client_min_messages TO warning; DROP TABLE IF EXISTS %s_lease; "
            "DROP SEQUENCE IF EXISTS %s_fence",

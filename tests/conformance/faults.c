@@ -171,3 +171,12 @@ char *conf_url_with(const char *base, const char *extra) {
   snprintf(buf, sizeof buf, "%s%s%s", base, strchr(base, '?') ? "&" : "?", extra);
   return buf;
 }
+
+const char *conf_pg_run_prefix(void) {
+  static _Thread_local char buf[64];
+  snprintf(buf, sizeof buf, "conf_%s", conf_run_id);
+  for (char *p = buf; *p; p++)
+    if (*p == '-')
+      *p = '_';
+  return buf;
+}

@@ -45,6 +45,9 @@ const char *conf_key(const char *name);
 /* Whether KEY starts with conf_key()'s prefix, "conf-<run id>/". */
 bool conf_in_prefix(const char *key);
 char *conf_url_with(const char *base, const char *extra);
+/* The run's own PostgreSQL lease prefix, conf_<run id> with '_' for '-': a
+ * case that needs a schema of its own takes it, and cleanup drops it. */
+const char *conf_pg_run_prefix(void);
 
 /* Make the store lose everything it knows about KEY, fencing counter
  * included (a restart without persistence, a deleted lock file).  0, -1, or

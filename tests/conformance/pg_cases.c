@@ -36,6 +36,28 @@ static dlock_client *open_url(const char *url) {
   return c;
 }
 
+/* Drops the lease table and fence sequence of PREFIX on URL's server. */
+static void drop_schema(const char *url, const char *prefix) {
+  char extra[96];
+  snprintf(extra, sizeof extra, "prefix=%s", prefix);
+  int lease;
+  dlock__pg_names names;
+  PGconn *pg = conf_pg_connect(conf_url_with(url, extra), &lease, &names);
+  assert_non_null(pg);
+  char sql[512];
+  snprintf(sql, sizeof sql,
+           "SET client_min_messages TO warning; DROP TABLE IF EXISTS %s; "
+           "DROP SEQUENCE IF EXISTS %s",
+           names.table, names.sequence);
+  PGresult *r = PQexec(pg, sql);
+  int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+  if (!ok)
+    fprintf(stderr, "%s: %s", sql, PQerrorMessage(pg));
+  PQclear(r);
+  PQfinish(pg);
+  assert_true(ok);
+}
+
 /* Advisory locks live in server sessions, which a transaction pooler hands
  * from client to client: refused with a message that says what to do. */
 static void p1_pooler_refuses_advisory(void **state) {
@@ -53,13 +75,18 @@ static void p1_pooler_refuses_advisory(void **state) {
   assert_non_null(strstr(dlock_client_errmsg(NULL), "pooler"));
   assert_non_null(strstr(dlock_client_errmsg(NULL), "mode=lease"));
   assert_ptr_equal(c, (dlock_client *)0x1);
-  /* Lease mode through the same pooler opens. */
-  dlock_client *l = open_url(conf_url_with(url, "mode=lease"));
+  /* Lease mode through the same pooler opens. Its tables take the run's
+   * own prefix, so that a default run leaves the store's schema as it was
+   * (cleanup drops them too, after a failure half-way). */
+  char extra[96];
+  snprintf(extra, sizeof extra, "mode=lease&prefix=%s", conf_pg_run_prefix());
+  dlock_client *l = open_url(conf_url_with(url, extra));
   dlock_options o = DLOCK_OPTIONS_INIT;
   dlock_lock *h;
   assert_int_equal(dlock_try_acquire(l, conf_key("p1"), &o, &h), 0);
   assert_int_equal(dlock_release(h), 0);
   dlock_close(l);
+  drop_schema(url, conf_pg_run_prefix());
 }
 
 /* The server ends the holder's session: LOST within seconds, long before
@@ -236,12 +263,8 @@ static void *race_main(void *arg) {
  * it, without an error. */
 static void p5_schema_created_once_under_a_race(void **state) {
   (void)state;
-  char prefix[64], extra[96];
-  snprintf(prefix, sizeof prefix, "conf_%s", conf_run_id);
-  for (char *p = prefix; *p; p++)
-    if (*p == '-')
-      *p = '_';
-  snprintf(extra, sizeof extra, "prefix=%s", prefix);
+  char extra[96];
+  snprintf(extra, sizeof extra, "prefix=%s", conf_pg_run_prefix());
   char url[4096];
   snprintf(url, sizeof url, "%s", conf_url_with(p_url, extra));
   pthread_barrier_t go;
@@ -258,15 +281,7 @@ static void p5_schema_created_once_under_a_race(void **state) {
     failed += rs[i].rc != 0;
   }
   pthread_barrier_destroy(&go);
-  int lease;
-  dlock__pg_names names;
-  PGconn *pg = conf_pg_connect(url, &lease, &names);
-  assert_non_null(pg);
-  char sql[512];
-  snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s; DROP SEQUENCE IF EXISTS %s", names.table,
-           names.sequence);
-  PQclear(PQexec(pg, sql));
-  PQfinish(pg);
+  drop_schema(p_url, conf_pg_run_prefix());
   assert_int_equal(failed, 0);
 }
 

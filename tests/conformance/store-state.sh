@@ -13,7 +13,9 @@
 #   consul     keys=N sessions=N      every KV key and every session
 #   postgres   lease_rows=N lease_tables=N   rows of the URL's lease table
 #                                     (?prefix=, default dlock) and tables
-#                                     named *_lease
+#                                     named *_lease but that one in lease
+#                                     mode (the store's own schema, which
+#                                     its first lock creates)
 #   file       entries=N              files and directories under the
 #                                     URL's directory (absent: 0)
 # With --run ID (the id dlock-conformance prints: "# conformance URL (run
@@ -248,6 +250,7 @@ state_postgres() {
             -h "$host" -p "${port:-5432}" -U "${user:-${USER:-$(id -un)}}" -d "${db:-postgres}" -c "$1"
     }
     local exists rows tables where="" twhere="LIKE '%\\_lease'"
+    [[ "$(param mode)" == lease ]] && twhere+=" AND tablename <> '$table'"
     if [[ -n "$run" ]]; then
         where=" WHERE strpos(name, '$run') > 0"
         twhere="= 'conf_${run//-/_}_lease'"

@@ -45,7 +45,8 @@ toxi_ensure_bin() {
         fi
         [[ -x "$TOXI_EXE" ]] && exit 0
         local go tmp log="$TOXI_EXE.log"
-        go="$(consul_go)"
+        go="$(go_cmd)" ||
+            dl_die "toxiproxy: no Go toolchain on PATH or in /usr/local/go/bin to build Toxiproxy $DLOCK_TOXIPROXY_VERSION with; install Go, or set TOXIPROXY_BIN to a toxiproxy binary"
         tmp="$(mktemp -d "${TMPDIR:-/tmp}/dlock-toxiproxy-build.XXXXXX")"
         # shellcheck disable=SC2064 # expanded now: the locals are gone by then
         trap "chmod -R u+w -- $(printf %q "$tmp") 2>/dev/null; rm -rf -- $(printf %q "$tmp")" EXIT

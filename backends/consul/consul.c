@@ -64,6 +64,7 @@
 
 #include "backends/consul/consul-codec.h"
 #include "backends/http/http.h"
+#include "dlock/lease.h"
 
 #define SESSION_TTL_MIN_S 10
 #define SESSION_TTL_MAX_S 86400
@@ -78,21 +79,20 @@
  * with nobody to give it back. */
 #define ORPHAN_GRACE_MS 30000
 
-typedef struct cs_session {
-  struct cs_session *next;
-  int64_t ttl_ms;        /* the lock ttl it serves */
-  char id[DLOCK_CONSUL_SESSION_MAX]; /* "" until created */
-  int64_t fresh_ns;      /* send time of the last create/renew it confirmed */
-  int64_t ttl_s;         /* the session's TTL */
-  int refs;
-  bool busy, dead, listed;
-} cs_session;
+/* A session's state in the client's lease table (dlock/lease.h): its id. */
+typedef struct cs_session_id {
+  char id[DLOCK_CONSUL_SESSION_MAX];
+} cs_session_id;
+
+static const char *sess_id(const dlock_lease *s) {
+  return ((const cs_session_id *)dlock_lease_priv(s))->id;
+}
 
 /* bl->priv */
 typedef struct cs_lock {
   struct cs_lock *prev, *next; /* the client's held (or being given back) locks */
   dlock_backend_lock *bl;      /* NULL once the core has let go of it */
-  cs_session *sess;
+  dlock_lease *sess;
   char *key;
   char *value;                 /* what its lock txn wrote: "<owner>\n<label>" */
   uint64_t index;              /* the key's ModifyIndex its lock left (the token), 0 when
@@ -124,7 +124,7 @@ typedef struct cs_client {
   char *prefix;
   char name[160];              /* session name */
   int64_t lock_delay_ms;
-  cs_session *sessions;
+  dlock_leases *sessions;      /* dlock/lease.h */
   cs_lock *held;
   const char *reaping;         /* key the reaper is giving back, or NULL */
   cs_acq *acquiring;           /* keys being acquired: their orphans are the acquire's */
@@ -154,10 +154,17 @@ typedef struct reply {
   uint64_t index; /* X-Consul-Index, 0 when absent */
 } reply;
 
+/* One request of request(): what its hooks for dlock__http_send need. */
+typedef struct cs_call {
+  cs_client *cc;
+  const char *method;
+  reply *r;
+} cs_call;
+
 /* libcurl hands over each header line as it is, without a NUL; a
  * malformed index counts as none. */
-static size_t on_header(char *p, size_t size, size_t n, void *arg) {
-  reply *r = arg;
+static size_t on_header(char *p, size_t size, size_t n, void *ctx) {
+  reply *r = ((cs_call *)ctx)->r;
   size_t len = size * n;
   uint64_t index;
   if (dlock__consul_header_index(p, len, &index) == 1)
@@ -165,156 +172,94 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg) {
   return len;
 }
 
-/* One request, moving on to the next agent on transport errors and
- * retrying 5xx answers (a leader election) until DEADLINE.  0 with R
- * holding any other answer (the caller reads r->status), or DLOCK_ECONN /
- * DLOCK_EAUTH (403) with a message. */
-static int request(cs_client *cc, const char *method, const char *path, const char *body,
-                   int64_t deadline, reply *r) {
-  CURL *h = dlock__http_handle_get(&cc->http);
+static struct curl_slist *call_headers(void *ctx) {
+  cs_call *call = ctx;
+  call->r->index = 0; /* a new attempt: only its own answer's index counts */
   struct curl_slist *hs = curl_slist_append(NULL, "Content-Type: application/json");
   struct curl_slist *t = hs ? curl_slist_append(hs, "Expect:") : NULL;
-  char tokh[600];
-  if (t && cc->token) {
-    snprintf(tokh, sizeof tokh, "X-Consul-Token: %s", cc->token);
+  if (t && call->cc->token) {
+    char tokh[600];
+    snprintf(tokh, sizeof tokh, "X-Consul-Token: %s", call->cc->token);
     t = curl_slist_append(t, tokh);
     memset(tokh, 0, sizeof tokh);
   }
-  if (!h || !t) {
-    if (h)
-      curl_easy_cleanup(h);
-    curl_slist_free_all(t ? t : hs);
-    return dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
-  }
-  hs = t;
-  int rc = 0;
-  size_t tried = 0;
-  char msg[256] = "";
-  for (;;) {
-    size_t ep = dlock__http_current(&cc->http);
-    int64_t attempt_end = deadline;
-    size_t untried = cc->http.nendpoints - tried % cc->http.nendpoints;
-    if (untried > 1)
-      attempt_end = now_ns() + (deadline - now_ns()) / (int64_t)untried;
-    dlock__http_body_reset(&r->body);
-    r->status = 0;
-    r->index = 0;
-    dlock__http_setup(&cc->http, h, ep, method, path, body, hs, attempt_end);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, dlock__http_on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &r->body);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
-    CURLcode c = curl_easy_perform(h);
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
-    if (c == CURLE_OK && r->status < 500) {
-      if (r->status == 403)
-        rc = dlock_seterr(DLOCK_EAUTH, "consul: %s refused: %.200s", method,
-                          r->body.data ? r->body.data : "permission denied");
-      break;
-    }
-    if (c != CURLE_OK) {
-      if (r->body.too_big) {
-        rc = dlock_seterr(DLOCK_EBACKEND, "consul: answer larger than %u bytes",
-                          DLOCK__HTTP_BODY_MAX);
-        break;
-      }
-      snprintf(msg, sizeof msg, "%s", curl_easy_strerror(c));
-      if (dlock__http_config_error(c)) {
-        rc = dlock_seterr(DLOCK_ECONN, "consul: %s: %s", cc->http.endpoints[ep], msg);
-        break;
-      }
-      dlock__http_failover(&cc->http, ep);
-    } else {
-      snprintf(msg, sizeof msg, "HTTP %ld: %.200s", r->status,
-               r->body.data ? r->body.data : "");
-    }
-    pthread_mutex_lock(&cc->mu);
-    cc->stats.retries++;
-    pthread_mutex_unlock(&cc->mu);
-    tried++;
-    if (now_ns() >= deadline) {
-      rc = dlock_seterr(DLOCK_ECONN, "consul: no agent answered %s %s: %s", method, path, msg);
-      break;
-    }
-    if (tried % cc->http.nendpoints == 0)
-      dlock__http_pause(deadline);
-  }
-  curl_slist_free_all(hs);
-  if (rc == 0 || r->status)
-    dlock__http_handle_put(&cc->http, h);
-  else
-    curl_easy_cleanup(h);
-  return rc;
+  if (!t)
+    curl_slist_free_all(hs);
+  return t;
+}
+
+/* A 5xx is an agent between leaders: again, after a pause.  Everything
+ * else but 403 is the caller's to read. */
+static int call_judge(void *ctx, long status, const dlock__http_body *b, char *msg,
+                      size_t msglen) {
+  cs_call *call = ctx;
+  (void)msg;
+  (void)msglen;
+  if (status >= 500)
+    return DLOCK__HTTP_AGAIN;
+  if (status == 403)
+    return dlock_seterr(DLOCK_EAUTH, "consul: %s refused: %.200s", call->method,
+                        b->data ? b->data : "permission denied");
+  return DLOCK__HTTP_DONE;
+}
+
+/* One request through dlock__http_send, until DEADLINE.  0 with R holding
+ * any answer but a 5xx or a 403 (the caller reads r->status), or
+ * DLOCK_ECONN / DLOCK_EAUTH (403) with a message. */
+static int request(cs_client *cc, const char *method, const char *path, const char *body,
+                   int64_t deadline, reply *r) {
+  cs_call call = {cc, method, r};
+  dlock__http_req q = {
+      .method = method,
+      .path = path,
+      .body = body,
+      .deadline = deadline,
+      .ctx = &call,
+      .headers = call_headers,
+      .judge = call_judge,
+      .on_header = on_header,
+  };
+  return dlock__http_send(&cc->http, &q, &r->body, &r->status);
 }
 
 static void reply_free(reply *r) { free(r->body.data); }
 
 /* ---- sessions ---- */
 
-static void sess_put(cs_client *cc, cs_session *s) {
-  (void)cc;
-  if (--s->refs == 0 && !s->listed)
-    free(s);
-}
+/* The lease table's requests (dlock/lease.h). */
 
-static void sess_unlist(cs_client *cc, cs_session *s) {
-  if (!s->listed)
-    return;
-  for (cs_session **p = &cc->sessions; *p; p = &(*p)->next)
-    if (*p == s) {
-      *p = s->next;
-      break;
-    }
-  s->listed = false;
-}
-
-/* Under mu: the server no longer has S; every lock it carried is lost. */
-static void sess_gone(cs_client *cc, cs_session *s) {
-  if (s->dead)
-    return;
-  s->dead = true;
-  sess_unlist(cc, s);
-  for (cs_lock *lk = cc->held; lk; lk = lk->next)
-    if (lk->sess == s && !lk->lost) {
-      lk->lost = true;
-      if (lk->bl)
-        dlock_backend_lock_lost(cc->bc, lk->bl);
-    }
-  pthread_cond_broadcast(&cc->cv);
-}
-
-/* Renew S unless a renewal sent at or after SINCE already confirmed it;
- * concurrent callers share one request.  0, DLOCK_ELOST (session gone) or
- * a transient code. */
-static int sess_refresh(cs_client *cc, cs_session *s, int64_t since, int64_t deadline) {
-  pthread_mutex_lock(&cc->mu);
-  for (;;) {
-    if (s->dead) {
-      pthread_mutex_unlock(&cc->mu);
-      return dlock_seterr(DLOCK_ELOST, "consul: the session is gone");
-    }
-    if (s->fresh_ns >= since) {
-      pthread_mutex_unlock(&cc->mu);
-      return 0;
-    }
-    if (!s->busy)
-      break;
-    if (deadline >= 0 && now_ns() >= deadline) {
-      pthread_mutex_unlock(&cc->mu);
-      return dlock_seterr(DLOCK_ETIMEDOUT, "consul: timed out waiting for a renewal");
-    }
-    struct timespec ts;
-    dlock__ns_to_timespec(deadline >= 0 ? deadline : now_ns() + 1000000000, &ts);
-    pthread_cond_timedwait(&cc->cv, &cc->mu, &ts);
-  }
-  s->busy = true;
-  cc->stats.renewals++;
-  char path[128];
-  snprintf(path, sizeof path, "/v1/session/renew/%s", s->id);
-  pthread_mutex_unlock(&cc->mu);
+static int sess_create(dlock_backend_client *bc, void *priv, int64_t ttl_ms, int64_t deadline,
+                       int64_t *keep_ms) {
+  cs_client *cc = bc->priv;
+  int64_t ttl_s = (ttl_ms + 999) / 1000;
+  if (ttl_s < SESSION_TTL_MIN_S)
+    ttl_s = SESSION_TTL_MIN_S;
+  if (ttl_s > SESSION_TTL_MAX_S)
+    ttl_s = SESSION_TTL_MAX_S;
+  char *req = dlock__consul_req_session(cc->name, ttl_s, cc->lock_delay_ms);
   reply r = {0};
-  int64_t sent = now_ns();
-  int rc = request(cc, "PUT", path, "", bound(cc, deadline), &r);
+  int rc = req ? request(cc, "PUT", "/v1/session/create", req, deadline, &r)
+               : dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
+  if (rc == 0 && r.status != 200)
+    rc = dlock_seterr(DLOCK_EBACKEND, "consul: session create: HTTP %ld: %.200s", r.status,
+                      r.body.data ? r.body.data : "");
+  if (rc == 0)
+    rc = dlock__consul_parse_session(r.body.data, r.body.len, ((cs_session_id *)priv)->id);
+  reply_free(&r);
+  free(req);
+  if (rc == 0)
+    *keep_ms = ttl_s * 1000;
+  return rc;
+}
+
+static int sess_renew(dlock_backend_client *bc, void *priv, int64_t deadline, int64_t *keep_ms) {
+  cs_client *cc = bc->priv;
+  const char *id = ((cs_session_id *)priv)->id;
+  (void)keep_ms; /* a session's TTL is fixed */
+  char path[128];
+  snprintf(path, sizeof path, "/v1/session/renew/%s", id);
+  reply r = {0};
+  int rc = request(cc, "PUT", path, "", deadline, &r);
   int64_t ttl = -1;
   if (rc == 0 && r.status == 200)
     rc = dlock__consul_parse_renew(r.body.data, r.body.len, &ttl);
@@ -322,138 +267,69 @@ static int sess_refresh(cs_client *cc, cs_session *s, int64_t since, int64_t dea
     rc = dlock_seterr(DLOCK_EBACKEND, "consul: session renew: HTTP %ld: %.200s", r.status,
                       r.body.data ? r.body.data : "");
   bool gone = rc == 0 && r.status == 404;
-  if (gone) {
-    /* A server that has just become leader answers renewals from its own
-     * state before it has applied the log it found (a restarted server
-     * replaying it): a session created since its last snapshot is not
-     * there yet, and 404 would report every lock it carries lost, and
-     * leave their keys held by a session nobody renews for 2 x TTL.  A
-     * consistent read waits for the log; only if it does not know the
-     * session either is it gone.  Either way this renewal confirmed
-     * nothing. */
-    char ipath[160];
-    snprintf(ipath, sizeof ipath, "/v1/session/info/%s?consistent", s->id);
-    reply si = {0};
-    int irc = request(cc, "GET", ipath, NULL, bound(cc, deadline), &si);
-    if (irc == 0 && si.status == 200)
-      irc = dlock__consul_parse_session_info(si.body.data, si.body.len, s->id);
-    else if (irc == 0)
-      irc = dlock_seterr(DLOCK_EBACKEND, "consul: session info: HTTP %ld: %.200s", si.status,
-                         si.body.data ? si.body.data : "");
-    reply_free(&si);
-    if (irc != 0) {
-      gone = false;
-      rc = irc < 0 ? irc
-                   : dlock_seterr(DLOCK_ECONN, "consul: the agent did not know session %s yet "
-                                  "(a new leader catching up)", s->id);
-    }
-  }
-  pthread_mutex_lock(&cc->mu);
-  s->busy = false;
-  if (gone) {
-    sess_gone(cc, s);
-    rc = dlock_seterr(DLOCK_ELOST, "consul: the session has expired or was destroyed");
-  } else if (rc == 0) {
-    s->fresh_ns = sent;
-  }
-  pthread_cond_broadcast(&cc->cv);
-  pthread_mutex_unlock(&cc->mu);
+  reply_free(&r);
+  if (!gone)
+    return rc;
+  /* A server that has just become leader answers renewals from its own
+   * state before it has applied the log it found (a restarted server
+   * replaying it): a session created since its last snapshot is not there
+   * yet, and 404 would report every lock it carries lost, and leave their
+   * keys held by a session nobody renews for 2 x TTL.  A consistent read
+   * waits for the log; only if it does not know the session either is it
+   * gone.  Either way this renewal confirmed nothing. */
+  char ipath[160];
+  snprintf(ipath, sizeof ipath, "/v1/session/info/%s?consistent", id);
+  reply si = {0};
+  int irc = request(cc, "GET", ipath, NULL, deadline, &si);
+  if (irc == 0 && si.status == 200)
+    irc = dlock__consul_parse_session_info(si.body.data, si.body.len, id);
+  else if (irc == 0)
+    irc = dlock_seterr(DLOCK_EBACKEND, "consul: session info: HTTP %ld: %.200s", si.status,
+                       si.body.data ? si.body.data : "");
+  reply_free(&si);
+  if (irc < 0)
+    return irc;
+  if (irc > 0)
+    return dlock_seterr(DLOCK_ECONN, "consul: the agent did not know session %s yet "
+                        "(a new leader catching up)", id);
+  return dlock_seterr(DLOCK_ELOST, "consul: the session has expired or was destroyed");
+}
+
+/* Destroying a session releases whatever keys it still holds (locks the
+ * core could not release, orphans) instead of after 2 x TTL. */
+static int sess_destroy(dlock_backend_client *bc, void *priv, int64_t deadline) {
+  cs_client *cc = bc->priv;
+  char path[128];
+  snprintf(path, sizeof path, "/v1/session/destroy/%s", ((cs_session_id *)priv)->id);
+  reply r = {0};
+  int rc = request(cc, "PUT", path, "", deadline, &r);
   reply_free(&r);
   return rc;
 }
 
-/* The session for locks of TTL_MS, created if there is none, renewed
- * first if its last confirmation is a third of a ttl old.  With a
- * reference. */
-static int sess_get(cs_client *cc, int64_t ttl_ms, int64_t deadline, cs_session **out) {
-  for (int attempt = 0;; attempt++) {
-    pthread_mutex_lock(&cc->mu);
-    cs_session *s = cc->sessions;
-    while (s && s->ttl_ms != ttl_ms)
-      s = s->next;
-    bool create = false;
-    if (!s) {
-      if (!(s = calloc(1, sizeof *s))) {
-        pthread_mutex_unlock(&cc->mu);
-        return dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
-      }
-      s->ttl_ms = ttl_ms;
-      s->listed = true;
-      s->next = cc->sessions;
-      cc->sessions = s;
-      create = true;
+/* The server no longer has S: every lock it carried is lost. */
+static void sess_gone(dlock_backend_client *bc, dlock_lease *s) {
+  cs_client *cc = bc->priv;
+  pthread_mutex_lock(&cc->mu);
+  for (cs_lock *lk = cc->held; lk; lk = lk->next)
+    if (lk->sess == s && !lk->lost) {
+      lk->lost = true;
+      if (lk->bl)
+        dlock_backend_lock_lost(cc->bc, lk->bl);
     }
-    s->refs++;
-    while (!s->id[0] && !create && !s->dead) {
-      struct timespec ts;
-      dlock__ns_to_timespec(bound(cc, deadline), &ts);
-      if (pthread_cond_timedwait(&cc->cv, &cc->mu, &ts) == ETIMEDOUT) {
-        sess_put(cc, s);
-        pthread_mutex_unlock(&cc->mu);
-        return dlock_seterr(DLOCK_ETIMEDOUT, "consul: timed out waiting for a session");
-      }
-    }
-    if (s->dead && !create) {
-      sess_put(cc, s);
-      pthread_mutex_unlock(&cc->mu);
-      if (attempt >= 3)
-        return dlock_seterr(DLOCK_ECONN, "consul: could not get a session");
-      continue;
-    }
-    if (create)
-      cc->stats.sessions++;
-    int64_t fresh = s->fresh_ns;
-    pthread_mutex_unlock(&cc->mu);
-
-    if (!create) {
-      int64_t now = now_ns();
-      int rc = now - fresh < ttl_ms * 1000000 / 3 ? 0 : sess_refresh(cc, s, now, deadline);
-      if (rc == 0) {
-        *out = s;
-        return 0;
-      }
-      pthread_mutex_lock(&cc->mu);
-      sess_put(cc, s);
-      pthread_mutex_unlock(&cc->mu);
-      if (rc != DLOCK_ELOST || attempt >= 3)
-        return rc;
-      continue;
-    }
-
-    int64_t ttl_s = (ttl_ms + 999) / 1000;
-    if (ttl_s < SESSION_TTL_MIN_S)
-      ttl_s = SESSION_TTL_MIN_S;
-    if (ttl_s > SESSION_TTL_MAX_S)
-      ttl_s = SESSION_TTL_MAX_S;
-    char *req = dlock__consul_req_session(cc->name, ttl_s, cc->lock_delay_ms);
-    reply r = {0};
-    int64_t sent = now_ns();
-    char id[DLOCK_CONSUL_SESSION_MAX] = "";
-    int rc = req ? request(cc, "PUT", "/v1/session/create", req, bound(cc, deadline), &r)
-                 : dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
-    if (rc == 0 && r.status != 200)
-      rc = dlock_seterr(DLOCK_EBACKEND, "consul: session create: HTTP %ld: %.200s", r.status,
-                        r.body.data ? r.body.data : "");
-    if (rc == 0)
-      rc = dlock__consul_parse_session(r.body.data, r.body.len, id);
-    reply_free(&r);
-    free(req);
-    pthread_mutex_lock(&cc->mu);
-    if (rc == 0) {
-      snprintf(s->id, sizeof s->id, "%s", id);
-      s->fresh_ns = sent;
-      s->ttl_s = ttl_s;
-      *out = s;
-    } else {
-      s->dead = true;
-      sess_unlist(cc, s);
-      sess_put(cc, s);
-    }
-    pthread_cond_broadcast(&cc->cv);
-    pthread_mutex_unlock(&cc->mu);
-    return rc;
-  }
+  pthread_cond_broadcast(&cc->cv);
+  pthread_mutex_unlock(&cc->mu);
 }
+
+static const dlock_lease_ops consul_session_ops = {
+    .store = "consul",
+    .what = "session",
+    .priv_size = sizeof(cs_session_id),
+    .grant = sess_create,
+    .refresh = sess_renew,
+    .gone = sess_gone,
+    .revoke = sess_destroy,
+};
 
 /* Send the txn REQ (freed here) to PATH and parse the answer into *T,
  * whose results or errors the caller reads: 0 with *STATUS 200 (applied)
@@ -592,7 +468,7 @@ static void unlink_lock(cs_client *cc, cs_lock *lk) {
  * reaper gives it back; a session kept alive by other locks would hold it
  * for good.  VALUE and INDEX are the acquisition's (see give_back).  Takes
  * a reference on S. */
-static void orphan_add(cs_client *cc, cs_session *s, const char *key, const char *value,
+static void orphan_add(cs_client *cc, dlock_lease *s, const char *key, const char *value,
                        uint64_t index) {
   cs_lock *o = calloc(1, sizeof *o);
   char *k = strdup(key);
@@ -614,7 +490,7 @@ static void orphan_add(cs_client *cc, cs_session *s, const char *key, const char
   if (cc->held)
     cc->held->prev = o;
   cc->held = o;
-  s->refs++;
+  dlock_lease_hold(cc->sessions, s);
   kick_reaper(cc, 0);
 }
 
@@ -627,7 +503,7 @@ static bool orphan_watched(const cs_lock *o) {
 
 static void orphan_free(cs_client *cc, cs_lock *o) {
   unlink_lock(cc, o);
-  sess_put(cc, o->sess);
+  dlock_lease_put(cc->sessions, o->sess);
   free(o->key);
   free(o->value);
   free(o);
@@ -672,15 +548,15 @@ static void *reaper_main(void *arg) {
       if (job->bl)
         dlock_backend_lock_lost(cc->bc, job->bl);
     }
-    cs_session *s = job->sess;
-    s->refs++;
+    dlock_lease *s = job->sess;
+    dlock_lease_hold(cc->sessions, s);
     char *key = strdup(job->key);
     char *value = job->value ? strdup(job->value) : NULL;
     uint64_t index = job->index;
     bool live = !job->orphan;
     char sid[DLOCK_CONSUL_SESSION_MAX];
-    snprintf(sid, sizeof sid, "%s", s->id);
-    bool dead = s->dead;
+    snprintf(sid, sizeof sid, "%s", sess_id(s));
+    bool dead = dlock_lease_dead(cc->sessions, s);
     cc->reaping = key;
     job->reaping = true; /* nobody else gives this one back meanwhile */
     pthread_mutex_unlock(&cc->mu);
@@ -701,7 +577,7 @@ static void *reaper_main(void *arg) {
     } else if (rc < 0 && key) {
       orphan_add(cc, s, key, value, index); /* the handle is the core's: keep a copy */
     }
-    sess_put(cc, s);
+    dlock_lease_put(cc->sessions, s);
     free(key);
     free(value);
   }
@@ -726,8 +602,8 @@ static void settle_orphans(cs_client *cc, const char *key, int64_t deadline) {
       break;
     o->settling = true;
     char sid[DLOCK_CONSUL_SESSION_MAX];
-    snprintf(sid, sizeof sid, "%s", o->sess->id);
-    bool dead = o->sess->dead;
+    snprintf(sid, sizeof sid, "%s", sess_id(o->sess));
+    bool dead = dlock_lease_dead(cc->sessions, o->sess);
     pthread_mutex_unlock(&cc->mu);
     /* The orphan's fields stay: nobody frees one that is settling. */
     int rc = dead ? 0 : give_back(cc, key, sid, o->index, o->value, false, deadline);
@@ -746,7 +622,7 @@ static void settle_orphans(cs_client *cc, const char *key, int64_t deadline) {
 
 /* Under mu: we hold KEY through S now, so orphans of KEY under S are ours
  * again and must not be given back. */
-static void drop_orphans(cs_client *cc, const char *key, cs_session *s) {
+static void drop_orphans(cs_client *cc, const char *key, dlock_lease *s) {
   for (cs_lock *o = cc->held, *next; o; o = next) {
     next = o->next;
     if (o->orphan && o->sess == s && strcmp(o->key, key) == 0 && !o->settling && !o->reaping)
@@ -775,11 +651,9 @@ static void client_free(cs_client *cc) {
     if (lk->orphan)
       free(lk);
   }
-  while (cc->sessions) {
-    cs_session *s = cc->sessions;
-    cc->sessions = s->next;
-    free(s);
-  }
+  /* Destroys the sessions the agent still has. */
+  dlock_leases_free(cc->sessions);
+  cc->sessions = NULL;
   dlock__http_close(&cc->http);
   if (cc->token)
     memset(cc->token, 0, strlen(cc->token));
@@ -799,6 +673,9 @@ static int consul_open(dlock_backend_client *bc, dlock_url *url) {
   cc->reaper_wake_ns = INT64_MIN;
   int rc = dlock__http_open(&cc->http, "consul", url, "consul+https", 8500,
                             bc->connect_timeout_ms);
+  cc->http.bc = bc;
+  if (rc == 0)
+    rc = dlock_leases_new(bc, &consul_session_ops, &cc->sessions);
   const char *path = dlock_url_path(url);
   if (rc == 0 && path[0] && strcmp(path, "/") != 0)
     rc = dlock_seterr(DLOCK_EINVAL, "consul: the URL takes no path (got '%s'); use ?prefix=",
@@ -849,8 +726,6 @@ static int consul_open(dlock_backend_client *bc, dlock_url *url) {
 
 static void consul_close(dlock_backend_client *bc) {
   cs_client *cc = bc->priv;
-  /* Destroying a session releases whatever keys it still holds (locks the
-   * core could not release, orphans) instead of after 2 x TTL. */
   pthread_mutex_lock(&cc->mu);
   cc->stop = true;
   pthread_cond_broadcast(&cc->cv);
@@ -860,26 +735,6 @@ static void consul_close(dlock_backend_client *bc) {
     pthread_join(cc->reaper, NULL);
     cc->reaper_started = false;
   }
-  for (cs_session *s = cc->sessions; s; s = s->next) {
-    if (!s->id[0] || s->dead)
-      continue;
-    char path[128];
-    snprintf(path, sizeof path, "/v1/session/destroy/%s", s->id);
-    reply r = {0};
-    int rc = request(cc, "PUT", path, "", bound(cc, -1), &r);
-    reply_free(&r);
-    if (rc == DLOCK_ECONN)
-      break; /* the agent is gone: the sessions end by their TTL */
-  }
-  /* Sessions of locks never released (listed or not) go with them. */
-  for (cs_lock *lk = cc->held; lk; lk = lk->next)
-    if (lk->sess && !lk->sess->listed) {
-      cs_session *s = lk->sess;
-      for (cs_lock *o = lk; o; o = o->next)
-        if (o->sess == s)
-          o->sess = NULL;
-      free(s);
-    }
   client_free(cc);
 }
 
@@ -927,7 +782,7 @@ static void look(cs_client *cc, const char *key, bool *exact, int64_t deadline, 
 /* One lock attempt: 0 with *token, DLOCK_EBUSY (1 in *delay when nobody
  * holds the key: a lock-delay is in force; *index the index to block on,
  * see look()), or another negative code. */
-static int try_lock(cs_client *cc, cs_session *s, const char *key, const char *value,
+static int try_lock(cs_client *cc, dlock_lease *s, const char *key, const char *value,
                     int64_t deadline, bool *exact, uint64_t *token, int *delay,
                     uint64_t *index) {
   *delay = 0;
@@ -937,11 +792,11 @@ static int try_lock(cs_client *cc, cs_session *s, const char *key, const char *v
   pthread_mutex_unlock(&cc->mu);
   dlock__consul_txn t;
   long status;
-  int rc = txn(cc, "/v1/txn", dlock__consul_req_lock(key, s->id, value), deadline, "txn", &t,
+  int rc = txn(cc, "/v1/txn", dlock__consul_req_lock(key, sess_id(s), value), deadline, "txn", &t,
                &status);
   if (rc == 0 && status == 200) {
     const dlock__consul_kv *kv = t.nresults > 1 && t.found[1] ? &t.results[1] : NULL;
-    if (!kv || strcmp(kv->session, s->id) != 0 || !kv->modify_index)
+    if (!kv || strcmp(kv->session, sess_id(s)) != 0 || !kv->modify_index)
       rc = dlock_seterr(DLOCK_EBACKEND, "consul: the lock txn answered without our session");
     else
       *token = kv->modify_index;
@@ -1010,18 +865,20 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
   uint64_t index, token = 0;
   int64_t pause_ns = 50000000;
   bool exact = true; /* the agent takes the key's path (until it refuses it) */
-  cs_session *s = NULL;
+  dlock_lease *s = NULL;
   for (int lost = 0; rc == 0;) {
     settle_orphans(cc, key, try_only ? -1 : deadline);
-    if ((rc = sess_get(cc, bl->ttl_ms, try_only ? -1 : deadline, &s)) < 0)
+    if ((rc = dlock_lease_get(cc->sessions, bl->ttl_ms, try_only ? -1 : deadline, &s)) < 0)
       break;
     int delay = 0;
     rc = try_lock(cc, s, key, value, try_only ? -1 : deadline, &exact, &token, &delay,
                   &index);
     if (rc == 0) {
+      /* Under mu, so that a session going now finds the lock (sess_gone). */
       pthread_mutex_lock(&cc->mu);
       drop_orphans(cc, key, s);
-      if (s->dead) {
+      int64_t fresh = dlock_lease_fresh_ns(cc->sessions, s);
+      if (dlock_lease_dead(cc->sessions, s)) {
         rc = DLOCK_ELOST;
       } else {
         lk->bl = bl;
@@ -1030,14 +887,14 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
         lk->value = value;
         lk->index = token;
         lk->ttl_ms = bl->ttl_ms;
-        lk->confirmed_ns = s->fresh_ns;
+        lk->confirmed_ns = fresh;
         lk->listed = true;
         lk->next = cc->held;
         if (cc->held)
           cc->held->prev = lk;
         cc->held = lk;
         bl->token = token;
-        bl->sent_ns = s->fresh_ns;
+        bl->sent_ns = fresh;
         key = NULL;
         value = NULL;
         kick_reaper(cc, lk->confirmed_ns + lk->ttl_ms * 1000000);
@@ -1046,13 +903,13 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
       if (rc == 0)
         break;
     }
-    pthread_mutex_lock(&cc->mu);
     if (rc == DLOCK_ELOST)
-      sess_gone(cc, s);
-    else if (rc != DLOCK_EBUSY && rc != DLOCK_EINVAL && rc != DLOCK_ENOMEM)
+      dlock_lease_gone(cc->sessions, s);
+    pthread_mutex_lock(&cc->mu);
+    if (rc != DLOCK_ELOST && rc != DLOCK_EBUSY && rc != DLOCK_EINVAL && rc != DLOCK_ENOMEM)
       /* No definite answer: the lock may have been applied. */
       orphan_add(cc, s, key, value, 0);
-    sess_put(cc, s);
+    dlock_lease_put(cc->sessions, s);
     if (delay)
       cc->stats.lock_delays++;
     pthread_mutex_unlock(&cc->mu);
@@ -1126,6 +983,14 @@ static int consul_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int6
 
 /* ---- renew / release ---- */
 
+/* For dlock_lease_renew: the lease BL rides on, and when it was last
+ * confirmed. */
+static dlock_lease *lock_sess(dlock_backend_lock *bl, int64_t *confirmed_ns) {
+  cs_lock *lk = bl->priv;
+  *confirmed_ns = lk->confirmed_ns;
+  return lk->sess;
+}
+
 static int consul_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, size_t n,
                              int *rcs) {
   cs_client *cc = bc->priv;
@@ -1134,10 +999,10 @@ static int consul_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls,
   for (size_t i = 0; i < n; i++) {
     cs_lock *lk = bls[i]->priv;
     lk->ttl_ms = bls[i]->ttl_ms;
-    rcs[i] = !lk->listed || lk->lost ? DLOCK_ELOST : 1;
+    rcs[i] = !lk->listed || lk->lost ? DLOCK_ELOST : DLOCK_LEASE_PENDING;
     /* The session's TTL is fixed: a lock cannot be promised longer than
      * the server keeps it.  Refusing lets the local deadline run out. */
-    if (rcs[i] == 1 && lk->ttl_ms > lk->sess->ttl_s * 1000)
+    if (rcs[i] == DLOCK_LEASE_PENDING && lk->ttl_ms > dlock_lease_keep_ms(cc->sessions, lk->sess))
       rcs[i] = DLOCK_ENOTSUP;
   }
   pthread_mutex_unlock(&cc->mu);
@@ -1148,44 +1013,20 @@ static int consul_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls,
       dlock_seterr(DLOCK_ENOTSUP, "consul: the ttl of '%s' cannot grow past its session's "
                    "TTL; acquire it with the longer ttl", bls[i]->key);
   /* One renewal per session among them. */
-  for (size_t i = 0; i < n; i++) {
-    if (rcs[i] != 1)
-      continue;
-    cs_session *s = ((cs_lock *)bls[i]->priv)->sess;
-    int64_t since = INT64_MAX, dl = INT64_MAX;
-    for (size_t j = i; j < n; j++) {
-      cs_lock *o = bls[j]->priv;
-      if (rcs[j] != 1 || o->sess != s)
-        continue;
-      if (o->confirmed_ns < since)
-        since = o->confirmed_ns;
-      int64_t d = bls[j]->io_deadline_ns ? bls[j]->io_deadline_ns : INT64_MAX;
-      if (d < dl)
-        dl = d;
-    }
-    int rc = sess_refresh(cc, s, since + 1, dl == INT64_MAX ? -1 : dl);
-    pthread_mutex_lock(&cc->mu);
-    int64_t fresh = s->fresh_ns;
-    pthread_mutex_unlock(&cc->mu);
-    for (size_t j = i; j < n; j++) {
-      cs_lock *o = bls[j]->priv;
-      if (rcs[j] != 1 || o->sess != s)
-        continue;
-      rcs[j] = rc == 0 ? 2 : rc;
-      bls[j]->sent_ns = fresh;
-    }
-  }
+  int lrc = dlock_lease_renew(cc->sessions, bls, n, rcs, lock_sess);
+  if (lrc < 0)
+    return lrc;
   /* Does each session still hold its keys?  One consistent txn per 64. */
   for (size_t i = 0; i < n;) {
     const char *keys[DLOCK__CONSUL_TXN_MAX], *sids[DLOCK__CONSUL_TXN_MAX];
     size_t idx[DLOCK__CONSUL_TXN_MAX], m = 0;
     int64_t dl = INT64_MAX;
     for (; i < n && m < DLOCK__CONSUL_TXN_MAX; i++) {
-      if (rcs[i] != 2)
+      if (rcs[i] != 0)
         continue;
       cs_lock *lk = bls[i]->priv;
       keys[m] = lk->key;
-      sids[m] = lk->sess->id;
+      sids[m] = sess_id(lk->sess);
       idx[m++] = i;
       int64_t d = bls[i]->io_deadline_ns ? bls[i]->io_deadline_ns : INT64_MAX;
       if (d < dl)
@@ -1245,10 +1086,10 @@ static int consul_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   while (lk->reaping)
     pthread_cond_wait(&cc->cv, &cc->mu);
   bool lost = lk->lost;
-  cs_session *s = lk->sess;
-  bool alive = !s->dead;
+  dlock_lease *s = lk->sess;
+  bool alive = !dlock_lease_dead(cc->sessions, s);
   char sid[DLOCK_CONSUL_SESSION_MAX];
-  snprintf(sid, sizeof sid, "%s", s->id);
+  snprintf(sid, sizeof sid, "%s", sess_id(s));
   /* No loss report may name it from here on: the core frees BL. */
   lk->bl = NULL;
   lk->lost = true;
@@ -1264,7 +1105,7 @@ static int consul_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
     if (!lost)
       rc = b;
   }
-  sess_put(cc, s);
+  dlock_lease_put(cc->sessions, s);
   pthread_mutex_unlock(&cc->mu);
   free(lk->key);
   lk->key = NULL;
@@ -1498,14 +1339,19 @@ static int consul_control(dlock_backend_client *bc, dlock_backend_lock *bl, int 
   if (op == DLOCK_CONSUL_CTL_STATS) {
     pthread_mutex_lock(&cc->mu);
     *(struct dlock_consul_stats *)arg = cc->stats;
+    pthread_mutex_lock(&cc->http.mu);
+    ((struct dlock_consul_stats *)arg)->retries = cc->http.retries;
+    pthread_mutex_unlock(&cc->http.mu);
+    dlock_leases_counts(cc->sessions, &((struct dlock_consul_stats *)arg)->sessions,
+                        &((struct dlock_consul_stats *)arg)->renewals);
     pthread_mutex_unlock(&cc->mu);
     return 0;
   }
   if (op == DLOCK_CONSUL_CTL_SESSION) {
-    cs_session *s = NULL;
+    dlock_lease *s = NULL;
     int rc = 0;
     if (!bl) {
-      if ((rc = sess_get(cc, bc->default_ttl_ms, -1, &s)) < 0)
+      if ((rc = dlock_lease_get(cc->sessions, bc->default_ttl_ms, -1, &s)) < 0)
         return rc;
     }
     pthread_mutex_lock(&cc->mu);
@@ -1513,9 +1359,9 @@ static int consul_control(dlock_backend_client *bc, dlock_backend_lock *bl, int 
     if (bl && (!lk->listed || !lk->sess))
       rc = dlock_seterr(DLOCK_EINVAL, "consul: DLOCK_CONSUL_CTL_SESSION needs a held lock");
     else
-      snprintf(arg, DLOCK_CONSUL_SESSION_MAX, "%s", bl ? lk->sess->id : s->id);
+      snprintf(arg, DLOCK_CONSUL_SESSION_MAX, "%s", sess_id(bl ? lk->sess : s));
     if (s)
-      sess_put(cc, s);
+      dlock_lease_put(cc->sessions, s);
     pthread_mutex_unlock(&cc->mu);
     return rc;
   }

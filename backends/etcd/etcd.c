@@ -29,6 +29,7 @@
 
 #include "backends/etcd/etcd-codec.h"
 #include "backends/http/http.h"
+#include "dlock/lease.h"
 
 /* How often an acquisition whose key vanished while it queued (its lease
  * expired or was revoked) joins the queue again before giving up. */
@@ -39,23 +40,20 @@
 /* Leftover keys deleted per renewal, so a backlog cannot eat its time. */
 #define SWEEP_MAX 8
 
-typedef struct etcd_lease {
-  struct etcd_lease *next; /* in the client's list while usable */
-  int64_t ttl_ms;          /* the lock ttl it serves */
-  int64_t id;              /* 0 until granted */
-  int64_t ttl_s;           /* what the server granted */
-  int64_t fresh_ns;        /* send time of the last grant/keepalive it confirmed */
-  int refs;                /* locks, queued acquisitions and requests using it */
-  bool busy;               /* a grant or keepalive is in flight */
-  bool dead;               /* gone at the server, or never granted */
-  bool listed;
-} etcd_lease;
+/* A lease's state in the client's lease table (dlock/lease.h): its id. */
+typedef struct etcd_lease_id {
+  int64_t id;
+} etcd_lease_id;
+
+static int64_t lease_id(const dlock_lease *l) {
+  return ((const etcd_lease_id *)dlock_lease_priv(l))->id;
+}
 
 /* bl->priv: a lock, in the client's registry while held. */
 typedef struct etcd_lock {
   struct etcd_lock *prev, *next;
   dlock_backend_lock *bl;
-  etcd_lease *lease;
+  dlock_lease *lease;
   char *name;
   char *key;
   int64_t rev;          /* create_revision of our key: the token */
@@ -69,7 +67,7 @@ typedef struct etcd_lock {
  * its lease, which would otherwise keep it (and its queue) alive. */
 typedef struct etcd_orphan {
   struct etcd_orphan *next;
-  etcd_lease *lease;
+  dlock_lease *lease;
   char *key;
   int64_t rev;
 } etcd_orphan;
@@ -84,7 +82,7 @@ typedef struct etcd_client {
   char *token;                 /* under mu; NULL without auth */
   uint64_t token_gen;
   char *prefix;
-  etcd_lease *leases;
+  dlock_leases *leases;        /* dlock/lease.h */
   etcd_lock *held;
   etcd_orphan *orphans;
   int stale_watches;           /* DLOCK_ETCD_CTL_STALE_WATCH */
@@ -95,20 +93,6 @@ typedef struct etcd_client {
 
 static int64_t now_ns(void) { return dlock_backend_now_ns(); }
 
-/* Wait on ec->cv until DEADLINE (-1 = no limit): false once it has passed. */
-static bool cv_wait(etcd_client *ec, int64_t deadline) {
-  if (deadline < 0) {
-    pthread_cond_wait(&ec->cv, &ec->mu);
-    return true;
-  }
-  if (now_ns() >= deadline)
-    return false;
-  struct timespec ts;
-  dlock__ns_to_timespec(deadline, &ts);
-  pthread_cond_timedwait(&ec->cv, &ec->mu, &ts);
-  return true;
-}
-
 /* A request's deadline: the caller's, or ?timeout= from now. */
 static int64_t bound(const etcd_client *ec, int64_t deadline) {
   int64_t own = now_ns() + ec->bc->timeout_ms * 1000000;
@@ -117,9 +101,20 @@ static int64_t bound(const etcd_client *ec, int64_t deadline) {
 
 /* ---- transport ---- */
 
-/* Headers of one request: JSON, no "Expect: 100-continue" (curl would wait
- * up to a second for it on bodies over 1 KiB), the token if logged in. */
-static struct curl_slist *headers_for(etcd_client *ec, bool with_token, uint64_t *gen) {
+/* One request of post(): what its hooks for dlock__http_send need. */
+typedef struct etcd_call {
+  etcd_client *ec;
+  bool auth_req;      /* logging in: without a token, never logging in again */
+  uint64_t gen;       /* the token generation its last attempt sent */
+  enum dlock__etcd_fault *fault;
+} etcd_call;
+
+/* Headers of one attempt: JSON, no "Expect: 100-continue" (curl would
+ * wait up to a second for it on bodies over 1 KiB), the token if logged
+ * in. */
+static struct curl_slist *call_headers(void *ctx) {
+  etcd_call *call = ctx;
+  etcd_client *ec = call->ec;
   struct curl_slist *hs = curl_slist_append(NULL, "Content-Type: application/json");
   struct curl_slist *t = hs ? curl_slist_append(hs, "Expect:") : NULL;
   if (!t) {
@@ -137,8 +132,8 @@ static struct curl_slist *headers_for(etcd_client *ec, bool with_token, uint64_t
   }
   hs = t;
   pthread_mutex_lock(&ec->mu);
-  *gen = ec->token_gen;
-  if (ec->token && with_token) {
+  call->gen = ec->token_gen;
+  if (ec->token && !call->auth_req) {
     size_t n = strlen(ec->token) + 32;
     char *line = malloc(n);
     if (line) {
@@ -155,120 +150,54 @@ static struct curl_slist *headers_for(etcd_client *ec, bool with_token, uint64_t
   return hs;
 }
 
-static int login(etcd_client *ec, uint64_t seen_gen, int64_t deadline);
-
-/* Moves on from endpoint EP, saying so when there is somewhere to go. */
-static void fail_over(etcd_client *ec, size_t ep) {
-  if (ec->http.nendpoints > 1 && ep < ec->http.nendpoints)
-    dlock_backend_log(ec->bc, DLOCK_LOG_WARN,
-                      "etcd: %s did not answer, or has no leader: trying the next endpoint",
-                      ec->http.endpoints[ep]);
-  dlock__http_failover(&ec->http, ep);
+/* 200 is the answer; anything else says what it asks for. */
+static int call_judge(void *ctx, long status, const dlock__http_body *b, char *msg,
+                      size_t msglen) {
+  etcd_call *call = ctx;
+  if (status == 200)
+    return DLOCK__HTTP_DONE;
+  enum dlock__etcd_fault f =
+      dlock__etcd_error((int)status, b->data ? b->data : "", b->len, msg, msglen);
+  /* etcd 3.4 answers a request without a token "user name is empty": the
+   * same cure as an expired token. */
+  if (f == DLOCK__ETCD_F_AUTH && call->ec->user && strstr(msg, "user name is empty"))
+    f = DLOCK__ETCD_F_REAUTH;
+  *call->fault = f;
+  if (f == DLOCK__ETCD_F_RETRY)
+    return DLOCK__HTTP_NEXT;
+  int rc = dlock_seterr(dlock__etcd_fault_code(f), "etcd: %s", msg);
+  return f == DLOCK__ETCD_F_REAUTH && call->ec->user && !call->auth_req ? DLOCK__HTTP_REAUTH
+                                                                        : rc;
 }
 
-/* POST REQ to PATH, moving on to the next endpoint when one cannot be
- * reached or has no leader, logging in again when the token has expired,
- * until DEADLINE.  0 with OUT holding a 200 answer, or a negative code with
- * a message; *fault says what an error answer asked for. */
+static int login(etcd_client *ec, uint64_t seen_gen, int64_t deadline);
+
+static int call_reauth(void *ctx, int64_t deadline) {
+  etcd_call *call = ctx;
+  return login(call->ec, call->gen, deadline);
+}
+
+/* POST REQ to PATH through dlock__http_send, logging in again when the
+ * token has expired, until DEADLINE.  0 with OUT holding a 200 answer, or
+ * a negative code with a message; *fault says what an error answer asked
+ * for. */
 static int post(etcd_client *ec, const char *path, const char *req, int64_t deadline,
                 dlock__http_body *out, enum dlock__etcd_fault *fault) {
   enum dlock__etcd_fault dummy;
-  if (!fault)
-    fault = &dummy;
-  *fault = DLOCK__ETCD_F_NONE;
-  CURL *h = dlock__http_handle_get(&ec->http);
-  if (!h)
-    return dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
-  int rc = 0;
-  int reauths = 0;
-  size_t tried = 0;
-  int64_t backoff = 20000000;
-  char msg[256] = "";
-  /* Logging in goes without a token and never logs in again itself. */
-  bool auth_req = strcmp(path, "/v3/auth/authenticate") == 0;
-  for (;;) {
-    size_t ep = dlock__http_current(&ec->http);
-    uint64_t gen;
-    struct curl_slist *hs = headers_for(ec, !auth_req, &gen);
-    if (!hs) {
-      rc = dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
-      break;
-    }
-    /* A member that accepts the request but does not answer (partitioned,
-     * overloaded) must not use up the whole budget: each endpoint not yet
-     * tried in this round gets an equal share of what is left. */
-    int64_t attempt_end = deadline;
-    size_t untried = ec->http.nendpoints - tried % ec->http.nendpoints;
-    if (untried > 1)
-      attempt_end = now_ns() + (deadline - now_ns()) / (int64_t)untried;
-    dlock__http_body_reset(out);
-    dlock__http_setup(&ec->http, h, ep, "POST", path, req, hs, attempt_end);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, dlock__http_on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
-    CURLcode cc = curl_easy_perform(h);
-    curl_slist_free_all(hs);
-    long status = 0;
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    if (cc == CURLE_OK && status == 200) {
-      rc = 0;
-      break;
-    }
-    if (cc != CURLE_OK) {
-      if (out->too_big) {
-        rc = dlock_seterr(DLOCK_EBACKEND, "etcd: answer to %s larger than %u bytes", path,
-                          DLOCK__HTTP_BODY_MAX);
-        break;
-      }
-      snprintf(msg, sizeof msg, "%s", curl_easy_strerror(cc));
-      if (dlock__http_config_error(cc)) {
-        rc = dlock_seterr(DLOCK_ECONN, "etcd: %s: %s", ec->http.endpoints[ep], msg);
-        break;
-      }
-    } else {
-      *fault = dlock__etcd_error((int)status, out->data ? out->data : "", out->len, msg,
-                                 sizeof msg);
-      /* etcd 3.4 answers a request without a token "user name is empty":
-       * the same cure as an expired token. */
-      if (*fault == DLOCK__ETCD_F_AUTH && ec->user && strstr(msg, "user name is empty"))
-        *fault = DLOCK__ETCD_F_REAUTH;
-      if (*fault == DLOCK__ETCD_F_REAUTH && ec->user && !auth_req && reauths++ < 2) {
-        if ((rc = login(ec, gen, deadline)) < 0)
-          break;
-        continue;
-      }
-      if (*fault != DLOCK__ETCD_F_RETRY) {
-        rc = dlock_seterr(dlock__etcd_fault_code(*fault), "etcd: %s", msg);
-        break;
-      }
-    }
-    /* The endpoint is down, partitioned or between leaders: the next one,
-     * and once all have been tried, the same again after a pause. */
-    fail_over(ec, ep);
-    if (++tried % ec->http.nendpoints == 0) {
-      int64_t until = now_ns() + backoff + (int64_t)dlock__random_below((uint64_t)backoff);
-      backoff = backoff * 2 > 500000000 ? 500000000 : backoff * 2;
-      if (until >= deadline) {
-        rc = dlock_seterr(DLOCK_ECONN, "etcd: no endpoint answered %s: %s", path, msg);
-        break;
-      }
-      struct timespec ts = {0, 0};
-      int64_t d = until - now_ns();
-      if (d > 0) {
-        ts.tv_sec = d / 1000000000;
-        ts.tv_nsec = d % 1000000000;
-        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-        }
-      }
-    } else if (now_ns() >= deadline) {
-      rc = dlock_seterr(DLOCK_ECONN, "etcd: no endpoint answered %s: %s", path, msg);
-      break;
-    }
-  }
-  if (rc == 0 || *fault != DLOCK__ETCD_F_NONE)
-    dlock__http_handle_put(&ec->http, h);
-  else
-    curl_easy_cleanup(h); /* a broken connection must not be reused */
-  return rc;
+  etcd_call call = {ec, strcmp(path, "/v3/auth/authenticate") == 0, 0, fault ? fault : &dummy};
+  *call.fault = DLOCK__ETCD_F_NONE;
+  dlock__http_req r = {
+      .method = "POST",
+      .path = path,
+      .body = req,
+      .deadline = deadline,
+      .ctx = &call,
+      .headers = call_headers,
+      .judge = call_judge,
+      .reauth = call_reauth,
+  };
+  long status;
+  return dlock__http_send(&ec->http, &r, out, &status);
 }
 
 /* Log in (again).  SEEN_GEN is the token generation the caller found
@@ -329,29 +258,74 @@ static int txn(etcd_client *ec, char *req, int64_t deadline, dlock__etcd_txn *t,
 
 /* ---- leases ---- */
 
-static void lease_put(etcd_client *ec, etcd_lease *l) {
-  if (--l->refs == 0 && !l->listed)
-    free(l);
+/* The lease table's requests (dlock/lease.h). */
+
+static int lease_grant(dlock_backend_client *bc, void *priv, int64_t ttl_ms, int64_t deadline,
+                       int64_t *keep_ms) {
+  etcd_client *ec = bc->priv;
+  int64_t ttl_s = (ttl_ms + 999) / 1000;
+  char *req = dlock__etcd_req_grant(ttl_s);
+  dlock__http_body b = {0};
+  int64_t id = 0, got = 0;
+  int rc = req ? post(ec, "/v3/lease/grant", req, deadline, &b, NULL)
+               : dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+  if (rc == 0)
+    rc = dlock__etcd_parse_grant(b.data, b.len, &id, &got);
+  if (rc == 0 && (id <= 0 || got < ttl_s))
+    rc = dlock_seterr(DLOCK_EBACKEND, "etcd: lease grant gave id %" PRId64 " ttl %" PRId64
+                      " s for %" PRId64 " s", id, got, ttl_s);
+  free(b.data);
+  free(req);
+  if (rc == 0) {
+    ((etcd_lease_id *)priv)->id = id;
+    *keep_ms = got * 1000;
+  }
+  return rc;
 }
 
-static void lease_unlist(etcd_client *ec, etcd_lease *l) {
-  if (!l->listed)
-    return;
-  for (etcd_lease **p = &ec->leases; *p; p = &(*p)->next)
-    if (*p == l) {
-      *p = l->next;
-      break;
-    }
-  l->listed = false;
+static int lease_keepalive(dlock_backend_client *bc, void *priv, int64_t deadline,
+                           int64_t *keep_ms) {
+  etcd_client *ec = bc->priv;
+  int64_t id = ((etcd_lease_id *)priv)->id, ttl = 0;
+  char *req = dlock__etcd_req_lease(id);
+  dlock__http_body b = {0};
+  enum dlock__etcd_fault f = DLOCK__ETCD_F_NONE;
+  int rc = req ? post(ec, "/v3/lease/keepalive", req, deadline, &b, &f)
+               : dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+  char msg[256];
+  if (rc == 0)
+    rc = dlock__etcd_parse_keepalive(b.data, b.len, &ttl, msg, sizeof msg);
+  free(b.data);
+  free(req);
+  if (rc == 0 && ttl <= 0)
+    return dlock_seterr(DLOCK_ELOST, "etcd: lease %" PRIx64 " has expired or was revoked",
+                        (uint64_t)id);
+  if (rc == 0)
+    *keep_ms = ttl * 1000;
+  return rc;
 }
 
-/* Under mu: the server no longer has L.  Every lock on it is lost, and
- * later acquisitions get a new lease. */
-static void lease_gone(etcd_client *ec, etcd_lease *l) {
-  if (l->dead)
-    return;
-  l->dead = true;
-  lease_unlist(ec, l);
+static int lease_revoke(dlock_backend_client *bc, void *priv, int64_t deadline) {
+  etcd_client *ec = bc->priv;
+  char *req = dlock__etcd_req_lease(((etcd_lease_id *)priv)->id);
+  dlock__http_body b = {0};
+  int rc = req ? post(ec, "/v3/lease/revoke", req, deadline, &b, NULL) : DLOCK_ENOMEM;
+  free(b.data);
+  free(req);
+  return rc;
+}
+
+static void free_orphan(etcd_client *ec, etcd_orphan *o) {
+  dlock_lease_put(ec->leases, o->lease);
+  free(o->key);
+  free(o);
+}
+
+/* The server no longer has L: every lock on it is lost, and what it
+ * carried went with it. */
+static void lease_gone(dlock_backend_client *bc, dlock_lease *l) {
+  etcd_client *ec = bc->priv;
+  pthread_mutex_lock(&ec->mu);
   for (etcd_lock *lk = ec->held; lk; lk = lk->next)
     if (lk->lease == l && !lk->lost) {
       lk->lost = true;
@@ -361,165 +335,24 @@ static void lease_gone(etcd_client *ec, etcd_lease *l) {
     etcd_orphan *o = *p;
     if (o->lease == l) {
       *p = o->next;
-      lease_put(ec, o->lease);
-      free(o->key);
-      free(o);
+      free_orphan(ec, o);
     } else {
       p = &o->next;
     }
   }
   pthread_cond_broadcast(&ec->cv);
-}
-
-/* Confirm L with one keepalive unless one sent at or after SINCE has
- * already done so; concurrent callers share one request.  0 with
- * l->fresh_ns updated, DLOCK_ELOST when the lease is gone, or a transient
- * code. */
-static int lease_refresh(etcd_client *ec, etcd_lease *l, int64_t since, int64_t deadline) {
-  pthread_mutex_lock(&ec->mu);
-  for (;;) {
-    if (l->dead) {
-      pthread_mutex_unlock(&ec->mu);
-      return dlock_seterr(DLOCK_ELOST, "etcd: lease %" PRIx64 " is gone", (uint64_t)l->id);
-    }
-    if (l->fresh_ns >= since) {
-      pthread_mutex_unlock(&ec->mu);
-      return 0;
-    }
-    if (!l->busy)
-      break;
-    if (!cv_wait(ec, deadline)) {
-      pthread_mutex_unlock(&ec->mu);
-      return dlock_seterr(DLOCK_ETIMEDOUT, "etcd: timed out waiting for a keepalive");
-    }
-  }
-  l->busy = true;
-  ec->stats.keepalives++;
-  int64_t id = l->id;
   pthread_mutex_unlock(&ec->mu);
-
-  char *req = dlock__etcd_req_lease(id);
-  dlock__http_body b = {0};
-  int64_t sent = now_ns(), ttl = 0;
-  enum dlock__etcd_fault f = DLOCK__ETCD_F_NONE;
-  int rc = req ? post(ec, "/v3/lease/keepalive", req, bound(ec, deadline), &b, &f)
-               : dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
-  char msg[256];
-  if (rc == 0)
-    rc = dlock__etcd_parse_keepalive(b.data, b.len, &ttl, msg, sizeof msg);
-  free(b.data);
-  free(req);
-
-  pthread_mutex_lock(&ec->mu);
-  l->busy = false;
-  if (rc == 0 && ttl <= 0) {
-    lease_gone(ec, l);
-    rc = dlock_seterr(DLOCK_ELOST, "etcd: lease %" PRIx64 " has expired or was revoked",
-                      (uint64_t)id);
-  } else if (rc == DLOCK_ELOST) {
-    lease_gone(ec, l);
-  } else if (rc == 0) {
-    l->fresh_ns = sent;
-    l->ttl_s = ttl;
-  }
-  pthread_cond_broadcast(&ec->cv);
-  pthread_mutex_unlock(&ec->mu);
-  return rc;
 }
 
-/* The lease for locks of TTL_MS, granted if there is none, confirmed again
- * if its last confirmation is a third of a ttl old (so a lock taken now
- * starts with at least two thirds of its ttl).  Returns it with a
- * reference. */
-static int lease_get(etcd_client *ec, int64_t ttl_ms, int64_t deadline, etcd_lease **out) {
-  for (int attempt = 0;; attempt++) {
-    pthread_mutex_lock(&ec->mu);
-    etcd_lease *l = ec->leases;
-    while (l && l->ttl_ms != ttl_ms)
-      l = l->next;
-    bool grant = false;
-    if (!l) {
-      l = calloc(1, sizeof *l);
-      if (!l) {
-        pthread_mutex_unlock(&ec->mu);
-        return dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
-      }
-      l->ttl_ms = ttl_ms;
-      l->busy = true;
-      l->listed = true;
-      l->next = ec->leases;
-      ec->leases = l;
-      grant = true;
-    }
-    l->refs++;
-    while (l->id == 0 && !grant && !l->dead) {
-      if (!cv_wait(ec, deadline)) {
-        lease_put(ec, l);
-        pthread_mutex_unlock(&ec->mu);
-        return dlock_seterr(DLOCK_ETIMEDOUT, "etcd: timed out waiting for a lease");
-      }
-    }
-    if (l->dead && !grant) {
-      lease_put(ec, l);
-      pthread_mutex_unlock(&ec->mu);
-      if (attempt >= 3)
-        return dlock_seterr(DLOCK_ECONN, "etcd: could not get a lease");
-      continue;
-    }
-    if (grant)
-      ec->stats.grants++;
-    int64_t fresh = l->fresh_ns;
-    pthread_mutex_unlock(&ec->mu);
-
-    if (!grant) {
-      int64_t now = now_ns();
-      if (now - fresh < ttl_ms * 1000000 / 3) {
-        *out = l;
-        return 0;
-      }
-      int rc = lease_refresh(ec, l, now, deadline);
-      if (rc == 0) {
-        *out = l;
-        return 0;
-      }
-      pthread_mutex_lock(&ec->mu);
-      lease_put(ec, l);
-      pthread_mutex_unlock(&ec->mu);
-      if (rc != DLOCK_ELOST || attempt >= 3)
-        return rc;
-      continue;
-    }
-
-    int64_t ttl_s = (ttl_ms + 999) / 1000;
-    char *req = dlock__etcd_req_grant(ttl_s);
-    dlock__http_body b = {0};
-    int64_t sent = now_ns(), id = 0, got = 0;
-    int rc = req ? post(ec, "/v3/lease/grant", req, bound(ec, deadline), &b, NULL)
-                 : dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
-    if (rc == 0)
-      rc = dlock__etcd_parse_grant(b.data, b.len, &id, &got);
-    if (rc == 0 && (id <= 0 || got < ttl_s))
-      rc = dlock_seterr(DLOCK_EBACKEND, "etcd: lease grant gave id %" PRId64 " ttl %" PRId64
-                        " s for %" PRId64 " s", id, got, ttl_s);
-    free(b.data);
-    free(req);
-    pthread_mutex_lock(&ec->mu);
-    l->busy = false;
-    if (rc == 0) {
-      l->id = id;
-      l->ttl_s = got;
-      l->fresh_ns = sent;
-      *out = l;
-    } else {
-      l->dead = true;
-      lease_unlist(ec, l);
-      lease_put(ec, l);
-    }
-    pthread_cond_broadcast(&ec->cv);
-    pthread_mutex_unlock(&ec->mu);
-    return rc;
-  }
-}
+static const dlock_lease_ops etcd_lease_ops = {
+    .store = "etcd",
+    .what = "lease",
+    .priv_size = sizeof(etcd_lease_id),
+    .grant = lease_grant,
+    .refresh = lease_keepalive,
+    .gone = lease_gone,
+    .revoke = lease_revoke,
+};
 
 /* Delete KEY if it is still the one created at REV: 1 deleted, 0 it was
  * already gone or someone else's, or a negative code. */
@@ -535,7 +368,7 @@ static int drop_key(etcd_client *ec, const char *key, int64_t rev, int64_t deadl
 
 /* Remember a key we could not delete, so that the keepalives of its lease
  * do not keep it (and the queue behind it) alive. */
-static void orphan_add(etcd_client *ec, etcd_lease *l, const char *key, int64_t rev) {
+static void orphan_add(etcd_client *ec, dlock_lease *l, const char *key, int64_t rev) {
   etcd_orphan *o = calloc(1, sizeof *o);
   char *k = strdup(key);
   if (!o || !k) {
@@ -544,21 +377,22 @@ static void orphan_add(etcd_client *ec, etcd_lease *l, const char *key, int64_t 
     return; /* the lease expires with the client: the key goes then */
   }
   pthread_mutex_lock(&ec->mu);
-  if (l->dead) {
+  /* Under mu, so that a lease going now finds the orphan (lease_gone). */
+  if (dlock_lease_dead(ec->leases, l)) {
     free(o);
     free(k);
   } else {
     o->lease = l;
     o->key = k;
     o->rev = rev;
-    l->refs++;
+    dlock_lease_hold(ec->leases, l);
     o->next = ec->orphans;
     ec->orphans = o;
   }
   pthread_mutex_unlock(&ec->mu);
 }
 
-static void drop_or_orphan(etcd_client *ec, etcd_lease *l, const char *key, int64_t rev) {
+static void drop_or_orphan(etcd_client *ec, dlock_lease *l, const char *key, int64_t rev) {
   if (drop_key(ec, key, rev, -1) < 0)
     orphan_add(ec, l, key, rev);
 }
@@ -567,20 +401,20 @@ static void drop_or_orphan(etcd_client *ec, etcd_lease *l, const char *key, int6
  * a whole ttl without being renewed: the core has declared them lost, and
  * a lease kept alive by other locks must not keep them too.  At most
  * SWEEP_MAX deletes per call, after the renewal's own requests. */
-static void sweep(etcd_client *ec, etcd_lease *l, int64_t deadline) {
+static void sweep(etcd_client *ec, dlock_lease *l, int64_t deadline) {
   int64_t now = now_ns();
   for (int done = 0; done < SWEEP_MAX; done++) {
     char *key = NULL;
     int64_t rev = 0;
     pthread_mutex_lock(&ec->mu);
-    l->refs++;
+    dlock_lease_hold(ec->leases, l);
     for (etcd_orphan **p = &ec->orphans; *p; p = &(*p)->next)
       if ((*p)->lease == l) {
         etcd_orphan *o = *p;
         *p = o->next;
         key = o->key;
         rev = o->rev;
-        lease_put(ec, o->lease);
+        dlock_lease_put(ec->leases, o->lease);
         free(o);
         break;
       }
@@ -603,7 +437,7 @@ static void sweep(etcd_client *ec, etcd_lease *l, int64_t deadline) {
     pthread_mutex_lock(&ec->mu);
     ec->sweeping = NULL;
     pthread_cond_broadcast(&ec->cv);
-    lease_put(ec, l);
+    dlock_lease_put(ec->leases, l);
     pthread_mutex_unlock(&ec->mu);
     free(key);
     if (!key || rc < 0)
@@ -621,9 +455,7 @@ static void forget_orphans(etcd_client *ec, const char *key) {
     etcd_orphan *o = *p;
     if (strcmp(o->key, key) == 0) {
       *p = o->next;
-      lease_put(ec, o->lease);
-      free(o->key);
-      free(o);
+      free_orphan(ec, o);
     } else {
       p = &o->next;
     }
@@ -642,11 +474,8 @@ static void client_free(etcd_client *ec) {
     free(o->key);
     free(o);
   }
-  while (ec->leases) {
-    etcd_lease *l = ec->leases;
-    ec->leases = l->next;
-    free(l);
-  }
+  dlock_leases_free(ec->leases);
+  ec->leases = NULL;
   dlock__http_close(&ec->http);
   free(ec->user);
   if (ec->password)
@@ -667,6 +496,9 @@ static int etcd_open(dlock_backend_client *bc, dlock_url *url) {
   dlock__cond_init(&ec->cv);
   const char *path = dlock_url_path(url);
   int rc = dlock__http_open(&ec->http, "etcd", url, "etcd+https", 2379, bc->connect_timeout_ms);
+  ec->http.bc = bc;
+  if (rc == 0)
+    rc = dlock_leases_new(bc, &etcd_lease_ops, &ec->leases);
   if (rc == 0 && path[0] && strcmp(path, "/") != 0)
     rc = dlock_seterr(DLOCK_EINVAL, "etcd: the URL takes no path (got '%s'); use ?prefix=",
                       path);
@@ -699,46 +531,7 @@ static int etcd_open(dlock_backend_client *bc, dlock_url *url) {
 
 static void etcd_close(dlock_backend_client *bc) {
   etcd_client *ec = bc->priv;
-  /* Every lease this client still knows: listed ones, and those of locks
-   * the core could not release (the store was unreachable). */
-  size_t n = 0, cap = 0;
-  etcd_lease **all = NULL;
   pthread_mutex_lock(&ec->mu);
-  while (ec->orphans) {
-    etcd_orphan *o = ec->orphans;
-    ec->orphans = o->next;
-    lease_put(ec, o->lease);
-    free(o->key);
-    free(o);
-  }
-  for (int pass = 0; pass < 2; pass++) {
-    /* First the listed leases, then the unlisted ones of held locks. */
-    for (etcd_lease *l = ec->leases; pass == 0 && l; l = l->next) {
-      if (n == cap) {
-        cap = cap ? cap * 2 : 8;
-        etcd_lease **a = realloc(all, cap * sizeof *a);
-        if (!a)
-          break;
-        all = a;
-      }
-      all[n++] = l;
-    }
-    for (etcd_lock *lk = ec->held; pass == 1 && lk; lk = lk->next) {
-      bool seen = false;
-      for (size_t i = 0; i < n && !seen; i++)
-        seen = all[i] == lk->lease;
-      if (seen || !lk->lease)
-        continue;
-      if (n == cap) {
-        cap = cap ? cap * 2 : 8;
-        etcd_lease **a = realloc(all, cap * sizeof *a);
-        if (!a)
-          break;
-        all = a;
-      }
-      all[n++] = lk->lease;
-    }
-  }
   for (etcd_lock *lk = ec->held; lk; lk = lk->next) {
     free(lk->name);
     free(lk->key);
@@ -747,22 +540,11 @@ static void etcd_close(dlock_backend_client *bc) {
     lk->listed = false;
   }
   ec->held = NULL;
-  ec->leases = NULL;
   pthread_mutex_unlock(&ec->mu);
-  /* Revoking deletes at once whatever keys the leases still carry (keys
-   * whose delete failed, locks not released), instead of after a ttl. */
-  for (size_t i = 0; i < n; i++) {
-    if (all[i]->id != 0 && !all[i]->dead) {
-      char *req = dlock__etcd_req_lease(all[i]->id);
-      dlock__http_body b = {0};
-      if (req)
-        post(ec, "/v3/lease/revoke", req, bound(ec, -1), &b, NULL);
-      free(b.data);
-      free(req);
-    }
-    free(all[i]);
-  }
-  free(all);
+  /* client_free revokes every lease the client still has (listed ones,
+   * and those of locks the core could not release), which deletes at once
+   * whatever keys they still carry (keys whose delete failed, locks not
+   * released), instead of after a ttl. */
   client_free(ec);
 }
 
@@ -837,8 +619,9 @@ static int watch_delete(etcd_client *ec, const char *key, int64_t start, int64_t
   pthread_mutex_unlock(&ec->mu);
   size_t ep = dlock__http_current(&ec->http);
   char *req = dlock__etcd_req_watch(key, asked);
-  uint64_t gen;
-  struct curl_slist *hs = req ? headers_for(ec, true, &gen) : NULL;
+  enum dlock__etcd_fault unused;
+  etcd_call call = {ec, false, 0, &unused};
+  struct curl_slist *hs = req ? call_headers(&call) : NULL;
   CURL *h = hs ? curl_easy_init() : NULL;
   if (!h) {
     curl_slist_free_all(hs);
@@ -875,9 +658,9 @@ static int watch_delete(etcd_client *ec, const char *key, int64_t start, int64_t
     /* etcd 3.4 refuses a watch with an unknown token (a restarted member
      * forgot it) as "permission denied": log in again; the caller gives
      * up when a fresh token is refused too. */
-    rc = login(ec, gen, bound(ec, -1)) == 0 ? W_RELOGGED : DLOCK_EAUTH;
+    rc = login(ec, call.gen, bound(ec, -1)) == 0 ? W_RELOGGED : DLOCK_EAUTH;
   else if ((w.outcome == 3 || w.outcome == 4) && w.ev.fault == DLOCK__ETCD_F_RETRY) {
-    fail_over(ec, ep);
+    dlock__http_move_on(&ec->http, ep);
     rc = W_RETRY;
   } else if ((w.outcome == 3 || w.outcome == 4) && (w.ev.fault == DLOCK__ETCD_F_AUTH ||
                                                    w.ev.fault == DLOCK__ETCD_F_INVALID))
@@ -896,7 +679,7 @@ static int watch_delete(etcd_client *ec, const char *key, int64_t start, int64_t
     /* Canceled without compaction (the member lost its leader), a stream
      * that ended or broke: another endpoint may do better. */
     if (cc != CURLE_OK && cc != CURLE_WRITE_ERROR)
-      fail_over(ec, ep);
+      dlock__http_move_on(&ec->http, ep);
     rc = W_RETRY;
   }
   free(w.line.data);
@@ -909,26 +692,25 @@ static int lost_while_acquiring(const char *key) {
 }
 
 /* Give up our place: on failure the key stays an orphan of its lease. */
-static void leave_queue(etcd_client *ec, etcd_lease *l, const char *key, int64_t rev) {
+static void leave_queue(etcd_client *ec, dlock_lease *l, const char *key, int64_t rev) {
   drop_or_orphan(ec, l, key, rev);
 }
 
 /* Is the first holder key under NAME one of ours?  Only a key whose delete
  * failed can be: the core lets one acquisition per key and client run. */
+static bool same_id(const void *priv, void *ud) {
+  return ((const etcd_lease_id *)priv)->id == *(const int64_t *)ud;
+}
+
 static bool ours(etcd_client *ec, int64_t lease) {
-  bool mine = false;
-  pthread_mutex_lock(&ec->mu);
-  for (etcd_lease *l = ec->leases; l && !mine; l = l->next)
-    mine = l->id != 0 && l->id == lease;
-  pthread_mutex_unlock(&ec->mu);
-  return mine;
+  return lease != 0 && dlock_leases_any(ec->leases, same_id, &lease);
 }
 
 /* Our put of KEY failed: an earlier attempt on another endpoint may have
  * applied it and only its answer got lost, whatever the last attempt said.
  * The key is ours alone (one lease, one acquisition per key and client), so
  * it goes without a revision to compare.  Keeps the caller's message. */
-static void drop_unanswered(etcd_client *ec, etcd_lease *l, const char *key) {
+static void drop_unanswered(etcd_client *ec, dlock_lease *l, const char *key) {
   char why[512];
   snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
   dlock__http_body b = {0};
@@ -950,7 +732,7 @@ static const dlock__etcd_kv *first_kv(const dlock__etcd_txn *t, size_t i) {
  * nobody is queued) and wait for our turn.  0 held at *rev, DLOCK_EBUSY,
  * DLOCK_ETIMEDOUT, 1 when our key vanished while queued (join again), or
  * another negative code. */
-static int queue_once(etcd_client *ec, dlock_backend_lock *bl, etcd_lease *l, const char *name,
+static int queue_once(etcd_client *ec, dlock_backend_lock *bl, dlock_lease *l, const char *name,
                       const char *key, const char *value, int64_t deadline, bool try_only,
                       int64_t *rev) {
   dlock__etcd_txn t;
@@ -958,14 +740,12 @@ static int queue_once(etcd_client *ec, dlock_backend_lock *bl, etcd_lease *l, co
   int rc;
   forget_orphans(ec, key);
   for (int orphans = 0;; orphans++) {
-    char *req = try_only ? dlock__etcd_req_try(name, key, l->id, value)
-                         : dlock__etcd_req_enqueue(name, key, l->id, value);
+    char *req = try_only ? dlock__etcd_req_try(name, key, lease_id(l), value)
+                         : dlock__etcd_req_enqueue(name, key, lease_id(l), value);
     rc = txn(ec, req, bound(ec, deadline), &t, &f);
     if (rc < 0) {
       if (f == DLOCK__ETCD_F_LEASE_GONE) {
-        pthread_mutex_lock(&ec->mu);
-        lease_gone(ec, l);
-        pthread_mutex_unlock(&ec->mu);
+        dlock_lease_gone(ec->leases, l);
         return 1;
       }
       drop_unanswered(ec, l, key);
@@ -1045,9 +825,8 @@ static int queue_once(etcd_client *ec, dlock_backend_lock *bl, etcd_lease *l, co
       break;
     }
     /* Wake up in time to keep the lease (and so our place) alive. */
-    pthread_mutex_lock(&ec->mu);
-    int64_t refresh_at = l->fresh_ns + l->ttl_ms * 1000000 / 3;
-    pthread_mutex_unlock(&ec->mu);
+    int64_t third = dlock_lease_ttl_ms(l) * 1000000 / 3;
+    int64_t refresh_at = dlock_lease_fresh_ns(ec->leases, l) + third;
     int64_t until = deadline >= 0 && deadline < refresh_at ? deadline : refresh_at;
     int w = W_ROUND;
     if (until > now_ns())
@@ -1065,7 +844,7 @@ static int queue_once(etcd_client *ec, dlock_backend_lock *bl, etcd_lease *l, co
     woke = w == W_DELETED;
     shortcut = w != W_LOOK;
     if (now_ns() >= refresh_at) {
-      rc = lease_refresh(ec, l, refresh_at - l->ttl_ms * 1000000 / 3 + 1, deadline);
+      rc = dlock_lease_refresh(ec->leases, l, refresh_at - third + 1, deadline);
       if (rc == DLOCK_ELOST)
         return 1;
       if (rc < 0 && rc != DLOCK_ECONN && rc != DLOCK_ETIMEDOUT)
@@ -1088,23 +867,25 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
   char *value = dlock__etcd_value(bl->owner, bl->label);
   int rc = name && value ? 0 : dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
   for (int round = 0; rc == 0; round++) {
-    etcd_lease *l;
-    if ((rc = lease_get(ec, bl->ttl_ms, try_only ? -1 : deadline, &l)) < 0)
+    dlock_lease *l;
+    if ((rc = dlock_lease_get(ec->leases, bl->ttl_ms, try_only ? -1 : deadline, &l)) < 0)
       break;
-    char *key = dlock__etcd_lock_key(name, l->id);
+    char *key = dlock__etcd_lock_key(name, lease_id(l));
     int64_t rev = 0;
     rc = key ? queue_once(ec, bl, l, name, key, value, deadline, try_only, &rev)
              : dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+    /* Under mu, so that a lease going now finds the lock (lease_gone). */
     pthread_mutex_lock(&ec->mu);
-    if (rc == 0 && l->dead)
+    if (rc == 0 && dlock_lease_dead(ec->leases, l))
       rc = 1; /* the lease went while we were granted: the key went with it */
+    int64_t fresh = dlock_lease_fresh_ns(ec->leases, l);
     if (rc == 0) {
       lk->bl = bl;
       lk->lease = l;
       lk->name = name;
       lk->key = key;
       lk->rev = rev;
-      lk->confirmed_ns = l->fresh_ns;
+      lk->confirmed_ns = fresh;
       lk->ttl_ms = bl->ttl_ms;
       lk->listed = true;
       lk->next = ec->held;
@@ -1112,11 +893,11 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
         ec->held->prev = lk;
       ec->held = lk;
       bl->token = (uint64_t)rev;
-      bl->sent_ns = l->fresh_ns;
+      bl->sent_ns = fresh;
       name = NULL;
       key = NULL;
     } else {
-      lease_put(ec, l);
+      dlock_lease_put(ec->leases, l);
     }
     pthread_mutex_unlock(&ec->mu);
     free(key);
@@ -1149,37 +930,43 @@ static int etcd_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_
 /* Move a held lock to the lease of its new ttl.  A put keeps the key's
  * create_revision, so token and queue place stay. */
 static int move_lease(etcd_client *ec, etcd_lock *lk, int64_t deadline) {
-  etcd_lease *nl;
-  int rc = lease_get(ec, lk->bl->ttl_ms, deadline, &nl);
+  dlock_lease *nl;
+  int rc = dlock_lease_get(ec->leases, lk->bl->ttl_ms, deadline, &nl);
   if (rc < 0)
     return rc;
   char *value = dlock__etcd_value(lk->bl->owner, lk->bl->label);
   dlock__etcd_txn t;
   enum dlock__etcd_fault f = DLOCK__ETCD_F_NONE;
-  rc = txn(ec, value ? dlock__etcd_req_move(lk->key, lk->rev, nl->id, value) : NULL,
+  rc = txn(ec, value ? dlock__etcd_req_move(lk->key, lk->rev, lease_id(nl), value) : NULL,
            bound(ec, deadline), &t, &f);
   free(value);
   if (rc == 0 && !t.succeeded)
     rc = dlock_seterr(DLOCK_ELOST, "etcd: '%s' is no longer ours", lk->bl->key);
   if (f == DLOCK__ETCD_F_LEASE_GONE) {
     /* The new lease, not the lock: the next renewal gets another. */
-    pthread_mutex_lock(&ec->mu);
-    lease_gone(ec, nl);
-    pthread_mutex_unlock(&ec->mu);
+    dlock_lease_gone(ec->leases, nl);
     rc = dlock_seterr(DLOCK_ECONN, "etcd: the lease for ttl %lld ms vanished; retrying",
                       (long long)lk->ttl_ms);
   }
   dlock__etcd_txn_free(&t);
   pthread_mutex_lock(&ec->mu);
   if (rc == 0) {
-    etcd_lease *old = lk->lease;
+    dlock_lease *old = lk->lease;
     lk->lease = nl;
-    lease_put(ec, old);
+    dlock_lease_put(ec->leases, old);
   } else {
-    lease_put(ec, nl);
+    dlock_lease_put(ec->leases, nl);
   }
   pthread_mutex_unlock(&ec->mu);
   return rc;
+}
+
+/* For dlock_lease_renew: the lease BL rides on, and when it was last
+ * confirmed. */
+static dlock_lease *lock_lease(dlock_backend_lock *bl, int64_t *confirmed_ns) {
+  etcd_lock *lk = bl->priv;
+  *confirmed_ns = lk->confirmed_ns;
+  return lk->lease;
 }
 
 /* Renew N locks: one keepalive per lease among them (none if another
@@ -1191,11 +978,11 @@ static int etcd_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, s
   int64_t start = now_ns();
   for (size_t i = 0; i < n; i++) {
     etcd_lock *lk = bls[i]->priv;
-    rcs[i] = 1; /* not done yet */
+    rcs[i] = DLOCK_LEASE_PENDING;
     pthread_mutex_lock(&ec->mu);
     bool lost = !lk->listed || lk->lost;
     lk->ttl_ms = bls[i]->ttl_ms;
-    bool moved = !lost && lk->ttl_ms != lk->lease->ttl_ms;
+    bool moved = !lost && lk->ttl_ms != dlock_lease_ttl_ms(lk->lease);
     pthread_mutex_unlock(&ec->mu);
     if (lost)
       rcs[i] = dlock_seterr(DLOCK_ELOST, "etcd: '%s' was lost", bls[i]->key);
@@ -1207,34 +994,9 @@ static int etcd_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, s
     }
   }
   /* Keepalives, lease by lease. */
-  for (size_t i = 0; i < n; i++) {
-    if (rcs[i] != 1)
-      continue;
-    etcd_lock *lk = bls[i]->priv;
-    etcd_lease *l = lk->lease;
-    int64_t since = INT64_MAX, dl = INT64_MAX;
-    for (size_t j = i; j < n; j++) {
-      etcd_lock *o = bls[j]->priv;
-      if (rcs[j] != 1 || o->lease != l)
-        continue;
-      if (o->confirmed_ns < since)
-        since = o->confirmed_ns;
-      int64_t d = bls[j]->io_deadline_ns ? bls[j]->io_deadline_ns : INT64_MAX;
-      if (d < dl)
-        dl = d;
-    }
-    int rc = lease_refresh(ec, l, since + 1, dl == INT64_MAX ? -1 : dl);
-    pthread_mutex_lock(&ec->mu);
-    int64_t fresh = l->fresh_ns;
-    pthread_mutex_unlock(&ec->mu);
-    for (size_t j = i; j < n; j++) {
-      etcd_lock *o = bls[j]->priv;
-      if (rcs[j] != 1 || o->lease != l)
-        continue;
-      rcs[j] = rc == 0 ? 2 : rc;
-      bls[j]->sent_ns = fresh;
-    }
-  }
+  int lrc = dlock_lease_renew(ec->leases, bls, n, rcs, lock_lease);
+  if (lrc < 0)
+    return lrc;
   /* The keys, a hundred at a time. */
   const char *keys[CHECK_BATCH];
   int64_t revs[CHECK_BATCH];
@@ -1243,7 +1005,7 @@ static int etcd_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, s
     size_t m = 0;
     int64_t dl = INT64_MAX;
     for (; i < n && m < CHECK_BATCH; i++) {
-      if (rcs[i] != 2)
+      if (rcs[i] != 0)
         continue;
       etcd_lock *lk = bls[i]->priv;
       keys[m] = lk->key;
@@ -1321,8 +1083,8 @@ static int etcd_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
     lk->next->prev = lk->prev;
   lk->listed = false;
   bool lost = lk->lost;
-  etcd_lease *l = lk->lease;
-  bool alive = !l->dead;
+  dlock_lease *l = lk->lease;
+  bool alive = !dlock_lease_dead(ec->leases, l);
   pthread_mutex_unlock(&ec->mu);
   int rc = 0;
   if (alive) {
@@ -1339,9 +1101,7 @@ static int etcd_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   } else {
     lost = true;
   }
-  pthread_mutex_lock(&ec->mu);
-  lease_put(ec, l);
-  pthread_mutex_unlock(&ec->mu);
+  dlock_lease_put(ec->leases, l);
   free(lk->name);
   free(lk->key);
   lk->name = lk->key = NULL;
@@ -1707,6 +1467,8 @@ static int etcd_control(dlock_backend_client *bc, dlock_backend_lock *bl, int op
   switch (op) {
   case DLOCK_ETCD_CTL_STATS:
     *(struct dlock_etcd_stats *)arg = ec->stats;
+    dlock_leases_counts(ec->leases, &((struct dlock_etcd_stats *)arg)->grants,
+                        &((struct dlock_etcd_stats *)arg)->keepalives);
     pthread_mutex_lock(&ec->http.mu);
     ((struct dlock_etcd_stats *)arg)->failovers = ec->http.failovers;
     pthread_mutex_unlock(&ec->http.mu);
@@ -1720,7 +1482,7 @@ static int etcd_control(dlock_backend_client *bc, dlock_backend_lock *bl, int op
     if (!lk || !lk->listed)
       rc = dlock_seterr(DLOCK_EINVAL, "etcd: DLOCK_ETCD_CTL_LEASE needs a held lock");
     else
-      *(int64_t *)arg = lk->lease->id;
+      *(int64_t *)arg = lease_id(lk->lease);
     break;
   }
   case DLOCK_ETCD_CTL_STALE_WATCH:

@@ -221,3 +221,118 @@ void dlock__http_pause(int64_t deadline) {
   while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
   }
 }
+
+static struct curl_slist *json_headers(void) {
+  struct curl_slist *hs = curl_slist_append(NULL, "Content-Type: application/json");
+  struct curl_slist *t = hs ? curl_slist_append(hs, "Expect:") : NULL;
+  if (!t)
+    curl_slist_free_all(hs);
+  return t;
+}
+
+static void sleep_until(int64_t until) {
+  int64_t d = until - dlock_backend_now_ns();
+  if (d <= 0)
+    return;
+  struct timespec ts = {d / 1000000000, d % 1000000000};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+void dlock__http_move_on(dlock__http *h, size_t ep) {
+  if (h->bc && h->nendpoints > 1)
+    dlock_backend_log(h->bc, DLOCK_LOG_WARN,
+                      "%s: %s did not answer, or cannot serve now: trying the next endpoint",
+                      h->who, h->endpoints[ep]);
+  dlock__http_failover(h, ep);
+}
+
+int dlock__http_send(dlock__http *h, const dlock__http_req *r, dlock__http_body *b,
+                     long *status) {
+  CURL *c = dlock__http_handle_get(h);
+  if (!c)
+    return dlock_seterr(DLOCK_ENOMEM, "%s: out of memory", h->who);
+  int rc = 0, reauths = 0;
+  size_t tried = 0;
+  int64_t backoff = 20000000;
+  bool answered = false;
+  char msg[256] = "";
+  for (;;) {
+    size_t ep = dlock__http_current(h);
+    struct curl_slist *hs = r->headers ? r->headers(r->ctx) : json_headers();
+    if (!hs) {
+      rc = dlock_seterr(DLOCK_ENOMEM, "%s: out of memory", h->who);
+      break;
+    }
+    int64_t attempt_end = r->deadline;
+    size_t untried = h->nendpoints - tried % h->nendpoints;
+    if (untried > 1)
+      attempt_end = dlock_backend_now_ns() +
+                    (r->deadline - dlock_backend_now_ns()) / (int64_t)untried;
+    dlock__http_body_reset(b);
+    *status = 0;
+    dlock__http_setup(h, c, ep, r->method, r->path, r->body, hs, attempt_end);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, dlock__http_on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, r->on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, r->on_header ? r->ctx : NULL);
+    CURLcode cc = curl_easy_perform(c);
+    curl_slist_free_all(hs);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+    answered = cc == CURLE_OK;
+    int verdict = DLOCK__HTTP_NEXT;
+    if (answered) {
+      snprintf(msg, sizeof msg, "HTTP %ld: %.200s", *status, b->data ? b->data : "");
+      verdict = r->judge ? r->judge(r->ctx, *status, b, msg, sizeof msg) : DLOCK__HTTP_DONE;
+      if (verdict == DLOCK__HTTP_REAUTH) {
+        if (!r->reauth || reauths++ >= 2) {
+          rc = DLOCK_EAUTH; /* the judge's message */
+          break;
+        }
+        if ((rc = r->reauth(r->ctx, r->deadline)) < 0)
+          break;
+        continue;
+      }
+      if (verdict <= 0) {
+        rc = verdict;
+        break;
+      }
+    } else if (b->too_big) {
+      rc = dlock_seterr(DLOCK_EBACKEND, "%s: answer to %s larger than %u bytes", h->who,
+                        r->path, DLOCK__HTTP_BODY_MAX);
+      break;
+    } else {
+      snprintf(msg, sizeof msg, "%s", curl_easy_strerror(cc));
+      if (dlock__http_config_error(cc)) {
+        rc = dlock_seterr(DLOCK_ECONN, "%s: %s: %s", h->who, h->endpoints[ep], msg);
+        break;
+      }
+    }
+    /* Down, partitioned or between leaders: the next endpoint, and once
+     * all have been tried, the same again after a pause. */
+    if (verdict == DLOCK__HTTP_NEXT)
+      dlock__http_move_on(h, ep);
+    pthread_mutex_lock(&h->mu);
+    h->retries++;
+    pthread_mutex_unlock(&h->mu);
+    int64_t now = dlock_backend_now_ns();
+    if (++tried % h->nendpoints == 0) {
+      int64_t until = now + backoff + (int64_t)dlock__random_below((uint64_t)backoff);
+      backoff = backoff * 2 > 500000000 ? 500000000 : backoff * 2;
+      if (until < r->deadline) {
+        sleep_until(until);
+        continue;
+      }
+    } else if (now < r->deadline) {
+      continue;
+    }
+    rc = dlock_seterr(DLOCK_ECONN, "%s: no endpoint answered %s %s: %s", h->who, r->method,
+                      r->path, msg);
+    break;
+  }
+  if (answered)
+    dlock__http_handle_put(h, c);
+  else
+    curl_easy_cleanup(c); /* a broken connection must not be reused */
+  return rc;
+}

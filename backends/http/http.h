@@ -38,7 +38,9 @@ typedef struct dlock__http {
   int64_t connect_timeout_ms;
   CURL **idle;                 /* handles with an open connection */
   size_t nidle, capidle;
-  uint64_t failovers;
+  uint64_t failovers;          /* moves to the next endpoint */
+  uint64_t retries;            /* attempts sent again */
+  dlock_backend_client *bc;    /* for the log: moving on to the next endpoint */
 } dlock__http;
 
 /* Read the endpoints (every host of URL, DEFAULT_PORT when it has none;
@@ -61,6 +63,9 @@ DLOCK__HIDDEN size_t dlock__http_current(dlock__http *h);
 /* FROM failed: move on to the next endpoint (once, however many threads
  * saw it fail). */
 DLOCK__HIDDEN void dlock__http_failover(dlock__http *h, size_t from);
+/* The same, saying so in the client's log (h->bc) when there is another
+ * endpoint to go to. */
+DLOCK__HIDDEN void dlock__http_move_on(dlock__http *h, size_t from);
 
 /* Set every option of one request on C: METHOD ("GET", "PUT", "POST") to
  * endpoint EP's PATH (which includes any query), with BODY (may be NULL for
@@ -77,5 +82,48 @@ DLOCK__HIDDEN bool dlock__http_config_error(CURLcode c);
 /* Sleep 50-100 ms, less if DEADLINE (>= 0) comes first: between attempts
  * that failed at once, so nobody spins. */
 DLOCK__HIDDEN void dlock__http_pause(int64_t deadline);
+
+/* What a store makes of an HTTP answer to one attempt. */
+enum {
+  DLOCK__HTTP_DONE = 0,   /* the caller's to read */
+  DLOCK__HTTP_NEXT = 1,   /* this endpoint cannot serve it now (no leader): the next one */
+  DLOCK__HTTP_AGAIN = 2,  /* try again later, on the same endpoint (a 5xx of an agent) */
+  DLOCK__HTTP_REAUTH = 3, /* log in again and send it again; the message (DLOCK_EAUTH)
+                             is already set for when that is not possible */
+};
+
+/* One request and the store's part in it. */
+typedef struct dlock__http_req {
+  const char *method; /* "GET", "PUT", "POST" */
+  const char *path;   /* with any query */
+  const char *body;   /* NULL for none */
+  int64_t deadline;   /* dlock_backend_now_ns() clock */
+  void *ctx;          /* handed to the hooks */
+  /* The headers of the next attempt (it frees them); NULL when out of
+   * memory.  NULL hook: JSON, and no "Expect: 100-continue" (curl would
+   * wait up to a second for it on bodies over 1 KiB). */
+  struct curl_slist *(*headers)(void *ctx);
+  /* What an HTTP answer STATUS with body B means: a DLOCK__HTTP_* verdict,
+   * or a negative code with a message set.  MSG (MSGLEN bytes) holds
+   * "HTTP <status>: <body>", which the message of a request that runs out
+   * of time quotes; the judge may put what the store said there instead.
+   * NULL hook: every answer is DONE. */
+  int (*judge)(void *ctx, long status, const dlock__http_body *b, char *msg, size_t msglen);
+  /* Optional: log in again before DEADLINE.  0 or a negative code. */
+  int (*reauth)(void *ctx, int64_t deadline);
+  /* Optional: CURLOPT_HEADERFUNCTION for the answer's headers, with CTX. */
+  size_t (*on_header)(char *p, size_t size, size_t n, void *ctx);
+} dlock__http_req;
+
+/* Send R until an endpoint gives an answer the store takes, moving on to
+ * the next endpoint when one cannot be reached (or the store says so),
+ * with growing pauses once all have been tried, until R->deadline.  Each
+ * endpoint not yet tried in a round gets an equal share of the time left,
+ * so that one that takes the request and never answers (partitioned,
+ * overloaded) cannot use up the whole budget.  0 with *STATUS and B
+ * holding the answer the store judged DONE, or a negative code with a
+ * message. */
+DLOCK__HIDDEN int dlock__http_send(dlock__http *h, const dlock__http_req *r,
+                                   dlock__http_body *b, long *status);
 
 #endif

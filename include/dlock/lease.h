@@ -1,0 +1,119 @@
+/* Leases shared by a client's locks: the layer session stores build on.
+ *
+ * A store whose locks live as long as a lease or session (etcd's leases,
+ * Consul's sessions) keeps one lease per lock ttl in use, however many
+ * locks ride on it, and renews the lease, not each lock.  This table does
+ * the bookkeeping every such backend needs in the same way: finding or
+ * granting the lease for a ttl, one grant at a time and one refresh in
+ * flight (callers who need a confirmation at least as recent as theirs
+ * share it), the send time of the last confirmation (a lock's validity
+ * counts from it), reference counts, and the moment a lease is gone at the
+ * store.  The backend supplies only its requests, through dlock_lease_ops.
+ *
+ * Locking: the table has a mutex of its own, never held while it calls
+ * the backend.  A backend may call every function here under its own
+ * locks, except dlock_lease_get, dlock_lease_refresh, dlock_lease_renew,
+ * dlock_lease_gone and dlock_leases_free, which call into it and send
+ * requests; its ops may take its own locks (and LEASE_OF is called without
+ * any of the table's).
+ */
+#ifndef DLOCK_LEASE_H
+#define DLOCK_LEASE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dlock/backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dlock_lease dlock_lease;
+typedef struct dlock_leases dlock_leases;
+
+typedef struct dlock_lease_ops {
+  const char *store; /* "etcd": the start of every message */
+  const char *what;  /* "lease", "session": what the store calls one */
+  size_t priv_size;  /* bytes of backend state per lease (its id), zeroed */
+  /* Ask the store for a lease that keeps locks of TTL_MS, before DEADLINE
+   * (dlock_backend_now_ns() clock).  Fill PRIV with what names it and set
+   * *KEEP_MS to how long the store keeps it without a refresh.  0, or a
+   * negative code with a message. */
+  int (*grant)(dlock_backend_client *bc, void *priv, int64_t ttl_ms, int64_t deadline_ns,
+               int64_t *keep_ms);
+  /* Keep it alive: 0 (with *KEEP_MS as the store now says, or left alone),
+   * DLOCK_ELOST when the store no longer has it, or a transient code. */
+  int (*refresh)(dlock_backend_client *bc, void *priv, int64_t deadline_ns, int64_t *keep_ms);
+  /* Optional: the lease is gone at the store (a refresh said DLOCK_ELOST,
+   * or dlock_lease_gone was called), so every lock on it is lost and
+   * whatever else the backend keeps for it can go.  Called once per lease,
+   * without the table's mutex. */
+  void (*gone)(dlock_backend_client *bc, dlock_lease *l);
+  /* Optional: end it at the store, from dlock_leases_free, so that what it
+   * still carries goes now rather than when it expires.  Returning
+   * DLOCK_ECONN skips the remaining leases (the store is unreachable). */
+  int (*revoke)(dlock_backend_client *bc, void *priv, int64_t deadline_ns);
+} dlock_lease_ops;
+
+/* A table for BC's leases; OPS must outlive it.  0, or DLOCK_ENOMEM. */
+DLOCK_EXTERN int dlock_leases_new(dlock_backend_client *bc, const dlock_lease_ops *ops,
+                                  dlock_leases **out);
+/* Revoke every lease the store still has (ops->revoke) and free them all,
+ * referenced or not: the backend must hold none afterwards.  NULL is a
+ * no-op. */
+DLOCK_EXTERN void dlock_leases_free(dlock_leases *t);
+
+/* The lease for locks of TTL_MS, with a reference: granted if there is
+ * none, and refreshed first if its last confirmation is a third of TTL_MS
+ * old, so that a lock taken now starts with at least two thirds of its
+ * ttl.  DEADLINE_NS -1: no bound but the client's request timeout. */
+DLOCK_EXTERN int dlock_lease_get(dlock_leases *t, int64_t ttl_ms, int64_t deadline_ns,
+                                 dlock_lease **out);
+/* Confirm L unless a refresh sent at or after SINCE_NS already did; callers
+ * at the same time share one request.  0, DLOCK_ELOST when L is gone (it
+ * is then dlock_lease_gone), or a transient code. */
+DLOCK_EXTERN int dlock_lease_refresh(dlock_leases *t, dlock_lease *l, int64_t since_ns,
+                                     int64_t deadline_ns);
+
+/* renew_many's keepalives.  Each lock BLS[i] whose RCS[i] is
+ * DLOCK_LEASE_PENDING rides on the lease LEASE_OF gives for it, last
+ * confirmed at *CONFIRMED_NS; every such lease is refreshed once (a
+ * confirmation sent after the oldest of its locks' confirmations, by the
+ * earliest of their io_deadline_ns), and for those locks RCS[i] becomes 0
+ * or the refresh's code and BLS[i]->sent_ns the lease's last confirmation.
+ * Other entries are left as they are.  0, or DLOCK_ENOMEM for all. */
+#define DLOCK_LEASE_PENDING 1
+DLOCK_EXTERN int dlock_lease_renew(dlock_leases *t, dlock_backend_lock **bls, size_t n, int *rcs,
+                                   dlock_lease *(*lease_of)(dlock_backend_lock *bl,
+                                                            int64_t *confirmed_ns));
+
+/* Another reference to L, and giving one back (the last one of a lease
+ * that is no longer in use frees it). */
+DLOCK_EXTERN void dlock_lease_hold(dlock_leases *t, dlock_lease *l);
+DLOCK_EXTERN void dlock_lease_put(dlock_leases *t, dlock_lease *l);
+/* L is gone at the store (the backend learnt it from an answer): later
+ * acquisitions get a new lease, and ops->gone is called once. */
+DLOCK_EXTERN void dlock_lease_gone(dlock_leases *t, dlock_lease *l);
+
+DLOCK_EXTERN void *dlock_lease_priv(const dlock_lease *l);
+/* The lock ttl L serves. */
+DLOCK_EXTERN int64_t dlock_lease_ttl_ms(const dlock_lease *l);
+/* What the store last said it keeps L for. */
+DLOCK_EXTERN int64_t dlock_lease_keep_ms(dlock_leases *t, const dlock_lease *l);
+/* Send time of L's last confirmation (grant or refresh). */
+DLOCK_EXTERN int64_t dlock_lease_fresh_ns(dlock_leases *t, const dlock_lease *l);
+DLOCK_EXTERN bool dlock_lease_dead(dlock_leases *t, const dlock_lease *l);
+/* Whether MATCH says yes of the state of a lease the store has (granted,
+ * not gone): "is this lease id one of ours".  MATCH runs under the table's
+ * mutex and must not call back into it. */
+DLOCK_EXTERN bool dlock_leases_any(dlock_leases *t, bool (*match)(const void *priv, void *ud),
+                                   void *ud);
+/* Grants asked for and refreshes sent so far, for a backend's stats. */
+DLOCK_EXTERN void dlock_leases_counts(dlock_leases *t, uint64_t *grants, uint64_t *refreshes);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -72,16 +72,7 @@ static int64_t bound(const dlock_leases *t, int64_t deadline) {
 
 /* Wait on t->cv until DEADLINE (-1 = no limit): false once it has passed. */
 static bool wait_until(dlock_leases *t, int64_t deadline) {
-  if (deadline < 0) {
-    pthread_cond_wait(&t->cv, &t->mu);
-    return true;
-  }
-  if (dlock__now_ns() >= deadline)
-    return false;
-  struct timespec ts;
-  dlock__ns_to_timespec(deadline, &ts);
-  pthread_cond_timedwait(&t->cv, &t->mu, &ts);
-  return true;
+  return dlock_backend_cond_wait(&t->cv, &t->mu, deadline) == 0;
 }
 
 static void unlink_lease(dlock_leases *t, dlock_lease *l) {

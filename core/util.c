@@ -53,6 +53,21 @@ int dlock__cond_init(pthread_cond_t *cv) {
   return rc == 0 ? 0 : DLOCK_ENOMEM;
 }
 
+int dlock_backend_cond_init(pthread_cond_t *cv) { return dlock__cond_init(cv); }
+
+int dlock_backend_cond_wait(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline_ns) {
+  if (deadline_ns < 0) {
+    pthread_cond_wait(cv, mu);
+    return 0;
+  }
+  if (dlock__now_ns() >= deadline_ns)
+    return DLOCK_ETIMEDOUT;
+  struct timespec ts;
+  dlock__ns_to_timespec(deadline_ns, &ts);
+  pthread_cond_timedwait(cv, mu, &ts);
+  return 0;
+}
+
 static int getrandom_all(unsigned char *buf, size_t n) {
   size_t got = 0;
   while (got < n) {

@@ -12,8 +12,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "dlock/backend.h"
 #include "dlock/mem.h"
-#include "internal.h"
 
 #define NBUCKETS 1024
 
@@ -36,7 +36,7 @@ struct mem_client {
   char ns[128];
 };
 
-static void mem_init(void) { dlock__cond_init(&mem_cv); }
+static void mem_init(void) { dlock_backend_cond_init(&mem_cv); }
 
 static uint64_t hash(const char *s) {
   uint64_t h = 1469598103934665603ull;
@@ -89,7 +89,7 @@ static int attempt(struct mem_client *mc, dlock_backend_lock *bl, struct mem_ent
   struct mem_entry *e = lookup(mc, bl->key, true);
   if (!e)
     return dlock_seterr(DLOCK_ENOMEM, "mem: out of memory");
-  int64_t now = dlock__now_ns();
+  int64_t now = dlock_backend_now_ns();
   bl->sent_ns = now;
   if (live(e, now)) {
     bl->holder_ttl_ms = (e->expires_ns - now) / 1000000;
@@ -123,7 +123,7 @@ static int mem_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t
     rc = attempt(bc->priv, bl, &held_by);
     if (rc != DLOCK_EBUSY)
       break;
-    int64_t now = dlock__now_ns();
+    int64_t now = dlock_backend_now_ns();
     if (deadline >= 0 && now >= deadline) {
       rc = dlock_seterr(DLOCK_ETIMEDOUT, "mem: timed out waiting for '%s'", bl->key);
       break;
@@ -132,9 +132,7 @@ static int mem_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t
     int64_t until = held_by->expires_ns;
     if (deadline >= 0 && deadline < until)
       until = deadline;
-    struct timespec ts;
-    dlock__ns_to_timespec(until, &ts);
-    pthread_cond_timedwait(&mem_cv, &mem_mu, &ts);
+    dlock_backend_cond_wait(&mem_cv, &mem_mu, until);
   }
   pthread_mutex_unlock(&mem_mu);
   return rc;
@@ -143,7 +141,7 @@ static int mem_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t
 /* Under mem_mu: the entry if BL still owns it. */
 static struct mem_entry *owned(struct mem_client *mc, dlock_backend_lock *bl) {
   struct mem_entry *e = lookup(mc, bl->key, false);
-  if (!e || !live(e, dlock__now_ns()) || strcmp(e->owner, bl->owner) != 0)
+  if (!e || !live(e, dlock_backend_now_ns()) || strcmp(e->owner, bl->owner) != 0)
     return NULL;
   return e;
 }
@@ -151,7 +149,7 @@ static struct mem_entry *owned(struct mem_client *mc, dlock_backend_lock *bl) {
 static int mem_renew(dlock_backend_client *bc, dlock_backend_lock *bl) {
   pthread_mutex_lock(&mem_mu);
   struct mem_entry *e = owned(bc->priv, bl);
-  bl->sent_ns = dlock__now_ns();
+  bl->sent_ns = dlock_backend_now_ns();
   if (e)
     e->expires_ns = bl->sent_ns + bl->ttl_ms * 1000000;
   pthread_mutex_unlock(&mem_mu);
@@ -183,7 +181,7 @@ static int mem_inspect(dlock_backend_client *bc, const char *key, size_t keylen,
   (void)keylen;
   pthread_mutex_lock(&mem_mu);
   struct mem_entry *e = lookup(bc->priv, key, false);
-  int64_t now = dlock__now_ns();
+  int64_t now = dlock_backend_now_ns();
   if (e) {
     info->token = e->fence;
     if (live(e, now))
@@ -206,7 +204,7 @@ static int mem_list(dlock_backend_client *bc, const char *prefix, size_t prefixl
   } *found = NULL;
   int rc = 0;
   pthread_mutex_lock(&mem_mu);
-  int64_t now = dlock__now_ns();
+  int64_t now = dlock_backend_now_ns();
   for (size_t b = 0; b < NBUCKETS && rc == 0; b++)
     for (struct mem_entry *e = buckets[b]; e && rc == 0; e = e->next) {
       if (!live(e, now) || strncmp(e->name, mc->ns, nslen) != 0 || e->name[nslen] != '\n')
@@ -248,7 +246,7 @@ static int mem_force_release(dlock_backend_client *bc, const char *key, size_t k
   int rc = 0;
   pthread_mutex_lock(&mem_mu);
   struct mem_entry *e = lookup(bc->priv, key, false);
-  int64_t now = dlock__now_ns();
+  int64_t now = dlock_backend_now_ns();
   if (e && live(e, now)) {
     if ((holder->owner[0] && strcmp(e->owner, holder->owner) != 0) ||
         (!holder->owner[0] && holder->token && e->fence != holder->token)) {
@@ -272,7 +270,7 @@ static int mem_control(dlock_backend_client *bc, dlock_backend_lock *bl, int op,
     return dlock_seterr(DLOCK_EINVAL, "mem: evict needs a key");
   pthread_mutex_lock(&mem_mu);
   struct mem_entry *e = lookup(bc->priv, arg, false);
-  bool was = e && live(e, dlock__now_ns());
+  bool was = e && live(e, dlock_backend_now_ns());
   if (was) {
     e->held = false;
     pthread_cond_broadcast(&mem_cv);

@@ -144,16 +144,7 @@ static struct ACL_vector *acl_for(const zk_client *zc) {
 
 /* Waits on CV under MU until DEADLINE (-1 = none).  False once it passed. */
 static bool cv_wait(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline) {
-  if (deadline < 0) {
-    pthread_cond_wait(cv, mu);
-    return true;
-  }
-  if (now_ns() >= deadline)
-    return false;
-  struct timespec ts;
-  dlock__ns_to_timespec(deadline, &ts);
-  pthread_cond_timedwait(cv, mu, &ts);
-  return true;
+  return dlock_backend_cond_wait(cv, mu, deadline) == 0;
 }
 
 /* ---- loss bookkeeping (under zc->mu) ---- */

@@ -13,6 +13,7 @@
 #ifndef DLOCK_BACKEND_H
 #define DLOCK_BACKEND_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -193,6 +194,15 @@ DLOCK_EXTERN int dlock_seterr(int code, const char *fmt, ...)
 /* CLOCK_BOOTTIME in nanoseconds: monotonic, and counting through a suspend
  * of the machine as the store's lease does.  Compare it only with itself. */
 DLOCK_EXTERN int64_t dlock_backend_now_ns(void);
+/* A condition variable for dlock_backend_cond_wait: its waits end on time
+ * whatever happens to the wall clock.  0, or DLOCK_ENOMEM. */
+DLOCK_EXTERN int dlock_backend_cond_init(pthread_cond_t *cv);
+/* Wait on CV, with MU held, until woken or until DEADLINE_NS (the
+ * dlock_backend_now_ns() clock; -1 = no limit).  0 when woken (perhaps
+ * spuriously: check the condition again), DLOCK_ETIMEDOUT once the
+ * deadline has passed, without waiting. */
+DLOCK_EXTERN int dlock_backend_cond_wait(pthread_cond_t *cv, pthread_mutex_t *mu,
+                                         int64_t deadline_ns);
 
 /* For stores that tell the holder about loss (a session expired, a watched
  * lock node vanished): the core turns the lock(s) LOST at once and has

@@ -26,7 +26,7 @@ DLOCK__HIDDEN int dlock__parse_duration(const char *s, int64_t *ms);
 /* Durations as URLs spell them ("1.5s", "250ms", "2m", "1h"), with a bare
  * number meaning BARE_MS milliseconds each (1 in URLs, 1000 on the command
  * line); at most DLOCK__DURATION_MAX_MS.  0 or DLOCK_EINVAL. */
-#define DLOCK__DURATION_MAX_MS INT64_C(3200000000000) /* ~100 years */
+#define DLOCK__DURATION_MAX_MS DLOCK_DURATION_MAX_MS
 DLOCK__HIDDEN int dlock__duration_parse(const char *s, int64_t bare_ms, int64_t *ms);
 /* The I-th string a message about U must not show (the password and the
  * values of secret parameters, as written, decoded and re-encoded),

@@ -772,6 +772,21 @@ int dlock__duration_parse(const char *s, int64_t bare_ms, int64_t *ms) {
 
 int dlock__parse_duration(const char *s, int64_t *ms) { return dlock__duration_parse(s, 1, ms); }
 
+int dlock_duration_parse(const char *s, int64_t bare_ms, int64_t *ms) {
+  if (!s || !ms)
+    return dlock_seterr(DLOCK_EINVAL, "dlock_duration_parse: NULL argument");
+  /* The parser divides by the unit, and takes it as unsigned. */
+  if (bare_ms < 1 || bare_ms > DLOCK_DURATION_MAX_MS)
+    return dlock_seterr(DLOCK_EINVAL, "dlock_duration_parse: bare_ms %lld is not in [1, %lld]",
+                        (long long)bare_ms, (long long)DLOCK_DURATION_MAX_MS);
+  if (dlock__duration_parse(s, bare_ms, ms) < 0)
+    return dlock_seterr(DLOCK_EINVAL,
+                        "invalid duration '%s': expected a non-negative duration such as "
+                        "500ms, 15s or 2m",
+                        s);
+  return 0;
+}
+
 int dlock_url_param_duration(dlock_url *u, const char *name, int64_t def, int64_t *ms) {
   const char *v;
   if (!ms)

@@ -14,7 +14,6 @@
 
 #include "cli.h"
 #include "dlock/dlock.h"
-#include "internal.h"
 
 int cli_usage_error(const char *cmd, const char *fmt, ...) {
   va_list ap;
@@ -90,7 +89,7 @@ separate:
 /* The URLs' duration syntax, except that a bare number is seconds, as the
  * command line has always read it. */
 int cli_parse_duration_ms(const char *s, int64_t *ms) {
-  return dlock__duration_parse(s, 1000, ms) < 0 ? -1 : 0;
+  return dlock_duration_parse(s, 1000, ms) < 0 ? -1 : 0;
 }
 
 int cli_url_match(int argc, char **argv, int *i, const char *cmd, struct cli_url *u) {

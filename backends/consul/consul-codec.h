@@ -33,6 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dlock/consul.h"
 #include "internal.h"
 
 #define DLOCK__CONSUL_DEFAULT_PREFIX "dlock/"
@@ -41,23 +42,6 @@
 #define DLOCK__CONSUL_LOCK_FLAG 0x2ddccbc058a50c18ULL
 /* Most operations Consul accepts in one /v1/txn. */
 #define DLOCK__CONSUL_TXN_MAX 64
-
-/* dlock_control() operations of consul:// clients. */
-#define DLOCK_CONSUL_CTL_SESSION 0x6301 /* char[DLOCK_CONSUL_SESSION_MAX]: the session under
-                                           a held lock (L), or the client's default one */
-#define DLOCK_CONSUL_CTL_STATS 0x6302   /* struct dlock_consul_stats * */
-#define DLOCK_CONSUL_CTL_LOCK_DELAY 0x6303 /* int64_t *: the lock-delay (ms) the client's
-                                              sessions ask for */
-#define DLOCK_CONSUL_SESSION_MAX 64
-
-struct dlock_consul_stats {
-  uint64_t renewals;     /* session renew requests sent */
-  uint64_t locks;        /* lock txns sent */
-  uint64_t sessions;     /* sessions created */
-  uint64_t blocking;     /* blocking queries sent */
-  uint64_t lock_delays;  /* acquisitions that found a lock-delay in force */
-  uint64_t retries;      /* requests retried after a 5xx or a transport error */
-};
 
 /* ---- keys and paths ---- */
 

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dlock/etcd.h"
 #include "internal.h"
 
 #define DLOCK__ETCD_DEFAULT_PREFIX "dlock/"
@@ -23,28 +24,11 @@
 #define DLOCK__ETCD_REV_MAX (INT64_MAX - 1)
 #define DLOCK__ETCD_TTL_MAX_S INT64_C(9000000000)
 
-/* dlock_control() operations of etcd:// clients. */
-#define DLOCK_ETCD_CTL_STATS 0x6501       /* struct dlock_etcd_stats * */
-#define DLOCK_ETCD_CTL_ENDPOINT 0x6502    /* char[DLOCK_ETCD_ENDPOINT_MAX]: "host:port" in use */
-#define DLOCK_ETCD_CTL_LEASE 0x6503       /* int64_t *: the lease under a held lock */
-#define DLOCK_ETCD_CTL_STALE_WATCH 0x6504 /* int *: the next N watches start at revision 1,
-                                             which a compaction has removed (tests) */
-#define DLOCK_ETCD_CTL_LIST_PAGE 0x6505   /* int *: keys per range request of dlock_list,
-                                             0 = DLOCK__ETCD_LIST_PAGE (tests) */
-#define DLOCK_ETCD_ENDPOINT_MAX 300
-/* Keys per range request of a listing.  A holder key and its value take at
- * most about 2.5 KiB of JSON (a 512-byte key escaped and in base64), so a
- * page stays far below the 4 MiB a gRPC answer may take by default. */
+/* Keys per range request of a listing, unless DLOCK_ETCD_CTL_LIST_PAGE
+ * says otherwise.  A holder key and its value take at most about 2.5 KiB
+ * of JSON (a 512-byte key escaped and in base64), so a page stays far
+ * below the 4 MiB a gRPC answer may take by default. */
 #define DLOCK__ETCD_LIST_PAGE 500
-
-struct dlock_etcd_stats {
-  uint64_t keepalives;      /* lease keepalive requests sent */
-  uint64_t grants;          /* leases granted */
-  uint64_t watches;         /* watch streams opened */
-  uint64_t watch_compacted; /* of which canceled because their revision was compacted */
-  uint64_t failovers;       /* moves to the next endpoint */
-  uint64_t logins;          /* authentications, the first included */
-};
 
 /* ---- keys ---- */
 

@@ -20,26 +20,7 @@
 #include <stdint.h>
 
 #include "core/internal.h"
-
-/* dlock_control() operations of the zk backend (BL is ignored). */
-/* uint64_t *: predecessor-watch notifications this client received. */
-#define DLOCK_ZK_CTL_WATCH_EVENTS 0x7a01
-/* clientid_t * (zookeeper.h): id and password of the client's session for
- * its default ttl (connecting it first if needed). */
-#define DLOCK_ZK_CTL_CLIENT_ID 0x7a02
-/* int64_t *: negotiated timeout (ms) of that session. */
-#define DLOCK_ZK_CTL_SESSION_TIMEOUT 0x7a03
-/* struct dlock_zk_queue *: how many acquisitions are queued on a key
- * (holder included). */
-#define DLOCK_ZK_CTL_QUEUE_LEN 0x7a04
-/* uint64_t *: sync requests this client sent (renewals, and acquisitions
- * that waited and had to confirm their session). */
-#define DLOCK_ZK_CTL_SYNCS 0x7a05
-
-struct dlock_zk_queue {
-  const char *key; /* in */
-  int count;       /* out */
-};
+#include "dlock/zk.h"
 
 #define DLOCK__ZK_DEFAULT_ROOT "/dlock"
 #define DLOCK__ZK_DEFAULT_PORT 2181

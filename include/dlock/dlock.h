@@ -156,6 +156,17 @@ DLOCK_EXTERN const char *dlock_client_errmsg(const dlock_client *c);
  * the length it needed, or a negative code. */
 DLOCK_EXTERN int dlock_url_redact(const char *url, char *buf, size_t len);
 
+/* Longest duration dlock_duration_parse accepts (about 100 years), in ms. */
+#define DLOCK_DURATION_MAX_MS INT64_C(3200000000000)
+/* A duration as URL parameters spell them, into *ms: decimal digits with
+ * an optional fraction, then "ms", "s", "m" or "h" ("250ms", "1.5s",
+ * "2m"); a number without a unit counts BARE_MS milliseconds each (1 in
+ * URLs; 1000 reads it as seconds, as the dlock command does).  Fractions
+ * round to the nearest ms.  Signs, spaces, exponents and anything longer
+ * than DLOCK_DURATION_MAX_MS are DLOCK_EINVAL, as is a BARE_MS outside
+ * [1, DLOCK_DURATION_MAX_MS]. */
+DLOCK_EXTERN int dlock_duration_parse(const char *s, int64_t bare_ms, int64_t *ms);
+
 DLOCK_EXTERN const char *dlock_version(void);
 
 #ifdef __cplusplus

@@ -6,13 +6,9 @@
 #include <unistd.h>
 
 #include "backends/file/file-path.h"
+#include "dlock/consul.h"
 #include "dlock/mem.h"
-#ifdef DLOCK_HAVE_CONSUL
-#include "backends/consul/consul-codec.h"
-#endif
-#ifdef DLOCK_HAVE_ZOOKEEPER
-#include "backends/zookeeper/zk-codec.h"
-#endif
+#include "dlock/zk.h"
 #include "faults.h"
 #include "internal.h"
 

@@ -200,6 +200,36 @@ static void test_durations(void **state) {
   assert_int_equal(dlock_open("mem://?ttl=1e4", &c), DLOCK_EINVAL);
 }
 
+/* The public reading is the internal one: the same answers, a message on
+ * failure, and *ms left alone then. */
+static void test_duration_public(void **state) {
+  (void)state;
+  const char *in[] = {"15", "15s", "1.5", "250ms", ".5m", "0", "3200000000", "3200000001",
+                      "0x10", "-1", "", "5 s"};
+  for (size_t i = 0; i < sizeof in / sizeof *in; i++) {
+    int64_t want = -1, got = -1;
+    int rc = dlock__duration_parse(in[i], 1000, &want);
+    assert_int_equal(dlock_duration_parse(in[i], 1000, &got), rc);
+    assert_int_equal(got, want);
+    if (rc < 0)
+      assert_non_null(strstr(dlock_client_errmsg(NULL), "invalid duration"));
+  }
+  int64_t ms = 7;
+  assert_int_equal(dlock_duration_parse("15", 1, &ms), 0);
+  assert_int_equal(ms, 15);
+  assert_int_equal(dlock_duration_parse("1h", 1000, &ms), 0);
+  assert_int_equal(ms, 3600000);
+  assert_int_equal(dlock_duration_parse("3200000000000", 1, &ms), 0);
+  assert_int_equal(ms, DLOCK_DURATION_MAX_MS);
+  ms = 7;
+  int64_t bare[] = {0, -1, INT64_MIN, DLOCK_DURATION_MAX_MS + 1};
+  for (size_t i = 0; i < sizeof bare / sizeof *bare; i++)
+    assert_int_equal(dlock_duration_parse("1", bare[i], &ms), DLOCK_EINVAL);
+  assert_int_equal(dlock_duration_parse(NULL, 1, &ms), DLOCK_EINVAL);
+  assert_int_equal(ms, 7);
+  assert_int_equal(dlock_duration_parse("1s", 1, NULL), DLOCK_EINVAL);
+}
+
 static void test_params(void **state) {
   (void)state;
   dlock_url *u = parse_ok("mem://?n=5&big=99&b=maybe&d=7q&empty=");
@@ -632,6 +662,7 @@ int main(void) {
       cmocka_unit_test(test_redis_url), cmocka_unit_test(test_multi_host),
       cmocka_unit_test(test_file_and_mem), cmocka_unit_test(test_bad_urls),
       cmocka_unit_test(test_redact),    cmocka_unit_test(test_durations),
+      cmocka_unit_test(test_duration_public),
       cmocka_unit_test(test_params),    cmocka_unit_test(test_random_passwords),
       cmocka_unit_test(test_redact_at_in_query), cmocka_unit_test(test_redact_loose_query),
       cmocka_unit_test(test_secret_names_decoded),

@@ -8,10 +8,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "backend-util.h"
 #include "dlock/backend.h"
 #include "dlock/dlock.h"
-
-#define DLOCK__HIDDEN __attribute__((visibility("hidden")))
 
 /* ---- url.c (pure: no I/O) ---- */
 
@@ -28,35 +27,12 @@ DLOCK__HIDDEN int dlock__parse_duration(const char *s, int64_t *ms);
  * line); at most DLOCK__DURATION_MAX_MS.  0 or DLOCK_EINVAL. */
 #define DLOCK__DURATION_MAX_MS DLOCK_DURATION_MAX_MS
 DLOCK__HIDDEN int dlock__duration_parse(const char *s, int64_t bare_ms, int64_t *ms);
-/* The I-th string a message about U must not show (the password and the
- * values of secret parameters, as written, decoded and re-encoded),
- * longest first; NULL past the last. */
-DLOCK__HIDDEN const char *dlock__url_secret(const dlock_url *u, size_t i);
 
 /* ---- util.c ---- */
 
-DLOCK__HIDDEN int64_t dlock__now_ns(void);
-/* NBYTES random bytes from getrandom(2) as 2*NBYTES hex digits + NUL. */
-DLOCK__HIDDEN int dlock__random_hex(char *out, size_t nbytes);
 /* A number naming the calling thread, never reused within the process
  * (pthread_t values are reused once a thread exits). */
 DLOCK__HIDDEN uint64_t dlock__thread_serial(void);
-/* Uniform in [0, n). */
-DLOCK__HIDDEN uint64_t dlock__random_below(uint64_t n);
-/* 0, or DLOCK_EINVAL with a message for an empty, oversized or non-UTF-8 key. */
-DLOCK__HIDDEN int dlock__key_check(const char *key, size_t *len);
-/* PREFIX, KEY with '%' and '/' written %25 and %2F, then SUFFIX: a name in
- * a store whose keys are paths, where no key's name may be a prefix of
- * another's ("a" must not own "a/b").  Keys without either byte map to
- * themselves.  Malloc'd, NULL when out of memory. */
-DLOCK__HIDDEN char *dlock__escape_slash(const char *prefix, const char *key, size_t keylen,
-                                        const char *suffix);
-/* Absolute CLOCK_MONOTONIC timespec for a dlock__now_ns() value (which is
- * on CLOCK_BOOTTIME): the same distance from now. */
-struct timespec;
-DLOCK__HIDDEN void dlock__ns_to_timespec(int64_t ns, struct timespec *ts);
-/* pthread_cond_t that waits on CLOCK_MONOTONIC. */
-DLOCK__HIDDEN int dlock__cond_init(pthread_cond_t *cv);
 
 /* ---- registry.c ---- */
 
@@ -67,12 +43,6 @@ DLOCK__HIDDEN int dlock__ops_check(const dlock_backend_ops *ops);
 
 /* ---- errors.c ---- */
 
-DLOCK__HIDDEN void dlock__clear_err(void);
-/* Replace every secret of U (dlock__url_secret) in the calling thread's
- * message by "***", and a secret's beginning where the message was cut
- * short.  For messages that quote what a store library said.  Costs one
- * test when U has no secrets. */
-DLOCK__HIDDEN void dlock__err_scrub(const dlock_url *u);
 /* From now until the call that restores the value returned, every message
  * this thread sets is scrubbed of U's secrets as it is made (NULL: none). */
 DLOCK__HIDDEN const dlock_url *dlock__err_scope(const dlock_url *u);

@@ -34,7 +34,7 @@
 #include <stdint.h>
 
 #include "dlock/consul.h"
-#include "internal.h"
+#include "backend-util.h"
 
 #define DLOCK__CONSUL_DEFAULT_PREFIX "dlock/"
 /* The Flags value `consul lock` (api.LockFlagValue) gives its lock key;

@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #include "dlock/etcd.h"
-#include "internal.h"
+#include "backend-util.h"
 
 #define DLOCK__ETCD_DEFAULT_PREFIX "dlock/"
 /* Bounds on numbers in answers.  Revisions count up from 1; one below

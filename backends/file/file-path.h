@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "internal.h"
+#include "backend-util.h"
 
 /* Longest escaped name in one path component before it is split into a
  * directory ("<chunk>.d/"); well under NAME_MAX with room for ".lock". */

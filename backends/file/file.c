@@ -33,7 +33,7 @@
 #include <unistd.h>
 
 #include "file-path.h"
-#include "internal.h"
+#include "backend-util.h"
 
 /* Longest a waiter sleeps between checks even without an inotify event, as
  * a guard against an event lost to queue overflow. */

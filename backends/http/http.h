@@ -13,7 +13,7 @@
 
 #include <curl/curl.h>
 
-#include "internal.h"
+#include "backend-util.h"
 
 /* A response body, NUL-terminated, refused past a size limit. */
 typedef struct dlock__http_body {

@@ -8,11 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "internal.h"
+#include "backend-util.h"
 
 #define DLOCK__PG_DEFAULT_PREFIX "dlock"
-
-enum dlock__pg_mode { DLOCK__PG_ADVISORY, DLOCK__PG_LEASE };
 
 /* SQL object names derived from ?prefix=: "[schema.]name" where every part
  * is [a-z_][a-z0-9_]*, so the names need no quoting and match what a psql

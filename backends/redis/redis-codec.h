@@ -18,7 +18,7 @@
 
 #include <hiredis/hiredis.h>
 
-#include "core/internal.h"
+#include "core/backend-util.h"
 
 #define DLOCK__REDIS_DEFAULT_PREFIX "dlock:"
 /* How long a fence counter outlives its key's last acquisition (URL

@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/internal.h"
+#include "core/backend-util.h"
 #include "dlock/zk.h"
 
 #define DLOCK__ZK_DEFAULT_ROOT "/dlock"

@@ -22,6 +22,7 @@
 #include "backends/postgres/pg-codec.h"
 #include "event.h"
 #include "faults.h"
+#include "internal.h"
 
 /* dlock's own URL parameters, which libpq must not see. */
 static const char *const dlock_params[] = {

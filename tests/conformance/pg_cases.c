@@ -16,6 +16,7 @@
 #include "dlock/admin.h"
 #include "faults.h"
 #include "event.h"
+#include "internal.h"
 
 static const char *p_url;
 

@@ -8,6 +8,7 @@
 #include "fuzz.h"
 
 #include "backends/postgres/pg-codec.h"
+#include "internal.h"
 
 static const char URL[] = "postgres://dlock:S3CRETPW@db1:5432,[::1]/app?"
                           "sslpassword=K3YPW-77&sslmode=require&port=S3CRETPW";

@@ -13,6 +13,7 @@
 #include <xxhash.h>
 
 #include "backends/postgres/pg-codec.h"
+#include "internal.h"
 
 /* The statement buffer the backend gives every statement. */
 #define SQL_LEN 1400

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "backends/zookeeper/zk-codec.h"
+#include "internal.h"
 
 #define GUID_A "0123456789abcdef0123456789abcdef"
 #define GUID_B "ffffffffffffffffffffffffffffffff"

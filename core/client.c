@@ -19,90 +19,6 @@
 #define DEFAULT_CONNECT_TIMEOUT_MS 2000
 #define DEFAULT_TIMEOUT_MS 5000
 
-static uint64_t key_hash(const char *k) {
-  uint64_t h = 1469598103934665603ull; /* FNV-1a */
-  for (; *k; k++) {
-    h ^= (unsigned char)*k;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
-struct dlock_lock *dlock__table_find(dlock_client *c, const char *key) {
-  struct dlock_lock *l = c->table[key_hash(key) % c->table_size];
-  while (l && strcmp(l->key, key) != 0)
-    l = l->hnext;
-  return l;
-}
-
-/* The entry of KEY that thread SELF holds (or lost), if any, else the first
- * entry of KEY: a give-back of an abandoned attempt shares the key with
- * the acquisition that followed it, and must not hide that one from its
- * own thread's reentrant calls. */
-static struct dlock_lock *table_find_for(dlock_client *c, const char *key, uint64_t self) {
-  struct dlock_lock *first = NULL;
-  for (struct dlock_lock *l = c->table[key_hash(key) % c->table_size]; l; l = l->hnext) {
-    if (strcmp(l->key, key) != 0)
-      continue;
-    if (l->thread == self && l->state != 0)
-      return l;
-    if (!first)
-      first = l;
-  }
-  return first;
-}
-
-static void table_insert_raw(struct dlock_lock **tab, size_t size, struct dlock_lock *l) {
-  size_t i = key_hash(l->key) % size;
-  l->hnext = tab[i];
-  tab[i] = l;
-}
-
-static void table_grow(dlock_client *c) {
-  size_t nsize = c->table_size * 2;
-  struct dlock_lock **nt = calloc(nsize, sizeof *nt);
-  if (!nt)
-    return; /* a longer chain is fine; correctness does not depend on size */
-  for (size_t i = 0; i < c->table_size; i++) {
-    struct dlock_lock *l = c->table[i];
-    while (l) {
-      struct dlock_lock *n = l->hnext;
-      table_insert_raw(nt, nsize, l);
-      l = n;
-    }
-  }
-  free(c->table);
-  c->table = nt;
-  c->table_size = nsize;
-}
-
-static void table_add(dlock_client *c, struct dlock_lock *l) {
-  if (c->table_count + 1 > c->table_size * 2)
-    table_grow(c);
-  table_insert_raw(c->table, c->table_size, l);
-  c->table_count++;
-  l->prev = NULL;
-  l->next = c->head;
-  if (c->head)
-    c->head->prev = l;
-  c->head = l;
-}
-
-static void table_remove(dlock_client *c, struct dlock_lock *l) {
-  struct dlock_lock **pp = &c->table[key_hash(l->key) % c->table_size];
-  while (*pp && *pp != l)
-    pp = &(*pp)->hnext;
-  if (*pp)
-    *pp = l->hnext;
-  c->table_count--;
-  if (l->prev)
-    l->prev->next = l->next;
-  else
-    c->head = l->next;
-  if (l->next)
-    l->next->prev = l->prev;
-}
-
 void dlock__lock_free(struct dlock_lock *l) {
   if (!l)
     return;
@@ -370,7 +286,7 @@ void dlock_close(dlock_client *c) {
   struct dlock_lock *unreleased = NULL;
   while (c->head) {
     struct dlock_lock *l = c->head;
-    table_remove(c, l);
+    dlock__table_remove(c, l);
     /* Once the store stops answering, the rest expire on their own; waiting
      * a timeout per lock would make close take minutes.  A give-back the
      * store already left unanswered is not asked again (its grant expires
@@ -434,7 +350,7 @@ void dlock__giveback(dlock_client *c, struct dlock_lock *l) {
 }
 
 void dlock__giveback_done(dlock_client *c, struct dlock_lock *l) {
-  table_remove(c, l);
+  dlock__table_remove(c, l);
   l->giveback = false;
   atomic_fetch_sub(&c->metrics.giveback_pending, 1);
   pthread_cond_broadcast(&c->cv);
@@ -577,7 +493,7 @@ static void giveback_copy(dlock_client *c, const struct dlock_lock *l) {
   g->bl.ttl_ms = l->bl.ttl_ms;
   g->bl.sent_ns = l->bl.sent_ns;
   pthread_mutex_lock(&c->mu);
-  table_add(c, g);
+  dlock__table_add(c, g);
   pthread_mutex_unlock(&c->mu);
   dlock__giveback(c, g);
 }
@@ -713,7 +629,7 @@ static int acquire_reserve(dlock_client *c, const char *key, const dlock_options
   struct dlock_lock *l;
 
   pthread_mutex_lock(&c->mu);
-  while ((l = table_find_for(c, key, self)) != NULL) {
+  while ((l = dlock__table_find_for(c, key, self)) != NULL) {
     if (l->thread == self && l->state != 0) {
       if (l->state == DLOCK_HELD && dlock__now_ns() < l->valid_until_ns) {
         l->holds++;
@@ -772,7 +688,7 @@ static int acquire_reserve(dlock_client *c, const char *key, const dlock_options
   }
   l->holds = 1;
   l->state = 0;
-  table_add(c, l);
+  dlock__table_add(c, l);
   pthread_mutex_unlock(&c->mu);
   a->l = l;
   return 0;
@@ -862,7 +778,7 @@ static int acquire_commit(struct acquire *a, int rc, dlock_lock **out) {
       due = l->next_renew_ns;
     kick = due < c->renew_wake_ns;
   } else {
-    table_remove(c, l);
+    dlock__table_remove(c, l);
     pthread_cond_broadcast(&c->cv);
   }
   pthread_mutex_unlock(&c->mu);
@@ -969,7 +885,7 @@ static int release_lock(dlock_lock *l) {
   }
 
   pthread_mutex_lock(&c->mu);
-  table_remove(c, l);
+  dlock__table_remove(c, l);
   pthread_cond_broadcast(&c->cv);
   pthread_mutex_unlock(&c->mu);
   atomic_fetch_sub(&c->metrics.held_now, 1);

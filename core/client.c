@@ -19,90 +19,6 @@
 #define DEFAULT_CONNECT_TIMEOUT_MS 2000
 #define DEFAULT_TIMEOUT_MS 5000
 
-static uint64_t key_hash(const char *k) {
-  uint64_t h = 1469598103934665603ull; /* FNV-1a */
-  for (; *k; k++) {
-    h ^= (unsigned char)*k;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
-struct dlock_lock *dlock__table_find(dlock_client *c, const char *key) {
-  struct dlock_lock *l = c->table[key_hash(key) % c->table_size];
-  while (l && strcmp(l->key, key) != 0)
-    l = l->hnext;
-  return l;
-}
-
-/* The entry of KEY that thread SELF holds (or lost), if any, else the first
- * entry of KEY: a give-back of an abandoned attempt shares the key with
- * the acquisition that followed it, and must not hide that one from its
- * own thread's reentrant calls. */
-static struct dlock_lock *table_find_for(dlock_client *c, const char *key, uint64_t self) {
-  struct dlock_lock *first = NULL;
-  for (struct dlock_lock *l = c->table[key_hash(key) % c->table_size]; l; l = l->hnext) {
-    if (strcmp(l->key, key) != 0)
-      continue;
-    if (l->thread == self && l->state != 0)
-      return l;
-    if (!first)
-      first = l;
-  }
-  return first;
-}
-
-static void table_insert_raw(struct dlock_lock **tab, size_t size, struct dlock_lock *l) {
-  size_t i = key_hash(l->key) % size;
-  l->hnext = tab[i];
-  tab[i] = l;
-}
-
-static void table_grow(dlock_client *c) {
-  size_t nsize = c->table_size * 2;
-  struct dlock_lock **nt = calloc(nsize, sizeof *nt);
-  if (!nt)
-    return; /* a longer chain is fine; correctness does not depend on size */
-  for (size_t i = 0; i < c->table_size; i++) {
-    struct dlock_lock *l = c->table[i];
-    while (l) {
-      struct dlock_lock *n = l->hnext;
-      table_insert_raw(nt, nsize, l);
-      l = n;
-    }
-  }
-  free(c->table);
-  c->table = nt;
-  c->table_size = nsize;
-}
-
-static void table_add(dlock_client *c, struct dlock_lock *l) {
-  if (c->table_count + 1 > c->table_size * 2)
-    table_grow(c);
-  table_insert_raw(c->table, c->table_size, l);
-  c->table_count++;
-  l->prev = NULL;
-  l->next = c->head;
-  if (c->head)
-    c->head->prev = l;
-  c->head = l;
-}
-
-static void table_remove(dlock_client *c, struct dlock_lock *l) {
-  struct dlock_lock **pp = &c->table[key_hash(l->key) % c->table_size];
-  while (*pp && *pp != l)
-    pp = &(*pp)->hnext;
-  if (*pp)
-    *pp = l->hnext;
-  c->table_count--;
-  if (l->prev)
-    l->prev->next = l->next;
-  else
-    c->head = l->next;
-  if (l->next)
-    l->next->prev = l->prev;
-}
-
 void dlock__lock_free(struct dlock_lock *l) {
   if (!l)
     return;
@@ -370,7 +286,7 @@ void dlock_close(dlock_client *c) {
   struct dlock_lock *unreleased = NULL;
   while (c->head) {
     struct dlock_lock *l = c->head;
-    table_remove(c, l);
+    dlock__table_remove(c, l);
     /* Once the store stops answering, the rest expire on their own; waiting
      * a timeout per lock would make close take minutes.  A give-back the
      * store already left unanswered is not asked again (its grant expires
@@ -434,7 +350,7 @@ void dlock__giveback(dlock_client *c, struct dlock_lock *l) {
 }
 
 void dlock__giveback_done(dlock_client *c, struct dlock_lock *l) {
-  table_remove(c, l);
+  dlock__table_remove(c, l);
   l->giveback = false;
   atomic_fetch_sub(&c->metrics.giveback_pending, 1);
   pthread_cond_broadcast(&c->cv);
@@ -577,7 +493,7 @@ static void giveback_copy(dlock_client *c, const struct dlock_lock *l) {
   g->bl.ttl_ms = l->bl.ttl_ms;
   g->bl.sent_ns = l->bl.sent_ns;
   pthread_mutex_lock(&c->mu);
-  table_add(c, g);
+  dlock__table_add(c, g);
   pthread_mutex_unlock(&c->mu);
   dlock__giveback(c, g);
 }
@@ -660,9 +576,37 @@ static int attempt_until(dlock_client *c, struct dlock_lock *l, int64_t wait_ms,
   }
 }
 
-static int acquire_common(dlock_client *c, const char *key, const dlock_options *opts,
-                          dlock_lock **out, bool try_only) {
-  dlock__clear_err();
+/* One acquisition on its way from acquire_reserve through acquire_at_store
+ * to acquire_commit. */
+struct acquire {
+  dlock_client *c;
+  const dlock_options *opts; /* the caller's, or the defaults */
+  const char *key;
+  int64_t wait_ms;           /* 0 for a try */
+  int64_t ttl_ms;            /* asked for; once granted, what the store granted */
+  int64_t t0;                /* when the call began */
+  int64_t deadline;          /* of the wait, -1 for none */
+  bool reentered;            /* L is the thread's own handle, held once more */
+  struct dlock_lock *l;
+  int64_t answered_ns;       /* when the store's answer was in */
+  bool maybe_granted;        /* a failure after which the store may hold L */
+};
+
+/* Reserve: check the arguments, then take this client's place for KEY.
+ * The calling thread's own valid handle is held once more and put in *OUT
+ * (A->reentered); its lost one is refused until released.  Behind another
+ * thread of the client that holds or is acquiring KEY, or an unanswered
+ * attempt still being given back, the caller queues here, on c->cv, until
+ * that entry is gone or the wait runs out (a try fails at once).
+ *
+ * Guarantees, on 0 without A->reentered: A->l is a new entry of KEY in the
+ * key table, of state 0, with a fresh owner.  While it is there no other
+ * acquire of this client on KEY passes this step, the renew thread leaves
+ * it alone, and a loss the backend reports only marks it lost_early; it
+ * is for acquire_commit to settle.  On failure the table is as it was and
+ * the result is counted (but for a NULL client or OUT). */
+static int acquire_reserve(dlock_client *c, const char *key, const dlock_options *opts,
+                           dlock_lock **out, bool try_only, struct acquire *a) {
   static const dlock_options defaults = DLOCK_OPTIONS_INIT;
   size_t keylen;
   int rc;
@@ -676,20 +620,23 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
     return rc;
   }
   int64_t wait_ms = try_only ? 0 : opts->wait_ms;
-  int64_t ttl_ms = opts->ttl_ms ? opts->ttl_ms : c->bc.default_ttl_ms;
   int64_t t0 = dlock__now_ns();
   int64_t deadline = wait_ms < 0 ? -1 : t0 + wait_ms * 1000000;
+  *a = (struct acquire){.c = c, .opts = opts, .key = key, .wait_ms = wait_ms,
+                        .ttl_ms = opts->ttl_ms ? opts->ttl_ms : c->bc.default_ttl_ms,
+                        .t0 = t0, .deadline = deadline};
   uint64_t self = dlock__thread_serial();
   struct dlock_lock *l;
 
   pthread_mutex_lock(&c->mu);
-  while ((l = table_find_for(c, key, self)) != NULL) {
+  while ((l = dlock__table_find_for(c, key, self)) != NULL) {
     if (l->thread == self && l->state != 0) {
       if (l->state == DLOCK_HELD && dlock__now_ns() < l->valid_until_ns) {
         l->holds++;
         pthread_mutex_unlock(&c->mu);
         *out = l;
         dlock__metrics_acquire_result(&c->metrics, 0);
+        a->reentered = true;
         return 0;
       }
       pthread_mutex_unlock(&c->mu);
@@ -741,28 +688,61 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
   }
   l->holds = 1;
   l->state = 0;
-  table_add(c, l);
+  dlock__table_add(c, l);
   pthread_mutex_unlock(&c->mu);
+  a->l = l;
+  return 0;
+}
 
-  dlock_backend_lock *bl = &l->bl;
-  bl->ttl_ms = ttl_ms;
-  bool maybe_granted = false;
-  int64_t now;
-  rc = attempt_until(c, l, wait_ms, deadline, &maybe_granted);
-  now = dlock__now_ns();
+/* At the store, without c->mu: ask for A->l as the caller asked, with one
+ * try_acquire, the backend's own wait, or the core's polling and retries
+ * with backoff (attempt_until).
+ *
+ * Guarantees: 0 only for a grant still valid when the answer was in
+ * (A->answered_ns), A->ttl_ms then being the lease to count on: the one
+ * asked for, or less where the store granted less.  A grant that came too
+ * late is released here.  Otherwise a negative code with its message, and
+ * A->maybe_granted says whether the store may hold the lock for A->l's
+ * owner all the same (the last request went unanswered). */
+static int acquire_at_store(struct acquire *a) {
+  dlock_client *c = a->c;
+  dlock_backend_lock *bl = &a->l->bl;
+  bl->ttl_ms = a->ttl_ms;
+  int rc = attempt_until(c, a->l, a->wait_ms, a->deadline, &a->maybe_granted);
+  a->answered_ns = dlock__now_ns();
   /* The store may grant less than was asked (a ZooKeeper server clamps the
    * session timeout): deadline and renewals count what it granted. */
-  if (rc == 0 && bl->ttl_ms > 0 && bl->ttl_ms < ttl_ms)
-    ttl_ms = bl->ttl_ms;
-  if (rc == 0 && dlock__validity_deadline(c, bl->sent_ns, ttl_ms) <= now) {
+  if (rc == 0 && bl->ttl_ms > 0 && bl->ttl_ms < a->ttl_ms)
+    a->ttl_ms = bl->ttl_ms;
+  if (rc == 0 && dlock__validity_deadline(c, bl->sent_ns, a->ttl_ms) <= a->answered_ns) {
     /* Granted so late that the lease may already be gone: never hand out
      * a handle that is not valid. */
     c->ops->release(&c->bc, bl);
-    rc = dlock_seterr(DLOCK_ETIMEDOUT, "lock '%s' was granted after its ttl had run out", key);
+    rc = dlock_seterr(DLOCK_ETIMEDOUT, "lock '%s' was granted after its ttl had run out",
+                      a->key);
   }
   if (rc > 0)
     rc = dlock_seterr(DLOCK_EBACKEND, "backend returned an invalid result");
-  if (rc < 0 && maybe_granted) {
+  return rc;
+}
+
+/* Commit: settle A->l by RC, what acquire_at_store returned, and count the
+ * outcome once.
+ *
+ * Guarantees: on 0, *OUT is A->l, HELD from A->answered_ns, its validity
+ * deadline and first renewal counted from when its request left and its
+ * options applied, with the renew thread running and woken if this lock is
+ * due before it would look again.  A grant the backend reported lost in
+ * the meantime (lost_early) is released and fails DLOCK_ELOST.  A failure
+ * after which the store may hold the lock goes to the give-back, whose
+ * entry keeps KEY reserved until it is done.  Any other failure removes
+ * the entry and wakes those queued on KEY.  *OUT is untouched on failure. */
+static int acquire_commit(struct acquire *a, int rc, dlock_lock **out) {
+  dlock_client *c = a->c;
+  struct dlock_lock *l = a->l;
+  dlock_backend_lock *bl = &l->bl;
+  const dlock_options *opts = a->opts;
+  if (rc < 0 && a->maybe_granted) {
     /* The request may have reached the store and only the reply been lost:
      * give back by owner whatever we might hold, so it does not sit there
      * for a whole ttl.  In the background, so that a failed attempt costs
@@ -781,14 +761,14 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
      * that is lost before the caller sees it is no grant at all. */
     pthread_mutex_unlock(&c->mu);
     c->ops->release(&c->bc, bl);
-    rc = dlock_seterr(DLOCK_ELOST, "lock '%s' was lost while it was being acquired", key);
+    rc = dlock_seterr(DLOCK_ELOST, "lock '%s' was lost while it was being acquired", a->key);
     pthread_mutex_lock(&c->mu);
   }
   if (rc == 0) {
     l->state = DLOCK_HELD;
-    l->acquired_ns = now;
-    l->valid_until_ns = dlock__validity_deadline(c, bl->sent_ns, ttl_ms);
-    l->next_renew_ns = bl->sent_ns + ttl_ms * 1000000 / 3;
+    l->acquired_ns = a->answered_ns;
+    l->valid_until_ns = dlock__validity_deadline(c, bl->sent_ns, a->ttl_ms);
+    l->next_renew_ns = bl->sent_ns + a->ttl_ms * 1000000 / 3;
     l->auto_renew = opts->auto_renew != 0;
     l->on_lost = opts->on_lost;
     l->on_lost_arg = opts->on_lost_arg;
@@ -798,7 +778,7 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
       due = l->next_renew_ns;
     kick = due < c->renew_wake_ns;
   } else {
-    table_remove(c, l);
+    dlock__table_remove(c, l);
     pthread_cond_broadcast(&c->cv);
   }
   pthread_mutex_unlock(&c->mu);
@@ -808,7 +788,7 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
     dlock__lock_free(l);
     return rc;
   }
-  dlock__hist_add(&c->metrics.acquire_wait, now - t0);
+  dlock__hist_add(&c->metrics.acquire_wait, a->answered_ns - a->t0);
   if ((rc = dlock__renew_start(c)) < 0) {
     dlock_release(l);
     return rc;
@@ -817,6 +797,17 @@ static int acquire_common(dlock_client *c, const char *key, const dlock_options 
     dlock__renew_kick(c);
   *out = l;
   return 0;
+}
+
+/* dlock_acquire and dlock_try_acquire: reserve, ask the store, commit. */
+static int acquire_common(dlock_client *c, const char *key, const dlock_options *opts,
+                          dlock_lock **out, bool try_only) {
+  dlock__clear_err();
+  struct acquire a = {0};
+  int rc = acquire_reserve(c, key, opts, out, try_only, &a);
+  if (rc < 0 || a.reentered)
+    return rc;
+  return acquire_commit(&a, acquire_at_store(&a), out);
 }
 
 /* Every public call runs inside its client's error scope: a store
@@ -894,7 +885,7 @@ static int release_lock(dlock_lock *l) {
   }
 
   pthread_mutex_lock(&c->mu);
-  table_remove(c, l);
+  dlock__table_remove(c, l);
   pthread_cond_broadcast(&c->cv);
   pthread_mutex_unlock(&c->mu);
   atomic_fetch_sub(&c->metrics.held_now, 1);

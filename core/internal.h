@@ -99,7 +99,7 @@ extern const dlock_backend_ops dlock__etcd_ops;
 extern const dlock_backend_ops dlock__consul_ops;
 #endif
 
-/* ---- client.c / renew.c ---- */
+/* ---- clients and lock handles ---- */
 
 typedef struct dlock__entry dlock__entry;
 
@@ -165,6 +165,21 @@ struct dlock_client {
   dlock__metrics metrics;
 };
 
+/* ---- table.c: the key table (c->table, c->head), under c->mu ---- */
+
+/* The first entry of KEY in C's table, or NULL. */
+DLOCK__HIDDEN struct dlock_lock *dlock__table_find(dlock_client *c, const char *key);
+/* The entry of KEY that thread SELF holds (or lost), if any, else the first
+ * entry of KEY, or NULL. */
+DLOCK__HIDDEN struct dlock_lock *dlock__table_find_for(dlock_client *c, const char *key,
+                                                       uint64_t self);
+/* Link L into the table and the list of all entries. */
+DLOCK__HIDDEN void dlock__table_add(dlock_client *c, struct dlock_lock *l);
+/* Unlink L, which is in the table. */
+DLOCK__HIDDEN void dlock__table_remove(dlock_client *c, struct dlock_lock *l);
+
+/* ---- client.c / renew.c ---- */
+
 DLOCK__HIDDEN int dlock__renew_start(dlock_client *c);
 DLOCK__HIDDEN void dlock__renew_stop(dlock_client *c);
 DLOCK__HIDDEN void dlock__renew_kick(dlock_client *c);
@@ -186,8 +201,6 @@ DLOCK__HIDDEN bool dlock__giveback_result(dlock_client *c, struct dlock_lock *l,
 DLOCK__HIDDEN void dlock__lock_free(struct dlock_lock *l);
 /* Under c->mu: turn L LOST (once), count it and log WHY. */
 DLOCK__HIDDEN void dlock__mark_lost(dlock_client *c, struct dlock_lock *l, const char *why);
-/* Under c->mu: the first entry of KEY in C's table, or NULL. */
-DLOCK__HIDDEN struct dlock_lock *dlock__table_find(dlock_client *c, const char *key);
 /* Every public call on a client runs between these two: begin puts the
  * thread's messages in C's error scope (a store library may quote the URL,
  * secrets included) and returns the scope to go back to; end scrubs what

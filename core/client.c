@@ -922,7 +922,7 @@ static int renew_lock(dlock_lock *l, int64_t ttl_ms) {
 
   l->bl.sent_ns = 0;
   int64_t start = dlock__now_ns();
-  int rc = c->ops->renew(&c->bc, &l->bl);
+  int rc = dlock__renew_one(c, &l->bl);
   int64_t sent = l->bl.sent_ns ? l->bl.sent_ns : start;
 
   pthread_mutex_lock(&c->mu);

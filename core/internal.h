@@ -183,6 +183,9 @@ DLOCK__HIDDEN void dlock__table_remove(dlock_client *c, struct dlock_lock *l);
 DLOCK__HIDDEN int dlock__renew_start(dlock_client *c);
 DLOCK__HIDDEN void dlock__renew_stop(dlock_client *c);
 DLOCK__HIDDEN void dlock__renew_kick(dlock_client *c);
+/* One renewal through the backend: its renew, or else its renew_many of
+ * one lock. */
+DLOCK__HIDDEN int dlock__renew_one(dlock_client *c, dlock_backend_lock *bl);
 /* Safety margin subtracted from the ttl for the local validity deadline. */
 DLOCK__HIDDEN int64_t dlock__margin_ns(const dlock_client *c, int64_t ttl_ms);
 /* Local validity deadline of a lease of TTL_MS whose request left at SENT_NS. */

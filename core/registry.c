@@ -46,10 +46,11 @@ int dlock__ops_check(const dlock_backend_ops *ops) {
                         ops->name ? ops->name : "?", ops->version);
   if (!ops->name || !ops->schemes || !ops->schemes[0])
     return dlock_seterr(DLOCK_EINVAL, "backend ops lacks a name or schemes");
-  if (!ops->open || !ops->close || !ops->try_acquire || !ops->renew || !ops->release)
+  if (!ops->open || !ops->close || !ops->try_acquire || (!ops->renew && !ops->renew_many) ||
+      !ops->release)
     return dlock_seterr(DLOCK_EINVAL,
-                        "backend '%s': open, close, try_acquire, renew and release are "
-                        "required",
+                        "backend '%s': open, close, try_acquire, renew (or renew_many) and "
+                        "release are required",
                         ops->name);
   return 0;
 }

@@ -17,6 +17,14 @@ static int64_t batch_slack_ns(const struct dlock_lock *l) {
   return s < 1000000000 ? s : 1000000000;
 }
 
+int dlock__renew_one(dlock_client *c, dlock_backend_lock *bl) {
+  if (c->ops->renew)
+    return c->ops->renew(&c->bc, bl);
+  int rc = DLOCK_EBACKEND;
+  int mrc = c->ops->renew_many(&c->bc, &bl, 1, &rc);
+  return mrc < 0 ? mrc : rc;
+}
+
 static void apply_renew(dlock_client *c, struct dlock_lock *l, int rc, int64_t start) {
   int64_t sent = l->bl.sent_ns ? l->bl.sent_ns : start;
   if (rc == 0) {
@@ -159,7 +167,7 @@ static void *renew_main(void *arg) {
           continue;
         }
         int64_t s1 = dlock__now_ns();
-        rcs[i] = c->ops->renew(&c->bc, bls[i]);
+        rcs[i] = dlock__renew_one(c, bls[i]);
         if (!bls[i]->sent_ns)
           bls[i]->sent_ns = s1;
         if (rcs[i] == DLOCK_ECONN)

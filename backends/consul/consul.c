@@ -1067,12 +1067,6 @@ static int consul_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls,
   return 0;
 }
 
-static int consul_renew(dlock_backend_client *bc, dlock_backend_lock *bl) {
-  int rc;
-  consul_renew_many(bc, &bl, 1, &rc);
-  return rc;
-}
-
 static int consul_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   cs_client *cc = bc->priv;
   cs_lock *lk = bl->priv;
@@ -1383,7 +1377,6 @@ const dlock_backend_ops dlock__consul_ops = {
     .close = consul_close,
     .try_acquire = consul_try_acquire,
     .acquire = consul_acquire,
-    .renew = consul_renew,
     .release = consul_release,
     .renew_many = consul_renew_many,
     .inspect = consul_inspect,

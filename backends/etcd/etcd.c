@@ -1059,12 +1059,6 @@ static int etcd_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, s
   return 0;
 }
 
-static int etcd_renew(dlock_backend_client *bc, dlock_backend_lock *bl) {
-  int rc;
-  etcd_renew_many(bc, &bl, 1, &rc);
-  return rc;
-}
-
 static int etcd_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   etcd_client *ec = bc->priv;
   etcd_lock *lk = bl->priv;
@@ -1516,7 +1510,6 @@ const dlock_backend_ops dlock__etcd_ops = {
     .close = etcd_close,
     .try_acquire = etcd_try_acquire,
     .acquire = etcd_acquire,
-    .renew = etcd_renew,
     .release = etcd_release,
     .renew_many = etcd_renew_many,
     .inspect = etcd_inspect,

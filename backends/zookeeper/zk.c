@@ -1479,12 +1479,6 @@ static int zk_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, siz
   return 0;
 }
 
-static int zk_renew(dlock_backend_client *bc, dlock_backend_lock *bl) {
-  int rc;
-  int mrc = zk_renew_many(bc, &bl, 1, &rc);
-  return mrc < 0 ? mrc : rc;
-}
-
 static int zk_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   zk_client *zc = bc->priv;
   zk_lock *lk = bl->priv;
@@ -1906,7 +1900,6 @@ const dlock_backend_ops dlock__zk_ops = {
     .close = zk_close,
     .try_acquire = zk_try_acquire,
     .acquire = zk_acquire,
-    .renew = zk_renew,
     .release = zk_release,
     .renew_many = zk_renew_many,
     .inspect = zk_inspect,

@@ -141,7 +141,8 @@ typedef struct dlock_backend_ops {
    * try_acquire with backoff and jitter. */
   int (*acquire)(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t deadline_ns);
   /* Extend to bl->ttl_ms if the store still names bl->owner: 0, or
-   * DLOCK_ELOST if it does not, or a transient code. */
+   * DLOCK_ELOST if it does not, or a transient code.  May be NULL when
+   * renew_many is there: the core then renews one lock as a batch of one. */
   int (*renew)(dlock_backend_client *bc, dlock_backend_lock *bl);
   /* Release if the store still names bl->owner: 0, or DLOCK_ELOST. */
   int (*release)(dlock_backend_client *bc, dlock_backend_lock *bl);

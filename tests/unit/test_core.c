@@ -294,6 +294,47 @@ static void test_version1_backend(void **state) {
   dlock_close(c);
 }
 
+/* A backend with renew_many and no renew: one renewal is a batch of one. */
+static int tbo_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, size_t n,
+                          int *rcs) {
+  (void)bc;
+  (void)bls;
+  atomic_fetch_add(&tb.renew_many_calls, 1);
+  for (size_t i = 0; i < n; i++)
+    rcs[i] = tb.renew_rc ? dlock_seterr(tb.renew_rc, "test: refused") : 0;
+  return 0;
+}
+
+static void test_renew_many_only(void **state) {
+  (void)state;
+  static const char *const schemes[] = {"test-many-only", NULL};
+  static dlock_backend_ops ops;
+  ops = tb_ops;
+  ops.name = "test-many-only";
+  ops.schemes = schemes;
+  ops.renew = NULL;
+  assert_int_equal(dlock_backend_register(&ops), DLOCK_EINVAL); /* neither */
+  assert_non_null(strstr(dlock_client_errmsg(NULL), "renew_many"));
+  ops.renew_many = tbo_renew_many;
+  assert_int_equal(dlock_backend_register(&ops), 0);
+  tb_reset();
+  dlock_client *c;
+  assert_int_equal(dlock_open("test-many-only://h?known=1", &c), 0);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.auto_renew = 0;
+  dlock_lock *l;
+  assert_int_equal(dlock_try_acquire(c, "k", &o, &l), 0);
+  assert_int_equal(dlock_renew(l, 0), 0);
+  assert_int_equal(atomic_load(&tb.renew_many_calls), 1);
+  tb.renew_rc = DLOCK_ELOST;
+  assert_int_equal(dlock_renew(l, 0), DLOCK_ELOST);
+  assert_int_equal(atomic_load(&tb.renew_many_calls), 2);
+  assert_int_equal(dlock_lock_state(l), DLOCK_LOST);
+  tb.renew_rc = 0;
+  dlock_release(l);
+  dlock_close(c);
+}
+
 static void test_registry(void **state) {
   (void)state;
   assert_int_equal(dlock_backend_register(&tb_ops), DLOCK_EINVAL); /* taken */
@@ -1048,6 +1089,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_error_table),
       cmocka_unit_test(test_registry),
+      cmocka_unit_test(test_renew_many_only),
       cmocka_unit_test_setup(test_version1_backend, setup),
       cmocka_unit_test(test_poll_fallback),
       cmocka_unit_test(test_granted_too_late),

@@ -10,6 +10,7 @@
  *                        store has none (count at the store instead)
  * The renewal requests per period are what the lease layer promises: one
  * per lease (per session), however many locks ride on it. */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,7 +69,7 @@ static long long renew_requests(dlock_client *c, const char *url) {
 
 static void sleep_s(double s) {
   struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-  while (nanosleep(&ts, &ts) != 0) {
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
   }
 }
 

@@ -32,8 +32,9 @@ struct dlock_leases {
 };
 
 int dlock_leases_new(dlock_backend_client *bc, const dlock_lease_ops *ops, dlock_leases **out) {
-  if (!bc || !ops || !ops->grant || !ops->refresh || !out)
-    return dlock_seterr(DLOCK_EINVAL, "lease table: a client and grant and refresh are needed");
+  if (!bc || !ops || !ops->store || !ops->what || !ops->grant || !ops->refresh || !out)
+    return dlock_seterr(DLOCK_EINVAL, "lease table: a client, the store's names, grant and "
+                        "refresh are needed");
   dlock_leases *t = calloc(1, sizeof *t);
   if (!t || dlock__cond_init(&t->cv) != 0) {
     free(t);
@@ -113,6 +114,8 @@ static void after_gone(dlock_leases *t, dlock_lease *l) {
 }
 
 void dlock_lease_gone(dlock_leases *t, dlock_lease *l) {
+  if (!t || !l)
+    return;
   pthread_mutex_lock(&t->mu);
   bool now = mark_gone(t, l);
   pthread_mutex_unlock(&t->mu);
@@ -121,6 +124,8 @@ void dlock_lease_gone(dlock_leases *t, dlock_lease *l) {
 }
 
 int dlock_lease_refresh(dlock_leases *t, dlock_lease *l, int64_t since, int64_t deadline) {
+  if (!t || !l)
+    return dlock_seterr(DLOCK_EINVAL, "lease table: refresh needs a table and a lease");
   const dlock_lease_ops *ops = t->ops;
   pthread_mutex_lock(&t->mu);
   for (;;) {
@@ -208,6 +213,9 @@ static int grant(dlock_leases *t, dlock_lease *l, int64_t deadline) {
 }
 
 int dlock_lease_get(dlock_leases *t, int64_t ttl_ms, int64_t deadline, dlock_lease **out) {
+  if (!t || !out || ttl_ms <= 0)
+    return dlock_seterr(DLOCK_EINVAL, "lease table: get needs a table, a ttl above 0 (got "
+                        "%lld ms) and somewhere to put the lease", (long long)ttl_ms);
   const dlock_lease_ops *ops = t->ops;
   for (int attempt = 0;; attempt++) {
     bool add;
@@ -224,8 +232,11 @@ int dlock_lease_get(dlock_leases *t, int64_t ttl_ms, int64_t deadline, dlock_lea
         *out = l;
       return rc;
     }
+    /* Another thread's grant: its request ends within the request
+     * timeout, so waiting longer than that from now is waiting for nothing. */
+    int64_t wait_end = bound(t, deadline);
     while (!l->granted && !l->dead) {
-      if (!wait_until(t, deadline)) {
+      if (!wait_until(t, wait_end)) {
         put_locked(t, l);
         pthread_mutex_unlock(&t->mu);
         return dlock_seterr(DLOCK_ETIMEDOUT, "%s: timed out waiting for a %s", ops->store,
@@ -256,6 +267,9 @@ int dlock_lease_get(dlock_leases *t, int64_t ttl_ms, int64_t deadline, dlock_lea
 
 int dlock_lease_renew(dlock_leases *t, dlock_backend_lock **bls, size_t n, int *rcs,
                       dlock_lease *(*lease_of)(dlock_backend_lock *bl, int64_t *confirmed_ns)) {
+  if (!t || (n && (!bls || !rcs || !lease_of)))
+    return dlock_seterr(DLOCK_EINVAL, "lease table: renew needs a table, locks, results and "
+                        "lease_of");
   struct use {
     dlock_lease *lease; /* NULL: not pending, or done */
     int64_t since;
@@ -293,22 +307,28 @@ int dlock_lease_renew(dlock_leases *t, dlock_backend_lock **bls, size_t n, int *
 }
 
 void dlock_lease_hold(dlock_leases *t, dlock_lease *l) {
+  if (!t || !l)
+    return;
   pthread_mutex_lock(&t->mu);
   l->refs++;
   pthread_mutex_unlock(&t->mu);
 }
 
 void dlock_lease_put(dlock_leases *t, dlock_lease *l) {
+  if (!t || !l)
+    return;
   pthread_mutex_lock(&t->mu);
   put_locked(t, l);
   pthread_mutex_unlock(&t->mu);
 }
 
-void *dlock_lease_priv(const dlock_lease *l) { return (void *)l->priv; }
+void *dlock_lease_priv(const dlock_lease *l) { return l ? (void *)l->priv : NULL; }
 
-int64_t dlock_lease_ttl_ms(const dlock_lease *l) { return l->ttl_ms; }
+int64_t dlock_lease_ttl_ms(const dlock_lease *l) { return l ? l->ttl_ms : 0; }
 
 int64_t dlock_lease_keep_ms(dlock_leases *t, const dlock_lease *l) {
+  if (!t || !l)
+    return 0;
   pthread_mutex_lock(&t->mu);
   int64_t v = l->keep_ms;
   pthread_mutex_unlock(&t->mu);
@@ -316,6 +336,8 @@ int64_t dlock_lease_keep_ms(dlock_leases *t, const dlock_lease *l) {
 }
 
 int64_t dlock_lease_fresh_ns(dlock_leases *t, const dlock_lease *l) {
+  if (!t || !l)
+    return 0;
   pthread_mutex_lock(&t->mu);
   int64_t v = l->fresh_ns;
   pthread_mutex_unlock(&t->mu);
@@ -323,6 +345,8 @@ int64_t dlock_lease_fresh_ns(dlock_leases *t, const dlock_lease *l) {
 }
 
 bool dlock_lease_dead(dlock_leases *t, const dlock_lease *l) {
+  if (!t || !l)
+    return true;
   pthread_mutex_lock(&t->mu);
   bool v = l->dead;
   pthread_mutex_unlock(&t->mu);
@@ -331,6 +355,8 @@ bool dlock_lease_dead(dlock_leases *t, const dlock_lease *l) {
 
 bool dlock_leases_any(dlock_leases *t, bool (*match)(const void *priv, void *ud), void *ud) {
   bool yes = false;
+  if (!t || !match)
+    return false;
   pthread_mutex_lock(&t->mu);
   for (dlock_lease *l = t->all; l && !yes; l = l->next)
     yes = l->granted && !l->dead && match(l->priv, ud);
@@ -339,8 +365,12 @@ bool dlock_leases_any(dlock_leases *t, bool (*match)(const void *priv, void *ud)
 }
 
 void dlock_leases_counts(dlock_leases *t, uint64_t *grants, uint64_t *refreshes) {
+  if (!t)
+    return;
   pthread_mutex_lock(&t->mu);
-  *grants = t->grants;
-  *refreshes = t->refreshes;
+  if (grants)
+    *grants = t->grants;
+  if (refreshes)
+    *refreshes = t->refreshes;
   pthread_mutex_unlock(&t->mu);
 }

@@ -53,9 +53,16 @@ int dlock__cond_init(pthread_cond_t *cv) {
   return rc == 0 ? 0 : DLOCK_ENOMEM;
 }
 
-int dlock_backend_cond_init(pthread_cond_t *cv) { return dlock__cond_init(cv); }
+int dlock_backend_cond_init(pthread_cond_t *cv) {
+  if (!cv)
+    return dlock_seterr(DLOCK_EINVAL, "dlock_backend_cond_init: no condition variable");
+  return dlock__cond_init(cv) == 0 ? 0 : dlock_seterr(DLOCK_ENOMEM, "out of memory");
+}
 
 int dlock_backend_cond_wait(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline_ns) {
+  if (!cv || !mu)
+    return dlock_seterr(DLOCK_EINVAL, "dlock_backend_cond_wait: needs a condition variable "
+                        "and its mutex");
   if (deadline_ns < 0) {
     pthread_cond_wait(cv, mu);
     return 0;

@@ -181,7 +181,7 @@ static struct curl_slist *call_headers(void *ctx) {
     char tokh[600];
     snprintf(tokh, sizeof tokh, "X-Consul-Token: %s", call->cc->token);
     t = curl_slist_append(t, tokh);
-    memset(tokh, 0, sizeof tokh);
+    explicit_bzero(tokh, sizeof tokh);
   }
   if (!t)
     curl_slist_free_all(hs);
@@ -674,6 +674,7 @@ static int consul_open(dlock_backend_client *bc, dlock_url *url) {
   int rc = dlock__http_open(&cc->http, "consul", url, "consul+https", 8500,
                             bc->connect_timeout_ms);
   cc->http.bc = bc;
+  cc->http.steady_pause = true;
   if (rc == 0)
     rc = dlock_leases_new(bc, &consul_session_ops, &cc->sessions);
   const char *path = dlock_url_path(url);

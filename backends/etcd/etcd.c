@@ -139,6 +139,7 @@ static struct curl_slist *call_headers(void *ctx) {
     if (line) {
       snprintf(line, n, "Authorization: %s", ec->token);
       t = curl_slist_append(hs, line);
+      explicit_bzero(line, n);
       free(line);
     }
     if (!line || !t) {
@@ -309,10 +310,14 @@ static int lease_revoke(dlock_backend_client *bc, void *priv, int64_t deadline) 
   etcd_client *ec = bc->priv;
   char *req = dlock__etcd_req_lease(((etcd_lease_id *)priv)->id);
   dlock__http_body b = {0};
-  int rc = req ? post(ec, "/v3/lease/revoke", req, deadline, &b, NULL) : DLOCK_ENOMEM;
+  if (req)
+    post(ec, "/v3/lease/revoke", req, deadline, &b, NULL);
   free(b.data);
   free(req);
-  return rc;
+  /* Every lease is tried whatever the last answer, as etcd's close always
+   * did: a cluster that comes back during the close still gets the later
+   * ones revoked. */
+  return 0;
 }
 
 static void free_orphan(etcd_client *ec, etcd_orphan *o) {

@@ -316,7 +316,13 @@ int dlock__http_send(dlock__http *h, const dlock__http_req *r, dlock__http_body 
     h->retries++;
     pthread_mutex_unlock(&h->mu);
     int64_t now = dlock_backend_now_ns();
-    if (++tried % h->nendpoints == 0) {
+    if (h->steady_pause) {
+      if (now < r->deadline) {
+        if (++tried % h->nendpoints == 0)
+          dlock__http_pause(r->deadline);
+        continue;
+      }
+    } else if (++tried % h->nendpoints == 0) {
       int64_t until = now + backoff + (int64_t)dlock__random_below((uint64_t)backoff);
       backoff = backoff * 2 > 500000000 ? 500000000 : backoff * 2;
       if (until < r->deadline) {

@@ -40,6 +40,12 @@ typedef struct dlock__http {
   size_t nidle, capidle;
   uint64_t failovers;          /* moves to the next endpoint */
   uint64_t retries;            /* attempts sent again */
+  /* Between rounds over every endpoint: false, pauses growing from 20 ms
+   * to 0.5 s, and no round that the next pause would carry past the
+   * deadline (etcd: a cluster between leaders answers at once); true, a
+   * steady 50-100 ms and rounds until the deadline itself (Consul: one
+   * local agent, which answers 5xx through an election). */
+  bool steady_pause;
   dlock_backend_client *bc;    /* for the log: moving on to the next endpoint */
 } dlock__http;
 

@@ -201,7 +201,7 @@ DLOCK_EXTERN int dlock_backend_cond_init(pthread_cond_t *cv);
 /* Wait on CV, with MU held, until woken or until DEADLINE_NS (the
  * dlock_backend_now_ns() clock; -1 = no limit).  0 when woken (perhaps
  * spuriously: check the condition again), DLOCK_ETIMEDOUT once the
- * deadline has passed, without waiting. */
+ * deadline has passed, without waiting; DLOCK_EINVAL without CV or MU. */
 DLOCK_EXTERN int dlock_backend_cond_wait(pthread_cond_t *cv, pthread_mutex_t *mu,
                                          int64_t deadline_ns);
 

@@ -57,7 +57,8 @@ typedef struct dlock_lease_ops {
   int (*revoke)(dlock_backend_client *bc, void *priv, int64_t deadline_ns);
 } dlock_lease_ops;
 
-/* A table for BC's leases; OPS must outlive it.  0, or DLOCK_ENOMEM. */
+/* A table for BC's leases; OPS must outlive it.  0, or DLOCK_EINVAL (no
+ * client, or OPS lacks a name, grant or refresh) or DLOCK_ENOMEM. */
 DLOCK_EXTERN int dlock_leases_new(dlock_backend_client *bc, const dlock_lease_ops *ops,
                                   dlock_leases **out);
 /* Revoke every lease the store still has (ops->revoke) and free them all,
@@ -68,7 +69,8 @@ DLOCK_EXTERN void dlock_leases_free(dlock_leases *t);
 /* The lease for locks of TTL_MS, with a reference: granted if there is
  * none, and refreshed first if its last confirmation is a third of TTL_MS
  * old, so that a lock taken now starts with at least two thirds of its
- * ttl.  DEADLINE_NS -1: no bound but the client's request timeout. */
+ * ttl.  DEADLINE_NS -1: no bound but the client's request timeout.
+ * DLOCK_EINVAL for a ttl of 0 or less. */
 DLOCK_EXTERN int dlock_lease_get(dlock_leases *t, int64_t ttl_ms, int64_t deadline_ns,
                                  dlock_lease **out);
 /* Confirm L unless a refresh sent at or after SINCE_NS already did; callers
@@ -90,7 +92,8 @@ DLOCK_EXTERN int dlock_lease_renew(dlock_leases *t, dlock_backend_lock **bls, si
                                                             int64_t *confirmed_ns));
 
 /* Another reference to L, and giving one back (the last one of a lease
- * that is no longer in use frees it). */
+ * that is no longer in use frees it).  These and the accessors below do
+ * nothing with a NULL table or lease (a NULL lease reads as dead, 0). */
 DLOCK_EXTERN void dlock_lease_hold(dlock_leases *t, dlock_lease *l);
 DLOCK_EXTERN void dlock_lease_put(dlock_leases *t, dlock_lease *l);
 /* L is gone at the store (the backend learnt it from an answer): later

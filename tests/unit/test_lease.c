@@ -20,7 +20,7 @@ typedef struct store {
   pthread_cond_t cv;
   int next_id;
   int grants, refreshes, revokes, gones;
-  int refresh_rc, revoke_rc;
+  int refresh_rc, revoke_rc, grant_rc;
   int64_t last_deadline;
   bool hold;    /* grant and refresh wait while set */
   int inside;   /* calls waiting on hold */
@@ -47,6 +47,11 @@ static int t_grant(dlock_backend_client *bc, void *priv, int64_t ttl_ms, int64_t
   wait_hold(s);
   pthread_mutex_lock(&s->mu);
   s->grants++;
+  if (s->grant_rc) {
+    int rc = s->grant_rc;
+    pthread_mutex_unlock(&s->mu);
+    return dlock_seterr(rc, "test: grant refused");
+  }
   ((lease_id *)priv)->id = ++s->next_id;
   s->last_deadline = deadline;
   pthread_mutex_unlock(&s->mu);
@@ -407,6 +412,23 @@ static void free_revokes_live_leases(void **state) {
   assert_int_equal(dlock_leases_new(&f->bc, &ops, &f->t), 0);
 }
 
+/* A grant the store refused leaves nothing behind: the next acquisition
+ * asks again. */
+static void failed_grant_is_forgotten(void **state) {
+  fixture *f = *state;
+  dlock_lease *l = NULL;
+  f->s.grant_rc = DLOCK_ECONN;
+  assert_int_equal(dlock_lease_get(f->t, 15000, -1, &l), DLOCK_ECONN);
+  assert_null(l);
+  int one = 1;
+  assert_false(dlock_leases_any(f->t, id_is, &one));
+  f->s.grant_rc = 0;
+  assert_int_equal(dlock_lease_get(f->t, 15000, -1, &l), 0);
+  assert_int_equal(f->s.grants, 2);
+  assert_false(dlock_lease_dead(f->t, l));
+  dlock_lease_put(f->t, l);
+}
+
 static void bad_arguments(void **state) {
   fixture *f = *state;
   dlock_leases *t = NULL;
@@ -415,6 +437,25 @@ static void bad_arguments(void **state) {
   assert_int_equal(dlock_leases_new(&f->bc, &none, &t), DLOCK_EINVAL);
   assert_null(t);
   dlock_leases_free(NULL);
+  dlock_lease *l = NULL;
+  assert_int_equal(dlock_lease_get(f->t, 0, -1, &l), DLOCK_EINVAL);
+  assert_int_equal(dlock_lease_get(f->t, -5, -1, &l), DLOCK_EINVAL);
+  assert_int_equal(dlock_lease_get(NULL, 1000, -1, &l), DLOCK_EINVAL);
+  assert_int_equal(dlock_lease_get(f->t, 1000, -1, NULL), DLOCK_EINVAL);
+  assert_null(l);
+  assert_int_equal(dlock_lease_refresh(f->t, NULL, 0, -1), DLOCK_EINVAL);
+  assert_int_equal(dlock_lease_renew(f->t, NULL, 1, NULL, NULL), DLOCK_EINVAL);
+  assert_int_equal(dlock_lease_renew(f->t, NULL, 0, NULL, NULL), 0);
+  dlock_lease_put(f->t, NULL);
+  dlock_lease_hold(NULL, NULL);
+  dlock_lease_gone(f->t, NULL);
+  assert_true(dlock_lease_dead(f->t, NULL));
+  assert_null(dlock_lease_priv(NULL));
+  assert_false(dlock_leases_any(f->t, NULL, NULL));
+  dlock_leases_counts(f->t, NULL, NULL);
+  assert_int_equal(dlock_backend_cond_init(NULL), DLOCK_EINVAL);
+  assert_int_equal(dlock_backend_cond_wait(NULL, NULL, -1), DLOCK_EINVAL);
+  assert_int_equal(f->s.grants, 0);
 }
 
 int main(void) {
@@ -428,6 +469,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(renew_once_per_lease, setup, teardown),
       cmocka_unit_test_setup_teardown(any_sees_only_live_leases, setup, teardown),
       cmocka_unit_test_setup_teardown(free_revokes_live_leases, setup, teardown),
+      cmocka_unit_test_setup_teardown(failed_grant_is_forgotten, setup, teardown),
       cmocka_unit_test_setup_teardown(bad_arguments, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

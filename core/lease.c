@@ -232,11 +232,12 @@ int dlock_lease_get(dlock_leases *t, int64_t ttl_ms, int64_t deadline, dlock_lea
         *out = l;
       return rc;
     }
-    /* Another thread's grant: its request ends within the request
-     * timeout, so waiting longer than that from now is waiting for nothing. */
-    int64_t wait_end = bound(t, deadline);
+    /* Another thread's grant, until the caller's deadline only: the grant
+     * ends by its own bound, but may run past a bound taken now (a re-login
+     * it waits for), and a waiter must not give up on a lease being
+     * granted. */
     while (!l->granted && !l->dead) {
-      if (!wait_until(t, wait_end)) {
+      if (!wait_until(t, deadline)) {
         put_locked(t, l);
         pthread_mutex_unlock(&t->mu);
         return dlock_seterr(DLOCK_ETIMEDOUT, "%s: timed out waiting for a %s", ops->store,

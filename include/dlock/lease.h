@@ -69,8 +69,9 @@ DLOCK_EXTERN void dlock_leases_free(dlock_leases *t);
 /* The lease for locks of TTL_MS, with a reference: granted if there is
  * none, and refreshed first if its last confirmation is a third of TTL_MS
  * old, so that a lock taken now starts with at least two thirds of its
- * ttl.  DEADLINE_NS -1: no bound but the client's request timeout.
- * DLOCK_EINVAL for a ttl of 0 or less. */
+ * ttl.  DEADLINE_NS -1: no bound but the client's request timeout on the
+ * requests it sends (a wait for another thread's grant lasts as long as
+ * that grant).  DLOCK_EINVAL for a ttl of 0 or less. */
 DLOCK_EXTERN int dlock_lease_get(dlock_leases *t, int64_t ttl_ms, int64_t deadline_ns,
                                  dlock_lease **out);
 /* Confirm L unless a refresh sent at or after SINCE_NS already did; callers

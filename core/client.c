@@ -291,7 +291,11 @@ void dlock_close(dlock_client *c) {
      * a timeout per lock would make close take minutes.  A give-back the
      * store already left unanswered is not asked again (its grant expires
      * within a ttl), but says nothing of the store now: the others are. */
-    bool unanswered = l->giveback && l->giveback_tries > 0;
+    bool unanswered = (l->giveback || l->owed) && l->giveback_tries > 0;
+    if (l->returned) {
+      dlock__lock_free(l); /* given back already: nothing left at the store */
+      continue;
+    }
     if (reachable && !unanswered &&
         (l->state == DLOCK_HELD || l->state == DLOCK_LOST || l->giveback) &&
         dlock_err_is_transient(c->ops->release(&c->bc, &l->bl)))
@@ -321,21 +325,22 @@ void dlock_close(dlock_client *c) {
   free(c);
 }
 
-void dlock__giveback(dlock_client *c, struct dlock_lock *l) {
+void dlock__giveback(dlock_client *c, struct dlock_lock *l, const char *why) {
   int64_t now = dlock__now_ns();
   pthread_mutex_lock(&c->mu);
   l->giveback = true;
   l->giveback_tries = 0;
   l->giveback_next_ns = now;
   /* The request may still be on its way; once it lands, the store keeps the
-   * grant for at most a ttl.  Past this, giving back has nothing left to do. */
-  l->giveback_until_ns = now + l->bl.ttl_ms * 1000000 + dlock__margin_ns(c, l->bl.ttl_ms);
+   * grant for at most a ttl.  Past this, giving back has nothing left to do,
+   * but on a store whose sessions keep locks past their ttl. */
+  l->giveback_until_ns = c->bc.give_back_expired
+                             ? INT64_MAX
+                             : now + l->bl.ttl_ms * 1000000 + dlock__margin_ns(c, l->bl.ttl_ms);
   /* Counted before the renew thread can see it and count it done. */
   atomic_fetch_add(&c->metrics.giveback, 1);
   atomic_fetch_add(&c->metrics.giveback_pending, 1);
-  dlock__log(c, DLOCK_LOG_WARN,
-             "giving back '%s': the store may have granted it to a request that went unanswered",
-             l->key);
+  dlock__log(c, DLOCK_LOG_WARN, "giving back '%s': %s", l->key, why);
   pthread_mutex_unlock(&c->mu);
   if (dlock__renew_start(c) < 0) {
     /* No thread to do it later: do it now, once. */
@@ -356,17 +361,17 @@ void dlock__giveback_done(dlock_client *c, struct dlock_lock *l) {
   pthread_cond_broadcast(&c->cv);
 }
 
-bool dlock__giveback_result(dlock_client *c, struct dlock_lock *l, int rc) {
-  l->inflight = false;
+/* Under c->mu: when a give-back of L that failed with RC is over, logged
+ * as such; else false, with the next try paced by the client's backoff. */
+static bool giveback_over(dlock_client *c, struct dlock_lock *l, int rc, int64_t until_ns) {
   int64_t now = dlock__now_ns();
-  if (!dlock_err_is_transient(rc) || now >= l->giveback_until_ns) {
+  if (!dlock_err_is_transient(rc) || now >= until_ns) {
     if (rc >= 0 || rc == DLOCK_ELOST || rc == DLOCK_ENOTOWNED)
       dlock__log(c, DLOCK_LOG_INFO, "gave back '%s'", l->key);
     else
       dlock__log(c, DLOCK_LOG_WARN, "stopped giving back '%s' (%s): %s", l->key,
                  dlock_err_name(rc),
                  dlock_err_is_transient(rc) ? "the store kept it at most a ttl" : "not retried");
-    dlock__giveback_done(c, l);
     return true;
   }
   double gap = (double)c->retry_initial_ms;
@@ -377,6 +382,35 @@ bool dlock__giveback_result(dlock_client *c, struct dlock_lock *l, int rc) {
   l->giveback_tries++;
   l->giveback_next_ns = now + (int64_t)(gap * 1e6);
   return false;
+}
+
+bool dlock__giveback_result(dlock_client *c, struct dlock_lock *l, int rc) {
+  l->inflight = false;
+  if (!giveback_over(c, l, rc, l->giveback_until_ns))
+    return false;
+  dlock__giveback_done(c, l);
+  return true;
+}
+
+void dlock__owe(dlock_client *c, struct dlock_lock *l) {
+  if (!c->bc.give_back_expired || l->owed || l->returned)
+    return;
+  l->owed = true;
+  l->giveback_tries = 0;
+  l->giveback_next_ns = dlock__now_ns();
+  atomic_fetch_add(&c->metrics.giveback, 1);
+  atomic_fetch_add(&c->metrics.giveback_pending, 1);
+  dlock__renew_kick(c);
+}
+
+void dlock__owed_result(dlock_client *c, struct dlock_lock *l, int rc) {
+  l->inflight = false;
+  if (!giveback_over(c, l, rc, INT64_MAX))
+    return;
+  l->owed = false;
+  l->returned = true;
+  atomic_fetch_sub(&c->metrics.giveback_pending, 1);
+  pthread_cond_broadcast(&c->cv);
 }
 
 static int check_opts(const dlock_options *o) {
@@ -495,7 +529,7 @@ static void giveback_copy(dlock_client *c, const struct dlock_lock *l) {
   pthread_mutex_lock(&c->mu);
   dlock__table_add(c, g);
   pthread_mutex_unlock(&c->mu);
-  dlock__giveback(c, g);
+  dlock__giveback(c, g, "the store may have granted it to a request that went unanswered");
 }
 
 /* Attempts until one is answered or the deadline passes.  A blocking
@@ -716,8 +750,10 @@ static int acquire_at_store(struct acquire *a) {
     a->ttl_ms = bl->ttl_ms;
   if (rc == 0 && dlock__validity_deadline(c, bl->sent_ns, a->ttl_ms) <= a->answered_ns) {
     /* Granted so late that the lease may already be gone: never hand out
-     * a handle that is not valid. */
-    c->ops->release(&c->bc, bl);
+     * a handle that is not valid.  A session that keeps it past its ttl
+     * gets it back later if the store does not answer now. */
+    if (dlock_err_is_transient(c->ops->release(&c->bc, bl)) && c->bc.give_back_expired)
+      a->maybe_granted = true;
     rc = dlock_seterr(DLOCK_ETIMEDOUT, "lock '%s' was granted after its ttl had run out",
                       a->key);
   }
@@ -750,7 +786,7 @@ static int acquire_commit(struct acquire *a, int rc, dlock_lock **out) {
     dlock__metrics_acquire_result(&c->metrics, rc);
     char why[512];
     snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
-    dlock__giveback(c, l);
+    dlock__giveback(c, l, "the store may have granted it to a request that went unanswered");
     return dlock_seterr(rc, "%s", why);
   }
 
@@ -760,8 +796,13 @@ static int acquire_commit(struct acquire *a, int rc, dlock_lock **out) {
     /* The store took it back between granting it and our return: a handle
      * that is lost before the caller sees it is no grant at all. */
     pthread_mutex_unlock(&c->mu);
-    c->ops->release(&c->bc, bl);
+    int brc = c->ops->release(&c->bc, bl);
     rc = dlock_seterr(DLOCK_ELOST, "lock '%s' was lost while it was being acquired", a->key);
+    if (dlock_err_is_transient(brc) && c->bc.give_back_expired) {
+      dlock__metrics_acquire_result(&c->metrics, rc);
+      dlock__giveback(c, l, "the store did not answer its release");
+      return dlock_seterr(rc, "lock '%s' was lost while it was being acquired", a->key);
+    }
     pthread_mutex_lock(&c->mu);
   }
   if (rc == 0) {
@@ -869,11 +910,18 @@ static int release_lock(dlock_lock *l) {
   int was = effective_state(l);
   if (was == DLOCK_LOST)
     dlock__mark_lost(c, l, "its validity ran out before the release");
+  /* A give-back still owed is this release now; one already answered has
+   * left the backend nothing to release. */
+  bool returned = l->returned;
+  if (l->owed) {
+    l->owed = false;
+    atomic_fetch_sub(&c->metrics.giveback_pending, 1);
+  }
   pthread_mutex_unlock(&c->mu);
 
   /* Even a lost lock gets a release: compare-and-delete is harmless if
    * someone else holds it, and frees it early if the store still had it. */
-  int brc = c->ops->release(&c->bc, &l->bl);
+  int brc = returned ? DLOCK_ELOST : c->ops->release(&c->bc, &l->bl);
   int rc = 0;
   if (was == DLOCK_LOST) {
     rc = dlock_seterr(DLOCK_ELOST, "lock '%s' was lost before it was released", l->key);
@@ -881,16 +929,31 @@ static int release_lock(dlock_lock *l) {
     atomic_fetch_add(&c->metrics.lost, 1);
     rc = dlock_seterr(DLOCK_ELOST, "lock '%s' was no longer held at the store", l->key);
   } else if (brc < 0) {
-    rc = brc; /* the store will expire it; the caller learns it did not answer */
+    rc = brc; /* the caller learns the store did not answer */
   }
+  atomic_fetch_sub(&c->metrics.held_now, 1);
+  atomic_fetch_add(&c->metrics.release, 1);
+  dlock__hist_add(&c->metrics.hold_time, dlock__now_ns() - l->acquired_ns);
 
+  if (!returned && c->bc.give_back_expired && dlock_err_is_transient(brc)) {
+    /* The client's session would keep it: the renew thread gives it back,
+     * the entry keeping the key from this client's next acquire until
+     * then, as for an unanswered attempt. */
+    char why[512];
+    snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
+    pthread_mutex_lock(&c->mu);
+    l->inflight = false;
+    l->state = 0;
+    pthread_mutex_unlock(&c->mu);
+    dlock__giveback(c, l, "the store did not answer its release");
+    dlock_seterr(rc, "%s", why);
+    return rc;
+  }
+  /* Elsewhere the store expires it on its own. */
   pthread_mutex_lock(&c->mu);
   dlock__table_remove(c, l);
   pthread_cond_broadcast(&c->cv);
   pthread_mutex_unlock(&c->mu);
-  atomic_fetch_sub(&c->metrics.held_now, 1);
-  atomic_fetch_add(&c->metrics.release, 1);
-  dlock__hist_add(&c->metrics.hold_time, dlock__now_ns() - l->acquired_ns);
   dlock__lock_free(l);
   return rc;
 }

@@ -123,6 +123,11 @@ struct dlock_lock {
   int giveback_tries;
   int64_t giveback_next_ns;
   int64_t giveback_until_ns; /* the store has expired it on its own by then */
+  /* With bc.give_back_expired: a lock whose validity ran out, which the
+   * store may still keep for the client's session.  The renew thread gives
+   * it back (paced by giveback_tries and giveback_next_ns); once the store
+   * has answered (returned), release() is not called for it again. */
+  bool owed, returned;
   dlock_lost_fn on_lost;
   void *on_lost_arg;
   int64_t acquired_ns;
@@ -191,9 +196,15 @@ DLOCK__HIDDEN int64_t dlock__margin_ns(const dlock_client *c, int64_t ttl_ms);
 /* Local validity deadline of a lease of TTL_MS whose request left at SENT_NS. */
 DLOCK__HIDDEN int64_t dlock__validity_deadline(const dlock_client *c, int64_t sent_ns,
                                                int64_t ttl_ms);
-/* Hand L, whose attempt failed without an answer, to the renew thread to be
- * given back; it is freed when that is done.  Not under c->mu. */
-DLOCK__HIDDEN void dlock__giveback(dlock_client *c, struct dlock_lock *l);
+/* Hand L, whose attempt (or release) failed without an answer, to the
+ * renew thread to be given back; it is freed when that is done.  WHY ends
+ * the log line.  Not under c->mu. */
+DLOCK__HIDDEN void dlock__giveback(dlock_client *c, struct dlock_lock *l, const char *why);
+/* Under c->mu: L, LOST by its deadline, is to be given back by the renew
+ * thread while it stays the caller's handle (bc.give_back_expired). */
+DLOCK__HIDDEN void dlock__owe(dlock_client *c, struct dlock_lock *l);
+/* Under c->mu: the give-back of an owed L returned RC. */
+DLOCK__HIDDEN void dlock__owed_result(dlock_client *c, struct dlock_lock *l, int rc);
 /* Under c->mu: the give-back of L is over; unlinks it (the caller frees it
  * once c->mu is released). */
 DLOCK__HIDDEN void dlock__giveback_done(dlock_client *c, struct dlock_lock *l);

@@ -133,8 +133,9 @@ int dlock_metrics_prometheus(const dlock_client *c, char *buf, size_t len) {
                 "retried.\n# TYPE dlock_acquire_retries_total counter\n"
                 "dlock_acquire_retries_total %llu\n",
             (unsigned long long)m.acquire_retries);
-  sb_printf(&b, "# HELP dlock_giveback_total Unanswered attempts given back in the "
-                "background.\n# TYPE dlock_giveback_total counter\ndlock_giveback_total %llu\n",
+  sb_printf(&b, "# HELP dlock_giveback_total Locks given back in the background: "
+                "unanswered attempts and releases, and expired locks a session kept.\n"
+                "# TYPE dlock_giveback_total counter\ndlock_giveback_total %llu\n",
             (unsigned long long)m.giveback);
   sb_printf(&b, "# HELP dlock_giveback_pending Give-backs not yet done.\n"
                 "# TYPE dlock_giveback_pending gauge\ndlock_giveback_pending %llu\n",

@@ -3,7 +3,10 @@
  * It renews auto-renew locks at ttl/3 (batching everything due soon into
  * one renew_many call, so a thousand locks cost one round trip on stores
  * that pipeline), turns a lock LOST when a renewal is refused or its
- * validity deadline passes, and delivers on_lost callbacks. */
+ * validity deadline passes, gives back what the store may still keep for
+ * the client (unanswered attempts and releases, and on stores whose
+ * sessions outlive a lock's ttl, locks lost by their deadline), and
+ * delivers on_lost callbacks. */
 #include <errno.h>
 #include <stdlib.h>
 #include <time.h>
@@ -100,6 +103,17 @@ static void *renew_main(void *arg) {
     for (struct dlock_lock *l = c->head; l; l = l->next) {
       if (l->inflight)
         continue;
+      if (l->owed && !l->lost_pending) {
+        /* Lost by its deadline on a store whose session would keep it:
+         * given back while the caller still has the handle. */
+        if (l->giveback_next_ns <= now && ng < cap) {
+          l->inflight = true;
+          gbs[ng++] = l;
+        } else if (l->giveback_next_ns < wake) {
+          wake = l->giveback_next_ns;
+        }
+        continue;
+      }
       if (l->giveback) {
         if (l->giveback_next_ns <= now && ng < cap) {
           l->inflight = true;
@@ -112,6 +126,7 @@ static void *renew_main(void *arg) {
       if (l->state == DLOCK_HELD) {
         if (l->valid_until_ns <= now) {
           dlock__mark_lost(c, l, "its validity ran out without a confirmed renewal");
+          dlock__owe(c, l);
         } else if (l->auto_renew && l->next_renew_ns <= now + batch_slack_ns(l) && nb < cap) {
           l->inflight = true;
           l->bl.io_deadline_ns = l->valid_until_ns == INT64_MAX ? 0 : l->valid_until_ns;
@@ -192,9 +207,12 @@ static void *renew_main(void *arg) {
     for (size_t i = 0; i < nc; i++)
       cbs[i]->inflight = false;
     size_t nfree = 0;
-    for (size_t i = 0; i < ng; i++)
-      if (dlock__giveback_result(c, gbs[i], grcs[i]))
+    for (size_t i = 0; i < ng; i++) {
+      if (gbs[i]->owed)
+        dlock__owed_result(c, gbs[i], grcs[i]);
+      else if (dlock__giveback_result(c, gbs[i], grcs[i]))
         gbs[nfree++] = gbs[i];
+    }
     pthread_cond_broadcast(&c->cv);
     if (nfree) {
       pthread_mutex_unlock(&c->mu);

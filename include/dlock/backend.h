@@ -15,6 +15,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -78,6 +79,15 @@ typedef struct dlock_backend_client {
   /* ops->caps to begin with; open() may change it when what the store
    * guarantees depends on the URL (a mode, a pooler in the way). */
   uint32_t caps;
+  /* Set by open() when a lock outlives its ttl at the store for as long as
+   * the session it rides on lives, and the client's other locks keep that
+   * session alive (etcd leases, Consul and ZooKeeper sessions, PostgreSQL's
+   * session advisory locks).  The core then gives back, with release() on
+   * its renew thread, every lock whose validity ran out unrenewed and every
+   * release or attempt the store left unanswered, and tries again until the
+   * store answers.  So release() must keep what it needs when it fails with
+   * DLOCK_ECONN or DLOCK_ETIMEDOUT: it is called again for the same lock. */
+  bool give_back_expired;
 } dlock_backend_client;
 
 /* What the core hands a backend for each acquisition. */

@@ -38,8 +38,10 @@ typedef struct dlock_metrics {
   /* Transient failures (unreachable store, request timeout, failover) that
    * a blocking acquire retried before its deadline. */
   uint64_t acquire_retries;
-  /* Give-backs of attempts whose answer never came (the store may have
-   * granted them): started, and still being retried now. */
+  /* Give-backs in the background, started and still being retried now:
+   * of attempts and releases whose answer never came (the store may have
+   * granted or kept them), and on stores whose sessions keep a lock past
+   * its ttl, of locks whose validity ran out unrenewed. */
   uint64_t giveback;
   uint64_t giveback_pending;
 } dlock_metrics;

@@ -43,6 +43,7 @@ static struct {
   int release_down;      /* release answers DLOCK_ECONN */
   int log_in_try;        /* try_acquire logs a message quoting the URL's password */
   atomic_int released_a; /* answered releases of the key "a" */
+  struct event released; /* every release, answered or not */
 } tb;
 
 /* The password of the last URL opened: the backend quotes it in its
@@ -121,11 +122,13 @@ static int tb_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   (void)bl;
   nap(tb.release_stall_ms);
   atomic_fetch_add(&tb.releases, 1);
+  int rc = 0;
   if (tb.release_down)
-    return dlock_seterr(DLOCK_ECONN, "test: release got no answer");
-  if (bl->keylen == 1 && bl->key[0] == 'a')
+    rc = dlock_seterr(DLOCK_ECONN, "test: release got no answer");
+  else if (bl->keylen == 1 && bl->key[0] == 'a')
     atomic_fetch_add(&tb.released_a, 1);
-  return 0;
+  event_signal(&tb.released);
+  return rc;
 }
 
 static const char *const tb_schemes[] = {"test", "test+alt", NULL};
@@ -192,6 +195,25 @@ static const dlock_backend_ops tb_ops = {
     .release = tb_release,
 };
 
+/* A store whose session keeps a lock past its ttl, so the core gives such
+ * locks back. */
+static int tbs_open(dlock_backend_client *bc, dlock_url *u) {
+  bc->give_back_expired = true;
+  return tb_open(bc, u);
+}
+static const char *const tbs_schemes[] = {"test-session", NULL};
+static const dlock_backend_ops tbs_ops = {
+    .version = DLOCK_BACKEND_VERSION,
+    .name = "test-session",
+    .schemes = tbs_schemes,
+    .caps = DLOCK_CAP_SERVER_TTL,
+    .open = tbs_open,
+    .close = tb_close,
+    .try_acquire = tb_try,
+    .renew = tb_renew,
+    .release = tb_release,
+};
+
 static void tb_reset(void) {
   atomic_store(&tb.tries, 0);
   atomic_store(&tb.renews, 0);
@@ -213,6 +235,7 @@ static void tb_reset(void) {
   tb.release_down = 0;
   tb.log_in_try = 0;
   atomic_store(&tb.released_a, 0);
+  event_init(&tb.released);
 }
 
 static int setup(void **state) {
@@ -221,7 +244,8 @@ static int setup(void **state) {
   if (!done) {
     done = 1;
     return dlock_backend_register(&tb_ops) == 0 && dlock_backend_register(&tbm_ops) == 0 &&
-                   dlock_backend_register(&tbw_ops) == 0
+                   dlock_backend_register(&tbw_ops) == 0 &&
+                   dlock_backend_register(&tbs_ops) == 0
                ? 0
                : -1;
   }
@@ -954,6 +978,135 @@ static void test_close_after_unanswered_giveback(void **state) {
   (void)a;
 }
 
+/* ---- stores whose sessions keep locks past their ttl ---- */
+
+/* A lock that nobody renews, reported sent 700 ms ago: its validity ends
+ * about 290 ms after it is granted. */
+static dlock_lock *acquire_expiring(dlock_client *c, const char *key, struct event *lost) {
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.auto_renew = 0;
+  o.ttl_ms = 1000;
+  o.on_lost = event_on_lost;
+  o.on_lost_arg = lost;
+  tb.sent_skew_ns = 700 * 1000000LL;
+  dlock_lock *l = NULL;
+  assert_int_equal(dlock_try_acquire(c, key, &o, &l), 0);
+  tb.sent_skew_ns = 0;
+  return l;
+}
+
+/* The core gives back a lock whose validity ran out, once, after telling
+ * its holder; the holder's release then asks nothing more of the store. */
+static void test_expired_lock_given_back(void **state) {
+  (void)state;
+  tb_reset();
+  dlock_client *c;
+  assert_int_equal(dlock_open("test-session://h", &c), 0);
+  struct event lost;
+  event_init(&lost);
+  dlock_lock *l = acquire_expiring(c, "a", &lost);
+  assert_int_equal(event_wait(&lost, 1, 10000), 1);
+  assert_int_equal(event_wait(&tb.released, 1, 10000), 1);
+  assert_int_equal(atomic_load(&tb.released_a), 1);
+  assert_int_equal(dlock_lock_state(l), DLOCK_LOST);
+  assert_int_equal(dlock_release(l), DLOCK_ELOST);
+  assert_int_equal(atomic_load(&tb.releases), 1);
+  dlock_metrics m;
+  dlock_metrics_get(c, &m);
+  assert_int_equal(m.giveback, 1);
+  assert_int_equal(m.giveback_pending, 0);
+  /* Nor does close, for one left unreleased. */
+  l = acquire_expiring(c, "a", &lost);
+  assert_int_equal(event_wait(&tb.released, 2, 10000), 2);
+  dlock_close(c);
+  assert_int_equal(atomic_load(&tb.releases), 2);
+}
+
+/* Elsewhere the store expires it on its own: nothing is sent until the
+ * holder releases it. */
+static void test_expired_lock_kept_for_release(void **state) {
+  (void)state;
+  tb_reset();
+  dlock_client *c;
+  assert_int_equal(dlock_open("test://h", &c), 0);
+  struct event lost;
+  event_init(&lost);
+  dlock_lock *l = acquire_expiring(c, "a", &lost);
+  assert_int_equal(event_wait(&lost, 1, 10000), 1);
+  dlock_metrics m;
+  dlock_metrics_get(c, &m);
+  assert_int_equal(m.giveback, 0);
+  assert_int_equal(dlock_release(l), DLOCK_ELOST);
+  assert_int_equal(atomic_load(&tb.releases), 1);
+  dlock_close(c);
+}
+
+/* A give-back the store does not answer is tried again until it does; the
+ * holder's release meanwhile is one more try, and hands the rest on. */
+static void test_expired_giveback_retried(void **state) {
+  (void)state;
+  tb_reset();
+  tb.release_down = 1;
+  dlock_client *c;
+  assert_int_equal(dlock_open("test-session://h?retry_initial=1ms&retry_max=4ms", &c), 0);
+  struct event lost;
+  event_init(&lost);
+  dlock_lock *l = acquire_expiring(c, "a", &lost);
+  assert_int_equal(event_wait(&tb.released, 3, 10000), 3);
+  assert_int_equal(dlock_release(l), DLOCK_ELOST);
+  /* The key stays this client's own until the store has it back. */
+  dlock_lock *again = NULL;
+  assert_int_equal(dlock_try_acquire(c, "a", NULL, &again), DLOCK_EBUSY);
+  assert_non_null(strstr(dlock_client_errmsg(c), "being given back"));
+  tb.release_down = 0;
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.wait_ms = 10000;
+  assert_int_equal(dlock_acquire(c, "a", &o, &again), 0);
+  assert_int_equal(atomic_load(&tb.released_a), 1);
+  assert_int_equal(dlock_release(again), 0);
+  dlock_metrics m;
+  dlock_metrics_get(c, &m);
+  assert_int_equal(m.giveback_pending, 0);
+  dlock_close(c);
+}
+
+/* A release the store left unanswered is given back in the background,
+ * and the key waits for it: the session would otherwise keep it. */
+static void test_unanswered_release_given_back(void **state) {
+  (void)state;
+  tb_reset();
+  dlock_client *c;
+  assert_int_equal(dlock_open("test-session://h?retry_initial=1ms&retry_max=4ms", &c), 0);
+  dlock_lock *l = NULL, *again = NULL;
+  assert_int_equal(dlock_try_acquire(c, "a", NULL, &l), 0);
+  tb.release_down = 1;
+  assert_int_equal(dlock_release(l), DLOCK_ECONN);
+  assert_int_equal(dlock_try_acquire(c, "a", NULL, &again), DLOCK_EBUSY);
+  assert_int_equal(event_wait(&tb.released, 2, 10000), 2);
+  tb.release_down = 0;
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.wait_ms = 10000;
+  assert_int_equal(dlock_acquire(c, "a", &o, &again), 0);
+  assert_int_equal(atomic_load(&tb.released_a), 1);
+  assert_int_equal(dlock_release(again), 0);
+  dlock_metrics m;
+  dlock_metrics_get(c, &m);
+  assert_int_equal(m.giveback, 1);
+  assert_int_equal(m.giveback_pending, 0);
+  dlock_close(c);
+  /* Elsewhere it is left to expire, as before. */
+  tb_reset();
+  assert_int_equal(dlock_open("test://h", &c), 0);
+  assert_int_equal(dlock_try_acquire(c, "a", NULL, &l), 0);
+  tb.release_down = 1;
+  assert_int_equal(dlock_release(l), DLOCK_ECONN);
+  assert_int_equal(dlock_try_acquire(c, "a", NULL, &again), 0);
+  tb.release_down = 0;
+  assert_int_equal(dlock_release(again), 0);
+  assert_int_equal(atomic_load(&tb.releases), 2);
+  dlock_close(c);
+}
+
 /* ---- the application's log ---- */
 
 static struct {
@@ -1111,6 +1264,10 @@ int main(void) {
       cmocka_unit_test(test_giveback_behind_keeps_reentrancy),
       cmocka_unit_test(test_log),
       cmocka_unit_test(test_close_after_unanswered_giveback),
+      cmocka_unit_test(test_expired_lock_given_back),
+      cmocka_unit_test(test_expired_lock_kept_for_release),
+      cmocka_unit_test(test_expired_giveback_retried),
+      cmocka_unit_test(test_unanswered_release_given_back),
       cmocka_unit_test(test_set_log_waits_for_calls),
   };
   return cmocka_run_group_tests(tests, setup, NULL);

@@ -211,15 +211,18 @@ bool dlock__http_config_error(CURLcode c) {
   }
 }
 
-void dlock__http_pause(int64_t deadline) {
-  int64_t d = 50000000 + (int64_t)dlock__random_below(50000000);
-  if (deadline >= 0 && dlock_backend_now_ns() + d > deadline)
-    d = deadline - dlock_backend_now_ns();
+static void sleep_until(int64_t until) {
+  int64_t d = until - dlock_backend_now_ns();
   if (d <= 0)
     return;
   struct timespec ts = {d / 1000000000, d % 1000000000};
   while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
   }
+}
+
+void dlock__http_pause(int64_t deadline) {
+  int64_t until = dlock_backend_now_ns() + 50000000 + (int64_t)dlock__random_below(50000000);
+  sleep_until(deadline >= 0 && until > deadline ? deadline : until);
 }
 
 static struct curl_slist *json_headers(void) {
@@ -228,15 +231,6 @@ static struct curl_slist *json_headers(void) {
   if (!t)
     curl_slist_free_all(hs);
   return t;
-}
-
-static void sleep_until(int64_t until) {
-  int64_t d = until - dlock_backend_now_ns();
-  if (d <= 0)
-    return;
-  struct timespec ts = {d / 1000000000, d % 1000000000};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-  }
 }
 
 void dlock__http_move_on(dlock__http *h, size_t ep) {

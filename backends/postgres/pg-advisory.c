@@ -6,6 +6,15 @@
  * holds locks for the server closing it, so a terminated session is
  * reported LOST at once, not at the next renewal.
  *
+ * A session keeps its lock past the lock's ttl for as long as the
+ * session lives, which its open connection (and the renewals of its other
+ * locks) keep it doing, so the client is opened with give_back_expired:
+ * the core gives back, with adv_release on its renew thread, a lock whose
+ * validity ran out unrenewed.  adv_release never
+ * fails for want of an answer: an unlock left unanswered ends its session
+ * (the connection cannot be used again), which frees the lock at the
+ * server, and it says DLOCK_ELOST, so the core has nothing to retry.
+ *
  * An advisory lock is only a hash in pg_locks, so those cannot be listed,
  * and another client's can be broken only by ending the whole session
  * that holds it (see adv_break). */
@@ -131,7 +140,8 @@ static int confirm_grant(pg_client *pc, pg_conn *cn, const char *key) {
 
 /* After the lock statement on CN.  Any failure once the server granted the
  * lock sets *broken: ending the session is the one sure way to give the
- * lock back, since the core will not release a failed acquire. */
+ * lock back, since a failed attempt leaves adv_release no session to
+ * unlock it on. */
 static int adv_result(pg_client *pc, pg_conn *cn, dlock_backend_lock *bl, PGresult *r,
                       int64_t key, int *broken) {
   int rc;
@@ -165,8 +175,6 @@ static int adv_result(pg_client *pc, pg_conn *cn, dlock_backend_lock *bl, PGresu
       pg_lock *pl = bl->priv;
       pl->conn = cn;
       pl->key = key;
-      pl->expires_ns = bl->sent_ns + bl->ttl_ms * 1000000;
-      pl->expired = 0;
       /* A longer lease than this session was set up for: lengthen its
        * keepalives first. */
       rc = dlock__pg_session_keep(pc, cn, bl->ttl_ms, broken);
@@ -289,17 +297,15 @@ static int adv_conn(pg_client *pc, dlock_backend_lock *bl, pg_conn **out) {
 static int adv_release(pg_client *pc, dlock_backend_lock *bl) {
   pg_lock *pl = bl->priv;
   pg_conn *cn;
-  /* Claimed under the mutex, so the monitor cannot give it back too: a
+  /* Claimed under the mutex, so that a break cannot give it back too: a
    * second unlock could free a later acquisition of the same key on the
    * same session. */
   pthread_mutex_lock(&pc->mu);
-  int expired = pl->expired;
-  pl->expired = 1;
+  int given_back = pl->given_back;
+  pl->given_back = 1;
   pthread_mutex_unlock(&pc->mu);
-  int rc = expired ? dlock_seterr(DLOCK_ELOST, "postgres: the lease on '%s' ran out and the "
-                                               "lock was given back",
-                                  bl->key)
-                   : adv_conn(pc, bl, &cn);
+  int rc = given_back ? dlock_seterr(DLOCK_ELOST, "postgres: '%s' was given back already", bl->key)
+                      : adv_conn(pc, bl, &cn);
   if (rc == 0) {
     char kbuf[24];
     snprintf(kbuf, sizeof kbuf, "%" PRId64, pl->key);
@@ -401,12 +407,10 @@ static int adv_renew_many(pg_client *pc, dlock_backend_lock **bls, size_t n, int
       pg_lock *pj = bls[j]->priv;
       if (rcs[j] == 1 && pj->conn == pl->conn) {
         rcs[j] = rc;
-        if (rc == 0 && pj->expired)
+        if (rc == 0 && pj->given_back)
           rcs[j] = DLOCK_ELOST;
-        if (rc == 0 && !pj->expired) {
+        if (rc == 0 && !pj->given_back)
           bls[j]->sent_ns = sent;
-          pj->expires_ns = sent + bls[j]->ttl_ms * 1000000;
-        }
       }
     }
     pthread_mutex_unlock(&pc->mu);
@@ -456,7 +460,7 @@ static int adv_break_own(pg_client *pc, const char *key, size_t keylen, int64_t 
     for (size_t i = 0; i < o->nheld; i++) {
       dlock_backend_lock *h = o->held[i];
       pg_lock *pl = h->priv;
-      if (pl->key == k && !pl->expired && !o->dead && h->keylen == keylen &&
+      if (pl->key == k && !pl->given_back && !o->dead && h->keylen == keylen &&
           memcmp(h->key, key, keylen) == 0) {
         bl = h;
         cn = o;
@@ -476,10 +480,10 @@ static int adv_break_own(pg_client *pc, const char *key, size_t keylen, int64_t 
                         ") than the one named: not broken",
                         key, t);
   }
-  /* Claimed as the monitor claims an expired lock: the holder's renewal
-   * and release find it gone, and nothing unlocks it twice. */
+  /* Claimed as a release claims it: the holder's renewal and release find
+   * it gone, and nothing unlocks it twice. */
   pg_lock *pl = bl->priv;
-  pl->expired = 1;
+  pl->given_back = 1;
   int64_t key64 = pl->key;
   memset(broken, 0, sizeof *broken);
   broken->held = 1;

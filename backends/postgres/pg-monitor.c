@@ -1,13 +1,22 @@
 /* PostgreSQL backend: the monitor, one thread per client.  It watches every
  * connection that holds locks for the server closing it (POLLRDHUP), so a
- * terminated session is reported LOST at once, not at the next renewal; it
- * gives back, at the server, an advisory lock that went a whole ttl without
- * renewal; and it reads the NOTIFYs of releases on the lease mode's LISTEN
- * connection, waking the waiters on that key. */
-#include <inttypes.h>
+ * terminated session is reported LOST at once, not at the next renewal,
+ * and it reads the NOTIFYs of releases on the lease mode's LISTEN
+ * connection, waking the waiters on that key.
+ *
+ * Why a thread of the backend's own: the store forces it.  A session
+ * advisory lock dies with its connection, and the server says so only on
+ * that connection's socket (a FATAL message, then the close); libpq has no
+ * thread or callback of its own, so an idle connection's socket is read
+ * only if someone polls it, and without that a lock whose session ended
+ * would be called HELD until its next renewal (DLOCK_CAP_LOSS_DETECT
+ * promises better).  A NOTIFY too comes only on its socket.  The core's
+ * renew thread waits on no backend's descriptors, so neither job can move
+ * there.  Giving back an advisory lock whose ttl ran out unrenewed is not
+ * the monitor's: the core does it (give_back_expired, set at open), with
+ * release() on its renew thread. */
 #include <poll.h>
 #include <pthread.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -17,9 +26,7 @@
 
 #include "backends/postgres/pg.h"
 
-/* How soon the monitor watches a newly held lock's session, and how late
- * it may give back one whose lease ran out (the core has called it lost
- * by then already, so lateness costs others time, never safety). */
+/* How soon the monitor watches a newly held lock's session. */
 #define MONITOR_TICK_MS 200
 #define MONITOR_LINGER_MS 5000
 
@@ -79,55 +86,12 @@ static void monitor_hup(pg_client *pc, pg_conn *cn, short revents) {
   }
 }
 
-/* Under pc->mu: the earliest lease end among held advisory locks. */
-static int64_t next_expiry(pg_client *pc) {
-  int64_t best = -1;
-  for (pg_conn *o = pc->conns; o; o = o->next)
-    for (size_t i = 0; i < o->nheld; i++) {
-      pg_lock *pl = o->held[i]->priv;
-      if (!pl->expired && (best < 0 || pl->expires_ns < best))
-        best = pl->expires_ns;
-    }
-  return best;
-}
-
-/* Give back, at the server, every advisory lock whose lease ran out. */
-static void expire_due(pg_client *pc) {
-  int64_t now = dlock_backend_now_ns();
-  for (;;) {
-    pg_conn *cn = NULL;
-    int64_t key = 0;
-    pthread_mutex_lock(&pc->mu);
-    for (pg_conn *o = pc->conns; o && !cn; o = o->next)
-      for (size_t i = 0; i < o->nheld; i++) {
-        pg_lock *pl = o->held[i]->priv;
-        if (!pl->expired && pl->expires_ns <= now) {
-          pl->expired = 1;
-          dlock_backend_lock_lost(pc->bc, o->held[i]);
-          if (!o->dead) {
-            cn = o;
-            key = pl->key;
-            cn->users++;
-          }
-          break;
-        }
-      }
-    pthread_mutex_unlock(&pc->mu);
-    if (!cn)
-      return;
-    pthread_mutex_lock(&cn->mu);
-    int broken = 0;
-    if (cn->pg) {
-      char kbuf[24];
-      snprintf(kbuf, sizeof kbuf, "%" PRId64, key);
-      const char *params[1] = {kbuf};
-      PGresult *r;
-      if (dlock__pg_run(pc, cn->pg, "unlock", pc->sql[DLOCK__PG_SQL_ADV_UNLOCK], 1, params,
-                        deadline_after(pc->timeout_ms), &r, &broken) == 0)
-        PQclear(r);
-    }
-    dlock__pg_conn_put(pc, cn, broken);
-  }
+/* Under pc->mu: whether a live session holds locks. */
+static int holding(const pg_client *pc) {
+  for (const pg_conn *o = pc->conns; o; o = o->next)
+    if (o->nheld && !o->dead)
+      return 1;
+  return 0;
 }
 
 static void *monitor_main(void *arg) {
@@ -170,11 +134,10 @@ static void *monitor_main(void *arg) {
           who[n++] = o;
         }
     }
-    int64_t expiry = next_expiry(pc);
     int64_t now = dlock_backend_now_ns();
-    int active = expiry >= 0 || now - pc->last_held_ns < MONITOR_LINGER_MS * 1000000LL;
+    int active = holding(pc) || now - pc->last_held_ns < MONITOR_LINGER_MS * 1000000LL;
     pc->mon_sleeping = !active;
-    int64_t wake_ns = active ? earlier(expiry, now + MONITOR_TICK_MS * 1000000LL) : -1;
+    int64_t wake_ns = active ? now + MONITOR_TICK_MS * 1000000LL : -1;
     int has_listener = pc->listener != NULL;
     pthread_mutex_unlock(&pc->mu);
     if (cap == 0) {
@@ -185,8 +148,6 @@ static void *monitor_main(void *arg) {
     }
     int64_t ms = ms_left(wake_ns);
     int r = poll(pfd, n, ms < 0 ? -1 : ms > 60000 ? 60000 : (int)ms);
-    if (expiry >= 0 && dlock_backend_now_ns() >= expiry)
-      expire_due(pc);
     if (r <= 0)
       continue;
     if (pfd[0].revents & POLLIN) {

@@ -3,8 +3,10 @@
  * open: advisory (pg-advisory.c, the default), where a lock is a session's
  * advisory lock, or lease (pg-lease.c), where it is a row with an expiry.
  * Both run their statements through the connections of pg-conn.c and share
- * the monitor thread of pg-monitor.c.  Names, SQL text and value decoding
- * live in pg-codec.c; these files only move them.
+ * the monitor thread of pg-monitor.c, which runs where it has sockets to
+ * watch: sessions holding advisory locks, or lease mode's LISTEN, which
+ * a pooler rules out.  Names, SQL text and value decoding live in
+ * pg-codec.c; these files only move them.
  *
  * An operator's list and break: lease rows are listed by name and broken
  * one at a time; advisory locks cannot be listed, and another client's is
@@ -187,7 +189,11 @@ static int pg_open(dlock_backend_client *bc, dlock_url *url) {
   pc->pooled = cn->pid != PQbackendPID(cn->pg);
   dlock__pg_conn_put(pc, cn, 0);
   bc->caps = pc->mode->caps(pc, bc->caps);
-  if ((rc = ensure_schema(pc)) < 0 || (rc = dlock__pg_monitor_start(pc)) < 0)
+  /* A session keeps its locks past their ttl while its other locks keep it
+   * alive; lease rows expire at the server on their own. */
+  bc->give_back_expired = pc->mode->session_locks;
+  if ((rc = ensure_schema(pc)) < 0 ||
+      ((pc->mode->session_locks || !pc->pooled) && (rc = dlock__pg_monitor_start(pc)) < 0))
     goto fail;
   return 0;
 fail:

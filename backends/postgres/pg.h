@@ -37,12 +37,11 @@ typedef struct pgc {
 typedef struct pg_lock {
   pg_conn *conn; /* advisory: the session that holds it */
   int64_t key;   /* advisory key */
-  /* Advisory locks do not expire at the server, so the monitor gives back
-   * one that went a whole ttl without renewal: a holder that stops renewing
-   * loses its lock after the ttl here as with every other store.  Both
-   * under the client's mu. */
-  int64_t expires_ns;
-  int expired;
+  /* Advisory: claimed for giving back, by its release or by a break of
+   * this client, so that one unlock alone is sent (a second could free a
+   * later acquisition of the key on the same session) and its renewal
+   * answers DLOCK_ELOST.  Under the client's mu. */
+  int given_back;
 } pg_lock;
 
 typedef struct pg_waiter {

@@ -17,6 +17,7 @@
 #include "faults.h"
 #include "event.h"
 #include "internal.h"
+#include "relay.h"
 
 static const char *p_url;
 
@@ -760,6 +761,113 @@ static void p9_break_and_the_holders_other_locks(void **state) {
   dlock_close(c);
 }
 
+/* ---- p11: an unrenewed lock goes back while its session lives ---- */
+
+/* A lock nobody renews is free for others soon after its ttl, while
+ * another lock of the client keeps renewing.  Advisory mode: both live in
+ * one session, which those renewals keep, and which would keep the first
+ * lock for good unless the client gives it back; the session goes on
+ * holding the other.  Lease mode: the row expires at the server. */
+static void p11_unrenewed_given_back(void **state) {
+  (void)state;
+  dlock_client *a = open_url(p_url), *b = open_url(p_url);
+  /* K goes unrenewed, K2 is renewed throughout. */
+  struct event lost;
+  event_init(&lost);
+  const int64_t ttl = 1000;
+  dlock_options once = DLOCK_OPTIONS_INIT, kept = DLOCK_OPTIONS_INIT;
+  once.ttl_ms = kept.ttl_ms = ttl;
+  once.auto_renew = 0;
+  once.on_lost = event_on_lost;
+  once.on_lost_arg = &lost;
+  char k[256], k2[256];
+  snprintf(k, sizeof k, "%s", conf_key("p11"));
+  snprintf(k2, sizeof k2, "%s", conf_key("p11-renewed"));
+  dlock_lock *l, *l2, *lb;
+  int64_t t0 = now_ms();
+  assert_int_equal(dlock_try_acquire(a, k, &once, &l), 0);
+  assert_int_equal(dlock_try_acquire(a, k2, &kept, &l2), 0);
+  uint64_t tok = dlock_lock_token(l);
+  long pid = 0;
+  if (!is_lease()) {
+    pid = holder_pid(k);
+    assert_true(pid > 0);
+    assert_int_equal(holder_pid(k2), pid);
+  }
+  dlock_options w = DLOCK_OPTIONS_INIT;
+  w.wait_ms = 0;
+  assert_int_equal(dlock_try_acquire(b, k, &w, &lb), DLOCK_EBUSY);
+  w.wait_ms = 10000;
+  int rc = dlock_acquire(b, k, &w, &lb);
+  int64_t el = now_ms() - t0;
+  if (rc != 0)
+    fail_msg("the unrenewed %lld ms lock was still held %lld ms after it was taken: %s: %s",
+             (long long)ttl, (long long)el, dlock_err_name(rc), dlock_client_errmsg(NULL));
+  printf("# the unrenewed %lld ms lock was free %lld ms after it was taken\n", (long long)ttl,
+         (long long)el);
+  assert_true(el < ttl + 3000);
+  assert_true(dlock_lock_token(lb) > tok);
+  /* Its holder was told (once), and the other lock is held as before. */
+  assert_int_equal(event_wait(&lost, 1, 2000), 1);
+  assert_int_equal(dlock_lock_state(l), DLOCK_LOST);
+  assert_int_equal(dlock_lock_state(l2), DLOCK_HELD);
+  assert_int_equal(dlock_renew(l2, 0), 0);
+  if (!is_lease())
+    assert_int_equal(holder_pid(k2), pid);
+  assert_int_equal(dlock_release(lb), 0);
+  assert_int_equal(dlock_release(l), DLOCK_ELOST);
+  assert_int_equal(dlock_release(l2), 0);
+  assert_int_equal(event_wait(&lost, 2, 0), 1);
+  dlock_close(a);
+  dlock_close(b);
+}
+
+/* ---- p12: an unanswered release leaves nothing held ---- */
+
+/* The server never answers a release (a relay between them swallows
+ * everything).  Advisory mode: the session goes with the connection that
+ * could not be used again, and the lock with it, so the caller hears
+ * DLOCK_ELOST; lease mode: DLOCK_ECONN, and the row expires within its
+ * ttl.  Either way another client has the key soon after. */
+static void p12_unanswered_release_leaves_nothing(void **state) {
+  (void)state;
+  const int64_t ttl = 2000;
+  dlock_url *u;
+  assert_int_equal(dlock__url_parse(p_url, &u), 0);
+  conf_relay *r = conf_relay_start(dlock_url_host(u, 0),
+                                   dlock_url_port(u, 0) ? dlock_url_port(u, 0) : 5432);
+  dlock__url_free(u);
+  assert_non_null(r);
+  char extra[96];
+  snprintf(extra, sizeof extra, "host=127.0.0.1&port=%d&timeout=1s", conf_relay_port(r));
+  dlock_client *a = open_url(conf_url_with(p_url, extra)), *b = open_url(p_url);
+  char k[256];
+  snprintf(k, sizeof k, "%s", conf_key("p12"));
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.ttl_ms = ttl;
+  dlock_lock *l, *lb;
+  assert_int_equal(dlock_try_acquire(a, k, &o, &l), 0);
+  assert_int_equal(conf_relay_set(r, CONF_RELAY_DROP, 0, 0), 0);
+  int64_t t0 = now_ms();
+  int rc = dlock_release(l);
+  printf("# the unanswered release: %s: %s\n", dlock_err_name(rc), dlock_client_errmsg(NULL));
+  assert_int_equal(rc, is_lease() ? DLOCK_ECONN : DLOCK_ELOST);
+  dlock_options w = DLOCK_OPTIONS_INIT;
+  w.wait_ms = 10000;
+  rc = dlock_acquire(b, k, &w, &lb);
+  int64_t el = now_ms() - t0;
+  if (rc != 0)
+    fail_msg("'%s' was still held %lld ms after a release its server never answered: %s: %s",
+             k, (long long)el, dlock_err_name(rc), dlock_client_errmsg(NULL));
+  printf("# free for another client %lld ms after the release began\n", (long long)el);
+  assert_true(el < ttl + 3000);
+  assert_int_equal(dlock_release(lb), 0);
+  assert_int_equal(conf_relay_set(r, CONF_RELAY_PASS, 0, 0), 0);
+  dlock_close(a);
+  dlock_close(b);
+  conf_relay_stop(r);
+}
+
 /* Cases of faults_pg.c. */
 extern const char *conf_pg_url;
 void conf_pg_no_grant_while_shutting_down(void **state);
@@ -815,6 +923,12 @@ const struct conf_case *conf_pg_cases(const char *url, size_t *n) {
       {"conf_pg_failed_probe_keeps_other_locks",
        "a grant whose server probe fails on the client's side is given back alone",
        conf_pg_failed_probe_keeps_other_locks, NULL, 0},
+      {"p11_unrenewed_given_back",
+       "a lock nobody renews is free soon after its ttl while another lock keeps the session",
+       p11_unrenewed_given_back, NULL, 0},
+      {"p12_unanswered_release_leaves_nothing",
+       "a release the server never answers leaves the key free for others",
+       p12_unanswered_release_leaves_nothing, NULL, 0},
   };
   *n = sizeof cases / sizeof *cases;
   return cases;

@@ -371,9 +371,12 @@ char *dlock__etcd_req_release(const char *key, int64_t rev) {
   return txn_end(&t, bad);
 }
 
-char *dlock__etcd_req_delete(const char *key) {
+char *dlock__etcd_req_release_value(const char *key, const char *value) {
   txn_body t;
   int bad = txn_begin(&t);
+  cJSON *c = push(t.cmp, NULL);
+  bad |= add_bytes(c, "key", key, strlen(key)) | add_str(c, "target", "VALUE") |
+         add_str(c, "result", "EQUAL") | add_bytes(c, "value", value, strlen(value));
   cJSON *d = push(t.ok, "request_delete_range");
   bad |= add_bytes(d, "key", key, strlen(key));
   return txn_end(&t, bad);

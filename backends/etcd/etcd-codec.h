@@ -121,9 +121,10 @@ DLOCK__HIDDEN char *dlock__etcd_req_check(const char *const *keys, const int64_t
                                           size_t n);
 /* Range first under NAME, with values (for inspect). */
 DLOCK__HIDDEN char *dlock__etcd_req_first(const char *name);
-/* Delete KEY whatever its revision (a key of our own lease whose create
- * answer was lost). */
-DLOCK__HIDDEN char *dlock__etcd_req_delete(const char *key);
+/* Delete KEY only if its value is still VALUE (a key of our own lease
+ * whose create answer was lost: the revision is unknown, the owner in the
+ * value is the attempt's own). */
+DLOCK__HIDDEN char *dlock__etcd_req_release_value(const char *key, const char *value);
 /* Delete every key under NAME "/" (tests and tools). */
 DLOCK__HIDDEN char *dlock__etcd_req_delete_all(const char *name);
 

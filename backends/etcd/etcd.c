@@ -12,6 +12,14 @@
  * send time of the last keepalive the server confirmed, never from the
  * acquire, since the key lives exactly as long as its lease.
  *
+ * So a key outlives its lock's ttl for as long as the client's other locks
+ * keep the lease alive, and open() has the core give back what the lease
+ * would keep (bc->give_back_expired): a lock whose validity ran out
+ * unrenewed, a release the store left unanswered, and an attempt that may
+ * have left its key in the queue (bl->sent_ns).  release() deletes the key
+ * and keeps what it needs to be called again until the store answers.  No
+ * thread of its own: the core's renew thread does the retries.
+ *
  * Requests go to the v3 HTTP/JSON gateway through libcurl: a pool of easy
  * handles (one keep-alive connection each) for unary requests, and a fresh
  * handle per watch, a stream that only a deletion of the watched key, the
@@ -37,8 +45,6 @@
 /* Compares per check txn: etcd refuses more than --max-txn-ops (128 by
  * default) in one txn. */
 #define CHECK_BATCH 100
-/* Leftover keys deleted per renewal, so a backlog cannot eat its time. */
-#define SWEEP_MAX 8
 
 /* A lease's state in the client's lease table (dlock/lease.h): its id. */
 typedef struct etcd_lease_id {
@@ -49,33 +55,27 @@ static int64_t lease_id(const dlock_lease *l) {
   return ((const etcd_lease_id *)dlock_lease_priv(l))->id;
 }
 
-/* bl->priv: a lock, in the client's registry while held. */
+/* bl->priv: a lock, in the client's registry while held.  LEASE (with a
+ * reference), NAMED and REV stay until the store has answered the release,
+ * or the attempt's give-back, of our key.  What is kept for that is movable
+ * (the core may copy it to a handle of its own): no pointer into it,
+ * nothing to free but the reference. */
 typedef struct etcd_lock {
   struct etcd_lock *prev, *next;
   dlock_backend_lock *bl;
-  dlock_lease *lease;
-  char *name;
-  char *key;
-  int64_t rev;          /* create_revision of our key: the token */
+  dlock_lease *lease;   /* the one our key is on */
+  char *key;            /* while listed */
+  int64_t named;        /* the lease in our key's name (a move keeps it) */
+  int64_t rev;          /* create_revision of our key: the token; 0 when its
+                           put went unanswered */
   int64_t confirmed_ns; /* the last lease confirmation this lock was given */
-  int64_t ttl_ms;       /* bl->ttl_ms as last seen by this backend (under mu) */
   bool listed;
   bool lost;
 } etcd_lock;
 
-/* A key we must delete but could not: retried with the next keepalive of
- * its lease, which would otherwise keep it (and its queue) alive. */
-typedef struct etcd_orphan {
-  struct etcd_orphan *next;
-  dlock_lease *lease;
-  char *key;
-  int64_t rev;
-} etcd_orphan;
-
 typedef struct etcd_client {
   dlock_backend_client *bc;
   pthread_mutex_t mu;
-  pthread_cond_t cv;           /* a lease changed state */
   pthread_mutex_t auth_mu;     /* one login at a time */
   dlock__http http;            /* endpoints, TLS files, connection pool */
   char *user, *password;
@@ -84,10 +84,8 @@ typedef struct etcd_client {
   char *prefix;
   dlock_leases *leases;        /* dlock/lease.h */
   etcd_lock *held;
-  etcd_orphan *orphans;
   int stale_watches;           /* DLOCK_ETCD_CTL_STALE_WATCH */
   int list_page;               /* DLOCK_ETCD_CTL_LIST_PAGE, 0 = the default */
-  const char *sweeping;        /* the key sweep() is deleting, or NULL */
   struct dlock_etcd_stats stats;
 } etcd_client;
 
@@ -320,14 +318,8 @@ static int lease_revoke(dlock_backend_client *bc, void *priv, int64_t deadline) 
   return 0;
 }
 
-static void free_orphan(etcd_client *ec, etcd_orphan *o) {
-  dlock_lease_put(ec->leases, o->lease);
-  free(o->key);
-  free(o);
-}
-
-/* The server no longer has L: every lock on it is lost, and what it
- * carried went with it. */
+/* The server no longer has L: every lock on it is lost, and its keys went
+ * with it. */
 static void lease_gone(dlock_backend_client *bc, dlock_lease *l) {
   etcd_client *ec = bc->priv;
   pthread_mutex_lock(&ec->mu);
@@ -336,16 +328,6 @@ static void lease_gone(dlock_backend_client *bc, dlock_lease *l) {
       lk->lost = true;
       dlock_backend_lock_lost(ec->bc, lk->bl);
     }
-  for (etcd_orphan **p = &ec->orphans; *p;) {
-    etcd_orphan *o = *p;
-    if (o->lease == l) {
-      *p = o->next;
-      free_orphan(ec, o);
-    } else {
-      p = &o->next;
-    }
-  }
-  pthread_cond_broadcast(&ec->cv);
   pthread_mutex_unlock(&ec->mu);
 }
 
@@ -359,11 +341,15 @@ static const dlock_lease_ops etcd_lease_ops = {
     .revoke = lease_revoke,
 };
 
-/* Delete KEY if it is still the one created at REV: 1 deleted, 0 it was
- * already gone or someone else's, or a negative code. */
-static int drop_key(etcd_client *ec, const char *key, int64_t rev, int64_t deadline) {
+/* Delete KEY if it is still the one created at REV, or with REV 0 (its put
+ * went unanswered, so its revision is unknown) if it still holds VALUE: a
+ * later attempt of this client on the same lease puts another owner's
+ * value under the same key.  1 deleted, 0 it was already gone or someone
+ * else's, or a negative code. */
+static int drop_key(etcd_client *ec, const char *key, int64_t rev, const char *value,
+                    int64_t deadline) {
   dlock__etcd_txn t;
-  char *req = rev ? dlock__etcd_req_release(key, rev) : dlock__etcd_req_delete(key);
+  char *req = rev ? dlock__etcd_req_release(key, rev) : dlock__etcd_req_release_value(key, value);
   int rc = txn(ec, req, bound(ec, deadline), &t, NULL);
   if (rc == 0)
     rc = t.succeeded ? 1 : 0;
@@ -371,114 +357,44 @@ static int drop_key(etcd_client *ec, const char *key, int64_t rev, int64_t deadl
   return rc;
 }
 
-/* Remember a key we could not delete, so that the keepalives of its lease
- * do not keep it (and the queue behind it) alive. */
-static void orphan_add(etcd_client *ec, dlock_lease *l, const char *key, int64_t rev) {
-  etcd_orphan *o = calloc(1, sizeof *o);
-  char *k = strdup(key);
-  if (!o || !k) {
-    free(o);
-    free(k);
-    return; /* the lease expires with the client: the key goes then */
-  }
-  pthread_mutex_lock(&ec->mu);
-  /* Under mu, so that a lease going now finds the orphan (lease_gone). */
-  if (dlock_lease_dead(ec->leases, l)) {
-    free(o);
-    free(k);
-  } else {
-    o->lease = l;
-    o->key = k;
-    o->rev = rev;
-    dlock_lease_hold(ec->leases, l);
-    o->next = ec->orphans;
-    ec->orphans = o;
-  }
-  pthread_mutex_unlock(&ec->mu);
+/* Delete BL's key on LK->lease (drop_key): what a release, or a give-back
+ * of an attempt, sends.  Nothing to send once the lease is gone. */
+static int drop_own(etcd_client *ec, const dlock_backend_lock *bl, const etcd_lock *lk) {
+  if (dlock_lease_dead(ec->leases, lk->lease))
+    return 0;
+  char *name = dlock__etcd_lock_name(ec->prefix, bl->key, bl->keylen);
+  char *key = name ? dlock__etcd_lock_key(name, lk->named) : NULL;
+  char *value = key && !lk->rev ? dlock__etcd_value(bl->owner, bl->label) : NULL;
+  int rc = key && (lk->rev || value) ? drop_key(ec, key, lk->rev, value, -1)
+                                     : dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+  free(name);
+  free(key);
+  free(value);
+  return rc;
 }
 
-static void drop_or_orphan(etcd_client *ec, dlock_lease *l, const char *key, int64_t rev) {
-  if (drop_key(ec, key, rev, -1) < 0)
-    orphan_add(ec, l, key, rev);
-}
-
-/* Try the orphans of L again, and delete the keys of locks on L that went
- * a whole ttl without being renewed: the core has declared them lost, and
- * a lease kept alive by other locks must not keep them too.  At most
- * SWEEP_MAX deletes per call, after the renewal's own requests. */
-static void sweep(etcd_client *ec, dlock_lease *l, int64_t deadline) {
-  int64_t now = now_ns();
-  for (int done = 0; done < SWEEP_MAX; done++) {
-    char *key = NULL;
-    int64_t rev = 0;
-    pthread_mutex_lock(&ec->mu);
-    dlock_lease_hold(ec->leases, l);
-    for (etcd_orphan **p = &ec->orphans; *p; p = &(*p)->next)
-      if ((*p)->lease == l) {
-        etcd_orphan *o = *p;
-        *p = o->next;
-        key = o->key;
-        rev = o->rev;
-        dlock_lease_put(ec->leases, o->lease);
-        free(o);
-        break;
-      }
-    if (!key)
-      for (etcd_lock *lk = ec->held; lk; lk = lk->next)
-        if (lk->lease == l && !lk->lost && lk->confirmed_ns + lk->ttl_ms * 1000000 <= now) {
-          lk->lost = true;
-          key = strdup(lk->key);
-          rev = lk->rev;
-          dlock_backend_lock_lost(ec->bc, lk->bl);
-          break;
-        }
-    /* An acquisition of the same key waits until this delete is done
-     * (see forget_orphans). */
-    ec->sweeping = key;
-    pthread_mutex_unlock(&ec->mu);
-    int rc = key ? drop_key(ec, key, rev, deadline) : 0;
-    if (key && rc < 0)
-      orphan_add(ec, l, key, rev);
-    pthread_mutex_lock(&ec->mu);
-    ec->sweeping = NULL;
-    pthread_cond_broadcast(&ec->cv);
-    dlock_lease_put(ec->leases, l);
-    pthread_mutex_unlock(&ec->mu);
-    free(key);
-    if (!key || rc < 0)
-      return;
-  }
-}
-
-/* Before our put of KEY: a leftover of KEY from an earlier acquisition of
- * this client must not be deleted later (it would delete the new one), and
- * one being deleted right now must be gone first.  Whatever is left at the
- * store the put's compare finds. */
-static void forget_orphans(etcd_client *ec, const char *key) {
-  pthread_mutex_lock(&ec->mu);
-  for (etcd_orphan **p = &ec->orphans; *p;) {
-    etcd_orphan *o = *p;
-    if (strcmp(o->key, key) == 0) {
-      *p = o->next;
-      free_orphan(ec, o);
-    } else {
-      p = &o->next;
-    }
-  }
-  while (ec->sweeping && strcmp(ec->sweeping, key) == 0)
-    pthread_cond_wait(&ec->cv, &ec->mu);
-  pthread_mutex_unlock(&ec->mu);
+/* Delete what the store may still have of BL, a lock (LOST if the backend
+ * knows it lost) or an attempt.  Until the store answers, everything stays
+ * for the next call, which the core makes (its give-back). */
+static int drop_held(etcd_client *ec, dlock_backend_lock *bl, bool lost) {
+  etcd_lock *lk = bl->priv;
+  if (!lk->lease)
+    return dlock_seterr(DLOCK_ELOST, "etcd: '%s' was not held", bl->key);
+  /* Even a lock declared lost may still have its key, which would hold
+   * the queue for as long as the lease lives. */
+  int d = drop_own(ec, bl, lk);
+  if (dlock_err_is_transient(d))
+    return d;
+  dlock_lease_put(ec->leases, lk->lease);
+  lk->lease = NULL;
+  if (d == 0 || lost)
+    return dlock_seterr(DLOCK_ELOST, "etcd: '%s' was lost before release", bl->key);
+  return d < 0 ? d : 0;
 }
 
 /* ---- open / close ---- */
 
 static void client_free(etcd_client *ec) {
-  while (ec->orphans) {
-    etcd_orphan *o = ec->orphans;
-    ec->orphans = o->next;
-    free(o->key);
-    free(o);
-  }
   dlock_leases_free(ec->leases);
   ec->leases = NULL;
   dlock__http_close(&ec->http);
@@ -490,7 +406,6 @@ static void client_free(etcd_client *ec) {
   free(ec->prefix);
   pthread_mutex_destroy(&ec->mu);
   pthread_mutex_destroy(&ec->auth_mu);
-  pthread_cond_destroy(&ec->cv);
 }
 
 static int etcd_open(dlock_backend_client *bc, dlock_url *url) {
@@ -498,7 +413,9 @@ static int etcd_open(dlock_backend_client *bc, dlock_url *url) {
   ec->bc = bc;
   pthread_mutex_init(&ec->mu, NULL);
   pthread_mutex_init(&ec->auth_mu, NULL);
-  dlock__cond_init(&ec->cv);
+  /* A key lives as long as its lease, which the client's other locks keep
+   * alive: the core gives back what that would keep. */
+  bc->give_back_expired = true;
   const char *path = dlock_url_path(url);
   int rc = dlock__http_open(&ec->http, "etcd", url, "etcd+https", 2379, bc->connect_timeout_ms);
   ec->http.bc = bc;
@@ -538,18 +455,17 @@ static void etcd_close(dlock_backend_client *bc) {
   etcd_client *ec = bc->priv;
   pthread_mutex_lock(&ec->mu);
   for (etcd_lock *lk = ec->held; lk; lk = lk->next) {
-    free(lk->name);
     free(lk->key);
-    lk->name = lk->key = NULL;
+    lk->key = NULL;
     lk->lease = NULL;
     lk->listed = false;
   }
   ec->held = NULL;
   pthread_mutex_unlock(&ec->mu);
   /* client_free revokes every lease the client still has (listed ones,
-   * and those of locks the core could not release), which deletes at once
-   * whatever keys they still carry (keys whose delete failed, locks not
-   * released), instead of after a ttl. */
+   * and those of locks and attempts the core could not give back), which
+   * deletes at once whatever keys they still carry, instead of after a
+   * ttl. */
   client_free(ec);
 }
 
@@ -696,35 +612,15 @@ static int lost_while_acquiring(const char *key) {
                       key);
 }
 
-/* Give up our place: on failure the key stays an orphan of its lease. */
-static void leave_queue(etcd_client *ec, dlock_lease *l, const char *key, int64_t rev) {
-  drop_or_orphan(ec, l, key, rev);
-}
-
-/* Is the first holder key under NAME one of ours?  Only a key whose delete
- * failed can be: the core lets one acquisition per key and client run. */
+/* Is the first holder key under NAME one of ours?  Only a key an earlier
+ * attempt left can be (its give-back not yet answered): the core lets one
+ * acquisition per key and client run. */
 static bool same_id(const void *priv, void *ud) {
   return ((const etcd_lease_id *)priv)->id == *(const int64_t *)ud;
 }
 
 static bool ours(etcd_client *ec, int64_t lease) {
   return lease != 0 && dlock_leases_any(ec->leases, same_id, &lease);
-}
-
-/* Our put of KEY failed: an earlier attempt on another endpoint may have
- * applied it and only its answer got lost, whatever the last attempt said.
- * The key is ours alone (one lease, one acquisition per key and client), so
- * it goes without a revision to compare.  Keeps the caller's message. */
-static void drop_unanswered(etcd_client *ec, dlock_lease *l, const char *key) {
-  char why[512];
-  snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
-  dlock__http_body b = {0};
-  char *del = dlock__etcd_req_delete(key);
-  if (!del || post(ec, "/v3/kv/txn", del, bound(ec, -1), &b, NULL) < 0)
-    orphan_add(ec, l, key, 0);
-  free(del);
-  free(b.data);
-  dlock_seterr(0, "%s", why);
 }
 
 static const dlock__etcd_kv *first_kv(const dlock__etcd_txn *t, size_t i) {
@@ -736,15 +632,18 @@ static const dlock__etcd_kv *first_kv(const dlock__etcd_txn *t, size_t i) {
 /* One place in the queue: join (or, for a try, take the lock only if
  * nobody is queued) and wait for our turn.  0 held at *rev, DLOCK_EBUSY,
  * DLOCK_ETIMEDOUT, 1 when our key vanished while queued (join again), or
- * another negative code. */
+ * another negative code.  On failure *PLACED says whether the store may
+ * still have our key: queued at *rev, or, when our put went unanswered, at
+ * a revision unknown (*rev 0).  An earlier attempt on another endpoint may
+ * have applied the put and only its answer got lost, whatever the last
+ * attempt said. */
 static int queue_once(etcd_client *ec, dlock_backend_lock *bl, dlock_lease *l, const char *name,
                       const char *key, const char *value, int64_t deadline, bool try_only,
-                      int64_t *rev) {
+                      int64_t *rev, bool *placed) {
   dlock__etcd_txn t;
   enum dlock__etcd_fault f = DLOCK__ETCD_F_NONE;
   int rc;
-  forget_orphans(ec, key);
-  for (int orphans = 0;; orphans++) {
+  for (int leftovers = 0;; leftovers++) {
     char *req = try_only ? dlock__etcd_req_try(name, key, lease_id(l), value)
                          : dlock__etcd_req_enqueue(name, key, lease_id(l), value);
     rc = txn(ec, req, bound(ec, deadline), &t, &f);
@@ -753,7 +652,7 @@ static int queue_once(etcd_client *ec, dlock_backend_lock *bl, dlock_lease *l, c
         dlock_lease_gone(ec->leases, l);
         return 1;
       }
-      drop_unanswered(ec, l, key);
+      *placed = true;
       return rc;
     }
     if (t.succeeded) {
@@ -762,27 +661,27 @@ static int queue_once(etcd_client *ec, dlock_backend_lock *bl, dlock_lease *l, c
     }
     const dlock__etcd_kv *kv = first_kv(&t, 0);
     if (try_only) {
-      /* Someone is queued.  A key of our own there is left from a delete
-       * that failed; it would grant us a token we already handed out. */
-      if (kv && ours(ec, kv->lease) && orphans < 2) {
+      /* Someone is queued.  A key of our own there is an earlier
+       * attempt's; it would grant us a token we already handed out. */
+      if (kv && ours(ec, kv->lease) && leftovers < 2) {
         char *k = kv->key ? strdup(kv->key) : NULL;
         int64_t r = kv->create_revision;
         dlock__etcd_txn_free(&t);
         if (k)
-          drop_key(ec, k, r, deadline);
+          drop_key(ec, k, r, NULL, deadline);
         free(k);
         continue;
       }
       dlock__etcd_txn_free(&t);
       return dlock_seterr(DLOCK_EBUSY, "etcd: '%s' is held", bl->key);
     }
-    /* Our key exists already: an orphan of ours (see above). */
+    /* Our key exists already: an earlier attempt's (see above). */
     int64_t r = kv ? kv->create_revision : 0;
     dlock__etcd_txn_free(&t);
-    if (orphans >= 2 || r == 0)
+    if (leftovers >= 2 || r == 0)
       return dlock_seterr(DLOCK_EBACKEND, "etcd: '%s' keeps a key of ours that cannot be "
                           "deleted", bl->key);
-    if ((rc = drop_key(ec, key, r, deadline)) < 0)
+    if ((rc = drop_key(ec, key, r, NULL, deadline)) < 0)
       return rc;
   }
   const dlock__etcd_kv *first = first_kv(&t, 1);
@@ -858,10 +757,28 @@ static int queue_once(etcd_client *ec, dlock_backend_lock *bl, dlock_lease *l, c
     if (w == W_RETRY)
       dlock__http_pause(deadline);
   }
-  char why[512];
+  *placed = true;
+  return rc;
+}
+
+/* After a failed attempt the store may still have our key on its lease
+ * (queue_once's *placed): it goes now, as a release would.  If the store
+ * leaves that unanswered, the key is handed to the core's give-back
+ * (bl->sent_ns set, a code the core retries).  The core gives back nothing
+ * after a wait that ran out or a refusal, so those become DLOCK_ECONN then,
+ * saying both. */
+static int leave_queue(etcd_client *ec, dlock_backend_lock *bl, int rc, int64_t deadline,
+                       int64_t sent) {
+  char why[512], unanswered[512];
   snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
-  leave_queue(ec, l, key, *rev);
-  return dlock_seterr(rc, "%s", why);
+  if (!dlock_err_is_transient(drop_held(ec, bl, false)))
+    return dlock_seterr(rc, "%s", why);
+  bl->sent_ns = sent;
+  if (rc == DLOCK_ECONN || (rc == DLOCK_ETIMEDOUT && deadline < 0))
+    return dlock_seterr(rc, "%s", why);
+  snprintf(unanswered, sizeof unanswered, "%s", dlock_client_errmsg(NULL));
+  return dlock_seterr(DLOCK_ECONN, "%s; leaving the queue got no answer either (%s)", why,
+                      unanswered);
 }
 
 static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t deadline,
@@ -871,13 +788,16 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
   char *name = dlock__etcd_lock_name(ec->prefix, bl->key, bl->keylen);
   char *value = dlock__etcd_value(bl->owner, bl->label);
   int rc = name && value ? 0 : dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+  int64_t sent = 0;
   for (int round = 0; rc == 0; round++) {
     dlock_lease *l;
     if ((rc = dlock_lease_get(ec->leases, bl->ttl_ms, try_only ? -1 : deadline, &l)) < 0)
       break;
     char *key = dlock__etcd_lock_key(name, lease_id(l));
     int64_t rev = 0;
-    rc = key ? queue_once(ec, bl, l, name, key, value, deadline, try_only, &rev)
+    bool placed = false;
+    sent = now_ns();
+    rc = key ? queue_once(ec, bl, l, name, key, value, deadline, try_only, &rev, &placed)
              : dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
     /* Under mu, so that a lease going now finds the lock (lease_gone). */
     pthread_mutex_lock(&ec->mu);
@@ -887,11 +807,10 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
     if (rc == 0) {
       lk->bl = bl;
       lk->lease = l;
-      lk->name = name;
       lk->key = key;
+      lk->named = lease_id(l);
       lk->rev = rev;
       lk->confirmed_ns = fresh;
-      lk->ttl_ms = bl->ttl_ms;
       lk->listed = true;
       lk->next = ec->held;
       if (ec->held)
@@ -899,8 +818,11 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
       ec->held = lk;
       bl->token = (uint64_t)rev;
       bl->sent_ns = fresh;
-      name = NULL;
       key = NULL;
+    } else if (rc < 0 && placed) {
+      lk->lease = l; /* for leave_queue, or the core's give-back */
+      lk->named = lease_id(l);
+      lk->rev = rev;
     } else {
       dlock_lease_put(ec->leases, l);
     }
@@ -917,6 +839,8 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
   if ((rc == DLOCK_ECONN || rc == DLOCK_ETIMEDOUT) && !try_only && deadline >= 0 &&
       now_ns() >= deadline)
     rc = dlock_seterr(DLOCK_ETIMEDOUT, "etcd: timed out waiting for '%s'", bl->key);
+  if (rc < 0 && lk->lease)
+    rc = leave_queue(ec, bl, rc, deadline, sent);
   free(name);
   free(value);
   return rc;
@@ -951,7 +875,7 @@ static int move_lease(etcd_client *ec, etcd_lock *lk, int64_t deadline) {
     /* The new lease, not the lock: the next renewal gets another. */
     dlock_lease_gone(ec->leases, nl);
     rc = dlock_seterr(DLOCK_ECONN, "etcd: the lease for ttl %lld ms vanished; retrying",
-                      (long long)lk->ttl_ms);
+                      (long long)lk->bl->ttl_ms);
   }
   dlock__etcd_txn_free(&t);
   pthread_mutex_lock(&ec->mu);
@@ -986,8 +910,7 @@ static int etcd_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, s
     rcs[i] = DLOCK_LEASE_PENDING;
     pthread_mutex_lock(&ec->mu);
     bool lost = !lk->listed || lk->lost;
-    lk->ttl_ms = bls[i]->ttl_ms;
-    bool moved = !lost && lk->ttl_ms != dlock_lease_ttl_ms(lk->lease);
+    bool moved = !lost && bls[i]->ttl_ms != dlock_lease_ttl_ms(lk->lease);
     pthread_mutex_unlock(&ec->mu);
     if (lost)
       rcs[i] = dlock_seterr(DLOCK_ELOST, "etcd: '%s' was lost", bls[i]->key);
@@ -1051,16 +974,6 @@ static int etcd_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, s
       bls[i]->sent_ns = start;
   }
   pthread_mutex_unlock(&ec->mu);
-  /* Leftovers last: the renewals above must not wait behind them.  Each
-   * lease once; the locks hold their leases, so none can go meanwhile. */
-  for (size_t i = 0; i < n; i++) {
-    etcd_lock *lk = bls[i]->priv;
-    bool first = rcs[i] == 0;
-    for (size_t j = 0; first && j < i; j++)
-      first = !(rcs[j] == 0 && ((etcd_lock *)bls[j]->priv)->lease == lk->lease);
-    if (first)
-      sweep(ec, lk->lease, bls[i]->io_deadline_ns ? bls[i]->io_deadline_ns : -1);
-  }
   return 0;
 }
 
@@ -1068,9 +981,10 @@ static int etcd_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   etcd_client *ec = bc->priv;
   etcd_lock *lk = bl->priv;
   pthread_mutex_lock(&ec->mu);
+  bool lost = lk->lost;
   if (!lk->listed) {
     pthread_mutex_unlock(&ec->mu);
-    return dlock_seterr(DLOCK_ELOST, "etcd: '%s' was not held", bl->key);
+    return drop_held(ec, bl, lost); /* again, or an attempt's give-back */
   }
   /* Out of the registry first, so no loss report names a lock the core is
    * about to free. */
@@ -1081,33 +995,10 @@ static int etcd_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   if (lk->next)
     lk->next->prev = lk->prev;
   lk->listed = false;
-  bool lost = lk->lost;
-  dlock_lease *l = lk->lease;
-  bool alive = !dlock_lease_dead(ec->leases, l);
   pthread_mutex_unlock(&ec->mu);
-  int rc = 0;
-  if (alive) {
-    /* Even a lock declared lost may still have its key, which would hold
-     * the queue for as long as the lease lives. */
-    int d = drop_key(ec, lk->key, lk->rev, -1);
-    if (d == 0)
-      lost = true;
-    else if (d < 0) {
-      orphan_add(ec, l, lk->key, lk->rev);
-      if (!lost)
-        rc = d;
-    }
-  } else {
-    lost = true;
-  }
-  dlock_lease_put(ec->leases, l);
-  free(lk->name);
   free(lk->key);
-  lk->name = lk->key = NULL;
-  lk->lease = NULL;
-  if (lost && rc == 0)
-    return dlock_seterr(DLOCK_ELOST, "etcd: '%s' was lost before release", bl->key);
-  return rc;
+  lk->key = NULL;
+  return drop_held(ec, bl, lost);
 }
 
 /* ---- inspect / list / break / control ---- */

@@ -1,8 +1,9 @@
 /* Cases only etcd has: locks shared with etcdctl's own, the queue in
  * create_revision order, a lease revoked from outside, one lease kept
  * alive for many locks, member failover, a watch whose revision was
- * compacted, the life of an auth token, and listing and breaking locks
- * in etcd's layout. */
+ * compacted, the life of an auth token, listing and breaking locks in
+ * etcd's layout, and keys a lease kept alive by other locks would keep
+ * (an unrenewed lock, an unanswered release or attempt) given back. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -30,6 +31,7 @@
 #include "event.h"
 #include "faults.h"
 #include "internal.h"
+#include "relay.h"
 
 extern char **environ;
 
@@ -1188,6 +1190,190 @@ static void e10_list_compacted(void **state) {
   dlock_close(b);
 }
 
+/* ---- e11-e13: what a lease kept alive by other locks would keep ---- */
+
+/* A relay to E_URL's first endpoint, and a URL of it with EXTRA. */
+static conf_relay *relay_to_store(const char *extra, char *url, size_t len) {
+  dlock_url *u;
+  if (dlock__url_parse(e_url, &u) != 0)
+    fail_msg("bad URL %s", e_url);
+  int port = dlock_url_port(u, 0) ? dlock_url_port(u, 0) : 2379;
+  conf_relay *r = conf_relay_start(dlock_url_host(u, 0), port);
+  dlock__url_free(u);
+  assert_non_null(r);
+  /* The scheme and the user stay, the hosts become the relay. */
+  const char *hosts = strstr(e_url, "://") + 3, *rest = hosts + strcspn(hosts, "/?");
+  for (const char *p = hosts; p < rest; p++)
+    if (*p == '@')
+      hosts = p + 1;
+  char buf[4096];
+  snprintf(buf, sizeof buf, "%.*s127.0.0.1:%d%s", (int)(hosts - e_url), e_url,
+           conf_relay_port(r), rest);
+  snprintf(url, len, "%s", conf_url_with(buf, extra));
+  return r;
+}
+
+/* Client A (through relay R when the case has one) holds K2, renewed all
+ * along: that keeps A's lease alive, and with it any key of A's on the
+ * lease, K's among them, for as long as A lives.  B is another client. */
+struct kept {
+  dlock_client *a, *b;
+  conf_relay *r;
+  char k[256], k2[272];
+  dlock_lock *l2;
+  int64_t lease;
+};
+
+static void kept_begin(struct kept *kp, const char *name, int64_t ttl_ms, const char *relayed) {
+  char aurl[4096];
+  memset(kp, 0, sizeof *kp);
+  snprintf(kp->k, sizeof kp->k, "%s", conf_key(name));
+  snprintf(kp->k2, sizeof kp->k2, "%s-renewed", kp->k);
+  if (relayed)
+    kp->r = relay_to_store(relayed, aurl, sizeof aurl);
+  kp->a = open_url(relayed ? aurl : e_url);
+  kp->b = open_url(e_url);
+  dlock_options o = opts(ttl_ms, 0, 1);
+  ASSERT_RC(dlock_try_acquire(kp->a, kp->k2, &o, &kp->l2), 0);
+  ASSERT_RC(dlock_control(kp->a, kp->l2, DLOCK_ETCD_CTL_LEASE, &kp->lease), 0);
+}
+
+/* Until A has nothing left to give back. */
+static void giveback_done(dlock_client *a, int64_t timeout_ms) {
+  int64_t end = now_ms() + timeout_ms;
+  dlock_metrics m;
+  for (dlock_metrics_get(a, &m); m.giveback_pending; dlock_metrics_get(a, &m)) {
+    if (now_ms() >= end)
+      fail_msg("%llu give-backs still pending after %lld ms",
+               (unsigned long long)m.giveback_pending, (long long)timeout_ms);
+    pause_between_looks(20);
+  }
+}
+
+/* B takes K within WAIT_MS, which only A's give-back can have made
+ * possible: A's lease lived on, K2 still on it.  B's lock, after A's
+ * give-back is over. */
+static dlock_lock *taken_over(struct kept *kp, int64_t wait_ms) {
+  dlock_options w = opts(30000, wait_ms, 1);
+  dlock_lock *lb;
+  int64_t t0 = now_ms();
+  ASSERT_RC(dlock_acquire(kp->b, kp->k, &w, &lb), 0);
+  printf("# '%s' free for another client after %lld ms\n", kp->k, (long long)(now_ms() - t0));
+  ASSERT_RC(dlock_lock_state(kp->l2), DLOCK_HELD);
+  int64_t now = 0;
+  ASSERT_RC(dlock_control(kp->a, kp->l2, DLOCK_ETCD_CTL_LEASE, &now), 0);
+  assert_int_equal(now, kp->lease);
+  dlock__etcd_txn t;
+  queue_get(kp->k2, &t);
+  assert_int_equal(t.res[0].nkvs, 1);
+  assert_int_equal(t.res[0].kvs[0].lease, kp->lease);
+  dlock__etcd_txn_free(&t);
+  giveback_done(kp->a, 10000);
+  return lb;
+}
+
+static void kept_end(struct kept *kp, dlock_lock *lb) {
+  ASSERT_RC(dlock_release(lb), 0);
+  ASSERT_RC(dlock_release(kp->l2), 0);
+  dlock_close(kp->a);
+  dlock_close(kp->b);
+  if (kp->r)
+    conf_relay_stop(kp->r);
+}
+
+/* A lock nobody renews is freed at the store soon after its ttl, though
+ * the lease under it lives on. */
+static void e11_unrenewed_lock_given_back(void **state) {
+  (void)state;
+  const int64_t ttl = 1000;
+  int64_t t0 = now_ms(), lease = 0;
+  struct kept kp;
+  dlock_lock *l, *lb;
+  struct event lost;
+  kept_begin(&kp, "e11", ttl, NULL);
+  event_init(&lost);
+  dlock_options once = opts(ttl, 0, 0);
+  once.on_lost_arg = &lost;
+  once.on_lost = event_on_lost;
+  ASSERT_RC(dlock_try_acquire(kp.a, kp.k, &once, &l), 0);
+  ASSERT_RC(dlock_control(kp.a, l, DLOCK_ETCD_CTL_LEASE, &lease), 0);
+  assert_int_equal(lease, kp.lease);
+  dlock_options t = opts(30000, 0, 1);
+  ASSERT_RC(dlock_try_acquire(kp.b, kp.k, &t, &lb), DLOCK_EBUSY);
+  lb = taken_over(&kp, 10000);
+  assert_true(now_ms() - t0 < ttl + 4000);
+  assert_true(dlock_lock_token(lb) > dlock_lock_token(l));
+  /* A had said so before it gave the key back. */
+  assert_int_equal(event_wait(&lost, 1, 0), 1);
+  ASSERT_RC(dlock_lock_state(l), DLOCK_LOST);
+  ASSERT_RC(dlock_release(l), DLOCK_ELOST);
+  kept_end(&kp, lb);
+}
+
+/* A release the store never hears of leaves the key to the lease: it is
+ * given back once the store is there again. */
+static void e12_unanswered_release_given_back(void **state) {
+  (void)state;
+  const int64_t ttl = 10000;
+  struct kept kp;
+  kept_begin(&kp, "e12", ttl, "timeout=500ms");
+  dlock_options o = opts(ttl, 0, 1);
+  dlock_lock *l;
+  ASSERT_RC(dlock_try_acquire(kp.a, kp.k, &o, &l), 0);
+  assert_int_equal(conf_relay_set(kp.r, CONF_RELAY_DROP, 0, 0), 0);
+  int rc = dlock_release(l);
+  if (!dlock_err_is_transient(rc))
+    fail_msg("release with the store away: %s: %s", dlock_err_name(rc),
+             dlock_client_errmsg(NULL));
+  assert_int_equal(conf_relay_set(kp.r, CONF_RELAY_PASS, 0, 0), 0);
+  /* Within the lease's ttl, which K2 renews all the while anyway. */
+  kept_end(&kp, taken_over(&kp, ttl - 2000));
+}
+
+struct try_arg {
+  dlock_client *c;
+  const char *key;
+  int rc;
+};
+
+static void *try_main(void *arg) {
+  struct try_arg *t = arg;
+  dlock_options o = opts(10000, 0, 1);
+  dlock_lock *l = NULL;
+  t->rc = dlock_try_acquire(t->c, t->key, &o, &l);
+  if (t->rc == 0)
+    dlock_release(l);
+  return NULL;
+}
+
+/* A try whose put reached the store but not its answer, nor the delete
+ * after it, leaves its key in the queue on the lease: it is given back
+ * once the store is there again. */
+static void e13_unanswered_attempt_given_back(void **state) {
+  (void)state;
+  const int64_t ttl = 10000;
+  struct kept kp;
+  kept_begin(&kp, "e13", ttl, "timeout=1s");
+  /* Requests go through, answers do not; once the put is in, nothing. */
+  assert_int_equal(conf_relay_set(kp.r, CONF_RELAY_PASS, 0, -1), 0);
+  struct try_arg t = {.c = kp.a, .key = kp.k};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, try_main, &t), 0);
+  size_t queued = queue_wait(kp.k, 1, 10000);
+  assert_int_equal(conf_relay_set(kp.r, CONF_RELAY_DROP, 0, 0), 0);
+  pthread_join(th, NULL);
+  assert_int_equal(queued, 1);
+  if (!dlock_err_is_transient(t.rc))
+    fail_msg("try with its answers lost: %s", dlock_err_name(t.rc));
+  dlock__etcd_txn q;
+  queue_get(kp.k, &q);
+  assert_int_equal(q.res[0].nkvs, 1); /* the delete after it never arrived */
+  assert_int_equal(q.res[0].kvs[0].lease, kp.lease);
+  dlock__etcd_txn_free(&q);
+  assert_int_equal(conf_relay_set(kp.r, CONF_RELAY_PASS, 0, 0), 0);
+  kept_end(&kp, taken_over(&kp, ttl - 2000));
+}
+
 const struct conf_case *conf_etcd_cases(const char *url, size_t *n) {
   e_url = url;
   static const struct conf_case cases[] = {
@@ -1217,6 +1403,15 @@ const struct conf_case *conf_etcd_cases(const char *url, size_t *n) {
       {"e10_list_compacted",
        "a listing goes on when its revision is compacted away (compacts)",
        e10_list_compacted, NULL, CONF_DESTRUCTIVE},
+      {"e11_unrenewed_lock_given_back",
+       "an unrenewed lock is freed after its ttl while the lease lives on",
+       e11_unrenewed_lock_given_back, NULL, 0},
+      {"e12_unanswered_release_given_back",
+       "a release the store never heard of is given back while the lease lives on",
+       e12_unanswered_release_given_back, NULL, 0},
+      {"e13_unanswered_attempt_given_back",
+       "a try whose put went in unanswered is given back while the lease lives on",
+       e13_unanswered_attempt_given_back, NULL, 0},
   };
   *n = sizeof cases / sizeof *cases;
   return cases;

@@ -491,6 +491,22 @@ static void req_release_move_bodies(void **state) {
   assert_int_equal(list_size(j, "failure"), 0);
   cJSON_Delete(j);
 
+  /* An unanswered put's key goes only while it holds that attempt's value. */
+  j = parse_body(dlock__etcd_req_release_value("dlock/x/1f", "o\nold"));
+  assert_int_equal(list_size(j, "compare"), 1);
+  const cJSON *c = cJSON_GetArrayItem(item(j, "compare"), 0);
+  assert_b64_str(c, "key", "dlock/x/1f");
+  assert_null(cJSON_GetObjectItemCaseSensitive(c, "range_end"));
+  assert_string_equal(str(c, "target"), "VALUE");
+  assert_string_equal(str(c, "result"), "EQUAL");
+  assert_b64_str(c, "value", "o\nold");
+  d = op(item(j, "success"), 0, "request_delete_range");
+  assert_b64_str(d, "key", "dlock/x/1f");
+  assert_null(cJSON_GetObjectItemCaseSensitive(d, "range_end"));
+  assert_int_equal(list_size(j, "success"), 1);
+  assert_int_equal(list_size(j, "failure"), 0);
+  cJSON_Delete(j);
+
   j = parse_body(dlock__etcd_req_move("dlock/x/1f", 42, BIG_LEASE, "o\nnew"));
   assert_compare(cJSON_GetArrayItem(item(j, "compare"), 0), "dlock/x/1f", "42");
   assert_int_equal(list_size(j, "success"), 1);

@@ -15,6 +15,11 @@
 
 /* Renewals due within this window are sent together with the one that is
  * due now. */
+/* Give-backs sent in one round at most: a backlog of them (a thousand locks
+ * that expired together) must not hold up the renewals due meanwhile,
+ * which the next round looks at first. */
+#define GIVEBACKS_PER_ROUND 16
+
 static int64_t batch_slack_ns(const struct dlock_lock *l) {
   int64_t s = l->bl.ttl_ms * 1000000 / 12;
   return s < 1000000000 ? s : 1000000000;
@@ -106,7 +111,7 @@ static void *renew_main(void *arg) {
       if (l->owed && !l->lost_pending) {
         /* Lost by its deadline on a store whose session would keep it:
          * given back while the caller still has the handle. */
-        if (l->giveback_next_ns <= now && ng < cap) {
+        if (l->giveback_next_ns <= now && ng < cap && ng < GIVEBACKS_PER_ROUND) {
           l->inflight = true;
           gbs[ng++] = l;
         } else if (l->giveback_next_ns < wake) {
@@ -115,7 +120,7 @@ static void *renew_main(void *arg) {
         continue;
       }
       if (l->giveback) {
-        if (l->giveback_next_ns <= now && ng < cap) {
+        if (l->giveback_next_ns <= now && ng < cap && ng < GIVEBACKS_PER_ROUND) {
           l->inflight = true;
           gbs[ng++] = l;
         } else if (l->giveback_next_ns < wake) {
@@ -191,11 +196,12 @@ static void *renew_main(void *arg) {
     }
 
     /* After the renewals, which keep what is held: a give-back only spares
-     * others a wait.  One that finds the store away defers the rest. */
+     * others a wait.  One that finds the store away or too slow to answer
+     * defers the rest. */
     int gdown = 0;
     for (size_t i = 0; i < ng; i++) {
       grcs[i] = gdown ? gdown : c->ops->release(&c->bc, &gbs[i]->bl);
-      if (grcs[i] == DLOCK_ECONN)
+      if (dlock_err_is_transient(grcs[i]))
         gdown = grcs[i];
     }
 

@@ -1022,6 +1022,33 @@ static void test_expired_lock_given_back(void **state) {
   assert_int_equal(atomic_load(&tb.releases), 2);
 }
 
+/* A backlog of expired locks is given back a few at a time, all of them,
+ * while a renewed lock stays held. */
+static void test_expired_backlog_given_back(void **state) {
+  (void)state;
+  tb_reset();
+  dlock_client *c;
+  assert_int_equal(dlock_open("test-session://h", &c), 0);
+  dlock_lock *kept = NULL;
+  assert_int_equal(dlock_try_acquire(c, "kept", NULL, &kept), 0);
+  struct event lost;
+  event_init(&lost);
+  enum { N = 40 };
+  dlock_lock *ls[N];
+  char key[16];
+  for (int i = 0; i < N; i++) {
+    snprintf(key, sizeof key, "k%d", i);
+    ls[i] = acquire_expiring(c, key, &lost);
+  }
+  assert_int_equal(event_wait(&tb.released, N, 20000), N);
+  for (int i = 0; i < N; i++)
+    assert_int_equal(dlock_release(ls[i]), DLOCK_ELOST);
+  assert_int_equal(atomic_load(&tb.releases), N);
+  assert_int_equal(dlock_lock_state(kept), DLOCK_HELD);
+  assert_int_equal(dlock_release(kept), 0);
+  dlock_close(c);
+}
+
 /* Elsewhere the store expires it on its own: nothing is sent until the
  * holder releases it. */
 static void test_expired_lock_kept_for_release(void **state) {
@@ -1265,6 +1292,7 @@ int main(void) {
       cmocka_unit_test(test_log),
       cmocka_unit_test(test_close_after_unanswered_giveback),
       cmocka_unit_test(test_expired_lock_given_back),
+      cmocka_unit_test(test_expired_backlog_given_back),
       cmocka_unit_test(test_expired_lock_kept_for_release),
       cmocka_unit_test(test_expired_giveback_retried),
       cmocka_unit_test(test_unanswered_release_given_back),

@@ -5,7 +5,9 @@
  * Sessions are keyed by their requested timeout (the lock's ttl), so a
  * client that uses one ttl, the usual case, has exactly one session; a lock
  * asking for a shorter ttl gets a session that really expires that soon
- * after its holder dies.
+ * after its holder dies.  They are the leases of the core's lease table
+ * (dlock/lease.h), which connects one per timeout, shares its syncs and
+ * closes its handle once it expired and nothing uses it any more.
  *
  * Validity follows the rule of every other store: a lock is valid until the
  * send time of the last request of its session that the server answered,
@@ -46,7 +48,10 @@
  * longer.  Watch and completion callbacks run on the C client's single
  * completion thread, so they only take short mutexes and signal; anything
  * that needs a round trip runs on the acquiring thread, the renew thread
- * or on the client's supervisor thread. */
+ * or on the client's supervisor thread.  Closing a handle waits for its
+ * threads: so the callbacks never give a session reference back (the
+ * last one closes the handle), and the watcher only marks an expired
+ * session, for the next thread that uses it to report it gone. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -58,6 +63,7 @@
 #include <zookeeper/zookeeper.h>
 
 #include "backends/zookeeper/zk-codec.h"
+#include "dlock/lease.h"
 
 /* How often an acquisition whose node vanished under it (session expired,
  * node deleted by someone else) queues again before giving up. */
@@ -67,33 +73,36 @@
 
 typedef struct zk_client zk_client;
 
+/* A session: what the client's lease table (dlock/lease.h) keeps of each
+ * of its leases, whose ttl is the session's requested timeout.  The table
+ * keeps the send time of the latest request the leader answered (a write
+ * or a sync, never a read a follower could answer alone, and the session's
+ * creation): the session lives at least one timeout past it.  A session
+ * lives from its grant until the table lets go of it, which closes the
+ * handle first (sess_close), so that every callback of the handle runs
+ * while the session does.  The flags are under zc->mu. */
 typedef struct zk_sess {
   zk_client *zc;
   zhandle_t *zh;
-  struct zk_sess *next;
-  int64_t want_ms;      /* requested timeout: the ttl of its locks */
   int64_t timeout_ms;   /* negotiated (zoo_recv_timeout) */
-  int refs;             /* threads using zh right now */
   bool ever_connected;
-  bool ready;           /* connected and logged in: usable by other threads */
   bool connected;
   bool expired;         /* expired or refused: never used again */
   bool recheck;         /* reconnected: check that our nodes survived */
   bool dropped;         /* the connection dropped since it was last connected */
-  /* Send time of the latest request the leader answered (a write or a
-   * sync, never a read a follower could answer alone): the session lives
-   * at least one timeout past it. */
-  int64_t confirmed_ns;
 } zk_sess;
+
+static zk_sess *sess_of(const dlock_lease *s) { return dlock_lease_priv(s); }
 
 /* bl->priv: a held lock, in the client's registry while held. */
 typedef struct zk_lock {
   struct zk_lock *prev, *next;
   dlock_backend_lock *bl;
-  zk_sess *sess;
+  dlock_lease *sess;    /* with a reference while listed */
   char *path;
   int64_t confirmed_ns; /* what the last acquire or renewal counted from */
   int64_t ttl_ms;       /* the lease granted (bl->ttl_ms as last returned) */
+  int64_t renew_since;  /* in renew_many: a sync unless answered after this */
   bool listed;
   bool lost;
 } zk_lock;
@@ -110,7 +119,7 @@ typedef struct zk_waiter {
  * supervisor while its session lives, so no orphan blocks the queue. */
 typedef struct zk_orphan {
   struct zk_orphan *next;
-  zk_sess *sess;
+  dlock_lease *sess; /* with a reference */
   char *path;
 } zk_orphan;
 
@@ -124,7 +133,7 @@ struct zk_client {
   char *root;
   char *auth; /* "user:password" for digest, or NULL */
   bool container_ok;
-  zk_sess *sessions;
+  dlock_leases *sessions; /* dlock/lease.h */
   zk_lock *held;
   zk_waiter *waiters;
   zk_orphan *orphans;
@@ -156,9 +165,12 @@ static void lose(zk_client *zc, zk_lock *lk) {
   dlock_backend_lock_lost(zc->bc, lk->bl);
 }
 
-static void lose_session_locks(zk_client *zc, zk_sess *s) {
+/* The server ended S, and every lock on it with it. */
+static void session_ended(zk_client *zc, zk_sess *s) {
+  s->expired = true;
+  s->connected = false;
   for (zk_lock *lk = zc->held; lk; lk = lk->next)
-    if (lk->sess == s)
+    if (sess_of(lk->sess) == s)
       lose(zc, lk);
 }
 
@@ -196,7 +208,7 @@ static void on_session_event(zk_client *zc, zk_sess *s, int state) {
        * case needs an ensemble whose members disagree on their limits. */
       if (s->dropped && was > 0 && s->timeout_ms > 0 && s->timeout_ms < was)
         for (zk_lock *lk = zc->held; lk; lk = lk->next)
-          if (lk->sess == s && lk->ttl_ms > s->timeout_ms)
+          if (sess_of(lk->sess) == s && lk->ttl_ms > s->timeout_ms)
             lose(zc, lk);
     }
     if (s->dropped)
@@ -219,9 +231,7 @@ static void on_session_event(zk_client *zc, zk_sess *s, int state) {
     dlock_backend_log(zc->bc, DLOCK_LOG_WARN, "zk: %s",
                       state == ZOO_EXPIRED_SESSION_STATE ? "the server expired the session"
                                                          : "the server refused the credentials");
-    s->expired = true;
-    s->connected = false;
-    lose_session_locks(zc, s);
+    session_ended(zc, s);
   }
   pthread_cond_signal(&zc->sup_cv);
 }
@@ -233,7 +243,7 @@ static void on_node_event(zk_client *zc, zk_sess *s, int type, const char *path)
       zc->pred_events++;
     }
   for (zk_lock *lk = zc->held; lk; lk = lk->next) {
-    if (lk->sess != s || strcmp(lk->path, path) != 0)
+    if (sess_of(lk->sess) != s || strcmp(lk->path, path) != 0)
       continue;
     if (type == ZOO_DELETED_EVENT) {
       lose(zc, lk);
@@ -268,10 +278,12 @@ typedef struct zk_call {
   pthread_cond_t cv;
   int state;
   int rc;
-  zk_sess *sess;
+  zk_client *zc;
   zhandle_t *zh;
   int64_t sent_ns; /* taken before the request was submitted */
-  bool leader;     /* a write or sync: its answer passed through the leader */
+  /* The session of a write or sync, whose answer passed through the
+   * leader and so confirms it; NULL for reads. */
+  dlock_lease *confirms;
   bool has_stat;
   struct Stat stat;
   char *str;
@@ -281,21 +293,27 @@ typedef struct zk_call {
   int datalen;
 } zk_call;
 
-/* Made right before the request is submitted: its send time is taken here,
- * never later, so that it can only understate how long the session lives.
- * LEADER: the request is one the leader must see (write, sync), whose
- * answer therefore confirms the session; false for reads. */
-static zk_call *call_new(zk_sess *s, bool leader) {
+/* Made right before the request is submitted on S: its send time is taken
+ * here, never later, so that it can only understate how long the session
+ * lives.  CONFIRMS: S's lease when the request is one the leader must see
+ * (write, sync), whose answer therefore confirms the session; NULL for
+ * reads. */
+static zk_call *call_new(zk_sess *s, dlock_lease *confirms) {
   zk_call *c = calloc(1, sizeof *c);
   if (!c)
     return NULL;
   pthread_mutex_init(&c->mu, NULL);
   dlock__cond_init(&c->cv);
-  c->sess = s;
+  c->zc = s->zc;
   c->zh = s->zh;
-  c->leader = leader;
+  c->confirms = confirms;
   c->sent_ns = now_ns();
   return c;
+}
+
+/* A request on session S, confirming it when LEADER (see call_new). */
+static zk_call *call_on(dlock_lease *s, bool leader) {
+  return call_new(sess_of(s), leader ? s : NULL);
 }
 
 static void call_free(zk_call *c) {
@@ -424,13 +442,8 @@ static int call_wait(zk_call *c, int submit_rc, int64_t deadline, zk_call **out)
     }
   }
   pthread_mutex_unlock(&c->mu);
-  if (c->leader && server_answered(c->rc)) {
-    zk_client *zc = c->sess->zc;
-    pthread_mutex_lock(&zc->mu);
-    if (c->sent_ns > c->sess->confirmed_ns)
-      c->sess->confirmed_ns = c->sent_ns;
-    pthread_mutex_unlock(&zc->mu);
-  }
+  if (c->confirms && server_answered(c->rc))
+    dlock_lease_confirm(c->zc->sessions, c->confirms, c->sent_ns);
   *out = c;
   return c->rc;
 }
@@ -440,13 +453,13 @@ static int64_t bound(const zk_client *zc, int64_t deadline) {
   return deadline >= 0 && deadline < d ? deadline : d;
 }
 
-static int z_create(zk_client *zc, zk_sess *s, const char *path, const char *val, int mode,
-                    int64_t deadline, char **created, struct Stat *stat) {
-  zk_call *c = call_new(s, true), *r;
+static int z_create(zk_client *zc, dlock_lease *s, const char *path, const char *val,
+                    int mode, int64_t deadline, char **created, struct Stat *stat) {
+  zk_call *c = call_on(s, true), *r;
   if (!c)
     return ZSYSTEMERROR;
   int vl = val ? (int)strlen(val) : -1;
-  int rc = call_wait(c, zoo_acreate2(s->zh, path, val, vl, acl_for(zc), mode, done_string_stat, c),
+  int rc = call_wait(c, zoo_acreate2(c->zh, path, val, vl, acl_for(zc), mode, done_string_stat, c),
                      bound(zc, deadline), &r);
   if (r && rc == ZOK) {
     if (created) {
@@ -461,58 +474,57 @@ static int z_create(zk_client *zc, zk_sess *s, const char *path, const char *val
 }
 
 /* Delete PATH if its data version is still VERSION (-1: any). */
-static int z_delete_at(zk_client *zc, zk_sess *s, const char *path, int version,
+static int z_delete_at(zk_client *zc, dlock_lease *s, const char *path, int version,
                        int64_t deadline) {
-  zk_call *c = call_new(s, true), *r;
+  zk_call *c = call_on(s, true), *r;
   if (!c)
     return ZSYSTEMERROR;
   int rc =
-      call_wait(c, zoo_adelete(s->zh, path, version, done_void, c), bound(zc, deadline), &r);
+      call_wait(c, zoo_adelete(c->zh, path, version, done_void, c), bound(zc, deadline), &r);
   call_free(r);
   return rc;
 }
 
-static int z_delete(zk_client *zc, zk_sess *s, const char *path, int64_t deadline) {
+static int z_delete(zk_client *zc, dlock_lease *s, const char *path, int64_t deadline) {
   return z_delete_at(zc, s, path, -1, deadline);
 }
 
 /* getData, leaving a watch when WATCH is set.  Unlike exists, getData
  * leaves no watch behind on a node that is already gone. */
-static int z_get(zk_client *zc, zk_sess *s, const char *path, int watch, int64_t deadline,
+static int z_get(zk_client *zc, dlock_lease *s, const char *path, int watch, int64_t deadline,
                  zk_call **out) {
-  zk_call *c = call_new(s, false);
+  zk_call *c = call_on(s, false);
   if (!c)
     return ZSYSTEMERROR;
-  return call_wait(c, zoo_aget(s->zh, path, watch, done_data, c), bound(zc, deadline), out);
+  return call_wait(c, zoo_aget(c->zh, path, watch, done_data, c), bound(zc, deadline), out);
 }
 
-static int z_children(zk_client *zc, zk_sess *s, const char *path, int64_t deadline,
+static int z_children(zk_client *zc, dlock_lease *s, const char *path, int64_t deadline,
                       zk_call **out) {
-  zk_call *c = call_new(s, false);
+  zk_call *c = call_on(s, false);
   if (!c)
     return ZSYSTEMERROR;
-  return call_wait(c, zoo_aget_children(s->zh, path, 0, done_strings, c), bound(zc, deadline),
+  return call_wait(c, zoo_aget_children(c->zh, path, 0, done_strings, c), bound(zc, deadline),
                    out);
 }
 
-/* Submits a sync, which a follower forwards to the leader and answers only
- * once the leader did; counted for DLOCK_ZK_CTL_SYNCS.  C is the call to
- * wait on (call_new(s, true)). */
-static int sync_submit(zk_client *zc, zk_sess *s, zk_call *c) {
-  pthread_mutex_lock(&zc->mu);
-  zc->syncs++;
-  pthread_mutex_unlock(&zc->mu);
-  return zoo_async(s->zh, "/", done_string, c);
+/* Submits C, a sync, which a follower forwards to the leader and answers
+ * only once the leader did; counted for DLOCK_ZK_CTL_SYNCS. */
+static int sync_submit(zk_call *c) {
+  pthread_mutex_lock(&c->zc->mu);
+  c->zc->syncs++;
+  pthread_mutex_unlock(&c->zc->mu);
+  return zoo_async(c->zh, "/", done_string, c);
 }
 
 /* A sync, waited for: ZOK moves the session's confirmation to its send
  * time.  A follower without a leader holds it (until DEADLINE, at most
  * ?timeout=) or fails it with a lost connection, and neither counts. */
-static int z_sync(zk_client *zc, zk_sess *s, int64_t deadline) {
-  zk_call *c = call_new(s, true), *r;
+static int z_sync(zk_client *zc, dlock_lease *s, int64_t deadline) {
+  zk_call *c = call_on(s, true), *r;
   if (!c)
     return ZSYSTEMERROR;
-  int rc = call_wait(c, sync_submit(zc, s, c), bound(zc, deadline), &r);
+  int rc = call_wait(c, sync_submit(c), bound(zc, deadline), &r);
   call_free(r);
   return rc;
 }
@@ -538,150 +550,185 @@ static int zk_err(int rc, const char *what, const char *key) {
   }
 }
 
-/* ---- sessions ---- */
+/* ---- sessions: the lease table's requests (dlock/lease.h) ---- */
 
-static void sess_put(zk_client *zc, zk_sess *s) {
-  if (--s->refs == 0 && s->expired)
-    pthread_cond_signal(&zc->sup_cv);
-}
-
-static void sess_unlink(zk_client *zc, zk_sess *s) {
-  for (zk_sess **p = &zc->sessions; *p; p = &(*p)->next)
-    if (*p == s) {
-      *p = s->next;
-      return;
-    }
-}
-
-/* Called without zc->mu: the close joins the C client's threads, which
- * take it. */
-static void sess_destroy(zk_sess *s) {
+/* Close S's handle (the lease table's release).  The close joins the C
+ * client's threads, which take zc->mu and run S's callbacks: so never
+ * under zc->mu, nor on one of those threads, which therefore never give a
+ * session reference back. */
+static void sess_close(dlock_backend_client *bc, void *priv) {
+  (void)bc;
+  zk_sess *s = priv;
   if (s->zh)
     zookeeper_close(s->zh);
-  free(s);
+  s->zh = NULL;
 }
 
-/* A connected (or briefly suspended) session for locks of WANT_MS, with a
- * reference taken; connects a new one when there is none or the old one
- * expired.  0 or a negative code. */
-static int sess_get(zk_client *zc, int64_t want_ms, zk_sess **out) {
-  dlock_backend_client *bc = zc->bc;
+/* Connect a session for locks of TTL_MS, logged in before the table lets
+ * other threads use it.  Bounded by ?connect_timeout=, whatever the
+ * request timeout: it is the session's first contact. */
+static int sess_grant(dlock_backend_client *bc, void *priv, int64_t ttl_ms, int64_t deadline_ns,
+                      int64_t *keep_ms) {
+  (void)deadline_ns;
+  zk_client *zc = bc->priv;
+  zk_sess *s = priv;
   int64_t deadline = now_ns() + bc->connect_timeout_ms * 1000000;
+  s->zc = zc;
   pthread_mutex_lock(&zc->mu);
-  for (;;) {
-    zk_sess *s;
-    for (s = zc->sessions; s; s = s->next)
-      if (s->want_ms == want_ms && !s->expired)
-        break;
-    if (s && s->ready) {
-      s->refs++;
-      pthread_mutex_unlock(&zc->mu);
+  /* The watcher can run as soon as the handle exists: publish it under
+   * the lock the watcher takes. */
+  errno = 0;
+  int timeout = ttl_ms > INT32_MAX ? INT32_MAX : (int)ttl_ms;
+  s->zh = zookeeper_init2(zc->hosts, watcher, timeout, NULL, s, 0, quiet_log);
+  int err = errno;
+  zk_call *auth = NULL;
+  int arc = ZOK;
+  if (s->zh && zc->auth) {
+    auth = call_new(s, NULL);
+    arc = auth ? zoo_add_auth(s->zh, "digest", zc->auth, (int)strlen(zc->auth), done_void, auth)
+               : ZSYSTEMERROR;
+  }
+  while (s->zh && !s->ever_connected && !s->expired && cv_wait(&zc->cv, &zc->mu, deadline))
+    ;
+  bool ok = s->zh && s->ever_connected && !s->expired;
+  *keep_ms = s->timeout_ms;
+  pthread_mutex_unlock(&zc->mu);
+  int rc = 0;
+  if (!s->zh) {
+    rc = dlock_seterr(DLOCK_ECONN, "zk: cannot start a session with %s: %s", zc->hosts,
+                      err ? strerror(err) : "invalid host list");
+  } else if (!ok) {
+    rc = dlock_seterr(DLOCK_ECONN, "zk: no session with %s within %lld ms", zc->hosts,
+                      (long long)bc->connect_timeout_ms);
+  }
+  if (auth) {
+    zk_call *r = NULL;
+    arc = call_wait(auth, arc, rc == 0 ? deadline : 0, &r);
+    call_free(r);
+    if (rc == 0 && arc != ZOK)
+      rc = arc == ZOPERATIONTIMEOUT
+               ? dlock_seterr(DLOCK_ECONN, "zk: no answer to the login within %lld ms",
+                              (long long)bc->connect_timeout_ms)
+               : dlock_seterr(DLOCK_EAUTH, "zk: digest login refused: %s", zerror(arc));
+  }
+  if (rc < 0)
+    sess_close(bc, s); /* the table forgets a failed grant */
+  return rc;
+}
+
+/* What a sync's answer ZRC says of its session, as the lease table's
+ * refresh returns it. */
+static int sync_answer(int zrc) {
+  if (zrc == ZSESSIONEXPIRED || zrc == ZINVALIDSTATE)
+    return dlock_seterr(DLOCK_ELOST, "zk: the session expired");
+  return zrc == ZOK ? 0 : zk_err(zrc, "cannot sync", "/");
+}
+
+/* The lease table's refresh in two steps: a sync sent, then waited for.
+ * Its answer confirms the session at the table's own send time. */
+static int sess_sync_send(dlock_backend_client *bc, void *priv, void **req) {
+  (void)bc;
+  zk_call *c = call_new(priv, NULL);
+  int zrc = c ? sync_submit(c) : ZSYSTEMERROR;
+  if (zrc != ZOK) {
+    call_free(c);
+    return sync_answer(zrc);
+  }
+  *req = c;
+  return 0;
+}
+
+static int sess_sync_wait(dlock_backend_client *bc, void *priv, void *req, int64_t deadline_ns,
+                          int64_t *keep_ms) {
+  (void)bc;
+  (void)priv;
+  (void)keep_ms;
+  zk_call *r = NULL;
+  int zrc = call_wait(req, ZOK, deadline_ns, &r);
+  call_free(r);
+  return sync_answer(zrc);
+}
+
+static int sess_sync(dlock_backend_client *bc, void *priv, int64_t deadline_ns,
+                     int64_t *keep_ms) {
+  void *req;
+  int rc = sess_sync_send(bc, priv, &req);
+  return rc < 0 ? rc : sess_sync_wait(bc, priv, req, deadline_ns, keep_ms);
+}
+
+/* The server ended the session (a sync said so, or the watcher did and a
+ * caller noticed): every lock on it is lost. */
+static void sess_gone(dlock_backend_client *bc, dlock_lease *s) {
+  zk_client *zc = bc->priv;
+  pthread_mutex_lock(&zc->mu);
+  session_ended(zc, sess_of(s));
+  pthread_mutex_unlock(&zc->mu);
+}
+
+static const dlock_lease_ops zk_session_ops = {
+    .store = "zk",
+    .what = "session",
+    .priv_size = sizeof(zk_sess),
+    .grant = sess_grant,
+    .refresh = sess_sync,
+    .gone = sess_gone,
+    .release = sess_close,
+    .refresh_send = sess_sync_send,
+    .refresh_wait = sess_sync_wait,
+    .confirmed_by_use = true,
+};
+
+/* The session for locks of WANT_MS, with a reference: the table's, or a
+ * new one in place of one the server expired, which the watcher could only
+ * mark (it runs on the thread that closing the handle waits for).  0 or a
+ * negative code. */
+static int sess_get(zk_client *zc, int64_t want_ms, dlock_lease **out) {
+  for (int tries = 0;; tries++) {
+    dlock_lease *s;
+    int rc = dlock_lease_get(zc->sessions, want_ms, -1, &s);
+    if (rc < 0)
+      return rc;
+    pthread_mutex_lock(&zc->mu);
+    bool expired = sess_of(s)->expired;
+    pthread_mutex_unlock(&zc->mu);
+    if (!expired) {
       *out = s;
       return 0;
     }
-    if (s) { /* another thread is connecting it */
-      if (!cv_wait(&zc->cv, &zc->mu, deadline))
-        break;
-      continue;
-    }
-    s = calloc(1, sizeof *s);
-    if (!s) {
-      pthread_mutex_unlock(&zc->mu);
-      return dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
-    }
-    s->zc = zc;
-    s->want_ms = want_ms;
-    s->refs = 1;
-    s->next = zc->sessions;
-    zc->sessions = s;
-    /* The watcher can run as soon as the handle exists: publish it under
-     * the lock the watcher takes. */
-    errno = 0;
-    int timeout = want_ms > INT32_MAX ? INT32_MAX : (int)want_ms;
-    s->zh = zookeeper_init2(zc->hosts, watcher, timeout, NULL, s, 0, quiet_log);
-    int err = errno;
-    zk_call *auth = NULL;
-    int arc = ZOK;
-    if (s->zh && zc->auth) {
-      auth = call_new(s, false);
-      arc = auth ? zoo_add_auth(s->zh, "digest", zc->auth, (int)strlen(zc->auth), done_void,
-                                auth)
-                 : ZSYSTEMERROR;
-    }
-    while (s->zh && !s->ever_connected && !s->expired && cv_wait(&zc->cv, &zc->mu, deadline))
-      ;
-    bool ok = s->zh && s->ever_connected && !s->expired;
-    pthread_mutex_unlock(&zc->mu);
-    int rc = 0;
-    if (!s->zh) {
-      rc = dlock_seterr(DLOCK_ECONN, "zk: cannot start a session with %s: %s", zc->hosts,
-                        err ? strerror(err) : "invalid host list");
-    } else if (!ok) {
-      rc = dlock_seterr(DLOCK_ECONN, "zk: no session with %s within %lld ms", zc->hosts,
-                        (long long)bc->connect_timeout_ms);
-    }
-    if (auth) {
-      zk_call *r = NULL;
-      arc = call_wait(auth, arc, rc == 0 ? deadline : 0, &r);
-      call_free(r);
-      if (rc == 0 && arc != ZOK)
-        rc = arc == ZOPERATIONTIMEOUT
-                 ? dlock_seterr(DLOCK_ECONN, "zk: no answer to the login within %lld ms",
-                                (long long)bc->connect_timeout_ms)
-                 : dlock_seterr(DLOCK_EAUTH, "zk: digest login refused: %s", zerror(arc));
-    }
-    pthread_mutex_lock(&zc->mu);
-    if (rc < 0) {
-      s->expired = true;
-      sess_unlink(zc, s);
-      pthread_cond_broadcast(&zc->cv);
-      pthread_mutex_unlock(&zc->mu);
-      sess_destroy(s);
-      return rc;
-    }
-    /* Only now may other threads use it: until the login answered, a
-     * failure still destroys the session under our feet. */
-    s->ready = true;
-    pthread_cond_broadcast(&zc->cv);
-    pthread_mutex_unlock(&zc->mu);
-    *out = s;
-    return 0;
+    dlock_lease_gone(zc->sessions, s);
+    dlock_lease_put(zc->sessions, s);
+    if (tries == 3)
+      return dlock_seterr(DLOCK_ECONN, "zk: every session with %s expired at once", zc->hosts);
   }
-  pthread_mutex_unlock(&zc->mu);
-  return dlock_seterr(DLOCK_ECONN, "zk: no session with %s within %lld ms", zc->hosts,
-                      (long long)bc->connect_timeout_ms);
 }
 
-static void sess_release(zk_client *zc, zk_sess *s) {
-  pthread_mutex_lock(&zc->mu);
-  sess_put(zc, s);
-  pthread_mutex_unlock(&zc->mu);
-}
+/* Give back a reference to S, never under zc->mu: it may be the last. */
+static void sess_put(zk_client *zc, dlock_lease *s) { dlock_lease_put(zc->sessions, s); }
 
 /* ---- orphans ---- */
 
 /* Under zc->mu. */
-static void orphan_add_locked(zk_client *zc, zk_sess *s, const char *path) {
+static void orphan_add_locked(zk_client *zc, dlock_lease *s, const char *path) {
   zk_orphan *o = calloc(1, sizeof *o);
   if (!o || !(o->path = strdup(path))) {
     free(o);
     return; /* the session's end removes it */
   }
   o->sess = s;
-  s->refs++;
+  dlock_lease_hold(zc->sessions, s);
   o->next = zc->orphans;
   zc->orphans = o;
   pthread_cond_signal(&zc->sup_cv);
 }
 
-static void orphan_add(zk_client *zc, zk_sess *s, const char *path) {
+static void orphan_add(zk_client *zc, dlock_lease *s, const char *path) {
   pthread_mutex_lock(&zc->mu);
   orphan_add_locked(zc, s, path);
   pthread_mutex_unlock(&zc->mu);
 }
 
 /* Delete our own node; a failed delete is handed to the supervisor. */
-static void drop_node(zk_client *zc, zk_sess *s, const char *path) {
+static void drop_node(zk_client *zc, dlock_lease *s, const char *path) {
   int rc = z_delete(zc, s, path, -1);
   if (rc != ZOK && rc != ZNONODE && rc != ZSESSIONEXPIRED && rc != ZINVALIDSTATE)
     orphan_add(zc, s, path);
@@ -704,7 +751,7 @@ static int64_t sup_io_deadline(const zk_client *zc, const zk_sess *s) {
  * it gave one back. */
 static bool give_back_expired(zk_client *zc, int64_t now, int64_t *wake) {
   for (zk_lock *lk = zc->held; lk; lk = lk->next) {
-    if (lk->lost || lk->sess->expired)
+    if (lk->lost || sess_of(lk->sess)->expired)
       continue;
     int64_t end = lk->confirmed_ns + lk->ttl_ms * 1000000;
     if (now < end) {
@@ -725,72 +772,61 @@ static bool sup_step(zk_client *zc, int64_t *wake) {
   int64_t now = now_ns();
   if (give_back_expired(zc, now, wake))
     return true;
-  for (zk_sess *s = zc->sessions; s; s = s->next) {
-    if (s->expired && s->refs == 0) {
-      sess_unlink(zc, s);
-      pthread_mutex_unlock(&zc->mu);
-      sess_destroy(s);
+  for (zk_lock *held = zc->held; held; held = held->next) {
+    dlock_lease *s = held->sess;
+    zk_sess *zs = sess_of(s);
+    if (!zs->recheck || !zs->connected || zs->expired)
+      continue;
+    /* Reconnected within the session: a node deleted while we were away
+     * fires its watch when the watches are re-registered, but check each
+     * one explicitly rather than rely on that alone. */
+    zs->recheck = false;
+    size_t n = 0;
+    for (zk_lock *lk = zc->held; lk; lk = lk->next)
+      n += lk->sess == s && !lk->lost;
+    char **paths = n ? calloc(n, sizeof *paths) : NULL;
+    size_t k = 0;
+    for (zk_lock *lk = zc->held; paths && lk && k < n; lk = lk->next)
+      if (lk->sess == s && !lk->lost)
+        paths[k++] = strdup(lk->path);
+    dlock_lease_hold(zc->sessions, s);
+    pthread_mutex_unlock(&zc->mu);
+    for (size_t i = 0; i < k; i++) {
+      /* Watched: the read that set the watch at acquire time may have
+       * been lost with the connection. */
+      zk_call *g = NULL;
+      int rc = paths[i] ? z_get(zc, s, paths[i], 1, sup_io_deadline(zc, zs), &g) : ZOK;
+      call_free(g);
       pthread_mutex_lock(&zc->mu);
-      return true;
-    }
-    if (s->recheck && s->connected && !s->expired) {
-      /* Reconnected within the session: a node deleted while we were away
-       * fires its watch when the watches are re-registered, but check
-       * each one explicitly rather than rely on that alone. */
-      s->recheck = false;
-      size_t n = 0;
-      for (zk_lock *lk = zc->held; lk; lk = lk->next)
-        n += lk->sess == s && !lk->lost;
-      char **paths = n ? calloc(n, sizeof *paths) : NULL;
-      size_t k = 0;
-      for (zk_lock *lk = zc->held; paths && lk && k < n; lk = lk->next)
-        if (lk->sess == s && !lk->lost)
-          paths[k++] = strdup(lk->path);
-      s->refs++;
+      if (rc == ZOPERATIONTIMEOUT || rc == ZCONNECTIONLOSS)
+        zs->recheck = true; /* try again on the next round */
+      if (rc == ZNONODE)
+        for (zk_lock *lk = zc->held; lk; lk = lk->next)
+          if (lk->sess == s && strcmp(lk->path, paths[i]) == 0)
+            lose(zc, lk);
       pthread_mutex_unlock(&zc->mu);
-      for (size_t i = 0; i < k; i++) {
-        /* Watched: the read that set the watch at acquire time may have
-         * been lost with the connection. */
-        zk_call *g = NULL;
-        int rc = paths[i] ? z_get(zc, s, paths[i], 1, sup_io_deadline(zc, s), &g) : ZOK;
-        call_free(g);
-        pthread_mutex_lock(&zc->mu);
-        if (rc == ZOPERATIONTIMEOUT || rc == ZCONNECTIONLOSS)
-          s->recheck = true; /* try again on the next round */
-        if (rc == ZNONODE)
-          for (zk_lock *lk = zc->held; lk; lk = lk->next)
-            if (lk->sess == s && strcmp(lk->path, paths[i]) == 0)
-              lose(zc, lk);
-        pthread_mutex_unlock(&zc->mu);
-        free(paths[i]);
-      }
-      free(paths);
-      pthread_mutex_lock(&zc->mu);
-      sess_put(zc, s);
-      return true;
+      free(paths[i]);
     }
+    free(paths);
+    sess_put(zc, s);
+    pthread_mutex_lock(&zc->mu);
+    return true;
   }
   for (zk_orphan **p = &zc->orphans; *p; p = &(*p)->next) {
     zk_orphan *o = *p;
-    if (o->sess->expired) { /* its ephemeral nodes went with it */
-      *p = o->next;
-      sess_put(zc, o->sess);
-      free(o->path);
-      free(o);
-      return true;
-    }
-    if (!o->sess->connected) {
+    dlock_lease *s = o->sess;
+    bool gone = sess_of(s)->expired; /* its ephemeral nodes went with it */
+    if (!gone && !sess_of(s)->connected) {
       if (now + RETRY_DELETE_NS < *wake)
         *wake = now + RETRY_DELETE_NS;
       continue;
     }
     *p = o->next;
-    zk_sess *s = o->sess;
     pthread_mutex_unlock(&zc->mu);
-    int rc = z_delete(zc, s, o->path, sup_io_deadline(zc, s));
-    pthread_mutex_lock(&zc->mu);
+    int rc = gone ? ZOK : z_delete(zc, s, o->path, sup_io_deadline(zc, sess_of(s)));
     if (rc != ZOK && rc != ZNONODE && rc != ZSESSIONEXPIRED && rc != ZINVALIDSTATE) {
       /* Back on the list, still holding its session reference. */
+      pthread_mutex_lock(&zc->mu);
       o->next = zc->orphans;
       zc->orphans = o;
       if (now + RETRY_DELETE_NS < *wake)
@@ -800,6 +836,7 @@ static bool sup_step(zk_client *zc, int64_t *wake) {
     free(o->path);
     free(o);
     sess_put(zc, s);
+    pthread_mutex_lock(&zc->mu);
     return true;
   }
   return false;
@@ -837,17 +874,15 @@ static void client_free(zk_client *zc) {
     pthread_join(zc->sup, NULL);
     zc->sup_started = false;
   }
-  while (zc->sessions) {
-    zk_sess *s = zc->sessions;
-    zc->sessions = s->next;
-    sess_destroy(s);
-  }
+  /* Their session references go with the table. */
   while (zc->orphans) {
     zk_orphan *o = zc->orphans;
     zc->orphans = o->next;
     free(o->path);
     free(o);
   }
+  dlock_leases_free(zc->sessions);
+  zc->sessions = NULL;
   free(zc->hosts);
   free(zc->root);
   if (zc->auth) {
@@ -885,13 +920,15 @@ static int zk_open(dlock_backend_client *bc, dlock_url *url) {
     else
       snprintf(zc->auth, n, "%s:%s", user ? user : "", pw ? pw : "");
   }
+  if (rc == 0)
+    rc = dlock_leases_new(bc, &zk_session_ops, &zc->sessions);
   if (rc == 0 && pthread_create(&zc->sup, NULL, sup_main, zc) != 0)
     rc = dlock_seterr(DLOCK_ENOMEM, "zk: cannot start the supervisor thread");
   else if (rc == 0)
     zc->sup_started = true;
-  zk_sess *s;
+  dlock_lease *s;
   if (rc == 0 && (rc = sess_get(zc, bc->default_ttl_ms, &s)) == 0)
-    sess_release(zc, s);
+    sess_put(zc, s);
   if (rc < 0)
     client_free(zc);
   return rc;
@@ -905,7 +942,7 @@ static void zk_close(dlock_backend_client *bc) { client_free(bc->priv); }
  * server removes once its last child is gone, so lock dirs of keys no
  * longer used do not pile up; without container support it is persistent
  * and release deletes it when empty. */
-static int make_parents(zk_client *zc, zk_sess *s, const char *dir, int64_t deadline) {
+static int make_parents(zk_client *zc, dlock_lease *s, const char *dir, int64_t deadline) {
   size_t rl = strlen(zc->root);
   char *p = strdup(dir);
   if (!p)
@@ -965,7 +1002,7 @@ static int view_from(zk_call *c, queue_view *v) {
 }
 
 /* List and sort DIR's queue.  ZNONODE when the dir is gone. */
-static int list_queue(zk_client *zc, zk_sess *s, const char *dir, int64_t deadline,
+static int list_queue(zk_client *zc, dlock_lease *s, const char *dir, int64_t deadline,
                       queue_view *v) {
   memset(v, 0, sizeof *v);
   zk_call *c = NULL;
@@ -981,20 +1018,20 @@ static int list_queue(zk_client *zc, zk_sess *s, const char *dir, int64_t deadli
  * session's requests in order, so the listing already holds our node and
  * the uncontended case needs one round trip, not two.  *V stays empty
  * unless both succeeded; the caller then lists again. */
-static int create_and_list(zk_client *zc, zk_sess *s, const char *prefix, const char *data,
+static int create_and_list(zk_client *zc, dlock_lease *s, const char *prefix, const char *data,
                            int dlen, const char *dir, int64_t deadline, char **created,
                            struct Stat *stat, queue_view *v) {
   memset(v, 0, sizeof *v);
-  zk_call *cc = call_new(s, true), *lc = call_new(s, false), *r = NULL;
+  zk_call *cc = call_on(s, true), *lc = call_on(s, false), *r = NULL;
   if (!cc || !lc) {
     call_free(cc);
     call_free(lc);
     return ZSYSTEMERROR;
   }
   int64_t d = bound(zc, deadline);
-  int crc = zoo_acreate2(s->zh, prefix, data, dlen, acl_for(zc), ZOO_EPHEMERAL_SEQUENTIAL,
+  int crc = zoo_acreate2(cc->zh, prefix, data, dlen, acl_for(zc), ZOO_EPHEMERAL_SEQUENTIAL,
                          done_string_stat, cc);
-  int lrc = crc == ZOK ? zoo_aget_children(s->zh, dir, 0, done_strings, lc) : crc;
+  int lrc = crc == ZOK ? zoo_aget_children(lc->zh, dir, 0, done_strings, lc) : crc;
   int rc = call_wait(cc, crc, d, &r);
   if (r && rc == ZOK) {
     *created = r->str;
@@ -1025,7 +1062,7 @@ static char *join(const char *dir, const char *name) {
  * may have happened: look for our GUID before trying again, so one
  * acquisition never leaves a second node behind.  *first gets the queue as
  * listed right after the create, when that listing came back. */
-static int enqueue(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char *dir,
+static int enqueue(zk_client *zc, dlock_lease *s, dlock_backend_lock *bl, const char *dir,
                    int64_t deadline, char **path, uint64_t *czxid, queue_view *first) {
   memset(first, 0, sizeof *first);
   char *prefix = dlock__zk_node_prefix(dir, bl->owner);
@@ -1034,7 +1071,7 @@ static int enqueue(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char
   /* The node says who holds it and how long it can outlive its holder
    * (the session timeout), for inspect. */
   pthread_mutex_lock(&zc->mu);
-  int64_t timeout = s->timeout_ms;
+  int64_t timeout = sess_of(s)->timeout_ms;
   pthread_mutex_unlock(&zc->mu);
   char data[DLOCK__ZK_DATA_MAX];
   int dlen = (int)dlock__zk_node_data(bl->label, timeout, data);
@@ -1103,12 +1140,15 @@ static void registry_add(zk_client *zc, zk_lock *lk) {
     zc->held->prev = lk;
   zc->held = lk;
   lk->listed = true;
-  lk->sess->refs++; /* the session outlives the locks that name it */
+  /* The session outlives the locks that name it. */
+  dlock_lease_hold(zc->sessions, lk->sess);
 }
 
-static void registry_remove(zk_client *zc, zk_lock *lk) {
+/* Under zc->mu.  True when LK was listed: the caller then gives back its
+ * session reference (sess_put, once zc->mu is released). */
+static bool registry_remove(zk_client *zc, zk_lock *lk) {
   if (!lk->listed)
-    return;
+    return false;
   if (lk->prev)
     lk->prev->next = lk->next;
   else
@@ -1116,13 +1156,13 @@ static void registry_remove(zk_client *zc, zk_lock *lk) {
   if (lk->next)
     lk->next->prev = lk->prev;
   lk->listed = false;
-  sess_put(zc, lk->sess);
+  return true;
 }
 
 /* The watched read of a lock node just won.  Acquire does not wait for it,
  * so it may complete after the lock was released and freed: it names the
- * lock by session and path, and holds a session reference so that the
- * session cannot be freed and reused under that name. */
+ * lock by session and path.  A session outlives every completion of its
+ * handle (sess_close), so no other can take that name meanwhile. */
 typedef struct own_watch {
   zk_client *zc;
   zk_sess *s;
@@ -1141,9 +1181,8 @@ static void own_watch_done(int rc, const char *value, int len, const struct Stat
    * reconnect (sup_step) sets it again.  ZCLOSING: the client is going. */
   if (rc != ZOK && rc != ZCONNECTIONLOSS && rc != ZOPERATIONTIMEOUT && rc != ZCLOSING)
     for (zk_lock *lk = zc->held; lk; lk = lk->next)
-      if (lk->sess == w->s && strcmp(lk->path, w->path) == 0)
+      if (sess_of(lk->sess) == w->s && strcmp(lk->path, w->path) == 0)
         lose(zc, lk);
-  sess_put(zc, w->s);
   pthread_mutex_unlock(&zc->mu);
   free(w);
 }
@@ -1151,8 +1190,7 @@ static void own_watch_done(int rc, const char *value, int len, const struct Stat
 /* Submit the watch on our own node, whose deletion by anyone else is a
  * loss, without waiting for it: a deletion or failure reported later
  * declares the lock lost, and zk_renew reports that even when it happened
- * before acquire returned.  The session reference is the caller's to give
- * (taken under zc->mu). */
+ * before acquire returned. */
 static int watch_own(zk_client *zc, zk_sess *s, const char *path) {
   size_t n = strlen(path) + 1;
   own_watch *w = malloc(sizeof *w + n);
@@ -1172,9 +1210,10 @@ enum { STEP_DONE, STEP_REQUEUE };
 /* One pass of the recipe on session S: enqueue, then wait for our turn.
  * Returns STEP_DONE with *rc set, or STEP_REQUEUE when our node vanished
  * with no fault of the caller (expired session, deleted from outside). */
-static int attempt(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char *dir,
+static int attempt(zk_client *zc, dlock_lease *s, dlock_backend_lock *bl, const char *dir,
                    int64_t deadline, bool try_only, int *rc) {
   zk_lock *lk = bl->priv;
+  zk_sess *zs = sess_of(s);
   char *path = NULL;
   uint64_t czxid = 0;
   queue_view first;
@@ -1223,10 +1262,12 @@ static int attempt(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char
        * and the node goes (or goes with the session). */
       if (waited) {
         pthread_mutex_lock(&zc->mu);
-        bool stale = now_ns() - s->confirmed_ns >= lease_ms(s, bl->ttl_ms) * 1000000 / 6;
+        bool stale = now_ns() - dlock_lease_fresh_ns(zc->sessions, s) >=
+                     lease_ms(zs, bl->ttl_ms) * 1000000 / 6;
         pthread_mutex_unlock(&zc->mu);
         if (stale && (zrc = z_sync(zc, s, deadline)) != ZOK) {
           if (zrc == ZSESSIONEXPIRED) {
+            dlock_lease_gone(zc->sessions, s);
             free(path);
             return STEP_REQUEUE;
           }
@@ -1242,17 +1283,16 @@ static int attempt(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char
       lk->path = path;
       lk->lost = false;
       pthread_mutex_lock(&zc->mu);
-      bool gone = s->expired;
+      bool gone = zs->expired;
       if (!gone) {
         /* Valid from the last request of this session the leader
          * answered (the create or the sync above), not from now: the
          * server may have heard nothing from us since. */
-        lk->confirmed_ns = s->confirmed_ns;
-        lk->ttl_ms = lease_ms(s, bl->ttl_ms);
+        lk->confirmed_ns = dlock_lease_fresh_ns(zc->sessions, s);
+        lk->ttl_ms = lease_ms(zs, bl->ttl_ms);
         bl->ttl_ms = lk->ttl_ms;
         bl->sent_ns = lk->confirmed_ns;
         registry_add(zc, lk);
-        s->refs++; /* for the watch's completion */
         pthread_cond_signal(&zc->sup_cv); /* a new lease to give back */
       }
       pthread_mutex_unlock(&zc->mu);
@@ -1261,12 +1301,13 @@ static int attempt(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char
         free(path);
         return STEP_REQUEUE;
       }
-      zrc = watch_own(zc, s, path);
+      zrc = watch_own(zc, zs, path);
       if (zrc != ZOK) {
         pthread_mutex_lock(&zc->mu);
-        sess_put(zc, s);
-        registry_remove(zc, lk);
+        bool listed = registry_remove(zc, lk);
         pthread_mutex_unlock(&zc->mu);
+        if (listed)
+          sess_put(zc, s);
         lk->path = NULL;
         *rc = zk_err(zrc, "cannot watch the lock node of", bl->key);
         break;
@@ -1291,7 +1332,7 @@ static int attempt(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char
       *rc = dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
       break;
     }
-    zk_waiter w = {.sess = s, .path = pp};
+    zk_waiter w = {.sess = zs, .path = pp};
     pthread_mutex_lock(&zc->mu);
     w.next = zc->waiters;
     zc->waiters = &w;
@@ -1302,7 +1343,7 @@ static int attempt(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char
     bool timed_out = false, expired = false;
     pthread_mutex_lock(&zc->mu);
     if (zrc == ZOK)
-      while (!w.fired && !(expired = s->expired))
+      while (!w.fired && !(expired = zs->expired))
         if (!cv_wait(&zc->cv, &zc->mu, deadline)) {
           timed_out = true;
           break;
@@ -1346,11 +1387,11 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
   bl->sent_ns = 0;
   int rc = DLOCK_ECONN;
   for (int round = 0; round < REQUEUE_MAX; round++) {
-    zk_sess *s;
+    dlock_lease *s;
     if ((rc = sess_get(zc, want, &s)) < 0)
       break;
     int step = attempt(zc, s, bl, dir, deadline, try_only, &rc);
-    sess_release(zc, s);
+    sess_put(zc, s);
     if (step == STEP_DONE)
       break;
     rc = dlock_seterr(DLOCK_ECONN, "zk: the queue entry for '%s' kept vanishing", bl->key);
@@ -1371,6 +1412,14 @@ static int zk_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
   return do_acquire(bc, bl, deadline_ns, false);
 }
 
+/* For dlock_lease_renew: BL's session, and when it must have been
+ * answered last for its locks to count from that answer. */
+static dlock_lease *lock_session(dlock_backend_lock *bl, int64_t *confirmed_ns) {
+  zk_lock *lk = bl->priv;
+  *confirmed_ns = lk->renew_since;
+  return lk->sess;
+}
+
 /* Renewal: one sync per session among BLS, answered only once the leader
  * saw it, so only while the session lives (a read would do for a server
  * that is the leader or follows one, but a follower cut off from the
@@ -1386,13 +1435,10 @@ static int zk_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
 static int zk_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, size_t n,
                          int *rcs) {
   zk_client *zc = bc->priv;
+  /* Each session's rule is that of its lock with the shortest lease. */
   typedef struct {
-    zk_sess *s;
-    int64_t deadline;
-    bool send;
-    int submit_rc;
-    int zrc;
-    zk_call *call;
+    dlock_lease *s;
+    int64_t since;
   } group;
   group *g = calloc(n ? n : 1, sizeof *g);
   if (!g)
@@ -1403,79 +1449,49 @@ static int zk_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, siz
   for (size_t i = 0; i < n; i++) {
     zk_lock *lk = bls[i]->priv;
     rcs[i] = DLOCK_ELOST;
-    if (!lk->listed || lk->lost || lk->sess->expired)
+    if (!lk->listed || lk->lost || sess_of(lk->sess)->expired)
       continue;
     /* A ttl changed by dlock_renew cannot move the node to a session of
      * that timeout: the lease is at most this session's. */
-    bls[i]->ttl_ms = lease_ms(lk->sess, bls[i]->ttl_ms);
+    bls[i]->ttl_ms = lease_ms(sess_of(lk->sess), bls[i]->ttl_ms);
     size_t k = 0;
     while (k < ng && g[k].s != lk->sess)
       k++;
-    if (k == ng) {
-      g[ng++] = (group){.s = lk->sess, .deadline = INT64_MAX, .zrc = ZOK};
-      lk->sess->refs++;
-    }
-    int64_t d = bls[i]->io_deadline_ns ? bls[i]->io_deadline_ns : INT64_MAX;
-    if (d < g[k].deadline)
-      g[k].deadline = d;
-    if (now - lk->sess->confirmed_ns >= bls[i]->ttl_ms * 1000000 / 6)
-      g[k].send = true;
-    rcs[i] = 1; /* pending */
+    if (k == ng)
+      g[ng++] = (group){.s = lk->sess, .since = INT64_MIN};
+    int64_t since = now - bls[i]->ttl_ms * 1000000 / 6;
+    if (since > g[k].since)
+      g[k].since = since;
+    rcs[i] = DLOCK_LEASE_PENDING;
+  }
+  for (size_t i = 0; i < n; i++) {
+    zk_lock *lk = bls[i]->priv;
+    for (size_t k = 0; rcs[i] == DLOCK_LEASE_PENDING && k < ng; k++)
+      if (g[k].s == lk->sess)
+        lk->renew_since = g[k].since;
   }
   pthread_mutex_unlock(&zc->mu);
+  free(g);
 
-  /* All syncs out before waiting for any: one round trip in all. */
-  for (size_t k = 0; k < ng; k++) {
-    if (!g[k].send)
-      continue;
-    g[k].call = call_new(g[k].s, true);
-    if (g[k].call)
-      g[k].submit_rc = sync_submit(zc, g[k].s, g[k].call);
-  }
-  for (size_t k = 0; k < ng; k++) {
-    if (!g[k].send)
-      continue;
-    zk_call *r = NULL;
-    if (!g[k].call) {
-      g[k].zrc = ZSYSTEMERROR;
-      continue;
-    }
-    g[k].zrc = call_wait(g[k].call, g[k].submit_rc,
-                         bound(zc, g[k].deadline == INT64_MAX ? -1 : g[k].deadline), &r);
-    call_free(r);
-  }
+  int lrc = dlock_lease_renew(zc->sessions, bls, n, rcs, lock_session);
+  if (lrc < 0)
+    return lrc;
 
   pthread_mutex_lock(&zc->mu);
   for (size_t i = 0; i < n; i++) {
     dlock_backend_lock *bl = bls[i];
     zk_lock *lk = bl->priv;
-    if (rcs[i] != 1) {
+    if (rcs[i] == 0 && (lk->lost || !lk->listed || sess_of(lk->sess)->expired))
+      rcs[i] = DLOCK_ELOST;
+    if (rcs[i] == DLOCK_ELOST) {
       rcs[i] = dlock_seterr(DLOCK_ELOST, "zk: '%s' is no longer ours (node deleted, lease "
                             "given back or session expired)", bl->key);
-      continue;
-    }
-    size_t k = 0;
-    while (g[k].s != lk->sess)
-      k++;
-    int zrc = g[k].zrc;
-    if (zrc == ZOK && (lk->lost || !lk->listed || lk->sess->expired))
-      zrc = ZSESSIONEXPIRED;
-    if (zrc == ZSESSIONEXPIRED || zrc == ZINVALIDSTATE) {
-      rcs[i] = dlock_seterr(DLOCK_ELOST, "zk: '%s' is no longer ours (node deleted, lease "
-                            "given back or session expired)", bl->key);
-    } else if (zrc != ZOK) {
-      rcs[i] = zk_err(zrc, "cannot renew", bl->key);
-    } else {
-      lk->confirmed_ns = lk->sess->confirmed_ns;
+    } else if (rcs[i] == 0) {
+      lk->confirmed_ns = bl->sent_ns;
       lk->ttl_ms = bl->ttl_ms;
-      bl->sent_ns = lk->confirmed_ns;
-      rcs[i] = 0;
     }
   }
-  for (size_t k = 0; k < ng; k++)
-    sess_put(zc, g[k].s);
   pthread_mutex_unlock(&zc->mu);
-  free(g);
   return 0;
 }
 
@@ -1484,13 +1500,10 @@ static int zk_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   zk_lock *lk = bl->priv;
   pthread_mutex_lock(&zc->mu);
   /* Out of the registry before anything else, so no loss report can name
-   * this lock once the core frees it. */
-  zk_sess *s = lk->listed ? lk->sess : NULL;
-  bool lost = !s || lk->lost || s->expired;
-  bool alive = s && !s->expired;
-  if (alive)
-    s->refs++;
-  registry_remove(zc, lk);
+   * this lock once the core frees it.  Its session reference is ours. */
+  dlock_lease *s = registry_remove(zc, lk) ? lk->sess : NULL;
+  bool lost = !s || lk->lost || sess_of(s)->expired;
+  bool alive = s && !sess_of(s)->expired;
   pthread_mutex_unlock(&zc->mu);
   int rc = 0;
   if (alive && lk->path) {
@@ -1506,7 +1519,7 @@ static int zk_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
     for (;;) {
       zrc = z_delete(zc, s, lk->path, until);
       pthread_mutex_lock(&zc->mu);
-      expired = s->expired;
+      expired = sess_of(s)->expired;
       pthread_mutex_unlock(&zc->mu);
       if (zrc != ZCONNECTIONLOSS || expired || now_ns() + 50000000 >= until)
         break;
@@ -1531,8 +1544,10 @@ static int zk_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
       *slash = '\0';
       z_delete(zc, s, lk->path, -1); /* ZNOTEMPTY: someone is queued */
     }
-    sess_release(zc, s);
   }
+  if (s && !alive)
+    dlock_lease_gone(zc->sessions, s); /* noticed here first, perhaps */
+  sess_put(zc, s);
   free(lk->path);
   lk->path = NULL;
   if (lost)
@@ -1554,7 +1569,7 @@ static void holder_info(const dlock__zk_child *kid, const zk_call *g, dlock_info
  * the holder's node, malloc'd, and *VERSION its data version, for a
  * delete of exactly what was read.  0, or a negative code whose message
  * says WHAT failed for KEY. */
-static int describe_dir(zk_client *zc, zk_sess *s, const char *dir, const char *key,
+static int describe_dir(zk_client *zc, dlock_lease *s, const char *dir, const char *key,
                         const char *what, dlock_info *info, char **hpath, int *version) {
   info->held = 0;
   info->ttl_ms = -1;
@@ -1595,11 +1610,11 @@ static int zk_inspect(dlock_backend_client *bc, const char *key, size_t keylen,
   char *dir = dlock__zk_lock_dir(zc->root, key, keylen);
   if (!dir)
     return dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
-  zk_sess *s;
+  dlock_lease *s;
   int rc = sess_get(zc, bc->default_ttl_ms, &s);
   if (rc == 0) {
     rc = describe_dir(zc, s, dir, key, "cannot inspect", info, NULL, NULL);
-    sess_release(zc, s);
+    sess_put(zc, s);
   }
   free(dir);
   return rc;
@@ -1623,15 +1638,15 @@ typedef struct list_item {
 /* Reads the queues of IT[0..N), then the nodes of their holders, into each
  * INFO.  Every wait ends one request timeout after its round was sent.  0
  * or a negative code. */
-static int list_round(zk_client *zc, zk_sess *s, list_item *it, size_t n) {
+static int list_round(zk_client *zc, dlock_lease *s, list_item *it, size_t n) {
   int rc = 0;
   queue_view *v = calloc(n, sizeof *v);
   if (!v)
     return dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
   int64_t deadline = bound(zc, -1);
   for (size_t i = 0; i < n; i++) {
-    it[i].call = call_new(s, false);
-    it[i].submit_rc = it[i].call ? zoo_aget_children(s->zh, it[i].dir, 0, done_strings,
+    it[i].call = call_on(s, false);
+    it[i].submit_rc = it[i].call ? zoo_aget_children(sess_of(s)->zh, it[i].dir, 0, done_strings,
                                                      it[i].call)
                                  : ZSYSTEMERROR;
   }
@@ -1657,9 +1672,9 @@ static int list_round(zk_client *zc, zk_sess *s, list_item *it, size_t n) {
       if (v[i].n == 0)
         continue;
       hp[i] = join(it[i].dir, v[i].kids[0].name);
-      it[i].call = hp[i] ? call_new(s, false) : NULL;
+      it[i].call = hp[i] ? call_on(s, false) : NULL;
       it[i].submit_rc =
-          it[i].call ? zoo_aget(s->zh, hp[i], 0, done_data, it[i].call) : ZSYSTEMERROR;
+          it[i].call ? zoo_aget(sess_of(s)->zh, hp[i], 0, done_data, it[i].call) : ZSYSTEMERROR;
     }
     for (size_t i = 0; i < n; i++) {
       if (v[i].n == 0)
@@ -1696,7 +1711,7 @@ static int list_round(zk_client *zc, zk_sess *s, list_item *it, size_t n) {
 static int zk_list(dlock_backend_client *bc, const char *prefix, size_t prefixlen,
                    dlock_backend_emit_fn emit, void *ud) {
   zk_client *zc = bc->priv;
-  zk_sess *s;
+  dlock_lease *s;
   int rc = sess_get(zc, bc->default_ttl_ms, &s);
   if (rc < 0)
     return rc;
@@ -1738,7 +1753,7 @@ static int zk_list(dlock_backend_client *bc, const char *prefix, size_t prefixle
   }
   free(it);
   call_free(top);
-  sess_release(zc, s);
+  sess_put(zc, s);
   return rc;
 }
 
@@ -1764,7 +1779,7 @@ static int zk_force_release(dlock_backend_client *bc, const char *key, size_t ke
   char *dir = dlock__zk_lock_dir(zc->root, key, keylen);
   if (!dir)
     return dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
-  zk_sess *s;
+  dlock_lease *s;
   int rc = sess_get(zc, bc->default_ttl_ms, &s);
   if (rc < 0) {
     free(dir);
@@ -1830,7 +1845,7 @@ static int zk_force_release(dlock_backend_client *bc, const char *key, size_t ke
              : zk_err(zrc, "cannot break", key);
     break;
   }
-  sess_release(zc, s);
+  sess_put(zc, s);
   free(dir);
   return rc;
 }
@@ -1847,15 +1862,15 @@ static int zk_control(dlock_backend_client *bc, dlock_backend_lock *bl, int op, 
     return 0;
   }
   if (op == DLOCK_ZK_CTL_CLIENT_ID || op == DLOCK_ZK_CTL_SESSION_TIMEOUT) {
-    zk_sess *s;
+    dlock_lease *s;
     int rc = sess_get(zc, bc->default_ttl_ms, &s);
     if (rc < 0)
       return rc;
     if (op == DLOCK_ZK_CTL_CLIENT_ID)
-      *(clientid_t *)arg = *zoo_client_id(s->zh);
+      *(clientid_t *)arg = *zoo_client_id(sess_of(s)->zh);
     else
-      *(int64_t *)arg = zoo_recv_timeout(s->zh);
-    sess_release(zc, s);
+      *(int64_t *)arg = zoo_recv_timeout(sess_of(s)->zh);
+    sess_put(zc, s);
     return 0;
   }
   if (op == DLOCK_ZK_CTL_QUEUE_LEN) {
@@ -1865,7 +1880,7 @@ static int zk_control(dlock_backend_client *bc, dlock_backend_lock *bl, int op, 
     if (rc < 0)
       return rc;
     char *dir = dlock__zk_lock_dir(zc->root, q->key, keylen);
-    zk_sess *s;
+    dlock_lease *s;
     if (!dir)
       return dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
     if ((rc = sess_get(zc, bc->default_ttl_ms, &s)) < 0) {
@@ -1878,7 +1893,7 @@ static int zk_control(dlock_backend_client *bc, dlock_backend_lock *bl, int op, 
     if (zrc != ZOK && zrc != ZNONODE)
       rc = zk_err(zrc, "cannot list the queue of", q->key);
     view_free(&v);
-    sess_release(zc, s);
+    sess_put(zc, s);
     free(dir);
     return rc;
   }

@@ -16,9 +16,14 @@
  * visible), and the C client reports a disconnect only when its IO thread
  * has run and noticed, which after a pause or behind slow replies is far
  * later than the last time the server heard from us.  So a renewal is a
- * real request: one sync per session, shared by all its locks.  A lock
- * that nobody renews is given back by the supervisor when its lease runs
- * out, since the session that carries it would otherwise keep it.
+ * real request: one sync per session, shared by all its locks.
+ *
+ * The session that carries a lock would keep its node for as long as the
+ * client's other locks, or the C client's pings, keep the session alive.
+ * So open() sets bc->give_back_expired, and the core gives back, with
+ * zk_release on its renew thread, every lock whose validity ran out
+ * unrenewed, every release the server left unanswered, and every attempt
+ * that may have left a node (leave_queue), until the server answers.
  *
  * Only a request the leader must see counts as "answered": a write
  * (create, delete) or a sync.  The leader alone expires sessions, and a
@@ -46,12 +51,15 @@
  * bounded by ?timeout= (or the caller's deadline): the C client's own
  * request timeout is two thirds of the session timeout, which can be far
  * longer.  Watch and completion callbacks run on the C client's single
- * completion thread, so they only take short mutexes and signal; anything
- * that needs a round trip runs on the acquiring thread, the renew thread
- * or on the client's supervisor thread.  Closing a handle waits for its
- * threads: so the callbacks never give a session reference back (the
- * last one closes the handle), and the watcher only marks an expired
- * session, for the next thread that uses it to report it gone. */
+ * completion thread, so they only take short mutexes, signal and submit
+ * requests they do not wait for (setting a watch on our node again after
+ * a reconnect or a data change); anything that waits for an answer runs
+ * on the acquiring thread or the core's renew thread.  The backend starts
+ * no thread: the C client's IO and completion threads, which it starts
+ * for every handle, are the only ones.  Closing a handle waits for those:
+ * so the callbacks never give a session reference back (the last one
+ * closes the handle), and the watcher only marks an expired session, for
+ * the next thread that uses it to report it gone. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -68,8 +76,6 @@
 /* How often an acquisition whose node vanished under it (session expired,
  * node deleted by someone else) queues again before giving up. */
 #define REQUEUE_MAX 5
-/* Gap between attempts to delete nodes whose delete failed. */
-#define RETRY_DELETE_NS 200000000LL
 
 typedef struct zk_client zk_client;
 
@@ -88,19 +94,24 @@ typedef struct zk_sess {
   bool ever_connected;
   bool connected;
   bool expired;         /* expired or refused: never used again */
-  bool recheck;         /* reconnected: check that our nodes survived */
   bool dropped;         /* the connection dropped since it was last connected */
 } zk_sess;
 
 static zk_sess *sess_of(const dlock_lease *s) { return dlock_lease_priv(s); }
 
-/* bl->priv: a held lock, in the client's registry while held. */
+/* bl->priv: a held lock, in the client's registry while held; or, after
+ * a release or an attempt the server left unanswered, what the core's
+ * give-back needs to delete our node.  Nothing points into it but the
+ * registry, so the core may move it once it is out of there. */
 typedef struct zk_lock {
   struct zk_lock *prev, *next;
-  dlock_backend_lock *bl;
-  dlock_lease *sess;    /* with a reference while listed */
-  char *path;
-  int64_t confirmed_ns; /* what the last acquire or renewal counted from */
+  dlock_backend_lock *bl; /* while listed */
+  /* The session our node is on, with a reference; NULL: we have no node
+   * at the server (or it went with its session). */
+  dlock_lease *sess;
+  /* Our node's sequence number (its path is node_path's), or -1 when it
+   * was created by a request that got no answer and is found by owner. */
+  int64_t seq;
   int64_t ttl_ms;       /* the lease granted (bl->ttl_ms as last returned) */
   int64_t renew_since;  /* in renew_many: a sync unless answered after this */
   bool listed;
@@ -115,18 +126,9 @@ typedef struct zk_waiter {
   bool fired;
 } zk_waiter;
 
-/* A node we must delete but could not (connection trouble): retried by the
- * supervisor while its session lives, so no orphan blocks the queue. */
-typedef struct zk_orphan {
-  struct zk_orphan *next;
-  dlock_lease *sess; /* with a reference */
-  char *path;
-} zk_orphan;
-
 struct zk_client {
   pthread_mutex_t mu;
-  pthread_cond_t cv;     /* session state changed, a watch fired */
-  pthread_cond_t sup_cv; /* work for the supervisor */
+  pthread_cond_t cv; /* session state changed, a watch fired */
   bool sync_ready;
   dlock_backend_client *bc;
   char *hosts;
@@ -136,9 +138,6 @@ struct zk_client {
   dlock_leases *sessions; /* dlock/lease.h */
   zk_lock *held;
   zk_waiter *waiters;
-  zk_orphan *orphans;
-  pthread_t sup;
-  bool sup_started, sup_stop;
   uint64_t pred_events;
   uint64_t syncs; /* sync requests sent (DLOCK_ZK_CTL_SYNCS) */
 };
@@ -190,6 +189,89 @@ static bool server_answered(int rc) {
   return rc == ZOK || rc == ZNONODE || rc == ZNODEEXISTS || rc == ZNOTEMPTY || rc == ZBADVERSION;
 }
 
+/* Our node for BL, numbered SEQ by its sequential create, malloc'd. */
+static char *node_path(const zk_client *zc, const dlock_backend_lock *bl, int64_t seq) {
+  char *dir = dlock__zk_lock_dir(zc->root, bl->key, bl->keylen);
+  char *prefix = dir ? dlock__zk_node_prefix(dir, bl->owner) : NULL;
+  size_t n = prefix ? strlen(prefix) + DLOCK__ZK_SEQ_DIGITS + 1 : 0;
+  char *p = n ? malloc(n) : NULL;
+  if (p)
+    snprintf(p, n, "%s%0*lld", prefix, DLOCK__ZK_SEQ_DIGITS, (long long)seq);
+  free(prefix);
+  free(dir);
+  return p;
+}
+
+/* The sequence number in our node's PATH, or -1. */
+static int64_t seq_of(const char *path) {
+  char guid[DLOCK__ZK_GUID_LEN + 1];
+  int64_t seq;
+  const char *name = strrchr(path, '/');
+  return name && dlock__zk_parse_node(name + 1, guid, &seq) == 0 ? seq : -1;
+}
+
+/* Under zc->mu: the held lock whose node on S is PATH, or NULL. */
+static zk_lock *held_at(zk_client *zc, const zk_sess *s, const char *path) {
+  char guid[DLOCK__ZK_GUID_LEN + 1];
+  int64_t seq;
+  const char *name = strrchr(path, '/');
+  if (!name || dlock__zk_parse_node(name + 1, guid, &seq) < 0)
+    return NULL;
+  for (zk_lock *lk = zc->held; lk; lk = lk->next)
+    if (sess_of(lk->sess) == s && lk->seq == seq && strcmp(lk->bl->owner, guid) == 0)
+      return lk;
+  return NULL;
+}
+
+/* The watched read of a held lock's node.  Nobody waits for it, so it may
+ * complete after the lock was released and freed: it names the lock by
+ * session and path.  A session outlives every completion of its handle
+ * (sess_close), so no other can take that name meanwhile. */
+typedef struct own_watch {
+  zk_client *zc;
+  zk_sess *s;
+  char path[];
+} own_watch;
+
+static void own_watch_done(int rc, const char *value, int len, const struct Stat *stat,
+                           const void *data) {
+  (void)value;
+  (void)len;
+  (void)stat;
+  own_watch *w = (own_watch *)data;
+  zk_client *zc = w->zc;
+  pthread_mutex_lock(&zc->mu);
+  /* A lost connection may have left no watch; the reconnect sets it
+   * again.  ZCLOSING: the client is going. */
+  zk_lock *lk = held_at(zc, w->s, w->path);
+  if (lk && rc != ZOK && rc != ZCONNECTIONLOSS && rc != ZOPERATIONTIMEOUT && rc != ZCLOSING)
+    lose(zc, lk);
+  pthread_mutex_unlock(&zc->mu);
+  free(w);
+}
+
+/* Submit the watch on LK's node, whose deletion by anyone else is a loss,
+ * without waiting for it: a deletion or failure reported later declares
+ * the lock lost, and renewal reports that even when it happened before
+ * acquire returned.  A request only, so the watcher may set it again.
+ * LK is held; under zc->mu or not. */
+static int watch_own(zk_client *zc, zk_lock *lk) {
+  char *path = node_path(zc, lk->bl, lk->seq);
+  size_t n = path ? strlen(path) + 1 : 0;
+  own_watch *w = n ? malloc(sizeof *w + n) : NULL;
+  int rc = ZSYSTEMERROR;
+  if (w) {
+    w->zc = zc;
+    w->s = sess_of(lk->sess);
+    memcpy(w->path, path, n);
+    rc = zoo_aget(w->s->zh, w->path, 1, own_watch_done, w);
+    if (rc != ZOK)
+      free(w);
+  }
+  free(path);
+  return rc;
+}
+
 /* ---- the watcher (completion thread) ---- */
 
 static void on_session_event(zk_client *zc, zk_sess *s, int state) {
@@ -197,8 +279,6 @@ static void on_session_event(zk_client *zc, zk_sess *s, int state) {
     if (!s->ever_connected || s->dropped) {
       int64_t was = s->timeout_ms;
       s->timeout_ms = zoo_recv_timeout(s->zh);
-      if (s->dropped)
-        s->recheck = true;
       /* A server with a lower maxSessionTimeout took the session back on
        * a shorter timeout, from the reconnect on.  The core keeps each
        * lock's deadline at the old lease until its next renewal, which
@@ -211,10 +291,18 @@ static void on_session_event(zk_client *zc, zk_sess *s, int state) {
           if (sess_of(lk->sess) == s && lk->ttl_ms > s->timeout_ms)
             lose(zc, lk);
     }
-    if (s->dropped)
+    if (s->dropped) {
       dlock_backend_log(zc->bc, DLOCK_LOG_INFO,
                         "zk: session reconnected (timeout %lld ms); checking its locks",
                         (long long)s->timeout_ms);
+      /* A node deleted while we were away fires its watch when the
+       * watches are registered again, but each one is read again as
+       * well (watched: the read that set the watch may have been lost
+       * with the connection) rather than rely on that alone. */
+      for (zk_lock *lk = zc->held; lk; lk = lk->next)
+        if (sess_of(lk->sess) == s && !lk->lost)
+          watch_own(zc, lk);
+    }
     s->ever_connected = true;
     s->connected = true;
     s->dropped = false;
@@ -233,7 +321,6 @@ static void on_session_event(zk_client *zc, zk_sess *s, int state) {
                                                          : "the server refused the credentials");
     session_ended(zc, s);
   }
-  pthread_cond_signal(&zc->sup_cv);
 }
 
 static void on_node_event(zk_client *zc, zk_sess *s, int type, const char *path) {
@@ -242,18 +329,11 @@ static void on_node_event(zk_client *zc, zk_sess *s, int type, const char *path)
       w->fired = true;
       zc->pred_events++;
     }
-  for (zk_lock *lk = zc->held; lk; lk = lk->next) {
-    if (sess_of(lk->sess) != s || strcmp(lk->path, path) != 0)
-      continue;
-    if (type == ZOO_DELETED_EVENT) {
-      lose(zc, lk);
-    } else {
-      /* A data change used up the watch on our node: have the supervisor
-       * set it again, or a later deletion would go unseen. */
-      s->recheck = true;
-      pthread_cond_signal(&zc->sup_cv);
-    }
-  }
+  zk_lock *lk = held_at(zc, s, path);
+  if (lk && type == ZOO_DELETED_EVENT)
+    lose(zc, lk);
+  else if (lk) /* a data change used up the watch: a later deletion needs one */
+    watch_own(zc, lk);
 }
 
 static void watcher(zhandle_t *zh, int type, int state, const char *path, void *ctx) {
@@ -705,182 +785,9 @@ static int sess_get(zk_client *zc, int64_t want_ms, dlock_lease **out) {
 /* Give back a reference to S, never under zc->mu: it may be the last. */
 static void sess_put(zk_client *zc, dlock_lease *s) { dlock_lease_put(zc->sessions, s); }
 
-/* ---- orphans ---- */
-
-/* Under zc->mu. */
-static void orphan_add_locked(zk_client *zc, dlock_lease *s, const char *path) {
-  zk_orphan *o = calloc(1, sizeof *o);
-  if (!o || !(o->path = strdup(path))) {
-    free(o);
-    return; /* the session's end removes it */
-  }
-  o->sess = s;
-  dlock_lease_hold(zc->sessions, s);
-  o->next = zc->orphans;
-  zc->orphans = o;
-  pthread_cond_signal(&zc->sup_cv);
-}
-
-static void orphan_add(zk_client *zc, dlock_lease *s, const char *path) {
-  pthread_mutex_lock(&zc->mu);
-  orphan_add_locked(zc, s, path);
-  pthread_mutex_unlock(&zc->mu);
-}
-
-/* Delete our own node; a failed delete is handed to the supervisor. */
-static void drop_node(zk_client *zc, dlock_lease *s, const char *path) {
-  int rc = z_delete(zc, s, path, -1);
-  if (rc != ZOK && rc != ZNONODE && rc != ZSESSIONEXPIRED && rc != ZINVALIDSTATE)
-    orphan_add(zc, s, path);
-}
-
-/* ---- the supervisor thread ---- */
-
-/* The supervisor also gives back expired leases, so none of its own
- * requests may keep it away from them for long. */
-static int64_t sup_io_deadline(const zk_client *zc, const zk_sess *s) {
-  int64_t cap = s->timeout_ms * 1000000 / 6;
-  int64_t t = zc->bc->timeout_ms * 1000000;
-  return now_ns() + (cap > 0 && cap < t ? cap : t);
-}
-
-/* Locks whose lease ran out without a renewal: the core already says LOST
- * (its deadline is earlier by the margin), but the session, kept alive by
- * other locks or the C client's pings, would keep the node, and with it
- * everyone queued behind.  Delete them as orphans.  Under zc->mu; true if
- * it gave one back. */
-static bool give_back_expired(zk_client *zc, int64_t now, int64_t *wake) {
-  for (zk_lock *lk = zc->held; lk; lk = lk->next) {
-    if (lk->lost || sess_of(lk->sess)->expired)
-      continue;
-    int64_t end = lk->confirmed_ns + lk->ttl_ms * 1000000;
-    if (now < end) {
-      if (end < *wake)
-        *wake = end;
-      continue;
-    }
-    lose(zc, lk);
-    orphan_add_locked(zc, lk->sess, lk->path);
-    return true;
-  }
-  return false;
-}
-
-/* Under zc->mu, which it drops around I/O; returns true if it did any (the
- * caller rescans). */
-static bool sup_step(zk_client *zc, int64_t *wake) {
-  int64_t now = now_ns();
-  if (give_back_expired(zc, now, wake))
-    return true;
-  for (zk_lock *held = zc->held; held; held = held->next) {
-    dlock_lease *s = held->sess;
-    zk_sess *zs = sess_of(s);
-    if (!zs->recheck || !zs->connected || zs->expired)
-      continue;
-    /* Reconnected within the session: a node deleted while we were away
-     * fires its watch when the watches are re-registered, but check each
-     * one explicitly rather than rely on that alone. */
-    zs->recheck = false;
-    size_t n = 0;
-    for (zk_lock *lk = zc->held; lk; lk = lk->next)
-      n += lk->sess == s && !lk->lost;
-    char **paths = n ? calloc(n, sizeof *paths) : NULL;
-    size_t k = 0;
-    for (zk_lock *lk = zc->held; paths && lk && k < n; lk = lk->next)
-      if (lk->sess == s && !lk->lost)
-        paths[k++] = strdup(lk->path);
-    dlock_lease_hold(zc->sessions, s);
-    pthread_mutex_unlock(&zc->mu);
-    for (size_t i = 0; i < k; i++) {
-      /* Watched: the read that set the watch at acquire time may have
-       * been lost with the connection. */
-      zk_call *g = NULL;
-      int rc = paths[i] ? z_get(zc, s, paths[i], 1, sup_io_deadline(zc, zs), &g) : ZOK;
-      call_free(g);
-      pthread_mutex_lock(&zc->mu);
-      if (rc == ZOPERATIONTIMEOUT || rc == ZCONNECTIONLOSS)
-        zs->recheck = true; /* try again on the next round */
-      if (rc == ZNONODE)
-        for (zk_lock *lk = zc->held; lk; lk = lk->next)
-          if (lk->sess == s && strcmp(lk->path, paths[i]) == 0)
-            lose(zc, lk);
-      pthread_mutex_unlock(&zc->mu);
-      free(paths[i]);
-    }
-    free(paths);
-    sess_put(zc, s);
-    pthread_mutex_lock(&zc->mu);
-    return true;
-  }
-  for (zk_orphan **p = &zc->orphans; *p; p = &(*p)->next) {
-    zk_orphan *o = *p;
-    dlock_lease *s = o->sess;
-    bool gone = sess_of(s)->expired; /* its ephemeral nodes went with it */
-    if (!gone && !sess_of(s)->connected) {
-      if (now + RETRY_DELETE_NS < *wake)
-        *wake = now + RETRY_DELETE_NS;
-      continue;
-    }
-    *p = o->next;
-    pthread_mutex_unlock(&zc->mu);
-    int rc = gone ? ZOK : z_delete(zc, s, o->path, sup_io_deadline(zc, sess_of(s)));
-    if (rc != ZOK && rc != ZNONODE && rc != ZSESSIONEXPIRED && rc != ZINVALIDSTATE) {
-      /* Back on the list, still holding its session reference. */
-      pthread_mutex_lock(&zc->mu);
-      o->next = zc->orphans;
-      zc->orphans = o;
-      if (now + RETRY_DELETE_NS < *wake)
-        *wake = now + RETRY_DELETE_NS;
-      return false;
-    }
-    free(o->path);
-    free(o);
-    sess_put(zc, s);
-    pthread_mutex_lock(&zc->mu);
-    return true;
-  }
-  return false;
-}
-
-static void *sup_main(void *arg) {
-  zk_client *zc = arg;
-  pthread_mutex_lock(&zc->mu);
-  while (!zc->sup_stop) {
-    int64_t wake = INT64_MAX;
-    if (sup_step(zc, &wake))
-      continue;
-    if (zc->sup_stop)
-      break;
-    if (wake == INT64_MAX) {
-      pthread_cond_wait(&zc->sup_cv, &zc->mu);
-    } else {
-      struct timespec ts;
-      dlock__ns_to_timespec(wake, &ts);
-      pthread_cond_timedwait(&zc->sup_cv, &zc->mu, &ts);
-    }
-  }
-  pthread_mutex_unlock(&zc->mu);
-  return NULL;
-}
-
 /* ---- open / close ---- */
 
 static void client_free(zk_client *zc) {
-  if (zc->sup_started) {
-    pthread_mutex_lock(&zc->mu);
-    zc->sup_stop = true;
-    pthread_cond_signal(&zc->sup_cv);
-    pthread_mutex_unlock(&zc->mu);
-    pthread_join(zc->sup, NULL);
-    zc->sup_started = false;
-  }
-  /* Their session references go with the table. */
-  while (zc->orphans) {
-    zk_orphan *o = zc->orphans;
-    zc->orphans = o->next;
-    free(o->path);
-    free(o);
-  }
   dlock_leases_free(zc->sessions);
   zc->sessions = NULL;
   free(zc->hosts);
@@ -892,7 +799,6 @@ static void client_free(zk_client *zc) {
   if (zc->sync_ready) {
     pthread_mutex_destroy(&zc->mu);
     pthread_cond_destroy(&zc->cv);
-    pthread_cond_destroy(&zc->sup_cv);
     zc->sync_ready = false;
   }
 }
@@ -903,8 +809,10 @@ static int zk_open(dlock_backend_client *bc, dlock_url *url) {
   zc->container_ok = true;
   pthread_mutex_init(&zc->mu, NULL);
   dlock__cond_init(&zc->cv);
-  dlock__cond_init(&zc->sup_cv);
   zc->sync_ready = true;
+  /* The session that carries a lock keeps its node for as long as the
+   * client's other locks, or the C client's pings, keep it alive. */
+  bc->give_back_expired = true;
   int rc = dlock__zk_connect_string(url, &zc->hosts);
   if (rc == 0)
     rc = dlock__zk_root(dlock_url_path(url), bc->prefix, &zc->root);
@@ -922,10 +830,6 @@ static int zk_open(dlock_backend_client *bc, dlock_url *url) {
   }
   if (rc == 0)
     rc = dlock_leases_new(bc, &zk_session_ops, &zc->sessions);
-  if (rc == 0 && pthread_create(&zc->sup, NULL, sup_main, zc) != 0)
-    rc = dlock_seterr(DLOCK_ENOMEM, "zk: cannot start the supervisor thread");
-  else if (rc == 0)
-    zc->sup_started = true;
   dlock_lease *s;
   if (rc == 0 && (rc = sess_get(zc, bc->default_ttl_ms, &s)) == 0)
     sess_put(zc, s);
@@ -1057,13 +961,32 @@ static char *join(const char *dir, const char *name) {
   return p;
 }
 
+/* BL's node in DIR's queue on S, after a create of it got no answer: ZOK
+ * with *SEQ when it is there, ZNONODE when it is not, or the listing's
+ * failure. */
+static int find_own(zk_client *zc, dlock_lease *s, const dlock_backend_lock *bl,
+                    const char *dir, int64_t deadline, int64_t *seq) {
+  queue_view v;
+  int rc = list_queue(zc, s, dir, deadline, &v);
+  long i = rc == ZOK ? dlock__zk_find(v.kids, v.n, bl->owner) : -1;
+  if (i >= 0)
+    *seq = v.kids[i].seq;
+  else if (rc == ZOK)
+    rc = ZNONODE;
+  view_free(&v);
+  return rc;
+}
+
 /* Put our entry in DIR's queue.  *path gets its full name and *czxid the
  * zxid that created it (the fencing token).  A create whose reply was lost
  * may have happened: look for our GUID before trying again, so one
  * acquisition never leaves a second node behind.  *first gets the queue as
- * listed right after the create, when that listing came back. */
+ * listed right after the create, when that listing came back.  On failure
+ * *path still names our node if we know of one, and *unsure says whether
+ * a create that got no answer may have made one we could not find. */
 static int enqueue(zk_client *zc, dlock_lease *s, dlock_backend_lock *bl, const char *dir,
-                   int64_t deadline, char **path, uint64_t *czxid, queue_view *first) {
+                   int64_t deadline, char **path, uint64_t *czxid, queue_view *first,
+                   bool *unsure) {
   memset(first, 0, sizeof *first);
   char *prefix = dlock__zk_node_prefix(dir, bl->owner);
   if (!prefix)
@@ -1103,28 +1026,19 @@ static int enqueue(zk_client *zc, dlock_lease *s, dlock_backend_lock *bl, const 
      * reply finally comes; a lost connection leaves us to find it. */
     if (rc == ZOPERATIONTIMEOUT)
       break;
-    queue_view v;
-    int lrc = list_queue(zc, s, dir, deadline, &v);
+    int64_t seq;
+    int lrc = find_own(zc, s, bl, dir, deadline, &seq);
     if (lrc == ZOK) {
-      long i = dlock__zk_find(v.kids, v.n, bl->owner);
-      if (i >= 0) {
-        char *p = join(dir, v.kids[i].name);
-        zk_call *g = NULL;
-        int grc = p ? z_get(zc, s, p, 0, deadline, &g) : ZSYSTEMERROR;
-        if (grc == ZOK) {
-          *path = p;
-          *czxid = (uint64_t)g->stat.czxid;
-        } else {
-          free(p);
-        }
-        call_free(g);
-        view_free(&v);
-        rc = grc;
-        break;
-      }
+      zk_call *g = NULL;
+      *path = node_path(zc, bl, seq);
+      rc = *path ? z_get(zc, s, *path, 0, deadline, &g) : ZSYSTEMERROR;
+      if (rc == ZOK)
+        *czxid = (uint64_t)g->stat.czxid;
+      call_free(g);
+      break;
     }
-    view_free(&v);
-    if (lrc != ZOK && lrc != ZNONODE) {
+    if (lrc != ZNONODE) {
+      *unsure = true;
       rc = lrc;
       break;
     }
@@ -1159,50 +1073,30 @@ static bool registry_remove(zk_client *zc, zk_lock *lk) {
   return true;
 }
 
-/* The watched read of a lock node just won.  Acquire does not wait for it,
- * so it may complete after the lock was released and freed: it names the
- * lock by session and path.  A session outlives every completion of its
- * handle (sess_close), so no other can take that name meanwhile. */
-typedef struct own_watch {
-  zk_client *zc;
-  zk_sess *s;
-  char path[];
-} own_watch;
-
-static void own_watch_done(int rc, const char *value, int len, const struct Stat *stat,
-                           const void *data) {
-  (void)value;
-  (void)len;
-  (void)stat;
-  own_watch *w = (own_watch *)data;
-  zk_client *zc = w->zc;
-  pthread_mutex_lock(&zc->mu);
-  /* A lost connection may have left no watch; the check after the
-   * reconnect (sup_step) sets it again.  ZCLOSING: the client is going. */
-  if (rc != ZOK && rc != ZCONNECTIONLOSS && rc != ZOPERATIONTIMEOUT && rc != ZCLOSING)
-    for (zk_lock *lk = zc->held; lk; lk = lk->next)
-      if (sess_of(lk->sess) == w->s && strcmp(lk->path, w->path) == 0)
-        lose(zc, lk);
-  pthread_mutex_unlock(&zc->mu);
-  free(w);
+/* Whether ZRC says a request got no answer: it may or may not have been
+ * carried out. */
+static bool unanswered(int zrc) {
+  return zrc == ZCONNECTIONLOSS || zrc == ZOPERATIONTIMEOUT || zrc == ZCLOSING;
 }
 
-/* Submit the watch on our own node, whose deletion by anyone else is a
- * loss, without waiting for it: a deletion or failure reported later
- * declares the lock lost, and zk_renew reports that even when it happened
- * before acquire returned. */
-static int watch_own(zk_client *zc, zk_sess *s, const char *path) {
-  size_t n = strlen(path) + 1;
-  own_watch *w = malloc(sizeof *w + n);
-  if (!w)
-    return ZSYSTEMERROR;
-  w->zc = zc;
-  w->s = s;
-  memcpy(w->path, path, n);
-  int rc = zoo_aget(s->zh, path, 1, own_watch_done, w);
-  if (rc != ZOK)
-    free(w);
-  return rc;
+/* Give up our place on S after the attempt for BL failed with RC: delete
+ * our node PATH (NULL: none, or with UNSURE one that a create which got
+ * no answer may have made).  RC when nothing of ours is left.  Else what
+ * the core takes for no answer, with BL's state and bl->sent_ns set: the
+ * core gives the node back with zk_release. */
+static int leave_queue(zk_client *zc, dlock_lease *s, dlock_backend_lock *bl, const char *path,
+                       bool unsure, int rc) {
+  zk_lock *lk = bl->priv;
+  int zrc = path ? z_delete(zc, s, path, -1) : unsure ? ZCONNECTIONLOSS : ZOK;
+  lk->sess = NULL;
+  bl->sent_ns = 0;
+  if (!unanswered(zrc))
+    return rc;
+  lk->sess = s;
+  dlock_lease_hold(zc->sessions, s);
+  lk->seq = path ? seq_of(path) : -1;
+  bl->sent_ns = now_ns();
+  return rc == DLOCK_ECONN ? rc : zk_err(zrc, "cannot leave the queue of", bl->key);
 }
 
 enum { STEP_DONE, STEP_REQUEUE };
@@ -1217,12 +1111,15 @@ static int attempt(zk_client *zc, dlock_lease *s, dlock_backend_lock *bl, const 
   char *path = NULL;
   uint64_t czxid = 0;
   queue_view first;
-  int zrc = enqueue(zc, s, bl, dir, deadline, &path, &czxid, &first);
+  bool unsure = false;
+  int zrc = enqueue(zc, s, bl, dir, deadline, &path, &czxid, &first, &unsure);
   if (zrc != ZOK) {
     view_free(&first);
     *rc = zrc == ZOPERATIONTIMEOUT && deadline >= 0 && now_ns() >= deadline
               ? dlock_seterr(DLOCK_ETIMEDOUT, "zk: timed out queueing for '%s'", bl->key)
               : zk_err(zrc, "cannot queue for", bl->key);
+    *rc = leave_queue(zc, s, bl, path, unsure, *rc);
+    free(path);
     return STEP_DONE;
   }
   bool waited = false; /* a predecessor's watch fired since the create */
@@ -1280,7 +1177,7 @@ static int attempt(zk_client *zc, dlock_lease *s, dlock_backend_lock *bl, const 
       }
       lk->bl = bl;
       lk->sess = s;
-      lk->path = path;
+      lk->seq = seq_of(path);
       lk->lost = false;
       pthread_mutex_lock(&zc->mu);
       bool gone = zs->expired;
@@ -1288,30 +1185,28 @@ static int attempt(zk_client *zc, dlock_lease *s, dlock_backend_lock *bl, const 
         /* Valid from the last request of this session the leader
          * answered (the create or the sync above), not from now: the
          * server may have heard nothing from us since. */
-        lk->confirmed_ns = dlock_lease_fresh_ns(zc->sessions, s);
+        bl->sent_ns = dlock_lease_fresh_ns(zc->sessions, s);
         lk->ttl_ms = lease_ms(zs, bl->ttl_ms);
         bl->ttl_ms = lk->ttl_ms;
-        bl->sent_ns = lk->confirmed_ns;
         registry_add(zc, lk);
-        pthread_cond_signal(&zc->sup_cv); /* a new lease to give back */
       }
       pthread_mutex_unlock(&zc->mu);
       if (gone) {
-        lk->path = NULL;
+        lk->sess = NULL;
         free(path);
         return STEP_REQUEUE;
       }
-      zrc = watch_own(zc, zs, path);
+      zrc = watch_own(zc, lk);
       if (zrc != ZOK) {
         pthread_mutex_lock(&zc->mu);
         bool listed = registry_remove(zc, lk);
         pthread_mutex_unlock(&zc->mu);
         if (listed)
           sess_put(zc, s);
-        lk->path = NULL;
         *rc = zk_err(zrc, "cannot watch the lock node of", bl->key);
         break;
       }
+      free(path);
       bl->token = czxid;
       *rc = 0;
       return STEP_DONE;
@@ -1319,9 +1214,9 @@ static int attempt(zk_client *zc, dlock_lease *s, dlock_backend_lock *bl, const 
     if (try_only) {
       view_free(&v);
       bl->holder_ttl_ms = -1;
-      drop_node(zc, s, path);
+      *rc = leave_queue(zc, s, bl, path, false,
+                        dlock_seterr(DLOCK_EBUSY, "zk: '%s' is held", bl->key));
       free(path);
-      *rc = dlock_seterr(DLOCK_EBUSY, "zk: '%s' is held", bl->key);
       return STEP_DONE;
     }
     /* Watch only the entry just ahead of us: one release wakes one
@@ -1369,7 +1264,7 @@ static int attempt(zk_client *zc, dlock_lease *s, dlock_backend_lock *bl, const 
     }
     waited = true;
   }
-  drop_node(zc, s, path);
+  *rc = leave_queue(zc, s, bl, path, false, *rc);
   free(path);
   return STEP_DONE;
 }
@@ -1430,8 +1325,7 @@ static dlock_lease *lock_session(dlock_backend_lock *bl, int64_t *confirmed_ns) 
  * session's confirmation, so a reply that comes late does not stretch it.
  * The node itself is watched: a deletion reaches us before the reply to
  * any later request on the same connection (and a sync brings the server
- * up to date with the leader first), and a lease given back by the
- * supervisor is marked lost first. */
+ * up to date with the leader first). */
 static int zk_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, size_t n,
                          int *rcs) {
   zk_client *zc = bc->priv;
@@ -1487,7 +1381,6 @@ static int zk_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, siz
       rcs[i] = dlock_seterr(DLOCK_ELOST, "zk: '%s' is no longer ours (node deleted, lease "
                             "given back or session expired)", bl->key);
     } else if (rcs[i] == 0) {
-      lk->confirmed_ns = bl->sent_ns;
       lk->ttl_ms = bl->ttl_ms;
     }
   }
@@ -1495,64 +1388,72 @@ static int zk_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, siz
   return 0;
 }
 
+/* Delete BL's node on S, numbered SEQ (-1: found by owner first), and
+ * its dir if that is not a container and now empty.  A connection lost in
+ * the middle (a member going down, a leader election) is ridden out
+ * within one request timeout, as the client library reconnects the
+ * session: a release right after a failover should release, not leave it
+ * to the core's give-back.  The last delete's answer, ZSESSIONEXPIRED when
+ * the session took the node with it. */
+static int delete_own(zk_client *zc, dlock_lease *s, const dlock_backend_lock *bl, int64_t seq) {
+  char *dir = dlock__zk_lock_dir(zc->root, bl->key, bl->keylen);
+  int64_t until = bound(zc, -1);
+  int zrc = !dir ? ZSYSTEMERROR : seq >= 0 ? ZOK : find_own(zc, s, bl, dir, until, &seq);
+  char *path = zrc == ZOK ? node_path(zc, bl, seq) : NULL;
+  if (zrc == ZOK && !path)
+    zrc = ZSYSTEMERROR;
+  bool expired = false;
+  while (path) {
+    zrc = z_delete(zc, s, path, until);
+    pthread_mutex_lock(&zc->mu);
+    expired = sess_of(s)->expired;
+    pthread_mutex_unlock(&zc->mu);
+    if (zrc != ZCONNECTIONLOSS || expired || now_ns() + 50000000 >= until)
+      break;
+    struct timespec pause = {0, 50000000};
+    nanosleep(&pause, NULL);
+  }
+  pthread_mutex_lock(&zc->mu);
+  bool container = zc->container_ok;
+  pthread_mutex_unlock(&zc->mu);
+  if (path && zrc == ZOK && !container)
+    z_delete(zc, s, dir, -1); /* ZNOTEMPTY: someone is queued */
+  free(path);
+  free(dir);
+  return expired && zrc != ZOK ? ZSESSIONEXPIRED : zrc;
+}
+
+/* A release, or the core's give-back of a lock lost by its deadline, of a
+ * release the server left unanswered or of an attempt that may have left a
+ * node (leave_queue).  Until the server answers, the session and the node
+ * stay in BL's state for the next try. */
 static int zk_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   zk_client *zc = bc->priv;
   zk_lock *lk = bl->priv;
   pthread_mutex_lock(&zc->mu);
   /* Out of the registry before anything else, so no loss report can name
-   * this lock once the core frees it.  Its session reference is ours. */
-  dlock_lease *s = registry_remove(zc, lk) ? lk->sess : NULL;
-  bool lost = !s || lk->lost || sess_of(s)->expired;
-  bool alive = s && !sess_of(s)->expired;
+   * this lock once the core frees it. */
+  bool held = registry_remove(zc, lk);
+  dlock_lease *s = lk->sess;
+  bool expired = !s || sess_of(s)->expired;
+  bool lost = !held || lk->lost || expired;
   pthread_mutex_unlock(&zc->mu);
-  int rc = 0;
-  if (alive && lk->path) {
-    /* Even a lock we had to declare lost may still have its node, which
-     * would block the queue for as long as the session lives. */
-    /* A connection lost in the middle (a member going down, a leader
-     * election) is ridden out within one request timeout, as the client
-     * library reconnects the session: a release right after a failover
-     * should release, not leave it to the orphan list. */
-    int64_t until = bound(zc, -1);
-    int zrc;
-    bool expired;
-    for (;;) {
-      zrc = z_delete(zc, s, lk->path, until);
-      pthread_mutex_lock(&zc->mu);
-      expired = sess_of(s)->expired;
-      pthread_mutex_unlock(&zc->mu);
-      if (zrc != ZCONNECTIONLOSS || expired || now_ns() + 50000000 >= until)
-        break;
-      struct timespec pause = {0, 50000000};
-      nanosleep(&pause, NULL);
-    }
-    /* A missing node, even after a retry whose first delete may have
-     * landed, is reported as lost: that errs on the side the caller can
-     * act on safely.  A session that expired took its node with it. */
-    if (zrc == ZNONODE || expired)
-      lost = true;
-    else if (zrc != ZOK && zrc != ZSESSIONEXPIRED && zrc != ZINVALIDSTATE) {
-      orphan_add(zc, s, lk->path);
-      if (!lost)
-        rc = zk_err(zrc, "cannot release", bl->key);
-    }
-    pthread_mutex_lock(&zc->mu);
-    bool container = zc->container_ok;
-    pthread_mutex_unlock(&zc->mu);
-    if (zrc == ZOK && !container) {
-      char *slash = strrchr(lk->path, '/');
-      *slash = '\0';
-      z_delete(zc, s, lk->path, -1); /* ZNOTEMPTY: someone is queued */
-    }
-  }
-  if (s && !alive)
+  /* Even a lock we had to declare lost may still have its node, which
+   * would block the queue for as long as the session lives. */
+  int zrc = expired ? ZSESSIONEXPIRED : delete_own(zc, s, bl, lk->seq);
+  if (unanswered(zrc))
+    return zk_err(zrc, "cannot release", bl->key);
+  bool gone = zrc == ZSESSIONEXPIRED || zrc == ZINVALIDSTATE;
+  if (s && gone)
     dlock_lease_gone(zc->sessions, s); /* noticed here first, perhaps */
+  lk->sess = NULL;
   sess_put(zc, s);
-  free(lk->path);
-  lk->path = NULL;
-  if (lost)
+  /* A missing node, even after a retry whose first delete may have
+   * landed, is reported as lost: that errs on the side the caller can act
+   * on safely.  A session that expired took its node with it. */
+  if (lost || gone || zrc == ZNONODE)
     return dlock_seterr(DLOCK_ELOST, "zk: '%s' was lost before release", bl->key);
-  return rc;
+  return zrc == ZOK ? 0 : zk_err(zrc, "cannot release", bl->key);
 }
 
 /* What inspect says of a queue's first entry KID, whose getData G was. */

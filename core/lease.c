@@ -32,9 +32,10 @@ struct dlock_leases {
 };
 
 int dlock_leases_new(dlock_backend_client *bc, const dlock_lease_ops *ops, dlock_leases **out) {
-  if (!bc || !ops || !ops->store || !ops->what || !ops->grant || !ops->refresh || !out)
+  if (!bc || !ops || !ops->store || !ops->what || !ops->grant || !ops->refresh || !out ||
+      !ops->refresh_send != !ops->refresh_wait)
     return dlock_seterr(DLOCK_EINVAL, "lease table: a client, the store's names, grant and "
-                        "refresh are needed");
+                        "refresh are needed, and refresh_send only with refresh_wait");
   dlock_leases *t = calloc(1, sizeof *t);
   if (!t || dlock__cond_init(&t->cv) != 0) {
     free(t);
@@ -45,6 +46,14 @@ int dlock_leases_new(dlock_backend_client *bc, const dlock_lease_ops *ops, dlock
   t->ops = ops;
   *out = t;
   return 0;
+}
+
+/* Let go of L, which nothing references or lists any more, without
+ * t->mu. */
+static void discard(dlock_leases *t, dlock_lease *l) {
+  if (l->granted && t->ops->release)
+    t->ops->release(t->bc, l->priv);
+  free(l);
 }
 
 void dlock_leases_free(dlock_leases *t) {
@@ -58,7 +67,7 @@ void dlock_leases_free(dlock_leases *t) {
       int64_t dl = dlock__now_ns() + t->bc->timeout_ms * 1000000;
       reachable = t->ops->revoke(t->bc, l->priv, dl) != DLOCK_ECONN;
     }
-    free(l);
+    discard(t, l);
   }
   pthread_mutex_destroy(&t->mu);
   pthread_cond_destroy(&t->cv);
@@ -84,12 +93,14 @@ static void unlink_lease(dlock_leases *t, dlock_lease *l) {
     }
 }
 
-/* Under t->mu. */
-static void put_locked(dlock_leases *t, dlock_lease *l) {
-  if (--l->refs == 0 && !l->listed) {
-    unlink_lease(t, l);
-    free(l);
-  }
+/* Under t->mu: give back a reference.  True when it was the last one of
+ * a lease out of use, which the caller is then to discard once t->mu is
+ * released. */
+static bool put_locked(dlock_leases *t, dlock_lease *l) {
+  if (--l->refs > 0 || l->listed)
+    return false;
+  unlink_lease(t, l);
+  return true;
 }
 
 /* Under t->mu: mark L gone; true when it was not already, and the caller
@@ -108,9 +119,7 @@ static bool mark_gone(dlock_leases *t, dlock_lease *l) {
 static void after_gone(dlock_leases *t, dlock_lease *l) {
   if (t->ops->gone)
     t->ops->gone(t->bc, l);
-  pthread_mutex_lock(&t->mu);
-  put_locked(t, l);
-  pthread_mutex_unlock(&t->mu);
+  dlock_lease_put(t, l);
 }
 
 void dlock_lease_gone(dlock_leases *t, dlock_lease *l) {
@@ -123,50 +132,75 @@ void dlock_lease_gone(dlock_leases *t, dlock_lease *l) {
     after_gone(t, l);
 }
 
-int dlock_lease_refresh(dlock_leases *t, dlock_lease *l, int64_t since, int64_t deadline) {
-  if (!t || !l)
-    return dlock_seterr(DLOCK_EINVAL, "lease table: refresh needs a table and a lease");
+/* Under t->mu, which it drops while it waits for another caller's
+ * refresh of L (until DEADLINE): L's refresh for a caller who needs a
+ * confirmation sent at or after SINCE.  1 when the request is this
+ * caller's to send (L busy, with a reference for it, and *KEEP what the
+ * store said last); else the answer: 0, DLOCK_ELOST or DLOCK_ETIMEDOUT. */
+static int claim(dlock_leases *t, dlock_lease *l, int64_t since, int64_t deadline,
+                 int64_t *keep) {
   const dlock_lease_ops *ops = t->ops;
-  pthread_mutex_lock(&t->mu);
   for (;;) {
-    if (l->dead) {
-      pthread_mutex_unlock(&t->mu);
+    if (l->dead)
       return dlock_seterr(DLOCK_ELOST, "%s: the %s is gone", ops->store, ops->what);
-    }
-    if (l->fresh_ns >= since) {
-      pthread_mutex_unlock(&t->mu);
+    if (l->fresh_ns >= since)
       return 0;
-    }
     if (!l->busy)
       break;
-    if (!wait_until(t, deadline)) {
-      pthread_mutex_unlock(&t->mu);
+    if (!wait_until(t, deadline))
       return dlock_seterr(DLOCK_ETIMEDOUT, "%s: timed out waiting for a %s refresh", ops->store,
                           ops->what);
-    }
   }
   l->busy = true;
   l->refs++;
   t->refreshes++;
-  int64_t keep = l->keep_ms;
-  pthread_mutex_unlock(&t->mu);
+  *keep = l->keep_ms;
+  return 1;
+}
 
-  int64_t sent = dlock__now_ns();
-  int rc = ops->refresh(t->bc, l->priv, bound(t, deadline), &keep);
-
+/* The end of the refresh of L that claim gave this caller, sent at SENT:
+ * RC its answer, KEEP what the store said.  A confirmation reported
+ * meanwhile (dlock_lease_confirm) may be later than SENT. */
+static void settle(dlock_leases *t, dlock_lease *l, int rc, int64_t sent, int64_t keep) {
   pthread_mutex_lock(&t->mu);
   l->busy = false;
   bool gone = rc == DLOCK_ELOST && mark_gone(t, l);
   if (rc == 0) {
-    l->fresh_ns = sent;
+    if (sent > l->fresh_ns)
+      l->fresh_ns = sent;
     l->keep_ms = keep;
   }
   pthread_cond_broadcast(&t->cv);
-  put_locked(t, l);
+  bool last = put_locked(t, l);
   pthread_mutex_unlock(&t->mu);
   if (gone)
     after_gone(t, l);
+  if (last)
+    discard(t, l);
+}
+
+int dlock_lease_refresh(dlock_leases *t, dlock_lease *l, int64_t since, int64_t deadline) {
+  if (!t || !l)
+    return dlock_seterr(DLOCK_EINVAL, "lease table: refresh needs a table and a lease");
+  int64_t keep;
+  pthread_mutex_lock(&t->mu);
+  int rc = claim(t, l, since, deadline, &keep);
+  pthread_mutex_unlock(&t->mu);
+  if (rc != 1)
+    return rc;
+  int64_t sent = dlock__now_ns();
+  rc = t->ops->refresh(t->bc, l->priv, bound(t, deadline), &keep);
+  settle(t, l, rc, sent, keep);
   return rc;
+}
+
+void dlock_lease_confirm(dlock_leases *t, dlock_lease *l, int64_t sent_ns) {
+  if (!t || !l)
+    return;
+  pthread_mutex_lock(&t->mu);
+  if (!l->dead && sent_ns > l->fresh_ns)
+    l->fresh_ns = sent_ns;
+  pthread_mutex_unlock(&t->mu);
 }
 
 /* Under t->mu: the listed lease for TTL_MS, or a new one this caller is to
@@ -205,10 +239,12 @@ static int grant(dlock_leases *t, dlock_lease *l, int64_t deadline) {
   } else {
     l->dead = true;
     l->listed = false;
-    put_locked(t, l);
   }
   pthread_cond_broadcast(&t->cv);
+  bool last = rc != 0 && put_locked(t, l);
   pthread_mutex_unlock(&t->mu);
+  if (last)
+    discard(t, l);
   return rc;
 }
 
@@ -236,17 +272,17 @@ int dlock_lease_get(dlock_leases *t, int64_t ttl_ms, int64_t deadline, dlock_lea
      * ends by its own bound, but may run past a bound taken now (a re-login
      * it waits for), and a waiter must not give up on a lease being
      * granted. */
-    while (!l->granted && !l->dead) {
-      if (!wait_until(t, deadline)) {
-        put_locked(t, l);
-        pthread_mutex_unlock(&t->mu);
+    bool waited_out = false;
+    while (!l->granted && !l->dead && !waited_out)
+      waited_out = !wait_until(t, deadline);
+    if (waited_out || l->dead) {
+      bool last = put_locked(t, l);
+      pthread_mutex_unlock(&t->mu);
+      if (last)
+        discard(t, l);
+      if (waited_out)
         return dlock_seterr(DLOCK_ETIMEDOUT, "%s: timed out waiting for a %s", ops->store,
                             ops->what);
-      }
-    }
-    if (l->dead) {
-      put_locked(t, l);
-      pthread_mutex_unlock(&t->mu);
       if (attempt >= 3)
         return dlock_seterr(DLOCK_ECONN, "%s: could not get a %s", ops->store, ops->what);
       continue;
@@ -255,7 +291,8 @@ int dlock_lease_get(dlock_leases *t, int64_t ttl_ms, int64_t deadline, dlock_lea
     pthread_mutex_unlock(&t->mu);
 
     int64_t now = dlock__now_ns();
-    int rc = now - fresh < ttl_ms * 1000000 / 3 ? 0 : dlock_lease_refresh(t, l, now, deadline);
+    bool young = ops->confirmed_by_use || now - fresh < ttl_ms * 1000000 / 3;
+    int rc = young ? 0 : dlock_lease_refresh(t, l, now, deadline);
     if (rc == 0) {
       *out = l;
       return 0;
@@ -266,44 +303,89 @@ int dlock_lease_get(dlock_leases *t, int64_t ttl_ms, int64_t deadline, dlock_lea
   }
 }
 
+/* One lease's refresh in dlock_lease_renew. */
+struct renewal {
+  dlock_lease *lease;
+  int64_t since, deadline; /* the strictest among its locks; -1: no deadline */
+  int rc;                  /* the answer, or 1 while the request is out */
+  void *req;               /* ops->refresh_send's */
+  int64_t sent, keep;
+};
+
+/* Send R's refresh, or with no refresh_send, make it and wait for it. */
+static void renewal_send(dlock_leases *t, struct renewal *r) {
+  if (!t->ops->refresh_send) {
+    r->rc = dlock_lease_refresh(t, r->lease, r->since, r->deadline);
+    return;
+  }
+  pthread_mutex_lock(&t->mu);
+  r->rc = claim(t, r->lease, r->since, r->deadline, &r->keep);
+  pthread_mutex_unlock(&t->mu);
+  if (r->rc != 1)
+    return;
+  r->sent = dlock__now_ns();
+  int rc = t->ops->refresh_send(t->bc, r->lease->priv, &r->req);
+  if (rc < 0) {
+    settle(t, r->lease, rc, r->sent, r->keep);
+    r->rc = rc;
+  }
+}
+
 int dlock_lease_renew(dlock_leases *t, dlock_backend_lock **bls, size_t n, int *rcs,
                       dlock_lease *(*lease_of)(dlock_backend_lock *bl, int64_t *confirmed_ns)) {
   if (!t || (n && (!bls || !rcs || !lease_of)))
     return dlock_seterr(DLOCK_EINVAL, "lease table: renew needs a table, locks, results and "
                         "lease_of");
   struct use {
-    dlock_lease *lease; /* NULL: not pending, or done */
+    dlock_lease *lease; /* NULL: not pending */
     int64_t since;
+    size_t renewal;     /* its lease's, in rs */
   } *uses = calloc(n ? n : 1, sizeof *uses);
-  if (!uses)
+  struct renewal *rs = calloc(n ? n : 1, sizeof *rs);
+  if (!uses || !rs) {
+    free(uses);
+    free(rs);
     return dlock_seterr(DLOCK_ENOMEM, "%s: out of memory", t->ops->store);
-  for (size_t i = 0; i < n; i++)
-    if (rcs[i] == DLOCK_LEASE_PENDING)
-      uses[i].lease = lease_of(bls[i], &uses[i].since);
-  for (size_t i = 0; i < n; i++) {
-    dlock_lease *l = uses[i].lease;
-    if (!l)
-      continue;
-    int64_t since = INT64_MAX, dl = INT64_MAX;
-    for (size_t j = i; j < n; j++) {
-      if (uses[j].lease != l)
-        continue;
-      if (uses[j].since < since)
-        since = uses[j].since;
-      int64_t d = bls[j]->io_deadline_ns;
-      if (d && d < dl)
-        dl = d;
-    }
-    int rc = dlock_lease_refresh(t, l, since + 1, dl == INT64_MAX ? -1 : dl);
-    int64_t fresh = dlock_lease_fresh_ns(t, l);
-    for (size_t j = i; j < n; j++)
-      if (uses[j].lease == l) {
-        uses[j].lease = NULL;
-        rcs[j] = rc;
-        bls[j]->sent_ns = fresh;
-      }
   }
+  size_t nr = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (rcs[i] != DLOCK_LEASE_PENDING)
+      continue;
+    struct use *u = &uses[i];
+    u->lease = lease_of(bls[i], &u->since);
+    size_t k = 0;
+    while (k < nr && rs[k].lease != u->lease)
+      k++;
+    if (k == nr)
+      rs[nr++] = (struct renewal){.lease = u->lease, .since = INT64_MAX, .deadline = INT64_MAX};
+    u->renewal = k;
+    struct renewal *r = &rs[k];
+    if (u->since < r->since)
+      r->since = u->since;
+    int64_t d = bls[i]->io_deadline_ns;
+    if (d && d < r->deadline)
+      r->deadline = d;
+  }
+  for (size_t k = 0; k < nr; k++) {
+    rs[k].since++;
+    if (rs[k].deadline == INT64_MAX)
+      rs[k].deadline = -1;
+    renewal_send(t, &rs[k]);
+  }
+  for (size_t k = 0; k < nr; k++) {
+    struct renewal *r = &rs[k];
+    if (r->rc != 1)
+      continue;
+    r->rc = t->ops->refresh_wait(t->bc, r->lease->priv, r->req, bound(t, r->deadline), &r->keep);
+    settle(t, r->lease, r->rc, r->sent, r->keep);
+  }
+  for (size_t i = 0; i < n; i++)
+    if (uses[i].lease) {
+      rcs[i] = rs[uses[i].renewal].rc;
+      bls[i]->sent_ns = dlock_lease_fresh_ns(t, uses[i].lease);
+    }
   free(uses);
+  free(rs);
   return 0;
 }
 
@@ -319,8 +401,10 @@ void dlock_lease_put(dlock_leases *t, dlock_lease *l) {
   if (!t || !l)
     return;
   pthread_mutex_lock(&t->mu);
-  put_locked(t, l);
+  bool last = put_locked(t, l);
   pthread_mutex_unlock(&t->mu);
+  if (last)
+    discard(t, l);
 }
 
 void *dlock_lease_priv(const dlock_lease *l) { return l ? (void *)l->priv : NULL; }

@@ -5,7 +5,9 @@
  * Sessions are keyed by their requested timeout (the lock's ttl), so a
  * client that uses one ttl, the usual case, has exactly one session; a lock
  * asking for a shorter ttl gets a session that really expires that soon
- * after its holder dies.
+ * after its holder dies.  They are the leases of the core's lease table
+ * (dlock/lease.h), which connects one per timeout, shares its syncs and
+ * closes its handle once it expired and nothing uses it any more.
  *
  * Validity follows the rule of every other store: a lock is valid until the
  * send time of the last request of its session that the server answered,
@@ -14,9 +16,14 @@
  * visible), and the C client reports a disconnect only when its IO thread
  * has run and noticed, which after a pause or behind slow replies is far
  * later than the last time the server heard from us.  So a renewal is a
- * real request: one sync per session, shared by all its locks.  A lock
- * that nobody renews is given back by the supervisor when its lease runs
- * out, since the session that carries it would otherwise keep it.
+ * real request: one sync per session, shared by all its locks.
+ *
+ * The session that carries a lock would keep its node for as long as the
+ * client's other locks, or the C client's pings, keep the session alive.
+ * So open() sets bc->give_back_expired, and the core gives back, with
+ * zk_release on its renew thread, every lock whose validity ran out
+ * unrenewed, every release the server left unanswered, and every attempt
+ * that may have left a node (leave_queue), until the server answers.
  *
  * Only a request the leader must see counts as "answered": a write
  * (create, delete) or a sync.  The leader alone expires sessions, and a
@@ -44,9 +51,15 @@
  * bounded by ?timeout= (or the caller's deadline): the C client's own
  * request timeout is two thirds of the session timeout, which can be far
  * longer.  Watch and completion callbacks run on the C client's single
- * completion thread, so they only take short mutexes and signal; anything
- * that needs a round trip runs on the acquiring thread, the renew thread
- * or on the client's supervisor thread. */
+ * completion thread, so they only take short mutexes, signal and submit
+ * requests they do not wait for (setting a watch on our node again after
+ * a reconnect or a data change); anything that waits for an answer runs
+ * on the acquiring thread or the core's renew thread.  The backend starts
+ * no thread: the C client's IO and completion threads, which it starts
+ * for every handle, are the only ones.  Closing a handle waits for those:
+ * so the callbacks never give a session reference back (the last one
+ * closes the handle), and the watcher only marks an expired session, for
+ * the next thread that uses it to report it gone. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -58,42 +71,49 @@
 #include <zookeeper/zookeeper.h>
 
 #include "backends/zookeeper/zk-codec.h"
+#include "dlock/lease.h"
 
 /* How often an acquisition whose node vanished under it (session expired,
  * node deleted by someone else) queues again before giving up. */
 #define REQUEUE_MAX 5
-/* Gap between attempts to delete nodes whose delete failed. */
-#define RETRY_DELETE_NS 200000000LL
 
 typedef struct zk_client zk_client;
 
+/* A session: what the client's lease table (dlock/lease.h) keeps of each
+ * of its leases, whose ttl is the session's requested timeout.  The table
+ * keeps the send time of the latest request the leader answered (a write
+ * or a sync, never a read a follower could answer alone, and the session's
+ * creation): the session lives at least one timeout past it.  A session
+ * lives from its grant until the table lets go of it, which closes the
+ * handle first (sess_close), so that every callback of the handle runs
+ * while the session does.  The flags are under zc->mu. */
 typedef struct zk_sess {
   zk_client *zc;
   zhandle_t *zh;
-  struct zk_sess *next;
-  int64_t want_ms;      /* requested timeout: the ttl of its locks */
   int64_t timeout_ms;   /* negotiated (zoo_recv_timeout) */
-  int refs;             /* threads using zh right now */
   bool ever_connected;
-  bool ready;           /* connected and logged in: usable by other threads */
   bool connected;
   bool expired;         /* expired or refused: never used again */
-  bool recheck;         /* reconnected: check that our nodes survived */
   bool dropped;         /* the connection dropped since it was last connected */
-  /* Send time of the latest request the leader answered (a write or a
-   * sync, never a read a follower could answer alone): the session lives
-   * at least one timeout past it. */
-  int64_t confirmed_ns;
 } zk_sess;
 
-/* bl->priv: a held lock, in the client's registry while held. */
+static zk_sess *sess_of(const dlock_lease *s) { return dlock_lease_priv(s); }
+
+/* bl->priv: a held lock, in the client's registry while held; or, after
+ * a release or an attempt the server left unanswered, what the core's
+ * give-back needs to delete our node.  Nothing points into it but the
+ * registry, so the core may move it once it is out of there. */
 typedef struct zk_lock {
   struct zk_lock *prev, *next;
-  dlock_backend_lock *bl;
-  zk_sess *sess;
-  char *path;
-  int64_t confirmed_ns; /* what the last acquire or renewal counted from */
+  dlock_backend_lock *bl; /* while listed */
+  /* The session our node is on, with a reference; NULL: we have no node
+   * at the server (or it went with its session). */
+  dlock_lease *sess;
+  /* Our node's sequence number (its path is node_path's), or -1 when it
+   * was created by a request that got no answer and is found by owner. */
+  int64_t seq;
   int64_t ttl_ms;       /* the lease granted (bl->ttl_ms as last returned) */
+  int64_t renew_since;  /* in renew_many: a sync unless answered after this */
   bool listed;
   bool lost;
 } zk_lock;
@@ -106,30 +126,18 @@ typedef struct zk_waiter {
   bool fired;
 } zk_waiter;
 
-/* A node we must delete but could not (connection trouble): retried by the
- * supervisor while its session lives, so no orphan blocks the queue. */
-typedef struct zk_orphan {
-  struct zk_orphan *next;
-  zk_sess *sess;
-  char *path;
-} zk_orphan;
-
 struct zk_client {
   pthread_mutex_t mu;
-  pthread_cond_t cv;     /* session state changed, a watch fired */
-  pthread_cond_t sup_cv; /* work for the supervisor */
+  pthread_cond_t cv; /* session state changed, a watch fired */
   bool sync_ready;
   dlock_backend_client *bc;
   char *hosts;
   char *root;
   char *auth; /* "user:password" for digest, or NULL */
   bool container_ok;
-  zk_sess *sessions;
+  dlock_leases *sessions; /* dlock/lease.h */
   zk_lock *held;
   zk_waiter *waiters;
-  zk_orphan *orphans;
-  pthread_t sup;
-  bool sup_started, sup_stop;
   uint64_t pred_events;
   uint64_t syncs; /* sync requests sent (DLOCK_ZK_CTL_SYNCS) */
 };
@@ -156,9 +164,12 @@ static void lose(zk_client *zc, zk_lock *lk) {
   dlock_backend_lock_lost(zc->bc, lk->bl);
 }
 
-static void lose_session_locks(zk_client *zc, zk_sess *s) {
+/* The server ended S, and every lock on it with it. */
+static void session_ended(zk_client *zc, zk_sess *s) {
+  s->expired = true;
+  s->connected = false;
   for (zk_lock *lk = zc->held; lk; lk = lk->next)
-    if (lk->sess == s)
+    if (sess_of(lk->sess) == s)
       lose(zc, lk);
 }
 
@@ -178,6 +189,89 @@ static bool server_answered(int rc) {
   return rc == ZOK || rc == ZNONODE || rc == ZNODEEXISTS || rc == ZNOTEMPTY || rc == ZBADVERSION;
 }
 
+/* Our node for BL, numbered SEQ by its sequential create, malloc'd. */
+static char *node_path(const zk_client *zc, const dlock_backend_lock *bl, int64_t seq) {
+  char *dir = dlock__zk_lock_dir(zc->root, bl->key, bl->keylen);
+  char *prefix = dir ? dlock__zk_node_prefix(dir, bl->owner) : NULL;
+  size_t n = prefix ? strlen(prefix) + DLOCK__ZK_SEQ_DIGITS + 1 : 0;
+  char *p = n ? malloc(n) : NULL;
+  if (p)
+    snprintf(p, n, "%s%0*lld", prefix, DLOCK__ZK_SEQ_DIGITS, (long long)seq);
+  free(prefix);
+  free(dir);
+  return p;
+}
+
+/* The sequence number in our node's PATH, or -1. */
+static int64_t seq_of(const char *path) {
+  char guid[DLOCK__ZK_GUID_LEN + 1];
+  int64_t seq;
+  const char *name = strrchr(path, '/');
+  return name && dlock__zk_parse_node(name + 1, guid, &seq) == 0 ? seq : -1;
+}
+
+/* Under zc->mu: the held lock whose node on S is PATH, or NULL. */
+static zk_lock *held_at(zk_client *zc, const zk_sess *s, const char *path) {
+  char guid[DLOCK__ZK_GUID_LEN + 1];
+  int64_t seq;
+  const char *name = strrchr(path, '/');
+  if (!name || dlock__zk_parse_node(name + 1, guid, &seq) < 0)
+    return NULL;
+  for (zk_lock *lk = zc->held; lk; lk = lk->next)
+    if (sess_of(lk->sess) == s && lk->seq == seq && strcmp(lk->bl->owner, guid) == 0)
+      return lk;
+  return NULL;
+}
+
+/* The watched read of a held lock's node.  Nobody waits for it, so it may
+ * complete after the lock was released and freed: it names the lock by
+ * session and path.  A session outlives every completion of its handle
+ * (sess_close), so no other can take that name meanwhile. */
+typedef struct own_watch {
+  zk_client *zc;
+  zk_sess *s;
+  char path[];
+} own_watch;
+
+static void own_watch_done(int rc, const char *value, int len, const struct Stat *stat,
+                           const void *data) {
+  (void)value;
+  (void)len;
+  (void)stat;
+  own_watch *w = (own_watch *)data;
+  zk_client *zc = w->zc;
+  pthread_mutex_lock(&zc->mu);
+  /* A lost connection may have left no watch; the reconnect sets it
+   * again.  ZCLOSING: the client is going. */
+  zk_lock *lk = held_at(zc, w->s, w->path);
+  if (lk && rc != ZOK && rc != ZCONNECTIONLOSS && rc != ZOPERATIONTIMEOUT && rc != ZCLOSING)
+    lose(zc, lk);
+  pthread_mutex_unlock(&zc->mu);
+  free(w);
+}
+
+/* Submit the watch on LK's node, whose deletion by anyone else is a loss,
+ * without waiting for it: a deletion or failure reported later declares
+ * the lock lost, and renewal reports that even when it happened before
+ * acquire returned.  A request only, so the watcher may set it again.
+ * LK is held; under zc->mu or not. */
+static int watch_own(zk_client *zc, zk_lock *lk) {
+  char *path = node_path(zc, lk->bl, lk->seq);
+  size_t n = path ? strlen(path) + 1 : 0;
+  own_watch *w = n ? malloc(sizeof *w + n) : NULL;
+  int rc = ZSYSTEMERROR;
+  if (w) {
+    w->zc = zc;
+    w->s = sess_of(lk->sess);
+    memcpy(w->path, path, n);
+    rc = zoo_aget(w->s->zh, w->path, 1, own_watch_done, w);
+    if (rc != ZOK)
+      free(w);
+  }
+  free(path);
+  return rc;
+}
+
 /* ---- the watcher (completion thread) ---- */
 
 static void on_session_event(zk_client *zc, zk_sess *s, int state) {
@@ -185,8 +279,6 @@ static void on_session_event(zk_client *zc, zk_sess *s, int state) {
     if (!s->ever_connected || s->dropped) {
       int64_t was = s->timeout_ms;
       s->timeout_ms = zoo_recv_timeout(s->zh);
-      if (s->dropped)
-        s->recheck = true;
       /* A server with a lower maxSessionTimeout took the session back on
        * a shorter timeout, from the reconnect on.  The core keeps each
        * lock's deadline at the old lease until its next renewal, which
@@ -196,13 +288,21 @@ static void on_session_event(zk_client *zc, zk_sess *s, int state) {
        * case needs an ensemble whose members disagree on their limits. */
       if (s->dropped && was > 0 && s->timeout_ms > 0 && s->timeout_ms < was)
         for (zk_lock *lk = zc->held; lk; lk = lk->next)
-          if (lk->sess == s && lk->ttl_ms > s->timeout_ms)
+          if (sess_of(lk->sess) == s && lk->ttl_ms > s->timeout_ms)
             lose(zc, lk);
     }
-    if (s->dropped)
+    if (s->dropped) {
       dlock_backend_log(zc->bc, DLOCK_LOG_INFO,
                         "zk: session reconnected (timeout %lld ms); checking its locks",
                         (long long)s->timeout_ms);
+      /* A node deleted while we were away fires its watch when the
+       * watches are registered again, but each one is read again as
+       * well (watched: the read that set the watch may have been lost
+       * with the connection) rather than rely on that alone. */
+      for (zk_lock *lk = zc->held; lk; lk = lk->next)
+        if (sess_of(lk->sess) == s && !lk->lost)
+          watch_own(zc, lk);
+    }
     s->ever_connected = true;
     s->connected = true;
     s->dropped = false;
@@ -219,11 +319,8 @@ static void on_session_event(zk_client *zc, zk_sess *s, int state) {
     dlock_backend_log(zc->bc, DLOCK_LOG_WARN, "zk: %s",
                       state == ZOO_EXPIRED_SESSION_STATE ? "the server expired the session"
                                                          : "the server refused the credentials");
-    s->expired = true;
-    s->connected = false;
-    lose_session_locks(zc, s);
+    session_ended(zc, s);
   }
-  pthread_cond_signal(&zc->sup_cv);
 }
 
 static void on_node_event(zk_client *zc, zk_sess *s, int type, const char *path) {
@@ -232,18 +329,11 @@ static void on_node_event(zk_client *zc, zk_sess *s, int type, const char *path)
       w->fired = true;
       zc->pred_events++;
     }
-  for (zk_lock *lk = zc->held; lk; lk = lk->next) {
-    if (lk->sess != s || strcmp(lk->path, path) != 0)
-      continue;
-    if (type == ZOO_DELETED_EVENT) {
-      lose(zc, lk);
-    } else {
-      /* A data change used up the watch on our node: have the supervisor
-       * set it again, or a later deletion would go unseen. */
-      s->recheck = true;
-      pthread_cond_signal(&zc->sup_cv);
-    }
-  }
+  zk_lock *lk = held_at(zc, s, path);
+  if (lk && type == ZOO_DELETED_EVENT)
+    lose(zc, lk);
+  else if (lk) /* a data change used up the watch: a later deletion needs one */
+    watch_own(zc, lk);
 }
 
 static void watcher(zhandle_t *zh, int type, int state, const char *path, void *ctx) {
@@ -268,10 +358,12 @@ typedef struct zk_call {
   pthread_cond_t cv;
   int state;
   int rc;
-  zk_sess *sess;
+  zk_client *zc;
   zhandle_t *zh;
   int64_t sent_ns; /* taken before the request was submitted */
-  bool leader;     /* a write or sync: its answer passed through the leader */
+  /* The session of a write or sync, whose answer passed through the
+   * leader and so confirms it; NULL for reads. */
+  dlock_lease *confirms;
   bool has_stat;
   struct Stat stat;
   char *str;
@@ -281,21 +373,27 @@ typedef struct zk_call {
   int datalen;
 } zk_call;
 
-/* Made right before the request is submitted: its send time is taken here,
- * never later, so that it can only understate how long the session lives.
- * LEADER: the request is one the leader must see (write, sync), whose
- * answer therefore confirms the session; false for reads. */
-static zk_call *call_new(zk_sess *s, bool leader) {
+/* Made right before the request is submitted on S: its send time is taken
+ * here, never later, so that it can only understate how long the session
+ * lives.  CONFIRMS: S's lease when the request is one the leader must see
+ * (write, sync), whose answer therefore confirms the session; NULL for
+ * reads. */
+static zk_call *call_new(zk_sess *s, dlock_lease *confirms) {
   zk_call *c = calloc(1, sizeof *c);
   if (!c)
     return NULL;
   pthread_mutex_init(&c->mu, NULL);
   dlock__cond_init(&c->cv);
-  c->sess = s;
+  c->zc = s->zc;
   c->zh = s->zh;
-  c->leader = leader;
+  c->confirms = confirms;
   c->sent_ns = now_ns();
   return c;
+}
+
+/* A request on session S, confirming it when LEADER (see call_new). */
+static zk_call *call_on(dlock_lease *s, bool leader) {
+  return call_new(sess_of(s), leader ? s : NULL);
 }
 
 static void call_free(zk_call *c) {
@@ -424,13 +522,8 @@ static int call_wait(zk_call *c, int submit_rc, int64_t deadline, zk_call **out)
     }
   }
   pthread_mutex_unlock(&c->mu);
-  if (c->leader && server_answered(c->rc)) {
-    zk_client *zc = c->sess->zc;
-    pthread_mutex_lock(&zc->mu);
-    if (c->sent_ns > c->sess->confirmed_ns)
-      c->sess->confirmed_ns = c->sent_ns;
-    pthread_mutex_unlock(&zc->mu);
-  }
+  if (c->confirms && server_answered(c->rc))
+    dlock_lease_confirm(c->zc->sessions, c->confirms, c->sent_ns);
   *out = c;
   return c->rc;
 }
@@ -440,13 +533,13 @@ static int64_t bound(const zk_client *zc, int64_t deadline) {
   return deadline >= 0 && deadline < d ? deadline : d;
 }
 
-static int z_create(zk_client *zc, zk_sess *s, const char *path, const char *val, int mode,
-                    int64_t deadline, char **created, struct Stat *stat) {
-  zk_call *c = call_new(s, true), *r;
+static int z_create(zk_client *zc, dlock_lease *s, const char *path, const char *val,
+                    int mode, int64_t deadline, char **created, struct Stat *stat) {
+  zk_call *c = call_on(s, true), *r;
   if (!c)
     return ZSYSTEMERROR;
   int vl = val ? (int)strlen(val) : -1;
-  int rc = call_wait(c, zoo_acreate2(s->zh, path, val, vl, acl_for(zc), mode, done_string_stat, c),
+  int rc = call_wait(c, zoo_acreate2(c->zh, path, val, vl, acl_for(zc), mode, done_string_stat, c),
                      bound(zc, deadline), &r);
   if (r && rc == ZOK) {
     if (created) {
@@ -461,58 +554,57 @@ static int z_create(zk_client *zc, zk_sess *s, const char *path, const char *val
 }
 
 /* Delete PATH if its data version is still VERSION (-1: any). */
-static int z_delete_at(zk_client *zc, zk_sess *s, const char *path, int version,
+static int z_delete_at(zk_client *zc, dlock_lease *s, const char *path, int version,
                        int64_t deadline) {
-  zk_call *c = call_new(s, true), *r;
+  zk_call *c = call_on(s, true), *r;
   if (!c)
     return ZSYSTEMERROR;
   int rc =
-      call_wait(c, zoo_adelete(s->zh, path, version, done_void, c), bound(zc, deadline), &r);
+      call_wait(c, zoo_adelete(c->zh, path, version, done_void, c), bound(zc, deadline), &r);
   call_free(r);
   return rc;
 }
 
-static int z_delete(zk_client *zc, zk_sess *s, const char *path, int64_t deadline) {
+static int z_delete(zk_client *zc, dlock_lease *s, const char *path, int64_t deadline) {
   return z_delete_at(zc, s, path, -1, deadline);
 }
 
 /* getData, leaving a watch when WATCH is set.  Unlike exists, getData
  * leaves no watch behind on a node that is already gone. */
-static int z_get(zk_client *zc, zk_sess *s, const char *path, int watch, int64_t deadline,
+static int z_get(zk_client *zc, dlock_lease *s, const char *path, int watch, int64_t deadline,
                  zk_call **out) {
-  zk_call *c = call_new(s, false);
+  zk_call *c = call_on(s, false);
   if (!c)
     return ZSYSTEMERROR;
-  return call_wait(c, zoo_aget(s->zh, path, watch, done_data, c), bound(zc, deadline), out);
+  return call_wait(c, zoo_aget(c->zh, path, watch, done_data, c), bound(zc, deadline), out);
 }
 
-static int z_children(zk_client *zc, zk_sess *s, const char *path, int64_t deadline,
+static int z_children(zk_client *zc, dlock_lease *s, const char *path, int64_t deadline,
                       zk_call **out) {
-  zk_call *c = call_new(s, false);
+  zk_call *c = call_on(s, false);
   if (!c)
     return ZSYSTEMERROR;
-  return call_wait(c, zoo_aget_children(s->zh, path, 0, done_strings, c), bound(zc, deadline),
+  return call_wait(c, zoo_aget_children(c->zh, path, 0, done_strings, c), bound(zc, deadline),
                    out);
 }
 
-/* Submits a sync, which a follower forwards to the leader and answers only
- * once the leader did; counted for DLOCK_ZK_CTL_SYNCS.  C is the call to
- * wait on (call_new(s, true)). */
-static int sync_submit(zk_client *zc, zk_sess *s, zk_call *c) {
-  pthread_mutex_lock(&zc->mu);
-  zc->syncs++;
-  pthread_mutex_unlock(&zc->mu);
-  return zoo_async(s->zh, "/", done_string, c);
+/* Submits C, a sync, which a follower forwards to the leader and answers
+ * only once the leader did; counted for DLOCK_ZK_CTL_SYNCS. */
+static int sync_submit(zk_call *c) {
+  pthread_mutex_lock(&c->zc->mu);
+  c->zc->syncs++;
+  pthread_mutex_unlock(&c->zc->mu);
+  return zoo_async(c->zh, "/", done_string, c);
 }
 
 /* A sync, waited for: ZOK moves the session's confirmation to its send
  * time.  A follower without a leader holds it (until DEADLINE, at most
  * ?timeout=) or fails it with a lost connection, and neither counts. */
-static int z_sync(zk_client *zc, zk_sess *s, int64_t deadline) {
-  zk_call *c = call_new(s, true), *r;
+static int z_sync(zk_client *zc, dlock_lease *s, int64_t deadline) {
+  zk_call *c = call_on(s, true), *r;
   if (!c)
     return ZSYSTEMERROR;
-  int rc = call_wait(c, sync_submit(zc, s, c), bound(zc, deadline), &r);
+  int rc = call_wait(c, sync_submit(c), bound(zc, deadline), &r);
   call_free(r);
   return rc;
 }
@@ -538,316 +630,166 @@ static int zk_err(int rc, const char *what, const char *key) {
   }
 }
 
-/* ---- sessions ---- */
+/* ---- sessions: the lease table's requests (dlock/lease.h) ---- */
 
-static void sess_put(zk_client *zc, zk_sess *s) {
-  if (--s->refs == 0 && s->expired)
-    pthread_cond_signal(&zc->sup_cv);
-}
-
-static void sess_unlink(zk_client *zc, zk_sess *s) {
-  for (zk_sess **p = &zc->sessions; *p; p = &(*p)->next)
-    if (*p == s) {
-      *p = s->next;
-      return;
-    }
-}
-
-/* Called without zc->mu: the close joins the C client's threads, which
- * take it. */
-static void sess_destroy(zk_sess *s) {
+/* Close S's handle (the lease table's release).  The close joins the C
+ * client's threads, which take zc->mu and run S's callbacks: so never
+ * under zc->mu, nor on one of those threads, which therefore never give a
+ * session reference back. */
+static void sess_close(dlock_backend_client *bc, void *priv) {
+  (void)bc;
+  zk_sess *s = priv;
   if (s->zh)
     zookeeper_close(s->zh);
-  free(s);
+  s->zh = NULL;
 }
 
-/* A connected (or briefly suspended) session for locks of WANT_MS, with a
- * reference taken; connects a new one when there is none or the old one
- * expired.  0 or a negative code. */
-static int sess_get(zk_client *zc, int64_t want_ms, zk_sess **out) {
-  dlock_backend_client *bc = zc->bc;
+/* Connect a session for locks of TTL_MS, logged in before the table lets
+ * other threads use it.  Bounded by ?connect_timeout=, whatever the
+ * request timeout: it is the session's first contact. */
+static int sess_grant(dlock_backend_client *bc, void *priv, int64_t ttl_ms, int64_t deadline_ns,
+                      int64_t *keep_ms) {
+  (void)deadline_ns;
+  zk_client *zc = bc->priv;
+  zk_sess *s = priv;
   int64_t deadline = now_ns() + bc->connect_timeout_ms * 1000000;
+  s->zc = zc;
   pthread_mutex_lock(&zc->mu);
-  for (;;) {
-    zk_sess *s;
-    for (s = zc->sessions; s; s = s->next)
-      if (s->want_ms == want_ms && !s->expired)
-        break;
-    if (s && s->ready) {
-      s->refs++;
-      pthread_mutex_unlock(&zc->mu);
+  /* The watcher can run as soon as the handle exists: publish it under
+   * the lock the watcher takes. */
+  errno = 0;
+  int timeout = ttl_ms > INT32_MAX ? INT32_MAX : (int)ttl_ms;
+  s->zh = zookeeper_init2(zc->hosts, watcher, timeout, NULL, s, 0, quiet_log);
+  int err = errno;
+  zk_call *auth = NULL;
+  int arc = ZOK;
+  if (s->zh && zc->auth) {
+    auth = call_new(s, NULL);
+    arc = auth ? zoo_add_auth(s->zh, "digest", zc->auth, (int)strlen(zc->auth), done_void, auth)
+               : ZSYSTEMERROR;
+  }
+  while (s->zh && !s->ever_connected && !s->expired && cv_wait(&zc->cv, &zc->mu, deadline))
+    ;
+  bool ok = s->zh && s->ever_connected && !s->expired;
+  *keep_ms = s->timeout_ms;
+  pthread_mutex_unlock(&zc->mu);
+  int rc = 0;
+  if (!s->zh) {
+    rc = dlock_seterr(DLOCK_ECONN, "zk: cannot start a session with %s: %s", zc->hosts,
+                      err ? strerror(err) : "invalid host list");
+  } else if (!ok) {
+    rc = dlock_seterr(DLOCK_ECONN, "zk: no session with %s within %lld ms", zc->hosts,
+                      (long long)bc->connect_timeout_ms);
+  }
+  if (auth) {
+    zk_call *r = NULL;
+    arc = call_wait(auth, arc, rc == 0 ? deadline : 0, &r);
+    call_free(r);
+    if (rc == 0 && arc != ZOK)
+      rc = arc == ZOPERATIONTIMEOUT
+               ? dlock_seterr(DLOCK_ECONN, "zk: no answer to the login within %lld ms",
+                              (long long)bc->connect_timeout_ms)
+               : dlock_seterr(DLOCK_EAUTH, "zk: digest login refused: %s", zerror(arc));
+  }
+  if (rc < 0)
+    sess_close(bc, s); /* the table forgets a failed grant */
+  return rc;
+}
+
+/* What a sync's answer ZRC says of its session, as the lease table's
+ * refresh returns it. */
+static int sync_answer(int zrc) {
+  if (zrc == ZSESSIONEXPIRED || zrc == ZINVALIDSTATE)
+    return dlock_seterr(DLOCK_ELOST, "zk: the session expired");
+  return zrc == ZOK ? 0 : zk_err(zrc, "cannot sync", "/");
+}
+
+/* The lease table's refresh in two steps: a sync sent, then waited for.
+ * Its answer confirms the session at the table's own send time. */
+static int sess_sync_send(dlock_backend_client *bc, void *priv, void **req) {
+  (void)bc;
+  zk_call *c = call_new(priv, NULL);
+  int zrc = c ? sync_submit(c) : ZSYSTEMERROR;
+  if (zrc != ZOK) {
+    call_free(c);
+    return sync_answer(zrc);
+  }
+  *req = c;
+  return 0;
+}
+
+static int sess_sync_wait(dlock_backend_client *bc, void *priv, void *req, int64_t deadline_ns,
+                          int64_t *keep_ms) {
+  (void)bc;
+  (void)priv;
+  (void)keep_ms;
+  zk_call *r = NULL;
+  int zrc = call_wait(req, ZOK, deadline_ns, &r);
+  call_free(r);
+  return sync_answer(zrc);
+}
+
+static int sess_sync(dlock_backend_client *bc, void *priv, int64_t deadline_ns,
+                     int64_t *keep_ms) {
+  void *req;
+  int rc = sess_sync_send(bc, priv, &req);
+  return rc < 0 ? rc : sess_sync_wait(bc, priv, req, deadline_ns, keep_ms);
+}
+
+/* The server ended the session (a sync said so, or the watcher did and a
+ * caller noticed): every lock on it is lost. */
+static void sess_gone(dlock_backend_client *bc, dlock_lease *s) {
+  zk_client *zc = bc->priv;
+  pthread_mutex_lock(&zc->mu);
+  session_ended(zc, sess_of(s));
+  pthread_mutex_unlock(&zc->mu);
+}
+
+static const dlock_lease_ops zk_session_ops = {
+    .store = "zk",
+    .what = "session",
+    .priv_size = sizeof(zk_sess),
+    .grant = sess_grant,
+    .refresh = sess_sync,
+    .gone = sess_gone,
+    .release = sess_close,
+    .refresh_send = sess_sync_send,
+    .refresh_wait = sess_sync_wait,
+    .confirmed_by_use = true,
+};
+
+/* The session for locks of WANT_MS, with a reference: the table's, or a
+ * new one in place of one the server expired, which the watcher could only
+ * mark (it runs on the thread that closing the handle waits for).  0 or a
+ * negative code. */
+static int sess_get(zk_client *zc, int64_t want_ms, dlock_lease **out) {
+  for (int tries = 0;; tries++) {
+    dlock_lease *s;
+    int rc = dlock_lease_get(zc->sessions, want_ms, -1, &s);
+    if (rc < 0)
+      return rc;
+    pthread_mutex_lock(&zc->mu);
+    bool expired = sess_of(s)->expired;
+    pthread_mutex_unlock(&zc->mu);
+    if (!expired) {
       *out = s;
       return 0;
     }
-    if (s) { /* another thread is connecting it */
-      if (!cv_wait(&zc->cv, &zc->mu, deadline))
-        break;
-      continue;
-    }
-    s = calloc(1, sizeof *s);
-    if (!s) {
-      pthread_mutex_unlock(&zc->mu);
-      return dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
-    }
-    s->zc = zc;
-    s->want_ms = want_ms;
-    s->refs = 1;
-    s->next = zc->sessions;
-    zc->sessions = s;
-    /* The watcher can run as soon as the handle exists: publish it under
-     * the lock the watcher takes. */
-    errno = 0;
-    int timeout = want_ms > INT32_MAX ? INT32_MAX : (int)want_ms;
-    s->zh = zookeeper_init2(zc->hosts, watcher, timeout, NULL, s, 0, quiet_log);
-    int err = errno;
-    zk_call *auth = NULL;
-    int arc = ZOK;
-    if (s->zh && zc->auth) {
-      auth = call_new(s, false);
-      arc = auth ? zoo_add_auth(s->zh, "digest", zc->auth, (int)strlen(zc->auth), done_void,
-                                auth)
-                 : ZSYSTEMERROR;
-    }
-    while (s->zh && !s->ever_connected && !s->expired && cv_wait(&zc->cv, &zc->mu, deadline))
-      ;
-    bool ok = s->zh && s->ever_connected && !s->expired;
-    pthread_mutex_unlock(&zc->mu);
-    int rc = 0;
-    if (!s->zh) {
-      rc = dlock_seterr(DLOCK_ECONN, "zk: cannot start a session with %s: %s", zc->hosts,
-                        err ? strerror(err) : "invalid host list");
-    } else if (!ok) {
-      rc = dlock_seterr(DLOCK_ECONN, "zk: no session with %s within %lld ms", zc->hosts,
-                        (long long)bc->connect_timeout_ms);
-    }
-    if (auth) {
-      zk_call *r = NULL;
-      arc = call_wait(auth, arc, rc == 0 ? deadline : 0, &r);
-      call_free(r);
-      if (rc == 0 && arc != ZOK)
-        rc = arc == ZOPERATIONTIMEOUT
-                 ? dlock_seterr(DLOCK_ECONN, "zk: no answer to the login within %lld ms",
-                                (long long)bc->connect_timeout_ms)
-                 : dlock_seterr(DLOCK_EAUTH, "zk: digest login refused: %s", zerror(arc));
-    }
-    pthread_mutex_lock(&zc->mu);
-    if (rc < 0) {
-      s->expired = true;
-      sess_unlink(zc, s);
-      pthread_cond_broadcast(&zc->cv);
-      pthread_mutex_unlock(&zc->mu);
-      sess_destroy(s);
-      return rc;
-    }
-    /* Only now may other threads use it: until the login answered, a
-     * failure still destroys the session under our feet. */
-    s->ready = true;
-    pthread_cond_broadcast(&zc->cv);
-    pthread_mutex_unlock(&zc->mu);
-    *out = s;
-    return 0;
+    dlock_lease_gone(zc->sessions, s);
+    dlock_lease_put(zc->sessions, s);
+    if (tries == 3)
+      return dlock_seterr(DLOCK_ECONN, "zk: every session with %s expired at once", zc->hosts);
   }
-  pthread_mutex_unlock(&zc->mu);
-  return dlock_seterr(DLOCK_ECONN, "zk: no session with %s within %lld ms", zc->hosts,
-                      (long long)bc->connect_timeout_ms);
 }
 
-static void sess_release(zk_client *zc, zk_sess *s) {
-  pthread_mutex_lock(&zc->mu);
-  sess_put(zc, s);
-  pthread_mutex_unlock(&zc->mu);
-}
-
-/* ---- orphans ---- */
-
-/* Under zc->mu. */
-static void orphan_add_locked(zk_client *zc, zk_sess *s, const char *path) {
-  zk_orphan *o = calloc(1, sizeof *o);
-  if (!o || !(o->path = strdup(path))) {
-    free(o);
-    return; /* the session's end removes it */
-  }
-  o->sess = s;
-  s->refs++;
-  o->next = zc->orphans;
-  zc->orphans = o;
-  pthread_cond_signal(&zc->sup_cv);
-}
-
-static void orphan_add(zk_client *zc, zk_sess *s, const char *path) {
-  pthread_mutex_lock(&zc->mu);
-  orphan_add_locked(zc, s, path);
-  pthread_mutex_unlock(&zc->mu);
-}
-
-/* Delete our own node; a failed delete is handed to the supervisor. */
-static void drop_node(zk_client *zc, zk_sess *s, const char *path) {
-  int rc = z_delete(zc, s, path, -1);
-  if (rc != ZOK && rc != ZNONODE && rc != ZSESSIONEXPIRED && rc != ZINVALIDSTATE)
-    orphan_add(zc, s, path);
-}
-
-/* ---- the supervisor thread ---- */
-
-/* The supervisor also gives back expired leases, so none of its own
- * requests may keep it away from them for long. */
-static int64_t sup_io_deadline(const zk_client *zc, const zk_sess *s) {
-  int64_t cap = s->timeout_ms * 1000000 / 6;
-  int64_t t = zc->bc->timeout_ms * 1000000;
-  return now_ns() + (cap > 0 && cap < t ? cap : t);
-}
-
-/* Locks whose lease ran out without a renewal: the core already says LOST
- * (its deadline is earlier by the margin), but the session, kept alive by
- * other locks or the C client's pings, would keep the node, and with it
- * everyone queued behind.  Delete them as orphans.  Under zc->mu; true if
- * it gave one back. */
-static bool give_back_expired(zk_client *zc, int64_t now, int64_t *wake) {
-  for (zk_lock *lk = zc->held; lk; lk = lk->next) {
-    if (lk->lost || lk->sess->expired)
-      continue;
-    int64_t end = lk->confirmed_ns + lk->ttl_ms * 1000000;
-    if (now < end) {
-      if (end < *wake)
-        *wake = end;
-      continue;
-    }
-    lose(zc, lk);
-    orphan_add_locked(zc, lk->sess, lk->path);
-    return true;
-  }
-  return false;
-}
-
-/* Under zc->mu, which it drops around I/O; returns true if it did any (the
- * caller rescans). */
-static bool sup_step(zk_client *zc, int64_t *wake) {
-  int64_t now = now_ns();
-  if (give_back_expired(zc, now, wake))
-    return true;
-  for (zk_sess *s = zc->sessions; s; s = s->next) {
-    if (s->expired && s->refs == 0) {
-      sess_unlink(zc, s);
-      pthread_mutex_unlock(&zc->mu);
-      sess_destroy(s);
-      pthread_mutex_lock(&zc->mu);
-      return true;
-    }
-    if (s->recheck && s->connected && !s->expired) {
-      /* Reconnected within the session: a node deleted while we were away
-       * fires its watch when the watches are re-registered, but check
-       * each one explicitly rather than rely on that alone. */
-      s->recheck = false;
-      size_t n = 0;
-      for (zk_lock *lk = zc->held; lk; lk = lk->next)
-        n += lk->sess == s && !lk->lost;
-      char **paths = n ? calloc(n, sizeof *paths) : NULL;
-      size_t k = 0;
-      for (zk_lock *lk = zc->held; paths && lk && k < n; lk = lk->next)
-        if (lk->sess == s && !lk->lost)
-          paths[k++] = strdup(lk->path);
-      s->refs++;
-      pthread_mutex_unlock(&zc->mu);
-      for (size_t i = 0; i < k; i++) {
-        /* Watched: the read that set the watch at acquire time may have
-         * been lost with the connection. */
-        zk_call *g = NULL;
-        int rc = paths[i] ? z_get(zc, s, paths[i], 1, sup_io_deadline(zc, s), &g) : ZOK;
-        call_free(g);
-        pthread_mutex_lock(&zc->mu);
-        if (rc == ZOPERATIONTIMEOUT || rc == ZCONNECTIONLOSS)
-          s->recheck = true; /* try again on the next round */
-        if (rc == ZNONODE)
-          for (zk_lock *lk = zc->held; lk; lk = lk->next)
-            if (lk->sess == s && strcmp(lk->path, paths[i]) == 0)
-              lose(zc, lk);
-        pthread_mutex_unlock(&zc->mu);
-        free(paths[i]);
-      }
-      free(paths);
-      pthread_mutex_lock(&zc->mu);
-      sess_put(zc, s);
-      return true;
-    }
-  }
-  for (zk_orphan **p = &zc->orphans; *p; p = &(*p)->next) {
-    zk_orphan *o = *p;
-    if (o->sess->expired) { /* its ephemeral nodes went with it */
-      *p = o->next;
-      sess_put(zc, o->sess);
-      free(o->path);
-      free(o);
-      return true;
-    }
-    if (!o->sess->connected) {
-      if (now + RETRY_DELETE_NS < *wake)
-        *wake = now + RETRY_DELETE_NS;
-      continue;
-    }
-    *p = o->next;
-    zk_sess *s = o->sess;
-    pthread_mutex_unlock(&zc->mu);
-    int rc = z_delete(zc, s, o->path, sup_io_deadline(zc, s));
-    pthread_mutex_lock(&zc->mu);
-    if (rc != ZOK && rc != ZNONODE && rc != ZSESSIONEXPIRED && rc != ZINVALIDSTATE) {
-      /* Back on the list, still holding its session reference. */
-      o->next = zc->orphans;
-      zc->orphans = o;
-      if (now + RETRY_DELETE_NS < *wake)
-        *wake = now + RETRY_DELETE_NS;
-      return false;
-    }
-    free(o->path);
-    free(o);
-    sess_put(zc, s);
-    return true;
-  }
-  return false;
-}
-
-static void *sup_main(void *arg) {
-  zk_client *zc = arg;
-  pthread_mutex_lock(&zc->mu);
-  while (!zc->sup_stop) {
-    int64_t wake = INT64_MAX;
-    if (sup_step(zc, &wake))
-      continue;
-    if (zc->sup_stop)
-      break;
-    if (wake == INT64_MAX) {
-      pthread_cond_wait(&zc->sup_cv, &zc->mu);
-    } else {
-      struct timespec ts;
-      dlock__ns_to_timespec(wake, &ts);
-      pthread_cond_timedwait(&zc->sup_cv, &zc->mu, &ts);
-    }
-  }
-  pthread_mutex_unlock(&zc->mu);
-  return NULL;
-}
+/* Give back a reference to S, never under zc->mu: it may be the last. */
+static void sess_put(zk_client *zc, dlock_lease *s) { dlock_lease_put(zc->sessions, s); }
 
 /* ---- open / close ---- */
 
 static void client_free(zk_client *zc) {
-  if (zc->sup_started) {
-    pthread_mutex_lock(&zc->mu);
-    zc->sup_stop = true;
-    pthread_cond_signal(&zc->sup_cv);
-    pthread_mutex_unlock(&zc->mu);
-    pthread_join(zc->sup, NULL);
-    zc->sup_started = false;
-  }
-  while (zc->sessions) {
-    zk_sess *s = zc->sessions;
-    zc->sessions = s->next;
-    sess_destroy(s);
-  }
-  while (zc->orphans) {
-    zk_orphan *o = zc->orphans;
-    zc->orphans = o->next;
-    free(o->path);
-    free(o);
-  }
+  dlock_leases_free(zc->sessions);
+  zc->sessions = NULL;
   free(zc->hosts);
   free(zc->root);
   if (zc->auth) {
@@ -857,7 +799,6 @@ static void client_free(zk_client *zc) {
   if (zc->sync_ready) {
     pthread_mutex_destroy(&zc->mu);
     pthread_cond_destroy(&zc->cv);
-    pthread_cond_destroy(&zc->sup_cv);
     zc->sync_ready = false;
   }
 }
@@ -868,8 +809,10 @@ static int zk_open(dlock_backend_client *bc, dlock_url *url) {
   zc->container_ok = true;
   pthread_mutex_init(&zc->mu, NULL);
   dlock__cond_init(&zc->cv);
-  dlock__cond_init(&zc->sup_cv);
   zc->sync_ready = true;
+  /* The session that carries a lock keeps its node for as long as the
+   * client's other locks, or the C client's pings, keep it alive. */
+  bc->give_back_expired = true;
   int rc = dlock__zk_connect_string(url, &zc->hosts);
   if (rc == 0)
     rc = dlock__zk_root(dlock_url_path(url), bc->prefix, &zc->root);
@@ -885,13 +828,11 @@ static int zk_open(dlock_backend_client *bc, dlock_url *url) {
     else
       snprintf(zc->auth, n, "%s:%s", user ? user : "", pw ? pw : "");
   }
-  if (rc == 0 && pthread_create(&zc->sup, NULL, sup_main, zc) != 0)
-    rc = dlock_seterr(DLOCK_ENOMEM, "zk: cannot start the supervisor thread");
-  else if (rc == 0)
-    zc->sup_started = true;
-  zk_sess *s;
+  if (rc == 0)
+    rc = dlock_leases_new(bc, &zk_session_ops, &zc->sessions);
+  dlock_lease *s;
   if (rc == 0 && (rc = sess_get(zc, bc->default_ttl_ms, &s)) == 0)
-    sess_release(zc, s);
+    sess_put(zc, s);
   if (rc < 0)
     client_free(zc);
   return rc;
@@ -905,7 +846,7 @@ static void zk_close(dlock_backend_client *bc) { client_free(bc->priv); }
  * server removes once its last child is gone, so lock dirs of keys no
  * longer used do not pile up; without container support it is persistent
  * and release deletes it when empty. */
-static int make_parents(zk_client *zc, zk_sess *s, const char *dir, int64_t deadline) {
+static int make_parents(zk_client *zc, dlock_lease *s, const char *dir, int64_t deadline) {
   size_t rl = strlen(zc->root);
   char *p = strdup(dir);
   if (!p)
@@ -965,7 +906,7 @@ static int view_from(zk_call *c, queue_view *v) {
 }
 
 /* List and sort DIR's queue.  ZNONODE when the dir is gone. */
-static int list_queue(zk_client *zc, zk_sess *s, const char *dir, int64_t deadline,
+static int list_queue(zk_client *zc, dlock_lease *s, const char *dir, int64_t deadline,
                       queue_view *v) {
   memset(v, 0, sizeof *v);
   zk_call *c = NULL;
@@ -981,20 +922,20 @@ static int list_queue(zk_client *zc, zk_sess *s, const char *dir, int64_t deadli
  * session's requests in order, so the listing already holds our node and
  * the uncontended case needs one round trip, not two.  *V stays empty
  * unless both succeeded; the caller then lists again. */
-static int create_and_list(zk_client *zc, zk_sess *s, const char *prefix, const char *data,
+static int create_and_list(zk_client *zc, dlock_lease *s, const char *prefix, const char *data,
                            int dlen, const char *dir, int64_t deadline, char **created,
                            struct Stat *stat, queue_view *v) {
   memset(v, 0, sizeof *v);
-  zk_call *cc = call_new(s, true), *lc = call_new(s, false), *r = NULL;
+  zk_call *cc = call_on(s, true), *lc = call_on(s, false), *r = NULL;
   if (!cc || !lc) {
     call_free(cc);
     call_free(lc);
     return ZSYSTEMERROR;
   }
   int64_t d = bound(zc, deadline);
-  int crc = zoo_acreate2(s->zh, prefix, data, dlen, acl_for(zc), ZOO_EPHEMERAL_SEQUENTIAL,
+  int crc = zoo_acreate2(cc->zh, prefix, data, dlen, acl_for(zc), ZOO_EPHEMERAL_SEQUENTIAL,
                          done_string_stat, cc);
-  int lrc = crc == ZOK ? zoo_aget_children(s->zh, dir, 0, done_strings, lc) : crc;
+  int lrc = crc == ZOK ? zoo_aget_children(lc->zh, dir, 0, done_strings, lc) : crc;
   int rc = call_wait(cc, crc, d, &r);
   if (r && rc == ZOK) {
     *created = r->str;
@@ -1020,13 +961,32 @@ static char *join(const char *dir, const char *name) {
   return p;
 }
 
+/* BL's node in DIR's queue on S, after a create of it got no answer: ZOK
+ * with *SEQ when it is there, ZNONODE when it is not, or the listing's
+ * failure. */
+static int find_own(zk_client *zc, dlock_lease *s, const dlock_backend_lock *bl,
+                    const char *dir, int64_t deadline, int64_t *seq) {
+  queue_view v;
+  int rc = list_queue(zc, s, dir, deadline, &v);
+  long i = rc == ZOK ? dlock__zk_find(v.kids, v.n, bl->owner) : -1;
+  if (i >= 0)
+    *seq = v.kids[i].seq;
+  else if (rc == ZOK)
+    rc = ZNONODE;
+  view_free(&v);
+  return rc;
+}
+
 /* Put our entry in DIR's queue.  *path gets its full name and *czxid the
  * zxid that created it (the fencing token).  A create whose reply was lost
  * may have happened: look for our GUID before trying again, so one
  * acquisition never leaves a second node behind.  *first gets the queue as
- * listed right after the create, when that listing came back. */
-static int enqueue(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char *dir,
-                   int64_t deadline, char **path, uint64_t *czxid, queue_view *first) {
+ * listed right after the create, when that listing came back.  On failure
+ * *path still names our node if we know of one, and *unsure says whether
+ * a create that got no answer may have made one we could not find. */
+static int enqueue(zk_client *zc, dlock_lease *s, dlock_backend_lock *bl, const char *dir,
+                   int64_t deadline, char **path, uint64_t *czxid, queue_view *first,
+                   bool *unsure) {
   memset(first, 0, sizeof *first);
   char *prefix = dlock__zk_node_prefix(dir, bl->owner);
   if (!prefix)
@@ -1034,7 +994,7 @@ static int enqueue(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char
   /* The node says who holds it and how long it can outlive its holder
    * (the session timeout), for inspect. */
   pthread_mutex_lock(&zc->mu);
-  int64_t timeout = s->timeout_ms;
+  int64_t timeout = sess_of(s)->timeout_ms;
   pthread_mutex_unlock(&zc->mu);
   char data[DLOCK__ZK_DATA_MAX];
   int dlen = (int)dlock__zk_node_data(bl->label, timeout, data);
@@ -1066,28 +1026,19 @@ static int enqueue(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char
      * reply finally comes; a lost connection leaves us to find it. */
     if (rc == ZOPERATIONTIMEOUT)
       break;
-    queue_view v;
-    int lrc = list_queue(zc, s, dir, deadline, &v);
+    int64_t seq;
+    int lrc = find_own(zc, s, bl, dir, deadline, &seq);
     if (lrc == ZOK) {
-      long i = dlock__zk_find(v.kids, v.n, bl->owner);
-      if (i >= 0) {
-        char *p = join(dir, v.kids[i].name);
-        zk_call *g = NULL;
-        int grc = p ? z_get(zc, s, p, 0, deadline, &g) : ZSYSTEMERROR;
-        if (grc == ZOK) {
-          *path = p;
-          *czxid = (uint64_t)g->stat.czxid;
-        } else {
-          free(p);
-        }
-        call_free(g);
-        view_free(&v);
-        rc = grc;
-        break;
-      }
+      zk_call *g = NULL;
+      *path = node_path(zc, bl, seq);
+      rc = *path ? z_get(zc, s, *path, 0, deadline, &g) : ZSYSTEMERROR;
+      if (rc == ZOK)
+        *czxid = (uint64_t)g->stat.czxid;
+      call_free(g);
+      break;
     }
-    view_free(&v);
-    if (lrc != ZOK && lrc != ZNONODE) {
+    if (lrc != ZNONODE) {
+      *unsure = true;
       rc = lrc;
       break;
     }
@@ -1103,12 +1054,15 @@ static void registry_add(zk_client *zc, zk_lock *lk) {
     zc->held->prev = lk;
   zc->held = lk;
   lk->listed = true;
-  lk->sess->refs++; /* the session outlives the locks that name it */
+  /* The session outlives the locks that name it. */
+  dlock_lease_hold(zc->sessions, lk->sess);
 }
 
-static void registry_remove(zk_client *zc, zk_lock *lk) {
+/* Under zc->mu.  True when LK was listed: the caller then gives back its
+ * session reference (sess_put, once zc->mu is released). */
+static bool registry_remove(zk_client *zc, zk_lock *lk) {
   if (!lk->listed)
-    return;
+    return false;
   if (lk->prev)
     lk->prev->next = lk->next;
   else
@@ -1116,55 +1070,33 @@ static void registry_remove(zk_client *zc, zk_lock *lk) {
   if (lk->next)
     lk->next->prev = lk->prev;
   lk->listed = false;
-  sess_put(zc, lk->sess);
+  return true;
 }
 
-/* The watched read of a lock node just won.  Acquire does not wait for it,
- * so it may complete after the lock was released and freed: it names the
- * lock by session and path, and holds a session reference so that the
- * session cannot be freed and reused under that name. */
-typedef struct own_watch {
-  zk_client *zc;
-  zk_sess *s;
-  char path[];
-} own_watch;
-
-static void own_watch_done(int rc, const char *value, int len, const struct Stat *stat,
-                           const void *data) {
-  (void)value;
-  (void)len;
-  (void)stat;
-  own_watch *w = (own_watch *)data;
-  zk_client *zc = w->zc;
-  pthread_mutex_lock(&zc->mu);
-  /* A lost connection may have left no watch; the check after the
-   * reconnect (sup_step) sets it again.  ZCLOSING: the client is going. */
-  if (rc != ZOK && rc != ZCONNECTIONLOSS && rc != ZOPERATIONTIMEOUT && rc != ZCLOSING)
-    for (zk_lock *lk = zc->held; lk; lk = lk->next)
-      if (lk->sess == w->s && strcmp(lk->path, w->path) == 0)
-        lose(zc, lk);
-  sess_put(zc, w->s);
-  pthread_mutex_unlock(&zc->mu);
-  free(w);
+/* Whether ZRC says a request got no answer: it may or may not have been
+ * carried out. */
+static bool unanswered(int zrc) {
+  return zrc == ZCONNECTIONLOSS || zrc == ZOPERATIONTIMEOUT || zrc == ZCLOSING;
 }
 
-/* Submit the watch on our own node, whose deletion by anyone else is a
- * loss, without waiting for it: a deletion or failure reported later
- * declares the lock lost, and zk_renew reports that even when it happened
- * before acquire returned.  The session reference is the caller's to give
- * (taken under zc->mu). */
-static int watch_own(zk_client *zc, zk_sess *s, const char *path) {
-  size_t n = strlen(path) + 1;
-  own_watch *w = malloc(sizeof *w + n);
-  if (!w)
-    return ZSYSTEMERROR;
-  w->zc = zc;
-  w->s = s;
-  memcpy(w->path, path, n);
-  int rc = zoo_aget(s->zh, path, 1, own_watch_done, w);
-  if (rc != ZOK)
-    free(w);
-  return rc;
+/* Give up our place on S after the attempt for BL failed with RC: delete
+ * our node PATH (NULL: none, or with UNSURE one that a create which got
+ * no answer may have made).  RC when nothing of ours is left.  Else what
+ * the core takes for no answer, with BL's state and bl->sent_ns set: the
+ * core gives the node back with zk_release. */
+static int leave_queue(zk_client *zc, dlock_lease *s, dlock_backend_lock *bl, const char *path,
+                       bool unsure, int rc) {
+  zk_lock *lk = bl->priv;
+  int zrc = path ? z_delete(zc, s, path, -1) : unsure ? ZCONNECTIONLOSS : ZOK;
+  lk->sess = NULL;
+  bl->sent_ns = 0;
+  if (!unanswered(zrc))
+    return rc;
+  lk->sess = s;
+  dlock_lease_hold(zc->sessions, s);
+  lk->seq = path ? seq_of(path) : -1;
+  bl->sent_ns = now_ns();
+  return rc == DLOCK_ECONN ? rc : zk_err(zrc, "cannot leave the queue of", bl->key);
 }
 
 enum { STEP_DONE, STEP_REQUEUE };
@@ -1172,18 +1104,22 @@ enum { STEP_DONE, STEP_REQUEUE };
 /* One pass of the recipe on session S: enqueue, then wait for our turn.
  * Returns STEP_DONE with *rc set, or STEP_REQUEUE when our node vanished
  * with no fault of the caller (expired session, deleted from outside). */
-static int attempt(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char *dir,
+static int attempt(zk_client *zc, dlock_lease *s, dlock_backend_lock *bl, const char *dir,
                    int64_t deadline, bool try_only, int *rc) {
   zk_lock *lk = bl->priv;
+  zk_sess *zs = sess_of(s);
   char *path = NULL;
   uint64_t czxid = 0;
   queue_view first;
-  int zrc = enqueue(zc, s, bl, dir, deadline, &path, &czxid, &first);
+  bool unsure = false;
+  int zrc = enqueue(zc, s, bl, dir, deadline, &path, &czxid, &first, &unsure);
   if (zrc != ZOK) {
     view_free(&first);
     *rc = zrc == ZOPERATIONTIMEOUT && deadline >= 0 && now_ns() >= deadline
               ? dlock_seterr(DLOCK_ETIMEDOUT, "zk: timed out queueing for '%s'", bl->key)
               : zk_err(zrc, "cannot queue for", bl->key);
+    *rc = leave_queue(zc, s, bl, path, unsure, *rc);
+    free(path);
     return STEP_DONE;
   }
   bool waited = false; /* a predecessor's watch fired since the create */
@@ -1223,10 +1159,12 @@ static int attempt(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char
        * and the node goes (or goes with the session). */
       if (waited) {
         pthread_mutex_lock(&zc->mu);
-        bool stale = now_ns() - s->confirmed_ns >= lease_ms(s, bl->ttl_ms) * 1000000 / 6;
+        bool stale = now_ns() - dlock_lease_fresh_ns(zc->sessions, s) >=
+                     lease_ms(zs, bl->ttl_ms) * 1000000 / 6;
         pthread_mutex_unlock(&zc->mu);
         if (stale && (zrc = z_sync(zc, s, deadline)) != ZOK) {
           if (zrc == ZSESSIONEXPIRED) {
+            dlock_lease_gone(zc->sessions, s);
             free(path);
             return STEP_REQUEUE;
           }
@@ -1239,38 +1177,36 @@ static int attempt(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char
       }
       lk->bl = bl;
       lk->sess = s;
-      lk->path = path;
+      lk->seq = seq_of(path);
       lk->lost = false;
       pthread_mutex_lock(&zc->mu);
-      bool gone = s->expired;
+      bool gone = zs->expired;
       if (!gone) {
         /* Valid from the last request of this session the leader
          * answered (the create or the sync above), not from now: the
          * server may have heard nothing from us since. */
-        lk->confirmed_ns = s->confirmed_ns;
-        lk->ttl_ms = lease_ms(s, bl->ttl_ms);
+        bl->sent_ns = dlock_lease_fresh_ns(zc->sessions, s);
+        lk->ttl_ms = lease_ms(zs, bl->ttl_ms);
         bl->ttl_ms = lk->ttl_ms;
-        bl->sent_ns = lk->confirmed_ns;
         registry_add(zc, lk);
-        s->refs++; /* for the watch's completion */
-        pthread_cond_signal(&zc->sup_cv); /* a new lease to give back */
       }
       pthread_mutex_unlock(&zc->mu);
       if (gone) {
-        lk->path = NULL;
+        lk->sess = NULL;
         free(path);
         return STEP_REQUEUE;
       }
-      zrc = watch_own(zc, s, path);
+      zrc = watch_own(zc, lk);
       if (zrc != ZOK) {
         pthread_mutex_lock(&zc->mu);
-        sess_put(zc, s);
-        registry_remove(zc, lk);
+        bool listed = registry_remove(zc, lk);
         pthread_mutex_unlock(&zc->mu);
-        lk->path = NULL;
+        if (listed)
+          sess_put(zc, s);
         *rc = zk_err(zrc, "cannot watch the lock node of", bl->key);
         break;
       }
+      free(path);
       bl->token = czxid;
       *rc = 0;
       return STEP_DONE;
@@ -1278,9 +1214,9 @@ static int attempt(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char
     if (try_only) {
       view_free(&v);
       bl->holder_ttl_ms = -1;
-      drop_node(zc, s, path);
+      *rc = leave_queue(zc, s, bl, path, false,
+                        dlock_seterr(DLOCK_EBUSY, "zk: '%s' is held", bl->key));
       free(path);
-      *rc = dlock_seterr(DLOCK_EBUSY, "zk: '%s' is held", bl->key);
       return STEP_DONE;
     }
     /* Watch only the entry just ahead of us: one release wakes one
@@ -1291,7 +1227,7 @@ static int attempt(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char
       *rc = dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
       break;
     }
-    zk_waiter w = {.sess = s, .path = pp};
+    zk_waiter w = {.sess = zs, .path = pp};
     pthread_mutex_lock(&zc->mu);
     w.next = zc->waiters;
     zc->waiters = &w;
@@ -1302,7 +1238,7 @@ static int attempt(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char
     bool timed_out = false, expired = false;
     pthread_mutex_lock(&zc->mu);
     if (zrc == ZOK)
-      while (!w.fired && !(expired = s->expired))
+      while (!w.fired && !(expired = zs->expired))
         if (!cv_wait(&zc->cv, &zc->mu, deadline)) {
           timed_out = true;
           break;
@@ -1328,7 +1264,7 @@ static int attempt(zk_client *zc, zk_sess *s, dlock_backend_lock *bl, const char
     }
     waited = true;
   }
-  drop_node(zc, s, path);
+  *rc = leave_queue(zc, s, bl, path, false, *rc);
   free(path);
   return STEP_DONE;
 }
@@ -1346,11 +1282,11 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
   bl->sent_ns = 0;
   int rc = DLOCK_ECONN;
   for (int round = 0; round < REQUEUE_MAX; round++) {
-    zk_sess *s;
+    dlock_lease *s;
     if ((rc = sess_get(zc, want, &s)) < 0)
       break;
     int step = attempt(zc, s, bl, dir, deadline, try_only, &rc);
-    sess_release(zc, s);
+    sess_put(zc, s);
     if (step == STEP_DONE)
       break;
     rc = dlock_seterr(DLOCK_ECONN, "zk: the queue entry for '%s' kept vanishing", bl->key);
@@ -1371,6 +1307,14 @@ static int zk_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
   return do_acquire(bc, bl, deadline_ns, false);
 }
 
+/* For dlock_lease_renew: BL's session, and when it must have been
+ * answered last for its locks to count from that answer. */
+static dlock_lease *lock_session(dlock_backend_lock *bl, int64_t *confirmed_ns) {
+  zk_lock *lk = bl->priv;
+  *confirmed_ns = lk->renew_since;
+  return lk->sess;
+}
+
 /* Renewal: one sync per session among BLS, answered only once the leader
  * saw it, so only while the session lives (a read would do for a server
  * that is the leader or follows one, but a follower cut off from the
@@ -1381,18 +1325,14 @@ static int zk_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
  * session's confirmation, so a reply that comes late does not stretch it.
  * The node itself is watched: a deletion reaches us before the reply to
  * any later request on the same connection (and a sync brings the server
- * up to date with the leader first), and a lease given back by the
- * supervisor is marked lost first. */
+ * up to date with the leader first). */
 static int zk_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, size_t n,
                          int *rcs) {
   zk_client *zc = bc->priv;
+  /* Each session's rule is that of its lock with the shortest lease. */
   typedef struct {
-    zk_sess *s;
-    int64_t deadline;
-    bool send;
-    int submit_rc;
-    int zrc;
-    zk_call *call;
+    dlock_lease *s;
+    int64_t since;
   } group;
   group *g = calloc(n ? n : 1, sizeof *g);
   if (!g)
@@ -1403,141 +1343,117 @@ static int zk_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, siz
   for (size_t i = 0; i < n; i++) {
     zk_lock *lk = bls[i]->priv;
     rcs[i] = DLOCK_ELOST;
-    if (!lk->listed || lk->lost || lk->sess->expired)
+    if (!lk->listed || lk->lost || sess_of(lk->sess)->expired)
       continue;
     /* A ttl changed by dlock_renew cannot move the node to a session of
      * that timeout: the lease is at most this session's. */
-    bls[i]->ttl_ms = lease_ms(lk->sess, bls[i]->ttl_ms);
+    bls[i]->ttl_ms = lease_ms(sess_of(lk->sess), bls[i]->ttl_ms);
     size_t k = 0;
     while (k < ng && g[k].s != lk->sess)
       k++;
-    if (k == ng) {
-      g[ng++] = (group){.s = lk->sess, .deadline = INT64_MAX, .zrc = ZOK};
-      lk->sess->refs++;
-    }
-    int64_t d = bls[i]->io_deadline_ns ? bls[i]->io_deadline_ns : INT64_MAX;
-    if (d < g[k].deadline)
-      g[k].deadline = d;
-    if (now - lk->sess->confirmed_ns >= bls[i]->ttl_ms * 1000000 / 6)
-      g[k].send = true;
-    rcs[i] = 1; /* pending */
+    if (k == ng)
+      g[ng++] = (group){.s = lk->sess, .since = INT64_MIN};
+    int64_t since = now - bls[i]->ttl_ms * 1000000 / 6;
+    if (since > g[k].since)
+      g[k].since = since;
+    rcs[i] = DLOCK_LEASE_PENDING;
+  }
+  for (size_t i = 0; i < n; i++) {
+    zk_lock *lk = bls[i]->priv;
+    for (size_t k = 0; rcs[i] == DLOCK_LEASE_PENDING && k < ng; k++)
+      if (g[k].s == lk->sess)
+        lk->renew_since = g[k].since;
   }
   pthread_mutex_unlock(&zc->mu);
+  free(g);
 
-  /* All syncs out before waiting for any: one round trip in all. */
-  for (size_t k = 0; k < ng; k++) {
-    if (!g[k].send)
-      continue;
-    g[k].call = call_new(g[k].s, true);
-    if (g[k].call)
-      g[k].submit_rc = sync_submit(zc, g[k].s, g[k].call);
-  }
-  for (size_t k = 0; k < ng; k++) {
-    if (!g[k].send)
-      continue;
-    zk_call *r = NULL;
-    if (!g[k].call) {
-      g[k].zrc = ZSYSTEMERROR;
-      continue;
-    }
-    g[k].zrc = call_wait(g[k].call, g[k].submit_rc,
-                         bound(zc, g[k].deadline == INT64_MAX ? -1 : g[k].deadline), &r);
-    call_free(r);
-  }
+  int lrc = dlock_lease_renew(zc->sessions, bls, n, rcs, lock_session);
+  if (lrc < 0)
+    return lrc;
 
   pthread_mutex_lock(&zc->mu);
   for (size_t i = 0; i < n; i++) {
     dlock_backend_lock *bl = bls[i];
     zk_lock *lk = bl->priv;
-    if (rcs[i] != 1) {
+    if (rcs[i] == 0 && (lk->lost || !lk->listed || sess_of(lk->sess)->expired))
+      rcs[i] = DLOCK_ELOST;
+    if (rcs[i] == DLOCK_ELOST) {
       rcs[i] = dlock_seterr(DLOCK_ELOST, "zk: '%s' is no longer ours (node deleted, lease "
                             "given back or session expired)", bl->key);
-      continue;
-    }
-    size_t k = 0;
-    while (g[k].s != lk->sess)
-      k++;
-    int zrc = g[k].zrc;
-    if (zrc == ZOK && (lk->lost || !lk->listed || lk->sess->expired))
-      zrc = ZSESSIONEXPIRED;
-    if (zrc == ZSESSIONEXPIRED || zrc == ZINVALIDSTATE) {
-      rcs[i] = dlock_seterr(DLOCK_ELOST, "zk: '%s' is no longer ours (node deleted, lease "
-                            "given back or session expired)", bl->key);
-    } else if (zrc != ZOK) {
-      rcs[i] = zk_err(zrc, "cannot renew", bl->key);
-    } else {
-      lk->confirmed_ns = lk->sess->confirmed_ns;
+    } else if (rcs[i] == 0) {
       lk->ttl_ms = bl->ttl_ms;
-      bl->sent_ns = lk->confirmed_ns;
-      rcs[i] = 0;
     }
   }
-  for (size_t k = 0; k < ng; k++)
-    sess_put(zc, g[k].s);
   pthread_mutex_unlock(&zc->mu);
-  free(g);
   return 0;
 }
 
+/* Delete BL's node on S, numbered SEQ (-1: found by owner first), and
+ * its dir if that is not a container and now empty.  A connection lost in
+ * the middle (a member going down, a leader election) is ridden out
+ * within one request timeout, as the client library reconnects the
+ * session: a release right after a failover should release, not leave it
+ * to the core's give-back.  The last delete's answer, ZSESSIONEXPIRED when
+ * the session took the node with it. */
+static int delete_own(zk_client *zc, dlock_lease *s, const dlock_backend_lock *bl, int64_t seq) {
+  char *dir = dlock__zk_lock_dir(zc->root, bl->key, bl->keylen);
+  int64_t until = bound(zc, -1);
+  int zrc = !dir ? ZSYSTEMERROR : seq >= 0 ? ZOK : find_own(zc, s, bl, dir, until, &seq);
+  char *path = zrc == ZOK ? node_path(zc, bl, seq) : NULL;
+  if (zrc == ZOK && !path)
+    zrc = ZSYSTEMERROR;
+  bool expired = false;
+  while (path) {
+    zrc = z_delete(zc, s, path, until);
+    pthread_mutex_lock(&zc->mu);
+    expired = sess_of(s)->expired;
+    pthread_mutex_unlock(&zc->mu);
+    if (zrc != ZCONNECTIONLOSS || expired || now_ns() + 50000000 >= until)
+      break;
+    struct timespec pause = {0, 50000000};
+    nanosleep(&pause, NULL);
+  }
+  pthread_mutex_lock(&zc->mu);
+  bool container = zc->container_ok;
+  pthread_mutex_unlock(&zc->mu);
+  if (path && zrc == ZOK && !container)
+    z_delete(zc, s, dir, -1); /* ZNOTEMPTY: someone is queued */
+  free(path);
+  free(dir);
+  return expired && zrc != ZOK ? ZSESSIONEXPIRED : zrc;
+}
+
+/* A release, or the core's give-back of a lock lost by its deadline, of a
+ * release the server left unanswered or of an attempt that may have left a
+ * node (leave_queue).  Until the server answers, the session and the node
+ * stay in BL's state for the next try. */
 static int zk_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   zk_client *zc = bc->priv;
   zk_lock *lk = bl->priv;
   pthread_mutex_lock(&zc->mu);
   /* Out of the registry before anything else, so no loss report can name
    * this lock once the core frees it. */
-  zk_sess *s = lk->listed ? lk->sess : NULL;
-  bool lost = !s || lk->lost || s->expired;
-  bool alive = s && !s->expired;
-  if (alive)
-    s->refs++;
-  registry_remove(zc, lk);
+  bool held = registry_remove(zc, lk);
+  dlock_lease *s = lk->sess;
+  bool expired = !s || sess_of(s)->expired;
+  bool lost = !held || lk->lost || expired;
   pthread_mutex_unlock(&zc->mu);
-  int rc = 0;
-  if (alive && lk->path) {
-    /* Even a lock we had to declare lost may still have its node, which
-     * would block the queue for as long as the session lives. */
-    /* A connection lost in the middle (a member going down, a leader
-     * election) is ridden out within one request timeout, as the client
-     * library reconnects the session: a release right after a failover
-     * should release, not leave it to the orphan list. */
-    int64_t until = bound(zc, -1);
-    int zrc;
-    bool expired;
-    for (;;) {
-      zrc = z_delete(zc, s, lk->path, until);
-      pthread_mutex_lock(&zc->mu);
-      expired = s->expired;
-      pthread_mutex_unlock(&zc->mu);
-      if (zrc != ZCONNECTIONLOSS || expired || now_ns() + 50000000 >= until)
-        break;
-      struct timespec pause = {0, 50000000};
-      nanosleep(&pause, NULL);
-    }
-    /* A missing node, even after a retry whose first delete may have
-     * landed, is reported as lost: that errs on the side the caller can
-     * act on safely.  A session that expired took its node with it. */
-    if (zrc == ZNONODE || expired)
-      lost = true;
-    else if (zrc != ZOK && zrc != ZSESSIONEXPIRED && zrc != ZINVALIDSTATE) {
-      orphan_add(zc, s, lk->path);
-      if (!lost)
-        rc = zk_err(zrc, "cannot release", bl->key);
-    }
-    pthread_mutex_lock(&zc->mu);
-    bool container = zc->container_ok;
-    pthread_mutex_unlock(&zc->mu);
-    if (zrc == ZOK && !container) {
-      char *slash = strrchr(lk->path, '/');
-      *slash = '\0';
-      z_delete(zc, s, lk->path, -1); /* ZNOTEMPTY: someone is queued */
-    }
-    sess_release(zc, s);
-  }
-  free(lk->path);
-  lk->path = NULL;
-  if (lost)
+  /* Even a lock we had to declare lost may still have its node, which
+   * would block the queue for as long as the session lives. */
+  int zrc = expired ? ZSESSIONEXPIRED : delete_own(zc, s, bl, lk->seq);
+  if (unanswered(zrc))
+    return zk_err(zrc, "cannot release", bl->key);
+  bool gone = zrc == ZSESSIONEXPIRED || zrc == ZINVALIDSTATE;
+  if (s && gone)
+    dlock_lease_gone(zc->sessions, s); /* noticed here first, perhaps */
+  lk->sess = NULL;
+  sess_put(zc, s);
+  /* A missing node, even after a retry whose first delete may have
+   * landed, is reported as lost: that errs on the side the caller can act
+   * on safely.  A session that expired took its node with it. */
+  if (lost || gone || zrc == ZNONODE)
     return dlock_seterr(DLOCK_ELOST, "zk: '%s' was lost before release", bl->key);
-  return rc;
+  return zrc == ZOK ? 0 : zk_err(zrc, "cannot release", bl->key);
 }
 
 /* What inspect says of a queue's first entry KID, whose getData G was. */
@@ -1554,7 +1470,7 @@ static void holder_info(const dlock__zk_child *kid, const zk_call *g, dlock_info
  * the holder's node, malloc'd, and *VERSION its data version, for a
  * delete of exactly what was read.  0, or a negative code whose message
  * says WHAT failed for KEY. */
-static int describe_dir(zk_client *zc, zk_sess *s, const char *dir, const char *key,
+static int describe_dir(zk_client *zc, dlock_lease *s, const char *dir, const char *key,
                         const char *what, dlock_info *info, char **hpath, int *version) {
   info->held = 0;
   info->ttl_ms = -1;
@@ -1595,11 +1511,11 @@ static int zk_inspect(dlock_backend_client *bc, const char *key, size_t keylen,
   char *dir = dlock__zk_lock_dir(zc->root, key, keylen);
   if (!dir)
     return dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
-  zk_sess *s;
+  dlock_lease *s;
   int rc = sess_get(zc, bc->default_ttl_ms, &s);
   if (rc == 0) {
     rc = describe_dir(zc, s, dir, key, "cannot inspect", info, NULL, NULL);
-    sess_release(zc, s);
+    sess_put(zc, s);
   }
   free(dir);
   return rc;
@@ -1623,15 +1539,15 @@ typedef struct list_item {
 /* Reads the queues of IT[0..N), then the nodes of their holders, into each
  * INFO.  Every wait ends one request timeout after its round was sent.  0
  * or a negative code. */
-static int list_round(zk_client *zc, zk_sess *s, list_item *it, size_t n) {
+static int list_round(zk_client *zc, dlock_lease *s, list_item *it, size_t n) {
   int rc = 0;
   queue_view *v = calloc(n, sizeof *v);
   if (!v)
     return dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
   int64_t deadline = bound(zc, -1);
   for (size_t i = 0; i < n; i++) {
-    it[i].call = call_new(s, false);
-    it[i].submit_rc = it[i].call ? zoo_aget_children(s->zh, it[i].dir, 0, done_strings,
+    it[i].call = call_on(s, false);
+    it[i].submit_rc = it[i].call ? zoo_aget_children(sess_of(s)->zh, it[i].dir, 0, done_strings,
                                                      it[i].call)
                                  : ZSYSTEMERROR;
   }
@@ -1657,9 +1573,9 @@ static int list_round(zk_client *zc, zk_sess *s, list_item *it, size_t n) {
       if (v[i].n == 0)
         continue;
       hp[i] = join(it[i].dir, v[i].kids[0].name);
-      it[i].call = hp[i] ? call_new(s, false) : NULL;
+      it[i].call = hp[i] ? call_on(s, false) : NULL;
       it[i].submit_rc =
-          it[i].call ? zoo_aget(s->zh, hp[i], 0, done_data, it[i].call) : ZSYSTEMERROR;
+          it[i].call ? zoo_aget(sess_of(s)->zh, hp[i], 0, done_data, it[i].call) : ZSYSTEMERROR;
     }
     for (size_t i = 0; i < n; i++) {
       if (v[i].n == 0)
@@ -1696,7 +1612,7 @@ static int list_round(zk_client *zc, zk_sess *s, list_item *it, size_t n) {
 static int zk_list(dlock_backend_client *bc, const char *prefix, size_t prefixlen,
                    dlock_backend_emit_fn emit, void *ud) {
   zk_client *zc = bc->priv;
-  zk_sess *s;
+  dlock_lease *s;
   int rc = sess_get(zc, bc->default_ttl_ms, &s);
   if (rc < 0)
     return rc;
@@ -1738,7 +1654,7 @@ static int zk_list(dlock_backend_client *bc, const char *prefix, size_t prefixle
   }
   free(it);
   call_free(top);
-  sess_release(zc, s);
+  sess_put(zc, s);
   return rc;
 }
 
@@ -1764,7 +1680,7 @@ static int zk_force_release(dlock_backend_client *bc, const char *key, size_t ke
   char *dir = dlock__zk_lock_dir(zc->root, key, keylen);
   if (!dir)
     return dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
-  zk_sess *s;
+  dlock_lease *s;
   int rc = sess_get(zc, bc->default_ttl_ms, &s);
   if (rc < 0) {
     free(dir);
@@ -1830,7 +1746,7 @@ static int zk_force_release(dlock_backend_client *bc, const char *key, size_t ke
              : zk_err(zrc, "cannot break", key);
     break;
   }
-  sess_release(zc, s);
+  sess_put(zc, s);
   free(dir);
   return rc;
 }
@@ -1847,15 +1763,15 @@ static int zk_control(dlock_backend_client *bc, dlock_backend_lock *bl, int op, 
     return 0;
   }
   if (op == DLOCK_ZK_CTL_CLIENT_ID || op == DLOCK_ZK_CTL_SESSION_TIMEOUT) {
-    zk_sess *s;
+    dlock_lease *s;
     int rc = sess_get(zc, bc->default_ttl_ms, &s);
     if (rc < 0)
       return rc;
     if (op == DLOCK_ZK_CTL_CLIENT_ID)
-      *(clientid_t *)arg = *zoo_client_id(s->zh);
+      *(clientid_t *)arg = *zoo_client_id(sess_of(s)->zh);
     else
-      *(int64_t *)arg = zoo_recv_timeout(s->zh);
-    sess_release(zc, s);
+      *(int64_t *)arg = zoo_recv_timeout(sess_of(s)->zh);
+    sess_put(zc, s);
     return 0;
   }
   if (op == DLOCK_ZK_CTL_QUEUE_LEN) {
@@ -1865,7 +1781,7 @@ static int zk_control(dlock_backend_client *bc, dlock_backend_lock *bl, int op, 
     if (rc < 0)
       return rc;
     char *dir = dlock__zk_lock_dir(zc->root, q->key, keylen);
-    zk_sess *s;
+    dlock_lease *s;
     if (!dir)
       return dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
     if ((rc = sess_get(zc, bc->default_ttl_ms, &s)) < 0) {
@@ -1878,7 +1794,7 @@ static int zk_control(dlock_backend_client *bc, dlock_backend_lock *bl, int op, 
     if (zrc != ZOK && zrc != ZNONODE)
       rc = zk_err(zrc, "cannot list the queue of", q->key);
     view_free(&v);
-    sess_release(zc, s);
+    sess_put(zc, s);
     free(dir);
     return rc;
   }

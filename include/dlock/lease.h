@@ -1,8 +1,8 @@
 /* Leases shared by a client's locks: the layer session stores build on.
  *
  * A store whose locks live as long as a lease or session (etcd's leases,
- * Consul's sessions) keeps one lease per lock ttl in use, however many
- * locks ride on it, and renews the lease, not each lock.  This table does
+ * Consul's and ZooKeeper's sessions) keeps one lease per lock ttl in use,
+ * however many locks ride on it, and renews the lease, not each lock.  This table does
  * the bookkeeping every such backend needs in the same way: finding or
  * granting the lease for a ttl, one grant at a time and one refresh in
  * flight (callers who need a confirmation at least as recent as theirs
@@ -14,8 +14,9 @@
  * the backend.  A backend may call every function here under its own
  * locks, except dlock_lease_get, dlock_lease_refresh, dlock_lease_renew,
  * dlock_lease_gone and dlock_leases_free, which call into it and send
- * requests; its ops may take its own locks (and LEASE_OF is called without
- * any of the table's).
+ * requests, and, when its ops have a release, dlock_lease_put, which may
+ * call that; its ops may take its own locks (and LEASE_OF is called
+ * without any of the table's).
  */
 #ifndef DLOCK_LEASE_H
 #define DLOCK_LEASE_H
@@ -55,21 +56,45 @@ typedef struct dlock_lease_ops {
    * still carries goes now rather than when it expires.  Returning
    * DLOCK_ECONN skips the remaining leases (the store is unreachable). */
   int (*revoke)(dlock_backend_client *bc, void *priv, int64_t deadline_ns);
+  /* Optional: let go of what PRIV holds (a connection of its own, as a
+   * ZooKeeper session's handle), once for every lease whose grant
+   * succeeded: when the last reference to it is given back after it went
+   * out of use (gone), or in dlock_leases_free after revoke.  Called
+   * without the table's mutex, on the thread that gave the reference back:
+   * the backend must give its last references only on threads that may
+   * wait for PRIV's connection to close. */
+  void (*release)(dlock_backend_client *bc, void *priv);
+  /* Optional, both or neither: a refresh in two steps, so that
+   * dlock_lease_renew sends the requests of all its leases before it waits
+   * for any (one round trip for all, and one that the store holds back
+   * delays no other).  SEND sends it: 0 with *REQ set for WAIT, or what
+   * refresh would return.  WAIT waits for that request's answer until
+   * DEADLINE_NS and returns what refresh would, REQ being done with
+   * either way. */
+  int (*refresh_send)(dlock_backend_client *bc, void *priv, void **req);
+  int (*refresh_wait)(dlock_backend_client *bc, void *priv, void *req, int64_t deadline_ns,
+                      int64_t *keep_ms);
+  /* Set when every request the store answers on a lease keeps it alive,
+   * as on a ZooKeeper session, and the backend reports those answers
+   * (dlock_lease_confirm): dlock_lease_get then hands out a lease as it
+   * is, since the request the lock is taken with confirms it. */
+  bool confirmed_by_use;
 } dlock_lease_ops;
 
 /* A table for BC's leases; OPS must outlive it.  0, or DLOCK_EINVAL (no
- * client, or OPS lacks a name, grant or refresh) or DLOCK_ENOMEM. */
+ * client, or OPS lacks a name, grant or refresh, or has only one of
+ * refresh_send and refresh_wait) or DLOCK_ENOMEM. */
 DLOCK_EXTERN int dlock_leases_new(dlock_backend_client *bc, const dlock_lease_ops *ops,
                                   dlock_leases **out);
-/* Revoke every lease the store still has (ops->revoke) and free them all,
- * referenced or not: the backend must hold none afterwards.  NULL is a
- * no-op. */
+/* Revoke every lease the store still has (ops->revoke), release every
+ * one granted (ops->release) and free them all, referenced or not: the
+ * backend must hold none afterwards.  NULL is a no-op. */
 DLOCK_EXTERN void dlock_leases_free(dlock_leases *t);
 
 /* The lease for locks of TTL_MS, with a reference: granted if there is
  * none, and refreshed first if its last confirmation is a third of TTL_MS
- * old, so that a lock taken now starts with at least two thirds of its
- * ttl.  DEADLINE_NS -1: no bound but the client's request timeout on the
+ * old (unless ops->confirmed_by_use), so that a lock taken now starts with
+ * at least two thirds of its ttl.  DEADLINE_NS -1: no bound but the client's request timeout on the
  * requests it sends (a wait for another thread's grant lasts as long as
  * that grant).  DLOCK_EINVAL for a ttl of 0 or less. */
 DLOCK_EXTERN int dlock_lease_get(dlock_leases *t, int64_t ttl_ms, int64_t deadline_ns,
@@ -80,12 +105,18 @@ DLOCK_EXTERN int dlock_lease_get(dlock_leases *t, int64_t ttl_ms, int64_t deadli
 DLOCK_EXTERN int dlock_lease_refresh(dlock_leases *t, dlock_lease *l, int64_t since_ns,
                                      int64_t deadline_ns);
 
+/* The store answered a request on L that it answers only while L lives,
+ * sent at SENT_NS (before it left): L's last confirmation moves there if
+ * that is later.  For stores whose every answer keeps a lease alive. */
+DLOCK_EXTERN void dlock_lease_confirm(dlock_leases *t, dlock_lease *l, int64_t sent_ns);
+
 /* renew_many's keepalives.  Each lock BLS[i] whose RCS[i] is
  * DLOCK_LEASE_PENDING rides on the lease LEASE_OF gives for it, last
  * confirmed at *CONFIRMED_NS; every such lease is refreshed once (a
  * confirmation sent after the oldest of its locks' confirmations, by the
- * earliest of their io_deadline_ns), and for those locks RCS[i] becomes 0
- * or the refresh's code and BLS[i]->sent_ns the lease's last confirmation.
+ * earliest of their io_deadline_ns; with ops->refresh_send, all sent
+ * before any is waited for), and for those locks RCS[i] becomes 0 or the
+ * refresh's code and BLS[i]->sent_ns the lease's last confirmation.
  * Other entries are left as they are.  0, or DLOCK_ENOMEM for all. */
 #define DLOCK_LEASE_PENDING 1
 DLOCK_EXTERN int dlock_lease_renew(dlock_leases *t, dlock_backend_lock **bls, size_t n, int *rcs,

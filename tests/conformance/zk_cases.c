@@ -1,6 +1,7 @@
 /* Cases only ZooKeeper has: no herd effect on release, first come first
- * served, a session expired from outside, a leader failover, and what
- * list and break make of the lock queue. */
+ * served, a session expired from outside, a leader failover, what list
+ * and break make of the lock queue, and what a session that lives on
+ * would keep (an unrenewed lock, an unanswered release) given back. */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -75,8 +76,9 @@ static void probe_close(struct queue_probe *p) {
   free(p->dir);
 }
 
-/* Waits until KEY's queue holds at least N entries; false after TIMEOUT_MS. */
-static bool probe_wait(struct queue_probe *p, int n, int64_t timeout_ms) {
+/* Waits until KEY's queue holds at least N entries (with AT_MOST, at most
+ * N); false after TIMEOUT_MS. */
+static bool probe_until(struct queue_probe *p, int n, bool at_most, int64_t timeout_ms) {
   int64_t end = dlock__now_ns() / 1000000 + timeout_ms;
   for (;;) {
     int seen = event_wait(&p->w.changed, 0, 0);
@@ -85,7 +87,7 @@ static bool probe_wait(struct queue_probe *p, int n, int64_t timeout_ms) {
     int count = rc == ZOK ? sv.count : 0;
     if (rc == ZOK)
       deallocate_String_vector(&sv);
-    if (count >= n)
+    if (at_most ? count <= n : count >= n)
       return true;
     if (rc == ZNONODE) /* no watch left on a missing dir: look again soon */
       zoo_exists(p->zh, p->dir, 1, NULL);
@@ -94,6 +96,10 @@ static bool probe_wait(struct queue_probe *p, int n, int64_t timeout_ms) {
       return false;
     event_wait(&p->w.changed, seen + 1, left);
   }
+}
+
+static bool probe_wait(struct queue_probe *p, int n, int64_t timeout_ms) {
+  return probe_until(p, n, false, timeout_ms);
 }
 
 static uint64_t watch_events(dlock_client *c) {
@@ -519,6 +525,7 @@ static char *url_via(const char *url, int port, char **host, int *hport) {
 struct b_waiter {
   dlock_client *c;
   const char *key;
+  int64_t wait_ms; /* 0: 30 s */
   int rc;
   int64_t got_ms; /* when its acquire returned */
   dlock_lock *l;
@@ -528,7 +535,7 @@ struct b_waiter {
 static void *b_main(void *arg) {
   struct b_waiter *w = arg;
   dlock_options o = DLOCK_OPTIONS_INIT;
-  o.wait_ms = 30000;
+  o.wait_ms = w->wait_ms ? w->wait_ms : 30000;
   w->rc = dlock_acquire(w->c, w->key, &o, &w->l);
   w->got_ms = mono_ms();
   event_signal(&w->done);
@@ -1109,6 +1116,167 @@ static void z13_list_and_break_when_silent(void **state) {
   free(host);
 }
 
+/* ---- z14 to z16: what the session would keep is given back ---- */
+
+static clientid_t client_id(dlock_client *c) {
+  clientid_t cid;
+  assert_int_equal(dlock_control(c, NULL, DLOCK_ZK_CTL_CLIENT_ID, &cid), 0);
+  return cid;
+}
+
+/* A lock nobody renews rides on a session that lives on, kept alive by an
+ * auto-renewed lock (and the C client's pings): its node must go soon
+ * after its validity ends, not with the session. */
+static void z14_unrenewed_given_back(void **state) {
+  (void)state;
+  const int64_t ttl = 2000;
+  dlock_client *a = open_url(conf_url_with(z_url, "ttl=2s")), *b = open_url(z_url);
+  dlock_lock *l, *l2, *lb;
+  dlock_options renewed = DLOCK_OPTIONS_INIT;
+  assert_int_equal(dlock_try_acquire(a, conf_key("z14-renewed"), &renewed, &l2), 0);
+  clientid_t cid = client_id(a);
+  struct event lost;
+  event_init(&lost);
+  dlock_options once = {.wait_ms = -1, .on_lost = event_on_lost, .on_lost_arg = &lost};
+  char k[256];
+  snprintf(k, sizeof k, "%s", conf_key("z14"));
+  int64_t t0 = mono_ms();
+  assert_int_equal(dlock_try_acquire(a, k, &once, &l), 0);
+  uint64_t tok = dlock_lock_token(l);
+  dlock_options w = DLOCK_OPTIONS_INIT;
+  w.wait_ms = 4 * ttl;
+  int rc = dlock_acquire(b, k, &w, &lb);
+  int64_t el = mono_ms() - t0;
+  if (rc != 0)
+    fail_msg("B: %s: %s (the session kept the unrenewed lock)", dlock_err_name(rc),
+             dlock_client_errmsg(NULL));
+  printf("# the unrenewed %lld ms lock was free %lld ms after it was taken\n", (long long)ttl,
+         (long long)el);
+  assert_true(el < ttl + 1500);
+  assert_true(dlock_lock_token(lb) > tok);
+  /* A had said so, and its session lives on, holding the other lock. */
+  assert_int_equal(event_wait(&lost, 1, 2000), 1);
+  assert_int_equal(dlock_lock_state(l), DLOCK_LOST);
+  assert_int_equal(dlock_lock_state(l2), DLOCK_HELD);
+  assert_true(client_id(a).client_id == cid.client_id);
+  assert_int_equal(dlock_release(lb), 0);
+  assert_int_equal(dlock_release(l), DLOCK_ELOST);
+  assert_int_equal(dlock_release(l2), 0);
+  dlock_close(a);
+  dlock_close(b);
+}
+
+/* What z15 and z16 share: a key, a URL whose requests time out after
+ * 500 ms on sessions of 6 s, and a relay to its server with that URL
+ * through it, for a network that swallows requests for less than a
+ * session timeout. */
+struct relayed {
+  char key[256];
+  char base[4096];
+  conf_relay *r;
+  char *via;
+};
+
+static void relayed_open(struct relayed *x, const char *name) {
+  snprintf(x->key, sizeof x->key, "%s", conf_key(name));
+  snprintf(x->base, sizeof x->base, "%s", conf_url_with(z_url, "ttl=6s&timeout=500ms"));
+  char *host = NULL;
+  int port = 0;
+  free(url_via(x->base, 1, &host, &port)); /* for the server's host and port */
+  x->r = host ? conf_relay_start(host, port) : NULL;
+  free(host);
+  host = NULL;
+  x->via = x->r ? url_via(x->base, conf_relay_port(x->r), &host, &port) : NULL;
+  free(host);
+  assert_non_null(x->via);
+}
+
+static void relayed_close(struct relayed *x) {
+  conf_relay_stop(x->r);
+  free(x->via);
+}
+
+/* A release whose request the network swallows leaves the node to the
+ * session, which lives on: it must be given back once the server can be
+ * reached again, without the session ending. */
+static void z15_unanswered_release_given_back(void **state) {
+  (void)state;
+  struct relayed x;
+  relayed_open(&x, "z15");
+  const char *k = x.key;
+  dlock_client *a = open_url(x.via), *b = open_url(x.base);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  dlock_lock *la, *lb;
+  assert_int_equal(dlock_try_acquire(a, k, &o, &la), 0);
+  clientid_t cid = client_id(a);
+  /* Requests lost from here on. */
+  assert_int_equal(conf_relay_set(x.r, CONF_RELAY_PASS, -1, 0), 0);
+  int rc = dlock_release(la);
+  if (rc != DLOCK_ECONN && rc != DLOCK_ETIMEDOUT)
+    fail_msg("release through a silent network: %s, want no answer", dlock_err_name(rc));
+  assert_int_equal(dlock_try_acquire(b, k, &o, &lb), DLOCK_EBUSY);
+  let_time_pass(1000); /* the network stays silent a while */
+  assert_int_equal(conf_relay_set(x.r, CONF_RELAY_PASS, 0, 0), 0);
+  int64_t t0 = mono_ms();
+  o.wait_ms = 10000;
+  rc = dlock_acquire(b, k, &o, &lb);
+  int64_t el = mono_ms() - t0;
+  if (rc != 0)
+    fail_msg("B: %s: %s (the session kept the released lock)", dlock_err_name(rc),
+             dlock_client_errmsg(NULL));
+  printf("# the unanswered release was carried out %lld ms after the network came back\n",
+         (long long)el);
+  /* Given back by A, whose session never ended. */
+  assert_true(client_id(a).client_id == cid.client_id);
+  assert_int_equal(dlock_release(lb), 0);
+  dlock_close(a);
+  dlock_close(b);
+  relayed_close(&x);
+}
+
+/* A waiter that gives up its place while the network swallows its
+ * requests must not leave its node to its session, which lives on: once
+ * the holder released, that node would hold the lock for nobody. */
+static void z16_unanswered_leave_given_back(void **state) {
+  (void)state;
+  struct relayed x;
+  relayed_open(&x, "z16");
+  const char *k = x.key;
+  dlock_client *a = open_url(x.base), *c = open_url(x.via), *b = open_url(x.base);
+  clientid_t cid = client_id(c);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  dlock_lock *la, *lb;
+  assert_int_equal(dlock_try_acquire(a, k, &o, &la), 0);
+  struct queue_probe p;
+  probe_open(&p, k);
+  struct b_waiter w = {.c = c, .key = k, .wait_ms = 1500};
+  event_init(&w.done);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, b_main, &w), 0);
+  assert_true(probe_wait(&p, 2, 30000));
+  /* C's requests are lost from here on: its wait runs out, and the
+   * delete of its node goes unanswered. */
+  assert_int_equal(conf_relay_set(x.r, CONF_RELAY_PASS, -1, 0), 0);
+  pthread_join(th, NULL);
+  if (w.rc != DLOCK_ETIMEDOUT && w.rc != DLOCK_ECONN)
+    fail_msg("C: %s, want no lock", dlock_err_name(w.rc));
+  printf("# C gave up: %s\n", dlock_err_name(w.rc));
+  assert_int_equal(conf_relay_set(x.r, CONF_RELAY_PASS, 0, 0), 0);
+  int64_t t0 = mono_ms();
+  if (!probe_until(&p, 1, true, 10000))
+    fail_msg("C's node is still queued 10 s after the network came back");
+  printf("# C's node went %lld ms after the network came back\n", (long long)(mono_ms() - t0));
+  assert_true(client_id(c).client_id == cid.client_id);
+  assert_int_equal(dlock_release(la), 0);
+  assert_int_equal(dlock_try_acquire(b, k, &o, &lb), 0);
+  assert_int_equal(dlock_release(lb), 0);
+  probe_close(&p);
+  dlock_close(a);
+  dlock_close(b);
+  dlock_close(c);
+  relayed_close(&x);
+}
+
 const struct conf_case *conf_zk_cases(const char *url, size_t *n) {
   z_url = url;
   zoo_set_debug_level(ZOO_LOG_LEVEL_ERROR);
@@ -1146,6 +1314,15 @@ const struct conf_case *conf_zk_cases(const char *url, size_t *n) {
       {"z13_list_and_break_when_silent",
        "list and break give DLOCK_ECONN within the request timeout of a silent store",
        z13_list_and_break_when_silent, NULL, 0},
+      {"z14_unrenewed_given_back",
+       "a lock nobody renews is given back after its ttl while its session lives",
+       z14_unrenewed_given_back, NULL, 0},
+      {"z15_unanswered_release_given_back",
+       "a release the server never got is carried out once it can be reached",
+       z15_unanswered_release_given_back, NULL, 0},
+      {"z16_unanswered_leave_given_back",
+       "a waiter that gives up while unanswered leaves no node behind",
+       z16_unanswered_leave_given_back, NULL, 0},
   };
   *n = sizeof cases / sizeof *cases;
   return cases;

@@ -19,12 +19,14 @@ typedef struct store {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   int next_id;
-  int grants, refreshes, revokes, gones;
+  int grants, refreshes, revokes, gones, releases;
   int refresh_rc, revoke_rc, grant_rc;
   int64_t last_deadline;
   bool hold;    /* grant and refresh wait while set */
   int inside;   /* calls waiting on hold */
   int refreshed[8];
+  char steps[16]; /* refresh_send 's' and refresh_wait 'w', in order */
+  int send_rc;
 } store;
 
 typedef struct lease_id {
@@ -88,6 +90,36 @@ static int t_revoke(dlock_backend_client *bc, void *priv, int64_t deadline) {
   return s->revoke_rc;
 }
 
+static void t_release(dlock_backend_client *bc, void *priv) {
+  store *s = bc->priv;
+  (void)priv;
+  s->releases++;
+}
+
+static void step(store *s, char c) {
+  size_t n = strlen(s->steps);
+  if (n + 1 < sizeof s->steps)
+    s->steps[n] = c;
+}
+
+/* The request is its lease's id; the answer is refresh's. */
+static int t_send(dlock_backend_client *bc, void *priv, void **req) {
+  store *s = bc->priv;
+  step(s, 's');
+  if (s->send_rc)
+    return dlock_seterr(s->send_rc, "test: send refused");
+  *req = priv;
+  return 0;
+}
+
+static int t_wait(dlock_backend_client *bc, void *priv, void *req, int64_t deadline,
+                  int64_t *keep_ms) {
+  store *s = bc->priv;
+  step(s, 'w');
+  assert_ptr_equal(req, priv);
+  return t_refresh(bc, priv, deadline, keep_ms);
+}
+
 static const dlock_lease_ops ops = {
     .store = "test",
     .what = "lease",
@@ -98,22 +130,41 @@ static const dlock_lease_ops ops = {
     .revoke = t_revoke,
 };
 
+/* A store like ZooKeeper's: a handle per lease to let go of, refreshes in
+ * two steps, and every answer on a lease a confirmation. */
+static const dlock_lease_ops session_ops = {
+    .store = "test",
+    .what = "session",
+    .priv_size = sizeof(lease_id),
+    .grant = t_grant,
+    .refresh = t_refresh,
+    .gone = t_gone,
+    .release = t_release,
+    .refresh_send = t_send,
+    .refresh_wait = t_wait,
+    .confirmed_by_use = true,
+};
+
 typedef struct fixture {
   store s;
   dlock_backend_client bc;
   dlock_leases *t;
 } fixture;
 
-static int setup(void **state) {
+static int setup_with(void **state, const dlock_lease_ops *o) {
   fixture *f = calloc(1, sizeof *f);
   pthread_mutex_init(&f->s.mu, NULL);
   pthread_cond_init(&f->s.cv, NULL);
   f->bc.priv = &f->s;
   f->bc.timeout_ms = 5000;
-  assert_int_equal(dlock_leases_new(&f->bc, &ops, &f->t), 0);
+  assert_int_equal(dlock_leases_new(&f->bc, o, &f->t), 0);
   *state = f;
   return 0;
 }
+
+static int setup(void **state) { return setup_with(state, &ops); }
+
+static int setup_sessions(void **state) { return setup_with(state, &session_ops); }
 
 static int teardown(void **state) {
   fixture *f = *state;
@@ -432,12 +483,141 @@ static void failed_grant_is_forgotten(void **state) {
   dlock_lease_put(f->t, l);
 }
 
+/* A lease's own resources go once nothing uses it: after the last
+ * reference to a gone one, or at the end, and never for a failed grant. */
+static void release_once_out_of_use(void **state) {
+  fixture *f = *state;
+  dlock_lease *l, *m, *n;
+  assert_int_equal(dlock_lease_get(f->t, 15000, -1, &l), 0);
+  dlock_lease_hold(f->t, l);
+  dlock_lease_gone(f->t, l);
+  dlock_lease_put(f->t, l);
+  assert_int_equal(f->s.releases, 0); /* still referenced */
+  dlock_lease_put(f->t, l);
+  assert_int_equal(f->s.releases, 1);
+  /* Listed and unreferenced: kept for the next lock. */
+  assert_int_equal(dlock_lease_get(f->t, 15000, -1, &m), 0);
+  dlock_lease_put(f->t, m);
+  assert_int_equal(f->s.releases, 1);
+  f->s.grant_rc = DLOCK_ECONN;
+  assert_int_equal(dlock_lease_get(f->t, 30000, -1, &n), DLOCK_ECONN);
+  assert_int_equal(f->s.releases, 1);
+  f->s.grant_rc = 0;
+  assert_int_equal(dlock_lease_get(f->t, 30000, -1, &n), 0);
+  dlock_leases_free(f->t); /* referenced or not */
+  assert_int_equal(f->s.releases, 3);
+  assert_int_equal(f->s.revokes, 0);
+  assert_int_equal(dlock_leases_new(&f->bc, &session_ops, &f->t), 0);
+}
+
+/* On a store whose every answer keeps a lease alive, the backend's answers
+ * move the confirmation, a stale lease is handed out as it is, and a
+ * refresh sent before a later answer leaves that answer's time. */
+static void answers_confirm(void **state) {
+  fixture *f = *state;
+  dlock_lease *l, *m;
+  assert_int_equal(dlock_lease_get(f->t, 3, -1, &l), 0);
+  int64_t fresh = dlock_lease_fresh_ns(f->t, l);
+  dlock_lease_confirm(f->t, l, fresh - 1);
+  assert_int_equal(dlock_lease_fresh_ns(f->t, l), fresh);
+  while (dlock_backend_now_ns() - fresh <= 1000000)
+    ; /* a third of 3 ms */
+  assert_int_equal(dlock_lease_get(f->t, 3, -1, &m), 0);
+  assert_ptr_equal(l, m);
+  assert_int_equal(f->s.refreshes, 0);
+  dlock_lease_put(f->t, m);
+
+  f->s.hold = true;
+  refresher r = {f, l, dlock_backend_now_ns(), 1};
+  pthread_t th;
+  pthread_create(&th, NULL, refresh_main, &r);
+  pthread_mutex_lock(&f->s.mu);
+  while (f->s.inside < 1)
+    pthread_cond_wait(&f->s.cv, &f->s.mu);
+  pthread_mutex_unlock(&f->s.mu);
+  int64_t answered = dlock_backend_now_ns();
+  dlock_lease_confirm(f->t, l, answered);
+  pthread_mutex_lock(&f->s.mu);
+  f->s.hold = false;
+  pthread_cond_broadcast(&f->s.cv);
+  pthread_mutex_unlock(&f->s.mu);
+  pthread_join(th, NULL);
+  assert_int_equal(r.rc, 0);
+  assert_int_equal(dlock_lease_fresh_ns(f->t, l), answered);
+
+  dlock_lease_gone(f->t, l);
+  dlock_lease_confirm(f->t, l, answered + 1);
+  assert_int_equal(dlock_lease_fresh_ns(f->t, l), answered);
+  dlock_lease_put(f->t, l);
+}
+
+/* With refreshes in two steps, every lease's request is out before any is
+ * waited for; one refused at sending is that lease's answer alone. */
+static void renew_sends_all_first(void **state) {
+  fixture *f = *state;
+  dlock_lease *a, *b, *c;
+  assert_int_equal(dlock_lease_get(f->t, 15000, -1, &a), 0);
+  assert_int_equal(dlock_lease_get(f->t, 30000, -1, &b), 0);
+  held h[3] = {{a, dlock_lease_fresh_ns(f->t, a)}, {b, dlock_lease_fresh_ns(f->t, b)},
+               {a, dlock_lease_fresh_ns(f->t, a)}};
+  dlock_backend_lock bl[3];
+  dlock_backend_lock *bls[3];
+  int rcs[3];
+  for (int i = 0; i < 3; i++) {
+    bl[i] = (dlock_backend_lock){.priv = &h[i]};
+    bls[i] = &bl[i];
+    rcs[i] = DLOCK_LEASE_PENDING;
+  }
+  int64_t soon = dlock_backend_now_ns() + 2000000000;
+  bl[2].io_deadline_ns = soon;
+  assert_int_equal(dlock_lease_renew(f->t, bls, 3, rcs, held_lease), 0);
+  assert_string_equal(f->s.steps, "ssww");
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(rcs[i], 0);
+    assert_true(bl[i].sent_ns > h[i].confirmed_ns);
+  }
+  assert_int_equal(f->s.refreshes, 2);
+  uint64_t g, r;
+  dlock_leases_counts(f->t, &g, &r);
+  assert_int_equal(r, 2);
+  /* b's wait came last, bounded by the request timeout; a's by its lock's
+   * deadline. */
+  int64_t t1 = dlock_backend_now_ns();
+  assert_true(f->s.last_deadline > t1 && f->s.last_deadline <= t1 + 5000 * INT64_C(1000000));
+
+  memset(f->s.steps, 0, sizeof f->s.steps);
+  f->s.send_rc = DLOCK_ELOST;
+  for (int i = 0; i < 3; i++) {
+    h[i].confirmed_ns = bl[i].sent_ns;
+    rcs[i] = DLOCK_LEASE_PENDING;
+  }
+  rcs[1] = 0;
+  assert_int_equal(dlock_lease_renew(f->t, bls, 3, rcs, held_lease), 0);
+  assert_string_equal(f->s.steps, "s");
+  assert_int_equal(rcs[0], DLOCK_ELOST);
+  assert_int_equal(rcs[1], 0);
+  assert_int_equal(rcs[2], DLOCK_ELOST);
+  assert_true(dlock_lease_dead(f->t, a));
+  assert_false(dlock_lease_dead(f->t, b));
+  assert_int_equal(f->s.gones, 1);
+  f->s.send_rc = 0;
+  assert_int_equal(dlock_lease_get(f->t, 15000, -1, &c), 0);
+  assert_ptr_not_equal(c, a);
+  dlock_lease_put(f->t, a);
+  assert_int_equal(f->s.releases, 1);
+  dlock_lease_put(f->t, b);
+  dlock_lease_put(f->t, c);
+}
+
 static void bad_arguments(void **state) {
   fixture *f = *state;
   dlock_leases *t = NULL;
   assert_int_equal(dlock_leases_new(NULL, &ops, &t), DLOCK_EINVAL);
   dlock_lease_ops none = {.store = "x"};
   assert_int_equal(dlock_leases_new(&f->bc, &none, &t), DLOCK_EINVAL);
+  dlock_lease_ops half = ops;
+  half.refresh_send = t_send;
+  assert_int_equal(dlock_leases_new(&f->bc, &half, &t), DLOCK_EINVAL);
   assert_null(t);
   dlock_leases_free(NULL);
   dlock_lease *l = NULL;
@@ -452,6 +632,7 @@ static void bad_arguments(void **state) {
   dlock_lease_put(f->t, NULL);
   dlock_lease_hold(NULL, NULL);
   dlock_lease_gone(f->t, NULL);
+  dlock_lease_confirm(NULL, NULL, 0);
   assert_true(dlock_lease_dead(f->t, NULL));
   assert_null(dlock_lease_priv(NULL));
   assert_false(dlock_leases_any(f->t, NULL, NULL));
@@ -473,6 +654,9 @@ int main(void) {
       cmocka_unit_test_setup_teardown(any_sees_only_live_leases, setup, teardown),
       cmocka_unit_test_setup_teardown(free_revokes_live_leases, setup, teardown),
       cmocka_unit_test_setup_teardown(failed_grant_is_forgotten, setup, teardown),
+      cmocka_unit_test_setup_teardown(release_once_out_of_use, setup_sessions, teardown),
+      cmocka_unit_test_setup_teardown(answers_confirm, setup_sessions, teardown),
+      cmocka_unit_test_setup_teardown(renew_sends_all_first, setup_sessions, teardown),
       cmocka_unit_test_setup_teardown(bad_arguments, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

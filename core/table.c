@@ -86,11 +86,13 @@ void dlock__table_remove(dlock_client *c, struct dlock_lock *l) {
     pp = &(*pp)->hnext;
   if (*pp)
     *pp = l->hnext;
-  for (struct dlock_lock *w = c->table[key_hash(l->key) % c->table_size]; w; w = w->hnext)
-    if (w->watch && strcmp(w->key, l->key) == 0) {
-      dlock__renew_kick(c);
-      break;
-    }
+  /* A watched attempt of the key may have waited for this entry to go. */
+  if (c->bc.late_ms)
+    for (struct dlock_lock *w = c->table[key_hash(l->key) % c->table_size]; w; w = w->hnext)
+      if (w->watch && strcmp(w->key, l->key) == 0) {
+        dlock__renew_kick(c);
+        break;
+      }
   c->table_count--;
   if (l->prev)
     l->prev->next = l->next;

@@ -292,8 +292,10 @@ void dlock_close(dlock_client *c) {
      * store already left unanswered is not asked again (its grant expires
      * within a ttl), but says nothing of the store now: the others are. */
     bool unanswered = (l->giveback || l->owed) && l->giveback_tries > 0;
-    if (l->returned) {
-      dlock__lock_free(l); /* given back already: nothing left at the store */
+    if (l->returned || l->watch) {
+      /* Given back already: nothing left at the store, or only a late
+       * grant for the client's session, which the backend's close ends. */
+      dlock__lock_free(l);
       continue;
     }
     if (reachable && !unanswered &&
@@ -361,6 +363,18 @@ void dlock__giveback_done(dlock_client *c, struct dlock_lock *l) {
   pthread_cond_broadcast(&c->cv);
 }
 
+/* Under c->mu: the next try of L's give-back, paced by the client's
+ * backoff. */
+static void giveback_later(dlock_client *c, struct dlock_lock *l) {
+  double gap = (double)c->retry_initial_ms;
+  for (int i = 0; i < l->giveback_tries && gap < (double)c->retry_max_ms; i++)
+    gap *= c->retry_multiplier;
+  if (gap > (double)c->retry_max_ms)
+    gap = (double)c->retry_max_ms;
+  l->giveback_tries++;
+  l->giveback_next_ns = dlock__now_ns() + (int64_t)(gap * 1e6);
+}
+
 /* Under c->mu: when a give-back of L that failed with RC is over, logged
  * as such; else false, with the next try paced by the client's backoff. */
 static bool giveback_over(dlock_client *c, struct dlock_lock *l, int rc, int64_t until_ns) {
@@ -374,20 +388,54 @@ static bool giveback_over(dlock_client *c, struct dlock_lock *l, int rc, int64_t
                  dlock_err_is_transient(rc) ? "the store kept it at most a ttl" : "not retried");
     return true;
   }
-  double gap = (double)c->retry_initial_ms;
-  for (int i = 0; i < l->giveback_tries && gap < (double)c->retry_max_ms; i++)
-    gap *= c->retry_multiplier;
-  if (gap > (double)c->retry_max_ms)
-    gap = (double)c->retry_max_ms;
-  l->giveback_tries++;
-  l->giveback_next_ns = now + (int64_t)(gap * 1e6);
+  giveback_later(c, l);
   return false;
+}
+
+/* The store's answer to a give-back: released, or nothing of the owner's
+ * there. */
+static bool answered(int rc) { return rc >= 0 || rc == DLOCK_ELOST || rc == DLOCK_ENOTOWNED; }
+
+/* Under c->mu: L, whose give-back the store has answered, may yet be
+ * granted late: from now on it is looked at again, without keeping its key
+ * from this client's acquires. */
+static void watch(dlock_client *c, struct dlock_lock *l) {
+  l->watch = true;
+  giveback_later(c, l);
+}
+
+/* Under c->mu: a look at watched L returned RC.  Over (and unlinked) once
+ * an answer came after the store could still grant it, or one that is not
+ * retried. */
+static bool watch_result(dlock_client *c, struct dlock_lock *l, int rc) {
+  if (rc == 0)
+    dlock__log(c, DLOCK_LOG_WARN, "gave back '%s' again: the store granted an attempt that "
+               "went unanswered after its give-back", l->key);
+  if (dlock_err_is_transient(rc) || (answered(rc) && dlock__now_ns() < l->late_until_ns)) {
+    giveback_later(c, l);
+    return false;
+  }
+  if (!answered(rc))
+    dlock__log(c, DLOCK_LOG_WARN, "stopped looking at '%s' again (%s): not retried", l->key,
+               dlock_err_name(rc));
+  dlock__table_remove(c, l);
+  pthread_cond_broadcast(&c->cv);
+  return true;
 }
 
 bool dlock__giveback_result(dlock_client *c, struct dlock_lock *l, int rc) {
   l->inflight = false;
+  if (l->watch)
+    return watch_result(c, l, rc);
   if (!giveback_over(c, l, rc, l->giveback_until_ns))
     return false;
+  if (answered(rc) && dlock__now_ns() < l->late_until_ns) {
+    l->giveback = false;
+    atomic_fetch_sub(&c->metrics.giveback_pending, 1);
+    pthread_cond_broadcast(&c->cv);
+    watch(c, l);
+    return false;
+  }
   dlock__giveback_done(c, l);
   return true;
 }
@@ -516,8 +564,9 @@ static struct dlock_lock *lock_new(dlock_client *c, const char *key, size_t keyl
 }
 
 /* A copy of L's unanswered attempt (its owner and backend state) to be
- * given back on the renew thread, while L goes on under a new owner. */
-static void giveback_copy(dlock_client *c, const struct dlock_lock *l) {
+ * given back on the renew thread, or with ANSWERED (given back already)
+ * watched there, while L goes on under a new owner. */
+static void giveback_copy(dlock_client *c, const struct dlock_lock *l, bool answered) {
   struct dlock_lock *g = lock_new(c, l->key, l->bl.keylen, l->label, l->thread);
   if (!g)
     return; /* the store expires it after its ttl */
@@ -526,10 +575,22 @@ static void giveback_copy(dlock_client *c, const struct dlock_lock *l) {
     memcpy(g->bl.priv, l->bl.priv, c->ops->lock_size);
   g->bl.ttl_ms = l->bl.ttl_ms;
   g->bl.sent_ns = l->bl.sent_ns;
+  g->late_until_ns = l->late_until_ns;
   pthread_mutex_lock(&c->mu);
   dlock__table_add(c, g);
+  if (answered)
+    watch(c, g);
   pthread_mutex_unlock(&c->mu);
-  dlock__giveback(c, g, "the store may have granted it to a request that went unanswered");
+  if (!answered) {
+    dlock__giveback(c, g, "the store may have granted it to a request that went unanswered");
+  } else if (dlock__renew_start(c) < 0) {
+    pthread_mutex_lock(&c->mu);
+    dlock__table_remove(c, g);
+    pthread_mutex_unlock(&c->mu);
+    dlock__lock_free(g); /* nobody to look again */
+  } else {
+    dlock__renew_kick(c);
+  }
 }
 
 /* Attempts until one is answered or the deadline passes.  A blocking
@@ -554,7 +615,12 @@ static int attempt_until(dlock_client *c, struct dlock_lock *l, int64_t wait_ms,
     if (rc == 0 && bl->sent_ns == 0)
       bl->sent_ns = start;
     bool transient = rc == DLOCK_ECONN || (rc == DLOCK_ETIMEDOUT && !waited_out);
-    *maybe_granted = transient && bl->sent_ns != 0;
+    /* A store that carries out requests late: sent_ns left set says the
+     * attempt's last request went unanswered, also at the wait's end. */
+    *maybe_granted = (transient || (rc == DLOCK_ETIMEDOUT && c->bc.late_ms > 0)) &&
+                     bl->sent_ns != 0;
+    l->late_until_ns =
+        *maybe_granted && c->bc.late_ms > 0 ? dlock__now_ns() + c->bc.late_ms * 1000000 : 0;
     if (rc == 0 || wait_ms == 0 || !transient)
       return rc;
     if (deadline >= 0 && dlock__now_ns() >= deadline) {
@@ -572,11 +638,13 @@ static int attempt_until(dlock_client *c, struct dlock_lock *l, int64_t wait_ms,
        * again; if the store is still away, on the renew thread under the
        * old owner, so that it can never touch the next attempt's grant. */
       if (dlock_err_is_transient(c->ops->release(&c->bc, bl))) {
-        giveback_copy(c, l); /* counted there */
+        giveback_copy(c, l, false); /* counted there */
       } else {
         atomic_fetch_add(&c->metrics.giveback, 1);
         dlock__log(c, DLOCK_LOG_INFO, "gave back what an unanswered acquire of '%s' may have won",
                    l->key);
+        if (l->late_until_ns)
+          giveback_copy(c, l, true);
       }
       *maybe_granted = false; /* given back, or handed on: not again */
     }
@@ -677,6 +745,12 @@ static int acquire_reserve(dlock_client *c, const char *key, const dlock_options
       dlock__metrics_acquire_result(&c->metrics, DLOCK_ELOST);
       return dlock_seterr(DLOCK_ELOST,
                           "this thread still has a lost handle for '%s': release it first", key);
+    }
+    if (l->watch) {
+      /* An attempt given back earlier is being looked at again: one
+       * request, which a try waits for too. */
+      pthread_cond_wait(&c->cv, &c->mu);
+      continue;
     }
     /* Another thread of this client holds or is acquiring the key.  Queue
      * here, not at the store: stores that tie locks to a session would grant

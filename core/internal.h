@@ -128,6 +128,12 @@ struct dlock_lock {
    * it back (paced by giveback_tries and giveback_next_ns); once the store
    * has answered (returned), release() is not called for it again. */
   bool owed, returned;
+  /* With bc.late_ms, for an attempt that got no answer: until when the
+   * store may still grant it (0: none).  Once its give-back is answered
+   * before then it is watched: looked at again, an entry of the table that
+   * reserves its key only while a look is on its way (inflight). */
+  int64_t late_until_ns;
+  bool watch;
   dlock_lost_fn on_lost;
   void *on_lost_arg;
   int64_t acquired_ns;
@@ -172,15 +178,18 @@ struct dlock_client {
 
 /* ---- table.c: the key table (c->table, c->head), under c->mu ---- */
 
-/* The first entry of KEY in C's table, or NULL. */
+/* The first entry of KEY in C's table that keeps KEY from this client's
+ * acquires (every entry but a watched attempt between its looks), or
+ * NULL. */
 DLOCK__HIDDEN struct dlock_lock *dlock__table_find(dlock_client *c, const char *key);
 /* The entry of KEY that thread SELF holds (or lost), if any, else the first
- * entry of KEY, or NULL. */
+ * such entry of KEY, or NULL. */
 DLOCK__HIDDEN struct dlock_lock *dlock__table_find_for(dlock_client *c, const char *key,
                                                        uint64_t self);
 /* Link L into the table and the list of all entries. */
 DLOCK__HIDDEN void dlock__table_add(dlock_client *c, struct dlock_lock *l);
-/* Unlink L, which is in the table. */
+/* Unlink L, which is in the table; a watched attempt of its key that
+ * waited for it to go is due for a look now (the renew thread is woken). */
 DLOCK__HIDDEN void dlock__table_remove(dlock_client *c, struct dlock_lock *l);
 
 /* ---- client.c / renew.c ---- */
@@ -208,8 +217,9 @@ DLOCK__HIDDEN void dlock__owed_result(dlock_client *c, struct dlock_lock *l, int
 /* Under c->mu: the give-back of L is over; unlinks it (the caller frees it
  * once c->mu is released). */
 DLOCK__HIDDEN void dlock__giveback_done(dlock_client *c, struct dlock_lock *l);
-/* Under c->mu: the give-back of L returned RC.  True when it is over (L is
- * unlinked and must be freed), false when it is to be tried again later. */
+/* Under c->mu: the give-back (or a look, when L is watched) of L returned
+ * RC.  True when it is over (L is unlinked and must be freed), false when
+ * it is to be tried again later. */
 DLOCK__HIDDEN bool dlock__giveback_result(dlock_client *c, struct dlock_lock *l, int rc);
 /* Free a lock handle and its backend state. */
 DLOCK__HIDDEN void dlock__lock_free(struct dlock_lock *l);

@@ -5,8 +5,9 @@
  * that pipeline), turns a lock LOST when a renewal is refused or its
  * validity deadline passes, gives back what the store may still keep for
  * the client (unanswered attempts and releases, and on stores whose
- * sessions outlive a lock's ttl, locks lost by their deadline), and
- * delivers on_lost callbacks. */
+ * sessions outlive a lock's ttl, locks lost by their deadline), looks
+ * again at attempts a store may grant late, and delivers on_lost
+ * callbacks. */
 #include <errno.h>
 #include <stdlib.h>
 #include <time.h>
@@ -119,7 +120,11 @@ static void *renew_main(void *arg) {
         }
         continue;
       }
-      if (l->giveback) {
+      if (l->giveback || l->watch) {
+        /* A look at a watched attempt waits while this client uses its
+         * key: that use's end wakes us (dlock__table_remove). */
+        if (l->watch && dlock__table_find(c, l->key))
+          continue;
         if (l->giveback_next_ns <= now && ng < cap && ng < GIVEBACKS_PER_ROUND) {
           l->inflight = true;
           gbs[ng++] = l;

@@ -1,8 +1,10 @@
 /* A client's key table: its entries by key, in hash chains, and all of
  * them in one list.  An entry is a lock handle, held, lost or being
- * acquired, or an unanswered attempt being given back; a key may have
- * several (a give-back and the acquisition after it).  Its callers hold
- * c->mu, or are the last thread of a client being closed. */
+ * acquired, or an unanswered attempt being given back or watched; a key
+ * may have several (a give-back and the acquisition after it).  Every
+ * entry keeps its key from this client's acquires but a watched attempt
+ * between its looks.  Its callers hold c->mu, or are the last thread of a
+ * client being closed. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,9 +19,11 @@ static uint64_t key_hash(const char *k) {
   return h;
 }
 
+static bool reserves(const struct dlock_lock *l) { return !l->watch || l->inflight; }
+
 struct dlock_lock *dlock__table_find(dlock_client *c, const char *key) {
   struct dlock_lock *l = c->table[key_hash(key) % c->table_size];
-  while (l && strcmp(l->key, key) != 0)
+  while (l && (strcmp(l->key, key) != 0 || !reserves(l)))
     l = l->hnext;
   return l;
 }
@@ -30,7 +34,7 @@ struct dlock_lock *dlock__table_find(dlock_client *c, const char *key) {
 struct dlock_lock *dlock__table_find_for(dlock_client *c, const char *key, uint64_t self) {
   struct dlock_lock *first = NULL;
   for (struct dlock_lock *l = c->table[key_hash(key) % c->table_size]; l; l = l->hnext) {
-    if (strcmp(l->key, key) != 0)
+    if (strcmp(l->key, key) != 0 || !reserves(l))
       continue;
     if (l->thread == self && l->state != 0)
       return l;
@@ -82,6 +86,13 @@ void dlock__table_remove(dlock_client *c, struct dlock_lock *l) {
     pp = &(*pp)->hnext;
   if (*pp)
     *pp = l->hnext;
+  /* A watched attempt of the key may have waited for this entry to go. */
+  if (c->bc.late_ms)
+    for (struct dlock_lock *w = c->table[key_hash(l->key) % c->table_size]; w; w = w->hnext)
+      if (w->watch && strcmp(w->key, l->key) == 0) {
+        dlock__renew_kick(c);
+        break;
+      }
   c->table_count--;
   if (l->prev)
     l->prev->next = l->next;

@@ -17,24 +17,27 @@
  * their keys.  A lock's validity counts from the send time of the last
  * renewal the server confirmed.
  *
- * Giving a key back (a release, the reaper, an attempt whose answer never
- * came) is an unlock by session, and the session is every lock's of the
- * client: on its own it would free any later lock of the same key by the
- * same client.  An agent without a leader (a restart, an election) holds
- * requests for seconds and then carries them out, also those whose client
- * gave up, in no particular order; and the reaper may give an orphan back
- * while an acquire of its key is on its way.  So every release is
- * conditional on the key's ModifyIndex (a delete-cas, after a
- * check-session in the same txn):
- * the index the acquisition left (its token), or one just read that shows
- * the key still holding the acquisition's own value, whose owner part is
- * new with every attempt.  Any lock written since moves the index, and
- * the release then fails.  The reaper also leaves the orphans of a key
- * alone while an acquire of that key runs; the acquire settles them
- * itself.  A lock txn that got no answer may likewise be carried out after
- * its orphan found the key free or gave it back: such orphans are looked
- * at again for ORPHAN_GRACE_MS, or the key would stay with our session for
- * as long as other locks keep the session alive.
+ * Giving a key back (a release, a lock whose ttl passed unrenewed, an
+ * attempt whose answer never came: the core asks for each through
+ * release(), and again until the agent answers) is an unlock by session,
+ * and the session is every lock's of the client: on its own it would free
+ * any later lock of the same key by the same client.  An agent without a
+ * leader (a restart, an election) holds requests for seconds and then
+ * carries them out, also those whose client gave up, in no particular
+ * order.  So every release is conditional on the key's ModifyIndex (a
+ * delete-cas, after a check-session in the same txn): the index the
+ * acquisition left (its token), or one just read that shows the key still
+ * holding the acquisition's own value, whose owner part is new with every
+ * attempt.  Any lock written since moves the index, and the release then
+ * fails.  A lock txn that got no answer may likewise be carried out after
+ * its give-back found the key free or gave it back: the core looks at such
+ * attempts again for LATE_MS (bc->late_ms), never while this client uses
+ * the key, or the key would stay with our session for as long as other
+ * locks keep the session alive.  While this client uses the key, an
+ * acquire that finds it held by a session of ours frees it: nothing else
+ * of the client can hold it then (the core's key table), so it is such a
+ * grant, and a held lock's release frees the key whatever value such a
+ * grant wrote over its own.
  *
  * An operator's list reads every lock key under the prefix in one
  * consistent txn and their sessions' TTLs in one session list.  A break
@@ -47,9 +50,10 @@
  *
  * Consul's minimum session TTL is 10 s and it invalidates a session only
  * after twice its TTL, so a lock with a shorter ttl that its holder stops
- * renewing is released by the client's reaper thread once the ttl has
- * passed; a holder that dies is freed by the server after 2 x TTL plus the
- * lock-delay. */
+ * renewing is given back by the core once its validity has passed
+ * (bc->give_back_expired); a holder that dies is freed by the server after
+ * 2 x TTL plus the lock-delay.  The backend starts no thread: libcurl's
+ * requests run on the caller's. */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -70,14 +74,14 @@
 #define SESSION_TTL_MAX_S 86400
 /* Longest blocking query; Consul caps wait at 10 minutes. */
 #define BLOCK_MAX_MS 300000
-/* How long an attempt whose lock txn got no answer is watched for a grant
- * the agent carries out late: an agent without a leader holds a request
- * for its rpc_hold_timeout (7 s by default) and a restarted one applies
- * what it held after replaying its log, which can take seconds more.  A
- * grant that lands after its orphan found the key free (or gave back an
- * earlier copy of it) would otherwise leave the key held by our session
- * with nobody to give it back. */
-#define ORPHAN_GRACE_MS 30000
+/* How long after a lock txn got no answer the agent may still carry it out
+ * (bc->late_ms): an agent without a leader holds a request for its
+ * rpc_hold_timeout (7 s by default) and a restarted one applies what it
+ * held after replaying its log, which can take seconds more.  A grant that
+ * lands after its give-back found the key free (or gave back an earlier
+ * copy of it) would otherwise leave the key held by our session with
+ * nobody to give it back. */
+#define LATE_MS 30000
 
 /* A session's state in the client's lease table (dlock/lease.h): its id. */
 typedef struct cs_session_id {
@@ -88,37 +92,24 @@ static const char *sess_id(const dlock_lease *s) {
   return ((const cs_session_id *)dlock_lease_priv(s))->id;
 }
 
-/* bl->priv */
+/* bl->priv.  An attempt that failed holds nothing but SID, so the core
+ * may move it (to give it back under a copy of the handle). */
 typedef struct cs_lock {
-  struct cs_lock *prev, *next; /* the client's held (or being given back) locks */
+  struct cs_lock *prev, *next; /* the client's held locks (listed) */
   dlock_backend_lock *bl;      /* NULL once the core has let go of it */
-  dlock_lease *sess;
-  char *key;
-  char *value;                 /* what its lock txn wrote: "<owner>\n<label>" */
-  uint64_t index;              /* the key's ModifyIndex its lock left (the token), 0 when
-                                  unknown (an attempt that got no answer) */
+  dlock_lease *sess;           /* listed: its session, with a reference */
+  char *key;                   /* listed: the lock key */
+  char sid[DLOCK_CONSUL_SESSION_MAX]; /* the session its lock txn was sent for */
+  uint64_t index;              /* the key's ModifyIndex its lock left (the token) */
   int64_t confirmed_ns;
   int64_t ttl_ms;
   bool listed;
   bool lost;
-  bool orphan;                 /* a copy: the key may still be held; the reaper gives it
-                                  back (confirmed_ns = when to try next) */
-  bool settling;               /* settle_orphans is giving it back */
-  bool reaping;                /* the reaper is giving it back */
-  int renew_failures;          /* orphans: failed attempts so far */
-  int64_t born_ns;             /* orphans: when the attempt was given up */
 } cs_lock;
-
-/* An acquire under way, on the stack of its thread (cs_client.acquiring). */
-typedef struct cs_acq {
-  struct cs_acq *next;
-  const char *key;
-} cs_acq;
 
 typedef struct cs_client {
   dlock_backend_client *bc;
   pthread_mutex_t mu;
-  pthread_cond_t cv;           /* sessions changed, reaper work */
   dlock__http http;
   char *token;                 /* ACL token, NULL without */
   char *prefix;
@@ -126,16 +117,6 @@ typedef struct cs_client {
   int64_t lock_delay_ms;
   dlock_leases *sessions;      /* dlock/lease.h */
   cs_lock *held;
-  const char *reaping;         /* key the reaper is giving back, or NULL */
-  cs_acq *acquiring;           /* keys being acquired: their orphans are the acquire's */
-  bool reaper_skipped;         /* the reaper left an orphan to an acquire */
-  pthread_t reaper;
-  pthread_cond_t reaper_cv;    /* work for the reaper */
-  /* When the reaper will next look, INT64_MAX while it sleeps with nothing
-   * due, INT64_MIN while it is awake: an acquire wakes it only for a lock
-   * due earlier, which keeps a context switch off the acquire path. */
-  int64_t reaper_wake_ns;
-  bool reaper_started, stop;
   struct dlock_consul_stats stats;
 } cs_client;
 
@@ -296,7 +277,8 @@ static int sess_renew(dlock_backend_client *bc, void *priv, int64_t deadline, in
 }
 
 /* Destroying a session releases whatever keys it still holds (locks the
- * core could not release, orphans) instead of after 2 x TTL. */
+ * core could not release, grants the agent carried out late) instead of
+ * after 2 x TTL. */
 static int sess_destroy(dlock_backend_client *bc, void *priv, int64_t deadline) {
   cs_client *cc = bc->priv;
   char path[128];
@@ -317,7 +299,6 @@ static void sess_gone(dlock_backend_client *bc, dlock_lease *s) {
       if (lk->bl)
         dlock_backend_lock_lost(cc->bc, lk->bl);
     }
-  pthread_cond_broadcast(&cc->cv);
   pthread_mutex_unlock(&cc->mu);
 }
 
@@ -383,11 +364,12 @@ static int read_key(cs_client *cc, const char *key, int64_t deadline, dlock__con
  * negative code.  The release is a check-session and a delete-cas (see the
  * top of this file), at INDEX or else at the index of a consistent read that shows the
  * key held by SESSION with VALUE; when the check fails the key is read
- * again.  With LIVE the caller is the client's only hold of KEY (a
- * release, or the reaper for a lock the core still has a handle of), and
- * SESSION holding the key is enough: another value there can only be an
- * unanswered lock of ours that the agent carried out late.  A txn, like
- * the lock: it takes keys the agent refuses in a /v1/kv/ path. */
+ * again.  With LIVE the caller is the client's only hold of KEY (the
+ * release of a lock, also one whose ttl ran out, or an acquire that found
+ * the key held by a session of ours), and SESSION holding the key is
+ * enough: another value there can only be an unanswered lock of ours that
+ * the agent carried out late.  A txn, like the lock: it takes keys the
+ * agent refuses in a /v1/kv/ path. */
 static int give_back(cs_client *cc, const char *key, const char *session, uint64_t index,
                      const char *value, bool live, int64_t deadline) {
   char why[256] = "";
@@ -436,20 +418,6 @@ static int give_back(cs_client *cc, const char *key, const char *session, uint64
   return dlock_seterr(DLOCK_ECONN, "consul: '%s' kept changing while it was given back", key);
 }
 
-/* Under mu: whether an acquire of KEY is under way. */
-static bool acquiring(const cs_client *cc, const char *key) {
-  for (const cs_acq *a = cc->acquiring; a; a = a->next)
-    if (strcmp(a->key, key) == 0)
-      return true;
-  return false;
-}
-
-/* Under mu: something is due at DUE_NS for the reaper. */
-static void kick_reaper(cs_client *cc, int64_t due_ns) {
-  if (due_ns < cc->reaper_wake_ns)
-    pthread_cond_signal(&cc->reaper_cv);
-}
-
 static void unlink_lock(cs_client *cc, cs_lock *lk) {
   if (lk->prev)
     lk->prev->next = lk->next;
@@ -461,197 +429,27 @@ static void unlink_lock(cs_client *cc, cs_lock *lk) {
   lk->listed = false;
 }
 
-/* ---- the reaper ---- */
-
-/* Under mu: remember that KEY may still be held by S although nobody holds
- * it any more (a release or a lock whose answer never came), so that the
- * reaper gives it back; a session kept alive by other locks would hold it
- * for good.  VALUE and INDEX are the acquisition's (see give_back).  Takes
- * a reference on S. */
-static void orphan_add(cs_client *cc, dlock_lease *s, const char *key, const char *value,
-                       uint64_t index) {
-  cs_lock *o = calloc(1, sizeof *o);
-  char *k = strdup(key);
-  char *v = value ? strdup(value) : NULL;
-  if (!o || !k || !v) {
-    free(o);
-    free(k);
-    free(v);
-    return; /* the session ends with the client, and the key with it */
-  }
-  o->sess = s;
-  o->key = k;
-  o->value = v;
-  o->index = index;
-  o->born_ns = now_ns();
-  o->orphan = true;
-  o->listed = true;
-  o->next = cc->held;
-  if (cc->held)
-    cc->held->prev = o;
-  cc->held = o;
-  dlock_lease_hold(cc->sessions, s);
-  kick_reaper(cc, 0);
+/* Whether SID is a session of this client that the agent still has. */
+static bool sid_match(const void *priv, void *ud) {
+  return strcmp(((const cs_session_id *)priv)->id, ud) == 0;
 }
 
-/* Under mu: whether orphan O, just given back or found not ours, is still
- * watched: a lock txn that got no answer may yet be carried out, and so
- * may a copy of it that the transport sent again. */
-static bool orphan_watched(const cs_lock *o) {
-  return o->index == 0 && now_ns() - o->born_ns < (int64_t)ORPHAN_GRACE_MS * 1000000;
-}
-
-static void orphan_free(cs_client *cc, cs_lock *o) {
-  unlink_lock(cc, o);
-  dlock_lease_put(cc->sessions, o->sess);
-  free(o->key);
-  free(o->value);
-  free(o);
-}
-
-/* Gives back, at the store, locks whose ttl passed without renewal (the
- * core has already declared them lost, and a session kept alive by other
- * locks or by Consul's 10 s minimum must not keep them), and orphans.
- * Only this thread frees an orphan that is in the list, and only
- * settle_orphans takes one out, while this thread is not at it.  The
- * orphans of a key being acquired are left to the acquire. */
-static void *reaper_main(void *arg) {
-  cs_client *cc = arg;
-  pthread_mutex_lock(&cc->mu);
-  while (!cc->stop) {
-    int64_t now = now_ns(), wake = INT64_MAX;
-    cs_lock *job = NULL;
-    for (cs_lock *lk = cc->held; lk && !job; lk = lk->next) {
-      if (lk->settling || lk->reaping)
-        continue;
-      if (lk->orphan && acquiring(cc, lk->key)) {
-        cc->reaper_skipped = true; /* the acquire's end wakes us */
-        continue;
-      }
-      int64_t due = lk->orphan ? lk->confirmed_ns
-                               : lk->lost ? INT64_MAX : lk->confirmed_ns + lk->ttl_ms * 1000000;
-      if (due <= now)
-        job = lk;
-      else if (due < wake)
-        wake = due;
-    }
-    if (!job) {
-      struct timespec ts;
-      dlock__ns_to_timespec(wake == INT64_MAX ? now + 3600 * 1000000000LL : wake, &ts);
-      cc->reaper_wake_ns = wake;
-      pthread_cond_timedwait(&cc->reaper_cv, &cc->mu, &ts);
-      cc->reaper_wake_ns = INT64_MIN;
-      continue;
-    }
-    if (!job->orphan) {
-      job->lost = true;
-      if (job->bl)
-        dlock_backend_lock_lost(cc->bc, job->bl);
-    }
-    dlock_lease *s = job->sess;
-    dlock_lease_hold(cc->sessions, s);
-    char *key = strdup(job->key);
-    char *value = job->value ? strdup(job->value) : NULL;
-    uint64_t index = job->index;
-    bool live = !job->orphan;
-    char sid[DLOCK_CONSUL_SESSION_MAX];
-    snprintf(sid, sizeof sid, "%s", sess_id(s));
-    bool dead = dlock_lease_dead(cc->sessions, s);
-    cc->reaping = key;
-    job->reaping = true; /* nobody else gives this one back meanwhile */
-    pthread_mutex_unlock(&cc->mu);
-    int rc = key && !dead ? give_back(cc, key, sid, index, value, live, -1) : 0;
-    pthread_mutex_lock(&cc->mu);
-    cc->reaping = NULL;
-    job->reaping = false;
-    pthread_cond_broadcast(&cc->cv);
-    if (job->orphan && rc >= 0 && !dead && orphan_watched(job)) {
-      job->confirmed_ns = now_ns() + 2000000000; /* look again */
-    } else if (job->orphan && (rc >= 0 || dead || rc == DLOCK_EAUTH || rc == DLOCK_EBACKEND)) {
-      orphan_free(cc, job); /* given back, or it never will be */
-    } else if (job->orphan) {
-      /* Unreachable agent: again later, with growing gaps. */
-      job->renew_failures++;
-      int64_t gap = (int64_t)1000000000 << (job->renew_failures < 5 ? job->renew_failures : 5);
-      job->confirmed_ns = now_ns() + gap;
-    } else if (rc < 0 && key) {
-      orphan_add(cc, s, key, value, index); /* the handle is the core's: keep a copy */
-    }
-    dlock_lease_put(cc->sessions, s);
-    free(key);
-    free(value);
-  }
-  pthread_mutex_unlock(&cc->mu);
-  return NULL;
-}
-
-/* Before each lock attempt on KEY: orphans of KEY are given back first, by
- * whichever session left them (or they would keep the key from a new
- * session of ours).  Those that cannot be given back now stay, for the
- * next attempt and, once the acquire is over, the reaper; a lock we then
- * get under their session is ours, and try_lock's caller drops them. */
-static void settle_orphans(cs_client *cc, const char *key, int64_t deadline) {
-  pthread_mutex_lock(&cc->mu);
-  while (cc->reaping && strcmp(cc->reaping, key) == 0)
-    pthread_cond_wait(&cc->cv, &cc->mu);
-  for (;;) {
-    cs_lock *o = cc->held;
-    while (o && !(o->orphan && strcmp(o->key, key) == 0 && !o->settling && !o->reaping))
-      o = o->next;
-    if (!o)
-      break;
-    o->settling = true;
-    char sid[DLOCK_CONSUL_SESSION_MAX];
-    snprintf(sid, sizeof sid, "%s", sess_id(o->sess));
-    bool dead = dlock_lease_dead(cc->sessions, o->sess);
-    pthread_mutex_unlock(&cc->mu);
-    /* The orphan's fields stay: nobody frees one that is settling. */
-    int rc = dead ? 0 : give_back(cc, key, sid, o->index, o->value, false, deadline);
-    pthread_mutex_lock(&cc->mu);
-    if (rc >= 0 && !dead && orphan_watched(o))
-      continue; /* still settling: not again in this round */
-    if (rc >= 0 || rc == DLOCK_EAUTH || rc == DLOCK_EBACKEND)
-      orphan_free(cc, o);
-  }
-  /* Those that failed are the reaper's again. */
-  for (cs_lock *o = cc->held; o; o = o->next)
-    if (o->orphan && strcmp(o->key, key) == 0)
-      o->settling = false; /* one settle per key at a time: the core's rule */
-  pthread_mutex_unlock(&cc->mu);
-}
-
-/* Under mu: we hold KEY through S now, so orphans of KEY under S are ours
- * again and must not be given back. */
-static void drop_orphans(cs_client *cc, const char *key, dlock_lease *s) {
-  for (cs_lock *o = cc->held, *next; o; o = next) {
-    next = o->next;
-    if (o->orphan && o->sess == s && strcmp(o->key, key) == 0 && !o->settling && !o->reaping)
-      orphan_free(cc, o);
-  }
+static bool own_session(cs_client *cc, const char *sid) {
+  return sid[0] && dlock_leases_any(cc->sessions, sid_match, (void *)sid);
 }
 
 /* ---- open / close ---- */
 
 static void client_free(cs_client *cc) {
-  if (cc->reaper_started) {
-    pthread_mutex_lock(&cc->mu);
-    cc->stop = true;
-    pthread_cond_broadcast(&cc->cv);
-    pthread_cond_signal(&cc->reaper_cv);
-    pthread_mutex_unlock(&cc->mu);
-    pthread_join(cc->reaper, NULL);
-  }
+  /* Locks whose release got no answer: the core frees their handles. */
   while (cc->held) {
     cs_lock *lk = cc->held;
     unlink_lock(cc, lk);
     free(lk->key);
     lk->key = NULL;
-    free(lk->value);
-    lk->value = NULL;
-    if (lk->orphan)
-      free(lk);
   }
-  /* Destroys the sessions the agent still has. */
+  /* Destroys the sessions the agent still has, and so frees what they
+   * hold: those locks, and grants the agent carried out late. */
   dlock_leases_free(cc->sessions);
   cc->sessions = NULL;
   dlock__http_close(&cc->http);
@@ -660,17 +458,15 @@ static void client_free(cs_client *cc) {
   free(cc->token);
   free(cc->prefix);
   pthread_mutex_destroy(&cc->mu);
-  pthread_cond_destroy(&cc->cv);
-  pthread_cond_destroy(&cc->reaper_cv);
 }
 
 static int consul_open(dlock_backend_client *bc, dlock_url *url) {
   cs_client *cc = bc->priv;
   cc->bc = bc;
   pthread_mutex_init(&cc->mu, NULL);
-  dlock__cond_init(&cc->cv);
-  dlock__cond_init(&cc->reaper_cv);
-  cc->reaper_wake_ns = INT64_MIN;
+  /* Sessions keep a lock past its ttl and past an unanswered request. */
+  bc->give_back_expired = true;
+  bc->late_ms = LATE_MS;
   int rc = dlock__http_open(&cc->http, "consul", url, "consul+https", 8500,
                             bc->connect_timeout_ms);
   cc->http.bc = bc;
@@ -716,88 +512,90 @@ static int consul_open(dlock_backend_client *bc, dlock_url *url) {
       rc = dlock_seterr(DLOCK_ECONN, "consul: the agent knows no leader");
     reply_free(&r);
   }
-  if (rc == 0 && pthread_create(&cc->reaper, NULL, reaper_main, cc) != 0)
-    rc = dlock_seterr(DLOCK_ENOMEM, "consul: cannot start the reaper thread");
-  else if (rc == 0)
-    cc->reaper_started = true;
   if (rc < 0)
     client_free(cc);
   return rc;
 }
 
-static void consul_close(dlock_backend_client *bc) {
-  cs_client *cc = bc->priv;
-  pthread_mutex_lock(&cc->mu);
-  cc->stop = true;
-  pthread_cond_broadcast(&cc->cv);
-  pthread_cond_signal(&cc->reaper_cv);
-  pthread_mutex_unlock(&cc->mu);
-  if (cc->reaper_started) {
-    pthread_join(cc->reaper, NULL);
-    cc->reaper_started = false;
-  }
-  client_free(cc);
-}
+static void consul_close(dlock_backend_client *bc) { client_free(bc->priv); }
 
 /* ---- acquire ---- */
 
-/* After a refused lock: is KEY held, or free inside a lock-delay (1 in
- * *delay), and the index to block on (*index, 0 when there is none).  The
- * index is read before the key's state, so that a release between the two
- * moves the index past it and the blocking query returns at once.  The
- * key's own path gives both in one answer; once the agent refuses it
- * (*exact cleared, see consul-codec.h) the index comes from a listing of
- * the key's printable prefix and the state from a txn. */
-static void look(cs_client *cc, const char *key, bool *exact, int64_t deadline, int *delay,
-                 uint64_t *index) {
+/* What look() saw of a key our lock found taken. */
+typedef struct cs_seen {
+  int delay;                             /* 1: free, inside a lock-delay */
+  uint64_t index;                        /* to block on, 0 when there is none */
+  char holder[DLOCK_CONSUL_SESSION_MAX]; /* the session holding it, "" if none or unknown */
+  uint64_t held_at;                      /* the key's ModifyIndex with that holder */
+} cs_seen;
+
+/* After a refused lock: is KEY held (by whom, at which ModifyIndex), or
+ * free inside a lock-delay, and the index to block on.  The index is read
+ * before the key's state, so that a release between the two moves the
+ * index past it and the blocking query returns at once.  The key's own
+ * path gives both in one answer; once the agent refuses it (*exact
+ * cleared, see consul-codec.h) the index comes from a listing of the key's
+ * printable prefix and the state from a txn. */
+static void look(cs_client *cc, const char *key, bool *exact, int64_t deadline, cs_seen *seen) {
   for (int whole = *exact;; whole = 0) {
     char *path = dlock__consul_watch_path(key, whole, "consistent");
     reply g = {0};
     int grc = path ? request(cc, "GET", path, NULL, bound(cc, deadline), &g) : -1;
     free(path);
     long st = grc == 0 ? g.status : 0;
-    *index = st == 200 || st == 404 ? g.index : 0;
+    seen->index = st == 200 || st == 404 ? g.index : 0;
     dlock__consul_kv kv = {0};
+    bool read = false;
     if (whole && st == 404)
-      *delay = 1;
+      seen->delay = 1;
     else if (whole && st == 200 && dlock__consul_parse_kv(g.body.data, g.body.len, &kv) == 0)
-      *delay = kv.session[0] == '\0';
-    dlock__consul_kv_free(&kv);
+      read = true;
     reply_free(&g);
     if (whole && grc == 0 && st != 200 && st != 404 && st < 500) {
       *exact = false; /* refused by the agent's path checks: the prefix from now on */
       continue;
     }
-    if (!whole && *index) {
+    if (!whole && seen->index) {
       int f = read_key(cc, key, deadline, &kv);
       if (f < 0)
-        *index = 0;
+        seen->index = 0;
+      else if (f == 0)
+        seen->delay = 1;
       else
-        *delay = f == 0 || kv.session[0] == '\0';
-      dlock__consul_kv_free(&kv);
+        read = true;
     }
+    if (read) {
+      seen->delay = kv.session[0] == '\0';
+      snprintf(seen->holder, sizeof seen->holder, "%s", kv.session);
+      seen->held_at = kv.modify_index;
+    }
+    dlock__consul_kv_free(&kv);
     return;
   }
 }
 
-/* One lock attempt: 0 with *token, DLOCK_EBUSY (1 in *delay when nobody
- * holds the key: a lock-delay is in force; *index the index to block on,
- * see look()), or another negative code. */
-static int try_lock(cs_client *cc, dlock_lease *s, const char *key, const char *value,
-                    int64_t deadline, bool *exact, uint64_t *token, int *delay,
-                    uint64_t *index) {
-  *delay = 0;
-  *index = 0;
+/* One lock attempt: 0 with *token, DLOCK_EBUSY (*seen says what holds the
+ * key, see look()), or another negative code.  bl->sent_ns stays set when
+ * the lock txn got no answer (the core then gives the attempt back); LK's
+ * sid names the session it was sent for. */
+static int try_lock(cs_client *cc, dlock_backend_lock *bl, dlock_lease *s, const char *key,
+                    const char *value, int64_t deadline, bool *exact, uint64_t *token,
+                    cs_seen *seen) {
+  cs_lock *lk = bl->priv;
+  memset(seen, 0, sizeof *seen);
   pthread_mutex_lock(&cc->mu);
   cc->stats.locks++;
   pthread_mutex_unlock(&cc->mu);
+  snprintf(lk->sid, sizeof lk->sid, "%s", sess_id(s));
+  bl->sent_ns = now_ns();
   dlock__consul_txn t;
   long status;
-  int rc = txn(cc, "/v1/txn", dlock__consul_req_lock(key, sess_id(s), value), deadline, "txn", &t,
+  int rc = txn(cc, "/v1/txn", dlock__consul_req_lock(key, lk->sid, value), deadline, "txn", &t,
                &status);
+  bool unanswered = rc == DLOCK_ECONN || rc == DLOCK_ETIMEDOUT;
   if (rc == 0 && status == 200) {
     const dlock__consul_kv *kv = t.nresults > 1 && t.found[1] ? &t.results[1] : NULL;
-    if (!kv || strcmp(kv->session, sess_id(s)) != 0 || !kv->modify_index)
+    if (!kv || strcmp(kv->session, lk->sid) != 0 || !kv->modify_index)
       rc = dlock_seterr(DLOCK_EBACKEND, "consul: the lock txn answered without our session");
     else
       *token = kv->modify_index;
@@ -808,8 +606,18 @@ static int try_lock(cs_client *cc, dlock_lease *s, const char *key, const char *
       rc = dlock_seterr(DLOCK_EBUSY, "consul: '%s' is held", key);
   }
   dlock__consul_txn_free(&t);
+  if (!unanswered)
+    bl->sent_ns = 0;
+  if (rc < 0 && !unanswered && status == 200) {
+    /* Carried out (a txn is answered 200 only then) but unreadable: no
+     * lock to hand out, and the core gives back only what got no answer. */
+    char why[256];
+    snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
+    give_back(cc, key, lk->sid, 0, value, false, deadline);
+    dlock_seterr(rc, "%s", why);
+  }
   if (rc == DLOCK_EBUSY)
-    look(cc, key, exact, deadline, delay, index);
+    look(cc, key, exact, deadline, seen);
   return rc;
 }
 
@@ -843,6 +651,13 @@ static uint64_t block_on(cs_client *cc, const char *key, bool exact, uint64_t in
   return got;
 }
 
+static void sleep_until(int64_t until) {
+  struct timespec ts;
+  dlock__ns_to_timespec(until, &ts);
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+    ;
+}
+
 static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t deadline,
                       bool try_only) {
   cs_client *cc = bc->priv;
@@ -853,31 +668,19 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
   if (rc == 0 && bl->ttl_ms > SESSION_TTL_MAX_S * 1000)
     rc = dlock_seterr(DLOCK_EINVAL, "consul: a ttl above %d s cannot be kept: Consul's "
                       "longest session TTL", SESSION_TTL_MAX_S);
-  /* From here on the orphans of KEY are ours to give back, not the
-   * reaper's: one that it gave back while our lock was on its way would
-   * free that lock (see the top of this file). */
-  cs_acq acq = {.key = rc == 0 ? key : NULL};
-  if (acq.key) {
-    pthread_mutex_lock(&cc->mu);
-    acq.next = cc->acquiring;
-    cc->acquiring = &acq;
-    pthread_mutex_unlock(&cc->mu);
-  }
-  uint64_t index, token = 0;
+  uint64_t token = 0;
   int64_t pause_ns = 50000000;
+  int64_t dl = try_only ? -1 : deadline;
   bool exact = true; /* the agent takes the key's path (until it refuses it) */
   dlock_lease *s = NULL;
-  for (int lost = 0; rc == 0;) {
-    settle_orphans(cc, key, try_only ? -1 : deadline);
-    if ((rc = dlock_lease_get(cc->sessions, bl->ttl_ms, try_only ? -1 : deadline, &s)) < 0)
+  for (int lost = 0, freed = 0; rc == 0;) {
+    if ((rc = dlock_lease_get(cc->sessions, bl->ttl_ms, dl, &s)) < 0)
       break;
-    int delay = 0;
-    rc = try_lock(cc, s, key, value, try_only ? -1 : deadline, &exact, &token, &delay,
-                  &index);
+    cs_seen seen;
+    rc = try_lock(cc, bl, s, key, value, dl, &exact, &token, &seen);
     if (rc == 0) {
       /* Under mu, so that a session going now finds the lock (sess_gone). */
       pthread_mutex_lock(&cc->mu);
-      drop_orphans(cc, key, s);
       int64_t fresh = dlock_lease_fresh_ns(cc->sessions, s);
       if (dlock_lease_dead(cc->sessions, s)) {
         rc = DLOCK_ELOST;
@@ -885,7 +688,6 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
         lk->bl = bl;
         lk->sess = s;
         lk->key = key;
-        lk->value = value;
         lk->index = token;
         lk->ttl_ms = bl->ttl_ms;
         lk->confirmed_ns = fresh;
@@ -897,8 +699,6 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
         bl->token = token;
         bl->sent_ns = fresh;
         key = NULL;
-        value = NULL;
-        kick_reaper(cc, lk->confirmed_ns + lk->ttl_ms * 1000000);
       }
       pthread_mutex_unlock(&cc->mu);
       if (rc == 0)
@@ -907,17 +707,24 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
     if (rc == DLOCK_ELOST)
       dlock_lease_gone(cc->sessions, s);
     pthread_mutex_lock(&cc->mu);
-    if (rc != DLOCK_ELOST && rc != DLOCK_EBUSY && rc != DLOCK_EINVAL && rc != DLOCK_ENOMEM)
-      /* No definite answer: the lock may have been applied. */
-      orphan_add(cc, s, key, value, 0);
     dlock_lease_put(cc->sessions, s);
-    if (delay)
+    if (seen.delay)
       cc->stats.lock_delays++;
     pthread_mutex_unlock(&cc->mu);
     s = NULL;
     if (rc == DLOCK_ELOST && ++lost <= 3) {
       rc = 0; /* the session vanished under us: a new one */
       continue;
+    }
+    if (rc == DLOCK_EBUSY && own_session(cc, seen.holder) && ++freed <= 3) {
+      /* Held by a session of ours, though nothing of this client holds the
+       * key while it acquires it: an attempt of ours that the agent carried
+       * out late.  Given back, and the key tried again. */
+      if (give_back(cc, key, seen.holder, seen.held_at, NULL, true, dl) >= 0) {
+        rc = 0;
+        continue;
+      }
+      rc = dlock_seterr(DLOCK_EBUSY, "consul: '%s' is held", key);
     }
     if (rc != DLOCK_EBUSY || try_only)
       break;
@@ -926,18 +733,11 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
       break;
     }
     rc = 0;
-    if (delay) {
+    if (seen.delay) {
       /* Free, but inside the lock-delay of a session that ended: no write
        * will announce its end, so look again after a growing pause. */
       int64_t until = now_ns() + pause_ns + (int64_t)dlock__random_below((uint64_t)pause_ns);
-      if (deadline >= 0 && until > deadline)
-        until = deadline;
-      struct timespec ts;
-      dlock__ns_to_timespec(until, &ts);
-      pthread_mutex_lock(&cc->mu);
-      while (!cc->stop && now_ns() < until)
-        pthread_cond_timedwait(&cc->cv, &cc->mu, &ts);
-      pthread_mutex_unlock(&cc->mu);
+      sleep_until(deadline >= 0 && until > deadline ? deadline : until);
       pause_ns = pause_ns * 2 > 1000000000 ? 1000000000 : pause_ns * 2;
       continue;
     }
@@ -948,27 +748,14 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
     if (deadline >= 0 && deadline < until)
       until = deadline;
     int64_t before = now_ns();
-    if (!index || !block_on(cc, key, exact, index, until) || now_ns() - before < 5000000)
+    if (!seen.index || !block_on(cc, key, exact, seen.index, until) ||
+        now_ns() - before < 5000000)
       dlock__http_pause(deadline); /* it did not block: do not spin */
   }
   /* A request cut short by the end of the caller's wait is a timeout, not
    * an unreachable agent. */
   if ((rc == DLOCK_ECONN || rc == DLOCK_ETIMEDOUT) && deadline >= 0 && now_ns() >= deadline)
     rc = dlock_seterr(DLOCK_ETIMEDOUT, "consul: timed out waiting for '%s'", bl->key);
-  if (acq.key) {
-    pthread_mutex_lock(&cc->mu);
-    for (cs_acq **a = &cc->acquiring; *a; a = &(*a)->next)
-      if (*a == &acq) {
-        *a = acq.next;
-        break;
-      }
-    /* Orphans the reaper left to us that we could not give back. */
-    if (cc->reaper_skipped) {
-      cc->reaper_skipped = false;
-      pthread_cond_signal(&cc->reaper_cv);
-    }
-    pthread_mutex_unlock(&cc->mu);
-  }
   free(key);
   free(value);
   return rc;
@@ -1027,7 +814,7 @@ static int consul_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls,
         continue;
       cs_lock *lk = bls[i]->priv;
       keys[m] = lk->key;
-      sids[m] = sess_id(lk->sess);
+      sids[m] = lk->sid;
       idx[m++] = i;
       int64_t d = bls[i]->io_deadline_ns ? bls[i]->io_deadline_ns : INT64_MAX;
       if (d < dl)
@@ -1068,48 +855,53 @@ static int consul_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls,
   return 0;
 }
 
+/* The give-back of an attempt whose lock txn got no answer, or of the
+ * same again (bc->late_ms): by its value, under the session it was sent
+ * for, which must still be there (an ended one took the key with it). */
+static int give_back_attempt(cs_client *cc, dlock_backend_lock *bl) {
+  cs_lock *lk = bl->priv;
+  if (!own_session(cc, lk->sid))
+    return dlock_seterr(DLOCK_ELOST, "consul: '%s' was not held", bl->key);
+  char *key = dlock__consul_lock_key(cc->prefix, bl->key, bl->keylen);
+  char *value = dlock__consul_value(bl->owner, bl->label);
+  int b = key && value ? give_back(cc, key, lk->sid, 0, value, false, -1)
+                       : dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
+  free(key);
+  free(value);
+  if (b == 0)
+    return dlock_seterr(DLOCK_ELOST, "consul: '%s' was not held", bl->key);
+  return b < 0 ? b : 0;
+}
+
+/* A held lock's release, or the core's give-back of one (its ttl ran out,
+ * or its release got no answer: then it is called again for the same
+ * lock, which keeps what it needs until the agent answers). */
 static int consul_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   cs_client *cc = bc->priv;
   cs_lock *lk = bl->priv;
   pthread_mutex_lock(&cc->mu);
   if (!lk->listed) {
     pthread_mutex_unlock(&cc->mu);
-    return dlock_seterr(DLOCK_ELOST, "consul: '%s' was not held", bl->key);
+    return give_back_attempt(cc, bl);
   }
-  /* The reaper may be giving it back (its ttl ran out): LK is the core's
-   * memory, freed when we return. */
-  while (lk->reaping)
-    pthread_cond_wait(&cc->cv, &cc->mu);
-  bool lost = lk->lost;
-  dlock_lease *s = lk->sess;
-  bool alive = !dlock_lease_dead(cc->sessions, s);
-  char sid[DLOCK_CONSUL_SESSION_MAX];
-  snprintf(sid, sizeof sid, "%s", sess_id(s));
-  /* No loss report may name it from here on: the core frees BL. */
+  /* A lost lock's key is not ours any more, or went with its session. */
+  bool lost = lk->lost || dlock_lease_dead(cc->sessions, lk->sess);
+  /* No loss report may name it from here on: the core may free BL. */
   lk->bl = NULL;
-  lk->lost = true;
   pthread_mutex_unlock(&cc->mu);
-  int rc = 0;
-  int b = alive ? give_back(cc, lk->key, sid, lk->index, lk->value, true, -1) : 0;
-  if (b == 0)
-    lost = true;
+  int b = lost ? 0 : give_back(cc, lk->key, lk->sid, lk->index, NULL, true, -1);
+  if (dlock_err_is_transient(b))
+    return b;
   pthread_mutex_lock(&cc->mu);
   unlink_lock(cc, lk);
-  if (b < 0) {
-    orphan_add(cc, s, lk->key, lk->value, lk->index);
-    if (!lost)
-      rc = b;
-  }
-  dlock_lease_put(cc->sessions, s);
+  dlock_lease_put(cc->sessions, lk->sess);
   pthread_mutex_unlock(&cc->mu);
   free(lk->key);
   lk->key = NULL;
-  free(lk->value);
-  lk->value = NULL;
   lk->sess = NULL;
-  if (lost && rc == 0)
+  if (b == 0)
     return dlock_seterr(DLOCK_ELOST, "consul: '%s' was lost before release", bl->key);
-  return rc;
+  return b < 0 ? b : 0;
 }
 
 /* ---- inspect / list / break / control ---- */
@@ -1228,7 +1020,7 @@ static int consul_list(dlock_backend_client *bc, const char *prefix, size_t pref
  * lost now; its renewal would say so only at its next period. */
 static void mark_broken(cs_client *cc, const char *key, uint64_t index) {
   for (cs_lock *lk = cc->held; lk; lk = lk->next)
-    if (!lk->orphan && !lk->lost && lk->key && lk->index == index && strcmp(lk->key, key) == 0) {
+    if (!lk->lost && lk->index == index && strcmp(lk->key, key) == 0) {
       lk->lost = true;
       if (lk->bl)
         dlock_backend_lock_lost(cc->bc, lk->bl);

@@ -88,6 +88,21 @@ typedef struct dlock_backend_client {
    * store answers.  So release() must keep what it needs when it fails with
    * DLOCK_ECONN or DLOCK_ETIMEDOUT: it is called again for the same lock. */
   bool give_back_expired;
+  /* Set by open() when the store may carry out a request for up to this
+   * many ms after its client stopped waiting for the answer (a Consul
+   * agent without a leader holds requests, then applies them).  An attempt
+   * the core gave back may then be granted after its give-back, so the
+   * core calls release() for it again, at the pace of its retries and
+   * until one answer comes after late_ms has passed since the attempt
+   * failed.  It looks only while this client has no other use of the key
+   * (a look finds the attempt's own grant, by owner, or nothing), and
+   * those looks keep the key from this client's acquires only while one
+   * is on its way.  Such a backend leaves bl->sent_ns set after a failed
+   * attempt only when the attempt's last request got no answer, also when
+   * it returns DLOCK_ETIMEDOUT at the end of a wait: the core gives that
+   * attempt back as well.  0: the store answers or drops every request
+   * within the request timeout. */
+  int64_t late_ms;
 } dlock_backend_client;
 
 /* What the core hands a backend for each acquisition. */

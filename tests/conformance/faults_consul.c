@@ -757,8 +757,8 @@ static void stale_give_back_round(const char *url, bool lost_grant) {
     l = NULL;
   }
   assert_true(hp_wait(p, 5000, 0));
-  /* The client gives the key back again (a reaper or the next acquire),
-   * and that one goes through. */
+  /* The client gives the key back again (its give-back, retried in the
+   * background), and that one goes through. */
   if (!wait_free(url, key, 15000))
     fail_msg("'%s' was never given back", key);
   rc = dlock_acquire(c, key, &o, &l);

@@ -44,6 +44,9 @@ static struct {
   int log_in_try;        /* try_acquire logs a message quoting the URL's password */
   atomic_int released_a; /* answered releases of the key "a" */
   struct event released; /* every release, answered or not */
+  struct event releasing; /* every release, as it begins */
+  char released_owner[16][33]; /* owner of each of the first 16 releases */
+  int cut_wait;          /* test-late's wait ends at its deadline with its request unanswered */
 } tb;
 
 /* The password of the last URL opened: the backend quotes it in its
@@ -119,9 +122,11 @@ static int tb_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, siz
 }
 static int tb_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
   (void)bc;
-  (void)bl;
+  event_signal(&tb.releasing);
   nap(tb.release_stall_ms);
-  atomic_fetch_add(&tb.releases, 1);
+  int n = atomic_fetch_add(&tb.releases, 1);
+  if (n < 16)
+    snprintf(tb.released_owner[n], sizeof tb.released_owner[n], "%s", bl->owner);
   int rc = 0;
   if (tb.release_down)
     rc = dlock_seterr(DLOCK_ECONN, "test: release got no answer");
@@ -214,6 +219,26 @@ static const dlock_backend_ops tbs_ops = {
     .release = tb_release,
 };
 
+/* A store that may carry out a request long after its client gave up on
+ * it (?late=), and whose sessions keep locks past their ttl. */
+static int tbl_open(dlock_backend_client *bc, dlock_url *u) {
+  bc->give_back_expired = true;
+  int rc = dlock_url_param_duration(u, "late", 0, &bc->late_ms);
+  return rc < 0 ? rc : tb_open(bc, u);
+}
+/* Its wait, with tb.cut_wait: the deadline ends it while its request is
+ * still unanswered. */
+static int tbl_wait(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t deadline) {
+  if (!tb.cut_wait)
+    return tb_wait(bc, bl, deadline);
+  atomic_fetch_add(&tb.waits, 1);
+  bl->sent_ns = dlock_backend_now_ns();
+  nap((deadline - bl->sent_ns) / 1000000 + 1);
+  return dlock_seterr(DLOCK_ETIMEDOUT, "test: the wait ended with its request unanswered");
+}
+static const char *const tbl_schemes[] = {"test-late", NULL};
+static dlock_backend_ops tbl_ops; /* test-wait's, with these */
+
 static void tb_reset(void) {
   atomic_store(&tb.tries, 0);
   atomic_store(&tb.renews, 0);
@@ -236,6 +261,9 @@ static void tb_reset(void) {
   tb.log_in_try = 0;
   atomic_store(&tb.released_a, 0);
   event_init(&tb.released);
+  event_init(&tb.releasing);
+  memset(tb.released_owner, 0, sizeof tb.released_owner);
+  tb.cut_wait = 0;
 }
 
 static int setup(void **state) {
@@ -243,9 +271,15 @@ static int setup(void **state) {
   static int done;
   if (!done) {
     done = 1;
+    tbl_ops = tbw_ops;
+    tbl_ops.name = "test-late";
+    tbl_ops.schemes = tbl_schemes;
+    tbl_ops.open = tbl_open;
+    tbl_ops.acquire = tbl_wait;
     return dlock_backend_register(&tb_ops) == 0 && dlock_backend_register(&tbm_ops) == 0 &&
                    dlock_backend_register(&tbw_ops) == 0 &&
-                   dlock_backend_register(&tbs_ops) == 0
+                   dlock_backend_register(&tbs_ops) == 0 &&
+                   dlock_backend_register(&tbl_ops) == 0
                ? 0
                : -1;
   }
@@ -1134,6 +1168,143 @@ static void test_unanswered_release_given_back(void **state) {
   dlock_close(c);
 }
 
+/* ---- stores that may carry out a request late ---- */
+
+/* Until C's key table is empty: its watched attempts are over. */
+static void wait_table_empty(dlock_client *c) {
+  int64_t until = dlock__now_ns() + 10 * 1000000000LL;
+  for (;;) {
+    pthread_mutex_lock(&c->mu);
+    bool empty = c->head == NULL;
+    pthread_mutex_unlock(&c->mu);
+    if (empty)
+      return;
+    assert_true(dlock__now_ns() < until);
+    nap(1);
+  }
+}
+
+/* A client of the scripted store at URL, reset, whose first UNANSWERED
+ * attempts get no answer. */
+static dlock_client *open_scripted(const char *url, int unanswered) {
+  tb_reset();
+  tb.fail_for = unanswered;
+  tb.fail_rc = DLOCK_ECONN;
+  dlock_client *c = NULL;
+  assert_int_equal(dlock_open(url, &c), 0);
+  return c;
+}
+
+/* An attempt that got no answer is given back and then looked at again,
+ * under its own owner, until the store can no longer grant it; the looks
+ * do not count as give-backs still due. */
+static void test_late_grant_looked_at_again(void **state) {
+  (void)state;
+  dlock_client *c =
+      open_scripted("test-late://h?late=300ms&retry_initial=1ms&retry_max=10ms", 1);
+  dlock_lock *l = NULL;
+  assert_int_equal(dlock_try_acquire(c, "a", NULL, &l), DLOCK_ECONN);
+  assert_int_equal(event_wait(&tb.released, 3, 10000), 3);
+  for (int i = 0; i < 3; i++)
+    assert_string_equal(tb.released_owner[i], tb.owners[0]);
+  dlock_metrics m;
+  dlock_metrics_get(c, &m);
+  assert_int_equal(m.giveback, 1);
+  assert_int_equal(m.giveback_pending, 0);
+  wait_table_empty(c);
+  int looks = atomic_load(&tb.releases);
+  dlock_close(c);
+  assert_int_equal(atomic_load(&tb.releases), looks);
+  /* A store that answers every request in time is not looked at again. */
+  c = open_scripted("test-late://h?retry_initial=1ms&retry_max=10ms", 1);
+  assert_int_equal(dlock_try_acquire(c, "a", NULL, &l), DLOCK_ECONN);
+  assert_int_equal(event_wait(&tb.released, 1, 10000), 1);
+  wait_table_empty(c);
+  dlock_close(c);
+  assert_int_equal(atomic_load(&tb.releases), 1);
+}
+
+/* The looks leave the key to this client: its acquire goes ahead (a try
+ * waits for a look on its way, no more), no look is made while it holds
+ * the key, and one is once it has let go. */
+static void test_late_grant_waits_for_the_holder(void **state) {
+  (void)state;
+  dlock_client *c =
+      open_scripted("test-late://h?late=200ms&retry_initial=1ms&retry_max=10ms", 1);
+  tb.release_stall_ms = 50;
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.ttl_ms = 300;
+  dlock_lock *l = NULL;
+  assert_int_equal(dlock_try_acquire(c, "a", &o, &l), DLOCK_ECONN);
+  /* The give-back, then a look that the store is slow to answer. */
+  assert_int_equal(event_wait(&tb.releasing, 2, 10000), 2);
+  assert_int_equal(dlock_try_acquire(c, "a", &o, &l), 0);
+  tb.release_stall_ms = 0;
+  int before = atomic_load(&tb.releases);
+  for (int i = 0; i < before; i++)
+    assert_string_equal(tb.released_owner[i], tb.owners[0]);
+  /* Renewed for longer than the store could still grant the attempt. */
+  int64_t until = dlock__now_ns() + 10 * 1000000000LL;
+  while (atomic_load(&tb.renews) < 4) {
+    assert_true(dlock__now_ns() < until);
+    nap(1);
+  }
+  assert_int_equal(atomic_load(&tb.releases), before);
+  assert_int_equal(dlock_release(l), 0);
+  assert_int_equal(event_wait(&tb.released, before + 2, 10000), before + 2);
+  assert_string_equal(tb.released_owner[before], tb.owners[1]);
+  assert_string_equal(tb.released_owner[before + 1], tb.owners[0]);
+  wait_table_empty(c);
+  dlock_close(c);
+  assert_int_equal(atomic_load(&tb.releases), before + 2);
+}
+
+/* The give-back a blocking acquire makes at once, before trying again, is
+ * watched as well: once the lock that followed it is let go. */
+static void test_late_grant_after_inline_giveback(void **state) {
+  (void)state;
+  dlock_client *c = open_scripted("test-late://h?late=10s&retry_initial=1ms&retry_max=10ms", 1);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.wait_ms = 10000;
+  dlock_lock *l = NULL;
+  assert_int_equal(dlock_acquire(c, "a", &o, &l), 0);
+  assert_int_equal(atomic_load(&tb.releases), 1);
+  assert_string_equal(tb.released_owner[0], tb.owners[0]);
+  assert_int_equal(dlock_release(l), 0);
+  assert_int_equal(event_wait(&tb.released, 3, 10000), 3);
+  assert_string_equal(tb.released_owner[1], tb.owners[1]);
+  assert_string_equal(tb.released_owner[2], tb.owners[0]);
+  dlock_close(c);
+}
+
+/* On such a store a wait that ends at its deadline with its request still
+ * unanswered is given back too; elsewhere the backend has cleaned up. */
+static void test_late_store_wait_cut_at_deadline(void **state) {
+  (void)state;
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.wait_ms = 100;
+  dlock_lock *l = NULL;
+  dlock_client *c =
+      open_scripted("test-late://h?late=100ms&retry_initial=1ms&retry_max=10ms", 0);
+  tb.cut_wait = 1;
+  assert_int_equal(dlock_acquire(c, "a", &o, &l), DLOCK_ETIMEDOUT);
+  assert_non_null(strstr(dlock_client_errmsg(c), "unanswered"));
+  assert_int_equal(event_wait(&tb.released, 1, 10000), 1);
+  dlock_metrics m;
+  dlock_metrics_get(c, &m);
+  assert_int_equal(m.giveback, 1);
+  assert_int_equal(m.acquire_timeout, 1);
+  wait_table_empty(c);
+  dlock_close(c);
+  c = open_scripted("test-late://h", 0);
+  tb.cut_wait = 1;
+  assert_int_equal(dlock_acquire(c, "a", &o, &l), DLOCK_ETIMEDOUT);
+  dlock_metrics_get(c, &m);
+  assert_int_equal(m.giveback, 0);
+  dlock_close(c);
+  assert_int_equal(atomic_load(&tb.releases), 0);
+}
+
 /* ---- the application's log ---- */
 
 static struct {
@@ -1296,6 +1467,10 @@ int main(void) {
       cmocka_unit_test(test_expired_lock_kept_for_release),
       cmocka_unit_test(test_expired_giveback_retried),
       cmocka_unit_test(test_unanswered_release_given_back),
+      cmocka_unit_test(test_late_grant_looked_at_again),
+      cmocka_unit_test(test_late_grant_waits_for_the_holder),
+      cmocka_unit_test(test_late_grant_after_inline_giveback),
+      cmocka_unit_test(test_late_store_wait_cut_at_deadline),
       cmocka_unit_test(test_set_log_waits_for_calls),
   };
   return cmocka_run_group_tests(tests, setup, NULL);

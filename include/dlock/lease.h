@@ -2,8 +2,9 @@
  *
  * A store whose locks live as long as a lease or session (etcd's leases,
  * Consul's and ZooKeeper's sessions) keeps one lease per lock ttl in use,
- * however many locks ride on it, and renews the lease, not each lock.  This table does
- * the bookkeeping every such backend needs in the same way: finding or
+ * however many locks ride on it, and renews the lease, not each lock.
+ * This table does the bookkeeping every such backend needs in the same
+ * way: finding or
  * granting the lease for a ttl, one grant at a time and one refresh in
  * flight (callers who need a confirmation at least as recent as theirs
  * share it), the send time of the last confirmation (a lock's validity
@@ -94,9 +95,10 @@ DLOCK_EXTERN void dlock_leases_free(dlock_leases *t);
 /* The lease for locks of TTL_MS, with a reference: granted if there is
  * none, and refreshed first if its last confirmation is a third of TTL_MS
  * old (unless ops->confirmed_by_use), so that a lock taken now starts with
- * at least two thirds of its ttl.  DEADLINE_NS -1: no bound but the client's request timeout on the
- * requests it sends (a wait for another thread's grant lasts as long as
- * that grant).  DLOCK_EINVAL for a ttl of 0 or less. */
+ * at least two thirds of its ttl.  DEADLINE_NS -1: no bound but the
+ * client's request timeout on the requests it sends (a wait for another
+ * thread's grant lasts as long as that grant).  DLOCK_EINVAL for a ttl of
+ * 0 or less. */
 DLOCK_EXTERN int dlock_lease_get(dlock_leases *t, int64_t ttl_ms, int64_t deadline_ns,
                                  dlock_lease **out);
 /* Confirm L unless a refresh sent at or after SINCE_NS already did; callers

@@ -75,11 +75,6 @@ void dlock_leases_free(dlock_leases *t) {
 }
 
 /* A request's deadline: the caller's, or the request timeout from now. */
-static int64_t bound(const dlock_leases *t, int64_t deadline) {
-  int64_t own = dlock__now_ns() + t->bc->timeout_ms * 1000000;
-  return deadline < 0 || deadline > own ? own : deadline;
-}
-
 /* Wait on t->cv until DEADLINE (-1 = no limit): false once it has passed. */
 static bool wait_until(dlock_leases *t, int64_t deadline) {
   return dlock_backend_cond_wait(&t->cv, &t->mu, deadline) == 0;
@@ -189,7 +184,7 @@ int dlock_lease_refresh(dlock_leases *t, dlock_lease *l, int64_t since, int64_t 
   if (rc != 1)
     return rc;
   int64_t sent = dlock__now_ns();
-  rc = t->ops->refresh(t->bc, l->priv, bound(t, deadline), &keep);
+  rc = t->ops->refresh(t->bc, l->priv, dlock_backend_deadline(t->bc, deadline), &keep);
   settle(t, l, rc, sent, keep);
   return rc;
 }
@@ -229,7 +224,7 @@ static dlock_lease *find_or_add(dlock_leases *t, int64_t ttl_ms, bool *grant) {
 /* Ask the store for L, which this caller added. */
 static int grant(dlock_leases *t, dlock_lease *l, int64_t deadline) {
   int64_t keep = 0, sent = dlock__now_ns();
-  int rc = t->ops->grant(t->bc, l->priv, l->ttl_ms, bound(t, deadline), &keep);
+  int rc = t->ops->grant(t->bc, l->priv, l->ttl_ms, dlock_backend_deadline(t->bc, deadline), &keep);
   pthread_mutex_lock(&t->mu);
   l->busy = false;
   if (rc == 0) {
@@ -376,7 +371,8 @@ int dlock_lease_renew(dlock_leases *t, dlock_backend_lock **bls, size_t n, int *
     struct renewal *r = &rs[k];
     if (r->rc != 1)
       continue;
-    r->rc = t->ops->refresh_wait(t->bc, r->lease->priv, r->req, bound(t, r->deadline), &r->keep);
+    r->rc = t->ops->refresh_wait(t->bc, r->lease->priv, r->req,
+                                 dlock_backend_deadline(t->bc, r->deadline), &r->keep);
     settle(t, r->lease, r->rc, r->sent, r->keep);
   }
   for (size_t i = 0; i < n; i++)
@@ -458,4 +454,47 @@ void dlock_leases_counts(dlock_leases *t, uint64_t *grants, uint64_t *refreshes)
   if (refreshes)
     *refreshes = t->refreshes;
   pthread_mutex_unlock(&t->mu);
+}
+
+int dlock_lease_check(dlock_backend_lock **bls, size_t n, int *rcs, size_t max,
+                      dlock_lease_check_fn check, void *ud) {
+  if ((n && (!bls || !rcs)) || !max || !check)
+    return dlock_seterr(DLOCK_EINVAL, "dlock_lease_check: no locks, results, batch size or check");
+  if (n < max)
+    max = n;
+  if (!max)
+    return 0;
+  dlock_backend_lock **batch = malloc(max * sizeof *batch);
+  size_t *idx = malloc(max * sizeof *idx);
+  int *brcs = malloc(max * sizeof *brcs);
+  if (!batch || !idx || !brcs) {
+    free(batch);
+    free(idx);
+    free(brcs);
+    return dlock_seterr(DLOCK_ENOMEM, "out of memory");
+  }
+  for (size_t i = 0; i < n;) {
+    size_t m = 0;
+    int64_t dl = INT64_MAX;
+    for (; i < n && m < max; i++) {
+      if (rcs[i] != 0)
+        continue;
+      int64_t d = bls[i]->io_deadline_ns ? bls[i]->io_deadline_ns : INT64_MAX;
+      if (d < dl)
+        dl = d;
+      batch[m] = bls[i];
+      idx[m++] = i;
+    }
+    if (m == 0)
+      continue;
+    for (size_t k = 0; k < m; k++)
+      brcs[k] = DLOCK_EBACKEND; /* one CHECK left unset */
+    int rc = check(ud, batch, m, dl == INT64_MAX ? -1 : dl, brcs);
+    for (size_t k = 0; k < m; k++)
+      rcs[idx[k]] = rc < 0 ? rc : brcs[k];
+  }
+  free(batch);
+  free(idx);
+  free(brcs);
+  return 0;
 }

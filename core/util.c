@@ -23,6 +23,11 @@ int64_t dlock__now_ns(void) { return clock_ns(CLOCK_BOOTTIME); }
 
 int64_t dlock_backend_now_ns(void) { return dlock__now_ns(); }
 
+int64_t dlock_backend_deadline(const dlock_backend_client *bc, int64_t deadline_ns) {
+  int64_t own = dlock__now_ns() + (bc ? bc->timeout_ms : 5000) * 1000000;
+  return deadline_ns < 0 || deadline_ns > own ? own : deadline_ns;
+}
+
 /* Condition variables and clock_nanosleep cannot wait on CLOCK_BOOTTIME, so
  * an instant on it becomes the same distance from now on CLOCK_MONOTONIC.
  * A suspend during the wait makes it end late, never early; whoever wakes

@@ -122,11 +122,6 @@ typedef struct cs_client {
 
 static int64_t now_ns(void) { return dlock_backend_now_ns(); }
 
-static int64_t bound(const cs_client *cc, int64_t deadline) {
-  int64_t own = now_ns() + cc->bc->timeout_ms * 1000000;
-  return deadline < 0 || deadline > own ? own : deadline;
-}
-
 /* ---- transport ---- */
 
 typedef struct reply {
@@ -320,7 +315,7 @@ static int txn(cs_client *cc, const char *path, char *req, int64_t deadline, con
                dlock__consul_txn *t, long *status) {
   memset(t, 0, sizeof *t);
   reply r = {0};
-  int rc = req ? request(cc, "PUT", path, req, bound(cc, deadline), &r)
+  int rc = req ? request(cc, "PUT", path, req, dlock_backend_deadline(cc->bc, deadline), &r)
                : dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
   free(req);
   *status = r.status;
@@ -540,7 +535,8 @@ static void look(cs_client *cc, const char *key, bool *exact, int64_t deadline, 
   for (int whole = *exact;; whole = 0) {
     char *path = dlock__consul_watch_path(key, whole, "consistent");
     reply g = {0};
-    int grc = path ? request(cc, "GET", path, NULL, bound(cc, deadline), &g) : -1;
+    int grc = path ? request(cc, "GET", path, NULL,
+                             dlock_backend_deadline(cc->bc, deadline), &g) : -1;
     free(path);
     long st = grc == 0 ? g.status : 0;
     seen->index = st == 200 || st == 404 ? g.index : 0;
@@ -779,10 +775,38 @@ static dlock_lease *lock_sess(dlock_backend_lock *bl, int64_t *confirmed_ns) {
   return lk->sess;
 }
 
+/* renew_many's check of a batch: does each key still name our session?
+ * In one consistent txn. */
+static int check_keys(void *ud, dlock_backend_lock *const *batch, size_t m, int64_t deadline,
+                      int *rcs) {
+  cs_client *cc = ud;
+  const char *keys[DLOCK__CONSUL_TXN_MAX] = {0}, *sids[DLOCK__CONSUL_TXN_MAX] = {0};
+  if (m > DLOCK__CONSUL_TXN_MAX)
+    return dlock_seterr(DLOCK_EINVAL, "consul: %zu keys to check at once", m);
+  for (size_t k = 0; k < m; k++) {
+    const cs_lock *lk = batch[k]->priv;
+    keys[k] = lk->key;
+    sids[k] = lk->sid;
+  }
+  dlock__consul_txn t;
+  long status;
+  int rc = txn(cc, "/v1/txn?consistent", dlock__consul_req_check(keys, sids, m), deadline,
+               "check txn", &t, &status);
+  for (size_t k = 0; rc == 0 && k < m; k++) {
+    bool bad = false;
+    for (size_t e = 0; e < t.nerr; e++)
+      bad |= t.err_op[e] == (int)k;
+    rcs[k] = bad ? dlock_seterr(DLOCK_ELOST, "consul: '%s' is no longer held by our session",
+                                batch[k]->key)
+                 : 0;
+  }
+  dlock__consul_txn_free(&t);
+  return rc;
+}
+
 static int consul_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, size_t n,
                              int *rcs) {
   cs_client *cc = bc->priv;
-  int64_t start = now_ns();
   pthread_mutex_lock(&cc->mu);
   for (size_t i = 0; i < n; i++) {
     cs_lock *lk = bls[i]->priv;
@@ -805,42 +829,9 @@ static int consul_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls,
   if (lrc < 0)
     return lrc;
   /* Does each session still hold its keys?  One consistent txn per 64. */
-  for (size_t i = 0; i < n;) {
-    const char *keys[DLOCK__CONSUL_TXN_MAX], *sids[DLOCK__CONSUL_TXN_MAX];
-    size_t idx[DLOCK__CONSUL_TXN_MAX], m = 0;
-    int64_t dl = INT64_MAX;
-    for (; i < n && m < DLOCK__CONSUL_TXN_MAX; i++) {
-      if (rcs[i] != 0)
-        continue;
-      cs_lock *lk = bls[i]->priv;
-      keys[m] = lk->key;
-      sids[m] = lk->sid;
-      idx[m++] = i;
-      int64_t d = bls[i]->io_deadline_ns ? bls[i]->io_deadline_ns : INT64_MAX;
-      if (d < dl)
-        dl = d;
-    }
-    if (m == 0)
-      continue;
-    dlock__consul_txn t;
-    long status;
-    int rc = txn(cc, "/v1/txn?consistent", dlock__consul_req_check(keys, sids, m),
-                 dl == INT64_MAX ? -1 : dl, "check txn", &t, &status);
-    for (size_t k = 0; k < m; k++) {
-      size_t j = idx[k];
-      bool bad = false;
-      for (size_t e = 0; rc == 0 && e < t.nerr; e++)
-        bad |= t.err_op[e] == (int)k;
-      if (rc < 0)
-        rcs[j] = rc;
-      else if (bad)
-        rcs[j] = dlock_seterr(DLOCK_ELOST, "consul: '%s' is no longer held by our session",
-                              bls[j]->key);
-      else
-        rcs[j] = 0;
-    }
-    dlock__consul_txn_free(&t);
-  }
+  int crc = dlock_lease_check(bls, n, rcs, DLOCK__CONSUL_TXN_MAX, check_keys, cc);
+  if (crc < 0)
+    return crc;
   pthread_mutex_lock(&cc->mu);
   for (size_t i = 0; i < n; i++) {
     cs_lock *lk = bls[i]->priv;
@@ -848,8 +839,6 @@ static int consul_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls,
       lk->confirmed_ns = bls[i]->sent_ns;
     else if (rcs[i] == DLOCK_ELOST)
       lk->lost = true;
-    if (!bls[i]->sent_ns)
-      bls[i]->sent_ns = start;
   }
   pthread_mutex_unlock(&cc->mu);
   return 0;
@@ -930,7 +919,8 @@ static int consul_inspect(dlock_backend_client *bc, const char *key, size_t keyl
     snprintf(spath, sizeof spath, "/v1/session/info/%s", kv.session);
     reply si = {0};
     int64_t ttl = -1;
-    if (request(cc, "GET", spath, NULL, bound(cc, -1), &si) == 0 && si.status == 200)
+    if (request(cc, "GET", spath, NULL,
+                dlock_backend_deadline(cc->bc, -1), &si) == 0 && si.status == 200)
       dlock__consul_parse_renew(si.body.data, si.body.len, &ttl);
     info->ttl_ms = ttl;
     reply_free(&si);
@@ -990,7 +980,8 @@ static int consul_list(dlock_backend_client *bc, const char *prefix, size_t pref
     for (size_t i = 0; i < nids; i++)
       ttls[i] = -1;
     reply r = {0};
-    if (request(cc, "GET", "/v1/session/list", NULL, bound(cc, -1), &r) == 0 && r.status == 200)
+    if (request(cc, "GET", "/v1/session/list", NULL,
+                dlock_backend_deadline(cc->bc, -1), &r) == 0 && r.status == 200)
       dlock__consul_parse_session_ttls(r.body.data, r.body.len, ids, nids, ttls);
     reply_free(&r);
     dlock__clear_err();

@@ -92,11 +92,6 @@ typedef struct etcd_client {
 static int64_t now_ns(void) { return dlock_backend_now_ns(); }
 
 /* A request's deadline: the caller's, or ?timeout= from now. */
-static int64_t bound(const etcd_client *ec, int64_t deadline) {
-  int64_t own = now_ns() + ec->bc->timeout_ms * 1000000;
-  return deadline < 0 || deadline > own ? own : deadline;
-}
-
 /* ---- transport ---- */
 
 /* One request of post(): what its hooks for dlock__http_send need. */
@@ -213,7 +208,8 @@ static int login(etcd_client *ec, uint64_t seen_gen, int64_t deadline) {
     char *req = dlock__etcd_req_auth(ec->user, ec->password ? ec->password : "");
     dlock__http_body b = {0};
     enum dlock__etcd_fault f;
-    rc = req ? post(ec, "/v3/auth/authenticate", req, bound(ec, deadline), &b, &f)
+    rc = req ? post(ec, "/v3/auth/authenticate", req,
+                    dlock_backend_deadline(ec->bc, deadline), &b, &f)
              : dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
     char *token = NULL;
     if (rc == 0)
@@ -350,7 +346,7 @@ static int drop_key(etcd_client *ec, const char *key, int64_t rev, const char *v
                     int64_t deadline) {
   dlock__etcd_txn t;
   char *req = rev ? dlock__etcd_req_release(key, rev) : dlock__etcd_req_release_value(key, value);
-  int rc = txn(ec, req, bound(ec, deadline), &t, NULL);
+  int rc = txn(ec, req, dlock_backend_deadline(ec->bc, deadline), &t, NULL);
   if (rc == 0)
     rc = t.succeeded ? 1 : 0;
   dlock__etcd_txn_free(&t);
@@ -579,7 +575,7 @@ static int watch_delete(etcd_client *ec, const char *key, int64_t start, int64_t
     /* etcd 3.4 refuses a watch with an unknown token (a restarted member
      * forgot it) as "permission denied": log in again; the caller gives
      * up when a fresh token is refused too. */
-    rc = login(ec, call.gen, bound(ec, -1)) == 0 ? W_RELOGGED : DLOCK_EAUTH;
+    rc = login(ec, call.gen, dlock_backend_deadline(ec->bc, -1)) == 0 ? W_RELOGGED : DLOCK_EAUTH;
   else if ((w.outcome == 3 || w.outcome == 4) && w.ev.fault == DLOCK__ETCD_F_RETRY) {
     dlock__http_move_on(&ec->http, ep);
     rc = W_RETRY;
@@ -646,7 +642,7 @@ static int queue_once(etcd_client *ec, dlock_backend_lock *bl, dlock_lease *l, c
   for (int leftovers = 0;; leftovers++) {
     char *req = try_only ? dlock__etcd_req_try(name, key, lease_id(l), value)
                          : dlock__etcd_req_enqueue(name, key, lease_id(l), value);
-    rc = txn(ec, req, bound(ec, deadline), &t, &f);
+    rc = txn(ec, req, dlock_backend_deadline(ec->bc, deadline), &t, &f);
     if (rc < 0) {
       if (f == DLOCK__ETCD_F_LEASE_GONE) {
         dlock_lease_gone(ec->leases, l);
@@ -701,8 +697,8 @@ static int queue_once(etcd_client *ec, dlock_backend_lock *bl, dlock_lease *l, c
     }
     /* After a wake-up the answer decides, even a little past the deadline:
      * the lock may be ours. */
-    rc = txn(ec, dlock__etcd_req_queue(name, key, *rev), bound(ec, woke ? -1 : deadline), &t,
-             &f);
+    rc = txn(ec, dlock__etcd_req_queue(name, key, *rev),
+             dlock_backend_deadline(ec->bc, woke ? -1 : deadline), &t, &f);
     if (rc < 0) {
       dlock__etcd_txn_free(&t);
       if ((rc == DLOCK_ECONN || rc == DLOCK_ETIMEDOUT) && (deadline < 0 || now_ns() < deadline)) {
@@ -867,7 +863,7 @@ static int move_lease(etcd_client *ec, etcd_lock *lk, int64_t deadline) {
   dlock__etcd_txn t;
   enum dlock__etcd_fault f = DLOCK__ETCD_F_NONE;
   rc = txn(ec, value ? dlock__etcd_req_move(lk->key, lk->rev, lease_id(nl), value) : NULL,
-           bound(ec, deadline), &t, &f);
+           dlock_backend_deadline(ec->bc, deadline), &t, &f);
   free(value);
   if (rc == 0 && !t.succeeded)
     rc = dlock_seterr(DLOCK_ELOST, "etcd: '%s' is no longer ours", lk->bl->key);
@@ -901,10 +897,36 @@ static dlock_lease *lock_lease(dlock_backend_lock *bl, int64_t *confirmed_ns) {
 /* Renew N locks: one keepalive per lease among them (none if another
  * renewal already confirmed it since these locks were last confirmed), and
  * one txn per hundred locks checking that their keys are still there. */
+/* renew_many's check of a batch: does each key still exist, created by
+ * our put? */
+static int check_keys(void *ud, dlock_backend_lock *const *batch, size_t m, int64_t deadline,
+                      int *rcs) {
+  etcd_client *ec = ud;
+  const char *keys[CHECK_BATCH];
+  int64_t revs[CHECK_BATCH];
+  if (m > CHECK_BATCH)
+    return dlock_seterr(DLOCK_EINVAL, "etcd: %zu keys to check at once", m);
+  for (size_t k = 0; k < m; k++) {
+    const etcd_lock *lk = batch[k]->priv;
+    keys[k] = lk->key;
+    revs[k] = lk->rev;
+  }
+  dlock__etcd_txn t;
+  int rc = txn(ec, dlock__etcd_req_check(keys, revs, m),
+               dlock_backend_deadline(ec->bc, deadline), &t, NULL);
+  for (size_t k = 0; rc == 0 && k < m; k++) {
+    const dlock__etcd_kv *kv = t.succeeded ? NULL : first_kv(&t, k);
+    rcs[k] = t.succeeded || (kv && kv->create_revision == revs[k])
+                 ? 0
+                 : dlock_seterr(DLOCK_ELOST, "etcd: the key of '%s' was deleted", batch[k]->key);
+  }
+  dlock__etcd_txn_free(&t);
+  return rc;
+}
+
 static int etcd_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, size_t n,
                            int *rcs) {
   etcd_client *ec = bc->priv;
-  int64_t start = now_ns();
   for (size_t i = 0; i < n; i++) {
     etcd_lock *lk = bls[i]->priv;
     rcs[i] = DLOCK_LEASE_PENDING;
@@ -926,43 +948,9 @@ static int etcd_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, s
   if (lrc < 0)
     return lrc;
   /* The keys, a hundred at a time. */
-  const char *keys[CHECK_BATCH];
-  int64_t revs[CHECK_BATCH];
-  size_t idx[CHECK_BATCH];
-  for (size_t i = 0; i < n;) {
-    size_t m = 0;
-    int64_t dl = INT64_MAX;
-    for (; i < n && m < CHECK_BATCH; i++) {
-      if (rcs[i] != 0)
-        continue;
-      etcd_lock *lk = bls[i]->priv;
-      keys[m] = lk->key;
-      revs[m] = lk->rev;
-      idx[m++] = i;
-      int64_t d = bls[i]->io_deadline_ns ? bls[i]->io_deadline_ns : INT64_MAX;
-      if (d < dl)
-        dl = d;
-    }
-    if (m == 0)
-      continue;
-    dlock__etcd_txn t;
-    int rc = txn(ec, dlock__etcd_req_check(keys, revs, m), bound(ec, dl == INT64_MAX ? -1 : dl),
-                 &t, NULL);
-    for (size_t k = 0; k < m; k++) {
-      size_t j = idx[k];
-      if (rc < 0) {
-        rcs[j] = rc;
-        continue;
-      }
-      const dlock__etcd_kv *kv = t.succeeded ? NULL : first_kv(&t, k);
-      if (t.succeeded || (kv && kv->create_revision == revs[k]))
-        rcs[j] = 0;
-      else
-        rcs[j] = dlock_seterr(DLOCK_ELOST, "etcd: the key of '%s' was deleted",
-                              bls[j]->key);
-    }
-    dlock__etcd_txn_free(&t);
-  }
+  int crc = dlock_lease_check(bls, n, rcs, CHECK_BATCH, check_keys, ec);
+  if (crc < 0)
+    return crc;
   pthread_mutex_lock(&ec->mu);
   for (size_t i = 0; i < n; i++) {
     etcd_lock *lk = bls[i]->priv;
@@ -970,8 +958,6 @@ static int etcd_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, s
       lk->confirmed_ns = bls[i]->sent_ns;
     else if (rcs[i] == DLOCK_ELOST)
       lk->lost = true;
-    if (!bls[i]->sent_ns)
-      bls[i]->sent_ns = start;
   }
   pthread_mutex_unlock(&ec->mu);
   return 0;
@@ -1011,7 +997,8 @@ static int64_t lease_left_ms(etcd_client *ec, int64_t lease, int64_t deadline) {
   char *req = dlock__etcd_req_timetolive(lease);
   dlock__http_body b = {0};
   int64_t ttl_ms = -1;
-  if (!req || post(ec, "/v3/lease/timetolive", req, bound(ec, deadline), &b, NULL) < 0 ||
+  if (!req || post(ec, "/v3/lease/timetolive", req,
+                   dlock_backend_deadline(ec->bc, deadline), &b, NULL) < 0 ||
       dlock__etcd_parse_timetolive(b.data, b.len, &ttl_ms) < 0)
     ttl_ms = -1;
   free(b.data);
@@ -1025,7 +1012,8 @@ static int etcd_inspect(dlock_backend_client *bc, const char *key, size_t keylen
   etcd_client *ec = bc->priv;
   char *name = dlock__etcd_lock_name(ec->prefix, key, keylen);
   dlock__etcd_txn t;
-  int rc = txn(ec, name ? dlock__etcd_req_first(name) : NULL, bound(ec, -1), &t, NULL);
+  int rc = txn(ec, name ? dlock__etcd_req_first(name) : NULL,
+               dlock_backend_deadline(ec->bc, -1), &t, NULL);
   free(name);
   info->ttl_ms = -1;
   const dlock__etcd_kv *kv = rc == 0 ? first_kv(&t, 0) : NULL;
@@ -1197,8 +1185,8 @@ static int etcd_list(dlock_backend_client *bc, const char *prefix, size_t prefix
      * failed listing. */
     w.deadline = now_ns() + bc->timeout_ms * 1000000;
     dlock__etcd_txn t;
-    rc = txn(ec, dlock__etcd_req_page(from, fromlen, end, el, rev, limit), bound(ec, w.deadline),
-             &t, NULL);
+    rc = txn(ec, dlock__etcd_req_page(from, fromlen, end, el, rev, limit),
+             dlock_backend_deadline(ec->bc, w.deadline), &t, NULL);
     if (rc < 0 && rev && dlock__etcd_compacted(dlock_client_errmsg(NULL))) {
       /* The store forgot the walk's revision: the rest as it is now. */
       rev = 0;
@@ -1283,7 +1271,8 @@ static int etcd_force_release(dlock_backend_client *bc, const char *key, size_t 
   int64_t deadline = now_ns() + bc->timeout_ms * 1000000;
   char *name = dlock__etcd_lock_name(ec->prefix, key, keylen);
   dlock__etcd_txn t;
-  int rc = txn(ec, name ? dlock__etcd_req_first(name) : NULL, bound(ec, deadline), &t, NULL);
+  int rc = txn(ec, name ? dlock__etcd_req_first(name) : NULL,
+               dlock_backend_deadline(ec->bc, deadline), &t, NULL);
   /* After the first read only the holder it found is broken: a break
    * whose answer was lost and that the transport sent again finds it gone
    * and must not go on to the waiter its delete woke. */
@@ -1327,7 +1316,8 @@ static int etcd_force_release(dlock_backend_client *bc, const char *key, size_t 
       rc = dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
       break;
     }
-    rc = txn(ec, dlock__etcd_req_break(name, hk, create, mod), bound(ec, deadline), &t, NULL);
+    rc = txn(ec, dlock__etcd_req_break(name, hk, create, mod),
+             dlock_backend_deadline(ec->bc, deadline), &t, NULL);
     free(hk);
     if (rc == 0 && t.succeeded) {
       *broken = seen;

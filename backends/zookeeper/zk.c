@@ -528,11 +528,6 @@ static int call_wait(zk_call *c, int submit_rc, int64_t deadline, zk_call **out)
   return c->rc;
 }
 
-static int64_t bound(const zk_client *zc, int64_t deadline) {
-  int64_t d = now_ns() + zc->bc->timeout_ms * 1000000;
-  return deadline >= 0 && deadline < d ? deadline : d;
-}
-
 static int z_create(zk_client *zc, dlock_lease *s, const char *path, const char *val,
                     int mode, int64_t deadline, char **created, struct Stat *stat) {
   zk_call *c = call_on(s, true), *r;
@@ -540,7 +535,7 @@ static int z_create(zk_client *zc, dlock_lease *s, const char *path, const char 
     return ZSYSTEMERROR;
   int vl = val ? (int)strlen(val) : -1;
   int rc = call_wait(c, zoo_acreate2(c->zh, path, val, vl, acl_for(zc), mode, done_string_stat, c),
-                     bound(zc, deadline), &r);
+                     dlock_backend_deadline(zc->bc, deadline), &r);
   if (r && rc == ZOK) {
     if (created) {
       *created = r->str;
@@ -560,7 +555,8 @@ static int z_delete_at(zk_client *zc, dlock_lease *s, const char *path, int vers
   if (!c)
     return ZSYSTEMERROR;
   int rc =
-      call_wait(c, zoo_adelete(c->zh, path, version, done_void, c), bound(zc, deadline), &r);
+      call_wait(c, zoo_adelete(c->zh, path, version, done_void, c),
+                dlock_backend_deadline(zc->bc, deadline), &r);
   call_free(r);
   return rc;
 }
@@ -576,7 +572,8 @@ static int z_get(zk_client *zc, dlock_lease *s, const char *path, int watch, int
   zk_call *c = call_on(s, false);
   if (!c)
     return ZSYSTEMERROR;
-  return call_wait(c, zoo_aget(c->zh, path, watch, done_data, c), bound(zc, deadline), out);
+  return call_wait(c, zoo_aget(c->zh, path, watch, done_data, c),
+                   dlock_backend_deadline(zc->bc, deadline), out);
 }
 
 static int z_children(zk_client *zc, dlock_lease *s, const char *path, int64_t deadline,
@@ -584,8 +581,8 @@ static int z_children(zk_client *zc, dlock_lease *s, const char *path, int64_t d
   zk_call *c = call_on(s, false);
   if (!c)
     return ZSYSTEMERROR;
-  return call_wait(c, zoo_aget_children(c->zh, path, 0, done_strings, c), bound(zc, deadline),
-                   out);
+  return call_wait(c, zoo_aget_children(c->zh, path, 0, done_strings, c),
+                   dlock_backend_deadline(zc->bc, deadline), out);
 }
 
 /* Submits C, a sync, which a follower forwards to the leader and answers
@@ -604,7 +601,7 @@ static int z_sync(zk_client *zc, dlock_lease *s, int64_t deadline) {
   zk_call *c = call_on(s, true), *r;
   if (!c)
     return ZSYSTEMERROR;
-  int rc = call_wait(c, sync_submit(c), bound(zc, deadline), &r);
+  int rc = call_wait(c, sync_submit(c), dlock_backend_deadline(zc->bc, deadline), &r);
   call_free(r);
   return rc;
 }
@@ -932,7 +929,7 @@ static int create_and_list(zk_client *zc, dlock_lease *s, const char *prefix, co
     call_free(lc);
     return ZSYSTEMERROR;
   }
-  int64_t d = bound(zc, deadline);
+  int64_t d = dlock_backend_deadline(zc->bc, deadline);
   int crc = zoo_acreate2(cc->zh, prefix, data, dlen, acl_for(zc), ZOO_EPHEMERAL_SEQUENTIAL,
                          done_string_stat, cc);
   int lrc = crc == ZOK ? zoo_aget_children(lc->zh, dir, 0, done_strings, lc) : crc;
@@ -1397,7 +1394,7 @@ static int zk_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, siz
  * the session took the node with it. */
 static int delete_own(zk_client *zc, dlock_lease *s, const dlock_backend_lock *bl, int64_t seq) {
   char *dir = dlock__zk_lock_dir(zc->root, bl->key, bl->keylen);
-  int64_t until = bound(zc, -1);
+  int64_t until = dlock_backend_deadline(zc->bc, -1);
   int zrc = !dir ? ZSYSTEMERROR : seq >= 0 ? ZOK : find_own(zc, s, bl, dir, until, &seq);
   char *path = zrc == ZOK ? node_path(zc, bl, seq) : NULL;
   if (zrc == ZOK && !path)
@@ -1544,7 +1541,7 @@ static int list_round(zk_client *zc, dlock_lease *s, list_item *it, size_t n) {
   queue_view *v = calloc(n, sizeof *v);
   if (!v)
     return dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
-  int64_t deadline = bound(zc, -1);
+  int64_t deadline = dlock_backend_deadline(zc->bc, -1);
   for (size_t i = 0; i < n; i++) {
     it[i].call = call_on(s, false);
     it[i].submit_rc = it[i].call ? zoo_aget_children(sess_of(s)->zh, it[i].dir, 0, done_strings,
@@ -1568,7 +1565,7 @@ static int list_round(zk_client *zc, dlock_lease *s, list_item *it, size_t n) {
   if (rc == 0 && !hp)
     rc = dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
   if (rc == 0) {
-    deadline = bound(zc, -1);
+    deadline = dlock_backend_deadline(zc->bc, -1);
     for (size_t i = 0; i < n; i++) {
       if (v[i].n == 0)
         continue;

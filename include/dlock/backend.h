@@ -220,6 +220,10 @@ DLOCK_EXTERN int dlock_seterr(int code, const char *fmt, ...)
 /* CLOCK_BOOTTIME in nanoseconds: monotonic, and counting through a suspend
  * of the machine as the store's lease does.  Compare it only with itself. */
 DLOCK_EXTERN int64_t dlock_backend_now_ns(void);
+/* The deadline of one request: DEADLINE_NS (dlock_backend_now_ns() clock;
+ * -1 = none) or one request timeout of BC from now, whichever comes
+ * first. */
+DLOCK_EXTERN int64_t dlock_backend_deadline(const dlock_backend_client *bc, int64_t deadline_ns);
 /* A condition variable for dlock_backend_cond_wait: its waits end on time
  * whatever happens to the wall clock.  0, or DLOCK_ENOMEM. */
 DLOCK_EXTERN int dlock_backend_cond_init(pthread_cond_t *cv);

@@ -125,6 +125,19 @@ DLOCK_EXTERN int dlock_lease_renew(dlock_leases *t, dlock_backend_lock **bls, si
                                    dlock_lease *(*lease_of)(dlock_backend_lock *bl,
                                                             int64_t *confirmed_ns));
 
+/* renew_many's key checks, after dlock_lease_renew: do the store's keys
+ * still name us?  The locks BLS[i] whose RCS[i] is 0 go to CHECK in
+ * batches of at most MAX (BATCH[0..M), in the order of BLS), each batch
+ * by the earliest io_deadline_ns among its locks (-1: none).  CHECK sets
+ * BRCS[0..M): 0 while the store holds the key for the lock, DLOCK_ELOST
+ * when it does not, or a transient code; or it returns a negative code
+ * for the whole batch.  Those results become the locks' RCS.  0, or
+ * DLOCK_EINVAL / DLOCK_ENOMEM for all (RCS then as it was). */
+typedef int (*dlock_lease_check_fn)(void *ud, dlock_backend_lock *const *batch, size_t m,
+                                    int64_t deadline_ns, int *brcs);
+DLOCK_EXTERN int dlock_lease_check(dlock_backend_lock **bls, size_t n, int *rcs, size_t max,
+                                   dlock_lease_check_fn check, void *ud);
+
 /* Another reference to L, and giving one back (the last one of a lease
  * that is no longer in use frees it).  These and the accessors below do
  * nothing with a NULL table or lease (a NULL lease reads as dead, 0). */

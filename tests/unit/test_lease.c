@@ -642,6 +642,72 @@ static void bad_arguments(void **state) {
   assert_int_equal(f->s.grants, 0);
 }
 
+/* ---- dlock_lease_check ---- */
+
+struct checked {
+  int calls;
+  size_t sizes[8];
+  int64_t deadlines[8];
+  const char *seen[16];
+  size_t nseen;
+  int fail_call; /* this call (1-based) fails as a whole */
+};
+
+static int check_some(void *ud, dlock_backend_lock *const *batch, size_t m, int64_t deadline,
+                      int *brcs) {
+  struct checked *c = ud;
+  int call = ++c->calls;
+  c->sizes[call - 1] = m;
+  c->deadlines[call - 1] = deadline;
+  if (call == c->fail_call)
+    return DLOCK_ECONN;
+  for (size_t k = 0; k < m; k++) {
+    c->seen[c->nseen++] = batch[k]->key;
+    brcs[k] = batch[k]->key[0] == 'x' ? DLOCK_ELOST : 0;
+  }
+  return 0;
+}
+
+/* Only the locks still at 0 are checked, in batches of at most the size
+ * given, each by the earliest deadline among its locks; a batch that
+ * fails as a whole fails its locks only. */
+static void check_in_batches(void **state) {
+  (void)state;
+  const char *keys[] = {"a", "b", "x", "c", "d", "e", "f"};
+  int64_t dls[] = {0, 50, 40, 0, 0, 0, 0};
+  dlock_backend_lock bl[7], *bls[7];
+  int rcs[7] = {0, 0, 0, DLOCK_ECONN, 0, 0, 0};
+  for (int i = 0; i < 7; i++) {
+    memset(&bl[i], 0, sizeof bl[i]);
+    bl[i].key = keys[i];
+    bl[i].keylen = 1;
+    bl[i].io_deadline_ns = dls[i];
+    bls[i] = &bl[i];
+  }
+  struct checked c = {.fail_call = 3};
+  assert_int_equal(dlock_lease_check(bls, 7, rcs, 2, check_some, &c), 0);
+  assert_int_equal(c.calls, 3);
+  assert_int_equal(c.sizes[0], 2); /* a b */
+  assert_int_equal(c.deadlines[0], 50);
+  assert_int_equal(c.sizes[1], 2); /* x d: c is not checked */
+  assert_int_equal(c.deadlines[1], 40);
+  assert_int_equal(c.sizes[2], 2); /* e f, which fail together */
+  assert_int_equal(c.deadlines[2], -1);
+  assert_int_equal(c.nseen, 4);
+  assert_string_equal(c.seen[2], "x");
+  assert_string_equal(c.seen[3], "d");
+  int want[7] = {0, 0, DLOCK_ELOST, DLOCK_ECONN, 0, DLOCK_ECONN, DLOCK_ECONN};
+  for (int i = 0; i < 7; i++)
+    assert_int_equal(rcs[i], want[i]);
+  /* Nothing to check: no call. */
+  struct checked none = {0};
+  assert_int_equal(dlock_lease_check(bls, 0, rcs, 4, check_some, &none), 0);
+  assert_int_equal(none.calls, 0);
+  assert_int_equal(dlock_lease_check(bls, 7, rcs, 0, check_some, &none), DLOCK_EINVAL);
+  assert_int_equal(dlock_lease_check(bls, 7, rcs, 4, NULL, &none), DLOCK_EINVAL);
+  assert_int_equal(dlock_lease_check(NULL, 7, rcs, 4, check_some, &none), DLOCK_EINVAL);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(one_lease_per_ttl, setup, teardown),
@@ -658,6 +724,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(answers_confirm, setup_sessions, teardown),
       cmocka_unit_test_setup_teardown(renew_sends_all_first, setup_sessions, teardown),
       cmocka_unit_test_setup_teardown(bad_arguments, setup, teardown),
+      cmocka_unit_test(check_in_batches),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

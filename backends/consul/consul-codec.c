@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 
 #include "backends/consul/consul-codec.h"
+#include "backends/http/base64.h"
 
 /* ---- keys and paths ---- */
 
@@ -136,78 +137,6 @@ void dlock__consul_value_split(const char *v, size_t n, char *owner, size_t owne
   put_trunc(label, labellen, nl + 1, n - ol - 1);
 }
 
-/* ---- base64 ---- */
-
-/* Consul sends and takes KV values as Go's encoding of []byte: the
- * standard alphabet, padded. */
-static const char b64_chars[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static char *b64_encode(const unsigned char *d, size_t n) {
-  char *out = malloc((n + 2) / 3 * 4 + 1);
-  if (!out)
-    return NULL;
-  char *w = out;
-  for (size_t i = 0; i < n; i += 3) {
-    size_t left = n - i;
-    uint32_t g = (uint32_t)d[i] << 16;
-    if (left > 1)
-      g |= (uint32_t)d[i + 1] << 8;
-    if (left > 2)
-      g |= d[i + 2];
-    w[0] = b64_chars[g >> 18 & 63];
-    w[1] = b64_chars[g >> 12 & 63];
-    w[2] = left > 1 ? b64_chars[g >> 6 & 63] : '=';
-    w[3] = left > 2 ? b64_chars[g & 63] : '=';
-    w += 4;
-  }
-  *w = '\0';
-  return out;
-}
-
-static int b64_value(unsigned char c) {
-  const char *p = c ? strchr(b64_chars, c) : NULL;
-  return p ? (int)(p - b64_chars) : -1;
-}
-
-/* Decode S (N bytes) into a malloc'd buffer with a NUL after the data. */
-static int b64_decode(const char *s, size_t n, char **out, size_t *outlen) {
-  *out = NULL;
-  *outlen = 0;
-  if (n % 4)
-    return dlock_seterr(DLOCK_EBACKEND, "consul: malformed base64 value (length %zu)", n);
-  size_t pad = 0;
-  while (pad < 2 && pad < n && s[n - 1 - pad] == '=')
-    pad++;
-  unsigned char *d = malloc(n / 4 * 3 + 1);
-  if (!d)
-    return dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
-  size_t len = 0;
-  for (size_t i = 0; i < n; i += 4) {
-    /* Padding counts only in the last group; an '=' anywhere else falls
-     * through to b64_value and is refused. */
-    size_t digits = i + 4 == n ? 4 - pad : 4;
-    uint32_t g = 0;
-    for (size_t j = 0; j < 4; j++) {
-      int x = j < digits ? b64_value((unsigned char)s[i + j]) : 0;
-      if (x < 0) {
-        free(d);
-        return dlock_seterr(DLOCK_EBACKEND, "consul: malformed base64 value (byte %zu)", i + j);
-      }
-      g = g << 6 | (uint32_t)x;
-    }
-    d[len++] = (unsigned char)(g >> 16);
-    if (digits > 2)
-      d[len++] = (unsigned char)(g >> 8);
-    if (digits > 3)
-      d[len++] = (unsigned char)g;
-  }
-  d[len] = '\0';
-  *out = (char *)d;
-  *outlen = len;
-  return 0;
-}
-
 /* ---- request bodies ---- */
 
 /* As in the other JSON codecs: the helpers accept a NULL parent and then
@@ -280,7 +209,7 @@ char *dlock__consul_req_lock(const char *key, const char *session, const char *v
   cJSON *lock = txn_kv(root, "lock", key);
   if (!value)
     value = "";
-  char *b64 = b64_encode((const unsigned char *)value, strlen(value));
+  char *b64 = dlock__b64_encode(value, strlen(value));
   int bad = (b64 ? 0 : -1) | add_str(lock, "Value", b64) | add_str(lock, "Session", session);
   free(b64);
   bad |= add_lock_flag(lock);
@@ -410,7 +339,7 @@ static int kv_from_json(const cJSON *j, dlock__consul_kv *kv) {
   if (val && !cJSON_IsNull(val) && !cJSON_IsString(val))
     return dlock_seterr(DLOCK_EBACKEND, "consul: KV \"Value\" is not a string");
   const char *b64 = cJSON_IsString(val) && val->valuestring ? val->valuestring : "";
-  return b64_decode(b64, strlen(b64), &kv->value, &kv->valuelen);
+  return dlock__b64_decode("consul", b64, strlen(b64), &kv->value, &kv->valuelen);
 }
 
 int dlock__consul_parse_kv(const char *body, size_t len, dlock__consul_kv *kv) {

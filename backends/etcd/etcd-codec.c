@@ -96,92 +96,6 @@ void dlock__etcd_value_split(const char *v, size_t n, char *owner, size_t ownerl
   copy_trunc(label, labellen, nl + 1, n - (size_t)(nl - v) - 1);
 }
 
-/* ---- base64 ---- */
-
-static const char b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-char *dlock__etcd_b64(const void *data, size_t len) {
-  const unsigned char *d = data;
-  char *s = malloc((len + 2) / 3 * 4 + 1);
-  if (!s)
-    return NULL;
-  char *w = s;
-  size_t i = 0;
-  for (; i + 3 <= len; i += 3) {
-    uint32_t v = (uint32_t)d[i] << 16 | (uint32_t)d[i + 1] << 8 | d[i + 2];
-    *w++ = b64_alphabet[v >> 18];
-    *w++ = b64_alphabet[(v >> 12) & 63];
-    *w++ = b64_alphabet[(v >> 6) & 63];
-    *w++ = b64_alphabet[v & 63];
-  }
-  if (len - i == 1) {
-    uint32_t v = (uint32_t)d[i] << 16;
-    *w++ = b64_alphabet[v >> 18];
-    *w++ = b64_alphabet[(v >> 12) & 63];
-    *w++ = '=';
-    *w++ = '=';
-  } else if (len - i == 2) {
-    uint32_t v = (uint32_t)d[i] << 16 | (uint32_t)d[i + 1] << 8;
-    *w++ = b64_alphabet[v >> 18];
-    *w++ = b64_alphabet[(v >> 12) & 63];
-    *w++ = b64_alphabet[(v >> 6) & 63];
-    *w++ = '=';
-  }
-  *w = '\0';
-  return s;
-}
-
-static int b64_digit(char c) {
-  if (c >= 'A' && c <= 'Z')
-    return c - 'A';
-  if (c >= 'a' && c <= 'z')
-    return c - 'a' + 26;
-  if (c >= '0' && c <= '9')
-    return c - '0' + 52;
-  if (c == '+')
-    return 62;
-  if (c == '/')
-    return 63;
-  return -1;
-}
-
-int dlock__etcd_unb64(const char *s, size_t n, char **out, size_t *outlen) {
-  *out = NULL;
-  *outlen = 0;
-  /* The gateway always pads, so anything else is not its output. */
-  if (n % 4 != 0)
-    return dlock_seterr(DLOCK_EBACKEND, "etcd: malformed base64 (length %zu)", n);
-  size_t pad = 0;
-  if (n > 0 && s[n - 1] == '=')
-    pad = n > 1 && s[n - 2] == '=' ? 2 : 1;
-  unsigned char *d = malloc(n / 4 * 3 + 1);
-  if (!d)
-    return dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
-  size_t len = 0;
-  for (size_t i = 0; i < n; i += 4) {
-    size_t real = i + 4 == n ? 4 - pad : 4;
-    uint32_t v = 0;
-    for (size_t j = 0; j < 4; j++) {
-      int x = j < real ? b64_digit(s[i + j]) : 0;
-      if (x < 0) {
-        free(d);
-        return dlock_seterr(DLOCK_EBACKEND, "etcd: malformed base64 (byte %zu)", i + j);
-      }
-      v = v << 6 | (uint32_t)x;
-    }
-    d[len++] = (unsigned char)(v >> 16);
-    if (real > 2)
-      d[len++] = (unsigned char)(v >> 8);
-    if (real > 3)
-      d[len++] = (unsigned char)v;
-  }
-  d[len] = '\0';
-  *out = (char *)d;
-  *outlen = len;
-  return 0;
-}
-
 /* ---- request bodies ---- */
 
 /* Builders take a NULL parent and return NULL (or -1) then, so a body is
@@ -199,7 +113,7 @@ static int add_i64(cJSON *o, const char *name, int64_t v) {
 }
 
 static int add_bytes(cJSON *o, const char *name, const char *data, size_t len) {
-  char *e = dlock__etcd_b64(data, len);
+  char *e = dlock__b64_encode(data, len);
   if (!e)
     return -1;
   int rc = add_str(o, name, e);
@@ -546,14 +460,14 @@ static int get_bytes(const cJSON *o, const char *name, int absent_null, char **o
       *out = NULL;
       return 0;
     }
-    return dlock__etcd_unb64("", 0, out, outlen);
+    return dlock__b64_decode("etcd", "", 0, out, outlen);
   }
   if (!cJSON_IsString(v) || !v->valuestring) {
     *out = NULL;
     *outlen = 0;
     return dlock_seterr(DLOCK_EBACKEND, "etcd: field \"%s\" is not a string", name);
   }
-  return dlock__etcd_unb64(v->valuestring, strlen(v->valuestring), out, outlen);
+  return dlock__b64_decode("etcd", v->valuestring, strlen(v->valuestring), out, outlen);
 }
 
 static int parse_kv(const cJSON *j, dlock__etcd_kv *kv) {

@@ -15,6 +15,7 @@
 
 #include "dlock/etcd.h"
 #include "backend-util.h"
+#include "backends/http/base64.h"
 
 #define DLOCK__ETCD_DEFAULT_PREFIX "dlock/"
 /* Bounds on numbers in answers.  Revisions count up from 1; one below
@@ -67,14 +68,6 @@ DLOCK__HIDDEN char *dlock__etcd_value(const char *owner, const char *label);
  * writes "") gives "" for both.  Writes NUL-terminated, truncated strings. */
 DLOCK__HIDDEN void dlock__etcd_value_split(const char *v, size_t n, char *owner,
                                            size_t ownerlen, char *label, size_t labellen);
-
-/* ---- base64 (RFC 4648, with padding) ---- */
-
-/* Malloc'd NUL-terminated text; NULL when out of memory. */
-DLOCK__HIDDEN char *dlock__etcd_b64(const void *data, size_t len);
-/* Decode S (N bytes) into a malloc'd buffer with one extra NUL byte after
- * the data.  0, or DLOCK_EBACKEND (malformed) / DLOCK_ENOMEM. */
-DLOCK__HIDDEN int dlock__etcd_unb64(const char *s, size_t n, char **out, size_t *outlen);
 
 /* ---- request bodies (malloc'd JSON text, NULL when out of memory) ---- */
 

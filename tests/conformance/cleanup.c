@@ -498,8 +498,8 @@ static int etcd_cleanup(const char *url) {
     return -1;
   size_t n = strlen(name);
   char *end = malloc(n + 1);
-  char *k64 = dlock__etcd_b64(name, n);
-  char *e64 = end ? dlock__etcd_b64(end, dlock__etcd_prefix_end(name, n, end)) : NULL;
+  char *k64 = dlock__b64_encode(name, n);
+  char *e64 = end ? dlock__b64_encode(end, dlock__etcd_prefix_end(name, n, end)) : NULL;
   int ret = -1;
   if (k64 && e64) {
     size_t bl = strlen(k64) + strlen(e64) + 64;

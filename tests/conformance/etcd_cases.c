@@ -916,7 +916,7 @@ static void e8_bad_credentials(void **state) {
 /* KEY (a store key) put with VALUE and no lease, as another program
  * might: its create_revision. */
 static int64_t raw_put(const char *key, const char *value) {
-  char *k64 = dlock__etcd_b64(key, strlen(key)), *v64 = dlock__etcd_b64(value, strlen(value));
+  char *k64 = dlock__b64_encode(key, strlen(key)), *v64 = dlock__b64_encode(value, strlen(value));
   assert_non_null(k64);
   assert_non_null(v64);
   char *body = dupf("{\"key\":\"%s\",\"value\":\"%s\"}", k64, v64), *answer = NULL;
@@ -936,7 +936,7 @@ static int64_t raw_put(const char *key, const char *value) {
 }
 
 static void raw_delete(const char *key) {
-  char *k64 = dlock__etcd_b64(key, strlen(key));
+  char *k64 = dlock__b64_encode(key, strlen(key));
   assert_non_null(k64);
   char *body = dupf("{\"key\":\"%s\"}", k64), *answer = NULL;
   int st = conf_etcd_post(e_url, "/v3/kv/deleterange", body, &answer);

@@ -253,7 +253,7 @@ static char *req_queue_all(const char *name) {
   if (start && end && r) {
     snprintf(start, n + 1, "%s/", name);
     size_t en = dlock__etcd_prefix_end(start, n, end);
-    char *k = dlock__etcd_b64(start, n), *e = dlock__etcd_b64(end, en);
+    char *k = dlock__b64_encode(start, n), *e = dlock__b64_encode(end, en);
     if (k && e && cJSON_AddStringToObject(r, "key", k) &&
         cJSON_AddStringToObject(r, "range_end", e) &&
         cJSON_AddStringToObject(r, "sort_target", "CREATE") &&

@@ -123,17 +123,17 @@ static void check_watch(const char *b, size_t n) {
 static void check_b64(const char *b, size_t n) {
   char *out = NULL;
   size_t ol = 0;
-  int rc = dlock__etcd_unb64(b, n, &out, &ol);
+  int rc = dlock__b64_decode("etcd", b, n, &out, &ol);
   if (rc != 0) {
     FUZZ_CHECK(rc == DLOCK_EBACKEND || rc == DLOCK_ENOMEM, "unb64 rc %d", rc);
     return;
   }
   FUZZ_CHECK(out && out[ol] == '\0' && ol <= n, "unb64 output");
-  char *enc = dlock__etcd_b64(out, ol);
+  char *enc = dlock__b64_encode(out, ol);
   FUZZ_CHECK(enc, "b64");
   char *again = NULL;
   size_t al = 0;
-  FUZZ_CHECK(dlock__etcd_unb64(enc, strlen(enc), &again, &al) == 0 && al == ol &&
+  FUZZ_CHECK(dlock__b64_decode("etcd", enc, strlen(enc), &again, &al) == 0 && al == ol &&
                  memcmp(again, out, ol) == 0,
              "base64 does not round-trip");
   free(again);

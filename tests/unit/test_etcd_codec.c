@@ -41,7 +41,7 @@ static void assert_msg_has(const char *needle) {
 static char *unb64(const char *s, size_t *n) {
   char *out = NULL;
   size_t len = 0;
-  assert_int_equal(dlock__etcd_unb64(s, strlen(s), &out, &len), 0);
+  assert_int_equal(dlock__b64_decode("etcd", s, strlen(s), &out, &len), 0);
   if (n)
     *n = len;
   return out;
@@ -297,7 +297,7 @@ static void b64_vectors(void **state) {
                                      {"foo", "Zm9v"},  {"foob", "Zm9vYg=="},  {"fooba", "Zm9vYmE="},
                                      {"foobar", "Zm9vYmFy"}};
   for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
-    char *e = dlock__etcd_b64(v[i][0], strlen(v[i][0]));
+    char *e = dlock__b64_encode(v[i][0], strlen(v[i][0]));
     assert_string_equal(e, v[i][1]);
     free(e);
     size_t n;
@@ -307,7 +307,7 @@ static void b64_vectors(void **state) {
     free(d);
   }
   /* Both non-alphanumeric digits of the standard alphabet. */
-  char *e = dlock__etcd_b64("\xfb\xff\xbf", 3);
+  char *e = dlock__b64_encode("\xfb\xff\xbf", 3);
   assert_string_equal(e, "+/+/");
   free(e);
   /* Keys as the server sent them. */
@@ -322,12 +322,12 @@ static void b64_all_bytes(void **state) {
   for (size_t i = 0; i < sizeof all; i++)
     all[i] = (unsigned char)(255 - (i % 256));
   for (size_t len = 0; len <= sizeof all; len++) {
-    char *e = dlock__etcd_b64(all, len);
+    char *e = dlock__b64_encode(all, len);
     assert_non_null(e);
     assert_int_equal(strlen(e), (len + 2) / 3 * 4);
     char *d = NULL;
     size_t n = 0;
-    assert_int_equal(dlock__etcd_unb64(e, strlen(e), &d, &n), 0);
+    assert_int_equal(dlock__b64_decode("etcd", e, strlen(e), &d, &n), 0);
     assert_int_equal(n, len);
     assert_memory_equal(d, all, len);
     assert_int_equal(d[n], '\0');
@@ -342,7 +342,7 @@ static void b64_all_bytes(void **state) {
     seq[i / 4 * 3 + 1] = (unsigned char)(v >> 8);
     seq[i / 4 * 3 + 2] = (unsigned char)v;
   }
-  char *s = dlock__etcd_b64(seq, sizeof seq);
+  char *s = dlock__b64_encode(seq, sizeof seq);
   assert_string_equal(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/");
   free(s);
 }
@@ -357,7 +357,7 @@ static void b64_malformed(void **state) {
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     char *out = (char *)1;
     size_t n = 99;
-    int rc = dlock__etcd_unb64(bad[i], strlen(bad[i]), &out, &n);
+    int rc = dlock__b64_decode("etcd", bad[i], strlen(bad[i]), &out, &n);
     if (rc != DLOCK_EBACKEND)
       fail_msg("'%s' decoded (rc %d)", bad[i], rc);
     assert_null(out);
@@ -367,16 +367,16 @@ static void b64_malformed(void **state) {
   /* N bounds the input: a valid prefix of a longer string decodes. */
   char *out;
   size_t n;
-  assert_int_equal(dlock__etcd_unb64("Zm9vjunk", 4, &out, &n), 0);
+  assert_int_equal(dlock__b64_decode("etcd", "Zm9vjunk", 4, &out, &n), 0);
   assert_string_equal(out, "foo");
   free(out);
   /* ...and N must be a multiple of 4 even when the bytes after it are
    * digits. */
   out = (char *)1;
-  assert_int_equal(dlock__etcd_unb64("Zm9vYmFy", 6, &out, &n), DLOCK_EBACKEND);
+  assert_int_equal(dlock__b64_decode("etcd", "Zm9vYmFy", 6, &out, &n), DLOCK_EBACKEND);
   assert_null(out);
   /* An embedded NUL is not a digit. */
-  assert_int_equal(dlock__etcd_unb64("Zm\0v", 4, &out, &n), DLOCK_EBACKEND);
+  assert_int_equal(dlock__b64_decode("etcd", "Zm\0v", 4, &out, &n), DLOCK_EBACKEND);
 }
 
 /* ---- request bodies ---- */

@@ -1436,6 +1436,100 @@ static void test_set_log_waits_for_calls(void **state) {
   dlock_close(c);
 }
 
+/* ---- review: suspected defects ---- */
+
+/* A holder's own dlock_renew that finds the validity passed turns the lock
+ * LOST; the core should give it back as it does when the renew thread
+ * notices first.  The renew thread is held up by a slow renewal of another
+ * lock so that the holder's call comes first. */
+static void test_review_renew_after_expiry_given_back(void **state) {
+  (void)state;
+  tb_reset();
+  dlock_client *c;
+  assert_int_equal(dlock_open("test-session://h?retry_initial=1ms&retry_max=4ms", &c), 0);
+  tb.stall_ms = 800;
+  dlock_options ko = DLOCK_OPTIONS_INIT;
+  ko.ttl_ms = 300;
+  dlock_lock *kept = NULL;
+  assert_int_equal(dlock_try_acquire(c, "kept", &ko, &kept), 0);
+  struct event lost;
+  event_init(&lost);
+  dlock_lock *l = acquire_expiring(c, "a", &lost);
+  int64_t until = dlock__now_ns() + 10 * 1000000000LL;
+  while (atomic_load(&tb.renews) < 1 || dlock_lock_state(l) != DLOCK_LOST) {
+    assert_true(dlock__now_ns() < until);
+    nap(1);
+  }
+  /* The renew thread is inside kept's renewal; a's validity has passed. */
+  assert_int_equal(dlock_renew(l, 0), DLOCK_ELOST);
+  tb.stall_ms = 0;
+  /* kept, late renewed, is lost and given back by the renew thread, whose
+   * scans see a too. */
+  assert_true(event_wait(&tb.released, 2, 3000) >= 1);
+  dlock_metrics m;
+  dlock_metrics_get(c, &m);
+  printf("review: gave back %d of 'a' (want 1), giveback=%llu\n", atomic_load(&tb.released_a),
+         (unsigned long long)m.giveback);
+  assert_int_equal(atomic_load(&tb.released_a), 1);
+  dlock_release(l);
+  dlock_release(kept);
+  dlock_close(c);
+}
+
+/* A give-back the store is slow to answer runs on the renew thread with no
+ * bound but the store's: another lock, renewed promptly by the store
+ * every time it is asked, is lost because its renewal came too late. */
+static void test_review_slow_giveback_starves_renewals(void **state) {
+  (void)state;
+  tb_reset();
+  dlock_client *c;
+  assert_int_equal(dlock_open("test-session://h?retry_initial=1ms&retry_max=4ms", &c), 0);
+  struct event lost;
+  event_init(&lost);
+  dlock_options ko = DLOCK_OPTIONS_INIT;
+  ko.ttl_ms = 600;
+  ko.on_lost = event_on_lost;
+  ko.on_lost_arg = &lost;
+  dlock_lock *k = NULL, *a = NULL;
+  assert_int_equal(dlock_try_acquire(c, "k", &ko, &k), 0);
+  assert_int_equal(dlock_try_acquire(c, "a", NULL, &a), 0);
+  tb.release_down = 1;
+  tb.release_stall_ms = 700;
+  assert_int_equal(dlock_release(a), DLOCK_ECONN);
+  int got = event_wait(&lost, 1, 5000);
+  printf("review: k lost=%d (want 0), state=%d, renews=%d, releases=%d\n", got,
+         dlock_lock_state(k), atomic_load(&tb.renews), atomic_load(&tb.releases));
+  tb.release_down = 0;
+  tb.release_stall_ms = 0;
+  assert_int_equal(got, 0);
+  dlock_release(k);
+  dlock_close(c);
+}
+
+/* A blocking acquire whose wait is shorter than a look on its way waits
+ * for the look, however long the store takes. */
+static void test_review_acquire_waits_past_deadline_for_look(void **state) {
+  (void)state;
+  dlock_client *c =
+      open_scripted("test-late://h?late=10s&retry_initial=1ms&retry_max=10ms", 1);
+  dlock_lock *l = NULL;
+  assert_int_equal(dlock_try_acquire(c, "a", NULL, &l), DLOCK_ECONN);
+  assert_int_equal(event_wait(&tb.released, 1, 10000), 1);
+  tb.release_stall_ms = 1000;
+  assert_int_equal(event_wait(&tb.releasing, 2, 10000), 2);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.wait_ms = 50;
+  int64_t t0 = dlock__now_ns();
+  int rc = dlock_acquire(c, "a", &o, &l);
+  int64_t took = (dlock__now_ns() - t0) / 1000000;
+  printf("review: acquire with wait_ms 50 returned %d after %lld ms\n", rc, (long long)took);
+  tb.release_stall_ms = 0;
+  if (rc == 0)
+    dlock_release(l);
+  dlock_close(c);
+  assert_true(took < 500);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_error_table),
@@ -1472,6 +1566,9 @@ int main(void) {
       cmocka_unit_test(test_late_grant_after_inline_giveback),
       cmocka_unit_test(test_late_store_wait_cut_at_deadline),
       cmocka_unit_test(test_set_log_waits_for_calls),
+      cmocka_unit_test(test_review_renew_after_expiry_given_back),
+      cmocka_unit_test(test_review_slow_giveback_starves_renewals),
+      cmocka_unit_test(test_review_acquire_waits_past_deadline_for_look),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }

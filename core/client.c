@@ -1047,7 +1047,10 @@ static int renew_lock(dlock_lock *l, int64_t ttl_ms) {
   while (l->inflight)
     pthread_cond_wait(&c->cv, &c->mu);
   if (effective_state(l) != DLOCK_HELD) {
+    bool expired = l->state == DLOCK_HELD;
     dlock__mark_lost(c, l, "its validity ran out before the renewal");
+    if (expired)
+      dlock__owe(c, l);
     pthread_mutex_unlock(&c->mu);
     return dlock_seterr(DLOCK_ELOST, "lock '%s' was lost", l->key);
   }

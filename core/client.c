@@ -228,7 +228,8 @@ static int open_client(dlock_url *u, dlock_client **out) {
     goto fail;
   }
   pthread_mutex_init(&c->mu, NULL);
-  if (dlock__cond_init(&c->cv) < 0 || dlock__cond_init(&c->renew_cv) < 0) {
+  if (dlock__cond_init(&c->cv) < 0 || dlock__cond_init(&c->renew_cv) < 0 ||
+      dlock__cond_init(&c->gb_cv) < 0) {
     rc = dlock_seterr(DLOCK_ENOMEM, "out of memory");
     goto fail;
   }
@@ -280,6 +281,7 @@ void dlock_close(dlock_client *c) {
   /* What the store says while we close is left in the thread's message. */
   const dlock_url *was = dlock__err_scope(c->url);
   dlock__renew_stop(c);
+  dlock__giveback_stop(c);
   /* Locks the caller never released: give them back so others need not
    * wait for the TTL. */
   bool reachable = true;
@@ -318,6 +320,7 @@ void dlock_close(dlock_client *c) {
   }
   pthread_cond_destroy(&c->cv);
   pthread_cond_destroy(&c->renew_cv);
+  pthread_cond_destroy(&c->gb_cv);
   pthread_mutex_destroy(&c->mu);
   free(c->bc.priv);
   free(c->table);
@@ -325,140 +328,6 @@ void dlock_close(dlock_client *c) {
   dlock__err_scope(was);
   dlock__url_free(c->url);
   free(c);
-}
-
-void dlock__giveback(dlock_client *c, struct dlock_lock *l, const char *why) {
-  int64_t now = dlock__now_ns();
-  pthread_mutex_lock(&c->mu);
-  l->giveback = true;
-  l->giveback_tries = 0;
-  l->giveback_next_ns = now;
-  /* The request may still be on its way; once it lands, the store keeps the
-   * grant for at most a ttl.  Past this, giving back has nothing left to do,
-   * but on a store whose sessions keep locks past their ttl. */
-  l->giveback_until_ns = c->bc.give_back_expired
-                             ? INT64_MAX
-                             : now + l->bl.ttl_ms * 1000000 + dlock__margin_ns(c, l->bl.ttl_ms);
-  /* Counted before the renew thread can see it and count it done. */
-  atomic_fetch_add(&c->metrics.giveback, 1);
-  atomic_fetch_add(&c->metrics.giveback_pending, 1);
-  dlock__log(c, DLOCK_LOG_WARN, "giving back '%s': %s", l->key, why);
-  pthread_mutex_unlock(&c->mu);
-  if (dlock__renew_start(c) < 0) {
-    /* No thread to do it later: do it now, once. */
-    c->ops->release(&c->bc, &l->bl);
-    pthread_mutex_lock(&c->mu);
-    dlock__giveback_done(c, l);
-    pthread_mutex_unlock(&c->mu);
-    dlock__lock_free(l);
-    return;
-  }
-  dlock__renew_kick(c);
-}
-
-void dlock__giveback_done(dlock_client *c, struct dlock_lock *l) {
-  dlock__table_remove(c, l);
-  l->giveback = false;
-  atomic_fetch_sub(&c->metrics.giveback_pending, 1);
-  pthread_cond_broadcast(&c->cv);
-}
-
-/* Under c->mu: the next try of L's give-back, paced by the client's
- * backoff. */
-static void giveback_later(dlock_client *c, struct dlock_lock *l) {
-  double gap = (double)c->retry_initial_ms;
-  for (int i = 0; i < l->giveback_tries && gap < (double)c->retry_max_ms; i++)
-    gap *= c->retry_multiplier;
-  if (gap > (double)c->retry_max_ms)
-    gap = (double)c->retry_max_ms;
-  l->giveback_tries++;
-  l->giveback_next_ns = dlock__now_ns() + (int64_t)(gap * 1e6);
-}
-
-/* Under c->mu: when a give-back of L that failed with RC is over, logged
- * as such; else false, with the next try paced by the client's backoff. */
-static bool giveback_over(dlock_client *c, struct dlock_lock *l, int rc, int64_t until_ns) {
-  int64_t now = dlock__now_ns();
-  if (!dlock_err_is_transient(rc) || now >= until_ns) {
-    if (rc >= 0 || rc == DLOCK_ELOST || rc == DLOCK_ENOTOWNED)
-      dlock__log(c, DLOCK_LOG_INFO, "gave back '%s'", l->key);
-    else
-      dlock__log(c, DLOCK_LOG_WARN, "stopped giving back '%s' (%s): %s", l->key,
-                 dlock_err_name(rc),
-                 dlock_err_is_transient(rc) ? "the store kept it at most a ttl" : "not retried");
-    return true;
-  }
-  giveback_later(c, l);
-  return false;
-}
-
-/* The store's answer to a give-back: released, or nothing of the owner's
- * there. */
-static bool answered(int rc) { return rc >= 0 || rc == DLOCK_ELOST || rc == DLOCK_ENOTOWNED; }
-
-/* Under c->mu: L, whose give-back the store has answered, may yet be
- * granted late: from now on it is looked at again, without keeping its key
- * from this client's acquires. */
-static void watch(dlock_client *c, struct dlock_lock *l) {
-  l->watch = true;
-  giveback_later(c, l);
-}
-
-/* Under c->mu: a look at watched L returned RC.  Over (and unlinked) once
- * an answer came after the store could still grant it, or one that is not
- * retried. */
-static bool watch_result(dlock_client *c, struct dlock_lock *l, int rc) {
-  if (rc == 0)
-    dlock__log(c, DLOCK_LOG_WARN, "gave back '%s' again: the store granted an attempt that "
-               "went unanswered after its give-back", l->key);
-  if (dlock_err_is_transient(rc) || (answered(rc) && dlock__now_ns() < l->late_until_ns)) {
-    giveback_later(c, l);
-    return false;
-  }
-  if (!answered(rc))
-    dlock__log(c, DLOCK_LOG_WARN, "stopped looking at '%s' again (%s): not retried", l->key,
-               dlock_err_name(rc));
-  dlock__table_remove(c, l);
-  pthread_cond_broadcast(&c->cv);
-  return true;
-}
-
-bool dlock__giveback_result(dlock_client *c, struct dlock_lock *l, int rc) {
-  l->inflight = false;
-  if (l->watch)
-    return watch_result(c, l, rc);
-  if (!giveback_over(c, l, rc, l->giveback_until_ns))
-    return false;
-  if (answered(rc) && dlock__now_ns() < l->late_until_ns) {
-    l->giveback = false;
-    atomic_fetch_sub(&c->metrics.giveback_pending, 1);
-    pthread_cond_broadcast(&c->cv);
-    watch(c, l);
-    return false;
-  }
-  dlock__giveback_done(c, l);
-  return true;
-}
-
-void dlock__owe(dlock_client *c, struct dlock_lock *l) {
-  if (!c->bc.give_back_expired || l->owed || l->returned)
-    return;
-  l->owed = true;
-  l->giveback_tries = 0;
-  l->giveback_next_ns = dlock__now_ns();
-  atomic_fetch_add(&c->metrics.giveback, 1);
-  atomic_fetch_add(&c->metrics.giveback_pending, 1);
-  dlock__renew_kick(c);
-}
-
-void dlock__owed_result(dlock_client *c, struct dlock_lock *l, int rc) {
-  l->inflight = false;
-  if (!giveback_over(c, l, rc, INT64_MAX))
-    return;
-  l->owed = false;
-  l->returned = true;
-  atomic_fetch_sub(&c->metrics.giveback_pending, 1);
-  pthread_cond_broadcast(&c->cv);
 }
 
 static int check_opts(const dlock_options *o) {
@@ -564,12 +433,13 @@ static struct dlock_lock *lock_new(dlock_client *c, const char *key, size_t keyl
 }
 
 /* A copy of L's unanswered attempt (its owner and backend state) to be
- * given back on the renew thread, or with ANSWERED (given back already)
- * watched there, while L goes on under a new owner. */
-static void giveback_copy(dlock_client *c, const struct dlock_lock *l, bool answered) {
+ * given back in the background, or with ANSWERED (given back already)
+ * watched there, while L goes on under a new owner.  False when out of
+ * memory: the attempt's state then stays L's. */
+static bool giveback_copy(dlock_client *c, const struct dlock_lock *l, bool answered) {
   struct dlock_lock *g = lock_new(c, l->key, l->bl.keylen, l->label, l->thread);
   if (!g)
-    return; /* the store expires it after its ttl */
+    return false;
   memcpy(g->owner, l->owner, sizeof g->owner);
   if (c->ops->lock_size)
     memcpy(g->bl.priv, l->bl.priv, c->ops->lock_size);
@@ -578,19 +448,15 @@ static void giveback_copy(dlock_client *c, const struct dlock_lock *l, bool answ
   g->late_until_ns = l->late_until_ns;
   pthread_mutex_lock(&c->mu);
   dlock__table_add(c, g);
-  if (answered)
-    watch(c, g);
-  pthread_mutex_unlock(&c->mu);
-  if (!answered) {
-    dlock__giveback(c, g, "the store may have granted it to a request that went unanswered");
-  } else if (dlock__renew_start(c) < 0) {
-    pthread_mutex_lock(&c->mu);
+  int rc = answered ? dlock__giveback_watch(c, g) : 0;
+  if (rc < 0)
     dlock__table_remove(c, g);
-    pthread_mutex_unlock(&c->mu);
+  pthread_mutex_unlock(&c->mu);
+  if (!answered)
+    dlock__giveback(c, g, "the store may have granted it to a request that went unanswered");
+  else if (rc < 0)
     dlock__lock_free(g); /* nobody to look again */
-  } else {
-    dlock__renew_kick(c);
-  }
+  return true;
 }
 
 /* Attempts until one is answered or the deadline passes.  A blocking
@@ -637,15 +503,20 @@ static int attempt_until(dlock_client *c, struct dlock_lock *l, int64_t wait_ms,
       /* Give back what the unanswered attempt may have won before asking
        * again; if the store is still away, on the renew thread under the
        * old owner, so that it can never touch the next attempt's grant. */
+      bool moved = true;
       if (dlock_err_is_transient(c->ops->release(&c->bc, bl))) {
-        giveback_copy(c, l, false); /* counted there */
+        moved = giveback_copy(c, l, false); /* counted there */
       } else {
         atomic_fetch_add(&c->metrics.giveback, 1);
         dlock__log(c, DLOCK_LOG_INFO, "gave back what an unanswered acquire of '%s' may have won",
                    l->key);
         if (l->late_until_ns)
-          giveback_copy(c, l, true);
+          moved = giveback_copy(c, l, true);
       }
+      /* Out of memory for the copy: no next attempt; the commit hands this
+       * one on. */
+      if (!moved)
+        return dlock_seterr(rc, "%s", why);
       *maybe_granted = false; /* given back, or handed on: not again */
     }
     dlock_seterr(rc, "%s", why);
@@ -748,8 +619,16 @@ static int acquire_reserve(dlock_client *c, const char *key, const dlock_options
     }
     if (l->watch) {
       /* An attempt given back earlier is being looked at again: one
-       * request, which a try waits for too. */
-      pthread_cond_wait(&c->cv, &c->mu);
+       * request, which a try waits for too, and a wait until its end. */
+      if (dlock_backend_cond_wait(&c->cv, &c->mu, wait_ms == 0 ? -1 : deadline) ==
+          DLOCK_ETIMEDOUT) {
+        pthread_mutex_unlock(&c->mu);
+        dlock__metrics_acquire_result(&c->metrics, DLOCK_ETIMEDOUT);
+        return dlock_seterr(DLOCK_ETIMEDOUT,
+                            "timed out waiting for lock '%s': an earlier attempt of this client "
+                            "is being given back",
+                            key);
+      }
       continue;
     }
     /* Another thread of this client holds or is acquiring the key.  Queue
@@ -1018,6 +897,7 @@ static int release_lock(dlock_lock *l) {
     pthread_mutex_lock(&c->mu);
     l->inflight = false;
     l->state = 0;
+    l->lost_pending = false; /* released: nobody to tell */
     pthread_mutex_unlock(&c->mu);
     dlock__giveback(c, l, "the store did not answer its release");
     dlock_seterr(rc, "%s", why);

@@ -107,39 +107,40 @@ struct dlock_lock {
   dlock_client *client;
   dlock_backend_lock bl;     /* what the backend sees */
   char *key;
-  char owner[33];
   char *label;
-  uint64_t thread;           /* dlock__thread_serial() of the acquirer (reentrancy) */
-  int holds;
-  int state;                 /* DLOCK_HELD / DLOCK_LOST / DLOCK_RELEASED, or 0 while acquiring */
+  char owner[33];
   bool inflight;             /* a backend call on it is running */
   bool auto_renew;
   bool lost_pending;         /* on_lost still to be delivered */
   bool lost_early;           /* the backend reported loss before acquire returned */
-  /* An attempt whose answer never came, so the store may have granted it:
-   * the renew thread gives it back (it stays in the key table meanwhile, so
-   * no new attempt of this client on the key can overlap the give-back). */
+  /* An attempt (or a release, on a store with bc.give_back_expired) whose
+   * answer never came, so the store may keep it: the give-back thread
+   * gives it back (it stays in the key table meanwhile, so no new attempt
+   * of this client on the key can overlap the give-back). */
   bool giveback;
+  /* With bc.give_back_expired: a lock whose validity ran out, which the
+   * store may still keep for the client's session.  The give-back thread
+   * gives it back (paced by giveback_tries and giveback_next_ns); once the
+   * store has answered (returned), release() is not called for it again. */
+  bool owed, returned;
+  /* With bc.late_ms: an attempt whose give-back was answered while the
+   * store may still grant it (before late_until_ns), looked at again; an
+   * entry of the table that reserves its key only while a look is on its
+   * way (inflight). */
+  bool watch;
+  int holds;
+  int state;                 /* DLOCK_HELD / DLOCK_LOST / DLOCK_RELEASED, or 0 while acquiring */
   int giveback_tries;
+  int renew_failures;
+  uint64_t thread;           /* dlock__thread_serial() of the acquirer (reentrancy) */
   int64_t giveback_next_ns;
   int64_t giveback_until_ns; /* the store has expired it on its own by then */
-  /* With bc.give_back_expired: a lock whose validity ran out, which the
-   * store may still keep for the client's session.  The renew thread gives
-   * it back (paced by giveback_tries and giveback_next_ns); once the store
-   * has answered (returned), release() is not called for it again. */
-  bool owed, returned;
-  /* With bc.late_ms, for an attempt that got no answer: until when the
-   * store may still grant it (0: none).  Once its give-back is answered
-   * before then it is watched: looked at again, an entry of the table that
-   * reserves its key only while a look is on its way (inflight). */
-  int64_t late_until_ns;
-  bool watch;
+  int64_t late_until_ns;     /* with bc.late_ms, for an unanswered attempt; 0: none */
   dlock_lost_fn on_lost;
   void *on_lost_arg;
   int64_t acquired_ns;
   int64_t valid_until_ns;    /* INT64_MAX when the store has no expiry */
   int64_t next_renew_ns;
-  int renew_failures;
   /* intrusive links */
   struct dlock_lock *hnext;  /* hash chain */
   struct dlock_lock *prev, *next; /* all held locks of the client */
@@ -171,6 +172,10 @@ struct dlock_client {
    * only for a lock due earlier, which keeps a context switch off the
    * acquire path. */
   int64_t renew_wake_ns;
+  /* the give-back thread (giveback.c), started with the first entry */
+  pthread_t gb_thread;
+  bool gb_started, gb_stop;
+  pthread_cond_t gb_cv;
   char default_label[128];
 
   dlock__metrics metrics;
@@ -189,7 +194,7 @@ DLOCK__HIDDEN struct dlock_lock *dlock__table_find_for(dlock_client *c, const ch
 /* Link L into the table and the list of all entries. */
 DLOCK__HIDDEN void dlock__table_add(dlock_client *c, struct dlock_lock *l);
 /* Unlink L, which is in the table; a watched attempt of its key that
- * waited for it to go is due for a look now (the renew thread is woken). */
+ * waited for it to go is due for a look now (the give-back thread is woken). */
 DLOCK__HIDDEN void dlock__table_remove(dlock_client *c, struct dlock_lock *l);
 
 /* ---- client.c / renew.c ---- */
@@ -206,11 +211,23 @@ DLOCK__HIDDEN int64_t dlock__margin_ns(const dlock_client *c, int64_t ttl_ms);
 DLOCK__HIDDEN int64_t dlock__validity_deadline(const dlock_client *c, int64_t sent_ns,
                                                int64_t ttl_ms);
 /* Hand L, whose attempt (or release) failed without an answer, to the
- * renew thread to be given back; it is freed when that is done.  WHY ends
+ * give-back thread; it is freed when that is done.  WHY ends
  * the log line.  Not under c->mu. */
 DLOCK__HIDDEN void dlock__giveback(dlock_client *c, struct dlock_lock *l, const char *why);
-/* Under c->mu: L, LOST by its deadline, is to be given back by the renew
- * thread while it stays the caller's handle (bc.give_back_expired). */
+/* ---- giveback.c ---- */
+
+/* Wake the give-back thread: an entry is due. */
+DLOCK__HIDDEN void dlock__giveback_kick(dlock_client *c);
+/* Stop it (close); no entry is given back afterwards. */
+DLOCK__HIDDEN void dlock__giveback_stop(dlock_client *c);
+/* Under c->mu: L, an attempt whose give-back the store answered while it
+ * may still grant it late (bc.late_ms), is looked at again from now on.
+ * 0, or a negative code when no thread can (L is then the caller's to
+ * drop). */
+DLOCK__HIDDEN int dlock__giveback_watch(dlock_client *c, struct dlock_lock *l);
+/* Under c->mu: L, LOST by its deadline, is to be given back by the
+ * give-back thread while it stays the caller's handle
+ * (bc.give_back_expired). */
 DLOCK__HIDDEN void dlock__owe(dlock_client *c, struct dlock_lock *l);
 /* Under c->mu: the give-back of an owed L returned RC. */
 DLOCK__HIDDEN void dlock__owed_result(dlock_client *c, struct dlock_lock *l, int rc);

@@ -3,11 +3,8 @@
  * It renews auto-renew locks at ttl/3 (batching everything due soon into
  * one renew_many call, so a thousand locks cost one round trip on stores
  * that pipeline), turns a lock LOST when a renewal is refused or its
- * validity deadline passes, gives back what the store may still keep for
- * the client (unanswered attempts and releases, and on stores whose
- * sessions outlive a lock's ttl, locks lost by their deadline), looks
- * again at attempts a store may grant late, and delivers on_lost
- * callbacks. */
+ * validity deadline passes (handing it to the give-back thread on a store
+ * whose sessions would keep it), and delivers on_lost callbacks. */
 #include <errno.h>
 #include <stdlib.h>
 #include <time.h>
@@ -16,11 +13,6 @@
 
 /* Renewals due within this window are sent together with the one that is
  * due now. */
-/* Give-backs sent in one round at most: a backlog of them (a thousand locks
- * that expired together) must not hold up the renewals due meanwhile,
- * which the next round looks at first. */
-#define GIVEBACKS_PER_ROUND 16
-
 static int64_t batch_slack_ns(const struct dlock_lock *l) {
   int64_t s = l->bl.ttl_ms * 1000000 / 12;
   return s < 1000000000 ? s : 1000000000;
@@ -71,9 +63,9 @@ static void apply_renew(dlock_client *c, struct dlock_lock *l, int rc, int64_t s
 static void *renew_main(void *arg) {
   dlock_client *c = arg;
   size_t cap = 0;
-  struct dlock_lock **batch = NULL, **cbs = NULL, **gbs = NULL;
+  struct dlock_lock **batch = NULL, **cbs = NULL;
   dlock_backend_lock **bls = NULL;
-  int *rcs = NULL, *grcs = NULL;
+  int *rcs = NULL;
 
   /* What a backend says on this thread is never shown, but is still made
    * without the URL's secrets. */
@@ -82,7 +74,7 @@ static void *renew_main(void *arg) {
   while (!c->renew_stop) {
     int64_t now = dlock__now_ns();
     int64_t wake = INT64_MAX;
-    size_t nb = 0, nc = 0, ng = 0;
+    size_t nb = 0, nc = 0;
     if (cap < c->table_count) {
       size_t ncap = c->table_count * 2;
       struct dlock_lock **b2 = realloc(batch, ncap * sizeof *b2);
@@ -97,39 +89,18 @@ static void *renew_main(void *arg) {
       int *r2 = realloc(rcs, ncap * sizeof *r2);
       if (r2)
         rcs = r2;
-      struct dlock_lock **g2 = realloc(gbs, ncap * sizeof *g2);
-      if (g2)
-        gbs = g2;
-      int *gr2 = realloc(grcs, ncap * sizeof *gr2);
-      if (gr2)
-        grcs = gr2;
-      if (b2 && c2 && l2 && r2 && g2 && gr2)
+      if (b2 && c2 && l2 && r2)
         cap = ncap;
     }
     for (struct dlock_lock *l = c->head; l; l = l->next) {
       if (l->inflight)
         continue;
-      if (l->owed && !l->lost_pending) {
-        /* Lost by its deadline on a store whose session would keep it:
-         * given back while the caller still has the handle. */
-        if (l->giveback_next_ns <= now && ng < cap && ng < GIVEBACKS_PER_ROUND) {
+      if (l->owed || l->giveback || l->watch) {
+        /* Only an owed lock is still the caller's: its on_lost is due. */
+        if (l->owed && l->lost_pending && nc < cap) {
+          l->lost_pending = false; /* the give-back thread waits for it */
           l->inflight = true;
-          gbs[ng++] = l;
-        } else if (l->giveback_next_ns < wake) {
-          wake = l->giveback_next_ns;
-        }
-        continue;
-      }
-      if (l->giveback || l->watch) {
-        /* A look at a watched attempt waits while this client uses its
-         * key: that use's end wakes us (dlock__table_remove). */
-        if (l->watch && dlock__table_find(c, l->key))
-          continue;
-        if (l->giveback_next_ns <= now && ng < cap && ng < GIVEBACKS_PER_ROUND) {
-          l->inflight = true;
-          gbs[ng++] = l;
-        } else if (l->giveback_next_ns < wake) {
-          wake = l->giveback_next_ns;
+          cbs[nc++] = l;
         }
         continue;
       }
@@ -155,7 +126,7 @@ static void *renew_main(void *arg) {
         cbs[nc++] = l;
       }
     }
-    if (nb == 0 && nc == 0 && ng == 0) {
+    if (nb == 0 && nc == 0) {
       c->renew_wake_ns = wake;
       if (wake == INT64_MAX) {
         pthread_cond_wait(&c->renew_cv, &c->mu);
@@ -200,45 +171,25 @@ static void *renew_main(void *arg) {
       }
     }
 
-    /* After the renewals, which keep what is held: a give-back only spares
-     * others a wait.  One that finds the store away or too slow to answer
-     * defers the rest. */
-    int gdown = 0;
-    for (size_t i = 0; i < ng; i++) {
-      grcs[i] = gdown ? gdown : c->ops->release(&c->bc, &gbs[i]->bl);
-      if (dlock_err_is_transient(grcs[i]))
-        gdown = grcs[i];
-    }
-
     pthread_mutex_lock(&c->mu);
     for (size_t i = 0; i < nb; i++) {
       apply_renew(c, batch[i], rcs[i], start);
       batch[i]->inflight = false;
     }
-    for (size_t i = 0; i < nc; i++)
+    bool owed = false;
+    for (size_t i = 0; i < nc; i++) {
       cbs[i]->inflight = false;
-    size_t nfree = 0;
-    for (size_t i = 0; i < ng; i++) {
-      if (gbs[i]->owed)
-        dlock__owed_result(c, gbs[i], grcs[i]);
-      else if (dlock__giveback_result(c, gbs[i], grcs[i]))
-        gbs[nfree++] = gbs[i];
+      owed |= cbs[i]->owed;
     }
+    if (owed)
+      dlock__giveback_kick(c); /* on_lost delivered: the give-back may go */
     pthread_cond_broadcast(&c->cv);
-    if (nfree) {
-      pthread_mutex_unlock(&c->mu);
-      for (size_t i = 0; i < nfree; i++)
-        dlock__lock_free(gbs[i]);
-      pthread_mutex_lock(&c->mu);
-    }
   }
   pthread_mutex_unlock(&c->mu);
   free(batch);
   free(cbs);
   free(bls);
   free(rcs);
-  free(gbs);
-  free(grcs);
   return NULL;
 }
 

@@ -90,7 +90,7 @@ void dlock__table_remove(dlock_client *c, struct dlock_lock *l) {
   if (c->bc.late_ms)
     for (struct dlock_lock *w = c->table[key_hash(l->key) % c->table_size]; w; w = w->hnext)
       if (w->watch && strcmp(w->key, l->key) == 0) {
-        dlock__renew_kick(c);
+        dlock__giveback_kick(c);
         break;
       }
   c->table_count--;

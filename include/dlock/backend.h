@@ -83,9 +83,9 @@ typedef struct dlock_backend_client {
    * the session it rides on lives, and the client's other locks keep that
    * session alive (etcd leases, Consul and ZooKeeper sessions, PostgreSQL's
    * session advisory locks).  The core then gives back, with release() on
-   * its renew thread, every lock whose validity ran out unrenewed and every
-   * release or attempt the store left unanswered, and tries again until the
-   * store answers.  So release() must keep what it needs when it fails with
+   * a thread of its own, every lock whose validity ran out unrenewed and
+   * every release or attempt the store left unanswered, and tries again
+   * until the store answers.  So release() must keep what it needs when it fails with
    * DLOCK_ECONN or DLOCK_ETIMEDOUT: it is called again for the same lock. */
   bool give_back_expired;
   /* Set by open() when the store may carry out a request for up to this

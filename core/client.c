@@ -1,7 +1,7 @@
 /* Clients and lock handles: validation, reentrancy, dispatch to the backend.
  *
- * Every backend call goes through this file or renew.c; nothing else calls
- * ops->x.  A lock handle has at most one backend call in flight at a time
+ * Every backend call goes through this file, renew.c or giveback.c;
+ * nothing else calls ops->x.  A lock handle has at most one backend call in flight at a time
  * (the `inflight` flag, waited on under c->mu), so a renewal on the renew
  * thread never races a release from the caller. */
 #include <errno.h>
@@ -501,7 +501,7 @@ static int attempt_until(dlock_client *c, struct dlock_lock *l, int64_t wait_ms,
     snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
     if (*maybe_granted) {
       /* Give back what the unanswered attempt may have won before asking
-       * again; if the store is still away, on the renew thread under the
+       * again; if the store is still away, on the give-back thread under the
        * old owner, so that it can never touch the next attempt's grant. */
       bool moved = true;
       if (dlock_err_is_transient(c->ops->release(&c->bc, bl))) {
@@ -633,7 +633,10 @@ static int acquire_reserve(dlock_client *c, const char *key, const dlock_options
     }
     /* Another thread of this client holds or is acquiring the key.  Queue
      * here, not at the store: stores that tie locks to a session would grant
-     * it to us a second time. */
+     * it to us a second time.  A give-back left over when no thread could
+     * start gets one now. */
+    if (l->giveback && !c->gb_started && dlock__giveback_start(c) == 0)
+      dlock__giveback_kick(c);
     if (wait_ms == 0) {
       bool gb = l->giveback;
       pthread_mutex_unlock(&c->mu);
@@ -889,7 +892,7 @@ static int release_lock(dlock_lock *l) {
   dlock__hist_add(&c->metrics.hold_time, dlock__now_ns() - l->acquired_ns);
 
   if (!returned && c->bc.give_back_expired && dlock_err_is_transient(brc)) {
-    /* The client's session would keep it: the renew thread gives it back,
+    /* The client's session would keep it: the give-back thread gives it back,
      * the entry keeping the key from this client's next acquire until
      * then, as for an unanswered attempt. */
     char why[512];

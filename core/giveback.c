@@ -9,9 +9,6 @@
  * with the first entry, gives them back with the backend's release(),
  * paced by the client's backoff.  It is not the renew thread: a give-back
  * that waits out its request timeout must never hold up a renewal. */
-#include <stdlib.h>
-#include <string.h>
-
 #include "internal.h"
 
 /* Give-backs sent in one round at most, so that a backlog of them (a
@@ -21,9 +18,7 @@
 
 static void *giveback_main(void *arg);
 
-/* Under c->mu: the thread, started if it is not yet; 0, or a negative code
- * when it cannot start. */
-static int start_locked(dlock_client *c) {
+int dlock__giveback_start(dlock_client *c) {
   if (c->gb_started)
     return 0;
   if (c->gb_stop || pthread_create(&c->gb_thread, NULL, giveback_main, c) != 0)
@@ -44,6 +39,15 @@ void dlock__giveback_stop(dlock_client *c) {
     pthread_join(c->gb_thread, NULL);
 }
 
+/* Under c->mu: the give-back of L is over; unlinks it (the caller frees it
+ * once c->mu is released). */
+static void giveback_done(dlock_client *c, struct dlock_lock *l) {
+  dlock__table_remove(c, l);
+  l->giveback = false;
+  atomic_fetch_sub(&c->metrics.giveback_pending, 1);
+  pthread_cond_broadcast(&c->cv);
+}
+
 void dlock__giveback(dlock_client *c, struct dlock_lock *l, const char *why) {
   int64_t now = dlock__now_ns();
   pthread_mutex_lock(&c->mu);
@@ -60,32 +64,29 @@ void dlock__giveback(dlock_client *c, struct dlock_lock *l, const char *why) {
   atomic_fetch_add(&c->metrics.giveback, 1);
   atomic_fetch_add(&c->metrics.giveback_pending, 1);
   dlock__log(c, DLOCK_LOG_WARN, "giving back '%s': %s", l->key, why);
-  int rc = start_locked(c);
+  int rc = dlock__giveback_start(c);
+  /* Without a thread to do it later: now, once, claimed (inflight) so
+   * that a thread started meanwhile leaves it alone.  Elsewhere the store
+   * expires what is left; a session would keep it, so the entry stays, for
+   * the thread the next acquire of the key starts, or for close. */
+  if (rc < 0)
+    l->inflight = true;
   pthread_mutex_unlock(&c->mu);
   if (rc == 0) {
     dlock__giveback_kick(c);
     return;
   }
-  /* No thread to do it later: now, once.  Unanswered, the entry stays for
-   * close, which leaves it to the backend's close (the backend may still
-   * know the lock until then). */
   rc = c->ops->release(&c->bc, &l->bl);
   pthread_mutex_lock(&c->mu);
-  bool over = !dlock_err_is_transient(rc);
+  l->inflight = false;
+  bool over = !dlock_err_is_transient(rc) || !c->bc.give_back_expired;
   if (over)
-    dlock__giveback_done(c, l);
+    giveback_done(c, l);
   else
     l->giveback_tries = 1;
   pthread_mutex_unlock(&c->mu);
   if (over)
     dlock__lock_free(l);
-}
-
-void dlock__giveback_done(dlock_client *c, struct dlock_lock *l) {
-  dlock__table_remove(c, l);
-  l->giveback = false;
-  atomic_fetch_sub(&c->metrics.giveback_pending, 1);
-  pthread_cond_broadcast(&c->cv);
 }
 
 /* Under c->mu: the next try of L's give-back, paced by the client's
@@ -149,7 +150,7 @@ static bool watch_result(dlock_client *c, struct dlock_lock *l, int rc) {
 }
 
 int dlock__giveback_watch(dlock_client *c, struct dlock_lock *l) {
-  int rc = start_locked(c);
+  int rc = dlock__giveback_start(c);
   if (rc == 0) {
     watch(c, l);
     dlock__giveback_kick(c);
@@ -157,7 +158,10 @@ int dlock__giveback_watch(dlock_client *c, struct dlock_lock *l) {
   return rc;
 }
 
-bool dlock__giveback_result(dlock_client *c, struct dlock_lock *l, int rc) {
+/* Under c->mu: the give-back (or a look, when L is watched) of L returned
+ * RC.  True when it is over (L is unlinked and must be freed), false when
+ * it is to be tried again later. */
+static bool giveback_result(dlock_client *c, struct dlock_lock *l, int rc) {
   l->inflight = false;
   if (l->watch)
     return watch_result(c, l, rc);
@@ -170,7 +174,7 @@ bool dlock__giveback_result(dlock_client *c, struct dlock_lock *l, int rc) {
     watch(c, l);
     return false;
   }
-  dlock__giveback_done(c, l);
+  giveback_done(c, l);
   return true;
 }
 
@@ -182,11 +186,12 @@ void dlock__owe(dlock_client *c, struct dlock_lock *l) {
   l->giveback_next_ns = dlock__now_ns();
   atomic_fetch_add(&c->metrics.giveback, 1);
   atomic_fetch_add(&c->metrics.giveback_pending, 1);
-  if (start_locked(c) == 0)
+  if (dlock__giveback_start(c) == 0)
     dlock__giveback_kick(c); /* else the holder's release gives it back */
 }
 
-void dlock__owed_result(dlock_client *c, struct dlock_lock *l, int rc) {
+/* Under c->mu: the give-back of an owed L returned RC. */
+static void owed_result(dlock_client *c, struct dlock_lock *l, int rc) {
   l->inflight = false;
   if (!giveback_over(c, l, rc, INT64_MAX))
     return;
@@ -197,7 +202,6 @@ void dlock__owed_result(dlock_client *c, struct dlock_lock *l, int rc) {
   atomic_fetch_sub(&c->metrics.giveback_pending, 1);
   pthread_cond_broadcast(&c->cv);
 }
-
 
 static void *giveback_main(void *arg) {
   dlock_client *c = arg;
@@ -236,7 +240,6 @@ static void *giveback_main(void *arg) {
      * of the round. */
     int down = 0;
     for (size_t i = 0; i < ng; i++) {
-      gbs[i]->bl.io_deadline_ns = 0;
       grcs[i] = down ? down : c->ops->release(&c->bc, &gbs[i]->bl);
       if (dlock_err_is_transient(grcs[i]))
         down = grcs[i];
@@ -245,8 +248,8 @@ static void *giveback_main(void *arg) {
     size_t nfree = 0;
     for (size_t i = 0; i < ng; i++) {
       if (gbs[i]->owed)
-        dlock__owed_result(c, gbs[i], grcs[i]);
-      else if (dlock__giveback_result(c, gbs[i], grcs[i]))
+        owed_result(c, gbs[i], grcs[i]);
+      else if (giveback_result(c, gbs[i], grcs[i]))
         gbs[nfree++] = gbs[i];
     }
     pthread_cond_broadcast(&c->cv);

@@ -210,12 +210,15 @@ DLOCK__HIDDEN int64_t dlock__margin_ns(const dlock_client *c, int64_t ttl_ms);
 /* Local validity deadline of a lease of TTL_MS whose request left at SENT_NS. */
 DLOCK__HIDDEN int64_t dlock__validity_deadline(const dlock_client *c, int64_t sent_ns,
                                                int64_t ttl_ms);
+/* ---- giveback.c ---- */
+
+/* Under c->mu: the give-back thread, started if it is not yet (and not
+ * stopped); 0, or a negative code when it cannot start. */
+DLOCK__HIDDEN int dlock__giveback_start(dlock_client *c);
 /* Hand L, whose attempt (or release) failed without an answer, to the
  * give-back thread; it is freed when that is done.  WHY ends
  * the log line.  Not under c->mu. */
 DLOCK__HIDDEN void dlock__giveback(dlock_client *c, struct dlock_lock *l, const char *why);
-/* ---- giveback.c ---- */
-
 /* Wake the give-back thread: an entry is due. */
 DLOCK__HIDDEN void dlock__giveback_kick(dlock_client *c);
 /* Stop it (close); no entry is given back afterwards. */
@@ -229,15 +232,6 @@ DLOCK__HIDDEN int dlock__giveback_watch(dlock_client *c, struct dlock_lock *l);
  * give-back thread while it stays the caller's handle
  * (bc.give_back_expired). */
 DLOCK__HIDDEN void dlock__owe(dlock_client *c, struct dlock_lock *l);
-/* Under c->mu: the give-back of an owed L returned RC. */
-DLOCK__HIDDEN void dlock__owed_result(dlock_client *c, struct dlock_lock *l, int rc);
-/* Under c->mu: the give-back of L is over; unlinks it (the caller frees it
- * once c->mu is released). */
-DLOCK__HIDDEN void dlock__giveback_done(dlock_client *c, struct dlock_lock *l);
-/* Under c->mu: the give-back (or a look, when L is watched) of L returned
- * RC.  True when it is over (L is unlinked and must be freed), false when
- * it is to be tried again later. */
-DLOCK__HIDDEN bool dlock__giveback_result(dlock_client *c, struct dlock_lock *l, int rc);
 /* Free a lock handle and its backend state. */
 DLOCK__HIDDEN void dlock__lock_free(struct dlock_lock *l);
 /* Under c->mu: turn L LOST (once), count it and log WHY. */

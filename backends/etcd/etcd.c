@@ -18,7 +18,7 @@
  * unrenewed, a release the store left unanswered, and an attempt that may
  * have left its key in the queue (bl->sent_ns).  release() deletes the key
  * and keeps what it needs to be called again until the store answers.  No
- * thread of its own: the core's renew thread does the retries.
+ * thread of its own: the core's give-back thread does the retries.
  *
  * Requests go to the v3 HTTP/JSON gateway through libcurl: a pool of easy
  * handles (one keep-alive connection each) for unary requests, and a fresh

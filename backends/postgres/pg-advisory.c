@@ -9,7 +9,7 @@
  * A session keeps its lock past the lock's ttl for as long as the
  * session lives, which its open connection (and the renewals of its other
  * locks) keep it doing, so the client is opened with give_back_expired:
- * the core gives back, with adv_release on its renew thread, a lock whose
+ * the core gives back, with adv_release on its give-back thread, a lock whose
  * validity ran out unrenewed.  adv_release never
  * fails for want of an answer: an unlock left unanswered ends its session
  * (the connection cannot be used again), which frees the lock at the

@@ -116,7 +116,7 @@ static void lease_gc(pg_client *pc) {
   char saved[512];
   snprintf(saved, sizeof saved, "%s", dlock_client_errmsg(NULL));
   /* It runs on the caller's thread after its own operation (or on the
-   * renew thread after a give-back): a batch through the index takes
+   * give-back thread after a give-back): a batch through the index takes
    * milliseconds, and one that takes longer waits for a later call rather
    * than holding up this one a whole timeout. */
   int64_t bound = pc->timeout_ms < GC_MAX_MS ? pc->timeout_ms : GC_MAX_MS;

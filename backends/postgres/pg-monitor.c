@@ -11,10 +11,10 @@
  * only if someone polls it, and without that a lock whose session ended
  * would be called HELD until its next renewal (DLOCK_CAP_LOSS_DETECT
  * promises better).  A NOTIFY too comes only on its socket.  The core's
- * renew thread waits on no backend's descriptors, so neither job can move
+ * threads wait on no backend's descriptors, so neither job can move
  * there.  Giving back an advisory lock whose ttl ran out unrenewed is not
  * the monitor's: the core does it (give_back_expired, set at open), with
- * release() on its renew thread. */
+ * release() on its give-back thread. */
 #include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>

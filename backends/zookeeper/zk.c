@@ -21,7 +21,7 @@
  * The session that carries a lock would keep its node for as long as the
  * client's other locks, or the C client's pings, keep the session alive.
  * So open() sets bc->give_back_expired, and the core gives back, with
- * zk_release on its renew thread, every lock whose validity ran out
+ * zk_release on its give-back thread, every lock whose validity ran out
  * unrenewed, every release the server left unanswered, and every attempt
  * that may have left a node (leave_queue), until the server answers.
  *
@@ -54,7 +54,7 @@
  * completion thread, so they only take short mutexes, signal and submit
  * requests they do not wait for (setting a watch on our node again after
  * a reconnect or a data change); anything that waits for an answer runs
- * on the acquiring thread or the core's renew thread.  The backend starts
+ * on the acquiring thread or one of the core's.  The backend starts
  * no thread: the C client's IO and completion threads, which it starts
  * for every handle, are the only ones.  Closing a handle waits for those:
  * so the callbacks never give a session reference back (the last one

@@ -1,9 +1,10 @@
 /* Clients and lock handles: validation, reentrancy, dispatch to the backend.
  *
  * Every backend call goes through this file, renew.c or giveback.c;
- * nothing else calls ops->x.  A lock handle has at most one backend call in flight at a time
- * (the `inflight` flag, waited on under c->mu), so a renewal on the renew
- * thread never races a release from the caller. */
+ * nothing else calls ops->x.  A lock handle has at most one backend call
+ * in flight at a time (the `inflight` flag, waited on under c->mu), so a
+ * renewal or give-back on the core's threads never races a release from
+ * the caller. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -432,6 +433,9 @@ static struct dlock_lock *lock_new(dlock_client *c, const char *key, size_t keyl
   return l;
 }
 
+/* Why an attempt is given back, for the log. */
+static const char unanswered_why[] = "the store may have granted it to a request that went unanswered";
+
 /* A copy of L's unanswered attempt (its owner and backend state) to be
  * given back in the background, or with ANSWERED (given back already)
  * watched there, while L goes on under a new owner.  False when out of
@@ -453,7 +457,7 @@ static bool giveback_copy(dlock_client *c, const struct dlock_lock *l, bool answ
     dlock__table_remove(c, g);
   pthread_mutex_unlock(&c->mu);
   if (!answered)
-    dlock__giveback(c, g, "the store may have granted it to a request that went unanswered");
+    dlock__giveback(c, g, unanswered_why);
   else if (rc < 0)
     dlock__lock_free(g); /* nobody to look again */
   return true;
@@ -742,7 +746,7 @@ static int acquire_commit(struct acquire *a, int rc, dlock_lock **out) {
     dlock__metrics_acquire_result(&c->metrics, rc);
     char why[512];
     snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
-    dlock__giveback(c, l, "the store may have granted it to a request that went unanswered");
+    dlock__giveback(c, l, unanswered_why);
     return dlock_seterr(rc, "%s", why);
   }
 

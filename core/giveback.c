@@ -17,6 +17,7 @@
 #define GIVEBACKS_PER_ROUND 16
 
 static void *giveback_main(void *arg);
+static void giveback_later(dlock_client *c, struct dlock_lock *l);
 
 int dlock__giveback_start(dlock_client *c) {
   if (c->gb_started)
@@ -80,10 +81,17 @@ void dlock__giveback(dlock_client *c, struct dlock_lock *l, const char *why) {
   pthread_mutex_lock(&c->mu);
   l->inflight = false;
   bool over = !dlock_err_is_transient(rc) || !c->bc.give_back_expired;
-  if (over)
+  if (over) {
     giveback_done(c, l);
-  else
-    l->giveback_tries = 1;
+  } else {
+    /* Paced from now, and handed to a thread that may have started while
+     * this one was out (which skipped it then), or to the acquire that
+     * waits behind it and starts one. */
+    giveback_later(c, l);
+    if (dlock__giveback_start(c) == 0)
+      dlock__giveback_kick(c);
+    pthread_cond_broadcast(&c->cv);
+  }
   pthread_mutex_unlock(&c->mu);
   if (over)
     dlock__lock_free(l);

@@ -2,8 +2,9 @@
  *
  * Three phases, each run for --seconds:
  *   uncontended  T threads, each on its own keys, try_acquire + release pairs
- *   handoff      two clients on one key; time from the holder starting its
- *                release to the waiter's acquire returning
+ *   handoff      two clients on one key, taking strict turns; time from the
+ *                holder starting its release to the waiter's acquire
+ *                returning
  *   renew        one client holding H locks, dlock_renew on each in turn
  * Percentiles are exact (nearest rank over every sample) unless a phase
  * produces more than SAMPLE_LIMIT samples; then a uniform reservoir sample is
@@ -361,6 +362,7 @@ struct handoff {
   int waiting[2];  /* about to call, or inside, dlock_acquire */
   int finished[2];
   int stop;
+  int last;        /* who held the key last: -1 before anyone has */
   int64_t rel_ns;  /* when the last holder started its release */
   atomic_int inside;
   struct samples s;
@@ -393,7 +395,12 @@ static void *handoff_main(void *arg) {
   int64_t end = b->start_ns + b->dur_ns;
   for (;;) {
     pthread_mutex_lock(&h->mu);
-    if (h->stop) {
+    /* Strict turns: a releaser that asked again at once could take the
+     * key straight back while the waiter is still waking, and a handoff
+     * would be timed that never happened. */
+    while (h->last == me && !h->stop && !h->finished[other])
+      pthread_cond_wait(&h->cv, &h->mu);
+    if (h->stop || h->finished[other]) {
       pthread_mutex_unlock(&h->mu);
       break;
     }
@@ -427,11 +434,12 @@ static void *handoff_main(void *arg) {
     }
     pthread_mutex_lock(&h->mu);
     h->waiting[me] = 0;
-    if (h->rel_ns != 0) { /* 0: the first acquisition, nobody handed it over */
+    if (h->last == other) { /* -1: the first acquisition, nobody handed it over */
       samples_add(&h->s, t - h->rel_ns);
       h->ops++;
-      h->rel_ns = 0;
     }
+    h->last = me;
+    pthread_cond_broadcast(&h->cv);
     while (!h->waiting[other] && !h->stop && !h->finished[other])
       pthread_cond_wait(&h->cv, &h->mu);
     int last = h->stop || h->finished[other] || cli_now_ns() >= end;
@@ -469,6 +477,7 @@ static int phase_handoff(struct bench *b, struct result *r) {
   struct handoff h;
   memset(&h, 0, sizeof h);
   h.b = b;
+  h.last = -1;
   samples_init(&h.s, SAMPLE_LIMIT, 7);
   int code = open_one(b, &h.c[0]);
   if (code == 0)

@@ -181,4 +181,15 @@ DLOCK__HIDDEN int dlock__consul_header_index(const char *line, size_t n, uint64_
 /* "true" / "false" answers: 1, 0, or -1 for anything else. */
 DLOCK__HIDDEN int dlock__consul_parse_bool(const char *body, size_t len);
 
+/* ---- waiting ---- */
+
+/* Whether a waiter pauses before looking at a held key again, after a
+ * blocking query on index SEEN answered GOT (0: no answer) in TOOK_NS.
+ * The index decides, not the time taken: one that moved is a change to
+ * look at now, however soon it came (a release 1 ms after the waiter
+ * parked is the common case under contention).  Only an error, or the
+ * same index back sooner than any real block, means the agent did not
+ * block, and looking again at once would spin. */
+DLOCK__HIDDEN int dlock__consul_pause_after_block(uint64_t seen, uint64_t got, int64_t took_ns);
+
 #endif

@@ -744,8 +744,8 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
     if (deadline >= 0 && deadline < until)
       until = deadline;
     int64_t before = now_ns();
-    if (!seen.index || !block_on(cc, key, exact, seen.index, until) ||
-        now_ns() - before < 5000000)
+    uint64_t got = seen.index ? block_on(cc, key, exact, seen.index, until) : 0;
+    if (dlock__consul_pause_after_block(seen.index, got, now_ns() - before))
       dlock__http_pause(deadline); /* it did not block: do not spin */
   }
   /* A request cut short by the end of the caller's wait is a timeout, not

@@ -1349,6 +1349,23 @@ static void key_of_and_session_ttls(void **state) {
   assert_int_equal(dlock__consul_parse_session_ttls("{}", 2, ids, 4, ttl), DLOCK_EBACKEND);
 }
 
+/* The index decides whether a waiter pauses, not the time the query took:
+ * a release that comes 1 ms after the waiter parks must be looked at at
+ * once, where a pause of 50-100 ms used to follow it. */
+static void pause_after_block(void **state) {
+  (void)state;
+  assert_int_equal(dlock__consul_pause_after_block(7, 8, 1000000), 0);
+  assert_int_equal(dlock__consul_pause_after_block(7, 8, 0), 0);
+  assert_int_equal(dlock__consul_pause_after_block(7, 1, 100), 0); /* a restored snapshot */
+  assert_int_equal(dlock__consul_pause_after_block(7, 8, 60000000000), 0);
+  assert_int_equal(dlock__consul_pause_after_block(7, 0, 1000000), 1);
+  assert_int_equal(dlock__consul_pause_after_block(7, 0, 60000000000), 1);
+  assert_int_equal(dlock__consul_pause_after_block(7, 7, 1000000), 1);
+  assert_int_equal(dlock__consul_pause_after_block(7, 7, 4999999), 1);
+  assert_int_equal(dlock__consul_pause_after_block(7, 7, 5000000), 0);
+  assert_int_equal(dlock__consul_pause_after_block(0, 0, 1000000), 1); /* nothing to block on */
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(lock_key_escapes),
@@ -1379,6 +1396,7 @@ int main(void) {
       cmocka_unit_test(bools),
       cmocka_unit_test(txn_release_at),
       cmocka_unit_test(session_info),
+      cmocka_unit_test(pause_after_block),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

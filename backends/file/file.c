@@ -38,6 +38,9 @@
 /* Longest a waiter sleeps between checks even without an inotify event, as
  * a guard against an event lost to queue overflow. */
 #define SAFETY_POLL_MS 1000
+/* Inotify instances a client keeps for later waits: as many as threads
+ * that commonly wait at once; more are closed. */
+#define IDLE_INOTIFY_MAX 4
 
 /* The directory's fencing counter: the last token drawn there.  Escaped
  * key names never start with '.', so no key can name it. */
@@ -49,8 +52,14 @@ struct file_client {
   int64_t timeout_ms;
   mode_t file_mode; /* of files this client creates: the directory's rw bits */
   int sync;
-  pthread_mutex_t mu; /* guards dir_ready */
+  pthread_mutex_t mu; /* guards dir_ready and the idle inotify instances */
   int dir_ready;      /* the directory was created (or found) and is writable */
+  /* Inotify instances kept from earlier waits: closing one waits for an
+   * RCU grace period, 8-20 ms seen here, which a waiter that just got its
+   * lock would otherwise spend before returning, while removing a watch
+   * does not wait. */
+  int idle_ino[IDLE_INOTIFY_MAX];
+  int nidle;
 };
 
 struct file_lock {
@@ -172,6 +181,8 @@ out:
 
 static void file_close(dlock_backend_client *bc) {
   struct file_client *fc = bc->priv;
+  while (fc->nidle > 0)
+    close(fc->idle_ino[--fc->nidle]);
   pthread_mutex_destroy(&fc->mu);
   free(fc->dir);
   free(fc->prefix);
@@ -458,6 +469,34 @@ static int file_try_acquire(dlock_backend_client *bc, dlock_backend_lock *bl) {
   return try_until(bc, bl, -1);
 }
 
+static int inotify_get(struct file_client *fc) {
+  pthread_mutex_lock(&fc->mu);
+  int ino = fc->nidle > 0 ? fc->idle_ino[--fc->nidle] : -1;
+  pthread_mutex_unlock(&fc->mu);
+  return ino >= 0 ? ino : inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+}
+
+static void drain_events(int ino) {
+  char evbuf[4096];
+  while (read(ino, evbuf, sizeof evbuf) > 0)
+    ;
+}
+
+/* Back to the idle ones, without its watch (WD, or -1) and with no event
+ * left that a later wait could take for its own. */
+static void inotify_put(struct file_client *fc, int ino, int wd) {
+  if (wd >= 0)
+    (void)inotify_rm_watch(ino, wd); /* EINVAL: the file went, and its watch with it */
+  drain_events(ino);
+  pthread_mutex_lock(&fc->mu);
+  bool kept = fc->nidle < IDLE_INOTIFY_MAX;
+  if (kept)
+    fc->idle_ino[fc->nidle++] = ino;
+  pthread_mutex_unlock(&fc->mu);
+  if (!kept)
+    close(ino);
+}
+
 static int file_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t deadline) {
   struct file_client *fc = bc->priv;
   struct file_lock *fl = bl->priv;
@@ -468,17 +507,22 @@ static int file_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_
   if (rc != DLOCK_EBUSY)
     return rc;
   fl->fd = -1;
-  int ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+  int ino = inotify_get(fc), wd = -1;
   if (ino < 0)
     return sys_err("cannot watch", fl->path);
   for (;;) {
     if (fl->fd < 0) {
       if ((rc = open_lockfile(fc, fl)) < 0)
         break;
+      /* The file watched so far was replaced: its watch would pin the old
+       * inode for as long as the instance lives. */
+      if (wd >= 0)
+        (void)inotify_rm_watch(ino, wd);
       /* Watch before trying, so a release between the try and the wait is
        * not missed. */
-      if (inotify_add_watch(ino, fl->path,
-                            IN_CLOSE_WRITE | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF) < 0) {
+      wd = inotify_add_watch(ino, fl->path,
+                             IN_CLOSE_WRITE | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF);
+      if (wd < 0) {
         /* Its holder released (and so deleted) the file we just opened. */
         if (errno == ENOENT) {
           close_fd(fl);
@@ -507,15 +551,13 @@ static int file_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_
       wait_ms = (deadline - now) / 1000000 + 1;
     struct pollfd pfd = {.fd = ino, .events = POLLIN};
     if (poll(&pfd, 1, (int)wait_ms) > 0) {
-      char evbuf[4096];
-      while (read(ino, evbuf, sizeof evbuf) > 0)
-        ;
+      drain_events(ino);
       /* The file may have been unlinked or replaced: check on the retry. */
       if (!same_file(fl->fd, fl->path, NULL, NULL))
         close_fd(fl);
     }
   }
-  close(ino);
+  inotify_put(fc, ino, wd);
   if (rc != 0) {
     close_fd(fl);
     bl->sent_ns = 0;

@@ -237,6 +237,64 @@ static void test_waiters_race_the_delete(void **state) {
   assert_int_equal(atomic_load(&regressions), 0);
 }
 
+/* Inotify instances open in this process. */
+static int inotify_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  assert_non_null(d);
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    char link[PATH_MAX], to[64];
+    snprintf(link, sizeof link, "/proc/self/fd/%s", e->d_name);
+    ssize_t len = readlink(link, to, sizeof to - 1);
+    if (len > 0) {
+      to[len] = '\0';
+      n += strcmp(to, "anon_inode:inotify") == 0;
+    }
+  }
+  closedir(d);
+  return n;
+}
+
+static void *wait_briefly(void *arg) {
+  dlock_options o = opts(100);
+  dlock_lock *l = NULL;
+  int rc = dlock_acquire(arg, "held", &o, &l);
+  return (void *)(intptr_t)rc;
+}
+
+/* A waiter's inotify instance outlives its wait: closing one waits for an
+ * RCU grace period, which the next holder would spend before its acquire
+ * returned.  The client keeps a few, reuses them, and closes them with
+ * itself. */
+static void test_waits_reuse_inotify(void **state) {
+  (void)state;
+  dlock_client *holder = open_url(url), *c = open_url(url);
+  dlock_options o = opts(0);
+  dlock_lock *l;
+  assert_int_equal(dlock_acquire(holder, "held", &o, &l), 0);
+  int before = inotify_fds();
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal((intptr_t)wait_briefly(c), DLOCK_ETIMEDOUT);
+    assert_int_equal(inotify_fds(), before + 1);
+  }
+  /* Waits at once each need their own; fewer are kept afterwards. */
+  pthread_t th[6];
+  for (int i = 0; i < 6; i++)
+    assert_int_equal(pthread_create(&th[i], NULL, wait_briefly, c), 0);
+  for (int i = 0; i < 6; i++) {
+    void *rc;
+    pthread_join(th[i], &rc);
+    assert_int_equal((intptr_t)rc, DLOCK_ETIMEDOUT);
+  }
+  int kept = inotify_fds() - before;
+  assert_true(kept >= 1 && kept <= 4);
+  dlock_close(c);
+  assert_int_equal(inotify_fds(), before);
+  assert_int_equal(dlock_release(l), 0);
+  dlock_close(holder);
+}
+
 /* ?prefix= is put before every key, so two prefixes are two namespaces of
  * one directory. */
 static void test_prefix(void **state) {
@@ -437,6 +495,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_token_follows_the_counter, dir_setup, dir_teardown),
       cmocka_unit_test_setup_teardown(test_left_file_is_a_floor, dir_setup, dir_teardown),
       cmocka_unit_test_setup_teardown(test_waiters_race_the_delete, dir_setup, dir_teardown),
+      cmocka_unit_test_setup_teardown(test_waits_reuse_inotify, dir_setup, dir_teardown),
       cmocka_unit_test_setup_teardown(test_prefix, dir_setup, dir_teardown),
       cmocka_unit_test_setup_teardown(test_stalled_counter_bounded, dir_setup, dir_teardown),
       cmocka_unit_test_setup_teardown(test_shared_directory_modes, dir_setup, dir_teardown),

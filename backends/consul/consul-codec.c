@@ -449,6 +449,40 @@ const dlock__consul_kv *dlock__consul_txn_find(const dlock__consul_txn *t, const
   return NULL;
 }
 
+static int cmp_kv_key(const void *a, const void *b) {
+  const dlock__consul_kv *x = *(const dlock__consul_kv *const *)a;
+  const dlock__consul_kv *y = *(const dlock__consul_kv *const *)b;
+  size_t n = x->keylen < y->keylen ? x->keylen : y->keylen;
+  int c = memcmp(x->key, y->key, n);
+  return c ? c : (x->keylen > y->keylen) - (x->keylen < y->keylen);
+}
+
+int dlock__consul_tree_holds(const dlock__consul_txn *t, const char *const *keys,
+                             const char *const *sessions, size_t m, int *ok) {
+  for (size_t i = 0; i < m; i++)
+    ok[i] = 0;
+  /* Sorted here rather than trusting the agent's order: a lookup per lock
+   * in a tree of many thousands must not be a scan. */
+  const dlock__consul_kv **by_key = t->nresults ? malloc(t->nresults * sizeof *by_key) : NULL;
+  if (t->nresults && !by_key)
+    return dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
+  size_t n = 0;
+  for (size_t i = 0; i < t->nresults; i++)
+    if (t->found[i] && t->results[i].key)
+      by_key[n++] = &t->results[i];
+  if (n)
+    qsort(by_key, n, sizeof *by_key, cmp_kv_key);
+  for (size_t i = 0; i < m; i++) {
+    dlock__consul_kv want = {.key = (char *)keys[i], .keylen = strlen(keys[i])};
+    const dlock__consul_kv *w = &want;
+    const dlock__consul_kv **hit =
+        n ? bsearch(&w, by_key, n, sizeof *by_key, cmp_kv_key) : NULL;
+    ok[i] = hit && sessions[i][0] && strcmp((*hit)->session, sessions[i]) == 0;
+  }
+  free(by_key);
+  return 0;
+}
+
 int dlock__consul_parse_session(const char *body, size_t len, char *id) {
   cJSON *root = parse_json(body, len);
   const char *s = get_str(root, "ID");

@@ -148,6 +148,14 @@ DLOCK__HIDDEN void dlock__consul_txn_free(dlock__consul_txn *t);
 DLOCK__HIDDEN const dlock__consul_kv *dlock__consul_txn_find(const dlock__consul_txn *t,
                                                              const char *key);
 
+/* Which of M locks a tree read T (a txn of one get-tree) shows held:
+ * OK[i] becomes 1 when T holds KEYS[i] locked by SESSIONS[i], else 0.
+ * An entry T does not show is not proof of loss (an ACL policy hides
+ * what the token may not read), only a reason to check it by key.  0, or
+ * DLOCK_ENOMEM. */
+DLOCK__HIDDEN int dlock__consul_tree_holds(const dlock__consul_txn *t, const char *const *keys,
+                                           const char *const *sessions, size_t m, int *ok);
+
 /* GET /v1/kv/<key>: the array of one entry.  0 with *kv filled, or
  * DLOCK_EBACKEND. */
 DLOCK__HIDDEN int dlock__consul_parse_kv(const char *body, size_t len, dlock__consul_kv *kv);

@@ -117,6 +117,7 @@ typedef struct cs_client {
   int64_t lock_delay_ms;
   dlock_leases *sessions;      /* dlock/lease.h */
   cs_lock *held;
+  unsigned tree_skip;          /* renew passes left that check by key, not by tree */
   struct dlock_consul_stats stats;
 } cs_client;
 
@@ -804,6 +805,78 @@ static int check_keys(void *ud, dlock_backend_lock *const *batch, size_t m, int6
   return rc;
 }
 
+/* Locks to check in one pass from which one read of the prefix's whole
+ * tree is cheaper than a check txn per 64 of them: 10,000 locks are one
+ * request a pass instead of 157. */
+#define TREE_CHECK_MIN (2 * DLOCK__CONSUL_TXN_MAX)
+/* A tree with more entries than this per lock checked is mostly others'
+ * keys: reading it would cost more than checking by key, which the next
+ * TREE_CHECK_BACKOFF passes then do. */
+#define TREE_CHECK_SPREAD 8
+#define TREE_CHECK_BACKOFF 8
+
+/* Of the M locks in BATCH, which the tree of the client's prefix, read
+ * in one consistent txn, shows held by their sessions: HELD[k] 1 or 0.
+ * 0, or a negative code when the tree could not be read or used. */
+static int read_tree(cs_client *cc, dlock_backend_lock *const *batch, size_t m,
+                     int64_t deadline, int *held) {
+  const char **keys = malloc(m * sizeof *keys), **sids = malloc(m * sizeof *sids);
+  int rc = keys && sids ? 0 : dlock_seterr(DLOCK_ENOMEM, "consul: out of memory");
+  dlock__consul_txn t;
+  long status = 0;
+  memset(&t, 0, sizeof t);
+  if (rc == 0)
+    rc = txn(cc, "/v1/txn?consistent", dlock__consul_req_get(cc->prefix), deadline,
+             "check tree txn", &t, &status);
+  if (rc == 0 && status != 200)
+    rc = dlock_seterr(DLOCK_EBACKEND, "consul: reading the tree of '%s': %s", cc->prefix, t.msg);
+  for (size_t k = 0; rc == 0 && k < m; k++) {
+    const cs_lock *lk = batch[k]->priv;
+    keys[k] = lk->key;
+    sids[k] = lk->sid;
+  }
+  if (rc == 0)
+    rc = dlock__consul_tree_holds(&t, keys, sids, m, held);
+  pthread_mutex_lock(&cc->mu);
+  if (rc < 0 || t.nresults > TREE_CHECK_SPREAD * m)
+    cc->tree_skip = TREE_CHECK_BACKOFF;
+  pthread_mutex_unlock(&cc->mu);
+  dlock__consul_txn_free(&t);
+  free(keys);
+  free(sids);
+  return rc;
+}
+
+/* renew_many's check of all the locks of a pass at once, by the tree (see
+ * read_tree).  A lock it shows under its session is confirmed; any other
+ * (gone, another session's, hidden from the token by an ACL policy, or
+ * every lock when the tree could not be read) is checked by key, so that
+ * only the store's answer for that key declares it lost. */
+static int check_tree(void *ud, dlock_backend_lock *const *batch, size_t m, int64_t deadline,
+                      int *rcs) {
+  cs_client *cc = ud;
+  if (read_tree(cc, batch, m, deadline, rcs) < 0)
+    memset(rcs, 0, m * sizeof *rcs);
+  dlock__clear_err();
+  /* From here RCS[k] is 1 for a lock still to check by key. */
+  for (size_t k = 0; k < m; k++)
+    rcs[k] = !rcs[k];
+  for (size_t k = 0; k < m;) {
+    dlock_backend_lock *part[DLOCK__CONSUL_TXN_MAX];
+    size_t at[DLOCK__CONSUL_TXN_MAX], b = 0;
+    for (; k < m && b < DLOCK__CONSUL_TXN_MAX; k++)
+      if (rcs[k] == 1) {
+        at[b] = k;
+        part[b++] = batch[k];
+      }
+    int brcs[DLOCK__CONSUL_TXN_MAX];
+    int crc = b ? check_keys(cc, part, b, deadline, brcs) : 0;
+    for (size_t j = 0; j < b; j++)
+      rcs[at[j]] = crc < 0 ? crc : brcs[j];
+  }
+  return 0;
+}
+
 static int consul_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, size_t n,
                              int *rcs) {
   cs_client *cc = bc->priv;
@@ -828,8 +901,18 @@ static int consul_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls,
   int lrc = dlock_lease_renew(cc->sessions, bls, n, rcs, lock_sess);
   if (lrc < 0)
     return lrc;
-  /* Does each session still hold its keys?  One consistent txn per 64. */
-  int crc = dlock_lease_check(bls, n, rcs, DLOCK__CONSUL_TXN_MAX, check_keys, cc);
+  /* Does each session still hold its keys?  One consistent txn per 64,
+   * or for many, one read of the whole tree. */
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++)
+    m += rcs[i] == 0;
+  pthread_mutex_lock(&cc->mu);
+  bool tree = m >= TREE_CHECK_MIN && cc->tree_skip == 0;
+  if (m >= TREE_CHECK_MIN && cc->tree_skip > 0)
+    cc->tree_skip--;
+  pthread_mutex_unlock(&cc->mu);
+  int crc = tree ? dlock_lease_check(bls, n, rcs, m, check_tree, cc)
+                 : dlock_lease_check(bls, n, rcs, DLOCK__CONSUL_TXN_MAX, check_keys, cc);
   if (crc < 0)
     return crc;
   pthread_mutex_lock(&cc->mu);

@@ -1177,6 +1177,69 @@ void conf_consul_renew_404_catching_up(void **state);
 void conf_consul_late_grant_given_back(void **state);
 void conf_consul_release_after_key_gone(void **state);
 
+/* ---- j: many locks, checked by one read of the tree ---- */
+
+#define MANY 300
+
+/* Past a few check txns' worth of locks, a renew pass reads the prefix's
+ * tree once instead: a key deleted from outside, or taken by another
+ * session after that, must still turn its lock LOST within a ttl, and
+ * only that lock. */
+static void j_many_locks_checked_by_tree(void **state) {
+  (void)state;
+  const int64_t ttl = 3000;
+  dlock_client *a = open_url(c_url), *b = open_url(c_url);
+  dlock_lock **ls = calloc(MANY, sizeof *ls);
+  assert_non_null(ls);
+  struct event lost;
+  event_init(&lost);
+  dlock_options o = opts(ttl, 0, 1);
+  o.on_lost = event_on_lost;
+  o.on_lost_arg = &lost;
+  char k[64];
+  for (int i = 0; i < MANY; i++) {
+    /* One in ten with a key the agent would refuse in a path. */
+    snprintf(k, sizeof k, i % 10 ? "j/%d" : "j/%d\xe2\x80\x8b", i);
+    ASSERT_RC(dlock_try_acquire(a, conf_key(k), &o, &ls[i]), 0);
+  }
+  dlock_metrics m0, m;
+  dlock_metrics_get(a, &m0);
+  const int gone = 17, taken = 230;
+  snprintf(k, sizeof k, "j/%d", gone);
+  assert_int_equal(conf_consul_forget_key(c_url, conf_key(k)), 0);
+  snprintf(k, sizeof k, "j/%d\xe2\x80\x8b", taken); /* 230 % 10 == 0 */
+  assert_int_equal(conf_consul_forget_key(c_url, conf_key(k)), 0);
+  dlock_options ob = opts(ttl, 0, 1);
+  dlock_lock *lb;
+  ASSERT_RC(dlock_try_acquire(b, conf_key(k), &ob, &lb), 0);
+  int64_t t0 = now_ms();
+  assert_int_equal(event_wait(&lost, 2, ttl + 2000), 2);
+  printf("# %d locks: both losses reported within %lld ms\n", MANY, (long long)(now_ms() - t0));
+  ASSERT_RC(dlock_lock_state(ls[gone]), DLOCK_LOST);
+  ASSERT_RC(dlock_lock_state(ls[taken]), DLOCK_LOST);
+  /* Two more periods: every other lock stays held, renewed. */
+  dlock_metrics_get(a, &m);
+  uint64_t renewed = m.renew_ok;
+  while (m.renew_ok < renewed + 2 * (MANY - 2)) {
+    if (now_ms() - t0 > 30000)
+      fail_msg("%llu renewals in 30 s", (unsigned long long)(m.renew_ok - renewed));
+    pause_between_looks(20);
+    dlock_metrics_get(a, &m);
+  }
+  assert_int_equal(m.lost, m0.lost + 2);
+  assert_int_equal(event_wait(&lost, 3, 0), 2);
+  for (int i = 0; i < MANY; i++)
+    if (i != gone && i != taken && dlock_lock_state(ls[i]) != DLOCK_HELD)
+      fail_msg("lock %d not held", i);
+  ASSERT_RC(dlock_lock_state(lb), DLOCK_HELD);
+  ASSERT_RC(dlock_release(lb), 0);
+  for (int i = 0; i < MANY; i++)
+    dlock_release(ls[i]);
+  free(ls);
+  dlock_close(b);
+  dlock_close(a);
+}
+
 const struct conf_case *conf_consul_cases(const char *url, size_t *n) {
   c_url = url;
   conf_consul_url = url;
@@ -1206,6 +1269,9 @@ const struct conf_case *conf_consul_cases(const char *url, size_t *n) {
       {"i_break_keeps_the_session",
        "a break turns one lock LOST and leaves its session's others held",
        i_break_keeps_the_session, NULL, 0},
+      {"j_many_locks_checked_by_tree",
+       "with many locks, a key deleted or taken from outside turns only its lock LOST",
+       j_many_locks_checked_by_tree, NULL, 0},
       {"conf_consul_stale_give_back",
        "a give-back the agent carries out late does not free a later lock",
        conf_consul_stale_give_back, NULL, 0},

@@ -1349,6 +1349,43 @@ static void key_of_and_session_ttls(void **state) {
   assert_int_equal(dlock__consul_parse_session_ttls("{}", 2, ids, 4, ttl), DLOCK_EBACKEND);
 }
 
+static const char fx_txn_tree_200[] =
+    "{\"Results\":["
+    "{\"KV\":{\"LockIndex\":2,\"Key\":\"dlock/z/.lock\",\"Flags\":0,\"Value\":null,"
+    "\"Session\":\"" SID_A "\",\"CreateIndex\":9,\"ModifyIndex\":9}},"
+    "{\"KV\":{\"LockIndex\":1,\"Key\":\"dlock/b/.lock\",\"Flags\":0,\"Value\":null,"
+    "\"Session\":\"" SID_B "\",\"CreateIndex\":7,\"ModifyIndex\":7}},"
+    "{\"KV\":{\"LockIndex\":1,\"Key\":\"dlock/c/.lock\",\"Flags\":0,\"Value\":null,"
+    "\"CreateIndex\":5,\"ModifyIndex\":8}},"
+    "{\"KV\":{\"LockIndex\":1,\"Key\":\"dlock/a/.lock\",\"Flags\":0,\"Value\":null,"
+    "\"Session\":\"" SID_A "\",\"CreateIndex\":3,\"ModifyIndex\":3}}"
+    "],\"Errors\":null,\"Index\":9,\"KnownLeader\":true}";
+
+/* A renew pass reads the prefix's tree once and confirms each lock from
+ * it: held only when its key is there under its own session. */
+static void tree_holds(void **state) {
+  (void)state;
+  dlock__consul_txn t;
+  parse_txn_ok(200, fx_txn_tree_200, &t);
+  const char *keys[] = {"dlock/a/.lock", "dlock/b/.lock", "dlock/c/.lock", "dlock/d/.lock",
+                        "dlock/a/.loc", "dlock/a/.lockx", "dlock/z/.lock", "dlock/a/.lock"};
+  const char *sids[] = {SID_A, SID_A, SID_A, SID_A, SID_A, SID_A, SID_A, ""};
+  int ok[8] = {7, 7, 7, 7, 7, 7, 7, 7};
+  assert_int_equal(dlock__consul_tree_holds(&t, keys, sids, 8, ok), 0);
+  const int want[8] = {1, 0, 0, 0, 0, 0, 1, 0};
+  for (int i = 0; i < 8; i++)
+    if (ok[i] != want[i])
+      fail_msg("%s under %s: %d, want %d", keys[i], sids[i], ok[i], want[i]);
+  dlock__consul_txn_free(&t);
+
+  static const char empty[] = "{\"Results\":null,\"Errors\":null,\"Index\":1}";
+  parse_txn_ok(200, empty, &t);
+  ok[0] = 7;
+  assert_int_equal(dlock__consul_tree_holds(&t, keys, sids, 1, ok), 0);
+  assert_int_equal(ok[0], 0);
+  dlock__consul_txn_free(&t);
+}
+
 /* The index decides whether a waiter pauses, not the time the query took:
  * a release that comes 1 ms after the waiter parks must be looked at at
  * once, where a pause of 50-100 ms used to follow it. */
@@ -1397,6 +1434,7 @@ int main(void) {
       cmocka_unit_test(txn_release_at),
       cmocka_unit_test(session_info),
       cmocka_unit_test(pause_after_block),
+      cmocka_unit_test(tree_holds),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -135,6 +135,7 @@ struct zk_client {
   char *root;
   char *auth; /* "user:password" for digest, or NULL */
   bool container_ok;
+  bool root_made; /* the root's components were found or made once */
   dlock_leases *sessions; /* dlock/lease.h */
   zk_lock *held;
   zk_waiter *waiters;
@@ -365,6 +366,7 @@ typedef struct zk_call {
    * leader and so confirms it; NULL for reads. */
   dlock_lease *confirms;
   bool has_stat;
+  bool container; /* a lock dir's create asked for a container node */
   struct Stat stat;
   char *str;
   char **kids;
@@ -839,39 +841,70 @@ static void zk_close(dlock_backend_client *bc) { client_free(bc->priv); }
 
 /* ---- the lock recipe ---- */
 
-/* Create ROOT's components and DIR.  DIR is a container node, which the
- * server removes once its last child is gone, so lock dirs of keys no
- * longer used do not pile up; without container support it is persistent
- * and release deletes it when empty. */
-static int make_parents(zk_client *zc, dlock_lease *s, const char *dir, int64_t deadline) {
+/* Create ROOT's components, once per client: a root deleted from outside
+ * shows as a lock dir that cannot be made, which asks for them again. */
+static int make_root(zk_client *zc, dlock_lease *s, int64_t deadline) {
+  pthread_mutex_lock(&zc->mu);
+  bool made = zc->root_made;
+  pthread_mutex_unlock(&zc->mu);
+  if (made)
+    return ZOK;
   size_t rl = strlen(zc->root);
-  char *p = strdup(dir);
+  char *p = strdup(zc->root);
   if (!p)
     return ZSYSTEMERROR;
-  for (size_t i = 1; i <= rl; i++) {
+  int rc = ZOK;
+  for (size_t i = 1; i <= rl && rc == ZOK; i++) {
     if (i < rl && p[i] != '/')
       continue;
     char save = p[i];
     p[i] = '\0';
-    int rc = z_create(zc, s, p, NULL, ZOO_PERSISTENT, deadline, NULL, NULL);
+    rc = z_create(zc, s, p, NULL, ZOO_PERSISTENT, deadline, NULL, NULL);
     p[i] = save;
-    if (rc != ZOK && rc != ZNODEEXISTS) {
-      free(p);
-      return rc;
-    }
+    if (rc == ZNODEEXISTS)
+      rc = ZOK;
   }
   free(p);
-  pthread_mutex_lock(&zc->mu);
-  bool container = zc->container_ok;
-  pthread_mutex_unlock(&zc->mu);
-  int rc = z_create(zc, s, dir, NULL, container ? ZOO_CONTAINER : ZOO_PERSISTENT, deadline,
-                    NULL, NULL);
-  if (container && (rc == ZUNIMPLEMENTED || rc == ZBADARGUMENTS || rc == ZAPIERROR)) {
+  if (rc == ZOK) {
     pthread_mutex_lock(&zc->mu);
-    zc->container_ok = false;
+    zc->root_made = true;
     pthread_mutex_unlock(&zc->mu);
-    rc = z_create(zc, s, dir, NULL, ZOO_PERSISTENT, deadline, NULL, NULL);
   }
+  return rc;
+}
+
+/* The create of lock dir DIR, submitted and not waited for, so that the
+ * create of the node in it can follow in the same round trip.  DIR is a
+ * container node, which the server removes once its last child is gone,
+ * so lock dirs of keys no longer used do not pile up; without container
+ * support it is persistent and release deletes it when empty.  *SUBMIT
+ * gets zoo_acreate2's code; NULL when out of memory. */
+static zk_call *dir_create_send(zk_client *zc, dlock_lease *s, const char *dir, int *submit) {
+  zk_call *c = call_on(s, true);
+  if (!c)
+    return NULL;
+  pthread_mutex_lock(&zc->mu);
+  c->container = zc->container_ok;
+  pthread_mutex_unlock(&zc->mu);
+  *submit = zoo_acreate2(c->zh, dir, NULL, -1, acl_for(zc),
+                         c->container ? ZOO_CONTAINER : ZOO_PERSISTENT, done_string_stat, c);
+  return c;
+}
+
+/* Its answer: ZOK when DIR is there (made, or found); a server without
+ * containers turns the client to persistent dirs, and a missing parent
+ * asks for the root again. */
+static int dir_create_wait(zk_client *zc, zk_call *c, int submit, int64_t deadline) {
+  bool container = c->container;
+  zk_call *r;
+  int rc = call_wait(c, submit, dlock_backend_deadline(zc->bc, deadline), &r);
+  call_free(r);
+  pthread_mutex_lock(&zc->mu);
+  if (container && (rc == ZUNIMPLEMENTED || rc == ZBADARGUMENTS || rc == ZAPIERROR))
+    zc->container_ok = false;
+  if (rc == ZNONODE)
+    zc->root_made = false;
+  pthread_mutex_unlock(&zc->mu);
   return rc == ZNODEEXISTS ? ZOK : rc;
 }
 
@@ -996,22 +1029,44 @@ static int enqueue(zk_client *zc, dlock_lease *s, dlock_backend_lock *bl, const 
   char data[DLOCK__ZK_DATA_MAX];
   int dlen = (int)dlock__zk_node_data(bl->label, timeout, data);
   int rc = ZOK;
-  bool parents_made = false;
+  bool parents_made = false, make_dir = false;
   for (int attempt = 0; attempt < 4; attempt++) {
     struct Stat st = {0};
     char *created = NULL;
+    /* A dir to make goes out right before the node's create: the server
+     * answers one session's requests in order, so both take one trip. */
+    int dsubmit = ZOK, drc = ZOK;
+    zk_call *dc = make_dir ? dir_create_send(zc, s, dir, &dsubmit) : NULL;
+    if (make_dir && !dc) {
+      rc = ZSYSTEMERROR;
+      break;
+    }
     rc = create_and_list(zc, s, prefix, data, dlen, dir, deadline, &created, &st, first);
+    if (dc)
+      drc = dir_create_wait(zc, dc, dsubmit, deadline);
     if (rc == ZOK) {
       *path = created;
       *czxid = (uint64_t)st.czxid;
       break;
     }
-    if (rc == ZNONODE && !parents_made) {
-      parents_made = true;
-      if ((rc = make_parents(zc, s, dir, deadline)) != ZOK)
+    if (rc == ZNONODE && make_dir && drc != ZOK && drc != ZNONODE && drc != ZUNIMPLEMENTED &&
+        drc != ZBADARGUMENTS && drc != ZAPIERROR) {
+      rc = drc; /* the dir could not be made: that is the reason */
+      break;
+    }
+    if (rc == ZNONODE && make_dir && drc != ZOK) {
+      /* Made again as the answer asked: a persistent dir, or the root. */
+      if (drc == ZNONODE && (rc = make_root(zc, s, deadline)) != ZOK)
         break;
       continue;
     }
+    if (rc == ZNONODE && !parents_made) {
+      parents_made = make_dir = true;
+      if ((rc = make_root(zc, s, deadline)) != ZOK)
+        break;
+      continue;
+    }
+    make_dir = false;
     if (rc == ZNONODE) {
       /* The container went away between making it and using it. */
       parents_made = false;

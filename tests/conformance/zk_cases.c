@@ -1277,6 +1277,59 @@ static void z16_unanswered_leave_given_back(void **state) {
   relayed_close(&x);
 }
 
+/* Delete PATH and everything under it (only what this test made). */
+static void delete_tree(zhandle_t *zh, const char *path) {
+  struct String_vector sv = {0};
+  if (zoo_get_children(zh, path, 0, &sv) == ZOK) {
+    for (int32_t i = 0; i < sv.count; i++) {
+      char sub[1024];
+      snprintf(sub, sizeof sub, "%s/%s", path, sv.data[i]);
+      delete_tree(zh, sub);
+    }
+    deallocate_String_vector(&sv);
+  }
+  int rc = zoo_delete(zh, path, -1);
+  if (rc != ZOK && rc != ZNONODE)
+    fail_msg("cannot delete %s: %s", path, zerror(rc));
+}
+
+/* A client makes its lock root once; a root deleted from outside after
+ * that must be made again, not fail every acquisition of a new key. */
+static void z17_root_deleted_from_outside(void **state) {
+  (void)state;
+  char extra[64];
+  snprintf(extra, sizeof extra, "prefix=/dlock-z17-%d", (int)getpid());
+  char u[4096];
+  snprintf(u, sizeof u, "%s", conf_url_with(z_url, extra));
+  dlock_client *c = open_url(u);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  dlock_lock *l;
+  assert_int_equal(dlock_try_acquire(c, "a", &o, &l), 0);
+  uint64_t t1 = dlock_lock_token(l);
+  assert_int_equal(dlock_release(l), 0);
+  char *dir = NULL;
+  zhandle_t *zh = conf_zk_open(u, "a", NULL, &dir, NULL, NULL);
+  assert_non_null(zh);
+  char *slash = strrchr(dir, '/');
+  assert_non_null(slash);
+  *slash = '\0'; /* the root */
+  for (int round = 0; round < 2; round++) {
+    delete_tree(zh, dir);
+    assert_int_equal(zoo_exists(zh, dir, 0, NULL), ZNONODE);
+    char k[16];
+    snprintf(k, sizeof k, "b%d", round);
+    assert_int_equal(dlock_try_acquire(c, k, &o, &l), 0);
+    assert_true(dlock_lock_token(l) > t1);
+    t1 = dlock_lock_token(l);
+    assert_int_equal(zoo_exists(zh, dir, 0, NULL), ZOK);
+    assert_int_equal(dlock_release(l), 0);
+  }
+  delete_tree(zh, dir);
+  free(dir);
+  conf_zk_close(zh);
+  dlock_close(c);
+}
+
 const struct conf_case *conf_zk_cases(const char *url, size_t *n) {
   z_url = url;
   zoo_set_debug_level(ZOO_LOG_LEVEL_ERROR);
@@ -1296,6 +1349,9 @@ const struct conf_case *conf_zk_cases(const char *url, size_t *n) {
       {"z7_slow_then_silent_network",
        "a slow, then silent, link to the server",
        z7_slow_then_silent_network, NULL, 0},
+      {"z17_root_deleted_from_outside",
+       "a lock root deleted from outside is made again",
+       z17_root_deleted_from_outside, NULL, 0},
       {"z8_no_secret_in_messages",
        "digest credentials never appear in messages",
        z8_no_secret_in_messages, NULL, 0},

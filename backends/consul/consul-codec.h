@@ -199,5 +199,11 @@ DLOCK__HIDDEN int dlock__consul_parse_bool(const char *body, size_t len);
  * same index back sooner than any real block, means the agent did not
  * block, and looking again at once would spin. */
 DLOCK__HIDDEN int dlock__consul_pause_after_block(uint64_t seen, uint64_t got, int64_t took_ns);
+/* Whether a waiter pauses after its lock was refused and the look that
+ * followed found the key free, for the RUN-th time in a row (1, 2, ...).
+ * The first time it is most likely a release that came between the two
+ * requests, so the lock is tried again at once; found free again, the
+ * key is inside a lock-delay, which no write will announce the end of. */
+DLOCK__HIDDEN int dlock__consul_pause_when_free(unsigned run);
 
 #endif

@@ -669,6 +669,7 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
   int64_t pause_ns = 50000000;
   int64_t dl = try_only ? -1 : deadline;
   bool exact = true; /* the agent takes the key's path (until it refuses it) */
+  unsigned free_run = 0; /* refused locks in a row after which the key looked free */
   dlock_lease *s = NULL;
   for (int lost = 0, freed = 0; rc == 0;) {
     if ((rc = dlock_lease_get(cc->sessions, bl->ttl_ms, dl, &s)) < 0)
@@ -730,6 +731,9 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
       break;
     }
     rc = 0;
+    free_run = seen.delay ? free_run + 1 : 0;
+    if (seen.delay && !dlock__consul_pause_when_free(free_run))
+      continue;
     if (seen.delay) {
       /* Free, but inside the lock-delay of a session that ended: no write
        * will announce its end, so look again after a growing pause. */

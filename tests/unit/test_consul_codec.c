@@ -1403,6 +1403,17 @@ static void pause_after_block(void **state) {
   assert_int_equal(dlock__consul_pause_after_block(0, 0, 1000000), 1); /* nothing to block on */
 }
 
+/* A refused lock followed by a look that finds the key free is first
+ * taken for a release between the two (tried again at once: a pause of
+ * 50-100 ms there was the tail of every contended handoff), and only
+ * when it happens again for a lock-delay. */
+static void pause_when_free(void **state) {
+  (void)state;
+  assert_int_equal(dlock__consul_pause_when_free(1), 0);
+  assert_int_equal(dlock__consul_pause_when_free(2), 1);
+  assert_int_equal(dlock__consul_pause_when_free(9), 1);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(lock_key_escapes),
@@ -1435,6 +1446,7 @@ int main(void) {
       cmocka_unit_test(session_info),
       cmocka_unit_test(pause_after_block),
       cmocka_unit_test(tree_holds),
+      cmocka_unit_test(pause_when_free),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

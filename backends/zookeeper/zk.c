@@ -123,13 +123,7 @@ typedef struct zk_waiter {
   struct zk_waiter *next;
   zk_sess *sess;
   const char *path;
-  const char *dir; /* the queue PATH is in */
   bool fired;
-  /* The queue's listing, sent by the watcher as the event comes in: the
-   * waiter needs it next, and would otherwise send it only after its own
-   * wake-up, a thread switch later. */
-  struct zk_call *list;
-  int list_submit;
 } zk_waiter;
 
 struct zk_client {
@@ -330,14 +324,9 @@ static void on_session_event(zk_client *zc, zk_sess *s, int state) {
   }
 }
 
-static struct zk_call *call_new(zk_sess *s, dlock_lease *confirms);
-static void done_strings(int rc, const struct String_vector *sv, const void *data);
-
 static void on_node_event(zk_client *zc, zk_sess *s, int type, const char *path) {
   for (zk_waiter *w = zc->waiters; w; w = w->next)
     if (w->sess == s && strcmp(w->path, path) == 0) {
-      if (!w->fired && !w->list && (w->list = call_new(s, NULL)) != NULL)
-        w->list_submit = zoo_aget_children(s->zh, w->dir, 0, done_strings, w->list);
       w->fired = true;
       zc->pred_events++;
     }
@@ -1290,7 +1279,7 @@ static int attempt(zk_client *zc, dlock_lease *s, dlock_backend_lock *bl, const 
       *rc = dlock_seterr(DLOCK_ENOMEM, "zk: out of memory");
       break;
     }
-    zk_waiter w = {.sess = zs, .path = pp, .dir = dir};
+    zk_waiter w = {.sess = zs, .path = pp};
     pthread_mutex_lock(&zc->mu);
     w.next = zc->waiters;
     zc->waiters = &w;
@@ -1313,17 +1302,6 @@ static int attempt(zk_client *zc, dlock_lease *s, dlock_backend_lock *bl, const 
       }
     pthread_mutex_unlock(&zc->mu);
     free(pp);
-    if (w.list) {
-      /* The listing the watcher sent is the next loop's; a waiter that
-       * stops here leaves it to its completion. */
-      bool use = !timed_out && !expired && zrc == ZOK;
-      zk_call *r = NULL;
-      int lrc = call_wait(w.list, w.list_submit, use ? deadline : 0, &r);
-      if (use && lrc == ZOK && r)
-        (void)view_from(r, &first); /* on failure FIRST stays empty: listed again */
-      else
-        call_free(r);
-    }
     if (expired) {
       free(path);
       return STEP_REQUEUE;

@@ -11,7 +11,9 @@
 #     per renewal period (keepalives, session renewals, syncs from the
 #     backend's counters; Redis: the script calls the server ran, from INFO
 #     commandstats, less the acquires and releases).
-# URLS (space-separated) measures just those.  Prints markdown tables.
+# URLS (space-separated) measures just those; PHASE=handoff compares the
+# strict-turn handoff p50 instead of the uncontended pair's.  Prints
+# markdown tables.
 # Needs python3 and redis-cli.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +21,8 @@ before=$1 after=$2 secs=${3:-3}
 rounds=${ROUNDS:-5}
 locks=${LOCKS:-1000}
 hold=${HOLD:-6}
+phase=${PHASE:-uncontended}
+case "$phase" in uncontended | handoff) ;; *) echo "PHASE is uncontended or handoff" >&2; exit 2 ;; esac
 
 if [[ -n "${URLS:-}" ]]; then
     read -r -a urls <<<"$URLS" # just these (space-separated)
@@ -34,11 +38,11 @@ shown() { sed -E 's#//[^@/]*@#//#' <<<"$1"; }
 median() { python3 -c 'import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))' "$@"; }
 
 p50() { # BUILD URL
-    "$1/tools/dlock" bench "$2" --seconds "$secs" --only uncontended --json |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["uncontended"]["p50_us"])'
+    "$1/tools/dlock" bench "$2" --seconds "$secs" --only "$phase" --json |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]]["p50_us"])' "$phase"
 }
 
-echo "| store URL | before p50 µs | after p50 µs | after ÷ before |"
+echo "| store URL | before $phase p50 µs | after $phase p50 µs | after ÷ before |"
 echo "| --- | --- | --- | --- |"
 for url in "${urls[@]}"; do
     b=() a=()

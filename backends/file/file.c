@@ -38,8 +38,10 @@
 /* Longest a waiter sleeps between checks even without an inotify event, as
  * a guard against an event lost to queue overflow. */
 #define SAFETY_POLL_MS 1000
-/* Inotify instances a client keeps for later waits: as many as threads
- * that commonly wait at once; more are closed. */
+/* Inotify instances the process keeps for later waits, whatever its
+ * number of clients: instances are counted per user across all of that
+ * user's processes (fs.inotify.max_user_instances, often 128), so a
+ * library must not pile them up. */
 #define IDLE_INOTIFY_MAX 4
 
 /* The directory's fencing counter: the last token drawn there.  Escaped
@@ -52,15 +54,18 @@ struct file_client {
   int64_t timeout_ms;
   mode_t file_mode; /* of files this client creates: the directory's rw bits */
   int sync;
-  pthread_mutex_t mu; /* guards dir_ready and the idle inotify instances */
+  pthread_mutex_t mu; /* guards dir_ready */
   int dir_ready;      /* the directory was created (or found) and is writable */
-  /* Inotify instances kept from earlier waits: closing one waits for an
-   * RCU grace period, 8-20 ms seen here, which a waiter that just got its
-   * lock would otherwise spend before returning, while removing a watch
-   * does not wait. */
-  int idle_ino[IDLE_INOTIFY_MAX];
-  int nidle;
 };
+
+/* Inotify instances kept from earlier waits: closing one waits for an RCU
+ * grace period, 8-20 ms seen here, which a waiter that just got its lock
+ * would otherwise spend before returning, while removing a watch does
+ * not wait. */
+static pthread_mutex_t idle_mu = PTHREAD_MUTEX_INITIALIZER;
+static int idle_ino[IDLE_INOTIFY_MAX];
+static int nidle;
+static pthread_once_t idle_once = PTHREAD_ONCE_INIT;
 
 struct file_lock {
   int fd;
@@ -181,8 +186,6 @@ out:
 
 static void file_close(dlock_backend_client *bc) {
   struct file_client *fc = bc->priv;
-  while (fc->nidle > 0)
-    close(fc->idle_ino[--fc->nidle]);
   pthread_mutex_destroy(&fc->mu);
   free(fc->dir);
   free(fc->prefix);
@@ -469,11 +472,36 @@ static int file_try_acquire(dlock_backend_client *bc, dlock_backend_lock *bl) {
   return try_until(bc, bl, -1);
 }
 
-static int inotify_get(struct file_client *fc) {
-  pthread_mutex_lock(&fc->mu);
-  int ino = fc->nidle > 0 ? fc->idle_ino[--fc->nidle] : -1;
-  pthread_mutex_unlock(&fc->mu);
-  return ino >= 0 ? ino : inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+/* A child of fork() shares the parent's instances, whose events either
+ * side could read away from the other: it starts with none kept. */
+static void idle_lock(void) { pthread_mutex_lock(&idle_mu); }
+static void idle_unlock(void) { pthread_mutex_unlock(&idle_mu); }
+static void idle_forget(void) {
+  while (nidle > 0)
+    close(idle_ino[--nidle]);
+  pthread_mutex_unlock(&idle_mu);
+}
+
+static void idle_init(void) { (void)pthread_atfork(idle_lock, idle_unlock, idle_forget); }
+
+static int inotify_get(void) {
+  pthread_once(&idle_once, idle_init);
+  pthread_mutex_lock(&idle_mu);
+  int ino = nidle > 0 ? idle_ino[--nidle] : -1;
+  pthread_mutex_unlock(&idle_mu);
+  if (ino >= 0)
+    return ino;
+  ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+  if (ino < 0 && (errno == EMFILE || errno == ENFILE)) {
+    /* Over a limit: none kept were free (another thread took them), or
+     * the kept ones count against it; they go, and one more try. */
+    pthread_mutex_lock(&idle_mu);
+    while (nidle > 0)
+      close(idle_ino[--nidle]);
+    pthread_mutex_unlock(&idle_mu);
+    ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+  }
+  return ino;
 }
 
 static void drain_events(int ino) {
@@ -484,15 +512,15 @@ static void drain_events(int ino) {
 
 /* Back to the idle ones, without its watch (WD, or -1) and with no event
  * left that a later wait could take for its own. */
-static void inotify_put(struct file_client *fc, int ino, int wd) {
+static void inotify_put(int ino, int wd) {
   if (wd >= 0)
     (void)inotify_rm_watch(ino, wd); /* EINVAL: the file went, and its watch with it */
   drain_events(ino);
-  pthread_mutex_lock(&fc->mu);
-  bool kept = fc->nidle < IDLE_INOTIFY_MAX;
+  pthread_mutex_lock(&idle_mu);
+  bool kept = nidle < IDLE_INOTIFY_MAX;
   if (kept)
-    fc->idle_ino[fc->nidle++] = ino;
-  pthread_mutex_unlock(&fc->mu);
+    idle_ino[nidle++] = ino;
+  pthread_mutex_unlock(&idle_mu);
   if (!kept)
     close(ino);
 }
@@ -507,7 +535,7 @@ static int file_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_
   if (rc != DLOCK_EBUSY)
     return rc;
   fl->fd = -1;
-  int ino = inotify_get(fc), wd = -1;
+  int ino = inotify_get(), wd = -1;
   if (ino < 0)
     return sys_err("cannot watch", fl->path);
   for (;;) {
@@ -557,7 +585,7 @@ static int file_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_
         close_fd(fl);
     }
   }
-  inotify_put(fc, ino, wd);
+  inotify_put(ino, wd);
   if (rc != 0) {
     close_fd(fl);
     bl->sent_ns = 0;

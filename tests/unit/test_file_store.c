@@ -237,61 +237,115 @@ static void test_waiters_race_the_delete(void **state) {
   assert_int_equal(atomic_load(&regressions), 0);
 }
 
-/* Inotify instances open in this process. */
-static int inotify_fds(void) {
+/* Inotify instances open in this process, and the watches they carry. */
+static int inotify_fds(int *watches) {
   DIR *d = opendir("/proc/self/fd");
   assert_non_null(d);
   int n = 0;
+  *watches = 0;
   struct dirent *e;
   while ((e = readdir(d)) != NULL) {
     char link[PATH_MAX], to[64];
     snprintf(link, sizeof link, "/proc/self/fd/%s", e->d_name);
     ssize_t len = readlink(link, to, sizeof to - 1);
-    if (len > 0) {
-      to[len] = '\0';
-      n += strcmp(to, "anon_inode:inotify") == 0;
-    }
+    if (len <= 0)
+      continue;
+    to[len] = '\0';
+    if (strcmp(to, "anon_inode:inotify") != 0)
+      continue;
+    n++;
+    char info[PATH_MAX], line[512];
+    snprintf(info, sizeof info, "/proc/self/fdinfo/%s", e->d_name);
+    FILE *f = fopen(info, "r");
+    while (f && fgets(line, sizeof line, f))
+      *watches += strncmp(line, "inotify wd:", 11) == 0;
+    if (f)
+      fclose(f);
   }
   closedir(d);
   return n;
 }
 
+enum { WAITERS = 6 };
+static dlock_client *waiting_client;
+static char held_keys[WAITERS][16];
+
+static pthread_barrier_t all_waiting;
+
 static void *wait_briefly(void *arg) {
   dlock_options o = opts(100);
   dlock_lock *l = NULL;
-  int rc = dlock_acquire(arg, "held", &o, &l);
+  int rc = dlock_acquire(waiting_client, arg, &o, &l);
+  return (void *)(intptr_t)rc;
+}
+
+/* Long enough that the waits started together overlap however the
+ * threads are scheduled. */
+static void *wait_together(void *arg) {
+  pthread_barrier_wait(&all_waiting);
+  dlock_options o = opts(1500);
+  dlock_lock *l = NULL;
+  int rc = dlock_acquire(waiting_client, arg, &o, &l);
   return (void *)(intptr_t)rc;
 }
 
 /* A waiter's inotify instance outlives its wait: closing one waits for an
  * RCU grace period, which the next holder would spend before its acquire
- * returned.  The client keeps a few, reuses them, and closes them with
- * itself. */
+ * returned.  The process keeps a few, whatever its number of clients
+ * (instances count against a per-user limit), reuses them without their
+ * watches, and a child of fork() keeps none of its parent's. */
 static void test_waits_reuse_inotify(void **state) {
   (void)state;
-  dlock_client *holder = open_url(url), *c = open_url(url);
+  dlock_client *holder = open_url(url);
+  waiting_client = open_url(url);
   dlock_options o = opts(0);
-  dlock_lock *l;
-  assert_int_equal(dlock_acquire(holder, "held", &o, &l), 0);
-  int before = inotify_fds();
-  for (int i = 0; i < 3; i++) {
-    assert_int_equal((intptr_t)wait_briefly(c), DLOCK_ETIMEDOUT);
-    assert_int_equal(inotify_fds(), before + 1);
+  dlock_lock *l[WAITERS];
+  for (int i = 0; i < WAITERS; i++) {
+    snprintf(held_keys[i], sizeof held_keys[i], "held%d", i);
+    assert_int_equal(dlock_acquire(holder, held_keys[i], &o, &l[i]), 0);
   }
-  /* Waits at once each need their own; fewer are kept afterwards. */
-  pthread_t th[6];
-  for (int i = 0; i < 6; i++)
-    assert_int_equal(pthread_create(&th[i], NULL, wait_briefly, c), 0);
-  for (int i = 0; i < 6; i++) {
+  /* Earlier cases of this process may have left some kept already. */
+  int watches, kept = 0;
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal((intptr_t)wait_briefly(held_keys[0]), DLOCK_ETIMEDOUT);
+    int n = inotify_fds(&watches);
+    assert_true(n >= 1 && n <= 4);
+    assert_true(i == 0 || n == kept); /* reused, not one more each time */
+    kept = n;
+    assert_int_equal(watches, 0);
+  }
+  /* Waits at once each need their own; at most 4 are kept afterwards. */
+  pthread_t th[WAITERS];
+  assert_int_equal(pthread_barrier_init(&all_waiting, NULL, WAITERS), 0);
+  for (int i = 0; i < WAITERS; i++)
+    assert_int_equal(pthread_create(&th[i], NULL, wait_together, held_keys[i]), 0);
+  for (int i = 0; i < WAITERS; i++) {
     void *rc;
     pthread_join(th[i], &rc);
     assert_int_equal((intptr_t)rc, DLOCK_ETIMEDOUT);
   }
-  int kept = inotify_fds() - before;
-  assert_true(kept >= 1 && kept <= 4);
-  dlock_close(c);
-  assert_int_equal(inotify_fds(), before);
-  assert_int_equal(dlock_release(l), 0);
+  pthread_barrier_destroy(&all_waiting);
+  assert_int_equal(inotify_fds(&watches), 4);
+  assert_int_equal(watches, 0);
+  /* Kept for the process, not the client: another client's wait reuses
+   * them, and closing a client closes none. */
+  dlock_close(waiting_client);
+  assert_int_equal(inotify_fds(&watches), 4);
+  waiting_client = open_url(url);
+  assert_int_equal((intptr_t)wait_briefly(held_keys[1]), DLOCK_ETIMEDOUT);
+  assert_int_equal(inotify_fds(&watches), 4);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    int w;
+    _exit(inotify_fds(&w) == 0 ? 0 : 1);
+  }
+  int status;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  dlock_close(waiting_client);
+  for (int i = 0; i < WAITERS; i++)
+    assert_int_equal(dlock_release(l[i]), 0);
   dlock_close(holder);
 }
 

@@ -687,3 +687,8 @@ int dlock__consul_pause_after_block(uint64_t seen, uint64_t got, int64_t took_ns
 }
 
 int dlock__consul_pause_when_free(unsigned run) { return run > 1; }
+
+int dlock__consul_pause_unchanged(const char *was_holder, uint64_t was_at, const char *holder,
+                                  uint64_t at) {
+  return was_at == at && strcmp(was_holder, holder) == 0;
+}

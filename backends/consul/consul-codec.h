@@ -205,5 +205,13 @@ DLOCK__HIDDEN int dlock__consul_pause_after_block(uint64_t seen, uint64_t got, i
  * requests, so the lock is tried again at once; found free again, the
  * key is inside a lock-delay, which no write will announce the end of. */
 DLOCK__HIDDEN int dlock__consul_pause_when_free(unsigned run);
+/* Whether a waiter woken at once by a moved index, whose lock was then
+ * refused again, pauses before it blocks: when the key is as it was
+ * before that query (held by WAS_HOLDER at WAS_AT then, HOLDER at AT
+ * now), the index moved for something else (another key under a watched
+ * prefix, a server whose index is not the key's own), and following
+ * every such write at once would be a loop of requests. */
+DLOCK__HIDDEN int dlock__consul_pause_unchanged(const char *was_holder, uint64_t was_at,
+                                               const char *holder, uint64_t at);
 
 #endif

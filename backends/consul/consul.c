@@ -72,6 +72,10 @@
 
 #define SESSION_TTL_MIN_S 10
 #define SESSION_TTL_MAX_S 86400
+/* Less time left than this, a waiter sends no more lock txns. */
+#define LAST_SEND_NS 10000000
+/* A blocking query answered sooner than this came back at once. */
+#define QUICK_ANSWER_NS 5000000
 /* Longest blocking query; Consul caps wait at 10 minutes. */
 #define BLOCK_MAX_MS 300000
 /* How long after a lock txn got no answer the agent may still carry it out
@@ -117,6 +121,7 @@ typedef struct cs_client {
   int64_t lock_delay_ms;
   dlock_leases *sessions;      /* dlock/lease.h */
   cs_lock *held;
+  struct dlock_consul_checks checks;
   unsigned tree_skip;          /* renew passes left that check by key, not by tree */
   struct dlock_consul_stats stats;
 } cs_client;
@@ -670,8 +675,16 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
   int64_t dl = try_only ? -1 : deadline;
   bool exact = true; /* the agent takes the key's path (until it refuses it) */
   unsigned free_run = 0; /* refused locks in a row after which the key looked free */
+  bool quick = false;    /* the last blocking query answered at once, its index moved */
+  cs_seen prev = {0};    /* what the look before that query saw */
   dlock_lease *s = NULL;
-  for (int lost = 0, freed = 0; rc == 0;) {
+  for (int lost = 0, freed = 0, round = 0; rc == 0; round++) {
+    /* A lock txn sent with almost no time left is cut short by the
+     * deadline, and the core then gives back what it may have taken. */
+    if (round > 0 && deadline >= 0 && now_ns() + LAST_SEND_NS >= deadline) {
+      rc = dlock_seterr(DLOCK_ETIMEDOUT, "consul: timed out waiting for '%s'", bl->key);
+      break;
+    }
     if ((rc = dlock_lease_get(cc->sessions, bl->ttl_ms, dl, &s)) < 0)
       break;
     cs_seen seen;
@@ -731,6 +744,10 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
       break;
     }
     rc = 0;
+    bool unchanged = quick && !seen.delay &&
+                     dlock__consul_pause_unchanged(prev.holder, prev.held_at, seen.holder,
+                                                   seen.held_at);
+    prev = seen;
     free_run = seen.delay ? free_run + 1 : 0;
     if (seen.delay && !dlock__consul_pause_when_free(free_run))
       continue;
@@ -748,9 +765,13 @@ static int do_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_t 
     int64_t until = now_ns() + bl->ttl_ms * 1000000 / 3;
     if (deadline >= 0 && deadline < until)
       until = deadline;
+    if (unchanged)
+      dlock__http_pause(deadline);
     int64_t before = now_ns();
     uint64_t got = seen.index ? block_on(cc, key, exact, seen.index, until) : 0;
-    if (dlock__consul_pause_after_block(seen.index, got, now_ns() - before))
+    int64_t took = now_ns() - before;
+    quick = got && got != seen.index && took < QUICK_ANSWER_NS;
+    if (dlock__consul_pause_after_block(seen.index, got, took))
       dlock__http_pause(deadline); /* it did not block: do not spin */
   }
   /* A request cut short by the end of the caller's wait is a timeout, not
@@ -793,6 +814,9 @@ static int check_keys(void *ud, dlock_backend_lock *const *batch, size_t m, int6
     keys[k] = lk->key;
     sids[k] = lk->sid;
   }
+  pthread_mutex_lock(&cc->mu);
+  cc->checks.txns++;
+  pthread_mutex_unlock(&cc->mu);
   dlock__consul_txn t;
   long status;
   int rc = txn(cc, "/v1/txn?consistent", dlock__consul_req_check(keys, sids, m), deadline,
@@ -829,9 +853,13 @@ static int read_tree(cs_client *cc, dlock_backend_lock *const *batch, size_t m,
   dlock__consul_txn t;
   long status = 0;
   memset(&t, 0, sizeof t);
-  if (rc == 0)
+  if (rc == 0) {
+    pthread_mutex_lock(&cc->mu);
+    cc->checks.trees++;
+    pthread_mutex_unlock(&cc->mu);
     rc = txn(cc, "/v1/txn?consistent", dlock__consul_req_get(cc->prefix), deadline,
              "check tree txn", &t, &status);
+  }
   if (rc == 0 && status != 200)
     rc = dlock_seterr(DLOCK_EBACKEND, "consul: reading the tree of '%s': %s", cc->prefix, t.msg);
   for (size_t k = 0; rc == 0 && k < m; k++) {
@@ -1199,6 +1227,12 @@ static int consul_control(dlock_backend_client *bc, dlock_backend_lock *bl, int 
     return dlock_seterr(DLOCK_EINVAL, "consul: control operation %d needs an argument", op);
   if (op == DLOCK_CONSUL_CTL_LOCK_DELAY) {
     *(int64_t *)arg = cc->lock_delay_ms;
+    return 0;
+  }
+  if (op == DLOCK_CONSUL_CTL_CHECKS) {
+    pthread_mutex_lock(&cc->mu);
+    *(struct dlock_consul_checks *)arg = cc->checks;
+    pthread_mutex_unlock(&cc->mu);
     return 0;
   }
   if (op == DLOCK_CONSUL_CTL_STATS) {

@@ -13,6 +13,9 @@
 #define DLOCK_CONSUL_CTL_STATS 0x6302
 /* int64_t *: the lock-delay (ms) the client's sessions ask for. */
 #define DLOCK_CONSUL_CTL_LOCK_DELAY 0x6303
+/* struct dlock_consul_checks *: how the client's renewals checked its
+ * keys so far. */
+#define DLOCK_CONSUL_CTL_CHECKS 0x6304
 
 #define DLOCK_CONSUL_SESSION_MAX 64
 
@@ -23,6 +26,11 @@ struct dlock_consul_stats {
   uint64_t blocking;     /* blocking queries sent */
   uint64_t lock_delays;  /* acquisitions that found a lock-delay in force */
   uint64_t retries;      /* requests retried after a 5xx or a transport error */
+};
+
+struct dlock_consul_checks {
+  uint64_t txns;  /* check txns sent, one per at most 64 keys */
+  uint64_t trees; /* reads of the prefix's tree, one for all the keys of a pass */
 };
 
 #endif

@@ -1414,6 +1414,18 @@ static void pause_when_free(void **state) {
   assert_int_equal(dlock__consul_pause_when_free(9), 1);
 }
 
+/* A wake-up that changed nothing about the key (another key under a
+ * watched prefix was written) is followed by a pause, or a waiter would
+ * send a round of requests for every write there. */
+static void pause_unchanged(void **state) {
+  (void)state;
+  assert_int_equal(dlock__consul_pause_unchanged(SID_A, 7, SID_A, 7), 1);
+  assert_int_equal(dlock__consul_pause_unchanged(SID_A, 7, SID_A, 9), 0); /* taken again */
+  assert_int_equal(dlock__consul_pause_unchanged(SID_A, 7, SID_B, 7), 0);
+  assert_int_equal(dlock__consul_pause_unchanged("", 0, SID_A, 7), 0);
+  assert_int_equal(dlock__consul_pause_unchanged("", 0, "", 0), 1); /* nothing known, twice */
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(lock_key_escapes),
@@ -1447,6 +1459,7 @@ int main(void) {
       cmocka_unit_test(pause_after_block),
       cmocka_unit_test(tree_holds),
       cmocka_unit_test(pause_when_free),
+      cmocka_unit_test(pause_unchanged),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -366,6 +366,7 @@ typedef struct zk_call {
    * leader and so confirms it; NULL for reads. */
   dlock_lease *confirms;
   bool has_stat;
+  bool dir;       /* a lock dir's create, whose node others may use: never undone */
   bool container; /* a lock dir's create asked for a container node */
   struct Stat stat;
   char *str;
@@ -423,7 +424,7 @@ static void call_finish(zk_call *c) {
   pthread_mutex_lock(&c->mu);
   if (c->state == CALL_ABANDONED) {
     pthread_mutex_unlock(&c->mu);
-    if (c->rc == ZOK && c->str)
+    if (c->rc == ZOK && c->str && !c->dir)
       zoo_adelete(c->zh, c->str, -1, noop_void, NULL);
     call_free(c);
     return;
@@ -884,6 +885,7 @@ static zk_call *dir_create_send(zk_client *zc, dlock_lease *s, const char *dir, 
   if (!c)
     return NULL;
   pthread_mutex_lock(&zc->mu);
+  c->dir = true;
   c->container = zc->container_ok;
   pthread_mutex_unlock(&zc->mu);
   *submit = zoo_acreate2(c->zh, dir, NULL, -1, acl_for(zc),
@@ -1095,6 +1097,9 @@ static int enqueue(zk_client *zc, dlock_lease *s, dlock_backend_lock *bl, const 
       break;
     }
   }
+  /* The last round only made the root again: no node to show for it. */
+  if (rc == ZOK && !*path)
+    rc = ZNONODE;
   free(prefix);
   return rc;
 }

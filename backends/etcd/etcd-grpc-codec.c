@@ -643,10 +643,14 @@ int dlock__grpc_parse_header(const uint8_t *m, size_t n, int64_t *revision) {
   while (next_field(&r, &f, &bad))
     if (f.num == 1) {
       if (f.wt != WT_LEN || !read_header(f.sub, revision))
-        return bad_answer("status");
+        bad = true;
       hdr = true;
     }
-  return bad || !hdr ? bad_answer("status") : 0;
+  if (bad || !hdr) {
+    *revision = 0;
+    return bad_answer("status");
+  }
+  return 0;
 }
 
 /* WatchResponse: header 1, watch_id 2, created 3, canceled 4,

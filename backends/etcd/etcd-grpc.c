@@ -1,8 +1,11 @@
 /* etcd backend: etcd's gRPC API as a transport (etcd-transport.h), for
- * etcd+grpc:// URLs.
+ * etcd+grpc:// and etcd+grpcs:// URLs.
  *
- * HTTP/2 without TLS (h2c, prior knowledge) through libnghttp2 over
- * sockets of our own, so that every call is one round trip on a warm
+ * HTTP/2 through libnghttp2 over sockets of our own: without TLS (h2c,
+ * prior knowledge) for etcd+grpc://, over OpenSSL with ALPN "h2" for
+ * etcd+grpcs:// (the server's certificate checked against ?cacert= or the
+ * system's CAs and its address, a client certificate from ?cert= and
+ * ?key=), so that every call is one round trip on a warm
  * connection and a stream stays open as long as we want it.  No thread of
  * its own: the caller's thread drives its connection, each wait bounded
  * by poll() with what is left of its deadline, and the grpc-timeout
@@ -29,6 +32,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -39,6 +43,9 @@
 #include <unistd.h>
 
 #include <nghttp2/nghttp2.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "backends/etcd/etcd-grpc-codec.h"
 #include "backends/etcd/etcd-transport.h"
@@ -68,6 +75,7 @@ typedef struct gstream {
 
 typedef struct gconn {
   int fd;
+  SSL *ssl; /* NULL without TLS */
   nghttp2_session *h2;
   size_t ep;
   bool dead;   /* broken, refused or GOAWAY: not to be used again */
@@ -78,6 +86,7 @@ typedef struct gconn {
 typedef struct grpc_tp {
   dlock__etcd_host host;
   pthread_mutex_t mu;
+  SSL_CTX *tls; /* etcd+grpcs:// */
   char **names; /* "host:port", also the :authority */
   char **hosts;
   char **ports;
@@ -237,6 +246,8 @@ static void conn_free(gconn *c) {
     return;
   if (c->h2)
     nghttp2_session_del(c->h2);
+  /* No close_notify: nobody waits for one, and sending it could block. */
+  SSL_free(c->ssl);
   if (c->fd >= 0)
     close(c->fd);
   free(c);
@@ -246,6 +257,68 @@ static void fail(gconn *c, const char *what, int err) {
   if (!c->dead)
     snprintf(c->why, sizeof c->why, "%s%s%s", what, err ? ": " : "", err ? strerror(err) : "");
   c->dead = true;
+}
+
+/* Wait until C's socket is ready for what the last read or write wants
+ * (EVENTS), or DEADLINE.  false when the time ran out. */
+static bool wait_io(gconn *c, short events, int64_t deadline) {
+  for (;;) {
+    int64_t left = (deadline - now_ns() + 999999) / 1000000;
+    if (left <= 0)
+      return false;
+    struct pollfd pf = {c->fd, events, 0};
+    int pr = poll(&pf, 1, (int)(left > 60000 ? 60000 : left));
+    if (pr > 0)
+      return true;
+    if (pr < 0 && errno != EINTR)
+      return false;
+  }
+}
+
+/* One write or read on C's socket, through TLS when it has it: the bytes
+ * moved, 0 when it would block (*EVENTS what to wait for), -1 broken
+ * (c->dead, with why), -2 the peer closed (reads). */
+static ssize_t io(gconn *c, bool write, void *p, size_t n, short *events) {
+  *events = write ? POLLOUT : POLLIN;
+  if (!c->ssl) {
+    ssize_t r = write ? send(c->fd, p, n, MSG_NOSIGNAL) : recv(c->fd, p, n, 0);
+    if (r > 0)
+      return r;
+    if (r == 0 && !write)
+      return -2;
+    if (r < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
+      return 0;
+    fail(c, write ? "send" : "recv", errno);
+    return -1;
+  }
+  ERR_clear_error();
+  int len = n > INT32_MAX ? INT32_MAX : (int)n;
+  int r = write ? SSL_write(c->ssl, p, len) : SSL_read(c->ssl, p, len);
+  if (r > 0)
+    return r;
+  switch (SSL_get_error(c->ssl, r)) {
+  case SSL_ERROR_WANT_READ:
+    *events = POLLIN;
+    return 0;
+  case SSL_ERROR_WANT_WRITE:
+    *events = POLLOUT;
+    return 0;
+  case SSL_ERROR_ZERO_RETURN:
+    return -2;
+  case SSL_ERROR_SYSCALL:
+    if (errno == EINTR)
+      return 0;
+    if (!write && (errno == 0 || r == 0))
+      return -2;
+    fail(c, write ? "send" : "recv", errno);
+    return -1;
+  default: {
+    char e[120];
+    ERR_error_string_n(ERR_get_error(), e, sizeof e);
+    fail(c, e, 0);
+    return -1;
+  }
+  }
 }
 
 /* Write what nghttp2 has to send, until DEADLINE.  false when the
@@ -262,24 +335,20 @@ static bool flush(gconn *c, int64_t deadline) {
       break;
     size_t off = 0;
     while (off < (size_t)n) {
-      ssize_t w = send(c->fd, p + off, (size_t)n - off, MSG_NOSIGNAL);
+      short ev;
+      ssize_t w = io(c, true, (void *)(p + off), (size_t)n - off, &ev);
       if (w > 0) {
         off += (size_t)w;
         continue;
       }
-      if (w < 0 && errno == EINTR)
-        continue;
-      if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-        fail(c, "send", errno);
+      if (w < 0) {
+        if (w == -2)
+          fail(c, "the server closed the connection", 0);
         return false;
       }
-      int64_t left = (deadline - now_ns()) / 1000000;
-      struct pollfd pf = {c->fd, POLLOUT, 0};
-      if (left <= 0 || poll(&pf, 1, (int)(left > 60000 ? 60000 : left)) == 0) {
-        if (now_ns() >= deadline) {
-          fail(c, "timed out sending", 0);
-          return false;
-        }
+      if (!wait_io(c, ev, deadline)) {
+        fail(c, "timed out sending", 0);
+        return false;
       }
     }
   }
@@ -289,23 +358,18 @@ static bool flush(gconn *c, int64_t deadline) {
 /* Read what has come, waiting until DEADLINE for something.  1 something
  * was read, 0 the time ran out, -1 the connection broke. */
 static int take_in(gconn *c, int64_t deadline) {
+  short ev = POLLIN;
   for (;;) {
-    int64_t left = (deadline - now_ns() + 999999) / 1000000;
-    struct pollfd pf = {c->fd, POLLIN, 0};
-    int pr = poll(&pf, 1, left <= 0 ? 0 : (int)(left > 60000 ? 60000 : left));
-    if (pr < 0 && errno == EINTR)
-      continue;
-    if (pr == 0) {
-      if (now_ns() >= deadline)
-        return 0;
-      continue;
-    }
+    /* What TLS has already decrypted does not make the socket readable. */
+    if (!(c->ssl && SSL_pending(c->ssl) > 0) && !wait_io(c, ev, deadline))
+      return 0;
     uint8_t buf[16384];
-    ssize_t n = recv(c->fd, buf, sizeof buf, 0);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
+    ssize_t n = io(c, false, buf, sizeof buf, &ev);
+    if (n == 0)
       continue;
-    if (n <= 0) {
-      fail(c, n == 0 ? "the server closed the connection" : "recv", n == 0 ? 0 : errno);
+    if (n < 0) {
+      if (n == -2)
+        fail(c, "the server closed the connection", 0);
       return -1;
     }
     ssize_t r = nghttp2_session_mem_recv(c->h2, buf, (size_t)n);
@@ -317,9 +381,70 @@ static int take_in(gconn *c, int64_t deadline) {
   }
 }
 
+/* TLS on the connected socket FD to endpoint EP, by END: the handshake,
+ * then the checks (the certificate chain and the endpoint's name or
+ * address, by OpenSSL; HTTP/2 agreed by ALPN).  *FATAL when no endpoint
+ * would do better (our own files, a certificate that does not verify). */
+static SSL *tls_start(grpc_tp *g, int fd, size_t ep, int64_t end, char *why, size_t whylen,
+                      bool *fatal) {
+  SSL *ssl = SSL_new(g->tls);
+  if (!ssl || SSL_set_fd(ssl, fd) != 1) {
+    SSL_free(ssl);
+    snprintf(why, whylen, "out of memory");
+    return NULL;
+  }
+  const char *host = g->hosts[ep];
+  unsigned char addr[16];
+  bool ip = inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1;
+  X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
+  int ok = ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, host)
+              : SSL_set_tlsext_host_name(ssl, host) == 1 && SSL_set1_host(ssl, host) == 1;
+  if (ok != 1) {
+    SSL_free(ssl);
+    snprintf(why, whylen, "cannot check the certificate of %s", g->names[ep]);
+    return NULL;
+  }
+  gconn tmp = {.fd = fd, .ssl = ssl};
+  for (;;) {
+    ERR_clear_error();
+    int r = SSL_connect(ssl);
+    if (r == 1)
+      break;
+    int e = SSL_get_error(ssl, r);
+    short want = e == SSL_ERROR_WANT_READ ? POLLIN : e == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
+    if (want && wait_io(&tmp, want, end))
+      continue;
+    long vr = SSL_get_verify_result(ssl);
+    if (!want && vr != X509_V_OK) {
+      snprintf(why, whylen, "TLS: the certificate of %s does not verify: %s", g->names[ep],
+               X509_verify_cert_error_string(vr));
+      *fatal = true;
+    } else if (!want) {
+      char es[120];
+      unsigned long err = ERR_get_error();
+      ERR_error_string_n(err, es, sizeof es);
+      snprintf(why, whylen, "TLS handshake: %s", err ? es : "the connection closed");
+    } else {
+      snprintf(why, whylen, "TLS handshake: timed out");
+    }
+    SSL_free(ssl);
+    return NULL;
+  }
+  const unsigned char *proto = NULL;
+  unsigned plen = 0;
+  SSL_get0_alpn_selected(ssl, &proto, &plen);
+  if (plen != 2 || memcmp(proto, "h2", 2) != 0) {
+    snprintf(why, whylen, "TLS: %s did not agree to HTTP/2 (ALPN)", g->names[ep]);
+    SSL_free(ssl);
+    return NULL;
+  }
+  return ssl;
+}
+
 /* A connection to endpoint EP, within the connect timeout and DEADLINE.
  * NULL with *WHY set when it cannot be made. */
-static gconn *conn_new(grpc_tp *g, size_t ep, int64_t deadline, char *why, size_t whylen) {
+static gconn *conn_new(grpc_tp *g, size_t ep, int64_t deadline, char *why, size_t whylen,
+                       bool *fatal) {
   int64_t end = now_ns() + g->connect_timeout_ms * 1000000;
   if (end > deadline)
     end = deadline;
@@ -367,14 +492,21 @@ static gconn *conn_new(grpc_tp *g, size_t ep, int64_t deadline, char *why, size_
   }
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  SSL *ssl = NULL;
+  if (g->tls && !(ssl = tls_start(g, fd, ep, end, why, whylen, fatal))) {
+    close(fd);
+    return NULL;
+  }
   gconn *c = calloc(1, sizeof *c);
   if (!c || !callbacks() || nghttp2_session_client_new(&c->h2, callbacks(), c) != 0) {
     free(c);
+    SSL_free(ssl);
     close(fd);
     snprintf(why, whylen, "out of memory");
     return NULL;
   }
   c->fd = fd;
+  c->ssl = ssl;
   c->ep = ep;
   nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
                                  {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, WINDOW}};
@@ -388,7 +520,8 @@ static gconn *conn_new(grpc_tp *g, size_t ep, int64_t deadline, char *why, size_
 }
 
 /* An idle connection to EP that still looks alive, else a new one. */
-static gconn *conn_get(grpc_tp *g, size_t ep, int64_t deadline, char *why, size_t whylen) {
+static gconn *conn_get(grpc_tp *g, size_t ep, int64_t deadline, char *why, size_t whylen,
+                       bool *fatal) {
   for (;;) {
     gconn *c = NULL;
     pthread_mutex_lock(&g->mu);
@@ -400,10 +533,10 @@ static gconn *conn_get(grpc_tp *g, size_t ep, int64_t deadline, char *why, size_
       }
     pthread_mutex_unlock(&g->mu);
     if (!c)
-      return conn_new(g, ep, deadline, why, whylen);
+      return conn_new(g, ep, deadline, why, whylen, fatal);
     /* What the server sent while it was idle: a GOAWAY, a close, pings. */
     struct pollfd pf = {c->fd, POLLIN, 0};
-    if (poll(&pf, 1, 0) > 0)
+    if (poll(&pf, 1, 0) > 0 || (c->ssl && SSL_pending(c->ssl) > 0))
       take_in(c, now_ns());
     if (!c->dead && flush(c, deadline))
       return c;
@@ -469,7 +602,7 @@ static gstream *stream_open(gconn *c, grpc_tp *g, const char *path, const dlock_
   const char *auth = g->names[c->ep];
   nghttp2_nv hdrs[] = {
       NV(":method", "POST", NGHTTP2_NV_FLAG_NONE),
-      NV(":scheme", "http", NGHTTP2_NV_FLAG_NONE),
+      NV(":scheme", c->ssl ? "https" : "http", NGHTTP2_NV_FLAG_NONE),
       NV(":path", path, NGHTTP2_NV_FLAG_NONE),
       NV(":authority", auth, NGHTTP2_NV_FLAG_NONE),
       NV("content-type", "application/grpc", NGHTTP2_NV_FLAG_NONE),
@@ -663,8 +796,9 @@ static int call(grpc_tp *g, const char *path, const dlock__grpc_buf *req, int64_
     char *token = auth_req ? NULL : g->host.token(g->host.ctx, &gen);
     int verdict = A_BROKE, code = 0;
     char msg[256] = "";
+    bool fatal = false;
     for (int fresh = 0; fresh < 2; fresh++) {
-      gconn *c = conn_get(g, ep, attempt_end, why, sizeof why);
+      gconn *c = conn_get(g, ep, attempt_end, why, sizeof why, &fatal);
       if (!c)
         break;
       bool answered = false, reused = c->reused;
@@ -684,6 +818,8 @@ static int call(grpc_tp *g, const char *path, const dlock__grpc_buf *req, int64_
     }
     if (verdict == A_DONE)
       return 0;
+    if (fatal)
+      return dlock_seterr(DLOCK_ECONN, "etcd: %s: %s", g->names[ep], why);
     if (verdict == A_STATUS) {
       enum dlock__etcd_fault f = dlock__etcd_grpc_fault(code, msg);
       /* etcd 3.4 answers a call without a token "user name is empty": the
@@ -719,6 +855,52 @@ static int call(grpc_tp *g, const char *path, const dlock__grpc_buf *req, int64_
 
 /* ---- the transport ---- */
 
+/* A file parameter of the URL: 0 absent, 1 with *V, or a negative code. */
+static int file_param(dlock_url *url, const char *name, const char **v) {
+  if (!dlock_url_param(url, name, v))
+    return 0;
+  if (!**v)
+    return dlock_seterr(DLOCK_EINVAL, "etcd: ?%s= needs a file name", name);
+  return 1;
+}
+
+/* etcd+grpcs://: the TLS context every connection starts from.  Only the
+ * CA bundle's name goes into a message: the others name the client's
+ * credentials. */
+static int tls_open(grpc_tp *g, dlock_url *url) {
+  bool tls = strcmp(dlock_url_scheme(url), "etcd+grpcs") == 0;
+  const char *ca = NULL, *cert = NULL, *key = NULL;
+  int a = file_param(url, "cacert", &ca), b = a < 0 ? 0 : file_param(url, "cert", &cert);
+  int k = a < 0 || b < 0 ? 0 : file_param(url, "key", &key);
+  if (a < 0 || b < 0 || k < 0)
+    return a < 0 ? a : b < 0 ? b : k;
+  if (!tls && (a || b || k))
+    return dlock_seterr(DLOCK_EINVAL, "etcd: cacert, cert and key need etcd+grpcs://");
+  if (b != k)
+    return dlock_seterr(DLOCK_EINVAL, "etcd: ?cert= and ?key= go together");
+  if (!tls)
+    return 0;
+  g->tls = SSL_CTX_new(TLS_client_method());
+  if (!g->tls)
+    return dlock_seterr(DLOCK_ENOMEM, "etcd: cannot make a TLS context");
+  SSL_CTX_set_min_proto_version(g->tls, TLS1_2_VERSION);
+  SSL_CTX_set_verify(g->tls, SSL_VERIFY_PEER, NULL);
+  SSL_CTX_set_mode(g->tls, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  static const unsigned char alpn[] = {2, 'h', '2'};
+  if (SSL_CTX_set_alpn_protos(g->tls, alpn, sizeof alpn) != 0)
+    return dlock_seterr(DLOCK_ENOMEM, "etcd: cannot make a TLS context");
+  if (ca ? SSL_CTX_load_verify_locations(g->tls, ca, NULL) != 1
+         : SSL_CTX_set_default_verify_paths(g->tls) != 1)
+    return dlock_seterr(DLOCK_EINVAL, "etcd: cannot read the CA bundle %s", ca ? ca : "");
+  if (cert && (SSL_CTX_use_certificate_chain_file(g->tls, cert) != 1 ||
+               SSL_CTX_use_PrivateKey_file(g->tls, key, SSL_FILETYPE_PEM) != 1 ||
+               SSL_CTX_check_private_key(g->tls) != 1))
+    return dlock_seterr(DLOCK_EINVAL, "etcd: cannot use the client certificate and key of "
+                        "?cert= and ?key= (unreadable, or not a pair)");
+  ERR_clear_error();
+  return 0;
+}
+
 static int g_open(void **tp, const dlock__etcd_host *host, dlock_url *url) {
   grpc_tp *g = calloc(1, sizeof *g);
   *tp = g;
@@ -728,6 +910,9 @@ static int g_open(void **tp, const dlock__etcd_host *host, dlock_url *url) {
   g->connect_timeout_ms = host->bc->connect_timeout_ms;
   pthread_mutex_init(&g->mu, NULL);
   pthread_mutex_init(&g->ka_mu, NULL);
+  int rc = tls_open(g, url);
+  if (rc < 0)
+    return rc;
   size_t n = dlock_url_host_count(url);
   if (n == 0)
     return dlock_seterr(DLOCK_EINVAL, "etcd: the URL names no endpoint");
@@ -778,6 +963,7 @@ static void g_close(void *tp) {
   free(g->names);
   free(g->hosts);
   free(g->ports);
+  SSL_CTX_free(g->tls);
   pthread_mutex_destroy(&g->mu);
   pthread_mutex_destroy(&g->ka_mu);
   free(g);
@@ -886,7 +1072,8 @@ static int ka_once(grpc_tp *g, int64_t id, int64_t deadline, int64_t *ttl_s, siz
   *code = 0;
   if (!g->ka) {
     *ep = current(g);
-    g->ka = conn_new(g, *ep, deadline, why, whylen);
+    bool fatal = false;
+    g->ka = conn_new(g, *ep, deadline, why, whylen, &fatal);
     if (!g->ka) {
       dlock__grpc_buf_free(&req);
       return 1;
@@ -982,7 +1169,10 @@ static int g_watch(void *tp, const char *key, int64_t start, int64_t until,
   size_t ep = current(g);
   *epp = ep;
   char why[256];
-  gconn *c = conn_get(g, ep, until, why, sizeof why);
+  bool fatal = false;
+  gconn *c = conn_get(g, ep, until, why, sizeof why, &fatal);
+  if (!c && fatal)
+    return dlock_seterr(DLOCK_ECONN, "etcd: %s: %s", g->names[ep], why);
   if (!c) {
     move_on(g, ep);
     return DLOCK__ETCD_WATCH_BROKE;

@@ -22,7 +22,7 @@
  *
  * Requests go through a transport the URL's scheme picks
  * (etcd-transport.h): the v3 HTTP/JSON gateway for etcd:// and
- * etcd+https://, etcd's gRPC API for etcd+grpc://.  Everything here runs
+ * etcd+https://, etcd's gRPC API for etcd+grpc:// and etcd+grpcs://.  Everything here runs
  * over either. */
 #include <errno.h>
 #include <inttypes.h>
@@ -305,7 +305,7 @@ static int etcd_open(dlock_backend_client *bc, dlock_url *url) {
   host.auth = user && user[0];
   ec->tp = &dlock__etcd_gateway;
   int rc = 0;
-  if (strcmp(dlock_url_scheme(url), "etcd+grpc") == 0) {
+  if (strncmp(dlock_url_scheme(url), "etcd+grpc", 9) == 0) {
 #ifdef DLOCK_HAVE_ETCD_GRPC
     ec->tp = &dlock__etcd_grpc;
 #else
@@ -1220,7 +1220,8 @@ static int etcd_control(dlock_backend_client *bc, dlock_backend_lock *bl, int op
   return rc;
 }
 
-static const char *const etcd_schemes[] = {"etcd", "etcd+https", "etcd+grpc", NULL};
+static const char *const etcd_schemes[] = {"etcd", "etcd+https", "etcd+grpc", "etcd+grpcs",
+                                           NULL};
 
 const dlock_backend_ops dlock__etcd_ops = {
     .version = DLOCK_BACKEND_VERSION,

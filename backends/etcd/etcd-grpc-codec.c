@@ -1,6 +1,7 @@
 /* etcd over gRPC: protobuf messages and gRPC framing (no I/O); see
  * etcd-grpc-codec.h.  Field numbers are those of etcd 3.4's rpc.proto and
  * kv.proto. */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,24 +270,16 @@ int dlock__grpc_status(const char *v, size_t n) {
   return code;
 }
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 void dlock__grpc_message(const char *v, size_t n, char *out, size_t outlen) {
   if (!outlen)
     return;
   size_t o = 0;
   for (size_t i = 0; i < n && o + 1 < outlen; i++) {
     unsigned char c = (unsigned char)v[i];
-    if (c == '%' && i + 2 < n && hexval(v[i + 1]) >= 0 && hexval(v[i + 2]) >= 0) {
-      c = (unsigned char)(hexval(v[i + 1]) << 4 | hexval(v[i + 2]));
+    if (c == '%' && i + 2 < n && isxdigit((unsigned char)v[i + 1]) &&
+        isxdigit((unsigned char)v[i + 2])) {
+      char hex[3] = {v[i + 1], v[i + 2], '\0'};
+      c = (unsigned char)strtoul(hex, NULL, 16);
       i += 2;
     }
     out[o++] = c < 0x20 || c == 0x7f ? '?' : (char)c;

@@ -567,6 +567,12 @@ static void lease_answers(void **state) {
   assert_int_equal(dlock__grpc_parse_header(m.d, m.n, &rev), 0);
   assert_int_equal(rev, 3);
   assert_int_equal(dlock__grpc_parse_header(bare.d, bare.n, &rev), DLOCK_EBACKEND);
+  /* A header read, then junk: no revision handed out. */
+  pb junk = m;
+  w_raw(&junk, "\x0b", 1);
+  rev = 99;
+  assert_int_equal(dlock__grpc_parse_header(junk.d, junk.n, &rev), DLOCK_EBACKEND);
+  assert_int_equal(rev, 0);
 }
 
 static void auth_answer(void **state) {

@@ -263,14 +263,14 @@ static void fail(gconn *c, const char *what, int err) {
  * (EVENTS), or DEADLINE.  false when the time ran out. */
 static bool wait_io(gconn *c, short events, int64_t deadline) {
   for (;;) {
+    /* Past the deadline one look still, without waiting: what has come
+     * is read (an idle connection's check before reuse). */
     int64_t left = (deadline - now_ns() + 999999) / 1000000;
-    if (left <= 0)
-      return false;
     struct pollfd pf = {c->fd, events, 0};
-    int pr = poll(&pf, 1, (int)(left > 60000 ? 60000 : left));
+    int pr = poll(&pf, 1, left <= 0 ? 0 : (int)(left > 60000 ? 60000 : left));
     if (pr > 0)
       return true;
-    if (pr < 0 && errno != EINTR)
+    if ((pr < 0 && errno != EINTR) || (pr == 0 && now_ns() >= deadline))
       return false;
   }
 }

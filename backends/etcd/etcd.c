@@ -22,8 +22,8 @@
  *
  * Requests go through a transport the URL's scheme picks
  * (etcd-transport.h): the v3 HTTP/JSON gateway for etcd:// and
- * etcd+https://, etcd's gRPC API for etcd+grpc:// and etcd+grpcs://.  Everything here runs
- * over either. */
+ * etcd+https://, etcd's gRPC API for etcd+grpc:// and etcd+grpcs://.
+ * Everything here runs over either. */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -310,8 +310,8 @@ static int etcd_open(dlock_backend_client *bc, dlock_url *url) {
     ec->tp = &dlock__etcd_grpc;
 #else
     ec->tp = NULL;
-    rc = dlock_seterr(DLOCK_ENOTSUP, "etcd: this build has no gRPC transport (libnghttp2); "
-                      "use etcd://");
+    rc = dlock_seterr(DLOCK_ENOTSUP, "etcd: this build has no gRPC transport (-Detcd_grpc: "
+                      "libnghttp2, OpenSSL); use etcd://");
 #endif
   }
   if (rc == 0)

@@ -5,8 +5,11 @@
  * prior knowledge) for etcd+grpc://, over OpenSSL with ALPN "h2" for
  * etcd+grpcs:// (the server's certificate checked against ?cacert= or the
  * system's CAs and its address, a client certificate from ?cert= and
- * ?key=), so that every call is one round trip on a warm
- * connection and a stream stays open as long as we want it.  No thread of
+ * ?key=), so that every call is one round trip on a warm connection and
+ * a stream stays open as long as we want it.  Not libcurl: its 7.88
+ * (Debian 12) fails the second call on a reused h2c connection once a
+ * gRPC answer's trailers came ("Error in the HTTP2 framing layer"), and
+ * a bidirectional stream wants frames sent when we choose.  No thread of
  * its own: the caller's thread drives its connection, each wait bounded
  * by poll() with what is left of its deadline, and the grpc-timeout
  * header tells the server the same bound.

@@ -1134,7 +1134,18 @@ static int ka_once(grpc_tp *g, int64_t id, int64_t deadline, int64_t *ttl_s, siz
 static int g_keepalive(void *tp, int64_t id, int64_t deadline, int64_t *ttl_s) {
   grpc_tp *g = tp;
   *ttl_s = 0;
-  pthread_mutex_lock(&g->ka_mu);
+  /* Another lease's refresh may hold the stream until its own deadline:
+   * this one waits no longer than its own. */
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  int64_t left = deadline - now_ns();
+  int64_t at = (int64_t)until.tv_nsec + (left > 0 ? left : 0);
+  until.tv_sec += (time_t)(at / 1000000000);
+  until.tv_nsec = (long)(at % 1000000000);
+  if (deadline < 0 ? pthread_mutex_lock(&g->ka_mu) != 0
+                    : pthread_mutex_timedlock(&g->ka_mu, &until) != 0)
+    return dlock_seterr(DLOCK_ETIMEDOUT, "etcd: lease keepalive: the keepalive stream stayed "
+                        "busy with another lease until the deadline");
   int rc, reauths = 0;
   size_t tried = 0;
   char why[256] = "";

@@ -728,7 +728,11 @@ static int attempt(grpc_tp *g, gconn *c, const char *path, const dlock__grpc_buf
   }
   *answered = st->answered;
   int out;
-  if (r == -1 || (!st->closed && r != 1)) {
+  if (r == -2 || st->too_big) {
+    snprintf(why, whylen, r == -2 ? "two answers to one call" : "an answer too large");
+    fail(c, why, 0);
+    out = A_BROKE;
+  } else if (r == -1 || !st->closed) {
     snprintf(why, whylen, "%s", c->why[0] ? c->why : "timed out");
     fail(c, "timed out", 0);
     out = A_BROKE;
@@ -745,8 +749,8 @@ static int attempt(grpc_tp *g, gconn *c, const char *path, const dlock__grpc_buf
     else
       snprintf(why, whylen, "an answer without a gRPC status");
     out = A_BROKE;
-  } else if (!have || r == -2 || st->too_big) {
-    snprintf(why, whylen, r == -2 ? "two answers to one call" : "an answer without a message");
+  } else if (!have) {
+    snprintf(why, whylen, "an answer without a message");
     fail(c, why, 0);
     out = A_BROKE;
   } else {

@@ -10,10 +10,11 @@ export DLOCK_ROOT
 # that a missing client library never silently drops a backend. libc6-dev is
 # named because it is only a Recommends of gcc, and recommends are skipped
 # (they would pull a whole Docker engine in with docker-compose). scdoc
-# renders the manual pages (man/, -Dman=auto).
+# renders the manual pages (man/, -Dman=auto). libnghttp2-dev and libssl-dev
+# are the etcd backend's gRPC transport (-Detcd_grpc, etcd+grpc://).
 DLOCK_PKGS_BUILD=(meson ninja-build pkg-config gcc libc6-dev libhiredis-dev
                   libcurl4-openssl-dev libcjson-dev uuid-dev libzookeeper-mt-dev
-                  libpq-dev libxxhash-dev scdoc)
+                  libpq-dev libxxhash-dev libnghttp2-dev libssl-dev scdoc)
 DLOCK_PKGS_TEST=(libcmocka-dev)
 # zookeeper brings default-jre and the server's jars; scripts/services runs
 # them with java directly. postgresql-15 brings psql and pgbench too; the

@@ -143,63 +143,6 @@ static char *finish(cJSON *root, int bad) {
   return s;
 }
 
-/* The range NAME/ .. prefix_end(NAME/).  Malloc'd, with *n the length of
- * both parts (the end is never longer than the start). */
-static char *queue_range(const char *name, size_t *n, char **end) {
-  size_t nl = strlen(name);
-  char *r = malloc(2 * (nl + 1));
-  if (!r)
-    return NULL;
-  memcpy(r, name, nl);
-  r[nl] = '/';
-  *end = r + nl + 1;
-  *n = nl + 1;
-  return r;
-}
-
-static int add_queue_range(cJSON *o, const char *name) {
-  size_t n;
-  char *end;
-  char *start = queue_range(name, &n, &end);
-  if (!start)
-    return -1;
-  size_t en = dlock__etcd_prefix_end(start, n, end);
-  int bad = add_bytes(o, "key", start, n) | add_bytes(o, "range_end", end, en);
-  free(start);
-  return bad;
-}
-
-/* create_revision of KEY (or of every key in the range NAME/ when KEY is
- * NULL) equals REV. */
-static int put_compare(cJSON *arr, const char *key, const char *name, int64_t rev) {
-  cJSON *c = push(arr, NULL);
-  int bad = key ? add_bytes(c, "key", key, strlen(key)) : add_queue_range(c, name);
-  return bad | add_str(c, "target", "CREATE") | add_str(c, "result", "EQUAL") |
-         add_i64(c, "create_revision", rev);
-}
-
-static int put_put(cJSON *arr, const char *key, const char *value, int64_t lease) {
-  cJSON *p = push(arr, "request_put");
-  int bad = add_bytes(p, "key", key, strlen(key)) | add_bytes(p, "value", value, strlen(value));
-  return bad | (lease ? add_i64(p, "lease", lease) : 0);
-}
-
-static int put_range_key(cJSON *arr, const char *key, int keys_only) {
-  cJSON *r = push(arr, "request_range");
-  return add_bytes(r, "key", key, strlen(key)) | (keys_only ? add_true(r, "keys_only") : 0);
-}
-
-/* The oldest key under NAME/, or with BEFORE > 0 the youngest one created
- * before revision BEFORE. */
-static int put_range_first(cJSON *arr, const char *name, int64_t before) {
-  cJSON *r = push(arr, "request_range");
-  int bad = add_queue_range(r, name) | add_str(r, "sort_target", "CREATE") |
-            add_str(r, "sort_order", before > 0 ? "DESCEND" : "ASCEND") | add_i64(r, "limit", 1);
-  if (before > 0)
-    bad |= add_i64(r, "max_create_revision", before - 1) | add_true(r, "keys_only");
-  return bad;
-}
-
 char *dlock__etcd_req_grant(int64_t ttl_s) {
   cJSON *root = cJSON_CreateObject();
   return finish(root, add_i64(root, "TTL", ttl_s));
@@ -221,139 +164,340 @@ char *dlock__etcd_req_auth(const char *user, const char *password) {
                           add_str(root, "password", password ? password : ""));
 }
 
-/* A txn object and its three arrays; empty ones are left out at the end
- * (the gateway reads a missing list as an empty one). */
-typedef struct txn_body {
-  cJSON *root, *cmp, *ok, *ko;
-} txn_body;
+/* ---- txn descriptions ---- */
 
-static int txn_begin(txn_body *t) {
-  t->root = cJSON_CreateObject();
-  t->cmp = t->root ? cJSON_AddArrayToObject(t->root, "compare") : NULL;
-  t->ok = t->root ? cJSON_AddArrayToObject(t->root, "success") : NULL;
-  t->ko = t->root ? cJSON_AddArrayToObject(t->root, "failure") : NULL;
-  return t->cmp && t->ok && t->ko ? 0 : -1;
+/* A description being built: room for NC compares, NOK and NKO requests
+ * and a queue range of a name of up to NAMELEN bytes, in one block. */
+typedef struct tx_build {
+  dlock__etcd_txreq *t;
+  char *spare; /* where the next queue range goes */
+} tx_build;
+
+static int tx_begin(tx_build *b, size_t nc, size_t nok, size_t nko, size_t namelen) {
+  size_t sz = sizeof *b->t + nc * sizeof(dlock__etcd_cmp) +
+              (nok + nko) * sizeof(dlock__etcd_reqop) + 2 * (namelen + 1);
+  char *m = calloc(1, sz);
+  b->t = (dlock__etcd_txreq *)m;
+  if (!m)
+    return -1;
+  m += sizeof *b->t;
+  b->t->cmp = (dlock__etcd_cmp *)m;
+  m += nc * sizeof(dlock__etcd_cmp);
+  b->t->ok = (dlock__etcd_reqop *)m;
+  b->t->ko = b->t->ok + nok;
+  b->spare = (char *)(b->t->ko + nko);
+  return 0;
 }
 
-static char *txn_end(txn_body *t, int bad) {
-  if (!bad) {
-    static const char *const lists[] = {"compare", "success", "failure"};
-    for (size_t i = 0; i < 3; i++)
-      if (cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(t->root, lists[i])) == 0)
-        cJSON_DeleteItemFromObjectCaseSensitive(t->root, lists[i]);
+/* The range NAME/ .. prefix_end(NAME/), in the block's spare room.  A
+ * txn's queue ranges are all of one name: a second one writes the same
+ * bytes again. */
+static void queue_range(tx_build *b, const char *name, const char **start, size_t *startlen,
+                        const char **end, size_t *endlen) {
+  size_t nl = strlen(name);
+  char *s = b->spare, *e = s + nl + 1;
+  memcpy(s, name, nl);
+  s[nl] = '/';
+  *start = s;
+  *startlen = nl + 1;
+  *endlen = dlock__etcd_prefix_end(s, nl + 1, e);
+  *end = e;
+}
+
+/* create_revision of KEY (or of every key in the range NAME/ when KEY is
+ * NULL) equals REV. */
+static void cmp_create(tx_build *b, const char *key, const char *name, int64_t rev) {
+  dlock__etcd_cmp *c = &b->t->cmp[b->t->ncmp++];
+  c->target = DLOCK__ETCD_CMP_CREATE;
+  c->rev = rev;
+  if (key) {
+    c->key = key;
+    c->keylen = strlen(key);
+  } else {
+    queue_range(b, name, &c->key, &c->keylen, &c->end, &c->endlen);
   }
-  return finish(t->root, bad);
+}
+
+static dlock__etcd_reqop *op_push(tx_build *b, int failure, enum dlock__etcd_op op,
+                                  const char *key) {
+  dlock__etcd_reqop *o = failure ? &b->t->ko[b->t->nko++] : &b->t->ok[b->t->nok++];
+  o->op = op;
+  if (key) {
+    o->key = key;
+    o->keylen = strlen(key);
+  }
+  return o;
+}
+
+static void op_put(tx_build *b, int failure, const char *key, const char *value,
+                   int64_t lease) {
+  dlock__etcd_reqop *o = op_push(b, failure, DLOCK__ETCD_OP_PUT, key);
+  o->value = value;
+  o->valuelen = strlen(value);
+  o->lease = lease;
+}
+
+/* The oldest key under NAME/, or with BEFORE > 0 the youngest one created
+ * before revision BEFORE. */
+static void op_range_first(tx_build *b, int failure, const char *name, int64_t before) {
+  dlock__etcd_reqop *o = op_push(b, failure, DLOCK__ETCD_OP_RANGE, NULL);
+  queue_range(b, name, &o->key, &o->keylen, &o->end, &o->endlen);
+  o->sort = before > 0 ? DLOCK__ETCD_SORT_CREATE_DESCEND : DLOCK__ETCD_SORT_CREATE_ASCEND;
+  o->limit = 1;
+  if (before > 0) {
+    o->max_create_revision = before - 1;
+    o->keys_only = 1;
+  }
+}
+
+dlock__etcd_txreq *dlock__etcd_tx_try(const char *name, const char *key, int64_t lease,
+                                      const char *value) {
+  tx_build b;
+  if (tx_begin(&b, 1, 1, 1, strlen(name)) < 0)
+    return NULL;
+  cmp_create(&b, NULL, name, 0);
+  op_put(&b, 0, key, value, lease);
+  op_range_first(&b, 1, name, 0);
+  return b.t;
+}
+
+dlock__etcd_txreq *dlock__etcd_tx_enqueue(const char *name, const char *key, int64_t lease,
+                                          const char *value) {
+  tx_build b;
+  if (tx_begin(&b, 1, 2, 2, strlen(name)) < 0)
+    return NULL;
+  cmp_create(&b, key, NULL, 0);
+  op_put(&b, 0, key, value, lease);
+  op_range_first(&b, 0, name, 0);
+  op_push(&b, 1, DLOCK__ETCD_OP_RANGE, key);
+  op_range_first(&b, 1, name, 0);
+  return b.t;
+}
+
+dlock__etcd_txreq *dlock__etcd_tx_queue(const char *name, const char *key, int64_t rev) {
+  tx_build b;
+  if (tx_begin(&b, 1, 2, 0, strlen(name)) < 0)
+    return NULL;
+  cmp_create(&b, key, NULL, rev);
+  op_range_first(&b, 0, name, 0);
+  op_range_first(&b, 0, name, rev);
+  return b.t;
+}
+
+dlock__etcd_txreq *dlock__etcd_tx_release(const char *key, int64_t rev) {
+  tx_build b;
+  if (tx_begin(&b, 1, 1, 0, 0) < 0)
+    return NULL;
+  cmp_create(&b, key, NULL, rev);
+  op_push(&b, 0, DLOCK__ETCD_OP_DELETE, key);
+  return b.t;
+}
+
+dlock__etcd_txreq *dlock__etcd_tx_release_value(const char *key, const char *value) {
+  tx_build b;
+  if (tx_begin(&b, 1, 1, 0, 0) < 0)
+    return NULL;
+  dlock__etcd_cmp *c = &b.t->cmp[b.t->ncmp++];
+  c->target = DLOCK__ETCD_CMP_VALUE;
+  c->key = key;
+  c->keylen = strlen(key);
+  c->value = value;
+  c->valuelen = strlen(value);
+  op_push(&b, 0, DLOCK__ETCD_OP_DELETE, key);
+  return b.t;
+}
+
+dlock__etcd_txreq *dlock__etcd_tx_move(const char *key, int64_t rev, int64_t lease,
+                                       const char *value) {
+  tx_build b;
+  if (tx_begin(&b, 1, 1, 0, 0) < 0)
+    return NULL;
+  cmp_create(&b, key, NULL, rev);
+  op_put(&b, 0, key, value, lease);
+  return b.t;
+}
+
+dlock__etcd_txreq *dlock__etcd_tx_check(const char *const *keys, const int64_t *revs,
+                                        size_t n) {
+  tx_build b;
+  if (tx_begin(&b, n, 0, n, 0) < 0)
+    return NULL;
+  for (size_t i = 0; i < n; i++)
+    cmp_create(&b, keys[i], NULL, revs[i]);
+  for (size_t i = 0; i < n; i++)
+    op_push(&b, 1, DLOCK__ETCD_OP_RANGE, keys[i])->keys_only = 1;
+  return b.t;
+}
+
+dlock__etcd_txreq *dlock__etcd_tx_first(const char *name) {
+  tx_build b;
+  if (tx_begin(&b, 0, 1, 0, strlen(name)) < 0)
+    return NULL;
+  op_range_first(&b, 0, name, 0);
+  return b.t;
+}
+
+dlock__etcd_txreq *dlock__etcd_tx_delete_all(const char *name) {
+  tx_build b;
+  if (tx_begin(&b, 0, 1, 0, strlen(name)) < 0)
+    return NULL;
+  dlock__etcd_reqop *o = op_push(&b, 0, DLOCK__ETCD_OP_DELETE, NULL);
+  queue_range(&b, name, &o->key, &o->keylen, &o->end, &o->endlen);
+  return b.t;
+}
+
+dlock__etcd_txreq *dlock__etcd_tx_page(const char *from, size_t fromlen, const char *end,
+                                       size_t endlen, int64_t rev, int64_t limit) {
+  tx_build b;
+  if (tx_begin(&b, 0, 1, 0, 0) < 0)
+    return NULL;
+  dlock__etcd_reqop *o = op_push(&b, 0, DLOCK__ETCD_OP_RANGE, NULL);
+  o->key = from;
+  o->keylen = fromlen;
+  o->end = end;
+  o->endlen = endlen;
+  o->limit = limit;
+  o->revision = rev > 0 ? rev : 0;
+  return b.t;
+}
+
+dlock__etcd_txreq *dlock__etcd_tx_break(const char *name, const char *key, int64_t create,
+                                        int64_t mod) {
+  tx_build b;
+  if (tx_begin(&b, 2, 1, 1, strlen(name)) < 0)
+    return NULL;
+  cmp_create(&b, key, NULL, create);
+  /* A put keeps create_revision: only mod_revision tells that the value
+   * (the owner named) is still the one read. */
+  dlock__etcd_cmp *c = &b.t->cmp[b.t->ncmp++];
+  c->target = DLOCK__ETCD_CMP_MOD;
+  c->key = key;
+  c->keylen = strlen(key);
+  c->rev = mod;
+  op_push(&b, 0, DLOCK__ETCD_OP_DELETE, key);
+  op_range_first(&b, 1, name, 0);
+  return b.t;
+}
+
+/* ---- txn descriptions as JSON ---- */
+
+static int json_range(cJSON *o, const char *key, size_t keylen, const char *end,
+                      size_t endlen) {
+  return add_bytes(o, "key", key, keylen) | (end ? add_bytes(o, "range_end", end, endlen) : 0);
+}
+
+static int json_cmp(cJSON *arr, const dlock__etcd_cmp *c) {
+  static const char *const targets[] = {"", "CREATE", "MOD", "VALUE"};
+  cJSON *o = push(arr, NULL);
+  int bad = json_range(o, c->key, c->keylen, c->end, c->endlen) |
+            add_str(o, "target", targets[c->target]) | add_str(o, "result", "EQUAL");
+  if (c->target == DLOCK__ETCD_CMP_CREATE)
+    bad |= add_i64(o, "create_revision", c->rev);
+  else if (c->target == DLOCK__ETCD_CMP_MOD)
+    bad |= add_i64(o, "mod_revision", c->rev);
+  else
+    bad |= add_bytes(o, "value", c->value, c->valuelen);
+  return bad;
+}
+
+static int json_op(cJSON *arr, const dlock__etcd_reqop *op) {
+  if (op->op == DLOCK__ETCD_OP_PUT) {
+    cJSON *p = push(arr, "request_put");
+    return add_bytes(p, "key", op->key, op->keylen) |
+           add_bytes(p, "value", op->value, op->valuelen) |
+           (op->lease ? add_i64(p, "lease", op->lease) : 0);
+  }
+  if (op->op == DLOCK__ETCD_OP_DELETE)
+    return json_range(push(arr, "request_delete_range"), op->key, op->keylen, op->end,
+                      op->endlen);
+  cJSON *r = push(arr, "request_range");
+  int bad = json_range(r, op->key, op->keylen, op->end, op->endlen);
+  if (op->sort != DLOCK__ETCD_SORT_NONE)
+    bad |= add_str(r, "sort_target", "CREATE") |
+           add_str(r, "sort_order",
+                   op->sort == DLOCK__ETCD_SORT_CREATE_DESCEND ? "DESCEND" : "ASCEND");
+  if (op->limit)
+    bad |= add_i64(r, "limit", op->limit);
+  if (op->revision)
+    bad |= add_i64(r, "revision", op->revision);
+  if (op->max_create_revision)
+    bad |= add_i64(r, "max_create_revision", op->max_create_revision);
+  if (op->keys_only)
+    bad |= add_true(r, "keys_only");
+  return bad;
+}
+
+/* Empty lists are left out (the gateway reads a missing list as an empty
+ * one). */
+char *dlock__etcd_tx_json(const dlock__etcd_txreq *t) {
+  if (!t)
+    return NULL;
+  cJSON *root = cJSON_CreateObject();
+  int bad = root ? 0 : -1;
+  cJSON *cmp = t->ncmp && root ? cJSON_AddArrayToObject(root, "compare") : NULL;
+  for (size_t i = 0; i < t->ncmp; i++)
+    bad |= json_cmp(cmp, &t->cmp[i]);
+  cJSON *ok = t->nok && root ? cJSON_AddArrayToObject(root, "success") : NULL;
+  for (size_t i = 0; i < t->nok; i++)
+    bad |= json_op(ok, &t->ok[i]);
+  cJSON *ko = t->nko && root ? cJSON_AddArrayToObject(root, "failure") : NULL;
+  for (size_t i = 0; i < t->nko; i++)
+    bad |= json_op(ko, &t->ko[i]);
+  return finish(root, bad);
+}
+
+/* A description written as JSON at once. */
+static char *json_of(dlock__etcd_txreq *t) {
+  char *s = dlock__etcd_tx_json(t);
+  free(t);
+  return s;
 }
 
 char *dlock__etcd_req_try(const char *name, const char *key, int64_t lease,
                           const char *value) {
-  txn_body t;
-  int bad = txn_begin(&t);
-  bad |= put_compare(t.cmp, NULL, name, 0);
-  bad |= put_put(t.ok, key, value, lease);
-  bad |= put_range_first(t.ko, name, 0);
-  return txn_end(&t, bad);
+  return json_of(dlock__etcd_tx_try(name, key, lease, value));
 }
 
 char *dlock__etcd_req_enqueue(const char *name, const char *key, int64_t lease,
                               const char *value) {
-  txn_body t;
-  int bad = txn_begin(&t);
-  bad |= put_compare(t.cmp, key, NULL, 0);
-  bad |= put_put(t.ok, key, value, lease);
-  bad |= put_range_first(t.ok, name, 0);
-  bad |= put_range_key(t.ko, key, 0);
-  bad |= put_range_first(t.ko, name, 0);
-  return txn_end(&t, bad);
+  return json_of(dlock__etcd_tx_enqueue(name, key, lease, value));
 }
 
 char *dlock__etcd_req_queue(const char *name, const char *key, int64_t rev) {
-  txn_body t;
-  int bad = txn_begin(&t);
-  bad |= put_compare(t.cmp, key, NULL, rev);
-  bad |= put_range_first(t.ok, name, 0);
-  bad |= put_range_first(t.ok, name, rev);
-  return txn_end(&t, bad);
+  return json_of(dlock__etcd_tx_queue(name, key, rev));
 }
 
 char *dlock__etcd_req_release(const char *key, int64_t rev) {
-  txn_body t;
-  int bad = txn_begin(&t);
-  bad |= put_compare(t.cmp, key, NULL, rev);
-  cJSON *d = push(t.ok, "request_delete_range");
-  bad |= add_bytes(d, "key", key, strlen(key));
-  return txn_end(&t, bad);
+  return json_of(dlock__etcd_tx_release(key, rev));
 }
 
 char *dlock__etcd_req_release_value(const char *key, const char *value) {
-  txn_body t;
-  int bad = txn_begin(&t);
-  cJSON *c = push(t.cmp, NULL);
-  bad |= add_bytes(c, "key", key, strlen(key)) | add_str(c, "target", "VALUE") |
-         add_str(c, "result", "EQUAL") | add_bytes(c, "value", value, strlen(value));
-  cJSON *d = push(t.ok, "request_delete_range");
-  bad |= add_bytes(d, "key", key, strlen(key));
-  return txn_end(&t, bad);
+  return json_of(dlock__etcd_tx_release_value(key, value));
 }
 
 char *dlock__etcd_req_move(const char *key, int64_t rev, int64_t lease, const char *value) {
-  txn_body t;
-  int bad = txn_begin(&t);
-  bad |= put_compare(t.cmp, key, NULL, rev);
-  bad |= put_put(t.ok, key, value, lease);
-  return txn_end(&t, bad);
+  return json_of(dlock__etcd_tx_move(key, rev, lease, value));
 }
 
 char *dlock__etcd_req_check(const char *const *keys, const int64_t *revs, size_t n) {
-  txn_body t;
-  int bad = txn_begin(&t);
-  for (size_t i = 0; i < n; i++)
-    bad |= put_compare(t.cmp, keys[i], NULL, revs[i]);
-  for (size_t i = 0; i < n; i++)
-    bad |= put_range_key(t.ko, keys[i], 1);
-  return txn_end(&t, bad);
+  return json_of(dlock__etcd_tx_check(keys, revs, n));
 }
 
 char *dlock__etcd_req_first(const char *name) {
-  txn_body t;
-  int bad = txn_begin(&t);
-  bad |= put_range_first(t.ok, name, 0);
-  return txn_end(&t, bad);
+  return json_of(dlock__etcd_tx_first(name));
 }
 
 char *dlock__etcd_req_delete_all(const char *name) {
-  txn_body t;
-  int bad = txn_begin(&t);
-  cJSON *d = push(t.ok, "request_delete_range");
-  bad |= add_queue_range(d, name);
-  return txn_end(&t, bad);
+  return json_of(dlock__etcd_tx_delete_all(name));
 }
 
 char *dlock__etcd_req_page(const char *from, size_t fromlen, const char *end, size_t endlen,
                            int64_t rev, int64_t limit) {
-  txn_body t;
-  int bad = txn_begin(&t);
-  cJSON *r = push(t.ok, "request_range");
-  bad |= add_bytes(r, "key", from, fromlen) | add_bytes(r, "range_end", end, endlen) |
-         add_i64(r, "limit", limit);
-  if (rev > 0)
-    bad |= add_i64(r, "revision", rev);
-  return txn_end(&t, bad);
+  return json_of(dlock__etcd_tx_page(from, fromlen, end, endlen, rev, limit));
 }
 
 char *dlock__etcd_req_break(const char *name, const char *key, int64_t create, int64_t mod) {
-  txn_body t;
-  int bad = txn_begin(&t);
-  bad |= put_compare(t.cmp, key, NULL, create);
-  /* A put keeps create_revision: only mod_revision tells that the value
-   * (the owner named) is still the one read. */
-  cJSON *c = push(t.cmp, NULL);
-  bad |= add_bytes(c, "key", key, strlen(key)) | add_str(c, "target", "MOD") |
-         add_str(c, "result", "EQUAL") | add_i64(c, "mod_revision", mod);
-  cJSON *d = push(t.ok, "request_delete_range");
-  bad |= add_bytes(d, "key", key, strlen(key));
-  bad |= put_range_first(t.ko, name, 0);
-  return txn_end(&t, bad);
+  return json_of(dlock__etcd_tx_break(name, key, create, mod));
 }
 
 char *dlock__etcd_req_watch(const char *key, int64_t start_rev) {
@@ -745,6 +889,10 @@ enum dlock__etcd_fault dlock__etcd_error(int http_status, const char *body, size
   return classify(http_status, -1, "", 0);
 }
 
+enum dlock__etcd_fault dlock__etcd_grpc_fault(int code, const char *msg) {
+  return classify(0, code >= 0 && code <= 16 ? code : -1, msg ? msg : "", 1);
+}
+
 int dlock__etcd_compacted(const char *msg) {
   return msg && has(msg, "required revision has been compacted");
 }
@@ -845,6 +993,10 @@ static int reason_code(const char *reason) {
   return -1;
 }
 
+enum dlock__etcd_fault dlock__etcd_reason_fault(const char *reason) {
+  return classify(0, reason_code(reason), reason ? reason : "", 1);
+}
+
 int dlock__etcd_parse_watch(const char *line, size_t len, dlock__etcd_watch_ev *ev) {
   memset(ev, 0, sizeof *ev);
   cJSON *root = parse_obj(line, len);
@@ -880,7 +1032,7 @@ int dlock__etcd_parse_watch(const char *line, size_t len, dlock__etcd_watch_ev *
    * {"error":...} line: it comes back created and canceled at once, the
    * gRPC status only in cancel_reason.  A compaction says nothing else. */
   if (ev->canceled && !ev->compact_revision)
-    ev->fault = classify(0, reason_code(reason), reason ? reason : "", 1);
+    ev->fault = dlock__etcd_reason_fault(reason);
   const cJSON *e;
   cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(res, "events")) {
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(e, "type");

@@ -80,6 +80,83 @@ DLOCK__HIDDEN char *dlock__etcd_req_timetolive(int64_t lease);
 /* POST /v3/auth/authenticate: {"name":..,"password":..} */
 DLOCK__HIDDEN char *dlock__etcd_req_auth(const char *user, const char *password);
 
+enum dlock__etcd_op { DLOCK__ETCD_OP_RANGE = 1, DLOCK__ETCD_OP_PUT, DLOCK__ETCD_OP_DELETE };
+
+/* ---- txns, as the store is asked them ----
+ *
+ * Every txn dlock sends is first described (dlock__etcd_tx_*), then
+ * written for a transport: JSON for the gateway (dlock__etcd_tx_json,
+ * which the dlock__etcd_req_* bodies below are), protobuf for gRPC
+ * (etcd-grpc-codec.h).  One description, so that both transports ask the
+ * store exactly the same thing. */
+
+enum dlock__etcd_target {
+  DLOCK__ETCD_CMP_CREATE = 1, /* create_revision == rev */
+  DLOCK__ETCD_CMP_MOD,        /* mod_revision == rev */
+  DLOCK__ETCD_CMP_VALUE       /* value == value */
+};
+
+/* One compare, always EQUAL: of KEY, or with END of every key in [KEY,
+ * END). */
+typedef struct dlock__etcd_cmp {
+  enum dlock__etcd_target target;
+  const char *key, *end, *value;
+  size_t keylen, endlen, valuelen;
+  int64_t rev;
+} dlock__etcd_cmp;
+
+enum dlock__etcd_sort {
+  DLOCK__ETCD_SORT_NONE = 0,
+  DLOCK__ETCD_SORT_CREATE_ASCEND,
+  DLOCK__ETCD_SORT_CREATE_DESCEND
+};
+
+/* One request of a txn: a range (KEY, or [KEY, END)), a put of VALUE
+ * under LEASE (0: none), a delete.  Range fields are 0/false when unset. */
+typedef struct dlock__etcd_reqop {
+  enum dlock__etcd_op op;
+  const char *key, *end, *value;
+  size_t keylen, endlen, valuelen;
+  int64_t lease;
+  int64_t limit, revision, max_create_revision;
+  enum dlock__etcd_sort sort;
+  int keys_only;
+} dlock__etcd_reqop;
+
+/* A txn: compares, then the requests on success and on failure.  One
+ * allocation, its pointers into the strings the builder was given (which
+ * must outlive it) and into its own copy of a queue range. */
+typedef struct dlock__etcd_txreq {
+  dlock__etcd_cmp *cmp;
+  dlock__etcd_reqop *ok, *ko;
+  size_t ncmp, nok, nko;
+} dlock__etcd_txreq;
+
+/* The builders: what the dlock__etcd_req_* of the same name below send,
+ * malloc'd (free()), NULL when out of memory. */
+DLOCK__HIDDEN dlock__etcd_txreq *dlock__etcd_tx_try(const char *name, const char *key,
+                                                    int64_t lease, const char *value);
+DLOCK__HIDDEN dlock__etcd_txreq *dlock__etcd_tx_enqueue(const char *name, const char *key,
+                                                        int64_t lease, const char *value);
+DLOCK__HIDDEN dlock__etcd_txreq *dlock__etcd_tx_queue(const char *name, const char *key,
+                                                      int64_t rev);
+DLOCK__HIDDEN dlock__etcd_txreq *dlock__etcd_tx_release(const char *key, int64_t rev);
+DLOCK__HIDDEN dlock__etcd_txreq *dlock__etcd_tx_release_value(const char *key,
+                                                              const char *value);
+DLOCK__HIDDEN dlock__etcd_txreq *dlock__etcd_tx_move(const char *key, int64_t rev,
+                                                     int64_t lease, const char *value);
+DLOCK__HIDDEN dlock__etcd_txreq *dlock__etcd_tx_check(const char *const *keys,
+                                                      const int64_t *revs, size_t n);
+DLOCK__HIDDEN dlock__etcd_txreq *dlock__etcd_tx_first(const char *name);
+DLOCK__HIDDEN dlock__etcd_txreq *dlock__etcd_tx_delete_all(const char *name);
+DLOCK__HIDDEN dlock__etcd_txreq *dlock__etcd_tx_page(const char *from, size_t fromlen,
+                                                     const char *end, size_t endlen,
+                                                     int64_t rev, int64_t limit);
+DLOCK__HIDDEN dlock__etcd_txreq *dlock__etcd_tx_break(const char *name, const char *key,
+                                                      int64_t create, int64_t mod);
+/* The gateway's JSON body of T (NULL: out of memory, passed on). */
+DLOCK__HIDDEN char *dlock__etcd_tx_json(const dlock__etcd_txreq *t);
+
 /* The txns below all go to POST /v3/kv/txn.  NAME is a lock name, KEY a
  * holder key under it; "first" is the key under NAME "/" with the lowest
  * create_revision (range NAME/..end, sort CREATE ASCEND, limit 1). */
@@ -148,8 +225,6 @@ typedef struct dlock__etcd_kv {
   int64_t create_revision, mod_revision, version, lease;
 } dlock__etcd_kv;
 
-enum dlock__etcd_op { DLOCK__ETCD_OP_RANGE = 1, DLOCK__ETCD_OP_PUT, DLOCK__ETCD_OP_DELETE };
-
 typedef struct dlock__etcd_opres {
   enum dlock__etcd_op op;
   dlock__etcd_kv *kvs; /* range: up to nkvs entries */
@@ -205,6 +280,12 @@ enum dlock__etcd_fault {
  * message (or a description of the status) into MSG. */
 DLOCK__HIDDEN enum dlock__etcd_fault dlock__etcd_error(int http_status, const char *body,
                                                        size_t len, char *msg, size_t msglen);
+/* Classify a gRPC status: CODE (grpc-status) and MSG (grpc-message), as
+ * the gateway's answers carrying the same are. */
+DLOCK__HIDDEN enum dlock__etcd_fault dlock__etcd_grpc_fault(int code, const char *msg);
+/* Classify a watch's cancel_reason, Go's status text "rpc error: code =
+ * NAME desc = ...". */
+DLOCK__HIDDEN enum dlock__etcd_fault dlock__etcd_reason_fault(const char *reason);
 /* Whether MSG, the text of an error answer, says that a read asked for a
  * revision compaction has removed ("mvcc: required revision has been
  * compacted"): the read can be made again at the current revision.  The

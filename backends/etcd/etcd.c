@@ -20,10 +20,10 @@
  * and keeps what it needs to be called again until the store answers.  No
  * thread of its own: the core's give-back thread does the retries.
  *
- * Requests go to the v3 HTTP/JSON gateway through libcurl: a pool of easy
- * handles (one keep-alive connection each) for unary requests, and a fresh
- * handle per watch, a stream that only a deletion of the watched key, the
- * caller's deadline or the lease's next keepalive ends. */
+ * Requests go through a transport the URL's scheme picks
+ * (etcd-transport.h): the v3 HTTP/JSON gateway for etcd:// and
+ * etcd+https://, etcd's gRPC API for etcd+grpc:// and etcd+grpcs://.
+ * Everything here runs over either. */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -33,9 +33,8 @@
 #include <string.h>
 #include <time.h>
 
-#include <curl/curl.h>
-
 #include "backends/etcd/etcd-codec.h"
+#include "backends/etcd/etcd-transport.h"
 #include "backends/http/http.h"
 #include "dlock/lease.h"
 
@@ -77,7 +76,8 @@ typedef struct etcd_client {
   dlock_backend_client *bc;
   pthread_mutex_t mu;
   pthread_mutex_t auth_mu;     /* one login at a time */
-  dlock__http http;            /* endpoints, TLS files, connection pool */
+  const dlock__etcd_transport *tp;
+  void *tps;                   /* the transport's own state */
   char *user, *password;
   char *token;                 /* under mu; NULL without auth */
   uint64_t token_gen;
@@ -91,107 +91,21 @@ typedef struct etcd_client {
 
 static int64_t now_ns(void) { return dlock_backend_now_ns(); }
 
-/* A request's deadline: the caller's, or ?timeout= from now. */
-/* ---- transport ---- */
+/* ---- the transport's hooks ---- */
 
-/* One request of post(): what its hooks for dlock__http_send need. */
-typedef struct etcd_call {
-  etcd_client *ec;
-  bool auth_req;      /* logging in: without a token, never logging in again */
-  uint64_t gen;       /* the token generation its last attempt sent */
-  enum dlock__etcd_fault *fault;
-} etcd_call;
-
-/* Headers of one attempt: JSON, no "Expect: 100-continue" (curl would
- * wait up to a second for it on bodies over 1 KiB), the token if logged
- * in. */
-static struct curl_slist *call_headers(void *ctx) {
-  etcd_call *call = ctx;
-  etcd_client *ec = call->ec;
-  struct curl_slist *hs = curl_slist_append(NULL, "Content-Type: application/json");
-  struct curl_slist *t = hs ? curl_slist_append(hs, "Expect:") : NULL;
-  if (!t) {
-    curl_slist_free_all(hs);
-    return NULL;
-  }
-  hs = t;
-  /* The gateway hands Grpc-Metadata-* headers to the server as metadata.
-   * "hasleader" makes a member without a leader refuse a request at once
-   * (so we try the next member) instead of holding it until its own
-   * timeout, and cancel a watch instead of leaving it silently stale. */
-  if (!(t = curl_slist_append(hs, "Grpc-Metadata-hasleader: true"))) {
-    curl_slist_free_all(hs);
-    return NULL;
-  }
-  hs = t;
+static char *host_token(void *ctx, uint64_t *gen) {
+  etcd_client *ec = ctx;
   pthread_mutex_lock(&ec->mu);
-  call->gen = ec->token_gen;
-  if (ec->token && !call->auth_req) {
-    size_t n = strlen(ec->token) + 32;
-    char *line = malloc(n);
-    if (line) {
-      snprintf(line, n, "Authorization: %s", ec->token);
-      t = curl_slist_append(hs, line);
-      explicit_bzero(line, n);
-      free(line);
-    }
-    if (!line || !t) {
-      curl_slist_free_all(hs);
-      hs = NULL;
-    }
-  }
+  *gen = ec->token_gen;
+  char *t = ec->token ? strdup(ec->token) : NULL;
   pthread_mutex_unlock(&ec->mu);
-  return hs;
-}
-
-/* 200 is the answer; anything else says what it asks for. */
-static int call_judge(void *ctx, long status, const dlock__http_body *b, char *msg,
-                      size_t msglen) {
-  etcd_call *call = ctx;
-  if (status == 200)
-    return DLOCK__HTTP_DONE;
-  enum dlock__etcd_fault f =
-      dlock__etcd_error((int)status, b->data ? b->data : "", b->len, msg, msglen);
-  /* etcd 3.4 answers a request without a token "user name is empty": the
-   * same cure as an expired token. */
-  if (f == DLOCK__ETCD_F_AUTH && call->ec->user && strstr(msg, "user name is empty"))
-    f = DLOCK__ETCD_F_REAUTH;
-  *call->fault = f;
-  if (f == DLOCK__ETCD_F_RETRY)
-    return DLOCK__HTTP_NEXT;
-  int rc = dlock_seterr(dlock__etcd_fault_code(f), "etcd: %s", msg);
-  return f == DLOCK__ETCD_F_REAUTH && call->ec->user && !call->auth_req ? DLOCK__HTTP_REAUTH
-                                                                        : rc;
+  return t;
 }
 
 static int login(etcd_client *ec, uint64_t seen_gen, int64_t deadline);
 
-static int call_reauth(void *ctx, int64_t deadline) {
-  etcd_call *call = ctx;
-  return login(call->ec, call->gen, deadline);
-}
-
-/* POST REQ to PATH through dlock__http_send, logging in again when the
- * token has expired, until DEADLINE.  0 with OUT holding a 200 answer, or
- * a negative code with a message; *fault says what an error answer asked
- * for. */
-static int post(etcd_client *ec, const char *path, const char *req, int64_t deadline,
-                dlock__http_body *out, enum dlock__etcd_fault *fault) {
-  enum dlock__etcd_fault dummy;
-  etcd_call call = {ec, strcmp(path, "/v3/auth/authenticate") == 0, 0, fault ? fault : &dummy};
-  *call.fault = DLOCK__ETCD_F_NONE;
-  dlock__http_req r = {
-      .method = "POST",
-      .path = path,
-      .body = req,
-      .deadline = deadline,
-      .ctx = &call,
-      .headers = call_headers,
-      .judge = call_judge,
-      .reauth = call_reauth,
-  };
-  long status;
-  return dlock__http_send(&ec->http, &r, out, &status);
+static int host_relogin(void *ctx, uint64_t gen, int64_t deadline) {
+  return login(ctx, gen, deadline);
 }
 
 /* Log in (again).  SEEN_GEN is the token generation the caller found
@@ -205,16 +119,10 @@ static int login(etcd_client *ec, uint64_t seen_gen, int64_t deadline) {
   pthread_mutex_unlock(&ec->mu);
   int rc = 0;
   if (!fresh) {
-    char *req = dlock__etcd_req_auth(ec->user, ec->password ? ec->password : "");
-    dlock__http_body b = {0};
-    enum dlock__etcd_fault f;
-    rc = req ? post(ec, "/v3/auth/authenticate", req,
-                    dlock_backend_deadline(ec->bc, deadline), &b, &f)
-             : dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
     char *token = NULL;
-    if (rc == 0)
-      rc = dlock__etcd_parse_auth(b.data, b.len, &token);
-    else if (rc == DLOCK_EAUTH) {
+    rc = ec->tp->authenticate(ec->tps, ec->user, ec->password ? ec->password : "",
+                              dlock_backend_deadline(ec->bc, deadline), &token);
+    if (rc == DLOCK_EAUTH) {
       /* A copy: the message lives in the buffer dlock_seterr writes. */
       char why[256];
       const char *m = dlock_client_errmsg(NULL);
@@ -229,25 +137,21 @@ static int login(etcd_client *ec, uint64_t seen_gen, int64_t deadline) {
       ec->stats.logins++;
     }
     pthread_mutex_unlock(&ec->mu);
-    free(b.data);
-    free(req);
   }
   pthread_mutex_unlock(&ec->auth_mu);
   return rc;
 }
 
-/* A txn, decoded. */
-static int txn(etcd_client *ec, char *req, int64_t deadline, dlock__etcd_txn *t,
+/* The txn REQ (freed here; NULL: out of memory building it), decoded. */
+static int txn(etcd_client *ec, dlock__etcd_txreq *req, int64_t deadline, dlock__etcd_txn *t,
                enum dlock__etcd_fault *fault) {
   memset(t, 0, sizeof *t);
+  if (fault)
+    *fault = DLOCK__ETCD_F_NONE;
   if (!req)
     return dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
-  dlock__http_body b = {0};
-  int rc = post(ec, "/v3/kv/txn", req, deadline, &b, fault);
+  int rc = ec->tp->txn(ec->tps, req, deadline, t, fault);
   free(req);
-  if (rc == 0)
-    rc = dlock__etcd_parse_txn(b.data, b.len, t);
-  free(b.data);
   return rc;
 }
 
@@ -259,18 +163,11 @@ static int lease_grant(dlock_backend_client *bc, void *priv, int64_t ttl_ms, int
                        int64_t *keep_ms) {
   etcd_client *ec = bc->priv;
   int64_t ttl_s = (ttl_ms + 999) / 1000;
-  char *req = dlock__etcd_req_grant(ttl_s);
-  dlock__http_body b = {0};
   int64_t id = 0, got = 0;
-  int rc = req ? post(ec, "/v3/lease/grant", req, deadline, &b, NULL)
-               : dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
-  if (rc == 0)
-    rc = dlock__etcd_parse_grant(b.data, b.len, &id, &got);
+  int rc = ec->tp->grant(ec->tps, ttl_s, deadline, &id, &got);
   if (rc == 0 && (id <= 0 || got < ttl_s))
     rc = dlock_seterr(DLOCK_EBACKEND, "etcd: lease grant gave id %" PRId64 " ttl %" PRId64
                       " s for %" PRId64 " s", id, got, ttl_s);
-  free(b.data);
-  free(req);
   if (rc == 0) {
     ((etcd_lease_id *)priv)->id = id;
     *keep_ms = got * 1000;
@@ -282,16 +179,7 @@ static int lease_keepalive(dlock_backend_client *bc, void *priv, int64_t deadlin
                            int64_t *keep_ms) {
   etcd_client *ec = bc->priv;
   int64_t id = ((etcd_lease_id *)priv)->id, ttl = 0;
-  char *req = dlock__etcd_req_lease(id);
-  dlock__http_body b = {0};
-  enum dlock__etcd_fault f = DLOCK__ETCD_F_NONE;
-  int rc = req ? post(ec, "/v3/lease/keepalive", req, deadline, &b, &f)
-               : dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
-  char msg[256];
-  if (rc == 0)
-    rc = dlock__etcd_parse_keepalive(b.data, b.len, &ttl, msg, sizeof msg);
-  free(b.data);
-  free(req);
+  int rc = ec->tp->keepalive(ec->tps, id, deadline, &ttl);
   if (rc == 0 && ttl <= 0)
     return dlock_seterr(DLOCK_ELOST, "etcd: lease %" PRIx64 " has expired or was revoked",
                         (uint64_t)id);
@@ -302,12 +190,7 @@ static int lease_keepalive(dlock_backend_client *bc, void *priv, int64_t deadlin
 
 static int lease_revoke(dlock_backend_client *bc, void *priv, int64_t deadline) {
   etcd_client *ec = bc->priv;
-  char *req = dlock__etcd_req_lease(((etcd_lease_id *)priv)->id);
-  dlock__http_body b = {0};
-  if (req)
-    post(ec, "/v3/lease/revoke", req, deadline, &b, NULL);
-  free(b.data);
-  free(req);
+  ec->tp->revoke(ec->tps, ((etcd_lease_id *)priv)->id, deadline);
   /* Every lease is tried whatever the last answer, as etcd's close always
    * did: a cluster that comes back during the close still gets the later
    * ones revoked. */
@@ -345,7 +228,8 @@ static const dlock_lease_ops etcd_lease_ops = {
 static int drop_key(etcd_client *ec, const char *key, int64_t rev, const char *value,
                     int64_t deadline) {
   dlock__etcd_txn t;
-  char *req = rev ? dlock__etcd_req_release(key, rev) : dlock__etcd_req_release_value(key, value);
+  dlock__etcd_txreq *req = rev ? dlock__etcd_tx_release(key, rev)
+                                : dlock__etcd_tx_release_value(key, value);
   int rc = txn(ec, req, dlock_backend_deadline(ec->bc, deadline), &t, NULL);
   if (rc == 0)
     rc = t.succeeded ? 1 : 0;
@@ -393,7 +277,9 @@ static int drop_held(etcd_client *ec, dlock_backend_lock *bl, bool lost) {
 static void client_free(etcd_client *ec) {
   dlock_leases_free(ec->leases);
   ec->leases = NULL;
-  dlock__http_close(&ec->http);
+  if (ec->tp)
+    ec->tp->close(ec->tps);
+  ec->tp = NULL;
   free(ec->user);
   if (ec->password)
     memset(ec->password, 0, strlen(ec->password));
@@ -413,14 +299,28 @@ static int etcd_open(dlock_backend_client *bc, dlock_url *url) {
    * alive: the core gives back what that would keep. */
   bc->give_back_expired = true;
   const char *path = dlock_url_path(url);
-  int rc = dlock__http_open(&ec->http, "etcd", url, "etcd+https", 2379, bc->connect_timeout_ms);
-  ec->http.bc = bc;
+  dlock__etcd_host host = {.bc = bc, .ctx = ec, .auth = false, .token = host_token,
+                           .relogin = host_relogin};
+  const char *user = dlock_url_user(url), *pw = dlock_url_password(url);
+  host.auth = user && user[0];
+  ec->tp = &dlock__etcd_gateway;
+  int rc = 0;
+  if (strncmp(dlock_url_scheme(url), "etcd+grpc", 9) == 0) {
+#ifdef DLOCK_HAVE_ETCD_GRPC
+    ec->tp = &dlock__etcd_grpc;
+#else
+    ec->tp = NULL;
+    rc = dlock_seterr(DLOCK_ENOTSUP, "etcd: this build has no gRPC transport (-Detcd_grpc: "
+                      "libnghttp2, OpenSSL); use etcd://");
+#endif
+  }
+  if (rc == 0)
+    rc = ec->tp->open(&ec->tps, &host, url);
   if (rc == 0)
     rc = dlock_leases_new(bc, &etcd_lease_ops, &ec->leases);
   if (rc == 0 && path[0] && strcmp(path, "/") != 0)
     rc = dlock_seterr(DLOCK_EINVAL, "etcd: the URL takes no path (got '%s'); use ?prefix=",
                       path);
-  const char *user = dlock_url_user(url), *pw = dlock_url_password(url);
   if (rc == 0 && pw && (!user || !user[0]))
     rc = dlock_seterr(DLOCK_EINVAL, "etcd: a password needs a user name");
   if (rc == 0 && user && user[0]) {
@@ -433,14 +333,12 @@ static int etcd_open(dlock_backend_client *bc, dlock_url *url) {
     rc = dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
   /* Reach the cluster now, so that a wrong address or password shows at
    * open: logging in does both; without auth the cheapest read does. */
-  int64_t deadline = now_ns() + bc->connect_timeout_ms * 1000000 * (int64_t)ec->http.nendpoints +
-                     bc->timeout_ms * 1000000;
+  int64_t neps = rc == 0 ? (int64_t)ec->tp->endpoints(ec->tps) : 1;
+  int64_t deadline = now_ns() + bc->connect_timeout_ms * 1000000 * neps + bc->timeout_ms * 1000000;
   if (rc == 0 && ec->user) {
     rc = login(ec, 0, deadline);
   } else if (rc == 0) {
-    dlock__http_body b = {0};
-    rc = post(ec, "/v3/maintenance/status", "{}", deadline, &b, NULL);
-    free(b.data);
+    rc = ec->tp->status(ec->tps, deadline);
   }
   if (rc < 0)
     client_free(ec);
@@ -467,54 +365,33 @@ static void etcd_close(dlock_backend_client *bc) {
 
 /* ---- acquire ---- */
 
-/* A watch: the stream ends on a deletion, a cancel or an error line. */
+/* A watch: it ends on a deletion, a cancel or an error. */
 typedef struct watch_ctx {
-  dlock__http_body line;
   dlock__etcd_watch_ev ev;
   int64_t start;
   bool shortcut; /* may end at once when the watch starts in the past */
-  int outcome; /* 0 running, 1 deleted, 2 compacted, 3 canceled, 4 error line, 5 look again */
+  int outcome; /* 0 running, 1 deleted, 2 compacted, 3 canceled, 4 error, 5 look again */
 } watch_ctx;
 
-/* One complete line: true when it ends the watch. */
-static bool watch_line(watch_ctx *w) {
-  dlock__etcd_watch_ev ev;
-  if (w->line.len && dlock__etcd_parse_watch(w->line.data, w->line.len, &ev) == 0) {
-    if (ev.error)
-      w->outcome = 4;
-    else if (ev.deletes)
-      w->outcome = 1;
-    else if (ev.canceled)
-      w->outcome = ev.compact_revision ? 2 : 3; /* refusals come as cancels too */
-    else if (ev.created && w->shortcut && ev.revision >= w->start)
-        /* The store moved on between our look at the queue and this watch,
-         * so the watch starts in the past, and etcd delivers past events
-         * only from a catch-up loop that runs every 100 ms.  Looking at
-         * the queue again is one round trip; the caller allows it once per
-         * predecessor, so a busy store cannot make a waiter spin. */
-      w->outcome = 5;
-    if (w->outcome) {
-      w->ev = ev;
-      return true;
-    }
-  }
-  dlock__http_body_reset(&w->line);
-  return false;
-}
-
-static size_t on_watch(char *p, size_t size, size_t n, void *arg) {
-  watch_ctx *w = arg;
-  size_t total = size * n;
-  for (size_t i = 0; i < total; i++) {
-    if (p[i] != '\n') {
-      if (!dlock__http_body_add(&w->line, p + i, 1))
-        return 0;
-      continue;
-    }
-    if (watch_line(w))
-      return 0; /* ends the transfer: we have what we waited for */
-  }
-  return total;
+/* One answer of the watch stream: true when it ends the watch. */
+static bool watch_event(void *ud, const dlock__etcd_watch_ev *ev) {
+  watch_ctx *w = ud;
+  if (ev->error)
+    w->outcome = 4;
+  else if (ev->deletes)
+    w->outcome = 1;
+  else if (ev->canceled)
+    w->outcome = ev->compact_revision ? 2 : 3; /* refusals come as cancels too */
+  else if (ev->created && w->shortcut && ev->revision >= w->start)
+    /* The store moved on between our look at the queue and this watch,
+     * so the watch starts in the past, and etcd delivers past events
+     * only from a catch-up loop that runs every 100 ms.  Looking at the
+     * queue again is one round trip; the caller allows it once per
+     * predecessor, so a busy store cannot make a waiter spin. */
+    w->outcome = 5;
+  if (w->outcome)
+    w->ev = *ev;
+  return w->outcome != 0;
 }
 
 enum { W_DELETED, W_COMPACTED, W_ROUND, W_RETRY, W_LOOK, W_RELOGGED };
@@ -534,37 +411,19 @@ static int watch_delete(etcd_client *ec, const char *key, int64_t start, int64_t
     shortcut = false;
   }
   pthread_mutex_unlock(&ec->mu);
-  size_t ep = dlock__http_current(&ec->http);
-  char *req = dlock__etcd_req_watch(key, asked);
-  enum dlock__etcd_fault unused;
-  etcd_call call = {ec, false, 0, &unused};
-  struct curl_slist *hs = req ? call_headers(&call) : NULL;
-  CURL *h = hs ? curl_easy_init() : NULL;
-  if (!h) {
-    curl_slist_free_all(hs);
-    free(req);
-    return dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
-  }
   watch_ctx w = {.start = start, .shortcut = shortcut};
-  dlock__http_setup(&ec->http, h, ep, "POST", "/v3/watch", req, hs, until);
-  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_watch);
-  curl_easy_setopt(h, CURLOPT_WRITEDATA, &w);
-  CURLcode cc = curl_easy_perform(h);
-  /* A stream may end with an error object and no newline. */
-  if (!w.outcome && w.line.len)
-    watch_line(&w);
-  long status = 0;
-  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-  curl_easy_cleanup(h);
-  curl_slist_free_all(hs);
-  free(req);
+  uint64_t gen = 0;
+  size_t ep = 0;
+  int end = ec->tp->watch(ec->tps, key, asked, until, watch_event, &w, &gen, &ep);
   int rc;
   pthread_mutex_lock(&ec->mu);
   ec->stats.watches++;
   if (w.outcome == 2)
     ec->stats.watch_compacted++;
   pthread_mutex_unlock(&ec->mu);
-  if (w.outcome == 1)
+  if (end < 0)
+    rc = end;
+  else if (w.outcome == 1)
     rc = W_DELETED;
   else if (w.outcome == 5)
     rc = W_LOOK;
@@ -575,31 +434,20 @@ static int watch_delete(etcd_client *ec, const char *key, int64_t start, int64_t
     /* etcd 3.4 refuses a watch with an unknown token (a restarted member
      * forgot it) as "permission denied": log in again; the caller gives
      * up when a fresh token is refused too. */
-    rc = login(ec, call.gen, dlock_backend_deadline(ec->bc, -1)) == 0 ? W_RELOGGED : DLOCK_EAUTH;
+    rc = login(ec, gen, dlock_backend_deadline(ec->bc, -1)) == 0 ? W_RELOGGED : DLOCK_EAUTH;
   else if ((w.outcome == 3 || w.outcome == 4) && w.ev.fault == DLOCK__ETCD_F_RETRY) {
-    dlock__http_move_on(&ec->http, ep);
+    ec->tp->move_on(ec->tps, ep);
     rc = W_RETRY;
   } else if ((w.outcome == 3 || w.outcome == 4) && (w.ev.fault == DLOCK__ETCD_F_AUTH ||
                                                    w.ev.fault == DLOCK__ETCD_F_INVALID))
     rc = dlock_seterr(dlock__etcd_fault_code(w.ev.fault), "etcd: watch: %s", w.ev.msg);
-  else if (cc == CURLE_OPERATION_TIMEDOUT && now_ns() >= until - 1000000)
+  else if (!w.outcome && end == DLOCK__ETCD_WATCH_UNTIL)
     rc = W_ROUND;
-  else if (cc == CURLE_OK && status != 200 && status != 0) {
-    char msg[256];
-    enum dlock__etcd_fault f = dlock__etcd_error((int)status, w.line.data ? w.line.data : "",
-                                                 w.line.len, msg, sizeof msg);
-    if (f == DLOCK__ETCD_F_AUTH || f == DLOCK__ETCD_F_INVALID || f == DLOCK__ETCD_F_OTHER)
-      rc = dlock_seterr(dlock__etcd_fault_code(f), "etcd: watch: %s", msg);
-    else
-      rc = W_RETRY;
-  } else {
+  else
     /* Canceled without compaction (the member lost its leader), a stream
-     * that ended or broke: another endpoint may do better. */
-    if (cc != CURLE_OK && cc != CURLE_WRITE_ERROR)
-      dlock__http_move_on(&ec->http, ep);
+     * that ended or broke: look again (the transport moved on to another
+     * endpoint if this one broke). */
     rc = W_RETRY;
-  }
-  free(w.line.data);
   return rc;
 }
 
@@ -640,8 +488,8 @@ static int queue_once(etcd_client *ec, dlock_backend_lock *bl, dlock_lease *l, c
   enum dlock__etcd_fault f = DLOCK__ETCD_F_NONE;
   int rc;
   for (int leftovers = 0;; leftovers++) {
-    char *req = try_only ? dlock__etcd_req_try(name, key, lease_id(l), value)
-                         : dlock__etcd_req_enqueue(name, key, lease_id(l), value);
+    dlock__etcd_txreq *req = try_only ? dlock__etcd_tx_try(name, key, lease_id(l), value)
+                                      : dlock__etcd_tx_enqueue(name, key, lease_id(l), value);
     rc = txn(ec, req, dlock_backend_deadline(ec->bc, deadline), &t, &f);
     if (rc < 0) {
       if (f == DLOCK__ETCD_F_LEASE_GONE) {
@@ -697,7 +545,7 @@ static int queue_once(etcd_client *ec, dlock_backend_lock *bl, dlock_lease *l, c
     }
     /* After a wake-up the answer decides, even a little past the deadline:
      * the lock may be ours. */
-    rc = txn(ec, dlock__etcd_req_queue(name, key, *rev),
+    rc = txn(ec, dlock__etcd_tx_queue(name, key, *rev),
              dlock_backend_deadline(ec->bc, woke ? -1 : deadline), &t, &f);
     if (rc < 0) {
       dlock__etcd_txn_free(&t);
@@ -862,7 +710,7 @@ static int move_lease(etcd_client *ec, etcd_lock *lk, int64_t deadline) {
   char *value = dlock__etcd_value(lk->bl->owner, lk->bl->label);
   dlock__etcd_txn t;
   enum dlock__etcd_fault f = DLOCK__ETCD_F_NONE;
-  rc = txn(ec, value ? dlock__etcd_req_move(lk->key, lk->rev, lease_id(nl), value) : NULL,
+  rc = txn(ec, value ? dlock__etcd_tx_move(lk->key, lk->rev, lease_id(nl), value) : NULL,
            dlock_backend_deadline(ec->bc, deadline), &t, &f);
   free(value);
   if (rc == 0 && !t.succeeded)
@@ -912,7 +760,7 @@ static int check_keys(void *ud, dlock_backend_lock *const *batch, size_t m, int6
     revs[k] = lk->rev;
   }
   dlock__etcd_txn t;
-  int rc = txn(ec, dlock__etcd_req_check(keys, revs, m),
+  int rc = txn(ec, dlock__etcd_tx_check(keys, revs, m),
                dlock_backend_deadline(ec->bc, deadline), &t, NULL);
   for (size_t k = 0; rc == 0 && k < m; k++) {
     const dlock__etcd_kv *kv = t.succeeded ? NULL : first_kv(&t, k);
@@ -994,15 +842,9 @@ static int etcd_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
 static int64_t lease_left_ms(etcd_client *ec, int64_t lease, int64_t deadline) {
   char why[512];
   snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
-  char *req = dlock__etcd_req_timetolive(lease);
-  dlock__http_body b = {0};
   int64_t ttl_ms = -1;
-  if (!req || post(ec, "/v3/lease/timetolive", req,
-                   dlock_backend_deadline(ec->bc, deadline), &b, NULL) < 0 ||
-      dlock__etcd_parse_timetolive(b.data, b.len, &ttl_ms) < 0)
+  if (ec->tp->timetolive(ec->tps, lease, dlock_backend_deadline(ec->bc, deadline), &ttl_ms) < 0)
     ttl_ms = -1;
-  free(b.data);
-  free(req);
   dlock_seterr(0, "%s", why);
   return ttl_ms;
 }
@@ -1012,7 +854,7 @@ static int etcd_inspect(dlock_backend_client *bc, const char *key, size_t keylen
   etcd_client *ec = bc->priv;
   char *name = dlock__etcd_lock_name(ec->prefix, key, keylen);
   dlock__etcd_txn t;
-  int rc = txn(ec, name ? dlock__etcd_req_first(name) : NULL,
+  int rc = txn(ec, name ? dlock__etcd_tx_first(name) : NULL,
                dlock_backend_deadline(ec->bc, -1), &t, NULL);
   free(name);
   info->ttl_ms = -1;
@@ -1185,7 +1027,7 @@ static int etcd_list(dlock_backend_client *bc, const char *prefix, size_t prefix
      * failed listing. */
     w.deadline = now_ns() + bc->timeout_ms * 1000000;
     dlock__etcd_txn t;
-    rc = txn(ec, dlock__etcd_req_page(from, fromlen, end, el, rev, limit),
+    rc = txn(ec, dlock__etcd_tx_page(from, fromlen, end, el, rev, limit),
              dlock_backend_deadline(ec->bc, w.deadline), &t, NULL);
     if (rc < 0 && rev && dlock__etcd_compacted(dlock_client_errmsg(NULL))) {
       /* The store forgot the walk's revision: the rest as it is now. */
@@ -1271,7 +1113,7 @@ static int etcd_force_release(dlock_backend_client *bc, const char *key, size_t 
   int64_t deadline = now_ns() + bc->timeout_ms * 1000000;
   char *name = dlock__etcd_lock_name(ec->prefix, key, keylen);
   dlock__etcd_txn t;
-  int rc = txn(ec, name ? dlock__etcd_req_first(name) : NULL,
+  int rc = txn(ec, name ? dlock__etcd_tx_first(name) : NULL,
                dlock_backend_deadline(ec->bc, deadline), &t, NULL);
   /* After the first read only the holder it found is broken: a break
    * whose answer was lost and that the transport sent again finds it gone
@@ -1316,7 +1158,7 @@ static int etcd_force_release(dlock_backend_client *bc, const char *key, size_t 
       rc = dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
       break;
     }
-    rc = txn(ec, dlock__etcd_req_break(name, hk, create, mod),
+    rc = txn(ec, dlock__etcd_tx_break(name, hk, create, mod),
              dlock_backend_deadline(ec->bc, deadline), &t, NULL);
     free(hk);
     if (rc == 0 && t.succeeded) {
@@ -1349,13 +1191,10 @@ static int etcd_control(dlock_backend_client *bc, dlock_backend_lock *bl, int op
     *(struct dlock_etcd_stats *)arg = ec->stats;
     dlock_leases_counts(ec->leases, &((struct dlock_etcd_stats *)arg)->grants,
                         &((struct dlock_etcd_stats *)arg)->keepalives);
-    pthread_mutex_lock(&ec->http.mu);
-    ((struct dlock_etcd_stats *)arg)->failovers = ec->http.failovers;
-    pthread_mutex_unlock(&ec->http.mu);
+    ((struct dlock_etcd_stats *)arg)->failovers = ec->tp->failovers(ec->tps);
     break;
   case DLOCK_ETCD_CTL_ENDPOINT:
-    snprintf(arg, DLOCK_ETCD_ENDPOINT_MAX, "%s",
-             strstr(ec->http.endpoints[dlock__http_current(&ec->http)], "://") + 3);
+    ec->tp->endpoint(ec->tps, arg);
     break;
   case DLOCK_ETCD_CTL_LEASE: {
     etcd_lock *lk = bl ? bl->priv : NULL;
@@ -1381,7 +1220,8 @@ static int etcd_control(dlock_backend_client *bc, dlock_backend_lock *bl, int op
   return rc;
 }
 
-static const char *const etcd_schemes[] = {"etcd", "etcd+https", NULL};
+static const char *const etcd_schemes[] = {"etcd", "etcd+https", "etcd+grpc", "etcd+grpcs",
+                                           NULL};
 
 const dlock_backend_ops dlock__etcd_ops = {
     .version = DLOCK_BACKEND_VERSION,

@@ -129,7 +129,8 @@ static void ctl_start(struct etcdctl *e, const char *name) {
   dlock_url *u;
   if (dlock__url_parse(e_url, &u) < 0)
     fail_msg("bad URL: %s", dlock_client_errmsg(NULL));
-  bool tls = strcmp(dlock_url_scheme(u), "etcd+https") == 0;
+  bool tls = strcmp(dlock_url_scheme(u), "etcd+https") == 0 ||
+             strcmp(dlock_url_scheme(u), "etcd+grpcs") == 0;
   char eps[2048] = "--endpoints=";
   for (size_t i = 0; i < dlock_url_host_count(u); i++) {
     size_t n = strlen(eps);
@@ -658,7 +659,14 @@ static void e5_member_failover(void **state) {
            vars[i]);
     skip();
   }
+  /* The cluster through the transport under test: an etcd+grpc:// run
+   * reaches the cluster's members over gRPC too. */
+  static char url_buf[2048];
   const char *url = getenv("DLOCK_TEST_ETCD_CLUSTER_URL");
+  if (strncmp(e_url, "etcd+grpc://", 12) == 0 && strncmp(url, "etcd://", 7) == 0) {
+    snprintf(url_buf, sizeof url_buf, "etcd+grpc://%s", url + 7);
+    url = url_buf;
+  }
   /* Long enough that the election after losing the leader (about one
    * election timeout, 1 s) fits inside a renew period many times over. */
   const int64_t ttl = 10000;

@@ -66,7 +66,7 @@ static const struct {
     {"postgres", conf_pg_break_lock, conf_pg_forget_key}, /* and postgresql: */
 #endif
 #ifdef DLOCK_HAVE_ETCD
-    {"etcd", conf_etcd_break_lock, conf_etcd_forget_key}, /* and etcd+https: */
+    {"etcd", conf_etcd_break_lock, conf_etcd_forget_key}, /* and etcd+https, etcd+grpc(s): */
 #endif
 #ifdef DLOCK_HAVE_CONSUL
     {"consul", conf_consul_break_lock, conf_consul_forget_key}, /* and consul+https: */

@@ -39,7 +39,10 @@ static int target_open(const char *url, struct target *t) {
     fprintf(stderr, "faults_etcd: bad URL: %s\n", dlock_client_errmsg(NULL));
     return -1;
   }
-  t->tls = strcmp(dlock_url_scheme(t->u), "etcd+https") == 0;
+  /* The gateway shares the client port with gRPC, so an etcd+grpc:// URL
+   * is reached here the same way. */
+  t->tls = strcmp(dlock_url_scheme(t->u), "etcd+https") == 0 ||
+           strcmp(dlock_url_scheme(t->u), "etcd+grpcs") == 0;
   dlock_url_param(t->u, "cacert", &t->cacert);
   dlock_url_param(t->u, "cert", &t->cert);
   dlock_url_param(t->u, "key", &t->key);

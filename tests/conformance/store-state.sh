@@ -172,7 +172,7 @@ curl_tls() {
 
 state_etcd() {
     local proto=http
-    [[ "$scheme" == etcd+https ]] && proto=https
+    [[ "$scheme" == etcd+https || "$scheme" == etcd+grpcs ]] && proto=https
     local base="$proto://$host:${port:-2379}"
     local -a tls auth=()
     mapfile -t tls < <(curl_tls)
@@ -284,7 +284,7 @@ for url in "$@"; do
     case "$scheme" in
     redis) out="$(state_redis)" ;;
     zk) out="$(state_zk)" ;;
-    etcd | etcd+https) out="$(state_etcd)" ;;
+    etcd | etcd+https | etcd+grpc | etcd+grpcs) out="$(state_etcd)" ;;
     consul | consul+https) out="$(state_consul)" ;;
     postgres | postgresql) out="$(state_postgres)" ;;
     file) out="$(state_file)" ;;

@@ -12,86 +12,32 @@
 
 #include <cjson/cJSON.h>
 
-#include "fuzz.h"
-
-#include "backends/etcd/etcd-codec.h"
-
-#define REV_OK(r) ((r) >= 0 && (r) <= DLOCK__ETCD_REV_MAX)
-
-static void check_kv(const dlock__etcd_kv *kv) {
-  if (kv->key)
-    FUZZ_CHECK(kv->key[kv->keylen] == '\0', "kv key not terminated at its length");
-  FUZZ_CHECK(kv->value && kv->value[kv->valuelen] == '\0', "kv value");
-  FUZZ_CHECK(REV_OK(kv->create_revision) && REV_OK(kv->mod_revision),
-             "kv revisions %" PRId64 " %" PRId64, kv->create_revision, kv->mod_revision);
-  char owner[40], label[16];
-  dlock__etcd_value_split(kv->value, kv->valuelen, owner, sizeof owner, label, sizeof label);
-  FUZZ_CHECK(memchr(owner, '\0', sizeof owner) && memchr(label, '\0', sizeof label),
-             "value_split");
-}
+#include "etcd_oracles.h"
 
 static void check_txn(const char *b, size_t n) {
   dlock__etcd_txn t;
   memset(&t, 0x5a, sizeof t);
-  int rc = dlock__etcd_parse_txn(b, n, &t);
-  if (rc == 0) {
-    FUZZ_CHECK(t.revision >= 1 && t.revision <= DLOCK__ETCD_REV_MAX, "txn revision %" PRId64,
-               t.revision);
-    FUZZ_CHECK(t.succeeded == 0 || t.succeeded == 1, "succeeded %d", t.succeeded);
-    FUZZ_CHECK(t.nres == 0 || t.res, "results");
-    for (size_t i = 0; i < t.nres; i++) {
-      const dlock__etcd_opres *o = &t.res[i];
-      FUZZ_CHECK(o->op >= DLOCK__ETCD_OP_RANGE && o->op <= DLOCK__ETCD_OP_DELETE, "op %d",
-                 (int)o->op);
-      FUZZ_CHECK(o->count >= 0 && o->deleted >= 0, "negative count");
-      FUZZ_CHECK(o->nkvs == 0 || o->kvs, "kvs");
-      for (size_t j = 0; j < o->nkvs; j++)
-        check_kv(&o->kvs[j]);
-    }
-  } else {
-    FUZZ_CHECK(rc == DLOCK_EBACKEND || rc == DLOCK_ENOMEM, "txn rc %d", rc);
-  }
-  dlock__etcd_txn_free(&t);
+  etcd_check_txn(dlock__etcd_parse_txn(b, n, &t), &t);
 }
 
 static void check_leases(const char *b, size_t n) {
   int64_t id = 11, ttl = 22;
-  int rc = dlock__etcd_parse_grant(b, n, &id, &ttl);
-  if (rc == 0)
-    FUZZ_CHECK(id > 0 && ttl > 0 && ttl <= DLOCK__ETCD_TTL_MAX_S, "grant %" PRId64 " %" PRId64,
-               id, ttl);
-  else
-    FUZZ_CHECK(rc < 0 && id == 11 && ttl == 22, "grant output touched on failure");
+  etcd_check_grant(dlock__etcd_parse_grant(b, n, &id, &ttl), id, ttl);
 
   char msg[64];
-  rc = dlock__etcd_parse_keepalive(b, n, &ttl, msg, sizeof msg);
+  int rc = dlock__etcd_parse_keepalive(b, n, &ttl, msg, sizeof msg);
   FUZZ_CHECK(memchr(msg, '\0', sizeof msg), "keepalive message");
-  if (rc == 0)
-    FUZZ_CHECK(ttl >= 0 && ttl <= DLOCK__ETCD_TTL_MAX_S, "keepalive ttl %" PRId64, ttl);
-  else
-    FUZZ_CHECK(rc < 0 && ttl == 0, "keepalive ttl %" PRId64 " on failure", ttl);
+  etcd_check_keepalive(rc, ttl);
   char tiny[1] = {'x'};
   (void)dlock__etcd_parse_keepalive(b, n, &ttl, tiny, sizeof tiny);
   FUZZ_CHECK(tiny[0] == '\0', "keepalive message of one byte");
 
   int64_t ms = 33;
-  rc = dlock__etcd_parse_timetolive(b, n, &ms);
-  if (rc == 0)
-    FUZZ_CHECK(ms == -1 || (ms >= 0 && ms <= DLOCK__ETCD_TTL_MAX_S * 1000),
-               "timetolive %" PRId64, ms);
-  else
-    FUZZ_CHECK(rc < 0 && ms == -1, "timetolive %" PRId64 " on failure", ms);
+  etcd_check_timetolive(dlock__etcd_parse_timetolive(b, n, &ms), ms);
 
   char *tok = (char *)1;
   rc = dlock__etcd_parse_auth(b, n, &tok);
-  if (rc == 0) {
-    FUZZ_CHECK(tok && tok[0], "empty auth token");
-    free(tok);
-  } else {
-    FUZZ_CHECK(rc < 0, "auth rc %d", rc);
-    if (tok != (char *)1)
-      FUZZ_CHECK(tok == NULL, "auth token on failure");
-  }
+  etcd_check_auth(rc, tok);
 }
 
 static void check_errors(const char *b, size_t n, int status, size_t msglen) {
@@ -110,14 +56,7 @@ static void check_errors(const char *b, size_t n, int status, size_t msglen) {
 static void check_watch(const char *b, size_t n) {
   dlock__etcd_watch_ev ev;
   memset(&ev, 0x5a, sizeof ev);
-  int rc = dlock__etcd_parse_watch(b, n, &ev);
-  if (rc == 0) {
-    FUZZ_CHECK(REV_OK(ev.revision) && REV_OK(ev.compact_revision), "watch revisions");
-    FUZZ_CHECK(memchr(ev.msg, '\0', sizeof ev.msg), "watch message");
-    FUZZ_CHECK(ev.fault >= DLOCK__ETCD_F_NONE && ev.fault <= DLOCK__ETCD_F_OTHER, "watch fault");
-  } else {
-    FUZZ_CHECK(rc < 0, "watch rc %d", rc);
-  }
+  etcd_check_watch(dlock__etcd_parse_watch(b, n, &ev), &ev);
 }
 
 static void check_b64(const char *b, size_t n) {

@@ -21,7 +21,7 @@ bin="$build/tests/fuzz"
 # Every harness a build with all backends has; FUZZ_HARNESSES replaces
 # this list.
 harnesses=(fuzz_url fuzz_redact fuzz_err_scrub fuzz_duration fuzz_file_record fuzz_keys fuzz_redis_reply
-           fuzz_zk_children fuzz_pg_values fuzz_pg_message fuzz_pg_first_reply fuzz_etcd_json fuzz_consul_json)
+           fuzz_zk_children fuzz_pg_values fuzz_pg_message fuzz_pg_first_reply fuzz_etcd_json fuzz_etcd_grpc fuzz_consul_json)
 if [[ -n "${FUZZ_HARNESSES:-}" ]]; then
     read -r -a harnesses <<<"$FUZZ_HARNESSES"
 fi

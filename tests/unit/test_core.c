@@ -434,7 +434,7 @@ static void test_registry(void **state) {
                         "postgres", "postgresql",
 #endif
 #ifdef DLOCK_HAVE_ETCD
-                        "etcd", "etcd+https",
+                        "etcd", "etcd+https", "etcd+grpc", "etcd+grpcs",
 #endif
 #ifdef DLOCK_HAVE_CONSUL
                         "consul", "consul+https",

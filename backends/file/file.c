@@ -22,6 +22,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,11 +39,12 @@
 /* Longest a waiter sleeps between checks even without an inotify event, as
  * a guard against an event lost to queue overflow. */
 #define SAFETY_POLL_MS 1000
-/* Inotify instances the process keeps for later waits, whatever its
- * number of clients: instances are counted per user across all of that
- * user's processes (fs.inotify.max_user_instances, often 128), so a
- * library must not pile them up. */
-#define IDLE_INOTIFY_MAX 4
+/* Inotify instances waiting for the closer thread, at most: beyond that a
+ * waiter closes its own (each counts against the per-user limit,
+ * fs.inotify.max_user_instances, until it is closed). */
+#define CLOSE_QUEUE_MAX 2
+/* Longest pause between looks of a wait that has no inotify instance. */
+#define LOOK_MAX_MS 50
 
 /* The directory's fencing counter: the last token drawn there.  Escaped
  * key names never start with '.', so no key can name it. */
@@ -58,14 +60,17 @@ struct file_client {
   int dir_ready;      /* the directory was created (or found) and is writable */
 };
 
-/* Inotify instances kept from earlier waits: closing one waits for an RCU
- * grace period, 8-20 ms seen here, which a waiter that just got its lock
- * would otherwise spend before returning, while removing a watch does
- * not wait. */
-static pthread_mutex_t idle_mu = PTHREAD_MUTEX_INITIALIZER;
-static int idle_ino[IDLE_INOTIFY_MAX];
-static int nidle;
-static pthread_once_t idle_once = PTHREAD_ONCE_INIT;
+/* Closing an inotify instance waits for an RCU grace period, 8-20 ms seen
+ * here, which a waiter that just got its lock would otherwise spend
+ * before returning: a thread of the process closes them instead, soon
+ * after.  Keeping them open for reuse would hold instances against a
+ * per-user limit (8 on some machines) for as long as a process lives. */
+static pthread_mutex_t closer_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t closer_cv = PTHREAD_COND_INITIALIZER;
+static int closer_q[CLOSE_QUEUE_MAX];
+static int closer_n;
+static bool closer_started;
+static pthread_once_t closer_once = PTHREAD_ONCE_INIT;
 
 struct file_lock {
   int fd;
@@ -472,56 +477,57 @@ static int file_try_acquire(dlock_backend_client *bc, dlock_backend_lock *bl) {
   return try_until(bc, bl, -1);
 }
 
-/* A child of fork() shares the parent's instances, whose events either
- * side could read away from the other: it starts with none kept. */
-static void idle_lock(void) { pthread_mutex_lock(&idle_mu); }
-static void idle_unlock(void) { pthread_mutex_unlock(&idle_mu); }
-static void idle_forget(void) {
-  while (nidle > 0)
-    close(idle_ino[--nidle]);
-  pthread_mutex_unlock(&idle_mu);
-}
-
-static void idle_init(void) { (void)pthread_atfork(idle_lock, idle_unlock, idle_forget); }
-
-static int inotify_get(void) {
-  pthread_once(&idle_once, idle_init);
-  pthread_mutex_lock(&idle_mu);
-  int ino = nidle > 0 ? idle_ino[--nidle] : -1;
-  pthread_mutex_unlock(&idle_mu);
-  if (ino >= 0)
-    return ino;
-  ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-  if (ino < 0 && (errno == EMFILE || errno == ENFILE)) {
-    /* Over a limit: none kept were free (another thread took them), or
-     * the kept ones count against it; they go, and one more try. */
-    pthread_mutex_lock(&idle_mu);
-    while (nidle > 0)
-      close(idle_ino[--nidle]);
-    pthread_mutex_unlock(&idle_mu);
-    ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+static void *closer_main(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&closer_mu);
+  for (;;) {
+    while (closer_n == 0)
+      pthread_cond_wait(&closer_cv, &closer_mu);
+    int fd = closer_q[--closer_n];
+    pthread_mutex_unlock(&closer_mu);
+    close(fd);
+    pthread_mutex_lock(&closer_mu);
   }
-  return ino;
+  return NULL;
 }
 
-static void drain_events(int ino) {
-  char evbuf[4096];
-  while (read(ino, evbuf, sizeof evbuf) > 0)
-    ;
+/* Around fork(): the child has no closer thread, and closes what was
+ * queued itself (quickly: the parent's copies keep the instances). */
+static void closer_lock(void) { pthread_mutex_lock(&closer_mu); }
+static void closer_unlock(void) { pthread_mutex_unlock(&closer_mu); }
+static void closer_child(void) {
+  while (closer_n > 0)
+    close(closer_q[--closer_n]);
+  closer_started = false;
+  pthread_mutex_unlock(&closer_mu);
 }
 
-/* Back to the idle ones, without its watch (WD, or -1) and with no event
- * left that a later wait could take for its own. */
-static void inotify_put(int ino, int wd) {
-  if (wd >= 0)
-    (void)inotify_rm_watch(ino, wd); /* EINVAL: the file went, and its watch with it */
-  drain_events(ino);
-  pthread_mutex_lock(&idle_mu);
-  bool kept = nidle < IDLE_INOTIFY_MAX;
-  if (kept)
-    idle_ino[nidle++] = ino;
-  pthread_mutex_unlock(&idle_mu);
-  if (!kept)
+static void closer_init(void) { (void)pthread_atfork(closer_lock, closer_unlock, closer_child); }
+
+/* Close INO soon, off the caller's path. */
+static void close_later(int ino) {
+  pthread_once(&closer_once, closer_init);
+  pthread_mutex_lock(&closer_mu);
+  if (!closer_started) {
+    /* No signal of the process is delivered to it. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_t t;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    closer_started = pthread_create(&t, &at, closer_main, NULL) == 0;
+    pthread_attr_destroy(&at);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+  }
+  bool queued = closer_started && closer_n < CLOSE_QUEUE_MAX;
+  if (queued) {
+    closer_q[closer_n++] = ino;
+    pthread_cond_signal(&closer_cv);
+  }
+  pthread_mutex_unlock(&closer_mu);
+  if (!queued)
     close(ino);
 }
 
@@ -535,29 +541,39 @@ static int file_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_
   if (rc != DLOCK_EBUSY)
     return rc;
   fl->fd = -1;
-  int ino = inotify_get(), wd = -1;
-  if (ino < 0)
+  /* Without an instance or a watch to spare (limits per user: instances
+   * are often 128, on some machines 8, and count every process of the
+   * user), the wait looks again every few milliseconds instead. */
+  int ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK), wd = -1;
+  if (ino < 0 && errno != EMFILE && errno != ENFILE && errno != ENOMEM)
     return sys_err("cannot watch", fl->path);
+  int64_t look_ms = 1;
   for (;;) {
     if (fl->fd < 0) {
       if ((rc = open_lockfile(fc, fl)) < 0)
         break;
       /* The file watched so far was replaced: its watch would pin the old
        * inode for as long as the instance lives. */
-      if (wd >= 0)
+      if (ino >= 0 && wd >= 0)
         (void)inotify_rm_watch(ino, wd);
       /* Watch before trying, so a release between the try and the wait is
        * not missed. */
-      wd = inotify_add_watch(ino, fl->path,
-                             IN_CLOSE_WRITE | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF);
-      if (wd < 0) {
+      wd = ino < 0 ? -1
+                   : inotify_add_watch(ino, fl->path,
+                                       IN_CLOSE_WRITE | IN_ATTRIB | IN_DELETE_SELF |
+                                           IN_MOVE_SELF);
+      if (ino >= 0 && wd < 0) {
         /* Its holder released (and so deleted) the file we just opened. */
         if (errno == ENOENT) {
           close_fd(fl);
           continue;
         }
-        rc = sys_err("cannot watch", fl->path);
-        break;
+        if (errno != ENOSPC) {
+          rc = sys_err("cannot watch", fl->path);
+          break;
+        }
+        close_later(ino);
+        ino = -1;
       }
     }
     rc = attempt(fc, fl, bl, deadline);
@@ -574,18 +590,22 @@ static int file_acquire(dlock_backend_client *bc, dlock_backend_lock *bl, int64_
       rc = dlock_seterr(DLOCK_ETIMEDOUT, "file: timed out waiting for '%s'", bl->key);
       break;
     }
-    int64_t wait_ms = SAFETY_POLL_MS;
+    int64_t wait_ms = ino >= 0 ? SAFETY_POLL_MS : look_ms;
     if (deadline >= 0 && (deadline - now) / 1000000 + 1 < wait_ms)
       wait_ms = (deadline - now) / 1000000 + 1;
+    look_ms = look_ms * 2 > LOOK_MAX_MS ? LOOK_MAX_MS : look_ms * 2;
     struct pollfd pfd = {.fd = ino, .events = POLLIN};
-    if (poll(&pfd, 1, (int)wait_ms) > 0) {
-      drain_events(ino);
-      /* The file may have been unlinked or replaced: check on the retry. */
-      if (!same_file(fl->fd, fl->path, NULL, NULL))
-        close_fd(fl);
+    if (poll(&pfd, ino >= 0, (int)wait_ms) > 0) {
+      char evbuf[4096];
+      while (read(ino, evbuf, sizeof evbuf) > 0)
+        ;
     }
+    /* The file may have been unlinked or replaced: check on the retry. */
+    if ((ino < 0 || pfd.revents) && !same_file(fl->fd, fl->path, NULL, NULL))
+      close_fd(fl);
   }
-  inotify_put(ino, wd);
+  if (ino >= 0)
+    close_later(ino); /* and its watch with it */
   if (rc != 0) {
     close_fd(fl);
     bl->sent_ns = 0;

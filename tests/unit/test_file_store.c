@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -289,12 +290,25 @@ static void *wait_together(void *arg) {
   return (void *)(intptr_t)rc;
 }
 
-/* A waiter's inotify instance outlives its wait: closing one waits for an
- * RCU grace period, which the next holder would spend before its acquire
- * returned.  The process keeps a few, whatever its number of clients
- * (instances count against a per-user limit), reuses them without their
- * watches, and a child of fork() keeps none of its parent's. */
-static void test_waits_reuse_inotify(void **state) {
+/* Until this process has no inotify instance open, for up to 10 s: they
+ * are closed off the waiters' path, soon after each wait. */
+static bool inotify_all_closed(void) {
+  for (int i = 0; i < 1000; i++) {
+    int watches;
+    if (inotify_fds(&watches) == 0)
+      return true;
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  return false;
+}
+
+/* A waiter's inotify instance is closed by a thread of the process, not
+ * by the waiter (closing one waits for an RCU grace period, which the
+ * next holder would spend before its acquire returned), and soon: an
+ * instance left open counts against a per-user limit.  Waits at once
+ * each have their own; a child of fork() closes its own as well. */
+static void test_waits_close_inotify(void **state) {
   (void)state;
   dlock_client *holder = open_url(url);
   waiting_client = open_url(url);
@@ -304,17 +318,9 @@ static void test_waits_reuse_inotify(void **state) {
     snprintf(held_keys[i], sizeof held_keys[i], "held%d", i);
     assert_int_equal(dlock_acquire(holder, held_keys[i], &o, &l[i]), 0);
   }
-  /* Earlier cases of this process may have left some kept already. */
-  int watches, kept = 0;
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < 3; i++)
     assert_int_equal((intptr_t)wait_briefly(held_keys[0]), DLOCK_ETIMEDOUT);
-    int n = inotify_fds(&watches);
-    assert_true(n >= 1 && n <= 4);
-    assert_true(i == 0 || n == kept); /* reused, not one more each time */
-    kept = n;
-    assert_int_equal(watches, 0);
-  }
-  /* Waits at once each need their own; at most 4 are kept afterwards. */
+  assert_true(inotify_all_closed());
   pthread_t th[WAITERS];
   assert_int_equal(pthread_barrier_init(&all_waiting, NULL, WAITERS), 0);
   for (int i = 0; i < WAITERS; i++)
@@ -325,20 +331,17 @@ static void test_waits_reuse_inotify(void **state) {
     assert_int_equal((intptr_t)rc, DLOCK_ETIMEDOUT);
   }
   pthread_barrier_destroy(&all_waiting);
-  assert_int_equal(inotify_fds(&watches), 4);
-  assert_int_equal(watches, 0);
-  /* Kept for the process, not the client: another client's wait reuses
-   * them, and closing a client closes none. */
-  dlock_close(waiting_client);
-  assert_int_equal(inotify_fds(&watches), 4);
-  waiting_client = open_url(url);
-  assert_int_equal((intptr_t)wait_briefly(held_keys[1]), DLOCK_ETIMEDOUT);
-  assert_int_equal(inotify_fds(&watches), 4);
+  assert_true(inotify_all_closed());
   pid_t pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
-    int w;
-    _exit(inotify_fds(&w) == 0 ? 0 : 1);
+    dlock_client *c = NULL;
+    bool ok = dlock_open(url, &c) == 0;
+    dlock_options w = opts(100);
+    dlock_lock *lc;
+    ok = ok && dlock_acquire(c, held_keys[2], &w, &lc) == DLOCK_ETIMEDOUT;
+    ok = ok && inotify_all_closed();
+    _exit(ok ? 0 : 1);
   }
   int status;
   assert_int_equal(waitpid(pid, &status, 0), pid);
@@ -346,6 +349,44 @@ static void test_waits_reuse_inotify(void **state) {
   dlock_close(waiting_client);
   for (int i = 0; i < WAITERS; i++)
     assert_int_equal(dlock_release(l[i]), 0);
+  dlock_close(holder);
+}
+
+static void *wait_long(void *arg) {
+  dlock_options o = opts(20000);
+  dlock_lock *l = NULL;
+  int rc = dlock_acquire(waiting_client, arg, &o, &l);
+  if (rc == 0)
+    rc = dlock_release(l);
+  return (void *)(intptr_t)rc;
+}
+
+/* With every inotify instance the user may have in use (a per-user
+ * limit: 8 on some machines), a wait still waits, looking again every
+ * few milliseconds, and gets the lock once it is free; it used to fail
+ * at once with EMFILE. */
+static void test_wait_without_inotify(void **state) {
+  (void)state;
+  dlock_client *holder = open_url(url);
+  waiting_client = open_url(url);
+  dlock_options o = opts(0);
+  dlock_lock *l;
+  assert_int_equal(dlock_acquire(holder, "scarce", &o, &l), 0);
+  int hoard[4096], n = 0;
+  while (n < 4096 && (hoard[n] = inotify_init1(IN_CLOEXEC)) >= 0)
+    n++;
+  assert_true(n < 4096);
+  assert_true(errno == EMFILE || errno == ENFILE);
+  assert_int_equal((intptr_t)wait_briefly("scarce"), DLOCK_ETIMEDOUT);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, wait_long, "scarce"), 0);
+  assert_int_equal(dlock_release(l), 0);
+  void *rc;
+  pthread_join(th, &rc);
+  assert_int_equal((intptr_t)rc, 0);
+  while (n > 0)
+    close(hoard[--n]);
+  dlock_close(waiting_client);
   dlock_close(holder);
 }
 
@@ -549,7 +590,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_token_follows_the_counter, dir_setup, dir_teardown),
       cmocka_unit_test_setup_teardown(test_left_file_is_a_floor, dir_setup, dir_teardown),
       cmocka_unit_test_setup_teardown(test_waiters_race_the_delete, dir_setup, dir_teardown),
-      cmocka_unit_test_setup_teardown(test_waits_reuse_inotify, dir_setup, dir_teardown),
+      cmocka_unit_test_setup_teardown(test_waits_close_inotify, dir_setup, dir_teardown),
+      cmocka_unit_test_setup_teardown(test_wait_without_inotify, dir_setup, dir_teardown),
       cmocka_unit_test_setup_teardown(test_prefix, dir_setup, dir_teardown),
       cmocka_unit_test_setup_teardown(test_stalled_counter_bounded, dir_setup, dir_teardown),
       cmocka_unit_test_setup_teardown(test_shared_directory_modes, dir_setup, dir_teardown),

@@ -28,7 +28,7 @@ if [[ -n "${URLS:-}" ]]; then
     read -r -a urls <<<"$URLS" # just these (space-separated)
 else
     mapfile -t urls < <(scripts/services urls redis zookeeper postgres etcd consul |
-        awk '$2 !~ /^etcd\+https/ {print $2}')
+        awk '$2 !~ /^etcd\+(https|grpcs)/ {print $2}')
     urls+=("file:///tmp/dlock-before-after" "mem://")
 fi
 

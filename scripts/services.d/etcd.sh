@@ -258,11 +258,17 @@ etcd_certs() {
     mv "$tmp" "$ETCD_CERTS"
 }
 
+# The TLS + auth instance also through its gRPC API (etcd+grpcs://), which
+# takes the same parameters; the plain gRPC path has fault runs of its own
+# (tests/faults/run, store etcd-grpc).
 url_etcd() {
     printf 'etcd://127.0.0.1:%s\n' "$ETCD_PORT"
-    printf 'etcd+https://%s:%s@127.0.0.1:%s?cacert=%s&cert=%s&key=%s\n' \
-        "$ETCD_USER" "$ETCD_PASSWORD" "$ETCD_TLS_PORT" "$(pct_encode "$ETCD_CERTS/ca.pem")" \
-        "$(pct_encode "$ETCD_CERTS/client.pem")" "$(pct_encode "$ETCD_CERTS/client-key.pem")"
+    local scheme
+    for scheme in etcd+https etcd+grpcs; do
+        printf '%s://%s:%s@127.0.0.1:%s?cacert=%s&cert=%s&key=%s\n' "$scheme" \
+            "$ETCD_USER" "$ETCD_PASSWORD" "$ETCD_TLS_PORT" "$(pct_encode "$ETCD_CERTS/ca.pem")" \
+            "$(pct_encode "$ETCD_CERTS/client.pem")" "$(pct_encode "$ETCD_CERTS/client-key.pem")"
+    done
 }
 
 # etcd_auth_ok: the TLS instance lets dlock log in, so authentication is on

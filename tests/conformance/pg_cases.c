@@ -14,6 +14,7 @@
 
 #include "backends/postgres/pg-codec.h"
 #include "dlock/admin.h"
+#include "dlock/postgres.h"
 #include "faults.h"
 #include "event.h"
 #include "internal.h"
@@ -155,6 +156,182 @@ static void p3_many_locks_few_sessions(void **state) {
     assert_int_equal(dlock_release(ls[i]), 0);
   free(ls);
   dlock_close(c);
+}
+
+static struct dlock_pg_stats pg_stats(dlock_client *c) {
+  struct dlock_pg_stats st;
+  assert_int_equal(dlock_control(c, NULL, DLOCK_PG_CTL_STATS, &st), 0);
+  return st;
+}
+
+#define RENEWED 10000
+
+/* Thousands of locks taken one after another, each renewed at ttl/3: the
+ * store hears about one renewal round a period (a ping per session, a
+ * statement per 2,500 rows), not a round whenever another lock comes due,
+ * from the first lock on.  And a lock lost from outside is still seen
+ * within its ttl. */
+static void p13_renewals_per_period(void **state) {
+  (void)state;
+  dlock_client *c = open_url(conf_url_with(p_url, "ttl=3s&confirm_grants=false"));
+  const int64_t period_ms = 1000;
+  dlock_lock **ls = calloc(RENEWED, sizeof *ls);
+  assert_non_null(ls);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  char k[64];
+  uint64_t before = pg_stats(c).renewals;
+  int64_t t0 = now_ms();
+  for (int i = 0; i < RENEWED; i++) {
+    snprintf(k, sizeof k, "%s-%d", conf_key("p13"), i);
+    assert_int_equal(dlock_try_acquire(c, k, &o, &ls[i]), 0);
+  }
+  int64_t took = now_ms() - t0;
+  /* Three periods more: the renewals of the last locks taken, and rounds
+   * that had all of them. */
+  struct timespec ts = {3, 0};
+  nanosleep(&ts, NULL);
+  uint64_t renewals = pg_stats(c).renewals - before;
+  int64_t periods = (now_ms() - t0) / period_ms + 1;
+  printf("# %d locks taken in %lld ms; %llu renewal statements in %lld periods\n", RENEWED,
+         (long long)took, (unsigned long long)renewals, (long long)periods);
+  /* A few a period (rounds half a period apart while locks are being
+   * taken, a ping per session or a statement per 2,500 rows); a round for
+   * every few locks coming due made dozens. */
+  assert_true(renewals <= (uint64_t)(10 * periods));
+  for (int i = 0; i < RENEWED; i++)
+    assert_int_equal(dlock_lock_state(ls[i]), DLOCK_HELD);
+  /* One lock lost from outside: a deleted row (lease), an ended session
+   * (advisory, which takes the session's other locks too). */
+  struct event lost;
+  event_init(&lost);
+  dlock_options lo = DLOCK_OPTIONS_INIT;
+  lo.on_lost = event_on_lost;
+  lo.on_lost_arg = &lost;
+  dlock_lock *l;
+  char lk[256];
+  snprintf(lk, sizeof lk, "%s", conf_key("p13-lost"));
+  assert_int_equal(dlock_try_acquire(c, lk, &lo, &l), 0);
+  int64_t t1 = now_ms();
+  assert_int_equal(conf_break_lock(p_url, lk), 0);
+  assert_int_equal(event_wait(&lost, 1, 3000 + 1000), 1);
+  printf("# a lock lost from outside was reported after %lld ms (ttl 3000 ms)\n",
+         (long long)(now_ms() - t1));
+  dlock_release(l);
+  for (int i = 0; i < RENEWED; i++)
+    dlock_release(ls[i]);
+  free(ls);
+  dlock_close(c);
+}
+
+/* Sessions on APP's connections that URL's server shows. */
+static long sessions_of(PGconn *pg, const char *app) {
+  const char *params[1] = {app};
+  PGresult *r = PQexecParams(
+      pg, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", 1, NULL, params,
+      NULL, NULL, 0);
+  assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+  long n = atol(PQgetvalue(r, 0, 0));
+  PQclear(r);
+  return n;
+}
+
+/* End every server session on APP's connections, and wait until the
+ * server shows none. */
+static void end_sessions_of(PGconn *pg, const char *app) {
+  const char *params[1] = {app};
+  PGresult *r = PQexecParams(pg,
+                             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                             "WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                             1, NULL, params, NULL, NULL, 0);
+  assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+  assert_true(atol(PQgetvalue(r, 0, 0)) >= 1);
+  PQclear(r);
+  int64_t until = now_ms() + 10000;
+  while (sessions_of(pg, app) > 0)
+    assert_true(now_ms() < until);
+}
+
+static void acquire_release(dlock_client *c, const char *key, int times) {
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  for (int i = 0; i < times; i++) {
+    dlock_lock *l;
+    int rc = dlock_try_acquire(c, key, &o, &l);
+    if (rc != 0)
+      fprintf(stderr, "acquire: %s\n", dlock_client_errmsg(c));
+    assert_int_equal(rc, 0);
+    assert_int_equal(dlock_release(l), 0);
+  }
+}
+
+/* Statements are prepared once per server session and then sent by name;
+ * a new session (the old one ended) prepares them again.  Through a
+ * transaction pooler, which hands each transaction to any server session,
+ * they go unnamed; told that the pooler keeps them (?prepare=true), which
+ * this PgBouncer does not, the client finds a statement missing once the
+ * sessions it prepared them on are gone, sends that call again unnamed and
+ * sends unnamed statements from then on. */
+static void p14_prepared_once_per_session(void **state) {
+  (void)state;
+  char app[64], extra[160], key[256];
+  snprintf(app, sizeof app, "dlock-conf-p14-%s", conf_run_id);
+  snprintf(extra, sizeof extra, "application_name=%s&confirm_grants=false", app);
+  snprintf(key, sizeof key, "%s", conf_key("p14"));
+  dlock_client *c = open_url(conf_url_with(p_url, extra));
+  acquire_release(c, key, 1);
+  struct dlock_pg_stats a = pg_stats(c);
+  acquire_release(c, key, 20);
+  struct dlock_pg_stats b = pg_stats(c);
+  printf("# named %d; after one pair %llu prepares, after 20 more %llu (statements %llu)\n",
+         b.named, (unsigned long long)a.prepares, (unsigned long long)b.prepares,
+         (unsigned long long)b.statements);
+  assert_true(b.statements >= a.statements + 40);
+  assert_int_equal(b.unprepared, 0);
+  const char *pb = getenv("DLOCK_TEST_PGBOUNCER_URL");
+  if (b.named) {
+    /* The clean-up may come due once in between: one statement more. */
+    assert_true(a.prepares >= 2);
+    assert_true(b.prepares <= a.prepares + 1);
+  } else {
+    assert_int_equal(b.prepares, 0);
+  }
+  dlock_close(c);
+  if (is_lease() || !pb || !*pb)
+    return;
+  /* Advisory URL: the pooler part, once per run, against the pooler of
+   * DLOCK_TEST_PGBOUNCER_URL. */
+  int lease;
+  dlock__pg_names names;
+  PGconn *pg = conf_pg_connect(p_url, &lease, &names);
+  assert_non_null(pg);
+  snprintf(extra, sizeof extra, "mode=lease&prefix=%s&application_name=%s",
+           conf_pg_run_prefix(), app);
+  c = open_url(conf_url_with(pb, extra));
+  acquire_release(c, key, 3);
+  struct dlock_pg_stats p = pg_stats(c);
+  assert_int_equal(p.named, 0);
+  assert_int_equal(p.prepares, 0);
+  dlock_close(c);
+  snprintf(extra, sizeof extra, "mode=lease&prefix=%s&application_name=%s&prepare=true",
+           conf_pg_run_prefix(), app);
+  c = open_url(conf_url_with(pb, extra));
+  acquire_release(c, key, 3);
+  p = pg_stats(c);
+  assert_int_equal(p.named, 1);
+  assert_true(p.prepares >= 2);
+  /* The pooler's server sessions end; it opens others for the next
+   * transactions, which have none of the client's statements. */
+  end_sessions_of(pg, app);
+  acquire_release(c, key, 3);
+  struct dlock_pg_stats q = pg_stats(c);
+  printf("# through the pooler with prepare=true: %llu prepares, %llu missing, named %d\n",
+         (unsigned long long)q.prepares, (unsigned long long)q.unprepared, q.named);
+  assert_true(q.unprepared >= 1);
+  assert_int_equal(q.named, 0);
+  acquire_release(c, key, 3);
+  assert_int_equal(pg_stats(c).prepares, q.prepares);
+  dlock_close(c);
+  PQfinish(pg);
+  drop_schema(pb, conf_pg_run_prefix());
 }
 
 struct waiter {
@@ -926,6 +1103,14 @@ const struct conf_case *conf_pg_cases(const char *url, size_t *n) {
       {"p11_unrenewed_given_back",
        "a lock nobody renews is free soon after its ttl while another lock keeps the session",
        p11_unrenewed_given_back, NULL, 0},
+      {"p13_renewals_per_period",
+       "thousands of locks taken one after another cost about one renewal round a period; "
+       "a lock lost from outside is still seen within its ttl",
+       p13_renewals_per_period, NULL, CONF_DESTRUCTIVE},
+      {"p14_prepared_once_per_session",
+       "statements are prepared once per session; through a pooler they go unnamed, or fall "
+       "back to unnamed once the pooler's sessions lose them",
+       p14_prepared_once_per_session, NULL, CONF_DESTRUCTIVE},
       {"p12_unanswered_release_leaves_nothing",
        "a release the server never answers leaves the key free for others",
        p12_unanswered_release_leaves_nothing, NULL, 0},

@@ -192,12 +192,18 @@ int dlock__pg_run(pg_client *pc, PGconn *pg, const char *what, const char *sql, 
  * A name is the hash of its text (dlock__pg_statement_name), so one that a
  * shared session already has (SQLSTATE 42P05 on prepare) is this same
  * statement, prepared there by another client, and is used as it is. */
+_Static_assert(DLOCK__PG_SQL_COUNT <= 32, "pg_conn.prepared has a bit per statement");
+
 int dlock__pg_exec(pg_client *pc, pg_conn *cn, const char *what, enum dlock__pg_sql which,
                    int nparams, const char *const *params, int64_t deadline_ns, PGresult **out,
                    int *broken) {
   PGconn *pg = cn->pg;
   const char *sql = pc->sql[which];
-  if (nparams < 0 || !atomic_load(&pc->named))
+  /* The schema check runs once per client and the session settings once
+   * per session (or per longer ttl): preparing them would cost a round
+   * trip more and save none. */
+  if (nparams < 0 || !atomic_load(&pc->named) || which == DLOCK__PG_SQL_SCHEMA_CHECK ||
+      which == DLOCK__PG_SQL_SESSION)
     return dlock__pg_run(pc, pg, what, sql, nparams, params, deadline_ns, out, broken);
   const char *name = pc->stmt[which];
   uint32_t bit = (uint32_t)1 << which;

@@ -294,6 +294,25 @@ static void p14_prepared_once_per_session(void **state) {
   } else {
     assert_int_equal(b.prepares, 0);
   }
+  if (!is_lease()) {
+    /* The session holding a lock ends: the next one prepares again. */
+    struct event lost;
+    event_init(&lost);
+    dlock_options o = DLOCK_OPTIONS_INIT;
+    o.on_lost = event_on_lost;
+    o.on_lost_arg = &lost;
+    dlock_lock *l;
+    assert_int_equal(dlock_try_acquire(c, key, &o, &l), 0);
+    assert_int_equal(conf_break_lock(p_url, key), 0);
+    assert_int_equal(event_wait(&lost, 1, 10000), 1);
+    assert_int_equal(dlock_release(l), DLOCK_ELOST);
+    acquire_release(c, key, 2);
+    struct dlock_pg_stats d = pg_stats(c);
+    printf("# after the session ended: %llu prepares\n", (unsigned long long)d.prepares);
+    assert_int_equal(d.named, 1);
+    assert_int_equal(d.unprepared, 0);
+    assert_true(d.prepares >= b.prepares + 2);
+  }
   dlock_close(c);
   if (is_lease() || !pb || !*pb)
     return;

@@ -227,13 +227,7 @@ static int lease_acquire(pg_client *pc, dlock_backend_lock *bl, int64_t deadline
   return rc;
 }
 
-/* SENT: when the first statement of the renewal went out, which every
- * batch reports, so that locks renewed together come due together again
- * (each batch's own time would spread them over the renewal's length, and
- * the next renewal would take them in several rounds); a lease counted
- * from before its statement ends sooner than it does at the server. */
-static int lease_renew_batch(pg_client *pc, dlock_backend_lock **bls, size_t n, int *rcs,
-                             int64_t sent) {
+static int lease_renew_batch(pg_client *pc, dlock_backend_lock **bls, size_t n, int *rcs) {
   const char **names = malloc(n * sizeof *names), **owners = malloc(n * sizeof *owners);
   int64_t *ttls = malloc(n * sizeof *ttls);
   char *an = NULL, *ao = NULL, *at = NULL;
@@ -260,6 +254,11 @@ static int lease_renew_batch(pg_client *pc, dlock_backend_lock **bls, size_t n, 
   const char *params[3] = {an, ao, at};
   PGresult *r;
   atomic_fetch_add(&pc->n_renewals, 1);
+  /* Each batch's own send time: on a slow server the last batches of a
+   * renewal go out well after the first, and a lease counted from the
+   * first would end before theirs does.  The core's window takes batches
+   * sent within half a period of each other into one round again. */
+  int64_t sent = dlock_backend_now_ns();
   rc = dlock__pg_run_any(pc, "renew", DLOCK__PG_SQL_LEASE_RENEW, 3, params, dl, &r);
   if (rc < 0)
     goto out;
@@ -291,10 +290,9 @@ out:
 }
 
 static int lease_renew_many(pg_client *pc, dlock_backend_lock **bls, size_t n, int *rcs) {
-  int64_t sent = dlock_backend_now_ns();
   for (size_t start = 0; start < n; start += RENEW_BATCH) {
     size_t m = n - start < RENEW_BATCH ? n - start : RENEW_BATCH;
-    int rc = lease_renew_batch(pc, bls + start, m, rcs + start, sent);
+    int rc = lease_renew_batch(pc, bls + start, m, rcs + start);
     if (rc < 0)
       return rc;
   }

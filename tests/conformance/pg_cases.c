@@ -61,6 +61,26 @@ static void drop_schema(const char *url, const char *prefix) {
   assert_true(ok);
 }
 
+/* Takes KEY on C, has it taken away from outside (conf_break_lock: an
+ * ended session, a deleted row) and waits up to WITHIN_MS for C to report
+ * it lost.  Returns how long that took. */
+static int64_t lose_from_outside(dlock_client *c, const char *key, int64_t within_ms) {
+  struct event lost;
+  event_init(&lost);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.on_lost = event_on_lost;
+  o.on_lost_arg = &lost;
+  dlock_lock *l;
+  assert_int_equal(dlock_try_acquire(c, key, &o, &l), 0);
+  int64_t t0 = now_ms();
+  assert_int_equal(conf_break_lock(p_url, key), 0);
+  assert_int_equal(event_wait(&lost, 1, within_ms), 1);
+  int64_t took = now_ms() - t0;
+  assert_int_equal(dlock_lock_state(l), DLOCK_LOST);
+  assert_int_equal(dlock_release(l), DLOCK_ELOST);
+  return took;
+}
+
 /* Advisory locks live in server sessions, which a transaction pooler hands
  * from client to client: refused with a message that says what to do. */
 static void p1_pooler_refuses_advisory(void **state) {
@@ -99,25 +119,28 @@ static void p2_terminated_session_lost_at_once(void **state) {
   if (is_lease())
     skip(); /* a lease row has no session: loss shows at the next renewal */
   dlock_client *c = open_url(conf_url_with(p_url, "ttl=60s"));
-  struct event lost;
-  event_init(&lost);
-  dlock_options o = DLOCK_OPTIONS_INIT;
-  o.on_lost = event_on_lost;
-  o.on_lost_arg = &lost;
-  dlock_lock *l;
   char k[256];
   snprintf(k, sizeof k, "%s", conf_key("p2"));
-  assert_int_equal(dlock_try_acquire(c, k, &o, &l), 0);
-  int64_t t0 = now_ms();
-  assert_int_equal(conf_break_lock(p_url, k), 0);
-  assert_int_equal(event_wait(&lost, 1, 10000), 1);
-  printf("# LOST %lld ms after pg_terminate_backend (ttl 60 s)\n", (long long)(now_ms() - t0));
-  assert_int_equal(dlock_lock_state(l), DLOCK_LOST);
-  assert_int_equal(dlock_release(l), DLOCK_ELOST);
+  printf("# LOST %lld ms after pg_terminate_backend (ttl 60 s)\n",
+         (long long)lose_from_outside(c, k, 10000));
   /* The client goes on with new sessions. */
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  dlock_lock *l;
   assert_int_equal(dlock_try_acquire(c, k, &o, &l), 0);
   assert_int_equal(dlock_release(l), 0);
   dlock_close(c);
+}
+
+/* The server sessions of the connections named APP that PG's server shows. */
+static long sessions_of(PGconn *pg, const char *app) {
+  const char *params[1] = {app};
+  PGresult *r = PQexecParams(
+      pg, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", 1, NULL, params,
+      NULL, NULL, 0);
+  assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+  long n = atol(PQgetvalue(r, 0, 0));
+  PQclear(r);
+  return n;
 }
 
 #define MANY 1000
@@ -142,13 +165,7 @@ static void p3_many_locks_few_sessions(void **state) {
   dlock__pg_names names;
   PGconn *pg = conf_pg_connect(p_url, &lease, &names);
   assert_non_null(pg);
-  const char *params[1] = {app};
-  PGresult *r = PQexecParams(
-      pg, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", 1, NULL, params,
-      NULL, NULL, 0);
-  assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
-  long sessions = atol(PQgetvalue(r, 0, 0));
-  PQclear(r);
+  long sessions = sessions_of(pg, app);
   PQfinish(pg);
   printf("# %d locks held over %ld server sessions\n", MANY, sessions);
   assert_true(sessions <= 10);
@@ -206,41 +223,18 @@ static void p13_renewals_per_period(void **state) {
     assert_int_equal(dlock_lock_state(ls[i]), DLOCK_HELD);
   /* One lock lost from outside: a deleted row (lease), an ended session
    * (advisory, which takes the session's other locks too). */
-  struct event lost;
-  event_init(&lost);
-  dlock_options lo = DLOCK_OPTIONS_INIT;
-  lo.on_lost = event_on_lost;
-  lo.on_lost_arg = &lost;
-  dlock_lock *l;
   char lk[256];
   snprintf(lk, sizeof lk, "%s", conf_key("p13-lost"));
-  assert_int_equal(dlock_try_acquire(c, lk, &lo, &l), 0);
-  int64_t t1 = now_ms();
-  assert_int_equal(conf_break_lock(p_url, lk), 0);
-  assert_int_equal(event_wait(&lost, 1, ttl_ms + period_ms), 1);
   printf("# a lock lost from outside was reported after %lld ms (ttl %lld ms)\n",
-         (long long)(now_ms() - t1), (long long)ttl_ms);
-  dlock_release(l);
+         (long long)lose_from_outside(c, lk, ttl_ms + period_ms), (long long)ttl_ms);
   for (int i = 0; i < RENEWED; i++)
     dlock_release(ls[i]);
   free(ls);
   dlock_close(c);
 }
 
-/* Sessions on APP's connections that URL's server shows. */
-static long sessions_of(PGconn *pg, const char *app) {
-  const char *params[1] = {app};
-  PGresult *r = PQexecParams(
-      pg, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", 1, NULL, params,
-      NULL, NULL, 0);
-  assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
-  long n = atol(PQgetvalue(r, 0, 0));
-  PQclear(r);
-  return n;
-}
-
-/* End every server session on APP's connections, and wait until the
- * server shows none. */
+/* End every server session of the connections named APP, and wait until
+ * the server shows none. */
 static void end_sessions_of(PGconn *pg, const char *app) {
   const char *params[1] = {app};
   PGresult *r = PQexecParams(pg,
@@ -300,16 +294,7 @@ static void p14_prepared_once_per_session(void **state) {
   }
   if (!is_lease()) {
     /* The session holding a lock ends: the next one prepares again. */
-    struct event lost;
-    event_init(&lost);
-    dlock_options o = DLOCK_OPTIONS_INIT;
-    o.on_lost = event_on_lost;
-    o.on_lost_arg = &lost;
-    dlock_lock *l;
-    assert_int_equal(dlock_try_acquire(c, key, &o, &l), 0);
-    assert_int_equal(conf_break_lock(p_url, key), 0);
-    assert_int_equal(event_wait(&lost, 1, 10000), 1);
-    assert_int_equal(dlock_release(l), DLOCK_ELOST);
+    lose_from_outside(c, key, 10000);
     acquire_release(c, key, 2);
     struct dlock_pg_stats d = pg_stats(c);
     printf("# after the session ended: %llu prepares\n", (unsigned long long)d.prepares);

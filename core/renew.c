@@ -2,9 +2,10 @@
  *
  * It renews auto-renew locks at ttl/3 (batching everything due within
  * half a period into one renew_many call, so a thousand locks cost one
- * round trip on stores that pipeline), turns a lock LOST when a renewal is refused or its
- * validity deadline passes (handing it to the give-back thread on a store
- * whose sessions would keep it), and delivers on_lost callbacks. */
+ * round trip on stores that pipeline), turns a lock LOST when a renewal
+ * is refused or its validity deadline passes (handing it to the give-back
+ * thread on a store whose sessions would keep it), and delivers on_lost
+ * callbacks. */
 #include <errno.h>
 #include <stdlib.h>
 #include <time.h>
@@ -123,6 +124,8 @@ static void *renew_main(void *arg) {
           due |= l->next_renew_ns <= now;
           if (l->next_renew_ns < wake)
             wake = l->next_renew_ns;
+          if (l->valid_until_ns < wake)
+            wake = l->valid_until_ns;
           continue;
         } else {
           if (l->auto_renew && l->next_renew_ns < wake)

@@ -4,8 +4,9 @@
  * JSON line:
  *   rss_per_lock_bytes   growth of the process's resident set per held lock
  *   periods              renewal periods (a third of the ttl) held
- *   renew_requests       keepalives (etcd), session renewals (Consul) or
- *                        syncs (ZooKeeper) the client sent while holding,
+ *   renew_requests       keepalives (etcd), session renewals (Consul),
+ *                        syncs (ZooKeeper) or renewal statements
+ *                        (PostgreSQL) the client sent while holding,
  *                        from the backend's own counters; -1 where the
  *                        store has none (count at the store instead)
  * The renewal requests per period are what the lease layer promises: one
@@ -31,6 +32,10 @@
 #include "backends/etcd/etcd-codec.h"
 #include "backends/zookeeper/zk-codec.h"
 #define HAVE_STORE_STATS 1
+#endif
+#if __has_include("dlock/postgres.h")
+#include "dlock/postgres.h"
+#define HAVE_PG_STATS 1
 #endif
 
 static long rss_kb(void) {
@@ -60,10 +65,15 @@ static long long renew_requests(dlock_client *c, const char *url) {
     uint64_t n;
     return dlock_control(c, NULL, DLOCK_ZK_CTL_SYNCS, &n) == 0 ? (long long)n : -1;
   }
-#else
+#endif
+#ifdef HAVE_PG_STATS
+  if (strncmp(url, "postgres", 8) == 0) {
+    struct dlock_pg_stats s;
+    return dlock_control(c, NULL, DLOCK_PG_CTL_STATS, &s) == 0 ? (long long)s.renewals : -1;
+  }
+#endif
   (void)c;
   (void)url;
-#endif
   return -1;
 }
 

@@ -1,21 +1,29 @@
 /* The renew scheduler: one thread per client, started with the first lock.
  *
- * It renews auto-renew locks at ttl/3 (batching everything due soon into
- * one renew_many call, so a thousand locks cost one round trip on stores
- * that pipeline), turns a lock LOST when a renewal is refused or its
- * validity deadline passes (handing it to the give-back thread on a store
- * whose sessions would keep it), and delivers on_lost callbacks. */
+ * It renews auto-renew locks at ttl/3 (batching everything due within
+ * half a period into one renew_many call, so a thousand locks cost one
+ * round trip on stores that pipeline), turns a lock LOST when a renewal
+ * is refused or its validity deadline passes (handing it to the give-back
+ * thread on a store whose sessions would keep it), and delivers on_lost
+ * callbacks. */
 #include <errno.h>
 #include <stdlib.h>
 #include <time.h>
 
 #include "internal.h"
 
-/* Renewals due within this window are sent together with the one that is
- * due now. */
+/* A renewal due within half its period goes out with the one that is due
+ * now.  Locks taken over a span of time come due at as many moments; a
+ * narrower window kept those moments apart for good, each a round of
+ * requests (one ping per session, one statement per batch of rows) that
+ * a single round would have served: 10,000 locks taken over a few
+ * seconds cost a store hundreds of requests per period where one round
+ * needs a few.  With half a period, two rounds less than a period apart
+ * become one within a period, and a lock is still renewed no sooner than
+ * half a period after its last renewal: at most twice as often as due,
+ * and only while rounds merge or beside locks of a shorter ttl. */
 static int64_t batch_slack_ns(const struct dlock_lock *l) {
-  int64_t s = l->bl.ttl_ms * 1000000 / 12;
-  return s < 1000000000 ? s : 1000000000;
+  return l->bl.ttl_ms * 1000000 / 6;
 }
 
 int dlock__renew_one(dlock_client *c, dlock_backend_lock *bl) {
@@ -75,6 +83,7 @@ static void *renew_main(void *arg) {
     int64_t now = dlock__now_ns();
     int64_t wake = INT64_MAX;
     size_t nb = 0, nc = 0;
+    bool due = false;
     if (cap < c->table_count) {
       size_t ncap = c->table_count * 2;
       struct dlock_lock **b2 = realloc(batch, ncap * sizeof *b2);
@@ -112,6 +121,11 @@ static void *renew_main(void *arg) {
           l->inflight = true;
           l->bl.io_deadline_ns = l->valid_until_ns == INT64_MAX ? 0 : l->valid_until_ns;
           batch[nb++] = l;
+          due |= l->next_renew_ns <= now;
+          if (l->next_renew_ns < wake)
+            wake = l->next_renew_ns;
+          if (l->valid_until_ns < wake)
+            wake = l->valid_until_ns;
           continue;
         } else {
           if (l->auto_renew && l->next_renew_ns < wake)
@@ -125,6 +139,17 @@ static void *renew_main(void *arg) {
         l->inflight = true;
         cbs[nc++] = l;
       }
+    }
+    if (!due) {
+      /* Nothing is due yet: the window only widens a round that goes out
+       * anyway.  Sent now, it would be a round per wake-up, each taking
+       * the few renewals that slid into the window since the last one
+       * (the loop comes back at once after a round): a ping or a
+       * statement every millisecond or so while locks taken one after
+       * another come due. */
+      for (size_t i = 0; i < nb; i++)
+        batch[i]->inflight = false;
+      nb = 0;
     }
     if (nb == 0 && nc == 0) {
       c->renew_wake_ns = wake;

@@ -163,8 +163,8 @@ static int adv_result(pg_client *pc, pg_conn *cn, dlock_backend_lock *bl, PGresu
       snprintf(kbuf, sizeof kbuf, "%" PRId64, key);
       const char *params[1] = {kbuf};
       PGresult *u = NULL;
-      if (dlock__pg_run(pc, cn->pg, "unlock", pc->sql[DLOCK__PG_SQL_ADV_UNLOCK], 1, params,
-                        deadline_after(pc->timeout_ms), &u, broken) == 0)
+      if (dlock__pg_exec(pc, cn, "unlock", DLOCK__PG_SQL_ADV_UNLOCK, 1, params,
+                         deadline_after(pc->timeout_ms), &u, broken) == 0)
         PQclear(u);
       else
         *broken = 1;
@@ -216,8 +216,8 @@ static int adv_try(pg_client *pc, dlock_backend_lock *bl) {
   PGresult *r;
   int broken = 0;
   bl->sent_ns = dlock_backend_now_ns();
-  rc = dlock__pg_run(pc, cn->pg, "try-lock", pc->sql[DLOCK__PG_SQL_ADV_TRY], 1, params,
-                     deadline_after(pc->timeout_ms), &r, &broken);
+  rc = dlock__pg_exec(pc, cn, "try-lock", DLOCK__PG_SQL_ADV_TRY, 1, params,
+                      deadline_after(pc->timeout_ms), &r, &broken);
   if (rc == 0)
     rc = adv_result(pc, cn, bl, r, key, &broken);
   else
@@ -246,8 +246,8 @@ static int adv_wait(pg_client *pc, dlock_backend_lock *bl, int64_t deadline_ns) 
    * request timeout more for its answer before calling the link dead. */
   int64_t io_dl = deadline_ns < 0 ? -1 : deadline_ns + pc->timeout_ms * 1000000;
   bl->sent_ns = dlock_backend_now_ns();
-  rc = dlock__pg_run(pc, cn->pg, "waiting for the lock", pc->sql[DLOCK__PG_SQL_ADV_WAIT], 2,
-                     params, io_dl, &r, &broken);
+  rc = dlock__pg_exec(pc, cn, "waiting for the lock", DLOCK__PG_SQL_ADV_WAIT, 2,
+                      params, io_dl, &r, &broken);
   if (rc == 0) {
     /* The grant counts from when it came, not from when we asked. */
     bl->sent_ns = dlock_backend_now_ns();
@@ -312,8 +312,8 @@ static int adv_release(pg_client *pc, dlock_backend_lock *bl) {
     const char *params[1] = {kbuf};
     PGresult *r;
     int broken = 0;
-    rc = dlock__pg_run(pc, cn->pg, "unlock", pc->sql[DLOCK__PG_SQL_ADV_UNLOCK], 1, params,
-                       deadline_after(pc->timeout_ms), &r, &broken);
+    rc = dlock__pg_exec(pc, cn, "unlock", DLOCK__PG_SQL_ADV_UNLOCK, 1, params,
+                        deadline_after(pc->timeout_ms), &r, &broken);
     if (rc == 0) {
       int ok = 0;
       rc = PQntuples(r) == 1 ? dlock__pg_parse_bool(PQgetvalue(r, 0, 0), &ok)
@@ -383,9 +383,10 @@ static int adv_renew_many(pg_client *pc, dlock_backend_lock **bls, size_t n, int
       PGresult *r;
       int broken = 0;
       rc = dlock__pg_session_keep(pc, cn, ttl, &broken);
-      if (rc == 0)
-        rc = dlock__pg_run(pc, cn->pg, "renew", pc->sql[DLOCK__PG_SQL_PING], 0, NULL, dl, &r,
-                           &broken);
+      if (rc == 0) {
+        atomic_fetch_add(&pc->n_renewals, 1);
+        rc = dlock__pg_exec(pc, cn, "renew", DLOCK__PG_SQL_PING, 0, NULL, dl, &r, &broken);
+      }
       if (rc == 0) {
         int64_t pid = 0;
         rc = PQntuples(r) == 1 ? dlock__pg_parse_i64(PQgetvalue(r, 0, 0), &pid)
@@ -427,7 +428,7 @@ static int adv_inspect(pg_client *pc, const char *key, size_t keylen, dlock_info
   snprintf(b, sizeof b, "%" PRIu32, obj);
   const char *params[2] = {a, b};
   PGresult *r;
-  int rc = dlock__pg_run_any(pc, "inspect", pc->sql[DLOCK__PG_SQL_ADV_INSPECT], 2, params,
+  int rc = dlock__pg_run_any(pc, "inspect", DLOCK__PG_SQL_ADV_INSPECT, 2, params,
                              deadline_after(pc->timeout_ms), &r);
   if (rc == 0) {
     info->held = PQntuples(r) > 0;
@@ -501,8 +502,8 @@ static int adv_break_own(pg_client *pc, const char *key, size_t keylen, int64_t 
     const char *params[1] = {kbuf};
     PGresult *r;
     int ok = 0;
-    if (dlock__pg_run(pc, cn->pg, "unlock", pc->sql[DLOCK__PG_SQL_ADV_UNLOCK], 1, params,
-                      deadline_after(pc->timeout_ms), &r, &gone) == 0) {
+    if (dlock__pg_exec(pc, cn, "unlock", DLOCK__PG_SQL_ADV_UNLOCK, 1, params,
+                       deadline_after(pc->timeout_ms), &r, &gone) == 0) {
       if (PQntuples(r) != 1 || dlock__pg_parse_bool(PQgetvalue(r, 0, 0), &ok) < 0)
         ok = 0;
       PQclear(r);
@@ -550,9 +551,9 @@ static int adv_break_session(pg_client *pc, const char *key, int64_t k, int64_t 
   const char *params[5] = {a, b, spared, waits ? wait : want, want};
   PGresult *r;
   int gone = 0;
-  rc = dlock__pg_run(pc, cn->pg, "break",
-                     pc->sql[waits ? DLOCK__PG_SQL_ADV_BREAK : DLOCK__PG_SQL_ADV_BREAK_NOWAIT],
-                     waits ? 5 : 4, params, deadline_after(2 * pc->timeout_ms), &r, &gone);
+  rc = dlock__pg_exec(pc, cn, "break",
+                      waits ? DLOCK__PG_SQL_ADV_BREAK : DLOCK__PG_SQL_ADV_BREAK_NOWAIT,
+                      waits ? 5 : 4, params, deadline_after(2 * pc->timeout_ms), &r, &gone);
   dlock__pg_conn_put(pc, cn, gone);
   free(spared);
   if (rc == DLOCK_EAUTH && strcmp(dlock__pg_last_state(), "42501") == 0)

@@ -75,6 +75,10 @@ void dlock__pg_advisory_split(int64_t k, uint32_t *classid, uint32_t *objid) {
 
 /* ---- statements ---- */
 
+void dlock__pg_statement_name(const char *sql, char *buf) {
+  snprintf(buf, DLOCK__PG_STMT_NAME_MAX, "dlock_%016" PRIx64, (uint64_t)XXH64(sql, strlen(sql), 0));
+}
+
 #define TTL_EXPR "clock_timestamp() + %s::bigint * interval '1 millisecond'"
 /* An ended lease holds -infinity, which cannot be subtracted from. */
 #define REMAINING_MS                                                                       \

@@ -69,6 +69,14 @@ enum dlock__pg_sql {
 DLOCK__HIDDEN int dlock__pg_sql(const dlock__pg_names *n, enum dlock__pg_sql which, char *buf,
                                 size_t len);
 
+/* The name SQL is prepared under: "dlock_" and the XXH64 of the text in
+ * hex, into BUF (at least DLOCK__PG_STMT_NAME_MAX bytes).  The same name
+ * always means the same text, so a session that has the name prepared
+ * (one a pooler shares, prepared by another client) runs this very
+ * statement. */
+#define DLOCK__PG_STMT_NAME_MAX 24
+DLOCK__HIDDEN void dlock__pg_statement_name(const char *sql, char *buf);
+
 /* Lease rows: an ended row is deleted DLOCK__PG_GRACE_MS(ttl) after its
  * last use, and a grant whose statement ran DLOCK__PG_FRESH_MS or longer
  * draws its fence again.  The first must exceed the second for every

@@ -97,11 +97,12 @@ static int result_ok(const PGresult *r) {
   return st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK;
 }
 
-int dlock__pg_run(pg_client *pc, PGconn *pg, const char *what, const char *sql, int nparams,
-                  const char *const *params, int64_t deadline_ns, PGresult **out, int *broken) {
+/* The result of the command just handed to libpq (SENT: whether it took
+ * it), as dlock__pg_run describes. */
+static int collect(pg_client *pc, PGconn *pg, const char *what, int sent, int64_t deadline_ns,
+                   PGresult **out, int *broken) {
   *out = NULL;
-  int sent = nparams < 0 ? PQsendQuery(pg, sql)
-                         : PQsendQueryParams(pg, sql, nparams, NULL, params, NULL, NULL, 0);
+  last_state[0] = '\0';
   if (!sent) {
     *broken = 1;
     return conn_error(pc, pg, what);
@@ -160,6 +161,75 @@ int dlock__pg_run(pg_client *pc, PGconn *pg, const char *what, const char *sql, 
   }
   *out = first;
   return 0;
+}
+
+int dlock__pg_run(pg_client *pc, PGconn *pg, const char *what, const char *sql, int nparams,
+                  const char *const *params, int64_t deadline_ns, PGresult **out, int *broken) {
+  atomic_fetch_add(&pc->n_statements, 1);
+  int sent = nparams < 0 ? PQsendQuery(pg, sql)
+                         : PQsendQueryParams(pg, sql, nparams, NULL, params, NULL, NULL, 0);
+  return collect(pc, pg, what, sent, deadline_ns, out, broken);
+}
+
+/* Named statements, prepared once per session: the server then parses and
+ * plans a statement once per connection, not once per call (an unnamed
+ * statement is parsed every time), which is most of what a short
+ * statement costs it.  A new connection, as after a reconnect, a restart
+ * or a failover, starts with none prepared.
+ *
+ * Names are worth nothing where a pooler may run each transaction on
+ * another server session, as PgBouncer's transaction pooling does (before
+ * 1.21, or without max_prepared_statements, it passes them through
+ * untracked): a statement prepared on one session is missing on the next.
+ * A client that found a pooler at open therefore sends unnamed statements
+ * only, unless ?prepare=true says the pooler keeps prepared statements per
+ * client.  Should a session still lack a statement it prepared (SQLSTATE
+ * 26000: a pooler dlock did not see, or told wrongly that it keeps them,
+ * or a DISCARD ALL), nothing ran (the error comes at Bind), so the call is
+ * sent again unnamed, and the client sends unnamed statements from then
+ * on: a missing statement means the sessions behind its connections come
+ * and go, and preparing again would only find it missing again elsewhere.
+ * A name is the hash of its text (dlock__pg_statement_name), so one that a
+ * shared session already has (SQLSTATE 42P05 on prepare) is this same
+ * statement, prepared there by another client, and is used as it is. */
+_Static_assert(DLOCK__PG_SQL_COUNT <= 32, "pg_conn.prepared has a bit per statement");
+
+int dlock__pg_exec(pg_client *pc, pg_conn *cn, const char *what, enum dlock__pg_sql which,
+                   int nparams, const char *const *params, int64_t deadline_ns, PGresult **out,
+                   int *broken) {
+  PGconn *pg = cn->pg;
+  const char *sql = pc->sql[which];
+  /* The schema check runs once per client and the session settings once
+   * per session (or per longer ttl): preparing them would cost a round
+   * trip more and save none. */
+  if (nparams < 0 || !atomic_load(&pc->named) || which == DLOCK__PG_SQL_SCHEMA_CHECK ||
+      which == DLOCK__PG_SQL_SESSION)
+    return dlock__pg_run(pc, pg, what, sql, nparams, params, deadline_ns, out, broken);
+  const char *name = pc->stmt[which];
+  uint32_t bit = (uint32_t)1 << which;
+  int rc;
+  if (!(cn->prepared & bit)) {
+    atomic_fetch_add(&pc->n_prepares, 1);
+    rc = collect(pc, pg, what, PQsendPrepare(pg, name, sql, nparams, NULL), deadline_ns, out,
+                 broken);
+    if (rc == 0)
+      PQclear(*out);
+    else if (!*broken && strcmp(last_state, "42P05") == 0)
+      rc = 0;
+    if (rc < 0)
+      return rc;
+    cn->prepared |= bit;
+  }
+  atomic_fetch_add(&pc->n_statements, 1);
+  rc = collect(pc, pg, what, PQsendQueryPrepared(pg, name, nparams, params, NULL, NULL, 0),
+               deadline_ns, out, broken);
+  if (rc < 0 && !*broken && strcmp(last_state, "26000") == 0) {
+    atomic_fetch_add(&pc->n_unprepared, 1);
+    atomic_store(&pc->named, 0);
+    cn->prepared = 0;
+    rc = dlock__pg_run(pc, pg, what, sql, nparams, params, deadline_ns, out, broken);
+  }
+  return rc;
 }
 
 /* ---- connections ---- */
@@ -243,8 +313,8 @@ int dlock__pg_session_keep(pg_client *pc, pg_conn *cn, int64_t ttl_ms, int *brok
   snprintf(sec, sizeof sec, "%lld", (long long)s);
   const char *params[1] = {sec};
   PGresult *r;
-  int rc = dlock__pg_run(pc, cn->pg, "setting up the session", pc->sql[DLOCK__PG_SQL_SESSION], 1,
-                         params, deadline_after(pc->timeout_ms), &r, broken);
+  int rc = dlock__pg_exec(pc, cn, "setting up the session", DLOCK__PG_SQL_SESSION, 1, params,
+                          deadline_after(pc->timeout_ms), &r, broken);
   if (rc == 0) {
     PQclear(r);
     cn->keep_ms = s * 1000;
@@ -405,14 +475,14 @@ void dlock__pg_conn_put(pg_client *pc, pg_conn *cn, int broken) {
   conn_settle(pc, cn);
 }
 
-int dlock__pg_run_any(pg_client *pc, const char *what, const char *sql, int nparams,
+int dlock__pg_run_any(pg_client *pc, const char *what, enum dlock__pg_sql which, int nparams,
                       const char *const *params, int64_t deadline_ns, PGresult **out) {
   pg_conn *cn;
   int rc = dlock__pg_conn_get(pc, 0, &cn);
   if (rc < 0)
     return rc;
   int broken = 0;
-  rc = dlock__pg_run(pc, cn->pg, what, sql, nparams, params, deadline_ns, out, &broken);
+  rc = dlock__pg_exec(pc, cn, what, which, nparams, params, deadline_ns, out, &broken);
   dlock__pg_conn_put(pc, cn, broken);
   return rc;
 }

@@ -22,8 +22,12 @@
 
 #include "backends/postgres/pg.h"
 
-/* Locks renewed per statement. */
-#define RENEW_BATCH 1000
+/* Locks renewed per statement: 10,000 locks are four statements a period.
+ * Each row costs the server about the same however they are batched (a
+ * new row version, its index entries); a statement holds the rows it
+ * updates, this client's own, while it runs, and must end within the
+ * earliest validity among them. */
+#define RENEW_BATCH 2500
 /* Polling behind a pooler: first and largest pause, ms. */
 #define POLL_MIN_MS 5
 #define POLL_MAX_MS 500
@@ -45,7 +49,7 @@ static int lease_try(pg_client *pc, dlock_backend_lock *bl) {
   const char *params[4] = {bl->key, bl->owner, ttl, bl->label};
   PGresult *r;
   bl->sent_ns = dlock_backend_now_ns();
-  int rc = dlock__pg_run_any(pc, "acquire", pc->sql[DLOCK__PG_SQL_LEASE_TRY], 4, params,
+  int rc = dlock__pg_run_any(pc, "acquire", DLOCK__PG_SQL_LEASE_TRY, 4, params,
                              deadline_after(pc->timeout_ms), &r);
   if (rc < 0)
     return rc;
@@ -79,7 +83,7 @@ static int lease_try(pg_client *pc, dlock_backend_lock *bl) {
 static int lease_refence(pg_client *pc, dlock_backend_lock *bl) {
   const char *params[2] = {bl->key, bl->owner};
   PGresult *r;
-  int rc = dlock__pg_run_any(pc, "acquire", pc->sql[DLOCK__PG_SQL_LEASE_REFENCE], 2, params,
+  int rc = dlock__pg_run_any(pc, "acquire", DLOCK__PG_SQL_LEASE_REFENCE, 2, params,
                              deadline_after(pc->timeout_ms), &r);
   if (rc < 0)
     return rc;
@@ -120,7 +124,7 @@ static void lease_gc(pg_client *pc) {
    * milliseconds, and one that takes longer waits for a later call rather
    * than holding up this one a whole timeout. */
   int64_t bound = pc->timeout_ms < GC_MAX_MS ? pc->timeout_ms : GC_MAX_MS;
-  if (dlock__pg_run_any(pc, "clean-up", pc->sql[DLOCK__PG_SQL_LEASE_GC], 2, params,
+  if (dlock__pg_run_any(pc, "clean-up", DLOCK__PG_SQL_LEASE_GC, 2, params,
                         deadline_after(bound), &r) == 0) {
     if (PQntuples(r) == 1 && PQnfields(r) == 2) {
       dlock__pg_parse_i64(PQgetvalue(r, 0, 0), &gone);
@@ -249,8 +253,13 @@ static int lease_renew_batch(pg_client *pc, dlock_backend_lock **bls, size_t n, 
   }
   const char *params[3] = {an, ao, at};
   PGresult *r;
+  atomic_fetch_add(&pc->n_renewals, 1);
+  /* Each batch's own send time: on a slow server the last batches of a
+   * renewal go out well after the first, and a lease counted from the
+   * first would end before theirs does.  The core's window takes batches
+   * sent within half a period of each other into one round again. */
   int64_t sent = dlock_backend_now_ns();
-  rc = dlock__pg_run_any(pc, "renew", pc->sql[DLOCK__PG_SQL_LEASE_RENEW], 3, params, dl, &r);
+  rc = dlock__pg_run_any(pc, "renew", DLOCK__PG_SQL_LEASE_RENEW, 3, params, dl, &r);
   if (rc < 0)
     goto out;
   for (size_t i = 0; i < n; i++)
@@ -293,7 +302,7 @@ static int lease_renew_many(pg_client *pc, dlock_backend_lock **bls, size_t n, i
 static int lease_release(pg_client *pc, dlock_backend_lock *bl) {
   const char *params[2] = {bl->key, bl->owner};
   PGresult *r;
-  int rc = dlock__pg_run_any(pc, "release", pc->sql[DLOCK__PG_SQL_LEASE_RELEASE], 2, params,
+  int rc = dlock__pg_run_any(pc, "release", DLOCK__PG_SQL_LEASE_RELEASE, 2, params,
                              deadline_after(pc->timeout_ms), &r);
   if (rc < 0)
     return rc;
@@ -309,7 +318,7 @@ static int lease_release(pg_client *pc, dlock_backend_lock *bl) {
 static int lease_inspect(pg_client *pc, const char *key, size_t keylen, dlock_info *info) {
   const char *params[1] = {key};
   PGresult *r;
-  int rc = dlock__pg_run_any(pc, "inspect", pc->sql[DLOCK__PG_SQL_LEASE_INSPECT], 1, params,
+  int rc = dlock__pg_run_any(pc, "inspect", DLOCK__PG_SQL_LEASE_INSPECT, 1, params,
                              deadline_after(pc->timeout_ms), &r);
   if (rc < 0)
     return rc;
@@ -338,7 +347,7 @@ static int lease_list(pg_client *pc, const char *prefix, size_t prefixlen,
   while (rc == 0) {
     const char *params[3] = {after, text, limit};
     PGresult *r;
-    rc = dlock__pg_run_any(pc, "list", pc->sql[DLOCK__PG_SQL_LEASE_LIST], 3, params,
+    rc = dlock__pg_run_any(pc, "list", DLOCK__PG_SQL_LEASE_LIST, 3, params,
                            deadline_after(pc->timeout_ms), &r);
     if (rc < 0)
       break;
@@ -389,7 +398,7 @@ static int lease_break(pg_client *pc, const char *key, size_t keylen,
                           : "not-an-owner";
   const char *params[3] = {key, owner, tok};
   PGresult *r;
-  int rc = dlock__pg_run_any(pc, "break", pc->sql[DLOCK__PG_SQL_LEASE_BREAK], 3, params,
+  int rc = dlock__pg_run_any(pc, "break", DLOCK__PG_SQL_LEASE_BREAK, 3, params,
                              deadline_after(pc->timeout_ms), &r);
   if (rc < 0)
     return rc;

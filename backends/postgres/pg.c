@@ -22,6 +22,7 @@
 #include <libpq-fe.h>
 
 #include "backends/postgres/pg.h"
+#include "dlock/postgres.h"
 
 static const pg_mode *const pg_modes[] = {&dlock__pg_advisory, &dlock__pg_lease};
 
@@ -30,7 +31,7 @@ static const pg_mode *const pg_modes[] = {&dlock__pg_advisory, &dlock__pg_lease}
 static int ensure_schema(pg_client *pc) {
   PGresult *r;
   int64_t dl = deadline_after(pc->timeout_ms);
-  int rc = dlock__pg_run_any(pc, "checking the schema", pc->sql[DLOCK__PG_SQL_SCHEMA_CHECK], 0,
+  int rc = dlock__pg_run_any(pc, "checking the schema", DLOCK__PG_SQL_SCHEMA_CHECK, 0,
                              NULL, dl, &r);
   if (rc < 0)
     return rc;
@@ -48,7 +49,7 @@ static int ensure_schema(pg_client *pc) {
      * would scan it whole, so it runs only if the index can be made.  A
      * user who may not create it still gets locks, and rows that stay. */
     rc = dlock__pg_run_any(pc, "creating the lease index",
-                           pc->sql[DLOCK__PG_SQL_SCHEMA_CREATE_INDEX], -1, NULL, dl, &r);
+                           DLOCK__PG_SQL_SCHEMA_CREATE_INDEX, -1, NULL, dl, &r);
     if (rc == 0) {
       PQclear(r);
       pc->gc = 1;
@@ -60,8 +61,8 @@ static int ensure_schema(pg_client *pc) {
   /* Several statements in one simple query: one transaction, so this works
    * through a transaction pooler too. */
   rc = dlock__pg_run_any(pc, "creating the schema",
-                         pc->sql[want_table ? DLOCK__PG_SQL_SCHEMA_CREATE_LEASE
-                                            : DLOCK__PG_SQL_SCHEMA_CREATE_SEQ],
+                         want_table ? DLOCK__PG_SQL_SCHEMA_CREATE_LEASE
+                                    : DLOCK__PG_SQL_SCHEMA_CREATE_SEQ,
                          -1, NULL, dl, &r);
   if (rc == 0) {
     PQclear(r);
@@ -75,6 +76,7 @@ static int build_sql(pg_client *pc) {
     int rc = dlock__pg_sql(&pc->names, (enum dlock__pg_sql)i, pc->sql[i], SQL_MAX);
     if (rc < 0)
       return rc;
+    dlock__pg_statement_name(pc->sql[i], pc->stmt[i]);
   }
   return 0;
 }
@@ -167,6 +169,13 @@ static int pg_open(dlock_backend_client *bc, dlock_url *url) {
                         mode);
   if ((rc = dlock_url_param_bool(url, "confirm_grants", 1, &pc->confirm)) < 0)
     return rc;
+  /* Named statements (see dlock__pg_exec): by default unless a pooler is
+   * found in the way. */
+  int prepare = -1;
+  const char *pv = NULL;
+  if (dlock_url_param(url, "prepare", &pv) == 1 &&
+      (rc = dlock_url_param_bool(url, "prepare", 0, &prepare)) < 0)
+    return rc;
   if ((rc = dlock__pg_names_init(bc->prefix, &pc->names)) < 0 || (rc = build_sql(pc)) < 0 ||
       (rc = build_conninfo(pc, url)) < 0)
     goto fail;
@@ -187,6 +196,7 @@ static int pg_open(dlock_backend_client *bc, dlock_url *url) {
   if ((rc = dlock__pg_conn_get(pc, 0, &cn)) < 0)
     goto fail;
   pc->pooled = cn->pid != PQbackendPID(cn->pg);
+  atomic_store(&pc->named, prepare < 0 ? !pc->pooled : prepare);
   dlock__pg_conn_put(pc, cn, 0);
   bc->caps = pc->mode->caps(pc, bc->caps);
   /* A session keeps its locks past their ttl while its other locks keep it
@@ -255,6 +265,24 @@ static int pg_force_release(dlock_backend_client *bc, const char *key, size_t ke
   return pc->mode->force_release(pc, key, keylen, holder, broken);
 }
 
+static int pg_control(dlock_backend_client *bc, dlock_backend_lock *bl, int op, void *arg) {
+  pg_client *pc = bc->priv;
+  (void)bl;
+  if (!arg)
+    return dlock_seterr(DLOCK_EINVAL, "postgres: control operation %d needs an argument", op);
+  if (op == DLOCK_PG_CTL_STATS) {
+    struct dlock_pg_stats *st = arg;
+    memset(st, 0, sizeof *st);
+    st->statements = atomic_load(&pc->n_statements);
+    st->prepares = atomic_load(&pc->n_prepares);
+    st->renewals = atomic_load(&pc->n_renewals);
+    st->unprepared = atomic_load(&pc->n_unprepared);
+    st->named = atomic_load(&pc->named);
+    return 0;
+  }
+  return dlock_seterr(DLOCK_ENOTSUP, "postgres: unknown control operation %d", op);
+}
+
 static const char *const pg_schemes[] = {"postgres", "postgresql", NULL};
 
 const dlock_backend_ops dlock__pg_ops = {
@@ -278,7 +306,7 @@ const dlock_backend_ops dlock__pg_ops = {
     .release = pg_release,
     .renew_many = pg_renew_many,
     .inspect = pg_inspect,
-    .control = NULL,
+    .control = pg_control,
     .list = pg_list,
     .force_release = pg_force_release,
 };

@@ -7,6 +7,7 @@
 #define DLOCK_PG_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,6 +33,9 @@ typedef struct pgc {
   int hup;     /* the monitor saw the server close it */
   /* The server said FATAL: the session is ending.  Under mu. */
   int fatal;
+  /* The statements (bits by enum dlock__pg_sql) prepared on this session,
+   * which a new connection starts without.  Under mu. */
+  uint32_t prepared;
 } pg_conn;
 
 typedef struct pg_lock {
@@ -88,6 +92,10 @@ typedef struct pg_client {
   int confirm;
   dlock__pg_names names;
   char sql[DLOCK__PG_SQL_COUNT][SQL_MAX];
+  char stmt[DLOCK__PG_SQL_COUNT][DLOCK__PG_STMT_NAME_MAX]; /* their prepared names */
+  /* Statements go as named prepared statements (see dlock__pg_exec): set
+   * at open, cleared for good when the server lost one. */
+  atomic_int named;
   char *conninfo;   /* for libpq, secrets included: never printed */
   const char *where; /* redacted URL, for messages */
   const dlock_url *url; /* the client's, for hiding its secrets in libpq's messages */
@@ -125,6 +133,9 @@ typedef struct pg_client {
   int gc;
   int gc_busy;
   int64_t gc_next_ns;
+
+  /* DLOCK_PG_CTL_STATS */
+  atomic_uint_fast64_t n_statements, n_prepares, n_renewals, n_unprepared;
 } pg_client;
 
 /* ---- time ---- */
@@ -160,7 +171,8 @@ DLOCK__HIDDEN int dlock__pg_wait_fd(int fd, short events, int64_t deadline_ns);
 DLOCK__HIDDEN const char *dlock__pg_libpq_text(const pg_client *pc, const char *m, char *buf,
                                                size_t len);
 
-/* The SQLSTATE of this thread's last failed statement. */
+/* The SQLSTATE of this thread's last statement: "" if it succeeded or
+ * failed without an answer. */
 DLOCK__HIDDEN const char *dlock__pg_last_state(void);
 
 /* Send SQL and collect its result by DEADLINE_NS (-1: none): the first
@@ -171,6 +183,15 @@ DLOCK__HIDDEN const char *dlock__pg_last_state(void);
 DLOCK__HIDDEN int dlock__pg_run(pg_client *pc, PGconn *pg, const char *what, const char *sql,
                                 int nparams, const char *const *params, int64_t deadline_ns,
                                 PGresult **out, int *broken);
+
+/* Statement WHICH of the client's on CN (its mu held), as dlock__pg_run
+ * runs one: a named statement, prepared on the session first if it is not
+ * yet, while the client uses them; unnamed otherwise, or for a simple
+ * query (NPARAMS < 0). */
+DLOCK__HIDDEN int dlock__pg_exec(pg_client *pc, pg_conn *cn, const char *what,
+                                 enum dlock__pg_sql which, int nparams,
+                                 const char *const *params, int64_t deadline_ns, PGresult **out,
+                                 int *broken);
 
 /* ---- connections (pg-conn.c) ---- */
 
@@ -196,7 +217,7 @@ DLOCK__HIDDEN void dlock__pg_conn_put(pg_client *pc, pg_conn *cn, int broken);
 
 /* One statement on whichever connection is free, for statements that tie
  * nothing to a session. */
-DLOCK__HIDDEN int dlock__pg_run_any(pg_client *pc, const char *what, const char *sql,
+DLOCK__HIDDEN int dlock__pg_run_any(pg_client *pc, const char *what, enum dlock__pg_sql which,
                                     int nparams, const char *const *params, int64_t deadline_ns,
                                     PGresult **out);
 

@@ -27,7 +27,7 @@
 /* dlock's own URL parameters, which libpq must not see. */
 static const char *const dlock_params[] = {
     "mode", "ttl", "connect_timeout", "timeout", "retry_initial", "retry_max", "margin",
-    "retry_multiplier", "retry_jitter", "require", "prefix", "confirm_grants", NULL};
+    "retry_multiplier", "retry_jitter", "require", "prefix", "confirm_grants", "prepare", NULL};
 
 /* libpq's connection string for URL (malloc'd), or NULL. */
 static char *pg_conninfo(const char *url, int *lease, dlock__pg_names *names) {

@@ -14,6 +14,7 @@
 
 #include "backends/postgres/pg-codec.h"
 #include "dlock/admin.h"
+#include "dlock/postgres.h"
 #include "faults.h"
 #include "event.h"
 #include "internal.h"
@@ -60,6 +61,26 @@ static void drop_schema(const char *url, const char *prefix) {
   assert_true(ok);
 }
 
+/* Takes KEY on C, has it taken away from outside (conf_break_lock: an
+ * ended session, a deleted row) and waits up to WITHIN_MS for C to report
+ * it lost.  Returns how long that took. */
+static int64_t lose_from_outside(dlock_client *c, const char *key, int64_t within_ms) {
+  struct event lost;
+  event_init(&lost);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.on_lost = event_on_lost;
+  o.on_lost_arg = &lost;
+  dlock_lock *l;
+  assert_int_equal(dlock_try_acquire(c, key, &o, &l), 0);
+  int64_t t0 = now_ms();
+  assert_int_equal(conf_break_lock(p_url, key), 0);
+  assert_int_equal(event_wait(&lost, 1, within_ms), 1);
+  int64_t took = now_ms() - t0;
+  assert_int_equal(dlock_lock_state(l), DLOCK_LOST);
+  assert_int_equal(dlock_release(l), DLOCK_ELOST);
+  return took;
+}
+
 /* Advisory locks live in server sessions, which a transaction pooler hands
  * from client to client: refused with a message that says what to do. */
 static void p1_pooler_refuses_advisory(void **state) {
@@ -98,25 +119,28 @@ static void p2_terminated_session_lost_at_once(void **state) {
   if (is_lease())
     skip(); /* a lease row has no session: loss shows at the next renewal */
   dlock_client *c = open_url(conf_url_with(p_url, "ttl=60s"));
-  struct event lost;
-  event_init(&lost);
-  dlock_options o = DLOCK_OPTIONS_INIT;
-  o.on_lost = event_on_lost;
-  o.on_lost_arg = &lost;
-  dlock_lock *l;
   char k[256];
   snprintf(k, sizeof k, "%s", conf_key("p2"));
-  assert_int_equal(dlock_try_acquire(c, k, &o, &l), 0);
-  int64_t t0 = now_ms();
-  assert_int_equal(conf_break_lock(p_url, k), 0);
-  assert_int_equal(event_wait(&lost, 1, 10000), 1);
-  printf("# LOST %lld ms after pg_terminate_backend (ttl 60 s)\n", (long long)(now_ms() - t0));
-  assert_int_equal(dlock_lock_state(l), DLOCK_LOST);
-  assert_int_equal(dlock_release(l), DLOCK_ELOST);
+  printf("# LOST %lld ms after pg_terminate_backend (ttl 60 s)\n",
+         (long long)lose_from_outside(c, k, 10000));
   /* The client goes on with new sessions. */
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  dlock_lock *l;
   assert_int_equal(dlock_try_acquire(c, k, &o, &l), 0);
   assert_int_equal(dlock_release(l), 0);
   dlock_close(c);
+}
+
+/* The server sessions of the connections named APP that PG's server shows. */
+static long sessions_of(PGconn *pg, const char *app) {
+  const char *params[1] = {app};
+  PGresult *r = PQexecParams(
+      pg, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", 1, NULL, params,
+      NULL, NULL, 0);
+  assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+  long n = atol(PQgetvalue(r, 0, 0));
+  PQclear(r);
+  return n;
 }
 
 #define MANY 1000
@@ -141,13 +165,7 @@ static void p3_many_locks_few_sessions(void **state) {
   dlock__pg_names names;
   PGconn *pg = conf_pg_connect(p_url, &lease, &names);
   assert_non_null(pg);
-  const char *params[1] = {app};
-  PGresult *r = PQexecParams(
-      pg, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", 1, NULL, params,
-      NULL, NULL, 0);
-  assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
-  long sessions = atol(PQgetvalue(r, 0, 0));
-  PQclear(r);
+  long sessions = sessions_of(pg, app);
   PQfinish(pg);
   printf("# %d locks held over %ld server sessions\n", MANY, sessions);
   assert_true(sessions <= 10);
@@ -155,6 +173,173 @@ static void p3_many_locks_few_sessions(void **state) {
     assert_int_equal(dlock_release(ls[i]), 0);
   free(ls);
   dlock_close(c);
+}
+
+static struct dlock_pg_stats pg_stats(dlock_client *c) {
+  struct dlock_pg_stats st;
+  assert_int_equal(dlock_control(c, NULL, DLOCK_PG_CTL_STATS, &st), 0);
+  return st;
+}
+
+#define RENEWED 10000
+
+/* Thousands of locks taken one after another, each renewed at ttl/3: the
+ * store hears about one renewal round a period (a ping per session, a
+ * statement per 2,500 rows), not a round whenever another lock comes due,
+ * from the first lock on.  And a lock lost from outside is still seen
+ * within its ttl. */
+static void p13_renewals_per_period(void **state) {
+  (void)state;
+  /* A lease row costs the server a write per renewal: a longer ttl, so
+   * that a loaded server still renews 10,000 of them in time. */
+  const int64_t ttl_ms = is_lease() ? 6000 : 3000, period_ms = ttl_ms / 3;
+  char extra[64];
+  snprintf(extra, sizeof extra, "ttl=%lldms&confirm_grants=false", (long long)ttl_ms);
+  dlock_client *c = open_url(conf_url_with(p_url, extra));
+  dlock_lock **ls = calloc(RENEWED, sizeof *ls);
+  assert_non_null(ls);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  char k[64];
+  uint64_t before = pg_stats(c).renewals;
+  int64_t t0 = now_ms();
+  for (int i = 0; i < RENEWED; i++) {
+    snprintf(k, sizeof k, "%s-%d", conf_key("p13"), i);
+    assert_int_equal(dlock_try_acquire(c, k, &o, &ls[i]), 0);
+  }
+  int64_t took = now_ms() - t0;
+  /* Two periods more: the renewals of the last locks taken, and rounds
+   * that had all of them. */
+  struct timespec ts = {2 * period_ms / 1000, 0};
+  nanosleep(&ts, NULL);
+  uint64_t renewals = pg_stats(c).renewals - before;
+  int64_t periods = (now_ms() - t0) / period_ms + 1;
+  printf("# %d locks taken in %lld ms; %llu renewal statements in %lld periods\n", RENEWED,
+         (long long)took, (unsigned long long)renewals, (long long)periods);
+  /* A few a period (rounds half a period apart while locks are being
+   * taken, a ping per session or a statement per 2,500 rows); a round for
+   * every few locks coming due made dozens. */
+  assert_true(renewals <= (uint64_t)(10 * periods));
+  for (int i = 0; i < RENEWED; i++)
+    assert_int_equal(dlock_lock_state(ls[i]), DLOCK_HELD);
+  /* One lock lost from outside: a deleted row (lease), an ended session
+   * (advisory, which takes the session's other locks too). */
+  char lk[256];
+  snprintf(lk, sizeof lk, "%s", conf_key("p13-lost"));
+  printf("# a lock lost from outside was reported after %lld ms (ttl %lld ms)\n",
+         (long long)lose_from_outside(c, lk, ttl_ms + period_ms), (long long)ttl_ms);
+  for (int i = 0; i < RENEWED; i++)
+    dlock_release(ls[i]);
+  free(ls);
+  dlock_close(c);
+}
+
+/* End every server session of the connections named APP, and wait until
+ * the server shows none. */
+static void end_sessions_of(PGconn *pg, const char *app) {
+  const char *params[1] = {app};
+  PGresult *r = PQexecParams(pg,
+                             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                             "WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                             1, NULL, params, NULL, NULL, 0);
+  assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+  assert_true(atol(PQgetvalue(r, 0, 0)) >= 1);
+  PQclear(r);
+  int64_t until = now_ms() + 10000;
+  while (sessions_of(pg, app) > 0)
+    assert_true(now_ms() < until);
+}
+
+static void acquire_release(dlock_client *c, const char *key, int times) {
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  for (int i = 0; i < times; i++) {
+    dlock_lock *l;
+    int rc = dlock_try_acquire(c, key, &o, &l);
+    if (rc != 0)
+      fprintf(stderr, "acquire: %s\n", dlock_client_errmsg(c));
+    assert_int_equal(rc, 0);
+    assert_int_equal(dlock_release(l), 0);
+  }
+}
+
+/* Statements are prepared once per server session and then sent by name;
+ * a new session (the old one ended) prepares them again.  Through a
+ * transaction pooler, which hands each transaction to any server session,
+ * they go unnamed; told that the pooler keeps them (?prepare=true), which
+ * this PgBouncer does not, the client finds a statement missing once the
+ * sessions it prepared them on are gone, sends that call again unnamed and
+ * sends unnamed statements from then on. */
+static void p14_prepared_once_per_session(void **state) {
+  (void)state;
+  char app[64], extra[160], key[256];
+  snprintf(app, sizeof app, "dlock-conf-p14-%s", conf_run_id);
+  snprintf(extra, sizeof extra, "application_name=%s&confirm_grants=false", app);
+  snprintf(key, sizeof key, "%s", conf_key("p14"));
+  dlock_client *c = open_url(conf_url_with(p_url, extra));
+  acquire_release(c, key, 1);
+  struct dlock_pg_stats a = pg_stats(c);
+  acquire_release(c, key, 20);
+  struct dlock_pg_stats b = pg_stats(c);
+  printf("# named %d; after one pair %llu prepares, after 20 more %llu (statements %llu)\n",
+         b.named, (unsigned long long)a.prepares, (unsigned long long)b.prepares,
+         (unsigned long long)b.statements);
+  assert_true(b.statements >= a.statements + 40);
+  assert_int_equal(b.unprepared, 0);
+  const char *pb = getenv("DLOCK_TEST_PGBOUNCER_URL");
+  if (b.named) {
+    /* The clean-up may come due once in between: one statement more. */
+    assert_true(a.prepares >= 2);
+    assert_true(b.prepares <= a.prepares + 1);
+  } else {
+    assert_int_equal(b.prepares, 0);
+  }
+  if (!is_lease()) {
+    /* The session holding a lock ends: the next one prepares again. */
+    lose_from_outside(c, key, 10000);
+    acquire_release(c, key, 2);
+    struct dlock_pg_stats d = pg_stats(c);
+    printf("# after the session ended: %llu prepares\n", (unsigned long long)d.prepares);
+    assert_int_equal(d.named, 1);
+    assert_int_equal(d.unprepared, 0);
+    assert_true(d.prepares >= b.prepares + 2);
+  }
+  dlock_close(c);
+  if (is_lease() || !pb || !*pb)
+    return;
+  /* Advisory URL: the pooler part, once per run, against the pooler of
+   * DLOCK_TEST_PGBOUNCER_URL. */
+  int lease;
+  dlock__pg_names names;
+  PGconn *pg = conf_pg_connect(p_url, &lease, &names);
+  assert_non_null(pg);
+  snprintf(extra, sizeof extra, "mode=lease&prefix=%s&application_name=%s",
+           conf_pg_run_prefix(), app);
+  c = open_url(conf_url_with(pb, extra));
+  acquire_release(c, key, 3);
+  struct dlock_pg_stats p = pg_stats(c);
+  assert_int_equal(p.named, 0);
+  assert_int_equal(p.prepares, 0);
+  dlock_close(c);
+  snprintf(extra, sizeof extra, "mode=lease&prefix=%s&application_name=%s&prepare=true",
+           conf_pg_run_prefix(), app);
+  c = open_url(conf_url_with(pb, extra));
+  acquire_release(c, key, 3);
+  p = pg_stats(c);
+  assert_int_equal(p.named, 1);
+  assert_true(p.prepares >= 2);
+  /* The pooler's server sessions end; it opens others for the next
+   * transactions, which have none of the client's statements. */
+  end_sessions_of(pg, app);
+  acquire_release(c, key, 3);
+  struct dlock_pg_stats q = pg_stats(c);
+  printf("# through the pooler with prepare=true: %llu prepares, %llu missing, named %d\n",
+         (unsigned long long)q.prepares, (unsigned long long)q.unprepared, q.named);
+  assert_true(q.unprepared >= 1);
+  assert_int_equal(q.named, 0);
+  acquire_release(c, key, 3);
+  assert_int_equal(pg_stats(c).prepares, q.prepares);
+  dlock_close(c);
+  PQfinish(pg);
+  drop_schema(pb, conf_pg_run_prefix());
 }
 
 struct waiter {
@@ -926,6 +1111,14 @@ const struct conf_case *conf_pg_cases(const char *url, size_t *n) {
       {"p11_unrenewed_given_back",
        "a lock nobody renews is free soon after its ttl while another lock keeps the session",
        p11_unrenewed_given_back, NULL, 0},
+      {"p13_renewals_per_period",
+       "thousands of locks taken one after another cost about one renewal round a period; "
+       "a lock lost from outside is still seen within its ttl",
+       p13_renewals_per_period, NULL, CONF_DESTRUCTIVE},
+      {"p14_prepared_once_per_session",
+       "statements are prepared once per session; through a pooler they go unnamed, or fall "
+       "back to unnamed once the pooler's sessions lose them",
+       p14_prepared_once_per_session, NULL, CONF_DESTRUCTIVE},
       {"p12_unanswered_release_leaves_nothing",
        "a release the server never answers leaves the key free for others",
        p12_unanswered_release_leaves_nothing, NULL, 0},

@@ -114,10 +114,10 @@ static int tb_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, siz
                          int *rcs) {
   (void)bc;
   (void)bls;
-  (void)rcs;
-  (void)n;
   atomic_fetch_add(&tb.renew_many_calls, 1);
   stall();
+  for (size_t i = 0; i < n; i++)
+    rcs[i] = tb.renew_rc;
   return tb.renew_rc;
 }
 static int tb_release(dlock_backend_client *bc, dlock_backend_lock *bl) {
@@ -749,6 +749,42 @@ static void test_stalled_store_reports_loss_promptly(void **state) {
   tb.stall_ms = 0;
   for (int i = 0; i < N; i++)
     assert_int_equal(dlock_release(ls[i]), DLOCK_ELOST);
+  dlock_close(c);
+}
+
+/* Locks taken one after another over two periods, as a client taking
+ * thousands does: their renewals go out in about one round a period, not a
+ * round whenever another lock's renewal comes within reach. */
+static void test_renewals_of_locks_taken_apart_go_together(void **state) {
+  (void)state;
+  tb_reset();
+  dlock_client *c;
+  assert_int_equal(dlock_open("test-many://h", &c), 0);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.ttl_ms = 900; /* renewed every 300 ms */
+  tb.stall_ms = 5; /* each round takes a while, as a store's round trip does */
+  enum { N = 200 };
+  dlock_lock *ls[N];
+  char k[16];
+  for (int i = 0; i < N; i++) {
+    snprintf(k, sizeof k, "r%d", i);
+    assert_int_equal(dlock_try_acquire(c, k, &o, &ls[i]), 0);
+    nap(3); /* the pace of the acquisitions, not a wait for anything */
+  }
+  int before = atomic_load(&tb.renew_many_calls) + atomic_load(&tb.renews);
+  int64_t t0 = dlock__now_ns();
+  nap(1800);
+  int rounds = atomic_load(&tb.renew_many_calls) + atomic_load(&tb.renews) - before;
+  int64_t periods = (dlock__now_ns() - t0) / 300000000 + 1;
+  /* About one a period once they merge.  Rounds used to go out for the
+   * locks that came within reach while the last one ran (one every 5 ms
+   * here), and rounds a quarter period apart never merged. */
+  assert_true(rounds <= 2 * periods + 2);
+  tb.stall_ms = 0;
+  for (int i = 0; i < N; i++)
+    assert_int_equal(dlock_lock_state(ls[i]), DLOCK_HELD);
+  for (int i = 0; i < N; i++)
+    assert_int_equal(dlock_release(ls[i]), 0);
   dlock_close(c);
 }
 
@@ -1524,6 +1560,7 @@ int main(void) {
       cmocka_unit_test(test_error_table),
       cmocka_unit_test(test_registry),
       cmocka_unit_test(test_renew_many_only),
+      cmocka_unit_test(test_renewals_of_locks_taken_apart_go_together),
       cmocka_unit_test_setup(test_version1_backend, setup),
       cmocka_unit_test(test_poll_fallback),
       cmocka_unit_test(test_granted_too_late),

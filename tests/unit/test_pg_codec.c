@@ -123,6 +123,40 @@ static void advisory_key_pinned(void **state) {
   assert_int_equal(adv(DLOCK__PG_DEFAULT_PREFIX, "jobs/42"), want);
 }
 
+/* A prepared statement's name: a fixed form that fits an identifier, the
+ * same for the same text in every client, another for any other text
+ * (another prefix's table, another version's statement). */
+static void statement_names(void **state) {
+  (void)state;
+  dlock__pg_names a, b;
+  assert_int_equal(dlock__pg_names_init(NULL, &a), 0);
+  assert_int_equal(dlock__pg_names_init("other", &b), 0);
+  char sa[SQL_LEN], sb[SQL_LEN];
+  char na[DLOCK__PG_STMT_NAME_MAX], na2[DLOCK__PG_STMT_NAME_MAX], nb[DLOCK__PG_STMT_NAME_MAX];
+  assert_int_equal(dlock__pg_sql(&a, DLOCK__PG_SQL_LEASE_TRY, sa, sizeof sa), 0);
+  assert_int_equal(dlock__pg_sql(&b, DLOCK__PG_SQL_LEASE_TRY, sb, sizeof sb), 0);
+  dlock__pg_statement_name(sa, na);
+  dlock__pg_statement_name(sa, na2);
+  dlock__pg_statement_name(sb, nb);
+  assert_string_equal(na, na2);
+  assert_string_not_equal(na, nb);
+  assert_int_equal(strlen(na), 22);
+  assert_memory_equal(na, "dlock_", 6);
+  for (size_t i = 6; i < strlen(na); i++)
+    assert_non_null(strchr("0123456789abcdef", na[i]));
+  char want[DLOCK__PG_STMT_NAME_MAX];
+  snprintf(want, sizeof want, "dlock_%016llx", (unsigned long long)XXH64(sa, strlen(sa), 0));
+  assert_string_equal(na, want);
+  /* Every statement of a client has its own name. */
+  char names[DLOCK__PG_SQL_COUNT][DLOCK__PG_STMT_NAME_MAX];
+  for (int i = 0; i < DLOCK__PG_SQL_COUNT; i++) {
+    assert_int_equal(dlock__pg_sql(&a, (enum dlock__pg_sql)i, sa, sizeof sa), 0);
+    dlock__pg_statement_name(sa, names[i]);
+    for (int j = 0; j < i; j++)
+      assert_string_not_equal(names[i], names[j]);
+  }
+}
+
 static void advisory_key_properties(void **state) {
   (void)state;
   /* Deterministic. */
@@ -782,6 +816,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(advisory_keys_distinct),
       cmocka_unit_test(advisory_key_pinned),
+      cmocka_unit_test(statement_names),
       cmocka_unit_test(advisory_key_properties),
       cmocka_unit_test(advisory_split_round_trip),
       cmocka_unit_test(names_default),

@@ -1,8 +1,8 @@
 /* The renew scheduler: one thread per client, started with the first lock.
  *
- * It renews auto-renew locks at ttl/3 (batching everything due soon into
- * one renew_many call, so a thousand locks cost one round trip on stores
- * that pipeline), turns a lock LOST when a renewal is refused or its
+ * It renews auto-renew locks at ttl/3 (batching everything due within half
+ * a period into one renew_many call, so a thousand locks cost one round
+ * trip on stores that pipeline or take many keys per request), turns a lock LOST when a renewal is refused or its
  * validity deadline passes (handing it to the give-back thread on a store
  * whose sessions would keep it), and delivers on_lost callbacks. */
 #include <errno.h>
@@ -12,8 +12,15 @@
 #include "internal.h"
 
 /* Renewals due within this window are sent together with the one that is
- * due now. */
-static int64_t batch_slack_ns(const struct dlock_lock *l) {
+ * due now.  Where a batch is one call (renew_many), the window is half a
+ * period: locks acquired over a spell of up to a period then share their
+ * renewals from the second batch on, so a client holding thousands of
+ * locks renews them in a few calls per period however it took them.  A
+ * lock is renewed at most twice per period that way, and never later than
+ * before: an early renewal only moves its deadline out. */
+static int64_t batch_slack_ns(const dlock_client *c, const struct dlock_lock *l) {
+  if (c->ops->renew_many)
+    return l->bl.ttl_ms * 1000000 / 6;
   int64_t s = l->bl.ttl_ms * 1000000 / 12;
   return s < 1000000000 ? s : 1000000000;
 }
@@ -108,7 +115,7 @@ static void *renew_main(void *arg) {
         if (l->valid_until_ns <= now) {
           dlock__mark_lost(c, l, "its validity ran out without a confirmed renewal");
           dlock__owe(c, l);
-        } else if (l->auto_renew && l->next_renew_ns <= now + batch_slack_ns(l) && nb < cap) {
+        } else if (l->auto_renew && l->next_renew_ns <= now + batch_slack_ns(c, l) && nb < cap) {
           l->inflight = true;
           l->bl.io_deadline_ns = l->valid_until_ns == INT64_MAX ? 0 : l->valid_until_ns;
           batch[nb++] = l;

@@ -53,11 +53,12 @@ static uint64_t next_rand(uint64_t *s) {
   return *s;
 }
 
-/* Sends the formatted command CMD and reads its reply; 0 when the reply is
- * of type WANT. */
-static int roundtrip(redisContext *c, const char *cmd, size_t len, int want) {
+/* Sends the command of ARGC arguments and reads its reply, formatted per
+ * request as any caller whose keys vary must; 0 when the reply is of type
+ * WANT. */
+static int roundtrip(redisContext *c, int argc, const char **argv, const size_t *lens, int want) {
   void *v = NULL;
-  if (redisAppendFormattedCommand(c, cmd, len) != REDIS_OK || redisGetReply(c, &v) != REDIS_OK ||
+  if (redisAppendCommandArgv(c, argc, argv, lens) != REDIS_OK || redisGetReply(c, &v) != REDIS_OK ||
       !v)
     return -1;
   int ok = ((redisReply *)v)->type == want;
@@ -76,23 +77,19 @@ static void *worker_main(void *arg) {
   char key[64];
   snprintf(key, sizeof key, "redis-floor:%ld", w->idx);
   /* The value is as long as the owner token dlock writes. */
-  char *set = NULL, *del = NULL;
-  int setlen = redisFormatCommand(&set, "SET %s %s NX PX %d", key,
-                                  "0123456789abcdef0123456789abcdef", 15000);
-  int dellen = redisFormatCommand(&del, "DEL %s", key);
-  if (setlen < 0 || dellen < 0) {
-    fail(w, "out of memory");
-    goto out;
-  }
+  const char *set[] = {"SET", key, "0123456789abcdef0123456789abcdef", "NX", "PX", "15000"};
+  size_t setlens[] = {3, strlen(key), 32, 2, 2, 5};
+  const char *del[] = {"DEL", key};
+  size_t dellens[] = {3, strlen(key)};
   /* One left by an interrupted run would make every SET NX fail. */
-  if (roundtrip(c, del, (size_t)dellen, REDIS_REPLY_INTEGER) < 0) {
+  if (roundtrip(c, 2, del, dellens, REDIS_REPLY_INTEGER) < 0) {
     fail(w, "DEL");
-    goto out;
+    return NULL;
   }
   while (now_ns() < w->end_ns) {
     int64_t a = now_ns();
-    if (roundtrip(c, set, (size_t)setlen, REDIS_REPLY_STATUS) < 0 ||
-        roundtrip(c, del, (size_t)dellen, REDIS_REPLY_INTEGER) < 0) {
+    if (roundtrip(c, 6, set, setlens, REDIS_REPLY_STATUS) < 0 ||
+        roundtrip(c, 2, del, dellens, REDIS_REPLY_INTEGER) < 0) {
       fail(w, c->err ? "SET NX PX + DEL" : "SET NX PX + DEL: unexpected reply");
       break;
     }
@@ -106,9 +103,6 @@ static void *worker_main(void *arg) {
         w->lat[j] = us;
     }
   }
-out:
-  free(set);
-  free(del);
   return NULL;
 }
 

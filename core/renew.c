@@ -1,10 +1,11 @@
 /* The renew scheduler: one thread per client, started with the first lock.
  *
- * It renews auto-renew locks at ttl/3 (batching everything due within half
- * a period into one renew_many call, so a thousand locks cost one round
- * trip on stores that pipeline or take many keys per request), turns a lock LOST when a renewal is refused or its
- * validity deadline passes (handing it to the give-back thread on a store
- * whose sessions would keep it), and delivers on_lost callbacks. */
+ * It renews auto-renew locks at ttl/3 (batching everything due within two
+ * thirds of a period into one renew_many call, so a thousand locks cost one
+ * round trip on stores that pipeline or take many keys per request), turns
+ * a lock LOST when a renewal is refused or its validity deadline passes
+ * (handing it to the give-back thread on a store whose sessions would keep
+ * it), and delivers on_lost callbacks. */
 #include <errno.h>
 #include <stdlib.h>
 #include <time.h>
@@ -12,15 +13,19 @@
 #include "internal.h"
 
 /* Renewals due within this window are sent together with the one that is
- * due now.  Where a batch is one call (renew_many), the window is half a
- * period: locks acquired over a spell of up to a period then share their
- * renewals from the second batch on, so a client holding thousands of
- * locks renews them in a few calls per period however it took them.  A
- * lock is renewed at most twice per period that way, and never later than
- * before: an early renewal only moves its deadline out. */
+ * due now.  Where a batch is one call (renew_many), the window is two
+ * thirds of a period, so batches merge: two groups of locks whose
+ * renewals fall apart in a period are one batch after a round (the later
+ * group's batch comes more than a window after the earlier one's, and so
+ * within a window of the earlier group's next renewal, with a third of a
+ * period to spare for the time a batch takes to send).  A client holding
+ * thousands of locks then renews them in one batch per period however it
+ * took them.  No lock is renewed more than three times a period that way,
+ * and none later than before: an early renewal only moves its deadline
+ * out. */
 static int64_t batch_slack_ns(const dlock_client *c, const struct dlock_lock *l) {
   if (c->ops->renew_many)
-    return l->bl.ttl_ms * 1000000 / 6;
+    return l->bl.ttl_ms * 1000000 * 2 / 9;
   int64_t s = l->bl.ttl_ms * 1000000 / 12;
   return s < 1000000000 ? s : 1000000000;
 }

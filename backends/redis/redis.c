@@ -31,6 +31,8 @@
  * else wrote it): re-check after this many ms, doubling up to the max. */
 #define NOTTL_WAIT_MIN_MS 5
 #define NOTTL_WAIT_MAX_MS 1000
+/* Bytes of output buffer a connection keeps once its requests are sent. */
+#define OBUF_KEEP_MAX 16384
 /* Replies read while leaving pub/sub mode before giving the connection up. */
 #define UNSUBSCRIBE_MAX_REPLIES 4096
 
@@ -74,6 +76,18 @@ static int send_buffered(redisContext *c) {
       return REDIS_ERR;
     }
     sdsrange(c->obuf, (int)n, -1);
+  }
+  /* sdsrange keeps the buffer's size: after a pipeline of renewals that
+   * would hold a pooled connection's largest request for good. */
+  if (c->obuf && sdsavail(c->obuf) > OBUF_KEEP_MAX) {
+    sds fresh = sdsempty();
+    if (!fresh) {
+      c->err = REDIS_ERR_OOM;
+      snprintf(c->errstr, sizeof c->errstr, "out of memory");
+      return REDIS_ERR;
+    }
+    sdsfree(c->obuf);
+    c->obuf = fresh;
   }
   return REDIS_OK;
 }

@@ -111,10 +111,11 @@ static void *script_count_main(void *arg) {
   }
 }
 
-/* 1 when the count runs, 0 when the server refuses MONITOR. */
-static int script_count_start(struct script_count *sc, const char *key, const char *end) {
+/* Counts the script calls whose line holds MATCH: 1 when the count runs,
+ * 0 when the server refuses MONITOR. */
+static int script_count_watch(struct script_count *sc, const char *match, const char *end) {
   memset(sc, 0, sizeof *sc);
-  snprintf(sc->key, sizeof sc->key, "{%s}", key);
+  snprintf(sc->key, sizeof sc->key, "%s", match);
   snprintf(sc->end, sizeof sc->end, "%s", end);
   sc->mon = conf_redis_connect(r_url, NULL);
   assert_non_null(sc->mon);
@@ -127,6 +128,13 @@ static int script_count_start(struct script_count *sc, const char *key, const ch
   }
   assert_int_equal(pthread_create(&sc->th, NULL, script_count_main, sc), 0);
   return 1;
+}
+
+/* The script calls on KEY alone. */
+static int script_count_start(struct script_count *sc, const char *key, const char *end) {
+  char match[300];
+  snprintf(match, sizeof match, "{%s}", key);
+  return script_count_watch(sc, match, end);
 }
 
 static long long script_count_stop(struct script_count *sc, redisContext *rc) {
@@ -536,33 +544,6 @@ static void r7_batch_renewal_finds_losses(void **state) {
   redisFree(rc);
 }
 
-/* Renew script calls on this run's r8 keys, from MONITOR. */
-struct call_count {
-  redisContext *mon;
-  char key[300], end[300];
-  long long n;
-  pthread_t th;
-};
-
-static void *call_count_main(void *arg) {
-  struct call_count *cc = arg;
-  for (;;) {
-    redisReply *r = NULL;
-    if (redisGetReply(cc->mon, (void **)&r) != REDIS_OK || !r) {
-      cc->n = -1;
-      return NULL;
-    }
-    const char *line = r->type == REDIS_REPLY_STATUS ? r->str : "";
-    bool end = strstr(line, cc->end) != NULL;
-    if (!end && strstr(line, cc->key) &&
-        (strstr(line, "\"EVALSHA\"") || strstr(line, "\"evalsha\"")))
-      cc->n++;
-    freeReplyObject(r);
-    if (end)
-      return NULL;
-  }
-}
-
 /* 3,000 auto-renewed locks with a 3 s ttl: a renewal period is a second,
  * and each period's renewals go as three calls of a thousand locks, not
  * 3,000.  Counted over three periods once the renewals have had three to
@@ -588,17 +569,13 @@ static void r8_renewal_calls_per_period(void **state) {
   int64_t t0 = dlock__now_ns();
   while (dlock__now_ns() - t0 < 3 * PERIOD_MS * 1000000LL)
     nap_10ms();
-  struct call_count cc;
-  memset(&cc, 0, sizeof cc);
-  snprintf(cc.key, sizeof cc.key, "{%s/", conf_key("r8"));
-  snprintf(cc.end, sizeof cc.end, "%s", conf_key("r8-end"));
-  cc.mon = conf_redis_connect(r_url, NULL);
-  assert_non_null(cc.mon);
-  redisReply *r = cmd(cc.mon, "MONITOR");
-  bool watched = r && r->type == REDIS_REPLY_STATUS;
-  freeReplyObject(r);
-  if (!watched) {
-    redisFree(cc.mon);
+  /* The calls on this run's r8 keys, each naming a thousand of them. */
+  char match[300], end[300];
+  snprintf(match, sizeof match, "{%s/", conf_key("r8"));
+  snprintf(end, sizeof end, "%s", conf_key("r8-end"));
+  t0 = dlock__now_ns();
+  struct script_count sc;
+  if (!script_count_watch(&sc, match, end)) {
     for (int i = 0; i < N; i++)
       dlock_release(ls[i]);
     free(ls);
@@ -608,16 +585,12 @@ static void r8_renewal_calls_per_period(void **state) {
            "counted alone\n");
     skip();
   }
-  assert_int_equal(pthread_create(&cc.th, NULL, call_count_main, &cc), 0);
-  t0 = dlock__now_ns();
   while (dlock__now_ns() - t0 < COUNTED * PERIOD_MS * 1000000LL)
     nap_10ms();
-  freeReplyObject(cmd(rc, "EXISTS %s", cc.end));
-  pthread_join(cc.th, NULL);
-  redisFree(cc.mon);
-  printf("# renew calls in %d periods for %d locks: %lld\n", COUNTED, N, cc.n);
-  assert_true(cc.n >= COUNTED - 1);
-  assert_true(cc.n <= 3 * (COUNTED + 1));
+  long long calls = script_count_stop(&sc, rc);
+  printf("# renew calls in %d periods for %d locks: %lld\n", COUNTED, N, calls);
+  assert_true(calls >= COUNTED - 1);
+  assert_true(calls <= 3 * (COUNTED + 1));
   for (int i = 0; i < N; i++) {
     assert_int_equal(dlock_lock_state(ls[i]), DLOCK_HELD);
     assert_int_equal(dlock_release(ls[i]), 0);

@@ -23,9 +23,9 @@
  * when returned to a full pool. */
 #define POOL_IDLE_MAX 16
 /* Locks renewed by one script call.  A call holds the server for its whole
- * run (about 2 us per lock), so a batch larger than this goes as several
- * calls of equal size, pipelined on one connection: a few milliseconds of
- * the server each, and one round trip for all. */
+ * run, a few ms per thousand locks, so a batch larger than this goes as
+ * several calls of equal size, pipelined on one connection: one round trip
+ * for all, and other clients served between them. */
 #define RENEW_KEYS_MAX 1000
 /* Waiting on a holder whose key has no expiry (PTTL -1, only when something
  * else wrote it): re-check after this many ms, doubling up to the max. */
@@ -525,14 +525,14 @@ typedef struct renew_call {
   char nkeys[24];
 } renew_call;
 
-static void renew_call_free(renew_call *rc) {
-  for (size_t i = 0; rc->keys && i < rc->n; i++)
-    free(rc->keys[i]);
-  free(rc->keys);
-  free(rc->argv);
-  free(rc->lens);
-  free(rc->text);
-  memset(rc, 0, sizeof *rc);
+static void renew_call_free(renew_call *call) {
+  for (size_t i = 0; call->keys && i < call->n; i++)
+    free(call->keys[i]);
+  free(call->keys);
+  free(call->argv);
+  free(call->lens);
+  free(call->text);
+  memset(call, 0, sizeof *call);
 }
 
 static int renew_call_build(const redis_client *rc, dlock_backend_lock **bls, size_t n,

@@ -468,6 +468,27 @@ static void nap_10ms(void) {
   nanosleep(&ts, NULL);
 }
 
+/* N auto-renewed locks NAME/0 .. NAME/N-1 of TTL_MS, all taken. */
+static dlock_lock **take_many(dlock_client *c, const char *name, int n, int64_t ttl_ms) {
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.ttl_ms = ttl_ms;
+  dlock_lock **ls = calloc((size_t)n, sizeof *ls);
+  assert_non_null(ls);
+  char key[256];
+  for (int i = 0; i < n; i++) {
+    snprintf(key, sizeof key, "%s/%d", conf_key(name), i);
+    assert_int_equal(dlock_try_acquire(c, key, &o, &ls[i]), 0);
+  }
+  return ls;
+}
+
+/* Lets MS go by, in naps: time for the renew thread to do its work. */
+static void let_pass_ms(int64_t ms) {
+  int64_t t0 = dlock__now_ns();
+  while (dlock__now_ns() - t0 < ms * 1000000)
+    nap_10ms();
+}
+
 /* Renewals of many locks go in few script calls; a lock in such a batch
  * whose key was deleted, overwritten or turned into another type turns
  * LOST within about a ttl, while the others in the same calls stay held
@@ -480,22 +501,10 @@ static void r7_batch_renewal_finds_losses(void **state) {
   const char *pfx = prefix ? prefix : DLOCK__REDIS_DEFAULT_PREFIX;
   dlock_client *c;
   assert_int_equal(dlock_open(r_url, &c), 0);
-  dlock_options o = DLOCK_OPTIONS_INIT;
-  o.ttl_ms = 900;
   enum { N = 2500, GONE = 7, TAKEN = 1500, HASH = 2499 };
-  dlock_lock **ls = calloc(N, sizeof *ls);
-  assert_non_null(ls);
-  char key[256];
-  for (int i = 0; i < N; i++) {
-    snprintf(key, sizeof key, "%s/%d", conf_key("r7"), i);
-    assert_int_equal(dlock_try_acquire(c, key, &o, &ls[i]), 0);
-  }
+  dlock_lock **ls = take_many(c, "r7", N, 900);
   /* Let them all be renewed a few times first. */
-  int64_t t0 = dlock__now_ns();
-  while (dlock__now_ns() - t0 < 2 * 900 * 1000000LL) {
-    assert_int_equal(dlock_lock_state(ls[0]), DLOCK_HELD);
-    nap_10ms();
-  }
+  let_pass_ms(2 * 900);
   for (int i = 0; i < N; i++)
     assert_int_equal(dlock_lock_state(ls[i]), DLOCK_HELD);
   char lk[600];
@@ -520,9 +529,7 @@ static void r7_batch_renewal_finds_losses(void **state) {
          (long long)el);
   assert_true(el < 2 * 900);
   /* The rest are renewed by the same calls and stay held. */
-  t0 = dlock__now_ns();
-  while (dlock__now_ns() - t0 < 2 * 900 * 1000000LL)
-    nap_10ms();
+  let_pass_ms(2 * 900);
   for (int i = 0; i < N; i++) {
     bool lost = i == GONE || i == TAKEN || i == HASH;
     if ((dlock_lock_state(ls[i]) == DLOCK_HELD) == lost)
@@ -554,26 +561,15 @@ static void r8_renewal_calls_per_period(void **state) {
   assert_non_null(rc);
   dlock_client *c;
   assert_int_equal(dlock_open(r_url, &c), 0);
-  dlock_options o = DLOCK_OPTIONS_INIT;
-  o.ttl_ms = 3000;
   enum { N = 3000, PERIOD_MS = 1000, COUNTED = 3 };
-  dlock_lock **ls = calloc(N, sizeof *ls);
-  assert_non_null(ls);
-  char key[256];
-  for (int i = 0; i < N; i++) {
-    snprintf(key, sizeof key, "%s/%d", conf_key("r8"), i);
-    assert_int_equal(dlock_try_acquire(c, key, &o, &ls[i]), 0);
-  }
+  dlock_lock **ls = take_many(c, "r8", N, 3 * PERIOD_MS);
   /* Three periods to fall into step before the count starts: the server
    * queues what MONITOR shows from the moment it is asked. */
-  int64_t t0 = dlock__now_ns();
-  while (dlock__now_ns() - t0 < 3 * PERIOD_MS * 1000000LL)
-    nap_10ms();
+  let_pass_ms(3 * PERIOD_MS);
   /* The calls on this run's r8 keys, each naming a thousand of them. */
   char match[300], end[300];
   snprintf(match, sizeof match, "{%s/", conf_key("r8"));
   snprintf(end, sizeof end, "%s", conf_key("r8-end"));
-  t0 = dlock__now_ns();
   struct script_count sc;
   if (!script_count_watch(&sc, match, end)) {
     for (int i = 0; i < N; i++)
@@ -585,8 +581,7 @@ static void r8_renewal_calls_per_period(void **state) {
            "counted alone\n");
     skip();
   }
-  while (dlock__now_ns() - t0 < COUNTED * PERIOD_MS * 1000000LL)
-    nap_10ms();
+  let_pass_ms(COUNTED * PERIOD_MS);
   long long calls = script_count_stop(&sc, rc);
   printf("# renew calls in %d periods for %d locks: %lld\n", COUNTED, N, calls);
   assert_true(calls >= COUNTED - 1);

@@ -1,28 +1,35 @@
 /* The renew scheduler: one thread per client, started with the first lock.
  *
- * It renews auto-renew locks at ttl/3 (batching everything due within
- * half a period into one renew_many call, so a thousand locks cost one
- * round trip on stores that pipeline), turns a lock LOST when a renewal
- * is refused or its validity deadline passes (handing it to the give-back
- * thread on a store whose sessions would keep it), and delivers on_lost
- * callbacks. */
+ * It renews auto-renew locks at ttl/3 (a round goes out once a renewal is
+ * due and takes those due within half a period, or two thirds on a store
+ * with renew_many, so a thousand locks cost one round trip on stores that
+ * pipeline or take many keys per request), turns a lock LOST when a
+ * renewal is refused or its validity deadline passes (handing it to the
+ * give-back thread on a store whose sessions would keep it), and delivers
+ * on_lost callbacks. */
 #include <errno.h>
 #include <stdlib.h>
 #include <time.h>
 
 #include "internal.h"
 
-/* A renewal due within half its period goes out with the one that is due
- * now.  Locks taken over a span of time come due at as many moments; a
- * narrower window kept those moments apart for good, each a round of
- * requests (one ping per session, one statement per batch of rows) that
- * a single round would have served: 10,000 locks taken over a few
- * seconds cost a store hundreds of requests per period where one round
- * needs a few.  With half a period, two rounds less than a period apart
- * become one within a period, and a lock is still renewed no sooner than
- * half a period after its last renewal: at most twice as often as due,
- * and only while rounds merge or beside locks of a shorter ttl. */
-static int64_t batch_slack_ns(const struct dlock_lock *l) {
+/* A renewal due within this window goes out with the one that is due now
+ * (a round goes out only once one is due: see renew_main).  Locks taken
+ * over a span of time come due at as many moments; a narrow window kept
+ * those moments apart for good, each a round of requests (one ping per
+ * session, one statement or script call per batch) that a single round
+ * would have served: 10,000 locks taken over a few seconds cost a store
+ * hundreds of requests per period where one round needs a few.  With half
+ * a period, two rounds less than a period apart become one within a
+ * period.  Where a round is one renew_many call, the window is two thirds
+ * of a period, so that it also merges groups whose renewals fall apart in
+ * a period after one round, with a third of a period to spare for the
+ * time a batch takes to send.  A lock is renewed at most three times a
+ * period that way, and none later than before: an early renewal only
+ * moves its deadline out. */
+static int64_t batch_slack_ns(const dlock_client *c, const struct dlock_lock *l) {
+  if (c->ops->renew_many)
+    return l->bl.ttl_ms * 1000000 * 2 / 9;
   return l->bl.ttl_ms * 1000000 / 6;
 }
 
@@ -117,7 +124,7 @@ static void *renew_main(void *arg) {
         if (l->valid_until_ns <= now) {
           dlock__mark_lost(c, l, "its validity ran out without a confirmed renewal");
           dlock__owe(c, l);
-        } else if (l->auto_renew && l->next_renew_ns <= now + batch_slack_ns(l) && nb < cap) {
+        } else if (l->auto_renew && l->next_renew_ns <= now + batch_slack_ns(c, l) && nb < cap) {
           l->inflight = true;
           l->bl.io_deadline_ns = l->valid_until_ns == INT64_MAX ? 0 : l->valid_until_ns;
           batch[nb++] = l;

@@ -10,7 +10,8 @@
  * script knows the token before the SET.  Lua 5.1 numbers are doubles and
  * tostring() switches to exponent notation at 1e14, so the token is
  * formatted with %d, which is exact up to 2^53 (far beyond any counter a
- * lock key will reach).  PTTL doubles as the existence test: -2 is "no key".
+ * lock key will reach).  PTTL doubles as the existence test: -2 is "no key",
+ * and a busy attempt writes nothing.
  *
  * A counter that INCR creates at 1 may be one that Redis lost (restart
  * without persistence, eviction, FLUSHDB).  Restarting it from the server's
@@ -18,24 +19,36 @@
  * counter advanced faster than one acquisition per microsecond or the
  * server's clock went back.
  *
- * The same restart lets the counter expire (ARGV[4] ms after the last
- * acquisition; "0" keeps it forever, even one another client's setting
- * made expire), so a store that sees millions of
- * names keeps state only for those used lately.  A counter that expired
- * after a quiet spell is one that was last advanced at least that long
- * ago, so its successor, started from the clock, is above it unless the
- * clock went back by more than the spell. */
+ * The counter expires, so a store that sees millions of names keeps state
+ * only for those used lately: ARGV[4] ms after the last acquisition, give
+ * or take a tenth of that, one second at most, for its expiry is moved
+ * back to ARGV[4] only once it has fallen that far below (one PTTL read
+ * per acquisition instead of a write; a write about once a second on a
+ * busy name).  "0" keeps it forever, even one another client's setting
+ * made expire; a counter someone left without expiry is given one.  A
+ * counter that expired after a quiet spell is one that was last advanced
+ * at least that long ago, so its successor, started from the clock, is
+ * above it unless the clock went back by more than the spell. */
 static const char acquire_lua[] =
     "local p = redis.call('PTTL', KEYS[1])\n"
     "if p ~= -2 then return {0, p} end\n"
+    "local f = tonumber(ARGV[4])\n"
     "local t = redis.call('INCR', KEYS[2])\n"
     "if t == 1 then\n"
     "  local now = redis.call('TIME')\n"
     "  t = tonumber(now[1]) * 1000000 + tonumber(now[2])\n"
-    "  redis.call('SET', KEYS[2], string.format('%d', t))\n"
+    "  if f == 0 then redis.call('SET', KEYS[2], string.format('%d', t))\n"
+    "  else redis.call('SET', KEYS[2], string.format('%d', t), 'PX', ARGV[4]) end\n"
+    "else\n"
+    "  local e = redis.call('PTTL', KEYS[2])\n"
+    "  if f == 0 then\n"
+    "    if e >= 0 then redis.call('PERSIST', KEYS[2]) end\n"
+    "  else\n"
+    "    local d = f / 10\n"
+    "    if d > 1000 then d = 1000 end\n"
+    "    if e < f - d then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end\n"
+    "  end\n"
     "end\n"
-    "if ARGV[4] == '0' then redis.call('PERSIST', KEYS[2])\n"
-    "else redis.call('PEXPIRE', KEYS[2], ARGV[4]) end\n"
     "redis.call('SET', KEYS[1], ARGV[1] .. ':' .. string.format('%d', t) .. ':' .. ARGV[3],"
     " 'PX', ARGV[2])\n"
     "return {1, t}\n";
@@ -43,24 +56,38 @@ static const char acquire_lua[] =
 /* The owner token is 128 random bits drawn for this acquisition alone, so
  * "the value starts with owner:" identifies the holder as well as the
  * whole value would, and needs no token: after an acquire whose reply was
- * lost the core can still give the lock back by owner.  Waiters only need
- * to know that something was released; the payload is informational. */
+ * lost the core can still give the lock back by owner.  ARGV[1] comes with
+ * its ':' (no concatenation per call).  Waiters only need to know that
+ * something was released; the payload is informational.  The PUBLISH goes
+ * out whether or not anyone listens: on a channel without subscribers it
+ * costs the server less than asking PUBSUB NUMSUB would. */
 static const char release_lua[] =
     "local v = redis.call('GET', KEYS[1])\n"
-    "if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then\n"
+    "if v and string.sub(v, 1, #ARGV[1]) == ARGV[1] then\n"
     "  redis.call('DEL', KEYS[1])\n"
     "  redis.call('PUBLISH', KEYS[2], ARGV[1])\n"
     "  return 1\n"
     "end\n"
     "return 0\n";
 
+/* Any number of locks in one call: KEYS[i] is renewed to ARGV[2i] ms if
+ * its value starts with ARGV[2i-1] (the owner and its ':').  One request
+ * for a whole batch instead of one per lock, and one script's overhead.
+ * redis.pcall, so that a key someone replaced with another type (GET then
+ * fails with WRONGTYPE) is that lock's loss, not an error for the batch. */
 static const char renew_lua[] =
-    "local v = redis.call('GET', KEYS[1])\n"
-    "if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then\n"
-    "  redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
-    "  return 1\n"
+    "local out = {}\n"
+    "for i, k in ipairs(KEYS) do\n"
+    "  local o = ARGV[2 * i - 1]\n"
+    "  local v = redis.pcall('GET', k)\n"
+    "  if type(v) == 'string' and string.sub(v, 1, #o) == o then\n"
+    "    redis.call('PEXPIRE', k, ARGV[2 * i])\n"
+    "    out[i] = 1\n"
+    "  else\n"
+    "    out[i] = 0\n"
+    "  end\n"
     "end\n"
-    "return 0\n";
+    "return out\n";
 
 /* A missing key comes back as Lua false, which Redis sends as nil; false is
  * not nil in a Lua table, so the array keeps its three slots. */
@@ -337,6 +364,22 @@ int dlock__redis_decode_flag(const redisReply *r, const char *what, int *out) {
   return 0;
 }
 
+int dlock__redis_decode_renew(const redisReply *r, size_t n, unsigned char *flags) {
+  const char *what = "renew";
+  if (!r || r->type != REDIS_REPLY_ARRAY || (r->elements && !r->element))
+    return unexpected(r, what, NULL);
+  if (r->elements != n)
+    return unexpected(r, what, "not one result per lock");
+  for (size_t i = 0; i < n; i++) {
+    const redisReply *e = r->element[i];
+    if (!e || e->type != REDIS_REPLY_INTEGER || (e->integer != 0 && e->integer != 1))
+      return unexpected(r, what, "a result neither 0 nor 1");
+  }
+  for (size_t i = 0; i < n; i++)
+    flags[i] = (unsigned char)r->element[i]->integer;
+  return 0;
+}
+
 /* Copy up to CAP-1 bytes, not cutting a UTF-8 sequence in half. */
 static void copy_text(char *dst, size_t cap, const char *src, size_t len) {
   if (len >= cap) {
@@ -479,6 +522,41 @@ int dlock__redis_decode_sha(const redisReply *r, char sha[41]) {
   memcpy(sha, r->str, 40);
   sha[40] = '\0';
   return 0;
+}
+
+/* "<C><N>\r\n" at OUT + O when it fits before CAP; the length it takes. */
+static size_t put_count(char *out, size_t cap, size_t o, char c, size_t n) {
+  char digits[24];
+  size_t d = 0;
+  do {
+    digits[d++] = (char)('0' + n % 10);
+    n /= 10;
+  } while (n);
+  size_t len = 1 + d + 2;
+  if (o + len <= cap) {
+    out[o] = c;
+    for (size_t i = 0; i < d; i++)
+      out[o + 1 + i] = digits[d - 1 - i];
+    out[o + 1 + d] = '\r';
+    out[o + 2 + d] = '\n';
+  }
+  return len;
+}
+
+size_t dlock__redis_format(char *buf, size_t cap, int argc, const char *const *argv,
+                           const size_t *lens) {
+  size_t o = put_count(buf, cap, 0, '*', argc > 0 ? (size_t)argc : 0);
+  for (int i = 0; i < argc; i++) {
+    o += put_count(buf, cap, o, '$', lens[i]);
+    if (o + lens[i] + 2 <= cap) {
+      if (lens[i])
+        memcpy(buf + o, argv[i], lens[i]);
+      buf[o + lens[i]] = '\r';
+      buf[o + lens[i] + 1] = '\n';
+    }
+    o += lens[i] + 2;
+  }
+  return o;
 }
 
 static int str_is(const redisReply *r, const char *s) {

@@ -29,8 +29,9 @@
 /* Scripts.  Their KEYS and ARGV:
  *   ACQUIRE  KEYS lock, fence   ARGV owner, ttl_ms, label, fence_ttl_ms (0: keep)
  *            -> {1, token} or {0, pttl of the holder}
- *   RELEASE  KEYS lock, chan    ARGV owner            -> 1, or 0 if not ours
- *   RENEW    KEYS lock          ARGV owner, ttl_ms    -> 1, or 0 if not ours
+ *   RELEASE  KEYS lock, chan    ARGV owner ":"        -> 1, or 0 if not ours
+ *   RENEW    KEYS lock...       ARGV owner ":", ttl_ms, ... (a pair per key)
+ *            -> {1 renewed | 0 not ours, ...}, one per key
  *   INSPECT  KEYS lock, fence                         -> {value|nil, pttl, fence|nil}
  *   BREAK    KEYS lock, chan    ARGV owner|"", token|"0"
  *            -> {0} (nobody holds it), {1, value, pttl} (released),
@@ -113,8 +114,10 @@ typedef struct dlock__redis_acquire_result {
  * DLOCK_EBACKEND "unexpected reply"); *OUT is untouched on failure. */
 DLOCK__HIDDEN int dlock__redis_decode_acquire(const redisReply *r,
                                               dlock__redis_acquire_result *out);
-/* Release and renew: the integer 1 or 0. */
+/* Release: the integer 1 or 0. */
 DLOCK__HIDDEN int dlock__redis_decode_flag(const redisReply *r, const char *what, int *out);
+/* RENEW script result for N keys: FLAGS[i] 1 (renewed) or 0 (not ours). */
+DLOCK__HIDDEN int dlock__redis_decode_renew(const redisReply *r, size_t n, unsigned char *flags);
 /* Inspect script result into INFO (held, token, ttl_ms, owner, label).  The
  * token comes from the value when it parses, else from the fence counter
  * (the last holder's token); values written by something else show as held
@@ -133,6 +136,15 @@ DLOCK__HIDDEN int dlock__redis_decode_ok(const redisReply *r, const char *what);
 DLOCK__HIDDEN int dlock__redis_decode_auth(const redisReply *r, const char *secret);
 /* SCRIPT LOAD reply: 40 hex digits copied into SHA (with the NUL). */
 DLOCK__HIDDEN int dlock__redis_decode_sha(const redisReply *r, char sha[41]);
+
+/* The request of ARGC arguments (ARGV[i] being LENS[i] bytes) as RESP, the
+ * form the server reads, into BUF when it fits in CAP bytes.  Returns its
+ * length either way (no NUL is added), as snprintf does, so a caller may
+ * try a buffer on its stack first.  hiredis formats the same bytes, but
+ * growing its string argument by argument costs more than the request's
+ * own round trip to a server next door. */
+DLOCK__HIDDEN size_t dlock__redis_format(char *buf, size_t cap, int argc,
+                                         const char *const *argv, const size_t *lens);
 
 /* Pub/sub replies on a subscribed connection. */
 typedef enum dlock__redis_push {

@@ -22,12 +22,17 @@
 /* Idle connections kept per client; more are opened on demand and closed
  * when returned to a full pool. */
 #define POOL_IDLE_MAX 16
-/* Renewals sent in one pipeline. */
-#define RENEW_BATCH 1024
+/* Locks renewed by one script call.  A call holds the server for its whole
+ * run, a few ms per thousand locks, so a batch larger than this goes as
+ * several calls of equal size, pipelined on one connection: one round trip
+ * for all, and other clients served between them. */
+#define RENEW_KEYS_MAX 1000
 /* Waiting on a holder whose key has no expiry (PTTL -1, only when something
  * else wrote it): re-check after this many ms, doubling up to the max. */
 #define NOTTL_WAIT_MIN_MS 5
 #define NOTTL_WAIT_MAX_MS 1000
+/* Bytes of output buffer a connection keeps once its requests are sent. */
+#define OBUF_KEEP_MAX 16384
 /* Replies read while leaving pub/sub mode before giving the connection up. */
 #define UNSUBSCRIBE_MAX_REPLIES 4096
 
@@ -72,6 +77,18 @@ static int send_buffered(redisContext *c) {
     }
     sdsrange(c->obuf, (int)n, -1);
   }
+  /* sdsrange keeps the buffer's size: after a pipeline of renewals that
+   * would hold a pooled connection's largest request for good. */
+  if (c->obuf && sdsavail(c->obuf) > OBUF_KEEP_MAX) {
+    sds fresh = sdsempty();
+    if (!fresh) {
+      c->err = REDIS_ERR_OOM;
+      snprintf(c->errstr, sizeof c->errstr, "out of memory");
+      return REDIS_ERR;
+    }
+    sdsfree(c->obuf);
+    c->obuf = fresh;
+  }
   return REDIS_OK;
 }
 
@@ -79,6 +96,25 @@ static int get_reply(redisContext *c, void **reply) {
   if (send_buffered(c) != REDIS_OK)
     return REDIS_ERR;
   return redisGetReply(c, reply);
+}
+
+/* Appends one request to C's output buffer.  The codec formats it (on the
+ * stack when it is small): hiredis's own formatting grows a string argument
+ * by argument, which costs more than the rest of an acquire's client side. */
+static int append_argv(redisContext *c, int argc, const char **argv, const size_t *lens) {
+  char stack[1024];
+  size_t n = dlock__redis_format(stack, sizeof stack, argc, argv, lens);
+  char *buf = stack;
+  if (n > sizeof stack) {
+    buf = malloc(n);
+    if (!buf)
+      return REDIS_ERR;
+    dlock__redis_format(buf, n, argc, argv, lens);
+  }
+  int r = redisAppendFormattedCommand(c, buf, n);
+  if (buf != stack)
+    free(buf);
+  return r;
 }
 
 /* ---- connections ---- */
@@ -107,7 +143,7 @@ static int io_error(const redis_client *rc, const redisContext *c, const char *w
 static int command(const redis_client *rc, redisContext *c, const char *what, int argc,
                    const char **argv, const size_t *lens, int64_t timeout_ms,
                    redisReply **out) {
-  if (redisAppendCommandArgv(c, argc, argv, lens) != REDIS_OK)
+  if (append_argv(c, argc, argv, lens) != REDIS_OK)
     return dlock_seterr(DLOCK_ENOMEM, "redis: %s: out of memory", what);
   errno = 0;
   void *v = NULL;
@@ -324,7 +360,7 @@ static int load_scripts(redis_client *rc, redisContext *c) {
     const char *text = dlock__redis_script((dlock__redis_script_id)i);
     const char *argv[3] = {"SCRIPT", "LOAD", text};
     size_t lens[3] = {6, 4, strlen(text)};
-    if (redisAppendCommandArgv(c, 3, argv, lens) != REDIS_OK)
+    if (append_argv(c, 3, argv, lens) != REDIS_OK)
       return dlock_seterr(DLOCK_ENOMEM, "redis: out of memory");
   }
   /* Read every reply even after a bad one, so the connection stays in step;
@@ -432,16 +468,36 @@ static int attempt_pooled(redis_client *rc, dlock_backend_lock *bl) {
   return r;
 }
 
+/* The owner token and the ':' after it in the value, as the release and
+ * renew scripts compare it: 0, or DLOCK_EINVAL for a token the core would
+ * never make. */
+#define OWNER_ARG_MAX 64
+static int owner_arg(const char *owner, char out[OWNER_ARG_MAX], size_t *len) {
+  size_t n = strlen(owner);
+  if (n == 0 || n + 1 >= OWNER_ARG_MAX)
+    return dlock_seterr(DLOCK_EINVAL, "redis: an owner token of %zu bytes", n);
+  memcpy(out, owner, n);
+  out[n] = ':';
+  out[n + 1] = '\0';
+  *len = n + 1;
+  return 0;
+}
+
 static int do_release(const redis_client *rc, redisContext *c, dlock_backend_lock *bl) {
+  char owner[OWNER_ARG_MAX];
+  size_t olen;
+  int r = owner_arg(bl->owner, owner, &olen);
+  if (r < 0)
+    return r;
   keyset k;
-  int r = keys_build(rc, bl->key, bl->keylen, K_LOCK | K_CHAN, &k);
+  r = keys_build(rc, bl->key, bl->keylen, K_LOCK | K_CHAN, &k);
   if (r < 0)
     return r;
   script_call sc;
   sc_init(&sc, rc, DLOCK__REDIS_RELEASE, 2);
   sc_add(&sc, k.lock, k.lock_len);
   sc_add(&sc, k.chan, k.chan_len);
-  sc_add(&sc, bl->owner, strlen(bl->owner));
+  sc_add(&sc, owner, olen);
   redisReply *rep = NULL;
   r = sc_run(rc, c, &sc, NULL, &rep);
   keys_free(&k);
@@ -458,38 +514,81 @@ static int do_release(const redis_client *rc, redisContext *c, dlock_backend_loc
   return 0;
 }
 
-/* Appends one renew (EVALSHA, or EVAL when EVAL is set) for BL to C's
- * output buffer. */
-static int append_renew(const redis_client *rc, redisContext *c, const dlock_backend_lock *bl,
-                        int eval) {
-  keyset k;
-  int r = keys_build(rc, bl->key, bl->keylen, K_LOCK, &k);
-  if (r < 0)
-    return r;
-  char ttl[24];
-  int tl = snprintf(ttl, sizeof ttl, "%lld", (long long)bl->ttl_ms);
-  script_call sc;
-  sc_init(&sc, rc, DLOCK__REDIS_RENEW, 1);
-  if (eval)
-    sc_use_eval(&sc);
-  sc_add(&sc, k.lock, k.lock_len);
-  sc_add(&sc, bl->owner, strlen(bl->owner));
-  sc_add(&sc, ttl, (size_t)tl);
-  r = redisAppendCommandArgv(c, sc.argc, sc.argv, sc.lens) == REDIS_OK
-          ? 0
-          : dlock_seterr(DLOCK_ENOMEM, "redis: out of memory");
-  keys_free(&k);
-  return r;
+/* One renew script call for BLS[0..N): its arguments, and the key and
+ * owner strings they point at. */
+typedef struct renew_call {
+  size_t n;
+  const char **argv;
+  size_t *lens;
+  char **keys;
+  char *text; /* each owner with its ':' and each ttl, NUL-separated */
+  char nkeys[24];
+} renew_call;
+
+static void renew_call_free(renew_call *call) {
+  for (size_t i = 0; call->keys && i < call->n; i++)
+    free(call->keys[i]);
+  free(call->keys);
+  free(call->argv);
+  free(call->lens);
+  free(call->text);
+  memset(call, 0, sizeof *call);
 }
 
-static int renew_result(const redisReply *rep) {
-  int ok = 0;
-  int r = dlock__redis_decode_flag(rep, "renew", &ok);
-  if (r < 0)
-    return r;
-  if (!ok)
-    return dlock_seterr(DLOCK_ELOST,
-                        "redis: renew: the lock had expired or was taken by another owner");
+static int renew_call_build(const redis_client *rc, dlock_backend_lock **bls, size_t n,
+                            renew_call *call) {
+  memset(call, 0, sizeof *call);
+  call->n = n;
+  call->argv = malloc((3 + 3 * n) * sizeof *call->argv);
+  call->lens = malloc((3 + 3 * n) * sizeof *call->lens);
+  call->keys = calloc(n, sizeof *call->keys);
+  call->text = malloc(n * (OWNER_ARG_MAX + 24));
+  if (!call->argv || !call->lens || !call->keys || !call->text)
+    goto oom;
+  call->argv[0] = "EVALSHA";
+  call->lens[0] = 7;
+  call->argv[1] = rc->sha[DLOCK__REDIS_RENEW];
+  call->lens[1] = 40;
+  call->argv[2] = call->nkeys;
+  call->lens[2] = (size_t)snprintf(call->nkeys, sizeof call->nkeys, "%zu", n);
+  char *t = call->text;
+  for (size_t i = 0; i < n; i++) {
+    call->keys[i] = dlock__redis_key(rc->prefix, DLOCK__REDIS_KEY_LOCK, bls[i]->key,
+                                     bls[i]->keylen, &call->lens[3 + i]);
+    if (!call->keys[i])
+      goto oom;
+    call->argv[3 + i] = call->keys[i];
+    size_t olen;
+    int r = owner_arg(bls[i]->owner, t, &olen);
+    if (r < 0) {
+      renew_call_free(call);
+      return r;
+    }
+    call->argv[3 + n + 2 * i] = t;
+    call->lens[3 + n + 2 * i] = olen;
+    t += olen + 1;
+    int tl = snprintf(t, 24, "%lld", (long long)bls[i]->ttl_ms);
+    call->argv[3 + n + 2 * i + 1] = t;
+    call->lens[3 + n + 2 * i + 1] = (size_t)tl;
+    t += tl + 1;
+  }
+  return 0;
+oom:
+  renew_call_free(call);
+  return dlock_seterr(DLOCK_ENOMEM, "redis: out of memory");
+}
+
+/* Appends CALL as EVALSHA, or as EVAL with the script's text. */
+static int renew_call_append(redisContext *c, renew_call *call, int eval) {
+  if (eval) {
+    const char *text = dlock__redis_script(DLOCK__REDIS_RENEW);
+    call->argv[0] = "EVAL";
+    call->lens[0] = 4;
+    call->argv[1] = text;
+    call->lens[1] = strlen(text);
+  }
+  if (append_argv(c, (int)(3 + 3 * call->n), call->argv, call->lens) != REDIS_OK)
+    return dlock_seterr(DLOCK_ENOMEM, "redis: out of memory");
   return 0;
 }
 
@@ -523,30 +622,58 @@ static int renew_batch(const redis_client *rc, redisContext *c, dlock_backend_lo
   return r;
 }
 
+/* The results of CALL, covering BLS[0..CALL->n), from its reply REP. */
+static void renew_results(const redisReply *rep, const renew_call *call, int64_t sent,
+                          dlock_backend_lock **bls, int *rcs, unsigned char *flags) {
+  int r = dlock__redis_decode_renew(rep, call->n, flags);
+  for (size_t i = 0; i < call->n; i++) {
+    if (r < 0) {
+      rcs[i] = r;
+    } else if (flags[i]) {
+      rcs[i] = 0;
+      bls[i]->sent_ns = sent;
+    } else {
+      rcs[i] = dlock_seterr(DLOCK_ELOST,
+                            "redis: renew: the lock had expired or was taken by another owner");
+    }
+  }
+}
+
 static int renew_batch_io(const redis_client *rc, redisContext *c, dlock_backend_lock **bls,
                           size_t n, int *rcs, int64_t timeout_ms) {
-  unsigned char *noscript = calloc(n, 1);
-  int64_t *sent = malloc(n * sizeof *sent);
+  size_t ncalls = (n + RENEW_KEYS_MAX - 1) / RENEW_KEYS_MAX;
+  renew_call *calls = calloc(ncalls, sizeof *calls);
+  size_t *first = calloc(ncalls, sizeof *first);
+  unsigned char *noscript = calloc(ncalls, 1);
+  unsigned char *flags = malloc(n);
   int r = 0;
-  if (!noscript || !sent) {
+  size_t built = 0;
+  if (!calls || !first || !noscript || !flags) {
     r = dlock_seterr(DLOCK_ENOMEM, "redis: out of memory");
     goto out;
+  }
+  /* Calls of equal size: 1001 locks go as 501 + 500, not 1000 + 1. */
+  for (; built < ncalls; built++) {
+    first[built] = n * built / ncalls;
+    size_t end = n * (built + 1) / ncalls;
+    r = renew_call_build(rc, bls + first[built], end - first[built], &calls[built]);
+    if (r < 0)
+      goto out;
   }
   for (int pass = 0; pass < 2; pass++) {
     size_t count = 0;
     int64_t now = dlock_backend_now_ns();
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < ncalls; i++) {
       if (pass == 1 && !noscript[i])
         continue;
-      r = append_renew(rc, c, bls[i], pass == 1);
+      r = renew_call_append(c, &calls[i], pass == 1);
       if (r < 0)
         goto out;
-      sent[i] = now;
       count++;
     }
     if (count == 0)
       break;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < ncalls; i++) {
       if (pass == 1 && !noscript[i])
         continue;
       void *v = NULL;
@@ -556,20 +683,19 @@ static int renew_batch_io(const redis_client *rc, redisContext *c, dlock_backend
         goto out;
       }
       redisReply *rep = v;
-      if (pass == 0 && dlock__redis_is_noscript(rep)) {
-        noscript[i] = 1;
-      } else {
-        noscript[i] = 0;
-        rcs[i] = renew_result(rep);
-        if (rcs[i] == 0)
-          bls[i]->sent_ns = sent[i];
-      }
+      noscript[i] = pass == 0 && dlock__redis_is_noscript(rep);
+      if (!noscript[i])
+        renew_results(rep, &calls[i], now, bls + first[i], rcs + first[i], flags);
       freeReplyObject(rep);
     }
   }
 out:
+  for (size_t i = 0; calls && i < built; i++)
+    renew_call_free(&calls[i]);
+  free(calls);
+  free(first);
   free(noscript);
-  free(sent);
+  free(flags);
   return r;
 }
 
@@ -584,7 +710,7 @@ static void sub_finish(redis_client *rc, redisContext *sub, int broken) {
   }
   const char *argv[1] = {"UNSUBSCRIBE"};
   size_t lens[1] = {11};
-  if (redisAppendCommandArgv(sub, 1, argv, lens) != REDIS_OK) {
+  if (append_argv(sub, 1, argv, lens) != REDIS_OK) {
     redisFree(sub);
     return;
   }
@@ -955,10 +1081,7 @@ static int redis_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, 
   redisContext *c;
   int r = pool_get(rc, &c);
   if (r == 0) {
-    for (size_t start = 0; start < n && r == 0; start += RENEW_BATCH) {
-      size_t m = n - start < RENEW_BATCH ? n - start : RENEW_BATCH;
-      r = renew_batch(rc, c, bls + start, m, rcs + start);
-    }
+    r = renew_batch(rc, c, bls, n, rcs);
     if (r < 0)
       redisFree(c);
     else

@@ -1,5 +1,6 @@
 /* Cases only Redis has: the script cache being emptied under us, waiting
- * without polling, and ACL logins. */
+ * without polling, ACL logins, the fence counter's life, and renewals of
+ * many locks in one script call. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -110,10 +111,11 @@ static void *script_count_main(void *arg) {
   }
 }
 
-/* 1 when the count runs, 0 when the server refuses MONITOR. */
-static int script_count_start(struct script_count *sc, const char *key, const char *end) {
+/* Counts the script calls whose line holds MATCH: 1 when the count runs,
+ * 0 when the server refuses MONITOR. */
+static int script_count_watch(struct script_count *sc, const char *match, const char *end) {
   memset(sc, 0, sizeof *sc);
-  snprintf(sc->key, sizeof sc->key, "{%s}", key);
+  snprintf(sc->key, sizeof sc->key, "%s", match);
   snprintf(sc->end, sizeof sc->end, "%s", end);
   sc->mon = conf_redis_connect(r_url, NULL);
   assert_non_null(sc->mon);
@@ -126,6 +128,13 @@ static int script_count_start(struct script_count *sc, const char *key, const ch
   }
   assert_int_equal(pthread_create(&sc->th, NULL, script_count_main, sc), 0);
   return 1;
+}
+
+/* The script calls on KEY alone. */
+static int script_count_start(struct script_count *sc, const char *key, const char *end) {
+  char match[300];
+  snprintf(match, sizeof match, "{%s}", key);
+  return script_count_watch(sc, match, end);
 }
 
 static long long script_count_stop(struct script_count *sc, redisContext *rc) {
@@ -365,6 +374,227 @@ static void r5_fence_counter_expires(void **state) {
   redisFree(rc);
 }
 
+/* PTTL of KEY in ms (-2 none, -1 no expiry). */
+static long long pttl_of(redisContext *rc, const char *key) {
+  redisReply *r = cmd(rc, "PTTL %s", key);
+  assert_true(r && r->type == REDIS_REPLY_INTEGER);
+  long long v = r->integer;
+  freeReplyObject(r);
+  return v;
+}
+
+static void set_pexpire(redisContext *rc, const char *key, long long ms) {
+  redisReply *r = cmd(rc, "PEXPIRE %s %lld", key, ms);
+  assert_true(r && r->type == REDIS_REPLY_INTEGER && r->integer == 1);
+  freeReplyObject(r);
+}
+
+static uint64_t take_and_drop(dlock_client *c, const char *key, const dlock_options *o) {
+  dlock_lock *l;
+  assert_int_equal(dlock_try_acquire(c, key, o, &l), 0);
+  uint64_t t = dlock_lock_token(l);
+  assert_int_equal(dlock_release(l), 0);
+  return t;
+}
+
+/* The acquire script reads the counter's expiry rather than rewriting it
+ * each time: moved back to fence_ttl once it has fallen a tenth below
+ * (here 200 ms of 2 s), left alone above that, given to a counter without
+ * one, taken away under fence_ttl=0.  Tokens grow across a counter
+ * deleted while the name is free and while it is held. */
+static void r6_fence_counter_life(void **state) {
+  (void)state;
+  char *prefix = NULL;
+  redisContext *rc = conf_redis_connect(r_url, &prefix);
+  assert_non_null(rc);
+  char key[256], fence[512];
+  snprintf(key, sizeof key, "%s", conf_key("r6"));
+  snprintf(fence, sizeof fence, "%sfence:{%s}", prefix ? prefix : DLOCK__REDIS_DEFAULT_PREFIX,
+           key);
+  dlock_client *c, *keep;
+  assert_int_equal(dlock_open(conf_url_with(r_url, "fence_ttl=2s"), &c), 0);
+  assert_int_equal(dlock_open(conf_url_with(r_url, "fence_ttl=0"), &keep), 0);
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.ttl_ms = 400;
+  o.auto_renew = 0;
+  uint64_t t = take_and_drop(c, key, &o);
+  long long p = pttl_of(rc, fence);
+  assert_true(p > 1800 && p <= 2000);
+  /* Fallen more than a tenth: back to fence_ttl. */
+  set_pexpire(rc, fence, 1500);
+  uint64_t t2 = take_and_drop(c, key, &o);
+  assert_true(t2 > t);
+  p = pttl_of(rc, fence);
+  assert_true(p > 1800 && p <= 2000);
+  /* Within a tenth: left as it is, no write. */
+  set_pexpire(rc, fence, 1950);
+  t = take_and_drop(c, key, &o);
+  assert_true(t > t2);
+  p = pttl_of(rc, fence);
+  assert_true(p > 1500 && p <= 1950);
+  /* Without expiry (another client's fence_ttl=0): given one. */
+  freeReplyObject(cmd(rc, "PERSIST %s", fence));
+  t2 = take_and_drop(c, key, &o);
+  assert_true(t2 > t);
+  p = pttl_of(rc, fence);
+  assert_true(p > 1800 && p <= 2000);
+  /* fence_ttl=0 takes the expiry away. */
+  t = take_and_drop(keep, key, &o);
+  assert_true(t > t2);
+  assert_int_equal(pttl_of(rc, fence), -1);
+  /* The counter deleted while the name is free... */
+  freeReplyObject(cmd(rc, "DEL %s", fence));
+  t2 = take_and_drop(c, key, &o);
+  printf("# token before the counter was deleted %llu, after %llu\n", (unsigned long long)t,
+         (unsigned long long)t2);
+  assert_true(t2 > t);
+  /* ...and while it is held. */
+  dlock_lock *l;
+  assert_int_equal(dlock_try_acquire(c, key, &o, &l), 0);
+  t = dlock_lock_token(l);
+  assert_true(t > t2);
+  freeReplyObject(cmd(rc, "DEL %s", fence));
+  assert_int_equal(dlock_release(l), 0);
+  t2 = take_and_drop(c, key, &o);
+  assert_true(t2 > t);
+  dlock_close(c);
+  dlock_close(keep);
+  free(prefix);
+  redisFree(rc);
+}
+
+static void nap_10ms(void) {
+  struct timespec ts = {0, 10 * 1000000};
+  nanosleep(&ts, NULL);
+}
+
+/* N auto-renewed locks NAME/0 .. NAME/N-1 of TTL_MS, all taken. */
+static dlock_lock **take_many(dlock_client *c, const char *name, int n, int64_t ttl_ms) {
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.ttl_ms = ttl_ms;
+  dlock_lock **ls = calloc((size_t)n, sizeof *ls);
+  assert_non_null(ls);
+  char key[256];
+  for (int i = 0; i < n; i++) {
+    snprintf(key, sizeof key, "%s/%d", conf_key(name), i);
+    assert_int_equal(dlock_try_acquire(c, key, &o, &ls[i]), 0);
+  }
+  return ls;
+}
+
+/* Lets MS go by, in naps: time for the renew thread to do its work. */
+static void let_pass_ms(int64_t ms) {
+  int64_t t0 = dlock__now_ns();
+  while (dlock__now_ns() - t0 < ms * 1000000)
+    nap_10ms();
+}
+
+/* Renewals of many locks go in few script calls; a lock in such a batch
+ * whose key was deleted, overwritten or turned into another type turns
+ * LOST within about a ttl, while the others in the same calls stay held
+ * past several ttls. */
+static void r7_batch_renewal_finds_losses(void **state) {
+  (void)state;
+  char *prefix = NULL;
+  redisContext *rc = conf_redis_connect(r_url, &prefix);
+  assert_non_null(rc);
+  const char *pfx = prefix ? prefix : DLOCK__REDIS_DEFAULT_PREFIX;
+  dlock_client *c;
+  assert_int_equal(dlock_open(r_url, &c), 0);
+  enum { N = 2500, GONE = 7, TAKEN = 1500, HASH = 2499 };
+  dlock_lock **ls = take_many(c, "r7", N, 900);
+  /* Let them all be renewed a few times first. */
+  let_pass_ms(2 * 900);
+  for (int i = 0; i < N; i++)
+    assert_int_equal(dlock_lock_state(ls[i]), DLOCK_HELD);
+  char lk[600];
+  snprintf(lk, sizeof lk, "%slock:{%s/%d}", pfx, conf_key("r7"), GONE);
+  freeReplyObject(cmd(rc, "DEL %s", lk));
+  snprintf(lk, sizeof lk, "%slock:{%s/%d}", pfx, conf_key("r7"), TAKEN);
+  freeReplyObject(cmd(rc, "SET %s someone-else:1:x PX 60000", lk));
+  snprintf(lk, sizeof lk, "%slock:{%s/%d}", pfx, conf_key("r7"), HASH);
+  freeReplyObject(cmd(rc, "DEL %s", lk));
+  freeReplyObject(cmd(rc, "HSET %s f v", lk));
+  int64_t changed = dlock__now_ns();
+  const int lost_ones[] = {GONE, TAKEN, HASH};
+  for (size_t j = 0; j < 3; j++) {
+    while (dlock_lock_state(ls[lost_ones[j]]) == DLOCK_HELD) {
+      if (dlock__now_ns() - changed > 5 * 900 * 1000000LL)
+        fail_msg("lock %d still HELD 5 ttls after its key changed", lost_ones[j]);
+      nap_10ms();
+    }
+  }
+  int64_t el = (dlock__now_ns() - changed) / 1000000;
+  printf("# the three losses seen %lld ms after the keys changed (ttl 900 ms)\n",
+         (long long)el);
+  assert_true(el < 2 * 900);
+  /* The rest are renewed by the same calls and stay held. */
+  let_pass_ms(2 * 900);
+  for (int i = 0; i < N; i++) {
+    bool lost = i == GONE || i == TAKEN || i == HASH;
+    if ((dlock_lock_state(ls[i]) == DLOCK_HELD) == lost)
+      fail_msg("lock %d: %s", i, lost ? "HELD after its key changed" : "not HELD");
+  }
+  for (int i = 0; i < N; i++) {
+    int r = dlock_release(ls[i]);
+    bool lost = i == GONE || i == TAKEN || i == HASH;
+    assert_int_equal(r, lost ? DLOCK_ELOST : 0);
+  }
+  /* The key taken "from outside" is still someone else's. */
+  snprintf(lk, sizeof lk, "%slock:{%s/%d}", pfx, conf_key("r7"), TAKEN);
+  redisReply *r = cmd(rc, "GET %s", lk);
+  assert_true(r && r->type == REDIS_REPLY_STRING && strcmp(r->str, "someone-else:1:x") == 0);
+  freeReplyObject(r);
+  free(ls);
+  dlock_close(c);
+  free(prefix);
+  redisFree(rc);
+}
+
+/* 3,000 auto-renewed locks with a 3 s ttl: a renewal period is a second,
+ * and each period's renewals go as three calls of a thousand locks, not
+ * 3,000.  Counted over three periods once the renewals have had three to
+ * fall into step; a window of three periods may catch the edges of four. */
+static void r8_renewal_calls_per_period(void **state) {
+  (void)state;
+  redisContext *rc = conf_redis_connect(r_url, NULL);
+  assert_non_null(rc);
+  dlock_client *c;
+  assert_int_equal(dlock_open(r_url, &c), 0);
+  enum { N = 3000, PERIOD_MS = 1000, COUNTED = 3 };
+  dlock_lock **ls = take_many(c, "r8", N, 3 * PERIOD_MS);
+  /* Three periods to fall into step before the count starts: the server
+   * queues what MONITOR shows from the moment it is asked. */
+  let_pass_ms(3 * PERIOD_MS);
+  /* The calls on this run's r8 keys, each naming a thousand of them. */
+  char match[300], end[300];
+  snprintf(match, sizeof match, "{%s/", conf_key("r8"));
+  snprintf(end, sizeof end, "%s", conf_key("r8-end"));
+  struct script_count sc;
+  if (!script_count_watch(&sc, match, end)) {
+    for (int i = 0; i < N; i++)
+      dlock_release(ls[i]);
+    free(ls);
+    dlock_close(c);
+    redisFree(rc);
+    printf("# SKIPPED r8: the server refuses MONITOR, so this run's calls cannot be "
+           "counted alone\n");
+    skip();
+  }
+  let_pass_ms(COUNTED * PERIOD_MS);
+  long long calls = script_count_stop(&sc, rc);
+  printf("# renew calls in %d periods for %d locks: %lld\n", COUNTED, N, calls);
+  assert_true(calls >= COUNTED - 1);
+  assert_true(calls <= 3 * (COUNTED + 1));
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(dlock_lock_state(ls[i]), DLOCK_HELD);
+    assert_int_equal(dlock_release(ls[i]), 0);
+  }
+  free(ls);
+  dlock_close(c);
+  redisFree(rc);
+}
+
 const struct conf_case *conf_redis_cases(const char *url, size_t *n) {
   r_url = url;
   static const struct conf_case cases[] = {
@@ -383,6 +613,17 @@ const struct conf_case *conf_redis_cases(const char *url, size_t *n) {
       {"r5_fence_counter_expires",
        "the fence counter expires after fence_ttl, and tokens still grow",
        r5_fence_counter_expires, NULL, 0},
+      {"r6_fence_counter_life",
+       "the counter's expiry is refreshed when a tenth below fence_ttl; tokens grow across "
+       "a deleted counter",
+       r6_fence_counter_life, NULL, 0},
+      {"r7_batch_renewal_finds_losses",
+       "in a batch renewal of 2,500 locks, the ones deleted, overwritten or retyped turn LOST",
+       r7_batch_renewal_finds_losses, NULL, 0},
+      {"r8_renewal_calls_per_period",
+       "3,000 auto-renewed locks are renewed in about 3 script calls a period (watches "
+       "MONITOR)",
+       r8_renewal_calls_per_period, NULL, 0},
   };
   *n = sizeof cases / sizeof *cases;
   return cases;

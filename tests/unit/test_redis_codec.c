@@ -677,6 +677,127 @@ static void list_replies(void **state) {
   freeReplyObject(r);
 }
 
+/* ---- renew of many locks ---- */
+
+static void renew_replies(void **state) {
+  (void)state;
+  unsigned char f[3] = {7, 7, 7};
+  redisReply *r = parse("*3\r\n:1\r\n:0\r\n:1\r\n");
+  assert_int_equal(dlock__redis_decode_renew(r, 3, f), 0);
+  assert_int_equal(f[0], 1);
+  assert_int_equal(f[1], 0);
+  assert_int_equal(f[2], 1);
+  /* One result per key sent, no more and no fewer. */
+  memset(f, 7, sizeof f);
+  assert_int_equal(dlock__redis_decode_renew(r, 2, f), DLOCK_EBACKEND);
+  assert_msg_has("redis: renew: unexpected reply (array: not one result per lock)");
+  assert_int_equal(f[0], 7);
+  freeReplyObject(r);
+
+  r = parse("*0\r\n");
+  assert_int_equal(dlock__redis_decode_renew(r, 0, f), 0);
+  assert_int_equal(dlock__redis_decode_renew(r, 1, f), DLOCK_EBACKEND);
+  freeReplyObject(r);
+}
+
+static void renew_malformed(void **state) {
+  (void)state;
+  static const char *const bad[] = {
+      ":1\r\n",                   /* the single-lock reply */
+      "*2\r\n:1\r\n:2\r\n",       /* 2 */
+      "*2\r\n:1\r\n:-1\r\n",      /* -1 */
+      "*2\r\n:1\r\n$1\r\n1\r\n", /* a string */
+      "*2\r\n:1\r\n$-1\r\n",      /* nil */
+      "*2\r\n*0\r\n:1\r\n",       /* nested */
+      "*-1\r\n",                  /* nil array */
+      "$-1\r\n",                  /* nil */
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    redisReply *r = parse(bad[i]);
+    unsigned char f[2] = {7, 7};
+    if (dlock__redis_decode_renew(r, 2, f) != DLOCK_EBACKEND)
+      fail_msg("reply %zu was accepted", i);
+    assert_msg_has("redis: renew: unexpected reply");
+    assert_int_equal(f[0], 7);
+    assert_int_equal(f[1], 7);
+    freeReplyObject(r);
+  }
+  redisReply *r = parse("-BUSY Redis is busy running a script.\r\n");
+  unsigned char f[1];
+  assert_int_equal(dlock__redis_decode_renew(r, 1, f), DLOCK_EBACKEND);
+  assert_msg_has("redis: renew: BUSY Redis is busy");
+  freeReplyObject(r);
+}
+
+/* The renew script takes its keys and (owner, ttl) pairs; the owner
+ * comes with its ':' for the release script as well. */
+static void renew_and_release_scripts(void **state) {
+  (void)state;
+  const char *renew = dlock__redis_script(DLOCK__REDIS_RENEW);
+  assert_non_null(strstr(renew, "ipairs(KEYS)"));
+  assert_non_null(strstr(renew, "ARGV[2 * i - 1]"));
+  assert_non_null(strstr(renew, "ARGV[2 * i]"));
+  assert_non_null(strstr(renew, "redis.pcall('GET'"));
+  const char *rel = dlock__redis_script(DLOCK__REDIS_RELEASE);
+  assert_non_null(strstr(rel, "#ARGV[1]) == ARGV[1]"));
+  assert_null(strstr(rel, "ARGV[1] .. ':'"));
+  /* A busy attempt writes nothing: PTTL comes before INCR. */
+  const char *acq = dlock__redis_script(DLOCK__REDIS_ACQUIRE);
+  assert_true(strstr(acq, "PTTL', KEYS[1]") < strstr(acq, "INCR"));
+}
+
+/* ---- request formatting ---- */
+
+/* What hiredis makes of ARGV, as a string to compare with. */
+static char *hiredis_format(int argc, const char **argv, const size_t *lens, size_t *len) {
+  char *out = NULL;
+  int n = redisFormatCommandArgv(&out, argc, argv, lens);
+  assert_true(n >= 0);
+  *len = (size_t)n;
+  return out;
+}
+
+static void format_like_hiredis(void **state) {
+  (void)state;
+  static const char bin[] = {'a', '\0', '\r', '\n', 'b'};
+  char big[1500];
+  memset(big, 'x', sizeof big);
+  const char *argv[] = {"EVALSHA", "0123456789012345678901234567890123456789", "2",
+                        "dlock:lock:{k}", "", bin, big};
+  const size_t lens[] = {7, 40, 1, 14, 0, sizeof bin, sizeof big};
+  for (int argc = 0; argc <= 7; argc++) {
+    size_t want_len;
+    char *want = hiredis_format(argc, argv, lens, &want_len);
+    char buf[2048];
+    size_t n = dlock__redis_format(buf, sizeof buf, argc, argv, lens);
+    assert_int_equal(n, want_len);
+    assert_memory_equal(buf, want, n);
+    free(want);
+  }
+}
+
+/* Too small a buffer: the length is still right and nothing is written
+ * past the end, so the caller can allocate and call again. */
+static void format_short_buffer(void **state) {
+  (void)state;
+  const char *argv[] = {"SET", "key", "value"};
+  const size_t lens[] = {3, 3, 5};
+  size_t want_len;
+  char *want = hiredis_format(3, argv, lens, &want_len);
+  for (size_t cap = 0; cap < want_len; cap++) {
+    char buf[64];
+    memset(buf, '#', sizeof buf);
+    assert_int_equal(dlock__redis_format(buf, cap, 3, argv, lens), want_len);
+    for (size_t i = cap; i < sizeof buf; i++)
+      if (buf[i] != '#')
+        fail_msg("cap %zu: byte %zu written", cap, i);
+  }
+  char buf[64];
+  assert_int_equal(dlock__redis_format(buf, want_len, 3, argv, lens), want_len);
+  assert_memory_equal(buf, want, want_len);
+  free(want);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(key_default_prefix),
@@ -707,6 +828,11 @@ int main(void) {
       cmocka_unit_test(sha),
       cmocka_unit_test(push),
       cmocka_unit_test(long_error_is_cut),
+      cmocka_unit_test(renew_replies),
+      cmocka_unit_test(renew_malformed),
+      cmocka_unit_test(renew_and_release_scripts),
+      cmocka_unit_test(format_like_hiredis),
+      cmocka_unit_test(format_short_buffer),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,12 @@
  *                holder starting its release to the waiter's acquire
  *                returning
  *   renew        one client holding H locks, dlock_renew on each in turn
+ * and one that runs only when --only names it:
+ *   hold         one client acquires H locks one after another, auto-renew
+ *                on, and holds them for --seconds: the time the acquires
+ *                took and the client's resident memory per held lock.  It
+ *                says on stderr when the hold starts and ends, so that a
+ *                script can count what the store receives meanwhile.
  * Percentiles are exact (nearest rank over every sample) unless a phase
  * produces more than SAMPLE_LIMIT samples; then a uniform reservoir sample is
  * kept and the output says so.
@@ -23,7 +29,8 @@
 #include "cli.h"
 #include "dlock/dlock.h"
 
-enum { PH_UNCONTENDED = 1, PH_HANDOFF = 2, PH_RENEW = 4, PH_ALL = 7 };
+enum { PH_UNCONTENDED = 1, PH_HANDOFF = 2, PH_RENEW = 4, PH_HOLD = 8, PH_ALL = 7 };
+#define N_PHASES 4
 
 /* Bounds memory (4 bytes a sample, twice while sorting). */
 #ifndef SAMPLE_LIMIT
@@ -51,6 +58,9 @@ struct result {
   size_t samples;
   int exact;
   double p50, p99, p999, max; /* microseconds */
+  /* hold */
+  double acquire_s;
+  long rss_before_kb, rss_after_kb;
 };
 
 struct bench {
@@ -575,20 +585,103 @@ static int phase_renew(struct bench *b, struct result *r) {
   return 0;
 }
 
+/* ---- hold ---- */
+
+static long rss_kb(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long kb = -1;
+  while (f && fgets(line, sizeof line, f))
+    if (strncmp(line, "VmRSS:", 6) == 0)
+      kb = strtol(line + 6, NULL, 10);
+  if (f)
+    fclose(f);
+  return kb;
+}
+
+static int phase_hold(struct bench *b, struct result *r) {
+  dlock_client *c = NULL;
+  int code = open_one(b, &c);
+  if (code != 0)
+    return code;
+  long n = b->locks, held = 0;
+  dlock_lock **locks = calloc((size_t)n, sizeof *locks);
+  struct samples s;
+  samples_init(&s, SAMPLE_LIMIT, 13);
+  if (!locks) {
+    fprintf(stderr, "dlock: out of memory\n");
+    dlock_close(c);
+    return CLI_EXIT_INTERNAL;
+  }
+  dlock_options o = DLOCK_OPTIONS_INIT;
+  o.wait_ms = 0;
+  char key[64];
+  /* Measured after the handle array exists, so that only what the library
+   * keeps per lock counts. */
+  r->rss_before_kb = rss_kb();
+  int64_t start = cli_now_ns();
+  for (; held < n; held++) {
+    snprintf(key, sizeof key, "bench/hold/%ld", held);
+    int64_t t0 = cli_now_ns();
+    int rc = dlock_try_acquire(c, key, &o, &locks[held]);
+    if (rc < 0) {
+      bench_error(b, rc, "hold: acquiring '%s'", key);
+      break;
+    }
+    samples_add(&s, cli_now_ns() - t0);
+  }
+  r->acquire_s = (double)(cli_now_ns() - start) / 1e9;
+  if (held == n) {
+    r->rss_after_kb = rss_kb();
+    /* The markers bracket the hold alone, not the acquires or releases. */
+    fprintf(stderr, "dlock bench: holding %ld locks for %.3g s\n", n, (double)b->dur_ns / 1e9);
+    fflush(stderr);
+    int64_t t0 = cli_now_ns();
+    struct timespec ts = {(time_t)(b->dur_ns / 1000000000), (long)(b->dur_ns % 1000000000)};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+    }
+    r->secs = (double)(cli_now_ns() - t0) / 1e9;
+    fprintf(stderr, "dlock bench: releasing %ld locks\n", n);
+    fflush(stderr);
+    /* A lock lost while held means the renewals did not keep up: the
+     * figure would be for less than H locks. */
+    for (long i = 0; i < n; i++)
+      if (dlock_lock_state(locks[i]) != DLOCK_HELD) {
+        bench_error(b, DLOCK_ELOST, "hold: '%s' was lost while held",
+                    dlock_lock_key(locks[i]));
+        break;
+      }
+    r->ops = (uint64_t)n;
+  }
+  for (long i = 0; i < held; i++)
+    dlock_release(locks[i]); /* a failure here changes no figure */
+  free(locks);
+  dlock_close(c);
+  finish_result(r, &s, 1);
+  return 0;
+}
+
 /* ---- output ---- */
 
-static const char *const phase_names[] = {"uncontended", "handoff", "renew"};
+static const char *const phase_names[N_PHASES] = {"uncontended", "handoff", "renew", "hold"};
+
+/* Resident memory the held locks added, per lock. */
+static double hold_rss_per_lock(const struct result *r, long locks) {
+  if (r->rss_before_kb < 0 || r->rss_after_kb < 0 || locks <= 0)
+    return -1;
+  return (double)(r->rss_after_kb - r->rss_before_kb) * 1024.0 / (double)locks;
+}
 
 static double per_sec(const struct result *r) { return r->secs > 0 ? (double)r->ops / r->secs : 0; }
 
-static void print_text(const struct bench *b, const struct result res[3], const char *url,
+static void print_text(const struct bench *b, const struct result res[N_PHASES], const char *url,
                        const char *backend) {
   printf("dlock bench: ");
   cli_print_safe(stdout, url);
   printf(" (%s), %.3g s per phase\n", backend, (double)b->dur_ns / 1e9);
   printf("%-12s %10s %12s %10s %10s %10s %10s\n", "phase", "ops", "ops/s", "p50 us",
          "p99 us", "p99.9 us", "max us");
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < N_PHASES; i++) {
     const struct result *r = &res[i];
     if (!r->ran)
       continue;
@@ -599,11 +692,14 @@ static void print_text(const struct bench *b, const struct result res[3], const 
              b->keys, b->keys == 1 ? "" : "s", b->shared ? ", one client" : "");
     else if (i == 1)
       printf("  2 clients, holder waits %d ms", HANDOFF_HOLD_NS / 1000000);
-    else
+    else if (i == 2)
       printf("  %ld locks held", b->locks);
+    else
+      printf("  %ld locks acquired in %.3f s, %.0f bytes each", b->locks, r->acquire_s,
+             hold_rss_per_lock(r, b->locks));
     printf("\n");
   }
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < N_PHASES; i++) {
     if (res[i].ran && !res[i].exact)
       printf("note: %s percentiles come from a uniform sample of %zu operations\n",
              phase_names[i], res[i].samples);
@@ -612,7 +708,7 @@ static void print_text(const struct bench *b, const struct result res[3], const 
   }
 }
 
-static void print_json(const struct bench *b, const struct result res[3], const char *url,
+static void print_json(const struct bench *b, const struct result res[N_PHASES], const char *url,
                        const char *backend) {
   printf("{\"url\":");
   cli_json_string(stdout, url);
@@ -620,7 +716,7 @@ static void print_json(const struct bench *b, const struct result res[3], const 
   cli_json_string(stdout, backend);
   printf(",\"threads\":%ld,\"keys\":%ld,\"locks\":%ld,\"seconds\":%.3f", b->threads, b->keys,
          b->locks, (double)b->dur_ns / 1e9);
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < N_PHASES; i++) {
     const struct result *r = &res[i];
     if (!r->ran)
       continue;
@@ -634,6 +730,11 @@ static void print_json(const struct bench *b, const struct result res[3], const 
              b->shared ? "true" : "false");
     else if (i == 1)
       printf(",\"hold_us\":%d", HANDOFF_HOLD_NS / 1000);
+    else if (i == 3)
+      printf(",\"locks\":%ld,\"acquire_s\":%.6f,\"rss_before_kb\":%ld,\"rss_after_kb\":%ld,"
+             "\"rss_per_lock_bytes\":%.1f",
+             b->locks, r->acquire_s, r->rss_before_kb, r->rss_after_kb,
+             hold_rss_per_lock(r, b->locks));
     printf("}");
   }
   printf("}\n");
@@ -644,7 +745,7 @@ static int parse_phases(const char *s, unsigned *out) {
   while (*s) {
     size_t len = strcspn(s, ",");
     int found = 0;
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < N_PHASES; i++)
       if (strlen(phase_names[i]) == len && strncmp(s, phase_names[i], len) == 0) {
         m |= 1u << i;
         found = 1;
@@ -712,8 +813,8 @@ int cli_bench(int argc, char **argv) {
       if (m < 0)
         return CLI_EXIT_USAGE;
       if (parse_phases(v, &b.phases) < 0)
-        return cli_usage_error("bench", "invalid phase list '%s' (uncontended,handoff,renew)",
-                               v);
+        return cli_usage_error("bench",
+                               "invalid phase list '%s' (uncontended,handoff,renew,hold)", v);
     } else if (strcmp(a, "--json") == 0) {
       b.json = 1;
     } else if (strcmp(a, "--shared-client") == 0) {
@@ -750,17 +851,19 @@ static int bench_main(struct bench *bp) {
   pthread_mutex_init(&b.gate_mu, NULL);
   pthread_cond_init(&b.gate_cv, NULL);
   atomic_init(&b.abort, 0);
-  struct result res[3];
+  struct result res[N_PHASES];
   memset(res, 0, sizeof res);
-  for (int i = 0; i < 3 && code == 0 && b.err_rc == 0; i++) {
+  for (int i = 0; i < N_PHASES && code == 0 && b.err_rc == 0; i++) {
     if (!(b.phases & (1u << i)))
       continue;
     if (i == 0)
       code = phase_uncontended(&b, &res[0]);
     else if (i == 1)
       code = phase_handoff(&b, &res[1]);
-    else
+    else if (i == 2)
       code = phase_renew(&b, &res[2]);
+    else
+      code = phase_hold(&b, &res[3]);
   }
   if (b.err_rc != 0) {
     /* Half a report would read as a result; the error is the result. */

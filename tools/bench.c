@@ -527,47 +527,78 @@ static int phase_handoff(struct bench *b, struct result *r) {
   return code;
 }
 
-/* ---- renew ---- */
+/* ---- renew and hold: one client holding H locks ---- */
 
-static int phase_renew(struct bench *b, struct result *r) {
-  dlock_client *c = NULL;
-  int code = open_one(b, &c);
+struct many {
+  dlock_client *c;
+  dlock_lock **locks;
+  long held;
+  dlock_options o; /* try-acquires, auto-renew as the phase sets it */
+  struct samples s;
+};
+
+static int many_open(struct bench *b, struct many *m, int auto_renew, uint64_t seed) {
+  memset(m, 0, sizeof *m);
+  m->o = (dlock_options)DLOCK_OPTIONS_INIT;
+  m->o.wait_ms = 0;
+  m->o.auto_renew = auto_renew;
+  samples_init(&m->s, SAMPLE_LIMIT, seed);
+  int code = open_one(b, &m->c);
   if (code != 0)
     return code;
-  long n = b->locks, held = 0;
-  dlock_lock **locks = calloc((size_t)n, sizeof *locks);
-  struct samples s;
-  samples_init(&s, SAMPLE_LIMIT, 11);
-  if (!locks) {
+  m->locks = calloc((size_t)b->locks, sizeof *m->locks);
+  if (!m->locks) {
     fprintf(stderr, "dlock: out of memory\n");
-    dlock_close(c);
+    dlock_close(m->c);
     return CLI_EXIT_INTERNAL;
   }
-  dlock_options o = DLOCK_OPTIONS_INIT;
-  o.wait_ms = 0;
-  o.auto_renew = 0; /* the library's renewals would compete with ours */
+  return 0;
+}
+
+/* Acquire bench/PHASE/0 .. H-1 one after another, timing each into the
+ * samples if TIMED.  1 when all H are held. */
+static int many_acquire(struct bench *b, struct many *m, const char *phase, int timed) {
   char key[64];
-  for (; held < n; held++) {
-    snprintf(key, sizeof key, "bench/renew/%ld", held);
-    int rc = dlock_try_acquire(c, key, &o, &locks[held]);
+  for (; m->held < b->locks; m->held++) {
+    snprintf(key, sizeof key, "bench/%s/%ld", phase, m->held);
+    int64_t t0 = cli_now_ns();
+    int rc = dlock_try_acquire(m->c, key, &m->o, &m->locks[m->held]);
     if (rc < 0) {
-      bench_error(b, rc, "renew: acquiring '%s'", key);
-      break;
+      bench_error(b, rc, "%s: acquiring '%s'", phase, key);
+      return 0;
     }
+    if (timed)
+      samples_add(&m->s, cli_now_ns() - t0);
   }
-  if (held == n) {
+  return 1;
+}
+
+static void many_close(struct many *m) {
+  for (long i = 0; i < m->held; i++)
+    dlock_release(m->locks[i]); /* a failure here changes no figure */
+  free(m->locks);
+  dlock_close(m->c);
+}
+
+static int phase_renew(struct bench *b, struct result *r) {
+  struct many m;
+  /* Auto-renew off: the library's renewals would compete with ours. */
+  int code = many_open(b, &m, 0, 11);
+  if (code != 0)
+    return code;
+  if (many_acquire(b, &m, "renew", 0)) {
     int64_t start = cli_now_ns(), end = start + b->dur_ns, t1 = start;
     for (int done = 0; !done;) {
-      for (long i = 0; i < n; i++) {
+      for (long i = 0; i < m.held; i++) {
         int64_t t0 = cli_now_ns();
-        int rc = dlock_renew(locks[i], 0);
+        int rc = dlock_renew(m.locks[i], 0);
         t1 = cli_now_ns();
         if (rc < 0) {
-          bench_error(b, rc, "renew: renewing '%s'", dlock_lock_key(locks[i]));
+          bench_error(b, rc, "renew: renewing '%s'", dlock_lock_key(m.locks[i]));
           done = 1;
           break;
         }
-        samples_add(&s, t1 - t0);
+        samples_add(&m.s, t1 - t0);
         r->ops++;
         if (t1 >= end) {
           done = 1;
@@ -577,15 +608,10 @@ static int phase_renew(struct bench *b, struct result *r) {
     }
     r->secs = (double)(t1 - start) / 1e9;
   }
-  for (long i = 0; i < held; i++)
-    dlock_release(locks[i]); /* a failure here changes no figure */
-  free(locks);
-  dlock_close(c);
-  finish_result(r, &s, 1);
+  many_close(&m);
+  finish_result(r, &m.s, 1);
   return 0;
 }
-
-/* ---- hold ---- */
 
 static long rss_kb(void) {
   FILE *f = fopen("/proc/self/status", "r");
@@ -600,64 +626,41 @@ static long rss_kb(void) {
 }
 
 static int phase_hold(struct bench *b, struct result *r) {
-  dlock_client *c = NULL;
-  int code = open_one(b, &c);
+  struct many m;
+  int code = many_open(b, &m, 1, 13);
   if (code != 0)
     return code;
-  long n = b->locks, held = 0;
-  dlock_lock **locks = calloc((size_t)n, sizeof *locks);
-  struct samples s;
-  samples_init(&s, SAMPLE_LIMIT, 13);
-  if (!locks) {
-    fprintf(stderr, "dlock: out of memory\n");
-    dlock_close(c);
-    return CLI_EXIT_INTERNAL;
-  }
-  dlock_options o = DLOCK_OPTIONS_INIT;
-  o.wait_ms = 0;
-  char key[64];
   /* Measured after the handle array exists, so that only what the library
    * keeps per lock counts. */
   r->rss_before_kb = rss_kb();
   int64_t start = cli_now_ns();
-  for (; held < n; held++) {
-    snprintf(key, sizeof key, "bench/hold/%ld", held);
-    int64_t t0 = cli_now_ns();
-    int rc = dlock_try_acquire(c, key, &o, &locks[held]);
-    if (rc < 0) {
-      bench_error(b, rc, "hold: acquiring '%s'", key);
-      break;
-    }
-    samples_add(&s, cli_now_ns() - t0);
-  }
+  int all = many_acquire(b, &m, "hold", 1);
   r->acquire_s = (double)(cli_now_ns() - start) / 1e9;
-  if (held == n) {
+  if (all) {
     r->rss_after_kb = rss_kb();
     /* The markers bracket the hold alone, not the acquires or releases. */
-    fprintf(stderr, "dlock bench: holding %ld locks for %.3g s\n", n, (double)b->dur_ns / 1e9);
+    fprintf(stderr, "dlock bench: holding %ld locks for %.3g s\n", m.held,
+            (double)b->dur_ns / 1e9);
     fflush(stderr);
     int64_t t0 = cli_now_ns();
     struct timespec ts = {(time_t)(b->dur_ns / 1000000000), (long)(b->dur_ns % 1000000000)};
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
     }
     r->secs = (double)(cli_now_ns() - t0) / 1e9;
-    fprintf(stderr, "dlock bench: releasing %ld locks\n", n);
+    fprintf(stderr, "dlock bench: releasing %ld locks\n", m.held);
     fflush(stderr);
     /* A lock lost while held means the renewals did not keep up: the
      * figure would be for less than H locks. */
-    for (long i = 0; i < n; i++)
-      if (dlock_lock_state(locks[i]) != DLOCK_HELD) {
+    for (long i = 0; i < m.held; i++)
+      if (dlock_lock_state(m.locks[i]) != DLOCK_HELD) {
         bench_error(b, DLOCK_ELOST, "hold: '%s' was lost while held",
-                    dlock_lock_key(locks[i]));
+                    dlock_lock_key(m.locks[i]));
         break;
       }
-    r->ops = (uint64_t)n;
+    r->ops = (uint64_t)m.held;
   }
-  for (long i = 0; i < held; i++)
-    dlock_release(locks[i]); /* a failure here changes no figure */
-  free(locks);
-  dlock_close(c);
-  finish_result(r, &s, 1);
+  many_close(&m);
+  finish_result(r, &m.s, 1);
   return 0;
 }
 

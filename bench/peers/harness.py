@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 
 import counting_proxy
@@ -56,11 +57,12 @@ def log(msg):
     print("peers: " + msg, file=sys.stderr, flush=True)
 
 
-def run_json(argv, timeout, markers=None, key=None):
+def run_json(argv, timeout, markers=None, key=None, env=None):
     """Run ARGV, return its JSON (the object under KEY if given).  With
     MARKERS (on_hold, on_release), call them when the runner says on stderr
     that its hold starts and ends."""
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=env)
     err_lines = []
 
     def read_err():
@@ -112,6 +114,18 @@ def hostport(url):
     return re.match(r"^[a-z0-9+]+://(?:[^@/]*@)?([^/?]+)", url).group(1)
 
 
+# Tooz's URL for each store whose address is HOST:PORT, the lease in it.
+# etcd3gw, Tooz's HTTP driver for etcd, cannot run on Debian's
+# python3-etcd3gw 2.0 (Tooz passes it an api_path it does not take):
+# etcd3:// is Tooz's gRPC driver, on python3-etcd3.
+TOOZ_URLS = {
+    "redis": "redis://%s?lock_timeout=%d",
+    "zookeeper": "zookeeper://%s?timeout=%d",
+    "etcd": "etcd3://%s?lock_timeout=%d",
+    "consul": "consul://%s?ttl=%d",
+}
+
+
 class Store:
     """One store: its URLs for each runner, its floor, its request counter."""
 
@@ -125,37 +139,15 @@ class Store:
         self.counter = None   # () -> requests so far, or None
         self.proxied = False
         t = "ttl=%ds" % TTL
-        if name == "redis":
+        if name in TOOZ_URLS:
             self.url = u[0]
             hp = hostport(self.url)
             self.dlock_urls = [("dlock", add_param(self.url, t))]
-            self.go = ("redis", hp)
-            self.tooz = "redis://%s?lock_timeout=%d" % (hp, TTL)
-            self.counter = lambda: redis_calls(hp)
-        elif name == "zookeeper":
-            self.url = u[0]
-            hp = hostport(self.url)
-            self.dlock_urls = [("dlock", add_param(self.url, t))]
-            self.go = ("zookeeper", hp)
-            self.tooz = "zookeeper://%s?timeout=%d" % (hp, TTL)
-            self.counter = lambda: zk_received(hp)
-        elif name == "etcd":
-            self.url = u[0]
-            hp = hostport(self.url)
-            self.dlock_urls = [("dlock", add_param(self.url, t))]
-            self.go = ("etcd", hp)
-            # etcd3gw, tooz's HTTP driver, is not usable with Debian's
-            # python3-etcd3gw 2.0 (tooz passes api_path, which it lacks);
-            # etcd3:// is tooz's gRPC driver on python3-etcd3.
-            self.tooz = "etcd3://%s?lock_timeout=%d" % (hp, TTL)
-            self.counter = lambda: etcd_received(hp)
-        elif name == "consul":
-            self.url = u[0]
-            hp = hostport(self.url)
-            self.dlock_urls = [("dlock", add_param(self.url, t))]
-            self.go = ("consul", hp)
-            self.tooz = "consul://%s?ttl=%d" % (hp, TTL)
-            self.proxied = True
+            self.go = (name, hp)
+            self.tooz = TOOZ_URLS[name] % (hp, TTL)
+            count = COUNTERS.get(name)
+            self.counter = count and (lambda: count(hp))
+            self.proxied = count is None
         elif name == "postgres":
             adv = [x for x in u if "mode=" not in x][0]
             lease = [x for x in u if "mode=lease" in x][0]
@@ -226,26 +218,31 @@ def etcd_received(hp):
         r"^grpc_server_msg_received_total\{[^}]*\} (\S+)$", text, re.M)))
 
 
+# The stores counted at the server; the others are counted on the way in.
+COUNTERS = {"redis": redis_calls, "zookeeper": zk_received, "etcd": etcd_received}
+
+
 # ---- runners ----
 
 def runner_argv(kind, target, phase, threads=1, secs=None, locks=LOCKS):
-    secs = SECS if secs is None else secs
+    """The runner's argv and the environment variable holding its URL: a
+    URL can carry a password, which argv would show to every user."""
+    secs = "%g" % (SECS if secs is None else secs)
     if kind == "dlock":
-        only = {"uncontended": "uncontended", "handoff": "handoff", "hold": "hold"}[phase]
-        return [DLOCK, "bench", target, "--json", "--only", only, "--threads", str(threads),
-                "--seconds", "%g" % secs, "--locks", str(locks)], only
+        return [DLOCK, "bench", "--url-env", "PEERS_URL", "--json", "--only", phase,
+                "--threads", str(threads), "--seconds", secs, "--locks", str(locks)], target
     if kind == "go":
-        return [GO, "-store", target[0], "-addr", target[1], "-phase", phase, "-threads",
-                str(threads), "-seconds", "%g" % secs, "-locks", str(locks),
-                "-ttl", "%ds" % TTL], phase
-    return ["/usr/bin/python3", TOOZ, "--url", target, "--phase", phase, "--threads",
-            str(threads), "--seconds", "%g" % secs, "--locks", str(locks)], phase
+        return [GO, "-store", target[0], "-addr-env", "PEERS_URL", "-phase", phase,
+                "-threads", str(threads), "-seconds", secs, "-locks", str(locks),
+                "-ttl", "%ds" % TTL], target[1]
+    return ["/usr/bin/python3", TOOZ, "--url-env", "PEERS_URL", "--phase", phase,
+            "--threads", str(threads), "--seconds", secs, "--locks", str(locks)], target
 
 
 def run_runner(kind, target, phase, threads=1, secs=None, markers=None, locks=LOCKS):
-    argv, key = runner_argv(kind, target, phase, threads, secs, locks)
+    argv, url = runner_argv(kind, target, phase, threads, secs, locks)
     budget = (secs or SECS) + 120 + (LOCKS / 50 if phase == "hold" else 0)
-    return run_json(argv, budget, markers=markers, key=key)
+    return run_json(argv, budget, markers=markers, key=phase, env=dict(ENV, PEERS_URL=url))
 
 
 # ---- floors ----
@@ -318,19 +315,28 @@ SELECT pg_advisory_unlock(:k);
 """
 
 
+def pg_env(url):
+    """libpq's environment for URL, which keeps its password off argv."""
+    u = urllib.parse.urlsplit(url)
+    return dict(ENV, PGHOST=u.hostname, PGPORT=str(u.port or 5432), PGUSER=u.username or "",
+                PGPASSWORD=urllib.parse.unquote(u.password or ""),
+                PGDATABASE=u.path.lstrip("/"))
+
+
 def pgbench(url, threads):
     """pgbench running the advisory pair dlock sends, as scripts/bench does."""
     script = os.path.join(TMP, "advisory.sql")
     with open(script, "w") as f:
         f.write(PG_SQL)
-    subprocess.run([os.path.join(PGBIN, "psql"), "-X", "-q", "-d", url, "-c",
+    env = pg_env(url)
+    subprocess.run([os.path.join(PGBIN, "psql"), "-X", "-q", "-c",
                     "CREATE SEQUENCE IF NOT EXISTS dlock_fence"], check=True,
-                   capture_output=True)
+                   capture_output=True, env=env)
     logdir = tempfile.mkdtemp(dir=TMP)
     out = subprocess.run([os.path.join(PGBIN, "pgbench"), "-n", "-M", "extended", "-c",
                           str(threads), "-j", str(min(threads, 2)), "-T", str(max(1, int(SECS))),
-                          "-f", script, "-l", "--log-prefix=" + os.path.join(logdir, "raw"),
-                          url], capture_output=True, text=True, timeout=SECS + 60)
+                          "-f", script, "-l", "--log-prefix=" + os.path.join(logdir, "raw")],
+                         capture_output=True, text=True, timeout=SECS + 60, env=env)
     tps = float(re.search(r"^tps = ([0-9.]+)", out.stdout, re.M).group(1))
     lat = []
     for fn in os.listdir(logdir):

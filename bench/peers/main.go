@@ -1,10 +1,12 @@
 // Command peers runs the phases of `dlock bench` through another lock
 // library, so that scripts/bench peers can set dlock beside it:
 //
-//	peers -store redis|etcd|consul|zookeeper|postgres -addr ADDR \
+//	peers -store redis|etcd|consul|zookeeper|postgres -addr ADDR|-addr-env NAME \
 //	      -phase uncontended|handoff|hold [-threads N] [-seconds S] \
 //	      [-locks H] [-ttl D]
 //
+// -addr-env names an environment variable holding the address, so that a
+// connection URL with a password in it never shows in the process list.
 // It prints one JSON object shaped like `dlock bench --json`: the phase's
 // name holding ops, elapsed_s, ops_per_sec and p50/p99/p99.9/max in µs,
 // and for hold the acquires' time, the resident memory per held lock and
@@ -57,12 +59,16 @@ type config struct {
 func main() {
 	store := flag.String("store", "", "redis, etcd, consul, zookeeper or postgres")
 	addr := flag.String("addr", "", "the store's address (postgres: a connection URL)")
+	addrEnv := flag.String("addr-env", "", "an environment variable holding -addr")
 	phase := flag.String("phase", "uncontended", "uncontended, handoff or hold")
 	threads := flag.Int("threads", 1, "threads of the uncontended phase")
 	secs := flag.Float64("seconds", 5, "length of the phase")
 	locks := flag.Int("locks", 10000, "locks held in the hold phase")
 	ttl := flag.Duration("ttl", 10*time.Second, "lease length")
 	flag.Parse()
+	if *addrEnv != "" {
+		*addr = os.Getenv(*addrEnv)
+	}
 	op, ok := stores[*store]
 	if !ok || *addr == "" || *threads < 1 || *secs <= 0 || *locks < 1 {
 		flag.Usage()

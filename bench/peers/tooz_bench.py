@@ -1,13 +1,15 @@
 #!/usr/bin/python3
 """tooz_bench.py: the phases of `dlock bench` through OpenStack Tooz.
 
-    tooz_bench.py --url TOOZ_URL --phase uncontended|handoff|hold
+    tooz_bench.py --url TOOZ_URL|--url-env NAME --phase uncontended|handoff|hold
                   [--threads N] [--seconds S] [--locks H]
 
 Prints one JSON object shaped like `dlock bench --json`.  Each thread has a
 coordinator of its own (Tooz's unit of connection and session), as each of
 dlock bench's threads has a client.  The lease length and any other driver
-option travel in TOOZ_URL's query, the way Tooz takes them.  Threads share
+option travel in TOOZ_URL's query, the way Tooz takes them; --url-env names
+an environment variable holding it, which keeps a password off the process
+list.  Threads share
 one interpreter: the 8-thread figure is Tooz's under the GIL.
 """
 
@@ -59,6 +61,20 @@ def name(prefix, *parts):
     return ("%s%s" % (prefix, "/".join(str(p) for p in parts))).encode()
 
 
+def run_all(fn, cs, start):
+    """fn(i) on a thread per coordinator; the seconds since START once all
+    are done, before the coordinators stop."""
+    threads = [threading.Thread(target=fn, args=(i,)) for i in range(len(cs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = (now_ns() - start) / 1e9
+    for c in cs:
+        c.stop()
+    return elapsed
+
+
 def uncontended(args, prefix):
     cs = [coordinator(args.url) for _ in range(args.threads)]
     samples = [[] for _ in cs]
@@ -85,14 +101,7 @@ def uncontended(args, prefix):
         except Exception as e:  # reported, not a figure
             errors[i] = e
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(cs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = (now_ns() - start) / 1e9
-    for c in cs:
-        c.stop()
+    elapsed = run_all(work, cs, start)
     for e in errors:
         if e is not None:
             raise e
@@ -168,14 +177,7 @@ def handoff(args, prefix):
                 st["finished"][me] = True
                 cv.notify_all()
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = (now_ns() - start) / 1e9
-    for c in cs:
-        c.stop()
+    elapsed = run_all(run, cs, start)
     if st["error"] is not None:
         raise st["error"]
     r = figures(st["samples"], elapsed)
@@ -240,12 +242,16 @@ def hold(args, prefix):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--url", required=True)
+    url = p.add_mutually_exclusive_group(required=True)
+    url.add_argument("--url")
+    url.add_argument("--url-env")
     p.add_argument("--phase", choices=("uncontended", "handoff", "hold"), required=True)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seconds", type=float, default=5)
     p.add_argument("--locks", type=int, default=10000)
     args = p.parse_args()
+    if args.url_env:
+        args.url = os.environ.get(args.url_env, "")
     # Keys of their own, so that a run never meets another's leftovers.
     prefix = "tooz-bench-%d/" % os.getpid()
     phase = {"uncontended": uncontended, "handoff": handoff, "hold": hold}[args.phase]

@@ -88,8 +88,11 @@ def run_json(argv, timeout, markers=None, key=None, env=None):
     if expired:
         raise NA("no answer in %d s" % timeout)
     if p.returncode != 0:
+        # The runner's own one-line report, rather than the tail of a trace
+        # a library printed before it.
         why = [x for x in err_lines if x.strip()]
-        raise NA(short(why[-1] if why else "exit %d" % p.returncode))
+        own = [x for x in why if x.startswith(("tooz_bench:", "peers:", "dlock:"))]
+        raise NA(short((own or why or ["exit %d" % p.returncode])[-1]))
     j = json.loads(out.strip().splitlines()[-1])
     return j[key] if key else j
 

@@ -6,6 +6,12 @@
  *                holder starting its release to the waiter's acquire
  *                returning
  *   renew        one client holding H locks, dlock_renew on each in turn
+ * and one that runs only when --only names it:
+ *   hold         one client acquires H locks one after another, auto-renew
+ *                on, and holds them for --seconds: the time the acquires
+ *                took and the client's resident memory per held lock.  It
+ *                says on stderr when the hold starts and ends, so that a
+ *                script can count what the store receives meanwhile.
  * Percentiles are exact (nearest rank over every sample) unless a phase
  * produces more than SAMPLE_LIMIT samples; then a uniform reservoir sample is
  * kept and the output says so.
@@ -23,7 +29,8 @@
 #include "cli.h"
 #include "dlock/dlock.h"
 
-enum { PH_UNCONTENDED = 1, PH_HANDOFF = 2, PH_RENEW = 4, PH_ALL = 7 };
+enum { PH_UNCONTENDED = 1, PH_HANDOFF = 2, PH_RENEW = 4, PH_HOLD = 8, PH_ALL = 7 };
+#define N_PHASES 4
 
 /* Bounds memory (4 bytes a sample, twice while sorting). */
 #ifndef SAMPLE_LIMIT
@@ -51,6 +58,9 @@ struct result {
   size_t samples;
   int exact;
   double p50, p99, p999, max; /* microseconds */
+  /* hold */
+  double acquire_s;
+  long rss_before_kb, rss_after_kb;
 };
 
 struct bench {
@@ -517,47 +527,78 @@ static int phase_handoff(struct bench *b, struct result *r) {
   return code;
 }
 
-/* ---- renew ---- */
+/* ---- renew and hold: one client holding H locks ---- */
 
-static int phase_renew(struct bench *b, struct result *r) {
-  dlock_client *c = NULL;
-  int code = open_one(b, &c);
+struct many {
+  dlock_client *c;
+  dlock_lock **locks;
+  long held;
+  dlock_options o; /* try-acquires, auto-renew as the phase sets it */
+  struct samples s;
+};
+
+static int many_open(struct bench *b, struct many *m, int auto_renew, uint64_t seed) {
+  memset(m, 0, sizeof *m);
+  m->o = (dlock_options)DLOCK_OPTIONS_INIT;
+  m->o.wait_ms = 0;
+  m->o.auto_renew = auto_renew;
+  samples_init(&m->s, SAMPLE_LIMIT, seed);
+  int code = open_one(b, &m->c);
   if (code != 0)
     return code;
-  long n = b->locks, held = 0;
-  dlock_lock **locks = calloc((size_t)n, sizeof *locks);
-  struct samples s;
-  samples_init(&s, SAMPLE_LIMIT, 11);
-  if (!locks) {
+  m->locks = calloc((size_t)b->locks, sizeof *m->locks);
+  if (!m->locks) {
     fprintf(stderr, "dlock: out of memory\n");
-    dlock_close(c);
+    dlock_close(m->c);
     return CLI_EXIT_INTERNAL;
   }
-  dlock_options o = DLOCK_OPTIONS_INIT;
-  o.wait_ms = 0;
-  o.auto_renew = 0; /* the library's renewals would compete with ours */
+  return 0;
+}
+
+/* Acquire bench/PHASE/0 .. H-1 one after another, timing each into the
+ * samples if TIMED.  1 when all H are held. */
+static int many_acquire(struct bench *b, struct many *m, const char *phase, int timed) {
   char key[64];
-  for (; held < n; held++) {
-    snprintf(key, sizeof key, "bench/renew/%ld", held);
-    int rc = dlock_try_acquire(c, key, &o, &locks[held]);
+  for (; m->held < b->locks; m->held++) {
+    snprintf(key, sizeof key, "bench/%s/%ld", phase, m->held);
+    int64_t t0 = cli_now_ns();
+    int rc = dlock_try_acquire(m->c, key, &m->o, &m->locks[m->held]);
     if (rc < 0) {
-      bench_error(b, rc, "renew: acquiring '%s'", key);
-      break;
+      bench_error(b, rc, "%s: acquiring '%s'", phase, key);
+      return 0;
     }
+    if (timed)
+      samples_add(&m->s, cli_now_ns() - t0);
   }
-  if (held == n) {
+  return 1;
+}
+
+static void many_close(struct many *m) {
+  for (long i = 0; i < m->held; i++)
+    dlock_release(m->locks[i]); /* a failure here changes no figure */
+  free(m->locks);
+  dlock_close(m->c);
+}
+
+static int phase_renew(struct bench *b, struct result *r) {
+  struct many m;
+  /* Auto-renew off: the library's renewals would compete with ours. */
+  int code = many_open(b, &m, 0, 11);
+  if (code != 0)
+    return code;
+  if (many_acquire(b, &m, "renew", 0)) {
     int64_t start = cli_now_ns(), end = start + b->dur_ns, t1 = start;
     for (int done = 0; !done;) {
-      for (long i = 0; i < n; i++) {
+      for (long i = 0; i < m.held; i++) {
         int64_t t0 = cli_now_ns();
-        int rc = dlock_renew(locks[i], 0);
+        int rc = dlock_renew(m.locks[i], 0);
         t1 = cli_now_ns();
         if (rc < 0) {
-          bench_error(b, rc, "renew: renewing '%s'", dlock_lock_key(locks[i]));
+          bench_error(b, rc, "renew: renewing '%s'", dlock_lock_key(m.locks[i]));
           done = 1;
           break;
         }
-        samples_add(&s, t1 - t0);
+        samples_add(&m.s, t1 - t0);
         r->ops++;
         if (t1 >= end) {
           done = 1;
@@ -567,28 +608,83 @@ static int phase_renew(struct bench *b, struct result *r) {
     }
     r->secs = (double)(t1 - start) / 1e9;
   }
-  for (long i = 0; i < held; i++)
-    dlock_release(locks[i]); /* a failure here changes no figure */
-  free(locks);
-  dlock_close(c);
-  finish_result(r, &s, 1);
+  many_close(&m);
+  finish_result(r, &m.s, 1);
+  return 0;
+}
+
+static long rss_kb(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long kb = -1;
+  while (f && fgets(line, sizeof line, f))
+    if (strncmp(line, "VmRSS:", 6) == 0)
+      kb = strtol(line + 6, NULL, 10);
+  if (f)
+    fclose(f);
+  return kb;
+}
+
+static int phase_hold(struct bench *b, struct result *r) {
+  struct many m;
+  int code = many_open(b, &m, 1, 13);
+  if (code != 0)
+    return code;
+  /* Measured after the handle array exists, so that only what the library
+   * keeps per lock counts. */
+  r->rss_before_kb = rss_kb();
+  int64_t start = cli_now_ns();
+  int all = many_acquire(b, &m, "hold", 1);
+  r->acquire_s = (double)(cli_now_ns() - start) / 1e9;
+  if (all) {
+    r->rss_after_kb = rss_kb();
+    /* The markers bracket the hold alone, not the acquires or releases. */
+    fprintf(stderr, "dlock bench: holding %ld locks for %.3g s\n", m.held,
+            (double)b->dur_ns / 1e9);
+    fflush(stderr);
+    int64_t t0 = cli_now_ns();
+    struct timespec ts = {(time_t)(b->dur_ns / 1000000000), (long)(b->dur_ns % 1000000000)};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+    }
+    r->secs = (double)(cli_now_ns() - t0) / 1e9;
+    fprintf(stderr, "dlock bench: releasing %ld locks\n", m.held);
+    fflush(stderr);
+    /* A lock lost while held means the renewals did not keep up: the
+     * figure would be for less than H locks. */
+    for (long i = 0; i < m.held; i++)
+      if (dlock_lock_state(m.locks[i]) != DLOCK_HELD) {
+        bench_error(b, DLOCK_ELOST, "hold: '%s' was lost while held",
+                    dlock_lock_key(m.locks[i]));
+        break;
+      }
+    r->ops = (uint64_t)m.held;
+  }
+  many_close(&m);
+  finish_result(r, &m.s, 1);
   return 0;
 }
 
 /* ---- output ---- */
 
-static const char *const phase_names[] = {"uncontended", "handoff", "renew"};
+static const char *const phase_names[N_PHASES] = {"uncontended", "handoff", "renew", "hold"};
+
+/* Resident memory the held locks added, per lock. */
+static double hold_rss_per_lock(const struct result *r, long locks) {
+  if (r->rss_before_kb < 0 || r->rss_after_kb < 0 || locks <= 0)
+    return -1;
+  return (double)(r->rss_after_kb - r->rss_before_kb) * 1024.0 / (double)locks;
+}
 
 static double per_sec(const struct result *r) { return r->secs > 0 ? (double)r->ops / r->secs : 0; }
 
-static void print_text(const struct bench *b, const struct result res[3], const char *url,
+static void print_text(const struct bench *b, const struct result res[N_PHASES], const char *url,
                        const char *backend) {
   printf("dlock bench: ");
   cli_print_safe(stdout, url);
   printf(" (%s), %.3g s per phase\n", backend, (double)b->dur_ns / 1e9);
   printf("%-12s %10s %12s %10s %10s %10s %10s\n", "phase", "ops", "ops/s", "p50 us",
          "p99 us", "p99.9 us", "max us");
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < N_PHASES; i++) {
     const struct result *r = &res[i];
     if (!r->ran)
       continue;
@@ -599,11 +695,14 @@ static void print_text(const struct bench *b, const struct result res[3], const 
              b->keys, b->keys == 1 ? "" : "s", b->shared ? ", one client" : "");
     else if (i == 1)
       printf("  2 clients, holder waits %d ms", HANDOFF_HOLD_NS / 1000000);
-    else
+    else if (i == 2)
       printf("  %ld locks held", b->locks);
+    else
+      printf("  %ld locks acquired in %.3f s, %.0f bytes each", b->locks, r->acquire_s,
+             hold_rss_per_lock(r, b->locks));
     printf("\n");
   }
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < N_PHASES; i++) {
     if (res[i].ran && !res[i].exact)
       printf("note: %s percentiles come from a uniform sample of %zu operations\n",
              phase_names[i], res[i].samples);
@@ -612,7 +711,7 @@ static void print_text(const struct bench *b, const struct result res[3], const 
   }
 }
 
-static void print_json(const struct bench *b, const struct result res[3], const char *url,
+static void print_json(const struct bench *b, const struct result res[N_PHASES], const char *url,
                        const char *backend) {
   printf("{\"url\":");
   cli_json_string(stdout, url);
@@ -620,7 +719,7 @@ static void print_json(const struct bench *b, const struct result res[3], const 
   cli_json_string(stdout, backend);
   printf(",\"threads\":%ld,\"keys\":%ld,\"locks\":%ld,\"seconds\":%.3f", b->threads, b->keys,
          b->locks, (double)b->dur_ns / 1e9);
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < N_PHASES; i++) {
     const struct result *r = &res[i];
     if (!r->ran)
       continue;
@@ -634,6 +733,11 @@ static void print_json(const struct bench *b, const struct result res[3], const 
              b->shared ? "true" : "false");
     else if (i == 1)
       printf(",\"hold_us\":%d", HANDOFF_HOLD_NS / 1000);
+    else if (i == 3)
+      printf(",\"locks\":%ld,\"acquire_s\":%.6f,\"rss_before_kb\":%ld,\"rss_after_kb\":%ld,"
+             "\"rss_per_lock_bytes\":%.1f",
+             b->locks, r->acquire_s, r->rss_before_kb, r->rss_after_kb,
+             hold_rss_per_lock(r, b->locks));
     printf("}");
   }
   printf("}\n");
@@ -644,7 +748,7 @@ static int parse_phases(const char *s, unsigned *out) {
   while (*s) {
     size_t len = strcspn(s, ",");
     int found = 0;
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < N_PHASES; i++)
       if (strlen(phase_names[i]) == len && strncmp(s, phase_names[i], len) == 0) {
         m |= 1u << i;
         found = 1;
@@ -712,8 +816,8 @@ int cli_bench(int argc, char **argv) {
       if (m < 0)
         return CLI_EXIT_USAGE;
       if (parse_phases(v, &b.phases) < 0)
-        return cli_usage_error("bench", "invalid phase list '%s' (uncontended,handoff,renew)",
-                               v);
+        return cli_usage_error("bench",
+                               "invalid phase list '%s' (uncontended,handoff,renew,hold)", v);
     } else if (strcmp(a, "--json") == 0) {
       b.json = 1;
     } else if (strcmp(a, "--shared-client") == 0) {
@@ -750,17 +854,19 @@ static int bench_main(struct bench *bp) {
   pthread_mutex_init(&b.gate_mu, NULL);
   pthread_cond_init(&b.gate_cv, NULL);
   atomic_init(&b.abort, 0);
-  struct result res[3];
+  struct result res[N_PHASES];
   memset(res, 0, sizeof res);
-  for (int i = 0; i < 3 && code == 0 && b.err_rc == 0; i++) {
+  for (int i = 0; i < N_PHASES && code == 0 && b.err_rc == 0; i++) {
     if (!(b.phases & (1u << i)))
       continue;
     if (i == 0)
       code = phase_uncontended(&b, &res[0]);
     else if (i == 1)
       code = phase_handoff(&b, &res[1]);
-    else
+    else if (i == 2)
       code = phase_renew(&b, &res[2]);
+    else
+      code = phase_hold(&b, &res[3]);
   }
   if (b.err_rc != 0) {
     /* Half a report would read as a result; the error is the result. */

@@ -101,9 +101,11 @@ static const char break_text[] =
 static const char bench_text[] =
     "  bench    Measure the store: uncontended try_acquire+release pairs on\n"
     "           distinct keys (bench/THREAD/N), contended handoff between two\n"
-    "           clients on one key, and dlock_renew with H locks held.\n"
+    "           clients on one key, and dlock_renew with H locks held; with\n"
+    "           --only hold, H locks acquired in turn and held with auto-renew.\n"
     "             --threads N (1)  --keys K (1)  --seconds S (5, per phase)\n"
-    "             --locks H (100)  --only uncontended,handoff,renew (all)\n"
+    "             --locks H (100)  --only uncontended,handoff,renew,hold\n"
+    "             (the first three)\n"
     "             --shared-client  uncontended threads share one client\n";
 
 static const char syntax_text[] =
@@ -177,7 +179,7 @@ static const char *const usage_lines[][2] = {
     {"break", "dlock break [-y] [--token N] [--json] URL KEY\n"
               "       (--url-file PATH or --url-env NAME may stand for URL)"},
     {"bench", "dlock bench URL [--threads N] [--keys K] [--seconds S] [--locks H]\n"
-              "                   [--only uncontended,handoff,renew] [--shared-client] [--json]\n"
+              "                   [--only uncontended,handoff,renew,hold] [--shared-client] [--json]\n"
               "       (--url-file PATH or --url-env NAME may stand for URL)"},
 };
 

@@ -322,6 +322,19 @@ check "run --url-file: DLOCK_URL" "$fu" "$(cat "$tmp/out")"
 contains "status --url-file: the store" "$tmp/st" "url:    $fu"
 "$DLOCK" bench --url-file "$tmp/url.nl" --seconds 0.1 --only uncontended >/dev/null
 check "bench --url-file" 0 $?
+"$DLOCK" bench "$fu" --only hold --locks 3 --seconds 0.1 --json >"$tmp/out" 2>"$tmp/err"
+check "bench --only hold" 0 $?
+contains "bench hold: the acquires' time" "$tmp/out" '"acquire_s":'
+contains "bench hold: memory per lock" "$tmp/out" '"rss_per_lock_bytes":'
+contains "bench hold: says when the hold starts" "$tmp/err" "dlock bench: holding 3 locks"
+contains "bench hold: says when it ends" "$tmp/err" "dlock bench: releasing 3 locks"
+"$DLOCK" bench "$fu" --seconds 0.05 --locks 2 --json >"$tmp/out"
+n=$((n + 1))
+if grep -qF '"hold"' "$tmp/out"; then
+  echo "not ok $n - hold ran unasked: $(cat "$tmp/out")"; fails=$((fails + 1))
+else
+  echo "ok $n - hold runs only when --only names it"
+fi
 for f in empty nlonly; do
   "$DLOCK" run --url-file "$tmp/url.$f" k -- true 2>"$tmp/err"; check "run --url-file $f: refused" $EX_USAGE $?
   contains "run --url-file $f: message" "$tmp/err" "is empty"

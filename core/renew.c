@@ -139,6 +139,10 @@ static void *renew_main(void *arg) {
             wake = l->next_renew_ns;
           if (l->valid_until_ns < wake)
             wake = l->valid_until_ns;
+          /* Due but left out of a full batch (the arrays could not grow):
+           * the batch goes now, or the thread would wake at once for it
+           * again and again with nothing sent. */
+          due |= l->auto_renew && l->next_renew_ns <= now;
         }
       }
       if (l->state == DLOCK_LOST && l->lost_pending && nc < cap) {

@@ -37,6 +37,7 @@
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <poll.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -278,6 +279,38 @@ static bool wait_io(gconn *c, short events, int64_t deadline) {
   }
 }
 
+/* OpenSSL's socket BIO writes with write(2), which raises SIGPIPE on a
+ * connection the peer has reset, and a library must not count on its
+ * process ignoring that signal: around each TLS call the signal is
+ * blocked in this thread, and one the call raised is taken back before
+ * it is unblocked. */
+typedef struct pipe_guard {
+  sigset_t old;
+  bool was_pending;
+} pipe_guard;
+
+static void pipe_block(pipe_guard *pg) {
+  sigset_t pipe, pend;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  pg->was_pending = sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe, &pg->old);
+}
+
+static void pipe_unblock(pipe_guard *pg) {
+  int e = errno;
+  sigset_t pipe, pend;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  if (!pg->was_pending && sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE)) {
+    const struct timespec now = {0, 0};
+    while (sigtimedwait(&pipe, NULL, &now) < 0 && errno == EINTR) {
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &pg->old, NULL);
+  errno = e;
+}
+
 /* One write or read on C's socket, through TLS when it has it: the bytes
  * moved, 0 when it would block (*EVENTS what to wait for), -1 broken
  * (c->dead, with why), -2 the peer closed (reads). */
@@ -296,10 +329,14 @@ static ssize_t io(gconn *c, bool write, void *p, size_t n, short *events) {
   }
   ERR_clear_error();
   int len = n > INT32_MAX ? INT32_MAX : (int)n;
+  pipe_guard pg; /* a read may write too (a key update, an alert) */
+  pipe_block(&pg);
   int r = write ? SSL_write(c->ssl, p, len) : SSL_read(c->ssl, p, len);
+  int err = r > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
+  pipe_unblock(&pg);
   if (r > 0)
     return r;
-  switch (SSL_get_error(c->ssl, r)) {
+  switch (err) {
   case SSL_ERROR_WANT_READ:
     *events = POLLIN;
     return 0;
@@ -410,10 +447,13 @@ static SSL *tls_start(grpc_tp *g, int fd, size_t ep, int64_t end, char *why, siz
   gconn tmp = {.fd = fd, .ssl = ssl};
   for (;;) {
     ERR_clear_error();
+    pipe_guard pg;
+    pipe_block(&pg);
     int r = SSL_connect(ssl);
+    int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl, r);
+    pipe_unblock(&pg);
     if (r == 1)
       break;
-    int e = SSL_get_error(ssl, r);
     short want = e == SSL_ERROR_WANT_READ ? POLLIN : e == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
     if (want && wait_io(&tmp, want, end))
       continue;
@@ -666,7 +706,9 @@ static int stream_next(gconn *c, gstream *st, int64_t deadline, const uint8_t **
       return 1;
     if (st->closed)
       return 0;
-    if (c->dead)
+    /* A peer that keeps the socket readable (pings, an answer sent a
+     * little at a time) must not hold the call past its deadline. */
+    if (c->dead || now_ns() >= deadline)
       return -1;
     int r = take_in(c, deadline);
     if (r <= 0)
@@ -715,17 +757,22 @@ static int attempt(grpc_tp *g, gconn *c, const char *path, const dlock__grpc_buf
   size_t mn = 0, used = 0;
   int r = stream_next(c, st, deadline, &m, &mn, &used);
   bool have = r == 1;
+  /* Where the message is in ST's buffer, which reading the trailers may
+   * move. */
+  size_t at = have ? (size_t)(m - st->in) : 0;
   /* The trailers after the message. */
   while (r == 1 && !st->closed) {
     const uint8_t *m2;
     size_t mn2, used2;
-    if (!flush(c, deadline) || c->dead)
+    if (!flush(c, deadline) || c->dead || now_ns() >= deadline)
       r = -1;
     else if (dlock__grpc_frame(st->in + used, st->inlen - used, &m2, &mn2, &used2) != 0)
       r = -2; /* a second answer to a unary call */
     else if (take_in(c, deadline) <= 0)
       r = -1;
   }
+  if (r == 1 && st->inlen != used)
+    r = -2; /* more after the answer: part of a second one */
   *answered = st->answered;
   int out;
   if (r == -2 || st->too_big) {
@@ -767,7 +814,7 @@ static int attempt(grpc_tp *g, gconn *c, const char *path, const dlock__grpc_buf
       resp->data = p;
       resp->cap = mn + 1;
     }
-    memcpy(resp->data, m, mn);
+    memcpy(resp->data, st->in + at, mn);
     resp->len = mn;
     out = A_DONE;
   }

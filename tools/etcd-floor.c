@@ -25,6 +25,8 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
+#include "floor.h"
+
 struct buf {
   char *p;
   size_t len, cap;
@@ -107,24 +109,6 @@ static void b64(const unsigned char *in, size_t n, char *out) {
     out[o++] = '=';
   }
   out[o] = '\0';
-}
-
-static int64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static double pct(const double *v, size_t n, double q) {
-  size_t r = (size_t)(q * (double)n + 0.999999);
-  if (r == 0)
-    r = 1;
-  return v[r > n ? n - 1 : r - 1];
 }
 
 /* The first response of a txn answer's responses[i], by its kind. */

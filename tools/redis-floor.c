@@ -14,6 +14,8 @@
 
 #include <hiredis/hiredis.h>
 
+#include "floor.h"
+
 /* Latencies kept per thread; past that a uniform sample of them is. */
 #define SAMPLES_MAX (1 << 18)
 
@@ -27,24 +29,6 @@ struct worker {
   uint64_t rng;
   char err[192]; /* set when the thread stopped on a failure */
 };
-
-static int64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static double pct(const double *v, size_t n, double q) {
-  size_t r = (size_t)(q * (double)n + 0.999999);
-  if (r == 0)
-    r = 1;
-  return v[r > n ? n - 1 : r - 1];
-}
 
 static uint64_t next_rand(uint64_t *s) {
   *s ^= *s << 13;

@@ -14,23 +14,7 @@
 #endif
 #include <zookeeper/zookeeper.h>
 
-static int64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static double pct(const double *v, size_t n, double q) {
-  size_t r = (size_t)(q * (double)n + 0.999999);
-  if (r == 0)
-    r = 1;
-  return v[r > n ? n - 1 : r - 1];
-}
+#include "floor.h"
 
 int main(int argc, char **argv) {
   if (argc == 2 && (strcmp(argv[1], "-V") == 0 || strcmp(argv[1], "--version") == 0)) {

@@ -711,3 +711,15 @@ int dlock__grpc_parse_watch(const uint8_t *m, size_t n, dlock__etcd_watch_ev *ev
     ev->fault = dlock__etcd_reason_fault(ev->msg);
   return 0;
 }
+
+int dlock__grpc_unary(const uint8_t *in, size_t n, size_t *at, size_t *msglen) {
+  if (n == 0)
+    return 0;
+  const uint8_t *m;
+  size_t mn, used;
+  if (dlock__grpc_frame(in, n, &m, &mn, &used) != 1 || used != n)
+    return -1;
+  *at = (size_t)(m - in);
+  *msglen = mn;
+  return 1;
+}

@@ -52,6 +52,11 @@ DLOCK__HIDDEN void dlock__grpc_buf_free(dlock__grpc_buf *b);
  * DLOCK__GRPC_MSG_MAX). */
 DLOCK__HIDDEN int dlock__grpc_frame(const uint8_t *in, size_t n, const uint8_t **msg,
                                     size_t *msglen, size_t *used);
+/* A unary call's whole answer IN (the N bytes its stream carried, read to
+ * its end): 1 when it is exactly one message, with *AT and *MSGLEN where
+ * its body lies in IN; 0 when it holds none; -1 when it holds more (a
+ * second message, or part of one) or anything dlock__grpc_frame refuses. */
+DLOCK__HIDDEN int dlock__grpc_unary(const uint8_t *in, size_t n, size_t *at, size_t *msglen);
 
 /* The grpc-timeout header value for NS nanoseconds (at least 1 us): at
  * most 8 digits and a unit, rounded up.  OUT takes 12 bytes. */

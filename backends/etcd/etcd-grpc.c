@@ -756,23 +756,17 @@ static int attempt(grpc_tp *g, gconn *c, const char *path, const dlock__grpc_buf
   const uint8_t *m = NULL;
   size_t mn = 0, used = 0;
   int r = stream_next(c, st, deadline, &m, &mn, &used);
-  bool have = r == 1;
-  /* Where the message is in ST's buffer, which reading the trailers may
-   * move. */
-  size_t at = have ? (size_t)(m - st->in) : 0;
-  /* The trailers after the message. */
+  /* The rest, to the trailers; reading it may move ST's buffer, so the
+   * answer is looked for in it only once the stream has ended. */
   while (r == 1 && !st->closed) {
-    const uint8_t *m2;
-    size_t mn2, used2;
-    if (!flush(c, deadline) || c->dead || now_ns() >= deadline)
-      r = -1;
-    else if (dlock__grpc_frame(st->in + used, st->inlen - used, &m2, &mn2, &used2) != 0)
-      r = -2; /* a second answer to a unary call */
-    else if (take_in(c, deadline) <= 0)
+    if (!flush(c, deadline) || c->dead || now_ns() >= deadline || take_in(c, deadline) <= 0)
       r = -1;
   }
-  if (r == 1 && st->inlen != used)
-    r = -2; /* more after the answer: part of a second one */
+  size_t at = 0;
+  int u = r == 1 ? dlock__grpc_unary(st->in, st->inlen, &at, &mn) : 0;
+  bool have = u == 1;
+  if (u < 0)
+    r = -2; /* a second answer to a unary call, or part of one */
   *answered = st->answered;
   int out;
   if (r == -2 || st->too_big) {

@@ -50,6 +50,12 @@ static void check_framing(const uint8_t *b, size_t n) {
     off += used;
   }
   FUZZ_CHECK(fr == 0 || fr == -1, "frame rc %d", fr);
+  /* One message exactly, and then it is the first frame, all of B. */
+  size_t at = 0, un = 0;
+  int u = dlock__grpc_unary(b, n, &at, &un);
+  FUZZ_CHECK(u >= -1 && u <= 1, "unary rc %d", u);
+  FUZZ_CHECK(u != 1 || (at == 5 && un + 5 == n), "unary bounds");
+  FUZZ_CHECK(u != 0 || n == 0, "an empty answer only when nothing came");
 
   char msg[40];
   memset(msg, 'x', sizeof msg);

@@ -327,6 +327,29 @@ static void frames(void **state) {
   assert_int_equal(dlock__grpc_frame(max, 5, &m, &n, &used), 0);
 }
 
+/* A unary answer is exactly one message: anything after it, a whole
+ * second one or the start of one, is no answer of etcd's (it used to be
+ * accepted, read through a pointer the rest of the stream had moved). */
+static void unary_answers(void **state) {
+  (void)state;
+  size_t at = 99, n = 99;
+  assert_int_equal(dlock__grpc_unary(NULL, 0, &at, &n), 0);
+  const uint8_t one[] = {0, 0, 0, 0, 2, 'a', 'b'};
+  assert_int_equal(dlock__grpc_unary(one, sizeof one, &at, &n), 1);
+  assert_int_equal(at, 5);
+  assert_int_equal(n, 2);
+  const uint8_t empty[] = {0, 0, 0, 0, 0};
+  assert_int_equal(dlock__grpc_unary(empty, sizeof empty, &at, &n), 1);
+  assert_int_equal(n, 0);
+  const uint8_t two[] = {0, 0, 0, 0, 2, 'a', 'b', 0, 0, 0, 0, 0};
+  assert_int_equal(dlock__grpc_unary(two, sizeof two, &at, &n), -1);
+  const uint8_t and_part[] = {0, 0, 0, 0, 2, 'a', 'b', 0, 0, 0, 3, 0xe8, 'x'};
+  assert_int_equal(dlock__grpc_unary(and_part, sizeof and_part, &at, &n), -1);
+  assert_int_equal(dlock__grpc_unary(one, sizeof one - 1, &at, &n), -1); /* cut short */
+  const uint8_t compressed[] = {1, 0, 0, 0, 0};
+  assert_int_equal(dlock__grpc_unary(compressed, sizeof compressed, &at, &n), -1);
+}
+
 static void timeouts(void **state) {
   (void)state;
   char t[12];
@@ -809,6 +832,7 @@ int main(void) {
       cmocka_unit_test(txn_queue_and_check_requests),
       cmocka_unit_test(small_requests),
       cmocka_unit_test(frames),
+      cmocka_unit_test(unary_answers),
       cmocka_unit_test(timeouts),
       cmocka_unit_test(statuses_and_messages),
       cmocka_unit_test(txn_answer),

@@ -119,6 +119,11 @@ static int script_count_watch(struct script_count *sc, const char *match, const 
   snprintf(sc->end, sizeof sc->end, "%s", end);
   sc->mon = conf_redis_connect(r_url, NULL);
   assert_non_null(sc->mon);
+  /* A quiet server sends the monitor nothing for as long as the case
+   * waits (2 s in r2): its reads must outlast that, or the count ends as
+   * a failure of its own.  The END command bounds them. */
+  struct timeval quiet = {60, 0};
+  redisSetTimeout(sc->mon, quiet);
   redisReply *r = cmd(sc->mon, "MONITOR");
   int ok = r && r->type == REDIS_REPLY_STATUS;
   freeReplyObject(r);

@@ -890,22 +890,18 @@ static int check_tree(void *ud, dlock_backend_lock *const *batch, size_t m, int6
   if (read_tree(cc, batch, m, deadline, rcs) < 0)
     memset(rcs, 0, m * sizeof *rcs);
   dlock__clear_err();
-  /* From here RCS[k] is 1 for a lock still to check by key. */
+  /* The others go to check txns as when there is no tree: those whose RCS
+   * is 0, each batch by its own locks' deadline.  A confirmed one is
+   * marked DLOCK_LEASE_PENDING meanwhile, which no check result is. */
   for (size_t k = 0; k < m; k++)
-    rcs[k] = !rcs[k];
-  for (size_t k = 0; k < m;) {
-    dlock_backend_lock *part[DLOCK__CONSUL_TXN_MAX];
-    size_t at[DLOCK__CONSUL_TXN_MAX], b = 0;
-    for (; k < m && b < DLOCK__CONSUL_TXN_MAX; k++)
-      if (rcs[k] == 1) {
-        at[b] = k;
-        part[b++] = batch[k];
-      }
-    int brcs[DLOCK__CONSUL_TXN_MAX];
-    int crc = b ? check_keys(cc, part, b, deadline, brcs) : 0;
-    for (size_t j = 0; j < b; j++)
-      rcs[at[j]] = crc < 0 ? crc : brcs[j];
-  }
+    rcs[k] = rcs[k] ? DLOCK_LEASE_PENDING : 0;
+  int crc = dlock_lease_check((dlock_backend_lock **)batch, m, rcs, DLOCK__CONSUL_TXN_MAX,
+                              check_keys, cc);
+  for (size_t k = 0; k < m; k++)
+    if (rcs[k] == DLOCK_LEASE_PENDING)
+      rcs[k] = 0;
+    else if (crc < 0)
+      rcs[k] = crc; /* not checked at all: the whole pass's failure */
   return 0;
 }
 

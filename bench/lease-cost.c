@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../tools/rss.h"
 #include "dlock/dlock.h"
 
 #if __has_include("dlock/etcd.h")
@@ -37,18 +38,6 @@
 #include "dlock/postgres.h"
 #define HAVE_PG_STATS 1
 #endif
-
-static long rss_kb(void) {
-  FILE *f = fopen("/proc/self/status", "r");
-  char line[256];
-  long kb = -1;
-  while (f && fgets(line, sizeof line, f))
-    if (strncmp(line, "VmRSS:", 6) == 0)
-      kb = strtol(line + 6, NULL, 10);
-  if (f)
-    fclose(f);
-  return kb;
-}
 
 /* Renewal requests the client has sent so far, or -1. */
 static long long renew_requests(dlock_client *c, const char *url) {

@@ -28,6 +28,7 @@
 
 #include "cli.h"
 #include "dlock/dlock.h"
+#include "rss.h"
 
 enum { PH_UNCONTENDED = 1, PH_HANDOFF = 2, PH_RENEW = 4, PH_HOLD = 8, PH_ALL = 7 };
 #define N_PHASES 4
@@ -611,18 +612,6 @@ static int phase_renew(struct bench *b, struct result *r) {
   many_close(&m);
   finish_result(r, &m.s, 1);
   return 0;
-}
-
-static long rss_kb(void) {
-  FILE *f = fopen("/proc/self/status", "r");
-  char line[256];
-  long kb = -1;
-  while (f && fgets(line, sizeof line, f))
-    if (strncmp(line, "VmRSS:", 6) == 0)
-      kb = strtol(line + 6, NULL, 10);
-  if (f)
-    fclose(f);
-  return kb;
 }
 
 static int phase_hold(struct bench *b, struct result *r) {

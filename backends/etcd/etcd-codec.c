@@ -96,6 +96,58 @@ void dlock__etcd_value_split(const char *v, size_t n, char *owner, size_t ownerl
   copy_trunc(label, labellen, nl + 1, n - (size_t)(nl - v) - 1);
 }
 
+/* ---- the keys of a lease ---- */
+
+int dlock__etcd_keys_add(dlock__etcd_keys *ks, const char *p, size_t n) {
+  if (memchr(p, '\0', n))
+    return 0;
+  if (n + 1 > ks->cap - ks->len) {
+    size_t cap = ks->cap ? ks->cap : 4096;
+    while (n + 1 > cap - ks->len)
+      cap *= 2;
+    char *b = realloc(ks->buf, cap);
+    if (!b)
+      return dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+    ks->buf = b;
+    ks->cap = cap;
+  }
+  memcpy(ks->buf + ks->len, p, n);
+  ks->buf[ks->len + n] = '\0';
+  ks->len += n + 1;
+  ks->n++;
+  return 0;
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int dlock__etcd_keys_sort(dlock__etcd_keys *ks) {
+  free(ks->k);
+  ks->k = NULL;
+  if (!ks->n)
+    return 0;
+  if (!(ks->k = malloc(ks->n * sizeof *ks->k))) {
+    dlock__etcd_keys_free(ks);
+    return dlock_seterr(DLOCK_ENOMEM, "etcd: out of memory");
+  }
+  char *p = ks->buf;
+  for (size_t i = 0; i < ks->n; i++, p += strlen(p) + 1)
+    ks->k[i] = p;
+  qsort(ks->k, ks->n, sizeof *ks->k, cmp_str);
+  return 0;
+}
+
+bool dlock__etcd_keys_has(const dlock__etcd_keys *ks, const char *key) {
+  return ks->k && key && bsearch(&key, ks->k, ks->n, sizeof *ks->k, cmp_str);
+}
+
+void dlock__etcd_keys_free(dlock__etcd_keys *ks) {
+  free(ks->buf);
+  free(ks->k);
+  memset(ks, 0, sizeof *ks);
+}
+
 /* ---- request bodies ---- */
 
 /* Builders take a NULL parent and return NULL (or -1) then, so a body is
@@ -153,9 +205,9 @@ char *dlock__etcd_req_lease(int64_t lease) {
   return finish(root, add_i64(root, "ID", lease));
 }
 
-char *dlock__etcd_req_timetolive(int64_t lease) {
+char *dlock__etcd_req_timetolive(int64_t lease, bool keys) {
   cJSON *root = cJSON_CreateObject();
-  return finish(root, add_i64(root, "ID", lease) | add_true(root, "keys"));
+  return finish(root, add_i64(root, "ID", lease) | (keys ? add_true(root, "keys") : 0));
 }
 
 char *dlock__etcd_req_auth(const char *user, const char *password) {
@@ -951,7 +1003,32 @@ int dlock__etcd_parse_keepalive(const char *body, size_t len, int64_t *ttl_s, ch
   return 0;
 }
 
-int dlock__etcd_parse_timetolive(const char *body, size_t len, int64_t *ttl_ms) {
+/* The "keys" of a timetolive answer (base64 strings) into KS. */
+static int lease_keys(const cJSON *root, dlock__etcd_keys *ks) {
+  const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "keys");
+  if (!arr || cJSON_IsNull(arr))
+    return 0;
+  if (!cJSON_IsArray(arr))
+    return dlock_seterr(DLOCK_EBACKEND, "etcd: a lease's \"keys\" is not a list");
+  const cJSON *v;
+  cJSON_ArrayForEach(v, arr) {
+    if (!cJSON_IsString(v) || !v->valuestring)
+      return dlock_seterr(DLOCK_EBACKEND, "etcd: a lease's key is not a string");
+    char *k;
+    size_t n;
+    int rc = dlock__b64_decode("etcd", v->valuestring, strlen(v->valuestring), &k, &n);
+    if (rc == 0) {
+      rc = dlock__etcd_keys_add(ks, k, n);
+      free(k);
+    }
+    if (rc < 0)
+      return rc;
+  }
+  return dlock__etcd_keys_sort(ks);
+}
+
+int dlock__etcd_parse_timetolive(const char *body, size_t len, int64_t *ttl_ms,
+                                 dlock__etcd_keys *keys) {
   *ttl_ms = -1;
   cJSON *root = parse_obj(body, len);
   if (!obj_item(root, "header")) {
@@ -963,9 +1040,14 @@ int dlock__etcd_parse_timetolive(const char *body, size_t len, int64_t *ttl_ms) 
    * conversion to ms and is no answer etcd gives. */
   int64_t ttl = 0;
   int rc = get_i64(root, "TTL", INT64_MIN, DLOCK__ETCD_TTL_MAX_S, 0, &ttl);
+  if (rc == 0 && keys)
+    rc = lease_keys(root, keys);
   cJSON_Delete(root);
-  if (rc < 0)
+  if (rc < 0) {
+    if (keys)
+      dlock__etcd_keys_free(keys);
     return rc;
+  }
   *ttl_ms = ttl < 0 ? -1 : ttl * 1000;
   return 0;
 }

@@ -10,6 +10,7 @@
 #ifndef DLOCK_ETCD_CODEC_H
 #define DLOCK_ETCD_CODEC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -69,14 +70,35 @@ DLOCK__HIDDEN char *dlock__etcd_value(const char *owner, const char *label);
 DLOCK__HIDDEN void dlock__etcd_value_split(const char *v, size_t n, char *owner,
                                            size_t ownerlen, char *label, size_t labellen);
 
+/* ---- the keys of a lease ---- */
+
+/* The keys etcd lists for a lease (a timetolive answer asked with keys),
+ * in one buffer.  Once sorted, dlock__etcd_keys_has finds one by bsearch.
+ * A key with a NUL byte is left out: no key of dlock's has one.  A zeroed
+ * struct is an empty set. */
+typedef struct dlock__etcd_keys {
+  char *buf; /* the keys one after another, each NUL-terminated */
+  size_t len, cap;
+  char **k; /* after dlock__etcd_keys_sort: into BUF, in strcmp order */
+  size_t n;
+} dlock__etcd_keys;
+
+/* Add the N bytes at P: 0, or DLOCK_ENOMEM. */
+DLOCK__HIDDEN int dlock__etcd_keys_add(dlock__etcd_keys *ks, const char *p, size_t n);
+/* 0, or DLOCK_ENOMEM (the set is then empty). */
+DLOCK__HIDDEN int dlock__etcd_keys_sort(dlock__etcd_keys *ks);
+DLOCK__HIDDEN bool dlock__etcd_keys_has(const dlock__etcd_keys *ks, const char *key);
+DLOCK__HIDDEN void dlock__etcd_keys_free(dlock__etcd_keys *ks);
+
 /* ---- request bodies (malloc'd JSON text, NULL when out of memory) ---- */
 
 /* POST /v3/lease/grant: {"TTL":"<ttl_s>"} */
 DLOCK__HIDDEN char *dlock__etcd_req_grant(int64_t ttl_s);
 /* POST /v3/lease/keepalive and /v3/lease/revoke: {"ID":"<lease>"} */
 DLOCK__HIDDEN char *dlock__etcd_req_lease(int64_t lease);
-/* POST /v3/lease/timetolive: {"ID":"<lease>","keys":true} */
-DLOCK__HIDDEN char *dlock__etcd_req_timetolive(int64_t lease);
+/* POST /v3/lease/timetolive: {"ID":"<lease>"}, with "keys":true for
+ * the keys attached to the lease as well. */
+DLOCK__HIDDEN char *dlock__etcd_req_timetolive(int64_t lease, bool keys);
 /* POST /v3/auth/authenticate: {"name":..,"password":..} */
 DLOCK__HIDDEN char *dlock__etcd_req_auth(const char *user, const char *password);
 
@@ -259,8 +281,10 @@ DLOCK__HIDDEN int dlock__etcd_parse_keepalive(const char *body, size_t len, int6
 /* Lease timetolive: *ttl_ms the time the lease has left, -1 when etcd no
  * longer has it (it answers TTL -1).  0, or DLOCK_EBACKEND when it is not
  * an answer or its TTL is malformed or past DLOCK__ETCD_TTL_MAX_S (*ttl_ms
- * then stays -1). */
-DLOCK__HIDDEN int dlock__etcd_parse_timetolive(const char *body, size_t len, int64_t *ttl_ms);
+ * then stays -1), or DLOCK_ENOMEM.  With KEYS (an empty set), the keys
+ * the answer lists go into it, sorted; on failure it is left empty. */
+DLOCK__HIDDEN int dlock__etcd_parse_timetolive(const char *body, size_t len, int64_t *ttl_ms,
+                                               struct dlock__etcd_keys *keys);
 /* Authenticate: a malloc'd copy of "token" into *token.  0 or DLOCK_EBACKEND. */
 DLOCK__HIDDEN int dlock__etcd_parse_auth(const char *body, size_t len, char **token);
 

@@ -204,13 +204,14 @@ static int gw_revoke(void *tp, int64_t id, int64_t deadline) {
   return rc;
 }
 
-static int gw_timetolive(void *tp, int64_t id, int64_t deadline, int64_t *ttl_ms) {
-  char *req = dlock__etcd_req_timetolive(id);
+static int gw_timetolive(void *tp, int64_t id, int64_t deadline, int64_t *ttl_ms,
+                         dlock__etcd_keys *keys) {
+  char *req = dlock__etcd_req_timetolive(id, keys != NULL);
   dlock__http_body b = {0};
   *ttl_ms = -1;
   int rc = post(tp, "/v3/lease/timetolive", req, deadline, &b, NULL);
   if (rc == 0)
-    rc = dlock__etcd_parse_timetolive(b.data, b.len, ttl_ms);
+    rc = dlock__etcd_parse_timetolive(b.data, b.len, ttl_ms, keys);
   free(b.data);
   free(req);
   return rc;

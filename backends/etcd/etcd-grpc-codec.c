@@ -189,10 +189,10 @@ void dlock__grpc_req_lease(dlock__grpc_buf *b, int64_t lease) {
 }
 
 /* LeaseTimeToLiveRequest: ID 1, keys 2. */
-void dlock__grpc_req_timetolive(dlock__grpc_buf *b, int64_t lease) {
+void dlock__grpc_req_timetolive(dlock__grpc_buf *b, int64_t lease, bool keys) {
   msg_begin(b);
   put_int(b, 1, lease, false);
-  put_int(b, 2, 1, false);
+  put_int(b, 2, keys, false);
   msg_end(b);
 }
 
@@ -603,13 +603,29 @@ int dlock__grpc_parse_keepalive(const uint8_t *m, size_t n, int64_t *id, int64_t
   return rc;
 }
 
-/* LeaseTimeToLiveResponse: header 1, ID 2, TTL 3 (-1: no such lease). */
-int dlock__grpc_parse_timetolive(const uint8_t *m, size_t n, int64_t *ttl_ms) {
+/* LeaseTimeToLiveResponse: header 1, ID 2, TTL 3 (-1: no such lease),
+ * grantedTTL 4, keys 5 (repeated bytes). */
+int dlock__grpc_parse_timetolive(const uint8_t *m, size_t n, int64_t *ttl_ms,
+                                 dlock__etcd_keys *keys) {
   static const unsigned nums[] = {3};
   static const int64_t lo[] = {INT64_MIN}, hi[] = {DLOCK__ETCD_TTL_MAX_S};
   int64_t v[1] = {0};
   *ttl_ms = -1;
   int rc = read_flat(m, n, "lease timetolive", 1, nums, lo, hi, v, NULL, 0);
+  if (rc == 0 && keys) {
+    rd r = {m, m + n};
+    field f;
+    bool bad = false;
+    while (rc == 0 && next_field(&r, &f, &bad))
+      if (f.num == 5)
+        rc = f.wt != WT_LEN ? bad_answer("lease timetolive")
+                            : dlock__etcd_keys_add(keys, (const char *)f.sub.p,
+                                                   (size_t)(f.sub.end - f.sub.p));
+    if (rc == 0)
+      rc = dlock__etcd_keys_sort(keys);
+    if (rc < 0)
+      dlock__etcd_keys_free(keys);
+  }
   if (rc == 0)
     *ttl_ms = v[0] < 0 ? -1 : v[0] * 1000;
   return rc;

@@ -78,7 +78,7 @@ DLOCK__HIDDEN void dlock__grpc_req_txn(dlock__grpc_buf *b, const dlock__etcd_txr
 DLOCK__HIDDEN void dlock__grpc_req_grant(dlock__grpc_buf *b, int64_t ttl_s);
 /* LeaseRevokeRequest and LeaseKeepAliveRequest: both {ID}. */
 DLOCK__HIDDEN void dlock__grpc_req_lease(dlock__grpc_buf *b, int64_t lease);
-DLOCK__HIDDEN void dlock__grpc_req_timetolive(dlock__grpc_buf *b, int64_t lease);
+DLOCK__HIDDEN void dlock__grpc_req_timetolive(dlock__grpc_buf *b, int64_t lease, bool keys);
 DLOCK__HIDDEN void dlock__grpc_req_auth(dlock__grpc_buf *b, const char *user,
                                         const char *password);
 /* StatusRequest: empty, a prefix alone. */
@@ -100,7 +100,9 @@ DLOCK__HIDDEN int dlock__grpc_parse_grant(const uint8_t *m, size_t n, int64_t *i
 /* *id the lease answered for, *ttl_s its remaining TTL (0: gone). */
 DLOCK__HIDDEN int dlock__grpc_parse_keepalive(const uint8_t *m, size_t n, int64_t *id,
                                               int64_t *ttl_s);
-DLOCK__HIDDEN int dlock__grpc_parse_timetolive(const uint8_t *m, size_t n, int64_t *ttl_ms);
+/* As dlock__etcd_parse_timetolive, KEYS too. */
+DLOCK__HIDDEN int dlock__grpc_parse_timetolive(const uint8_t *m, size_t n, int64_t *ttl_ms,
+                                               dlock__etcd_keys *keys);
 DLOCK__HIDDEN int dlock__grpc_parse_auth(const uint8_t *m, size_t n, char **token);
 /* Any answer with a header: *revision is its revision. */
 DLOCK__HIDDEN int dlock__grpc_parse_header(const uint8_t *m, size_t n, int64_t *revision);

@@ -283,7 +283,8 @@ static bool wait_io(gconn *c, short events, int64_t deadline) {
  * connection the peer has reset, and a library must not count on its
  * process ignoring that signal: around each TLS call the signal is
  * blocked in this thread, and one the call raised is taken back before
- * it is unblocked. */
+ * it is unblocked.  Only a call that failed on its socket can have raised
+ * one: after any other, a SIGPIPE pending is someone else's and stays. */
 typedef struct pipe_guard {
   sigset_t old;
   bool was_pending;
@@ -297,12 +298,13 @@ static void pipe_block(pipe_guard *pg) {
   pthread_sigmask(SIG_BLOCK, &pipe, &pg->old);
 }
 
-static void pipe_unblock(pipe_guard *pg) {
+static void pipe_unblock(pipe_guard *pg, int ssl_err) {
   int e = errno;
   sigset_t pipe, pend;
   sigemptyset(&pipe);
   sigaddset(&pipe, SIGPIPE);
-  if (!pg->was_pending && sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE)) {
+  bool failed = ssl_err == SSL_ERROR_SYSCALL || ssl_err == SSL_ERROR_SSL;
+  if (failed && !pg->was_pending && sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE)) {
     const struct timespec now = {0, 0};
     while (sigtimedwait(&pipe, NULL, &now) < 0 && errno == EINTR) {
     }
@@ -333,7 +335,7 @@ static ssize_t io(gconn *c, bool write, void *p, size_t n, short *events) {
   pipe_block(&pg);
   int r = write ? SSL_write(c->ssl, p, len) : SSL_read(c->ssl, p, len);
   int err = r > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
-  pipe_unblock(&pg);
+  pipe_unblock(&pg, err);
   if (r > 0)
     return r;
   switch (err) {
@@ -379,6 +381,12 @@ static bool flush(gconn *c, int64_t deadline) {
       ssize_t w = io(c, true, (void *)(p + off), (size_t)n - off, &ev);
       if (w > 0) {
         off += (size_t)w;
+        /* A peer that takes a little at a time must not hold the call
+         * past its deadline either. */
+        if (off < (size_t)n && now_ns() >= deadline) {
+          fail(c, "timed out sending", 0);
+          return false;
+        }
         continue;
       }
       if (w < 0) {
@@ -405,6 +413,10 @@ static int take_in(gconn *c, int64_t deadline) {
       return 0;
     uint8_t buf[16384];
     ssize_t n = io(c, false, buf, sizeof buf, &ev);
+    /* A TLS record without data for us (a session ticket, a key update)
+     * makes the socket readable again: past the deadline, no more. */
+    if (n == 0 && now_ns() >= deadline)
+      return 0;
     if (n == 0)
       continue;
     if (n < 0) {
@@ -451,11 +463,11 @@ static SSL *tls_start(grpc_tp *g, int fd, size_t ep, int64_t end, char *why, siz
     pipe_block(&pg);
     int r = SSL_connect(ssl);
     int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl, r);
-    pipe_unblock(&pg);
+    pipe_unblock(&pg, e);
     if (r == 1)
       break;
     short want = e == SSL_ERROR_WANT_READ ? POLLIN : e == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
-    if (want && wait_io(&tmp, want, end))
+    if (want && now_ns() < end && wait_io(&tmp, want, end))
       continue;
     long vr = SSL_get_verify_result(ssl);
     if (!want && vr != X509_V_OK) {
@@ -694,6 +706,7 @@ static bool stream_send(gconn *c, gstream *st, const dlock__grpc_buf *msg) {
  * connection broke (-1, c->dead or not). */
 static int stream_next(gconn *c, gstream *st, int64_t deadline, const uint8_t **m, size_t *mn,
                        size_t *used) {
+  bool late = false;
   for (;;) {
     if (!flush(c, deadline))
       return -1;
@@ -707,9 +720,11 @@ static int stream_next(gconn *c, gstream *st, int64_t deadline, const uint8_t **
     if (st->closed)
       return 0;
     /* A peer that keeps the socket readable (pings, an answer sent a
-     * little at a time) must not hold the call past its deadline. */
-    if (c->dead || now_ns() >= deadline)
+     * little at a time) must not hold the call past its deadline; once it
+     * has come, one look still, for what arrived meanwhile. */
+    if (c->dead || late)
       return -1;
+    late = now_ns() >= deadline;
     int r = take_in(c, deadline);
     if (r <= 0)
       return -1;
@@ -758,8 +773,13 @@ static int attempt(grpc_tp *g, gconn *c, const char *path, const dlock__grpc_buf
   int r = stream_next(c, st, deadline, &m, &mn, &used);
   /* The rest, to the trailers; reading it may move ST's buffer, so the
    * answer is looked for in it only once the stream has ended. */
-  while (r == 1 && !st->closed) {
-    if (!flush(c, deadline) || c->dead || now_ns() >= deadline || take_in(c, deadline) <= 0)
+  for (bool late = false; r == 1 && !st->closed;) {
+    if (!flush(c, deadline) || c->dead || late) {
+      r = -1;
+      break;
+    }
+    late = now_ns() >= deadline;
+    if (take_in(c, deadline) <= 0)
       r = -1;
   }
   size_t at = 0;
@@ -1065,13 +1085,14 @@ static int g_revoke(void *tp, int64_t id, int64_t deadline) {
   return rc;
 }
 
-static int g_timetolive(void *tp, int64_t id, int64_t deadline, int64_t *ttl_ms) {
+static int g_timetolive(void *tp, int64_t id, int64_t deadline, int64_t *ttl_ms,
+                        dlock__etcd_keys *keys) {
   dlock__grpc_buf req = {0}, resp = {0};
   *ttl_ms = -1;
-  dlock__grpc_req_timetolive(&req, id);
+  dlock__grpc_req_timetolive(&req, id, keys != NULL);
   int rc = call(tp, DLOCK__GRPC_TIMETOLIVE, &req, deadline, false, &resp, NULL);
   if (rc == 0)
-    rc = dlock__grpc_parse_timetolive(resp.data, resp.len, ttl_ms);
+    rc = dlock__grpc_parse_timetolive(resp.data, resp.len, ttl_ms, keys);
   dlock__grpc_buf_free(&req);
   dlock__grpc_buf_free(&resp);
   return rc;
@@ -1180,15 +1201,16 @@ static int g_keepalive(void *tp, int64_t id, int64_t deadline, int64_t *ttl_s) {
   grpc_tp *g = tp;
   *ttl_s = 0;
   /* Another lease's refresh may hold the stream until its own deadline:
-   * this one waits no longer than its own. */
+   * this one waits no longer than its own, timed on a monotonic clock (a
+   * wall clock set back would stretch the wait past the deadline). */
   struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
+  clock_gettime(CLOCK_MONOTONIC, &until);
   int64_t left = deadline - now_ns();
   int64_t at = (int64_t)until.tv_nsec + (left > 0 ? left : 0);
   until.tv_sec += (time_t)(at / 1000000000);
   until.tv_nsec = (long)(at % 1000000000);
   if (deadline < 0 ? pthread_mutex_lock(&g->ka_mu) != 0
-                    : pthread_mutex_timedlock(&g->ka_mu, &until) != 0)
+                    : pthread_mutex_clocklock(&g->ka_mu, CLOCK_MONOTONIC, &until) != 0)
     return dlock_seterr(DLOCK_ETIMEDOUT, "etcd: lease keepalive: the keepalive stream stayed "
                         "busy with another lease until the deadline");
   int rc, reauths = 0;

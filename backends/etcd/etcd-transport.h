@@ -70,8 +70,10 @@ typedef struct dlock__etcd_transport {
   /* Keep lease ID alive: *TTL_S what it has now, 0 when it is gone. */
   int (*keepalive)(void *tp, int64_t id, int64_t deadline, int64_t *ttl_s);
   int (*revoke)(void *tp, int64_t id, int64_t deadline);
-  /* *TTL_MS what lease ID has left, -1 when the store no longer has it. */
-  int (*timetolive)(void *tp, int64_t id, int64_t deadline, int64_t *ttl_ms);
+  /* *TTL_MS what lease ID has left, -1 when the store no longer has it;
+   * with KEYS (an empty set), the keys attached to it, sorted. */
+  int (*timetolive)(void *tp, int64_t id, int64_t deadline, int64_t *ttl_ms,
+                    dlock__etcd_keys *keys);
   /* Log in: a malloc'd token.  Sent without a token and never relogging. */
   int (*authenticate)(void *tp, const char *user, const char *password, int64_t deadline,
                       char **token);

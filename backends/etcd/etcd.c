@@ -44,6 +44,19 @@
 /* Compares per check txn: etcd refuses more than --max-txn-ops (128 by
  * default) in one txn. */
 #define CHECK_BATCH 100
+/* Locks due together on one lease from which one read of the lease's keys
+ * is cheaper than a check txn per hundred of them (10,000 locks are one
+ * request a pass instead of 100), unless the lease has many more keys
+ * than are due: LEASE_CHECK_SPREAD times as many held on it at most. */
+#define LEASE_CHECK_MIN (CHECK_BATCH + 1)
+#define LEASE_CHECK_SPREAD 4
+/* A lease whose keys come to more bytes than this (all its locks counted)
+ * is checked by txns: the gRPC transport takes answers up to 4 MiB. */
+#define LEASE_CHECK_BYTES (2u << 20)
+/* Leases read in one pass; locks on further ones are checked by txns. */
+#define LEASE_CHECK_LEASES 8
+/* After a read of a lease's keys failed, this many passes check by txns. */
+#define LEASE_CHECK_BACKOFF 8
 
 /* A lease's state in the client's lease table (dlock/lease.h): its id. */
 typedef struct etcd_lease_id {
@@ -86,7 +99,9 @@ typedef struct etcd_client {
   etcd_lock *held;
   int stale_watches;           /* DLOCK_ETCD_CTL_STALE_WATCH */
   int list_page;               /* DLOCK_ETCD_CTL_LIST_PAGE, 0 = the default */
+  int lease_check_skip;        /* passes left to check by txns only */
   struct dlock_etcd_stats stats;
+  struct dlock_etcd_checks checks;
 } etcd_client;
 
 static int64_t now_ns(void) { return dlock_backend_now_ns(); }
@@ -759,6 +774,9 @@ static int check_keys(void *ud, dlock_backend_lock *const *batch, size_t m, int6
     keys[k] = lk->key;
     revs[k] = lk->rev;
   }
+  pthread_mutex_lock(&ec->mu);
+  ec->checks.txns++;
+  pthread_mutex_unlock(&ec->mu);
   dlock__etcd_txn t;
   int rc = txn(ec, dlock__etcd_tx_check(keys, revs, m),
                dlock_backend_deadline(ec->bc, deadline), &t, NULL);
@@ -770,6 +788,92 @@ static int check_keys(void *ud, dlock_backend_lock *const *batch, size_t m, int6
   }
   dlock__etcd_txn_free(&t);
   return rc;
+}
+
+/* Reads the keys of lease L, on which M of the pass's locks are to be
+ * checked (by DEADLINE): 1 with *KS when it could, 0 when it should not
+ * be read (too few locks due, too many others on the lease, or too many
+ * bytes for one answer), or a negative code. */
+static int lease_keys(etcd_client *ec, dlock_lease *l, size_t m, int64_t deadline,
+                      dlock__etcd_keys *ks) {
+  if (m < LEASE_CHECK_MIN)
+    return 0;
+  size_t bytes = 0, on = 0;
+  pthread_mutex_lock(&ec->mu);
+  for (const etcd_lock *lk = ec->held; lk; lk = lk->next)
+    if (lk->lease == l && lk->key) {
+      on++;
+      bytes += strlen(lk->key) + 3; /* a tag and a length: two or three bytes */
+    }
+  bool read = bytes <= LEASE_CHECK_BYTES && on <= LEASE_CHECK_SPREAD * m;
+  if (read)
+    ec->checks.lease_reads++;
+  pthread_mutex_unlock(&ec->mu);
+  if (!read)
+    return 0;
+  int64_t ttl_ms = -1;
+  int rc = ec->tp->timetolive(ec->tps, lease_id(l), dlock_backend_deadline(ec->bc, deadline),
+                              &ttl_ms, ks);
+  if (rc < 0)
+    return rc;
+  if (ttl_ms < 0)
+    dlock__etcd_keys_free(ks); /* gone: its keys went with it */
+  return 1;
+}
+
+/* Before the check txns: a lock whose lease, read with its keys, still has
+ * its key is confirmed (RCS DLOCK_LEASE_PENDING until the txns are done).
+ * The others (no longer listed, on a lease that is gone, or every lock
+ * of a lease whose read failed) are left to the txns, so that only the
+ * store's answer for a key declares its lock lost.  A lease's key list is
+ * the leader's view as it has applied the log: a deletion it has not
+ * applied yet is seen by the next pass. */
+static void check_by_lease(etcd_client *ec, dlock_backend_lock **bls, size_t n, int *rcs) {
+  dlock_lease *leases[LEASE_CHECK_LEASES];
+  size_t counts[LEASE_CHECK_LEASES] = {0}, nl = 0;
+  int64_t dls[LEASE_CHECK_LEASES];
+  for (size_t i = 0; i < n; i++) {
+    if (rcs[i] != 0)
+      continue;
+    dlock_lease *l = ((etcd_lock *)bls[i]->priv)->lease;
+    size_t j = 0;
+    while (j < nl && leases[j] != l)
+      j++;
+    if (j == nl) {
+      if (nl == LEASE_CHECK_LEASES)
+        continue;
+      leases[nl] = l;
+      dls[nl++] = INT64_MAX;
+    }
+    counts[j]++;
+    int64_t d = bls[i]->io_deadline_ns ? bls[i]->io_deadline_ns : INT64_MAX;
+    if (d < dls[j])
+      dls[j] = d;
+  }
+  for (size_t j = 0; j < nl; j++) {
+    pthread_mutex_lock(&ec->mu);
+    bool skip = ec->lease_check_skip > 0;
+    if (skip && counts[j] >= LEASE_CHECK_MIN)
+      ec->lease_check_skip--;
+    pthread_mutex_unlock(&ec->mu);
+    if (skip)
+      continue;
+    dlock__etcd_keys ks = {0};
+    int rc = lease_keys(ec, leases[j], counts[j], dls[j] == INT64_MAX ? -1 : dls[j], &ks);
+    if (rc < 0) {
+      pthread_mutex_lock(&ec->mu);
+      ec->lease_check_skip = LEASE_CHECK_BACKOFF;
+      pthread_mutex_unlock(&ec->mu);
+      dlock__clear_err();
+      continue;
+    }
+    for (size_t i = 0; rc == 1 && i < n; i++) {
+      const etcd_lock *lk = bls[i]->priv;
+      if (rcs[i] == 0 && lk->lease == leases[j] && dlock__etcd_keys_has(&ks, lk->key))
+        rcs[i] = DLOCK_LEASE_PENDING;
+    }
+    dlock__etcd_keys_free(&ks);
+  }
 }
 
 static int etcd_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, size_t n,
@@ -795,8 +899,13 @@ static int etcd_renew_many(dlock_backend_client *bc, dlock_backend_lock **bls, s
   int lrc = dlock_lease_renew(ec->leases, bls, n, rcs, lock_lease);
   if (lrc < 0)
     return lrc;
-  /* The keys, a hundred at a time. */
+  /* The keys: those of a lease with many by one read of its keys, the
+   * others a hundred at a time. */
+  check_by_lease(ec, bls, n, rcs);
   int crc = dlock_lease_check(bls, n, rcs, CHECK_BATCH, check_keys, ec);
+  for (size_t i = 0; i < n; i++)
+    if (rcs[i] == DLOCK_LEASE_PENDING)
+      rcs[i] = 0;
   if (crc < 0)
     return crc;
   pthread_mutex_lock(&ec->mu);
@@ -843,7 +952,8 @@ static int64_t lease_left_ms(etcd_client *ec, int64_t lease, int64_t deadline) {
   char why[512];
   snprintf(why, sizeof why, "%s", dlock_client_errmsg(NULL));
   int64_t ttl_ms = -1;
-  if (ec->tp->timetolive(ec->tps, lease, dlock_backend_deadline(ec->bc, deadline), &ttl_ms) < 0)
+  if (ec->tp->timetolive(ec->tps, lease, dlock_backend_deadline(ec->bc, deadline), &ttl_ms,
+                        NULL) < 0)
     ttl_ms = -1;
   dlock_seterr(0, "%s", why);
   return ttl_ms;
@@ -1195,6 +1305,9 @@ static int etcd_control(dlock_backend_client *bc, dlock_backend_lock *bl, int op
     break;
   case DLOCK_ETCD_CTL_ENDPOINT:
     ec->tp->endpoint(ec->tps, arg);
+    break;
+  case DLOCK_ETCD_CTL_CHECKS:
+    *(struct dlock_etcd_checks *)arg = ec->checks;
     break;
   case DLOCK_ETCD_CTL_LEASE: {
     etcd_lock *lk = bl ? bl->priv : NULL;

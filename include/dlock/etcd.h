@@ -19,6 +19,9 @@
 /* int *: keys per range request of dlock_list, 0 for the default (500),
  * so that tests reach a listing of several pages; DLOCK_EINVAL below 0. */
 #define DLOCK_ETCD_CTL_LIST_PAGE 0x6505
+/* struct dlock_etcd_checks *: how the client's renewals checked its keys
+ * so far. */
+#define DLOCK_ETCD_CTL_CHECKS 0x6506
 
 #define DLOCK_ETCD_ENDPOINT_MAX 300
 
@@ -29,6 +32,11 @@ struct dlock_etcd_stats {
   uint64_t watch_compacted; /* of which canceled because their revision was compacted */
   uint64_t failovers;       /* moves to the next endpoint */
   uint64_t logins;          /* authentications, the first included */
+};
+
+struct dlock_etcd_checks {
+  uint64_t txns;        /* check txns sent, one per at most 100 keys */
+  uint64_t lease_reads; /* reads of a lease's keys, one for all its locks in a pass */
 };
 
 #endif

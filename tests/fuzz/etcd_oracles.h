@@ -74,6 +74,19 @@ __attribute__((unused)) static void etcd_check_timetolive(int rc, int64_t ms) {
     FUZZ_CHECK(rc < 0 && ms == -1, "timetolive %" PRId64 " on failure", ms);
 }
 
+/* KS as a timetolive decoder left it (RC its result); freed here.  A
+ * set is sorted, holds no key twice in a way bsearch misses, and finds
+ * each of its keys; a failure leaves it empty. */
+__attribute__((unused)) static void etcd_check_lease_keys(int rc, dlock__etcd_keys *ks) {
+  if (rc < 0)
+    FUZZ_CHECK(!ks->n && !ks->buf && !ks->k, "lease keys left on failure");
+  for (size_t i = 0; rc == 0 && i < ks->n; i++) {
+    FUZZ_CHECK(i == 0 || strcmp(ks->k[i - 1], ks->k[i]) <= 0, "lease keys out of order");
+    FUZZ_CHECK(dlock__etcd_keys_has(ks, ks->k[i]), "a lease key not found");
+  }
+  dlock__etcd_keys_free(ks);
+}
+
 /* TOK was (char *)1 before the decoder; freed here. */
 __attribute__((unused)) static void etcd_check_auth(int rc, char *tok) {
   if (rc == 0) {

@@ -20,7 +20,13 @@ static void check_answers(const uint8_t *b, size_t n) {
   etcd_check_grant(dlock__grpc_parse_grant(b, n, &id, &ttl), id, ttl);
   etcd_check_keepalive(dlock__grpc_parse_keepalive(b, n, &id, &ttl), ttl);
   int64_t ms = 33;
-  etcd_check_timetolive(dlock__grpc_parse_timetolive(b, n, &ms), ms);
+  int rc0;
+  etcd_check_timetolive(dlock__grpc_parse_timetolive(b, n, &ms, NULL), ms);
+  dlock__etcd_keys ks = {0};
+  ms = 33;
+  rc0 = dlock__grpc_parse_timetolive(b, n, &ms, &ks);
+  etcd_check_timetolive(rc0, ms);
+  etcd_check_lease_keys(rc0, &ks);
   char *tok = (char *)1;
   int rc = dlock__grpc_parse_auth(b, n, &tok);
   FUZZ_CHECK(rc != 0 || !strpbrk(tok, "\r\n"), "a token that would break its header");

@@ -33,7 +33,13 @@ static void check_leases(const char *b, size_t n) {
   FUZZ_CHECK(tiny[0] == '\0', "keepalive message of one byte");
 
   int64_t ms = 33;
-  etcd_check_timetolive(dlock__etcd_parse_timetolive(b, n, &ms), ms);
+  int rc0;
+  etcd_check_timetolive(dlock__etcd_parse_timetolive(b, n, &ms, NULL), ms);
+  dlock__etcd_keys ks = {0};
+  ms = 33;
+  rc0 = dlock__etcd_parse_timetolive(b, n, &ms, &ks);
+  etcd_check_timetolive(rc0, ms);
+  etcd_check_lease_keys(rc0, &ks);
 
   char *tok = (char *)1;
   rc = dlock__etcd_parse_auth(b, n, &tok);

@@ -392,11 +392,15 @@ static void req_lease_bodies(void **state) {
   s = dlock__etcd_req_lease(INT64_MAX);
   assert_string_equal(s, "{\"ID\":\"9223372036854775807\"}");
   free(s);
-  cJSON *j = parse_body(dlock__etcd_req_timetolive(BIG_LEASE));
+  cJSON *j = parse_body(dlock__etcd_req_timetolive(BIG_LEASE, true));
   assert_string_equal(str(j, "ID"), BIG_LEASE_S);
   assert_true(cJSON_IsTrue(item(j, "keys")));
   assert_int_equal(dlock__etcd_json_i64(j, "ID", 0), BIG_LEASE);
   cJSON_Delete(j);
+  /* Without the keys: a lease of many locks would send them all. */
+  s = dlock__etcd_req_timetolive(BIG_LEASE, false);
+  assert_string_equal(s, "{\"ID\":\"" BIG_LEASE_S "\"}");
+  free(s);
 }
 
 static void req_auth_body(void **state) {
@@ -1224,9 +1228,9 @@ static const char fx_ttl_gone[] =
 static void timetolive_bounds(void **state) {
   (void)state;
   int64_t ms = 0;
-  assert_int_equal(dlock__etcd_parse_timetolive(fx_ttl_live, strlen(fx_ttl_live), &ms), 0);
+  assert_int_equal(dlock__etcd_parse_timetolive(fx_ttl_live, strlen(fx_ttl_live), &ms, NULL), 0);
   assert_int_equal(ms, 59000);
-  assert_int_equal(dlock__etcd_parse_timetolive(fx_ttl_gone, strlen(fx_ttl_gone), &ms), 0);
+  assert_int_equal(dlock__etcd_parse_timetolive(fx_ttl_gone, strlen(fx_ttl_gone), &ms, NULL), 0);
   assert_int_equal(ms, -1);
   static const struct {
     const char *ttl;
@@ -1243,7 +1247,7 @@ static void timetolive_bounds(void **state) {
     snprintf(body, sizeof body, "{\"header\":" TTL_HDR ",\"ID\":\"1\"%s%s}",
              good[i].ttl ? ",\"TTL\":" : "", good[i].ttl ? good[i].ttl : "");
     ms = 7;
-    if (dlock__etcd_parse_timetolive(body, strlen(body), &ms) != 0 || ms != good[i].ms)
+    if (dlock__etcd_parse_timetolive(body, strlen(body), &ms, NULL) != 0 || ms != good[i].ms)
       fail_msg("%s: %lld, want %lld", body, (long long)ms, (long long)good[i].ms);
   }
   /* 9223372036854776 s is 2^63 ms and a bit: multiplied by 1000 it would
@@ -1258,15 +1262,72 @@ static void timetolive_bounds(void **state) {
     char body[512];
     snprintf(body, sizeof body, "{\"header\":" TTL_HDR ",\"ID\":\"1\",\"TTL\":%s}", bad[i]);
     ms = 7;
-    int rc = dlock__etcd_parse_timetolive(body, strlen(body), &ms);
+    int rc = dlock__etcd_parse_timetolive(body, strlen(body), &ms, NULL);
     if (rc != DLOCK_EBACKEND || ms != -1)
       fail_msg("TTL %s: rc %d, %lld ms", bad[i], rc, (long long)ms);
   }
   static const char *const not_answers[] = {"", "[]", "{\"TTL\":\"5\"}", "{\"error\":\"x\"}"};
   for (size_t i = 0; i < sizeof not_answers / sizeof not_answers[0]; i++)
-    assert_int_equal(dlock__etcd_parse_timetolive(not_answers[i], strlen(not_answers[i]), &ms),
+    assert_int_equal(dlock__etcd_parse_timetolive(not_answers[i], strlen(not_answers[i]), &ms, NULL),
                      DLOCK_EBACKEND);
-  assert_int_equal(dlock__etcd_parse_timetolive(NULL, 0, &ms), DLOCK_EBACKEND);
+  assert_int_equal(dlock__etcd_parse_timetolive(NULL, 0, &ms, NULL), DLOCK_EBACKEND);
+}
+
+/* A lease's keys, as the gateway lists them (base64), sorted into a set
+ * that finds each; bad lists are no answer and leave the set empty. */
+static void timetolive_keys(void **state) {
+  (void)state;
+  int64_t ms = 0;
+  dlock__etcd_keys ks = {0};
+  /* "d/b/1", "d/a/1", "d/c/1", and one with a NUL byte ("d/\0x"). */
+  static const char body[] =
+      "{\"header\":" TTL_HDR ",\"ID\":\"1\",\"TTL\":\"9\","
+      "\"keys\":[\"ZC9iLzE=\",\"ZC9hLzE=\",\"ZC9jLzE=\",\"ZC8AeA==\"]}";
+  assert_int_equal(dlock__etcd_parse_timetolive(body, strlen(body), &ms, &ks), 0);
+  assert_int_equal(ms, 9000);
+  assert_int_equal(ks.n, 3);
+  assert_string_equal(ks.k[0], "d/a/1");
+  assert_string_equal(ks.k[2], "d/c/1");
+  assert_true(dlock__etcd_keys_has(&ks, "d/a/1"));
+  assert_true(dlock__etcd_keys_has(&ks, "d/b/1"));
+  assert_true(dlock__etcd_keys_has(&ks, "d/c/1"));
+  assert_false(dlock__etcd_keys_has(&ks, "d/"));
+  assert_false(dlock__etcd_keys_has(&ks, "d/b/"));
+  assert_false(dlock__etcd_keys_has(&ks, "d/b/10"));
+  assert_false(dlock__etcd_keys_has(&ks, NULL));
+  dlock__etcd_keys_free(&ks);
+  assert_false(dlock__etcd_keys_has(&ks, "d/a/1"));
+  /* No keys (a lease without any, or one that is gone). */
+  assert_int_equal(dlock__etcd_parse_timetolive(fx_ttl_gone, strlen(fx_ttl_gone), &ms, &ks), 0);
+  assert_int_equal(ms, -1);
+  assert_int_equal(ks.n, 0);
+  assert_false(dlock__etcd_keys_has(&ks, "d/a/1"));
+  dlock__etcd_keys_free(&ks);
+  static const char *const bad[] = {"{}", "\"ZC9h\"", "[1]", "[\"ZC9iLzE=\",null]",
+                                    "[\"not base64!\"]"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char b[512];
+    snprintf(b, sizeof b, "{\"header\":" TTL_HDR ",\"TTL\":\"9\",\"keys\":%s}", bad[i]);
+    ms = 7;
+    int rc = dlock__etcd_parse_timetolive(b, strlen(b), &ms, &ks);
+    if (rc != DLOCK_EBACKEND || ms != -1 || ks.n || ks.buf || ks.k)
+      fail_msg("keys %s: rc %d, %lld ms, %zu keys", bad[i], rc, (long long)ms, ks.n);
+  }
+  /* Many keys: the set grows past its first buffer. */
+  for (int i = 0; i < 3000; i++) {
+    char k[64];
+    snprintf(k, sizeof k, "dlock/jobs/%d/694d1f2a3b4c5d6e", i * 7919 % 3000);
+    assert_int_equal(dlock__etcd_keys_add(&ks, k, strlen(k)), 0);
+  }
+  assert_int_equal(dlock__etcd_keys_sort(&ks), 0);
+  assert_int_equal(ks.n, 3000);
+  for (int i = 0; i < 3000; i++) {
+    char k[64];
+    snprintf(k, sizeof k, "dlock/jobs/%d/694d1f2a3b4c5d6e", i);
+    if (!dlock__etcd_keys_has(&ks, k))
+      fail_msg("%s not found", k);
+  }
+  dlock__etcd_keys_free(&ks);
 }
 
 /* A txn answer: its revision is a granted lock's token, create_revision
@@ -1420,6 +1481,7 @@ int main(void) {
       cmocka_unit_test(watch_errors),
       cmocka_unit_test(json_i64),
       cmocka_unit_test(timetolive_bounds),
+      cmocka_unit_test(timetolive_keys),
       cmocka_unit_test(txn_bounds),
       cmocka_unit_test(lease_and_watch_bounds),
   };

@@ -285,10 +285,14 @@ static void small_requests(void **state) {
   assert_int_equal(r_fields(m, n, f, 4), 1);
   assert_int_equal((int64_t)r_get(f, 1, 1)->v, BIG_LEASE);
 
-  dlock__grpc_req_timetolive(&b, 3);
+  dlock__grpc_req_timetolive(&b, 3, true);
   m = body_of(&b, &n);
   assert_int_equal(r_fields(m, n, f, 4), 2);
   assert_int_equal(r_get(f, 2, 2)->v, 1);
+  dlock__grpc_req_timetolive(&b, 3, false);
+  m = body_of(&b, &n);
+  assert_int_equal(r_fields(m, n, f, 4), 1);
+  assert_int_equal(r_get(f, 1, 1)->v, 3);
 
   dlock__grpc_req_auth(&b, "root", "p\"a\\s\ns/\xc3\xa9");
   m = body_of(&b, &n);
@@ -551,7 +555,7 @@ static void lease_answers(void **state) {
   assert_int_equal(dlock__grpc_parse_keepalive(m.d, m.n, &id, &ttl), 0);
   assert_int_equal(id, BIG_LEASE);
   assert_int_equal(ttl, 15);
-  assert_int_equal(dlock__grpc_parse_timetolive(m.d, m.n, &ttl), 0);
+  assert_int_equal(dlock__grpc_parse_timetolive(m.d, m.n, &ttl, NULL), 0);
   assert_int_equal(ttl, 15000);
 
   /* A grant refused in its error field, or without an ID. */
@@ -574,13 +578,36 @@ static void lease_answers(void **state) {
   pb neg = {.n = 0};
   w_header(&neg, 3);
   w_int(&neg, 3, -1);
-  assert_int_equal(dlock__grpc_parse_timetolive(neg.d, neg.n, &ttl), 0);
+  assert_int_equal(dlock__grpc_parse_timetolive(neg.d, neg.n, &ttl, NULL), 0);
   assert_int_equal(ttl, -1);
+  /* With its keys (repeated bytes, field 5), one with a NUL byte left out;
+   * keys of the wrong wire type are no answer. */
+  pb withkeys = {.n = 0};
+  w_header(&withkeys, 3);
+  w_int(&withkeys, 3, 9);
+  w_str(&withkeys, 5, "d/b/1");
+  w_str(&withkeys, 5, "d/a/1");
+  w_bytes(&withkeys, 5, "d/\0x", 4);
+  w_int(&withkeys, 4, 10);
+  dlock__etcd_keys ks = {0};
+  assert_int_equal(dlock__grpc_parse_timetolive(withkeys.d, withkeys.n, &ttl, &ks), 0);
+  assert_int_equal(ttl, 9000);
+  assert_int_equal(ks.n, 2);
+  assert_true(dlock__etcd_keys_has(&ks, "d/a/1"));
+  assert_true(dlock__etcd_keys_has(&ks, "d/b/1"));
+  assert_false(dlock__etcd_keys_has(&ks, "d/"));
+  dlock__etcd_keys_free(&ks);
+  assert_int_equal(dlock__grpc_parse_timetolive(withkeys.d, withkeys.n, &ttl, NULL), 0);
+  w_int(&withkeys, 5, 1);
+  assert_int_equal(dlock__grpc_parse_timetolive(withkeys.d, withkeys.n, &ttl, &ks),
+                   DLOCK_EBACKEND);
+  assert_int_equal(ttl, -1);
+  assert_true(ks.n == 0 && !ks.buf && !ks.k);
   /* Past MaxLeaseTTL: no answer etcd gives. */
   pb big = {.n = 0};
   w_header(&big, 3);
   w_int(&big, 3, DLOCK__ETCD_TTL_MAX_S + 1);
-  assert_int_equal(dlock__grpc_parse_timetolive(big.d, big.n, &ttl), DLOCK_EBACKEND);
+  assert_int_equal(dlock__grpc_parse_timetolive(big.d, big.n, &ttl, NULL), DLOCK_EBACKEND);
   assert_int_equal(ttl, -1);
   assert_int_equal(dlock__grpc_parse_keepalive(big.d, big.n, &id, &ttl), DLOCK_EBACKEND);
   /* Without a header. */
@@ -728,7 +755,7 @@ static void captured_leases(void **state) {
   assert_int_equal(id, CAP_L2);
   assert_int_equal(ttl, 0);
   n = unhex(CAP_HDR "9eba062004109fb1ed9ed7c6a8ee1f18ffffffffffffffffff01", m, sizeof m);
-  assert_int_equal(dlock__grpc_parse_timetolive(m, n, &ms), 0);
+  assert_int_equal(dlock__grpc_parse_timetolive(m, n, &ms, NULL), 0);
   assert_int_equal(ms, -1);
   /* LeaseRevokeResponse and StatusResponse: a header (and for the
    * status, fields dlock does not read). */

@@ -163,6 +163,10 @@ static void *renew_main(void *arg) {
       nb = 0;
     }
     if (nb == 0 && nc == 0) {
+      /* Due, yet not even one entry could be had for a batch: look again
+       * a little later rather than at once, over and over. */
+      if (due && cap == 0 && wake <= now)
+        wake = now + 10000000;
       c->renew_wake_ns = wake;
       if (wake == INT64_MAX) {
         pthread_cond_wait(&c->renew_cv, &c->mu);

@@ -1201,16 +1201,28 @@ static int g_keepalive(void *tp, int64_t id, int64_t deadline, int64_t *ttl_s) {
   grpc_tp *g = tp;
   *ttl_s = 0;
   /* Another lease's refresh may hold the stream until its own deadline:
-   * this one waits no longer than its own, timed on a monotonic clock (a
-   * wall clock set back would stretch the wait past the deadline). */
+   * this one waits no longer than its own, timed on a monotonic clock
+   * where the C library can (a wall clock set back would stretch the wait
+   * past the deadline). */
+#ifdef DLOCK_HAVE_MUTEX_CLOCKLOCK
+  const clockid_t clk = CLOCK_MONOTONIC;
+#else
+  const clockid_t clk = CLOCK_REALTIME;
+#endif
   struct timespec until;
-  clock_gettime(CLOCK_MONOTONIC, &until);
+  clock_gettime(clk, &until);
   int64_t left = deadline - now_ns();
   int64_t at = (int64_t)until.tv_nsec + (left > 0 ? left : 0);
   until.tv_sec += (time_t)(at / 1000000000);
   until.tv_nsec = (long)(at % 1000000000);
-  if (deadline < 0 ? pthread_mutex_lock(&g->ka_mu) != 0
-                    : pthread_mutex_clocklock(&g->ka_mu, CLOCK_MONOTONIC, &until) != 0)
+#ifdef DLOCK_HAVE_MUTEX_CLOCKLOCK
+  int locked = deadline < 0 ? pthread_mutex_lock(&g->ka_mu)
+                            : pthread_mutex_clocklock(&g->ka_mu, clk, &until);
+#else
+  int locked = deadline < 0 ? pthread_mutex_lock(&g->ka_mu)
+                            : pthread_mutex_timedlock(&g->ka_mu, &until);
+#endif
+  if (locked != 0)
     return dlock_seterr(DLOCK_ETIMEDOUT, "etcd: lease keepalive: the keepalive stream stayed "
                         "busy with another lease until the deadline");
   int rc, reauths = 0;

@@ -50,8 +50,10 @@
  * than are due: LEASE_CHECK_SPREAD times as many held on it at most. */
 #define LEASE_CHECK_MIN (CHECK_BATCH + 1)
 #define LEASE_CHECK_SPREAD 4
-/* A lease whose keys come to more bytes than this (all its locks counted)
- * is checked by txns: the gRPC transport takes answers up to 4 MiB. */
+/* A lease whose keys come to more bytes than this (all its held locks
+ * counted) is checked by txns: the gRPC transport takes answers up to
+ * 4 MiB.  Keys still queued on the lease are not counted; should they
+ * make the answer too long, the read fails and the txns check. */
 #define LEASE_CHECK_BYTES (2u << 20)
 /* Leases read in one pass; locks on further ones are checked by txns. */
 #define LEASE_CHECK_LEASES 8
@@ -850,6 +852,7 @@ static void check_by_lease(etcd_client *ec, dlock_backend_lock **bls, size_t n, 
     if (d < dls[j])
       dls[j] = d;
   }
+  int64_t t0 = now_ns();
   for (size_t j = 0; j < nl; j++) {
     pthread_mutex_lock(&ec->mu);
     bool skip = ec->lease_check_skip > 0;
@@ -858,8 +861,13 @@ static void check_by_lease(etcd_client *ec, dlock_backend_lock **bls, size_t n, 
     pthread_mutex_unlock(&ec->mu);
     if (skip)
       continue;
+    /* The reads have the first half of the time the locks have left, so
+     * that slow reads still leave the txns time to check them. */
+    int64_t by = dls[j] == INT64_MAX ? -1 : t0 + (dls[j] - t0) / 2;
+    if (by >= 0 && now_ns() >= by)
+      continue;
     dlock__etcd_keys ks = {0};
-    int rc = lease_keys(ec, leases[j], counts[j], dls[j] == INT64_MAX ? -1 : dls[j], &ks);
+    int rc = lease_keys(ec, leases[j], counts[j], by, &ks);
     if (rc < 0) {
       pthread_mutex_lock(&ec->mu);
       ec->lease_check_skip = LEASE_CHECK_BACKOFF;

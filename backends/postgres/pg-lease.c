@@ -241,9 +241,11 @@ static int lease_renew_batch(pg_client *pc, dlock_backend_lock **bls, size_t n, 
   const char **names = malloc(n * sizeof *names), **owners = malloc(n * sizeof *owners);
   int64_t *ttls = malloc(n * sizeof *ttls);
   char *an = NULL, *ao = NULL, *at = NULL;
-  owner_at *by_owner = NULL;
+  /* Allocated before the statement: once it has extended the leases, only
+   * its answer decides each lock's fate. */
+  owner_at *by_owner = malloc(n * sizeof *by_owner);
   int rc = 0;
-  if (!names || !owners || !ttls) {
+  if (!names || !owners || !ttls || !by_owner) {
     rc = dlock_seterr(DLOCK_ENOMEM, "postgres: out of memory");
     goto out;
   }
@@ -262,6 +264,12 @@ static int lease_renew_batch(pg_client *pc, dlock_backend_lock **bls, size_t n, 
     rc = dlock_seterr(DLOCK_ENOMEM, "postgres: out of memory");
     goto out;
   }
+  /* The rows name owners, in no given order: looked up in the batch's
+   * owners sorted, since a scan per row costs millions of comparisons a
+   * statement at 2,500 rows. */
+  for (size_t i = 0; i < n; i++)
+    by_owner[i] = (owner_at){bls[i]->owner, i};
+  qsort(by_owner, n, sizeof *by_owner, cmp_owner_at);
   const char *params[3] = {an, ao, at};
   PGresult *r;
   atomic_fetch_add(&pc->n_renewals, 1);
@@ -275,18 +283,6 @@ static int lease_renew_batch(pg_client *pc, dlock_backend_lock **bls, size_t n, 
     goto out;
   for (size_t i = 0; i < n; i++)
     rcs[i] = DLOCK_ELOST;
-  /* The rows name owners, in no given order: looked up in the batch's
-   * owners sorted, since a scan per row costs millions of comparisons a
-   * statement at 2,500 rows. */
-  by_owner = malloc(n * sizeof *by_owner);
-  if (!by_owner) {
-    PQclear(r);
-    rc = dlock_seterr(DLOCK_ENOMEM, "postgres: out of memory");
-    goto out;
-  }
-  for (size_t i = 0; i < n; i++)
-    by_owner[i] = (owner_at){bls[i]->owner, i};
-  qsort(by_owner, n, sizeof *by_owner, cmp_owner_at);
   for (int row = 0; row < PQntuples(r); row++) {
     owner_at want = {NULL, 0};
     char hex[33];

@@ -34,6 +34,7 @@
 #include "event.h"
 #include "faults.h"
 #include "internal.h"
+#include "many.h"
 
 extern char **environ;
 
@@ -1183,7 +1184,23 @@ void conf_consul_release_after_key_gone(void **state);
 
 /* ---- j: many locks, checked by one read of the tree ---- */
 
-#define MANY 300
+/* One in ten with a key the agent would refuse in a path. */
+static void j_name(int i, char *buf, size_t len) {
+  snprintf(buf, len, i % 10 ? "j/%d" : "j/%d\xe2\x80\x8b", i);
+}
+
+static void j_lose(const char *key) { assert_int_equal(conf_consul_forget_key(c_url, key), 0); }
+
+static void j_counts(dlock_client *c, uint64_t *bulk, uint64_t *txns) {
+  struct dlock_consul_checks k;
+  ASSERT_RC(dlock_control(c, NULL, DLOCK_CONSUL_CTL_CHECKS, &k), 0);
+  *bulk = k.trees;
+  *txns = k.txns;
+}
+
+/* Key checks only for the two locks a tree did not show held: in one txn
+ * the pass that found them, or in the pass after a tree read that failed. */
+static uint64_t j_max_txns(uint64_t bulk) { return bulk; }
 
 /* Past a few check txns' worth of locks, a renew pass reads the prefix's
  * tree once instead: a key deleted from outside, or taken by another
@@ -1191,67 +1208,9 @@ void conf_consul_release_after_key_gone(void **state);
  * only that lock. */
 static void j_many_locks_checked_by_tree(void **state) {
   (void)state;
-  const int64_t ttl = 3000;
-  dlock_client *a = open_url(c_url), *b = open_url(c_url);
-  dlock_lock **ls = calloc(MANY, sizeof *ls);
-  assert_non_null(ls);
-  struct event lost;
-  event_init(&lost);
-  dlock_options o = opts(ttl, 0, 1);
-  o.on_lost = event_on_lost;
-  o.on_lost_arg = &lost;
-  char k[64];
-  for (int i = 0; i < MANY; i++) {
-    /* One in ten with a key the agent would refuse in a path. */
-    snprintf(k, sizeof k, i % 10 ? "j/%d" : "j/%d\xe2\x80\x8b", i);
-    ASSERT_RC(dlock_try_acquire(a, conf_key(k), &o, &ls[i]), 0);
-  }
-  dlock_metrics m0, m;
-  dlock_metrics_get(a, &m0);
-  struct dlock_consul_checks k0, k1;
-  ASSERT_RC(dlock_control(a, NULL, DLOCK_CONSUL_CTL_CHECKS, &k0), 0);
-  const int gone = 17, taken = 230;
-  snprintf(k, sizeof k, "j/%d", gone);
-  assert_int_equal(conf_consul_forget_key(c_url, conf_key(k)), 0);
-  snprintf(k, sizeof k, "j/%d\xe2\x80\x8b", taken); /* 230 % 10 == 0 */
-  assert_int_equal(conf_consul_forget_key(c_url, conf_key(k)), 0);
-  dlock_options ob = opts(ttl, 0, 1);
-  dlock_lock *lb;
-  ASSERT_RC(dlock_try_acquire(b, conf_key(k), &ob, &lb), 0);
-  int64_t t0 = now_ms();
-  assert_int_equal(event_wait(&lost, 2, ttl + 2000), 2);
-  printf("# %d locks: both losses reported within %lld ms\n", MANY, (long long)(now_ms() - t0));
-  ASSERT_RC(dlock_lock_state(ls[gone]), DLOCK_LOST);
-  ASSERT_RC(dlock_lock_state(ls[taken]), DLOCK_LOST);
-  /* Two more periods: every other lock stays held, renewed. */
-  dlock_metrics_get(a, &m);
-  uint64_t renewed = m.renew_ok;
-  while (m.renew_ok < renewed + 2 * (MANY - 2)) {
-    if (now_ms() - t0 > 30000)
-      fail_msg("%llu renewals in 30 s", (unsigned long long)(m.renew_ok - renewed));
-    pause_between_looks(20);
-    dlock_metrics_get(a, &m);
-  }
-  assert_int_equal(m.lost, m0.lost + 2);
-  assert_int_equal(event_wait(&lost, 3, 0), 2);
-  /* Each pass read the tree once; key checks only for the two locks it
-   * did not show held (in one txn the pass that found them, or in the
-   * pass after a tree read that failed: a few at most). */
-  ASSERT_RC(dlock_control(a, NULL, DLOCK_CONSUL_CTL_CHECKS, &k1), 0);
-  printf("# %llu tree reads, %llu check txns\n", (unsigned long long)(k1.trees - k0.trees),
-         (unsigned long long)(k1.txns - k0.txns));
-  assert_true(k1.trees - k0.trees >= 2);
-  assert_true(k1.txns - k0.txns <= k1.trees - k0.trees);
-  for (int i = 0; i < MANY; i++)
-    if (i != gone && i != taken && dlock_lock_state(ls[i]) != DLOCK_HELD)
-      fail_msg("lock %d not held", i);
-  ASSERT_RC(dlock_lock_state(lb), DLOCK_HELD);
-  ASSERT_RC(dlock_release(lb), 0);
-  for (int i = 0; i < MANY; i++)
-    dlock_release(ls[i]);
-  free(ls);
-  dlock_close(b);
-  dlock_close(a);
+  const struct conf_many m = {c_url, 300, 3000, j_name, j_lose, j_counts, "tree reads",
+                              j_max_txns};
+  conf_many_two_lost(&m);
 }
 
 const struct conf_case *conf_consul_cases(const char *url, size_t *n) {

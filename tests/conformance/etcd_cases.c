@@ -31,6 +31,7 @@
 #include "event.h"
 #include "faults.h"
 #include "internal.h"
+#include "many.h"
 #include "relay.h"
 
 extern char **environ;
@@ -1384,7 +1385,26 @@ static void e13_unanswered_attempt_given_back(void **state) {
 
 /* ---- e14: many locks, checked by one read of their lease's keys ---- */
 
-#define MANY 400
+static void e14_name(int i, char *buf, size_t len) { snprintf(buf, len, "e14/%d", i); }
+
+static void e14_lose(const char *key) {
+  dlock__etcd_txn t;
+  queue_get(key, &t);
+  assert_int_equal(t.res[0].nkvs, 1);
+  raw_delete(t.res[0].kvs[0].key);
+  dlock__etcd_txn_free(&t);
+}
+
+static void e14_counts(dlock_client *c, uint64_t *bulk, uint64_t *txns) {
+  struct dlock_etcd_checks k;
+  ASSERT_RC(dlock_control(c, NULL, DLOCK_ETCD_CTL_CHECKS, &k), 0);
+  *bulk = k.lease_reads;
+  *txns = k.txns;
+}
+
+/* Check txns only for the two locks the reads did not find, in the pass
+ * or passes that found them. */
+static uint64_t e14_max_txns(uint64_t bulk) { return 2; }
 
 /* Past a check txn's worth of locks on one lease, a renew pass reads the
  * lease's keys once instead: a key deleted from outside, or taken by
@@ -1392,71 +1412,9 @@ static void e13_unanswered_attempt_given_back(void **state) {
  * and only that lock. */
 static void e14_many_locks_checked_by_lease(void **state) {
   (void)state;
-  const int64_t ttl = 3000;
-  dlock_client *a = open_url(e_url), *b = open_url(e_url);
-  dlock_lock **ls = calloc(MANY, sizeof *ls);
-  assert_non_null(ls);
-  struct event lost;
-  event_init(&lost);
-  dlock_options o = opts(ttl, 0, 1);
-  o.on_lost = event_on_lost;
-  o.on_lost_arg = &lost;
-  char k[64];
-  for (int i = 0; i < MANY; i++) {
-    snprintf(k, sizeof k, "e14/%d", i);
-    ASSERT_RC(dlock_try_acquire(a, conf_key(k), &o, &ls[i]), 0);
-  }
-  dlock_metrics m0, m;
-  dlock_metrics_get(a, &m0);
-  struct dlock_etcd_checks k0, k1;
-  ASSERT_RC(dlock_control(a, NULL, DLOCK_ETCD_CTL_CHECKS, &k0), 0);
-  const int gone = 17, taken = 230;
-  int victims[] = {gone, taken};
-  for (size_t v = 0; v < 2; v++) {
-    snprintf(k, sizeof k, "e14/%d", victims[v]);
-    dlock__etcd_txn t;
-    queue_get(conf_key(k), &t);
-    assert_int_equal(t.res[0].nkvs, 1);
-    raw_delete(t.res[0].kvs[0].key);
-    dlock__etcd_txn_free(&t);
-  }
-  snprintf(k, sizeof k, "e14/%d", taken);
-  dlock_options ob = opts(ttl, 0, 1);
-  dlock_lock *lb;
-  ASSERT_RC(dlock_try_acquire(b, conf_key(k), &ob, &lb), 0);
-  int64_t t0 = now_ms();
-  assert_int_equal(event_wait(&lost, 2, ttl + 2000), 2);
-  printf("# %d locks: both losses reported within %lld ms\n", MANY, (long long)(now_ms() - t0));
-  ASSERT_RC(dlock_lock_state(ls[gone]), DLOCK_LOST);
-  ASSERT_RC(dlock_lock_state(ls[taken]), DLOCK_LOST);
-  /* Two more periods: every other lock stays held, renewed. */
-  dlock_metrics_get(a, &m);
-  uint64_t renewed = m.renew_ok;
-  while (m.renew_ok < renewed + 2 * (MANY - 2)) {
-    if (now_ms() - t0 > 30000)
-      fail_msg("%llu renewals in 30 s", (unsigned long long)(m.renew_ok - renewed));
-    pause_between_looks(20);
-    dlock_metrics_get(a, &m);
-  }
-  assert_int_equal(m.lost, m0.lost + 2);
-  assert_int_equal(event_wait(&lost, 3, 0), 2);
-  /* Each pass read the lease's keys; check txns only for the two locks
-   * it did not find (in the pass or passes that found them). */
-  ASSERT_RC(dlock_control(a, NULL, DLOCK_ETCD_CTL_CHECKS, &k1), 0);
-  printf("# %llu lease reads, %llu check txns\n", (unsigned long long)(k1.lease_reads - k0.lease_reads),
-         (unsigned long long)(k1.txns - k0.txns));
-  assert_true(k1.lease_reads - k0.lease_reads >= 2);
-  assert_true(k1.txns - k0.txns <= 2);
-  for (int i = 0; i < MANY; i++)
-    if (i != gone && i != taken && dlock_lock_state(ls[i]) != DLOCK_HELD)
-      fail_msg("lock %d not held", i);
-  ASSERT_RC(dlock_lock_state(lb), DLOCK_HELD);
-  ASSERT_RC(dlock_release(lb), 0);
-  for (int i = 0; i < MANY; i++)
-    dlock_release(ls[i]);
-  free(ls);
-  dlock_close(b);
-  dlock_close(a);
+  const struct conf_many m = {e_url, 400, 3000, e14_name, e14_lose, e14_counts, "lease reads",
+                              e14_max_txns};
+  conf_many_two_lost(&m);
 }
 
 const struct conf_case *conf_etcd_cases(const char *url, size_t *n) {

@@ -1143,7 +1143,9 @@ static void test_expired_giveback_retried(void **state) {
   struct event lost;
   event_init(&lost);
   dlock_lock *l = acquire_expiring(c, "a", &lost);
-  assert_int_equal(event_wait(&tb.released, 3, 10000), 3);
+  /* Retries come every few ms: more may have been made by the time this
+   * thread looks. */
+  assert_true(event_wait(&tb.released, 3, 10000) >= 3);
   assert_int_equal(dlock_release(l), DLOCK_ELOST);
   /* The key stays this client's own until the store has it back. */
   dlock_lock *again = NULL;
@@ -1173,7 +1175,9 @@ static void test_unanswered_release_given_back(void **state) {
   tb.release_down = 1;
   assert_int_equal(dlock_release(l), DLOCK_ECONN);
   assert_int_equal(dlock_try_acquire(c, "a", NULL, &again), DLOCK_EBUSY);
-  assert_int_equal(event_wait(&tb.released, 2, 10000), 2);
+  /* Retries come every few ms: more may have been made by the time this
+   * thread looks. */
+  assert_true(event_wait(&tb.released, 2, 10000) >= 2);
   tb.release_down = 0;
   dlock_options o = DLOCK_OPTIONS_INIT;
   o.wait_ms = 10000;
@@ -1234,7 +1238,9 @@ static void test_late_grant_looked_at_again(void **state) {
       open_scripted("test-late://h?late=300ms&retry_initial=1ms&retry_max=10ms", 1);
   dlock_lock *l = NULL;
   assert_int_equal(dlock_try_acquire(c, "a", NULL, &l), DLOCK_ECONN);
-  assert_int_equal(event_wait(&tb.released, 3, 10000), 3);
+  /* Retries come every few ms: more may have been made by the time this
+   * thread looks. */
+  assert_true(event_wait(&tb.released, 3, 10000) >= 3);
   for (int i = 0; i < 3; i++)
     assert_string_equal(tb.released_owner[i], tb.owners[0]);
   dlock_metrics m;
@@ -1267,7 +1273,7 @@ static void test_late_grant_waits_for_the_holder(void **state) {
   dlock_lock *l = NULL;
   assert_int_equal(dlock_try_acquire(c, "a", &o, &l), DLOCK_ECONN);
   /* The give-back, then a look that the store is slow to answer. */
-  assert_int_equal(event_wait(&tb.releasing, 2, 10000), 2);
+  assert_true(event_wait(&tb.releasing, 2, 10000) >= 2);
   assert_int_equal(dlock_try_acquire(c, "a", &o, &l), 0);
   tb.release_stall_ms = 0;
   int before = atomic_load(&tb.releases);
@@ -1541,9 +1547,11 @@ static void test_wait_for_look_ends_at_deadline(void **state) {
       open_scripted("test-late://h?late=10s&retry_initial=1ms&retry_max=10ms", 1);
   dlock_lock *l = NULL;
   assert_int_equal(dlock_try_acquire(c, "a", NULL, &l), DLOCK_ECONN);
-  assert_int_equal(event_wait(&tb.released, 1, 10000), 1);
+  assert_true(event_wait(&tb.released, 1, 10000) >= 1);
   tb.release_stall_ms = 1000;
-  assert_int_equal(event_wait(&tb.releasing, 2, 10000), 2);
+  /* A look begun after the stall was set is the one that stalls. */
+  int begun = event_wait(&tb.releasing, 0, 0);
+  assert_int_equal(event_wait(&tb.releasing, begun + 1, 10000), begun + 1);
   dlock_options o = DLOCK_OPTIONS_INIT;
   o.wait_ms = 50;
   int64_t t0 = dlock__now_ns();

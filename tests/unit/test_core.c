@@ -1307,7 +1307,8 @@ static void test_late_grant_after_inline_giveback(void **state) {
   assert_int_equal(atomic_load(&tb.releases), 1);
   assert_string_equal(tb.released_owner[0], tb.owners[0]);
   assert_int_equal(dlock_release(l), 0);
-  assert_int_equal(event_wait(&tb.released, 3, 10000), 3);
+  /* The looks go on every few ms until the store's 10 s are up. */
+  assert_true(event_wait(&tb.released, 3, 10000) >= 3);
   assert_string_equal(tb.released_owner[1], tb.owners[1]);
   assert_string_equal(tb.released_owner[2], tb.owners[0]);
   dlock_close(c);
@@ -1325,7 +1326,8 @@ static void test_late_store_wait_cut_at_deadline(void **state) {
   tb.cut_wait = 1;
   assert_int_equal(dlock_acquire(c, "a", &o, &l), DLOCK_ETIMEDOUT);
   assert_non_null(strstr(dlock_client_errmsg(c), "unanswered"));
-  assert_int_equal(event_wait(&tb.released, 1, 10000), 1);
+  /* Looks follow the give-back every few ms for the store's 100 ms. */
+  assert_true(event_wait(&tb.released, 1, 10000) >= 1);
   dlock_metrics m;
   dlock_metrics_get(c, &m);
   assert_int_equal(m.giveback, 1);
@@ -1529,7 +1531,7 @@ static void test_slow_giveback_spares_renewals(void **state) {
   tb.release_stall_ms = 700;
   assert_int_equal(dlock_release(a), DLOCK_ECONN);
   /* Several slow give-backs, each longer than k's ttl. */
-  assert_int_equal(event_wait(&tb.released, 4, 20000), 4);
+  assert_true(event_wait(&tb.released, 4, 20000) >= 4);
   int got = event_wait(&lost, 1, 0);
   assert_int_equal(dlock_lock_state(k), DLOCK_HELD);
   tb.release_down = 0;

@@ -621,8 +621,6 @@ int dlock__grpc_parse_timetolive(const uint8_t *m, size_t n, int64_t *ttl_ms,
         rc = f.wt != WT_LEN ? bad_answer("lease timetolive")
                             : dlock__etcd_keys_add(keys, (const char *)f.sub.p,
                                                    (size_t)(f.sub.end - f.sub.p));
-    if (rc == 0 && bad)
-      rc = bad_answer("lease timetolive");
     if (rc == 0)
       rc = dlock__etcd_keys_sort(keys);
     if (rc < 0)

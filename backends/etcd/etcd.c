@@ -833,10 +833,13 @@ static int lease_keys(etcd_client *ec, dlock_lease *l, size_t m, int64_t deadlin
 static void check_by_lease(etcd_client *ec, dlock_backend_lock **bls, size_t n, int *rcs) {
   dlock_lease *leases[LEASE_CHECK_LEASES];
   size_t counts[LEASE_CHECK_LEASES] = {0}, nl = 0;
-  int64_t dls[LEASE_CHECK_LEASES];
+  int64_t dmin = INT64_MAX;
   for (size_t i = 0; i < n; i++) {
     if (rcs[i] != 0)
       continue;
+    int64_t d = bls[i]->io_deadline_ns ? bls[i]->io_deadline_ns : INT64_MAX;
+    if (d < dmin)
+      dmin = d;
     dlock_lease *l = ((etcd_lock *)bls[i]->priv)->lease;
     size_t j = 0;
     while (j < nl && leases[j] != l)
@@ -844,15 +847,15 @@ static void check_by_lease(etcd_client *ec, dlock_backend_lock **bls, size_t n, 
     if (j == nl) {
       if (nl == LEASE_CHECK_LEASES)
         continue;
-      leases[nl] = l;
-      dls[nl++] = INT64_MAX;
+      leases[nl++] = l;
     }
     counts[j]++;
-    int64_t d = bls[i]->io_deadline_ns ? bls[i]->io_deadline_ns : INT64_MAX;
-    if (d < dls[j])
-      dls[j] = d;
   }
+  /* The reads, one after another, have the first half of the time left to
+   * the soonest due of the pass's locks (on a read lease or not), so that
+   * slow reads still leave the txns time to check every one of them. */
   int64_t t0 = now_ns();
+  int64_t by = dmin == INT64_MAX ? -1 : t0 + (dmin - t0) / 2;
   for (size_t j = 0; j < nl; j++) {
     pthread_mutex_lock(&ec->mu);
     bool skip = ec->lease_check_skip > 0;
@@ -861,9 +864,6 @@ static void check_by_lease(etcd_client *ec, dlock_backend_lock **bls, size_t n, 
     pthread_mutex_unlock(&ec->mu);
     if (skip)
       continue;
-    /* The reads have the first half of the time the locks have left, so
-     * that slow reads still leave the txns time to check them. */
-    int64_t by = dls[j] == INT64_MAX ? -1 : t0 + (dls[j] - t0) / 2;
     if (by >= 0 && now_ns() >= by)
       continue;
     dlock__etcd_keys ks = {0};

@@ -29,8 +29,8 @@ static dlock_client *open_url(const char *url) {
 }
 
 void conf_many_two_lost(const struct conf_many *m) {
-  dlock_client *a = open_url(m->url), *b = open_url(m->url);
   assert_true(m->n > 230);
+  dlock_client *a = open_url(m->url), *b = open_url(m->url);
   dlock_lock **ls = calloc((size_t)m->n, sizeof *ls);
   assert_non_null(ls);
   struct event lost;

@@ -603,6 +603,14 @@ static void lease_answers(void **state) {
                    DLOCK_EBACKEND);
   assert_int_equal(ttl, -1);
   assert_true(ks.n == 0 && !ks.buf && !ks.k);
+  /* Cut off after its keys: no answer, and no keys kept. */
+  withkeys.n -= 2;
+  w_str(&withkeys, 5, "d/c/1");
+  withkeys.n -= 1;
+  assert_int_equal(dlock__grpc_parse_timetolive(withkeys.d, withkeys.n, &ttl, &ks),
+                   DLOCK_EBACKEND);
+  assert_int_equal(ttl, -1);
+  assert_true(ks.n == 0 && !ks.buf && !ks.k);
   /* Past MaxLeaseTTL: no answer etcd gives. */
   pb big = {.n = 0};
   w_header(&big, 3);

@@ -7,7 +7,8 @@
 # report.  Prints each harness's executions; exits non-zero when a harness
 # is missing, did not run to its time limit, or reported a crash, a leak,
 # undefined behaviour or an oracle failure.  Reproducers and logs of failed
-# harnesses are kept in the directory named at the end.
+# harnesses are kept in the directory named at the end.  FUZZ_JOBS runs that
+# many harnesses at once.
 set -uo pipefail
 
 usage() { echo "usage: $0 BUILD_DIR SECONDS_PER_HARNESS" >&2; exit 2; }
@@ -35,21 +36,18 @@ export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:allocator_may_return_null=1
 export UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:${UBSAN_OPTIONS:-}"
 export LSAN_OPTIONS="suppressions=$here/../lsan.supp:${LSAN_OPTIONS:-}"
 
-failed=()
-printf '%-20s %14s  %s\n' harness executions result
-for h in "${harnesses[@]}"; do
-    exe="$bin/$h"
+# run_one H: runs harness H and writes its table row, and the lines of its
+# report when it failed, to $work/H.row; exit status 1 when it failed.
+run_one() {
+    local h="$1" exe="$bin/$1" corpus="$work/$1/corpus" log="$work/$1/log" rc execs result
     if [[ ! -x "$exe" ]]; then
-        printf '%-20s %14s  %s\n' "$h" - "MISSING ($exe)"
-        failed+=("$h")
-        continue
+        printf '%-20s %14s  %s\n' "$h" - "MISSING ($exe)" >"$work/$h.row"
+        return 1
     fi
-    corpus="$work/$h/corpus"
     mkdir -p "$corpus" "$work/$h/artifacts"
     if [[ -d "$here/corpus/$h" ]]; then
         cp -- "$here/corpus/$h"/* "$corpus"/ 2>/dev/null || true
     fi
-    log="$work/$h/log"
     "$exe" -max_total_time="$secs" -timeout=10 -detect_leaks=1 -print_final_stats=1 \
         -artifact_prefix="$work/$h/artifacts/" "$corpus" >"$log" 2>&1
     rc=$?
@@ -64,10 +62,34 @@ for h in "${harnesses[@]}"; do
     elif compgen -G "$work/$h/artifacts/*" >/dev/null; then
         result="FAILED (left an artifact)"
     fi
-    printf '%-20s %14s  %s\n' "$h" "${execs:--}" "$result"
+    printf '%-20s %14s  %s\n' "$h" "${execs:--}" "$result" >"$work/$h.row"
     if [[ "$result" != ok ]]; then
+        grep -aE 'fuzz oracle failed|runtime error:|ERROR: |SUMMARY: ' "$log" | head -n 5 | cut -c1-300 |
+            sed 's/^/    /' >>"$work/$h.row"
+        return 1
+    fi
+}
+
+# FUZZ_JOBS harnesses at a time (default 1), each still on one core for its
+# full time; the table keeps the list's order.
+jobs="${FUZZ_JOBS:-1}"
+[[ "$jobs" =~ ^[1-9][0-9]*$ ]] || { echo "FUZZ_JOBS must be a positive number" >&2; exit 2; }
+running=0
+for h in "${harnesses[@]}"; do
+    if ((running >= jobs)); then
+        wait -n || true
+        running=$((running - 1))
+    fi
+    run_one "$h" &
+    running=$((running + 1))
+done
+wait
+failed=()
+printf '%-20s %14s  %s\n' harness executions result
+for h in "${harnesses[@]}"; do
+    cat -- "$work/$h.row"
+    if ! grep -q '  ok$' "$work/$h.row"; then
         failed+=("$h")
-        grep -aE 'fuzz oracle failed|runtime error:|ERROR: |SUMMARY: ' "$log" | head -n 5 | cut -c1-300 | sed 's/^/    /'
     fi
 done
 

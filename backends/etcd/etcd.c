@@ -57,7 +57,8 @@
 #define LEASE_CHECK_BYTES (2u << 20)
 /* Leases read in one pass; locks on further ones are checked by txns. */
 #define LEASE_CHECK_LEASES 8
-/* After a read of a lease's keys failed, this many passes check by txns. */
+/* After a read of a lease's keys failed, this many of the passes that have
+ * a lease to read check by txns. */
 #define LEASE_CHECK_BACKOFF 8
 
 /* A lease's state in the client's lease table (dlock/lease.h): its id. */
@@ -856,14 +857,18 @@ static void check_by_lease(etcd_client *ec, dlock_backend_lock **bls, size_t n, 
    * slow reads still leave the txns time to check every one of them. */
   int64_t t0 = now_ns();
   int64_t by = dmin == INT64_MAX ? -1 : t0 + (dmin - t0) / 2;
+  /* The backoff counts passes that had a lease to read, not leases. */
+  bool readable = false;
+  for (size_t j = 0; j < nl; j++)
+    readable |= counts[j] >= LEASE_CHECK_MIN;
+  pthread_mutex_lock(&ec->mu);
+  bool skip = ec->lease_check_skip > 0;
+  if (skip && readable)
+    ec->lease_check_skip--;
+  pthread_mutex_unlock(&ec->mu);
+  if (skip)
+    return;
   for (size_t j = 0; j < nl; j++) {
-    pthread_mutex_lock(&ec->mu);
-    bool skip = ec->lease_check_skip > 0;
-    if (skip && counts[j] >= LEASE_CHECK_MIN)
-      ec->lease_check_skip--;
-    pthread_mutex_unlock(&ec->mu);
-    if (skip)
-      continue;
     if (by >= 0 && now_ns() >= by)
       continue;
     dlock__etcd_keys ks = {0};

@@ -29,15 +29,27 @@ fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/dlock-fuzz.XXXXXX")"
 keep=0
-cleanup() { if [[ $keep -eq 0 ]]; then rm -rf -- "$work"; fi; }
+# Harnesses still running (the script stopped by a signal) go first, so
+# none writes into a directory being removed.
+stop_jobs() {
+    local p
+    for p in $(jobs -p); do kill "$p" 2>/dev/null; done
+    wait 2>/dev/null
+}
+cleanup() {
+    stop_jobs
+    if [[ $keep -eq 0 ]]; then rm -rf -- "$work"; fi
+}
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:allocator_may_return_null=1:${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:${UBSAN_OPTIONS:-}"
 export LSAN_OPTIONS="suppressions=$here/../lsan.supp:${LSAN_OPTIONS:-}"
 
 # run_one H: runs harness H and writes its table row, and the lines of its
-# report when it failed, to $work/H.row; exit status 1 when it failed.
+# report when it failed, to $work/H.row, and $work/H.ok only when it passed.
 run_one() {
     local h="$1" exe="$bin/$1" corpus="$work/$1/corpus" log="$work/$1/log" rc execs result
     if [[ ! -x "$exe" ]]; then
@@ -49,7 +61,11 @@ run_one() {
         cp -- "$here/corpus/$h"/* "$corpus"/ 2>/dev/null || true
     fi
     "$exe" -max_total_time="$secs" -timeout=10 -detect_leaks=1 -print_final_stats=1 \
-        -artifact_prefix="$work/$h/artifacts/" "$corpus" >"$log" 2>&1
+        -artifact_prefix="$work/$h/artifacts/" "$corpus" >"$log" 2>&1 &
+    local fuzzer=$!
+    # Stopped by stop_jobs: the harness goes too, before this job ends.
+    trap 'kill "$fuzzer" 2>/dev/null; wait "$fuzzer"; exit 143' TERM
+    wait "$fuzzer"
     rc=$?
     execs="$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\).*/\1/p' "$log" | tail -n1)"
     result=ok
@@ -68,17 +84,33 @@ run_one() {
             sed 's/^/    /' >>"$work/$h.row"
         return 1
     fi
+    : >"$work/$h.ok"
 }
 
 # FUZZ_JOBS harnesses at a time (default 1), each still on one core for its
 # full time; the table keeps the list's order.
 jobs="${FUZZ_JOBS:-1}"
 [[ "$jobs" =~ ^[1-9][0-9]*$ ]] || { echo "FUZZ_JOBS must be a positive number" >&2; exit 2; }
+wait_one="wait -n"
+if ((BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 3))); then
+    wait_one=wait # no wait -n before bash 4.3: the whole group
+fi
+# One run per harness: two of one name would share a corpus and a row.
+declare -A seen=()
+for h in "${harnesses[@]}"; do
+    [[ -z "${seen[$h]:-}" ]] || { echo "fuzz: $h named twice" >&2; exit 2; }
+    seen[$h]=1
+done
 running=0
 for h in "${harnesses[@]}"; do
     if ((running >= jobs)); then
-        wait -n || true
-        running=$((running - 1))
+        if [[ $wait_one == wait ]]; then
+            wait
+            running=0
+        else
+            wait -n || true
+            running=$((running - 1))
+        fi
     fi
     run_one "$h" &
     running=$((running + 1))
@@ -87,8 +119,8 @@ wait
 failed=()
 printf '%-20s %14s  %s\n' harness executions result
 for h in "${harnesses[@]}"; do
-    cat -- "$work/$h.row"
-    if ! grep -q '  ok$' "$work/$h.row"; then
+    cat -- "$work/$h.row" 2>/dev/null || printf '%-20s %14s  %s\n' "$h" - "FAILED (no result)"
+    if [[ ! -f "$work/$h.ok" ]]; then
         failed+=("$h")
     fi
 done

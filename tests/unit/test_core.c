@@ -1553,7 +1553,7 @@ static void test_wait_for_look_ends_at_deadline(void **state) {
   tb.release_stall_ms = 1000;
   /* A look begun after the stall was set is the one that stalls. */
   int begun = event_wait(&tb.releasing, 0, 0);
-  assert_int_equal(event_wait(&tb.releasing, begun + 1, 10000), begun + 1);
+  assert_true(event_wait(&tb.releasing, begun + 1, 10000) >= begun + 1);
   dlock_options o = DLOCK_OPTIONS_INIT;
   o.wait_ms = 50;
   int64_t t0 = dlock__now_ns();

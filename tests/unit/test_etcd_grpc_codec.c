@@ -603,7 +603,8 @@ static void lease_answers(void **state) {
                    DLOCK_EBACKEND);
   assert_int_equal(ttl, -1);
   assert_true(ks.n == 0 && !ks.buf && !ks.k);
-  /* Cut off after its keys: no answer, and no keys kept. */
+  /* Its last key cut short (the declared length runs past the end): no
+   * answer, and the keys are left empty. */
   withkeys.n -= 2;
   w_str(&withkeys, 5, "d/c/1");
   withkeys.n -= 1;

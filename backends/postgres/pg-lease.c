@@ -311,12 +311,21 @@ out:
   return rc;
 }
 
+/* A statement that fails leaves its locks and the later statements' with
+ * its code; the statements the server answered keep their answers, so a
+ * lock one of them found lost is reported in this pass (the failed one may
+ * fail again in every pass until the ttl runs out). */
 static int lease_renew_many(pg_client *pc, dlock_backend_lock **bls, size_t n, int *rcs) {
   for (size_t start = 0; start < n; start += RENEW_BATCH) {
     size_t m = n - start < RENEW_BATCH ? n - start : RENEW_BATCH;
     int rc = lease_renew_batch(pc, bls + start, m, rcs + start);
-    if (rc < 0)
-      return rc;
+    if (rc < 0) {
+      if (start == 0)
+        return rc;
+      for (size_t i = start; i < n; i++)
+        rcs[i] = rc;
+      return 0;
+    }
   }
   return 0;
 }
